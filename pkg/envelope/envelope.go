@@ -1,0 +1,507 @@
+// Package envelope is Chapar's public contract: the CloudEvents 1.0 envelope
+// producers publish, the data each Chapar event type carries, and the rules
+// that make an envelope deliverable.
+//
+// Producers in other languages validate against schema.json (embedded here as
+// Schema); Go producers build envelopes with New and the typed data structs.
+package envelope
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// SpecVersion is the only CloudEvents version Chapar accepts.
+const SpecVersion = "1.0"
+
+// Content types of structured-mode envelopes.
+const (
+	ContentTypeCloudEvents = "application/cloudevents+json"
+	ContentTypeJSON        = "application/json"
+)
+
+// DefaultMaxBytes is the default largest envelope Chapar accepts (1 MiB).
+const DefaultMaxBytes = 1 << 20
+
+// Chapar's event types.
+const (
+	TypeTrack    = "chapar.track"
+	TypePurchase = "chapar.purchase"
+	TypeIdentify = "chapar.identify"
+	TypeNotify   = "chapar.notify"
+)
+
+// Types lists every event type Chapar understands.
+func Types() []string { return []string{TypeTrack, TypePurchase, TypeIdentify, TypeNotify} }
+
+// Envelope is a CloudEvents 1.0 event in JSON structured mode.
+//
+// ID is the idempotency key end to end: JetStream de-duplicates publishes on
+// it and vendors that de-duplicate receive it as their message id.
+type Envelope struct {
+	SpecVersion     string     `json:"specversion"`
+	ID              string     `json:"id"`
+	Source          string     `json:"source"`
+	Type            string     `json:"type"`
+	Time            *time.Time `json:"time,omitempty"`
+	Subject         string     `json:"subject,omitempty"`
+	DataContentType string     `json:"datacontenttype,omitempty"`
+	// Destinations is the CloudEvents extension that routes explicitly: a
+	// comma-separated list of sink names that overrides the routing table.
+	Destinations string          `json:"destinations,omitempty"`
+	Data         json.RawMessage `json:"data,omitempty"`
+}
+
+// User carries every identity a vendor may need.
+type User struct {
+	ID                   string `json:"id,omitempty"`
+	ChabokInstallationID string `json:"chabokInstallationId,omitempty"`
+	MetrixUserID         string `json:"metrixUserId,omitempty"`
+	MetrixSessionID      string `json:"metrixSessionId,omitempty"`
+	AdvertisingID        string `json:"advertisingId,omitempty"`
+	IDFA                 string `json:"idfa,omitempty"`
+	IP                   string `json:"ip,omitempty"`
+}
+
+// Track is the data of a chapar.track event. Property values are strings,
+// booleans, numbers (json.Number, to keep their precision) or arrays of them;
+// times travel as RFC 3339 strings.
+type Track struct {
+	Name       string         `json:"name"`
+	Properties map[string]any `json:"properties,omitempty"`
+	User       User           `json:"user"`
+}
+
+// Purchase is the data of a chapar.purchase event: a Track with revenue.
+type Purchase struct {
+	Track
+	Revenue  json.Number `json:"revenue"`
+	Currency string      `json:"currency"`
+}
+
+// Traits describe a user in a chapar.identify event.
+type Traits struct {
+	FirstName         string         `json:"firstName,omitempty"`
+	LastName          string         `json:"lastName,omitempty"`
+	PhoneNumber       string         `json:"phoneNumber,omitempty"`
+	HashedPhoneNumber string         `json:"hashedPhoneNumber,omitempty"`
+	Email             string         `json:"email,omitempty"`
+	HashedEmail       string         `json:"hashedEmail,omitempty"`
+	Country           string         `json:"country,omitempty"`
+	City              string         `json:"city,omitempty"`
+	Region            string         `json:"region,omitempty"`
+	Locality          string         `json:"locality,omitempty"`
+	Gender            string         `json:"gender,omitempty"`   // Male | Female | Other
+	Birthday          string         `json:"birthday,omitempty"` // YYYY-MM-DD or RFC 3339
+	Channels          []string       `json:"channels,omitempty"` // SMS | Push | Email
+	CustomAttributes  map[string]any `json:"customAttributes,omitempty"`
+}
+
+// Identify is the data of a chapar.identify event.
+type Identify struct {
+	User   User   `json:"user"`
+	Traits Traits `json:"traits"`
+}
+
+// Target is whom a notification is for.
+type Target struct {
+	Type string `json:"type"` // USER | POST
+	ID   string `json:"id"`
+}
+
+// Button is an action offered with a notification.
+type Button struct {
+	Title string `json:"title"`
+	URL   string `json:"url,omitempty"`
+}
+
+// Notify is the data of a chapar.notify event.
+type Notify struct {
+	Message string   `json:"message"`
+	Target  Target   `json:"target"`
+	Buttons []Button `json:"buttons,omitempty"`
+}
+
+// Event is an envelope whose data has been decoded into its type's struct.
+// Exactly one of the data pointers is set, matching Envelope.Type.
+type Event struct {
+	Envelope
+	Track    *Track
+	Purchase *Purchase
+	Identify *Identify
+	Notify   *Notify
+}
+
+// Name is the event's name for routing: the track or purchase name, and the
+// type itself for identify and notify, which have none.
+func (e *Event) Name() string {
+	switch {
+	case e.Track != nil:
+		return e.Track.Name
+	case e.Purchase != nil:
+		return e.Purchase.Name
+	}
+	return ""
+}
+
+// EventUser is the user the event is about, if its type has one.
+func (e *Event) EventUser() User {
+	switch {
+	case e.Track != nil:
+		return e.Track.User
+	case e.Purchase != nil:
+		return e.Purchase.User
+	case e.Identify != nil:
+		return e.Identify.User
+	}
+	return User{}
+}
+
+// OccurredAt is the event's time, or received when the producer gave none.
+func (e *Event) OccurredAt(received time.Time) time.Time {
+	if e.Time != nil {
+		return *e.Time
+	}
+	return received
+}
+
+// DestinationList splits the destinations extension into sink names.
+func (e *Envelope) DestinationList() []string {
+	if strings.TrimSpace(e.Destinations) == "" {
+		return nil
+	}
+	var out []string
+	for _, d := range strings.Split(e.Destinations, ",") {
+		if d = strings.TrimSpace(d); d != "" {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// Option adjusts an envelope built by New.
+type Option func(*Envelope)
+
+// WithID sets the envelope id; by default New generates a UUIDv7.
+func WithID(id string) Option { return func(e *Envelope) { e.ID = id } }
+
+// WithTime sets when the event happened; by default Chapar uses the time it
+// received the event.
+func WithTime(t time.Time) Option { return func(e *Envelope) { t := t.UTC(); e.Time = &t } }
+
+// WithSubject sets the CloudEvents subject, conventionally the user's id.
+func WithSubject(s string) Option { return func(e *Envelope) { e.Subject = s } }
+
+// WithDestinations routes the event to exactly these sinks, overriding the
+// routing table.
+func WithDestinations(sinks ...string) Option {
+	return func(e *Envelope) { e.Destinations = strings.Join(sinks, ",") }
+}
+
+// New builds a valid envelope of the given type around data, which must be
+// one of Track, Purchase, Identify or Notify (or a pointer to one).
+func New(eventType, source string, data any, opts ...Option) (*Envelope, error) {
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return nil, fmt.Errorf("envelope: encode data: %w", err)
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return nil, fmt.Errorf("envelope: generate id: %w", err)
+	}
+	env := &Envelope{
+		SpecVersion:     SpecVersion,
+		ID:              id.String(),
+		Source:          source,
+		Type:            eventType,
+		DataContentType: ContentTypeJSON,
+		Data:            raw,
+	}
+	for _, opt := range opts {
+		opt(env)
+	}
+	if _, err := env.Decode(); err != nil {
+		return nil, err
+	}
+	return env, nil
+}
+
+// Marshal encodes the envelope in JSON structured mode.
+func (e *Envelope) Marshal() ([]byte, error) {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("envelope: encode: %w", err)
+	}
+	return b, nil
+}
+
+// Parse decodes and validates a structured-mode envelope. Any error it
+// returns is a *ValidationError listing every violation found.
+func Parse(raw []byte, maxBytes int) (*Event, error) {
+	if maxBytes > 0 && len(raw) > maxBytes {
+		return nil, &ValidationError{Violations: []Violation{{
+			Field:   "",
+			Problem: fmt.Sprintf("envelope is %d bytes; the maximum is %d (max_envelope_bytes)", len(raw), maxBytes),
+		}}}
+	}
+	var attrs map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &attrs); err != nil {
+		return nil, &ValidationError{Violations: []Violation{{Problem: "not a JSON object: " + err.Error()}}}
+	}
+	if attrs == nil {
+		return nil, &ValidationError{Violations: []Violation{{Problem: "not a JSON object"}}}
+	}
+	var env Envelope
+	var v violations
+	v.str(attrs, "specversion", &env.SpecVersion)
+	v.str(attrs, "id", &env.ID)
+	v.str(attrs, "source", &env.Source)
+	v.str(attrs, "type", &env.Type)
+	v.str(attrs, "subject", &env.Subject)
+	v.str(attrs, "datacontenttype", &env.DataContentType)
+	v.str(attrs, "destinations", &env.Destinations)
+	var ts string
+	v.str(attrs, "time", &ts)
+	if ts != "" {
+		t, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil {
+			v.add("time", "must be an RFC 3339 timestamp, e.g. 2026-01-02T15:04:05Z")
+		} else {
+			env.Time = &t
+		}
+	}
+	if d, ok := attrs["data"]; ok {
+		env.Data = d
+	}
+	ev, err := env.Decode()
+	if len(v) == 0 {
+		return ev, err
+	}
+	if verr := (*ValidationError)(nil); errors.As(err, &verr) {
+		v = append(v, verr.Violations...)
+	}
+	return nil, &ValidationError{ID: env.ID, Violations: v}
+}
+
+// Decode validates the envelope and decodes its data into the struct of its
+// type. Any error it returns is a *ValidationError.
+func (e *Envelope) Decode() (*Event, error) {
+	var v violations
+	if e.SpecVersion != SpecVersion {
+		if e.SpecVersion == "" {
+			v.add("specversion", "is required and must be \"1.0\"")
+		} else {
+			v.add("specversion", fmt.Sprintf("is %q; only \"1.0\" is supported", e.SpecVersion))
+		}
+	}
+	if e.ID == "" {
+		v.add("id", "is required (a unique id; it is the idempotency key)")
+	}
+	if e.Source == "" {
+		v.add("source", "is required (a URI-reference naming the producer)")
+	}
+	if ct := e.DataContentType; ct != "" && !strings.HasPrefix(ct, ContentTypeJSON) {
+		v.add("datacontenttype", fmt.Sprintf("is %q; data must be %s", ct, ContentTypeJSON))
+	}
+	ev := &Event{Envelope: *e}
+	switch e.Type {
+	case "":
+		v.add("type", "is required; one of "+strings.Join(Types(), ", "))
+	case TypeTrack:
+		ev.Track = &Track{}
+		decodeData(e.Data, ev.Track, &v)
+		if len(v) == 0 {
+			validateTrack(ev.Track, "data", &v)
+		}
+	case TypePurchase:
+		ev.Purchase = &Purchase{}
+		decodeData(e.Data, ev.Purchase, &v)
+		if len(v) == 0 {
+			validateTrack(&ev.Purchase.Track, "data", &v)
+			validatePurchase(ev.Purchase, &v)
+		}
+	case TypeIdentify:
+		ev.Identify = &Identify{}
+		decodeData(e.Data, ev.Identify, &v)
+		if len(v) == 0 {
+			validateIdentify(ev.Identify, &v)
+		}
+	case TypeNotify:
+		ev.Notify = &Notify{}
+		decodeData(e.Data, ev.Notify, &v)
+		if len(v) == 0 {
+			validateNotify(ev.Notify, &v)
+		}
+	default:
+		v.add("type", fmt.Sprintf("%q is not a Chapar event type; one of %s", e.Type, strings.Join(Types(), ", ")))
+	}
+	if len(v) > 0 {
+		return nil, &ValidationError{ID: e.ID, Violations: v}
+	}
+	return ev, nil
+}
+
+// decodeData decodes data strictly: numbers stay json.Number and unknown
+// fields are violations, so a typo in a producer is caught, not ignored.
+func decodeData(raw json.RawMessage, into any, v *violations) {
+	if len(bytes.TrimSpace(raw)) == 0 || bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+		v.add("data", "is required for this type")
+		return
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(into); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &typeErr):
+			v.add("data."+typeErr.Field, fmt.Sprintf("must be %s, got %s", jsonKind(typeErr.Type.Kind().String()), typeErr.Value))
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			v.add("data", strings.TrimPrefix(err.Error(), "json: ")+" (check its spelling against docs/envelope.md)")
+		default:
+			v.add("data", "is not valid JSON: "+err.Error())
+		}
+	}
+}
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "string":
+		return "a string"
+	case "map", "struct":
+		return "an object"
+	case "slice":
+		return "an array"
+	case "bool":
+		return "a boolean"
+	default:
+		return "a number"
+	}
+}
+
+func validateTrack(t *Track, at string, v *violations) {
+	if strings.TrimSpace(t.Name) == "" {
+		v.add(at+".name", "is required (the event's name, e.g. order_paid)")
+	}
+	validateValues(t.Properties, at+".properties", v)
+	validateUser(t.User, at+".user", v)
+}
+
+func validatePurchase(p *Purchase, v *violations) {
+	if p.Revenue == "" {
+		v.add("data.revenue", "is required (a number)")
+	} else if f, err := p.Revenue.Float64(); err != nil || f < 0 {
+		v.add("data.revenue", "must be a non-negative number")
+	}
+	if !isCurrencyCode(p.Currency) {
+		v.add("data.currency", "is required: an ISO 4217 code such as IRR, USD or EUR")
+	}
+}
+
+func isCurrencyCode(s string) bool {
+	if len(s) != 3 {
+		return false
+	}
+	for _, r := range s {
+		if r < 'A' || r > 'Z' {
+			return false
+		}
+	}
+	return true
+}
+
+func validateIdentify(id *Identify, v *violations) {
+	validateUser(id.User, "data.user", v)
+	if id.User.ID == "" && id.User.MetrixUserID == "" && id.User.ChabokInstallationID == "" {
+		v.add("data.user", "needs at least one identity (id, metrixUserId or chabokInstallationId)")
+	}
+	switch id.Traits.Gender {
+	case "", "Male", "Female", "Other":
+	default:
+		v.add("data.traits.gender", fmt.Sprintf("is %q; one of Male, Female, Other", id.Traits.Gender))
+	}
+	if b := id.Traits.Birthday; b != "" {
+		if _, err := ParseDate(b); err != nil {
+			v.add("data.traits.birthday", "must be a date (YYYY-MM-DD) or an RFC 3339 timestamp")
+		}
+	}
+	for i, c := range id.Traits.Channels {
+		switch c {
+		case "SMS", "Push", "Email":
+		default:
+			v.add(fmt.Sprintf("data.traits.channels[%d]", i), fmt.Sprintf("is %q; one of SMS, Push, Email", c))
+		}
+	}
+	validateValues(id.Traits.CustomAttributes, "data.traits.customAttributes", v)
+}
+
+// ParseDate reads a birthday: a calendar date or an RFC 3339 timestamp.
+func ParseDate(s string) (time.Time, error) {
+	if t, err := time.Parse(time.DateOnly, s); err == nil {
+		return t, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("envelope: %q is neither YYYY-MM-DD nor RFC 3339: %w", s, err)
+	}
+	return t, nil
+}
+
+func validateNotify(n *Notify, v *violations) {
+	if strings.TrimSpace(n.Message) == "" {
+		v.add("data.message", "is required")
+	}
+	switch n.Target.Type {
+	case "USER", "POST":
+	case "":
+		v.add("data.target.type", "is required: USER or POST")
+	default:
+		v.add("data.target.type", fmt.Sprintf("is %q; USER or POST", n.Target.Type))
+	}
+	if n.Target.ID == "" {
+		v.add("data.target.id", "is required (the user's id or the post token)")
+	}
+	for i, b := range n.Buttons {
+		if b.Title == "" {
+			v.add(fmt.Sprintf("data.buttons[%d].title", i), "is required")
+		}
+	}
+}
+
+func validateUser(u User, at string, v *violations) {
+	if u.ID == "" && u.ChabokInstallationID == "" && u.MetrixUserID == "" && u.AdvertisingID == "" && u.IDFA == "" {
+		v.add(at, "needs at least one identity: id, chabokInstallationId, metrixUserId, advertisingId or idfa")
+	}
+}
+
+// validateValues checks that properties hold only values every vendor can
+// carry: strings, booleans, numbers and arrays of those.
+func validateValues(m map[string]any, at string, v *violations) {
+	for k, val := range m {
+		if k == "" {
+			v.add(at, "has an empty key")
+			continue
+		}
+		switch x := val.(type) {
+		case string, bool, json.Number:
+		case []any:
+			for i, item := range x {
+				switch item.(type) {
+				case string, bool, json.Number:
+				default:
+					v.add(fmt.Sprintf("%s.%s[%d]", at, k, i), "arrays may hold only strings, booleans and numbers")
+				}
+			}
+		case nil:
+			v.add(at+"."+k, "is null; omit the key instead")
+		default:
+			v.add(at+"."+k, "must be a string, boolean, number or array of those; flatten nested objects")
+		}
+	}
+}
