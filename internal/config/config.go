@@ -1,0 +1,401 @@
+// Package config loads Chapar's one YAML file: it expands ${VAR} and
+// ${file:/path} references (so secrets stay out of the file), fills
+// defaults, and validates everything at start, naming each problem's key.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"regexp"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/chapar-dev/chapar/internal/retry"
+	"github.com/chapar-dev/chapar/pkg/envelope"
+)
+
+// Config is the whole file.
+type Config struct {
+	NATS       NATS       `yaml:"nats"`
+	Streams    Streams    `yaml:"streams"`
+	Dispatcher Dispatcher `yaml:"dispatcher"`
+	Webhook    Webhook    `yaml:"webhook"`
+	Sinks      []Sink     `yaml:"sinks"`
+	Routes     []Route    `yaml:"routes"`
+}
+
+// NATS says where JetStream is. With no URL the dispatcher embeds a server.
+type NATS struct {
+	URL      string        `yaml:"url"`
+	Name     string        `yaml:"name"`
+	User     string        `yaml:"user"`
+	Password Secret        `yaml:"password"`
+	Token    Secret        `yaml:"token"`
+	Creds    string        `yaml:"creds_file"`
+	NKeyFile string        `yaml:"nkey_file"`
+	TLS      TLS           `yaml:"tls"`
+	Timeout  time.Duration `yaml:"connect_timeout"`
+	Embedded Embedded      `yaml:"embedded"`
+}
+
+// TLS for the NATS connection.
+type TLS struct {
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Embedded configures the nats-server started when nats.url is empty.
+type Embedded struct {
+	Listen  string `yaml:"listen"`
+	DataDir string `yaml:"data_dir"`
+}
+
+// Streams is the JetStream topology's tunables.
+type Streams struct {
+	// SubjectPrefix roots every subject: producers publish under
+	// <prefix>.events.>.
+	SubjectPrefix    string        `yaml:"subject_prefix"`
+	Replicas         int           `yaml:"replicas"`
+	Storage          string        `yaml:"storage"` // file | memory
+	MaxAge           time.Duration `yaml:"max_age"`
+	MaxBytes         int64         `yaml:"max_bytes"`
+	DuplicateWindow  time.Duration `yaml:"duplicate_window"`
+	MaxEnvelopeBytes int           `yaml:"max_envelope_bytes"`
+	DeadLetterMaxAge time.Duration `yaml:"dead_letter_max_age"`
+}
+
+// Dispatcher tunes the consuming side.
+type Dispatcher struct {
+	RouterConcurrency int           `yaml:"router_concurrency"`
+	AckWait           time.Duration `yaml:"ack_wait"`
+	ShutdownGrace     time.Duration `yaml:"shutdown_grace"`
+	LogFormat         string        `yaml:"log_format"` // json | console
+	LogLevel          string        `yaml:"log_level"`
+}
+
+// Webhook serves the endpoint Divar Kenar calls back.
+type Webhook struct {
+	Listen string `yaml:"listen"` // empty: not served
+	Path   string `yaml:"path"`
+	// IdentificationKey is the static secret Kenar sends in Authorization.
+	IdentificationKey Secret `yaml:"identification_key"`
+	Source            string `yaml:"source"`
+}
+
+// Sink is one vendor instance: a vendor may appear several times, each with
+// its own name and credentials (two Metrix apps, say).
+type Sink struct {
+	Name        string                `yaml:"name"`
+	Vendor      string                `yaml:"vendor"`
+	BaseURL     string                `yaml:"base_url"`
+	Concurrency int                   `yaml:"concurrency"`
+	Timeout     time.Duration         `yaml:"timeout"`
+	Events      map[string]string     `yaml:"events"`
+	Retry       retry.Policy          `yaml:"retry"`
+	Breaker     retry.BreakerSettings `yaml:"breaker"`
+	// Settings are the vendor's own keys (credentials, units); the vendor's
+	// sink decodes and validates them.
+	Settings yaml.Node `yaml:"settings"`
+}
+
+// Route sends events matching all its conditions to its sinks. Empty
+// conditions match everything.
+type Route struct {
+	Types []string `yaml:"types"`
+	// Names are event names or path.Match patterns (order_*).
+	Names []string `yaml:"names"`
+	Sinks []string `yaml:"sinks"`
+}
+
+// Secret is a credential: it prints as [redacted] so it cannot reach a log.
+type Secret string
+
+func (Secret) String() string { return "[redacted]" }
+
+// MarshalText keeps secrets out of JSON and YAML dumps too.
+func (Secret) MarshalText() ([]byte, error) { return []byte("[redacted]"), nil }
+
+// Value is the secret itself, for the one place that sends it.
+func (s Secret) Value() string { return string(s) }
+
+// Load reads, expands, defaults and validates the file at path.
+func Load(file string) (*Config, error) {
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	cfg, err := Parse(raw, os.LookupEnv)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", file, err)
+	}
+	return cfg, nil
+}
+
+// Parse is Load on bytes; lookupEnv resolves ${VAR} references.
+func Parse(raw []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(raw, &root); err != nil {
+		return nil, fmt.Errorf("not valid YAML: %w", err)
+	}
+	if err := expand(&root, "", lookupEnv); err != nil {
+		return nil, err
+	}
+	cfg := Default()
+	if len(root.Content) > 0 {
+		var buf bytes.Buffer
+		enc := yaml.NewEncoder(&buf)
+		if err := enc.Encode(&root); err != nil {
+			return nil, fmt.Errorf("re-encode: %w", err)
+		}
+		dec := yaml.NewDecoder(&buf)
+		dec.KnownFields(true)
+		if err := dec.Decode(cfg); err != nil {
+			return nil, fmt.Errorf("%w (see configs/chapar.example.yaml for every key)", err)
+		}
+	}
+	cfg.fillSinkDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// Default is the configuration with no file: an embedded JetStream on
+// 127.0.0.1:4222 and no sinks.
+func Default() *Config {
+	return &Config{
+		NATS: NATS{
+			Name:     "chapar-dispatcher",
+			Timeout:  5 * time.Second,
+			Embedded: Embedded{Listen: "127.0.0.1:4222", DataDir: "chapar-data"},
+		},
+		Streams: Streams{
+			SubjectPrefix:    "chapar",
+			Replicas:         1,
+			Storage:          "file",
+			MaxAge:           7 * 24 * time.Hour,
+			DuplicateWindow:  10 * time.Minute,
+			MaxEnvelopeBytes: envelope.DefaultMaxBytes,
+			DeadLetterMaxAge: 30 * 24 * time.Hour,
+		},
+		Dispatcher: Dispatcher{
+			RouterConcurrency: 8,
+			AckWait:           30 * time.Second,
+			ShutdownGrace:     20 * time.Second,
+			LogFormat:         "json",
+			LogLevel:          "info",
+		},
+		Webhook: Webhook{Path: "/webhooks/kenar", Source: "divar-kenar"},
+	}
+}
+
+func (c *Config) fillSinkDefaults() {
+	for i := range c.Sinks {
+		s := &c.Sinks[i]
+		if s.Concurrency == 0 {
+			s.Concurrency = 8
+		}
+		if s.Timeout == 0 {
+			s.Timeout = 10 * time.Second
+		}
+		s.Retry = mergePolicy(s.Retry, retry.DefaultPolicy())
+		b := retry.DefaultBreakerSettings()
+		if s.Breaker.FailureThreshold == 0 {
+			s.Breaker.FailureThreshold = b.FailureThreshold
+		}
+		if s.Breaker.OpenTimeout == 0 {
+			s.Breaker.OpenTimeout = b.OpenTimeout
+		}
+		if s.Breaker.Interval == 0 {
+			s.Breaker.Interval = b.Interval
+		}
+	}
+}
+
+// mergePolicy fills the keys a sink left out from the defaults.
+func mergePolicy(p, d retry.Policy) retry.Policy {
+	if p.InitialInterval == 0 {
+		p.InitialInterval = d.InitialInterval
+	}
+	if p.Multiplier == 0 {
+		p.Multiplier = d.Multiplier
+	}
+	if p.Jitter == 0 {
+		p.Jitter = d.Jitter
+	}
+	if p.MaxInterval == 0 {
+		p.MaxInterval = max(d.MaxInterval, p.InitialInterval)
+	}
+	if p.MaxAttempts == 0 {
+		p.MaxAttempts = d.MaxAttempts
+	}
+	if p.MaxElapsed == 0 {
+		p.MaxElapsed = d.MaxElapsed
+	}
+	if p.MaxRetryAfter == 0 {
+		p.MaxRetryAfter = d.MaxRetryAfter
+	}
+	return p
+}
+
+var sinkName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// Validate names every problem with its key and the fix.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{key}, args...)...))
+	}
+	if c.NATS.URL == "" && c.NATS.Embedded.Listen == "" {
+		bad("nats.embedded.listen", "set a host:port for the embedded server, or set nats.url")
+	}
+	if c.NATS.URL == "" && c.NATS.Embedded.DataDir == "" {
+		bad("nats.embedded.data_dir", "set a directory for the embedded JetStream store")
+	}
+	if c.NATS.TLS.CertFile != "" && c.NATS.TLS.KeyFile == "" {
+		bad("nats.tls.key_file", "is required with nats.tls.cert_file")
+	}
+	if c.NATS.Creds != "" && c.NATS.NKeyFile != "" {
+		bad("nats.creds_file", "use either creds_file or nkey_file, not both")
+	}
+	if !regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`).MatchString(c.Streams.SubjectPrefix) {
+		bad("streams.subject_prefix", "%q is not a NATS subject prefix; use tokens like chapar or acme.chapar", c.Streams.SubjectPrefix)
+	}
+	if r := c.Streams.Replicas; r != 1 && r != 3 && r != 5 {
+		bad("streams.replicas", "is %d; use 1 (single server) or 3 or 5 (cluster)", r)
+	}
+	if s := c.Streams.Storage; s != "file" && s != "memory" {
+		bad("streams.storage", "is %q; use file or memory", s)
+	}
+	if c.Streams.MaxEnvelopeBytes < 1024 {
+		bad("streams.max_envelope_bytes", "is %d; use at least 1024 (default 1048576)", c.Streams.MaxEnvelopeBytes)
+	}
+	if c.Streams.DuplicateWindow <= 0 {
+		bad("streams.duplicate_window", "must be positive, e.g. 10m")
+	}
+	if c.Dispatcher.RouterConcurrency < 1 {
+		bad("dispatcher.router_concurrency", "must be at least 1")
+	}
+	if c.Dispatcher.AckWait < time.Second {
+		bad("dispatcher.ack_wait", "must be at least 1s, e.g. 30s")
+	}
+	if f := c.Dispatcher.LogFormat; f != "json" && f != "console" {
+		bad("dispatcher.log_format", "is %q; use json or console", f)
+	}
+	if c.Webhook.Listen != "" && c.Webhook.IdentificationKey == "" {
+		bad("webhook.identification_key", "is required when webhook.listen is set; set it to ${KENAR_IDENTIFICATION_KEY}")
+	}
+	names := map[string]bool{}
+	for i, s := range c.Sinks {
+		at := fmt.Sprintf("sinks[%d]", i)
+		switch {
+		case !sinkName.MatchString(s.Name):
+			bad(at+".name", "%q must be lower-case letters, digits, - or _ (it names a JetStream consumer)", s.Name)
+		case names[s.Name]:
+			bad(at+".name", "%q is used by another sink; names must be unique", s.Name)
+		}
+		names[s.Name] = true
+		if s.Vendor == "" {
+			bad(at+".vendor", "is required: chabok, metrix-s2s, metrix-gateway or kenar")
+		}
+		if s.Concurrency < 1 || s.Concurrency > 1024 {
+			bad(at+".concurrency", "is %d; use 1 to 1024", s.Concurrency)
+		}
+		if s.Timeout <= 0 || s.Timeout >= c.Dispatcher.AckWait {
+			bad(at+".timeout", "is %s; it must be positive and below dispatcher.ack_wait (%s)", s.Timeout, c.Dispatcher.AckWait)
+		}
+		errs = append(errs, s.Retry.Validate(at+".retry")...)
+		errs = append(errs, s.Breaker.Validate(at+".breaker")...)
+	}
+	known := map[string]bool{}
+	for _, t := range envelope.Types() {
+		known[t] = true
+	}
+	for i, r := range c.Routes {
+		at := fmt.Sprintf("routes[%d]", i)
+		if len(r.Sinks) == 0 {
+			bad(at+".sinks", "is empty; name at least one sink")
+		}
+		for j, s := range r.Sinks {
+			if !names[s] {
+				bad(fmt.Sprintf("%s.sinks[%d]", at, j), "%q is not a configured sink", s)
+			}
+		}
+		for j, t := range r.Types {
+			if !known[t] {
+				bad(fmt.Sprintf("%s.types[%d]", at, j), "%q is not an event type; one of %s", t, strings.Join(envelope.Types(), ", "))
+			}
+		}
+		for j, n := range r.Names {
+			if _, err := path.Match(n, ""); err != nil {
+				bad(fmt.Sprintf("%s.names[%d]", at, j), "%q is not a valid pattern: %v", n, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+var reference = regexp.MustCompile(`\$\{([^}]*)\}`)
+
+// expand replaces ${VAR} and ${file:/path} in every scalar, so a secret is
+// never written into the file and never YAML-parsed as code.
+func expand(n *yaml.Node, at string, lookupEnv func(string) (string, bool)) error {
+	switch n.Kind {
+	case yaml.DocumentNode, yaml.SequenceNode:
+		for i, c := range n.Content {
+			key := at
+			if n.Kind == yaml.SequenceNode {
+				key = fmt.Sprintf("%s[%d]", at, i)
+			}
+			if err := expand(c, key, lookupEnv); err != nil {
+				return err
+			}
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key := n.Content[i].Value
+			if at != "" {
+				key = at + "." + key
+			}
+			if err := expand(n.Content[i+1], key, lookupEnv); err != nil {
+				return err
+			}
+		}
+	case yaml.ScalarNode:
+		var errs []error
+		out := reference.ReplaceAllStringFunc(n.Value, func(ref string) string {
+			name := reference.FindStringSubmatch(ref)[1]
+			if file, ok := strings.CutPrefix(name, "file:"); ok {
+				b, err := os.ReadFile(file)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("%s: cannot read secret file: %w", at, err))
+					return ""
+				}
+				return strings.TrimSpace(string(b))
+			}
+			v, ok := lookupEnv(name)
+			if !ok {
+				errs = append(errs, fmt.Errorf("%s: environment variable %s is not set; export it or remove the reference", at, name))
+			}
+			return v
+		})
+		if len(errs) > 0 {
+			return errors.Join(errs...)
+		}
+		if out != n.Value {
+			n.Value = out
+			n.Tag = "!!str"
+			n.Style = yaml.DoubleQuotedStyle
+		}
+	}
+	return nil
+}
+
+// SettingsKey is the config path of a sink's vendor settings, for errors.
+func SettingsKey(i int) string { return fmt.Sprintf("sinks[%d].settings", i) }

@@ -1,0 +1,137 @@
+package sinks
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+
+	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/pkg/envelope"
+)
+
+// Chabok: track and trackPurchase (docs: chabok-send-event).
+//
+//	POST https://{app_id}.push.adpdigital.com/api/installations/track
+//	POST https://{app_id}.push.adpdigital.com/api/installations/trackPurchase
+//	X-Access-Token: <access token>
+//
+// Mapping: chapar.track → track, chapar.purchase → trackPurchase.
+// installationId when the user has chabokInstallationId (the event is
+// attributed to that device), else userId (Chabok picks the user's last
+// device). eventTime is epoch ms; eventData keeps typed values.
+//
+// Responses (errors are LoopBack style {"error":{"status","message","code"}}):
+//
+//	2xx            delivered
+//	400            dead letter (malformed event)
+//	401, 403       dead letter (wrong access token or app id)
+//	404            dead letter (unknown app or installation)
+//	408, 429, 5xx  retry
+const chabokDefaultBaseURL = "https://{app_id}.push.adpdigital.com/api"
+
+type chabokSettings struct {
+	AppID       string        `yaml:"app_id"`
+	AccessToken config.Secret `yaml:"access_token"`
+	// Currencies renames ISO codes to Chabok's names (IRR → RIAL by default).
+	Currencies map[string]string `yaml:"currencies"`
+	// RequireMapping dead-letters events missing from the events table
+	// instead of sending them under their own name.
+	RequireMapping bool `yaml:"require_mapping"`
+}
+
+type chabok struct {
+	name     string
+	base     string
+	settings chabokSettings
+	events   map[string]string
+	client   *http.Client
+}
+
+func newChabok(cfg config.Sink, at string) (Sink, error) {
+	s := chabokSettings{Currencies: map[string]string{"IRR": "RIAL"}}
+	if err := decodeSettings(cfg.Settings, at, &s); err != nil {
+		return nil, err
+	}
+	if err := required(at, "app_id", s.AppID, "access_token", s.AccessToken.Value()); err != nil {
+		return nil, err
+	}
+	base := cfg.BaseURL
+	if base == "" {
+		base = chabokDefaultBaseURL
+	}
+	return &chabok{
+		name:     cfg.Name,
+		base:     strings.TrimSuffix(strings.ReplaceAll(base, "{app_id}", s.AppID), "/"),
+		settings: s,
+		events:   cfg.Events,
+		client:   newHTTPClient(cfg),
+	}, nil
+}
+
+func (c *chabok) Name() string { return c.name }
+
+type chabokEvent struct {
+	InstallationID string         `json:"installationId,omitempty"`
+	UserID         string         `json:"userId,omitempty"`
+	EventName      string         `json:"eventName"`
+	EventTime      int64          `json:"eventTime"`
+	EventData      map[string]any `json:"eventData,omitempty"`
+	Revenue        json.Number    `json:"revenue,omitempty"`
+	Currency       string         `json:"currency,omitempty"`
+}
+
+// request maps a delivery to Chabok's request; it is separate from Deliver
+// so tests and benchmarks can check the exact request.
+func (c *chabok) request(d *Delivery) (*http.Request, error) {
+	ev := d.Event
+	var track *envelope.Track
+	path := "/installations/track"
+	switch {
+	case ev.Track != nil:
+		track = ev.Track
+	case ev.Purchase != nil:
+		track = &ev.Purchase.Track
+		path = "/installations/trackPurchase"
+	default:
+		return nil, reject(ReasonUnsupportedEvent, "Chabok takes chapar.track and chapar.purchase, not %s", ev.Type)
+	}
+	name, err := mapName(c.events, track.Name, c.settings.RequireMapping, c.name)
+	if err != nil {
+		return nil, err
+	}
+	body := chabokEvent{
+		EventName: name,
+		EventTime: ev.OccurredAt(d.ReceivedAt).UnixMilli(),
+		EventData: track.Properties,
+	}
+	switch {
+	case track.User.ChabokInstallationID != "":
+		body.InstallationID = track.User.ChabokInstallationID
+	case track.User.ID != "":
+		body.UserID = track.User.ID
+	default:
+		return nil, reject(ReasonInvalidForVendor, "Chabok needs data.user.chabokInstallationId or data.user.id")
+	}
+	if p := ev.Purchase; p != nil {
+		body.Revenue = p.Revenue
+		body.Currency = p.Currency
+		if name, ok := c.settings.Currencies[p.Currency]; ok {
+			body.Currency = name
+		}
+	}
+	req, err := jsonRequest(c.base+path, body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("X-Access-Token", c.settings.AccessToken.Value())
+	return req, nil
+}
+
+func (c *chabok) Deliver(ctx context.Context, d *Delivery) error {
+	req, err := c.request(d)
+	if err != nil {
+		return err
+	}
+	return send(ctx, c.client, req, findCode)
+}

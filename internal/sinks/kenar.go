@@ -1,0 +1,137 @@
+package sinks
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/chapar-dev/chapar/internal/config"
+)
+
+// Divar Kenar open platform (docs: divar-kenar-events-api).
+//
+// Send event to a user (EXPERIMENTAL: the vendor's newest published spec no
+// longer lists this call):
+//
+//	POST https://open-api.divar.ir/experimental/open-platform/events/send
+//	     ?message=…&target_type=USER|POST&target_resource_id=…   (no body)
+//	X-API-Key: <api key>                  (permission EVENTS_SEND)
+//	Authorization: Bearer <access token>  (OAuth scope SEND_EVENT)
+//
+// Mapping: chapar.notify → message, target.type, target.id. Button titles
+// must be 5–50 characters; a notify with a bad title is dead-lettered before
+// any request. The documented call takes no buttons, so none are sent.
+//
+// Responses are google.rpc.Status {"code": n, "message": …, "details": […]};
+// the code reported is an ErrorInfo reason when present, else the gRPC name.
+//
+//	2xx            delivered
+//	400            dead letter (INVALID_ARGUMENT)
+//	401, 403       dead letter (UNAUTHENTICATED, PERMISSION_DENIED: key or scope)
+//	404            dead letter (NOT_FOUND: user or post)
+//	408, 429, 5xx  retry (429: per-minute limit or daily quota spent)
+const kenarDefaultBaseURL = "https://open-api.divar.ir"
+
+type kenarSettings struct {
+	APIKey      config.Secret `yaml:"api_key"`
+	AccessToken config.Secret `yaml:"access_token"`
+}
+
+type kenar struct {
+	name     string
+	base     string
+	settings kenarSettings
+	client   *http.Client
+}
+
+func newKenar(cfg config.Sink, at string) (Sink, error) {
+	var s kenarSettings
+	if err := decodeSettings(cfg.Settings, at, &s); err != nil {
+		return nil, err
+	}
+	if err := required(at, "api_key", s.APIKey.Value(), "access_token", s.AccessToken.Value()); err != nil {
+		return nil, err
+	}
+	base := cfg.BaseURL
+	if base == "" {
+		base = kenarDefaultBaseURL
+	}
+	return &kenar{name: cfg.Name, base: strings.TrimSuffix(base, "/"), settings: s, client: newHTTPClient(cfg)}, nil
+}
+
+func (k *kenar) Name() string { return k.name }
+
+func (k *kenar) request(d *Delivery) (*http.Request, error) {
+	n := d.Event.Notify
+	if n == nil {
+		return nil, reject(ReasonUnsupportedEvent, "Kenar takes chapar.notify, not %s", d.Event.Type)
+	}
+	for i, b := range n.Buttons {
+		if l := utf8.RuneCountInString(b.Title); l < 5 || l > 50 {
+			return nil, reject(ReasonInvalidForVendor, "data.buttons[%d].title is %d characters; Kenar requires 5 to 50", i, l)
+		}
+	}
+	q := url.Values{}
+	q.Set("message", n.Message)
+	q.Set("target_type", n.Target.Type)
+	q.Set("target_resource_id", n.Target.ID)
+	req, err := http.NewRequest(http.MethodPost, k.base+"/experimental/open-platform/events/send?"+q.Encode(), http.NoBody)
+	if err != nil {
+		return nil, fmt.Errorf("build request: %w", err)
+	}
+	k.authorize(req)
+	return req, nil
+}
+
+func (k *kenar) authorize(req *http.Request) {
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("X-API-Key", k.settings.APIKey.Value())
+	req.Header.Set("Authorization", "Bearer "+k.settings.AccessToken.Value())
+}
+
+func (k *kenar) Deliver(ctx context.Context, d *Delivery) error {
+	req, err := k.request(d)
+	if err != nil {
+		return err
+	}
+	return send(ctx, k.client, req, kenarCode)
+}
+
+// kenarCode reads a google.rpc.Status body.
+func kenarCode(body []byte) (code, message string) {
+	var st struct {
+		Code    json.Number `json:"code"`
+		Message string      `json:"message"`
+		Details []struct {
+			Reason string `json:"reason"`
+		} `json:"details"`
+	}
+	if err := json.Unmarshal(body, &st); err != nil {
+		return findCode(body)
+	}
+	for _, d := range st.Details {
+		if d.Reason != "" {
+			return d.Reason, st.Message
+		}
+	}
+	if n, err := st.Code.Int64(); err == nil {
+		if name := grpcCodeName(n); name != "" {
+			return name, st.Message
+		}
+	}
+	return findCode(body)
+}
+
+func grpcCodeName(n int64) string {
+	names := [...]string{"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+		"ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
+		"OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"}
+	if n <= 0 || n >= int64(len(names)) {
+		return ""
+	}
+	return names[n]
+}
