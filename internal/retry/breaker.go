@@ -111,6 +111,21 @@ func (b *Breaker) Wait(ctx context.Context, tick func()) (release func(), err er
 	}
 }
 
+// WaitNotOpen blocks while the breaker is open: a sink's workers call it
+// before pulling work, so an outage leaves events in JetStream untouched.
+func (b *Breaker) WaitNotOpen(ctx context.Context) error {
+	t := time.NewTicker(b.poll)
+	defer t.Stop()
+	for b.cb.State() == gobreaker.StateOpen {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the circuit breaker: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
 // ErrRejected is returned by Do when the breaker refused the request: no
 // vendor request was made, so it is not an attempt.
 var ErrRejected = errors.New("circuit breaker rejected the request")

@@ -1,0 +1,425 @@
+// Package dispatch moves events from JetStream to vendors: the router
+// validates each event and fans it out to its sinks' queues, and each sink's
+// worker pool delivers from its own durable consumer with the sink's retry
+// policy and circuit breaker.
+package dispatch
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/internal/dlq"
+	"github.com/chapar-dev/chapar/internal/retry"
+	"github.com/chapar-dev/chapar/internal/sinks"
+	"github.com/chapar-dev/chapar/internal/topology"
+	"github.com/chapar-dev/chapar/pkg/envelope"
+)
+
+// Options configure a Dispatcher.
+type Options struct {
+	Topology   topology.Topology
+	Dispatcher config.Dispatcher
+	// SinkConfigs and Sinks describe the same sinks: the config for the
+	// policy, the Sink for delivery.
+	SinkConfigs []config.Sink
+	Sinks       map[string]sinks.Sink
+	Routes      *Routes
+	Observer    Observer
+	Logger      *zap.Logger
+	// Ready, if set, is called once every consumer is bound.
+	Ready func()
+}
+
+// Dispatcher runs the router and every sink's worker pool.
+type Dispatcher struct {
+	js   jetstream.JetStream
+	o    Options
+	dlq  *dlq.Writer
+	log  *zap.Logger
+	obs  Observer
+	maxB int
+}
+
+// New prepares a dispatcher; Run starts it.
+func New(js jetstream.JetStream, o Options) *Dispatcher {
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.Observer == nil {
+		o.Observer = NewTally()
+	}
+	if o.Routes == nil {
+		o.Routes = NewRoutes(nil)
+	}
+	return &Dispatcher{
+		js:   js,
+		o:    o,
+		dlq:  dlq.NewWriter(js, o.Topology),
+		log:  o.Logger,
+		obs:  o.Observer,
+		maxB: o.Topology.MaxEnvelopeBytes(),
+	}
+}
+
+// Run consumes until ctx is done, then drains: it stops fetching, hands
+// back what it fetched but did not start, and lets in-flight deliveries
+// finish for up to ShutdownGrace before handing them back too. Nothing is
+// acked that the vendor did not accept.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	cfg := d.o.Dispatcher
+	topo := d.o.Topology
+	settings := topology.ConsumerSettings{AckWait: cfg.AckWait, MaxAckPending: 1000, MaxDeliver: -1}
+	if err := topo.Ensure(ctx, d.js, settings); err != nil {
+		return err
+	}
+	router, err := d.js.Consumer(ctx, topo.EventsStream(), topology.RouterConsumer)
+	if err != nil {
+		return fmt.Errorf("dispatch: router consumer: %w", err)
+	}
+	type pool struct {
+		name string
+		c    jetstream.Consumer
+		n    int
+		w    *sinkWorker
+	}
+	pools := []pool{{name: "router", c: router, n: cfg.RouterConcurrency}}
+	for _, sc := range d.o.SinkConfigs {
+		s, ok := d.o.Sinks[sc.Name]
+		if !ok {
+			return fmt.Errorf("dispatch: sink %s is configured but was not built", sc.Name)
+		}
+		cs := settings
+		cs.MaxAckPending = max(sc.Concurrency*4, 64)
+		// JetStream's own bound sits above the policy's, so the policy
+		// decides; past it the message stops (see docs/operations.md).
+		cs.MaxDeliver = sc.Retry.MaxAttempts + 10
+		if sc.Retry.MaxAttempts == 0 {
+			cs.MaxDeliver = -1
+		}
+		c, err := topo.EnsureSink(ctx, d.js, sc.Name, cs)
+		if err != nil {
+			return err
+		}
+		w := &sinkWorker{
+			d:       d,
+			sink:    s,
+			name:    sc.Name,
+			policy:  sc.Retry,
+			breaker: retry.NewBreaker(sc.Name, sc.Breaker, d.log, d.obs.BreakerChanged),
+		}
+		pools = append(pools, pool{name: sc.Name, c: c, n: sc.Concurrency, w: w})
+	}
+	d.log.Info("dispatcher consuming", zap.Int("sinks", len(pools)-1), zap.String("events", topo.EventsSubjects()))
+	if d.o.Ready != nil {
+		d.o.Ready()
+	}
+
+	// workCtx outlives ctx by the grace period, for in-flight work.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	stopGrace := context.AfterFunc(ctx, func() {
+		d.log.Info("draining", zap.Duration("grace", cfg.ShutdownGrace))
+		time.AfterFunc(cfg.ShutdownGrace, cancelWork)
+	})
+	defer stopGrace()
+
+	var wg sync.WaitGroup
+	errs := make(chan error, len(pools))
+	for _, p := range pools {
+		wg.Go(func() {
+			var err error
+			if p.w == nil {
+				err = d.consume(ctx, workCtx, p.c, p.n, nil, d.route)
+			} else {
+				err = d.consume(ctx, workCtx, p.c, p.n, p.w.ready, p.w.handle)
+			}
+			if err != nil {
+				errs <- fmt.Errorf("dispatch: %s: %w", p.name, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	return errors.Join(collect(errs)...)
+}
+
+func collect(ch <-chan error) []error {
+	var out []error
+	for err := range ch {
+		out = append(out, err)
+	}
+	return out
+}
+
+// consume runs n workers over one consumer. ready, if set, is waited on
+// before each fetch (a sink whose breaker is open pulls nothing).
+func (d *Dispatcher) consume(ctx, workCtx context.Context, c jetstream.Consumer, n int, ready func(context.Context) error, handle func(context.Context, jetstream.Msg)) error {
+	iter, err := c.Messages(jetstream.PullMaxMessages(n))
+	if err != nil {
+		return fmt.Errorf("pull: %w", err)
+	}
+	defer iter.Stop()
+	stop := context.AfterFunc(ctx, iter.Drain)
+	defer stop()
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			for {
+				if ready != nil && ctx.Err() == nil {
+					if err := ready(ctx); err != nil {
+						continue // shutting down: go on to drain the buffer
+					}
+				}
+				msg, err := iter.Next(jetstream.NextContext(workCtx))
+				if err != nil {
+					return // drained, stopped, or out of grace
+				}
+				if ctx.Err() != nil {
+					// Fetched but not started: hand it back at once so
+					// another replica can take it.
+					_ = msg.Nak()
+					continue
+				}
+				handle(workCtx, msg)
+			}
+		})
+	}
+	wg.Wait()
+	return nil
+}
+
+// route validates an event and fans it out: one message per sink on the
+// deliveries stream, de-duplicated per (event, sink), then acks.
+func (d *Dispatcher) route(ctx context.Context, msg jetstream.Msg) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		d.log.Error("message without JetStream metadata", zap.Error(err))
+		_ = msg.Term()
+		return
+	}
+	if meta.NumDelivered == 1 {
+		d.obs.Received()
+	}
+	ev, err := envelope.ParseMessage(msg.Headers(), msg.Data(), d.maxB)
+	if err != nil {
+		d.deadLetter(ctx, msg, &dlq.Record{
+			Sink: dlq.NoSink, Reason: sinks.ReasonInvalidEnvelope, Error: err.Error(),
+			EventID: guessID(msg), Attempts: int(meta.NumDelivered),
+			FirstAttempt: meta.Timestamp, LastAttempt: time.Now(),
+		})
+		return
+	}
+	targets := d.o.Routes.Match(ev)
+	if len(targets) == 0 {
+		d.obs.Unrouted(ev.Type, ev.Name())
+		d.log.Info("event matched no route", zap.String("event_id", ev.ID), zap.String("type", ev.Type), zap.String("name", ev.Name()))
+		d.ack(ctx, msg)
+		return
+	}
+	received := meta.Timestamp.UTC().Format(time.RFC3339Nano)
+	var futures []jetstream.PubAckFuture
+	for _, sink := range targets {
+		if _, ok := d.o.Sinks[sink]; !ok {
+			d.deadLetter(ctx, nil, &dlq.Record{
+				Sink: sink, Reason: "unknown_destination", EventID: ev.ID, EventType: ev.Type,
+				Error:    fmt.Sprintf("destinations names sink %q, which is not configured", sink),
+				Attempts: 0, FirstAttempt: meta.Timestamp, LastAttempt: time.Now(),
+				Header: msg.Headers(), Data: msg.Data(), Subject: msg.Subject(),
+				OriginStream: meta.Stream, OriginSeq: meta.Sequence.Stream,
+			})
+			continue
+		}
+		out := nats.NewMsg(d.o.Topology.DeliverSubject(sink))
+		for k, v := range msg.Headers() {
+			out.Header[k] = v
+		}
+		out.Header.Set(topology.HeaderReceived, received)
+		out.Data = msg.Data()
+		f, err := d.js.PublishMsgAsync(out, jetstream.WithMsgID(topology.DeliveryMsgID(ev.ID, sink)))
+		if err != nil {
+			d.retryRoute(msg, err)
+			return
+		}
+		futures = append(futures, f)
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			d.retryRoute(msg, err)
+			return
+		case <-ctx.Done():
+			_ = msg.Nak()
+			return
+		}
+	}
+	d.ack(ctx, msg)
+}
+
+// retryRoute hands an event back after a failed fan-out; the per-sink
+// de-duplication makes the repeat harmless for sinks already queued.
+func (d *Dispatcher) retryRoute(msg jetstream.Msg, err error) {
+	d.log.Warn("fan-out failed; will retry", zap.Error(err))
+	_ = msg.NakWithDelay(time.Second)
+}
+
+// guessID finds an invalid envelope's id, if it has one, for the record.
+func guessID(msg jetstream.Msg) string {
+	if id := msg.Headers().Get("ce-id"); id != "" {
+		return id
+	}
+	var probe struct {
+		ID any `json:"id"`
+	}
+	if json.Unmarshal(msg.Data(), &probe) == nil {
+		if s, ok := probe.ID.(string); ok {
+			return s
+		}
+	}
+	return ""
+}
+
+func (d *Dispatcher) ack(ctx context.Context, msg jetstream.Msg) {
+	if err := msg.DoubleAck(ctx); err != nil {
+		d.log.Warn("ack not confirmed; the message may be redelivered", zap.Error(err))
+	}
+}
+
+// deadLetter records a dead letter and only then acks the original (msg may
+// be nil when there is no original to ack). If the record cannot be
+// written, the original is handed back: it is never lost.
+func (d *Dispatcher) deadLetter(ctx context.Context, msg jetstream.Msg, rec *dlq.Record) {
+	if msg != nil {
+		rec.Header, rec.Data, rec.Subject = msg.Headers(), msg.Data(), msg.Subject()
+		if meta, err := msg.Metadata(); err == nil {
+			rec.OriginStream, rec.OriginSeq = meta.Stream, meta.Sequence.Stream
+		}
+		if n, err := strconv.Atoi(msg.Headers().Get(topology.HeaderReplays)); err == nil {
+			rec.Replays = n
+		}
+	}
+	if err := d.dlq.Write(ctx, rec); err != nil {
+		d.log.Error("dead letter not written; handing the event back", zap.String("event_id", rec.EventID), zap.Error(err))
+		if msg != nil {
+			_ = msg.NakWithDelay(5 * time.Second)
+		}
+		return
+	}
+	d.obs.DeadLettered(rec.Sink, rec.Reason, rec.Status, rec.Code)
+	d.log.Warn("dead-lettered",
+		zap.String("event_id", rec.EventID), zap.String("sink", rec.Sink), zap.String("reason", rec.Reason),
+		zap.Int("status", rec.Status), zap.String("code", rec.Code), zap.Int("attempts", rec.Attempts),
+		zap.String("error", rec.Error))
+	if msg != nil {
+		d.ack(ctx, msg)
+	}
+}
+
+// sinkWorker delivers one sink's queue.
+type sinkWorker struct {
+	d       *Dispatcher
+	sink    sinks.Sink
+	name    string
+	policy  retry.Policy
+	breaker *retry.Breaker
+	// pausedUntil (unix nanos) holds the whole sink back after a vendor's
+	// Retry-After: the vendor throttles the account, not one event.
+	pausedUntil atomic.Int64
+}
+
+// ready blocks while the sink must not pull: breaker open or paused.
+func (w *sinkWorker) ready(ctx context.Context) error {
+	if until := time.Unix(0, w.pausedUntil.Load()); time.Now().Before(until) {
+		t := time.NewTimer(time.Until(until))
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return w.breaker.WaitNotOpen(ctx)
+}
+
+func (w *sinkWorker) handle(ctx context.Context, msg jetstream.Msg) {
+	d := w.d
+	meta, err := msg.Metadata()
+	if err != nil {
+		d.log.Error("message without JetStream metadata", zap.Error(err))
+		_ = msg.Term()
+		return
+	}
+	ev, err := envelope.ParseMessage(msg.Headers(), msg.Data(), 0)
+	if err != nil {
+		d.deadLetter(ctx, msg, &dlq.Record{
+			Sink: w.name, Reason: sinks.ReasonInvalidEnvelope, Error: err.Error(), EventID: guessID(msg),
+			Attempts: int(meta.NumDelivered), FirstAttempt: meta.Timestamp, LastAttempt: time.Now(),
+		})
+		return
+	}
+	received, err := time.Parse(time.RFC3339Nano, msg.Headers().Get(topology.HeaderReceived))
+	if err != nil {
+		received = meta.Timestamp
+	}
+	delivery := &sinks.Delivery{Event: ev, ReceivedAt: received}
+
+	var derr error
+	for {
+		// Held messages are kept alive while the breaker makes us wait.
+		release, err := w.breaker.Wait(ctx, func() { _ = msg.InProgress() })
+		if err != nil {
+			_ = msg.Nak() // out of grace: hand back, not a failed attempt
+			return
+		}
+		derr = w.breaker.Do(func() error { return w.sink.Deliver(ctx, delivery) })
+		release()
+		if !errors.Is(derr, retry.ErrRejected) {
+			break
+		}
+	}
+	if derr == nil {
+		d.ack(ctx, msg)
+		d.obs.Delivered(w.name, time.Since(received))
+		return
+	}
+	if ctx.Err() != nil {
+		_ = msg.Nak() // cut off by shutdown: hand back
+		return
+	}
+	var serr *sinks.Error
+	if !errors.As(derr, &serr) {
+		serr = &sinks.Error{Reason: sinks.ReasonRetriesExhausted, Transient: true, Err: derr}
+	}
+	attempt := int(meta.NumDelivered)
+	rec := &dlq.Record{
+		Sink: w.name, Reason: serr.Reason, Status: serr.Status, Code: serr.Code, Error: derr.Error(),
+		EventID: ev.ID, EventType: ev.Type, Attempts: attempt, FirstAttempt: meta.Timestamp, LastAttempt: time.Now(),
+	}
+	if serr.Transient {
+		if serr.RetryAfter > 0 {
+			pause := min(serr.RetryAfter, w.policy.MaxRetryAfter)
+			w.pausedUntil.Store(time.Now().Add(pause).UnixNano())
+		}
+		dec := w.policy.Next(attempt, meta.Timestamp, time.Now(), serr.RetryAfter)
+		if dec.Retry {
+			d.obs.Retried(w.name, serr.Status)
+			d.log.Info("delivery failed; will retry", zap.String("event_id", ev.ID), zap.String("sink", w.name),
+				zap.Int("attempt", attempt), zap.Duration("delay", dec.Delay), zap.Error(derr))
+			_ = msg.NakWithDelay(dec.Delay)
+			return
+		}
+		rec.Reason = sinks.ReasonRetriesExhausted
+	}
+	d.deadLetter(ctx, msg, rec)
+}

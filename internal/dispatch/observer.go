@@ -1,0 +1,109 @@
+package dispatch
+
+import (
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/chapar-dev/chapar/internal/retry"
+)
+
+// Observer is told what the dispatcher does, for metrics and summaries.
+// Implementations must be safe for concurrent use.
+type Observer interface {
+	Received()
+	Unrouted(eventType, name string)
+	Delivered(sink string, publishToAck time.Duration)
+	Retried(sink string, status int)
+	DeadLettered(sink, reason string, status int, code string)
+	BreakerChanged(sink string, to retry.State)
+}
+
+// Tally is an Observer that counts, for the demo summary and tests.
+type Tally struct {
+	mu           sync.Mutex
+	received     int
+	unrouted     int
+	delivered    map[string]int
+	retried      map[string]int
+	deadLettered map[string]map[string]int // sink → reason → count
+	breakers     map[string]retry.State
+}
+
+// NewTally returns an empty tally.
+func NewTally() *Tally {
+	return &Tally{
+		delivered:    map[string]int{},
+		retried:      map[string]int{},
+		deadLettered: map[string]map[string]int{},
+		breakers:     map[string]retry.State{},
+	}
+}
+
+func (t *Tally) Received() { t.mu.Lock(); t.received++; t.mu.Unlock() }
+
+func (t *Tally) Unrouted(string, string) { t.mu.Lock(); t.unrouted++; t.mu.Unlock() }
+
+func (t *Tally) Delivered(sink string, _ time.Duration) {
+	t.mu.Lock()
+	t.delivered[sink]++
+	t.mu.Unlock()
+}
+
+func (t *Tally) Retried(sink string, _ int) { t.mu.Lock(); t.retried[sink]++; t.mu.Unlock() }
+
+func (t *Tally) DeadLettered(sink, reason string, _ int, _ string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.deadLettered[sink] == nil {
+		t.deadLettered[sink] = map[string]int{}
+	}
+	t.deadLettered[sink][reason]++
+}
+
+func (t *Tally) BreakerChanged(sink string, to retry.State) {
+	t.mu.Lock()
+	t.breakers[sink] = to
+	t.mu.Unlock()
+}
+
+// SinkCounts is one sink's line of a summary.
+type SinkCounts struct {
+	Sink         string
+	Delivered    int
+	Retried      int
+	DeadLettered map[string]int
+}
+
+// Snapshot returns the counts so far: events received and unrouted, and a
+// line per sink that did anything, sorted by name.
+func (t *Tally) Snapshot() (received, unrouted int, sinks []SinkCounts) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	names := map[string]bool{}
+	for s := range t.delivered {
+		names[s] = true
+	}
+	for s := range t.retried {
+		names[s] = true
+	}
+	for s := range t.deadLettered {
+		names[s] = true
+	}
+	for s := range names {
+		dl := map[string]int{}
+		for r, n := range t.deadLettered[s] {
+			dl[r] = n
+		}
+		sinks = append(sinks, SinkCounts{Sink: s, Delivered: t.delivered[s], Retried: t.retried[s], DeadLettered: dl})
+	}
+	sort.Slice(sinks, func(i, j int) bool { return sinks[i].Sink < sinks[j].Sink })
+	return t.received, t.unrouted, sinks
+}
+
+// Delivered returns how many deliveries a sink has acked.
+func (t *Tally) DeliveredTo(sink string) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.delivered[sink]
+}

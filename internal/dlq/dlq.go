@@ -1,0 +1,162 @@
+// Package dlq writes, lists, replays and purges dead letters. A dead letter
+// is one JetStream message per (event, sink): the original envelope bytes
+// and headers unchanged, plus Chapar-DLQ-* headers saying why.
+package dlq
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/chapar-dev/chapar/internal/topology"
+)
+
+// Headers of a dead letter.
+const (
+	hdrSink         = "Chapar-DLQ-Sink"
+	hdrReason       = "Chapar-DLQ-Reason"
+	hdrStatus       = "Chapar-DLQ-Status"
+	hdrCode         = "Chapar-DLQ-Code"
+	hdrAttempts     = "Chapar-DLQ-Attempts"
+	hdrFirstAttempt = "Chapar-DLQ-First-Attempt"
+	hdrLastAttempt  = "Chapar-DLQ-Last-Attempt"
+	hdrError        = "Chapar-DLQ-Error"
+	hdrEventID      = "Chapar-DLQ-Event-Id"
+	hdrEventType    = "Chapar-DLQ-Event-Type"
+	hdrSubject      = "Chapar-DLQ-Subject"
+)
+
+// NoSink is the sink of dead letters that never reached one (an invalid
+// envelope).
+const NoSink = "-"
+
+// Record is one dead letter.
+type Record struct {
+	// Seq is the record's sequence in the dead-letter stream (0 until written).
+	Seq          uint64    `json:"seq"`
+	Sink         string    `json:"sink"`
+	Reason       string    `json:"reason"`
+	Status       int       `json:"status,omitempty"`
+	Code         string    `json:"code,omitempty"`
+	Attempts     int       `json:"attempts"`
+	FirstAttempt time.Time `json:"first_attempt"`
+	LastAttempt  time.Time `json:"last_attempt"`
+	Error        string    `json:"error,omitempty"`
+	EventID      string    `json:"event_id,omitempty"`
+	EventType    string    `json:"event_type,omitempty"`
+	// Subject is where the original message was published.
+	Subject string `json:"subject"`
+	// OriginStream and OriginSeq locate the original message.
+	OriginStream string `json:"-"`
+	OriginSeq    uint64 `json:"-"`
+	Replays      int    `json:"replays"`
+	// Header and Data are the original message, unchanged.
+	Header nats.Header `json:"-"`
+	Data   []byte      `json:"-"`
+}
+
+// MsgID de-duplicates dead-letter writes on the original message's stream
+// position: a redelivered message dead-lettered again (after a crash between
+// the write and the ack) is dropped by JetStream, while a replay, being a
+// new message, that fails again is recorded again.
+func (r *Record) MsgID() string {
+	return fmt.Sprintf("dlq/%s/%d/%s", r.OriginStream, r.OriginSeq, r.Sink)
+}
+
+func (r *Record) toMsg(subject string) *nats.Msg {
+	h := nats.Header{}
+	for k, v := range r.Header {
+		if !strings.HasPrefix(k, "Chapar-DLQ-") && k != jetstream.MsgIDHeader && k != topology.HeaderReplays {
+			h[k] = append([]string(nil), v...)
+		}
+	}
+	set := func(k, v string) {
+		if v != "" {
+			h.Set(k, v)
+		}
+	}
+	set(hdrSink, r.Sink)
+	set(hdrReason, r.Reason)
+	if r.Status != 0 {
+		set(hdrStatus, strconv.Itoa(r.Status))
+	}
+	set(hdrCode, r.Code)
+	set(hdrAttempts, strconv.Itoa(r.Attempts))
+	set(hdrFirstAttempt, r.FirstAttempt.UTC().Format(time.RFC3339Nano))
+	set(hdrLastAttempt, r.LastAttempt.UTC().Format(time.RFC3339Nano))
+	set(hdrError, oneLine(r.Error))
+	set(hdrEventID, r.EventID)
+	set(hdrEventType, r.EventType)
+	set(hdrSubject, r.Subject)
+	if r.Replays > 0 {
+		set(topology.HeaderReplays, strconv.Itoa(r.Replays))
+	}
+	return &nats.Msg{Subject: subject, Header: h, Data: r.Data}
+}
+
+func oneLine(s string) string {
+	s = strings.NewReplacer("\r", " ", "\n", " ").Replace(s)
+	if len(s) > 1024 {
+		s = s[:1024]
+	}
+	return s
+}
+
+// fromMsg reads a record back from the dead-letter stream.
+func fromMsg(seq uint64, h nats.Header, data []byte) *Record {
+	atoi := func(k string) int { n, _ := strconv.Atoi(h.Get(k)); return n }
+	tm := func(k string) time.Time { t, _ := time.Parse(time.RFC3339Nano, h.Get(k)); return t }
+	r := &Record{
+		Seq:          seq,
+		Sink:         h.Get(hdrSink),
+		Reason:       h.Get(hdrReason),
+		Status:       atoi(hdrStatus),
+		Code:         h.Get(hdrCode),
+		Attempts:     atoi(hdrAttempts),
+		FirstAttempt: tm(hdrFirstAttempt),
+		LastAttempt:  tm(hdrLastAttempt),
+		Error:        h.Get(hdrError),
+		EventID:      h.Get(hdrEventID),
+		EventType:    h.Get(hdrEventType),
+		Subject:      h.Get(hdrSubject),
+		Replays:      atoi(topology.HeaderReplays),
+		Header:       nats.Header{},
+		Data:         data,
+	}
+	for k, v := range h {
+		if !strings.HasPrefix(k, "Chapar-DLQ-") && k != topology.HeaderReplays {
+			r.Header[k] = v
+		}
+	}
+	return r
+}
+
+// Writer records dead letters.
+type Writer struct {
+	js   jetstream.JetStream
+	topo topology.Topology
+}
+
+// NewWriter writes into the topology's dead-letter stream.
+func NewWriter(js jetstream.JetStream, topo topology.Topology) *Writer {
+	return &Writer{js: js, topo: topo}
+}
+
+// Write stores a record and returns once JetStream confirmed it: only then
+// may the caller ack the original.
+func (w *Writer) Write(ctx context.Context, r *Record) error {
+	sink := r.Sink
+	if sink == "" {
+		sink = NoSink
+	}
+	_, err := w.js.PublishMsg(ctx, r.toMsg(w.topo.DeadLetterSubject(sink)), jetstream.WithMsgID(r.MsgID()))
+	if err != nil {
+		return fmt.Errorf("dlq: write dead letter of %s for %s: %w", r.EventID, sink, err)
+	}
+	return nil
+}

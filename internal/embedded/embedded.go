@@ -1,0 +1,87 @@
+// Package embedded runs a nats-server with JetStream inside the dispatcher
+// process: the laptop default, and the real server every test uses.
+package embedded
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Options of an embedded server.
+type Options struct {
+	// Listen is host:port; port 0 picks a free one (tests).
+	Listen  string
+	DataDir string
+	// MaxPayload bounds one message; it must exceed the streams' max
+	// message size so that JetStream, not the connection, rejects an
+	// oversized envelope with a clear error.
+	MaxPayload int32
+	// Cluster, when set, joins this server to a cluster (tests of scale).
+	ClusterName   string
+	ClusterListen string
+	Routes        []string
+	ServerName    string
+}
+
+// Start runs a server and waits until it accepts clients.
+func Start(o Options) (*server.Server, error) {
+	host, portStr, err := net.SplitHostPort(o.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: listen %q: %w", o.Listen, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: port %q: %w", portStr, err)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	if o.MaxPayload == 0 {
+		o.MaxPayload = 8 << 20
+	}
+	opts := &server.Options{
+		ServerName: o.ServerName,
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   o.DataDir,
+		MaxPayload: o.MaxPayload,
+		NoSigs:     true,
+		NoLog:      true,
+	}
+	if o.ClusterName != "" {
+		ch, cp, err := net.SplitHostPort(o.ClusterListen)
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats: cluster listen %q: %w", o.ClusterListen, err)
+		}
+		opts.Cluster.Name = o.ClusterName
+		opts.Cluster.Host = ch
+		opts.Cluster.Port, _ = strconv.Atoi(cp)
+		opts.Routes = server.RoutesFromStr(joinRoutes(o.Routes))
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		s.Shutdown()
+		return nil, fmt.Errorf("embedded nats: not ready on %s after 10s (is the port taken?)", o.Listen)
+	}
+	return s, nil
+}
+
+func joinRoutes(r []string) string {
+	out := ""
+	for i, s := range r {
+		if i > 0 {
+			out += ","
+		}
+		out += s
+	}
+	return out
+}

@@ -1,0 +1,330 @@
+// Package emulator is a local stand-in for every vendor API Chapar
+// delivers to: one HTTP handler per vendor that validates requests as the
+// vendor's docs say, answers the documented errors in the vendor's shape,
+// records what it received, and injects faults on demand (status, latency,
+// Retry-After) through a small control API:
+//
+//	GET    /_emulator/requests   what it received (JSON)
+//	DELETE /_emulator/requests   forget it
+//	POST   /_emulator/fault      {"status":503,"code":"…","latency":"200ms","retry_after":"2","count":0}
+//	DELETE /_emulator/fault      back to normal
+//
+// The demo, the tests and the benchmarks use it; run it standalone with
+// `dispatcher emulator`.
+package emulator
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Vendor names, as in the sink config's vendor key.
+const (
+	Chabok        = "chabok"
+	MetrixS2S     = "metrix-s2s"
+	MetrixGateway = "metrix-gateway"
+	Kenar         = "kenar"
+)
+
+// Credentials and catalogue the emulated vendors accept.
+type Config struct {
+	ChabokAccessToken string
+	MetrixS2SAppID    string
+	MetrixS2SDevKey   string
+	MetrixAppID       string
+	MetrixAPIKey      string
+	// MetrixS2SDisabledAppID answers 403 S2S_FEATURE_NOT_AVAILABLE, as an
+	// app whose plan lacks S2S does.
+	MetrixS2SDisabledAppID string
+	// MetrixSlugs are the event slugs defined in the "dashboard"; others
+	// are 404 EVENT_TYPE_DOES_NOT_EXIST.
+	MetrixSlugs      []string
+	KenarAPIKey      string
+	KenarAccessToken string
+}
+
+// DemoConfig is what configs/demo.yaml is written against.
+func DemoConfig() Config {
+	return Config{
+		ChabokAccessToken:      "demo-chabok-token",
+		MetrixS2SAppID:         "demoapp",
+		MetrixS2SDevKey:        "demo-dev-key",
+		MetrixAppID:            "demoapp",
+		MetrixAPIKey:           "demo-api-key",
+		MetrixS2SDisabledAppID: "freeplan",
+		MetrixSlugs:            []string{"aewqd", "pqrst", "rvnue", "signp"},
+		KenarAPIKey:            "demo-kenar-key",
+		KenarAccessToken:       "demo-kenar-token",
+	}
+}
+
+// Request is one request a vendor received.
+type Request struct {
+	Method string          `json:"method"`
+	Path   string          `json:"path"`
+	Query  string          `json:"query,omitempty"`
+	Header http.Header     `json:"header"`
+	Body   json.RawMessage `json:"body,omitempty"`
+	At     time.Time       `json:"at"`
+	Status int             `json:"status"`
+}
+
+// Fault overrides a vendor's answers.
+type Fault struct {
+	Status     int           `json:"status"`
+	Code       string        `json:"code,omitempty"`
+	Latency    time.Duration `json:"-"`
+	RetryAfter string        `json:"retry_after,omitempty"`
+	// Count is how many requests the fault applies to (0: until cleared).
+	Count int `json:"count,omitempty"`
+}
+
+// answer is a vendor's reply to a valid or invalid request.
+type answer struct {
+	status int
+	code   string
+	msg    string
+}
+
+func accepted() answer { return answer{status: http.StatusOK} }
+
+func fail(status int, code, format string, args ...any) answer {
+	return answer{status: status, code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+// Vendor is one emulated API.
+type Vendor struct {
+	name     string
+	validate func(r *http.Request, body []byte) answer
+	errBody  func(a answer) any
+	okBody   any
+
+	mu       sync.Mutex
+	requests []Request
+	fault    *Fault
+}
+
+// Emulator holds every vendor.
+type Emulator struct {
+	vendors map[string]*Vendor
+}
+
+// New builds the emulator.
+func New(cfg Config) *Emulator {
+	return &Emulator{vendors: map[string]*Vendor{
+		Chabok:        newChabok(cfg),
+		MetrixS2S:     newMetrixS2S(cfg),
+		MetrixGateway: newMetrixGateway(cfg),
+		Kenar:         newKenar(cfg),
+	}}
+}
+
+// Vendor returns one vendor's handler and recorder.
+func (e *Emulator) Vendor(name string) *Vendor { return e.vendors[name] }
+
+// Names lists the vendors.
+func (e *Emulator) Names() []string { return []string{Chabok, MetrixS2S, MetrixGateway, Kenar} }
+
+// Requests returns a copy of what the vendor received.
+func (v *Vendor) Requests() []Request {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return append([]Request(nil), v.requests...)
+}
+
+// Count returns how many requests the vendor answered with status (0: all).
+func (v *Vendor) Count(status int) int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	n := 0
+	for _, r := range v.requests {
+		if status == 0 || r.Status == status {
+			n++
+		}
+	}
+	return n
+}
+
+// Reset forgets requests and clears any fault.
+func (v *Vendor) Reset() {
+	v.mu.Lock()
+	v.requests, v.fault = nil, nil
+	v.mu.Unlock()
+}
+
+// SetFault makes the vendor answer f until cleared (or f.Count requests).
+func (v *Vendor) SetFault(f Fault) {
+	v.mu.Lock()
+	v.fault = &f
+	v.mu.Unlock()
+}
+
+// ClearFault restores normal answers.
+func (v *Vendor) ClearFault() { v.mu.Lock(); v.fault = nil; v.mu.Unlock() }
+
+func (v *Vendor) takeFault() *Fault {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.fault == nil {
+		return nil
+	}
+	f := *v.fault
+	if v.fault.Count > 0 {
+		v.fault.Count--
+		if v.fault.Count == 0 {
+			v.fault = nil
+		}
+	}
+	return &f
+}
+
+// ServeHTTP answers as the vendor would, or serves the control API.
+func (v *Vendor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, "/_emulator/") {
+		v.control(w, r)
+		return
+	}
+	body, _ := io.ReadAll(io.LimitReader(r.Body, 4<<20))
+	var a answer
+	var retryAfter string
+	if f := v.takeFault(); f != nil {
+		if f.Latency > 0 {
+			select {
+			case <-time.After(f.Latency):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		a = answer{status: f.Status, code: f.Code, msg: "injected fault"}
+		retryAfter = f.RetryAfter
+	} else {
+		a = v.validate(r, body)
+	}
+	rec := Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone(), At: time.Now(), Status: a.status}
+	if json.Valid(body) {
+		rec.Body = body
+	}
+	v.mu.Lock()
+	v.requests = append(v.requests, rec)
+	v.mu.Unlock()
+
+	w.Header().Set("Content-Type", "application/json")
+	if retryAfter != "" {
+		w.Header().Set("Retry-After", retryAfter)
+	}
+	w.WriteHeader(a.status)
+	if a.status >= 200 && a.status < 300 {
+		_ = json.NewEncoder(w).Encode(v.okBody)
+		return
+	}
+	_ = json.NewEncoder(w).Encode(v.errBody(a))
+}
+
+type faultRequest struct {
+	Status     int    `json:"status"`
+	Code       string `json:"code"`
+	Latency    string `json:"latency"`
+	RetryAfter string `json:"retry_after"`
+	Count      int    `json:"count"`
+}
+
+func (v *Vendor) control(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case r.URL.Path == "/_emulator/requests" && r.Method == http.MethodGet:
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(v.Requests())
+	case r.URL.Path == "/_emulator/requests" && r.Method == http.MethodDelete:
+		v.Reset()
+		w.WriteHeader(http.StatusNoContent)
+	case r.URL.Path == "/_emulator/fault" && r.Method == http.MethodPost:
+		var fr faultRequest
+		if err := json.NewDecoder(r.Body).Decode(&fr); err != nil || fr.Status < 100 || fr.Status > 599 {
+			http.Error(w, `want {"status":503,"code":"…","latency":"200ms","retry_after":"2","count":0}`, http.StatusBadRequest)
+			return
+		}
+		f := Fault{Status: fr.Status, Code: fr.Code, RetryAfter: fr.RetryAfter, Count: fr.Count}
+		if fr.Latency != "" {
+			d, err := time.ParseDuration(fr.Latency)
+			if err != nil {
+				http.Error(w, "latency: "+err.Error(), http.StatusBadRequest)
+				return
+			}
+			f.Latency = d
+		}
+		v.SetFault(f)
+		w.WriteHeader(http.StatusNoContent)
+	case r.URL.Path == "/_emulator/fault" && r.Method == http.MethodDelete:
+		v.ClearFault()
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// decodeObject reads a JSON object body, keeping numbers exact.
+func decodeObject(body []byte) (map[string]any, bool) {
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.UseNumber()
+	var m map[string]any
+	if err := dec.Decode(&m); err != nil || m == nil {
+		return nil, false
+	}
+	return m, true
+}
+
+func str(m map[string]any, k string) (string, bool) {
+	s, ok := m[k].(string)
+	return s, ok && s != ""
+}
+
+func isInt(v any) bool {
+	n, ok := v.(json.Number)
+	if !ok {
+		return false
+	}
+	_, err := n.Int64()
+	return err == nil
+}
+
+func isNumber(v any) bool { _, ok := v.(json.Number); return ok }
+
+// looksLikeMillis tells epoch milliseconds from seconds (after 2001-09-09).
+func looksLikeMillis(v any) bool {
+	n, ok := v.(json.Number)
+	if !ok {
+		return false
+	}
+	i, err := n.Int64()
+	return err == nil && i > 1_000_000_000_000
+}
+
+func stringMap(v any) bool {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return false
+	}
+	for _, x := range m {
+		if _, ok := x.(string); !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func numberMap(v any) bool {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return false
+	}
+	for _, x := range m {
+		if !isNumber(x) {
+			return false
+		}
+	}
+	return true
+}

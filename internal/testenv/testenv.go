@@ -1,0 +1,237 @@
+// Package testenv is the real environment Chapar's tests run in: an
+// embedded JetStream server in a temporary directory and the vendor
+// emulator on loopback HTTP servers. No fakes.
+package testenv
+
+import (
+	"context"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/internal/dispatch"
+	"github.com/chapar-dev/chapar/internal/embedded"
+	"github.com/chapar-dev/chapar/internal/emulator"
+	"github.com/chapar-dev/chapar/internal/retry"
+	"github.com/chapar-dev/chapar/internal/sinks"
+	"github.com/chapar-dev/chapar/internal/topology"
+	"github.com/chapar-dev/chapar/pkg/envelope"
+)
+
+// Env is one test's world.
+type Env struct {
+	T       testing.TB
+	Server  *server.Server
+	NC      *nats.Conn
+	JS      jetstream.JetStream
+	Streams config.Streams
+	Topo    topology.Topology
+	Emu     *emulator.Emulator
+	// URL is each emulated vendor's base_url.
+	URL map[string]string
+	Log *zap.Logger
+}
+
+// New starts the embedded server and the emulator; both stop with the test.
+func New(t testing.TB) *Env {
+	t.Helper()
+	s, err := embedded.Start(embedded.Options{Listen: "127.0.0.1:0", DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	e := &Env{T: t, Server: s, Log: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))}
+	e.NC, e.JS = e.Connect()
+	e.Streams = config.Default().Streams
+	e.Topo = topology.New(e.Streams)
+	if err := e.Topo.Ensure(context.Background(), e.JS, topology.ConsumerSettings{AckWait: 10 * time.Second, MaxAckPending: 1000, MaxDeliver: -1}); err != nil {
+		t.Fatal(err)
+	}
+	e.Emu = emulator.New(emulator.DemoConfig())
+	e.URL = map[string]string{}
+	for _, name := range e.Emu.Names() {
+		srv := httptest.NewServer(e.Emu.Vendor(name))
+		t.Cleanup(srv.Close)
+		e.URL[name] = emulator.BaseURL(name, srv.Listener.Addr().String())
+	}
+	return e
+}
+
+// Connect opens another client connection (a separate "process").
+func (e *Env) Connect() (*nats.Conn, jetstream.JetStream) {
+	e.T.Helper()
+	nc, err := nats.Connect(e.Server.ClientURL())
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	e.T.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	return nc, js
+}
+
+// FastRetry is a policy scaled down for tests: the same shape as the
+// default, in milliseconds.
+func FastRetry() retry.Policy {
+	return retry.Policy{
+		InitialInterval: 50 * time.Millisecond, Multiplier: 2, Jitter: 0.1,
+		MaxInterval: 400 * time.Millisecond, MaxAttempts: 5, MaxElapsed: time.Minute,
+		MaxRetryAfter: 5 * time.Second,
+	}
+}
+
+// Sink configures a sink against the emulator with the emulator's demo
+// credentials (settings override them).
+func (e *Env) Sink(name, vendor string, events map[string]string, settings map[string]any) config.Sink {
+	e.T.Helper()
+	creds := map[string]map[string]any{
+		emulator.Chabok:        {"app_id": "demoapp", "access_token": "demo-chabok-token"},
+		emulator.MetrixS2S:     {"app_id": "demoapp", "dev_key": "demo-dev-key"},
+		emulator.MetrixGateway: {"app_id": "demoapp", "api_key": "demo-api-key"},
+		emulator.Kenar:         {"api_key": "demo-kenar-key", "access_token": "demo-kenar-token"},
+	}[vendor]
+	for k, v := range settings {
+		creds[k] = v
+	}
+	var node yaml.Node
+	if err := node.Encode(creds); err != nil {
+		e.T.Fatal(err)
+	}
+	return config.Sink{
+		Name: name, Vendor: vendor, BaseURL: e.URL[vendor], Concurrency: 4, Timeout: 2 * time.Second,
+		Events: events, Retry: FastRetry(),
+		Breaker:  retry.BreakerSettings{FailureThreshold: 5, OpenTimeout: 300 * time.Millisecond, Interval: time.Minute},
+		Settings: node,
+	}
+}
+
+// Dispatcher is a running dispatcher "process" with its own connection.
+type Dispatcher struct {
+	Tally  *dispatch.Tally
+	NC     *nats.Conn
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// Start runs a dispatcher over the given sinks and routes until Stop.
+func (e *Env) Start(sinkCfgs []config.Sink, routes []config.Route, opts ...func(*config.Dispatcher)) *Dispatcher {
+	e.T.Helper()
+	built, err := sinks.Build(sinkCfgs)
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	dcfg := config.Default().Dispatcher
+	dcfg.AckWait = 5 * time.Second
+	dcfg.ShutdownGrace = 3 * time.Second
+	for _, o := range opts {
+		o(&dcfg)
+	}
+	nc, js := e.Connect()
+	tally := dispatch.NewTally()
+	ready := make(chan struct{})
+	d := dispatch.New(js, dispatch.Options{
+		Topology: e.Topo, Dispatcher: dcfg, SinkConfigs: sinkCfgs, Sinks: built,
+		Routes: dispatch.NewRoutes(routes), Observer: tally, Logger: e.Log,
+		Ready: func() { close(ready) },
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	select {
+	case <-ready:
+	case err := <-done:
+		cancel()
+		e.T.Fatalf("dispatcher did not start: %v", err)
+	case <-time.After(10 * time.Second):
+		cancel()
+		e.T.Fatal("dispatcher did not start in 10s")
+	}
+	disp := &Dispatcher{Tally: tally, NC: nc, cancel: cancel, done: done}
+	e.T.Cleanup(func() { disp.Stop() })
+	return disp
+}
+
+// Stop signals a graceful drain and waits for Run to return.
+func (d *Dispatcher) Stop() error {
+	d.cancel()
+	select {
+	case err, ok := <-d.done:
+		if ok {
+			close(d.done)
+		}
+		return err
+	case <-time.After(30 * time.Second):
+		return context.DeadlineExceeded
+	}
+}
+
+// Kill drops the dispatcher's connection as a SIGKILL would: nothing more
+// is acked or handed back.
+func (d *Dispatcher) Kill() {
+	d.NC.Close()
+	d.cancel()
+}
+
+// Publish publishes an envelope as a producer would, with its id as the
+// JetStream message id.
+func (e *Env) Publish(env *envelope.Envelope) *jetstream.PubAck {
+	e.T.Helper()
+	raw, err := env.Marshal()
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	return e.PublishRaw(e.Topo.EventSubject(env.Type), env.ID, raw)
+}
+
+// PublishRaw publishes arbitrary bytes (for malformed envelopes).
+func (e *Env) PublishRaw(subject, msgID string, raw []byte) *jetstream.PubAck {
+	e.T.Helper()
+	var opts []jetstream.PublishOpt
+	if msgID != "" {
+		opts = append(opts, jetstream.WithMsgID(msgID))
+	}
+	ack, err := e.JS.Publish(context.Background(), subject, raw, opts...)
+	if err != nil {
+		e.T.Fatalf("publish: %v", err)
+	}
+	return ack
+}
+
+// Eventually polls cond until it holds or the timeout passes.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Track builds a valid track envelope for a user.
+func Track(t testing.TB, name, userID string, opts ...envelope.Option) *envelope.Envelope {
+	t.Helper()
+	env, err := envelope.New(envelope.TypeTrack, "test", envelope.Track{
+		Name:       name,
+		Properties: map[string]any{"orderId": "A-1", "items": 3},
+		User: envelope.User{
+			ID: userID, ChabokInstallationID: "inst-" + userID, MetrixUserID: "mx-" + userID,
+			MetrixSessionID: "sess-1", AdvertisingID: "ad-" + userID, IP: "203.0.113.7",
+		},
+	}, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
+}
