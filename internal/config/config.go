@@ -5,6 +5,7 @@ package config
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
@@ -25,8 +26,18 @@ type Config struct {
 	Streams    Streams    `yaml:"streams"`
 	Dispatcher Dispatcher `yaml:"dispatcher"`
 	Webhook    Webhook    `yaml:"webhook"`
-	Sinks      []Sink     `yaml:"sinks"`
-	Routes     []Route    `yaml:"routes"`
+	// SinkDefaults apply to every sink that leaves a key out.
+	SinkDefaults SinkDefaults `yaml:"sink_defaults"`
+	Sinks        []Sink       `yaml:"sinks"`
+	Routes       []Route      `yaml:"routes"`
+}
+
+// SinkDefaults are the keys a sink inherits.
+type SinkDefaults struct {
+	Concurrency int                   `yaml:"concurrency"`
+	Timeout     time.Duration         `yaml:"timeout"`
+	Retry       retry.Policy          `yaml:"retry"`
+	Breaker     retry.BreakerSettings `yaml:"breaker"`
 }
 
 // NATS says where JetStream is. With no URL the dispatcher embeds a server.
@@ -195,17 +206,24 @@ func Default() *Config {
 	}
 }
 
+// fillSinkDefaults resolves each sink's keys: its own, else sink_defaults,
+// else the built-in default.
 func (c *Config) fillSinkDefaults() {
+	d := c.SinkDefaults
+	d.Retry = mergePolicy(d.Retry, retry.DefaultPolicy())
 	for i := range c.Sinks {
 		s := &c.Sinks[i]
 		if s.Concurrency == 0 {
-			s.Concurrency = 8
+			s.Concurrency = cmp.Or(d.Concurrency, 8)
 		}
 		if s.Timeout == 0 {
-			s.Timeout = 10 * time.Second
+			s.Timeout = cmp.Or(d.Timeout, 10*time.Second)
 		}
-		s.Retry = mergePolicy(s.Retry, retry.DefaultPolicy())
+		s.Retry = mergePolicy(s.Retry, d.Retry)
 		b := retry.DefaultBreakerSettings()
+		b.FailureThreshold = cmp.Or(d.Breaker.FailureThreshold, b.FailureThreshold)
+		b.OpenTimeout = cmp.Or(d.Breaker.OpenTimeout, b.OpenTimeout)
+		b.Interval = cmp.Or(d.Breaker.Interval, b.Interval)
 		if s.Breaker.FailureThreshold == 0 {
 			s.Breaker.FailureThreshold = b.FailureThreshold
 		}

@@ -24,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
 // Header names Chapar adds to the messages it moves.
@@ -64,8 +65,11 @@ func (t Topology) DeadLetterSubjects() string { return t.prefix + ".dlq.>" }
 
 // EventSubject is where a producer publishes an event of the given type.
 func (t Topology) EventSubject(eventType string) string {
-	return t.prefix + ".events." + strings.TrimPrefix(eventType, "chapar.")
+	return envelope.Subject(t.prefix, eventType)
 }
+
+// Prefix is the subject prefix.
+func (t Topology) Prefix() string { return t.prefix }
 
 // DeliverSubject carries one sink's deliveries.
 func (t Topology) DeliverSubject(sink string) string { return t.prefix + ".deliver." + sink }

@@ -1,0 +1,327 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/chapar-dev/chapar/internal/app"
+	"github.com/chapar-dev/chapar/internal/dlq"
+)
+
+const dlqUsage = `usage: dispatcher dlq COMMAND [flags]
+
+  list     entries matching the filters (--limit, --json)
+  stats    counts by sink, reason, status and vendor code
+  show SEQ one entry: why, history, and the original envelope
+  replay   put matching entries back on their failed sink's queue
+           (--dry-run prints the count and a sample; --rate N/s; --limit N)
+  purge    delete matching entries (asks first; --yes skips the question)
+
+Filters: --sink --status --code --reason --id --since --until
+(--since/--until take RFC 3339 times or durations back from now, e.g. 24h)
+Connection: --config FILE or --nats-url URL (default: a local "dispatcher run").
+`
+
+type dlqFlags struct {
+	fs      *flag.FlagSet
+	config  *string
+	natsURL *string
+	filter  dlq.Filter
+	since   *string
+	until   *string
+}
+
+func newDLQFlags(name string, stderr io.Writer) *dlqFlags {
+	fs := newFlags("dlq "+name, stderr)
+	f := &dlqFlags{fs: fs}
+	f.config = fs.String("config", "", "config file (for nats and streams settings)")
+	f.natsURL = fs.String("nats-url", "", "NATS URL (default: the embedded server of a local dispatcher run)")
+	fs.StringVar(&f.filter.Sink, "sink", "", "only this sink (- for invalid envelopes)")
+	fs.IntVar(&f.filter.Status, "status", 0, "only this HTTP status")
+	fs.StringVar(&f.filter.Code, "code", "", "only this vendor error code, e.g. EVENT_TYPE_DOES_NOT_EXIST")
+	fs.StringVar(&f.filter.Reason, "reason", "", "only this reason, e.g. vendor_rejected, retries_exhausted")
+	fs.StringVar(&f.filter.EventID, "id", "", "only this envelope id")
+	f.since = fs.String("since", "", "only entries last attempted at or after this (RFC 3339 or a duration ago, e.g. 2h)")
+	f.until = fs.String("until", "", "only entries last attempted at or before this")
+	return f
+}
+
+func (f *dlqFlags) parse(args []string) error {
+	if err := f.fs.Parse(args); err != nil {
+		return err
+	}
+	var err error
+	if f.filter.Since, err = parseWhen(*f.since, time.Now()); err != nil {
+		return usageError{"--since: " + err.Error()}
+	}
+	if f.filter.Until, err = parseWhen(*f.until, time.Now()); err != nil {
+		return usageError{"--until: " + err.Error()}
+	}
+	return nil
+}
+
+func parseWhen(s string, now time.Time) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time nor a duration like 24h", s)
+	}
+	return now.Add(-d), nil
+}
+
+func (f *dlqFlags) store(ctx context.Context) (*dlq.Store, func(), error) {
+	cfg, err := loadConfig(*f.config, *f.natsURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	if cfg.NATS.URL == "" {
+		cfg.NATS.URL = "nats://" + cfg.NATS.Embedded.Listen
+	}
+	conn, err := app.Connect(ctx, cfg, zap.NewNop())
+	if err != nil {
+		return nil, nil, err
+	}
+	return dlq.NewStore(conn.JS, conn.Topo), conn.Close, nil
+}
+
+func dlqCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, dlqUsage)
+		return usageError{"dlq: no command given"}
+	}
+	f := newDLQFlags(args[0], stderr)
+	switch args[0] {
+	case "list":
+		limit := f.fs.Int("limit", 100, "at most this many entries (0: all)")
+		asJSON := f.fs.Bool("json", false, "one JSON object per line")
+		if err := f.parse(args[1:]); err != nil {
+			return err
+		}
+		st, done, err := f.store(ctx)
+		if err != nil {
+			return err
+		}
+		defer done()
+		recs, err := st.List(ctx, f.filter, *limit)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			enc := json.NewEncoder(stdout)
+			for _, r := range recs {
+				if err := enc.Encode(r); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		printRecords(stdout, recs)
+		return nil
+	case "stats":
+		if err := f.parse(args[1:]); err != nil {
+			return err
+		}
+		st, done, err := f.store(ctx)
+		if err != nil {
+			return err
+		}
+		defer done()
+		return printStats(ctx, stdout, st, f.filter)
+	case "show":
+		if err := f.parse(args[1:]); err != nil {
+			return err
+		}
+		if f.fs.NArg() != 1 {
+			return usageError{"usage: dispatcher dlq show SEQ (the SEQ column of dlq list)"}
+		}
+		seq, err := strconv.ParseUint(f.fs.Arg(0), 10, 64)
+		if err != nil {
+			return usageError{"SEQ must be a number from dlq list"}
+		}
+		st, done, err := f.store(ctx)
+		if err != nil {
+			return err
+		}
+		defer done()
+		r, err := st.Get(ctx, seq)
+		if err != nil {
+			return err
+		}
+		return showRecord(stdout, r)
+	case "replay":
+		dry := f.fs.Bool("dry-run", false, "print the count and a sample; change nothing")
+		rate := f.fs.Float64("rate", 0, "replays per second (0: as fast as JetStream confirms)")
+		limit := f.fs.Int("limit", 0, "replay at most this many (0: all matching)")
+		if err := f.parse(args[1:]); err != nil {
+			return err
+		}
+		st, done, err := f.store(ctx)
+		if err != nil {
+			return err
+		}
+		defer done()
+		opts := dlq.ReplayOptions{DryRun: *dry, Rate: *rate, Limit: *limit}
+		if isTerminal(stderr) {
+			opts.Progress = func(n, total int) { fmt.Fprintf(stderr, "\rreplaying %d/%d", n, total) }
+		}
+		res, err := st.Replay(ctx, f.filter, opts)
+		if opts.Progress != nil && res.Replayed > 0 {
+			fmt.Fprintln(stderr)
+		}
+		if *dry {
+			fmt.Fprintf(stdout, "dry run: %d dead letters match; a sample:\n", res.Matched)
+			printRecords(stdout, res.Sample)
+			return err
+		}
+		fmt.Fprintf(stdout, "replayed %d of %d matching dead letters", res.Replayed, res.Matched)
+		if res.Skipped > 0 {
+			fmt.Fprintf(stdout, "; skipped %d that cannot be delivered as they are (invalid envelopes, unknown sinks: purge them)", res.Skipped)
+		}
+		fmt.Fprintln(stdout)
+		return err
+	case "purge":
+		yes := f.fs.Bool("yes", false, "do not ask for confirmation")
+		if err := f.parse(args[1:]); err != nil {
+			return err
+		}
+		st, done, err := f.store(ctx)
+		if err != nil {
+			return err
+		}
+		defer done()
+		if !*yes {
+			_, total, err := st.Stats(ctx, f.filter, func(*dlq.Record) string { return "" })
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "purge %d dead letters for good? [y/N] ", total)
+			answer, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+			if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
+				fmt.Fprintln(stdout, "nothing purged")
+				return nil
+			}
+		}
+		n, err := st.Purge(ctx, f.filter)
+		fmt.Fprintf(stdout, "purged %d dead letters\n", n)
+		return err
+	}
+	fmt.Fprint(stderr, dlqUsage)
+	return usageError{fmt.Sprintf("dlq: unknown command %q", args[0])}
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+func printRecords(w io.Writer, recs []*dlq.Record) {
+	if len(recs) == 0 {
+		fmt.Fprintln(w, "no dead letters")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SEQ\tSINK\tREASON\tSTATUS\tCODE\tATTEMPTS\tLAST ATTEMPT\tEVENT\tERROR")
+	for _, r := range recs {
+		status := "-"
+		if r.Status != 0 {
+			status = strconv.Itoa(r.Status)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.Seq, r.Sink, r.Reason, status, dash(r.Code),
+			r.Attempts, r.LastAttempt.Local().Format(time.DateTime), dash(r.EventID), truncate(r.Error, 90))
+	}
+	_ = tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func truncate(s string, n int) string {
+	if len([]rune(s)) <= n {
+		return s
+	}
+	return string([]rune(s)[:n-1]) + "…"
+}
+
+func printStats(ctx context.Context, w io.Writer, st *dlq.Store, f dlq.Filter) error {
+	keys := []struct {
+		title string
+		key   func(*dlq.Record) string
+	}{
+		{"sink", func(r *dlq.Record) string { return r.Sink }},
+		{"reason", func(r *dlq.Record) string { return r.Reason }},
+		{"status", func(r *dlq.Record) string { return dash(strings.TrimPrefix(strconv.Itoa(r.Status), "0")) }},
+		{"vendor code", func(r *dlq.Record) string { return dash(r.Code) }},
+	}
+	for i, k := range keys {
+		counts, total, err := st.Stats(ctx, f, k.key)
+		if err != nil {
+			return err
+		}
+		if i == 0 {
+			fmt.Fprintf(w, "%d dead letters\n", total)
+			if total == 0 {
+				return nil
+			}
+		}
+		fmt.Fprintf(w, "\nby %s:\n", k.title)
+		names := make([]string, 0, len(counts))
+		for n := range counts {
+			names = append(names, n)
+		}
+		sort.Slice(names, func(a, b int) bool { return counts[names[a]] > counts[names[b]] || counts[names[a]] == counts[names[b]] && names[a] < names[b] })
+		for _, n := range names {
+			fmt.Fprintf(w, "  %-32s %d\n", n, counts[n])
+		}
+	}
+	return nil
+}
+
+func showRecord(w io.Writer, r *dlq.Record) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "%s\n\noriginal headers:\n", b)
+	keys := make([]string, 0, len(r.Header))
+	for k := range r.Header {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(w, "  %s: %s\n", k, strings.Join(r.Header[k], ", "))
+	}
+	fmt.Fprintln(w, "\noriginal envelope:")
+	var pretty bytes.Buffer
+	if json.Indent(&pretty, r.Data, "  ", "  ") == nil {
+		fmt.Fprintf(w, "  %s\n", pretty.String())
+	} else {
+		fmt.Fprintf(w, "  %q\n", truncate(string(r.Data), 2000))
+	}
+	return nil
+}

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/chapar-dev/chapar/internal/app"
+	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/internal/dispatch"
+	"github.com/chapar-dev/chapar/internal/sinks"
+	"github.com/chapar-dev/chapar/pkg/envelope"
+)
+
+// loadConfig reads --config (or the defaults) and applies --nats-url.
+func loadConfig(file, natsURL string) (*config.Config, error) {
+	cfg := config.Default()
+	if file != "" {
+		var err error
+		if cfg, err = config.Load(file); err != nil {
+			return nil, err
+		}
+	}
+	if natsURL != "" {
+		cfg.NATS.URL = natsURL
+	}
+	return cfg, nil
+}
+
+func runCmd(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlags("run", stderr)
+	file := fs.String("config", "", "YAML config file (see configs/chapar.example.yaml)")
+	natsURL := fs.String("nats-url", "", "join this NATS deployment instead of embedding a server (overrides nats.url)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*file, *natsURL)
+	if err != nil {
+		return err
+	}
+	if len(cfg.Sinks) == 0 {
+		return errors.New("sinks: none configured; give --config with at least one sink (see configs/chapar.example.yaml)")
+	}
+	built, err := sinks.Build(cfg.Sinks)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	log, err := app.NewLogger(cfg.Dispatcher.LogFormat, cfg.Dispatcher.LogLevel)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+	conn, err := app.Connect(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+
+	if cfg.Webhook.Listen != "" {
+		pub := envelope.NewPublisher(conn.JS, envelope.WithSubjectPrefix(cfg.Streams.SubjectPrefix))
+		mux := http.NewServeMux()
+		mux.Handle(cfg.Webhook.Path, sinks.NewKenarWebhook(pub, cfg.Webhook.IdentificationKey, cfg.Webhook.Source, log))
+		srv := &http.Server{Addr: cfg.Webhook.Listen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			log.Info("serving the Kenar webhook", zap.String("listen", cfg.Webhook.Listen), zap.String("path", cfg.Webhook.Path))
+			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("webhook server stopped", zap.Error(err))
+			}
+		}()
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx)
+		}()
+	}
+
+	d := dispatch.New(conn.JS, dispatch.Options{
+		Topology:    conn.Topo,
+		Dispatcher:  cfg.Dispatcher,
+		SinkConfigs: cfg.Sinks,
+		Sinks:       built,
+		Routes:      dispatch.NewRoutes(cfg.Routes),
+		Logger:      log,
+	})
+	err = d.Run(ctx)
+	log.Info("dispatcher stopped", zap.Error(err))
+	return err
+}
