@@ -164,10 +164,16 @@ func Parse(raw []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
 		if err := enc.Encode(&root); err != nil {
 			return nil, fmt.Errorf("re-encode: %w", err)
 		}
+		// Errors carry lines of the re-encoded text: map those to keys.
+		keys := map[int]string{}
+		var again yaml.Node
+		if yaml.Unmarshal(buf.Bytes(), &again) == nil {
+			lineKeys(&again, "", keys)
+		}
 		dec := yaml.NewDecoder(&buf)
 		dec.KnownFields(true)
 		if err := dec.Decode(cfg); err != nil {
-			return nil, fmt.Errorf("%w (see configs/chapar.example.yaml for every key)", err)
+			return nil, fmt.Errorf("%w (see configs/chapar.example.yaml for every key)", nameKeys(err, keys))
 		}
 	}
 	cfg.fillSinkDefaults()
@@ -413,6 +419,51 @@ func expand(n *yaml.Node, at string, lookupEnv func(string) (string, bool)) erro
 		}
 	}
 	return nil
+}
+
+// lineKeys records the deepest key at each line.
+func lineKeys(n *yaml.Node, at string, keys map[int]string) {
+	if at != "" {
+		keys[n.Line] = at
+	}
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			lineKeys(c, at, keys)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			lineKeys(c, fmt.Sprintf("%s[%d]", at, i), keys)
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key := n.Content[i].Value
+			if at != "" {
+				key = at + "." + key
+			}
+			lineKeys(n.Content[i+1], key, keys)
+		}
+	}
+}
+
+// nameKeys rewrites yaml's "line N: …" decode errors to name the key at
+// that line, which is what a person fixing the file looks for.
+func nameKeys(err error, keys map[int]string) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return err
+	}
+	msgs := make([]string, len(te.Errors))
+	for i, m := range te.Errors {
+		msgs[i] = m
+		var line int
+		if _, scanErr := fmt.Sscanf(m, "line %d:", &line); scanErr == nil {
+			if k, ok := keys[line]; ok {
+				msgs[i] = k + ": " + m
+			}
+		}
+	}
+	return fmt.Errorf("config errors:\n  %s", strings.Join(msgs, "\n  "))
 }
 
 // SettingsKey is the config path of a sink's vendor settings, for errors.
