@@ -294,7 +294,9 @@ func printStats(ctx context.Context, w io.Writer, st *dlq.Store, f dlq.Filter) e
 		for n := range counts {
 			names = append(names, n)
 		}
-		sort.Slice(names, func(a, b int) bool { return counts[names[a]] > counts[names[b]] || counts[names[a]] == counts[names[b]] && names[a] < names[b] })
+		sort.Slice(names, func(a, b int) bool {
+			return counts[names[a]] > counts[names[b]] || counts[names[a]] == counts[names[b]] && names[a] < names[b]
+		})
 		for _, n := range names {
 			fmt.Fprintf(w, "  %-32s %d\n", n, counts[n])
 		}
