@@ -114,6 +114,9 @@ type metrixMessage struct {
 
 func (m *metrixGateway) request(d *Delivery) (*http.Request, error) {
 	ev := d.Event
+	if ev.Notify != nil {
+		return nil, reject(ReasonUnsupportedEvent, "the Metrix gateway takes chapar.identify, chapar.track and chapar.purchase, not %s", ev.Type)
+	}
 	user := ev.EventUser()
 	if user.ID == "" && user.MetrixUserID == "" {
 		return nil, reject(ReasonInvalidForVendor, "the Metrix gateway needs data.user.id (customUserId) or data.user.metrixUserId")
