@@ -1,0 +1,50 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/chapar-dev/chapar/internal/testenv"
+)
+
+func TestPublishesFileAndReportsFailures(t *testing.T) {
+	e := testenv.New(t)
+	url := e.Server.ClientURL()
+	input := `{"specversion":"1.0","id":"p-1","source":"t","type":"chapar.track","data":{"name":"a","user":{"id":"u"}}}
+{"specversion":"1.0","id":"p-2","source":"t","type":"chapar.track","data":{"user":{"id":"u"}}}
+{
+  "specversion": "1.0", "id": "p-3", "source": "t", "type": "chapar.purchase",
+  "data": {"name": "buy", "revenue": 10, "currency": "USD", "user": {"id": "u"}}
+}
+{"specversion":"1.0","id":"p-1","source":"t","type":"chapar.track","data":{"name":"a","user":{"id":"u"}}}
+`
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), []string{"--nats-url", url, "--file", "-"}, strings.NewReader(input), &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "1 of 4 envelopes were not published") {
+		t.Fatalf("want one failure reported, got %v\n%s", err, out.String())
+	}
+	if !strings.Contains(errOut.String(), "envelope 2: invalid envelope: data.name is required") {
+		t.Errorf("stderr does not name the bad envelope: %s", errOut.String())
+	}
+	if !strings.Contains(out.String(), "(duplicate: already stored)") {
+		t.Errorf("a republished id is not reported as a duplicate: %s", out.String())
+	}
+	s, _ := e.JS.Stream(context.Background(), e.Topo.EventsStream())
+	info, _ := s.Info(context.Background())
+	if info.State.Msgs != 2 {
+		t.Errorf("stream holds %d events, want 2", info.State.Msgs)
+	}
+
+	out.Reset()
+	err = run(context.Background(), []string{"--nats-url", url, "--type", "chapar.purchase", "--name", "buy", "--user-id", "u9",
+		"--revenue", "1500", "--prop", "coupon=NOWRUZ", "--prop", "qty=2"}, nil, &out, &errOut)
+	if err != nil || !strings.Contains(out.String(), "published chapar.purchase") {
+		t.Fatalf("flags: %v %s", err, out.String())
+	}
+	err = run(context.Background(), []string{"--nats-url", url, "--type", "chapar.track"}, nil, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "data.name is required") {
+		t.Errorf("a track without a name: %v", err)
+	}
+}
