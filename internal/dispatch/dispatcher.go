@@ -6,7 +6,6 @@ package dispatch
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -102,11 +101,8 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		cs := settings
 		cs.MaxAckPending = max(sc.Concurrency*4, 64)
 		// JetStream's own bound sits above the policy's, so the policy
-		// decides; past it the message stops (see docs/operations.md).
-		cs.MaxDeliver = sc.Retry.MaxAttempts + 10
-		if sc.Retry.MaxAttempts == 0 {
-			cs.MaxDeliver = -1
-		}
+		// decides; the MAX_DELIVERIES safety net catches the rest.
+		cs.MaxDeliver = sc.Retry.MaxDeliveries()
 		c, err := topo.EnsureSink(ctx, d.js, sc.Name, cs)
 		if err != nil {
 			return err
@@ -119,6 +115,13 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			breaker: retry.NewBreaker(sc.Name, sc.Breaker, d.log, d.obs.BreakerChanged),
 		}
 		pools = append(pools, pool{name: sc.Name, c: c, n: sc.Concurrency, w: w})
+	}
+	for _, p := range pools[1:] {
+		sub, err := d.watchMaxDeliveries(ctx, p.name)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = sub.Unsubscribe() }()
 	}
 	d.log.Info("dispatcher consuming", zap.Int("sinks", len(pools)-1), zap.String("events", topo.EventsSubjects()))
 	if d.o.Ready != nil {
@@ -279,15 +282,7 @@ func guessID(msg jetstream.Msg) string {
 	if id := msg.Headers().Get("ce-id"); id != "" {
 		return id
 	}
-	var probe struct {
-		ID any `json:"id"`
-	}
-	if json.Unmarshal(msg.Data(), &probe) == nil {
-		if s, ok := probe.ID.(string); ok {
-			return s
-		}
-	}
-	return ""
+	return guessEnvelopeID(msg.Data())
 }
 
 func (d *Dispatcher) ack(ctx context.Context, msg jetstream.Msg) {
@@ -340,16 +335,43 @@ type sinkWorker struct {
 
 // ready blocks while the sink must not pull: breaker open or paused.
 func (w *sinkWorker) ready(ctx context.Context) error {
-	if until := time.Unix(0, w.pausedUntil.Load()); time.Now().Before(until) {
-		t := time.NewTimer(time.Until(until))
-		defer t.Stop()
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
+	if err := w.waitPause(ctx, nil); err != nil {
+		return err
 	}
 	return w.breaker.WaitNotOpen(ctx)
+}
+
+// pause holds the whole sink back for d, unless it is paused for longer.
+func (w *sinkWorker) pause(d time.Duration) {
+	until := time.Now().Add(d).UnixNano()
+	for {
+		cur := w.pausedUntil.Load()
+		if cur >= until || w.pausedUntil.CompareAndSwap(cur, until) {
+			return
+		}
+	}
+}
+
+// waitPause blocks until a vendor's Retry-After has passed, calling tick
+// about every second meanwhile.
+func (w *sinkWorker) waitPause(ctx context.Context, tick func()) error {
+	for {
+		until := time.Unix(0, w.pausedUntil.Load())
+		wait := time.Until(until)
+		if wait <= 0 {
+			return nil
+		}
+		t := time.NewTimer(min(wait, time.Second))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+			if tick != nil {
+				tick()
+			}
+		}
+	}
 }
 
 func (w *sinkWorker) handle(ctx context.Context, msg jetstream.Msg) {
@@ -375,13 +397,21 @@ func (w *sinkWorker) handle(ctx context.Context, msg jetstream.Msg) {
 	delivery := &sinks.Delivery{Event: ev, ReceivedAt: received}
 
 	var derr error
+	var probe bool
+	keepAlive := func() { _ = msg.InProgress() }
 	for {
-		// Held messages are kept alive while the breaker makes us wait.
-		release, err := w.breaker.Wait(ctx, func() { _ = msg.InProgress() })
-		if err != nil {
+		// Held messages are kept alive while the sink waits for the
+		// vendor's Retry-After or for its breaker.
+		if err := w.waitPause(ctx, keepAlive); err != nil {
 			_ = msg.Nak() // out of grace: hand back, not a failed attempt
 			return
 		}
+		release, isProbe, err := w.breaker.Wait(ctx, keepAlive)
+		if err != nil {
+			_ = msg.Nak()
+			return
+		}
+		probe = isProbe
 		derr = w.breaker.Do(func() error { return w.sink.Deliver(ctx, delivery) })
 		release()
 		if !errors.Is(derr, retry.ErrRejected) {
@@ -408,10 +438,10 @@ func (w *sinkWorker) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 	if serr.Transient {
 		if serr.RetryAfter > 0 {
-			pause := min(serr.RetryAfter, w.policy.MaxRetryAfter)
-			w.pausedUntil.Store(time.Now().Add(pause).UnixNano())
+			w.pause(min(serr.RetryAfter, w.policy.MaxRetryAfter))
 		}
-		dec := w.policy.Next(attempt, meta.Timestamp, time.Now(), serr.RetryAfter)
+		vendorDown := probe || !w.breaker.Closed()
+		dec := w.policy.Next(attempt, meta.Timestamp, time.Now(), serr.RetryAfter, vendorDown)
 		if dec.Retry {
 			d.obs.Retried(w.name, serr.Status)
 			d.log.Info("delivery failed; will retry", zap.String("event_id", ev.ID), zap.String("sink", w.name),

@@ -190,16 +190,8 @@ func (s *Store) Replay(ctx context.Context, f Filter, o ReplayOptions) (ReplayRe
 				return res, fmt.Errorf("dlq: replay interrupted: %w", err)
 			}
 		}
-		msg := nats.NewMsg(s.topo.DeliverSubject(r.Sink))
-		for k, v := range r.Header {
-			msg.Header[k] = v
-		}
-		n := r.Replays + 1
-		msg.Header.Set(topology.HeaderReplays, strconv.Itoa(n))
-		msg.Data = r.Data
-		id := fmt.Sprintf("%s/replay-%d", topology.DeliveryMsgID(r.EventID, r.Sink), n)
-		if _, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id)); err != nil {
-			return res, fmt.Errorf("dlq: replay of %s to %s: %w", r.EventID, r.Sink, err)
+		if err := s.Requeue(ctx, r); err != nil {
+			return res, err
 		}
 		if err := stream.DeleteMsg(ctx, r.Seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 			return res, fmt.Errorf("dlq: remove replayed entry %d: %w", r.Seq, err)
@@ -210,6 +202,25 @@ func (s *Store) Replay(ctx context.Context, f Filter, o ReplayOptions) (ReplayRe
 		}
 	}
 	return res, nil
+}
+
+// Requeue puts one dead letter back on its sink's queue, without removing
+// it from the dead-letter stream; Replay removes it once this returned. Its
+// message id is fixed per (event, sink, replay count), so requeueing the same
+// entry twice within the duplicate window queues it once.
+func (s *Store) Requeue(ctx context.Context, r *Record) error {
+	msg := nats.NewMsg(s.topo.DeliverSubject(r.Sink))
+	for k, v := range r.Header {
+		msg.Header[k] = v
+	}
+	n := r.Replays + 1
+	msg.Header.Set(topology.HeaderReplays, strconv.Itoa(n))
+	msg.Data = r.Data
+	id := fmt.Sprintf("%s/replay-%d", topology.DeliveryMsgID(r.EventID, r.Sink), n)
+	if _, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id)); err != nil {
+		return fmt.Errorf("dlq: replay of %s to %s: %w", r.EventID, r.Sink, err)
+	}
+	return nil
 }
 
 // Purge deletes matching dead letters and returns how many.

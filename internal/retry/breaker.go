@@ -80,28 +80,32 @@ func NewBreaker(sink string, s BreakerSettings, log *zap.Logger, onChange func(s
 // State is the breaker's current state.
 func (b *Breaker) State() State { return b.cb.State() }
 
+// Closed reports whether the breaker is closed (the vendor looks healthy).
+func (b *Breaker) Closed() bool { return b.cb.State() == gobreaker.StateClosed }
+
 // Wait blocks until a request may be sent: at once while closed; while
 // half-open, for the single probe slot; while open, until it half-opens.
-// The returned release must be called after the request. tick, if not nil,
-// is called about every second while waiting (to keep a held message alive).
-func (b *Breaker) Wait(ctx context.Context, tick func()) (release func(), err error) {
+// The returned release must be called after the request; probe says the
+// request is the half-open probe. tick, if not nil, is called about every
+// second while waiting (to keep a held message alive).
+func (b *Breaker) Wait(ctx context.Context, tick func()) (release func(), probe bool, err error) {
 	t := time.NewTicker(b.poll)
 	defer t.Stop()
 	lastTick := time.Now()
 	for {
 		switch b.cb.State() {
 		case gobreaker.StateClosed:
-			return func() {}, nil
+			return func() {}, false, nil
 		case gobreaker.StateHalfOpen:
 			select {
 			case <-b.probe:
-				return func() { b.probe <- struct{}{} }, nil
+				return func() { b.probe <- struct{}{} }, true, nil
 			default:
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting for the circuit breaker: %w", ctx.Err())
+			return nil, false, fmt.Errorf("waiting for the circuit breaker: %w", ctx.Err())
 		case <-t.C:
 			if tick != nil && time.Since(lastTick) >= time.Second {
 				tick()

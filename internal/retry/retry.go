@@ -100,9 +100,12 @@ type Decision struct {
 // Next decides, after attempt number attempt failed transiently, whether to
 // retry and after how long. retryAfter is the vendor's Retry-After (0 when
 // absent); it is honoured, clamped to MaxRetryAfter, and never shortened by
-// backoff.
-func (p Policy) Next(attempt int, firstAttempt, now time.Time, retryAfter time.Duration) Decision {
-	if p.MaxAttempts > 0 && attempt >= p.MaxAttempts {
+// backoff. vendorDown says the failure was the vendor's, not the event's
+// (the breaker is open, or this was its probe): such attempts do not count
+// against MaxAttempts, only against MaxElapsed, so an outage dead-letters
+// nothing that the retry window can still save.
+func (p Policy) Next(attempt int, firstAttempt, now time.Time, retryAfter time.Duration, vendorDown bool) Decision {
+	if p.MaxAttempts > 0 && attempt >= p.MaxAttempts && !vendorDown {
 		return Decision{}
 	}
 	delay := p.Backoff(attempt)
@@ -113,6 +116,30 @@ func (p Policy) Next(attempt int, firstAttempt, now time.Time, retryAfter time.D
 		return Decision{}
 	}
 	return Decision{Retry: true, Delay: delay}
+}
+
+// MaxDeliveries bounds how many times JetStream may deliver one message
+// under this policy: the backoff steps that fit in MaxElapsed (attempts
+// during an outage do not count against MaxAttempts), plus MaxAttempts, plus
+// slack for redeliveries after crashes. It is the consumer's MaxDeliver, the
+// safety net behind the policy; -1 when nothing bounds it.
+func (p Policy) MaxDeliveries() int {
+	if p.MaxElapsed == 0 {
+		if p.MaxAttempts == 0 {
+			return -1
+		}
+		return p.MaxAttempts + 10
+	}
+	steps := 0
+	var elapsed time.Duration
+	d := p.InitialInterval
+	for elapsed < p.MaxElapsed && steps < 100_000 {
+		// The shortest a jittered wait can be.
+		elapsed += time.Duration(float64(d) * (1 - p.Jitter))
+		d = min(time.Duration(float64(d)*p.Multiplier), p.MaxInterval)
+		steps++
+	}
+	return steps + p.MaxAttempts + 10
 }
 
 // temporary is the classification retry needs from a delivery error; the
