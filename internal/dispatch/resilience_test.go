@@ -286,4 +286,3 @@ func TestMaxDeliveriesSafetyNetDeadLetters(t *testing.T) {
 		return info.State.Msgs == 0
 	})
 }
-
