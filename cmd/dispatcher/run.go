@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -13,6 +14,8 @@ import (
 	"github.com/chapar-dev/chapar/internal/app"
 	"github.com/chapar-dev/chapar/internal/config"
 	"github.com/chapar-dev/chapar/internal/dispatch"
+	"github.com/chapar-dev/chapar/internal/metrics"
+	"github.com/chapar-dev/chapar/internal/topology"
 	"github.com/chapar-dev/chapar/internal/sinks"
 	"github.com/chapar-dev/chapar/pkg/envelope"
 )
@@ -79,13 +82,33 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) error {
 		}()
 	}
 
+	m := metrics.New()
+	consumers := map[string]string{topology.RouterConsumer: conn.Topo.EventsStream()}
+	for _, s := range cfg.Sinks {
+		consumers[topology.SinkConsumer(s.Name)] = conn.Topo.DeliveriesStream()
+	}
+	m.WatchConsumers(conn.JS, consumers)
+	var ready atomic.Bool
+	if cfg.Admin.Listen != "" {
+		srv := &http.Server{Addr: cfg.Admin.Listen, Handler: m.Admin(conn.NC, &ready), ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			log.Info("serving /metrics, /healthz, /readyz", zap.String("listen", cfg.Admin.Listen))
+			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("admin server stopped", zap.Error(err))
+			}
+		}()
+		defer func() { _ = srv.Close() }()
+	}
+
 	d := dispatch.New(conn.JS, dispatch.Options{
 		Topology:    conn.Topo,
 		Dispatcher:  cfg.Dispatcher,
 		SinkConfigs: cfg.Sinks,
 		Sinks:       built,
 		Routes:      dispatch.NewRoutes(cfg.Routes),
+		Observer:    m,
 		Logger:      log,
+		Ready:       func() { ready.Store(true) },
 	})
 	err = d.Run(ctx)
 	log.Info("dispatcher stopped", zap.Error(err))

@@ -26,6 +26,7 @@ type Config struct {
 	Streams    Streams    `yaml:"streams"`
 	Dispatcher Dispatcher `yaml:"dispatcher"`
 	Webhook    Webhook    `yaml:"webhook"`
+	Admin      Admin      `yaml:"admin"`
 	// SinkDefaults apply to every sink that leaves a key out.
 	SinkDefaults SinkDefaults `yaml:"sink_defaults"`
 	Sinks        []Sink       `yaml:"sinks"`
@@ -88,6 +89,11 @@ type Dispatcher struct {
 	ShutdownGrace     time.Duration `yaml:"shutdown_grace"`
 	LogFormat         string        `yaml:"log_format"` // json | console
 	LogLevel          string        `yaml:"log_level"`
+}
+
+// Admin serves /metrics, /healthz and /readyz.
+type Admin struct {
+	Listen string `yaml:"listen"` // empty: not served
 }
 
 // Webhook serves the endpoint Divar Kenar calls back.
@@ -209,6 +215,7 @@ func Default() *Config {
 			LogLevel:          "info",
 		},
 		Webhook: Webhook{Path: "/webhooks/kenar", Source: "divar-kenar"},
+		Admin:   Admin{Listen: "127.0.0.1:9090"},
 	}
 }
 

@@ -412,7 +412,14 @@ func (w *sinkWorker) handle(ctx context.Context, msg jetstream.Msg) {
 			return
 		}
 		probe = isProbe
-		derr = w.breaker.Do(func() error { return w.sink.Deliver(ctx, delivery) })
+		derr = w.breaker.Do(func() error {
+			start := time.Now()
+			d.obs.InFlight(w.name, 1)
+			err := w.sink.Deliver(ctx, delivery)
+			d.obs.InFlight(w.name, -1)
+			d.obs.VendorRequest(w.name, time.Since(start), err)
+			return err
+		})
 		release()
 		if !errors.Is(derr, retry.ErrRejected) {
 			break

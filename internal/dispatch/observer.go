@@ -17,6 +17,11 @@ type Observer interface {
 	Retried(sink string, status int)
 	DeadLettered(sink, reason string, status int, code string)
 	BreakerChanged(sink string, to retry.State)
+	// VendorRequest is one request to a vendor: how long it took and how
+	// it ended (nil: 2xx).
+	VendorRequest(sink string, took time.Duration, err error)
+	// InFlight moves the count of deliveries in progress by delta.
+	InFlight(sink string, delta int)
 }
 
 // Tally is an Observer that counts, for the demo summary and tests.
@@ -66,6 +71,10 @@ func (t *Tally) BreakerChanged(sink string, to retry.State) {
 	t.breakers[sink] = to
 	t.mu.Unlock()
 }
+
+func (t *Tally) VendorRequest(string, time.Duration, error) {}
+
+func (t *Tally) InFlight(string, int) {}
 
 // SinkCounts is one sink's line of a summary.
 type SinkCounts struct {
