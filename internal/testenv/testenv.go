@@ -5,6 +5,9 @@ package testenv
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"strings"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -38,6 +41,9 @@ type Env struct {
 	// URL is each emulated vendor's base_url.
 	URL map[string]string
 	Log *zap.Logger
+	// Servers are the NATS servers (one, or a cluster's nodes); clients
+	// connect to all of them for failover.
+	Servers []*server.Server
 }
 
 // New starts the embedded server and the emulator; both stop with the test.
@@ -48,12 +54,66 @@ func New(t testing.TB) *Env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	e := &Env{T: t, Server: s, Log: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))}
+	return newEnv(t, []*server.Server{s}, 1)
+}
+
+// NewCluster starts an n-node JetStream cluster on loopback, with streams
+// replicated on every node.
+func NewCluster(t testing.TB, n int) *Env {
+	t.Helper()
+	ports := make([]string, n)
+	for i := range ports {
+		ports[i] = freePort(t)
+	}
+	servers := make([]*server.Server, n)
+	for i := range n {
+		var routes []string
+		for j, p := range ports {
+			if j != i {
+				routes = append(routes, "nats://"+p)
+			}
+		}
+		s, err := embedded.Start(embedded.Options{
+			Listen: "127.0.0.1:0", DataDir: t.TempDir(), ServerName: fmt.Sprintf("n%d", i+1),
+			ClusterName: "chapar-test", ClusterListen: ports[i], Routes: routes,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		servers[i] = s
+		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	}
+	return newEnv(t, servers, n)
+}
+
+func freePort(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func newEnv(t testing.TB, servers []*server.Server, replicas int) *Env {
+	t.Helper()
+	e := &Env{T: t, Server: servers[0], Servers: servers, Log: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))}
 	e.NC, e.JS = e.Connect()
 	e.Streams = config.Default().Streams
+	e.Streams.Replicas = replicas
 	e.Topo = topology.New(e.Streams)
-	if err := e.Topo.Ensure(context.Background(), e.JS, topology.ConsumerSettings{AckWait: 10 * time.Second, MaxAckPending: 1000, MaxDeliver: -1}); err != nil {
-		t.Fatal(err)
+	// A new cluster elects its JetStream leader first: retry until then.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := e.Topo.Ensure(context.Background(), e.JS, topology.ConsumerSettings{AckWait: 10 * time.Second, MaxAckPending: 1000, MaxDeliver: -1})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 	e.Emu = emulator.New(emulator.DemoConfig())
 	e.URL = map[string]string{}
@@ -68,7 +128,11 @@ func New(t testing.TB) *Env {
 // Connect opens another client connection (a separate "process").
 func (e *Env) Connect() (*nats.Conn, jetstream.JetStream) {
 	e.T.Helper()
-	nc, err := nats.Connect(e.Server.ClientURL())
+	urls := make([]string, len(e.Servers))
+	for i, s := range e.Servers {
+		urls[i] = s.ClientURL()
+	}
+	nc, err := nats.Connect(strings.Join(urls, ","), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
 		e.T.Fatal(err)
 	}
