@@ -84,7 +84,9 @@ func (m *Metrics) DeadLettered(sink, reason string, status int, code string) {
 func (m *Metrics) BreakerChanged(sink string, to retry.State) {
 	m.breaker.WithLabelValues(sink).Set(float64(to))
 }
-func (m *Metrics) InFlight(sink string, delta int) { m.inFlight.WithLabelValues(sink).Add(float64(delta)) }
+func (m *Metrics) InFlight(sink string, delta int) {
+	m.inFlight.WithLabelValues(sink).Add(float64(delta))
+}
 func (m *Metrics) VendorRequest(sink string, took time.Duration, err error) {
 	outcome := "ok"
 	var serr *sinks.Error

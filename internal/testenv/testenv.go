@@ -7,8 +7,8 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"strings"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
