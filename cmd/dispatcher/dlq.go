@@ -42,6 +42,7 @@ type dlqFlags struct {
 	filter  dlq.Filter
 	since   *string
 	until   *string
+	args    []string
 }
 
 func newDLQFlags(name string, stderr io.Writer) *dlqFlags {
@@ -59,9 +60,21 @@ func newDLQFlags(name string, stderr io.Writer) *dlqFlags {
 	return f
 }
 
+// parse reads flags wherever they stand (dlq show 42 --nats-url … works),
+// keeping the other arguments in f.args.
 func (f *dlqFlags) parse(args []string) error {
-	if err := f.fs.Parse(args); err != nil {
-		return err
+	for {
+		if err := f.fs.Parse(args); err != nil {
+			return err
+		}
+		if f.fs.NArg() == 0 {
+			break
+		}
+		f.args = append(f.args, f.fs.Arg(0))
+		args = f.fs.Args()[1:]
+	}
+	if f.fs.Name() != "dispatcher dlq show" && len(f.args) > 0 {
+		return usageError{fmt.Sprintf("unexpected argument %q (filters are flags, e.g. --sink %s)", f.args[0], f.args[0])}
 	}
 	var err error
 	if f.filter.Since, err = parseWhen(*f.since, time.Now()); err != nil {
@@ -149,10 +162,10 @@ func dlqCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if err := f.parse(args[1:]); err != nil {
 			return err
 		}
-		if f.fs.NArg() != 1 {
+		if len(f.args) != 1 {
 			return usageError{"usage: dispatcher dlq show SEQ (the SEQ column of dlq list)"}
 		}
-		seq, err := strconv.ParseUint(f.fs.Arg(0), 10, 64)
+		seq, err := strconv.ParseUint(f.args[0], 10, 64)
 		if err != nil {
 			return usageError{"SEQ must be a number from dlq list"}
 		}

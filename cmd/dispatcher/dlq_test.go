@@ -1,0 +1,57 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/internal/emulator"
+	"github.com/chapar-dev/chapar/internal/testenv"
+)
+
+func TestDLQCommands(t *testing.T) {
+	e := testenv.New(t)
+	vendor := e.Emu.Vendor(emulator.MetrixGateway)
+	vendor.SetFault(emulator.Fault{Status: 404, Code: "EVENT_TYPE_DOES_NOT_EXIST", Count: 3})
+	d := e.Start([]config.Sink{e.Sink("gateway", emulator.MetrixGateway, map[string]string{"order_paid": "aewqd"}, nil)},
+		[]config.Route{{Sinks: []string{"gateway"}}})
+	for _, u := range []string{"u1", "u2", "u3"} {
+		e.Publish(testenv.Track(t, "order_paid", u))
+	}
+	e.PublishRaw(e.Topo.EventSubject("chapar.track"), "junk", []byte("junk"))
+	url := e.Server.ClientURL()
+	cli := func(args ...string) string {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		if err := runCommand(context.Background(), append(args, "--nats-url", url), &out, &errOut); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, errOut.String())
+		}
+		return out.String()
+	}
+	testenv.Eventually(t, 10*time.Second, "four dead letters", func() bool {
+		return strings.Contains(cli("dlq", "stats"), "4 dead letters")
+	})
+	list := cli("dlq", "list", "--sink", "gateway")
+	if strings.Count(list, "\n") != 4 || strings.Contains(list, "invalid_envelope") {
+		t.Errorf("list --sink gateway:\n%s", list)
+	}
+	if show := cli("dlq", "show", "2"); !strings.Contains(show, `"reason": "vendor_rejected"`) || !strings.Contains(show, `"name": "order_paid"`) {
+		t.Errorf("show:\n%s", show)
+	}
+	if dry := cli("dlq", "replay", "--code", "EVENT_TYPE_DOES_NOT_EXIST", "--dry-run"); !strings.Contains(dry, "dry run: 3 dead letters match") {
+		t.Errorf("dry run:\n%s", dry)
+	}
+	if got := cli("dlq", "replay", "--sink", "gateway", "--rate", "50"); !strings.Contains(got, "replayed 3 of 3") {
+		t.Errorf("replay:\n%s", got)
+	}
+	testenv.Eventually(t, 10*time.Second, "replays delivered", func() bool { return d.Tally.DeliveredTo("gateway") == 3 })
+	if got := cli("dlq", "purge", "--reason", "invalid_envelope", "--yes"); !strings.Contains(got, "purged 1 dead letters") {
+		t.Errorf("purge:\n%s", got)
+	}
+	if got := cli("dlq", "stats"); !strings.Contains(got, "0 dead letters") {
+		t.Errorf("after replay and purge:\n%s", got)
+	}
+}
