@@ -411,7 +411,9 @@ func (h *harness) latency(ctx context.Context, rate, concurrency int) (latencyRe
 		return latencyResult{}, fmt.Errorf("no latencies recorded")
 	}
 	slices.Sort(lats)
-	pct := func(p float64) time.Duration { return lats[min(len(lats)-1, int(p*float64(len(lats))))].Round(10 * time.Microsecond) }
+	pct := func(p float64) time.Duration {
+		return lats[min(len(lats)-1, int(p*float64(len(lats))))].Round(10 * time.Microsecond)
+	}
 	return latencyResult{n: len(lats), p50: pct(0.50), p99: pct(0.99), max: lats[len(lats)-1].Round(10 * time.Microsecond)}, nil
 }
 
