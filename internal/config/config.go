@@ -35,10 +35,11 @@ type Config struct {
 
 // SinkDefaults are the keys a sink inherits.
 type SinkDefaults struct {
-	Concurrency int                   `yaml:"concurrency"`
-	Timeout     time.Duration         `yaml:"timeout"`
-	Retry       retry.Policy          `yaml:"retry"`
-	Breaker     retry.BreakerSettings `yaml:"breaker"`
+	Concurrency   int                   `yaml:"concurrency"`
+	MaxAckPending int                   `yaml:"max_ack_pending"`
+	Timeout       time.Duration         `yaml:"timeout"`
+	Retry         retry.Policy          `yaml:"retry"`
+	Breaker       retry.BreakerSettings `yaml:"breaker"`
 }
 
 // NATS says where JetStream is. With no URL the dispatcher embeds a server.
@@ -108,14 +109,17 @@ type Webhook struct {
 // Sink is one vendor instance: a vendor may appear several times, each with
 // its own name and credentials (two Metrix apps, say).
 type Sink struct {
-	Name        string                `yaml:"name"`
-	Vendor      string                `yaml:"vendor"`
-	BaseURL     string                `yaml:"base_url"`
-	Concurrency int                   `yaml:"concurrency"`
-	Timeout     time.Duration         `yaml:"timeout"`
-	Events      map[string]string     `yaml:"events"`
-	Retry       retry.Policy          `yaml:"retry"`
-	Breaker     retry.BreakerSettings `yaml:"breaker"`
+	Name        string `yaml:"name"`
+	Vendor      string `yaml:"vendor"`
+	BaseURL     string `yaml:"base_url"`
+	Concurrency int    `yaml:"concurrency"`
+	// MaxAckPending bounds deliveries in flight across all replicas (the
+	// consumer's max_ack_pending): at least replicas × concurrency.
+	MaxAckPending int                   `yaml:"max_ack_pending"`
+	Timeout       time.Duration         `yaml:"timeout"`
+	Events        map[string]string     `yaml:"events"`
+	Retry         retry.Policy          `yaml:"retry"`
+	Breaker       retry.BreakerSettings `yaml:"breaker"`
 	// Settings are the vendor's own keys (credentials, units); the vendor's
 	// sink decodes and validates them.
 	Settings yaml.Node `yaml:"settings"`
@@ -232,6 +236,9 @@ func (c *Config) fillSinkDefaults() {
 		if s.Timeout == 0 {
 			s.Timeout = cmp.Or(d.Timeout, 10*time.Second)
 		}
+		if s.MaxAckPending == 0 {
+			s.MaxAckPending = max(cmp.Or(d.MaxAckPending, 1000), s.Concurrency)
+		}
 		s.Retry = mergePolicy(s.Retry, d.Retry)
 		b := retry.DefaultBreakerSettings()
 		b.FailureThreshold = cmp.Or(d.Breaker.FailureThreshold, b.FailureThreshold)
@@ -337,6 +344,9 @@ func (c *Config) Validate() error {
 		}
 		if s.Concurrency < 1 || s.Concurrency > 1024 {
 			bad(at+".concurrency", "is %d; use 1 to 1024", s.Concurrency)
+		}
+		if s.MaxAckPending < s.Concurrency {
+			bad(at+".max_ack_pending", "is %d; it must be at least concurrency (%d), and replicas × concurrency to keep every replica busy", s.MaxAckPending, s.Concurrency)
 		}
 		if s.Timeout <= 0 || s.Timeout >= c.Dispatcher.AckWait {
 			bad(at+".timeout", "is %s; it must be positive and below dispatcher.ack_wait (%s)", s.Timeout, c.Dispatcher.AckWait)

@@ -99,7 +99,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			return fmt.Errorf("dispatch: sink %s is configured but was not built", sc.Name)
 		}
 		cs := settings
-		cs.MaxAckPending = max(sc.Concurrency*4, 64)
+		cs.MaxAckPending = sc.MaxAckPending
 		// JetStream's own bound sits above the policy's, so the policy
 		// decides; the MAX_DELIVERIES safety net catches the rest.
 		cs.MaxDeliver = sc.Retry.MaxDeliveries()

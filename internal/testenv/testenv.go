@@ -172,7 +172,7 @@ func (e *Env) Sink(name, vendor string, events map[string]string, settings map[s
 		e.T.Fatal(err)
 	}
 	return config.Sink{
-		Name: name, Vendor: vendor, BaseURL: e.URL[vendor], Concurrency: 4, Timeout: 2 * time.Second,
+		Name: name, Vendor: vendor, BaseURL: e.URL[vendor], Concurrency: 4, MaxAckPending: 1000, Timeout: 2 * time.Second,
 		Events: events, Retry: FastRetry(),
 		Breaker:  retry.BreakerSettings{FailureThreshold: 5, OpenTimeout: 300 * time.Millisecond, Interval: time.Minute},
 		Settings: node,

@@ -1,0 +1,80 @@
+package metrics_test
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chapar-dev/chapar/internal/metrics"
+	"github.com/chapar-dev/chapar/internal/retry"
+	"github.com/chapar-dev/chapar/internal/sinks"
+	"github.com/chapar-dev/chapar/internal/testenv"
+	"github.com/chapar-dev/chapar/internal/topology"
+)
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestAdminEndpoints(t *testing.T) {
+	e := testenv.New(t)
+	m := metrics.New()
+	m.WatchConsumers(e.JS, map[string]string{topology.RouterConsumer: e.Topo.EventsStream()})
+	var ready atomic.Bool
+	srv := httptest.NewServer(m.Admin(e.NC, &ready))
+	defer srv.Close()
+
+	if code, _ := get(t, srv.URL+"/healthz"); code != 200 {
+		t.Errorf("healthz %d", code)
+	}
+	if code, body := get(t, srv.URL+"/readyz"); code != 503 || !strings.Contains(body, "not bound") {
+		t.Errorf("readyz before ready: %d %s", code, body)
+	}
+	ready.Store(true)
+	if code, _ := get(t, srv.URL+"/readyz"); code != 200 {
+		t.Errorf("readyz when ready: %d", code)
+	}
+
+	e.Publish(testenv.Track(t, "order_paid", "u1"))
+	m.Received()
+	m.Delivered("chabok", 30*time.Millisecond)
+	m.DeadLettered("metrix", "vendor_rejected", 404, "EVENT_TYPE_DOES_NOT_EXIST")
+	m.Retried("kenar", 429)
+	m.BreakerChanged("kenar", retry.State(2))
+	m.VendorRequest("kenar", time.Millisecond, &sinks.Error{Transient: true})
+	m.VendorRequest("chabok", time.Millisecond, nil)
+	m.VendorRequest("chabok", time.Millisecond, errors.New("dial"))
+	_, body := get(t, srv.URL+"/metrics")
+	for _, want := range []string{
+		`chapar_events_received_total 1`,
+		`chapar_deliveries_total{sink="chabok"} 1`,
+		`chapar_dead_letters_total{code="EVENT_TYPE_DOES_NOT_EXIST",reason="vendor_rejected",sink="metrix",status="404"} 1`,
+		`chapar_retries_total{sink="kenar",status="429"} 1`,
+		`chapar_breaker_state{sink="kenar"} 2`,
+		`chapar_delivery_latency_seconds_count{sink="chabok"} 1`,
+		`chapar_vendor_request_seconds_count{outcome="transient",sink="kenar"} 1`,
+		`chapar_vendor_request_seconds_count{outcome="error",sink="chabok"} 1`,
+		`chapar_consumer_pending{consumer="router",stream="CHAPAR_EVENTS"} 1`,
+		`process_resident_memory_bytes`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	e.NC.Close()
+	if code, body := get(t, srv.URL+"/readyz"); code != 503 || !strings.Contains(body, "NATS") {
+		t.Errorf("readyz without NATS: %d %s", code, body)
+	}
+}
