@@ -73,7 +73,10 @@ func (f *dlqFlags) parse(args []string) error {
 		f.args = append(f.args, f.fs.Arg(0))
 		args = f.fs.Args()[1:]
 	}
-	if f.fs.Name() != "dispatcher dlq show" && len(f.args) > 0 {
+	switch show := f.fs.Name() == "dispatcher dlq show"; {
+	case show && len(f.args) != 1:
+		return usageError{"usage: dispatcher dlq show SEQ (the SEQ column of dlq list)"}
+	case !show && len(f.args) > 0:
 		return usageError{fmt.Sprintf("unexpected argument %q (filters are flags, e.g. --sink %s)", f.args[0], f.args[0])}
 	}
 	var err error
@@ -115,129 +118,122 @@ func (f *dlqFlags) store(ctx context.Context) (*dlq.Store, func(), error) {
 	return dlq.NewStore(conn.JS, conn.Topo), conn.Close, nil
 }
 
+// dlqRun is one dlq subcommand, bound to its flags.
+type dlqRun func(ctx context.Context, st *dlq.Store, f *dlqFlags) error
+
+// dlqCommands registers each subcommand's own flags and returns its body;
+// the filters, the connection and the positional arguments are common.
+func dlqCommands(stdout, stderr io.Writer) map[string]func(fs *flag.FlagSet) dlqRun {
+	return map[string]func(fs *flag.FlagSet) dlqRun{
+		"list": func(fs *flag.FlagSet) dlqRun {
+			limit := fs.Int("limit", 100, "at most this many entries (0: all)")
+			asJSON := fs.Bool("json", false, "one JSON object per line")
+			return func(ctx context.Context, st *dlq.Store, f *dlqFlags) error {
+				recs, err := st.List(ctx, f.filter, *limit)
+				if err != nil {
+					return err
+				}
+				if !*asJSON {
+					printRecords(stdout, recs)
+					return nil
+				}
+				enc := json.NewEncoder(stdout)
+				for _, r := range recs {
+					if err := enc.Encode(r); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+		},
+		"stats": func(*flag.FlagSet) dlqRun {
+			return func(ctx context.Context, st *dlq.Store, f *dlqFlags) error {
+				return printStats(ctx, stdout, st, f.filter)
+			}
+		},
+		"show": func(*flag.FlagSet) dlqRun {
+			return func(ctx context.Context, st *dlq.Store, f *dlqFlags) error {
+				seq, err := strconv.ParseUint(f.args[0], 10, 64)
+				if err != nil {
+					return usageError{"SEQ must be a number from dlq list"}
+				}
+				r, err := st.Get(ctx, seq)
+				if err != nil {
+					return err
+				}
+				return showRecord(stdout, r)
+			}
+		},
+		"replay": func(fs *flag.FlagSet) dlqRun {
+			dry := fs.Bool("dry-run", false, "print the count and a sample; change nothing")
+			rate := fs.Float64("rate", 0, "replays per second (0: as fast as JetStream confirms)")
+			limit := fs.Int("limit", 0, "replay at most this many (0: all matching)")
+			return func(ctx context.Context, st *dlq.Store, f *dlqFlags) error {
+				opts := dlq.ReplayOptions{DryRun: *dry, Rate: *rate, Limit: *limit}
+				if isTerminal(stderr) {
+					opts.Progress = func(n, total int) { fmt.Fprintf(stderr, "\rreplaying %d/%d", n, total) }
+				}
+				res, err := st.Replay(ctx, f.filter, opts)
+				if opts.Progress != nil && res.Replayed > 0 {
+					fmt.Fprintln(stderr)
+				}
+				if *dry {
+					fmt.Fprintf(stdout, "dry run: %d dead letters match; a sample:\n", res.Matched)
+					printRecords(stdout, res.Sample)
+					return err
+				}
+				fmt.Fprintf(stdout, "replayed %d of %d matching dead letters", res.Replayed, res.Matched)
+				if res.Skipped > 0 {
+					fmt.Fprintf(stdout, "; skipped %d that cannot be delivered as they are (invalid envelopes, unknown sinks: purge them)", res.Skipped)
+				}
+				fmt.Fprintln(stdout)
+				return err
+			}
+		},
+		"purge": func(fs *flag.FlagSet) dlqRun {
+			yes := fs.Bool("yes", false, "do not ask for confirmation")
+			return func(ctx context.Context, st *dlq.Store, f *dlqFlags) error {
+				if !*yes {
+					_, total, err := st.Stats(ctx, f.filter, func(*dlq.Record) string { return "" })
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(stdout, "purge %d dead letters for good? [y/N] ", total)
+					answer, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+					if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
+						fmt.Fprintln(stdout, "nothing purged")
+						return nil
+					}
+				}
+				n, err := st.Purge(ctx, f.filter)
+				fmt.Fprintf(stdout, "purged %d dead letters\n", n)
+				return err
+			}
+		},
+	}
+}
+
 func dlqCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, dlqUsage)
 		return usageError{"dlq: no command given"}
 	}
+	cmd, ok := dlqCommands(stdout, stderr)[args[0]]
+	if !ok {
+		fmt.Fprint(stderr, dlqUsage)
+		return usageError{fmt.Sprintf("dlq: unknown command %q", args[0])}
+	}
 	f := newDLQFlags(args[0], stderr)
-	switch args[0] {
-	case "list":
-		limit := f.fs.Int("limit", 100, "at most this many entries (0: all)")
-		asJSON := f.fs.Bool("json", false, "one JSON object per line")
-		if err := f.parse(args[1:]); err != nil {
-			return err
-		}
-		st, done, err := f.store(ctx)
-		if err != nil {
-			return err
-		}
-		defer done()
-		recs, err := st.List(ctx, f.filter, *limit)
-		if err != nil {
-			return err
-		}
-		if *asJSON {
-			enc := json.NewEncoder(stdout)
-			for _, r := range recs {
-				if err := enc.Encode(r); err != nil {
-					return err
-				}
-			}
-			return nil
-		}
-		printRecords(stdout, recs)
-		return nil
-	case "stats":
-		if err := f.parse(args[1:]); err != nil {
-			return err
-		}
-		st, done, err := f.store(ctx)
-		if err != nil {
-			return err
-		}
-		defer done()
-		return printStats(ctx, stdout, st, f.filter)
-	case "show":
-		if err := f.parse(args[1:]); err != nil {
-			return err
-		}
-		if len(f.args) != 1 {
-			return usageError{"usage: dispatcher dlq show SEQ (the SEQ column of dlq list)"}
-		}
-		seq, err := strconv.ParseUint(f.args[0], 10, 64)
-		if err != nil {
-			return usageError{"SEQ must be a number from dlq list"}
-		}
-		st, done, err := f.store(ctx)
-		if err != nil {
-			return err
-		}
-		defer done()
-		r, err := st.Get(ctx, seq)
-		if err != nil {
-			return err
-		}
-		return showRecord(stdout, r)
-	case "replay":
-		dry := f.fs.Bool("dry-run", false, "print the count and a sample; change nothing")
-		rate := f.fs.Float64("rate", 0, "replays per second (0: as fast as JetStream confirms)")
-		limit := f.fs.Int("limit", 0, "replay at most this many (0: all matching)")
-		if err := f.parse(args[1:]); err != nil {
-			return err
-		}
-		st, done, err := f.store(ctx)
-		if err != nil {
-			return err
-		}
-		defer done()
-		opts := dlq.ReplayOptions{DryRun: *dry, Rate: *rate, Limit: *limit}
-		if isTerminal(stderr) {
-			opts.Progress = func(n, total int) { fmt.Fprintf(stderr, "\rreplaying %d/%d", n, total) }
-		}
-		res, err := st.Replay(ctx, f.filter, opts)
-		if opts.Progress != nil && res.Replayed > 0 {
-			fmt.Fprintln(stderr)
-		}
-		if *dry {
-			fmt.Fprintf(stdout, "dry run: %d dead letters match; a sample:\n", res.Matched)
-			printRecords(stdout, res.Sample)
-			return err
-		}
-		fmt.Fprintf(stdout, "replayed %d of %d matching dead letters", res.Replayed, res.Matched)
-		if res.Skipped > 0 {
-			fmt.Fprintf(stdout, "; skipped %d that cannot be delivered as they are (invalid envelopes, unknown sinks: purge them)", res.Skipped)
-		}
-		fmt.Fprintln(stdout)
-		return err
-	case "purge":
-		yes := f.fs.Bool("yes", false, "do not ask for confirmation")
-		if err := f.parse(args[1:]); err != nil {
-			return err
-		}
-		st, done, err := f.store(ctx)
-		if err != nil {
-			return err
-		}
-		defer done()
-		if !*yes {
-			_, total, err := st.Stats(ctx, f.filter, func(*dlq.Record) string { return "" })
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(stdout, "purge %d dead letters for good? [y/N] ", total)
-			answer, _ := bufio.NewReader(os.Stdin).ReadString('\n')
-			if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
-				fmt.Fprintln(stdout, "nothing purged")
-				return nil
-			}
-		}
-		n, err := st.Purge(ctx, f.filter)
-		fmt.Fprintf(stdout, "purged %d dead letters\n", n)
+	run := cmd(f.fs)
+	if err := f.parse(args[1:]); err != nil {
 		return err
 	}
-	fmt.Fprint(stderr, dlqUsage)
-	return usageError{fmt.Sprintf("dlq: unknown command %q", args[0])}
+	st, done, err := f.store(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return run(ctx, st, f)
 }
 
 func isTerminal(w io.Writer) bool {
