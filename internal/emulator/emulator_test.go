@@ -1,0 +1,132 @@
+package emulator_test
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chapar-dev/chapar/internal/emulator"
+)
+
+// The emulator must reject what each vendor's docs forbid, or the sink
+// tests that rely on it would prove nothing.
+func TestEmulatorEnforcesTheDocumentedRules(t *testing.T) {
+	emu := emulator.New(emulator.DemoConfig())
+	servers := map[string]*httptest.Server{}
+	for _, v := range emu.Names() {
+		servers[v] = httptest.NewServer(emu.Vendor(v))
+		defer servers[v].Close()
+	}
+	chabokOK := map[string]string{"X-Access-Token": "demo-chabok-token"}
+	s2sOK := map[string]string{"Authorization": "demo-dev-key"}
+	gwOK := map[string]string{"X-Application-Id": "demoapp", "X-API-Key": "demo-api-key"}
+	kenarOK := map[string]string{"X-API-Key": "demo-kenar-key", "Authorization": "Bearer demo-kenar-token"}
+	s2sBody := `{"metrixUserId":"m","metrixSessionId":"s","advertisingId":"a","eventSlug":"aewqd","eventTime":1795428900000%s}`
+	gw := func(msg string) string { return `{"customUserId":"u","messages":[` + msg + `]}` }
+	tests := []struct {
+		name, vendor, path string
+		header             map[string]string
+		body               string
+		status             int
+		code               string
+	}{
+		{"chabok valid", emulator.Chabok, "/api/installations/track", chabokOK, `{"userId":"u","eventName":"e","eventTime":1795428900000,"eventData":{"a":[1,"x"],"b":true}}`, 200, ""},
+		{"chabok both identities", emulator.Chabok, "/api/installations/track", chabokOK, `{"userId":"u","installationId":"i","eventName":"e"}`, 400, "INVALID_IDENTITY"},
+		{"chabok no identity", emulator.Chabok, "/api/installations/track", chabokOK, `{"eventName":"e"}`, 400, "INVALID_IDENTITY"},
+		{"chabok time in seconds", emulator.Chabok, "/api/installations/track", chabokOK, `{"userId":"u","eventName":"e","eventTime":1795428900}`, 400, "INVALID_EVENT"},
+		{"chabok nested eventData", emulator.Chabok, "/api/installations/track", chabokOK, `{"userId":"u","eventName":"e","eventData":{"o":{"x":1}}}`, 400, "INVALID_EVENT"},
+		{"chabok purchase without revenue", emulator.Chabok, "/api/installations/trackPurchase", chabokOK, `{"userId":"u","eventName":"e"}`, 400, "INVALID_EVENT"},
+		{"chabok token", emulator.Chabok, "/api/installations/track", nil, `{"userId":"u","eventName":"e"}`, 401, "AUTHORIZATION_REQUIRED"},
+		{"s2s valid", emulator.MetrixS2S, "/inappevent/demoapp", s2sOK, strings.Replace(s2sBody, "%s", `,"customAttributes":{"a":"b"},"customMetrics":{"n":1.5}`, 1), 200, ""},
+		{"s2s both device ids", emulator.MetrixS2S, "/inappevent/demoapp", s2sOK, strings.Replace(s2sBody, "%s", `,"idfa":"i"`, 1), 400, "BAD_REQUEST"},
+		{"s2s attribute not a string", emulator.MetrixS2S, "/inappevent/demoapp", s2sOK, strings.Replace(s2sBody, "%s", `,"customAttributes":{"a":1}`, 1), 400, "BAD_REQUEST"},
+		{"s2s metric not a number", emulator.MetrixS2S, "/inappevent/demoapp", s2sOK, strings.Replace(s2sBody, "%s", `,"customMetrics":{"n":"1"}`, 1), 400, "BAD_REQUEST"},
+		{"s2s unknown slug", emulator.MetrixS2S, "/inappevent/demoapp", s2sOK, strings.Replace(strings.Replace(s2sBody, "aewqd", "zzzzz", 1), "%s", "", 1), 404, "EVENT_TYPE_DOES_NOT_EXIST"},
+		{"s2s dev key", emulator.MetrixS2S, "/inappevent/demoapp", map[string]string{"Authorization": "x"}, strings.Replace(s2sBody, "%s", "", 1), 403, "INVALID_PARAMETERS"},
+		{"gateway valid", emulator.MetrixGateway, "/", gwOK, gw(`{"type":"user","id":"1","time":1795428900000},{"type":"revenue","id":"2","time":1795428900000,"name":"rvnue","revenue":1.5,"currency":"IRR"}`), 200, ""},
+		{"gateway no user ids", emulator.MetrixGateway, "/", gwOK, `{"messages":[{"type":"user","id":"1","time":1795428900000}]}`, 400, "BAD_REQUEST"},
+		{"gateway message without id", emulator.MetrixGateway, "/", gwOK, gw(`{"type":"user","time":1795428900000}`), 400, "BAD_REQUEST"},
+		{"gateway bad currency", emulator.MetrixGateway, "/", gwOK, gw(`{"type":"revenue","id":"2","time":1795428900000,"name":"rvnue","revenue":1,"currency":"GBP"}`), 400, "BAD_REQUEST"},
+		{"gateway attributes not strings", emulator.MetrixGateway, "/", gwOK, gw(`{"type":"action","id":"2","time":1795428900000,"name":"aewqd","attributes":{"a":1}}`), 400, "BAD_REQUEST"},
+		{"gateway bad gender", emulator.MetrixGateway, "/", gwOK, gw(`{"type":"user","id":"1","time":1795428900000,"gender":"M"}`), 400, "BAD_REQUEST"},
+		{"gateway unknown slug", emulator.MetrixGateway, "/", gwOK, gw(`{"type":"action","id":"2","time":1795428900000,"name":"zzzzz"}`), 404, "EVENT_TYPE_DOES_NOT_EXIST"},
+		{"gateway wrong key", emulator.MetrixGateway, "/", map[string]string{"X-Application-Id": "demoapp", "X-API-Key": "x"}, gw(`{"type":"user","id":"1","time":1795428900000}`), 403, "INVALID_PARAMETERS"},
+		{"gateway S2S off", emulator.MetrixGateway, "/", map[string]string{"X-Application-Id": "freeplan", "X-API-Key": "demo-api-key"}, gw(`{"type":"user","id":"1","time":1795428900000}`), 403, "S2S_FEATURE_NOT_AVAILABLE"},
+		{"kenar valid", emulator.Kenar, "/experimental/open-platform/events/send?message=m&target_type=USER&target_resource_id=u", kenarOK, "", 200, ""},
+		{"kenar bad target type", emulator.Kenar, "/experimental/open-platform/events/send?message=m&target_type=CHAT&target_resource_id=u", kenarOK, "", 400, ""},
+		{"kenar no message", emulator.Kenar, "/experimental/open-platform/events/send?target_type=USER&target_resource_id=u", kenarOK, "", 400, ""},
+		{"kenar api key", emulator.Kenar, "/experimental/open-platform/events/send?message=m&target_type=USER&target_resource_id=u", map[string]string{"Authorization": "Bearer demo-kenar-token"}, "", 401, ""},
+		{"kenar subscription type", emulator.Kenar, "/v1/open-platform/events/subscriptions", kenarOK, `{"event_type":"NEW_MESSAGE"}`, 400, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodPost, servers[tt.vendor].URL+tt.path, strings.NewReader(tt.body))
+			for k, v := range tt.header {
+				req.Header.Set(k, v)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tt.status || (tt.code != "" && !strings.Contains(string(body), `"`+tt.code+`"`)) {
+				t.Errorf("got %d %s, want %d %s", resp.StatusCode, body, tt.status, tt.code)
+			}
+			if tt.vendor == emulator.Kenar && tt.status >= 400 {
+				var st struct{ Code int }
+				if json.Unmarshal(body, &st) != nil || st.Code == 0 {
+					t.Errorf("Kenar error is not a google.rpc.Status: %s", body)
+				}
+			}
+		})
+	}
+}
+
+func TestFaultControlAPI(t *testing.T) {
+	emu := emulator.New(emulator.DemoConfig())
+	srv := httptest.NewServer(emu.Vendor(emulator.Chabok))
+	defer srv.Close()
+	post := func(path, body string) int {
+		resp, err := http.Post(srv.URL+path, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := post("/_emulator/fault", `{"status":503,"latency":"50ms","retry_after":"3","count":2}`); got != http.StatusNoContent {
+		t.Fatalf("set fault: %d", got)
+	}
+	for i, want := range []int{503, 503, 401} { // then back to validating (no token)
+		start := time.Now()
+		resp, err := http.Post(srv.URL+"/api/installations/track", "application/json", strings.NewReader(`{}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("request %d: %d, want %d", i, resp.StatusCode, want)
+		}
+		if want == 503 && (resp.Header.Get("Retry-After") != "3" || time.Since(start) < 50*time.Millisecond) {
+			t.Errorf("fault without its Retry-After or latency")
+		}
+	}
+	if got := post("/_emulator/fault", `{"status":42}`); got != http.StatusBadRequest {
+		t.Errorf("bad fault accepted: %d", got)
+	}
+	resp, err := http.Get(srv.URL + "/_emulator/requests")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reqs []emulator.Request
+	_ = json.NewDecoder(resp.Body).Decode(&reqs)
+	resp.Body.Close()
+	if len(reqs) != 3 {
+		t.Errorf("recorded %d requests, want 3", len(reqs))
+	}
+}
