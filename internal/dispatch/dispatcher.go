@@ -138,68 +138,102 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	defer stopGrace()
 
 	var wg sync.WaitGroup
-	errs := make(chan error, len(pools))
 	for _, p := range pools {
 		wg.Go(func() {
-			var err error
 			if p.w == nil {
-				err = d.consume(ctx, workCtx, p.c, p.n, nil, d.route)
+				d.consume(ctx, workCtx, p.c, p.n, nil, d.route)
 			} else {
-				err = d.consume(ctx, workCtx, p.c, p.n, p.w.ready, p.w.handle)
-			}
-			if err != nil {
-				errs <- fmt.Errorf("dispatch: %s: %w", p.name, err)
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	return errors.Join(collect(errs)...)
-}
-
-func collect(ch <-chan error) []error {
-	var out []error
-	for err := range ch {
-		out = append(out, err)
-	}
-	return out
-}
-
-// consume runs n workers over one consumer. ready, if set, is waited on
-// before each fetch (a sink whose breaker is open pulls nothing).
-func (d *Dispatcher) consume(ctx, workCtx context.Context, c jetstream.Consumer, n int, ready func(context.Context) error, handle func(context.Context, jetstream.Msg)) error {
-	iter, err := c.Messages(jetstream.PullMaxMessages(n))
-	if err != nil {
-		return fmt.Errorf("pull: %w", err)
-	}
-	defer iter.Stop()
-	stop := context.AfterFunc(ctx, iter.Drain)
-	defer stop()
-	var wg sync.WaitGroup
-	for range n {
-		wg.Go(func() {
-			for {
-				if ready != nil && ctx.Err() == nil {
-					if err := ready(ctx); err != nil {
-						continue // shutting down: go on to drain the buffer
-					}
-				}
-				msg, err := iter.Next(jetstream.NextContext(workCtx))
-				if err != nil {
-					return // drained, stopped, or out of grace
-				}
-				if ctx.Err() != nil {
-					// Fetched but not started: hand it back at once so
-					// another replica can take it.
-					_ = msg.Nak()
-					continue
-				}
-				handle(workCtx, msg)
+				d.consume(ctx, workCtx, p.c, p.n, p.w.ready, p.w.handle)
 			}
 		})
 	}
 	wg.Wait()
 	return nil
+}
+
+// consume runs n workers over one consumer. A fetcher pulls only as many
+// messages as there are idle workers, so no message waits in a client-side
+// buffer with its ack timer running (during a long vendor outage such
+// messages would be redelivered again and again, burning deliveries). ready,
+// if set, is waited on before each fetch: a sink whose breaker is open pulls
+// nothing.
+func (d *Dispatcher) consume(ctx, workCtx context.Context, c jetstream.Consumer, n int, ready func(context.Context) error, handle func(context.Context, jetstream.Msg)) {
+	idle := make(chan struct{}, n)
+	for range n {
+		idle <- struct{}{}
+	}
+	jobs := make(chan jetstream.Msg)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			for msg := range jobs {
+				handle(workCtx, msg)
+				idle <- struct{}{}
+			}
+		})
+	}
+	defer func() {
+		close(jobs)
+		wg.Wait()
+	}()
+	for {
+		if ready != nil {
+			if err := ready(ctx); err != nil {
+				return // shutting down
+			}
+		}
+		// Wait for one idle worker, then take every other idle one.
+		select {
+		case <-ctx.Done():
+			return
+		case <-idle:
+		}
+		want := 1
+		for more := true; more && want < n; {
+			select {
+			case <-idle:
+				want++
+			default:
+				more = false
+			}
+		}
+		// A short-lived pull request (it expires within a second) that
+		// shutdown cancels at once.
+		fctx, cancel := context.WithTimeout(ctx, time.Second)
+		batch, err := c.Fetch(want, jetstream.FetchContext(fctx))
+		if err != nil {
+			cancel()
+			for range want {
+				idle <- struct{}{}
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			d.log.Warn("fetch failed; retrying", zap.Error(err))
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		got := 0
+		for msg := range batch.Messages() {
+			got++
+			if ctx.Err() != nil {
+				// Fetched but not started: hand it back at once so another
+				// replica can take it.
+				_ = msg.Nak()
+				idle <- struct{}{}
+				continue
+			}
+			jobs <- msg
+		}
+		cancel()
+		for range want - got {
+			idle <- struct{}{}
+		}
+	}
 }
 
 // route validates an event and fans it out: one message per sink on the
@@ -353,7 +387,7 @@ func (w *sinkWorker) pause(d time.Duration) {
 }
 
 // waitPause blocks until a vendor's Retry-After has passed, calling tick
-// about every second meanwhile.
+// every 100ms meanwhile.
 func (w *sinkWorker) waitPause(ctx context.Context, tick func()) error {
 	for {
 		until := time.Unix(0, w.pausedUntil.Load())
@@ -361,7 +395,7 @@ func (w *sinkWorker) waitPause(ctx context.Context, tick func()) error {
 		if wait <= 0 {
 			return nil
 		}
-		t := time.NewTimer(min(wait, time.Second))
+		t := time.NewTimer(min(wait, 100*time.Millisecond))
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -398,7 +432,14 @@ func (w *sinkWorker) handle(ctx context.Context, msg jetstream.Msg) {
 
 	var derr error
 	var probe bool
-	keepAlive := func() { _ = msg.InProgress() }
+	// Held messages are kept alive well inside ack_wait.
+	lastAlive := time.Now()
+	keepAlive := func() {
+		if time.Since(lastAlive) >= d.o.Dispatcher.AckWait/3 {
+			_ = msg.InProgress()
+			lastAlive = time.Now()
+		}
+	}
 	for {
 		// Held messages are kept alive while the sink waits for the
 		// vendor's Retry-After or for its breaker.

@@ -286,3 +286,33 @@ func TestMaxDeliveriesSafetyNetDeadLetters(t *testing.T) {
 		return info.State.Msgs == 0
 	})
 }
+
+// While the breaker is open nothing is fetched and nothing held is
+// redelivered: a long outage burns no deliveries, even past ack_wait.
+func TestOpenBreakerFetchesNothingAndHeldMessagesStayAlive(t *testing.T) {
+	e := testenv.New(t)
+	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	sink.Concurrency = 2
+	sink.Timeout = 500 * time.Millisecond
+	sink.Breaker = retry.BreakerSettings{FailureThreshold: 2, OpenTimeout: time.Minute}
+	vendor := e.Emu.Vendor(emulator.MetrixGateway)
+	vendor.SetFault(emulator.Fault{Status: 503})
+	e.Start([]config.Sink{sink}, []config.Route{{Sinks: []string{"gateway"}}}, func(c *config.Dispatcher) { c.AckWait = time.Second })
+	publishTracks(t, e, 10, "order_paid")
+	testenv.Eventually(t, 5*time.Second, "breaker open", func() bool { return vendor.Count(503) >= 2 })
+	cons, err := e.JS.Consumer(context.Background(), e.Topo.DeliveriesStream(), topology.SinkConsumer("gateway"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // let in-flight fetches settle
+	before, _ := cons.Info(context.Background())
+	time.Sleep(3500 * time.Millisecond) // more than three ack_waits
+	after, _ := cons.Info(context.Background())
+	if after.Delivered.Consumer != before.Delivered.Consumer {
+		t.Errorf("%d deliveries while the breaker was open (redeliveries of held or buffered messages)",
+			after.Delivered.Consumer-before.Delivered.Consumer)
+	}
+	if n := vendor.Count(0); n > 2+sink.Concurrency {
+		t.Errorf("%d requests to a vendor whose breaker is open", n)
+	}
+}

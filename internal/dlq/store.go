@@ -84,20 +84,26 @@ func (s *Store) scan(ctx context.Context, f Filter, fn func(*Record) bool) error
 	if err != nil {
 		return fmt.Errorf("dlq: %w", err)
 	}
-	for {
-		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(time.Second))
+	ci, err := cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("dlq: %w", err)
+	}
+	// Everything to read is already stored: fetch without waiting until
+	// NumPending says it is all read.
+	remaining, empty := ci.NumPending, 0
+	for remaining > 0 {
+		batch, err := cons.FetchNoWait(256)
 		if err != nil {
 			return fmt.Errorf("dlq: %w", err)
 		}
 		n := 0
-		var pending uint64
 		for msg := range batch.Messages() {
 			n++
 			meta, err := msg.Metadata()
 			if err != nil {
 				return fmt.Errorf("dlq: %w", err)
 			}
-			pending = meta.NumPending
+			remaining = meta.NumPending
 			r := fromMsg(meta.Sequence.Stream, msg.Headers(), msg.Data())
 			if f.Match(r) && !fn(r) {
 				return nil
@@ -106,10 +112,14 @@ func (s *Store) scan(ctx context.Context, f Filter, fn func(*Record) bool) error
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
 			return fmt.Errorf("dlq: %w", err)
 		}
-		if n == 0 || pending == 0 {
-			return nil
+		if n == 0 {
+			if empty++; empty > 50 {
+				return fmt.Errorf("dlq: %d entries pending but none arrive", remaining)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	}
+	return nil
 }
 
 // Get returns the dead letter at a stream sequence.

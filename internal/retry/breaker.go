@@ -86,12 +86,11 @@ func (b *Breaker) Closed() bool { return b.cb.State() == gobreaker.StateClosed }
 // Wait blocks until a request may be sent: at once while closed; while
 // half-open, for the single probe slot; while open, until it half-opens.
 // The returned release must be called after the request; probe says the
-// request is the half-open probe. tick, if not nil, is called about every
-// second while waiting (to keep a held message alive).
+// request is the half-open probe. tick, if not nil, is called at every poll
+// while waiting (to keep a held message alive; it rate-limits itself).
 func (b *Breaker) Wait(ctx context.Context, tick func()) (release func(), probe bool, err error) {
 	t := time.NewTicker(b.poll)
 	defer t.Stop()
-	lastTick := time.Now()
 	for {
 		switch b.cb.State() {
 		case gobreaker.StateClosed:
@@ -107,9 +106,8 @@ func (b *Breaker) Wait(ctx context.Context, tick func()) (release func(), probe 
 		case <-ctx.Done():
 			return nil, false, fmt.Errorf("waiting for the circuit breaker: %w", ctx.Err())
 		case <-t.C:
-			if tick != nil && time.Since(lastTick) >= time.Second {
+			if tick != nil {
 				tick()
-				lastTick = time.Now()
 			}
 		}
 	}
