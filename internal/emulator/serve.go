@@ -2,7 +2,6 @@ package emulator
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -43,11 +42,8 @@ func (e *Emulator) Serve(ctx context.Context, addrs map[string]string) ([]Listen
 		}
 		srv := &http.Server{Handler: e.vendors[name], ReadHeaderTimeout: 5 * time.Second}
 		servers = append(servers, srv)
-		go func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				_ = err // the listener closed under us; ctx ends it anyway
-			}
-		}()
+		// Serve returns when ctx shuts the server down.
+		go func() { _ = srv.Serve(ln) }()
 		bound := ln.Addr().String()
 		out = append(out, Listener{Vendor: name, Addr: bound, URL: BaseURL(name, bound)})
 	}
