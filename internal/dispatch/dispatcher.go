@@ -268,13 +268,17 @@ func (d *Dispatcher) route(ctx context.Context, msg jetstream.Msg) {
 	var futures []jetstream.PubAckFuture
 	for _, sink := range targets {
 		if _, ok := d.o.Sinks[sink]; !ok {
-			d.deadLetter(ctx, nil, &dlq.Record{
+			err := d.recordDeadLetter(ctx, &dlq.Record{
 				Sink: sink, Reason: "unknown_destination", EventID: ev.ID, EventType: ev.Type,
 				Error:    fmt.Sprintf("destinations names sink %q, which is not configured", sink),
 				Attempts: 0, FirstAttempt: meta.Timestamp, LastAttempt: time.Now(),
 				Header: msg.Headers(), Data: msg.Data(), Subject: msg.Subject(),
 				OriginStream: meta.Stream, OriginSeq: meta.Sequence.Stream,
 			})
+			if err != nil {
+				d.retryRoute(msg, err) // the record is de-duplicated on retry
+				return
+			}
 			continue
 		}
 		out := nats.NewMsg(d.o.Topology.DeliverSubject(sink))
@@ -325,34 +329,35 @@ func (d *Dispatcher) ack(ctx context.Context, msg jetstream.Msg) {
 	}
 }
 
-// deadLetter records a dead letter and only then acks the original (msg may
-// be nil when there is no original to ack). If the record cannot be
-// written, the original is handed back: it is never lost.
+// deadLetter records a dead letter for msg and only then acks it. If the
+// record cannot be written, msg is handed back: it is never lost.
 func (d *Dispatcher) deadLetter(ctx context.Context, msg jetstream.Msg, rec *dlq.Record) {
-	if msg != nil {
-		rec.Header, rec.Data, rec.Subject = msg.Headers(), msg.Data(), msg.Subject()
-		if meta, err := msg.Metadata(); err == nil {
-			rec.OriginStream, rec.OriginSeq = meta.Stream, meta.Sequence.Stream
-		}
-		if n, err := strconv.Atoi(msg.Headers().Get(topology.HeaderReplays)); err == nil {
-			rec.Replays = n
-		}
+	rec.Header, rec.Data, rec.Subject = msg.Headers(), msg.Data(), msg.Subject()
+	if meta, err := msg.Metadata(); err == nil {
+		rec.OriginStream, rec.OriginSeq = meta.Stream, meta.Sequence.Stream
 	}
+	if n, err := strconv.Atoi(msg.Headers().Get(topology.HeaderReplays)); err == nil {
+		rec.Replays = n
+	}
+	if err := d.recordDeadLetter(ctx, rec); err != nil {
+		_ = msg.NakWithDelay(5 * time.Second)
+		return
+	}
+	d.ack(ctx, msg)
+}
+
+// recordDeadLetter writes a record and returns once JetStream confirmed it.
+func (d *Dispatcher) recordDeadLetter(ctx context.Context, rec *dlq.Record) error {
 	if err := d.dlq.Write(ctx, rec); err != nil {
 		d.log.Error("dead letter not written; handing the event back", zap.String("event_id", rec.EventID), zap.Error(err))
-		if msg != nil {
-			_ = msg.NakWithDelay(5 * time.Second)
-		}
-		return
+		return err
 	}
 	d.obs.DeadLettered(rec.Sink, rec.Reason, rec.Status, rec.Code)
 	d.log.Warn("dead-lettered",
 		zap.String("event_id", rec.EventID), zap.String("sink", rec.Sink), zap.String("reason", rec.Reason),
 		zap.Int("status", rec.Status), zap.String("code", rec.Code), zap.Int("attempts", rec.Attempts),
 		zap.String("error", rec.Error))
-	if msg != nil {
-		d.ack(ctx, msg)
-	}
+	return nil
 }
 
 // sinkWorker delivers one sink's queue.

@@ -316,3 +316,36 @@ func TestOpenBreakerFetchesNothingAndHeldMessagesStayAlive(t *testing.T) {
 		t.Errorf("%d requests to a vendor whose breaker is open", n)
 	}
 }
+
+// A dead letter that cannot be written keeps the event: it is handed back
+// and dead-lettered once the dead-letter stream is back.
+func TestFailedDeadLetterWriteLosesNothing(t *testing.T) {
+	e := testenv.New(t)
+	e.Start([]config.Sink{e.Sink("gateway", emulator.MetrixGateway, slugs, nil)}, []config.Route{{Sinks: []string{"gateway"}}})
+	ctx := context.Background()
+	if err := e.JS.DeleteStream(ctx, e.Topo.DeadLetterStream()); err != nil {
+		t.Fatal(err)
+	}
+	vendor := e.Emu.Vendor(emulator.MetrixGateway)
+	vendor.SetFault(emulator.Fault{Status: 400, Code: "BAD_REQUEST"})
+	ids := publishTracks(t, e, 1, "order_paid")
+	testenv.Eventually(t, 5*time.Second, "the rejection", func() bool { return vendor.Count(400) >= 1 })
+	time.Sleep(1500 * time.Millisecond) // past the client's own publish retries
+	s, _ := e.JS.Stream(ctx, e.Topo.DeliveriesStream())
+	if info, _ := s.Info(ctx); info.State.Msgs != 1 {
+		t.Fatalf("the event left its queue although its dead letter was not written (%d in queue)", info.State.Msgs)
+	}
+	if err := e.Topo.Ensure(ctx, e.JS, topology.ConsumerSettings{AckWait: 5 * time.Second, MaxAckPending: 1000, MaxDeliver: -1}); err != nil {
+		t.Fatal(err)
+	}
+	var recs []*dlq.Record
+	testenv.Eventually(t, 15*time.Second, "dead letter written once the stream is back", func() bool {
+		recs = deadLetters(t, e, dlq.Filter{})
+		return len(recs) == 1
+	})
+	// Handed back, the event was tried again and rejected again.
+	if recs[0].EventID != ids[0] || recs[0].Code != "BAD_REQUEST" || recs[0].Attempts != 2 || vendor.Count(0) != 2 {
+		t.Errorf("record %+v", recs[0])
+	}
+	testenv.Eventually(t, 5*time.Second, "queue empty", func() bool { info, _ := s.Info(ctx); return info.State.Msgs == 0 })
+}

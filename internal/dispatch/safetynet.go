@@ -66,18 +66,15 @@ func (d *Dispatcher) rescue(ctx context.Context, sink string, adv maxDeliveriesA
 		Header: m.Header, Data: m.Data, Subject: m.Subject,
 		OriginStream: adv.Stream, OriginSeq: adv.StreamSeq,
 	}
-	if ev := guessEnvelopeID(m.Data); ev != "" {
-		rec.EventID = ev
+	if id := guessEnvelopeID(m.Data); id != "" {
+		rec.EventID = id
 	}
-	if err := d.dlq.Write(ctx, rec); err != nil {
-		d.log.Error("safety net: dead letter not written; the delivery stays in its queue", zap.Uint64("seq", adv.StreamSeq), zap.Error(err))
-		return
+	if err := d.recordDeadLetter(ctx, rec); err != nil {
+		return // the delivery stays in its queue, visible, not lost
 	}
 	if err := s.DeleteMsg(ctx, adv.StreamSeq); err != nil {
 		d.log.Warn("safety net: could not remove the delivery", zap.Uint64("seq", adv.StreamSeq), zap.Error(err))
 	}
-	d.obs.DeadLettered(sink, rec.Reason, 0, "")
-	d.log.Warn("dead-lettered by the max_deliver safety net", zap.String("sink", sink), zap.String("event_id", rec.EventID), zap.Int("deliveries", adv.Deliveries))
 }
 
 func guessEnvelopeID(data []byte) string {
