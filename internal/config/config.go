@@ -348,8 +348,8 @@ func (c *Config) Validate() error {
 		if s.MaxAckPending < s.Concurrency {
 			bad(at+".max_ack_pending", "is %d; it must be at least concurrency (%d), and replicas × concurrency to keep every replica busy", s.MaxAckPending, s.Concurrency)
 		}
-		if s.Timeout <= 0 || s.Timeout >= c.Dispatcher.AckWait {
-			bad(at+".timeout", "is %s; it must be positive and below dispatcher.ack_wait (%s)", s.Timeout, c.Dispatcher.AckWait)
+		if s.Timeout <= 0 {
+			bad(at+".timeout", "is %s; it must be positive, e.g. 10s", s.Timeout)
 		}
 		errs = append(errs, s.Retry.Validate(at+".retry")...)
 		errs = append(errs, s.Breaker.Validate(at+".breaker")...)

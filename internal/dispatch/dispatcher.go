@@ -360,6 +360,24 @@ func (d *Dispatcher) recordDeadLetter(ctx context.Context, rec *dlq.Record) erro
 	return nil
 }
 
+// heartbeat sends in-progress acks for msg every interval until stopped.
+func heartbeat(msg jetstream.Msg, every time.Duration) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
 // sinkWorker delivers one sink's queue.
 type sinkWorker struct {
 	d       *Dispatcher
@@ -461,7 +479,12 @@ func (w *sinkWorker) handle(ctx context.Context, msg jetstream.Msg) {
 		derr = w.breaker.Do(func() error {
 			start := time.Now()
 			d.obs.InFlight(w.name, 1)
+			// A slow vendor may take longer than ack_wait: heartbeat so
+			// JetStream does not hand the event to another replica, while
+			// a crashed process still loses it after one ack_wait.
+			stopBeat := heartbeat(msg, d.o.Dispatcher.AckWait/3)
 			err := w.sink.Deliver(ctx, delivery)
+			stopBeat()
 			d.obs.InFlight(w.name, -1)
 			d.obs.VendorRequest(w.name, time.Since(start), err)
 			return err

@@ -349,3 +349,26 @@ func TestFailedDeadLetterWriteLosesNothing(t *testing.T) {
 	}
 	testenv.Eventually(t, 5*time.Second, "queue empty", func() bool { info, _ := s.Info(ctx); return info.State.Msgs == 0 })
 }
+
+// A vendor slower than ack_wait: heartbeats keep the event with the
+// replica that is waiting on the vendor, so it is sent once, not twice.
+func TestSlowVendorBeyondAckWaitIsSentOnce(t *testing.T) {
+	e := testenv.New(t)
+	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	sink.Timeout = 5 * time.Second
+	vendor := e.Emu.Vendor(emulator.MetrixGateway)
+	vendor.SetFault(emulator.Fault{Status: 200, Latency: 2500 * time.Millisecond, Count: 1})
+	routes := []config.Route{{Sinks: []string{"gateway"}}}
+	oneSecond := func(c *config.Dispatcher) { c.AckWait = time.Second }
+	a := e.Start([]config.Sink{sink}, routes, oneSecond)
+	b := e.Start([]config.Sink{sink}, routes, oneSecond)
+	ids := publishTracks(t, e, 1, "order_paid")
+	testenv.Eventually(t, 10*time.Second, "delivered", allDelivered(t, e, ids))
+	time.Sleep(1500 * time.Millisecond)
+	if n := vendor.Count(0); n != 1 {
+		t.Errorf("vendor got %d requests for one event slower than ack_wait", n)
+	}
+	if got := a.Tally.DeliveredTo("gateway") + b.Tally.DeliveredTo("gateway"); got != 1 {
+		t.Errorf("%d deliveries counted", got)
+	}
+}
