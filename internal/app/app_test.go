@@ -2,6 +2,15 @@ package app
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -79,5 +88,58 @@ func TestConnectWithProductionAuth(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// writeCA makes a CA and a server certificate for 127.0.0.1, returning the
+// server's TLS config and the CA file a client trusts.
+func writeCA(t *testing.T) (*tls.Config, string) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "chapar test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leaf := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "nats"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		KeyUsage: x509.KeyUsageDigitalSignature,
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	leafDER, err := x509.CreateCertificate(rand.Reader, leaf, caCert, &srvKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{leafDER}, PrivateKey: srvKey}}, MinVersion: tls.VersionTLS12}, caFile
+}
+
+func TestConnectOverTLS(t *testing.T) {
+	tlsCfg, caFile := writeCA(t)
+	url := startServer(t, func(o *server.Options) { o.TLSConfig = tlsCfg; o.TLS = true })
+	cfg := config.Default()
+	cfg.NATS.URL = strings.Replace(url, "nats://", "tls://", 1)
+	cfg.NATS.TLS.CAFile = caFile
+	conn, err := Connect(context.Background(), cfg, zap.NewNop())
+	if err != nil {
+		t.Fatalf("TLS with the CA: %v", err)
+	}
+	if !conn.NC.TLSRequired() {
+		t.Error("connection is not TLS")
+	}
+	conn.Close()
+	cfg.NATS.TLS.CAFile = ""
+	if _, err := Connect(context.Background(), cfg, zap.NewNop()); err == nil {
+		t.Error("connected without trusting the server's CA")
 	}
 }

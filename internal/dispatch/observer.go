@@ -110,7 +110,7 @@ func (t *Tally) Snapshot() (received, unrouted int, sinks []SinkCounts) {
 	return t.received, t.unrouted, sinks
 }
 
-// Delivered returns how many deliveries a sink has acked.
+// DeliveredTo returns how many deliveries a sink has acked.
 func (t *Tally) DeliveredTo(sink string) int {
 	t.mu.Lock()
 	defer t.mu.Unlock()

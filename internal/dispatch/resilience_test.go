@@ -372,3 +372,29 @@ func TestSlowVendorBeyondAckWaitIsSentOnce(t *testing.T) {
 		t.Errorf("%d deliveries counted", got)
 	}
 }
+
+// A replay that fails again is recorded again, with its replay count.
+func TestReplayThatFailsAgainRecordsTheCount(t *testing.T) {
+	e := testenv.New(t)
+	vendor := e.Emu.Vendor(emulator.MetrixGateway)
+	vendor.SetFault(emulator.Fault{Status: 403, Code: "INVALID_PARAMETERS", Count: 2})
+	e.Start([]config.Sink{e.Sink("gateway", emulator.MetrixGateway, slugs, nil)}, []config.Route{{Sinks: []string{"gateway"}}})
+	ids := publishTracks(t, e, 1, "order_paid")
+	testenv.Eventually(t, 5*time.Second, "dead letter", func() bool { return len(deadLetters(t, e, dlq.Filter{})) == 1 })
+	store := dlq.NewStore(e.JS, e.Topo)
+	if _, err := store.Replay(context.Background(), dlq.Filter{}, dlq.ReplayOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var recs []*dlq.Record
+	testenv.Eventually(t, 5*time.Second, "dead letter again", func() bool {
+		recs = deadLetters(t, e, dlq.Filter{})
+		return len(recs) == 1 && recs[0].Replays == 1
+	})
+	if recs[0].EventID != ids[0] || vendor.Count(0) != 2 {
+		t.Errorf("record %+v after %d requests", recs[0], vendor.Count(0))
+	}
+	if _, err := store.Replay(context.Background(), dlq.Filter{}, dlq.ReplayOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, "second replay delivered", allDelivered(t, e, ids))
+}
