@@ -78,7 +78,7 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *verbose {
 		cfg.Dispatcher.LogLevel = "info"
 	}
-	log, err := app.NewLogger(cfg.Dispatcher.LogFormat, cfg.Dispatcher.LogLevel)
+	log, err := app.NewLogger(cfg.Dispatcher.LogFormat, cfg.Dispatcher.LogLevel, stderr)
 	if err != nil {
 		return err
 	}

@@ -53,7 +53,7 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	log, err := app.NewLogger(cfg.Dispatcher.LogFormat, cfg.Dispatcher.LogLevel)
+	log, err := app.NewLogger(cfg.Dispatcher.LogFormat, cfg.Dispatcher.LogLevel, stderr)
 	if err != nil {
 		return err
 	}

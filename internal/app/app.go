@@ -5,6 +5,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
@@ -19,29 +20,25 @@ import (
 	"github.com/chapar-dev/chapar/internal/topology"
 )
 
-// NewLogger builds the process logger: JSON for production, console for
-// people.
-func NewLogger(format, level string) (*zap.Logger, error) {
+// NewLogger builds the process logger, writing to w: JSON for production,
+// console for people.
+func NewLogger(format, level string, w io.Writer) (*zap.Logger, error) {
 	lvl, err := zapcore.ParseLevel(level)
 	if err != nil {
 		return nil, fmt.Errorf("dispatcher.log_level: %w", err)
 	}
-	var cfg zap.Config
+	var enc zapcore.Encoder
 	if format == "console" {
-		cfg = zap.NewDevelopmentConfig()
-		cfg.DisableStacktrace = true
+		ec := zap.NewDevelopmentEncoderConfig()
+		ec.EncodeTime = zapcore.TimeEncoderOfLayout(time.TimeOnly)
+		enc = zapcore.NewConsoleEncoder(ec)
 	} else {
-		cfg = zap.NewProductionConfig()
-		cfg.EncoderConfig.TimeKey = "time"
-		cfg.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+		ec := zap.NewProductionEncoderConfig()
+		ec.TimeKey = "time"
+		ec.EncodeTime = zapcore.ISO8601TimeEncoder
+		enc = zapcore.NewJSONEncoder(ec)
 	}
-	cfg.Level = zap.NewAtomicLevelAt(lvl)
-	cfg.OutputPaths = []string{"stderr"}
-	log, err := cfg.Build()
-	if err != nil {
-		return nil, fmt.Errorf("logger: %w", err)
-	}
-	return log, nil
+	return zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), lvl), zap.AddCaller()), nil
 }
 
 // Conn is a JetStream connection, and the embedded server behind it if the
