@@ -52,7 +52,9 @@ routes:
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	var errOut bytes.Buffer
-	go func() { done <- runCommand(ctx, []string{"run", "--config", file, "--nats-url", e.Server.ClientURL()}, io.Discard, &errOut) }()
+	go func() {
+		done <- runCommand(ctx, []string{"run", "--config", file, "--nats-url", e.Server.ClientURL()}, io.Discard, &errOut)
+	}()
 	testenv.Eventually(t, 10*time.Second, "ready", func() bool {
 		resp, err := http.Get("http://" + admin + "/readyz")
 		if err != nil {
