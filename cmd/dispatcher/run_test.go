@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,21 +16,11 @@ import (
 	"github.com/chapar-dev/chapar/internal/testenv"
 )
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // `dispatcher run` as an operator starts it: a config file with a secret
 // from the environment, the admin port, the Kenar webhook; then SIGTERM.
 func TestRunServesDeliversAndStops(t *testing.T) {
 	e := testenv.New(t)
-	admin, hook := freeAddr(t), freeAddr(t)
+	admin, hook := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	t.Setenv("TEST_CHABOK_TOKEN", "demo-chabok-token")
 	cfg := fmt.Sprintf(`
 admin: {listen: %q}

@@ -164,7 +164,7 @@ func Parse(raw []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
 	if err := yaml.Unmarshal(raw, &root); err != nil {
 		return nil, fmt.Errorf("not valid YAML: %w", err)
 	}
-	if err := expand(&root, "", lookupEnv); err != nil {
+	if err := expand(&root, lookupEnv); err != nil {
 		return nil, err
 	}
 	cfg := Default()
@@ -175,10 +175,10 @@ func Parse(raw []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
 			return nil, fmt.Errorf("re-encode: %w", err)
 		}
 		// Errors carry lines of the re-encoded text: map those to keys.
-		keys := map[int]string{}
+		var keys map[int]string
 		var again yaml.Node
 		if yaml.Unmarshal(buf.Bytes(), &again) == nil {
-			lineKeys(&again, "", keys)
+			keys = lineKeys(&again)
 		}
 		dec := yaml.NewDecoder(&buf)
 		dec.KnownFields(true)
@@ -241,44 +241,21 @@ func (c *Config) fillSinkDefaults() {
 		}
 		s.Retry = mergePolicy(s.Retry, d.Retry)
 		b := retry.DefaultBreakerSettings()
-		b.FailureThreshold = cmp.Or(d.Breaker.FailureThreshold, b.FailureThreshold)
-		b.OpenTimeout = cmp.Or(d.Breaker.OpenTimeout, b.OpenTimeout)
-		b.Interval = cmp.Or(d.Breaker.Interval, b.Interval)
-		if s.Breaker.FailureThreshold == 0 {
-			s.Breaker.FailureThreshold = b.FailureThreshold
-		}
-		if s.Breaker.OpenTimeout == 0 {
-			s.Breaker.OpenTimeout = b.OpenTimeout
-		}
-		if s.Breaker.Interval == 0 {
-			s.Breaker.Interval = b.Interval
-		}
+		s.Breaker.FailureThreshold = cmp.Or(s.Breaker.FailureThreshold, d.Breaker.FailureThreshold, b.FailureThreshold)
+		s.Breaker.OpenTimeout = cmp.Or(s.Breaker.OpenTimeout, d.Breaker.OpenTimeout, b.OpenTimeout)
+		s.Breaker.Interval = cmp.Or(s.Breaker.Interval, d.Breaker.Interval, b.Interval)
 	}
 }
 
 // mergePolicy fills the keys a sink left out from the defaults.
 func mergePolicy(p, d retry.Policy) retry.Policy {
-	if p.InitialInterval == 0 {
-		p.InitialInterval = d.InitialInterval
-	}
-	if p.Multiplier == 0 {
-		p.Multiplier = d.Multiplier
-	}
-	if p.Jitter == 0 {
-		p.Jitter = d.Jitter
-	}
-	if p.MaxInterval == 0 {
-		p.MaxInterval = max(d.MaxInterval, p.InitialInterval)
-	}
-	if p.MaxAttempts == 0 {
-		p.MaxAttempts = d.MaxAttempts
-	}
-	if p.MaxElapsed == 0 {
-		p.MaxElapsed = d.MaxElapsed
-	}
-	if p.MaxRetryAfter == 0 {
-		p.MaxRetryAfter = d.MaxRetryAfter
-	}
+	p.InitialInterval = cmp.Or(p.InitialInterval, d.InitialInterval)
+	p.Multiplier = cmp.Or(p.Multiplier, d.Multiplier)
+	p.Jitter = cmp.Or(p.Jitter, d.Jitter)
+	p.MaxInterval = cmp.Or(p.MaxInterval, max(d.MaxInterval, p.InitialInterval))
+	p.MaxAttempts = cmp.Or(p.MaxAttempts, d.MaxAttempts)
+	p.MaxElapsed = cmp.Or(p.MaxElapsed, d.MaxElapsed)
+	p.MaxRetryAfter = cmp.Or(p.MaxRetryAfter, d.MaxRetryAfter)
 	return p
 }
 
@@ -384,31 +361,39 @@ func (c *Config) Validate() error {
 
 var reference = regexp.MustCompile(`\$\{([^}]*)\}`)
 
-// expand replaces ${VAR} and ${file:/path} in every scalar, so a secret is
-// never written into the file and never YAML-parsed as code.
-func expand(n *yaml.Node, at string, lookupEnv func(string) (string, bool)) error {
-	switch n.Kind {
-	case yaml.DocumentNode, yaml.SequenceNode:
-		for i, c := range n.Content {
-			key := at
-			if n.Kind == yaml.SequenceNode {
-				key = fmt.Sprintf("%s[%d]", at, i)
+// walk visits every node under n with its key path (sinks[0].settings.app_id).
+func walk(n *yaml.Node, at string, fn func(n *yaml.Node, at string) error) error {
+	if err := fn(n, at); err != nil {
+		return err
+	}
+	for i, c := range n.Content {
+		key := at
+		switch n.Kind {
+		case yaml.SequenceNode:
+			key = fmt.Sprintf("%s[%d]", at, i)
+		case yaml.MappingNode:
+			if i%2 == 0 {
+				continue // a key, not a value
 			}
-			if err := expand(c, key, lookupEnv); err != nil {
-				return err
-			}
-		}
-	case yaml.MappingNode:
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			key := n.Content[i].Value
+			key = n.Content[i-1].Value
 			if at != "" {
 				key = at + "." + key
 			}
-			if err := expand(n.Content[i+1], key, lookupEnv); err != nil {
-				return err
-			}
 		}
-	case yaml.ScalarNode:
+		if err := walk(c, key, fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// expand replaces ${VAR} and ${file:/path} in every scalar value, so a
+// secret is never written into the file and never YAML-parsed as code.
+func expand(root *yaml.Node, lookupEnv func(string) (string, bool)) error {
+	return walk(root, "", func(n *yaml.Node, at string) error {
+		if n.Kind != yaml.ScalarNode {
+			return nil
+		}
 		var errs []error
 		out := reference.ReplaceAllStringFunc(n.Value, func(ref string) string {
 			name := reference.FindStringSubmatch(ref)[1]
@@ -434,33 +419,20 @@ func expand(n *yaml.Node, at string, lookupEnv func(string) (string, bool)) erro
 			n.Tag = "!!str"
 			n.Style = yaml.DoubleQuotedStyle
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // lineKeys records the deepest key at each line.
-func lineKeys(n *yaml.Node, at string, keys map[int]string) {
-	if at != "" {
-		keys[n.Line] = at
-	}
-	switch n.Kind {
-	case yaml.DocumentNode:
-		for _, c := range n.Content {
-			lineKeys(c, at, keys)
+func lineKeys(root *yaml.Node) map[int]string {
+	keys := map[int]string{}
+	_ = walk(root, "", func(n *yaml.Node, at string) error {
+		if at != "" {
+			keys[n.Line] = at
 		}
-	case yaml.SequenceNode:
-		for i, c := range n.Content {
-			lineKeys(c, fmt.Sprintf("%s[%d]", at, i), keys)
-		}
-	case yaml.MappingNode:
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			key := n.Content[i].Value
-			if at != "" {
-				key = at + "." + key
-			}
-			lineKeys(n.Content[i+1], key, keys)
-		}
-	}
+		return nil
+	})
+	return keys
 }
 
 // nameKeys rewrites yaml's "line N: …" decode errors to name the key at

@@ -63,7 +63,7 @@ func NewCluster(t testing.TB, n int) *Env {
 	t.Helper()
 	ports := make([]string, n)
 	for i := range ports {
-		ports[i] = freePort(t)
+		ports[i] = FreeAddr(t)
 	}
 	servers := make([]*server.Server, n)
 	for i := range n {
@@ -86,7 +86,8 @@ func NewCluster(t testing.TB, n int) *Env {
 	return newEnv(t, servers, n)
 }
 
-func freePort(t testing.TB) string {
+// FreeAddr is a loopback host:port nobody listens on (yet).
+func FreeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
