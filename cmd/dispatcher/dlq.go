@@ -25,7 +25,8 @@ const dlqUsage = `usage: dispatcher dlq COMMAND [flags]
 
   list     entries matching the filters (--limit, --json)
   stats    counts by sink, reason, status and vendor code
-  show SEQ one entry: why, history, and the original envelope
+  show SEQ|ID  one entry (or every entry of an envelope id): why, history,
+           and the original envelope
   replay   put matching entries back on their failed sink's queue
            (--dry-run prints the count and a sample; --rate N/s; --limit N)
   purge    delete matching entries (asks first; --yes skips the question)
@@ -75,7 +76,7 @@ func (f *dlqFlags) parse(args []string) error {
 	}
 	switch show := f.fs.Name() == "dispatcher dlq show"; {
 	case show && len(f.args) != 1:
-		return usageError{"usage: dispatcher dlq show SEQ (the SEQ column of dlq list)"}
+		return usageError{"usage: dispatcher dlq show SEQ|EVENT_ID (a SEQ or EVENT from dlq list)"}
 	case !show && len(f.args) > 0:
 		return usageError{fmt.Sprintf("unexpected argument %q (filters are flags, e.g. --sink %s)", f.args[0], f.args[0])}
 	}
@@ -153,15 +154,32 @@ func dlqCommands(stdout, stderr io.Writer) map[string]func(fs *flag.FlagSet) dlq
 		},
 		"show": func(*flag.FlagSet) dlqRun {
 			return func(ctx context.Context, st *dlq.Store, f *dlqFlags) error {
-				seq, err := strconv.ParseUint(f.args[0], 10, 64)
-				if err != nil {
-					return usageError{"SEQ must be a number from dlq list"}
+				if seq, err := strconv.ParseUint(f.args[0], 10, 64); err == nil {
+					r, err := st.Get(ctx, seq)
+					if err != nil {
+						return err
+					}
+					return showRecord(stdout, r)
 				}
-				r, err := st.Get(ctx, seq)
+				// Not a sequence: an envelope id, with every entry it has.
+				filter := f.filter
+				filter.EventID = f.args[0]
+				recs, err := st.List(ctx, filter, 0)
 				if err != nil {
 					return err
 				}
-				return showRecord(stdout, r)
+				if len(recs) == 0 {
+					return fmt.Errorf("no dead letter for event %q", f.args[0])
+				}
+				for i, r := range recs {
+					if i > 0 {
+						fmt.Fprintln(stdout, "\n---")
+					}
+					if err := showRecord(stdout, r); err != nil {
+						return err
+					}
+				}
+				return nil
 			}
 		},
 		"replay": func(fs *flag.FlagSet) dlqRun {

@@ -18,8 +18,11 @@ func TestDLQCommands(t *testing.T) {
 	vendor.SetFault(emulator.Fault{Status: 404, Code: "EVENT_TYPE_DOES_NOT_EXIST", Count: 3})
 	d := e.Start([]config.Sink{e.Sink("gateway", emulator.MetrixGateway, map[string]string{"order_paid": "aewqd"}, nil)},
 		[]config.Route{{Sinks: []string{"gateway"}}})
+	var ids []string
 	for _, u := range []string{"u1", "u2", "u3"} {
-		e.Publish(testenv.Track(t, "order_paid", u))
+		env := testenv.Track(t, "order_paid", u)
+		ids = append(ids, env.ID)
+		e.Publish(env)
 	}
 	e.PublishRaw(e.Topo.EventSubject("chapar.track"), "junk", []byte("junk"))
 	url := e.Server.ClientURL()
@@ -40,6 +43,10 @@ func TestDLQCommands(t *testing.T) {
 	}
 	if show := cli("dlq", "show", "2"); !strings.Contains(show, `"reason": "vendor_rejected"`) || !strings.Contains(show, `"name": "order_paid"`) {
 		t.Errorf("show:\n%s", show)
+	}
+	byID := cli("dlq", "show", ids[1])
+	if strings.Count(byID, `"event_id": "`+ids[1]+`"`) != 1 || !strings.Contains(byID, "original envelope") {
+		t.Errorf("show by event id:\n%s", byID)
 	}
 	if dry := cli("dlq", "replay", "--code", "EVENT_TYPE_DOES_NOT_EXIST", "--dry-run"); !strings.Contains(dry, "dry run: 3 dead letters match") {
 		t.Errorf("dry run:\n%s", dry)
