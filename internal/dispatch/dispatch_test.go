@@ -250,25 +250,12 @@ func TestKilledDispatcherLosesNothing(t *testing.T) {
 	vendor.SetFault(emulator.Fault{Status: 200, Latency: 400 * time.Millisecond})
 	first := e.Start([]config.Sink{sink}, routes, func(c *config.Dispatcher) { c.AckWait = 2 * time.Second })
 	const n = 30
-	var ids []string
-	for i := range n {
-		env := testenv.Track(t, "order_paid", "u"+string(rune('a'+i)))
-		ids = append(ids, env.ID)
-		e.Publish(env)
-	}
+	ids := publishTracks(t, e, n, "order_paid")
 	testenv.Eventually(t, 10*time.Second, "work in flight", func() bool { return vendor.Count(0) >= 2 })
 	first.Kill()
 	vendor.ClearFault()
 	second := e.Start([]config.Sink{sink}, routes, func(c *config.Dispatcher) { c.AckWait = 2 * time.Second })
-	testenv.Eventually(t, 20*time.Second, "every event delivered", func() bool {
-		got := gatewayIDs(t, e)
-		for _, id := range ids {
-			if got[id] == 0 {
-				return false
-			}
-		}
-		return true
-	})
+	testenv.Eventually(t, 20*time.Second, "every event delivered", allDelivered(t, e, ids))
 	testenv.Eventually(t, 5*time.Second, "consumer idle", func() bool { return consumerIdle(t, e, "gateway") })
 	if second.Tally.DeliveredTo("gateway") == 0 {
 		t.Error("the second instance delivered nothing; the test did not exercise redelivery")
@@ -283,12 +270,7 @@ func TestGracefulDrainHandsBackAndLosesNothing(t *testing.T) {
 	vendor.SetFault(emulator.Fault{Status: 200, Latency: 300 * time.Millisecond})
 	first := e.Start([]config.Sink{sink}, routes)
 	const n = 40
-	var ids []string
-	for i := range n {
-		env := testenv.Track(t, "order_paid", "u"+string(rune('a'+i)))
-		ids = append(ids, env.ID)
-		e.Publish(env)
-	}
+	ids := publishTracks(t, e, n, "order_paid")
 	testenv.Eventually(t, 10*time.Second, "work in flight", func() bool { return vendor.Count(0) >= 4 })
 	start := time.Now()
 	if err := first.Stop(); err != nil {
@@ -303,15 +285,7 @@ func TestGracefulDrainHandsBackAndLosesNothing(t *testing.T) {
 	}
 	vendor.ClearFault()
 	second := e.Start([]config.Sink{sink}, routes)
-	testenv.Eventually(t, 15*time.Second, "the rest delivered by a new instance", func() bool {
-		got := gatewayIDs(t, e)
-		for _, id := range ids {
-			if got[id] == 0 {
-				return false
-			}
-		}
-		return true
-	})
+	testenv.Eventually(t, 15*time.Second, "the rest delivered by a new instance", allDelivered(t, e, ids))
 	// Handed-back work is redelivered at once, not after ack_wait.
 	if second.Tally.DeliveredTo("gateway") < n-delivered {
 		t.Errorf("second instance delivered %d, want at least %d", second.Tally.DeliveredTo("gateway"), n-delivered)
