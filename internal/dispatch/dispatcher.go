@@ -151,21 +151,22 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	return nil
 }
 
-// consume runs n workers over one consumer. A fetcher pulls only as many
-// messages as there are idle workers, so no message waits in a client-side
-// buffer with its ack timer running (during a long vendor outage such
-// messages would be redelivered again and again, burning deliveries). ready,
-// if set, is waited on before each fetch: a sink whose breaker is open pulls
-// nothing.
+// consume runs n workers over one consumer. Messages are fetched only for
+// idle workers, so none waits in a client-side buffer with its ack timer
+// running (during a long vendor outage such messages would be redelivered
+// again and again, burning deliveries). Each batch of idle workers gets its
+// own short pull request, so a worker freed while another pull is pending
+// does not wait for it. ready, if set, is waited on before each fetch: a sink
+// whose breaker is open pulls nothing.
 func (d *Dispatcher) consume(ctx, workCtx context.Context, c jetstream.Consumer, n int, ready func(context.Context) error, handle func(context.Context, jetstream.Msg)) {
 	idle := make(chan struct{}, n)
 	for range n {
 		idle <- struct{}{}
 	}
 	jobs := make(chan jetstream.Msg)
-	var wg sync.WaitGroup
+	var workers, fetches sync.WaitGroup
 	for range n {
-		wg.Go(func() {
+		workers.Go(func() {
 			for msg := range jobs {
 				handle(workCtx, msg)
 				idle <- struct{}{}
@@ -173,8 +174,9 @@ func (d *Dispatcher) consume(ctx, workCtx context.Context, c jetstream.Consumer,
 		})
 	}
 	defer func() {
+		fetches.Wait()
 		close(jobs)
-		wg.Wait()
+		workers.Wait()
 	}()
 	for {
 		if ready != nil {
@@ -197,42 +199,43 @@ func (d *Dispatcher) consume(ctx, workCtx context.Context, c jetstream.Consumer,
 				more = false
 			}
 		}
-		// A short-lived pull request (it expires within a second) that
-		// shutdown cancels at once.
-		fctx, cancel := context.WithTimeout(ctx, time.Second)
-		batch, err := c.Fetch(want, jetstream.FetchContext(fctx))
-		if err != nil {
-			cancel()
-			for range want {
-				idle <- struct{}{}
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			d.log.Warn("fetch failed; retrying", zap.Error(err))
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-			}
-			continue
-		}
-		got := 0
-		for msg := range batch.Messages() {
-			got++
-			if ctx.Err() != nil {
-				// Fetched but not started: hand it back at once so another
-				// replica can take it.
-				_ = msg.Nak()
-				idle <- struct{}{}
-				continue
-			}
-			jobs <- msg
-		}
-		cancel()
+		fetches.Go(func() { d.fetch(ctx, workCtx, c, want, jobs, idle) })
+	}
+}
+
+// fetch pulls up to want messages for as many reserved idle workers, hands
+// them over, and returns the reservations it did not use.
+func (d *Dispatcher) fetch(ctx, workCtx context.Context, c jetstream.Consumer, want int, jobs chan<- jetstream.Msg, idle chan<- struct{}) {
+	got := 0
+	defer func() {
 		for range want - got {
 			idle <- struct{}{}
 		}
+	}()
+	// A short-lived pull request (it expires within a second). Shutdown
+	// lets it run out rather than cancel it: messages the server has
+	// already sent would be dropped in transit and come back only after
+	// ack_wait; received, they are handed back at once below.
+	fctx, cancel := context.WithTimeout(workCtx, time.Second)
+	defer cancel()
+	batch, err := c.Fetch(want, jetstream.FetchContext(fctx))
+	if err != nil {
+		if ctx.Err() == nil {
+			d.log.Warn("fetch failed; retrying", zap.Error(err))
+			<-fctx.Done() // pace retries
+		}
+		return
+	}
+	for msg := range batch.Messages() {
+		got++
+		if ctx.Err() != nil {
+			// Fetched but not started: hand it back at once so another
+			// replica can take it.
+			_ = msg.Nak()
+			idle <- struct{}{}
+			continue
+		}
+		jobs <- msg
 	}
 }
 

@@ -147,6 +147,7 @@ func TestRetrySurvivesRestartMidBackoff(t *testing.T) {
 	}
 	second := e.Start([]config.Sink{sink}, routes)
 	testenv.Eventually(t, 10*time.Second, "the retry, by the new instance", allDelivered(t, e, ids))
+	testenv.Eventually(t, 5*time.Second, "the new instance's ack", func() bool { return consumerIdle(t, e, "gateway") })
 	if second.Tally.DeliveredTo("gateway") != 1 || vendor.Count(0) != 2 {
 		t.Errorf("second delivered %d; vendor saw %d requests, want 2", second.Tally.DeliveredTo("gateway"), vendor.Count(0))
 	}
