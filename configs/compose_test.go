@@ -20,6 +20,9 @@ type service struct {
 	DependsOn   []string          `yaml:"depends_on"`
 	Environment map[string]string `yaml:"environment"`
 	Profiles    []string          `yaml:"profiles"`
+	Healthcheck struct {
+		Test []string `yaml:"test"`
+	} `yaml:"healthcheck"`
 }
 
 // The CI machine has no Docker engine: this checks what compose would run
@@ -74,6 +77,9 @@ func TestComposeWiring(t *testing.T) {
 			if !slices.Contains(s.DependsOn, dep) {
 				t.Errorf("%s does not depend on %s", name, dep)
 			}
+		}
+		if hc := strings.Join(s.Healthcheck.Test, " "); !strings.Contains(hc, "dispatcher health --addr 127.0.0.1:9090") {
+			t.Errorf("%s: healthcheck %q does not ask the admin port", name, hc)
 		}
 		if len(s.Command) != 3 || s.Command[0] != "run" || s.Command[1] != "--config" || !strings.HasPrefix(s.Command[2], "/etc/chapar/") {
 			t.Fatalf("%s command %v", name, s.Command)

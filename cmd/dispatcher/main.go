@@ -5,6 +5,7 @@
 //	dispatcher dlq      list|stats|show|replay|purge         dead letters
 //	dispatcher emulator [--chabok ADDR] ...                  the local vendor emulator
 //	dispatcher kenar    subscribe ...                        register a Kenar subscription
+//	dispatcher health   [--addr HOST:PORT]                   is a running dispatcher ready?
 //	dispatcher version
 package main
 
@@ -29,6 +30,7 @@ Usage:
   dispatcher dlq      list|stats|show|replay|purge       inspect and replay dead letters
   dispatcher emulator [flags]                            serve the local vendor emulator
   dispatcher kenar    subscribe [flags]                  register a Divar Kenar event subscription
+  dispatcher health   [--addr HOST:PORT]                 exit 0 if a running dispatcher is ready (for container health checks)
   dispatcher version
 
 Run "dispatcher COMMAND -h" for a command's flags.
@@ -76,6 +78,8 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return emulatorCmd(ctx, rest, stdout, stderr)
 	case "kenar":
 		return kenarCmd(ctx, rest, stdout, stderr)
+	case "health":
+		return healthCmd(ctx, rest, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "chapar dispatcher", sinks.Version)
 		return nil

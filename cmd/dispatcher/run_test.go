@@ -52,6 +52,9 @@ routes:
 		resp.Body.Close()
 		return resp.StatusCode == 200
 	})
+	if err := runCommand(ctx, []string{"health", "--addr", admin}, io.Discard, io.Discard); err != nil {
+		t.Errorf("health: %v", err)
+	}
 	e.Publish(testenv.Track(t, "order_paid", "u1"))
 	req, _ := http.NewRequest(http.MethodPost, "http://"+hook+"/webhooks/kenar", strings.NewReader(`{"type":"POST_UPDATE","metadata":{"user_id":"k1"}}`))
 	req.Header.Set("Authorization", "hook-key")
@@ -82,6 +85,9 @@ routes:
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("run did not stop within its grace period")
+	}
+	if err := runCommand(context.Background(), []string{"health", "--addr", admin}, io.Discard, io.Discard); err == nil {
+		t.Error("health passes for a stopped dispatcher")
 	}
 	logs := errOut.String()
 	if !strings.Contains(logs, "dispatcher consuming") {
