@@ -39,6 +39,13 @@ func Start(o Options) (*server.Server, error) {
 	}
 	if port == 0 {
 		port = server.RANDOM_PORT
+	} else {
+		// The server only logs a taken port; say so at once instead.
+		l, err := net.Listen("tcp", o.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats: cannot listen on %s (another dispatcher or nats-server? set nats.embedded.listen, or nats.url to join it): %w", o.Listen, err)
+		}
+		_ = l.Close()
 	}
 	if o.MaxPayload == 0 {
 		o.MaxPayload = 8 << 20
