@@ -255,7 +255,7 @@ func (d *Dispatcher) route(ctx context.Context, msg jetstream.Msg) {
 	if err != nil {
 		d.deadLetter(ctx, msg, &dlq.Record{
 			Sink: dlq.NoSink, Reason: sinks.ReasonInvalidEnvelope, Error: err.Error(),
-			EventID: guessID(msg), Attempts: int(meta.NumDelivered),
+			EventID: eventID(msg.Headers(), msg.Data()), Attempts: int(meta.NumDelivered),
 			FirstAttempt: meta.Timestamp, LastAttempt: time.Now(),
 		})
 		return
@@ -316,14 +316,6 @@ func (d *Dispatcher) route(ctx context.Context, msg jetstream.Msg) {
 func (d *Dispatcher) retryRoute(msg jetstream.Msg, err error) {
 	d.log.Warn("fan-out failed; will retry", zap.Error(err))
 	_ = msg.NakWithDelay(time.Second)
-}
-
-// guessID finds an invalid envelope's id, if it has one, for the record.
-func guessID(msg jetstream.Msg) string {
-	if id := msg.Headers().Get("ce-id"); id != "" {
-		return id
-	}
-	return guessEnvelopeID(msg.Data())
 }
 
 func (d *Dispatcher) ack(ctx context.Context, msg jetstream.Msg) {
@@ -445,7 +437,7 @@ func (w *sinkWorker) handle(ctx context.Context, msg jetstream.Msg) {
 	ev, err := envelope.ParseMessage(msg.Headers(), msg.Data(), 0)
 	if err != nil {
 		d.deadLetter(ctx, msg, &dlq.Record{
-			Sink: w.name, Reason: sinks.ReasonInvalidEnvelope, Error: err.Error(), EventID: guessID(msg),
+			Sink: w.name, Reason: sinks.ReasonInvalidEnvelope, Error: err.Error(), EventID: eventID(msg.Headers(), msg.Data()),
 			Attempts: int(meta.NumDelivered), FirstAttempt: meta.Timestamp, LastAttempt: time.Now(),
 		})
 		return

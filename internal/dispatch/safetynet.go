@@ -61,13 +61,10 @@ func (d *Dispatcher) rescue(ctx context.Context, sink string, adv maxDeliveriesA
 	rec := &dlq.Record{
 		Sink: sink, Reason: sinks.ReasonRetriesExhausted, Attempts: adv.Deliveries,
 		Error:        fmt.Sprintf("JetStream stopped delivering after %d deliveries (max_deliver)", adv.Deliveries),
-		EventID:      m.Header.Get("ce-id"),
+		EventID:      eventID(m.Header, m.Data),
 		FirstAttempt: m.Time, LastAttempt: time.Now(),
 		Header: m.Header, Data: m.Data, Subject: m.Subject,
 		OriginStream: adv.Stream, OriginSeq: adv.StreamSeq,
-	}
-	if id := guessEnvelopeID(m.Data); id != "" {
-		rec.EventID = id
 	}
 	if err := d.recordDeadLetter(ctx, rec); err != nil {
 		return // the delivery stays in its queue, visible, not lost
@@ -77,7 +74,12 @@ func (d *Dispatcher) rescue(ctx context.Context, sink string, adv maxDeliveriesA
 	}
 }
 
-func guessEnvelopeID(data []byte) string {
+// eventID is a message's envelope id, read without validating it: the
+// ce-id header in binary mode, else the body's id (if it is a string).
+func eventID(h nats.Header, data []byte) string {
+	if id := h.Get("ce-id"); id != "" {
+		return id
+	}
 	var probe struct {
 		ID any `json:"id"`
 	}

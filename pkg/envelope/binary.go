@@ -1,7 +1,6 @@
 package envelope
 
 import (
-	"fmt"
 	"strings"
 	"time"
 )
@@ -28,10 +27,8 @@ func ParseMessage(h Headers, body []byte, maxBytes int) (*Event, error) {
 	if !IsBinary(h) {
 		return Parse(body, maxBytes)
 	}
-	if maxBytes > 0 && len(body) > maxBytes {
-		return nil, &ValidationError{Violations: []Violation{{
-			Problem: fmt.Sprintf("envelope is %d bytes; the maximum is %d (max_envelope_bytes)", len(body), maxBytes),
-		}}}
+	if err := checkSize(len(body), maxBytes); err != nil {
+		return nil, err
 	}
 	env := Envelope{
 		SpecVersion:     h.Get(HeaderPrefix + "specversion"),

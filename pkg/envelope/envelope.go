@@ -244,11 +244,8 @@ func (e *Envelope) Marshal() ([]byte, error) {
 // Parse decodes and validates a structured-mode envelope. Any error it
 // returns is a *ValidationError listing every violation found.
 func Parse(raw []byte, maxBytes int) (*Event, error) {
-	if maxBytes > 0 && len(raw) > maxBytes {
-		return nil, &ValidationError{Violations: []Violation{{
-			Field:   "",
-			Problem: fmt.Sprintf("envelope is %d bytes; the maximum is %d (max_envelope_bytes)", len(raw), maxBytes),
-		}}}
+	if err := checkSize(len(raw), maxBytes); err != nil {
+		return nil, err
 	}
 	var attrs map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &attrs); err != nil {
@@ -287,6 +284,16 @@ func Parse(raw []byte, maxBytes int) (*Event, error) {
 		v = append(v, verr.Violations...)
 	}
 	return nil, &ValidationError{ID: env.ID, Violations: v}
+}
+
+// checkSize rejects an envelope over maxBytes (0: no limit).
+func checkSize(n, maxBytes int) error {
+	if maxBytes > 0 && n > maxBytes {
+		return &ValidationError{Violations: []Violation{{
+			Problem: fmt.Sprintf("envelope is %d bytes; the maximum is %d (max_envelope_bytes)", n, maxBytes),
+		}}}
+	}
+	return nil
 }
 
 // Decode validates the envelope and decodes its data into the struct of its
