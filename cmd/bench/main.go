@@ -211,7 +211,7 @@ func (h *harness) start(ctx context.Context, name string, sinkCfg string, routes
 	// Wait until the dispatcher has bound its consumers.
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		if _, err := js.Consumer(ctx, st.topo.EventsStream(), topology.RouterConsumer); err == nil {
+		if _, err := js.Consumer(ctx, st.topo.EventsStream(), topology.SinkConsumer("metrix-gateway")); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -471,10 +471,11 @@ func (h *harness) jetstreamCeiling(ctx context.Context) (float64, error) {
 		return 0, err
 	}
 	topo := topology.New(config.Default().Streams)
-	if err := topo.Ensure(ctx, js, topology.ConsumerSettings{AckWait: 30 * time.Second, MaxAckPending: 1000, MaxDeliver: -1}); err != nil {
+	if err := topo.Ensure(ctx, js); err != nil {
 		return 0, err
 	}
-	cons, err := js.Consumer(ctx, topo.EventsStream(), topology.RouterConsumer)
+	cons, err := js.CreateOrUpdateConsumer(ctx, topo.EventsStream(), jetstream.ConsumerConfig{
+		Durable: "ceiling", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 1000})
 	if err != nil {
 		return 0, err
 	}

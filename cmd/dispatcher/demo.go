@@ -166,22 +166,14 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 func settle(ctx context.Context, conn *app.Conn, cfg *config.Config, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	idleSince := time.Time{}
+	names := make([]string, len(cfg.Sinks))
+	for i, s := range cfg.Sinks {
+		names[i] = s.Name
+	}
 	for time.Now().Before(deadline) {
-		idle := true
-		check := func(stream, consumer string) {
-			c, err := conn.JS.Consumer(ctx, stream, consumer)
-			if err != nil {
-				idle = false
-				return
-			}
-			info, err := c.Info(ctx)
-			if err != nil || info.NumPending > 0 || info.NumAckPending > 0 || info.NumRedelivered > 0 {
-				idle = false
-			}
-		}
-		check(conn.Topo.EventsStream(), topology.RouterConsumer)
-		for _, s := range cfg.Sinks {
-			check(conn.Topo.DeliveriesStream(), topology.SinkConsumer(s.Name))
+		idle, err := conn.Topo.Idle(ctx, conn.JS, names)
+		if err != nil {
+			idle = false
 		}
 		switch {
 		case !idle:
@@ -269,7 +261,7 @@ func demoEvents() ([]demoEvent, error) {
 
 func demoSummary(ctx context.Context, w io.Writer, tally *dispatch.Tally, emu *emulator.Emulator, store *dlq.Store, published int) error {
 	received, unrouted, sinkCounts := tally.Snapshot()
-	fmt.Fprintf(w, "\n%d events published, %d received by the router, %d unrouted.\n\n", published, received, unrouted)
+	fmt.Fprintf(w, "\n%d events published, %d received, %d unrouted.\n\n", published, received, unrouted)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SINK\tDELIVERED\tRETRIED\tDEAD-LETTERED")
 	for _, s := range sinkCounts {

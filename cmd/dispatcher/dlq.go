@@ -19,6 +19,7 @@ import (
 
 	"github.com/chapar-dev/chapar/internal/app"
 	"github.com/chapar-dev/chapar/internal/dlq"
+	"github.com/chapar-dev/chapar/internal/outcome"
 )
 
 const dlqUsage = `usage: dispatcher dlq COMMAND [flags]
@@ -54,7 +55,10 @@ func newDLQFlags(name string, stderr io.Writer) *dlqFlags {
 	fs.StringVar(&f.filter.Sink, "sink", "", "only this sink (- for invalid envelopes)")
 	fs.IntVar(&f.filter.Status, "status", 0, "only this HTTP status")
 	fs.StringVar(&f.filter.Code, "code", "", "only this vendor error code, e.g. EVENT_TYPE_DOES_NOT_EXIST")
-	fs.StringVar(&f.filter.Reason, "reason", "", "only this reason, e.g. vendor_rejected, retries_exhausted")
+	fs.Func("reason", "only this reason, e.g. vendor_rejected, retries_exhausted", func(v string) error {
+		f.filter.Reason = outcome.Reason(v)
+		return nil
+	})
 	fs.StringVar(&f.filter.EventID, "id", "", "only this envelope id")
 	f.since = fs.String("since", "", "only entries last attempted at or after this (RFC 3339 or a duration ago, e.g. 2h)")
 	f.until = fs.String("until", "", "only entries last attempted at or before this")
@@ -189,7 +193,7 @@ func dlqCommands(stdout, stderr io.Writer) map[string]func(fs *flag.FlagSet) dlq
 			return func(ctx context.Context, st *dlq.Store, f *dlqFlags) error {
 				opts := dlq.ReplayOptions{DryRun: *dry, Rate: *rate, Limit: *limit}
 				if isTerminal(stderr) {
-					opts.Progress = func(n, total int) { fmt.Fprintf(stderr, "\rreplaying %d/%d", n, total) }
+					opts.Progress = func(n int) { fmt.Fprintf(stderr, "\rreplayed %d", n) }
 				}
 				res, err := st.Replay(ctx, f.filter, opts)
 				if opts.Progress != nil && res.Replayed > 0 {
@@ -301,7 +305,7 @@ func printStats(ctx context.Context, w io.Writer, st *dlq.Store, f dlq.Filter) e
 		key   func(*dlq.Record) string
 	}{
 		{"sink", func(r *dlq.Record) string { return r.Sink }},
-		{"reason", func(r *dlq.Record) string { return r.Reason }},
+		{"reason", func(r *dlq.Record) string { return string(r.Reason) }},
 		{"status", func(r *dlq.Record) string { return dash(strings.TrimPrefix(strconv.Itoa(r.Status), "0")) }},
 		{"vendor code", func(r *dlq.Record) string { return dash(r.Code) }},
 	}

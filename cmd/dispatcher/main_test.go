@@ -19,7 +19,7 @@ func TestDemoAccountsForEveryEvent(t *testing.T) {
 	}
 	s := out.String()
 	for _, want := range []string{
-		"16 events published, 16 received by the router, 1 unrouted.",
+		"16 events published, 16 received, 1 unrouted.",
 		"EVENT_TYPE_DOES_NOT_EXIST", "S2S_FEATURE_NOT_AVAILABLE", "INVALID_PARAMETERS", "BAD_REQUEST", "NOT_FOUND",
 		"invalid_for_vendor", "invalid_envelope",
 	} {

@@ -83,9 +83,10 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 
 	m := metrics.New()
-	consumers := map[string]string{topology.RouterConsumer: conn.Topo.EventsStream()}
+	consumers := map[string]string{}
 	for _, s := range cfg.Sinks {
-		consumers[topology.SinkConsumer(s.Name)] = conn.Topo.DeliveriesStream()
+		consumers[topology.SinkConsumer(s.Name)] = conn.Topo.EventsStream()
+		consumers[topology.RetryConsumer(s.Name)] = conn.Topo.RetriesStream()
 	}
 	m.WatchConsumers(conn.JS, consumers)
 	var ready atomic.Bool

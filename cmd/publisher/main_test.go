@@ -5,12 +5,19 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chapar-dev/chapar/internal/testenv"
+	"github.com/chapar-dev/chapar/internal/topology"
 )
 
 func TestPublishesFileAndReportsFailures(t *testing.T) {
 	e := testenv.New(t)
+	// A sink's consumer, as a dispatcher makes: the events stream keeps
+	// what some sink has yet to take.
+	if _, err := e.Topo.EnsureSink(context.Background(), e.JS, "probe", topology.ConsumerSettings{AckWait: time.Minute, MaxAckPending: 10}); err != nil {
+		t.Fatal(err)
+	}
 	url := e.Server.ClientURL()
 	input := `{"specversion":"1.0","id":"p-1","source":"t","type":"chapar.track","data":{"name":"a","user":{"id":"u"}}}
 {"specversion":"1.0","id":"p-2","source":"t","type":"chapar.track","data":{"user":{"id":"u"}}}

@@ -20,12 +20,14 @@ func TestClusterLosesNothingWhenANodeAndADispatcherDie(t *testing.T) {
 		t.Skip("starts a three-node cluster")
 	}
 	e := testenv.NewCluster(t, 3)
-	s, err := e.JS.Stream(context.Background(), e.Topo.DeliveriesStream())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info, _ := s.Info(context.Background()); info.Config.Replicas != 3 {
-		t.Fatalf("deliveries stream has %d replicas", info.Config.Replicas)
+	for _, name := range []string{e.Topo.EventsStream(), e.Topo.RetriesStream(), e.Topo.DeadLetterStream()} {
+		s, err := e.JS.Stream(context.Background(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info, _ := s.Info(context.Background()); info.Config.Replicas != 3 {
+			t.Fatalf("stream %s has %d replicas", name, info.Config.Replicas)
+		}
 	}
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	sink.Concurrency = 8

@@ -12,7 +12,6 @@ import (
 	"github.com/chapar-dev/chapar/internal/dlq"
 	"github.com/chapar-dev/chapar/internal/emulator"
 	"github.com/chapar-dev/chapar/internal/testenv"
-	"github.com/chapar-dev/chapar/internal/topology"
 	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
@@ -44,12 +43,7 @@ func gatewayIDs(t *testing.T, e *testenv.Env) map[string]int {
 
 func consumerIdle(t *testing.T, e *testenv.Env, sink string) bool {
 	t.Helper()
-	c, err := e.JS.Consumer(context.Background(), e.Topo.DeliveriesStream(), topology.SinkConsumer(sink))
-	if err != nil {
-		return false
-	}
-	info, err := c.Info(context.Background())
-	return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+	return e.Idle(sink)
 }
 
 func TestDeliversAndAcks(t *testing.T) {
@@ -66,8 +60,8 @@ func TestDeliversAndAcks(t *testing.T) {
 	if got := vendor.Count(200); got != n {
 		t.Fatalf("vendor accepted %d requests, want %d", got, n)
 	}
-	// Work-queue retention: acked deliveries leave the stream.
-	s, _ := e.JS.Stream(context.Background(), e.Topo.DeliveriesStream())
+	// Interest retention: an event every sink has acked leaves the stream.
+	s, _ := e.JS.Stream(context.Background(), e.Topo.EventsStream())
 	info, _ := s.Info(context.Background())
 	if info.State.Msgs != 0 {
 		t.Errorf("%d deliveries left in the stream after ack", info.State.Msgs)

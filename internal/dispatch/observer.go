@@ -22,6 +22,11 @@ type Observer interface {
 	VendorRequest(sink string, took time.Duration, err error)
 	// InFlight moves the count of deliveries in progress by delta.
 	InFlight(sink string, delta int)
+	// Unsettled moves the count of events whose fate is decided but not
+	// yet stored (a dead-letter stream that cannot be written) by delta.
+	Unsettled(sink string, delta int)
+	// Panicked counts a panic recovered while handling a message.
+	Panicked(stage string)
 }
 
 // Tally is an Observer that counts, for the demo summary and tests.
@@ -33,6 +38,7 @@ type Tally struct {
 	retried      map[string]int
 	deadLettered map[string]map[string]int // sink → reason → count
 	breakers     map[string]retry.State
+	panics       int
 }
 
 // NewTally returns an empty tally.
@@ -75,6 +81,13 @@ func (t *Tally) BreakerChanged(sink string, to retry.State) {
 func (t *Tally) VendorRequest(string, time.Duration, error) {}
 
 func (t *Tally) InFlight(string, int) {}
+
+func (t *Tally) Unsettled(string, int) {}
+
+func (t *Tally) Panicked(string) { t.mu.Lock(); t.panics++; t.mu.Unlock() }
+
+// Panics returns how many panics were recovered.
+func (t *Tally) Panics() int { t.mu.Lock(); defer t.mu.Unlock(); return t.panics }
 
 // SinkCounts is one sink's line of a summary.
 type SinkCounts struct {

@@ -2,7 +2,6 @@ package dispatch_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
@@ -219,7 +218,7 @@ func TestInterruptedReplayRunAgainDeliversOnce(t *testing.T) {
 	}
 	store := dlq.NewStore(e.JS, e.Topo)
 	ctx, cancel := context.WithCancel(context.Background())
-	res, err := store.Replay(ctx, dlq.Filter{}, dlq.ReplayOptions{Progress: func(n, _ int) {
+	res, err := store.Replay(ctx, dlq.Filter{}, dlq.ReplayOptions{Progress: func(n int) {
 		if n == 4 {
 			cancel()
 		}
@@ -253,41 +252,6 @@ func TestInterruptedReplayRunAgainDeliversOnce(t *testing.T) {
 	}
 }
 
-func TestMaxDeliveriesSafetyNetDeadLetters(t *testing.T) {
-	e := testenv.New(t)
-	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
-	sink.Retry.InitialInterval = 10 * time.Second // park the event in backoff
-	sink.Retry.MaxInterval = 10 * time.Second
-	vendor := e.Emu.Vendor(emulator.MetrixGateway)
-	vendor.SetFault(emulator.Fault{Status: 503})
-	e.Start([]config.Sink{sink}, []config.Route{{Sinks: []string{"gateway"}}})
-	ids := publishTracks(t, e, 1, "order_paid")
-	testenv.Eventually(t, 5*time.Second, "first attempt", func() bool { return vendor.Count(503) == 1 })
-	s, _ := e.JS.Stream(context.Background(), e.Topo.DeliveriesStream())
-	info, _ := s.Info(context.Background())
-	// JetStream's own advisory, as the server sends it when MaxDeliver runs out.
-	adv, _ := json.Marshal(map[string]any{
-		"type": "io.nats.jetstream.advisory.v1.max_deliver", "stream": e.Topo.DeliveriesStream(),
-		"consumer": topology.SinkConsumer("gateway"), "stream_seq": info.State.LastSeq, "deliveries": 99,
-	})
-	subject := fmt.Sprintf("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.%s.%s", e.Topo.DeliveriesStream(), topology.SinkConsumer("gateway"))
-	if err := e.NC.Publish(subject, adv); err != nil {
-		t.Fatal(err)
-	}
-	var recs []*dlq.Record
-	testenv.Eventually(t, 5*time.Second, "safety-net dead letter", func() bool {
-		recs = deadLetters(t, e, dlq.Filter{})
-		return len(recs) == 1
-	})
-	if r := recs[0]; r.Reason != "retries_exhausted" || r.EventID != ids[0] || r.Attempts != 99 || r.Sink != "gateway" {
-		t.Errorf("record %+v", r)
-	}
-	testenv.Eventually(t, 5*time.Second, "removed from the queue", func() bool {
-		info, _ := s.Info(context.Background())
-		return info.State.Msgs == 0
-	})
-}
-
 // While the breaker is open nothing is fetched and nothing held is
 // redelivered: a long outage burns no deliveries, even past ack_wait.
 func TestOpenBreakerFetchesNothingAndHeldMessagesStayAlive(t *testing.T) {
@@ -301,7 +265,7 @@ func TestOpenBreakerFetchesNothingAndHeldMessagesStayAlive(t *testing.T) {
 	e.Start([]config.Sink{sink}, []config.Route{{Sinks: []string{"gateway"}}}, func(c *config.Dispatcher) { c.AckWait = time.Second })
 	publishTracks(t, e, 10, "order_paid")
 	testenv.Eventually(t, 5*time.Second, "breaker open", func() bool { return vendor.Count(503) >= 2 })
-	cons, err := e.JS.Consumer(context.Background(), e.Topo.DeliveriesStream(), topology.SinkConsumer("gateway"))
+	cons, err := e.JS.Consumer(context.Background(), e.Topo.EventsStream(), topology.SinkConsumer("gateway"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,11 +282,13 @@ func TestOpenBreakerFetchesNothingAndHeldMessagesStayAlive(t *testing.T) {
 	}
 }
 
-// A dead letter that cannot be written keeps the event: it is handed back
-// and dead-lettered once the dead-letter stream is back.
+// A dead letter that cannot be written keeps the event, and the verdict:
+// the event is held (not handed back, so the vendor is not called again
+// for an event it rejected) and dead-lettered once the stream is back.
 func TestFailedDeadLetterWriteLosesNothing(t *testing.T) {
 	e := testenv.New(t)
-	e.Start([]config.Sink{e.Sink("gateway", emulator.MetrixGateway, slugs, nil)}, []config.Route{{Sinks: []string{"gateway"}}})
+	d := e.Start([]config.Sink{e.Sink("gateway", emulator.MetrixGateway, slugs, nil)}, []config.Route{{Sinks: []string{"gateway"}}},
+		func(c *config.Dispatcher) { c.AckWait = time.Second })
 	ctx := context.Background()
 	if err := e.JS.DeleteStream(ctx, e.Topo.DeadLetterStream()); err != nil {
 		t.Fatal(err)
@@ -331,12 +297,20 @@ func TestFailedDeadLetterWriteLosesNothing(t *testing.T) {
 	vendor.SetFault(emulator.Fault{Status: 400, Code: "BAD_REQUEST"})
 	ids := publishTracks(t, e, 1, "order_paid")
 	testenv.Eventually(t, 5*time.Second, "the rejection", func() bool { return vendor.Count(400) >= 1 })
-	time.Sleep(1500 * time.Millisecond) // past the client's own publish retries
-	s, _ := e.JS.Stream(ctx, e.Topo.DeliveriesStream())
-	if info, _ := s.Info(ctx); info.State.Msgs != 1 {
-		t.Fatalf("the event left its queue although its dead letter was not written (%d in queue)", info.State.Msgs)
+	// Several ack_waits pass while the dead letter cannot be written.
+	cons, err := e.JS.Consumer(ctx, e.Topo.EventsStream(), topology.SinkConsumer("gateway"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if err := e.Topo.Ensure(ctx, e.JS, topology.ConsumerSettings{AckWait: 5 * time.Second, MaxAckPending: 1000, MaxDeliver: -1}); err != nil {
+	testenv.Eventually(t, 10*time.Second, "three ack_waits of holding", func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && info.NumAckPending == 1 && time.Since(vendor.Requests()[0].At) > 3*time.Second
+	})
+	s, _ := e.JS.Stream(ctx, e.Topo.EventsStream())
+	if info, _ := s.Info(ctx); info.State.Msgs != 1 {
+		t.Fatalf("the event left the stream although its dead letter was not written (%d left)", info.State.Msgs)
+	}
+	if err := e.Topo.Ensure(ctx, e.JS); err != nil {
 		t.Fatal(err)
 	}
 	var recs []*dlq.Record
@@ -344,11 +318,16 @@ func TestFailedDeadLetterWriteLosesNothing(t *testing.T) {
 		recs = deadLetters(t, e, dlq.Filter{})
 		return len(recs) == 1
 	})
-	// Handed back, the event was tried again and rejected again.
-	if recs[0].EventID != ids[0] || recs[0].Code != "BAD_REQUEST" || recs[0].Attempts != 2 || vendor.Count(0) != 2 {
+	if recs[0].EventID != ids[0] || recs[0].Code != "BAD_REQUEST" || recs[0].Attempts != 1 {
 		t.Errorf("record %+v", recs[0])
 	}
-	testenv.Eventually(t, 5*time.Second, "queue empty", func() bool { info, _ := s.Info(ctx); return info.State.Msgs == 0 })
+	if n := vendor.Count(0); n != 1 {
+		t.Errorf("vendor called %d times for one permanently rejected event", n)
+	}
+	testenv.Eventually(t, 5*time.Second, "nothing left", func() bool { return consumerIdle(t, e, "gateway") })
+	if got := d.Tally.DeliveredTo("gateway"); got != 0 {
+		t.Errorf("%d delivered", got)
+	}
 }
 
 // A vendor slower than ack_wait: heartbeats keep the event with the

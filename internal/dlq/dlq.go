@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/chapar-dev/chapar/internal/outcome"
 	"github.com/chapar-dev/chapar/internal/topology"
 )
 
@@ -38,40 +39,59 @@ const NoSink = "-"
 // Record is one dead letter.
 type Record struct {
 	// Seq is the record's sequence in the dead-letter stream (0 until written).
-	Seq          uint64    `json:"seq"`
-	Sink         string    `json:"sink"`
-	Reason       string    `json:"reason"`
-	Status       int       `json:"status,omitempty"`
-	Code         string    `json:"code,omitempty"`
-	Attempts     int       `json:"attempts"`
-	FirstAttempt time.Time `json:"first_attempt"`
-	LastAttempt  time.Time `json:"last_attempt"`
-	Error        string    `json:"error,omitempty"`
-	EventID      string    `json:"event_id,omitempty"`
-	EventType    string    `json:"event_type,omitempty"`
+	Seq          uint64         `json:"seq"`
+	Sink         string         `json:"sink"`
+	Reason       outcome.Reason `json:"reason"`
+	Status       int            `json:"status,omitempty"`
+	Code         string         `json:"code,omitempty"`
+	Attempts     int            `json:"attempts"`
+	FirstAttempt time.Time      `json:"first_attempt"`
+	LastAttempt  time.Time      `json:"last_attempt"`
+	Error        string         `json:"error,omitempty"`
+	EventID      string         `json:"event_id,omitempty"`
+	EventType    string         `json:"event_type,omitempty"`
 	// Subject is where the original message was published.
 	Subject string `json:"subject"`
-	// OriginStream and OriginSeq locate the original message.
-	OriginStream string `json:"-"`
-	OriginSeq    uint64 `json:"-"`
-	Replays      int    `json:"replays"`
+	// Origin is the event's sequence in the events stream.
+	Origin  uint64 `json:"origin,omitempty"`
+	Replays int    `json:"replays"`
 	// Header and Data are the original message, unchanged.
 	Header nats.Header `json:"-"`
 	Data   []byte      `json:"-"`
 }
 
-// MsgID de-duplicates dead-letter writes on the original message's stream
-// position: a redelivered message dead-lettered again (after a crash between
-// the write and the ack) is dropped by JetStream, while a replay, being a
-// new message, that fails again is recorded again.
+// MsgID de-duplicates dead-letter writes on (event, sink, replay): a
+// redelivered message dead-lettered again (after a crash between the write
+// and the ack), or an invalid envelope seen by every sink, is stored once,
+// while a replay that fails again is recorded again.
 func (r *Record) MsgID() string {
-	return fmt.Sprintf("dlq/%s/%d/%s", r.OriginStream, r.OriginSeq, r.Sink)
+	return fmt.Sprintf("dlq/%d/%s/r%d", r.Origin, r.Sink, r.Replays)
+}
+
+// attemptHeaders are the engine's per-delivery state: a dead letter keeps
+// them out of the stored copy, since a replay starts afresh.
+var attemptHeaders = []string{topology.HeaderAttempts, topology.HeaderCounted, topology.HeaderFirstAttempt,
+	topology.HeaderLastStatus, topology.HeaderLastCode, topology.HeaderReplays, topology.HeaderOrigin}
+
+// keepHeader says whether an original header is stored with the dead letter
+// (and so travels with a replay): not JetStream's own (a Nats-Expected-*
+// header would fail every replay), not Chapar's bookkeeping.
+func keepHeader(k string) bool {
+	if strings.HasPrefix(k, "Chapar-DLQ-") || strings.HasPrefix(k, "Nats-") {
+		return false
+	}
+	for _, h := range attemptHeaders {
+		if k == h {
+			return false
+		}
+	}
+	return true
 }
 
 func (r *Record) toMsg(subject string) *nats.Msg {
 	h := nats.Header{}
 	for k, v := range r.Header {
-		if !strings.HasPrefix(k, "Chapar-DLQ-") && k != jetstream.MsgIDHeader && k != topology.HeaderReplays {
+		if keepHeader(k) {
 			h[k] = append([]string(nil), v...)
 		}
 	}
@@ -81,7 +101,7 @@ func (r *Record) toMsg(subject string) *nats.Msg {
 		}
 	}
 	set(hdrSink, r.Sink)
-	set(hdrReason, r.Reason)
+	set(hdrReason, string(r.Reason))
 	if r.Status != 0 {
 		set(hdrStatus, strconv.Itoa(r.Status))
 	}
@@ -95,6 +115,9 @@ func (r *Record) toMsg(subject string) *nats.Msg {
 	set(hdrSubject, r.Subject)
 	if r.Replays > 0 {
 		set(topology.HeaderReplays, strconv.Itoa(r.Replays))
+	}
+	if r.Origin > 0 {
+		set(topology.HeaderOrigin, strconv.FormatUint(r.Origin, 10))
 	}
 	return &nats.Msg{Subject: subject, Header: h, Data: r.Data}
 }
@@ -114,7 +137,7 @@ func fromMsg(seq uint64, h nats.Header, data []byte) *Record {
 	r := &Record{
 		Seq:          seq,
 		Sink:         h.Get(hdrSink),
-		Reason:       h.Get(hdrReason),
+		Reason:       outcome.Reason(h.Get(hdrReason)),
 		Status:       atoi(hdrStatus),
 		Code:         h.Get(hdrCode),
 		Attempts:     atoi(hdrAttempts),
@@ -125,11 +148,12 @@ func fromMsg(seq uint64, h nats.Header, data []byte) *Record {
 		EventType:    h.Get(hdrEventType),
 		Subject:      h.Get(hdrSubject),
 		Replays:      atoi(topology.HeaderReplays),
+		Origin:       uint64(atoi(topology.HeaderOrigin)),
 		Header:       nats.Header{},
 		Data:         data,
 	}
 	for k, v := range h {
-		if !strings.HasPrefix(k, "Chapar-DLQ-") && k != topology.HeaderReplays {
+		if keepHeader(k) {
 			r.Header[k] = v
 		}
 	}
@@ -148,15 +172,15 @@ func NewWriter(js jetstream.JetStream, topo topology.Topology) *Writer {
 }
 
 // Write stores a record and returns once JetStream confirmed it: only then
-// may the caller ack the original.
-func (w *Writer) Write(ctx context.Context, r *Record) error {
-	sink := r.Sink
-	if sink == "" {
-		sink = NoSink
+// may the caller ack the original. duplicate says the record was already
+// stored (by another sink, replica or an earlier delivery of the message).
+func (w *Writer) Write(ctx context.Context, r *Record) (duplicate bool, err error) {
+	if r.Sink == "" {
+		r.Sink = NoSink
 	}
-	_, err := w.js.PublishMsg(ctx, r.toMsg(w.topo.DeadLetterSubject(sink)), jetstream.WithMsgID(r.MsgID()))
+	ack, err := w.js.PublishMsg(ctx, r.toMsg(w.topo.DeadLetterSubject(r.Sink)), jetstream.WithMsgID(r.MsgID()))
 	if err != nil {
-		return fmt.Errorf("dlq: write dead letter of %s for %s: %w", r.EventID, sink, err)
+		return false, fmt.Errorf("dlq: write dead letter of %s for %s: %w", r.EventID, r.Sink, err)
 	}
-	return nil
+	return ack.Duplicate, nil
 }

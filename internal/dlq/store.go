@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/time/rate"
 
+	"github.com/chapar-dev/chapar/internal/outcome"
 	"github.com/chapar-dev/chapar/internal/topology"
 )
 
@@ -19,7 +20,7 @@ type Filter struct {
 	Sink    string
 	Status  int
 	Code    string
-	Reason  string
+	Reason  outcome.Reason
 	EventID string
 	Since   time.Time
 	Until   time.Time
@@ -40,6 +41,9 @@ func (f Filter) Match(r *Record) bool {
 	return true
 }
 
+// ErrNotFound is returned for a dead letter that does not exist.
+var ErrNotFound = errors.New("no such dead letter")
+
 // Store reads and changes the dead-letter stream.
 type Store struct {
 	js   jetstream.JetStream
@@ -51,20 +55,23 @@ func NewStore(js jetstream.JetStream, topo topology.Topology) *Store {
 	return &Store{js: js, topo: topo}
 }
 
-// List returns every dead letter matching f, oldest first. limit bounds the
-// result (0: no bound).
+// List returns dead letters matching f, oldest first, at most limit (0: no
+// bound; prefer Each for a stream of unknown size).
 func (s *Store) List(ctx context.Context, f Filter, limit int) ([]*Record, error) {
 	var out []*Record
-	err := s.scan(ctx, f, func(r *Record) bool {
+	err := s.Each(ctx, f, func(r *Record) bool {
 		out = append(out, r)
 		return limit == 0 || len(out) < limit
 	})
 	return out, err
 }
 
-// scan walks the stream with an ordered (ephemeral, server-side filtered)
-// consumer, calling fn for each match until fn returns false.
-func (s *Store) scan(ctx context.Context, f Filter, fn func(*Record) bool) error {
+// Each calls fn for every dead letter matching f, oldest first, until fn
+// returns false. It streams: a stream of a million entries is read a
+// batch at a time, never held in memory.
+// It walks the stream with an ordered (ephemeral, server-side filtered)
+// consumer.
+func (s *Store) Each(ctx context.Context, f Filter, fn func(*Record) bool) error {
 	stream, err := s.js.Stream(ctx, s.topo.DeadLetterStream())
 	if err != nil {
 		return fmt.Errorf("dlq: open %s (has a dispatcher run against this NATS yet?): %w", s.topo.DeadLetterStream(), err)
@@ -90,9 +97,11 @@ func (s *Store) scan(ctx context.Context, f Filter, fn func(*Record) bool) error
 	}
 	// Everything to read is already stored: fetch without waiting until
 	// NumPending says it is all read.
-	remaining, empty := ci.NumPending, 0
+	remaining := ci.NumPending
 	for remaining > 0 {
-		batch, err := cons.FetchNoWait(256)
+		// Every wait on the broker has a deadline: what is stored
+		// arrives well within it.
+		batch, err := cons.Fetch(int(min(remaining, 256)), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
 			return fmt.Errorf("dlq: %w", err)
 		}
@@ -113,10 +122,7 @@ func (s *Store) scan(ctx context.Context, f Filter, fn func(*Record) bool) error
 			return fmt.Errorf("dlq: %w", err)
 		}
 		if n == 0 {
-			if empty++; empty > 50 {
-				return fmt.Errorf("dlq: %d entries pending but none arrive", remaining)
-			}
-			time.Sleep(20 * time.Millisecond)
+			return fmt.Errorf("dlq: %d entries pending but none arrived within 5s", remaining)
 		}
 	}
 	return nil
@@ -129,6 +135,9 @@ func (s *Store) Get(ctx context.Context, seq uint64) (*Record, error) {
 		return nil, fmt.Errorf("dlq: %w", err)
 	}
 	m, err := stream.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, fmt.Errorf("dlq: entry %d: %w (see dispatcher dlq list)", seq, ErrNotFound)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("dlq: entry %d: %w", seq, err)
 	}
@@ -139,7 +148,7 @@ func (s *Store) Get(ctx context.Context, seq uint64) (*Record, error) {
 func (s *Store) Stats(ctx context.Context, f Filter, key func(*Record) string) (map[string]int, int, error) {
 	counts := map[string]int{}
 	total := 0
-	err := s.scan(ctx, f, func(r *Record) bool {
+	err := s.Each(ctx, f, func(r *Record) bool {
 		counts[key(r)]++
 		total++
 		return true
@@ -154,34 +163,27 @@ type ReplayOptions struct {
 	Rate  float64
 	Limit int
 	// Progress, if set, is called after each entry.
-	Progress func(done, total int)
+	Progress func(done int)
 }
 
 // ReplayResult says what a replay did.
 type ReplayResult struct {
 	Matched  int
 	Replayed int
-	// Skipped entries cannot be replayed as they are: invalid envelopes and
-	// events whose sink is not configured; purge them.
+	// Skipped entries cannot be replayed as they are: invalid envelopes,
+	// panics, and events whose sink is still not configured; purge them.
 	Skipped int
 	Sample  []*Record
 }
 
 // Replay puts matching dead letters back on their failed sink's queue
-// only, keeping the envelope id so vendor de-duplication holds. An entry
-// leaves the dead-letter stream only after JetStream accepted its replay;
-// the replay's message id is fixed per (event, sink, replay count), so a
-// replay interrupted between the two steps and run again is de-duplicated.
+// only (the sink's due subject in the retries stream), keeping the
+// envelope id so vendor de-duplication holds, with a fresh attempt count.
+// An entry leaves the dead-letter stream only after JetStream stored its
+// replay. The replay's message id names the entry, so a replay interrupted
+// between the two steps and run again is stored once, and is then removed.
 func (s *Store) Replay(ctx context.Context, f Filter, o ReplayOptions) (ReplayResult, error) {
-	recs, err := s.List(ctx, f, o.Limit)
-	if err != nil {
-		return ReplayResult{}, err
-	}
-	res := ReplayResult{Matched: len(recs)}
-	res.Sample = recs[:min(len(recs), 5)]
-	if o.DryRun {
-		return res, nil
-	}
+	var res ReplayResult
 	var limiter *rate.Limiter
 	if o.Rate > 0 {
 		limiter = rate.NewLimiter(rate.Limit(o.Rate), 1)
@@ -190,43 +192,86 @@ func (s *Store) Replay(ctx context.Context, f Filter, o ReplayOptions) (ReplayRe
 	if err != nil {
 		return res, fmt.Errorf("dlq: %w", err)
 	}
-	for i, r := range recs {
-		if r.Sink == NoSink || r.EventID == "" || r.Reason == "unknown_destination" {
+	known := map[string]bool{}
+	var stop error
+	err = s.Each(ctx, f, func(r *Record) bool {
+		res.Matched++
+		if len(res.Sample) < 5 {
+			res.Sample = append(res.Sample, r)
+		}
+		if o.DryRun {
+			return o.Limit == 0 || res.Matched < o.Limit
+		}
+		ok, err := s.replayable(ctx, r, known)
+		if err != nil {
+			stop = err
+			return false
+		}
+		if !ok {
 			res.Skipped++
-			continue
+			return o.Limit == 0 || res.Matched < o.Limit
 		}
 		if limiter != nil {
 			if err := limiter.Wait(ctx); err != nil {
-				return res, fmt.Errorf("dlq: replay interrupted: %w", err)
+				stop = fmt.Errorf("dlq: replay interrupted: %w", err)
+				return false
 			}
 		}
 		if err := s.Requeue(ctx, r); err != nil {
-			return res, err
+			stop = err
+			return false
 		}
 		if err := stream.DeleteMsg(ctx, r.Seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-			return res, fmt.Errorf("dlq: remove replayed entry %d: %w", r.Seq, err)
+			stop = fmt.Errorf("dlq: remove replayed entry %d: %w", r.Seq, err)
+			return false
 		}
 		res.Replayed++
 		if o.Progress != nil {
-			o.Progress(i+1, len(recs))
+			o.Progress(res.Replayed)
 		}
+		return o.Limit == 0 || res.Matched < o.Limit
+	})
+	if stop != nil {
+		return res, stop
 	}
-	return res, nil
+	return res, err
+}
+
+// replayable says whether r can go back to its sink now: its reason allows
+// it and its sink exists in the deployment (an unknown destination may
+// have been configured since).
+func (s *Store) replayable(ctx context.Context, r *Record, known map[string]bool) (bool, error) {
+	if r.Sink == NoSink || r.EventID == "" || !r.Reason.Replayable() {
+		return false, nil
+	}
+	ok, seen := known[r.Sink]
+	if !seen {
+		var err error
+		if ok, err = s.topo.HasSink(ctx, s.js, r.Sink); err != nil {
+			return false, err
+		}
+		known[r.Sink] = ok
+	}
+	return ok, nil
 }
 
 // Requeue puts one dead letter back on its sink's queue, without removing
 // it from the dead-letter stream; Replay removes it once this returned. Its
-// message id is fixed per (event, sink, replay count), so requeueing the same
-// entry twice within the duplicate window queues it once.
+// message id names the entry, so requeueing the same entry twice within the
+// duplicate window queues it once.
 func (s *Store) Requeue(ctx context.Context, r *Record) error {
-	msg := nats.NewMsg(s.topo.DeliverSubject(r.Sink))
+	msg := nats.NewMsg(s.topo.RetryDueSubject(r.Sink))
 	for k, v := range r.Header {
-		msg.Header[k] = v
+		if keepHeader(k) {
+			msg.Header[k] = v
+		}
 	}
-	n := r.Replays + 1
-	msg.Header.Set(topology.HeaderReplays, strconv.Itoa(n))
+	msg.Header.Set(topology.HeaderReplays, strconv.Itoa(r.Replays+1))
+	if r.Origin > 0 {
+		msg.Header.Set(topology.HeaderOrigin, strconv.FormatUint(r.Origin, 10))
+	}
 	msg.Data = r.Data
-	id := fmt.Sprintf("%s/replay-%d", topology.DeliveryMsgID(r.EventID, r.Sink), n)
+	id := fmt.Sprintf("replay/%s/%s/%d", r.EventID, r.Sink, r.Seq)
 	if _, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id)); err != nil {
 		return fmt.Errorf("dlq: replay of %s to %s: %w", r.EventID, r.Sink, err)
 	}
@@ -235,20 +280,22 @@ func (s *Store) Requeue(ctx context.Context, r *Record) error {
 
 // Purge deletes matching dead letters and returns how many.
 func (s *Store) Purge(ctx context.Context, f Filter) (int, error) {
-	recs, err := s.List(ctx, f, 0)
-	if err != nil {
-		return 0, err
-	}
 	stream, err := s.js.Stream(ctx, s.topo.DeadLetterStream())
 	if err != nil {
 		return 0, fmt.Errorf("dlq: %w", err)
 	}
 	n := 0
-	for _, r := range recs {
+	var stop error
+	err = s.Each(ctx, f, func(r *Record) bool {
 		if err := stream.DeleteMsg(ctx, r.Seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-			return n, fmt.Errorf("dlq: purge entry %d: %w", r.Seq, err)
+			stop = fmt.Errorf("dlq: purge entry %d: %w", r.Seq, err)
+			return false
 		}
 		n++
+		return true
+	})
+	if stop != nil {
+		return n, stop
 	}
-	return n, nil
+	return n, err
 }

@@ -32,6 +32,8 @@ type Metrics struct {
 	requests     *prometheus.HistogramVec
 	inFlight     *prometheus.GaugeVec
 	breaker      *prometheus.GaugeVec
+	unsettled    *prometheus.GaugeVec
+	panics       *prometheus.CounterVec
 }
 
 // New registers Chapar's collectors (and the Go and process ones) in a
@@ -62,8 +64,12 @@ func New() *Metrics {
 			Name: "chapar_in_flight", Help: "Vendor requests in progress."}, []string{"sink"}),
 		breaker: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "chapar_breaker_state", Help: "Circuit breaker state: 0 closed, 1 half-open, 2 open."}, []string{"sink"}),
+		unsettled: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "chapar_unsettled", Help: "Events whose fate is decided but not yet stored (the dead-letter stream cannot be written)."}, []string{"sink"}),
+		panics: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chapar_panics_total", Help: "Panics recovered while handling a message (the message is dead-lettered)."}, []string{"stage"}),
 	}
-	for _, c := range []prometheus.Collector{m.received, m.unrouted, m.delivered, m.retried, m.deadLettered, m.latency, m.requests, m.inFlight, m.breaker} {
+	for _, c := range []prometheus.Collector{m.received, m.unrouted, m.delivered, m.retried, m.deadLettered, m.latency, m.requests, m.inFlight, m.breaker, m.unsettled, m.panics} {
 		f(c)
 	}
 	return m
@@ -87,6 +93,10 @@ func (m *Metrics) BreakerChanged(sink string, to retry.State) {
 func (m *Metrics) InFlight(sink string, delta int) {
 	m.inFlight.WithLabelValues(sink).Add(float64(delta))
 }
+func (m *Metrics) Unsettled(sink string, delta int) {
+	m.unsettled.WithLabelValues(sink).Add(float64(delta))
+}
+func (m *Metrics) Panicked(stage string) { m.panics.WithLabelValues(stage).Inc() }
 func (m *Metrics) VendorRequest(sink string, took time.Duration, err error) {
 	outcome := "ok"
 	var serr *sinks.Error

@@ -1,6 +1,7 @@
 package metrics_test
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -31,7 +32,10 @@ func get(t *testing.T, url string) (int, string) {
 func TestAdminEndpoints(t *testing.T) {
 	e := testenv.New(t)
 	m := metrics.New()
-	m.WatchConsumers(e.JS, map[string]string{topology.RouterConsumer: e.Topo.EventsStream()})
+	if _, err := e.Topo.EnsureSink(context.Background(), e.JS, "chabok", topology.ConsumerSettings{AckWait: 5 * time.Second, MaxAckPending: 10}); err != nil {
+		t.Fatal(err)
+	}
+	m.WatchConsumers(e.JS, map[string]string{topology.SinkConsumer("chabok"): e.Topo.EventsStream()})
 	var ready atomic.Bool
 	srv := httptest.NewServer(m.Admin(e.NC, &ready))
 	defer srv.Close()
@@ -66,7 +70,7 @@ func TestAdminEndpoints(t *testing.T) {
 		`chapar_delivery_latency_seconds_count{sink="chabok"} 1`,
 		`chapar_vendor_request_seconds_count{outcome="transient",sink="kenar"} 1`,
 		`chapar_vendor_request_seconds_count{outcome="error",sink="chabok"} 1`,
-		`chapar_consumer_pending{consumer="router",stream="CHAPAR_EVENTS"} 1`,
+		`chapar_consumer_pending{consumer="sink-chabok",stream="CHAPAR_EVENTS"} 1`,
 		`process_resident_memory_bytes`,
 	} {
 		if !strings.Contains(body, want) {

@@ -19,6 +19,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/internal/outcome"
 	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
@@ -43,19 +44,19 @@ type Sink interface {
 	Deliver(ctx context.Context, d *Delivery) error
 }
 
-// Reasons a delivery is dead-lettered.
+// Reasons a delivery fails with; internal/outcome owns them.
 const (
-	ReasonInvalidEnvelope  = "invalid_envelope"   // the envelope breaks the contract
-	ReasonUnmappedEvent    = "unmapped_event"     // no vendor name configured for the event
-	ReasonUnsupportedEvent = "unsupported_event"  // the vendor has no call for this type
-	ReasonInvalidForVendor = "invalid_for_vendor" // valid envelope, but the vendor's rules reject it
-	ReasonVendorRejected   = "vendor_rejected"    // the vendor answered a permanent error
-	ReasonRetriesExhausted = "retries_exhausted"  // transient failures outlasted the retry policy
+	ReasonInvalidEnvelope  = outcome.InvalidEnvelope
+	ReasonUnmappedEvent    = outcome.UnmappedEvent
+	ReasonUnsupportedEvent = outcome.UnsupportedEvent
+	ReasonInvalidForVendor = outcome.InvalidForVendor
+	ReasonVendorRejected   = outcome.VendorRejected
+	ReasonRetriesExhausted = outcome.RetriesExhausted
 )
 
 // Error is a failed delivery, classified.
 type Error struct {
-	Reason     string
+	Reason     outcome.Reason
 	Transient  bool
 	Status     int    // HTTP status, 0 before any response
 	Code       string // the vendor's own error code, when it gave one
@@ -66,7 +67,7 @@ type Error struct {
 
 func (e *Error) Error() string {
 	var b strings.Builder
-	b.WriteString(e.Reason)
+	b.WriteString(string(e.Reason))
 	if e.Status != 0 {
 		fmt.Fprintf(&b, ": HTTP %d", e.Status)
 	}
@@ -88,7 +89,7 @@ func (e *Error) Unwrap() error { return e.Err }
 func (e *Error) Temporary() bool { return e.Transient }
 
 // reject is a permanent failure found before any request was made.
-func reject(reason, format string, args ...any) *Error {
+func reject(reason outcome.Reason, format string, args ...any) *Error {
 	return &Error{Reason: reason, Message: fmt.Sprintf(format, args...)}
 }
 

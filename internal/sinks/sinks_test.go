@@ -15,6 +15,7 @@ import (
 
 	"github.com/chapar-dev/chapar/internal/config"
 	"github.com/chapar-dev/chapar/internal/emulator"
+	"github.com/chapar-dev/chapar/internal/outcome"
 	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
@@ -61,17 +62,17 @@ func props() map[string]any {
 	return map[string]any{"orderId": "A-1", "items": json.Number("3"), "first": true, "tags": []any{"a", "b"}}
 }
 
-// outcome is what a delivery should end in: nil error, or these fields of *Error.
-type outcome struct {
-	reason    string
+// want is what a delivery should end in: nil error, or these fields of *Error.
+type want struct {
+	reason    outcome.Reason
 	transient bool
 	status    int
 	code      string
 }
 
-func checkOutcome(t *testing.T, err error, want *outcome) {
+func checkOutcome(t *testing.T, err error, w *want) {
 	t.Helper()
-	if want == nil {
+	if w == nil {
 		if err != nil {
 			t.Fatalf("want delivered, got %v", err)
 		}
@@ -79,11 +80,11 @@ func checkOutcome(t *testing.T, err error, want *outcome) {
 	}
 	var e *Error
 	if !errors.As(err, &e) {
-		t.Fatalf("want *Error %+v, got %v", *want, err)
+		t.Fatalf("want *Error %+v, got %v", *w, err)
 	}
-	got := outcome{e.Reason, e.Transient, e.Status, e.Code}
-	if got != *want {
-		t.Fatalf("outcome %+v, want %+v (%v)", got, *want, err)
+	got := want{e.Reason, e.Transient, e.Status, e.Code}
+	if got != *w {
+		t.Fatalf("outcome %+v, want %+v (%v)", got, *w, err)
 	}
 }
 
@@ -95,7 +96,7 @@ type vendorCase struct {
 	events   map[string]string
 	delivery *Delivery
 	fault    *emulator.Fault
-	want     *outcome
+	want     *want
 	// check inspects the one request the vendor received; nil with
 	// noRequest means none may be sent.
 	check     func(t *testing.T, r emulator.Request, body map[string]any)
@@ -190,19 +191,19 @@ func TestChabok(t *testing.T) {
 			equal(t, "currency", b["currency"], "RIAL")
 		}},
 		{name: "identify is not a Chabok call", delivery: event(t, envelope.TypeIdentify, envelope.Identify{User: user}),
-			want: &outcome{reason: ReasonUnsupportedEvent}, noRequest: true},
+			want: &want{reason: ReasonUnsupportedEvent}, noRequest: true},
 		{name: "unmapped with require_mapping", delivery: byDevice, settings: map[string]any{"require_mapping": true},
-			want: &outcome{reason: ReasonUnmappedEvent}, noRequest: true},
+			want: &want{reason: ReasonUnmappedEvent}, noRequest: true},
 		{name: "401 wrong token", delivery: byDevice, settings: map[string]any{"access_token": "wrong"},
-			want: &outcome{reason: ReasonVendorRejected, status: 401, code: "AUTHORIZATION_REQUIRED"}},
+			want: &want{reason: ReasonVendorRejected, status: 401, code: "AUTHORIZATION_REQUIRED"}},
 		{name: "400", delivery: byDevice, fault: &emulator.Fault{Status: 400, Code: "INVALID_EVENT"},
-			want: &outcome{reason: ReasonVendorRejected, status: 400, code: "INVALID_EVENT"}},
+			want: &want{reason: ReasonVendorRejected, status: 400, code: "INVALID_EVENT"}},
 		{name: "404", delivery: byDevice, fault: &emulator.Fault{Status: 404, Code: "MODEL_NOT_FOUND"},
-			want: &outcome{reason: ReasonVendorRejected, status: 404, code: "MODEL_NOT_FOUND"}},
+			want: &want{reason: ReasonVendorRejected, status: 404, code: "MODEL_NOT_FOUND"}},
 		{name: "408 retries", delivery: byDevice, fault: &emulator.Fault{Status: 408},
-			want: &outcome{reason: ReasonRetriesExhausted, transient: true, status: 408}},
+			want: &want{reason: ReasonRetriesExhausted, transient: true, status: 408}},
 		{name: "503 retries", delivery: byDevice, fault: &emulator.Fault{Status: 503},
-			want: &outcome{reason: ReasonRetriesExhausted, transient: true, status: 503}},
+			want: &want{reason: ReasonRetriesExhausted, transient: true, status: 503}},
 	})
 }
 
@@ -239,20 +240,20 @@ func TestMetrixS2S(t *testing.T) {
 				equal(t, "eventTime", b["eventTime"], json.Number("1795428900"))
 			}},
 		{name: "both device ids", events: slugs, delivery: event(t, envelope.TypeTrack, envelope.Track{Name: "order_paid", User: both}),
-			want: &outcome{reason: ReasonInvalidForVendor}, noRequest: true},
+			want: &want{reason: ReasonInvalidForVendor}, noRequest: true},
 		{name: "neither device id", events: slugs, delivery: event(t, envelope.TypeTrack, envelope.Track{Name: "order_paid", User: neither}),
-			want: &outcome{reason: ReasonInvalidForVendor}, noRequest: true},
+			want: &want{reason: ReasonInvalidForVendor}, noRequest: true},
 		{name: "no session", events: slugs, delivery: event(t, envelope.TypeTrack, envelope.Track{Name: "order_paid", User: noSession}),
-			want: &outcome{reason: ReasonInvalidForVendor}, noRequest: true},
-		{name: "unmapped name", delivery: track, want: &outcome{reason: ReasonUnmappedEvent}, noRequest: true},
+			want: &want{reason: ReasonInvalidForVendor}, noRequest: true},
+		{name: "unmapped name", delivery: track, want: &want{reason: ReasonUnmappedEvent}, noRequest: true},
 		{name: "404 unknown slug", events: map[string]string{"order_paid": "zzzzz"}, delivery: track,
-			want: &outcome{reason: ReasonVendorRejected, status: 404, code: "EVENT_TYPE_DOES_NOT_EXIST"}},
+			want: &want{reason: ReasonVendorRejected, status: 404, code: "EVENT_TYPE_DOES_NOT_EXIST"}},
 		{name: "403 wrong dev key", events: slugs, delivery: track, settings: map[string]any{"dev_key": "nope"},
-			want: &outcome{reason: ReasonVendorRejected, status: 403, code: "INVALID_PARAMETERS"}},
+			want: &want{reason: ReasonVendorRejected, status: 403, code: "INVALID_PARAMETERS"}},
 		{name: "429 retries after its Retry-After", events: slugs, delivery: track, fault: &emulator.Fault{Status: 429, RetryAfter: "7"},
-			want: &outcome{reason: ReasonRetriesExhausted, transient: true, status: 429}},
+			want: &want{reason: ReasonRetriesExhausted, transient: true, status: 429}},
 		{name: "500 retries", events: slugs, delivery: track, fault: &emulator.Fault{Status: 500},
-			want: &outcome{reason: ReasonRetriesExhausted, transient: true, status: 500}},
+			want: &want{reason: ReasonRetriesExhausted, transient: true, status: 500}},
 	})
 }
 
@@ -296,23 +297,23 @@ func TestMetrixGateway(t *testing.T) {
 			}},
 		{name: "currency outside IRR USD EUR", events: slugs,
 			delivery: event(t, envelope.TypePurchase, envelope.Purchase{Track: envelope.Track{Name: "purchase", User: user}, Revenue: "1", Currency: "GBP"}),
-			want:     &outcome{reason: ReasonInvalidForVendor}, noRequest: true},
+			want:     &want{reason: ReasonInvalidForVendor}, noRequest: true},
 		{name: "no usable user id", events: slugs,
 			delivery: event(t, envelope.TypeTrack, envelope.Track{Name: "order_paid", User: envelope.User{AdvertisingID: "ad"}}),
-			want:     &outcome{reason: ReasonInvalidForVendor}, noRequest: true},
+			want:     &want{reason: ReasonInvalidForVendor}, noRequest: true},
 		{name: "notify is not a Metrix call", delivery: event(t, envelope.TypeNotify, envelope.Notify{Message: "m", Target: envelope.Target{Type: "USER", ID: "u"}}),
-			want: &outcome{reason: ReasonUnsupportedEvent}, noRequest: true},
-		{name: "unmapped name", delivery: track, want: &outcome{reason: ReasonUnmappedEvent}, noRequest: true},
+			want: &want{reason: ReasonUnsupportedEvent}, noRequest: true},
+		{name: "unmapped name", delivery: track, want: &want{reason: ReasonUnmappedEvent}, noRequest: true},
 		{name: "400 BAD_REQUEST", events: slugs, delivery: track, fault: &emulator.Fault{Status: 400, Code: "BAD_REQUEST"},
-			want: &outcome{reason: ReasonVendorRejected, status: 400, code: "BAD_REQUEST"}},
+			want: &want{reason: ReasonVendorRejected, status: 400, code: "BAD_REQUEST"}},
 		{name: "403 S2S_FEATURE_NOT_AVAILABLE", events: slugs, delivery: track, settings: map[string]any{"app_id": "freeplan"},
-			want: &outcome{reason: ReasonVendorRejected, status: 403, code: "S2S_FEATURE_NOT_AVAILABLE"}},
+			want: &want{reason: ReasonVendorRejected, status: 403, code: "S2S_FEATURE_NOT_AVAILABLE"}},
 		{name: "403 INVALID_PARAMETERS", events: slugs, delivery: track, settings: map[string]any{"api_key": "wrong"},
-			want: &outcome{reason: ReasonVendorRejected, status: 403, code: "INVALID_PARAMETERS"}},
+			want: &want{reason: ReasonVendorRejected, status: 403, code: "INVALID_PARAMETERS"}},
 		{name: "404 EVENT_TYPE_DOES_NOT_EXIST", events: map[string]string{"order_paid": "zzzzz"}, delivery: track,
-			want: &outcome{reason: ReasonVendorRejected, status: 404, code: "EVENT_TYPE_DOES_NOT_EXIST"}},
+			want: &want{reason: ReasonVendorRejected, status: 404, code: "EVENT_TYPE_DOES_NOT_EXIST"}},
 		{name: "502 retries", events: slugs, delivery: track, fault: &emulator.Fault{Status: 502},
-			want: &outcome{reason: ReasonRetriesExhausted, transient: true, status: 502}},
+			want: &want{reason: ReasonRetriesExhausted, transient: true, status: 502}},
 	})
 }
 
@@ -332,19 +333,19 @@ func TestKenar(t *testing.T) {
 				equal(t, "body", b, map[string]any(nil))
 			}},
 		{name: "button title too short", delivery: notify(post, envelope.Button{Title: "Go!"}),
-			want: &outcome{reason: ReasonInvalidForVendor}, noRequest: true},
+			want: &want{reason: ReasonInvalidForVendor}, noRequest: true},
 		{name: "button title too long", delivery: notify(post, envelope.Button{Title: strings.Repeat("ب", 51)}),
-			want: &outcome{reason: ReasonInvalidForVendor}, noRequest: true},
+			want: &want{reason: ReasonInvalidForVendor}, noRequest: true},
 		{name: "track is not a Kenar call", delivery: event(t, envelope.TypeTrack, envelope.Track{Name: "x", User: user}),
-			want: &outcome{reason: ReasonUnsupportedEvent}, noRequest: true},
+			want: &want{reason: ReasonUnsupportedEvent}, noRequest: true},
 		{name: "401 wrong API key", delivery: notify(post), settings: map[string]any{"api_key": "nope"},
-			want: &outcome{reason: ReasonVendorRejected, status: 401, code: "UNAUTHENTICATED"}},
+			want: &want{reason: ReasonVendorRejected, status: 401, code: "UNAUTHENTICATED"}},
 		{name: "403 token without scope", delivery: notify(post), settings: map[string]any{"access_token": "nope"},
-			want: &outcome{reason: ReasonVendorRejected, status: 403, code: "PERMISSION_DENIED"}},
+			want: &want{reason: ReasonVendorRejected, status: 403, code: "PERMISSION_DENIED"}},
 		{name: "404 unknown target", delivery: notify(envelope.Target{Type: "USER", ID: "missing-1"}),
-			want: &outcome{reason: ReasonVendorRejected, status: 404, code: "NOT_FOUND"}},
+			want: &want{reason: ReasonVendorRejected, status: 404, code: "NOT_FOUND"}},
 		{name: "429 quota retries", delivery: notify(post), fault: &emulator.Fault{Status: 429, RetryAfter: "60"},
-			want: &outcome{reason: ReasonRetriesExhausted, transient: true, status: 429, code: "RESOURCE_EXHAUSTED"}},
+			want: &want{reason: ReasonRetriesExhausted, transient: true, status: 429, code: "RESOURCE_EXHAUSTED"}},
 	})
 }
 
@@ -364,12 +365,12 @@ func TestTimeoutsAndConnectionErrorsRetry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkOutcome(t, s.Deliver(context.Background(), d), &outcome{reason: ReasonRetriesExhausted, transient: true})
+	checkOutcome(t, s.Deliver(context.Background(), d), &want{reason: ReasonRetriesExhausted, transient: true})
 
 	closed := httptest.NewServer(http.NotFoundHandler())
 	closed.Close()
 	s = newSink(t, emulator.Chabok, closed.URL, nil, creds)
-	checkOutcome(t, s.Deliver(context.Background(), d), &outcome{reason: ReasonRetriesExhausted, transient: true})
+	checkOutcome(t, s.Deliver(context.Background(), d), &want{reason: ReasonRetriesExhausted, transient: true})
 }
 
 func TestRetryAfterIsReported(t *testing.T) {

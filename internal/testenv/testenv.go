@@ -107,7 +107,7 @@ func newEnv(t testing.TB, servers []*server.Server, replicas int) *Env {
 	// A new cluster elects its JetStream leader first: retry until then.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		err := e.Topo.Ensure(context.Background(), e.JS, topology.ConsumerSettings{AckWait: 10 * time.Second, MaxAckPending: 1000, MaxDeliver: -1})
+		err := e.Topo.Ensure(context.Background(), e.JS)
 		if err == nil {
 			break
 		}
@@ -195,6 +195,12 @@ func (e *Env) Start(sinkCfgs []config.Sink, routes []config.Route, opts ...func(
 	if err != nil {
 		e.T.Fatal(err)
 	}
+	return e.StartBuilt(sinkCfgs, built, routes, opts...)
+}
+
+// StartBuilt is Start with sinks built by the caller (a test's own Sink).
+func (e *Env) StartBuilt(sinkCfgs []config.Sink, built map[string]sinks.Sink, routes []config.Route, opts ...func(*config.Dispatcher)) *Dispatcher {
+	e.T.Helper()
 	dcfg := config.Default().Dispatcher
 	dcfg.AckWait = 5 * time.Second
 	dcfg.ShutdownGrace = 3 * time.Second
@@ -270,6 +276,13 @@ func (e *Env) PublishRaw(subject, msgID string, raw []byte) *jetstream.PubAck {
 		e.T.Fatalf("publish: %v", err)
 	}
 	return ack
+}
+
+// Idle reports whether the given sinks have nothing pending, in flight or
+// waiting to be retried.
+func (e *Env) Idle(sinks ...string) bool {
+	ok, err := e.Topo.Idle(context.Background(), e.JS, sinks)
+	return err == nil && ok
 }
 
 // Eventually polls cond until it holds or the timeout passes.

@@ -1,0 +1,208 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+	"go.uber.org/zap"
+
+	"github.com/chapar-dev/chapar/internal/retry"
+	"github.com/chapar-dev/chapar/internal/sinks"
+)
+
+// gate says when a sink may call its vendor. It joins three things a sink
+// must respect, so a worker asks one question:
+//
+//   - the circuit breaker (sony/gobreaker): only transient failures trip
+//     it, so one bad event (a 400) never stops a healthy vendor; throttling
+//     (429) does not either, the pause handles it. Half-open, exactly one
+//     request is the probe.
+//   - the vendor's Retry-After: it throttles the account, not one event,
+//     so the whole sink pauses.
+//   - a ramp: after a pause or an outage the sink resumes with one request
+//     and doubles its concurrency with each success, so a recovering
+//     vendor is not hit by every worker of every replica at once.
+//
+// While the gate is shut the sink pulls nothing from JetStream.
+type gate struct {
+	cb      *gobreaker.TwoStepCircuitBreaker[struct{}]
+	timeout time.Duration // breaker open → half-open
+	max     int           // the sink's concurrency
+
+	mu          sync.Mutex
+	changed     chan struct{} // closed and replaced on every change
+	openUntil   time.Time     // when an open breaker half-opens
+	pausedUntil time.Time
+	limit       int // requests allowed in flight now (the ramp)
+	inFlight    int
+}
+
+func newGate(sink string, s retry.BreakerSettings, concurrency int, log *zap.Logger, onChange func(string, retry.State)) *gate {
+	g := &gate{timeout: s.OpenTimeout, max: concurrency, limit: concurrency, changed: make(chan struct{})}
+	g.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
+		Name:        sink,
+		MaxRequests: 1,
+		Interval:    s.Interval,
+		Timeout:     s.OpenTimeout,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= s.FailureThreshold },
+		IsSuccessful: func(err error) bool {
+			return !retry.IsTransient(err)
+		},
+		IsExcluded: func(err error) bool {
+			var se *sinks.Error
+			return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
+				errors.As(err, &se) && se.Status == 429
+		},
+		OnStateChange: func(name string, from, to gobreaker.State) {
+			log.Warn("circuit breaker changed state", zap.String("sink", name),
+				zap.Stringer("from", from), zap.Stringer("to", to))
+			g.mu.Lock()
+			switch to {
+			case gobreaker.StateOpen:
+				g.openUntil = time.Now().Add(s.OpenTimeout)
+			case gobreaker.StateClosed:
+				g.limit = 1 // ramp up again
+			}
+			g.notifyLocked()
+			g.mu.Unlock()
+			if onChange != nil {
+				onChange(name, to)
+			}
+		},
+	})
+	return g
+}
+
+func (g *gate) notifyLocked() {
+	close(g.changed)
+	g.changed = make(chan struct{})
+}
+
+// State is the breaker's state.
+func (g *gate) State() retry.State { return g.cb.State() }
+
+// shutFor says how long the sink must not send: the breaker is open or the
+// vendor asked to wait; 0 when it may. It also returns the channel closed
+// at the next change. (The breaker is never called under g.mu: it calls
+// back into OnStateChange, which takes g.mu.)
+func (g *gate) shutFor(now time.Time) (time.Duration, <-chan struct{}) {
+	open := g.cb.State() == gobreaker.StateOpen
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	wait := g.pausedUntil.Sub(now)
+	if open {
+		wait = max(wait, g.openUntil.Sub(now), time.Millisecond)
+	}
+	return max(wait, 0), g.changed
+}
+
+// waitOpen blocks until the sink may send: the consume loop calls it
+// before pulling, so an outage leaves events in JetStream untouched.
+func (g *gate) waitOpen(ctx context.Context) error {
+	for {
+		wait, changed := g.shutFor(time.Now())
+		if wait == 0 {
+			return nil
+		}
+		if err := sleep(ctx, wait, changed); err != nil {
+			return err
+		}
+	}
+}
+
+// pause shuts the sink for d (a vendor's Retry-After), unless it is paused
+// for longer already; it resumes with one request.
+func (g *gate) pause(d time.Duration) {
+	until := time.Now().Add(d)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if until.After(g.pausedUntil) {
+		g.pausedUntil = until
+		g.limit = 1
+		g.notifyLocked()
+	}
+}
+
+// errShut says the sink may not send for a while: hand the message back.
+type errShut struct{ wait time.Duration }
+
+func (e errShut) Error() string { return "sink is shut for " + e.wait.String() }
+
+// holdAtMost is how long a worker keeps a message while the gate is shut
+// before handing it back: short waits (the ramp, a half-open probe in
+// flight, a Retry-After about to end) are waited out, long ones free the
+// worker and the message.
+const holdAtMost = 500 * time.Millisecond
+
+// acquire waits for the right to make one vendor request. It returns the
+// function that reports the request's result, and whether this request is
+// the breaker's probe (a failure then is the vendor's, not the event's).
+// If the sink stays shut longer than holdAtMost it returns errShut.
+func (g *gate) acquire(ctx context.Context) (done func(error), vendorDown bool, err error) {
+	deadline := time.Now().Add(holdAtMost)
+	for {
+		now := time.Now()
+		wait, changed := g.shutFor(now)
+		if wait > 0 && now.Add(wait).After(deadline) {
+			return nil, false, errShut{wait: wait}
+		}
+		if wait == 0 {
+			g.mu.Lock()
+			room := g.inFlight < g.limit
+			g.mu.Unlock()
+			wait = holdAtMost // at the ramp's limit: wait for a release
+			if room {
+				report, err := g.cb.Allow()
+				if err == nil {
+					probe := g.cb.State() == gobreaker.StateHalfOpen
+					g.mu.Lock()
+					if g.inFlight < g.limit {
+						g.inFlight++
+						g.mu.Unlock()
+						return func(err error) { g.release(report, err) }, probe, nil
+					}
+					g.mu.Unlock()
+					report(context.Canceled) // lost the race for the slot: not a request
+				}
+				// Half-open with the probe in flight: wait for its result.
+				wait = 50 * time.Millisecond
+			}
+		}
+		if err := sleep(ctx, min(wait, max(time.Until(deadline), time.Millisecond)), changed); err != nil {
+			return nil, false, err
+		}
+		if time.Now().After(deadline) {
+			if w, _ := g.shutFor(time.Now()); w > 0 {
+				return nil, false, errShut{wait: w}
+			}
+			deadline = time.Now().Add(holdAtMost) // open again: keep trying
+		}
+	}
+}
+
+func (g *gate) release(report func(error), err error) {
+	report(err)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.inFlight--
+	if err == nil && g.limit < g.max {
+		g.limit = min(g.limit*2, g.max)
+	}
+	g.notifyLocked()
+}
+
+// sleep waits for d, a change, or ctx.
+func sleep(ctx context.Context, d time.Duration, changed <-chan struct{}) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-changed:
+	case <-t.C:
+	}
+	return nil
+}

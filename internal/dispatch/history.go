@@ -1,0 +1,97 @@
+package dispatch
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/chapar-dev/chapar/internal/sinks"
+	"github.com/chapar-dev/chapar/internal/topology"
+)
+
+// delivery is one message in hand for one sink, with what its headers say
+// of its history. Attempts are Chapar's own count, carried in headers: a
+// JetStream redelivery (a crash, a hand-back, an open breaker) is not an
+// attempt.
+type delivery struct {
+	msg  jetstream.Msg
+	meta *jetstream.MsgMetadata
+	// retry says the message came from the sink's retry consumer: a due
+	// retry or a replay, meant for this sink alone.
+	retry    bool
+	origin   uint64    // the event's sequence in the events stream
+	received time.Time // when the event entered the events stream
+	replays  int
+	history  History
+}
+
+func newDelivery(msg jetstream.Msg, meta *jetstream.MsgMetadata, retry bool) *delivery {
+	h := msg.Headers()
+	d := &delivery{msg: msg, meta: meta, retry: retry, received: meta.Timestamp}
+	if !retry {
+		// First sight of the event: it has no history yet.
+		d.origin = meta.Sequence.Stream
+		return d
+	}
+	d.origin, _ = strconv.ParseUint(h.Get(topology.HeaderOrigin), 10, 64)
+	if t, err := time.Parse(time.RFC3339Nano, h.Get(topology.HeaderReceived)); err == nil {
+		d.received = t
+	}
+	d.replays, _ = strconv.Atoi(h.Get(topology.HeaderReplays))
+	d.history.Attempts, _ = strconv.Atoi(h.Get(topology.HeaderAttempts))
+	d.history.Counted, _ = strconv.Atoi(h.Get(topology.HeaderCounted))
+	if t, err := time.Parse(time.RFC3339Nano, h.Get(topology.HeaderFirstAttempt)); err == nil {
+		d.history.First = t
+	}
+	return d
+}
+
+// retryKey names the next retry of this delivery uniquely: the scheduler
+// keeps one schedule per subject, so a retry written twice (after a lost
+// ack) is stored once.
+func (d *delivery) retryKey() string {
+	return strconv.FormatUint(d.origin, 10) + "-" + strconv.Itoa(d.replays) + "-" + strconv.Itoa(d.history.Attempts)
+}
+
+// retryMsg is the copy that carries the event to its next attempt: the
+// producer's headers (ce-* in binary mode, traceparent, ...) and body, and
+// Chapar's history. JetStream's own headers are dropped: a producer's
+// Nats-Expected-* would fail the copy every time.
+func (d *delivery) retryMsg(subject string, v Verdict, last error) *nats.Msg {
+	out := nats.NewMsg(subject)
+	for k, vals := range d.msg.Headers() {
+		if strings.HasPrefix(k, "Nats-") || strings.HasPrefix(k, "Chapar-") {
+			continue
+		}
+		out.Header[k] = vals
+	}
+	out.Header.Set(topology.HeaderOrigin, strconv.FormatUint(d.origin, 10))
+	out.Header.Set(topology.HeaderReceived, d.received.UTC().Format(time.RFC3339Nano))
+	out.Header.Set(topology.HeaderAttempts, strconv.Itoa(d.history.Attempts))
+	out.Header.Set(topology.HeaderCounted, strconv.Itoa(v.Counted))
+	out.Header.Set(topology.HeaderFirstAttempt, d.history.First.UTC().Format(time.RFC3339Nano))
+	if d.replays > 0 {
+		out.Header.Set(topology.HeaderReplays, strconv.Itoa(d.replays))
+	}
+	if status, code := statusCode(last); status != 0 {
+		out.Header.Set(topology.HeaderLastStatus, strconv.Itoa(status))
+		if code != "" {
+			out.Header.Set(topology.HeaderLastCode, code)
+		}
+	}
+	out.Data = d.msg.Data()
+	return out
+}
+
+// statusCode is the HTTP status and vendor code of a delivery error.
+func statusCode(err error) (int, string) {
+	var se *sinks.Error
+	if errors.As(err, &se) {
+		return se.Status, se.Code
+	}
+	return 0, ""
+}

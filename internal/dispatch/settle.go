@@ -1,0 +1,180 @@
+package dispatch
+
+import (
+	"context"
+	"encoding/json"
+	"math/rand/v2"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/chapar-dev/chapar/internal/dlq"
+	"github.com/chapar-dev/chapar/internal/outcome"
+	"github.com/chapar-dev/chapar/internal/topology"
+	"github.com/chapar-dev/chapar/pkg/envelope"
+)
+
+// brokerTimeout bounds every single write to JetStream: a publish whose
+// answer never comes (a leader change) ends in a retry, never a wedge.
+const brokerTimeout = 5 * time.Second
+
+// settle applies a verdict. Nothing is acked before what replaces it (a
+// retry copy, a dead letter) is stored.
+func (w *sinkWorker) settle(ctx context.Context, d *delivery, ev *envelope.Event, v Verdict, derr error) {
+	switch v.Action {
+	case Ack:
+		// Fire-and-forget ack: no round trip on the hot path. A lost ack
+		// means one redelivery (at-least-once), never a lost event.
+		if err := d.msg.Ack(); err != nil {
+			w.log.Warn("ack failed; the event may be delivered again", zap.String("sink", w.name),
+				zap.String("event_id", clip(ev.ID)), zap.Error(err))
+			return
+		}
+		w.obs.Delivered(w.name, time.Since(d.received))
+	case Retry:
+		w.retry(ctx, d, ev, v, derr)
+	case DeadLetter:
+		rec := w.record(d, ev, w.name, v.Reason, derr)
+		w.deadLetter(ctx, d, rec)
+	case HandBack:
+		w.handBack(d, v.Delay)
+	}
+}
+
+// retry stores the event's next attempt as a message scheduled for its
+// time in the retries stream, then acks the one in hand: a waiting retry
+// occupies no delivery slot. If the copy cannot be stored the message is
+// handed back with the same delay instead (this attempt then goes
+// uncounted, and nothing is lost).
+func (w *sinkWorker) retry(ctx context.Context, d *delivery, ev *envelope.Event, v Verdict, derr error) {
+	at := time.Now().Add(v.Delay)
+	msg := d.retryMsg(w.topo.RetryWaitSubject(w.name, d.retryKey()), v, derr)
+	topology.Schedule(msg.Header, at, w.topo.RetryDueSubject(w.name))
+	var err error
+	for try := range 3 {
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), brokerTimeout)
+		_, err = w.js.PublishMsg(pctx, msg)
+		cancel()
+		if err == nil {
+			break
+		}
+		if sleep(ctx, time.Duration(try+1)*200*time.Millisecond, nil) != nil {
+			break
+		}
+	}
+	status, code := statusCode(derr)
+	if err != nil {
+		w.log.Warn("retry not stored; handing the event back instead", zap.String("sink", w.name),
+			zap.String("event_id", clip(ev.ID)), zap.Duration("delay", v.Delay), zap.Error(err))
+		w.handBack(d, v.Delay)
+		return
+	}
+	_ = d.msg.Ack()
+	w.obs.Retried(w.name, status)
+	w.log.Info("delivery failed; retry scheduled", zap.String("event_id", clip(ev.ID)), zap.String("sink", w.name),
+		zap.Int("attempt", d.history.Attempts), zap.Int("status", status), zap.String("code", clip(code)),
+		zap.Duration("delay", v.Delay), zap.Error(derr))
+}
+
+// deadLetter records rec and only then acks the message.
+func (w *sinkWorker) deadLetter(ctx context.Context, d *delivery, rec *dlq.Record) {
+	if w.writeDeadLetter(ctx, d, rec) {
+		_ = d.msg.Ack()
+	}
+}
+
+// writeDeadLetter stores rec, retrying for as long as it takes while
+// keeping the message ours: the verdict is already known, so the vendor is
+// not called again for it. Meanwhile the event counts as unsettled (a
+// gauge, and a log line on the first failure). On shutdown it hands the
+// message back and reports false.
+func (w *sinkWorker) writeDeadLetter(ctx context.Context, d *delivery, rec *dlq.Record) bool {
+	var stop func()
+	backoff := 200 * time.Millisecond
+	for {
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), brokerTimeout)
+		dup, err := w.dlq.Write(wctx, rec)
+		cancel()
+		if err == nil {
+			if stop != nil {
+				stop()
+				w.obs.Unsettled(w.name, -1)
+				w.log.Info("dead letter written after a delay", zap.String("event_id", rec.EventID), zap.String("sink", w.name))
+			}
+			if !dup {
+				w.obs.DeadLettered(rec.Sink, string(rec.Reason), rec.Status, rec.Code)
+				w.log.Warn("dead-lettered", zap.String("event_id", rec.EventID), zap.String("sink", rec.Sink),
+					zap.Stringer("reason", rec.Reason), zap.Int("status", rec.Status), zap.String("code", rec.Code),
+					zap.Int("attempts", rec.Attempts), zap.String("error", rec.Error))
+			}
+			return true
+		}
+		if stop == nil {
+			stop = keepAlive(d.msg, w.ackWait/3)
+			w.obs.Unsettled(w.name, 1)
+			w.log.Error("dead letter not written; holding the event and trying again", zap.String("event_id", rec.EventID),
+				zap.String("sink", rec.Sink), zap.Stringer("reason", rec.Reason), zap.Error(err))
+		}
+		if sleep(ctx, backoff, nil) != nil {
+			stop()
+			w.obs.Unsettled(w.name, -1)
+			w.handBack(d, 0)
+			return false
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// handBack returns the message to JetStream untouched: not an attempt.
+// A little jitter spreads what many workers hand back at once.
+func (w *sinkWorker) handBack(d *delivery, delay time.Duration) {
+	if delay <= 0 {
+		_ = d.msg.Nak()
+		return
+	}
+	_ = d.msg.NakWithDelay(delay + time.Duration(rand.Int64N(int64(delay)/10+1)))
+}
+
+// record builds the one dead-letter record of this delivery. ev is nil
+// when the envelope could not be parsed.
+func (w *sinkWorker) record(d *delivery, ev *envelope.Event, sink string, reason outcome.Reason, err error) *dlq.Record {
+	now := time.Now()
+	rec := &dlq.Record{
+		Sink: sink, Reason: reason, Attempts: d.history.Attempts,
+		FirstAttempt: d.history.First, LastAttempt: now,
+		Header: d.msg.Headers(), Data: d.msg.Data(), Subject: d.msg.Subject(),
+		Origin: d.origin, Replays: d.replays,
+	}
+	if rec.FirstAttempt.IsZero() {
+		rec.FirstAttempt = d.received
+	}
+	if err != nil {
+		rec.Error = clipN(err.Error(), 1024)
+		rec.Status, rec.Code = statusCode(err)
+		rec.Code = clip(rec.Code)
+	}
+	if ev != nil {
+		rec.EventID, rec.EventType = ev.ID, ev.Type
+		rec.Subject = w.topo.EventSubject(ev.Type)
+	} else {
+		rec.EventID = probeID(d.msg.Headers().Get("ce-id"), d.msg.Data())
+	}
+	return rec
+}
+
+// probeID is an unparseable message's envelope id, if it has one: the
+// ce-id header in binary mode, else the body's id, bounded and valid UTF-8.
+func probeID(header string, data []byte) string {
+	if header != "" {
+		return clipN(header, 256)
+	}
+	var probe struct {
+		ID any `json:"id"`
+	}
+	if json.Unmarshal(data, &probe) == nil {
+		if s, ok := probe.ID.(string); ok {
+			return clipN(s, 256)
+		}
+	}
+	return ""
+}

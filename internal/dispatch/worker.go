@@ -1,0 +1,226 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/chapar-dev/chapar/internal/dlq"
+	"github.com/chapar-dev/chapar/internal/outcome"
+	"github.com/chapar-dev/chapar/internal/retry"
+	"github.com/chapar-dev/chapar/internal/sinks"
+	"github.com/chapar-dev/chapar/pkg/envelope"
+)
+
+// sinkWorker delivers one sink's events. handle is the whole path of one
+// message, top to bottom:
+//
+//	guard     a panic dead-letters the message instead of killing the process
+//	parse     an invalid envelope is dead-lettered with its reason
+//	route     events not routed to this sink are acked (skipped); a
+//	          destination no dispatcher runs is dead-lettered for it
+//	gate      breaker, Retry-After pause and ramp; a long wait hands back
+//	deliver   one vendor request, kept alive past ack_wait
+//	decide    the pure verdict (decide.go)
+//	settle    ack, scheduled retry, dead letter or hand-back (settle.go)
+type sinkWorker struct {
+	*engine
+	name   string
+	sink   sinks.Sink
+	policy retry.Policy
+	gate   *gate
+	// lead is one sink per process (the first configured) that counts
+	// what is counted per event, not per sink: received and unrouted.
+	lead bool
+}
+
+// handle takes one message to its settlement. It never panics and never
+// returns with the message unsettled.
+func (w *sinkWorker) handle(ctx context.Context, j job) {
+	defer w.guard(ctx, j.msg)
+	meta, err := j.msg.Metadata()
+	if err != nil {
+		w.log.Error("message without JetStream metadata; terminating it", zap.String("sink", w.name), zap.Error(err))
+		_ = j.msg.Term()
+		return
+	}
+	d := newDelivery(j.msg, meta, j.retry)
+	if w.lead && !d.retry && meta.NumDelivered == 1 {
+		w.obs.Received()
+	}
+	ev, err := envelope.ParseMessage(j.msg.Headers(), j.msg.Data(), w.maxBytes)
+	if err != nil {
+		w.deadLetter(ctx, d, w.record(d, nil, dlq.NoSink, outcome.InvalidEnvelope, err))
+		return
+	}
+	if !d.retry {
+		targets := w.routes.Match(ev)
+		if w.lead && meta.NumDelivered == 1 {
+			if len(targets) == 0 {
+				w.obs.Unrouted(ev.Type, ev.Name())
+				w.log.Debug("event matched no route", zap.String("event_id", clip(ev.ID)), zap.String("type", clip(ev.Type)))
+			}
+		}
+		if !w.checkDestinations(ctx, d, ev, targets) {
+			return
+		}
+		if !slices.Contains(targets, w.name) {
+			_ = j.msg.Ack() // not for this sink
+			return
+		}
+	}
+	w.deliver(ctx, d, ev)
+}
+
+// deliver makes one vendor request through the gate, decides and settles.
+func (w *sinkWorker) deliver(ctx context.Context, d *delivery, ev *envelope.Event) {
+	done, vendorDown, err := w.gate.acquire(ctx)
+	if err != nil {
+		var shut errShut
+		if errors.As(err, &shut) {
+			w.handBack(d, shut.wait)
+		} else {
+			w.handBack(d, 0) // shutting down
+		}
+		return
+	}
+	now := time.Now()
+	d.history.Attempts++
+	if d.history.First.IsZero() {
+		d.history.First = now
+	}
+	w.obs.InFlight(w.name, 1)
+	// A slow vendor may take longer than ack_wait: keep the message ours,
+	// so JetStream does not hand it to another replica, while a crashed
+	// process still loses it after one ack_wait.
+	stop := keepAlive(d.msg, w.ackWait/3)
+	derr := w.sink.Deliver(ctx, &sinks.Delivery{Event: ev, ReceivedAt: d.received})
+	stop()
+	w.obs.InFlight(w.name, -1)
+	w.obs.VendorRequest(w.name, time.Since(now), derr)
+	done(derr)
+	var se *sinks.Error
+	if errors.As(derr, &se) && se.Transient && se.RetryAfter > 0 {
+		w.gate.pause(min(se.RetryAfter, w.policy.MaxRetryAfter))
+	}
+	v := Decide(w.policy, d.history, Attempt{Err: derr, VendorDown: vendorDown}, time.Now())
+	w.settle(ctx, d, ev, v, derr)
+}
+
+// checkDestinations dead-letters the event for each destination no
+// dispatcher of the deployment runs (every sink sees the event, so the
+// record is de-duplicated). It reports false if the message was handed
+// back (the deployment could not be asked).
+func (w *sinkWorker) checkDestinations(ctx context.Context, d *delivery, ev *envelope.Event, targets []string) bool {
+	for _, t := range targets {
+		known, err := w.knows(ctx, t)
+		if err != nil {
+			w.log.Warn("cannot tell whether a destination exists; handing the event back", zap.String("destination", clip(t)), zap.Error(err))
+			w.handBack(d, time.Second)
+			return false
+		}
+		if known {
+			continue
+		}
+		rec := w.record(d, ev, t, outcome.UnknownDestination,
+			fmt.Errorf("destinations names sink %q, which no dispatcher runs; configure it, then dlq replay", t))
+		rec.Attempts = 0
+		if !w.writeDeadLetter(ctx, d, rec) {
+			return false
+		}
+	}
+	return true
+}
+
+var sinkName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// knows reports whether a sink exists in the deployment: configured here,
+// or its consumer created by another dispatcher (a rolling deploy).
+func (e *engine) knows(ctx context.Context, sink string) (bool, error) {
+	if !sinkName.MatchString(sink) {
+		return false, nil
+	}
+	e.knownMu.Lock()
+	ok := e.known[sink]
+	e.knownMu.Unlock()
+	if ok {
+		return true, nil
+	}
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	ok, err := e.topo.HasSink(lctx, e.js, sink)
+	if err != nil || !ok {
+		return false, err
+	}
+	e.knownMu.Lock()
+	e.known[sink] = true
+	e.knownMu.Unlock()
+	return true, nil
+}
+
+// guard turns a panic into a dead letter: one hostile message must not
+// crash-loop every replica.
+func (w *sinkWorker) guard(ctx context.Context, msg jetstream.Msg) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	w.obs.Panicked("handle")
+	w.log.Error("panic while handling a message; dead-lettering it", zap.String("sink", w.name),
+		zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+	defer func() {
+		if recover() != nil {
+			_ = msg.NakWithDelay(time.Minute) // the dead letter panicked too: keep it, slowly
+		}
+	}()
+	meta, err := msg.Metadata()
+	if err != nil {
+		_ = msg.Term()
+		return
+	}
+	d := newDelivery(msg, meta, meta.Stream == w.topo.RetriesStream())
+	w.deadLetter(ctx, d, w.record(d, nil, w.name, outcome.HandlerPanic, fmt.Errorf("panic: %v", r)))
+}
+
+// keepAlive tells JetStream every interval that msg is still being worked
+// on, until stopped. A timer, not a goroutine, per delivery.
+func keepAlive(msg jetstream.Msg, every time.Duration) (stop func()) {
+	var mu sync.Mutex
+	stopped := false
+	var t *time.Timer
+	mu.Lock()
+	t = time.AfterFunc(every, func() {
+		_ = msg.InProgress()
+		mu.Lock()
+		defer mu.Unlock()
+		if !stopped {
+			t.Reset(every)
+		}
+	})
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		t.Stop()
+	}
+}
+
+// clip bounds a producer-controlled string for a log line or a record.
+func clip(s string) string { return clipN(s, 128) }
+
+func clipN(s string, n int) string {
+	if len(s) > n {
+		s = s[:n] + "…"
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
+}
