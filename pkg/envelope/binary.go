@@ -36,6 +36,7 @@ func ParseMessage(h Headers, body []byte, maxBytes int) (*Event, error) {
 		Source:          h.Get(HeaderPrefix + "source"),
 		Type:            h.Get(HeaderPrefix + "type"),
 		Subject:         h.Get(HeaderPrefix + "subject"),
+		DataSchema:      h.Get(HeaderPrefix + "dataschema"),
 		Destinations:    h.Get(HeaderPrefix + "destinations"),
 		DataContentType: h.Get("Content-Type"),
 		Data:            body,

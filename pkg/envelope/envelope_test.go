@@ -244,3 +244,12 @@ func BenchmarkParseTrack(b *testing.B) {
 		}
 	}
 }
+
+func mustReadRaw(t *testing.T, name string) []byte {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}

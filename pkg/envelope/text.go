@@ -1,7 +1,6 @@
 package envelope
 
 import (
-	"encoding/json"
 	"strings"
 	"unicode/utf8"
 )
@@ -45,13 +44,40 @@ func ProbeID(h Headers, data []byte) string {
 			return Clip(id, MaxIDBytes)
 		}
 	}
-	var probe struct {
-		ID any `json:"id"`
+	// Read members up to the first "id", and not beyond: what follows may
+	// be broken.
+	s := scanner{b: data}
+	s.skipSpace()
+	if s.peek() != '{' {
+		return ""
 	}
-	if json.Unmarshal(data, &probe) == nil {
-		if s, ok := probe.ID.(string); ok {
-			return Clip(s, MaxIDBytes)
+	s.i++
+	s.skipSpace()
+	for s.peek() == '"' {
+		start := s.i
+		if s.str() != nil {
+			return ""
 		}
+		key := s.b[start:s.i]
+		s.skipSpace()
+		if s.peek() != ':' {
+			return ""
+		}
+		s.i++
+		s.skipSpace()
+		start = s.i
+		if s.value() != nil {
+			return ""
+		}
+		if val := s.b[start:s.i]; val[0] == '"' && (string(key) == `"id"` || unquote(key) == "id") {
+			return Clip(unquote(val), MaxIDBytes)
+		}
+		s.skipSpace()
+		if s.peek() != ',' {
+			return ""
+		}
+		s.i++
+		s.skipSpace()
 	}
 	return ""
 }
