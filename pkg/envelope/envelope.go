@@ -11,6 +11,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -58,7 +60,20 @@ type Envelope struct {
 	// comma-separated list of sink names that overrides the routing table.
 	Destinations string          `json:"destinations,omitempty"`
 	Data         json.RawMessage `json:"data,omitempty"`
+	// Extensions holds the CloudEvents extension attributes Chapar does not
+	// interpret, such as traceparent and tracestate, by name, so that they
+	// pass through as CloudEvents asks of intermediaries. Values are in their
+	// canonical string form (a JSON true becomes "true"), as binary mode
+	// carries them. Marshal writes them; encoding/json on an Envelope does not.
+	Extensions map[string]string `json:"-"`
 }
+
+// Traceparent is the W3C trace context the producer sent in the
+// traceparent extension (CloudEvents distributed tracing), or "".
+func (e *Envelope) Traceparent() string { return e.Extensions["traceparent"] }
+
+// Tracestate is the W3C tracestate that accompanies Traceparent, or "".
+func (e *Envelope) Tracestate() string { return e.Extensions["tracestate"] }
 
 // User carries every identity a vendor may need.
 type User struct {
@@ -200,6 +215,16 @@ func WithTime(t time.Time) Option { return func(e *Envelope) { t := t.UTC(); e.T
 // WithSubject sets the CloudEvents subject, conventionally the user's id.
 func WithSubject(s string) Option { return func(e *Envelope) { e.Subject = s } }
 
+// WithExtension sets a CloudEvents extension attribute, such as traceparent.
+func WithExtension(name, value string) Option {
+	return func(e *Envelope) {
+		if e.Extensions == nil {
+			e.Extensions = make(map[string]string)
+		}
+		e.Extensions[name] = value
+	}
+}
+
 // WithDestinations routes the event to exactly these sinks, overriding the
 // routing table.
 func WithDestinations(sinks ...string) Option {
@@ -240,7 +265,25 @@ func (e *Envelope) Marshal() ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("envelope: encode: %w", err)
 	}
-	return b, nil
+	if len(e.Extensions) == 0 {
+		return b, nil
+	}
+	names := slices.Sorted(maps.Keys(e.Extensions))
+	b = b[:len(b)-1] // }
+	for _, name := range names {
+		if !isExtensionName(name) || isAttribute(name) {
+			return nil, fmt.Errorf("envelope: encode: %q is not an extension attribute name", name)
+		}
+		v, err := json.Marshal(e.Extensions[name])
+		if err != nil {
+			return nil, fmt.Errorf("envelope: encode extension %s: %w", name, err)
+		}
+		b = append(b, ',', '"')
+		b = append(b, name...)
+		b = append(b, '"', ':')
+		b = append(b, v...)
+	}
+	return append(b, '}'), nil
 }
 
 // Parse decodes and validates a structured-mode envelope. Any error it
@@ -307,7 +350,8 @@ func Parse(raw []byte, maxBytes int) (*Event, error) {
 			name, bit = attribute([]byte(unquote(key)))
 		}
 		if bit == 0 {
-			continue // extension attributes: not read yet
+			readExtension(env, key, keyFlags, val, &v)
+			continue
 		}
 		if seen&bit != 0 {
 			v.add(name, "appears more than once")
@@ -392,6 +436,56 @@ func attribute(key []byte) (string, uint16) {
 	return "", 0
 }
 
+// isAttribute reports whether name is an attribute Chapar reads itself.
+func isAttribute(name string) bool {
+	_, bit := attribute([]byte(name))
+	return bit != 0
+}
+
+// readExtension records the member key: val of a structured envelope that is
+// not an attribute Chapar reads: a CloudEvents extension attribute.
+func readExtension(env *Envelope, key []byte, keyFlags textFlags, val []byte, v *violations) {
+	name := unquote(key)
+	switch {
+	case name == "data_base64":
+		v.add(name, "binary data is not supported; send data as JSON")
+		return
+	case keyFlags&(badUTF8|hasNUL) != 0 || !isExtensionName(name):
+		v.add(Clip(name, 64), extensionNameProblem)
+		return
+	case len(env.Extensions) == MaxExtensions:
+		v.add(name, fmt.Sprintf("is one extension too many; the maximum is %d", MaxExtensions))
+		return
+	}
+	if _, dup := env.Extensions[name]; dup {
+		v.add(name, "appears more than once")
+		return
+	}
+	var value string
+	switch val[0] {
+	case 'n':
+		return // null: absent
+	case '"':
+		value = unquote(val)
+	case 't', 'f':
+		value = string(val)
+	case '{', '[':
+		v.add(name, "must be a string, boolean or integer, got "+jsonKindOf(val))
+		return
+	default:
+		n, err := strconv.ParseInt(string(val), 10, 32)
+		if err != nil {
+			v.add(name, "must be a string, boolean or integer (32-bit), got "+quote(string(val)))
+			return
+		}
+		value = strconv.FormatInt(n, 10)
+	}
+	if env.Extensions == nil {
+		env.Extensions = make(map[string]string)
+	}
+	env.Extensions[name] = value
+}
+
 func notJSON(err error) error {
 	return newValidationError("", violations{{Problem: "not a JSON object: " + err.Error()}})
 }
@@ -463,6 +557,7 @@ func (ev *Event) validate(dataFlags *textFlags) violations {
 	if v.text("destinations", e.Destinations, MaxDestinationsBytes) {
 		validateDestinations(e.Destinations, &v)
 	}
+	validateExtensions(e.Extensions, &v)
 	if !v.text("type", e.Type, MaxAttributeBytes) {
 		return v
 	}

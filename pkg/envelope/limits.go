@@ -2,6 +2,8 @@ package envelope
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 )
 
@@ -20,7 +22,50 @@ const (
 	// MaxDestinationsBytes bounds the destinations extension as a whole:
 	// MaxDestinations names of up to 63 bytes, with separators and spaces.
 	MaxDestinationsBytes = 4096
+	// MaxExtensions bounds the extension attributes of one envelope.
+	MaxExtensions = 32
+	// MaxExtensionNameBytes bounds an extension attribute's name.
+	// CloudEvents recommends at most 20 characters; longer names are
+	// accepted up to this limit.
+	MaxExtensionNameBytes = 64
 )
+
+const extensionNameProblem = "is not a valid extension attribute name: 1 to 64 lower-case letters a-z and digits 0-9 (CloudEvents recommends at most 20)"
+
+// isExtensionName matches ^[a-z0-9]{1,64}$, the CloudEvents attribute
+// naming rule with a length limit.
+func isExtensionName(s string) bool {
+	if len(s) == 0 || len(s) > MaxExtensionNameBytes {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// validateExtensions checks extension attributes however they were set: by
+// Parse, by ParseMessage from ce- headers, or by a Go producer.
+func validateExtensions(ext map[string]string, v *violations) {
+	if len(ext) == 0 {
+		return
+	}
+	if len(ext) > MaxExtensions {
+		v.add("", fmt.Sprintf("has %d extension attributes; the maximum is %d", len(ext), MaxExtensions))
+	}
+	for _, name := range slices.Sorted(maps.Keys(ext)) {
+		switch {
+		case !isExtensionName(name):
+			v.add(Clip(name, 64), extensionNameProblem)
+		case isAttribute(name):
+			v.add(name, "is an attribute, not an extension")
+		default:
+			v.text(name, ext[name], MaxAttributeBytes)
+		}
+	}
+}
 
 // validateDestinations checks the destinations extension: at most
 // MaxDestinations comma-separated entries, each a sink name (lower-case
