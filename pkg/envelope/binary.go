@@ -35,7 +35,7 @@ func ParseMessage(h Headers, body []byte, maxBytes int) (*Event, error) {
 	if err := checkSize(len(body), maxBytes); err != nil {
 		return nil, err
 	}
-	env := Envelope{
+	ev := &Event{Envelope: Envelope{
 		SpecVersion:     h.Get(HeaderPrefix + "specversion"),
 		ID:              h.Get(HeaderPrefix + "id"),
 		Source:          h.Get(HeaderPrefix + "source"),
@@ -45,7 +45,8 @@ func ParseMessage(h Headers, body []byte, maxBytes int) (*Event, error) {
 		Destinations:    h.Get(HeaderPrefix + "destinations"),
 		DataContentType: cmp.Or(h.Get("Content-Type"), h.Get(HeaderPrefix+"datacontenttype")),
 		Data:            body,
-	}
+	}}
+	env := &ev.Envelope
 	if ct := strings.ToLower(env.DataContentType); strings.HasPrefix(ct, ContentTypeCloudEvents) {
 		// A structured body with a stray ce- header: trust the body.
 		return Parse(body, maxBytes)
@@ -60,9 +61,8 @@ func ParseMessage(h Headers, body []byte, maxBytes int) (*Event, error) {
 		}
 	}
 	if nh, ok := h.(nats.Header); ok {
-		readHeaderExtensions(nh, &env, &v)
+		readHeaderExtensions(nh, env, &v)
 	}
-	ev := &Event{Envelope: env}
 	if v = append(v, ev.validate(nil)...); len(v) > 0 {
 		return nil, newValidationError(env.ID, v)
 	}

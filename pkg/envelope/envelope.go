@@ -369,7 +369,10 @@ func Parse(raw []byte, maxBytes int) (*Event, error) {
 			v.add(name, "must be a string, got "+jsonKindOf(val))
 			continue
 		}
-		str := unquote(val)
+		str := constant(val)
+		if str == "" {
+			str = unquote(val)
+		}
 		switch name {
 		case "specversion":
 			env.SpecVersion = str
@@ -484,6 +487,26 @@ func readExtension(env *Envelope, key []byte, keyFlags textFlags, val []byte, v 
 		env.Extensions = make(map[string]string)
 	}
 	env.Extensions[name] = value
+}
+
+// constant returns, without allocating, the common attribute values that
+// are constants, given their JSON text; else "".
+func constant(val []byte) string {
+	switch string(val) {
+	case `"1.0"`:
+		return SpecVersion
+	case `"chapar.track"`:
+		return TypeTrack
+	case `"chapar.purchase"`:
+		return TypePurchase
+	case `"chapar.identify"`:
+		return TypeIdentify
+	case `"chapar.notify"`:
+		return TypeNotify
+	case `"application/json"`:
+		return ContentTypeJSON
+	}
+	return ""
 }
 
 func notJSON(err error) error {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats.go"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/chapar-dev/chapar/pkg/envelope"
@@ -252,4 +253,45 @@ func mustReadRaw(t *testing.T, name string) []byte {
 		t.Fatal(err)
 	}
 	return raw
+}
+
+func BenchmarkParseMessage(b *testing.B) {
+	raw, err := os.ReadFile("testdata/track.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		b.Fatal(err)
+	}
+	data := []byte(m["data"])
+	binary := nats.Header{}
+	for _, k := range []string{"specversion", "id", "source", "type", "time", "subject"} {
+		var s string
+		if err := json.Unmarshal(m[k], &s); err != nil {
+			b.Fatal(err)
+		}
+		binary.Set("ce-"+k, s)
+	}
+	binary.Set("ce-traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	binary.Set("Content-Type", envelope.ContentTypeJSON)
+	structured := nats.Header{"Content-Type": {envelope.ContentTypeCloudEvents}}
+	for _, bm := range []struct {
+		name string
+		h    nats.Header
+		body []byte
+	}{
+		{"structured", structured, raw},
+		{"binary", binary, data},
+	} {
+		b.Run(bm.name, func(b *testing.B) {
+			b.SetBytes(int64(len(bm.body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := envelope.ParseMessage(bm.h, bm.body, envelope.DefaultMaxBytes); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
