@@ -300,10 +300,10 @@ func Parse(raw []byte, maxBytes int) (*Event, error) {
 	s := scanner{b: raw}
 	s.skipSpace()
 	if s.peek() != '{' {
-		if err := s.value(); err == nil {
-			return nil, newValidationError("", violations{{Problem: "not a JSON object"}})
+		if err := s.value(); err != nil {
+			return nil, notJSON(err)
 		}
-		return nil, notJSON(s.value())
+		return nil, newValidationError("", violations{{Problem: "not a JSON object"}})
 	}
 	s.i++
 	s.skipSpace()

@@ -122,7 +122,7 @@ func TestParseRejectsMalformedJSON(t *testing.T) {
 		``, `{`, `{"id"}`, `{"id":}`, `{"id":"a",}`, `{"id":"a"}x`, `{"id":"a"}{}`, `{,}`,
 		`{"id":"a\x"}`, `{"id":"\u12"}`, `{"id":"a` + "\x01" + `"}`, `{"id":01}`, `{"id":-}`, `{"id":1.}`,
 		`{"id":1e}`, `{"id":tru}`, `{"id":nul}`, `{"id":[1,]}`, `{"id":{"a":1,}}`, `{"id":"a"` + "\x00}",
-		strings.Repeat("[", 20000), valid[:len(valid)/2], valid + ",",
+		strings.Repeat("[", 20000), valid[:len(valid)/2], valid + ",", `"\0`, `"abc`, `tx`,
 	}
 	for i, raw := range tests {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
