@@ -11,6 +11,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -52,11 +55,25 @@ type Envelope struct {
 	Time            *time.Time `json:"time,omitempty"`
 	Subject         string     `json:"subject,omitempty"`
 	DataContentType string     `json:"datacontenttype,omitempty"`
+	DataSchema      string     `json:"dataschema,omitempty"`
 	// Destinations is the CloudEvents extension that routes explicitly: a
 	// comma-separated list of sink names that overrides the routing table.
 	Destinations string          `json:"destinations,omitempty"`
 	Data         json.RawMessage `json:"data,omitempty"`
+	// Extensions holds the CloudEvents extension attributes Chapar does not
+	// interpret, such as traceparent and tracestate, by name, so that they
+	// pass through as CloudEvents asks of intermediaries. Values are in their
+	// canonical string form (a JSON true becomes "true"), as binary mode
+	// carries them. Marshal writes them; encoding/json on an Envelope does not.
+	Extensions map[string]string `json:"-"`
 }
+
+// Traceparent is the W3C trace context the producer sent in the
+// traceparent extension (CloudEvents distributed tracing), or "".
+func (e *Envelope) Traceparent() string { return e.Extensions["traceparent"] }
+
+// Tracestate is the W3C tracestate that accompanies Traceparent, or "".
+func (e *Envelope) Tracestate() string { return e.Extensions["tracestate"] }
 
 // User carries every identity a vendor may need.
 type User struct {
@@ -198,6 +215,16 @@ func WithTime(t time.Time) Option { return func(e *Envelope) { t := t.UTC(); e.T
 // WithSubject sets the CloudEvents subject, conventionally the user's id.
 func WithSubject(s string) Option { return func(e *Envelope) { e.Subject = s } }
 
+// WithExtension sets a CloudEvents extension attribute, such as traceparent.
+func WithExtension(name, value string) Option {
+	return func(e *Envelope) {
+		if e.Extensions == nil {
+			e.Extensions = make(map[string]string)
+		}
+		e.Extensions[name] = value
+	}
+}
+
 // WithDestinations routes the event to exactly these sinks, overriding the
 // routing table.
 func WithDestinations(sinks ...string) Option {
@@ -238,7 +265,25 @@ func (e *Envelope) Marshal() ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("envelope: encode: %w", err)
 	}
-	return b, nil
+	if len(e.Extensions) == 0 {
+		return b, nil
+	}
+	names := slices.Sorted(maps.Keys(e.Extensions))
+	b = b[:len(b)-1] // }
+	for _, name := range names {
+		if !isExtensionName(name) || isAttribute(name) {
+			return nil, fmt.Errorf("envelope: encode: %q is not an extension attribute name", name)
+		}
+		v, err := json.Marshal(e.Extensions[name])
+		if err != nil {
+			return nil, fmt.Errorf("envelope: encode extension %s: %w", name, err)
+		}
+		b = append(b, ',', '"')
+		b = append(b, name...)
+		b = append(b, '"', ':')
+		b = append(b, v...)
+	}
+	return append(b, '}'), nil
 }
 
 // Parse decodes and validates a structured-mode envelope. Any error it
@@ -247,43 +292,242 @@ func Parse(raw []byte, maxBytes int) (*Event, error) {
 	if err := checkSize(len(raw), maxBytes); err != nil {
 		return nil, err
 	}
-	var attrs map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &attrs); err != nil {
-		return nil, &ValidationError{Violations: []Violation{{Problem: "not a JSON object: " + err.Error()}}}
-	}
-	if attrs == nil {
-		return nil, &ValidationError{Violations: []Violation{{Problem: "not a JSON object"}}}
-	}
-	var env Envelope
+	ev := &Event{}
+	env := &ev.Envelope
 	var v violations
-	v.str(attrs, "specversion", &env.SpecVersion)
-	v.str(attrs, "id", &env.ID)
-	v.str(attrs, "source", &env.Source)
-	v.str(attrs, "type", &env.Type)
-	v.str(attrs, "subject", &env.Subject)
-	v.str(attrs, "datacontenttype", &env.DataContentType)
-	v.str(attrs, "destinations", &env.Destinations)
-	var ts string
-	v.str(attrs, "time", &ts)
-	if ts != "" {
-		t, err := time.Parse(time.RFC3339Nano, ts)
-		if err != nil {
-			v.add("time", "must be an RFC 3339 timestamp, e.g. 2026-01-02T15:04:05Z")
+	var seen uint16 // attributes met so far, by bit
+	var dataFlags textFlags
+	s := scanner{b: raw}
+	s.skipSpace()
+	if s.peek() != '{' {
+		if err := s.value(); err != nil {
+			return nil, notJSON(err)
+		}
+		return nil, newValidationError("", violations{{Problem: "not a JSON object"}})
+	}
+	s.i++
+	s.skipSpace()
+	for s.peek() != '}' {
+		if s.peek() != '"' {
+			return nil, notJSON(s.unexpected())
+		}
+		start := s.i
+		s.flags = 0
+		if err := s.str(); err != nil {
+			return nil, notJSON(err)
+		}
+		key, keyFlags := raw[start:s.i], s.flags
+		s.skipSpace()
+		if s.peek() != ':' {
+			return nil, notJSON(s.unexpected())
+		}
+		s.i++
+		s.skipSpace()
+		start = s.i
+		s.flags = 0
+		if err := s.value(); err != nil {
+			return nil, notJSON(err)
+		}
+		val, valFlags := raw[start:s.i], s.flags
+		s.skipSpace()
+		switch s.peek() {
+		case ',':
+			s.i++
+			s.skipSpace()
+			if s.peek() == '}' {
+				return nil, notJSON(s.unexpected())
+			}
+		case '}':
+		default:
+			return nil, notJSON(s.unexpected())
+		}
+
+		var name string
+		var bit uint16
+		if keyFlags == 0 {
+			name, bit = attribute(key[1 : len(key)-1])
 		} else {
-			env.Time = &t
+			name, bit = attribute([]byte(unquote(key)))
+		}
+		if bit == 0 {
+			readExtension(env, key, keyFlags, val, &v)
+			continue
+		}
+		if seen&bit != 0 {
+			v.add(name, "appears more than once")
+			continue
+		}
+		seen |= bit
+		if string(val) == "null" {
+			continue // CloudEvents: a null attribute is an absent one
+		}
+		if name == "data" {
+			env.Data, dataFlags = bytes.Clone(val), valFlags
+			continue
+		}
+		if val[0] != '"' {
+			v.add(name, "must be a string, got "+jsonKindOf(val))
+			continue
+		}
+		str := constant(val)
+		if str == "" {
+			str = unquote(val)
+		}
+		switch name {
+		case "specversion":
+			env.SpecVersion = str
+		case "id":
+			env.ID = str
+		case "source":
+			env.Source = str
+		case "type":
+			env.Type = str
+		case "subject":
+			env.Subject = str
+		case "datacontenttype":
+			env.DataContentType = str
+		case "dataschema":
+			env.DataSchema = str
+		case "destinations":
+			env.Destinations = str
+		case "time":
+			t, err := time.Parse(time.RFC3339Nano, str)
+			if err != nil {
+				v.add("time", "must be an RFC 3339 timestamp, e.g. 2026-01-02T15:04:05Z")
+			} else {
+				env.Time = &t
+			}
 		}
 	}
-	if d, ok := attrs["data"]; ok {
-		env.Data = d
+	s.i++ // }
+	s.skipSpace()
+	if s.i != len(raw) {
+		return nil, notJSON(s.fail("data after the top-level object"))
 	}
-	ev, err := env.Decode()
-	if len(v) == 0 {
-		return ev, err
+	v = append(v, ev.validate(&dataFlags)...)
+	if len(v) > 0 {
+		return nil, newValidationError(env.ID, v)
 	}
-	if verr := (*ValidationError)(nil); errors.As(err, &verr) {
-		v = append(v, verr.Violations...)
+	return ev, nil
+}
+
+// attribute identifies a key Chapar reads: its name and a bit to catch one
+// given twice. Converting key in the switch does not allocate.
+func attribute(key []byte) (string, uint16) {
+	switch string(key) {
+	case "specversion":
+		return "specversion", 1 << 0
+	case "id":
+		return "id", 1 << 1
+	case "source":
+		return "source", 1 << 2
+	case "type":
+		return "type", 1 << 3
+	case "time":
+		return "time", 1 << 4
+	case "subject":
+		return "subject", 1 << 5
+	case "datacontenttype":
+		return "datacontenttype", 1 << 6
+	case "dataschema":
+		return "dataschema", 1 << 7
+	case "destinations":
+		return "destinations", 1 << 8
+	case "data":
+		return "data", 1 << 9
 	}
-	return nil, &ValidationError{ID: env.ID, Violations: v}
+	return "", 0
+}
+
+// isAttribute reports whether name is an attribute Chapar reads itself.
+func isAttribute(name string) bool {
+	_, bit := attribute([]byte(name))
+	return bit != 0
+}
+
+// readExtension records the member key: val of a structured envelope that is
+// not an attribute Chapar reads: a CloudEvents extension attribute.
+func readExtension(env *Envelope, key []byte, keyFlags textFlags, val []byte, v *violations) {
+	name := unquote(key)
+	switch {
+	case name == "data_base64":
+		v.add(name, "binary data is not supported; send data as JSON")
+		return
+	case keyFlags&(badUTF8|hasNUL) != 0 || !isExtensionName(name):
+		v.add(Clip(name, 64), extensionNameProblem)
+		return
+	case len(env.Extensions) == MaxExtensions:
+		v.add(name, fmt.Sprintf("is one extension too many; the maximum is %d", MaxExtensions))
+		return
+	}
+	if _, dup := env.Extensions[name]; dup {
+		v.add(name, "appears more than once")
+		return
+	}
+	var value string
+	switch val[0] {
+	case 'n':
+		return // null: absent
+	case '"':
+		value = unquote(val)
+	case 't', 'f':
+		value = string(val)
+	case '{', '[':
+		v.add(name, "must be a string, boolean or integer, got "+jsonKindOf(val))
+		return
+	default:
+		n, err := strconv.ParseInt(string(val), 10, 32)
+		if err != nil {
+			v.add(name, "must be a string, boolean or integer (32-bit), got "+quote(string(val)))
+			return
+		}
+		value = strconv.FormatInt(n, 10)
+	}
+	if env.Extensions == nil {
+		env.Extensions = make(map[string]string)
+	}
+	env.Extensions[name] = value
+}
+
+// constant returns, without allocating, the common attribute values that
+// are constants, given their JSON text; else "".
+func constant(val []byte) string {
+	switch string(val) {
+	case `"1.0"`:
+		return SpecVersion
+	case `"chapar.track"`:
+		return TypeTrack
+	case `"chapar.purchase"`:
+		return TypePurchase
+	case `"chapar.identify"`:
+		return TypeIdentify
+	case `"chapar.notify"`:
+		return TypeNotify
+	case `"application/json"`:
+		return ContentTypeJSON
+	}
+	return ""
+}
+
+func notJSON(err error) error {
+	return newValidationError("", violations{{Problem: "not a JSON object: " + err.Error()}})
+}
+
+// jsonKindOf names the kind of a JSON value, for an error message.
+func jsonKindOf(raw []byte) string {
+	switch raw[0] {
+	case '{':
+		return "an object"
+	case '[':
+		return "an array"
+	case '"':
+		return "a string"
+	case 't', 'f':
+		return "a boolean"
+	case 'n':
+		return "null"
+	}
+	return "a number"
 }
 
 // checkSize rejects an envelope over maxBytes (0: no limit).
@@ -299,59 +543,105 @@ func checkSize(n, maxBytes int) error {
 // Decode validates the envelope and decodes its data into the struct of its
 // type. Any error it returns is a *ValidationError.
 func (e *Envelope) Decode() (*Event, error) {
+	ev := &Event{Envelope: *e}
+	if v := ev.validate(nil); len(v) > 0 {
+		return nil, newValidationError(e.ID, v)
+	}
+	return ev, nil
+}
+
+// validate checks the attributes and decodes the data into its type's
+// struct. dataFlags, if known, describe the strings in the data.
+func (ev *Event) validate(dataFlags *textFlags) violations {
+	e := &ev.Envelope
 	var v violations
-	if e.SpecVersion != SpecVersion {
+	if v.text("specversion", e.SpecVersion, MaxAttributeBytes) && e.SpecVersion != SpecVersion {
 		if e.SpecVersion == "" {
 			v.add("specversion", "is required and must be \"1.0\"")
 		} else {
-			v.add("specversion", fmt.Sprintf("is %q; only \"1.0\" is supported", e.SpecVersion))
+			v.add("specversion", fmt.Sprintf("is %s; only \"1.0\" is supported", quote(e.SpecVersion)))
 		}
 	}
 	if e.ID == "" {
 		v.add("id", "is required (a unique id; it is the idempotency key)")
+	} else {
+		v.text("id", e.ID, MaxIDBytes)
 	}
 	if e.Source == "" {
 		v.add("source", "is required (a URI-reference naming the producer)")
+	} else {
+		v.text("source", e.Source, MaxAttributeBytes)
 	}
-	if ct := e.DataContentType; ct != "" && !strings.HasPrefix(ct, ContentTypeJSON) {
-		v.add("datacontenttype", fmt.Sprintf("is %q; data must be %s", ct, ContentTypeJSON))
+	v.text("subject", e.Subject, MaxAttributeBytes)
+	v.text("dataschema", e.DataSchema, MaxAttributeBytes)
+	if ct := e.DataContentType; v.text("datacontenttype", ct, MaxAttributeBytes) && ct != "" && !strings.HasPrefix(ct, ContentTypeJSON) {
+		v.add("datacontenttype", fmt.Sprintf("is %s; data must be %s", quote(ct), ContentTypeJSON))
 	}
-	ev := &Event{Envelope: *e}
+	if v.text("destinations", e.Destinations, MaxDestinationsBytes) {
+		validateDestinations(e.Destinations, &v)
+	}
+	validateExtensions(e.Extensions, &v)
+	if !v.text("type", e.Type, MaxAttributeBytes) {
+		return v
+	}
+	var into any
 	switch e.Type {
 	case "":
 		v.add("type", "is required; one of "+strings.Join(Types(), ", "))
+		return v
 	case TypeTrack:
 		ev.Track = &Track{}
-		decodeData(e.Data, ev.Track, &v)
-		if len(v) == 0 {
-			validateTrack(ev.Track, "data", &v)
-		}
+		into = ev.Track
 	case TypePurchase:
 		ev.Purchase = &Purchase{}
-		decodeData(e.Data, ev.Purchase, &v)
-		if len(v) == 0 {
-			validateTrack(&ev.Purchase.Track, "data", &v)
-			validatePurchase(ev.Purchase, &v)
-		}
+		into = ev.Purchase
 	case TypeIdentify:
 		ev.Identify = &Identify{}
-		decodeData(e.Data, ev.Identify, &v)
-		if len(v) == 0 {
-			validateIdentify(ev.Identify, &v)
-		}
+		into = ev.Identify
 	case TypeNotify:
 		ev.Notify = &Notify{}
-		decodeData(e.Data, ev.Notify, &v)
-		if len(v) == 0 {
-			validateNotify(ev.Notify, &v)
-		}
+		into = ev.Notify
 	default:
-		v.add("type", fmt.Sprintf("%q is not a Chapar event type; one of %s", e.Type, strings.Join(Types(), ", ")))
+		v.add("type", fmt.Sprintf("%s is not a Chapar event type; one of %s", quote(e.Type), strings.Join(Types(), ", ")))
+		return v
 	}
-	if len(v) > 0 {
-		return nil, &ValidationError{ID: e.ID, Violations: v}
+	before := len(v)
+	dataText(e.Data, dataFlags, &v)
+	decodeData(e.Data, into, &v)
+	if len(v) > before {
+		return v
 	}
-	return ev, nil
+	switch {
+	case ev.Track != nil:
+		validateTrack(ev.Track, &v)
+	case ev.Purchase != nil:
+		validateTrack(&ev.Purchase.Track, &v)
+		validatePurchase(ev.Purchase, &v)
+	case ev.Identify != nil:
+		validateIdentify(ev.Identify, &v)
+	case ev.Notify != nil:
+		validateNotify(ev.Notify, &v)
+	}
+	return v
+}
+
+// dataText names every string in data that is not valid UTF-8 or holds a
+// NUL; encoding/json would pass them on as U+FFFD and NUL.
+func dataText(data []byte, flags *textFlags, v *violations) {
+	if flags == nil {
+		s := scanner{b: data}
+		s.skipSpace()
+		if s.value() != nil {
+			return // decodeData reports the syntax error
+		}
+		flags = &s.flags
+	}
+	if *flags&(badUTF8|hasNUL) == 0 {
+		return
+	}
+	s := scanner{b: data}
+	s.skipSpace()
+	s.badStrings("data", v)
 }
 
 // decodeData decodes data strictly: numbers stay json.Number and unknown
@@ -370,7 +660,8 @@ func decodeData(raw json.RawMessage, into any, v *violations) {
 		case errors.As(err, &typeErr):
 			v.add("data."+typeErr.Field, fmt.Sprintf("must be %s, got %s", jsonKind(typeErr.Type.Kind().String()), typeErr.Value))
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
-			v.add("data", strings.TrimPrefix(err.Error(), "json: ")+" (check its spelling against docs/envelope.md)")
+			field, _ := strconv.Unquote(strings.TrimPrefix(err.Error(), "json: unknown field "))
+			v.add("data", "has unknown field "+quote(field)+" (check its spelling against docs/envelope.md)")
 		default:
 			v.add("data", "is not valid JSON: "+err.Error())
 		}
@@ -392,12 +683,12 @@ func jsonKind(goKind string) string {
 	}
 }
 
-func validateTrack(t *Track, at string, v *violations) {
+func validateTrack(t *Track, v *violations) {
 	if strings.TrimSpace(t.Name) == "" {
-		v.add(at+".name", "is required (the event's name, e.g. order_paid)")
+		v.add("data.name", "is required (the event's name, e.g. order_paid)")
 	}
-	validateValues(t.Properties, at+".properties", v)
-	validateUser(t.User, at+".user", v)
+	validateValues(t.Properties, "data.properties", v)
+	validateUser(t.User, "data.user", v)
 }
 
 func validatePurchase(p *Purchase, v *violations) {
@@ -431,7 +722,7 @@ func validateIdentify(id *Identify, v *violations) {
 	switch id.Traits.Gender {
 	case "", "Male", "Female", "Other":
 	default:
-		v.add("data.traits.gender", fmt.Sprintf("is %q; one of Male, Female, Other", id.Traits.Gender))
+		v.add("data.traits.gender", fmt.Sprintf("is %s; one of Male, Female, Other", quote(id.Traits.Gender)))
 	}
 	if b := id.Traits.Birthday; b != "" {
 		if _, err := ParseDate(b); err != nil {
@@ -442,7 +733,7 @@ func validateIdentify(id *Identify, v *violations) {
 		switch c {
 		case "SMS", "Push", "Email":
 		default:
-			v.add(fmt.Sprintf("data.traits.channels[%d]", i), fmt.Sprintf("is %q; one of SMS, Push, Email", c))
+			v.add(fmt.Sprintf("data.traits.channels[%d]", i), fmt.Sprintf("is %s; one of SMS, Push, Email", quote(c)))
 		}
 	}
 	validateValues(id.Traits.CustomAttributes, "data.traits.customAttributes", v)
@@ -469,7 +760,7 @@ func validateNotify(n *Notify, v *violations) {
 	case "":
 		v.add("data.target.type", "is required: USER or POST")
 	default:
-		v.add("data.target.type", fmt.Sprintf("is %q; USER or POST", n.Target.Type))
+		v.add("data.target.type", fmt.Sprintf("is %s; USER or POST", quote(n.Target.Type)))
 	}
 	if n.Target.ID == "" {
 		v.add("data.target.id", "is required (the user's id or the post token)")

@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
+	"github.com/nats-io/nats.go"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/chapar-dev/chapar/pkg/envelope"
@@ -215,6 +217,10 @@ func TestNewBuildsValidEnvelopes(t *testing.T) {
 	}
 }
 
+// FuzzParse checks that Parse never panics, that it accepts only valid JSON,
+// and that whatever it accepts is valid again after a round trip. CI runs
+// the seed corpus only; run the fuzzer with
+// go test -run '^$' -fuzz FuzzParse -fuzztime 60s ./pkg/envelope/
 func FuzzParse(f *testing.F) {
 	for _, name := range []string{"track.json", "purchase.json", "identify.json", "notify.json"} {
 		raw, err := os.ReadFile(filepath.Join("testdata", name))
@@ -223,10 +229,51 @@ func FuzzParse(f *testing.F) {
 		}
 		f.Add(raw)
 	}
+	for _, seed := range []string{
+		`{"specversion":"1.0","id":"e\ud800","source":"s","type":"chapar.notify","data":{"message":"m","target":{"type":"USER","id":"u"}}}`,
+		`{"specversion":"1.0","id":"e","source":"s\u0000","type":"chapar.notify","traceparent":"00-a-b-01","data":{"message":"m","target":{"type":"USER","id":"u"}}}`,
+		"{\"specversion\":\"1.0\",\"id\":\"e\xff\",\"source\":\"s\",\"type\":\"chapar.track\",\"data\":{\"name\":\"n\xff\",\"user\":{\"id\":\"u\"}}}",
+		`{"specversion":"1.0","id":"e","source":"s","type":"chapar.track","destinations":"a, b,,c","x1":true,"x2":-7,"data":{"name":"n","properties":{"k":["a",1,true]},"user":{"id":"u"}}}`,
+		`{"id":"a","id":"b"}`, `[]`, `{"data":{"a":[[[[]]]]}}`, ``,
+	} {
+		f.Add([]byte(seed))
+	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		ev, err := envelope.Parse(raw, envelope.DefaultMaxBytes)
 		if (ev == nil) == (err == nil) {
 			t.Fatalf("Parse must return exactly one of event and error: %v %v", ev, err)
+		}
+		if err != nil {
+			var verr *envelope.ValidationError
+			if !errors.As(err, &verr) {
+				t.Fatalf("not a *ValidationError: %v", err)
+			}
+			if !utf8.ValidString(verr.ID) || len(verr.ID) > envelope.MaxIDBytes {
+				t.Fatalf("error id %q", verr.ID)
+			}
+			return
+		}
+		if !json.Valid(raw) {
+			t.Fatalf("accepted invalid JSON %q", raw)
+		}
+		for _, s := range []string{ev.ID, ev.Source, ev.Type, ev.Subject, ev.DataSchema, ev.Destinations, ev.Name()} {
+			if !utf8.ValidString(s) || strings.ContainsRune(s, 0) {
+				t.Fatalf("accepted %q", s)
+			}
+		}
+		if _, err := ev.Decode(); err != nil {
+			t.Fatalf("accepted event does not re-validate: %v", err)
+		}
+		b, err := ev.Marshal()
+		if err != nil {
+			t.Fatalf("accepted event does not marshal: %v", err)
+		}
+		again, err := envelope.Parse(b, 0)
+		if err != nil {
+			t.Fatalf("accepted event does not re-parse: %v\n%s", err, b)
+		}
+		if again.ID != ev.ID || again.Type != ev.Type || len(again.Extensions) != len(ev.Extensions) {
+			t.Fatalf("round trip changed the event: %+v -> %+v", ev.Envelope, again.Envelope)
 		}
 	})
 }
@@ -242,5 +289,55 @@ func BenchmarkParseTrack(b *testing.B) {
 		if _, err := envelope.Parse(raw, envelope.DefaultMaxBytes); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func mustReadRaw(t *testing.T, name string) []byte {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+func BenchmarkParseMessage(b *testing.B) {
+	raw, err := os.ReadFile("testdata/track.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		b.Fatal(err)
+	}
+	data := []byte(m["data"])
+	binary := nats.Header{}
+	for _, k := range []string{"specversion", "id", "source", "type", "time", "subject"} {
+		var s string
+		if err := json.Unmarshal(m[k], &s); err != nil {
+			b.Fatal(err)
+		}
+		binary.Set("ce-"+k, s)
+	}
+	binary.Set("ce-traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	binary.Set("Content-Type", envelope.ContentTypeJSON)
+	structured := nats.Header{"Content-Type": {envelope.ContentTypeCloudEvents}}
+	for _, bm := range []struct {
+		name string
+		h    nats.Header
+		body []byte
+	}{
+		{"structured", structured, raw},
+		{"binary", binary, data},
+	} {
+		b.Run(bm.name, func(b *testing.B) {
+			b.SetBytes(int64(len(bm.body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := envelope.ParseMessage(bm.h, bm.body, envelope.DefaultMaxBytes); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

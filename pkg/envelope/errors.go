@@ -1,9 +1,10 @@
 package envelope
 
 import (
-	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Violation is one broken rule, named by the JSON path of the field.
@@ -40,14 +41,32 @@ func (v *violations) add(field, problem string) {
 	*v = append(*v, Violation{Field: field, Problem: problem})
 }
 
-// str reads an optional string attribute, recording a violation when it is
-// present with another JSON type.
-func (v *violations) str(attrs map[string]json.RawMessage, key string, into *string) {
-	raw, ok := attrs[key]
-	if !ok || string(raw) == "null" {
-		return
+// maxViolations bounds the violations an error lists, so that a hostile
+// envelope cannot make a megabyte of error text.
+const maxViolations = 20
+
+func newValidationError(id string, v violations) *ValidationError {
+	if n := len(v); n > maxViolations {
+		v = append(v[:maxViolations:maxViolations], Violation{Problem: fmt.Sprintf("and %d more violations", n-maxViolations)})
 	}
-	if err := json.Unmarshal(raw, into); err != nil {
-		v.add(key, fmt.Sprintf("must be a string, got %s", raw))
+	return &ValidationError{ID: Clip(id, MaxIDBytes), Violations: v}
+}
+
+// quote quotes a producer's value for an error message, clipped to 64 bytes.
+func quote(s string) string { return strconv.Quote(Clip(s, 64)) }
+
+// text checks a string attribute: at most max bytes, valid UTF-8 and free of
+// NUL. It reports whether the value passed.
+func (v *violations) text(field, s string, max int) bool {
+	switch {
+	case len(s) > max:
+		v.add(field, fmt.Sprintf("is %d bytes; the maximum is %d", len(s), max))
+	case !utf8.ValidString(s):
+		v.add(field, "is not valid UTF-8")
+	case strings.IndexByte(s, 0) >= 0:
+		v.add(field, "contains a NUL character")
+	default:
+		return true
 	}
+	return false
 }

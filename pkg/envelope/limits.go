@@ -1,0 +1,104 @@
+package envelope
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+)
+
+// Limits on what a producer may put in an envelope's attributes. They bound
+// what a hostile or broken producer can make Chapar store, log and forward;
+// docs/envelope.md states them for producers.
+const (
+	// MaxIDBytes bounds the id, which becomes a JetStream Nats-Msg-Id, a
+	// dead-letter key and a vendor's message id.
+	MaxIDBytes = 256
+	// MaxAttributeBytes bounds every other string attribute (source, type,
+	// subject, datacontenttype, dataschema) and each extension's value.
+	MaxAttributeBytes = 1024
+	// MaxDestinations bounds the sinks the destinations extension names.
+	MaxDestinations = 32
+	// MaxDestinationsBytes bounds the destinations extension as a whole:
+	// MaxDestinations names of up to 63 bytes, with separators and spaces.
+	MaxDestinationsBytes = 4096
+	// MaxExtensions bounds the extension attributes of one envelope.
+	MaxExtensions = 32
+	// MaxExtensionNameBytes bounds an extension attribute's name.
+	// CloudEvents recommends at most 20 characters; longer names are
+	// accepted up to this limit.
+	MaxExtensionNameBytes = 64
+)
+
+const extensionNameProblem = "is not a valid extension attribute name: 1 to 64 lower-case letters a-z and digits 0-9 (CloudEvents recommends at most 20)"
+
+// isExtensionName matches ^[a-z0-9]{1,64}$, the CloudEvents attribute
+// naming rule with a length limit.
+func isExtensionName(s string) bool {
+	if len(s) == 0 || len(s) > MaxExtensionNameBytes {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// validateExtensions checks extension attributes however they were set: by
+// Parse, by ParseMessage from ce- headers, or by a Go producer.
+func validateExtensions(ext map[string]string, v *violations) {
+	if len(ext) == 0 {
+		return
+	}
+	if len(ext) > MaxExtensions {
+		v.add("", fmt.Sprintf("has %d extension attributes; the maximum is %d", len(ext), MaxExtensions))
+	}
+	for _, name := range slices.Sorted(maps.Keys(ext)) {
+		switch {
+		case !isExtensionName(name):
+			v.add(Clip(name, 64), extensionNameProblem)
+		case isAttribute(name):
+			v.add(name, "is an attribute, not an extension")
+		default:
+			v.text(name, ext[name], MaxAttributeBytes)
+		}
+	}
+}
+
+// validateDestinations checks the destinations extension: at most
+// MaxDestinations comma-separated entries, each a sink name (lower-case
+// letters, digits, - and _, as sinks are named in the configuration) with
+// optional spaces around it. Empty entries are ignored, as DestinationList
+// ignores them.
+func validateDestinations(d string, v *violations) {
+	if d == "" {
+		return
+	}
+	if n := strings.Count(d, ",") + 1; n > MaxDestinations {
+		v.add("destinations", fmt.Sprintf("lists %d entries; the maximum is %d", n, MaxDestinations))
+		return
+	}
+	for i, name := range strings.Split(d, ",") {
+		if name = strings.Trim(name, " "); name != "" && !isSinkName(name) {
+			v.add(fmt.Sprintf("destinations[%d]", i), fmt.Sprintf("is %s; a sink name is 1 to 63 lower-case letters, digits, - or _, starting with a letter or digit", quote(name)))
+		}
+	}
+}
+
+// isSinkName matches ^[a-z0-9][a-z0-9_-]{0,62}$.
+func isSinkName(s string) bool {
+	if len(s) == 0 || len(s) > 63 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case (c == '-' || c == '_') && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
