@@ -403,6 +403,11 @@ func (c *Config) Validate() error {
 	if c.Dispatcher.AckWait < time.Second {
 		bad("dispatcher.ack_wait", "must be at least 1s, e.g. 30s")
 	}
+	if w, a := c.Streams.DuplicateWindow, c.Dispatcher.AckWait; w > 0 && w <= a {
+		bad("streams.duplicate_window", "is %s, not more than dispatcher.ack_wait (%s): a message redelivered after ack_wait "+
+			"would be published again after the window and not de-duplicated; set streams.duplicate_window above "+
+			"dispatcher.ack_wait (several times it, e.g. 10m) or lower dispatcher.ack_wait", w, a)
+	}
 	if f := c.Dispatcher.LogFormat; f != "json" && f != "console" {
 		bad("dispatcher.log_format", "is %q; use json or console", f)
 	}
@@ -498,6 +503,26 @@ func sinkKeyErrors(at string, concurrency, maxAckPending int, timeout time.Durat
 	}
 	return errs
 }
+
+// CheckMaxPayload checks, once connected, that the NATS server's
+// max_payload leaves room above streams.max_envelope_bytes for the headers
+// and for the dead-letter record that wraps an envelope.
+func CheckMaxPayload(streams Streams, maxPayload int64) error {
+	if maxPayload <= 0 {
+		return fmt.Errorf("streams.max_envelope_bytes: cannot be checked: the NATS server's max_payload is %d (not connected?); check after connecting", maxPayload)
+	}
+	if limit := maxPayload - PayloadHeadroom; int64(streams.MaxEnvelopeBytes) > limit {
+		return fmt.Errorf("streams.max_envelope_bytes: is %d, but the NATS server's max_payload is %d and Chapar needs %d bytes of it "+
+			"above the envelope (headers, dead-letter record); set streams.max_envelope_bytes to at most %d, "+
+			"or raise max_payload on the server to at least %d",
+			streams.MaxEnvelopeBytes, maxPayload, PayloadHeadroom, max(limit, 0), int64(streams.MaxEnvelopeBytes)+PayloadHeadroom)
+	}
+	return nil
+}
+
+// PayloadHeadroom is the room CheckMaxPayload keeps between the largest
+// envelope and the server's max_payload: 64 KiB.
+const PayloadHeadroom = 64 << 10
 
 var reference = regexp.MustCompile(`\$\{([^}]*)\}`)
 

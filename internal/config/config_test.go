@@ -330,3 +330,70 @@ func TestInheritedValueErrorNamesItsSource(t *testing.T) {
 		}
 	}
 }
+
+func TestDuplicateWindowMustExceedAckWait(t *testing.T) {
+	tests := []struct {
+		name, yaml string
+		ok         bool
+	}{
+		{"defaults", "", true},
+		{"window above ack_wait", "streams: {duplicate_window: 31s}\ndispatcher: {ack_wait: 30s}\n", true},
+		{"window equal to ack_wait", "streams: {duplicate_window: 30s}\ndispatcher: {ack_wait: 30s}\n", false},
+		{"window below the default ack_wait", "streams: {duplicate_window: 10s}\n", false},
+		{"ack_wait above the default window", "dispatcher: {ack_wait: 15m}\n", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := config.Parse([]byte(tt.yaml), env(nil))
+			if tt.ok {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range []string{"streams.duplicate_window:", "dispatcher.ack_wait", "set streams.duplicate_window above"} {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestCheckMaxPayload(t *testing.T) {
+	tests := []struct {
+		name        string
+		envelope    int
+		maxPayload  int64
+		wantErrSays []string // nil: no error
+	}{
+		{"embedded server (8 MiB)", 1 << 20, 8 << 20, nil},
+		{"exactly 64 KiB of room", 1<<20 - 64<<10, 1 << 20, nil},
+		{"NATS default max_payload with the default envelope", 1 << 20, 1 << 20,
+			[]string{"streams.max_envelope_bytes: is 1048576", "max_payload is 1048576", "at most 983040", "raise max_payload"}},
+		{"one byte too many", 1<<20 - 64<<10 + 1, 1 << 20, []string{"at most 983040"}},
+		{"not connected", 1 << 20, 0, []string{"streams.max_envelope_bytes", "max_payload is 0"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := config.CheckMaxPayload(config.Streams{MaxEnvelopeBytes: tt.envelope}, tt.maxPayload)
+			if tt.wantErrSays == nil {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tt.wantErrSays {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+		})
+	}
+}
