@@ -87,6 +87,9 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer conn.Close()
+	if err := config.CheckMaxPayload(cfg.Streams, conn.NC.MaxPayload()); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
 
 	// 3. The dispatcher.
 	built, err := sinks.Build(cfg.Sinks)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -63,15 +64,24 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer conn.Close()
+	if err := config.CheckMaxPayload(cfg.Streams, conn.NC.MaxPayload()); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
 
 	if cfg.Webhook.Listen != "" {
 		pub := envelope.NewPublisher(conn.JS, envelope.WithSubjectPrefix(cfg.Streams.SubjectPrefix))
 		mux := http.NewServeMux()
 		mux.Handle(cfg.Webhook.Path, sinks.NewKenarWebhook(pub, cfg.Webhook.IdentificationKey, cfg.Webhook.Source, log))
-		srv := &http.Server{Addr: cfg.Webhook.Listen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		// Bind before going on: a taken port fails the start with its key,
+		// and the webhook accepts requests once run reports ready.
+		ln, err := listen(ctx, "webhook.listen", cfg.Webhook.Listen)
+		if err != nil {
+			return err
+		}
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() {
-			log.Info("serving the Kenar webhook", zap.String("listen", cfg.Webhook.Listen), zap.String("path", cfg.Webhook.Path))
-			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Info("serving the Kenar webhook", zap.String("listen", ln.Addr().String()), zap.String("path", cfg.Webhook.Path))
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("webhook server stopped", zap.Error(err))
 			}
 		}()
@@ -91,10 +101,14 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	m.WatchConsumers(conn.JS, consumers)
 	var ready atomic.Bool
 	if cfg.Admin.Listen != "" {
-		srv := &http.Server{Addr: cfg.Admin.Listen, Handler: m.Admin(conn.NC, &ready), ReadHeaderTimeout: 5 * time.Second}
+		ln, err := listen(ctx, "admin.listen", cfg.Admin.Listen)
+		if err != nil {
+			return err
+		}
+		srv := &http.Server{Handler: m.Admin(conn.NC, &ready), ReadHeaderTimeout: 5 * time.Second}
 		go func() {
-			log.Info("serving /metrics, /healthz, /readyz", zap.String("listen", cfg.Admin.Listen))
-			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Info("serving /metrics, /healthz, /readyz", zap.String("listen", ln.Addr().String()))
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("admin server stopped", zap.Error(err))
 			}
 		}()
@@ -114,4 +128,14 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	err = d.Run(ctx)
 	log.Info("dispatcher stopped", zap.Error(err))
 	return err
+}
+
+// listen binds addr for the server configured at key, naming the key and the
+// fix when it cannot.
+func listen(ctx context.Context, key, addr string) (net.Listener, error) {
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: cannot listen on %s: %w; free the port or set %s to another host:port", key, addr, err, key)
+	}
+	return ln, nil
 }

@@ -68,15 +68,17 @@ routes:
 	}
 	vendor := e.Emu.Vendor(emulator.Chabok)
 	testenv.Eventually(t, 10*time.Second, "both events delivered", func() bool { return vendor.Count(200) == 2 })
-	resp, err = http.Get("http://" + admin + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !strings.Contains(string(body), `chapar_deliveries_total{sink="chabok"} 2`) {
-		t.Error("metrics do not count the deliveries")
-	}
+	// The vendor's 200 comes before Chapar's ack and the metric that
+	// follows it: wait for the metric, do not race it.
+	testenv.Eventually(t, 10*time.Second, "metrics count both deliveries", func() bool {
+		resp, err := http.Get("http://" + admin + "/metrics")
+		if err != nil {
+			return false
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return strings.Contains(string(body), `chapar_deliveries_total{sink="chabok"} 2`)
+	})
 	stop() // SIGTERM
 	select {
 	case err := <-done:

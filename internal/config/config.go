@@ -5,7 +5,6 @@ package config
 
 import (
 	"bytes"
-	"cmp"
 	"errors"
 	"fmt"
 	"os"
@@ -31,9 +30,16 @@ type Config struct {
 	SinkDefaults SinkDefaults `yaml:"sink_defaults"`
 	Sinks        []Sink       `yaml:"sinks"`
 	Routes       []Route      `yaml:"routes"`
+
+	// inherited maps a sink's key to the sink_defaults key it was taken
+	// from (sinks[0].timeout → sink_defaults.timeout), so that errors name
+	// the line to fix. Parse fills it; a Config built in code has none.
+	inherited map[string]string
 }
 
-// SinkDefaults are the keys a sink inherits.
+// SinkDefaults are the keys a sink inherits: a key a sink leaves out takes
+// its value from here, and a key left out here takes the built-in default.
+// A key that is written keeps its value, zero or not.
 type SinkDefaults struct {
 	Concurrency   int                   `yaml:"concurrency"`
 	MaxAckPending int                   `yaml:"max_ack_pending"`
@@ -180,13 +186,18 @@ func Parse(raw []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
 		if yaml.Unmarshal(buf.Bytes(), &again) == nil {
 			keys = lineKeys(&again)
 		}
+		// sink_defaults is decoded over the built-in defaults, so only the
+		// keys it writes change; sinks are decoded again below over the
+		// resolved defaults.
 		dec := yaml.NewDecoder(&buf)
 		dec.KnownFields(true)
 		if err := dec.Decode(cfg); err != nil {
 			return nil, fmt.Errorf("%w (see configs/chapar.example.yaml for every key)", nameKeys(err, keys))
 		}
+		if err := cfg.resolveSinks(&root); err != nil {
+			return nil, err
+		}
 	}
-	cfg.fillSinkDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -208,7 +219,9 @@ func Default() *Config {
 			Storage:          "file",
 			MaxAge:           7 * 24 * time.Hour,
 			DuplicateWindow:  10 * time.Minute,
-			MaxEnvelopeBytes: envelope.DefaultMaxBytes,
+			// Leaves PayloadHeadroom below a stock NATS server's 1 MiB
+			// max_payload, for the headers of retries and dead letters.
+			MaxEnvelopeBytes: envelope.DefaultMaxBytes - PayloadHeadroom,
 			DeadLetterMaxAge: 30 * 24 * time.Hour,
 		},
 		Dispatcher: Dispatcher{
@@ -218,45 +231,137 @@ func Default() *Config {
 			LogFormat:         "json",
 			LogLevel:          "info",
 		},
-		Webhook: Webhook{Path: "/webhooks/kenar", Source: "divar-kenar"},
-		Admin:   Admin{Listen: "127.0.0.1:9090"},
+		Webhook:      Webhook{Path: "/webhooks/kenar", Source: "divar-kenar"},
+		Admin:        Admin{Listen: "127.0.0.1:9090"},
+		SinkDefaults: builtinSinkDefaults(),
 	}
 }
 
-// fillSinkDefaults resolves each sink's keys: its own, else sink_defaults,
-// else the built-in default.
-func (c *Config) fillSinkDefaults() {
-	d := c.SinkDefaults
-	d.Retry = mergePolicy(d.Retry, retry.DefaultPolicy())
-	for i := range c.Sinks {
-		s := &c.Sinks[i]
-		if s.Concurrency == 0 {
-			s.Concurrency = cmp.Or(d.Concurrency, 8)
-		}
-		if s.Timeout == 0 {
-			s.Timeout = cmp.Or(d.Timeout, 10*time.Second)
-		}
-		if s.MaxAckPending == 0 {
-			s.MaxAckPending = max(cmp.Or(d.MaxAckPending, 1000), s.Concurrency)
-		}
-		s.Retry = mergePolicy(s.Retry, d.Retry)
-		b := retry.DefaultBreakerSettings()
-		s.Breaker.FailureThreshold = cmp.Or(s.Breaker.FailureThreshold, d.Breaker.FailureThreshold, b.FailureThreshold)
-		s.Breaker.OpenTimeout = cmp.Or(s.Breaker.OpenTimeout, d.Breaker.OpenTimeout, b.OpenTimeout)
-		s.Breaker.Interval = cmp.Or(s.Breaker.Interval, d.Breaker.Interval, b.Interval)
+// builtinSinkDefaults are the values of the sink keys that neither a sink
+// nor sink_defaults writes.
+func builtinSinkDefaults() SinkDefaults {
+	return SinkDefaults{
+		Concurrency:   8,
+		MaxAckPending: 1000,
+		Timeout:       10 * time.Second,
+		Retry:         retry.DefaultPolicy(),
+		Breaker:       retry.DefaultBreakerSettings(),
 	}
 }
 
-// mergePolicy fills the keys a sink left out from the defaults.
-func mergePolicy(p, d retry.Policy) retry.Policy {
-	p.InitialInterval = cmp.Or(p.InitialInterval, d.InitialInterval)
-	p.Multiplier = cmp.Or(p.Multiplier, d.Multiplier)
-	p.Jitter = cmp.Or(p.Jitter, d.Jitter)
-	p.MaxInterval = cmp.Or(p.MaxInterval, max(d.MaxInterval, p.InitialInterval))
-	p.MaxAttempts = cmp.Or(p.MaxAttempts, d.MaxAttempts)
-	p.MaxElapsed = cmp.Or(p.MaxElapsed, d.MaxElapsed)
-	p.MaxRetryAfter = cmp.Or(p.MaxRetryAfter, d.MaxRetryAfter)
-	return p
+// resolveSinks decodes each sink over the resolved sink_defaults, so a key
+// the sink writes keeps its value (zero included) and a key it leaves out
+// is inherited. cfg.SinkDefaults already holds sink_defaults decoded over
+// the built-in defaults; doc is the expanded document.
+//
+// Two built-in defaults depend on other keys, and only apply when neither
+// the sink nor sink_defaults writes the key: max_ack_pending is at least
+// concurrency, and retry.max_interval at least retry.initial_interval.
+func (c *Config) resolveSinks(doc *yaml.Node) error {
+	top := doc
+	if top.Kind == yaml.DocumentNode && len(top.Content) == 1 {
+		top = top.Content[0]
+	}
+	dflt := written(mapValue(top, "sink_defaults"))
+	derive := func(wrote map[string]bool, concurrency int, maxAckPending *int, p *retry.Policy) {
+		if !wrote["max_ack_pending"] {
+			*maxAckPending = max(*maxAckPending, concurrency)
+		}
+		if !wrote["retry.max_interval"] {
+			p.MaxInterval = max(p.MaxInterval, p.InitialInterval)
+		}
+	}
+	d := &c.SinkDefaults
+	derive(dflt, d.Concurrency, &d.MaxAckPending, &d.Retry)
+
+	seq := mapValue(top, "sinks")
+	if seq == nil || seq.Kind != yaml.SequenceNode {
+		return nil // no sinks, or the decode above already refused them
+	}
+	c.inherited = map[string]string{}
+	for i, item := range seq.Content {
+		if i >= len(c.Sinks) {
+			break
+		}
+		s := Sink{
+			Concurrency:   d.Concurrency,
+			MaxAckPending: d.MaxAckPending,
+			Timeout:       d.Timeout,
+			Retry:         d.Retry,
+			Breaker:       d.Breaker,
+		}
+		if err := item.Decode(&s); err != nil {
+			return fmt.Errorf("sinks[%d]: %w", i, err) // the strict decode above caught what a person would write
+		}
+		own := written(item)
+		both := map[string]bool{}
+		for k := range own {
+			both[k] = true
+		}
+		for k := range dflt {
+			both[k] = true
+			if !own[k] {
+				c.inherited[fmt.Sprintf("sinks[%d].%s", i, k)] = "sink_defaults." + k
+			}
+		}
+		derive(both, s.Concurrency, &s.MaxAckPending, &s.Retry)
+		c.Sinks[i] = s
+	}
+	return nil
+}
+
+// mapValue is the value of key in the mapping n, or nil.
+func mapValue(n *yaml.Node, key string) *yaml.Node {
+	n = unalias(n)
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return unalias(n.Content[i+1])
+		}
+	}
+	return nil
+}
+
+func unalias(n *yaml.Node) *yaml.Node {
+	for n != nil && n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	return n
+}
+
+// written lists the keys a mapping writes, nested ones dotted
+// (retry.max_attempts), with aliases and << merges followed.
+func written(n *yaml.Node) map[string]bool {
+	keys := map[string]bool{}
+	var visit func(n *yaml.Node, at string)
+	visit = func(n *yaml.Node, at string) {
+		n = unalias(n)
+		if n == nil || n.Kind != yaml.MappingNode {
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i].Value, n.Content[i+1]
+			if n.Content[i].ShortTag() == "!!merge" {
+				if v = unalias(v); v != nil && v.Kind == yaml.SequenceNode {
+					for _, m := range v.Content {
+						visit(m, at)
+					}
+				} else {
+					visit(v, at)
+				}
+				continue
+			}
+			if at != "" {
+				k = at + "." + k
+			}
+			keys[k] = true
+			visit(v, k)
+		}
+	}
+	visit(n, "")
+	return keys
 }
 
 var sinkName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
@@ -289,7 +394,7 @@ func (c *Config) Validate() error {
 		bad("streams.storage", "is %q; use file or memory", s)
 	}
 	if c.Streams.MaxEnvelopeBytes < 1024 {
-		bad("streams.max_envelope_bytes", "is %d; use at least 1024 (default 1048576)", c.Streams.MaxEnvelopeBytes)
+		bad("streams.max_envelope_bytes", "is %d; use at least 1024 (default 983040)", c.Streams.MaxEnvelopeBytes)
 	}
 	if c.Streams.DuplicateWindow <= 0 {
 		bad("streams.duplicate_window", "must be positive, e.g. 10m")
@@ -300,11 +405,22 @@ func (c *Config) Validate() error {
 	if c.Dispatcher.AckWait < time.Second {
 		bad("dispatcher.ack_wait", "must be at least 1s, e.g. 30s")
 	}
+	if w, a := c.Streams.DuplicateWindow, c.Dispatcher.AckWait; w > 0 && w <= a {
+		bad("streams.duplicate_window", "is %s, not more than dispatcher.ack_wait (%s): a message redelivered after ack_wait "+
+			"would be published again after the window and not de-duplicated; set streams.duplicate_window above "+
+			"dispatcher.ack_wait (several times it, e.g. 10m) or lower dispatcher.ack_wait", w, a)
+	}
 	if f := c.Dispatcher.LogFormat; f != "json" && f != "console" {
 		bad("dispatcher.log_format", "is %q; use json or console", f)
 	}
 	if c.Webhook.Listen != "" && c.Webhook.IdentificationKey == "" {
 		bad("webhook.identification_key", "is required when webhook.listen is set; set it to ${KENAR_IDENTIFICATION_KEY}")
+	}
+	d := c.SinkDefaults
+	reported := map[string]bool{} // sink_defaults errors, to report each once
+	for _, err := range sinkKeyErrors("sink_defaults", d.Concurrency, d.MaxAckPending, d.Timeout, d.Retry, d.Breaker) {
+		reported[err.Error()] = true
+		errs = append(errs, err)
 	}
 	names := map[string]bool{}
 	for i, s := range c.Sinks {
@@ -319,17 +435,16 @@ func (c *Config) Validate() error {
 		if s.Vendor == "" {
 			bad(at+".vendor", "is required: chabok, metrix-s2s, metrix-gateway or kenar")
 		}
-		if s.Concurrency < 1 || s.Concurrency > 1024 {
-			bad(at+".concurrency", "is %d; use 1 to 1024", s.Concurrency)
+		for _, err := range sinkKeyErrors(at, s.Concurrency, s.MaxAckPending, s.Timeout, s.Retry, s.Breaker) {
+			key, msg, _ := strings.Cut(err.Error(), ": ")
+			if from, ok := c.inherited[key]; ok {
+				if reported[from+": "+msg] {
+					continue // the same problem, reported at sink_defaults
+				}
+				err = fmt.Errorf("%w (the value is inherited from %s)", err, from)
+			}
+			errs = append(errs, err)
 		}
-		if s.MaxAckPending < s.Concurrency {
-			bad(at+".max_ack_pending", "is %d; it must be at least concurrency (%d), and replicas × concurrency to keep every replica busy", s.MaxAckPending, s.Concurrency)
-		}
-		if s.Timeout <= 0 {
-			bad(at+".timeout", "is %s; it must be positive, e.g. 10s", s.Timeout)
-		}
-		errs = append(errs, s.Retry.Validate(at+".retry")...)
-		errs = append(errs, s.Breaker.Validate(at+".breaker")...)
 	}
 	known := map[string]bool{}
 	for _, t := range envelope.Types() {
@@ -358,6 +473,58 @@ func (c *Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// sinkKeyErrors validates the keys a sink can inherit, under the key
+// prefix at (sinks[0] or sink_defaults).
+func sinkKeyErrors(at string, concurrency, maxAckPending int, timeout time.Duration, p retry.Policy, b retry.BreakerSettings) []error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s.%s: "+format, append([]any{at, key}, args...)...))
+	}
+	if concurrency < 1 || concurrency > 1024 {
+		bad("concurrency", "is %d; use 1 to 1024", concurrency)
+	}
+	if maxAckPending < concurrency {
+		bad("max_ack_pending", "is %d; it must be at least concurrency (%d), and replicas × concurrency to keep every replica busy", maxAckPending, concurrency)
+	}
+	if timeout <= 0 {
+		bad("timeout", "is %s; it must be positive, e.g. 10s", timeout)
+	}
+	errs = append(errs, p.Validate(at+".retry")...)
+	// What retry.Policy.Validate leaves to its callers: a zero cap would
+	// retry at once on a Retry-After, and a negative bound reads as none.
+	if p.MaxElapsed < 0 {
+		bad("retry.max_elapsed", "is %s; use 0 (no bound) or a positive duration, e.g. 24h", p.MaxElapsed)
+	}
+	if p.MaxRetryAfter <= 0 {
+		bad("retry.max_retry_after", "is %s; it must be positive, e.g. 15m", p.MaxRetryAfter)
+	}
+	errs = append(errs, b.Validate(at+".breaker")...)
+	if b.Interval < 0 {
+		bad("breaker.interval", "is %s; use 0 (never clear the failure count) or a positive duration, e.g. 1m", b.Interval)
+	}
+	return errs
+}
+
+// CheckMaxPayload checks, once connected, that the NATS server's
+// max_payload leaves room above streams.max_envelope_bytes for the headers
+// and for the dead-letter record that wraps an envelope.
+func CheckMaxPayload(streams Streams, maxPayload int64) error {
+	if maxPayload <= 0 {
+		return fmt.Errorf("streams.max_envelope_bytes: cannot be checked: the NATS server's max_payload is %d (not connected?); check after connecting", maxPayload)
+	}
+	if limit := maxPayload - PayloadHeadroom; int64(streams.MaxEnvelopeBytes) > limit {
+		return fmt.Errorf("streams.max_envelope_bytes: is %d, but the NATS server's max_payload is %d and Chapar needs %d bytes of it "+
+			"above the envelope (headers, dead-letter record); set streams.max_envelope_bytes to at most %d, "+
+			"or raise max_payload on the server to at least %d",
+			streams.MaxEnvelopeBytes, maxPayload, PayloadHeadroom, max(limit, 0), int64(streams.MaxEnvelopeBytes)+PayloadHeadroom)
+	}
+	return nil
+}
+
+// PayloadHeadroom is the room CheckMaxPayload keeps between the largest
+// envelope and the server's max_payload: 64 KiB.
+const PayloadHeadroom = 64 << 10
 
 var reference = regexp.MustCompile(`\$\{([^}]*)\}`)
 
@@ -450,6 +617,9 @@ func nameKeys(err error, keys map[int]string) error {
 			if k, ok := keys[line]; ok {
 				msgs[i] = k + ": " + m
 			}
+		}
+		if strings.HasSuffix(m, "into time.Duration") {
+			msgs[i] += "; write a duration with its unit, e.g. 0s, 500ms, 10s or 5m"
 		}
 	}
 	return fmt.Errorf("config errors:\n  %s", strings.Join(msgs, "\n  "))

@@ -170,7 +170,7 @@ func TestMalformedEnvelopesAreDeadLetteredAndStreamFlows(t *testing.T) {
 		"missing required": edit(func(m map[string]any) { delete(m, "source"); delete(m, "specversion") }),
 		"unknown type":     edit(func(m map[string]any) { m["type"] = "chapar.click" }),
 		"wrong field type": edit(func(m map[string]any) { m["data"] = map[string]any{"name": 42, "user": map[string]any{"id": "u"}} }),
-		"oversized":        append(append([]byte(`{"pad":"`), bytes.Repeat([]byte("x"), envelope.DefaultMaxBytes)...), '"', '}'),
+		"oversized":        append(append([]byte(`{"pad":"`), bytes.Repeat([]byte("x"), e.Topo.MaxEnvelopeBytes())...), '"', '}'),
 	}
 	for name, raw := range bad {
 		e.PublishRaw(subject, "bad-"+name, raw)
@@ -191,7 +191,7 @@ func TestMalformedEnvelopesAreDeadLetteredAndStreamFlows(t *testing.T) {
 	}
 	var oversize bool
 	for _, r := range recs {
-		oversize = oversize || strings.Contains(r.Error, "the maximum is 1048576")
+		oversize = oversize || strings.Contains(r.Error, "the maximum is 983040")
 	}
 	if !oversize {
 		t.Error("no dead letter names the size limit")

@@ -2,7 +2,6 @@ package dispatch
 
 import (
 	"context"
-	"encoding/json"
 	"math/rand/v2"
 	"time"
 
@@ -157,24 +156,7 @@ func (w *sinkWorker) record(d *delivery, ev *envelope.Event, sink string, reason
 		rec.EventID, rec.EventType = ev.ID, ev.Type
 		rec.Subject = w.topo.EventSubject(ev.Type)
 	} else {
-		rec.EventID = probeID(d.msg.Headers().Get("ce-id"), d.msg.Data())
+		rec.EventID = envelope.ProbeID(d.msg.Headers(), d.msg.Data())
 	}
 	return rec
-}
-
-// probeID is an unparseable message's envelope id, if it has one: the
-// ce-id header in binary mode, else the body's id, bounded and valid UTF-8.
-func probeID(header string, data []byte) string {
-	if header != "" {
-		return clipN(header, 256)
-	}
-	var probe struct {
-		ID any `json:"id"`
-	}
-	if json.Unmarshal(data, &probe) == nil {
-		if s, ok := probe.ID.(string); ok {
-			return clipN(s, 256)
-		}
-	}
-	return ""
 }

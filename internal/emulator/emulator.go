@@ -4,7 +4,7 @@
 // records what it received, and injects faults on demand (status, latency,
 // Retry-After) through a small control API:
 //
-//	GET    /_emulator/requests   what it received (JSON)
+//	GET    /_emulator/requests   what it received (JSON; the last MaxRecorded)
 //	DELETE /_emulator/requests   forget it
 //	POST   /_emulator/fault      {"status":503,"code":"…","latency":"200ms","retry_after":"2","count":0}
 //	DELETE /_emulator/fault      back to normal
@@ -104,10 +104,19 @@ type Vendor struct {
 	errBody  func(a answer) any
 	okBody   any
 
-	mu       sync.Mutex
-	requests []Request
-	fault    *Fault
+	mu sync.Mutex
+	// recent holds the last MaxRecorded requests as a ring; oldest is the
+	// index of the oldest once it is full.
+	recent []Request
+	oldest int
+	// counts are exact, by status, however many requests recent forgot.
+	counts map[int]int
+	fault  *Fault
 }
+
+// MaxRecorded is how many requests a vendor keeps for Requests: the most
+// recent ones. Count stays exact beyond it.
+const MaxRecorded = 10_000
 
 // Emulator holds every vendor.
 type Emulator struct {
@@ -130,31 +139,53 @@ func (e *Emulator) Vendor(name string) *Vendor { return e.vendors[name] }
 // Names lists the vendors.
 func (e *Emulator) Names() []string { return []string{Chabok, MetrixS2S, MetrixGateway, Kenar} }
 
-// Requests returns a copy of what the vendor received.
+// Requests returns a copy of the last MaxRecorded requests the vendor
+// received, oldest first.
 func (v *Vendor) Requests() []Request {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return append([]Request(nil), v.requests...)
+	out := make([]Request, 0, len(v.recent))
+	out = append(out, v.recent[v.oldest:]...)
+	return append(out, v.recent[:v.oldest]...)
 }
 
-// Count returns how many requests the vendor answered with status (0: all).
+// Count returns how many requests the vendor answered with status (0: all),
+// counting every request since the last Reset, recorded or not.
 func (v *Vendor) Count(status int) int {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	if status != 0 {
+		return v.counts[status]
+	}
 	n := 0
-	for _, r := range v.requests {
-		if status == 0 || r.Status == status {
-			n++
-		}
+	for _, c := range v.counts {
+		n += c
 	}
 	return n
 }
 
-// Reset forgets requests and clears any fault.
+// Reset forgets requests and counts, and clears any fault.
 func (v *Vendor) Reset() {
 	v.mu.Lock()
-	v.requests, v.fault = nil, nil
+	v.recent, v.oldest, v.counts, v.fault = nil, 0, nil, nil
 	v.mu.Unlock()
+}
+
+// record counts a request and keeps it, forgetting the oldest once
+// MaxRecorded are kept.
+func (v *Vendor) record(r Request) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.counts == nil {
+		v.counts = map[int]int{}
+	}
+	v.counts[r.Status]++
+	if len(v.recent) < MaxRecorded {
+		v.recent = append(v.recent, r)
+		return
+	}
+	v.recent[v.oldest] = r
+	v.oldest = (v.oldest + 1) % MaxRecorded
 }
 
 // SetFault makes the vendor answer f until cleared (or f.Count requests).
@@ -209,9 +240,7 @@ func (v *Vendor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if json.Valid(body) {
 		rec.Body = body
 	}
-	v.mu.Lock()
-	v.requests = append(v.requests, rec)
-	v.mu.Unlock()
+	v.record(rec)
 
 	w.Header().Set("Content-Type", "application/json")
 	if retryAfter != "" {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -128,5 +129,52 @@ func TestFaultControlAPI(t *testing.T) {
 	resp.Body.Close()
 	if len(reqs) != 3 {
 		t.Errorf("recorded %d requests, want 3", len(reqs))
+	}
+}
+
+// A long run (a benchmark, a soak) must not grow the emulator without
+// bound: it keeps the last MaxRecorded requests, and its counts stay exact.
+func TestRecordsAreBoundedAndCountsExact(t *testing.T) {
+	const total, faulted = 50_000, 1_234
+	v := emulator.New(emulator.DemoConfig()).Vendor(emulator.Kenar)
+	v.SetFault(emulator.Fault{Status: 503, Count: faulted})
+	send := func(i int) {
+		// Kenar takes its arguments in the query: i marks each request.
+		target := "/experimental/open-platform/events/send?message=m&target_type=USER&target_resource_id=" + strconv.Itoa(i)
+		req := httptest.NewRequest(http.MethodPost, target, nil)
+		req.Header.Set("X-API-Key", "demo-kenar-key")
+		req.Header.Set("Authorization", "Bearer demo-kenar-token")
+		v.ServeHTTP(httptest.NewRecorder(), req)
+	}
+	for i := range total {
+		send(i)
+	}
+	if got := v.Count(0); got != total {
+		t.Errorf("Count(0) = %d, want %d", got, total)
+	}
+	if got := v.Count(503); got != faulted {
+		t.Errorf("Count(503) = %d, want %d", got, faulted)
+	}
+	if got := v.Count(200); got != total-faulted {
+		t.Errorf("Count(200) = %d, want %d", got, total-faulted)
+	}
+	reqs := v.Requests()
+	if len(reqs) != emulator.MaxRecorded {
+		t.Fatalf("kept %d requests, want the last %d", len(reqs), emulator.MaxRecorded)
+	}
+	for j, r := range reqs { // the most recent, oldest first
+		want := strconv.Itoa(total - emulator.MaxRecorded + j)
+		if !strings.HasSuffix(r.Query, "target_resource_id="+want) {
+			t.Fatalf("request %d is %q, want target_resource_id=%s", j, r.Query, want)
+		}
+	}
+
+	v.Reset()
+	if v.Count(0) != 0 || len(v.Requests()) != 0 {
+		t.Errorf("after Reset: %d counted, %d kept", v.Count(0), len(v.Requests()))
+	}
+	send(0)
+	if v.Count(200) != 1 || len(v.Requests()) != 1 {
+		t.Errorf("after Reset and one request: %d counted, %d kept", v.Count(200), len(v.Requests()))
 	}
 }

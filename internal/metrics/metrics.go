@@ -5,7 +5,9 @@ package metrics
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/http"
+	"regexp"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -18,11 +20,19 @@ import (
 
 	"github.com/chapar-dev/chapar/internal/retry"
 	"github.com/chapar-dev/chapar/internal/sinks"
+	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
 // Metrics implements dispatch.Observer with Prometheus collectors.
+//
+// Label values are never taken on trust: a sink, reason, code, stage or
+// event type that does not look like one (it may come from a producer's
+// header or a vendor's body) is counted as "other", so no input can panic
+// a method (Prometheus refuses invalid UTF-8) or grow a metric without
+// bound.
 type Metrics struct {
 	reg          *prometheus.Registry
+	types        map[string]bool // envelope types, the only type labels
 	received     prometheus.Counter
 	unrouted     *prometheus.CounterVec
 	delivered    *prometheus.CounterVec
@@ -31,8 +41,9 @@ type Metrics struct {
 	latency      *prometheus.HistogramVec
 	requests     *prometheus.HistogramVec
 	inFlight     *prometheus.GaugeVec
-	breaker      *prometheus.GaugeVec
 	unsettled    *prometheus.GaugeVec
+	breaker      *prometheus.GaugeVec
+	dropped      *prometheus.CounterVec
 	panics       *prometheus.CounterVec
 }
 
@@ -41,9 +52,9 @@ type Metrics struct {
 func New() *Metrics {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	f := func(c prometheus.Collector) { reg.MustRegister(c) }
 	m := &Metrics{
-		reg: reg,
+		reg:   reg,
+		types: map[string]bool{},
 		received: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "chapar_events_received_total", Help: "Events the router took from the events stream (first deliveries)."}),
 		unrouted: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -62,41 +73,157 @@ func New() *Metrics {
 			Buckets: prometheus.DefBuckets}, []string{"sink", "outcome"}),
 		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "chapar_in_flight", Help: "Vendor requests in progress."}, []string{"sink"}),
+		unsettled: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "chapar_unsettled", Help: "Events whose outcome is decided but whose ack or dead-letter write is not yet confirmed."}, []string{"sink"}),
 		breaker: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "chapar_breaker_state", Help: "Circuit breaker state: 0 closed, 1 half-open, 2 open."}, []string{"sink"}),
-		unsettled: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "chapar_unsettled", Help: "Events whose fate is decided but not yet stored (the dead-letter stream cannot be written)."}, []string{"sink"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chapar_dropped_total", Help: "Messages Chapar decided not to deliver that are not dead letters (unrouted, say)."}, []string{"reason"}),
 		panics: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "chapar_panics_total", Help: "Panics recovered while handling a message (the message is dead-lettered)."}, []string{"stage"}),
+			Name: "chapar_panics_total", Help: "Panics recovered, by the stage they happened in."}, []string{"stage"}),
 	}
-	for _, c := range []prometheus.Collector{m.received, m.unrouted, m.delivered, m.retried, m.deadLettered, m.latency, m.requests, m.inFlight, m.breaker, m.unsettled, m.panics} {
-		f(c)
+	for _, t := range envelope.Types() {
+		m.types[t] = true
 	}
+	reg.MustRegister(m.received, m.unrouted, m.delivered, m.retried, m.deadLettered, m.latency, m.requests,
+		m.inFlight, m.unsettled, m.breaker, m.dropped, m.panics)
 	return m
 }
 
-func (m *Metrics) Received()                    { m.received.Inc() }
-func (m *Metrics) Unrouted(eventType, _ string) { m.unrouted.WithLabelValues(eventType).Inc() }
+// other stands for every label value that is not a known or well-formed one.
+const other = "other"
+
+var (
+	sinkName   = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+	identifier = regexp.MustCompile(`^(?:[A-Z0-9_]{1,64}|[a-z0-9_]{1,64})$`)
+)
+
+// sinkLabel is a sink name as config allows it, or "-" (the router's own
+// dead letters, which have no sink).
+func sinkLabel(s string) string {
+	if s == "-" || sinkName.MatchString(s) {
+		return s
+	}
+	return other
+}
+
+// identLabel is an UPPER_SNAKE or lower_snake identifier of at most 64
+// bytes: a reason, a stage.
+func identLabel(s string) string {
+	if identifier.MatchString(s) {
+		return s
+	}
+	return other
+}
+
+// codeLabel is a vendor's error code, an identifier as identLabel, or empty
+// when the vendor gave none.
+func codeLabel(s string) string {
+	if s == "" {
+		return s
+	}
+	return identLabel(s)
+}
+
+// statusLabel is an HTTP status, or 0 for none.
+func statusLabel(status int) string {
+	if status == 0 || (status >= 100 && status <= 599) {
+		return strconv.Itoa(status)
+	}
+	return other
+}
+
+func (m *Metrics) typeLabel(t string) string {
+	if m.types[t] {
+		return t
+	}
+	return other
+}
+
+// The vectors' labels are sanitized, so these lookups cannot fail; should
+// one, the observation is dropped rather than panicking a delivery.
+
+func counter(v *prometheus.CounterVec, labels ...string) prometheus.Counter {
+	if c, err := v.GetMetricWithLabelValues(labels...); err == nil {
+		return c
+	}
+	return nil
+}
+
+func gauge(v *prometheus.GaugeVec, labels ...string) prometheus.Gauge {
+	if g, err := v.GetMetricWithLabelValues(labels...); err == nil {
+		return g
+	}
+	return nil
+}
+
+func observer(v *prometheus.HistogramVec, labels ...string) prometheus.Observer {
+	if o, err := v.GetMetricWithLabelValues(labels...); err == nil {
+		return o
+	}
+	return nil
+}
+
+func inc(c prometheus.Counter) {
+	if c != nil {
+		c.Inc()
+	}
+}
+
+func add(g prometheus.Gauge, delta float64) {
+	if g != nil {
+		g.Add(delta)
+	}
+}
+
+func observe(o prometheus.Observer, v float64) {
+	if o != nil {
+		o.Observe(v)
+	}
+}
+
+func (m *Metrics) Received() { m.received.Inc() }
+
+func (m *Metrics) Unrouted(eventType, _ string) { inc(counter(m.unrouted, m.typeLabel(eventType))) }
+
 func (m *Metrics) Delivered(sink string, d time.Duration) {
-	m.delivered.WithLabelValues(sink).Inc()
-	m.latency.WithLabelValues(sink).Observe(d.Seconds())
+	sink = sinkLabel(sink)
+	inc(counter(m.delivered, sink))
+	observe(observer(m.latency, sink), d.Seconds())
 }
+
 func (m *Metrics) Retried(sink string, status int) {
-	m.retried.WithLabelValues(sink, strconv.Itoa(status)).Inc()
+	inc(counter(m.retried, sinkLabel(sink), statusLabel(status)))
 }
+
 func (m *Metrics) DeadLettered(sink, reason string, status int, code string) {
-	m.deadLettered.WithLabelValues(sink, reason, strconv.Itoa(status), code).Inc()
+	inc(counter(m.deadLettered, sinkLabel(sink), identLabel(reason), statusLabel(status), codeLabel(code)))
 }
+
 func (m *Metrics) BreakerChanged(sink string, to retry.State) {
-	m.breaker.WithLabelValues(sink).Set(float64(to))
+	if g := gauge(m.breaker, sinkLabel(sink)); g != nil {
+		g.Set(float64(to))
+	}
 }
+
 func (m *Metrics) InFlight(sink string, delta int) {
-	m.inFlight.WithLabelValues(sink).Add(float64(delta))
+	add(gauge(m.inFlight, sinkLabel(sink)), float64(delta))
 }
+
+// Unsettled moves the count of a sink's events whose outcome is decided
+// (delivered, to retry, or to dead-letter) but whose ack or dead-letter
+// write JetStream has not yet confirmed.
 func (m *Metrics) Unsettled(sink string, delta int) {
-	m.unsettled.WithLabelValues(sink).Add(float64(delta))
+	add(gauge(m.unsettled, sinkLabel(sink)), float64(delta))
 }
-func (m *Metrics) Panicked(stage string) { m.panics.WithLabelValues(stage).Inc() }
+
+// Dropped counts a message Chapar decided not to deliver that is not a dead
+// letter, by why (unrouted, say).
+func (m *Metrics) Dropped(reason string) { inc(counter(m.dropped, identLabel(reason))) }
+
+// Panicked counts a panic recovered in stage (router, worker, say).
+func (m *Metrics) Panicked(stage string) { inc(counter(m.panics, identLabel(stage))) }
+
 func (m *Metrics) VendorRequest(sink string, took time.Duration, err error) {
 	outcome := "ok"
 	var serr *sinks.Error
@@ -109,37 +236,49 @@ func (m *Metrics) VendorRequest(sink string, took time.Duration, err error) {
 	default:
 		outcome = "error"
 	}
-	m.requests.WithLabelValues(sink, outcome).Observe(took.Seconds())
+	observe(observer(m.requests, sinkLabel(sink), outcome), took.Seconds())
 }
 
-// WatchConsumers adds a gauge of each consumer's pending messages, read
-// from JetStream at scrape time.
+// WatchConsumers adds gauges of each consumer's messages not yet delivered
+// (chapar_consumer_pending) and delivered but not yet acked
+// (chapar_consumer_ack_pending), read from JetStream at scrape time.
+// consumers maps each durable consumer to its stream.
 func (m *Metrics) WatchConsumers(js jetstream.JetStream, consumers map[string]string) {
-	m.reg.MustRegister(&pendingCollector{js: js, consumers: consumers,
-		desc: prometheus.NewDesc("chapar_consumer_pending", "Messages waiting in a durable consumer (not yet delivered).", []string{"stream", "consumer"}, nil)})
+	labels := []string{"stream", "consumer"}
+	m.reg.MustRegister(&consumerCollector{js: js, consumers: maps.Clone(consumers),
+		pending:    prometheus.NewDesc("chapar_consumer_pending", "Messages waiting in a durable consumer (not yet delivered).", labels, nil),
+		ackPending: prometheus.NewDesc("chapar_consumer_ack_pending", "Messages a durable consumer delivered and is waiting to be acked for.", labels, nil),
+	})
 }
 
-type pendingCollector struct {
-	js        jetstream.JetStream
-	consumers map[string]string // consumer → stream
-	desc      *prometheus.Desc
+type consumerCollector struct {
+	js                  jetstream.JetStream
+	consumers           map[string]string // consumer → stream
+	pending, ackPending *prometheus.Desc
 }
 
-func (c *pendingCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c *consumerCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.pending
+	ch <- c.ackPending
+}
 
-func (c *pendingCollector) Collect(ch chan<- prometheus.Metric) {
+func (c *consumerCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	for consumer, stream := range c.consumers {
+		// Looking the consumer up fetches its info: one request, not two.
 		cons, err := c.js.Consumer(ctx, stream, consumer)
 		if err != nil {
 			continue
 		}
-		info, err := cons.Info(ctx)
-		if err != nil {
-			continue
+		info := cons.CachedInfo()
+		gauge := func(desc *prometheus.Desc, v float64) {
+			if m, err := prometheus.NewConstMetric(desc, prometheus.GaugeValue, v, stream, consumer); err == nil {
+				ch <- m
+			}
 		}
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(info.NumPending), stream, consumer)
+		gauge(c.pending, float64(info.NumPending))
+		gauge(c.ackPending, float64(info.NumAckPending))
 	}
 }
 

@@ -11,12 +11,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chapar-dev/chapar/internal/dispatch"
 	"github.com/chapar-dev/chapar/internal/metrics"
 	"github.com/chapar-dev/chapar/internal/retry"
 	"github.com/chapar-dev/chapar/internal/sinks"
 	"github.com/chapar-dev/chapar/internal/testenv"
 	"github.com/chapar-dev/chapar/internal/topology"
 )
+
+// Metrics is what the dispatcher reports to.
+var _ dispatch.Observer = (*metrics.Metrics)(nil)
 
 func get(t *testing.T, url string) (int, string) {
 	t.Helper()
@@ -60,6 +64,11 @@ func TestAdminEndpoints(t *testing.T) {
 	m.VendorRequest("kenar", time.Millisecond, &sinks.Error{Transient: true})
 	m.VendorRequest("chabok", time.Millisecond, nil)
 	m.VendorRequest("chabok", time.Millisecond, errors.New("dial"))
+	m.InFlight("chabok", 2)
+	m.Unsettled("chabok", 3)
+	m.Unsettled("chabok", -1)
+	m.Dropped("unrouted")
+	m.Panicked("router")
 	_, body := get(t, srv.URL+"/metrics")
 	for _, want := range []string{
 		`chapar_events_received_total 1`,
@@ -71,6 +80,11 @@ func TestAdminEndpoints(t *testing.T) {
 		`chapar_vendor_request_seconds_count{outcome="transient",sink="kenar"} 1`,
 		`chapar_vendor_request_seconds_count{outcome="error",sink="chabok"} 1`,
 		`chapar_consumer_pending{consumer="sink-chabok",stream="CHAPAR_EVENTS"} 1`,
+		`chapar_consumer_ack_pending{consumer="sink-chabok",stream="CHAPAR_EVENTS"} 0`,
+		`chapar_in_flight{sink="chabok"} 2`,
+		`chapar_unsettled{sink="chabok"} 2`,
+		`chapar_dropped_total{reason="unrouted"} 1`,
+		`chapar_panics_total{stage="router"} 1`,
 		`process_resident_memory_bytes`,
 	} {
 		if !strings.Contains(body, want) {
