@@ -214,11 +214,11 @@ func Default() *Config {
 			Embedded: Embedded{Listen: "127.0.0.1:4222", DataDir: "chapar-data"},
 		},
 		Streams: Streams{
-			SubjectPrefix:    "chapar",
-			Replicas:         1,
-			Storage:          "file",
-			MaxAge:           7 * 24 * time.Hour,
-			DuplicateWindow:  10 * time.Minute,
+			SubjectPrefix:   "chapar",
+			Replicas:        1,
+			Storage:         "file",
+			MaxAge:          7 * 24 * time.Hour,
+			DuplicateWindow: 10 * time.Minute,
 			// Leaves PayloadHeadroom below a stock NATS server's 1 MiB
 			// max_payload, for the headers of retries and dead letters.
 			MaxEnvelopeBytes: envelope.DefaultMaxBytes - PayloadHeadroom,
