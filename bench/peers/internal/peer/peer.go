@@ -52,6 +52,10 @@ func ParseFlags(name string, args []string) (Options, error) {
 // ConsumerName is sink i's durable consumer.
 func (o Options) ConsumerName(i int) string { return fmt.Sprintf("%s-%d", o.Durable, i) }
 
+// MaxAckPending is how many messages a sink's consumer lets out unacked,
+// as Chapar's sink consumers (sink_defaults.max_ack_pending).
+const MaxAckPending = 1000
+
 // EnsureConsumer creates (or finds) sink i's durable pull consumer, with
 // the settings Chapar's sink consumers have: explicit acks, 30 s ack wait,
 // 1,000 in flight.
@@ -60,7 +64,7 @@ func (o Options) EnsureConsumer(ctx context.Context, js jetstream.JetStream, i i
 		Durable:       o.ConsumerName(i),
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       30 * time.Second,
-		MaxAckPending: 1000,
+		MaxAckPending: MaxAckPending,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	})
 }
