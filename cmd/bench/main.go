@@ -61,13 +61,18 @@ func main() {
 	o := options{quick: *quick, systems: list(*sys), scenarios: list(*scs), events: *events, keep: *keep, progress: os.Stderr}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	loadBefore := loadAverage()
+	if loadBefore > 0.5 {
+		fmt.Fprintf(os.Stderr, "bench: the 1-minute load average is %.2f before the run: something else is using the CPUs, and the figures will show it\n", loadBefore)
+	}
 	results, err := runBench(ctx, o)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 	scenarioList, _ := scenarios(o.scenarios, o.quick, o.events)
-	writeReport(os.Stdout, strings.Join(append([]string{"go run ./cmd/bench"}, os.Args[1:]...), " "), scenarioList, results)
+	command := strings.Join(append([]string{"go run ./cmd/bench"}, os.Args[1:]...), " ")
+	writeReport(os.Stdout, command, loadBefore, scenarioList, results)
 	failed := 0
 	for _, r := range results {
 		if r.err != nil {

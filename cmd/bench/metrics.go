@@ -4,6 +4,7 @@ package main
 // peak resident set (VmHWM). Both are read while the process is alive.
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -72,4 +73,74 @@ func startUsage(pid int) (usage, error) {
 func (u usage) since() (time.Duration, error) {
 	t, err := cpuTime(u.pid)
 	return t - u.start, err
+}
+
+// loadAverage is the machine's 1-minute load average: anything well above
+// zero before a run means another workload shares the CPUs.
+func loadAverage() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return -1
+	}
+	f, err := strconv.ParseFloat(strings.Fields(string(b) + " ")[0], 64)
+	if err != nil {
+		return -1
+	}
+	return f
+}
+
+// machineBusy is the CPU time every process on the machine has used since
+// boot (all of /proc/stat's cpu line but idle and iowait).
+func machineBusy() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 5 || f[0] != "cpu" {
+		return 0, errors.New("/proc/stat: unexpected format")
+	}
+	var ticks int64
+	for i, s := range f[1:] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/stat: %w", err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
+}
+
+// noise measures what the rest of the machine uses during a window: all
+// CPU time less this process's and the measured ones'.
+type noise struct {
+	at          time.Time
+	busy, bench time.Duration
+}
+
+func startNoise() (noise, error) {
+	busy, err := machineBusy()
+	if err != nil {
+		return noise{}, err
+	}
+	bench, err := cpuTime(os.Getpid())
+	return noise{at: time.Now(), busy: busy, bench: bench}, err
+}
+
+// since returns the others' CPU time since startNoise, given what the
+// measured processes used, and the window's length.
+func (n noise) since(measured time.Duration) (other, window time.Duration, err error) {
+	busy, err := machineBusy()
+	if err != nil {
+		return 0, 0, err
+	}
+	bench, err := cpuTime(os.Getpid())
+	if err != nil {
+		return 0, 0, err
+	}
+	return max(0, busy-n.busy-(bench-n.bench)-measured), time.Since(n.at), nil
 }

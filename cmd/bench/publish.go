@@ -93,7 +93,8 @@ func (p publisher) publish(ctx context.Context, n int, every time.Duration) erro
 		if err != nil {
 			return err
 		}
-		f, err := p.js.PublishAsync(p.subject, raw, jetstream.WithMsgID(id))
+		// A busy server may hold acks back: wait for them, do not fail.
+		f, err := p.js.PublishAsync(p.subject, raw, jetstream.WithMsgID(id), jetstream.WithStallWait(time.Minute))
 		if err != nil {
 			return fmt.Errorf("publish event %d: %w", seq, err)
 		}

@@ -84,10 +84,11 @@ func nan() float64 { var z float64; return z / z }
 
 func isNaN(f float64) bool { return f != f }
 
-// writeReport prints the machine, the command and the table.
-func writeReport(w io.Writer, command string, scs []scenario, results []result) {
-	fmt.Fprintf(w, "Machine: %s, %d CPUs, %s/%s, %s. Date: %s.\n\n", cpuModel(), runtime.NumCPU(),
-		runtime.GOOS, runtime.GOARCH, runtime.Version(), time.Now().UTC().Format("2006-01-02"))
+// writeReport prints the machine, the command and the table. load is the
+// 1-minute load average before the run.
+func writeReport(w io.Writer, command string, load float64, scs []scenario, results []result) {
+	fmt.Fprintf(w, "Machine: %s, %d CPUs, %s/%s, %s. Date: %s. Load average (1 min) before the run: %.2f.\n\n",
+		cpuModel(), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), time.Now().UTC().Format("2006-01-02"), load)
 	fmt.Fprintf(w, "Command: `%s`\n\n", command)
 	fmt.Fprintln(w, "| scenario | metric | Chapar | Watermill | lean | Chapar/Watermill | Chapar/lean | goal | met |")
 	fmt.Fprintln(w, "|---|---|--:|--:|--:|--:|--:|---|---|")
@@ -130,6 +131,15 @@ func writeReport(w io.Writer, command string, scs []scenario, results []result) 
 			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n", title, m.name, strings.Join(cells, " | "),
 				ratio(perW), ratio(perL), m.goal, met)
 		}
+	}
+	var noisy []string
+	for _, r := range results {
+		if r.err == nil && r.otherCPU > r.window/10 {
+			noisy = append(noisy, fmt.Sprintf("- %s, %s: %.1f CPU-s in %.1f s", r.system, r.scenario, r.otherCPU.Seconds(), r.window.Seconds()))
+		}
+	}
+	if len(noisy) > 0 {
+		fmt.Fprintf(w, "\nOther processes used the CPUs during these measurements (more than a tenth of one CPU); their figures are disturbed:\n%s\n", strings.Join(noisy, "\n"))
 	}
 	var failed []string
 	for _, r := range results {

@@ -69,6 +69,9 @@ type result struct {
 	sysCPU, natsCPU  time.Duration
 	rss              uint64 // the system's peak RSS
 	lat              []time.Duration
+	// otherCPU is what processes other than the system, nats-server and
+	// the bench used during the window: noise from a shared machine.
+	otherCPU, window time.Duration
 	err              error
 }
 
@@ -106,7 +109,7 @@ func (h *harness) measure(ctx context.Context, sys system, sc scenario) (res res
 		return res
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(1000))
 	if err != nil {
 		res.err = err
 		return res
@@ -154,6 +157,11 @@ func (h *harness) measure(ctx context.Context, sys system, sc scenario) (res res
 		res.err = err
 		return res
 	}
+	noise, err := startNoise()
+	if err != nil {
+		res.err = err
+		return res
+	}
 	p, err := start()
 	if err != nil {
 		res.err = err
@@ -179,6 +187,10 @@ func (h *harness) measure(ctx context.Context, sys system, sc scenario) (res res
 			res.err = err
 			return res
 		}
+		if noise, err = startNoise(); err != nil {
+			res.err = err
+			return res
+		}
 		if err := pub.paced(ctx, sc.events, sc.rate); err != nil {
 			res.err = err
 			return res
@@ -197,6 +209,10 @@ func (h *harness) measure(ctx context.Context, sys system, sc scenario) (res res
 		return res
 	}
 	if res.rss, err = peakRSS(p.pid()); err != nil {
+		res.err = err
+		return res
+	}
+	if res.otherCPU, res.window, err = noise.since(res.sysCPU + res.natsCPU); err != nil {
 		res.err = err
 		return res
 	}
@@ -291,8 +307,8 @@ func runBench(ctx context.Context, o options) ([]result, error) {
 			if r.err != nil {
 				logf("  FAILED: %v", r.err)
 			} else {
-				logf("  %.0f deliveries/s, %s CPU %.3fs, nats-server CPU %.3fs, peak RSS %.1f MiB",
-					r.perSec, s.label, r.sysCPU.Seconds(), r.natsCPU.Seconds(), mib(r.rss))
+				logf("  %.0f deliveries/s, %s CPU %.3fs, nats-server CPU %.3fs, peak RSS %.1f MiB; other processes %.2f CPU-s in %.1fs",
+					r.perSec, s.label, r.sysCPU.Seconds(), r.natsCPU.Seconds(), mib(r.rss), r.otherCPU.Seconds(), r.window.Seconds())
 			}
 			results = append(results, r)
 			if ctx.Err() != nil {
