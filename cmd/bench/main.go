@@ -45,7 +45,10 @@ type options struct {
 	scenarios []string
 	events    int
 	keep      bool
-	progress  io.Writer
+	// waitIdle waits for idle CPUs before each measurement and measures
+	// again (up to three times) one another workload disturbed.
+	waitIdle bool
+	progress io.Writer
 }
 
 func main() {
@@ -57,8 +60,9 @@ func main() {
 	scs := flag.String("scenarios", strings.Join(scenarioNames, ","), "scenarios to run")
 	events := flag.Int("events", 0, "events per scenario (default 20000, 10000 in the rate scenario; 300 with -quick)")
 	keep := flag.Bool("keep", false, "keep the work directory: generated config, logs, JetStream data")
+	waitIdle := flag.Bool("wait-idle", true, "before each measurement wait (up to 2m) for idle CPUs; measure again, up to 3 times, when another workload disturbed it")
 	flag.Parse()
-	o := options{quick: *quick, systems: list(*sys), scenarios: list(*scs), events: *events, keep: *keep, progress: os.Stderr}
+	o := options{quick: *quick, systems: list(*sys), scenarios: list(*scs), events: *events, keep: *keep, waitIdle: *waitIdle, progress: os.Stderr}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	loadBefore := loadAverage()

@@ -134,12 +134,12 @@ func writeReport(w io.Writer, command string, load float64, scs []scenario, resu
 	}
 	var noisy []string
 	for _, r := range results {
-		if r.err == nil && r.otherCPU > r.window/10 {
+		if r.err == nil && r.disturbed() {
 			noisy = append(noisy, fmt.Sprintf("- %s, %s: %.1f CPU-s in %.1f s", r.system, r.scenario, r.otherCPU.Seconds(), r.window.Seconds()))
 		}
 	}
 	if len(noisy) > 0 {
-		fmt.Fprintf(w, "\nOther processes used the CPUs during these measurements (more than a tenth of one CPU); their figures are disturbed:\n%s\n", strings.Join(noisy, "\n"))
+		fmt.Fprintf(w, "\nOther processes used the CPUs during these measurements (more than a tenth of one CPU, three tries each); their figures are disturbed:\n%s\n", strings.Join(noisy, "\n"))
 	}
 	var failed []string
 	for _, r := range results {

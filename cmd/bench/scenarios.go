@@ -303,7 +303,17 @@ func runBench(ctx context.Context, o options) ([]result, error) {
 	for _, sc := range scs {
 		for _, s := range syss {
 			logf("%s: %s", s.label, sc.title)
-			r := h.measure(ctx, s, sc)
+			var r result
+			for attempt := 1; ; attempt++ {
+				if o.waitIdle {
+					waitQuiet(ctx, 2*time.Minute, logf)
+				}
+				r = h.measure(ctx, s, sc)
+				if !o.waitIdle || r.err != nil || !r.disturbed() || attempt == 3 || ctx.Err() != nil {
+					break
+				}
+				logf("  other processes used %.1f CPU-s in %.1fs: measuring again", r.otherCPU.Seconds(), r.window.Seconds())
+			}
 			if r.err != nil {
 				logf("  FAILED: %v", r.err)
 			} else {
@@ -317,6 +327,28 @@ func runBench(ctx context.Context, o options) ([]result, error) {
 		}
 	}
 	return results, nil
+}
+
+// disturbed says another workload used more than a tenth of a CPU while
+// the result was measured.
+func (r result) disturbed() bool { return r.otherCPU > r.window/10 }
+
+// waitQuiet waits, up to limit, for a second in which the machine's CPUs
+// are idle (under a tenth of one CPU used).
+func waitQuiet(ctx context.Context, limit time.Duration, logf func(string, ...any)) {
+	deadline := time.Now().Add(limit)
+	for said := false; time.Now().Before(deadline) && ctx.Err() == nil; {
+		before, err := machineBusy()
+		time.Sleep(time.Second)
+		after, err2 := machineBusy()
+		if err != nil || err2 != nil || after-before < 100*time.Millisecond {
+			return
+		}
+		if !said {
+			logf("  waiting for the machine to be idle (%.0f%% of a CPU in use)", 100*(after-before).Seconds())
+			said = true
+		}
+	}
 }
 
 func mib(b uint64) float64 { return float64(b) / (1 << 20) }
