@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestMain(m *testing.M) {
+	// The bench starts nats-server as a copy of its own executable: here,
+	// this test binary.
+	if isNATSHelper() {
+		os.Exit(natsServerMain(os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
+// The quick mode of the bench, Chapar only (the peers' module stays out of
+// this module's tests): every scenario, a few hundred events, each of which
+// must reach the vendor exactly once. No timing is asserted.
+func TestQuickChaparDeliversEveryEventExactlyOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the dispatcher")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	results, err := runBench(ctx, options{quick: true, events: 200, systems: []string{"chapar"}, scenarios: scenarioNames, progress: testLog{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(results) != len(scenarioNames) {
+		t.Fatalf("%d results for %d scenarios", len(results), len(scenarioNames))
+	}
+	for _, r := range results {
+		if r.err != nil {
+			t.Errorf("%s: %v", r.scenario, r.err)
+		}
+		if r.perSec <= 0 || r.rss == 0 {
+			t.Errorf("%s: no figures: %+v", r.scenario, r)
+		}
+	}
+}
+
+type testLog struct{ t *testing.T }
+
+func (l testLog) Write(b []byte) (int, error) {
+	l.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
+
+// The check that decides a run: what it reports for each way delivery can
+// go wrong.
+func TestCheckExactlyOnce(t *testing.T) {
+	ok := func(sink, seq int) receipt { return receipt{sink: sink, seq: seq, ok: true, status: http.StatusOK} }
+	want := expected{events: 3, probes: 1}
+	all := []receipt{ok(0, -1), ok(0, 0), ok(0, 1), ok(0, 2), ok(1, -1), ok(1, 0), ok(1, 1), ok(1, 2)}
+	if err := checkExactlyOnce(all, 2, want); err != nil {
+		t.Fatalf("all delivered once: %v", err)
+	}
+	for name, tc := range map[string]struct {
+		recs []receipt
+		want string
+	}{
+		"missing":    {all[:7], "sink 1: 1 events never arrived (e.g. [2])"},
+		"duplicate":  {append(all[:8:8], ok(0, 1)), "sink 0: 1 events arrived more than once (e.g. [1])"},
+		"unexpected": {append(all[:8:8], ok(1, 7)), "sink 1: event 7 was never published"},
+		"rejected":   {append(all[:8:8], receipt{sink: 0, seq: 0, ok: true, status: 400}), "event 0 answered 400"},
+		"foreign":    {append(all[:8:8], receipt{sink: 0, status: 200}), "carries no bench event"},
+	} {
+		err := checkExactlyOnce(tc.recs, 2, want)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want %q", name, err, tc.want)
+		}
+		if complete(tc.recs, 2, want) != (name != "missing") {
+			t.Errorf("%s: complete = %v", name, !(name != "missing"))
+		}
+	}
+}
+
+func TestSpanCountsFromTheFirstRequest(t *testing.T) {
+	t0 := time.Now()
+	recs := []receipt{
+		{seq: -1, ok: true, at: t0},
+		{seq: 0, ok: true, at: t0.Add(time.Second)},
+		{seq: 1, ok: true, at: t0.Add(2 * time.Second)},
+	}
+	if d, n := span(recs, 50*time.Millisecond); d != time.Second+50*time.Millisecond || n != 2 {
+		t.Errorf("span = %s over %d", d, n)
+	}
+}

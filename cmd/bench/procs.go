@@ -1,0 +1,218 @@
+package main
+
+// Process control: building the programs under test, starting each as its
+// own process with its log in the work directory, stopping it as an
+// operator would (SIGTERM, then a grace period), and the nats-server
+// helper process.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// proc is one child process.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+	err  error // Wait's result, once done is closed
+}
+
+// startProc runs bin with args, output appended to logFile. The child is
+// killed if the bench dies.
+func startProc(name, logFile string, env []string, bin string, args ...string) (*proc, error) {
+	out, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.Env = append(os.Environ(), env...)
+	if raceBuild && os.Getenv("GORACE") == "" {
+		// A race-built program sleeps a second at exit by default.
+		cmd.Env = append(cmd.Env, "GORACE=atexit_sleep_ms=0")
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		out.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, log: logFile, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		out.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+// exitedEarly says why the process is gone, or nil while it runs.
+func (p *proc) exitedEarly() error {
+	select {
+	case <-p.done:
+		return fmt.Errorf("%s exited unexpectedly (%v); last log lines:\n%s", p.name, p.err, p.tail())
+	default:
+		return nil
+	}
+}
+
+// stop sends SIGTERM and waits up to grace for a clean exit, then kills.
+func (p *proc) stop(grace time.Duration) error {
+	select {
+	case <-p.done:
+		return p.exitedEarly()
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		if p.err != nil {
+			return fmt.Errorf("%s: exit after SIGTERM: %v; last log lines:\n%s", p.name, p.err, p.tail())
+		}
+		return nil
+	case <-time.After(grace):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return fmt.Errorf("%s did not exit within %s of SIGTERM; killed", p.name, grace)
+	}
+}
+
+// tail is the end of the process's log.
+func (p *proc) tail() string {
+	b, _ := os.ReadFile(p.log)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return "  " + strings.Join(lines[max(0, len(lines)-15):], "\n  ")
+}
+
+// natsHelperEnv makes the bench binary (or its test binary) run as
+// nats-server instead.
+const natsHelperEnv = "CHAPAR_BENCH_ROLE=nats-server"
+
+func isNATSHelper() bool {
+	k, v, _ := strings.Cut(natsHelperEnv, "=")
+	return os.Getenv(k) == v
+}
+
+// natsServerMain is nats-server's own main (v2.15.2, the version in
+// go.mod), run in a process of its own so its CPU is measured apart.
+func natsServerMain(args []string) int {
+	fs := flag.NewFlagSet("nats-server", flag.ExitOnError)
+	opts, err := server.ConfigureOptions(fs, args, server.PrintServerAndExit, fs.Usage, server.PrintTLSHelpAndDie)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "nats-server:", err)
+		return 1
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "nats-server:", err)
+		return 1
+	}
+	s.ConfigureLogger()
+	if err := server.Run(s); err != nil {
+		fmt.Fprintln(os.Stderr, "nats-server:", err)
+		return 1
+	}
+	s.WaitForShutdown()
+	return 0
+}
+
+// natsServer is a fresh nats-server process with JetStream (file storage)
+// on a loopback port.
+type natsServer struct {
+	*proc
+	url string
+}
+
+func startNATS(self, dir string) (*natsServer, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	p, err := startProc("nats-server", filepath.Join(dir, "nats-server.log"), []string{natsHelperEnv}, self,
+		"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", filepath.Join(dir, "jetstream"), "-n", "bench")
+	if err != nil {
+		return nil, err
+	}
+	ns := &natsServer{proc: p, url: fmt.Sprintf("nats://127.0.0.1:%d", port)}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		nc, err := nats.Connect(ns.url, nats.Timeout(time.Second))
+		if err == nil {
+			nc.Close()
+			return ns, nil
+		}
+		if e := p.exitedEarly(); e != nil {
+			return nil, e
+		}
+		if time.Now().After(deadline) {
+			_ = p.stop(5 * time.Second)
+			return nil, fmt.Errorf("nats-server did not accept connections in 15s: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// moduleRoot is the directory of Chapar's go.mod.
+func moduleRoot(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return "", errors.New("run the bench inside the Chapar repository")
+	}
+	return filepath.Dir(gomod), nil
+}
+
+// goBuild runs go build in dir.
+func goBuild(ctx context.Context, dir string, args ...string) error {
+	cmd := exec.CommandContext(ctx, "go", append([]string{"build"}, args...)...)
+	cmd.Dir = dir
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("go build %s (in %s): %v\n%s", strings.Join(args, " "), dir, err, stderr.String())
+	}
+	return nil
+}
+
+// buildDispatcher builds cmd/dispatcher as users build it.
+func buildDispatcher(ctx context.Context, root, out string) error {
+	args := []string{"-o", out}
+	if raceBuild {
+		args = append(args, "-race") // reuse the packages go test -race compiled
+	}
+	return goBuild(ctx, root, append(args, "./cmd/dispatcher")...)
+}
+
+// buildPeers builds the peers module (bench/peers) into dir.
+func buildPeers(ctx context.Context, root, dir string) error {
+	return goBuild(ctx, filepath.Join(root, "bench", "peers"), "-o", dir+string(filepath.Separator), "./cmd/lean", "./cmd/watermill")
+}

@@ -1,0 +1,173 @@
+package main
+
+// The report: one markdown table with every scenario's figures for every
+// system, the ratios Chapar/Watermill and Chapar/lean, and the goals.
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// metric is one row of the table.
+type metric struct {
+	name  string
+	value func(r result, sc scenario) float64
+	unit  string // printed after the value
+	prec  int
+	goal  string
+	// met judges the goal from Chapar's value and its ratios to the peers
+	// (NaN where a peer was not run).
+	met func(chapar, perWatermill, perLean float64) bool
+}
+
+func rate(r result, _ scenario) float64 { return r.perSec }
+
+func cpuPerK(d func(result) time.Duration) func(result, scenario) float64 {
+	return func(r result, _ scenario) float64 { return d(r).Seconds() / float64(r.events) * 1000 }
+}
+
+func percentile(p float64) func(result, scenario) float64 {
+	return func(r result, _ scenario) float64 {
+		if len(r.lat) == 0 {
+			return nan()
+		}
+		i := min(len(r.lat)-1, int(p*float64(len(r.lat))))
+		return float64(r.lat[i]) / float64(time.Millisecond)
+	}
+}
+
+// metrics are the rows a scenario reports, with the goals that apply to it.
+func metrics(sc scenario) []metric {
+	sysCPU := metric{name: "system CPU-s / 1k events", value: cpuPerK(func(r result) time.Duration { return r.sysCPU }), prec: 3}
+	natsCPU := metric{name: "nats-server CPU-s / 1k events", value: cpuPerK(func(r result) time.Duration { return r.natsCPU }), prec: 3}
+	rss := metric{name: "peak RSS", value: func(r result, _ scenario) float64 { return mib(r.rss) }, unit: " MiB", prec: 1}
+	throughput := metric{name: "events/s", value: rate}
+	switch sc.name {
+	case "backlog16", "backlog64", "fanout3":
+		sysCPU.goal, sysCPU.met = "≤ 1.2× lean", func(_, _, l float64) bool { return l <= 1.2 }
+		natsCPU.goal, natsCPU.met = "≤ 1.5× lean's", func(_, _, l float64) bool { return l <= 1.5 }
+	}
+	switch sc.name {
+	case "backlog16", "backlog64":
+		throughput.goal = "≥ 2.0× Watermill, ≥ 0.9× lean"
+		throughput.met = func(_, w, l float64) bool { return w >= 2.0 && l >= 0.9 }
+		if sc.name == "backlog64" {
+			rss.goal, rss.met = "≤ 64 MiB", func(c, _, _ float64) bool { return c <= 64 }
+		}
+		return []metric{throughput, sysCPU, natsCPU, rss}
+	case "fanout3":
+		throughput.name = "deliveries/s"
+		throughput.goal, throughput.met = "≥ 0.9× lean", func(_, _, l float64) bool { return l >= 0.9 }
+		return []metric{throughput, sysCPU, natsCPU, rss}
+	case "slow":
+		ideal := float64(sc.workers) / sc.latency.Seconds()
+		share := metric{name: fmt.Sprintf("%% of %d/%s = %.0f/s", sc.workers, sc.latency, ideal),
+			value: func(r result, _ scenario) float64 { return 100 * r.perSec / ideal }, unit: "%", prec: 1,
+			goal: "≥ 95%", met: func(c, _, _ float64) bool { return c >= 95 }}
+		return []metric{throughput, share, sysCPU, natsCPU, rss}
+	case "rate":
+		p50 := metric{name: "p50 publish → vendor", value: percentile(0.50), unit: " ms", prec: 2,
+			goal: "≤ 1 ms", met: func(c, _, _ float64) bool { return c <= 1 }}
+		p99 := metric{name: "p99 publish → vendor", value: percentile(0.99), unit: " ms", prec: 2,
+			goal: "≤ 1.5× lean", met: func(_, _, l float64) bool { return l <= 1.5 }}
+		maxLat := metric{name: "max publish → vendor", value: percentile(1), unit: " ms", prec: 2}
+		return []metric{throughput, p50, p99, maxLat, sysCPU, natsCPU, rss}
+	}
+	return []metric{throughput, sysCPU, natsCPU, rss}
+}
+
+func nan() float64 { var z float64; return z / z }
+
+func isNaN(f float64) bool { return f != f }
+
+// writeReport prints the machine, the command and the table. load is the
+// 1-minute load average before the run.
+func writeReport(w io.Writer, command string, load float64, scs []scenario, results []result) {
+	fmt.Fprintf(w, "Machine: %s, %d CPUs, %s/%s, %s. Date: %s. Load average (1 min) before the run: %.2f.\n\n",
+		cpuModel(), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), time.Now().UTC().Format("2006-01-02"), load)
+	fmt.Fprintf(w, "Command: `%s`\n\n", command)
+	fmt.Fprintln(w, "| scenario | metric | Chapar | Watermill | lean | Chapar/Watermill | Chapar/lean | goal | met |")
+	fmt.Fprintln(w, "|---|---|--:|--:|--:|--:|--:|---|---|")
+	byKey := map[string]result{}
+	for _, r := range results {
+		byKey[r.scenario+"/"+r.system] = r
+	}
+	for _, sc := range scs {
+		for i, m := range metrics(sc) {
+			title := ""
+			if i == 0 {
+				title = fmt.Sprintf("%s (%d events)", sc.title, sc.events)
+			}
+			vals := map[string]float64{}
+			cells := []string{}
+			for _, sys := range systemNames {
+				r, ok := byKey[sc.name+"/"+sys]
+				switch {
+				case !ok:
+					cells, vals[sys] = append(cells, "–"), nan()
+				case r.err != nil:
+					cells, vals[sys] = append(cells, "FAILED"), nan()
+				default:
+					v := m.value(r, sc)
+					cells, vals[sys] = append(cells, fmt.Sprintf("%.*f%s", m.prec, v, m.unit)), v
+				}
+			}
+			perW, perL := vals["chapar"]/vals["watermill"], vals["chapar"]/vals["lean"]
+			met := ""
+			if m.met != nil {
+				switch {
+				case isNaN(vals["chapar"]):
+					met = "?"
+				case m.met(vals["chapar"], perW, perL):
+					met = "yes"
+				default:
+					met = "**no**"
+				}
+			}
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n", title, m.name, strings.Join(cells, " | "),
+				ratio(perW), ratio(perL), m.goal, met)
+		}
+	}
+	var noisy []string
+	for _, r := range results {
+		if r.err == nil && r.disturbed() {
+			noisy = append(noisy, fmt.Sprintf("- %s, %s: %.1f CPU-s in %.1f s", r.system, r.scenario, r.otherCPU.Seconds(), r.window.Seconds()))
+		}
+	}
+	if len(noisy) > 0 {
+		fmt.Fprintf(w, "\nOther processes used the CPUs during these measurements (more than a tenth of one CPU, three tries each); their figures are disturbed:\n%s\n", strings.Join(noisy, "\n"))
+	}
+	var failed []string
+	for _, r := range results {
+		if r.err != nil {
+			failed = append(failed, fmt.Sprintf("- %s, %s: %v", r.system, r.scenario, r.err))
+		}
+	}
+	if len(failed) > 0 {
+		fmt.Fprintf(w, "\nFAILED:\n%s\n", strings.Join(failed, "\n"))
+	}
+}
+
+func ratio(f float64) string {
+	if isNaN(f) {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f×", f)
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown CPU"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}

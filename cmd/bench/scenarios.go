@@ -1,0 +1,354 @@
+package main
+
+// Scenarios, and how one system is measured in one scenario: a fresh
+// nats-server, the system alone as its own process, the events published
+// by this process, and the vendor's receipts as the judge.
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+type scenario struct {
+	name    string
+	title   string
+	events  int
+	sinks   int           // vendor endpoints each event goes to
+	workers int           // concurrent requests per sink
+	latency time.Duration // the vendor's time per request
+	rate    int           // events/s offered while the system runs; 0: drain a backlog
+}
+
+var scenarioNames = []string{"backlog16", "backlog64", "fanout3", "slow", "rate"}
+
+// scenarios returns the named scenarios; events overrides their counts.
+func scenarios(names []string, quick bool, events int) ([]scenario, error) {
+	n, rateN := 20000, 10000
+	if quick {
+		n, rateN = 300, 300
+	}
+	if events > 0 {
+		n, rateN = events, events
+	}
+	var out []scenario
+	for _, name := range names {
+		var sc scenario
+		switch name {
+		case "backlog16":
+			sc = scenario{title: "backlog drain, 1 sink, 16 workers", events: n, sinks: 1, workers: 16}
+		case "backlog64":
+			sc = scenario{title: "backlog drain, 1 sink, 64 workers", events: n, sinks: 1, workers: 64}
+		case "fanout3":
+			sc = scenario{title: "backlog drain, 3 sinks per event, 16 workers each", events: n, sinks: 3, workers: 16}
+		case "slow":
+			sc = scenario{title: "slow vendor (50 ms per call), 1 sink, 256 workers", events: n, sinks: 1, workers: 256, latency: 50 * time.Millisecond}
+		case "rate":
+			sc = scenario{title: "1,000 events/s offered, 1 sink, 16 workers", events: rateN, sinks: 1, workers: 16, rate: 1000}
+		default:
+			return nil, fmt.Errorf("unknown scenario %q (have %s)", name, strings.Join(scenarioNames, ", "))
+		}
+		sc.name = name
+		out = append(out, sc)
+	}
+	return out, nil
+}
+
+// result is one system's figures in one scenario.
+type result struct {
+	system, scenario string
+	events           int
+	deliveries       int
+	perSec           float64 // deliveries/s, first to last receipt
+	sysCPU, natsCPU  time.Duration
+	rss              uint64 // the system's peak RSS
+	lat              []time.Duration
+	// otherCPU is what processes other than the system, nats-server and
+	// the bench used during the window: noise from a shared machine.
+	otherCPU, window time.Duration
+	err              error
+}
+
+// harness holds what every measurement shares.
+type harness struct {
+	self    string // this executable, which doubles as nats-server
+	bin     string // dispatcher, lean, watermill
+	work    string
+	vendors vendors
+	log     func(format string, args ...any)
+}
+
+// measure runs one system in one scenario. Any error, above all an
+// exactly-once violation, is the result's err.
+func (h *harness) measure(ctx context.Context, sys system, sc scenario) (res result) {
+	res = result{system: sys.name, scenario: sc.name, events: sc.events, deliveries: sc.events * sc.sinks}
+	dir := filepath.Join(h.work, sc.name+"-"+sys.name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		res.err = err
+		return res
+	}
+	ns, err := startNATS(h.self, dir)
+	if err != nil {
+		res.err = err
+		return res
+	}
+	defer func() {
+		if err := ns.stop(10 * time.Second); err != nil && res.err == nil {
+			res.err = err
+		}
+	}()
+	nc, err := nats.Connect(ns.url, nats.Name("bench-publisher"))
+	if err != nil {
+		res.err = err
+		return res
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(1000))
+	if err != nil {
+		res.err = err
+		return res
+	}
+	if err := sys.prepare(ctx, js); err != nil {
+		res.err = err
+		return res
+	}
+	vs := h.vendors.prepare(sc.sinks, sc.latency)
+	pub := publisher{js: js, subject: sys.subject}
+	start := func() (*proc, error) { return sys.start(ns.url, vs.urls(), sc.workers, dir) }
+	probed := func(p *proc) error {
+		if err := pub.probe(ctx, -1); err != nil {
+			return err
+		}
+		return vs.await(ctx, expected{probes: 1}, p, 30*time.Second)
+	}
+
+	if sc.rate == 0 {
+		// A first run binds the system's consumers (and, for Chapar, makes
+		// its streams); the backlog is published while it is stopped.
+		p, err := start()
+		if err != nil {
+			res.err = err
+			return res
+		}
+		if err := probed(p); err != nil {
+			_ = p.stop(30 * time.Second)
+			res.err = fmt.Errorf("first run: %w", err)
+			return res
+		}
+		if err := p.stop(30 * time.Second); err != nil {
+			res.err = fmt.Errorf("first run: %w", err)
+			return res
+		}
+		h.log("  %d events published while %s is stopped", sc.events, sys.label)
+		if err := pub.backlog(ctx, sc.events); err != nil {
+			res.err = err
+			return res
+		}
+	}
+
+	natsUse, err := startUsage(ns.pid())
+	if err != nil {
+		res.err = err
+		return res
+	}
+	noise, err := startNoise()
+	if err != nil {
+		res.err = err
+		return res
+	}
+	p, err := start()
+	if err != nil {
+		res.err = err
+		return res
+	}
+	sysUse := usage{pid: p.pid()} // a new process: everything it uses counts
+	stopped := false
+	defer func() {
+		if !stopped {
+			_ = p.stop(30 * time.Second)
+		}
+	}()
+	if sc.rate > 0 {
+		if err := probed(p); err != nil {
+			res.err = err
+			return res
+		}
+		if natsUse, err = startUsage(ns.pid()); err != nil {
+			res.err = err
+			return res
+		}
+		if sysUse, err = startUsage(p.pid()); err != nil {
+			res.err = err
+			return res
+		}
+		if noise, err = startNoise(); err != nil {
+			res.err = err
+			return res
+		}
+		if err := pub.paced(ctx, sc.events, sc.rate); err != nil {
+			res.err = err
+			return res
+		}
+	}
+	if err := vs.await(ctx, expected{events: sc.events, probes: 1}, p, 30*time.Second); err != nil {
+		res.err = err
+		return res
+	}
+	if res.sysCPU, err = sysUse.since(); err != nil {
+		res.err = err
+		return res
+	}
+	if res.natsCPU, err = natsUse.since(); err != nil {
+		res.err = err
+		return res
+	}
+	if res.rss, err = peakRSS(p.pid()); err != nil {
+		res.err = err
+		return res
+	}
+	if res.otherCPU, res.window, err = noise.since(res.sysCPU + res.natsCPU); err != nil {
+		res.err = err
+		return res
+	}
+	// Stop as an operator would, then judge: a duplicate sent while
+	// shutting down counts too.
+	stopped = true
+	if err := p.stop(30 * time.Second); err != nil {
+		res.err = err
+		return res
+	}
+	recs := vs.receipts()
+	if err := checkExactlyOnce(recs, sc.sinks, expected{events: sc.events, probes: 1}); err != nil {
+		res.err = err
+		return res
+	}
+	took, n := span(recs, sc.latency)
+	if took > 0 {
+		res.perSec = float64(n) / took.Seconds()
+	}
+	if sc.rate > 0 {
+		res.lat = latencies(recs)
+	}
+	return res
+}
+
+// runBench builds what it needs and measures every system in every
+// scenario, the systems one after another within a scenario.
+func runBench(ctx context.Context, o options) ([]result, error) {
+	logf := func(format string, args ...any) { fmt.Fprintf(o.progress, format+"\n", args...) }
+	scs, err := scenarios(o.scenarios, o.quick, o.events)
+	if err != nil {
+		return nil, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	work, err := os.MkdirTemp("", "chapar-bench-")
+	if err != nil {
+		return nil, err
+	}
+	if o.keep {
+		logf("work directory (kept): %s", work)
+	} else {
+		defer os.RemoveAll(work)
+	}
+	bin := filepath.Join(work, "bin")
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		return nil, err
+	}
+	syss, err := systems(o.systems, bin)
+	if err != nil {
+		return nil, err
+	}
+	root, err := moduleRoot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range syss {
+		switch s.name {
+		case "chapar":
+			logf("building the dispatcher")
+			if err := buildDispatcher(ctx, root, filepath.Join(bin, "dispatcher")); err != nil {
+				return nil, err
+			}
+		case "lean", "watermill":
+			if _, err := os.Stat(filepath.Join(bin, s.name)); err == nil {
+				continue
+			}
+			logf("building the peers (bench/peers)")
+			if err := buildPeers(ctx, root, bin); err != nil {
+				return nil, err
+			}
+		}
+	}
+	maxSinks := 1
+	for _, sc := range scs {
+		maxSinks = max(maxSinks, sc.sinks)
+	}
+	vctx, stopVendors := context.WithCancel(ctx)
+	defer stopVendors()
+	vs, err := startVendors(vctx, maxSinks)
+	if err != nil {
+		return nil, err
+	}
+	h := &harness{self: self, bin: bin, work: work, vendors: vs, log: logf}
+	var results []result
+	for _, sc := range scs {
+		for _, s := range syss {
+			logf("%s: %s", s.label, sc.title)
+			var r result
+			for attempt := 1; ; attempt++ {
+				if o.waitIdle {
+					waitQuiet(ctx, 2*time.Minute, logf)
+				}
+				r = h.measure(ctx, s, sc)
+				if !o.waitIdle || r.err != nil || !r.disturbed() || attempt == 3 || ctx.Err() != nil {
+					break
+				}
+				logf("  other processes used %.1f CPU-s in %.1fs: measuring again", r.otherCPU.Seconds(), r.window.Seconds())
+			}
+			if r.err != nil {
+				logf("  FAILED: %v", r.err)
+			} else {
+				logf("  %.0f deliveries/s, %s CPU %.3fs, nats-server CPU %.3fs, peak RSS %.1f MiB; other processes %.2f CPU-s in %.1fs",
+					r.perSec, s.label, r.sysCPU.Seconds(), r.natsCPU.Seconds(), mib(r.rss), r.otherCPU.Seconds(), r.window.Seconds())
+			}
+			results = append(results, r)
+			if ctx.Err() != nil {
+				return results, ctx.Err()
+			}
+		}
+	}
+	return results, nil
+}
+
+// disturbed says another workload used more than a tenth of a CPU while
+// the result was measured.
+func (r result) disturbed() bool { return r.otherCPU > r.window/10 }
+
+// waitQuiet waits, up to limit, for a second in which the machine's CPUs
+// are idle (under a tenth of one CPU used).
+func waitQuiet(ctx context.Context, limit time.Duration, logf func(string, ...any)) {
+	deadline := time.Now().Add(limit)
+	for said := false; time.Now().Before(deadline) && ctx.Err() == nil; {
+		before, err := machineBusy()
+		time.Sleep(time.Second)
+		after, err2 := machineBusy()
+		if err != nil || err2 != nil || after-before < 100*time.Millisecond {
+			return
+		}
+		if !said {
+			logf("  waiting for the machine to be idle (%.0f%% of a CPU in use)", 100*(after-before).Seconds())
+			said = true
+		}
+	}
+}
+
+func mib(b uint64) float64 { return float64(b) / (1 << 20) }

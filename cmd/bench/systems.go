@@ -1,0 +1,107 @@
+package main
+
+// The systems under test and how each is started: Chapar as users run it
+// (the dispatcher binary with a generated config file), and the two peers
+// from the bench/peers module. Chapar is a black box here: the bench knows
+// only the subject producers publish to and what arrives at the vendor.
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/chapar-dev/chapar/pkg/envelope"
+)
+
+// system is one program under test.
+type system struct {
+	name  string // chapar | watermill | lean
+	label string
+	// subject is where the bench publishes the events.
+	subject string
+	// prepare makes what the system expects to exist before it starts.
+	prepare func(ctx context.Context, js jetstream.JetStream) error
+	// start runs the system against natsURL, delivering to each vendor URL
+	// with workers concurrent requests per sink; files go in dir.
+	start func(natsURL string, vendorURLs []string, workers int, dir string) (*proc, error)
+}
+
+var systemNames = []string{"chapar", "watermill", "lean"}
+
+// systems returns the named systems, with the binaries in bin.
+func systems(names []string, bin string) ([]system, error) {
+	var out []system
+	for _, n := range names {
+		switch n {
+		case "chapar":
+			out = append(out, system{name: n, label: "Chapar", subject: envelope.Subject("chapar", envelope.TypeTrack),
+				prepare: func(context.Context, jetstream.JetStream) error { return nil },
+				start: func(natsURL string, urls []string, workers int, dir string) (*proc, error) {
+					return startChapar(filepath.Join(bin, "dispatcher"), natsURL, urls, workers, dir)
+				}})
+		case "watermill", "lean":
+			label := map[string]string{"watermill": "Watermill", "lean": "lean"}[n]
+			out = append(out, system{name: n, label: label, subject: peerSubject, prepare: preparePeerStream,
+				start: func(natsURL string, urls []string, workers int, dir string) (*proc, error) {
+					return startProc(n, filepath.Join(dir, n+".log"), nil, filepath.Join(bin, n),
+						"-nats-url", natsURL, "-stream", peerStream, "-durable", "bench",
+						"-vendors", strings.Join(urls, ","), "-token", chabokToken, "-workers", strconv.Itoa(workers))
+				}})
+		default:
+			return nil, fmt.Errorf("unknown system %q (have %s)", n, strings.Join(systemNames, ", "))
+		}
+	}
+	return out, nil
+}
+
+// The peers' stream: what Chapar's events stream is (file storage, one
+// replica, limits retention, 10 minute de-duplication window), made by the
+// bench as an operator would; each peer binds its durable consumers to it.
+const (
+	peerStream  = "BENCH"
+	peerSubject = "bench.events.track"
+)
+
+func preparePeerStream(ctx context.Context, js jetstream.JetStream) error {
+	_, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name:       peerStream,
+		Subjects:   []string{"bench.events.>"},
+		Retention:  jetstream.LimitsPolicy,
+		Storage:    jetstream.FileStorage,
+		Replicas:   1,
+		Duplicates: 10 * time.Minute,
+	})
+	return err
+}
+
+// startChapar writes a config file with one Chabok sink per vendor URL,
+// every event routed to all of them, and runs `dispatcher run`.
+func startChapar(bin, natsURL string, urls []string, workers int, dir string) (*proc, error) {
+	admin, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	var b strings.Builder
+	// Defaults everywhere else, as a user would run it (info logs: none per
+	// delivery).
+	fmt.Fprintf(&b, "# Written by cmd/bench.\nadmin:\n  listen: 127.0.0.1:%d\n", admin)
+	fmt.Fprintf(&b, "sink_defaults:\n  concurrency: %d\nsinks:\n", workers)
+	var names []string
+	for i, u := range urls {
+		name := fmt.Sprintf("chabok-%d", i)
+		names = append(names, name)
+		fmt.Fprintf(&b, "  - name: %s\n    vendor: chabok\n    base_url: %s\n    settings: {app_id: demoapp, access_token: %s}\n", name, u, chabokToken)
+	}
+	fmt.Fprintf(&b, "routes:\n  - sinks: [%s]\n", strings.Join(names, ", "))
+	cfg := filepath.Join(dir, "chapar.yaml")
+	if err := os.WriteFile(cfg, []byte(b.String()), 0o644); err != nil {
+		return nil, err
+	}
+	return startProc("dispatcher", filepath.Join(dir, "dispatcher.log"), nil, bin, "run", "--config", cfg, "--nats-url", natsURL)
+}
