@@ -5,14 +5,17 @@ package main
 // received, and the check that every event arrived exactly once.
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,10 +30,30 @@ type vendorSink struct {
 	chabok *emulator.Vendor
 	url    string
 	count  atomic.Int64 // requests answered
+	// The bench keeps every receipt itself: the emulator keeps only its
+	// last emulator.MaxRecorded requests.
+	mu   sync.Mutex
+	recs []receipt
+	sink int
 }
 
+// statusRecorder remembers the status the emulator answered with.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) { s.status = code; s.ResponseWriter.WriteHeader(code) }
+
 func (v *vendorSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	v.chabok.ServeHTTP(w, r)
+	body, _ := io.ReadAll(r.Body)
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	sr := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	v.chabok.ServeHTTP(sr, r)
+	rec := parseReceipt(v.sink, emulator.Request{Body: body, Status: sr.status, At: time.Now()})
+	v.mu.Lock()
+	v.recs = append(v.recs, rec)
+	v.mu.Unlock()
 	v.count.Add(1)
 }
 
@@ -45,6 +68,7 @@ func startVendors(ctx context.Context, n int) (vendors, error) {
 			return nil, err
 		}
 		v := &vendorSink{
+			sink:   len(vs),
 			chabok: emulator.New(emulator.DemoConfig()).Vendor(emulator.Chabok),
 			url:    emulator.BaseURL(emulator.Chabok, ln.Addr().String()),
 		}
@@ -63,6 +87,9 @@ func (vs vendors) prepare(n int, latency time.Duration) vendors {
 	for _, v := range vs {
 		v.chabok.Reset()
 		v.count.Store(0)
+		v.mu.Lock()
+		v.recs = nil
+		v.mu.Unlock()
 		if latency > 0 {
 			v.chabok.SetFault(emulator.Fault{Status: http.StatusOK, Latency: latency})
 		}
@@ -98,10 +125,10 @@ type receipt struct {
 
 func (vs vendors) receipts() []receipt {
 	var out []receipt
-	for i, v := range vs {
-		for _, r := range v.chabok.Requests() {
-			out = append(out, parseReceipt(i, r))
-		}
+	for _, v := range vs {
+		v.mu.Lock()
+		out = append(out, v.recs...)
+		v.mu.Unlock()
 	}
 	return out
 }
