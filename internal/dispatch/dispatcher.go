@@ -126,10 +126,7 @@ type boundSink struct {
 func (b boundSink) run(ctx, workCtx context.Context) {
 	jobs := make(chan job)
 	var feeders, workers sync.WaitGroup
-	// Prefetch as many as there are workers: enough to keep them busy
-	// without a round trip, few enough that none waits long with its
-	// ack timer running.
-	feeders.Go(func() { consume(ctx, b.cons.Events, false, b.concurrency, b.w.gate, jobs, b.w.log) })
+	feeders.Go(func() { consume(ctx, b.cons.Events, false, prefetch(b.concurrency), b.w.gate, jobs, b.w.log) })
 	feeders.Go(func() { consume(ctx, b.cons.Retries, true, max(b.concurrency/4, 1), b.w.gate, jobs, b.w.log) })
 	for range b.concurrency {
 		workers.Go(func() {
@@ -142,6 +139,15 @@ func (b boundSink) run(ctx, workCtx context.Context) {
 	close(jobs)
 	workers.Wait()
 }
+
+// prefetch is how many messages a sink keeps pulled ahead of its workers:
+// four per worker (at least 32), so the workers never wait on a pull round
+// trip, while a buffered message waits at most about four vendor requests
+// before a worker takes it, far inside ack_wait for any vendor faster
+// than ack_wait/8. Measured (cmd/bench, backlog, 16 workers): a prefetch
+// of 16 left nats-server at 2.2× a lean consumer's CPU per event, 64 at
+// 1.5×, with twice the throughput.
+func prefetch(concurrency int) int { return min(max(concurrency*4, 32), 4096) }
 
 // bind creates the streams and every sink's consumers. On a cluster that
 // is still forming (no JetStream leader yet, a stream without quorum) it

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -45,6 +46,37 @@ type Metrics struct {
 	breaker      *prometheus.GaugeVec
 	dropped      *prometheus.CounterVec
 	panics       *prometheus.CounterVec
+
+	// perSink caches each sink's series on the hot path (one delivery
+	// touches five), so a delivery does not hash labels five times.
+	perSink sync.Map // sink label → *sinkSeries
+}
+
+// sinkSeries are one sink's series that every delivery touches.
+type sinkSeries struct {
+	delivered prometheus.Counter
+	latency   prometheus.Observer
+	inFlight  prometheus.Gauge
+	requestOK prometheus.Observer
+}
+
+// series returns the sink's cached series. Only well-formed sink names are
+// cached (a bounded set: the configured sinks); others fall back to "other".
+func (m *Metrics) series(sink string) *sinkSeries {
+	if s, ok := m.perSink.Load(sink); ok {
+		return s.(*sinkSeries)
+	}
+	label := sinkLabel(sink)
+	s := &sinkSeries{
+		delivered: counter(m.delivered, label),
+		latency:   observer(m.latency, label),
+		inFlight:  gauge(m.inFlight, label),
+		requestOK: observer(m.requests, label, "ok"),
+	}
+	if label == sink {
+		m.perSink.Store(sink, s)
+	}
+	return s
 }
 
 // New registers Chapar's collectors (and the Go and process ones) in a
@@ -187,9 +219,9 @@ func (m *Metrics) Received() { m.received.Inc() }
 func (m *Metrics) Unrouted(eventType, _ string) { inc(counter(m.unrouted, m.typeLabel(eventType))) }
 
 func (m *Metrics) Delivered(sink string, d time.Duration) {
-	sink = sinkLabel(sink)
-	inc(counter(m.delivered, sink))
-	observe(observer(m.latency, sink), d.Seconds())
+	s := m.series(sink)
+	inc(s.delivered)
+	observe(s.latency, d.Seconds())
 }
 
 func (m *Metrics) Retried(sink string, status int) {
@@ -207,7 +239,7 @@ func (m *Metrics) BreakerChanged(sink string, to retry.State) {
 }
 
 func (m *Metrics) InFlight(sink string, delta int) {
-	add(gauge(m.inFlight, sinkLabel(sink)), float64(delta))
+	add(m.series(sink).inFlight, float64(delta))
 }
 
 // Unsettled moves the count of a sink's events whose outcome is decided
@@ -225,10 +257,13 @@ func (m *Metrics) Dropped(reason string) { inc(counter(m.dropped, identLabel(rea
 func (m *Metrics) Panicked(stage string) { inc(counter(m.panics, identLabel(stage))) }
 
 func (m *Metrics) VendorRequest(sink string, took time.Duration, err error) {
+	if err == nil {
+		observe(m.series(sink).requestOK, took.Seconds())
+		return
+	}
 	outcome := "ok"
 	var serr *sinks.Error
 	switch {
-	case err == nil:
 	case errors.As(err, &serr) && serr.Transient:
 		outcome = "transient"
 	case errors.As(err, &serr):

@@ -2,8 +2,9 @@
 // before the next attempt, when to give up, and when to stop calling a vendor
 // altogether (the circuit breaker).
 //
-// Waits are not slept in goroutines: the dispatcher hands the delay to
-// JetStream (NakWithDelay), so a crash or restart loses no retry.
+// Waits are not slept in goroutines: the dispatcher stores each retry in
+// JetStream as a message scheduled for its time, so a crash or restart
+// loses no retry. The breaker itself lives in the dispatcher's gate.
 package retry
 
 import (
@@ -116,30 +117,6 @@ func (p Policy) Next(attempt int, firstAttempt, now time.Time, retryAfter time.D
 		return Decision{}
 	}
 	return Decision{Retry: true, Delay: delay}
-}
-
-// MaxDeliveries bounds how many times JetStream may deliver one message
-// under this policy: the backoff steps that fit in MaxElapsed (attempts
-// during an outage do not count against MaxAttempts), plus MaxAttempts, plus
-// slack for redeliveries after crashes. It is the consumer's MaxDeliver, the
-// safety net behind the policy; -1 when nothing bounds it.
-func (p Policy) MaxDeliveries() int {
-	if p.MaxElapsed == 0 {
-		if p.MaxAttempts == 0 {
-			return -1
-		}
-		return p.MaxAttempts + 10
-	}
-	steps := 0
-	var elapsed time.Duration
-	d := p.InitialInterval
-	for elapsed < p.MaxElapsed && steps < 100_000 {
-		// The shortest a jittered wait can be.
-		elapsed += time.Duration(float64(d) * (1 - p.Jitter))
-		d = min(time.Duration(float64(d)*p.Multiplier), p.MaxInterval)
-		steps++
-	}
-	return steps + p.MaxAttempts + 10
 }
 
 // temporary is the classification retry needs from a delivery error; the

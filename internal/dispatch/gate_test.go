@@ -1,0 +1,125 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/chapar-dev/chapar/internal/outcome"
+	"github.com/chapar-dev/chapar/internal/retry"
+	"github.com/chapar-dev/chapar/internal/sinks"
+)
+
+// Issue 9.14: when a Retry-After pause ends, the sink resumes with one
+// request, then doubles with each success: no thundering herd.
+func TestGateResumesWithOneRequestThenRamps(t *testing.T) {
+	g := newGate("s", retry.BreakerSettings{FailureThreshold: 100, OpenTimeout: time.Second}, 8, zap.NewNop(), nil)
+	g.pause(100 * time.Millisecond)
+	if w, _ := g.shutFor(time.Now()); w <= 0 {
+		t.Fatal("not shut during the pause")
+	}
+	var inFlight, peak atomic.Int32
+	var mu sync.Mutex
+	var peaks []int32 // peak in flight at each release
+	var wg sync.WaitGroup
+	release := make(chan struct{})
+	for range 8 {
+		wg.Go(func() {
+			for {
+				done, _, err := g.acquire(context.Background())
+				var shut errShut
+				if errors.As(err, &shut) {
+					continue // a real worker hands back; here, ask again
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				n := inFlight.Add(1)
+				for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+				}
+				<-release
+				mu.Lock()
+				peaks = append(peaks, peak.Load())
+				mu.Unlock()
+				inFlight.Add(-1)
+				done(nil)
+				return
+			}
+		})
+	}
+	// Release one request at a time, each after the gate had its chance to
+	// let more through.
+	for range 8 {
+		deadline := time.Now().Add(5 * time.Second)
+		for inFlight.Load() == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("no request let through")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		release <- struct{}{}
+	}
+	wg.Wait()
+	if peaks[0] != 1 {
+		t.Errorf("%d requests in flight right after the pause, want 1 (peaks %v)", peaks[0], peaks)
+	}
+}
+
+// A 429 never trips the breaker: the pause handles throttling.
+func TestGateThrottlingDoesNotOpenTheBreaker(t *testing.T) {
+	g := newGate("s", retry.BreakerSettings{FailureThreshold: 2, OpenTimeout: time.Minute}, 4, zap.NewNop(), nil)
+	for range 5 {
+		done, _, err := g.acquire(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		done(&sinks.Error{Reason: outcome.RetriesExhausted, Transient: true, Status: 429})
+	}
+	if st := g.State(); st != retry.State(0) {
+		t.Errorf("breaker %s after five 429s", st)
+	}
+	for range 2 {
+		done, _, err := g.acquire(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		done(&sinks.Error{Reason: outcome.RetriesExhausted, Transient: true, Status: 503})
+	}
+	if _, _, err := g.acquire(context.Background()); !errors.As(err, new(errShut)) {
+		t.Errorf("acquire with the breaker open: %v, want errShut", err)
+	}
+}
+
+// Issue 9.13: start-up waits out what a forming cluster answers, and gives
+// up on what waiting cannot fix.
+func TestRetryableStartupErrors(t *testing.T) {
+	cases := []struct {
+		err   error
+		retry bool
+	}{
+		{context.DeadlineExceeded, true},
+		{fmt.Errorf("topology: stream X: %w", context.DeadlineExceeded), true},
+		{nats.ErrNoResponders, true},
+		{nats.ErrTimeout, true},
+		{&jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"}, true},
+		{&jetstream.APIError{Code: 500, Description: "insufficient resources"}, true},
+		{&jetstream.APIError{Code: 400, ErrorCode: 10058, Description: "stream name already in use with a different configuration"}, false},
+		{errors.New("config: bad"), false},
+	}
+	for _, c := range cases {
+		var perm *backoff.PermanentError
+		if got := !errors.As(retryable(c.err), &perm); got != c.retry {
+			t.Errorf("retryable(%v) = %v, want %v", c.err, got, c.retry)
+		}
+	}
+}
