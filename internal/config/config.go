@@ -91,7 +91,6 @@ type Streams struct {
 
 // Dispatcher tunes the consuming side.
 type Dispatcher struct {
-	RouterConcurrency int           `yaml:"router_concurrency"`
 	AckWait           time.Duration `yaml:"ack_wait"`
 	ShutdownGrace     time.Duration `yaml:"shutdown_grace"`
 	LogFormat         string        `yaml:"log_format"` // json | console
@@ -225,7 +224,6 @@ func Default() *Config {
 			DeadLetterMaxAge: 30 * 24 * time.Hour,
 		},
 		Dispatcher: Dispatcher{
-			RouterConcurrency: 8,
 			AckWait:           30 * time.Second,
 			ShutdownGrace:     20 * time.Second,
 			LogFormat:         "json",
@@ -398,9 +396,6 @@ func (c *Config) Validate() error {
 	}
 	if c.Streams.DuplicateWindow <= 0 {
 		bad("streams.duplicate_window", "must be positive, e.g. 10m")
-	}
-	if c.Dispatcher.RouterConcurrency < 1 {
-		bad("dispatcher.router_concurrency", "must be at least 1")
 	}
 	if c.Dispatcher.AckWait < time.Second {
 		bad("dispatcher.ack_wait", "must be at least 1s, e.g. 30s")
