@@ -91,10 +91,10 @@ type Streams struct {
 
 // Dispatcher tunes the consuming side.
 type Dispatcher struct {
-	AckWait           time.Duration `yaml:"ack_wait"`
-	ShutdownGrace     time.Duration `yaml:"shutdown_grace"`
-	LogFormat         string        `yaml:"log_format"` // json | console
-	LogLevel          string        `yaml:"log_level"`
+	AckWait       time.Duration `yaml:"ack_wait"`
+	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+	LogFormat     string        `yaml:"log_format"` // json | console
+	LogLevel      string        `yaml:"log_level"`
 }
 
 // Admin serves /metrics, /healthz and /readyz.
@@ -224,10 +224,10 @@ func Default() *Config {
 			DeadLetterMaxAge: 30 * 24 * time.Hour,
 		},
 		Dispatcher: Dispatcher{
-			AckWait:           30 * time.Second,
-			ShutdownGrace:     20 * time.Second,
-			LogFormat:         "json",
-			LogLevel:          "info",
+			AckWait:       30 * time.Second,
+			ShutdownGrace: 20 * time.Second,
+			LogFormat:     "json",
+			LogLevel:      "info",
 		},
 		Webhook:      Webhook{Path: "/webhooks/kenar", Source: "divar-kenar"},
 		Admin:        Admin{Listen: "127.0.0.1:9090"},

@@ -57,8 +57,9 @@ type engine struct {
 	ackWait  time.Duration
 	maxBytes int
 
-	knownMu sync.Mutex
-	known   map[string]bool // sinks that exist in the deployment
+	knownMu      sync.Mutex
+	known        map[string]bool      // sinks that exist in the deployment
+	unknownUntil map[string]time.Time // sinks found missing, until when to believe it
 }
 
 // New prepares a dispatcher; Run starts it.
@@ -75,7 +76,7 @@ func New(js jetstream.JetStream, o Options) *Dispatcher {
 	e := &engine{
 		js: js, topo: o.Topology, routes: o.Routes, dlq: dlq.NewWriter(js, o.Topology),
 		obs: o.Observer, log: o.Logger, ackWait: o.Dispatcher.AckWait,
-		maxBytes: o.Topology.MaxEnvelopeBytes(), known: map[string]bool{},
+		maxBytes: o.Topology.MaxEnvelopeBytes(), known: map[string]bool{}, unknownUntil: map[string]time.Time{},
 	}
 	for _, s := range o.SinkConfigs {
 		e.known[s.Name] = true

@@ -151,20 +151,34 @@ func (e *engine) knows(ctx context.Context, sink string) (bool, error) {
 	}
 	e.knownMu.Lock()
 	ok := e.known[sink]
+	until, missing := e.unknownUntil[sink]
 	e.knownMu.Unlock()
 	if ok {
 		return true, nil
 	}
+	if missing && time.Now().Before(until) {
+		return false, nil
+	}
 	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	ok, err := e.topo.HasSink(lctx, e.js, sink)
-	if err != nil || !ok {
+	if err != nil {
 		return false, err
 	}
 	e.knownMu.Lock()
-	e.known[sink] = true
-	e.knownMu.Unlock()
-	return true, nil
+	defer e.knownMu.Unlock()
+	if ok {
+		e.known[sink] = true
+		return true, nil
+	}
+	// A name no dispatcher runs is asked about again only after a while:
+	// a flood of events naming it costs no flood of API requests. The map
+	// stays bounded (it is cleared when it grows large).
+	if len(e.unknownUntil) > 10_000 {
+		clear(e.unknownUntil)
+	}
+	e.unknownUntil[sink] = time.Now().Add(5 * time.Second)
+	return false, nil
 }
 
 // guard turns a panic into a dead letter: one hostile message must not

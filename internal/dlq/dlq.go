@@ -65,7 +65,9 @@ type Record struct {
 // and the ack), or an invalid envelope seen by every sink, is stored once,
 // while a replay that fails again is recorded again.
 func (r *Record) MsgID() string {
-	return fmt.Sprintf("dlq/%d/%s/r%d", r.Origin, r.Sink, r.Replays)
+	// The event id too: records written before origins were carried (or
+	// by a tool that does not set one) must not collide on origin 0.
+	return fmt.Sprintf("dlq/%d/%s/%s/r%d", r.Origin, r.EventID, r.Sink, r.Replays)
 }
 
 // attemptHeaders are the engine's per-delivery state: a dead letter keeps
