@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -134,19 +135,26 @@ func dlqCommands(stdout, stderr io.Writer) map[string]func(fs *flag.FlagSet) dlq
 			limit := fs.Int("limit", 100, "at most this many entries (0: all)")
 			asJSON := fs.Bool("json", false, "one JSON object per line")
 			return func(ctx context.Context, st *dlq.Store, f *dlqFlags) error {
-				recs, err := st.List(ctx, f.filter, *limit)
-				if err != nil {
+				// Streamed: a dead-letter stream of a million entries is
+				// printed as it is read, never held in memory.
+				n := 0
+				var out recordWriter = newTableWriter(stdout)
+				if *asJSON {
+					out = jsonLines{json.NewEncoder(stdout)}
+				}
+				var werr error
+				err := st.Each(ctx, f.filter, func(r *dlq.Record) bool {
+					if werr = out.write(r); werr != nil {
+						return false
+					}
+					n++
+					return *limit == 0 || n < *limit
+				})
+				if err := errors.Join(err, werr, out.flush()); err != nil {
 					return err
 				}
-				if !*asJSON {
-					printRecords(stdout, recs)
-					return nil
-				}
-				enc := json.NewEncoder(stdout)
-				for _, r := range recs {
-					if err := enc.Encode(r); err != nil {
-						return err
-					}
+				if n == 0 && !*asJSON {
+					fmt.Fprintln(stdout, "no dead letters")
 				}
 				return nil
 			}
@@ -168,20 +176,21 @@ func dlqCommands(stdout, stderr io.Writer) map[string]func(fs *flag.FlagSet) dlq
 				// Not a sequence: an envelope id, with every entry it has.
 				filter := f.filter
 				filter.EventID = f.args[0]
-				recs, err := st.List(ctx, filter, 0)
-				if err != nil {
-					return err
-				}
-				if len(recs) == 0 {
-					return fmt.Errorf("no dead letter for event %q", f.args[0])
-				}
-				for i, r := range recs {
-					if i > 0 {
+				n := 0
+				var werr error
+				err := st.Each(ctx, filter, func(r *dlq.Record) bool {
+					if n > 0 {
 						fmt.Fprintln(stdout, "\n---")
 					}
-					if err := showRecord(stdout, r); err != nil {
-						return err
-					}
+					n++
+					werr = showRecord(stdout, r)
+					return werr == nil
+				})
+				if err := errors.Join(err, werr); err != nil {
+					return err
+				}
+				if n == 0 {
+					return fmt.Errorf("no dead letter for event %q (see dispatcher dlq list)", f.args[0])
 				}
 				return nil
 			}
@@ -272,17 +281,60 @@ func printRecords(w io.Writer, recs []*dlq.Record) {
 		fmt.Fprintln(w, "no dead letters")
 		return
 	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SEQ\tSINK\tREASON\tSTATUS\tCODE\tATTEMPTS\tLAST ATTEMPT\tEVENT\tERROR")
+	tw := newTableWriter(w)
 	for _, r := range recs {
-		status := "-"
-		if r.Status != 0 {
-			status = strconv.Itoa(r.Status)
-		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.Seq, r.Sink, r.Reason, status, dash(r.Code),
-			r.Attempts, r.LastAttempt.Local().Format(time.DateTime), dash(r.EventID), truncate(r.Error, 90))
+		_ = tw.write(r)
 	}
-	_ = tw.Flush()
+	_ = tw.flush()
+}
+
+// recordWriter prints dead letters as they are read.
+type recordWriter interface {
+	write(*dlq.Record) error
+	flush() error
+}
+
+type jsonLines struct{ enc *json.Encoder }
+
+func (j jsonLines) write(r *dlq.Record) error { return j.enc.Encode(r) }
+func (jsonLines) flush() error                { return nil }
+
+// tableWriter aligns columns a page (100 rows) at a time, so a long list
+// starts printing at once and holds one page in memory.
+type tableWriter struct {
+	w    io.Writer
+	tw   *tabwriter.Writer
+	rows int
+}
+
+func newTableWriter(w io.Writer) *tableWriter { return &tableWriter{w: w} }
+
+func (t *tableWriter) write(r *dlq.Record) error {
+	if t.tw == nil {
+		t.tw = tabwriter.NewWriter(t.w, 0, 0, 2, ' ', 0)
+		if t.rows == 0 {
+			fmt.Fprintln(t.tw, "SEQ\tSINK\tREASON\tSTATUS\tCODE\tATTEMPTS\tLAST ATTEMPT\tEVENT\tERROR")
+		}
+	}
+	status := "-"
+	if r.Status != 0 {
+		status = strconv.Itoa(r.Status)
+	}
+	fmt.Fprintf(t.tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.Seq, r.Sink, r.Reason, status, dash(r.Code),
+		r.Attempts, r.LastAttempt.Local().Format(time.DateTime), dash(r.EventID), truncate(r.Error, 90))
+	if t.rows++; t.rows%100 == 0 {
+		return t.flush()
+	}
+	return nil
+}
+
+func (t *tableWriter) flush() error {
+	if t.tw == nil {
+		return nil
+	}
+	err := t.tw.Flush()
+	t.tw = nil
+	return err
 }
 
 func dash(s string) string {

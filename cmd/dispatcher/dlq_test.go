@@ -69,4 +69,9 @@ func TestDLQCommands(t *testing.T) {
 	if got := cli("dlq", "stats"); !strings.Contains(got, "0 dead letters") {
 		t.Errorf("after replay and purge:\n%s", got)
 	}
+	var out, errOut bytes.Buffer
+	err := runCommand(context.Background(), []string{"dlq", "show", "999", "--nats-url", url}, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "entry 999: no such dead letter") || strings.Contains(err.Error(), "API error") {
+		t.Errorf("show of a missing entry: %v", err)
+	}
 }
