@@ -178,7 +178,12 @@ func (g *gate) acquire(ctx context.Context) (done func(error), vendorDown bool, 
 			if w, _ := g.shutFor(time.Now()); w > 0 {
 				return nil, false, errShut{wait: w}
 			}
-			deadline = time.Now().Add(holdAtMost) // open again: keep trying
+			if g.cb.State() == gobreaker.StateHalfOpen {
+				// The probe is still out: free the worker and the message
+				// rather than hold them past ack_wait on a slow vendor.
+				return nil, false, errShut{wait: max(g.timeout/4, time.Second)}
+			}
+			deadline = time.Now().Add(holdAtMost) // at the ramp's limit: keep trying
 		}
 	}
 }
