@@ -169,6 +169,9 @@ func (p *producer) publish(ctx context.Context, id string, seq int) {
 		}
 		if ctx.Err() != nil || time.Now().After(deadline) {
 			p.mu.Lock()
+			if p.givenUp == 0 {
+				p.t.Logf("producer: gave up on %s: %v", id, err)
+			}
 			p.givenUp++
 			p.mu.Unlock()
 			return
@@ -318,7 +321,7 @@ type outcome struct {
 	duplicates   int // 2xx beyond the first per event, plus extra dead letters
 	wedged       bool
 	stuck        []consumerState // consumers still holding work when wedged
-	recovery     time.Duration   // the slowest fault's recovery; -1: never
+	recovery     time.Duration   // the slowest fault's recovery; -1: never, notMeasured: no fault
 	settledIn    time.Duration   // from settle() to every event accounted
 }
 
@@ -401,6 +404,9 @@ func (w *world) settle(timeout time.Duration, heals ...time.Time) outcome {
 			settledAt[id] = at
 		}
 	}
+	if len(heals) == 0 {
+		o.recovery = notMeasured
+	}
 	for _, h := range heals {
 		var r time.Duration
 		for _, id := range ids {
@@ -425,8 +431,14 @@ func (w *world) settle(timeout time.Duration, heals ...time.Time) outcome {
 	return o
 }
 
+// notMeasured is the recovery of a scenario without a fault to recover from.
+const notMeasured = time.Duration(-2)
+
 func fmtDur(d time.Duration) string {
-	if d < 0 {
+	switch {
+	case d == notMeasured:
+		return "n/a"
+	case d < 0:
 		return "never"
 	}
 	return d.Round(10 * time.Millisecond).String()
