@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -51,7 +52,7 @@ type world struct {
 // and replicas dispatchers configured by tweak.
 func newWorld(t testing.TB, nodes, replicas int, tweak func(*dispatcherConfig)) *world {
 	t.Helper()
-	w := &world{t: t, dir: t.TempDir()}
+	w := &world{t: t, dir: keptDir(t)}
 	w.nodes = startNATS(t, w.dir, nodes)
 	w.vendor = newLedger(t)
 	w.cfg = defaultConfig(w.vendor.url)
@@ -74,6 +75,26 @@ func newWorld(t testing.TB, nodes, replicas int, tweak func(*dispatcherConfig)) 
 		w.disps = append(w.disps, startDispatcher(t, w.dir, fmt.Sprintf("dispatcher-%d", i+1), w.cfg, urls(w.nodes)))
 	}
 	return w
+}
+
+// keptDir is a temporary directory for a world's stores, configs and logs,
+// removed after the test unless it failed or skipped its assertions: then
+// the logs are there to read.
+func keptDir(t testing.TB) string {
+	t.Helper()
+	name := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())
+	dir, err := os.MkdirTemp("", "chapar-faults-"+name+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() || t.Skipped() {
+			t.Logf("stores, configs and logs kept in %s", dir)
+			return
+		}
+		_ = os.RemoveAll(dir)
+	})
+	return dir
 }
 
 // newIDs makes n envelope ids (UUIDv7, as envelope.New would).
@@ -491,6 +512,7 @@ func writeResults() {
 	fmt.Fprintf(&b, "Mode: %s. %s.\n\n", mode, time.Now().UTC().Format("2006-01-02 15:04 MST"))
 	b.WriteString("| scenario | load | events acked | lost | duplicates | dead letters | recovery | notes | goal |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
+	slices.SortFunc(results, func(a, b result) int { return strings.Compare(a.scenario, b.scenario) })
 	for _, r := range results {
 		fmt.Fprintf(&b, "| %s |\n", strings.Join(r.cells(), " | "))
 	}

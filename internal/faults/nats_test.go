@@ -42,7 +42,8 @@ func TestNATSRestart(t *testing.T) {
 
 // (c) a three-node cluster with R3 streams: kill -9 the events stream's
 // leader, then leader step-downs of every stream and consumer in turn,
-// under load. Streams and consumers are found through the JetStream API.
+// under load, with a vendor that fails one request in 20 so that retries
+// are in flight. Streams and consumers are found through the JetStream API.
 // Goal: nothing lost, and every consumer's pending work drains (no wedge).
 func TestClusterLeaderChanges(t *testing.T) {
 	events, perSec, stepdowns := 4000, 500, 4
@@ -50,6 +51,9 @@ func TestClusterLeaderChanges(t *testing.T) {
 		events, stepdowns = 40_000, 10
 	}
 	w := newWorld(t, 3, 2, nil)
+	// One request in 20 fails (503), so retries (delayed naks) are always
+	// pending when leaders change.
+	w.vendor.set(func(l *ledger) { l.flakyEvery = 20 })
 	w.prod.start(newIDs(events), perSec)
 	phase := func(i int) int { return events * (i + 1) / (stepdowns + 3) }
 
@@ -99,7 +103,7 @@ func TestClusterLeaderChanges(t *testing.T) {
 	g.want(o.lost == 0, "%d events lost", o.lost)
 	g.want(!o.wedged, "wedged: %v", o.stuck)
 	g.want(o.deadLettered+o.both == 0, "%d dead letters with a healthy vendor", o.deadLettered+o.both)
-	notes := fmt.Sprintf("killed the leader of %s (%s), then %d step-downs", events0, leader, stepdowns)
+	notes := fmt.Sprintf("vendor fails 1 request in 20 (503); killed the leader of %s (%s), then %d step-downs", events0, leader, stepdowns)
 	if len(stalls) > 0 {
 		notes += fmt.Sprintf("; deliveries stalled >10 s after: %v", stalls)
 	}

@@ -88,9 +88,6 @@ func newProc(t testing.TB, dir, name string, args ...string) *proc {
 	p := &proc{t: t, name: name, args: args, log: filepath.Join(dir, name+".log")}
 	t.Cleanup(func() {
 		p.kill()
-		if t.Failed() {
-			t.Logf("%s log: %s", name, p.log)
-		}
 	})
 	return p
 }
@@ -206,7 +203,34 @@ func startNATS(t testing.TB, dir string, n int) []*natsNode {
 		node.waitListening(t)
 	}
 	waitJetStream(t, urls(nodes))
+	if n > 1 {
+		waitReplicated(t, urls(nodes), n)
+	}
 	return nodes
+}
+
+// waitReplicated waits until the cluster can place a stream on n nodes: a
+// meta leader answering account info is not enough, its peers may still be
+// joining.
+func waitReplicated(t testing.TB, url string, n int) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	eventually(t, 60*time.Second, fmt.Sprintf("the cluster to place an R%d stream", n), func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "FAULTS_PROBE", Subjects: []string{"faults.probe"}, Replicas: n})
+		return err == nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := js.DeleteStream(ctx, "FAULTS_PROBE"); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func urls(nodes []*natsNode) string {

@@ -43,6 +43,7 @@ type ledger struct {
 	failIDs    map[string]int // these events always get this status
 	outage     bool           // everything else: 503
 	storm      int            // everything else: 429 with Retry-After: storm seconds (0: off)
+	flakyEvery int            // every n-th request otherwise healthy: 503 (0: off)
 	latency    time.Duration  // every answer takes this long
 	notBefore  map[string]time.Time
 	early      int // requests for an event before its Retry-After had passed
@@ -103,6 +104,8 @@ func (l *ledger) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		status, retryAfter = http.StatusTooManyRequests, l.storm
 		l.notBefore[id] = now.Add(time.Duration(retryAfter) * time.Second)
 		l.stormCalls++
+	case l.flakyEvery > 0 && l.total%l.flakyEvery == 0:
+		status = http.StatusServiceUnavailable
 	}
 	l.mu.Unlock()
 
