@@ -26,6 +26,7 @@ func TestNATSRestart(t *testing.T) {
 	w.nodes[0].restart(t)
 	healed := time.Now()
 	o := w.settle(30*time.Second, healed)
+	resumed := w.vendor.firstOKAfter(healed).Sub(healed)
 
 	g := &goals{t: t}
 	g.want(o.lost == 0, "%d events lost", o.lost)
@@ -35,8 +36,8 @@ func TestNATSRestart(t *testing.T) {
 		scenario: "b. restart the nats-server",
 		load:     fmt.Sprintf("%d events at %d/s, 1 replica", events, perSec),
 		o:        o,
-		notes: fmt.Sprintf("kill -9, down %s, same store; producer retried %d publishes; recovery from the restart",
-			down, w.prod.retries),
+		notes: fmt.Sprintf("kill -9, down %s, same store; deliveries resumed %s after the restart; producer retried %d publishes; recovery from the restart",
+			down, fmtDur(resumed), w.prod.retries),
 	}, "")
 }
 

@@ -88,7 +88,7 @@ func TestRetryAfterStorm(t *testing.T) {
 // that held a worker while it waited to retry, or a breaker opened by five
 // bad events, would show.
 func TestPermanentFailuresDoNotSlowHealthyTraffic(t *testing.T) {
-	events := 2000
+	events := 1500
 	if long() {
 		events = 10_000
 	}

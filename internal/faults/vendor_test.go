@@ -232,3 +232,18 @@ func (l *ledger) callsBetween(from, to time.Time) int {
 	}
 	return n
 }
+
+// firstOKAfter is when the vendor first answered 2xx after t (zero if not).
+func (l *ledger) firstOKAfter(t time.Time) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var first time.Time
+	for _, cs := range l.calls {
+		for _, c := range cs {
+			if c.status >= 200 && c.status < 300 && c.at.After(t) && (first.IsZero() || c.at.Before(first)) {
+				first = c.at
+			}
+		}
+	}
+	return first
+}
