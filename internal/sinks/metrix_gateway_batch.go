@@ -3,6 +3,8 @@ package sinks
 import (
 	"context"
 	"sync"
+
+	"github.com/chapar-dev/chapar/internal/config"
 )
 
 // Batching for the Metrix gateway. A request carries one user (its
@@ -17,11 +19,14 @@ import (
 // is bisected, each part registering again (see bisect: Metrix
 // de-duplicates on message ids, so a re-sent message is harmless).
 //
-// The gateway publishes no limit on messages per request; 1,000 is
-// Chapar's own bound (inferred to be safe, like Chabok's trackBulk).
-const metrixGatewayMaxBatch = 1000
+// The gateway publishes no limit on messages per request; a user's
+// request carries at most metrixGatewayMaxMessages (Chapar's own bound,
+// inferred to be safe, like Chabok's trackBulk), more go in several
+// requests in order. A batch spans many users, so it may be larger: the
+// more events per user it holds, the fewer requests.
+const metrixGatewayMaxMessages = 1000
 
-func (m *metrixGateway) MaxBatch() int { return metrixGatewayMaxBatch }
+func (m *metrixGateway) MaxBatch() int { return config.MaxBatchItems }
 
 // userRequest is one user's share of a batch.
 type userRequest struct {
@@ -56,13 +61,16 @@ func (m *metrixGateway) DeliverBatch(ctx context.Context, ds []*Delivery) []erro
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			bisect(ctx, u.msgs, func(ctx context.Context, msgs []metrixMessage) error {
-				return m.sendUser(ctx, u.body, msgs)
-			}, func(lo, hi int, err error) {
-				for k := lo; k < hi; k++ {
-					errs[u.at[k]] = err // each index is one goroutine's
-				}
-			})
+			for lo := 0; lo < len(u.msgs); lo += metrixGatewayMaxMessages {
+				hi := min(lo+metrixGatewayMaxMessages, len(u.msgs))
+				bisect(ctx, u.msgs[lo:hi], func(ctx context.Context, msgs []metrixMessage) error {
+					return m.sendUser(ctx, u.body, msgs)
+				}, func(i, j int, err error) {
+					for k := lo + i; k < lo+j; k++ {
+						errs[u.at[k]] = err // each index is one goroutine's
+					}
+				})
+			}
 		})
 	}
 	wg.Wait()
