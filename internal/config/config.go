@@ -128,6 +128,17 @@ type Sink struct {
 	// Settings are the vendor's own keys (credentials, units); the vendor's
 	// sink decodes and validates them.
 	Settings yaml.Node `yaml:"settings"`
+	// Batch, when set, sends several events in one vendor request, for
+	// the vendors that can (chabok, metrix-gateway). Absent: one event per
+	// request.
+	Batch *Batch `yaml:"batch"`
+}
+
+// Batch is a sink's batching: a request leaves with max_items events, or
+// with what came within max_wait of the first, whichever is first.
+type Batch struct {
+	MaxItems int           `yaml:"max_items"`
+	MaxWait  time.Duration `yaml:"max_wait"`
 }
 
 // Route sends events matching all its conditions to its sinks. Empty
@@ -303,6 +314,10 @@ func (c *Config) resolveSinks(doc *yaml.Node) error {
 			}
 		}
 		derive(both, s.Concurrency, &s.MaxAckPending, &s.Retry)
+		if s.Batch != nil && !both["max_ack_pending"] {
+			// Room for a batch in every request slot and one filling.
+			s.MaxAckPending = max(s.MaxAckPending, s.Batch.MaxItems*(s.Concurrency+1))
+		}
 		c.Sinks[i] = s
 	}
 	return nil
@@ -440,6 +455,9 @@ func (c *Config) Validate() error {
 			}
 			errs = append(errs, err)
 		}
+		if b := s.Batch; b != nil {
+			errs = append(errs, batchErrors(at, *b, s.MaxAckPending, c.Dispatcher.AckWait)...)
+		}
 	}
 	known := map[string]bool{}
 	for _, t := range envelope.Types() {
@@ -497,6 +515,32 @@ func sinkKeyErrors(at string, concurrency, maxAckPending int, timeout time.Durat
 	errs = append(errs, b.Validate(at+".breaker")...)
 	if b.Interval < 0 {
 		bad("breaker.interval", "is %s; use 0 (never clear the failure count) or a positive duration, e.g. 1m", b.Interval)
+	}
+	return errs
+}
+
+// MaxBatchItems bounds batch.max_items whatever the vendor: a vendor's own
+// limit may be lower (Chabok's trackBulk takes 1,000), and the sink says so.
+const MaxBatchItems = 10_000
+
+// batchErrors validates a sink's batch key.
+func batchErrors(at string, b Batch, maxAckPending int, ackWait time.Duration) []error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s.batch.%s: "+format, append([]any{at, key}, args...)...))
+	}
+	if b.MaxItems < 1 || b.MaxItems > MaxBatchItems {
+		bad("max_items", "is %d; use 1 to %d, e.g. 500 (remove batch to send one event per request)", b.MaxItems, MaxBatchItems)
+	}
+	switch {
+	case b.MaxWait <= 0:
+		bad("max_wait", "is %s; it must be positive, e.g. 50ms", b.MaxWait)
+	case ackWait > 0 && b.MaxWait > ackWait/4:
+		bad("max_wait", "is %s; events wait for their batch with their ack timer running, so keep it under a quarter of dispatcher.ack_wait (%s), e.g. 50ms", b.MaxWait, ackWait)
+	}
+	if b.MaxItems >= 1 && maxAckPending < b.MaxItems {
+		errs = append(errs, fmt.Errorf("%s.max_ack_pending: is %d, less than batch.max_items (%d): no batch could fill; "+
+			"set it to at least batch.max_items × (concurrency + 1), or leave it out to have that", at, maxAckPending, b.MaxItems))
 	}
 	return errs
 }

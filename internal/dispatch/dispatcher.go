@@ -127,7 +127,11 @@ type boundSink struct {
 func (b boundSink) run(ctx, workCtx context.Context) {
 	jobs := make(chan job)
 	var feeders, workers sync.WaitGroup
-	feeders.Go(func() { consume(ctx, b.cons.Events, false, prefetch(b.concurrency), b.w.gate, jobs, b.w.log) })
+	pull, stopBatching := prefetch(b.concurrency), func() {}
+	if bt := b.w.batch; bt != nil {
+		pull, stopBatching = bt.prefetch(pull), bt.start(workCtx, b.concurrency)
+	}
+	feeders.Go(func() { consume(ctx, b.cons.Events, false, pull, b.w.gate, jobs, b.w.log) })
 	feeders.Go(func() { consume(ctx, b.cons.Retries, true, max(b.concurrency/4, 1), b.w.gate, jobs, b.w.log) })
 	for range b.concurrency {
 		workers.Go(func() {
@@ -139,6 +143,7 @@ func (b boundSink) run(ctx, workCtx context.Context) {
 	feeders.Wait()
 	close(jobs)
 	workers.Wait()
+	stopBatching()
 }
 
 // prefetch is how many messages a sink keeps pulled ahead of its workers:
@@ -177,6 +182,9 @@ func (d *Dispatcher) bind(ctx context.Context) ([]boundSink, error) {
 			w := &sinkWorker{
 				engine: d.engine, name: sc.Name, sink: s, policy: sc.Retry, lead: i == 0,
 				gate: newGate(sc.Name, sc.Breaker, sc.Concurrency, d.log, d.obs.BreakerChanged),
+			}
+			if bs, ok := s.(sinks.BatchSink); ok && sc.Batch != nil {
+				w.batch = newBatcher(w, bs, sc.Batch.MaxItems, sc.Batch.MaxWait)
 			}
 			out = append(out, boundSink{w: w, cons: cons, concurrency: sc.Concurrency})
 		}

@@ -41,6 +41,8 @@ type sinkWorker struct {
 	// lead is one sink per process (the first configured) that counts
 	// what is counted per event, not per sink: received and unrouted.
 	lead bool
+	// batch, when the sink batches, takes over from deliver (batch.go).
+	batch *batcher
 }
 
 // handle takes one message to its settlement. It never panics and never
@@ -77,6 +79,10 @@ func (w *sinkWorker) handle(ctx context.Context, j job) {
 			_ = j.msg.Ack() // not for this sink
 			return
 		}
+	}
+	if w.batch != nil {
+		w.batch.add(ctx, d, ev)
+		return
 	}
 	w.deliver(ctx, d, ev)
 }

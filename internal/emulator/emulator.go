@@ -6,7 +6,7 @@
 //
 //	GET    /_emulator/requests   what it received (JSON; the last MaxRecorded)
 //	DELETE /_emulator/requests   forget it
-//	POST   /_emulator/fault      {"status":503,"code":"…","latency":"200ms","retry_after":"2","count":0}
+//	POST   /_emulator/fault      {"status":503,"code":"…","latency":"200ms","retry_after":"2","count":0,"match":"…"}
 //	DELETE /_emulator/fault      back to normal
 //
 // The demo, the tests and the benchmarks use it; run it standalone with
@@ -14,6 +14,7 @@
 package emulator
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -82,6 +83,10 @@ type Fault struct {
 	RetryAfter string        `json:"retry_after,omitempty"`
 	// Count is how many requests the fault applies to (0: until cleared).
 	Count int `json:"count,omitempty"`
+	// Match, if set, limits the fault to requests whose body contains it:
+	// one bad item (say "eventName":"poison") fails every request that
+	// carries it, a bulk one whole, as the vendors answer.
+	Match string `json:"match,omitempty"`
 }
 
 // answer is a vendor's reply to a valid or invalid request.
@@ -89,6 +94,7 @@ type answer struct {
 	status int
 	code   string
 	msg    string
+	body   any // a 2xx body other than the vendor's usual one
 }
 
 func accepted() answer { return answer{status: http.StatusOK} }
@@ -198,10 +204,10 @@ func (v *Vendor) SetFault(f Fault) {
 // ClearFault restores normal answers.
 func (v *Vendor) ClearFault() { v.mu.Lock(); v.fault = nil; v.mu.Unlock() }
 
-func (v *Vendor) takeFault() *Fault {
+func (v *Vendor) takeFault(body []byte) *Fault {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.fault == nil {
+	if v.fault == nil || v.fault.Match != "" && !bytes.Contains(body, []byte(v.fault.Match)) {
 		return nil
 	}
 	f := *v.fault
@@ -223,7 +229,7 @@ func (v *Vendor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(io.LimitReader(r.Body, 4<<20))
 	var a answer
 	var retryAfter string
-	if f := v.takeFault(); f != nil {
+	if f := v.takeFault(body); f != nil {
 		if f.Latency > 0 {
 			select {
 			case <-time.After(f.Latency):
@@ -248,7 +254,11 @@ func (v *Vendor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(a.status)
 	if a.status >= 200 && a.status < 300 {
-		_ = json.NewEncoder(w).Encode(v.okBody)
+		ok := v.okBody
+		if a.body != nil {
+			ok = a.body
+		}
+		_ = json.NewEncoder(w).Encode(ok)
 		return
 	}
 	_ = json.NewEncoder(w).Encode(v.errBody(a))
@@ -260,6 +270,7 @@ type faultRequest struct {
 	Latency    string `json:"latency"`
 	RetryAfter string `json:"retry_after"`
 	Count      int    `json:"count"`
+	Match      string `json:"match"`
 }
 
 func (v *Vendor) control(w http.ResponseWriter, r *http.Request) {
@@ -276,7 +287,7 @@ func (v *Vendor) control(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, `want {"status":503,"code":"…","latency":"200ms","retry_after":"2","count":0}`, http.StatusBadRequest)
 			return
 		}
-		f := Fault{Status: fr.Status, Code: fr.Code, RetryAfter: fr.RetryAfter, Count: fr.Count}
+		f := Fault{Status: fr.Status, Code: fr.Code, RetryAfter: fr.RetryAfter, Count: fr.Count, Match: fr.Match}
 		if fr.Latency != "" {
 			d, err := time.ParseDuration(fr.Latency)
 			if err != nil {

@@ -84,6 +84,16 @@ type chabokEvent struct {
 // request maps a delivery to Chabok's request; it is separate from Deliver
 // so tests and benchmarks can check the exact request.
 func (c *chabok) request(d *Delivery) (*http.Request, error) {
+	body, path, err := c.event(d)
+	if err != nil {
+		return nil, err
+	}
+	return c.post(path, body)
+}
+
+// event maps a delivery to the body of one track or trackPurchase item and
+// the path it goes to.
+func (c *chabok) event(d *Delivery) (chabokEvent, string, error) {
 	ev := d.Event
 	var track *envelope.Track
 	path := "/installations/track"
@@ -94,11 +104,11 @@ func (c *chabok) request(d *Delivery) (*http.Request, error) {
 		track = &ev.Purchase.Track
 		path = "/installations/trackPurchase"
 	default:
-		return nil, reject(ReasonUnsupportedEvent, "Chabok takes chapar.track and chapar.purchase, not %s", ev.Type)
+		return chabokEvent{}, "", reject(ReasonUnsupportedEvent, "Chabok takes chapar.track and chapar.purchase, not %s", ev.Type)
 	}
 	name, err := mapName(c.events, track.Name, c.settings.RequireMapping, c.name)
 	if err != nil {
-		return nil, err
+		return chabokEvent{}, "", err
 	}
 	body := chabokEvent{
 		EventName: name,
@@ -111,7 +121,7 @@ func (c *chabok) request(d *Delivery) (*http.Request, error) {
 	case track.User.ID != "":
 		body.UserID = track.User.ID
 	default:
-		return nil, reject(ReasonInvalidForVendor, "Chabok needs data.user.chabokInstallationId or data.user.id")
+		return chabokEvent{}, "", reject(ReasonInvalidForVendor, "Chabok needs data.user.chabokInstallationId or data.user.id")
 	}
 	if p := ev.Purchase; p != nil {
 		body.Revenue = p.Revenue
@@ -120,6 +130,11 @@ func (c *chabok) request(d *Delivery) (*http.Request, error) {
 			body.Currency = name
 		}
 	}
+	return body, path, nil
+}
+
+// post builds an authenticated request of body to path.
+func (c *chabok) post(path string, body any) (*http.Request, error) {
 	req, err := jsonRequest(c.base+path, body)
 	if err != nil {
 		return nil, err

@@ -52,6 +52,7 @@ type metrixGateway struct {
 	register bool
 	events   map[string]string
 	client   *http.Client
+	parallel int // requests at once within one batch
 }
 
 func newMetrixGateway(cfg config.Sink, at string) (Sink, error) {
@@ -73,6 +74,7 @@ func newMetrixGateway(cfg config.Sink, at string) (Sink, error) {
 		register: s.AutoRegisterUser == nil || *s.AutoRegisterUser,
 		events:   cfg.Events,
 		client:   newHTTPClient(cfg),
+		parallel: max(cfg.Concurrency, 1),
 	}, nil
 }
 
@@ -113,23 +115,34 @@ type metrixMessage struct {
 }
 
 func (m *metrixGateway) request(d *Delivery) (*http.Request, error) {
+	body, msg, err := m.message(d)
+	if err != nil {
+		return nil, err
+	}
+	if m.register && msg.Type != "user" {
+		body.Messages = append(body.Messages, registration(msg.ID, msg.Time))
+	}
+	body.Messages = append(body.Messages, msg)
+	return m.post(body)
+}
+
+// message maps a delivery to its one message, and the body it goes in
+// (the user's ids, no messages yet).
+func (m *metrixGateway) message(d *Delivery) (metrixGatewayBody, metrixMessage, error) {
 	ev := d.Event
 	if ev.Notify != nil {
-		return nil, reject(ReasonUnsupportedEvent, "the Metrix gateway takes chapar.identify, chapar.track and chapar.purchase, not %s", ev.Type)
+		return metrixGatewayBody{}, metrixMessage{}, reject(ReasonUnsupportedEvent, "the Metrix gateway takes chapar.identify, chapar.track and chapar.purchase, not %s", ev.Type)
 	}
 	user := ev.EventUser()
 	if user.ID == "" && user.MetrixUserID == "" {
-		return nil, reject(ReasonInvalidForVendor, "the Metrix gateway needs data.user.id (customUserId) or data.user.metrixUserId")
+		return metrixGatewayBody{}, metrixMessage{}, reject(ReasonInvalidForVendor, "the Metrix gateway needs data.user.id (customUserId) or data.user.metrixUserId")
 	}
 	at := ev.OccurredAt(d.ReceivedAt).UnixMilli()
 	body := metrixGatewayBody{CustomUserID: user.ID, MetrixUserID: user.MetrixUserID}
 	switch {
 	case ev.Identify != nil:
 		msg, err := metrixUserMessage(ev.ID, at, ev.Identify.Traits)
-		if err != nil {
-			return nil, err
-		}
-		body.Messages = []metrixMessage{msg}
+		return body, msg, err
 	case ev.Track != nil, ev.Purchase != nil:
 		track := ev.Track
 		if track == nil {
@@ -137,24 +150,30 @@ func (m *metrixGateway) request(d *Delivery) (*http.Request, error) {
 		}
 		slug, err := mapName(m.events, track.Name, true, m.name)
 		if err != nil {
-			return nil, err
+			return body, metrixMessage{}, err
 		}
 		msg := metrixMessage{Type: "action", ID: ev.ID, Time: at, Name: slug, Attributes: stringMap(track.Properties)}
 		if p := ev.Purchase; p != nil {
 			if !slices.Contains([]string{"IRR", "USD", "EUR"}, p.Currency) {
-				return nil, reject(ReasonInvalidForVendor, "the Metrix gateway takes currency IRR, USD or EUR, not %q", p.Currency)
+				return body, metrixMessage{}, reject(ReasonInvalidForVendor, "the Metrix gateway takes currency IRR, USD or EUR, not %q", p.Currency)
 			}
 			msg = metrixMessage{Type: "revenue", ID: ev.ID, Time: at, Name: slug, Revenue: p.Revenue, Currency: p.Currency}
 		}
-		if m.register {
-			// Same time as the event would make Metrix drop one of the two as
-			// a duplicate (same user, same time): register 1 ms earlier.
-			body.Messages = append(body.Messages, metrixMessage{Type: "user", ID: ev.ID + ":user", Time: at - 1})
-		}
-		body.Messages = append(body.Messages, msg)
+		return body, msg, nil
 	default:
-		return nil, reject(ReasonUnsupportedEvent, "the Metrix gateway takes chapar.identify, chapar.track and chapar.purchase, not %s", ev.Type)
+		return body, metrixMessage{}, reject(ReasonUnsupportedEvent, "the Metrix gateway takes chapar.identify, chapar.track and chapar.purchase, not %s", ev.Type)
 	}
+}
+
+// registration is the empty user message sent before an action or
+// revenue message (id, at): same time as the event would make Metrix drop
+// one of the two as a duplicate (same user, same time), so 1 ms earlier.
+func registration(id string, at int64) metrixMessage {
+	return metrixMessage{Type: "user", ID: id + ":user", Time: at - 1}
+}
+
+// post builds an authenticated request of body.
+func (m *metrixGateway) post(body metrixGatewayBody) (*http.Request, error) {
 	req, err := jsonRequest(m.url, body)
 	if err != nil {
 		return nil, err

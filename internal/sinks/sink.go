@@ -119,6 +119,9 @@ func Build(cfgs []config.Sink) (map[string]Sink, error) {
 			continue
 		}
 		s, err := f(c, config.SettingsKey(i))
+		if err == nil {
+			err = checkBatch(i, c, s)
+		}
 		if err != nil {
 			errs = append(errs, err)
 			continue

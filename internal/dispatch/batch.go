@@ -1,0 +1,234 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/chapar-dev/chapar/internal/sinks"
+	"github.com/chapar-dev/chapar/pkg/envelope"
+)
+
+// batcher is the delivery step of a sink that batches (a sinks.BatchSink
+// with a batch key). The workers parse and route as for any sink (handle),
+// then hand each event here instead of delivering it: one collector cuts
+// the stream into batches of up to maxItems, or what came within maxWait
+// of a batch's first event, and the sink's senders deliver each batch in
+// one DeliverBatch call through the gate. Each event then takes the same
+// path as alone: its own History and verdict (Decide) and its own
+// settlement (settle), so an event is acked only if the vendor accepted
+// it, a rejected one is dead-lettered alone, and a failed batch retries
+// each of its events per the policy.
+type batcher struct {
+	w        *sinkWorker
+	sink     sinks.BatchSink
+	maxItems int
+	maxWait  time.Duration
+	in       chan batchItem
+}
+
+type batchItem struct {
+	d  *delivery
+	ev *envelope.Event
+}
+
+func newBatcher(w *sinkWorker, s sinks.BatchSink, maxItems int, maxWait time.Duration) *batcher {
+	return &batcher{w: w, sink: s, maxItems: max(min(maxItems, s.MaxBatch()), 1), maxWait: maxWait, in: make(chan batchItem)}
+}
+
+// prefetch is how many messages to keep pulled: enough to fill a batch
+// while the one before is delivered.
+func (b *batcher) prefetch(perEvent int) int { return max(perEvent, 2*b.maxItems) }
+
+// add hands an event to the collector; on shutdown it is handed back.
+func (b *batcher) add(ctx context.Context, d *delivery, ev *envelope.Event) {
+	select {
+	case b.in <- batchItem{d: d, ev: ev}:
+	case <-ctx.Done():
+		b.w.handBack(d, 0)
+	}
+}
+
+// start runs the collector and senders senders; stop, called once no
+// more add calls come, delivers what was collected and waits for it.
+func (b *batcher) start(ctx context.Context, senders int) (stop func()) {
+	batches := make(chan []batchItem)
+	var collector, send sync.WaitGroup
+	collector.Go(func() {
+		b.collect(batches)
+		close(batches)
+	})
+	for range senders {
+		send.Go(func() {
+			for batch := range batches {
+				b.send(ctx, batch)
+			}
+		})
+	}
+	return func() {
+		close(b.in)
+		collector.Wait()
+		send.Wait()
+	}
+}
+
+// collect cuts batches until in is closed.
+func (b *batcher) collect(out chan<- []batchItem) {
+	for {
+		first, ok := <-b.in
+		if !ok {
+			return
+		}
+		batch := append(make([]batchItem, 0, b.maxItems), first)
+		timer := time.NewTimer(b.maxWait)
+	fill:
+		for len(batch) < b.maxItems {
+			select {
+			case it, ok := <-b.in:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, it)
+			case <-timer.C:
+				break fill
+			}
+		}
+		timer.Stop()
+		out <- batch
+	}
+}
+
+// send is deliver (worker.go) for a batch: one gate slot, one
+// DeliverBatch, then a verdict and a settlement per event.
+func (b *batcher) send(ctx context.Context, items []batchItem) {
+	w := b.w
+	done, vendorDown, err := w.gate.acquire(ctx)
+	if err != nil {
+		var shut errShut
+		errors.As(err, &shut) // shutting down: no wait
+		for _, it := range items {
+			w.handBack(it.d, shut.wait)
+		}
+		return
+	}
+	now := time.Now()
+	before := make([]History, len(items))
+	ds := make([]*sinks.Delivery, len(items))
+	msgs := make([]jetstream.Msg, len(items))
+	for i, it := range items {
+		before[i] = it.d.history
+		it.d.history.Attempts++
+		if it.d.history.First.IsZero() {
+			it.d.history.First = now
+		}
+		ds[i] = &sinks.Delivery{Event: it.ev, ReceivedAt: it.d.received}
+		msgs[i] = it.d.msg
+	}
+	w.obs.InFlight(w.name, len(items))
+	stop := keepAliveAll(msgs, w.ackWait/3)
+	errs, ok := b.deliver(ctx, ds)
+	stop()
+	w.obs.InFlight(w.name, -len(items))
+	if !ok {
+		// The sink panicked or broke its contract: not an attempt. Each
+		// event goes the per-event way, whose guard dead-letters the one
+		// that panics and delivers the others.
+		done(context.Canceled)
+		for i, it := range items {
+			it.d.history = before[i]
+			func() {
+				defer w.guard(ctx, it.d.msg)
+				w.deliver(ctx, it.d, it.ev)
+			}()
+		}
+		return
+	}
+	result := batchResult(errs)
+	w.obs.VendorRequest(w.name, time.Since(now), result)
+	done(result)
+	var pause time.Duration
+	for _, err := range errs {
+		var se *sinks.Error
+		if errors.As(err, &se) && se.Transient {
+			pause = max(pause, se.RetryAfter)
+		}
+	}
+	if pause > 0 {
+		w.gate.pause(min(pause, w.policy.MaxRetryAfter))
+	}
+	for i, it := range items {
+		v := Decide(w.policy, it.d.history, Attempt{Err: errs[i], VendorDown: vendorDown}, time.Now())
+		w.settle(ctx, it.d, it.ev, v, errs[i])
+	}
+}
+
+// deliver calls the sink, and reports false if it panicked or returned a
+// result count other than one per delivery.
+func (b *batcher) deliver(ctx context.Context, ds []*sinks.Delivery) (errs []error, ok bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			b.w.obs.Panicked("deliver-batch")
+			b.w.log.Error("panic in a sink's DeliverBatch; delivering its events one by one",
+				zap.String("sink", b.w.name), zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			errs, ok = nil, false
+		}
+	}()
+	errs = b.sink.DeliverBatch(ctx, ds)
+	if len(errs) != len(ds) {
+		b.w.log.Error("a sink's DeliverBatch returned a result count unlike its deliveries'; delivering them one by one",
+			zap.String("sink", b.w.name), zap.Int("deliveries", len(ds)), zap.Int("results", len(errs)))
+		return nil, false
+	}
+	return errs, true
+}
+
+// batchResult is what the gate's breaker and the request metrics hear of
+// a batch: success if the vendor accepted or judged any event (it
+// answered), else the first event's failure.
+func batchResult(errs []error) error {
+	for _, err := range errs {
+		if err == nil {
+			return nil
+		}
+	}
+	for _, err := range errs {
+		var se *sinks.Error
+		if errors.As(err, &se) && !se.Transient {
+			return err
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return errs[0]
+}
+
+// keepAliveAll is keepAlive (worker.go) for a batch: one timer.
+func keepAliveAll(msgs []jetstream.Msg, every time.Duration) (stop func()) {
+	var mu sync.Mutex
+	stopped := false
+	var t *time.Timer
+	mu.Lock()
+	defer mu.Unlock()
+	t = time.AfterFunc(every, func() {
+		for _, m := range msgs {
+			_ = m.InProgress()
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !stopped {
+			t.Reset(every)
+		}
+	})
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		t.Stop()
+	}
+}

@@ -1,0 +1,209 @@
+package dispatch_test
+
+// Batching (batch.go) against the real embedded JetStream and the vendor
+// emulator: fewer requests, each event exactly once, a bad item alone in
+// the dead letters, a user's order kept, a failed batch retried per event.
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/internal/dlq"
+	"github.com/chapar-dev/chapar/internal/emulator"
+	"github.com/chapar-dev/chapar/internal/outcome"
+	"github.com/chapar-dev/chapar/internal/testenv"
+	"github.com/chapar-dev/chapar/pkg/envelope"
+)
+
+func batched(s config.Sink, items int, wait time.Duration) config.Sink {
+	s.Batch = &config.Batch{MaxItems: items, MaxWait: wait}
+	return s
+}
+
+// publishSeq publishes n tracks named name, user u<i%users>, each with a
+// seq property (Chabok's items carry no event id); it returns their ids.
+func publishSeq(t *testing.T, e *testenv.Env, n, users int, name func(i int) string) []string {
+	t.Helper()
+	ids := make([]string, n)
+	for i := range n {
+		u := fmt.Sprintf("u%d", i%users)
+		env, err := envelope.New(envelope.TypeTrack, "test", envelope.Track{
+			Name: name(i), Properties: map[string]any{"seq": fmt.Sprint(i)},
+			User: envelope.User{ID: u, ChabokInstallationID: "inst-" + u, MetrixUserID: "mx-" + u},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = env.ID
+		e.Publish(env)
+	}
+	return ids
+}
+
+// chabokSeqs counts the seq of every item Chabok accepted, and the
+// requests it answered.
+func chabokSeqs(t *testing.T, e *testenv.Env) (seqs map[string]int, requests int) {
+	t.Helper()
+	seqs = map[string]int{}
+	for _, r := range e.Emu.Vendor(emulator.Chabok).Requests() {
+		requests++
+		if r.Status != 200 {
+			continue
+		}
+		var items []struct{ EventData map[string]any }
+		if err := json.Unmarshal(r.Body, &items); err != nil {
+			t.Fatalf("%s: %v", r.Path, err)
+		}
+		for _, it := range items {
+			seqs[it.EventData["seq"].(string)]++
+		}
+	}
+	return seqs, requests
+}
+
+func exactlyOnce(t *testing.T, seqs map[string]int, n int, except ...int) {
+	t.Helper()
+	for i := range n {
+		want := 1
+		for _, x := range except {
+			if i == x {
+				want = 0
+			}
+		}
+		if got := seqs[fmt.Sprint(i)]; got != want {
+			t.Errorf("event %d accepted %d times, want %d", i, got, want)
+		}
+	}
+}
+
+func TestBatchIsFewerRequestsEachEventOnce(t *testing.T) {
+	e := testenv.New(t)
+	sink := batched(e.Sink("chabok", emulator.Chabok, nil, nil), 100, 100*time.Millisecond)
+	d := e.Start([]config.Sink{sink}, []config.Route{{Sinks: []string{"chabok"}}})
+	const n = 600
+	publishSeq(t, e, n, 50, func(int) string { return "order_paid" })
+	testenv.Eventually(t, 15*time.Second, "every event delivered", func() bool { return d.Tally.DeliveredTo("chabok") == n })
+	testenv.Eventually(t, 5*time.Second, "consumer idle", func() bool { return e.Idle("chabok") })
+	seqs, requests := chabokSeqs(t, e)
+	exactlyOnce(t, seqs, n)
+	if requests > n/20 {
+		t.Errorf("%d requests for %d events in batches of up to 100", requests, n)
+	}
+	for _, r := range e.Emu.Vendor(emulator.Chabok).Requests() {
+		if r.Path != "/api/installations/trackBulk" {
+			t.Errorf("request to %s", r.Path)
+		}
+	}
+	t.Logf("%d events in %d requests", n, requests)
+}
+
+func TestBatchBadItemIsDeadLetteredAlone(t *testing.T) {
+	e := testenv.New(t)
+	sink := batched(e.Sink("chabok", emulator.Chabok, nil, nil), 100, 200*time.Millisecond)
+	e.Emu.Vendor(emulator.Chabok).SetFault(emulator.Fault{Status: 400, Code: "INVALID_EVENT", Match: `"eventName":"poison"`})
+	d := e.Start([]config.Sink{sink}, []config.Route{{Sinks: []string{"chabok"}}})
+	const n, bad = 80, 37
+	ids := publishSeq(t, e, n, 10, func(i int) string {
+		if i == bad {
+			return "poison"
+		}
+		return "order_paid"
+	})
+	testenv.Eventually(t, 15*time.Second, "the good events delivered", func() bool { return d.Tally.DeliveredTo("chabok") == n-1 })
+	testenv.Eventually(t, 5*time.Second, "consumer idle", func() bool { return e.Idle("chabok") })
+	seqs, requests := chabokSeqs(t, e)
+	exactlyOnce(t, seqs, n, bad)
+	recs := deadLetters(t, e, dlq.Filter{})
+	if len(recs) != 1 {
+		t.Fatalf("%d dead letters, want the bad event's alone", len(recs))
+	}
+	if r := recs[0]; r.EventID != ids[bad] || r.Reason != outcome.VendorRejected || r.Status != 400 || r.Code != "INVALID_EVENT" || r.Attempts != 1 {
+		t.Errorf("dead letter %+v", r)
+	}
+	t.Logf("%d requests for %d events, one bad", requests, n)
+}
+
+func TestBatchTransientFailureRetriesEachEventOnce(t *testing.T) {
+	e := testenv.New(t)
+	sink := batched(e.Sink("chabok", emulator.Chabok, nil, nil), 100, 100*time.Millisecond)
+	e.Emu.Vendor(emulator.Chabok).SetFault(emulator.Fault{Status: 503, Count: 2})
+	d := e.Start([]config.Sink{sink}, []config.Route{{Sinks: []string{"chabok"}}})
+	const n = 250
+	publishSeq(t, e, n, 20, func(int) string { return "order_paid" })
+	testenv.Eventually(t, 20*time.Second, "every event delivered", func() bool { return d.Tally.DeliveredTo("chabok") == n })
+	testenv.Eventually(t, 5*time.Second, "consumer idle", func() bool { return e.Idle("chabok") })
+	seqs, _ := chabokSeqs(t, e)
+	exactlyOnce(t, seqs, n)
+	if got := e.Emu.Vendor(emulator.Chabok).Count(503); got != 2 {
+		t.Errorf("%d requests failed, want the 2 injected", got)
+	}
+	_, _, counts := d.Tally.Snapshot()
+	if len(counts) != 1 || counts[0].Retried == 0 || len(counts[0].DeadLettered) != 0 {
+		t.Errorf("tally %+v: want the failed batches' events retried, none dead-lettered", counts)
+	}
+}
+
+func TestBatchKeepsEachUsersOrderAtTheMetrixGateway(t *testing.T) {
+	e := testenv.New(t)
+	sink := batched(e.Sink("gateway", emulator.MetrixGateway, slugs, nil), 200, 100*time.Millisecond)
+	sink.Concurrency = 1 // one batch at a time: a user's order holds across batches too
+	d := e.Start([]config.Sink{sink}, []config.Route{{Sinks: []string{"gateway"}}})
+	const users, perUser = 5, 30
+	order := map[string][]string{} // user → ids in publish order
+	for i := range users * perUser {
+		u := fmt.Sprintf("u%d", i%users)
+		var env *envelope.Envelope
+		var err error
+		if i == 2*users+2 { // u2 identifies after two of its actions
+			env, err = envelope.New(envelope.TypeIdentify, "test", envelope.Identify{User: envelope.User{ID: u, MetrixUserID: "mx-" + u}})
+		} else {
+			env = testenv.Track(t, "order_paid", u)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		order[u] = append(order[u], env.ID)
+		e.Publish(env)
+	}
+	testenv.Eventually(t, 15*time.Second, "every event delivered", func() bool { return d.Tally.DeliveredTo("gateway") == users*perUser })
+	seen := map[string][]string{}
+	requests := 0
+	for _, r := range e.Emu.Vendor(emulator.MetrixGateway).Requests() {
+		requests++
+		if r.Status != 200 {
+			t.Fatalf("request answered %d", r.Status)
+		}
+		var body struct {
+			CustomUserID string
+			Messages     []struct {
+				Type, ID string
+				Time     int64
+			}
+		}
+		if err := json.Unmarshal(r.Body, &body); err != nil {
+			t.Fatal(err)
+		}
+		m := body.Messages
+		if m[0].Type != "user" || !strings.HasSuffix(m[0].ID, ":user") && m[0].ID != order[body.CustomUserID][2] {
+			t.Errorf("request for %s does not register the user first: %+v", body.CustomUserID, m[0])
+		}
+		for _, msg := range m {
+			if !strings.HasSuffix(msg.ID, ":user") {
+				seen[body.CustomUserID] = append(seen[body.CustomUserID], msg.ID)
+			}
+		}
+	}
+	for u, want := range order {
+		if strings.Join(seen[u], " ") != strings.Join(want, " ") {
+			t.Errorf("user %s: delivered\n %v\nwant (publish order, each once)\n %v", u, seen[u], want)
+		}
+	}
+	if requests >= users*perUser/2 {
+		t.Errorf("%d requests for %d events of %d users", requests, users*perUser, users)
+	}
+	t.Logf("%d events of %d users in %d requests", users*perUser, users, requests)
+}

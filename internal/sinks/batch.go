@@ -1,0 +1,79 @@
+package sinks
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	"github.com/chapar-dev/chapar/internal/config"
+)
+
+// BatchSink is a Sink whose vendor takes several events in one request.
+// The dispatcher batches for a sink that implements it and has a batch
+// key in its config; other sinks get one Deliver per event.
+type BatchSink interface {
+	Sink
+	// MaxBatch is the most deliveries one DeliverBatch call takes.
+	MaxBatch() int
+	// DeliverBatch delivers ds and returns one error per delivery, in
+	// order: nil when the vendor accepted it, else what Deliver would have
+	// returned for it alone (an *Error, or a context error on shutdown).
+	DeliverBatch(ctx context.Context, ds []*Delivery) []error
+}
+
+// checkBatch refuses a batch key the sink cannot honour, naming the key.
+func checkBatch(i int, cfg config.Sink, s Sink) error {
+	if cfg.Batch == nil {
+		return nil
+	}
+	bs, ok := s.(BatchSink)
+	if !ok {
+		return fmt.Errorf("sinks[%d].batch: vendor %s sends one event per request; remove batch (chabok and metrix-gateway batch)", i, cfg.Vendor)
+	}
+	if n := bs.MaxBatch(); cfg.Batch.MaxItems > n {
+		return fmt.Errorf("sinks[%d].batch.max_items: is %d; %s takes at most %d events per request", i, cfg.Batch.MaxItems, cfg.Vendor, n)
+	}
+	return nil
+}
+
+// bisect sends items in one request. When the vendor refuses the request
+// as a whole for a reason that may be one item's (see itemsMayDiffer), it
+// sends each half again, down to single items: a bad item then fails
+// alone, its neighbours are delivered, at the cost of about 2·log₂(n)
+// requests per bad item. The vendors document no per-item results, and a
+// request they refuse is taken to have stored nothing (both re-sent halves
+// are also harmless at a vendor that de-duplicates, as Metrix does on
+// message ids). The halves go in order, so an order among items is kept.
+// set records the result of items[lo:hi].
+func bisect[T any](ctx context.Context, items []T, send func(context.Context, []T) error, set func(lo, hi int, err error)) {
+	var run func(lo, hi int)
+	run = func(lo, hi int) {
+		err := send(ctx, items[lo:hi])
+		if err == nil || hi-lo == 1 || !itemsMayDiffer(err) || ctx.Err() != nil {
+			set(lo, hi, err)
+			return
+		}
+		mid := lo + (hi-lo)/2
+		run(lo, mid)
+		run(mid, hi)
+	}
+	if len(items) > 0 {
+		run(0, len(items))
+	}
+}
+
+// itemsMayDiffer says whether a refused request may be one item's fault:
+// a permanent 4xx other than the credential and permission ones (401,
+// 403, 407), which hold for every item alike. Transient failures retry
+// every item anyway.
+func itemsMayDiffer(err error) bool {
+	se, ok := err.(*Error)
+	if !ok || se.Transient || se.Status < 400 || se.Status >= 500 {
+		return false
+	}
+	switch se.Status {
+	case http.StatusUnauthorized, http.StatusForbidden, http.StatusProxyAuthRequired:
+		return false
+	}
+	return true
+}
