@@ -77,5 +77,5 @@ func TestDeadLetterStreamUnavailable(t *testing.T) {
 		o:        o,
 		notes: fmt.Sprintf("%s deleted for %s, then recreated; %d vendor calls beyond one per rejected event (goal 0); recovery from the stream's return",
 			dlqStream, down, extra),
-	}, gateV1)
+	}, "")
 }

@@ -378,7 +378,6 @@ streams:
   replicas: %d
   storage: file
 dispatcher:
-  router_concurrency: 4
   ack_wait: %s
   shutdown_grace: 2s
   log_format: json
