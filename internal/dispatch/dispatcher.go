@@ -144,6 +144,7 @@ func (b boundSink) run(ctx, workCtx context.Context) {
 	close(jobs)
 	workers.Wait()
 	stopBatching()
+	b.w.held.Wait() // held messages are handed back once workCtx ends
 }
 
 // prefetch is how many messages a sink keeps pulled ahead of its workers:

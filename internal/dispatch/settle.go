@@ -75,50 +75,68 @@ func (w *sinkWorker) retry(ctx context.Context, d *delivery, ev *envelope.Event,
 		zap.Duration("delay", v.Delay), zap.Error(derr))
 }
 
-// deadLetter records rec and only then acks the message.
+// deadLetter records rec and only then acks the message. If the record
+// cannot be stored now, the message is held by a goroutine of its own that
+// keeps it ours and retries the write (see hold); the worker moves on, so a
+// dead-letter outage neither stalls the sink nor calls the vendor again.
 func (w *sinkWorker) deadLetter(ctx context.Context, d *delivery, rec *dlq.Record) {
-	if w.writeDeadLetter(ctx, d, rec) {
+	err := w.writeDeadLetter(ctx, rec)
+	if err == nil {
 		_ = d.msg.Ack()
+		return
 	}
+	w.held.Go(func() { w.hold(ctx, d, rec, err) })
 }
 
-// writeDeadLetter stores rec, retrying for as long as it takes while
-// keeping the message ours: the verdict is already known, so the vendor is
-// not called again for it. Meanwhile the event counts as unsettled (a
-// gauge, and a log line on the first failure). On shutdown it hands the
-// message back and reports false.
-func (w *sinkWorker) writeDeadLetter(ctx context.Context, d *delivery, rec *dlq.Record) bool {
-	var stop func()
+// writeDeadLetter stores rec once, within brokerTimeout. duplicate writes
+// (another sink or replica stored it already) are success, counted once.
+func (w *sinkWorker) writeDeadLetter(ctx context.Context, rec *dlq.Record) error {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), brokerTimeout)
+	dup, err := w.dlq.Write(wctx, rec)
+	cancel()
+	if err != nil {
+		return err
+	}
+	if !dup {
+		w.obs.DeadLettered(rec.Sink, string(rec.Reason), rec.Status, rec.Code)
+		w.log.Warn("dead-lettered", zap.String("event_id", clip(rec.EventID)), zap.String("sink", rec.Sink),
+			zap.Stringer("reason", rec.Reason), zap.Int("status", rec.Status), zap.String("code", rec.Code),
+			zap.Int("attempts", rec.Attempts), zap.String("error", rec.Error))
+	}
+	return nil
+}
+
+// hold keeps a message whose verdict is known but whose dead letter cannot
+// be written: in-progress acks keep it from being redelivered (the vendor
+// already answered for it), and the write is retried with backoff for as
+// long as it takes. Meanwhile it counts as unsettled (a gauge, and a log
+// line on the first failure). Held messages are bounded by the sink's
+// max_ack_pending. On shutdown the message is handed back.
+func (w *sinkWorker) hold(ctx context.Context, d *delivery, rec *dlq.Record, first error) {
+	stop := keepAlive(d.msg, w.ackWait/3)
+	defer stop()
+	w.obs.Unsettled(w.name, 1)
+	// One line when the sink starts holding and one when it holds none,
+	// not one per event: an outage must not flood the log.
+	if w.holding.Add(1) == 1 {
+		w.log.Error("dead letters cannot be written; holding their events and trying again (chapar_unsettled counts them)",
+			zap.String("sink", w.name), zap.String("first_event_id", clip(rec.EventID)), zap.Error(first))
+	}
+	defer func() {
+		w.obs.Unsettled(w.name, -1)
+		if w.holding.Add(-1) == 0 {
+			w.log.Info("no events held any more", zap.String("sink", w.name))
+		}
+	}()
 	backoff := 200 * time.Millisecond
 	for {
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), brokerTimeout)
-		dup, err := w.dlq.Write(wctx, rec)
-		cancel()
-		if err == nil {
-			if stop != nil {
-				stop()
-				w.obs.Unsettled(w.name, -1)
-				w.log.Info("dead letter written after a delay", zap.String("event_id", rec.EventID), zap.String("sink", w.name))
-			}
-			if !dup {
-				w.obs.DeadLettered(rec.Sink, string(rec.Reason), rec.Status, rec.Code)
-				w.log.Warn("dead-lettered", zap.String("event_id", rec.EventID), zap.String("sink", rec.Sink),
-					zap.Stringer("reason", rec.Reason), zap.Int("status", rec.Status), zap.String("code", rec.Code),
-					zap.Int("attempts", rec.Attempts), zap.String("error", rec.Error))
-			}
-			return true
-		}
-		if stop == nil {
-			stop = keepAlive(d.msg, w.ackWait/3)
-			w.obs.Unsettled(w.name, 1)
-			w.log.Error("dead letter not written; holding the event and trying again", zap.String("event_id", rec.EventID),
-				zap.String("sink", rec.Sink), zap.Stringer("reason", rec.Reason), zap.Error(err))
-		}
 		if sleep(ctx, backoff, nil) != nil {
-			stop()
-			w.obs.Unsettled(w.name, -1)
 			w.handBack(d, 0)
-			return false
+			return
+		}
+		if err := w.writeDeadLetter(ctx, rec); err == nil {
+			_ = d.msg.Ack()
+			return
 		}
 		backoff = min(backoff*2, 5*time.Second)
 	}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -43,6 +44,10 @@ type sinkWorker struct {
 	lead bool
 	// batch, when the sink batches, takes over from deliver (batch.go).
 	batch *batcher
+	// held are messages kept while their dead letter cannot be written;
+	// holding counts them.
+	held    sync.WaitGroup
+	holding atomic.Int64
 }
 
 // handle takes one message to its settlement. It never panics and never
@@ -140,7 +145,10 @@ func (w *sinkWorker) checkDestinations(ctx context.Context, d *delivery, ev *env
 		rec := w.record(d, ev, t, outcome.UnknownDestination,
 			fmt.Errorf("destinations names sink %q, which no dispatcher runs; configure it, then dlq replay", t))
 		rec.Attempts = 0
-		if !w.writeDeadLetter(ctx, d, rec) {
+		if err := w.writeDeadLetter(ctx, rec); err != nil {
+			w.log.Warn("dead letter for an unknown destination not written; handing the event back",
+				zap.String("destination", t), zap.Error(err))
+			w.handBack(d, time.Second)
 			return false
 		}
 	}
