@@ -48,14 +48,19 @@ type chabok struct {
 	client   *http.Client
 }
 
-func newChabok(cfg config.Sink, at string) (Sink, error) {
-	s := chabokSettings{Currencies: map[string]string{"IRR": "RIAL"}}
-	if err := decodeSettings(cfg.Settings, at, &s); err != nil {
-		return nil, err
-	}
-	if err := required(at, "app_id", s.AppID, "access_token", s.AccessToken.Value()); err != nil {
-		return nil, err
-	}
+func init() {
+	Register(Spec[chabokSettings]{
+		Name:     "chabok",
+		Summary:  "Chabok track and trackPurchase",
+		Defaults: func() chabokSettings { return chabokSettings{Currencies: map[string]string{"IRR": "RIAL"}} },
+		Validate: func(s *chabokSettings, at string) error {
+			return required(at, "app_id", s.AppID, "access_token", s.AccessToken.Value())
+		},
+		New: newChabok,
+	})
+}
+
+func newChabok(cfg config.Sink, s chabokSettings) (Sink, error) {
 	base := cfg.BaseURL
 	if base == "" {
 		base = chabokDefaultBaseURL

@@ -57,14 +57,18 @@ type kenar struct {
 	client   *http.Client
 }
 
-func newKenar(cfg config.Sink, at string) (Sink, error) {
-	var s kenarSettings
-	if err := decodeSettings(cfg.Settings, at, &s); err != nil {
-		return nil, err
-	}
-	if err := required(at, "api_key", s.APIKey.Value(), "access_token", s.AccessToken.Value()); err != nil {
-		return nil, err
-	}
+func init() {
+	Register(Spec[kenarSettings]{
+		Name:    "kenar",
+		Summary: "Divar Kenar: send event to a user or post",
+		Validate: func(s *kenarSettings, at string) error {
+			return required(at, "api_key", s.APIKey.Value(), "access_token", s.AccessToken.Value())
+		},
+		New: newKenar,
+	})
+}
+
+func newKenar(cfg config.Sink, s kenarSettings) (Sink, error) {
 	base := cfg.BaseURL
 	if base == "" {
 		base = kenarDefaultBaseURL
@@ -171,7 +175,8 @@ func KenarSubscribe(ctx context.Context, cfg config.Sink, sub KenarSubscription)
 	if sub.Metadata == nil {
 		sub.Metadata = map[string]any{}
 	}
-	s, err := newKenar(cfg, "settings")
+	v, _ := Lookup("kenar")
+	s, err := v.New(cfg, "settings")
 	if err != nil {
 		return err
 	}

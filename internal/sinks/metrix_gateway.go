@@ -54,14 +54,18 @@ type metrixGateway struct {
 	client   *http.Client
 }
 
-func newMetrixGateway(cfg config.Sink, at string) (Sink, error) {
-	var s metrixGatewaySettings
-	if err := decodeSettings(cfg.Settings, at, &s); err != nil {
-		return nil, err
-	}
-	if err := required(at, "app_id", s.AppID, "api_key", s.APIKey.Value()); err != nil {
-		return nil, err
-	}
+func init() {
+	Register(Spec[metrixGatewaySettings]{
+		Name:    "metrix-gateway",
+		Summary: "Metrix gateway: user, action and revenue messages",
+		Validate: func(s *metrixGatewaySettings, at string) error {
+			return required(at, "app_id", s.AppID, "api_key", s.APIKey.Value())
+		},
+		New: newMetrixGateway,
+	})
+}
+
+func newMetrixGateway(cfg config.Sink, s metrixGatewaySettings) (Sink, error) {
 	u := cfg.BaseURL
 	if u == "" {
 		u = metrixGatewayDefaultBaseURL
