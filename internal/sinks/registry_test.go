@@ -4,8 +4,12 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
 
 	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/internal/emulator"
 )
 
 func TestRegistryListsVendorsAndNamesTheValidOnes(t *testing.T) {
@@ -52,4 +56,23 @@ func TestRegistryRefusesLateAndRepeatedVendors(t *testing.T) {
 	r.Vendors()
 	spec.Name = "y"
 	mustPanic("after it was read", func() { r.Add(spec.vendor()) })
+}
+
+// Every vendor the emulator serves is one a sink can be built for, with the
+// settings the emulator hands out.
+func TestEmulatedVendorsAreRegistered(t *testing.T) {
+	for _, h := range emulator.Handlers() {
+		v, ok := Lookup(h.Name)
+		if !ok {
+			t.Errorf("the emulator serves %s, which no sink vendor registers", h.Name)
+			continue
+		}
+		node := yaml.Node{}
+		if err := node.Encode(emulator.DemoSettings(h.Name)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := v.New(config.Sink{Name: h.Name, Vendor: h.Name, Concurrency: 1, Timeout: time.Second, Settings: node}, "settings"); err != nil {
+			t.Errorf("%s with the emulator's demo settings: %v", h.Name, err)
+		}
+	}
 }

@@ -6,82 +6,25 @@ import (
 	"strings"
 )
 
-// Chabok: LoopBack 3 errors {"error":{"name","status","message","code"}}.
-func newChabok(cfg Config) *Vendor {
-	return &Vendor{
-		name:   Chabok,
-		okBody: map[string]any{"count": 1},
-		errBody: func(a answer) any {
-			return map[string]any{"error": map[string]any{"name": "Error", "status": a.status, "message": a.msg, "code": a.code}}
-		},
-		validate: func(r *http.Request, body []byte) answer {
-			purchase := false
-			switch r.URL.Path {
-			case "/api/installations/track":
-			case "/api/installations/trackPurchase":
-				purchase = true
-			default:
-				return fail(404, "MODEL_NOT_FOUND", "Shared class \"installations\" has no method handling %s %s", r.Method, r.URL.Path)
-			}
-			if r.Method != http.MethodPost {
-				return fail(404, "MODEL_NOT_FOUND", "no method handling %s", r.Method)
-			}
-			if r.Header.Get("X-Access-Token") != cfg.ChabokAccessToken {
-				return fail(401, "AUTHORIZATION_REQUIRED", "Authorization Required")
-			}
-			m, ok := decodeObject(body)
-			if !ok {
-				return fail(400, "BAD_REQUEST", "body must be a JSON object")
-			}
-			_, inst := str(m, "installationId")
-			_, user := str(m, "userId")
-			if inst == user {
-				return fail(400, "INVALID_IDENTITY", "exactly one of installationId and userId is required")
-			}
-			if _, ok := str(m, "eventName"); !ok {
-				return fail(400, "INVALID_EVENT", "eventName is required")
-			}
-			if t, ok := m["eventTime"]; ok && !looksLikeMillis(t) {
-				return fail(400, "INVALID_EVENT", "eventTime must be epoch milliseconds")
-			}
-			if d, ok := m["eventData"]; ok {
-				data, ok := d.(map[string]any)
-				if !ok {
-					return fail(400, "INVALID_EVENT", "eventData must be an object")
-				}
-				for k, v := range data {
-					if !typedValue(v) {
-						return fail(400, "INVALID_EVENT", "eventData.%s must be a string, bool, number or array", k)
-					}
-				}
-			}
-			if purchase && !isNumber(m["revenue"]) {
-				return fail(400, "INVALID_EVENT", "revenue must be a number")
-			}
-			if c, ok := m["currency"]; ok && (!purchase || !isString(c)) {
-				return fail(400, "INVALID_EVENT", "currency must be a string on trackPurchase")
-			}
-			return accepted()
-		},
-	}
-}
+// Vendor names of the two Metrix APIs.
+const (
+	MetrixS2S     = "metrix-s2s"
+	MetrixGateway = "metrix-gateway"
+)
 
-func isString(v any) bool { _, ok := v.(string); return ok }
-
-func typedValue(v any) bool {
-	switch x := v.(type) {
-	case string, bool:
-		return true
-	case []any:
-		for _, i := range x {
-			if !typedValue(i) {
-				return false
-			}
-		}
-		return true
-	default:
-		return isNumber(v)
-	}
+func init() {
+	Register(Handler{
+		Name: MetrixS2S, Listen: "127.0.0.1:9102", New: newMetrixS2S,
+		DemoSettings: func(cfg Config) map[string]any {
+			return map[string]any{"app_id": cfg.MetrixS2SAppID, "dev_key": cfg.MetrixS2SDevKey}
+		},
+	})
+	Register(Handler{
+		Name: MetrixGateway, Listen: "127.0.0.1:9103", New: newMetrixGateway,
+		DemoSettings: func(cfg Config) map[string]any {
+			return map[string]any{"app_id": cfg.MetrixAppID, "api_key": cfg.MetrixAPIKey}
+		},
+	})
 }
 
 // metrixError is a guess at Metrix's unpublished error body; Chapar's
@@ -231,65 +174,4 @@ func validateMetrixMessage(x any, cfg Config) answer {
 		return fail(400, "BAD_REQUEST", "message type must be user, action or revenue")
 	}
 	return accepted()
-}
-
-// Kenar: google.rpc.Status errors {"code": <gRPC code>, "message", "details"}.
-func newKenar(cfg Config) *Vendor {
-	grpc := map[int]int{400: 3, 401: 16, 403: 7, 404: 5, 429: 8, 500: 13, 503: 14}
-	return &Vendor{
-		name:   Kenar,
-		okBody: map[string]any{},
-		errBody: func(a answer) any {
-			details := []any{}
-			if a.code != "" {
-				details = append(details, map[string]any{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": a.code, "domain": "open-api.divar.ir"})
-			}
-			return map[string]any{"code": grpc[a.status], "message": a.msg, "details": details}
-		},
-		validate: func(r *http.Request, body []byte) answer {
-			if r.Method != http.MethodPost {
-				return fail(404, "", "not found")
-			}
-			if r.Header.Get("X-API-Key") != cfg.KenarAPIKey {
-				return fail(401, "", "invalid API key")
-			}
-			if r.Header.Get("Authorization") != "Bearer "+cfg.KenarAccessToken {
-				return fail(403, "", "access token lacks the required scope")
-			}
-			switch r.URL.Path {
-			case "/experimental/open-platform/events/send":
-				q := r.URL.Query()
-				if q.Get("message") == "" {
-					return fail(400, "", "message is required")
-				}
-				if t := q.Get("target_type"); t != "USER" && t != "POST" {
-					return fail(400, "", "target_type must be USER or POST")
-				}
-				id := q.Get("target_resource_id")
-				if id == "" {
-					return fail(400, "", "target_resource_id is required")
-				}
-				// The emulator's stand-in for "not this user's post".
-				if strings.HasPrefix(id, "missing") {
-					return fail(404, "", "target %s not found", id)
-				}
-				return accepted()
-			case "/v1/open-platform/events/subscriptions":
-				m, ok := decodeObject(body)
-				if !ok {
-					return fail(400, "", "body must be a JSON object")
-				}
-				if t, _ := str(m, "event_type"); t != "NEW_MESSAGE_ON_POST" && t != "POST_UPDATE" {
-					return fail(400, "", "event_type must be NEW_MESSAGE_ON_POST or POST_UPDATE")
-				}
-				if md, ok := m["metadata"]; ok {
-					if _, isObj := md.(map[string]any); !isObj {
-						return fail(400, "", "metadata must be an object")
-					}
-				}
-				return accepted()
-			}
-			return fail(404, "", "not found")
-		},
-	}
 }
