@@ -245,3 +245,27 @@ func jsonRequest(url string, body any) (*http.Request, error) {
 	req.Header.Set("Accept", "application/json")
 	return req, nil
 }
+
+// HTTP is the shared mechanics for a vendor written outside this package
+// (in a test, say) where the helpers above are out of reach: the sink's
+// client and Chapar's default error table.
+type HTTP struct {
+	client *http.Client
+	table  errorTable
+}
+
+// NewHTTP gives a sink its client (pool and timeouts from cfg) and the
+// default error table; code finds the vendor's code and message in an error
+// body (nil: searched for anywhere, as for every vendor).
+func NewHTTP(cfg config.Sink, code func(body []byte) (code, message string)) *HTTP {
+	return &HTTP{client: newHTTPClient(cfg), table: errorTable{Code: code}}
+}
+
+// Do sends req and classifies the answer: nil once delivered, else an
+// *Error saying whether to retry.
+func (h *HTTP) Do(ctx context.Context, req *http.Request) error {
+	return call(ctx, h.client, req, h.table)
+}
+
+// JSONRequest is a POST of body as JSON.
+func JSONRequest(url string, body any) (*http.Request, error) { return jsonRequest(url, body) }
