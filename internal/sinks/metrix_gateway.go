@@ -52,6 +52,7 @@ type metrixGateway struct {
 	register bool
 	events   map[string]string
 	client   *http.Client
+	times    metrixTimes
 }
 
 func init() {
@@ -133,6 +134,7 @@ func (m *metrixGateway) request(d *Delivery) (*http.Request, error) {
 		if err != nil {
 			return nil, err
 		}
+		m.times.use(metrixUserKey(user), at, ev.ID)
 		body.Messages = []metrixMessage{msg}
 	case ev.Track != nil, ev.Purchase != nil:
 		track := ev.Track
@@ -150,10 +152,11 @@ func (m *metrixGateway) request(d *Delivery) (*http.Request, error) {
 			}
 			msg = metrixMessage{Type: "revenue", ID: ev.ID, Time: at, Name: slug, Revenue: p.Revenue, Currency: p.Currency}
 		}
+		m.times.use(metrixUserKey(user), at, ev.ID)
 		if m.register {
-			// Same time as the event would make Metrix drop one of the two as
-			// a duplicate (same user, same time): register 1 ms earlier.
-			body.Messages = append(body.Messages, metrixMessage{Type: "user", ID: ev.ID + ":user", Time: at - 1})
+			// Metrix drops a second message of one user at the same time:
+			// register at a time none of the user's messages has.
+			body.Messages = append(body.Messages, metrixMessage{Type: "user", ID: ev.ID + ":user", Time: m.times.before(metrixUserKey(user), at, ev.ID+":user")})
 		}
 		body.Messages = append(body.Messages, msg)
 	default:
@@ -167,6 +170,9 @@ func (m *metrixGateway) request(d *Delivery) (*http.Request, error) {
 	req.Header.Set("X-API-Key", m.settings.APIKey.Value())
 	return req, nil
 }
+
+// metrixUserKey is who Metrix de-duplicates times for.
+func metrixUserKey(u envelope.User) string { return u.ID + "\x00" + u.MetrixUserID }
 
 func metrixUserMessage(id string, at int64, t envelope.Traits) (metrixMessage, error) {
 	msg := metrixMessage{
