@@ -70,9 +70,6 @@ type Vendor struct {
 // Errors name their keys under at (sinks[0].settings).
 func (v Vendor) New(cfg config.Sink, at string) (Sink, error) { return v.build(cfg, at) }
 
-// Factory builds a sink from its config, naming bad settings under at.
-type Factory func(cfg config.Sink, at string) (Sink, error)
-
 // Registry holds vendors by name. The zero value is empty and ready.
 type Registry struct {
 	mu     sync.Mutex
