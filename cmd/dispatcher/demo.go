@@ -46,10 +46,11 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	// 1. The vendors: the emulator on free loopback ports.
 	emuCfg := emulator.DemoConfig()
 	emu := emulator.New(emuCfg)
-	ls, err := emu.Serve(ctx, map[string]string{
-		emulator.Chabok: "127.0.0.1:0", emulator.MetrixS2S: "127.0.0.1:0",
-		emulator.MetrixGateway: "127.0.0.1:0", emulator.Kenar: "127.0.0.1:0",
-	})
+	addrs := map[string]string{}
+	for _, name := range emu.Names() {
+		addrs[name] = "127.0.0.1:0"
+	}
+	ls, err := emu.Serve(ctx, addrs)
 	if err != nil {
 		return err
 	}

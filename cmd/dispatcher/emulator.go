@@ -10,11 +10,9 @@ import (
 
 func emulatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("emulator", stderr)
-	addrs := map[string]*string{
-		emulator.Chabok:        fs.String("chabok", "127.0.0.1:9101", "Chabok listen address"),
-		emulator.MetrixS2S:     fs.String("metrix-s2s", "127.0.0.1:9102", "Metrix legacy S2S listen address"),
-		emulator.MetrixGateway: fs.String("metrix-gateway", "127.0.0.1:9103", "Metrix gateway listen address"),
-		emulator.Kenar:         fs.String("kenar", "127.0.0.1:9104", "Divar Kenar listen address"),
+	addrs := map[string]*string{}
+	for _, h := range emulator.Handlers() {
+		addrs[h.Name] = fs.String(h.Name, h.Listen, "emulated "+h.Name+" listen address")
 	}
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -111,8 +111,8 @@ type Webhook struct {
 	Source            string `yaml:"source"`
 }
 
-// Sink is one vendor instance: a vendor may appear several times, each with
-// its own name and credentials (two Metrix apps, say).
+// Sink is one configured instance of a vendor: a vendor may appear several
+// times, each with its own name and credentials (two Metrix apps, say).
 type Sink struct {
 	Name        string `yaml:"name"`
 	Vendor      string `yaml:"vendor"`
@@ -443,7 +443,7 @@ func (c *Config) Validate() error {
 		}
 		names[s.Name] = true
 		if s.Vendor == "" {
-			bad(at+".vendor", "is required: chabok, metrix-s2s, metrix-gateway or kenar")
+			bad(at+".vendor", "is required: the kind of sink (docs/sinks.md lists the vendors; an unknown one is reported with the list when the sinks are built)")
 		}
 		for _, err := range sinkKeyErrors(at, s.Concurrency, s.MaxAckPending, s.Timeout, s.Retry, s.Breaker) {
 			key, msg, _ := strings.Cut(err.Error(), ": ")

@@ -19,18 +19,58 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 )
 
-// Vendor names, as in the sink config's vendor key.
-const (
-	Chabok        = "chabok"
-	MetrixS2S     = "metrix-s2s"
-	MetrixGateway = "metrix-gateway"
-	Kenar         = "kenar"
-)
+// Handler is what an emulated vendor's file registers from init: one file
+// per vendor (chabok.go, metrix.go, kenar.go), as in internal/sinks.
+type Handler struct {
+	// Name is the vendor's name, as in sinks[i].vendor.
+	Name string
+	// BasePath follows host:port in the base_url a sink uses ("/api").
+	BasePath string
+	// Listen is the default address of `dispatcher emulator`.
+	Listen string
+	// New builds the emulated API.
+	New func(cfg Config) *Vendor
+	// DemoSettings are sink settings the emulated API accepts under cfg.
+	DemoSettings func(cfg Config) map[string]any
+}
+
+// handlers are the emulated vendors; like the sinks registry, written only
+// from init.
+var handlers = map[string]Handler{}
+
+// Register adds an emulated vendor. Call it from init only.
+func Register(h Handler) {
+	if _, dup := handlers[h.Name]; dup || h.Name == "" || h.New == nil {
+		panic("emulator: bad or repeated vendor " + h.Name)
+	}
+	handlers[h.Name] = h
+}
+
+// Handlers lists the emulated vendors by name.
+func Handlers() []Handler {
+	out := make([]Handler, 0, len(handlers))
+	for _, h := range handlers {
+		out = append(out, h)
+	}
+	slices.SortFunc(out, func(a, b Handler) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// DemoSettings are the settings of a sink the emulated vendor accepts with
+// DemoConfig's credentials (a fresh map; nil for an unknown vendor).
+func DemoSettings(vendor string) map[string]any {
+	h, ok := handlers[vendor]
+	if !ok || h.DemoSettings == nil {
+		return nil
+	}
+	return h.DemoSettings(DemoConfig())
+}
 
 // Credentials and catalogue the emulated vendors accept.
 type Config struct {
@@ -127,23 +167,24 @@ const MaxRecorded = 10_000
 // Emulator holds every vendor.
 type Emulator struct {
 	vendors map[string]*Vendor
+	names   []string
 }
 
 // New builds the emulator.
 func New(cfg Config) *Emulator {
-	return &Emulator{vendors: map[string]*Vendor{
-		Chabok:        newChabok(cfg),
-		MetrixS2S:     newMetrixS2S(cfg),
-		MetrixGateway: newMetrixGateway(cfg),
-		Kenar:         newKenar(cfg),
-	}}
+	e := &Emulator{vendors: map[string]*Vendor{}}
+	for _, h := range Handlers() {
+		e.vendors[h.Name] = h.New(cfg)
+		e.names = append(e.names, h.Name)
+	}
+	return e
 }
 
 // Vendor returns one vendor's handler and recorder.
 func (e *Emulator) Vendor(name string) *Vendor { return e.vendors[name] }
 
-// Names lists the vendors.
-func (e *Emulator) Names() []string { return []string{Chabok, MetrixS2S, MetrixGateway, Kenar} }
+// Names lists the vendors, sorted.
+func (e *Emulator) Names() []string { return slices.Clone(e.names) }
 
 // Requests returns a copy of the last MaxRecorded requests the vendor
 // received, oldest first.

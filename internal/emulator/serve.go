@@ -17,10 +17,7 @@ type Listener struct {
 
 // BaseURL is the base_url a sink uses to reach an emulated vendor at addr.
 func BaseURL(vendor, addr string) string {
-	if vendor == Chabok {
-		return "http://" + addr + "/api"
-	}
-	return "http://" + addr
+	return "http://" + addr + handlers[vendor].BasePath
 }
 
 // Serve binds each vendor to its address (port 0 picks one) and serves

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/chapar-dev/chapar/internal/config"
@@ -48,14 +50,19 @@ type chabok struct {
 	client   *http.Client
 }
 
-func newChabok(cfg config.Sink, at string) (Sink, error) {
-	s := chabokSettings{Currencies: map[string]string{"IRR": "RIAL"}}
-	if err := decodeSettings(cfg.Settings, at, &s); err != nil {
-		return nil, err
-	}
-	if err := required(at, "app_id", s.AppID, "access_token", s.AccessToken.Value()); err != nil {
-		return nil, err
-	}
+func init() {
+	Register(Spec[chabokSettings]{
+		Name:     "chabok",
+		Summary:  "Chabok track and trackPurchase",
+		Defaults: func() chabokSettings { return chabokSettings{Currencies: map[string]string{"IRR": "RIAL"}} },
+		Validate: func(s *chabokSettings, at string) error {
+			return required(at, "app_id", s.AppID, "access_token", s.AccessToken.Value())
+		},
+		New: newChabok,
+	})
+}
+
+func newChabok(cfg config.Sink, s chabokSettings) (Sink, error) {
 	base := cfg.BaseURL
 	if base == "" {
 		base = chabokDefaultBaseURL
@@ -148,5 +155,47 @@ func (c *chabok) Deliver(ctx context.Context, d *Delivery) error {
 	if err != nil {
 		return err
 	}
-	return send(ctx, c.client, req, findCode)
+	return send(ctx, c.client, req, chabokCode)
 }
+
+// chabokCode reads a LoopBack error {"error":{"name","status","message",
+// "code"}} in every shape LoopBack gives: the code as written (UPPER_SNAKE
+// or a driver's, such as ER_DUP_ENTRY), else a code-like prefix of the
+// message ("INVALID_EVENT: …"), else a specific error name
+// (ValidationError, not Error); anything else is searched as for every
+// vendor.
+func chabokCode(body []byte) (code, message string) {
+	var b struct {
+		Error struct {
+			Name    string `json:"name"`
+			Message string `json:"message"`
+			Code    any    `json:"code"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(body, &b) != nil {
+		return findCode(body)
+	}
+	e := b.Error
+	switch c := e.Code.(type) {
+	case string:
+		if c = strings.TrimSpace(c); c != "" && !strings.ContainsAny(c, " \t\n") && len(c) <= 64 {
+			return c, e.Message
+		}
+	case float64:
+		return strconv.FormatFloat(c, 'f', -1, 64), e.Message
+	}
+	if m := codePrefix.FindStringSubmatch(e.Message); m != nil {
+		return m[1], e.Message
+	}
+	if e.Name != "" && e.Name != "Error" && !strings.ContainsAny(e.Name, " \t\n") {
+		return e.Name, e.Message
+	}
+	code, msg := findCode(body)
+	if e.Message != "" {
+		msg = e.Message
+	}
+	return code, msg
+}
+
+// codePrefix is an UPPER_SNAKE code at the start of a message.
+var codePrefix = regexp.MustCompile(`^([A-Z][A-Z0-9]*_[A-Z0-9_]+)\b`)

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -57,14 +58,18 @@ type kenar struct {
 	client   *http.Client
 }
 
-func newKenar(cfg config.Sink, at string) (Sink, error) {
-	var s kenarSettings
-	if err := decodeSettings(cfg.Settings, at, &s); err != nil {
-		return nil, err
-	}
-	if err := required(at, "api_key", s.APIKey.Value(), "access_token", s.AccessToken.Value()); err != nil {
-		return nil, err
-	}
+func init() {
+	Register(Spec[kenarSettings]{
+		Name:    "kenar",
+		Summary: "Divar Kenar: send event to a user or post",
+		Validate: func(s *kenarSettings, at string) error {
+			return required(at, "api_key", s.APIKey.Value(), "access_token", s.AccessToken.Value())
+		},
+		New: newKenar,
+	})
+}
+
+func newKenar(cfg config.Sink, s kenarSettings) (Sink, error) {
 	base := cfg.BaseURL
 	if base == "" {
 		base = kenarDefaultBaseURL
@@ -110,29 +115,95 @@ func (k *kenar) Deliver(ctx context.Context, d *Delivery) error {
 	return send(ctx, k.client, req, kenarCode)
 }
 
-// kenarCode reads a google.rpc.Status body.
+// kenarCode reads a google.rpc.Status body {"code", "message", "details"}
+// (or the same under "error", as Google's JSON APIs wrap it) in every shape
+// it comes in: an ErrorInfo reason in details first; else a status name
+// ("status": "NOT_FOUND"); else the code: a gRPC code number mapped to its
+// name, an HTTP status in that field mapped to the gRPC name it stands for,
+// or a name written as a string. Anything else is searched as for every
+// vendor.
 func kenarCode(body []byte) (code, message string) {
-	var st struct {
-		Code    json.Number `json:"code"`
-		Message string      `json:"message"`
-		Details []struct {
-			Reason string `json:"reason"`
-		} `json:"details"`
-	}
-	if err := json.Unmarshal(body, &st); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var top map[string]any
+	if dec.Decode(&top) != nil || top == nil {
 		return findCode(body)
 	}
-	for _, d := range st.Details {
-		if d.Reason != "" {
-			return d.Reason, st.Message
+	st := top
+	if e, ok := top["error"].(map[string]any); ok {
+		st = e
+	}
+	message, _ = st["message"].(string)
+	details, _ := st["details"].([]any)
+	for _, d := range details {
+		if m, ok := d.(map[string]any); ok {
+			if r, ok := m["reason"].(string); ok && r != "" {
+				return r, message
+			}
 		}
 	}
-	if n, err := st.Code.Int64(); err == nil {
-		if name := grpcCodeName(n); name != "" {
-			return name, st.Message
+	if s, ok := st["status"].(string); ok && looksLikeCode(s) {
+		return s, message
+	}
+	var n int64 = -1
+	switch c := st["code"].(type) {
+	case json.Number:
+		if i, err := c.Int64(); err == nil {
+			n = i
+		}
+	case string:
+		if looksLikeCode(c) {
+			return c, message
+		}
+		if i, err := strconv.ParseInt(c, 10, 64); err == nil {
+			n = i
 		}
 	}
-	return findCode(body)
+	if name := grpcCodeName(n); name != "" {
+		return name, message
+	}
+	if name := grpcForHTTP(n); name != "" {
+		return name, message
+	}
+	code, msg := findCode(body)
+	if message == "" {
+		message = msg
+	}
+	return code, message
+}
+
+// grpcForHTTP is the gRPC code an HTTP status stands for (google.rpc.Code's
+// HTTP mapping), for a Status whose code field carries the HTTP status.
+func grpcForHTTP(status int64) string {
+	switch status {
+	case 400:
+		return "INVALID_ARGUMENT"
+	case 401:
+		return "UNAUTHENTICATED"
+	case 403:
+		return "PERMISSION_DENIED"
+	case 404:
+		return "NOT_FOUND"
+	case 409:
+		return "ABORTED"
+	case 412:
+		return "FAILED_PRECONDITION"
+	case 416:
+		return "OUT_OF_RANGE"
+	case 429:
+		return "RESOURCE_EXHAUSTED"
+	case 499:
+		return "CANCELLED"
+	case 500:
+		return "INTERNAL"
+	case 501:
+		return "UNIMPLEMENTED"
+	case 503:
+		return "UNAVAILABLE"
+	case 504:
+		return "DEADLINE_EXCEEDED"
+	}
+	return ""
 }
 
 func grpcCodeName(n int64) string {
@@ -171,7 +242,8 @@ func KenarSubscribe(ctx context.Context, cfg config.Sink, sub KenarSubscription)
 	if sub.Metadata == nil {
 		sub.Metadata = map[string]any{}
 	}
-	s, err := newKenar(cfg, "settings")
+	v, _ := Lookup("kenar")
+	s, err := v.New(cfg, "settings")
 	if err != nil {
 		return err
 	}

@@ -52,17 +52,22 @@ type metrixGateway struct {
 	register bool
 	events   map[string]string
 	client   *http.Client
-	parallel int // requests at once within one batch
+	parallel int         // requests at once within one batch
+	times    metrixTimes // the times each user's messages took, kept distinct
 }
 
-func newMetrixGateway(cfg config.Sink, at string) (Sink, error) {
-	var s metrixGatewaySettings
-	if err := decodeSettings(cfg.Settings, at, &s); err != nil {
-		return nil, err
-	}
-	if err := required(at, "app_id", s.AppID, "api_key", s.APIKey.Value()); err != nil {
-		return nil, err
-	}
+func init() {
+	Register(Spec[metrixGatewaySettings]{
+		Name:    "metrix-gateway",
+		Summary: "Metrix gateway: user, action and revenue messages",
+		Validate: func(s *metrixGatewaySettings, at string) error {
+			return required(at, "app_id", s.AppID, "api_key", s.APIKey.Value())
+		},
+		New: newMetrixGateway,
+	})
+}
+
+func newMetrixGateway(cfg config.Sink, s metrixGatewaySettings) (Sink, error) {
 	u := cfg.BaseURL
 	if u == "" {
 		u = metrixGatewayDefaultBaseURL
@@ -120,7 +125,7 @@ func (m *metrixGateway) request(d *Delivery) (*http.Request, error) {
 		return nil, err
 	}
 	if m.register && msg.Type != "user" {
-		body.Messages = append(body.Messages, registration(msg.ID, msg.Time))
+		body.Messages = append(body.Messages, m.registration(body, msg.ID, msg.Time))
 	}
 	body.Messages = append(body.Messages, msg)
 	return m.post(body)
@@ -142,6 +147,9 @@ func (m *metrixGateway) message(d *Delivery) (metrixGatewayBody, metrixMessage, 
 	switch {
 	case ev.Identify != nil:
 		msg, err := metrixUserMessage(ev.ID, at, ev.Identify.Traits)
+		if err == nil {
+			m.times.use(metrixUserKey(user), at, ev.ID)
+		}
 		return body, msg, err
 	case ev.Track != nil, ev.Purchase != nil:
 		track := ev.Track
@@ -159,6 +167,7 @@ func (m *metrixGateway) message(d *Delivery) (metrixGatewayBody, metrixMessage, 
 			}
 			msg = metrixMessage{Type: "revenue", ID: ev.ID, Time: at, Name: slug, Revenue: p.Revenue, Currency: p.Currency}
 		}
+		m.times.use(metrixUserKey(user), at, ev.ID)
 		return body, msg, nil
 	default:
 		return body, metrixMessage{}, reject(ReasonUnsupportedEvent, "the Metrix gateway takes chapar.identify, chapar.track and chapar.purchase, not %s", ev.Type)
@@ -166,10 +175,12 @@ func (m *metrixGateway) message(d *Delivery) (metrixGatewayBody, metrixMessage, 
 }
 
 // registration is the empty user message sent before an action or
-// revenue message (id, at): same time as the event would make Metrix drop
-// one of the two as a duplicate (same user, same time), so 1 ms earlier.
-func registration(id string, at int64) metrixMessage {
-	return metrixMessage{Type: "user", ID: id + ":user", Time: at - 1}
+// revenue message (id, at). Metrix drops a second message of one user at
+// the same time, so it takes a time before at that none of the user's
+// messages has.
+func (m *metrixGateway) registration(body metrixGatewayBody, id string, at int64) metrixMessage {
+	key := metrixUserKey(envelope.User{ID: body.CustomUserID, MetrixUserID: body.MetrixUserID})
+	return metrixMessage{Type: "user", ID: id + ":user", Time: m.times.before(key, at, id+":user")}
 }
 
 // post builds an authenticated request of body.
@@ -182,6 +193,9 @@ func (m *metrixGateway) post(body metrixGatewayBody) (*http.Request, error) {
 	req.Header.Set("X-API-Key", m.settings.APIKey.Value())
 	return req, nil
 }
+
+// metrixUserKey is who Metrix de-duplicates times for.
+func metrixUserKey(u envelope.User) string { return u.ID + "\x00" + u.MetrixUserID }
 
 func metrixUserMessage(id string, at int64, t envelope.Traits) (metrixMessage, error) {
 	msg := metrixMessage{

@@ -85,7 +85,7 @@ func (m *metrixGateway) sendUser(ctx context.Context, body metrixGatewayBody, ms
 		for _, msg := range msgs {
 			first = min(first, msg.Time)
 		}
-		body.Messages = append(body.Messages, registration(msgs[0].ID, first))
+		body.Messages = append(body.Messages, m.registration(body, msgs[0].ID, first))
 	}
 	body.Messages = append(body.Messages, msgs...)
 	req, err := m.post(body)

@@ -51,17 +51,25 @@ type metrixS2S struct {
 	client   *http.Client
 }
 
-func newMetrixS2S(cfg config.Sink, at string) (Sink, error) {
-	s := metrixS2SSettings{EventTimeUnit: "ms"}
-	if err := decodeSettings(cfg.Settings, at, &s); err != nil {
-		return nil, err
-	}
-	if err := required(at, "app_id", s.AppID, "dev_key", s.DevKey.Value()); err != nil {
-		return nil, err
-	}
-	if s.EventTimeUnit != "ms" && s.EventTimeUnit != "s" {
-		return nil, fmt.Errorf("%s.event_time_unit: is %q; use ms (default) or s", at, s.EventTimeUnit)
-	}
+func init() {
+	Register(Spec[metrixS2SSettings]{
+		Name:     "metrix-s2s",
+		Summary:  "Metrix legacy S2S in-app events",
+		Defaults: func() metrixS2SSettings { return metrixS2SSettings{EventTimeUnit: "ms"} },
+		Validate: func(s *metrixS2SSettings, at string) error {
+			if err := required(at, "app_id", s.AppID, "dev_key", s.DevKey.Value()); err != nil {
+				return err
+			}
+			if s.EventTimeUnit != "ms" && s.EventTimeUnit != "s" {
+				return fmt.Errorf("%s.event_time_unit: is %q; use ms (default) or s", at, s.EventTimeUnit)
+			}
+			return nil
+		},
+		New: newMetrixS2S,
+	})
+}
+
+func newMetrixS2S(cfg config.Sink, s metrixS2SSettings) (Sink, error) {
 	base := cfg.BaseURL
 	if base == "" {
 		base = metrixS2SDefaultBaseURL

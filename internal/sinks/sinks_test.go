@@ -30,7 +30,11 @@ func newSink(t testing.TB, vendor, baseURL string, events map[string]string, set
 	if err := node.Encode(settings); err != nil {
 		t.Fatal(err)
 	}
-	s, err := Vendors()[vendor](config.Sink{
+	v, ok := Lookup(vendor)
+	if !ok {
+		t.Fatalf("vendor %s is not registered", vendor)
+	}
+	s, err := v.New(config.Sink{
 		Name: vendor, Vendor: vendor, BaseURL: baseURL, Concurrency: 2, Timeout: 2 * time.Second,
 		Events: events, Settings: node,
 	}, "settings")
@@ -361,7 +365,8 @@ func TestTimeoutsAndConnectionErrorsRetry(t *testing.T) {
 	d := event(t, envelope.TypeTrack, envelope.Track{Name: "x", User: user})
 	var node yaml.Node
 	_ = node.Encode(creds)
-	s, err := newChabok(config.Sink{Name: "c", BaseURL: slow.URL, Concurrency: 1, Timeout: 100 * time.Millisecond, Settings: node}, "s")
+	chabok, _ := Lookup(emulator.Chabok)
+	s, err := chabok.New(config.Sink{Name: "c", BaseURL: slow.URL, Concurrency: 1, Timeout: 100 * time.Millisecond, Settings: node}, "s")
 	if err != nil {
 		t.Fatal(err)
 	}

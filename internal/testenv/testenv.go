@@ -156,15 +156,14 @@ func FastRetry() retry.Policy {
 }
 
 // Sink configures a sink against the emulator with the emulator's demo
-// credentials (settings override them).
+// credentials (settings override them). For a vendor the emulator does not
+// serve, the settings are the caller's and base_url is left to set.
 func (e *Env) Sink(name, vendor string, events map[string]string, settings map[string]any) config.Sink {
 	e.T.Helper()
-	creds := map[string]map[string]any{
-		emulator.Chabok:        {"app_id": "demoapp", "access_token": "demo-chabok-token"},
-		emulator.MetrixS2S:     {"app_id": "demoapp", "dev_key": "demo-dev-key"},
-		emulator.MetrixGateway: {"app_id": "demoapp", "api_key": "demo-api-key"},
-		emulator.Kenar:         {"api_key": "demo-kenar-key", "access_token": "demo-kenar-token"},
-	}[vendor]
+	creds := emulator.DemoSettings(vendor)
+	if creds == nil {
+		creds = map[string]any{} // a vendor the emulator does not serve
+	}
 	for k, v := range settings {
 		creds[k] = v
 	}
