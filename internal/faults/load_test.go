@@ -556,7 +556,3 @@ func (g *goals) finish(r result, gate string) {
 		g.t.Error(f)
 	}
 }
-
-// gateV1 marks a scenario whose goals the v1 engine misses; remove it from a
-// scenario once the new engine meets its goals.
-const gateV1 = "fails on engine v1; see issue 9"
