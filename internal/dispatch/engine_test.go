@@ -6,6 +6,7 @@ package dispatch_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -279,4 +280,35 @@ func TestShutdownWithOpenBreakerHandsBack(t *testing.T) {
 	e.Start([]config.Sink{sink}, routes, long)
 	// Well inside ack_wait (1 min): nothing was left with the stopped one.
 	testenv.Eventually(t, 20*time.Second, "delivered by the next dispatcher", allDelivered(t, e, ids))
+}
+
+// Issue 9.7: an event as large as the limit allows is retried: the retry
+// copy's added headers fit (the streams leave room, and start-up checks
+// the server's max_payload).
+func TestLargestEnvelopeIsRetried(t *testing.T) {
+	e := testenv.New(t)
+	vendor := e.Emu.Vendor(emulator.Chabok)
+	vendor.SetFault(emulator.Fault{Status: 503, Count: 1})
+	e.Start([]config.Sink{e.Sink("chabok", emulator.Chabok, nil, nil)}, []config.Route{{Sinks: []string{"chabok"}}})
+	build := func(n int) *envelope.Envelope {
+		env, err := envelope.New(envelope.TypeTrack, "test", envelope.Track{
+			Name: "order_paid", User: envelope.User{ID: "u1", ChabokInstallationID: "inst-u1"},
+			Properties: map[string]any{"blob": strings.Repeat("x", n)},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return env
+	}
+	small, _ := build(0).Marshal()
+	env := build(e.Topo.MaxEnvelopeBytes() - len(small))
+	raw, _ := env.Marshal()
+	if len(raw) != e.Topo.MaxEnvelopeBytes() {
+		t.Fatalf("envelope of %d bytes, want exactly the limit %d", len(raw), e.Topo.MaxEnvelopeBytes())
+	}
+	e.PublishRaw(e.Topo.EventSubject(env.Type), env.ID, raw)
+	testenv.Eventually(t, 15*time.Second, "delivered on the retry", func() bool { return vendor.Count(200) == 1 })
+	if n := vendor.Count(503); n != 1 {
+		t.Errorf("%d failed attempts, want 1", n)
+	}
 }

@@ -55,7 +55,13 @@ type Error struct {
 
 func (e *Error) Error() string {
 	var b strings.Builder
-	b.WriteString(string(e.Reason))
+	// A transient failure is not yet a reason: only the policy decides
+	// that retries are exhausted, so its text must not claim it.
+	if e.Transient {
+		b.WriteString("transient failure")
+	} else {
+		b.WriteString(string(e.Reason))
+	}
 	if e.Status != 0 {
 		fmt.Fprintf(&b, ": HTTP %d", e.Status)
 	}
