@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -273,6 +274,7 @@ func demoSummary(ctx context.Context, w io.Writer, tally *dispatch.Tally, emu *e
 		for reason, n := range s.DeadLettered {
 			dl = append(dl, fmt.Sprintf("%d %s", n, reason))
 		}
+		slices.Sort(dl) // map order is random; the summary is not
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", s.Sink, s.Delivered, s.Retried, dash(strings.Join(dl, ", ")))
 	}
 	_ = tw.Flush()
