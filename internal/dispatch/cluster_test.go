@@ -73,3 +73,29 @@ func publishWithRetry(t *testing.T, js jetstream.JetStream, subject, id string, 
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// Issue 9.13: two dispatchers started together with a fresh three-node
+// cluster wait for it (not ready meanwhile) instead of exiting, and then
+// deliver.
+func TestStartsOnAFormingCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-node cluster")
+	}
+	e := testenv.NewFormingCluster(t, 3)
+	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	routes := []config.Route{{Sinks: []string{"gateway"}}}
+	started := make(chan *testenv.Dispatcher, 2)
+	for range 2 {
+		go func() { started <- e.Start([]config.Sink{sink}, routes) }()
+	}
+	<-started
+	<-started
+	ids := make([]string, 20)
+	for i := range ids {
+		env := testenv.Track(t, "order_paid", fmt.Sprintf("u%d", i))
+		ids[i] = env.ID
+		raw, _ := env.Marshal()
+		publishWithRetry(t, e.JS, e.Topo.EventSubject(env.Type), env.ID, raw)
+	}
+	testenv.Eventually(t, 30*time.Second, "every event delivered", allDelivered(t, e, ids))
+}

@@ -54,12 +54,25 @@ func New(t testing.TB) *Env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	return newEnv(t, []*server.Server{s}, 1)
+	return newEnv(t, []*server.Server{s}, 1, true)
 }
 
 // NewCluster starts an n-node JetStream cluster on loopback, with streams
 // replicated on every node.
 func NewCluster(t testing.TB, n int) *Env {
+	t.Helper()
+	return newCluster(t, n, true)
+}
+
+// NewFormingCluster is NewCluster without waiting for the cluster to elect
+// its JetStream leader and create the streams: what a dispatcher started
+// together with a fresh cluster meets.
+func NewFormingCluster(t testing.TB, n int) *Env {
+	t.Helper()
+	return newCluster(t, n, false)
+}
+
+func newCluster(t testing.TB, n int, ready bool) *Env {
 	t.Helper()
 	ports := make([]string, n)
 	for i := range ports {
@@ -83,7 +96,7 @@ func NewCluster(t testing.TB, n int) *Env {
 		servers[i] = s
 		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
 	}
-	return newEnv(t, servers, n)
+	return newEnv(t, servers, n, ready)
 }
 
 // FreeAddr is a loopback host:port nobody listens on (yet).
@@ -97,7 +110,7 @@ func FreeAddr(t testing.TB) string {
 	return l.Addr().String()
 }
 
-func newEnv(t testing.TB, servers []*server.Server, replicas int) *Env {
+func newEnv(t testing.TB, servers []*server.Server, replicas int, ensure bool) *Env {
 	t.Helper()
 	e := &Env{T: t, Server: servers[0], Servers: servers, Log: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))}
 	e.NC, e.JS = e.Connect()
@@ -106,7 +119,7 @@ func newEnv(t testing.TB, servers []*server.Server, replicas int) *Env {
 	e.Topo = topology.New(e.Streams)
 	// A new cluster elects its JetStream leader first: retry until then.
 	deadline := time.Now().Add(30 * time.Second)
-	for {
+	for ensure {
 		err := e.Topo.Ensure(context.Background(), e.JS)
 		if err == nil {
 			break
@@ -222,9 +235,9 @@ func (e *Env) StartBuilt(sinkCfgs []config.Sink, built map[string]sinks.Sink, ro
 	case err := <-done:
 		cancel()
 		e.T.Fatalf("dispatcher did not start: %v", err)
-	case <-time.After(10 * time.Second):
+	case <-time.After(60 * time.Second):
 		cancel()
-		e.T.Fatal("dispatcher did not start in 10s")
+		e.T.Fatal("dispatcher did not start in 60s")
 	}
 	disp := &Dispatcher{Tally: tally, NC: nc, cancel: cancel, done: done}
 	e.T.Cleanup(func() { disp.Stop() })
