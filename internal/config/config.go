@@ -132,6 +132,19 @@ type Sink struct {
 	// the vendors that can (chabok, metrix-gateway). Absent: one event per
 	// request.
 	Batch *Batch `yaml:"batch"`
+	// RateLimit paces the sink's requests (absent: no limit).
+	RateLimit *RateLimit `yaml:"rate_limit"`
+}
+
+// RateLimit is a sink's pace: at most PerSecond requests a second, with
+// bursts of Burst. It is per replica: with N replicas sharing a vendor
+// quota of Q requests a second, set per_second to Q/N. A 429 lowers the
+// pace (halving it, down to a tenth) and it climbs back while the vendor
+// accepts (a twentieth of per_second each second): additive increase,
+// multiplicative decrease.
+type RateLimit struct {
+	PerSecond float64 `yaml:"per_second"`
+	Burst     int     `yaml:"burst"`
 }
 
 // Batch is a sink's batching: a request leaves with max_items events, or
@@ -457,6 +470,14 @@ func (c *Config) Validate() error {
 		}
 		if b := s.Batch; b != nil {
 			errs = append(errs, batchErrors(at, *b, s.MaxAckPending, c.Dispatcher.AckWait)...)
+		}
+		if rl := s.RateLimit; rl != nil {
+			if rl.PerSecond <= 0 {
+				bad(at+".rate_limit.per_second", "is %g; it must be positive, e.g. 50 (requests a second, per replica)", rl.PerSecond)
+			}
+			if rl.Burst < 1 {
+				bad(at+".rate_limit.burst", "is %d; it must be at least 1, e.g. 10", rl.Burst)
+			}
 		}
 	}
 	known := map[string]bool{}

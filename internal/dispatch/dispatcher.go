@@ -184,6 +184,7 @@ func (d *Dispatcher) bind(ctx context.Context) ([]boundSink, error) {
 				engine: d.engine, name: sc.Name, sink: s, policy: sc.Retry, lead: i == 0,
 				gate: newGate(sc.Name, sc.Breaker, sc.Concurrency, d.log, d.obs.BreakerChanged),
 			}
+			w.gate.pace = newPacer(sc.RateLimit, func(perSecond float64) { d.obs.RateLimit(sc.Name, perSecond) })
 			if bs, ok := s.(sinks.BatchSink); ok && sc.Batch != nil {
 				w.batch = newBatcher(w, bs, sc.Batch.MaxItems, sc.Batch.MaxWait)
 			}

@@ -38,6 +38,8 @@ type gate struct {
 	pausedUntil time.Time
 	limit       int // requests allowed in flight now (the ramp)
 	inFlight    int
+
+	pace *pacer // nil: no rate limit
 }
 
 func newGate(sink string, s retry.BreakerSettings, concurrency int, log *zap.Logger, onChange func(string, retry.State)) *gate {
@@ -154,6 +156,19 @@ func (g *gate) acquire(ctx context.Context) (done func(error), vendorDown bool, 
 			room := g.inFlight < g.limit
 			g.mu.Unlock()
 			wait = holdAtMost // at the ramp's limit: wait for a release
+			if room && g.pace != nil {
+				// The sink's pace: a short wait is waited out, a long
+				// one hands the message back.
+				if wait, cancel := g.pace.reserve(); wait > holdAtMost {
+					cancel()
+					return nil, false, errShut{wait: wait}
+				} else if wait > 0 {
+					if err := sleep(ctx, wait, nil); err != nil {
+						cancel()
+						return nil, false, err
+					}
+				}
+			}
 			if room {
 				report, err := g.cb.Allow()
 				if err == nil {
@@ -190,6 +205,15 @@ func (g *gate) acquire(ctx context.Context) (done func(error), vendorDown bool, 
 
 func (g *gate) release(report func(error), err error) {
 	report(err)
+	if g.pace != nil {
+		var se *sinks.Error
+		switch {
+		case errors.As(err, &se) && se.Status == 429:
+			g.pace.throttled(time.Now())
+		case err == nil:
+			g.pace.accepted(time.Now())
+		}
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.inFlight--

@@ -27,6 +27,9 @@ type Observer interface {
 	Unsettled(sink string, delta int)
 	// Panicked counts a panic recovered while handling a message.
 	Panicked(stage string)
+	// RateLimit reports a sink's current pace (requests a second), set
+	// at start and moved by throttling (see pacer).
+	RateLimit(sink string, perSecond float64)
 }
 
 // Tally is an Observer that counts, for the demo summary and tests.
@@ -83,6 +86,8 @@ func (t *Tally) VendorRequest(string, time.Duration, error) {}
 func (t *Tally) InFlight(string, int) {}
 
 func (t *Tally) Unsettled(string, int) {}
+
+func (t *Tally) RateLimit(string, float64) {}
 
 func (t *Tally) Panicked(string) { t.mu.Lock(); t.panics++; t.mu.Unlock() }
 

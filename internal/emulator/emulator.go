@@ -23,6 +23,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // Handler is what an emulated vendor's file registers from init: one file
@@ -158,6 +160,27 @@ type Vendor struct {
 	// counts are exact, by status, however many requests recent forgot.
 	counts map[int]int
 	fault  *Fault
+	// quota, if set, answers 429 to requests beyond a rate, as a vendor
+	// enforcing an account's quota does.
+	quota *rate.Limiter
+}
+
+// SetQuota makes the vendor answer 429 (no Retry-After) to requests beyond
+// perSecond with bursts of burst; 0 removes the quota.
+func (v *Vendor) SetQuota(perSecond float64, burst int) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.quota = nil
+	if perSecond > 0 {
+		v.quota = rate.NewLimiter(rate.Limit(perSecond), burst)
+	}
+}
+
+func (v *Vendor) overQuota() bool {
+	v.mu.Lock()
+	q := v.quota
+	v.mu.Unlock()
+	return q != nil && !q.Allow()
 }
 
 // MaxRecorded is how many requests a vendor keeps for Requests: the most
@@ -270,7 +293,9 @@ func (v *Vendor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(io.LimitReader(r.Body, 4<<20))
 	var a answer
 	var retryAfter string
-	if f := v.takeFault(body); f != nil {
+	if v.overQuota() {
+		a = answer{status: http.StatusTooManyRequests, code: "TOO_MANY_REQUESTS", msg: "over the account's quota"}
+	} else if f := v.takeFault(body); f != nil {
 		if f.Latency > 0 {
 			select {
 			case <-time.After(f.Latency):

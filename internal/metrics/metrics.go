@@ -46,6 +46,7 @@ type Metrics struct {
 	breaker      *prometheus.GaugeVec
 	dropped      *prometheus.CounterVec
 	panics       *prometheus.CounterVec
+	pace         *prometheus.GaugeVec
 
 	// perSink caches each sink's series on the hot path (one delivery
 	// touches five), so a delivery does not hash labels five times.
@@ -117,6 +118,9 @@ func New() *Metrics {
 	for _, t := range envelope.Types() {
 		m.types[t] = true
 	}
+	m.pace = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "chapar_sink_rate_limit", Help: "A sink's current pace in requests a second (its rate_limit, lowered by 429s)."}, []string{"sink"})
+	reg.MustRegister(m.pace)
 	reg.MustRegister(m.received, m.unrouted, m.delivered, m.retried, m.deadLettered, m.latency, m.requests,
 		m.inFlight, m.unsettled, m.breaker, m.dropped, m.panics)
 	return m
@@ -245,6 +249,13 @@ func (m *Metrics) InFlight(sink string, delta int) {
 // Unsettled moves the count of a sink's events whose outcome is decided
 // (delivered, to retry, or to dead-letter) but whose ack or dead-letter
 // write JetStream has not yet confirmed.
+// RateLimit sets a sink's current pace.
+func (m *Metrics) RateLimit(sink string, perSecond float64) {
+	if g := gauge(m.pace, sinkLabel(sink)); g != nil {
+		g.Set(perSecond)
+	}
+}
+
 func (m *Metrics) Unsettled(sink string, delta int) {
 	add(gauge(m.unsettled, sinkLabel(sink)), float64(delta))
 }
