@@ -55,13 +55,7 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	env := map[string]string{
-		"DEMO_CHABOK_TOKEN":   emuCfg.ChabokAccessToken,
-		"DEMO_METRIX_DEV_KEY": emuCfg.MetrixS2SDevKey,
-		"DEMO_METRIX_API_KEY": emuCfg.MetrixAPIKey,
-		"DEMO_KENAR_API_KEY":  emuCfg.KenarAPIKey,
-		"DEMO_KENAR_TOKEN":    emuCfg.KenarAccessToken,
-	}
+	env := emulator.DemoEnv() // DEMO_<VENDOR>_<KEY>: each emulated vendor's credentials
 	for _, l := range ls {
 		env["EMULATOR_"+strings.ToUpper(strings.ReplaceAll(l.Vendor, "-", "_"))] = l.URL
 	}
