@@ -221,7 +221,7 @@ func demoEvents() ([]demoEvent, error) {
 	both := user
 	both.IDFA = "AEBE52E7-03EE-455A-B3C4-E57283966239"
 	steps := []error{
-		add("track order_paid → chabok, metrix-s2s, metrix-gateway", envelope.TypeTrack, envelope.Track{Name: "order_paid", Properties: props, User: user}),
+		add("track order_paid → chabok, metrix-s2s, metrix-gateway, webhook", envelope.TypeTrack, envelope.Track{Name: "order_paid", Properties: props, User: user}),
 		add("purchase 250000 IRR → chabok, metrix-s2s, metrix-gateway", envelope.TypePurchase, envelope.Purchase{
 			Track: envelope.Track{Name: "purchase", Properties: map[string]any{"orderId": "A-1001"}, User: user}, Revenue: "250000", Currency: "IRR"}),
 		add("identify user-42 → metrix-gateway", envelope.TypeIdentify, envelope.Identify{User: user, Traits: envelope.Traits{
