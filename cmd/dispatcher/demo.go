@@ -55,13 +55,7 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	env := map[string]string{
-		"DEMO_CHABOK_TOKEN":   emuCfg.ChabokAccessToken,
-		"DEMO_METRIX_DEV_KEY": emuCfg.MetrixS2SDevKey,
-		"DEMO_METRIX_API_KEY": emuCfg.MetrixAPIKey,
-		"DEMO_KENAR_API_KEY":  emuCfg.KenarAPIKey,
-		"DEMO_KENAR_TOKEN":    emuCfg.KenarAccessToken,
-	}
+	env := emulator.DemoEnv() // DEMO_<VENDOR>_<KEY>: each emulated vendor's credentials
 	for _, l := range ls {
 		env["EMULATOR_"+strings.ToUpper(strings.ReplaceAll(l.Vendor, "-", "_"))] = l.URL
 	}
@@ -227,7 +221,7 @@ func demoEvents() ([]demoEvent, error) {
 	both := user
 	both.IDFA = "AEBE52E7-03EE-455A-B3C4-E57283966239"
 	steps := []error{
-		add("track order_paid → chabok, metrix-s2s, metrix-gateway", envelope.TypeTrack, envelope.Track{Name: "order_paid", Properties: props, User: user}),
+		add("track order_paid → chabok, metrix-s2s, metrix-gateway, webhook", envelope.TypeTrack, envelope.Track{Name: "order_paid", Properties: props, User: user}),
 		add("purchase 250000 IRR → chabok, metrix-s2s, metrix-gateway", envelope.TypePurchase, envelope.Purchase{
 			Track: envelope.Track{Name: "purchase", Properties: map[string]any{"orderId": "A-1001"}, User: user}, Revenue: "250000", Currency: "IRR"}),
 		add("identify user-42 → metrix-gateway", envelope.TypeIdentify, envelope.Identify{User: user, Traits: envelope.Traits{

@@ -27,8 +27,10 @@ func TestDemoAccountsForEveryEvent(t *testing.T) {
 			t.Errorf("demo output lacks %q:\n%s", want, s)
 		}
 	}
-	// Per-sink lines: delivered, retried (chabok's injected 503s).
-	for _, line := range []string{"chabok           3          2", "metrix-gateway   4          0", "kenar            1          0"} {
+	// Per-sink lines: delivered, retried (chabok's injected 503s); the
+	// webhook's receiver verified each signature.
+	for _, line := range []string{"chabok           3          2", "metrix-gateway   4          0", "kenar            1          0",
+		"webhook          2          0        -"} {
 		if !strings.Contains(s, line) {
 			t.Errorf("demo summary lacks %q:\n%s", line, s)
 		}

@@ -129,7 +129,7 @@ type Sink struct {
 	// sink decodes and validates them.
 	Settings yaml.Node `yaml:"settings"`
 	// Batch, when set, sends several events in one vendor request, for
-	// the vendors that can (chabok, metrix-gateway). Absent: one event per
+	// the vendors that can (chabok, metrix-gateway, webhook). Absent: one event per
 	// request.
 	Batch *Batch `yaml:"batch"`
 	// RateLimit paces the sink's requests (absent: no limit).

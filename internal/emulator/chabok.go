@@ -13,14 +13,13 @@ const Chabok = "chabok"
 func init() {
 	Register(Handler{
 		Name: Chabok, BasePath: "/api", Listen: "127.0.0.1:9101", New: newChabok,
-		DemoSettings: func(cfg Config) map[string]any {
-			return map[string]any{"app_id": "demoapp", "access_token": cfg.ChabokAccessToken}
-		},
+		Demo: Settings{"app_id": "demoapp", "access_token": "demo-chabok-token"},
 	})
 }
 
 // Chabok: LoopBack 3 errors {"error":{"name","status","message","code"}}.
-func newChabok(cfg Config) *Vendor {
+func newChabok(s Settings) *Vendor {
+	token := setting(s, "access_token")
 	return &Vendor{
 		name:   Chabok,
 		okBody: map[string]any{"count": 1},
@@ -41,7 +40,7 @@ func newChabok(cfg Config) *Vendor {
 			if r.Method != http.MethodPost {
 				return fail(404, "MODEL_NOT_FOUND", "no method handling %s", r.Method)
 			}
-			if r.Header.Get("X-Access-Token") != cfg.ChabokAccessToken {
+			if r.Header.Get("X-Access-Token") != token {
 				return fail(401, "AUTHORIZATION_REQUIRED", "Authorization Required")
 			}
 			if bulk {

@@ -28,7 +28,8 @@ import (
 )
 
 // Handler is what an emulated vendor's file registers from init: one file
-// per vendor (chabok.go, metrix.go, kenar.go), as in internal/sinks.
+// per vendor (chabok.go, metrix.go, kenar.go, webhook.go), as in
+// internal/sinks. A vendor's demo credentials live in its file only.
 type Handler struct {
 	// Name is the vendor's name, as in sinks[i].vendor.
 	Name string
@@ -36,11 +37,17 @@ type Handler struct {
 	BasePath string
 	// Listen is the default address of `dispatcher emulator`.
 	Listen string
-	// New builds the emulated API.
-	New func(cfg Config) *Vendor
-	// DemoSettings are sink settings the emulated API accepts under cfg.
-	DemoSettings func(cfg Config) map[string]any
+	// Demo are the settings of a sink the emulated API accepts by default
+	// (its credentials, in sinks[i].settings keys): what configs/demo.yaml
+	// and the tests use.
+	Demo Settings
+	// New builds the emulated API accepting s (Demo, or a test's).
+	New func(s Settings) *Vendor
 }
+
+// Settings are sink settings (sinks[i].settings) as an emulated vendor
+// accepts them; values are strings, lists or nested Settings, as in YAML.
+type Settings = map[string]any
 
 // handlers are the emulated vendors; like the sinks registry, written only
 // from init.
@@ -64,46 +71,81 @@ func Handlers() []Handler {
 	return out
 }
 
-// DemoSettings are the settings of a sink the emulated vendor accepts with
-// DemoConfig's credentials (a fresh map; nil for an unknown vendor).
+// DemoSettings are the settings of a sink the emulated vendor accepts by
+// default (a fresh copy; nil for an unknown vendor).
 func DemoSettings(vendor string) map[string]any {
 	h, ok := handlers[vendor]
-	if !ok || h.DemoSettings == nil {
+	if !ok || h.Demo == nil {
 		return nil
 	}
-	return h.DemoSettings(DemoConfig())
+	return deepCopy(h.Demo).(map[string]any)
 }
 
-// Credentials and catalogue the emulated vendors accept.
-type Config struct {
-	ChabokAccessToken string
-	MetrixS2SAppID    string
-	MetrixS2SDevKey   string
-	MetrixAppID       string
-	MetrixAPIKey      string
-	// MetrixS2SDisabledAppID answers 403 S2S_FEATURE_NOT_AVAILABLE, as an
-	// app whose plan lacks S2S does.
-	MetrixS2SDisabledAppID string
-	// MetrixSlugs are the event slugs defined in the "dashboard"; others
-	// are 404 EVENT_TYPE_DOES_NOT_EXIST.
-	MetrixSlugs      []string
-	KenarAPIKey      string
-	KenarAccessToken string
-}
+// Config is what each emulated vendor accepts, by vendor name; a vendor
+// absent from it accepts its Demo settings.
+type Config map[string]Settings
 
-// DemoConfig is what configs/demo.yaml is written against.
+// DemoConfig is every vendor's Demo settings (fresh copies a test may
+// change), what configs/demo.yaml is written against.
 func DemoConfig() Config {
-	return Config{
-		ChabokAccessToken:      "demo-chabok-token",
-		MetrixS2SAppID:         "demoapp",
-		MetrixS2SDevKey:        "demo-dev-key",
-		MetrixAppID:            "demoapp",
-		MetrixAPIKey:           "demo-api-key",
-		MetrixS2SDisabledAppID: "freeplan",
-		MetrixSlugs:            []string{"aewqd", "pqrst", "rvnue", "signp"},
-		KenarAPIKey:            "demo-kenar-key",
-		KenarAccessToken:       "demo-kenar-token",
+	cfg := Config{}
+	for _, h := range Handlers() {
+		cfg[h.Name] = DemoSettings(h.Name)
 	}
+	return cfg
+}
+
+// DemoEnv is every vendor's Demo settings as environment variables, the way
+// configs/demo.yaml reads them: DEMO_<VENDOR>_<KEY> for each string value,
+// nested keys and list indexes joined by _ (DEMO_CHABOK_ACCESS_TOKEN,
+// DEMO_WEBHOOK_SIGNING_SECRETS_0).
+func DemoEnv() map[string]string {
+	env := map[string]string{}
+	var walk func(name string, v any)
+	walk = func(name string, v any) {
+		switch x := v.(type) {
+		case string:
+			env[name] = x
+		case map[string]any:
+			for k, c := range x {
+				walk(name+"_"+envName(k), c)
+			}
+		case []any:
+			for i, c := range x {
+				walk(fmt.Sprintf("%s_%d", name, i), c)
+			}
+		}
+	}
+	for _, h := range Handlers() {
+		walk("DEMO_"+envName(h.Name), map[string]any(h.Demo))
+	}
+	return env
+}
+
+func envName(s string) string { return strings.ToUpper(strings.ReplaceAll(s, "-", "_")) }
+
+func deepCopy(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		m := make(map[string]any, len(x))
+		for k, c := range x {
+			m[k] = deepCopy(c)
+		}
+		return m
+	case []any:
+		l := make([]any, len(x))
+		for i, c := range x {
+			l[i] = deepCopy(c)
+		}
+		return l
+	}
+	return v
+}
+
+// setting reads a string setting, "" when absent.
+func setting(s Settings, key string) string {
+	v, _ := s[key].(string)
+	return v
 }
 
 // Request is one request a vendor received.
@@ -197,7 +239,11 @@ type Emulator struct {
 func New(cfg Config) *Emulator {
 	e := &Emulator{vendors: map[string]*Vendor{}}
 	for _, h := range Handlers() {
-		e.vendors[h.Name] = h.New(cfg)
+		s, ok := cfg[h.Name]
+		if !ok {
+			s = DemoSettings(h.Name)
+		}
+		e.vendors[h.Name] = h.New(s)
 		e.names = append(e.names, h.Name)
 	}
 	return e

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
 	"github.com/chapar-dev/chapar/internal/emulator"
 )
 
@@ -176,5 +178,64 @@ func TestRecordsAreBoundedAndCountsExact(t *testing.T) {
 	send(0)
 	if v.Count(200) != 1 || len(v.Requests()) != 1 {
 		t.Errorf("after Reset and one request: %d counted, %d kept", v.Count(200), len(v.Requests()))
+	}
+}
+
+// The emulated webhook receiver verifies with the Standard Webhooks
+// library and checks a CloudEvent's required attributes.
+func TestWebhookReceiverVerifiesSignatures(t *testing.T) {
+	v := emulator.New(emulator.DemoConfig()).Vendor(emulator.Webhook)
+	srv := httptest.NewServer(v)
+	defer srv.Close()
+	url := emulator.BaseURL(emulator.Webhook, srv.Listener.Addr().String())
+	secret := emulator.DemoSettings(emulator.Webhook)["signing"].(map[string]any)["secrets"].([]any)[0].(string)
+	post := func(path, ct, body string, sign func(h http.Header)) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, url+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", ct)
+		sign(req.Header)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	signed := func(key, body string) func(h http.Header) {
+		return func(h http.Header) {
+			wh, err := standardwebhooks.NewWebhook(key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			now := time.Now()
+			sig, err := wh.Sign("msg-1", now, []byte(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.Set("webhook-id", "msg-1")
+			h.Set("webhook-timestamp", strconv.FormatInt(now.Unix(), 10))
+			h.Set("webhook-signature", sig)
+		}
+	}
+	ce := `{"specversion":"1.0","id":"e-1","source":"s","type":"chapar.track","data":{}}`
+	for _, tt := range []struct {
+		name, path, ct, body string
+		sign                 func(h http.Header)
+		want                 int
+	}{
+		{"structured", "", "application/cloudevents+json", ce, signed(secret, ce), 200},
+		{"batch", "", "application/cloudevents-batch+json", "[" + ce + "," + ce + "]", signed(secret, "["+ce+","+ce+"]"), 200},
+		{"data", "", "application/json", `{"any":"shape"}`, signed(secret, `{"any":"shape"}`), 200},
+		{"unsigned", "", "application/cloudevents+json", ce, func(http.Header) {}, 401},
+		{"other secret", "", "application/cloudevents+json", ce, signed("whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", ce), 401},
+		{"signed another body", "", "application/cloudevents+json", ce, signed(secret, `{}`), 401},
+		{"not a CloudEvent", "", "application/cloudevents+json", `{"id":"x"}`, signed(secret, `{"id":"x"}`), 400},
+		{"not JSON", "", "application/json", `id=x`, signed(secret, `id=x`), 400},
+		{"elsewhere", "/x", "application/json", `{}`, signed(secret, `{}`), 404},
+	} {
+		if got := post(tt.path, tt.ct, tt.body, tt.sign); got != tt.want {
+			t.Errorf("%s: %d, want %d", tt.name, got, tt.want)
+		}
 	}
 }

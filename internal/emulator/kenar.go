@@ -11,14 +11,13 @@ const Kenar = "kenar"
 func init() {
 	Register(Handler{
 		Name: Kenar, Listen: "127.0.0.1:9104", New: newKenar,
-		DemoSettings: func(cfg Config) map[string]any {
-			return map[string]any{"api_key": cfg.KenarAPIKey, "access_token": cfg.KenarAccessToken}
-		},
+		Demo: Settings{"api_key": "demo-kenar-key", "access_token": "demo-kenar-token"},
 	})
 }
 
 // Kenar: google.rpc.Status errors {"code": <gRPC code>, "message", "details"}.
-func newKenar(cfg Config) *Vendor {
+func newKenar(s Settings) *Vendor {
+	apiKey, token := setting(s, "api_key"), setting(s, "access_token")
 	grpc := map[int]int{400: 3, 401: 16, 403: 7, 404: 5, 429: 8, 500: 13, 503: 14}
 	return &Vendor{
 		name:   Kenar,
@@ -34,10 +33,10 @@ func newKenar(cfg Config) *Vendor {
 			if r.Method != http.MethodPost {
 				return fail(404, "", "not found")
 			}
-			if r.Header.Get("X-API-Key") != cfg.KenarAPIKey {
+			if r.Header.Get("X-API-Key") != apiKey {
 				return fail(401, "", "invalid API key")
 			}
-			if r.Header.Get("Authorization") != "Bearer "+cfg.KenarAccessToken {
+			if r.Header.Get("Authorization") != "Bearer "+token {
 				return fail(403, "", "access token lacks the required scope")
 			}
 			switch r.URL.Path {

@@ -15,17 +15,21 @@ const (
 func init() {
 	Register(Handler{
 		Name: MetrixS2S, Listen: "127.0.0.1:9102", New: newMetrixS2S,
-		DemoSettings: func(cfg Config) map[string]any {
-			return map[string]any{"app_id": cfg.MetrixS2SAppID, "dev_key": cfg.MetrixS2SDevKey}
-		},
+		Demo: Settings{"app_id": "demoapp", "dev_key": "demo-dev-key"},
 	})
 	Register(Handler{
 		Name: MetrixGateway, Listen: "127.0.0.1:9103", New: newMetrixGateway,
-		DemoSettings: func(cfg Config) map[string]any {
-			return map[string]any{"app_id": cfg.MetrixAppID, "api_key": cfg.MetrixAPIKey}
-		},
+		Demo: Settings{"app_id": "demoapp", "api_key": "demo-api-key"},
 	})
 }
+
+// MetrixFreePlanApp is an app whose plan lacks S2S: the gateway answers
+// it 403 S2S_FEATURE_NOT_AVAILABLE whatever its key.
+const MetrixFreePlanApp = "freeplan"
+
+// metrixSlugs are the event slugs defined in the emulated "dashboard";
+// others are 404 EVENT_TYPE_DOES_NOT_EXIST.
+var metrixSlugs = []string{"aewqd", "pqrst", "rvnue", "signp"}
 
 // metrixError is a guess at Metrix's unpublished error body; Chapar's
 // parser must find the code wherever it is, so the emulator nests it.
@@ -33,7 +37,8 @@ func metrixError(a answer) any {
 	return map[string]any{"status": a.status, "error": map[string]any{"code": a.code, "message": a.msg}}
 }
 
-func newMetrixS2S(cfg Config) *Vendor {
+func newMetrixS2S(s Settings) *Vendor {
+	appID, devKey := setting(s, "app_id"), setting(s, "dev_key")
 	return &Vendor{
 		name:    MetrixS2S,
 		okBody:  map[string]any{"status": "OK"},
@@ -43,7 +48,7 @@ func newMetrixS2S(cfg Config) *Vendor {
 			if !found || r.Method != http.MethodPost {
 				return fail(404, "NOT_FOUND", "no such endpoint")
 			}
-			if app != cfg.MetrixS2SAppID || r.Header.Get("Authorization") != cfg.MetrixS2SDevKey {
+			if app != appID || r.Header.Get("Authorization") != devKey {
 				return fail(403, "INVALID_PARAMETERS", "app id or dev key is wrong")
 			}
 			m, ok := decodeObject(body)
@@ -69,7 +74,7 @@ func newMetrixS2S(cfg Config) *Vendor {
 			if t, ok := m["eventTime"]; ok && !isInt(t) {
 				return fail(400, "BAD_REQUEST", "eventTime must be a timestamp")
 			}
-			if slug, _ := str(m, "eventSlug"); !slices.Contains(cfg.MetrixSlugs, slug) {
+			if slug, _ := str(m, "eventSlug"); !slices.Contains(metrixSlugs, slug) {
 				return fail(404, "EVENT_TYPE_DOES_NOT_EXIST", "no event with slug %q", slug)
 			}
 			return accepted()
@@ -77,7 +82,8 @@ func newMetrixS2S(cfg Config) *Vendor {
 	}
 }
 
-func newMetrixGateway(cfg Config) *Vendor {
+func newMetrixGateway(s Settings) *Vendor {
+	appID, apiKey := setting(s, "app_id"), setting(s, "api_key")
 	return &Vendor{
 		name:    MetrixGateway,
 		okBody:  map[string]any{"status": "OK"},
@@ -87,10 +93,10 @@ func newMetrixGateway(cfg Config) *Vendor {
 				return fail(404, "NOT_FOUND", "no such endpoint")
 			}
 			app := r.Header.Get("X-Application-Id")
-			if app != "" && app == cfg.MetrixS2SDisabledAppID {
+			if app == MetrixFreePlanApp {
 				return fail(403, "S2S_FEATURE_NOT_AVAILABLE", "S2S is not enabled for this application")
 			}
-			if app != cfg.MetrixAppID || r.Header.Get("X-API-Key") != cfg.MetrixAPIKey {
+			if app != appID || r.Header.Get("X-API-Key") != apiKey {
 				return fail(403, "INVALID_PARAMETERS", "application id or API key is wrong")
 			}
 			m, ok := decodeObject(body)
@@ -107,7 +113,7 @@ func newMetrixGateway(cfg Config) *Vendor {
 				return fail(400, "BAD_REQUEST", "messages must be a non-empty array")
 			}
 			for _, x := range msgs {
-				if a := validateMetrixMessage(x, cfg); a.status != http.StatusOK {
+				if a := validateMetrixMessage(x); a.status != http.StatusOK {
 					return a
 				}
 			}
@@ -116,7 +122,7 @@ func newMetrixGateway(cfg Config) *Vendor {
 	}
 }
 
-func validateMetrixMessage(x any, cfg Config) answer {
+func validateMetrixMessage(x any) answer {
 	msg, ok := x.(map[string]any)
 	if !ok {
 		return fail(400, "BAD_REQUEST", "each message must be an object")
@@ -167,7 +173,7 @@ func validateMetrixMessage(x any, cfg Config) answer {
 				return fail(400, "BAD_REQUEST", "currency must be IRR, USD or EUR")
 			}
 		}
-		if !slices.Contains(cfg.MetrixSlugs, name) {
+		if !slices.Contains(metrixSlugs, name) {
 			return fail(404, "EVENT_TYPE_DOES_NOT_EXIST", "no event with slug %q", name)
 		}
 	default:

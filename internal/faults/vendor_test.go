@@ -53,7 +53,7 @@ type ledger struct {
 
 func newLedger(t testing.TB) *ledger {
 	cfg := emulator.DemoConfig()
-	cfg.ChabokAccessToken = vendorToken
+	cfg[emulator.Chabok]["access_token"] = vendorToken
 	l := &ledger{
 		emu:       emulator.New(cfg).Vendor(emulator.Chabok),
 		calls:     map[string][]call{},

@@ -21,6 +21,10 @@ type BatchSink interface {
 	DeliverBatch(ctx context.Context, ds []*Delivery) []error
 }
 
+// batchRefuser is a BatchSink that cannot batch with some settings (the
+// webhook in binary mode); noBatch says why, or "".
+type batchRefuser interface{ noBatch() string }
+
 // checkBatch refuses a batch key the sink cannot honour, naming the key.
 func checkBatch(i int, cfg config.Sink, s Sink) error {
 	if cfg.Batch == nil {
@@ -28,7 +32,12 @@ func checkBatch(i int, cfg config.Sink, s Sink) error {
 	}
 	bs, ok := s.(BatchSink)
 	if !ok {
-		return fmt.Errorf("sinks[%d].batch: vendor %s sends one event per request; remove batch (chabok and metrix-gateway batch)", i, cfg.Vendor)
+		return fmt.Errorf("sinks[%d].batch: vendor %s sends one event per request; remove batch (chabok, metrix-gateway and webhook batch)", i, cfg.Vendor)
+	}
+	if r, ok := s.(batchRefuser); ok {
+		if why := r.noBatch(); why != "" {
+			return fmt.Errorf("sinks[%d].batch: %s; or remove batch", i, why)
+		}
 	}
 	if n := bs.MaxBatch(); cfg.Batch.MaxItems > n {
 		return fmt.Errorf("sinks[%d].batch.max_items: is %d; %s takes at most %d events per request", i, cfg.Batch.MaxItems, cfg.Vendor, n)

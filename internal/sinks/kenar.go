@@ -3,23 +3,15 @@ package sinks
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"unicode/utf8"
 
-	"github.com/nats-io/nats.go/jetstream"
-	"go.uber.org/zap"
-
 	"github.com/chapar-dev/chapar/internal/config"
-	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
 // Divar Kenar open platform (docs: divar-kenar-events-api).
@@ -214,171 +206,4 @@ func grpcCodeName(n int64) string {
 		return ""
 	}
 	return names[n]
-}
-
-// --- Subscriptions -------------------------------------------------------
-//
-//	POST https://open-api.divar.ir/v1/open-platform/events/subscriptions
-//	{"event_type": "NEW_MESSAGE_ON_POST" | "POST_UPDATE",
-//	 "event_resource_id": "<post token, empty = all>", "metadata": {}}
-//
-// Needs permission EVENTS_REGISTER_SUBSCRIPTION and a scope matching the
-// event type. A subscription lives as long as the access token: subscribe
-// again after a refresh.
-
-// KenarSubscription is one subscription request.
-type KenarSubscription struct {
-	EventType       string         `json:"event_type"`
-	EventResourceID string         `json:"event_resource_id"`
-	Metadata        map[string]any `json:"metadata"`
-}
-
-// KenarSubscribe registers a subscription with the credentials and base
-// URL of a configured kenar sink.
-func KenarSubscribe(ctx context.Context, cfg config.Sink, sub KenarSubscription) error {
-	if sub.EventType != "NEW_MESSAGE_ON_POST" && sub.EventType != "POST_UPDATE" {
-		return fmt.Errorf("event type %q: use NEW_MESSAGE_ON_POST or POST_UPDATE", sub.EventType)
-	}
-	if sub.Metadata == nil {
-		sub.Metadata = map[string]any{}
-	}
-	v, _ := Lookup("kenar")
-	s, err := v.New(cfg, "settings")
-	if err != nil {
-		return err
-	}
-	k := s.(*kenar)
-	req, err := jsonRequest(k.base+"/v1/open-platform/events/subscriptions", sub)
-	if err != nil {
-		return err
-	}
-	k.authorize(req)
-	if err := send(ctx, k.client, req, kenarCode); err != nil {
-		return fmt.Errorf("kenar subscribe: %w", err)
-	}
-	return nil
-}
-
-// --- Webhooks ------------------------------------------------------------
-//
-// Kenar calls the app's webhook URL with header Authorization: <the
-// identification key from the panel> (a static secret; no signature) and a
-// body {"type": "NEW_MESSAGE" | "NEW_CHATBOT_MESSAGE" |
-// "USER_ACCESS_REVOCATION" | "POST_UPDATE" | "PAYMENT_TRANSACTION",
-// "metadata": {…}, "<payload>": {…}}.
-//
-// Each notification becomes a chapar.track envelope named kenar.<type in
-// lower case> (kenar.new_message, …) whose properties are the body's values
-// flattened to dotted keys, so Kenar events route to other sinks like any
-// producer's. Kenar delivers duplicates: the envelope id is a hash of the
-// body, so JetStream drops a repeat within the duplicate window.
-
-// EventPublisher is what the webhook needs from JetStream.
-type EventPublisher interface {
-	Publish(ctx context.Context, env *envelope.Envelope) (*jetstream.PubAck, error)
-}
-
-// KenarWebhook serves the endpoint Kenar calls back.
-type KenarWebhook struct {
-	pub    EventPublisher
-	key    []byte
-	source string
-	log    *zap.Logger
-}
-
-// NewKenarWebhook checks Authorization against key and publishes through pub.
-func NewKenarWebhook(pub EventPublisher, key config.Secret, source string, log *zap.Logger) *KenarWebhook {
-	return &KenarWebhook{pub: pub, key: []byte(key.Value()), source: source, log: log}
-}
-
-func (h *KenarWebhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		http.Error(w, "use POST", http.StatusMethodNotAllowed)
-		return
-	}
-	// Constant time, so the key cannot be guessed byte by byte.
-	if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), h.key) != 1 {
-		http.Error(w, "unauthorized", http.StatusUnauthorized)
-		return
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, envelope.DefaultMaxBytes+1))
-	if err != nil || len(body) > envelope.DefaultMaxBytes {
-		http.Error(w, "body unreadable or over 1 MiB", http.StatusRequestEntityTooLarge)
-		return
-	}
-	env, err := KenarNotificationEnvelope(body, h.source)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	ack, err := h.pub.Publish(r.Context(), env)
-	if err != nil {
-		// Kenar retries a failed call; nothing is lost by refusing it.
-		h.log.Error("kenar webhook: publish failed", zap.Error(err))
-		http.Error(w, "could not store the event; retry", http.StatusServiceUnavailable)
-		return
-	}
-	h.log.Info("kenar webhook accepted", zap.String("event_id", env.ID), zap.Bool("duplicate", ack.Duplicate))
-	w.WriteHeader(http.StatusOK)
-}
-
-// KenarNotificationEnvelope turns a webhook body into a chapar.track
-// envelope (see above).
-func KenarNotificationEnvelope(body []byte, source string) (*envelope.Envelope, error) {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	var n map[string]any
-	if err := dec.Decode(&n); err != nil || n == nil {
-		return nil, fmt.Errorf("body is not a JSON object")
-	}
-	typ, _ := n["type"].(string)
-	if typ == "" {
-		return nil, fmt.Errorf("body has no type")
-	}
-	props := map[string]any{}
-	flatten("", n, props)
-	userID := "kenar"
-	for _, k := range []string{"metadata.user_id", "user_id", "new_chatbot_message.sender.id", "new_message.sender.id", "sender.id"} {
-		if v, ok := props[k].(string); ok && v != "" {
-			userID = v
-			break
-		}
-	}
-	sum := sha256.Sum256(body)
-	return envelope.New(envelope.TypeTrack, source, envelope.Track{
-		Name:       "kenar." + strings.ToLower(typ),
-		Properties: props,
-		User:       envelope.User{ID: userID},
-	}, envelope.WithID("kenar-"+hex.EncodeToString(sum[:16])))
-}
-
-// flatten turns nested objects into dotted keys; arrays of scalars stay,
-// other arrays become JSON text.
-func flatten(prefix string, v any, out map[string]any) {
-	switch x := v.(type) {
-	case map[string]any:
-		for k, c := range x {
-			key := k
-			if prefix != "" {
-				key = prefix + "." + k
-			}
-			flatten(key, c, out)
-		}
-	case []any:
-		for _, c := range x {
-			switch c.(type) {
-			case string, bool, json.Number:
-			default:
-				out[prefix] = stringify(x)
-				return
-			}
-		}
-		out[prefix] = x
-	case nil:
-	default:
-		if prefix != "" {
-			out[prefix] = x
-		}
-	}
 }

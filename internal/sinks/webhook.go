@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"text/template"
 	"time"
 
 	"github.com/chapar-dev/chapar/internal/config"
@@ -36,7 +37,12 @@ import (
 //	binary      the event's data, its attributes as ce-* headers
 //	data        the event's data only
 //
-// Every event type is accepted: the receiver decides what it means.
+// settings.template, when set, renders the body instead: a Go text/template
+// over the event as its structured JSON has it (.id, .type, .data.user.id,
+// .traceparent, …), which must render JSON (see webhookTemplate).
+//
+// Every event type is accepted: the receiver decides what it means. With a
+// batch key, a request carries a JSON array of the bodies (webhook_batch.go).
 //
 // Responses, per settings.statuses (defaults below); a status in none of the
 // lists is a dead letter. An exact status in a list wins over a class (5xx).
@@ -65,8 +71,10 @@ type webhookSettings struct {
 	// ${file:/path} secrets.
 	Headers map[string]config.Secret `yaml:"headers"`
 	Body    string                   `yaml:"body"`
-	Signing webhookSigning           `yaml:"signing"`
-	HMAC    webhookHMAC              `yaml:"hmac"`
+	// Template, when set, renders the body (a JSON value) from the event.
+	Template string         `yaml:"template"`
+	Signing  webhookSigning `yaml:"signing"`
+	HMAC     webhookHMAC    `yaml:"hmac"`
 	// Statuses classify answers; a list written replaces its default.
 	Statuses webhookStatuses `yaml:"statuses"`
 	// Code and Message locate the vendor's code and message in a JSON
@@ -123,7 +131,8 @@ type webhook struct {
 	name    string
 	url     string
 	s       webhookSettings
-	keys    [][]byte // Standard Webhooks keys, decoded
+	tmpl    *template.Template // nil: the body is per s.Body
+	keys    [][]byte           // Standard Webhooks keys, decoded
 	headers http.Header
 	errors  errorTable
 	client  *http.Client
@@ -152,6 +161,11 @@ func validateWebhook(s *webhookSettings, at string) error {
 	case webhookStructured, webhookBinary, webhookData:
 	default:
 		bad("body", "is %q; use structured (default), binary or data", s.Body)
+	}
+	if s.Template != "" {
+		if _, err := webhookTemplate(s.Template); err != nil {
+			bad("template", "%v", err)
+		}
 	}
 	for k := range s.Headers {
 		if !validHeaderName(k) {
@@ -208,6 +222,9 @@ func newWebhook(cfg config.Sink, s webhookSettings) (Sink, error) {
 		u = cfg.BaseURL // as for every vendor: a test receiver, a proxy
 	}
 	w := &webhook{name: cfg.Name, url: u, s: s, headers: http.Header{}, client: newHTTPClient(cfg), now: time.Now}
+	if s.Template != "" {
+		w.tmpl, _ = webhookTemplate(s.Template) // validated
+	}
 	for _, sec := range s.Signing.Secrets {
 		key, _ := webhookKey(sec.Value()) // validated
 		w.keys = append(w.keys, key)
@@ -243,14 +260,25 @@ func (w *webhook) Deliver(ctx context.Context, d *Delivery) error {
 }
 
 func (w *webhook) request(d *Delivery) (*http.Request, error) {
+	body, h, err := w.body(d)
+	if err != nil {
+		return nil, err
+	}
+	return w.signed(d.Event.ID, body, h)
+}
+
+// body is what one event's request carries, and the headers that go with
+// it (the configured ones, Content-Type, ce-* in binary mode). A template
+// that fails for this event is a permanent invalid_for_vendor.
+func (w *webhook) body(d *Delivery) ([]byte, http.Header, error) {
 	ev := &d.Event.Envelope
-	var body []byte
 	h := w.headers.Clone()
+	var body []byte
 	switch w.s.Body {
 	case webhookStructured:
 		b, err := ev.Marshal()
 		if err != nil {
-			return nil, fmt.Errorf("encode event: %w", err)
+			return nil, nil, fmt.Errorf("encode event: %w", err)
 		}
 		body = b
 		h.Set("Content-Type", "application/cloudevents+json; charset=utf-8")
@@ -264,11 +292,24 @@ func (w *webhook) request(d *Delivery) (*http.Request, error) {
 		body = ev.Data
 		h.Set("Content-Type", dataContentType(ev))
 	}
+	if w.tmpl != nil {
+		b, err := renderTemplate(w.tmpl, ev)
+		if err != nil {
+			return nil, nil, reject(ReasonInvalidForVendor, "sink %s: settings.template: %v", w.name, err)
+		}
+		body = b
+		h.Set("Content-Type", "application/json")
+	}
+	return body, h, nil
+}
+
+// signed is the request for body, signed with webhook-id id.
+func (w *webhook) signed(id string, body []byte, h http.Header) (*http.Request, error) {
 	if len(w.keys) > 0 {
 		ts := strconv.FormatInt(w.now().Unix(), 10)
-		h.Set("webhook-id", ev.ID)
+		h.Set("webhook-id", id)
 		h.Set("webhook-timestamp", ts)
-		h.Set("webhook-signature", standardSignatures(w.keys, ev.ID, ts, body))
+		h.Set("webhook-signature", standardSignatures(w.keys, id, ts, body))
 	}
 	if w.s.HMAC.Header != "" {
 		m := hmac.New(sha256.New, []byte(w.s.HMAC.Secret.Value()))
@@ -287,6 +328,55 @@ func (w *webhook) request(d *Delivery) (*http.Request, error) {
 		req.Header[k] = v
 	}
 	return req, nil
+}
+
+// webhookTemplate parses settings.template. The template sees the event as
+// its structured JSON: a map with the CloudEvents attributes (id, type,
+// source, time, subject, …), each extension (traceparent, …) and data,
+// numbers exact. Functions: json (a value as JSON: strings quoted and
+// escaped, objects whole) besides text/template's own. A key the event
+// lacks is an error, not "<no value>"; index reads an optional one as null.
+func webhookTemplate(text string) (*template.Template, error) {
+	t, err := template.New("template").Option("missingkey=error").Funcs(template.FuncMap{
+		"json": func(v any) (string, error) {
+			b, err := json.Marshal(v)
+			return string(b), err
+		},
+	}).Parse(text)
+	if err != nil {
+		return nil, errors.New(strings.TrimPrefix(err.Error(), "template: "))
+	}
+	return t, nil
+}
+
+// renderTemplate renders ev's body; the result must be one JSON value.
+func renderTemplate(t *template.Template, ev *envelope.Envelope) ([]byte, error) {
+	raw, err := ev.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("encode event: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var data map[string]any
+	if err := dec.Decode(&data); err != nil {
+		return nil, fmt.Errorf("decode event: %w", err)
+	}
+	var b bytes.Buffer
+	if err := t.Execute(&b, data); err != nil {
+		return nil, errors.New(strings.TrimPrefix(err.Error(), "template: "))
+	}
+	out := bytes.TrimSpace(b.Bytes())
+	if !json.Valid(out) {
+		return nil, fmt.Errorf("rendered %q, which is not JSON", clip(out, 80))
+	}
+	return out, nil
+}
+
+func clip(b []byte, n int) string {
+	if len(b) > n {
+		return string(b[:n]) + "…"
+	}
+	return string(b)
 }
 
 // standardSignatures signs id.timestamp.body with each key (Standard

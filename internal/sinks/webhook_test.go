@@ -347,6 +347,8 @@ func TestWebhookSettingsAreValidated(t *testing.T) {
 		{"{url: http://x, statuses: {success: [2xy]}}", "sinks[0].settings.statuses.success[0]"},
 		{"{url: http://x, headers: {'Bad Header': v}}", "sinks[0].settings.headers"},
 		{"{url: http://x, tempalte: y}", "field tempalte not found"},
+		{"{url: http://x, template: '{{json .id'}", "sinks[0].settings.template: "},
+		{"{url: http://x, template: '{{jsn .id}}'}", `sinks[0].settings.template: template:1: function "jsn" not defined`},
 	} {
 		cfg, err := config.Parse([]byte("sinks:\n  - name: s\n    vendor: webhook\n    settings: "+tt.settings+"\n"), func(string) (string, bool) { return "", false })
 		if err != nil {

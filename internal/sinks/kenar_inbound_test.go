@@ -2,11 +2,15 @@ package sinks_test
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
 
 	"github.com/chapar-dev/chapar/internal/config"
 	"github.com/chapar-dev/chapar/internal/emulator"
@@ -76,24 +80,54 @@ func TestKenarWebhookAuthenticatesDeduplicatesAndRoutes(t *testing.T) {
 	}
 }
 
-func TestKenarSubscribe(t *testing.T) {
-	e := testenv.New(t)
-	cfg := e.Sink("kenar", emulator.Kenar, nil, nil)
-	err := sinks.KenarSubscribe(context.Background(), cfg, sinks.KenarSubscription{EventType: "POST_UPDATE", EventResourceID: "AaBb"})
-	if err != nil {
-		t.Fatal(err)
+// publishCounter is an EventPublisher that counts what it is given.
+type publishCounter struct{ n int }
+
+func (p *publishCounter) Publish(context.Context, *envelope.Envelope) (*jetstream.PubAck, error) {
+	p.n++
+	return &jetstream.PubAck{}, nil
+}
+
+// Over the size limit is 413, whether Content-Length says so or a chunked
+// body runs past it; the key is checked first, wrong methods are 405.
+func TestKenarWebhookLimitsTheBody(t *testing.T) {
+	pub := &publishCounter{}
+	srv := httptest.NewServer(sinks.NewKenarWebhook(pub, config.Secret("id-key-1"), "divar-kenar", zap.NewNop()))
+	defer srv.Close()
+	big := `{"type":"NEW_MESSAGE","new_message":{"text":"` + strings.Repeat("x", sinks.KenarMaxBody) + `"}}`
+	fits := `{"type":"NEW_MESSAGE","new_message":{"text":"` + strings.Repeat("x", 1000) + `"}}`
+	do := func(method, auth string, body io.Reader, chunked bool) int {
+		t.Helper()
+		req, _ := http.NewRequest(method, srv.URL, body)
+		req.Header.Set("Authorization", auth)
+		if chunked {
+			req.ContentLength = -1 // sent chunked: the length is unknown up front
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
 	}
-	reqs := e.Emu.Vendor(emulator.Kenar).Requests()
-	if len(reqs) != 1 || reqs[0].Path != "/v1/open-platform/events/subscriptions" || reqs[0].Status != 200 ||
-		string(reqs[0].Body) != `{"event_type":"POST_UPDATE","event_resource_id":"AaBb","metadata":{}}` {
-		t.Fatalf("requests %+v", reqs)
+	for _, tt := range []struct {
+		name, method, auth, body string
+		chunked                  bool
+		want                     int
+	}{
+		{"over, with Content-Length", http.MethodPost, "id-key-1", big, false, http.StatusRequestEntityTooLarge},
+		{"over, chunked", http.MethodPost, "id-key-1", big, true, http.StatusRequestEntityTooLarge},
+		{"over, without the key", http.MethodPost, "wrong", big, false, http.StatusUnauthorized},
+		{"GET", http.MethodGet, "id-key-1", "", false, http.StatusMethodNotAllowed},
+		{"fits", http.MethodPost, "id-key-1", fits, false, http.StatusOK},
+		{"fits, chunked", http.MethodPost, "id-key-1", fits, true, http.StatusOK},
+	} {
+		if got := do(tt.method, tt.auth, strings.NewReader(tt.body), tt.chunked); got != tt.want {
+			t.Errorf("%s: %d, want %d", tt.name, got, tt.want)
+		}
 	}
-	if err := sinks.KenarSubscribe(context.Background(), cfg, sinks.KenarSubscription{EventType: "NEW_MESSAGE"}); err == nil {
-		t.Error("accepted an event type Kenar does not subscribe to")
-	}
-	bad := e.Sink("kenar", emulator.Kenar, nil, map[string]any{"access_token": "expired"})
-	if err := sinks.KenarSubscribe(context.Background(), bad, sinks.KenarSubscription{EventType: "POST_UPDATE"}); err == nil ||
-		!strings.Contains(err.Error(), "PERMISSION_DENIED") {
-		t.Errorf("expired token: %v", err)
+	if pub.n != 2 {
+		t.Errorf("published %d notifications, want the 2 that fit", pub.n)
 	}
 }

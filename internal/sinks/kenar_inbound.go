@@ -1,0 +1,159 @@
+package sinks
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/pkg/envelope"
+)
+
+// Kenar's inbound webhook: the receiver `dispatcher run` serves on
+// webhook.listen, an inbound source rather than a sink.
+//
+// Kenar calls the app's webhook URL with header Authorization: <the
+// identification key from the panel> (a static secret; no signature) and a
+// body {"type": "NEW_MESSAGE" | "NEW_CHATBOT_MESSAGE" |
+// "USER_ACCESS_REVOCATION" | "POST_UPDATE" | "PAYMENT_TRANSACTION",
+// "metadata": {…}, "<payload>": {…}}.
+//
+// Each notification becomes a chapar.track envelope named kenar.<type in
+// lower case> (kenar.new_message, …) whose properties are the body's values
+// flattened to dotted keys, so Kenar events route to other sinks like any
+// producer's. Kenar delivers duplicates: the envelope id is a hash of the
+// body, so JetStream drops a repeat within the duplicate window.
+
+// KenarMaxBody is the largest notification body the receiver reads: an
+// envelope's limit.
+const KenarMaxBody = envelope.DefaultMaxBytes
+
+// EventPublisher is what the webhook needs from JetStream.
+type EventPublisher interface {
+	Publish(ctx context.Context, env *envelope.Envelope) (*jetstream.PubAck, error)
+}
+
+// KenarWebhook serves the endpoint Kenar calls back.
+type KenarWebhook struct {
+	pub    EventPublisher
+	key    []byte
+	source string
+	log    *zap.Logger
+}
+
+// NewKenarWebhook checks Authorization against key and publishes through pub.
+func NewKenarWebhook(pub EventPublisher, key config.Secret, source string, log *zap.Logger) *KenarWebhook {
+	return &KenarWebhook{pub: pub, key: []byte(key.Value()), source: source, log: log}
+}
+
+func (h *KenarWebhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "use POST", http.StatusMethodNotAllowed)
+		return
+	}
+	// Constant time, so the key cannot be guessed byte by byte.
+	if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), h.key) != 1 {
+		http.Error(w, "unauthorized", http.StatusUnauthorized)
+		return
+	}
+	// Over the limit: 413, whether Content-Length says so up front or a
+	// chunked body runs past it.
+	if r.ContentLength > KenarMaxBody {
+		http.Error(w, "body over 1 MiB", http.StatusRequestEntityTooLarge)
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, KenarMaxBody+1))
+	switch {
+	case err != nil:
+		http.Error(w, "body unreadable", http.StatusBadRequest)
+		return
+	case len(body) > KenarMaxBody:
+		http.Error(w, "body over 1 MiB", http.StatusRequestEntityTooLarge)
+		return
+	}
+	env, err := KenarNotificationEnvelope(body, h.source)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	ack, err := h.pub.Publish(r.Context(), env)
+	if err != nil {
+		// Kenar retries a failed call; nothing is lost by refusing it.
+		h.log.Error("kenar webhook: publish failed", zap.Error(err))
+		http.Error(w, "could not store the event; retry", http.StatusServiceUnavailable)
+		return
+	}
+	h.log.Info("kenar webhook accepted", zap.String("event_id", env.ID), zap.Bool("duplicate", ack.Duplicate))
+	w.WriteHeader(http.StatusOK)
+}
+
+// KenarNotificationEnvelope turns a webhook body into a chapar.track
+// envelope (see above).
+func KenarNotificationEnvelope(body []byte, source string) (*envelope.Envelope, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var n map[string]any
+	if err := dec.Decode(&n); err != nil || n == nil {
+		return nil, fmt.Errorf("body is not a JSON object")
+	}
+	typ, _ := n["type"].(string)
+	if typ == "" {
+		return nil, fmt.Errorf("body has no type")
+	}
+	props := map[string]any{}
+	flatten("", n, props)
+	userID := "kenar"
+	for _, k := range []string{"metadata.user_id", "user_id", "new_chatbot_message.sender.id", "new_message.sender.id", "sender.id"} {
+		if v, ok := props[k].(string); ok && v != "" {
+			userID = v
+			break
+		}
+	}
+	sum := sha256.Sum256(body)
+	return envelope.New(envelope.TypeTrack, source, envelope.Track{
+		Name:       "kenar." + strings.ToLower(typ),
+		Properties: props,
+		User:       envelope.User{ID: userID},
+	}, envelope.WithID("kenar-"+hex.EncodeToString(sum[:16])))
+}
+
+// flatten turns nested objects into dotted keys; arrays of scalars stay,
+// other arrays become JSON text.
+func flatten(prefix string, v any, out map[string]any) {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, c := range x {
+			key := k
+			if prefix != "" {
+				key = prefix + "." + k
+			}
+			flatten(key, c, out)
+		}
+	case []any:
+		for _, c := range x {
+			switch c.(type) {
+			case string, bool, json.Number:
+			default:
+				out[prefix] = stringify(x)
+				return
+			}
+		}
+		out[prefix] = x
+	case nil:
+	default:
+		if prefix != "" {
+			out[prefix] = x
+		}
+	}
+}
