@@ -34,13 +34,16 @@ type demoEvent struct {
 	binary bool
 }
 
-func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("demo", stderr)
-	verbose := fs.Bool("verbose", false, "log what the dispatcher does")
-	timeout := fs.Duration("timeout", time.Minute, "give up if events have not settled by then")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
+type cliDemo struct {
+	Verbose bool          `help:"Log what the dispatcher does."`
+	Timeout time.Duration `default:"1m" help:"Give up if events have not settled by then."`
+}
+
+func (c *cliDemo) Run(ctx context.Context, s *streams) error {
+	return demoCmd(ctx, &c.Verbose, &c.Timeout, s.stdout, s.stderr)
+}
+
+func demoCmd(ctx context.Context, verbose *bool, timeout *time.Duration, stdout, stderr io.Writer) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 

@@ -21,8 +21,9 @@ import (
 	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
-// loadConfig reads --config (or the defaults) and applies --nats-url.
-func loadConfig(file, natsURL string) (*config.Config, error) {
+// loadConfig reads --config (or the defaults) and applies the connection
+// flags over its nats keys.
+func loadConfig(file string, n natsFlags) (*config.Config, error) {
 	cfg := config.Default()
 	if file != "" {
 		var err error
@@ -30,20 +31,40 @@ func loadConfig(file, natsURL string) (*config.Config, error) {
 			return nil, err
 		}
 	}
-	if natsURL != "" {
-		cfg.NATS.URL = natsURL
+	if n == (natsFlags{}) {
+		return cfg, nil
 	}
-	return cfg, nil
+	for _, o := range []struct {
+		flag string
+		key  *string
+	}{
+		{n.Server, &cfg.NATS.URL}, {n.Creds, &cfg.NATS.Creds}, {n.NKey, &cfg.NATS.NKeyFile},
+		{n.TLSCert, &cfg.NATS.TLS.CertFile}, {n.TLSKey, &cfg.NATS.TLS.KeyFile}, {n.TLSCA, &cfg.NATS.TLS.CAFile},
+	} {
+		if o.flag != "" {
+			*o.key = o.flag
+		}
+	}
+	if n.NKey != "" && n.Creds == "" {
+		cfg.NATS.Creds = "" // --nkey replaces the file's creds_file, not adds to it
+	}
+	if n.Creds != "" && n.NKey == "" {
+		cfg.NATS.NKeyFile = ""
+	}
+	return cfg, cfg.Validate()
 }
 
-func runCmd(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := newFlags("run", stderr)
-	file := fs.String("config", "", "YAML config file (see configs/chapar.example.yaml)")
-	natsURL := fs.String("nats-url", "", "join this NATS deployment instead of embedding a server (overrides nats.url)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	cfg, err := loadConfig(*file, *natsURL)
+type cliRun struct {
+	Config string `help:"YAML config file (see configs/chapar.example.yaml)." placeholder:"FILE"`
+	natsFlags
+}
+
+func (c *cliRun) Run(ctx context.Context, s *streams) error {
+	return runCmd(ctx, c.Config, c.natsFlags, s.stderr)
+}
+
+func runCmd(ctx context.Context, file string, nf natsFlags, stderr io.Writer) error {
+	cfg, err := loadConfig(file, nf)
 	if err != nil {
 		return err
 	}
