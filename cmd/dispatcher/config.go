@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -57,45 +56,47 @@ func (c *cliConfigCheck) Run(s *streams) error {
 }
 
 // checkConfig is every error of the file, one per entry: the config's own
-// and the vendors' (sink settings).
+// and the vendors' (sink settings), each key reported once.
 func checkConfig(file string) []string {
-	cfg, err := config.Load(file)
-	var msgs []string
-	if err != nil {
-		msgs = append(msgs, flatten(err)...)
-	}
+	cfg, err := config.CheckFile(file)
+	msgs := flatten(err)
 	if cfg != nil {
-		if _, err := sinks.Build(cfg.Sinks); err != nil {
-			msgs = append(msgs, flatten(err)...)
+		_, err := sinks.Build(cfg.Sinks)
+	next:
+		for _, m := range flatten(err) {
+			key := splitProblem(m).Key
+			for _, seen := range msgs {
+				if k := splitProblem(seen).Key; key != "" && k != "" && (key == k || strings.HasPrefix(key, k+".") || strings.HasPrefix(key, k+"[")) {
+					continue next // e.g. an unset ${VAR}, then "is required"
+				}
+			}
+			msgs = append(msgs, m)
 		}
 	}
 	return msgs
 }
 
-// flatten splits joined errors into their lines, dropping the "config
-// FILE:" prefix Load adds (the file is said once).
+// flatten lists joined errors one per entry, each on one line.
 func flatten(err error) []string {
 	var out []string
 	var visit func(error)
 	visit = func(err error) {
+		if err == nil {
+			return
+		}
 		if j, ok := err.(interface{ Unwrap() []error }); ok {
 			for _, e := range j.Unwrap() {
 				visit(e)
 			}
 			return
 		}
+		var lines []string
 		for _, line := range strings.Split(err.Error(), "\n") {
-			if line = strings.TrimSpace(line); line != "" && line != "config errors:" {
-				out = append(out, line)
+			if line = strings.TrimSpace(line); line != "" {
+				lines = append(lines, line)
 			}
 		}
-	}
-	for {
-		if u := errors.Unwrap(err); u != nil && strings.HasPrefix(err.Error(), "config ") {
-			err = u
-			continue
-		}
-		break
+		out = append(out, strings.Join(lines, " "))
 	}
 	visit(err)
 	return out

@@ -4,7 +4,6 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -189,39 +188,8 @@ func Load(file string) (*Config, error) {
 
 // Parse is Load on bytes; lookupEnv resolves ${VAR} references.
 func Parse(raw []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
-	var root yaml.Node
-	if err := yaml.Unmarshal(raw, &root); err != nil {
-		return nil, fmt.Errorf("not valid YAML: %w", err)
-	}
-	if err := expand(&root, lookupEnv); err != nil {
-		return nil, err
-	}
-	cfg := Default()
-	if len(root.Content) > 0 {
-		var buf bytes.Buffer
-		enc := yaml.NewEncoder(&buf)
-		if err := enc.Encode(&root); err != nil {
-			return nil, fmt.Errorf("re-encode: %w", err)
-		}
-		// Errors carry lines of the re-encoded text: map those to keys.
-		var keys map[int]string
-		var again yaml.Node
-		if yaml.Unmarshal(buf.Bytes(), &again) == nil {
-			keys = lineKeys(&again)
-		}
-		// sink_defaults is decoded over the built-in defaults, so only the
-		// keys it writes change; sinks are decoded again below over the
-		// resolved defaults.
-		dec := yaml.NewDecoder(&buf)
-		dec.KnownFields(true)
-		if err := dec.Decode(cfg); err != nil {
-			return nil, fmt.Errorf("%w (see configs/chapar.example.yaml for every key)", nameKeys(err, keys))
-		}
-		if err := cfg.resolveSinks(&root); err != nil {
-			return nil, err
-		}
-	}
-	if err := cfg.Validate(); err != nil {
+	cfg, err := Check(raw, lookupEnv)
+	if err != nil {
 		return nil, err
 	}
 	return cfg, nil
@@ -301,6 +269,7 @@ func (c *Config) resolveSinks(doc *yaml.Node) error {
 		return nil // no sinks, or the decode above already refused them
 	}
 	c.inherited = map[string]string{}
+	var errs []error
 	for i, item := range seq.Content {
 		if i >= len(c.Sinks) {
 			break
@@ -313,7 +282,9 @@ func (c *Config) resolveSinks(doc *yaml.Node) error {
 			Breaker:       d.Breaker,
 		}
 		if err := item.Decode(&s); err != nil {
-			return fmt.Errorf("sinks[%d]: %w", i, err) // the strict decode above caught what a person would write
+			// The strict decode above caught what a person would write;
+			// go on with what decoded, so the other keys are checked.
+			errs = append(errs, fmt.Errorf("sinks[%d]: %w", i, err))
 		}
 		own := written(item)
 		both := map[string]bool{}
@@ -333,7 +304,7 @@ func (c *Config) resolveSinks(doc *yaml.Node) error {
 		}
 		c.Sinks[i] = s
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // mapValue is the value of key in the mapping n, or nil.
@@ -617,7 +588,8 @@ func walk(n *yaml.Node, at string, fn func(n *yaml.Node, at string) error) error
 // expand replaces ${VAR} and ${file:/path} in every scalar value, so a
 // secret is never written into the file and never YAML-parsed as code.
 func expand(root *yaml.Node, lookupEnv func(string) (string, bool)) error {
-	return walk(root, "", func(n *yaml.Node, at string) error {
+	var all []error // every reference that cannot be resolved, not only the first
+	_ = walk(root, "", func(n *yaml.Node, at string) error {
 		if n.Kind != yaml.ScalarNode {
 			return nil
 		}
@@ -638,9 +610,7 @@ func expand(root *yaml.Node, lookupEnv func(string) (string, bool)) error {
 			}
 			return v
 		})
-		if len(errs) > 0 {
-			return errors.Join(errs...)
-		}
+		all = append(all, errs...)
 		if out != n.Value {
 			n.Value = out
 			n.Tag = "!!str"
@@ -648,6 +618,7 @@ func expand(root *yaml.Node, lookupEnv func(string) (string, bool)) error {
 		}
 		return nil
 	})
+	return errors.Join(all...)
 }
 
 // lineKeys records the deepest key at each line.
@@ -664,7 +635,10 @@ func lineKeys(root *yaml.Node) map[int]string {
 
 // nameKeys rewrites yaml's "line N: …" decode errors to name the key at
 // that line, which is what a person fixing the file looks for.
-func nameKeys(err error, keys map[int]string) error {
+//
+// lines maps each key to its line in the file as written (the re-encoded
+// text's lines differ), to say where the key is.
+func nameKeys(err error, keys map[int]string, lines map[string]int) error {
 	var te *yaml.TypeError
 	if !errors.As(err, &te) {
 		return err
@@ -675,8 +649,15 @@ func nameKeys(err error, keys map[int]string) error {
 		var line int
 		if _, scanErr := fmt.Sscanf(m, "line %d:", &line); scanErr == nil {
 			if k, ok := keys[line]; ok {
-				msgs[i] = k + ": " + m
+				_, rest, _ := strings.Cut(m, ": ")
+				msgs[i] = k + ": " + rest
+				if l, ok := lines[k]; ok {
+					msgs[i] = fmt.Sprintf("%s: line %d: %s", k, l, rest)
+				}
 			}
+		}
+		if strings.Contains(m, " not found in type ") {
+			msgs[i] += "; no such key: check its spelling and level (configs/chapar.example.yaml shows every key)"
 		}
 		if strings.HasSuffix(m, "into time.Duration") {
 			msgs[i] += "; write a duration with its unit, e.g. 0s, 500ms, 10s or 5m"
