@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/chapar-dev/chapar/internal/app"
+	"github.com/chapar-dev/chapar/internal/buildinfo"
 	"github.com/chapar-dev/chapar/internal/config"
 	"github.com/chapar-dev/chapar/internal/dispatch"
 	"github.com/chapar-dev/chapar/internal/metrics"
@@ -80,6 +81,8 @@ func runCmd(ctx context.Context, file string, nf natsFlags, stderr io.Writer) er
 		return err
 	}
 	defer func() { _ = log.Sync() }()
+	build := buildinfo.Read()
+	log.Info("chapar dispatcher starting", zap.String("version", build.Version), zap.String("go_version", build.GoVersion))
 	conn, err := app.Connect(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -114,6 +117,7 @@ func runCmd(ctx context.Context, file string, nf natsFlags, stderr io.Writer) er
 	}
 
 	m := metrics.New()
+	m.SetBuildInfo(build.Version, build.GoVersion)
 	consumers := map[string]string{}
 	for _, s := range cfg.Sinks {
 		consumers[topology.SinkConsumer(s.Name)] = conn.Topo.EventsStream()

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chapar-dev/chapar/internal/buildinfo"
 	"github.com/chapar-dev/chapar/internal/emulator"
 	"github.com/chapar-dev/chapar/internal/testenv"
 )
@@ -79,6 +80,11 @@ routes:
 		resp.Body.Close()
 		return strings.Contains(string(body), `chapar_deliveries_total{sink="chabok"} 2`)
 	})
+	build := buildinfo.Read()
+	if _, body := httpGet(t, "http://"+admin+"/metrics"); !strings.Contains(body,
+		fmt.Sprintf(`chapar_build_info{go_version=%q,version=%q} 1`, build.GoVersion, build.Version)) {
+		t.Error("/metrics lacks chapar_build_info")
+	}
 	stop() // SIGTERM
 	select {
 	case err := <-done:
@@ -92,10 +98,24 @@ routes:
 		t.Error("health passes for a stopped dispatcher")
 	}
 	logs := errOut.String()
+	if !strings.Contains(logs, `"msg":"chapar dispatcher starting","version":"`+build.Version+`"`) {
+		t.Errorf("no startup line with the version %s:\n%s", build.Version, logs)
+	}
 	if !strings.Contains(logs, "dispatcher consuming") {
 		t.Fatalf("no debug logs captured, so the secret check below would prove nothing:\n%s", logs)
 	}
 	if strings.Contains(logs, "demo-chabok-token") || strings.Contains(logs, "hook-key") {
 		t.Error("a secret reached the log")
 	}
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
 }
