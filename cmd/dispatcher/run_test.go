@@ -5,12 +5,15 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/chapar-dev/chapar/internal/buildinfo"
 	"github.com/chapar-dev/chapar/internal/emulator"
@@ -118,4 +121,78 @@ func httpGet(t *testing.T, url string) (int, string) {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(body)
+}
+
+// `dispatcher run` fails at start, with the reason, on what would
+// otherwise fail later or quietly: a port that is taken, a secret that is
+// not set, a base_url that cannot be sent to, a stream that cannot be
+// created; and it never prints a NATS password.
+func TestRunFailsFast(t *testing.T) {
+	e := testenv.New(t)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	// A stream that holds the subjects a Chapar stream needs.
+	if _, err := e.JS.CreateStream(context.Background(), jetstream.StreamConfig{Name: "SQUATTER", Subjects: []string{"clash.events.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	sink := `
+sinks:
+  - name: chabok
+    vendor: chabok
+    base_url: %s
+    settings: {app_id: demoapp, access_token: "%s"}
+routes:
+  - sinks: [chabok]
+`
+	good := fmt.Sprintf(sink, e.URL[emulator.Chabok], "token")
+	url := e.Server.ClientURL()
+	for _, tc := range []struct {
+		name, cfg string
+		args      []string
+		want      string
+	}{
+		{"admin port taken", fmt.Sprintf("admin: {listen: %q}\n", taken.Addr()) + good, nil,
+			"admin.listen: cannot listen on " + taken.Addr().String()},
+		{"webhook port taken", fmt.Sprintf("admin: {listen: \"\"}\nwebhook: {listen: %q, identification_key: k}\n", taken.Addr()) + good, nil,
+			"webhook.listen: cannot listen on " + taken.Addr().String()},
+		{"secret not set", "admin: {listen: \"\"}\n" + fmt.Sprintf(sink, e.URL[emulator.Chabok], "${RUN_TEST_UNSET_TOKEN}"), nil,
+			"sinks[0].settings.access_token: environment variable RUN_TEST_UNSET_TOKEN is not set"},
+		{"base_url", "admin: {listen: \"\"}\n" + fmt.Sprintf(sink, "ftp://example.com", "token"), nil,
+			`sinks[0].base_url: "ftp://example.com" has scheme "ftp"`},
+		{"stream cannot be created", "admin: {listen: \"\"}\nstreams: {subject_prefix: clash}\n" + good, nil,
+			"overlap"},
+		{"NATS password redacted", "admin: {listen: \"\"}\n" + good, []string{"--server", "nats://chapar:hunter2@127.0.0.1:1"},
+			"connect to NATS at nats://chapar:***@127.0.0.1:1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "chapar.yaml")
+			if err := os.WriteFile(file, []byte(tc.cfg), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			args := append([]string{"run", "--config", file, "--server", url}, tc.args...)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			var out, errOut bytes.Buffer
+			start := time.Now()
+			code := mainCode(ctx, args, nil, &out, &errOut)
+			if code == 0 || ctx.Err() != nil {
+				t.Fatalf("exit %d after %s (want a failure at start)\n%s", code, time.Since(start), errOut.String())
+			}
+			last := lastLine(errOut.String())
+			if !strings.HasPrefix(last, "dispatcher: ") || !strings.Contains(last, tc.want) {
+				t.Errorf("the last line does not give the reason %q:\n%s", tc.want, errOut.String())
+			}
+			if strings.Contains(errOut.String(), "hunter2") {
+				t.Error("the NATS password was printed")
+			}
+		})
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
 }

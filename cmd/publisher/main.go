@@ -26,6 +26,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/chapar-dev/chapar/internal/buildinfo"
+	"github.com/chapar-dev/chapar/internal/config"
 	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
@@ -179,7 +180,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	nc, err := nats.Connect(*url, opts...)
 	if err != nil {
-		return fmt.Errorf("connect to %s: %w", *url, err)
+		return fmt.Errorf("connect to %s: %w", config.RedactURL(*url), err)
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)

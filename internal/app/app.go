@@ -89,7 +89,7 @@ func Connect(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Conn, e
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		c.Close()
-		return nil, fmt.Errorf("connect to NATS at %s (nats.url): %w", url, err)
+		return nil, fmt.Errorf("connect to NATS at %s (nats.url): %w", config.RedactURL(url), err)
 	}
 	c.NC = nc
 	js, err := jetstream.New(nc)

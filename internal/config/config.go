@@ -450,6 +450,9 @@ func (c *Config) Validate() error {
 				bad(at+".rate_limit.burst", "is %d; it must be at least 1, e.g. 10", rl.Burst)
 			}
 		}
+		if err := baseURLError(at+".base_url", s.BaseURL); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	known := map[string]bool{}
 	for _, t := range envelope.Types() {
