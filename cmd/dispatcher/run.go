@@ -102,7 +102,8 @@ func runCmd(ctx context.Context, file string, nf natsFlags, stderr io.Writer) er
 		if err != nil {
 			return err
 		}
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		ln = limitListener(ln, runLimits.MaxConns)
+		srv := newServer(mux, runLimits)
 		go func() {
 			log.Info("serving the Kenar webhook", zap.String("listen", ln.Addr().String()), zap.String("path", cfg.Webhook.Path))
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -130,7 +131,8 @@ func runCmd(ctx context.Context, file string, nf natsFlags, stderr io.Writer) er
 		if err != nil {
 			return err
 		}
-		srv := &http.Server{Handler: m.Admin(conn.NC, &ready), ReadHeaderTimeout: 5 * time.Second}
+		ln = limitListener(ln, runLimits.MaxConns)
+		srv := newServer(m.Admin(conn.NC, &ready), runLimits)
 		go func() {
 			log.Info("serving /metrics, /healthz, /readyz", zap.String("listen", ln.Addr().String()))
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

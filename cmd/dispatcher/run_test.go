@@ -196,3 +196,73 @@ func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
 }
+
+// The listeners dispatcher run serves are bounded: a client that sends its
+// headers a byte at a time is cut off (at ReadHeaderTimeout, shortened
+// here), on the webhook and on the admin port alike.
+func TestRunServersCutSlowClients(t *testing.T) {
+	e := testenv.New(t)
+	saved := runLimits
+	runLimits.ReadHeaderTimeout, runLimits.ReadTimeout = 200*time.Millisecond, 400*time.Millisecond
+	t.Cleanup(func() { runLimits = saved })
+	admin, hook := testenv.FreeAddr(t), testenv.FreeAddr(t)
+	cfg := fmt.Sprintf(`
+admin: {listen: %q}
+webhook: {listen: %q, identification_key: hook-key}
+sinks:
+  - {name: chabok, vendor: chabok, base_url: %s, settings: {app_id: demoapp, access_token: t}}
+routes:
+  - sinks: [chabok]
+`, admin, hook, e.URL[emulator.Chabok])
+	file := filepath.Join(t.TempDir(), "chapar.yaml")
+	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- runCommand(ctx, []string{"run", "--config", file, "--server", e.Server.ClientURL()}, io.Discard, io.Discard)
+	}()
+	defer func() { stop(); <-done }()
+	testenv.Eventually(t, 10*time.Second, "ready", func() bool {
+		code, _, err := tryGet("http://" + admin + "/readyz")
+		return err == nil && code == 200
+	})
+	for _, addr := range []string{admin, hook} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		closed := make(chan struct{})
+		go func() { _, _ = io.ReadAll(c); close(closed) }()
+		start := time.Now()
+		head := "POST /webhooks/kenar HTTP/1.1\r\nHost: x\r\nX-Slow: " + strings.Repeat("s", 100)
+	dribble:
+		for i := range len(head) {
+			select {
+			case <-closed:
+				break dribble
+			case <-time.After(50 * time.Millisecond):
+				_, _ = c.Write([]byte{head[i]})
+			}
+		}
+		select {
+		case <-closed:
+		case <-time.After(2 * time.Second):
+		}
+		if took := time.Since(start); took > 2*time.Second {
+			t.Errorf("%s held a slow client for %s", addr, took)
+		}
+		c.Close()
+	}
+}
+
+func tryGet(url string) (int, string, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), nil
+}
