@@ -52,9 +52,6 @@ func TestShippedConfigsValidateAgainstTheSchema(t *testing.T) {
 	files, _ := filepath.Glob("*.yaml")
 	n := 0
 	for _, f := range files {
-		if f == "compose.yaml" {
-			continue // docker compose's, not Chapar's
-		}
 		n++
 		raw, err := os.ReadFile(f)
 		if err != nil {
@@ -67,7 +64,7 @@ func TestShippedConfigsValidateAgainstTheSchema(t *testing.T) {
 			t.Errorf("%s: %v", f, err)
 		}
 	}
-	if n < 2 {
+	if n < 3 {
 		t.Fatalf("only %d configs found", n)
 	}
 }

@@ -72,6 +72,10 @@ type TLS struct {
 type Embedded struct {
 	Listen  string `yaml:"listen"`
 	DataDir string `yaml:"data_dir"`
+	// Token, when set, is required of every client of the embedded server
+	// (the dispatcher itself uses it); it is required to listen beyond
+	// loopback.
+	Token Secret `yaml:"token"`
 }
 
 // Streams is the JetStream topology's tunables.
@@ -374,6 +378,10 @@ func (c *Config) Validate() error {
 	}
 	if c.NATS.URL == "" && c.NATS.Embedded.DataDir == "" {
 		bad("nats.embedded.data_dir", "set a directory for the embedded JetStream store")
+	}
+	if c.NATS.URL == "" && c.NATS.Embedded.Token == "" && !loopback(c.NATS.Embedded.Listen) {
+		bad("nats.embedded.listen", "%q accepts clients from other hosts, and the embedded server has no credentials; "+
+			"set nats.embedded.token (e.g. ${CHAPAR_NATS_TOKEN}), or listen on 127.0.0.1", c.NATS.Embedded.Listen)
 	}
 	if c.NATS.TLS.CertFile != "" && c.NATS.TLS.KeyFile == "" {
 		bad("nats.tls.key_file", "is required with nats.tls.cert_file")

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -48,4 +49,18 @@ func baseURLError(key, raw string) error {
 		return fmt.Errorf("%s: carries credentials in the URL; put them in the sink's settings", key)
 	}
 	return nil
+}
+
+// loopback says whether host:port listens on loopback only. An empty or
+// unparsable address is not loopback (":4222" is every interface).
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
