@@ -70,7 +70,7 @@ func checkConfig(file string) []string {
 					continue next // e.g. an unset ${VAR}, then "is required"
 				}
 			}
-			msgs = append(msgs, m)
+			msgs = append(msgs, cfg.Redact(m))
 		}
 	}
 	return msgs

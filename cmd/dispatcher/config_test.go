@@ -116,3 +116,30 @@ func TestConfigCheckAcceptsShippedConfigs(t *testing.T) {
 		}
 	}
 }
+
+// A secret never reaches config check's output, even from a vendor's
+// settings error.
+func TestConfigCheckDoesNotEchoSecrets(t *testing.T) {
+	t.Setenv("CHECK_TEST_SECRET", "hunter2-Very-Secret")
+	file := filepath.Join(t.TempDir(), "leak.yaml")
+	cfg := `
+sinks:
+  - name: s2s
+    vendor: metrix-s2s
+    settings: {app_id: a, dev_key: k, event_time_unit: "${CHECK_TEST_SECRET}"}
+    base_url: "${CHECK_TEST_SECRET}"
+`
+	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := mainCode(context.Background(), []string{"config", "check", file}, nil, &out, &errOut); code != 2 {
+		t.Fatalf("exit %d\n%s%s", code, out.String(), errOut.String())
+	}
+	if strings.Contains(out.String()+errOut.String(), "hunter2") {
+		t.Errorf("the secret was printed:\n%s%s", out.String(), errOut.String())
+	}
+	if !strings.Contains(out.String(), "event_time_unit") || !strings.Contains(out.String(), "${CHECK_TEST_SECRET}") {
+		t.Errorf("the errors do not name the key and the reference:\n%s", out.String())
+	}
+}

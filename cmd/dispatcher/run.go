@@ -74,7 +74,7 @@ func runCmd(ctx context.Context, file string, nf natsFlags, stderr io.Writer) er
 	}
 	built, err := sinks.Build(cfg.Sinks)
 	if err != nil {
-		return fmt.Errorf("config: %w", err)
+		return errors.New("config: " + cfg.Redact(err.Error())) // no secret in the output
 	}
 	log, err := app.NewLogger(cfg.Dispatcher.LogFormat, cfg.Dispatcher.LogLevel, stderr)
 	if err != nil {

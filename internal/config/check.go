@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sort"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -36,8 +37,10 @@ func Check(raw []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
 		}
 	}
 	var errs errorList
-	errs.add(expand(&root, lookupEnv))
+	resolved := map[string]string{}
+	errs.add(expand(&root, lookupEnv, resolved))
 	cfg := Default()
+	cfg.resolved = resolved
 	if len(root.Content) > 0 {
 		var buf bytes.Buffer
 		enc := yaml.NewEncoder(&buf)
@@ -71,10 +74,33 @@ func Check(raw []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
 		}
 	}
 	errs.add(cfg.Validate())
-	if err := errs.join(); err != nil {
+	if err := errs.join(cfg.Redact); err != nil {
 		return cfg, err
 	}
 	return cfg, nil
+}
+
+// Redact replaces, in s, every value that a ${VAR} or ${file:…} reference
+// brought into the config with the reference itself: an error about a key
+// never echoes a secret, even one written in a key that is not a secret.
+// Values shorter than 4 characters are left (they would mangle the text,
+// and are no secret).
+func (c *Config) Redact(s string) string {
+	if c == nil || len(c.resolved) == 0 {
+		return s
+	}
+	vals := make([]string, 0, len(c.resolved))
+	for v := range c.resolved {
+		if len(v) >= 4 {
+			vals = append(vals, v)
+		}
+	}
+	// Longest first, so a secret that contains another is replaced whole.
+	sort.Slice(vals, func(i, j int) bool { return len(vals[i]) > len(vals[j]) })
+	for _, v := range vals {
+		s = strings.ReplaceAll(s, v, c.resolved[v])
+	}
+	return s
 }
 
 // errorList collects errors, one per line, and drops an error about a key
@@ -115,7 +141,14 @@ func (l *errorList) add(err error) {
 	l.errs = append(l.errs, err)
 }
 
-func (l *errorList) join() error { return errors.Join(l.errs...) }
+// join is every error, each passed through redact.
+func (l *errorList) join(redact func(string) string) error {
+	out := make([]error, len(l.errs))
+	for i, err := range l.errs {
+		out[i] = errors.New(redact(err.Error()))
+	}
+	return errors.Join(out...)
+}
 
 // isKey says whether s reads as a key path: sinks[0].settings.app_id.
 func isKey(s string) bool {

@@ -30,6 +30,10 @@ type Config struct {
 	Sinks        []Sink       `yaml:"sinks"`
 	Routes       []Route      `yaml:"routes"`
 
+	// resolved maps each value a ${…} reference brought in to the
+	// reference, for Redact.
+	resolved map[string]string
+
 	// inherited maps a sink's key to the sink_defaults key it was taken
 	// from (sinks[0].timeout → sink_defaults.timeout), so that errors name
 	// the line to fix. Parse fills it; a Config built in code has none.
@@ -598,7 +602,10 @@ func walk(n *yaml.Node, at string, fn func(n *yaml.Node, at string) error) error
 
 // expand replaces ${VAR} and ${file:/path} in every scalar value, so a
 // secret is never written into the file and never YAML-parsed as code.
-func expand(root *yaml.Node, lookupEnv func(string) (string, bool)) error {
+//
+// Each value a reference brought in is recorded in resolved (value → the
+// reference), so that errors can say ${VAR} instead of echoing a secret.
+func expand(root *yaml.Node, lookupEnv func(string) (string, bool), resolved map[string]string) error {
 	var all []error // every reference that cannot be resolved, not only the first
 	_ = walk(root, "", func(n *yaml.Node, at string) error {
 		if n.Kind != yaml.ScalarNode {
@@ -613,12 +620,15 @@ func expand(root *yaml.Node, lookupEnv func(string) (string, bool)) error {
 					errs = append(errs, fmt.Errorf("%s: cannot read secret file: %w", at, err))
 					return ""
 				}
-				return strings.TrimSpace(string(b))
+				v := strings.TrimSpace(string(b))
+				resolved[v] = ref
+				return v
 			}
 			v, ok := lookupEnv(name)
 			if !ok {
 				errs = append(errs, fmt.Errorf("%s: environment variable %s is not set; export it or remove the reference", at, name))
 			}
+			resolved[v] = ref
 			return v
 		})
 		all = append(all, errs...)

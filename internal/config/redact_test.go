@@ -1,6 +1,9 @@
 package config_test
 
 import (
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/chapar-dev/chapar/internal/config"
@@ -27,4 +30,44 @@ func TestRedactURL(t *testing.T) {
 			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// A secret put in a key that is not a secret (by mistake) is never echoed
+// by the errors about that key: they say the reference instead.
+func TestErrorsDoNotEchoSecrets(t *testing.T) {
+	raw := `
+nats: {url: "${NATS_SECRET}"}
+streams: {subject_prefix: "${NATS_SECRET}", storage: "${NATS_SECRET}"}
+dispatcher: {log_format: "${file:` + secretFile(t) + `}"}
+sinks:
+  - {name: "${NATS_SECRET}", vendor: chabok, base_url: "${NATS_SECRET}"}
+`
+	cfg, err := config.Check([]byte(raw), env(map[string]string{"NATS_SECRET": "hunter2-Very-Secret"}))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, leak := range []string{"hunter2-Very-Secret", "file-secret-xyz"} {
+		if strings.Contains(err.Error(), leak) {
+			t.Errorf("an error echoes the secret %q:\n%v", leak, err)
+		}
+	}
+	for _, want := range []string{`sinks[0].name: "${NATS_SECRET}"`, `streams.storage: is "${NATS_SECRET}"`, "dispatcher.log_format: is \"${file:"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("errors do not say %q:\n%v", want, err)
+		}
+	}
+	if got := cfg.Redact("sent hunter2-Very-Secret"); got != "sent ${NATS_SECRET}" {
+		t.Errorf("Redact: %q", got)
+	}
+	if len(strings.Split(err.Error(), "\n")) < 4 {
+		t.Errorf("the errors are no longer one per line:\n%v", err)
+	}
+}
+
+func secretFile(t *testing.T) string {
+	f := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(f, []byte("file-secret-xyz\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
