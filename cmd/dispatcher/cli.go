@@ -34,6 +34,7 @@ type cli struct {
 // natsFlags are the connection flags of every command that talks to NATS,
 // named as natscli names them; each overrides its key in --config.
 type natsFlags struct {
+	Context string `help:"A natscli context (nats context save NAME): its URL, credentials and TLS files, under the flags given." env:"NATS_CONTEXT" placeholder:"NAME" group:"NATS connection"`
 	Server  string `help:"NATS server URL(s), comma-separated; overrides nats.url (default: the embedded server of a local dispatcher run)." env:"NATS_URL" aliases:"nats-url" placeholder:"URL" group:"NATS connection"`
 	Creds   string `help:"NATS user credentials file (nats.creds_file)." placeholder:"FILE" group:"NATS connection"`
 	NKey    string `name:"nkey" help:"NATS NKey seed file (nats.nkey_file)." placeholder:"FILE" group:"NATS connection"`

@@ -41,6 +41,7 @@ func TestDemoAccountsForEveryEvent(t *testing.T) {
 // on stderr with exit 2, a failure on stderr, one line, with exit 1.
 func TestExitCodesAndStreams(t *testing.T) {
 	t.Setenv("NATS_URL", "")
+	t.Setenv("NATS_CONTEXT", "")
 	for _, tc := range []struct {
 		args       string
 		code       int

@@ -35,6 +35,13 @@ func loadConfig(file string, n natsFlags) (*config.Config, error) {
 	if n == (natsFlags{}) {
 		return cfg, nil
 	}
+	if n.Context != "" {
+		c, err := loadNATSContext(n.Context)
+		if err != nil {
+			return nil, err
+		}
+		c.apply(&n, &cfg.NATS)
+	}
 	for _, o := range []struct {
 		flag string
 		key  *string
