@@ -34,13 +34,13 @@ type cli struct {
 // natsFlags are the connection flags of every command that talks to NATS,
 // named as natscli names them; each overrides its key in --config.
 type natsFlags struct {
-	Context string `help:"A natscli context (nats context save NAME): its URL, credentials and TLS files, under the flags given." env:"NATS_CONTEXT" placeholder:"NAME" group:"NATS connection"`
-	Server  string `help:"NATS server URL(s), comma-separated; overrides nats.url (default: the embedded server of a local dispatcher run)." env:"NATS_URL" aliases:"nats-url" placeholder:"URL" group:"NATS connection"`
-	Creds   string `help:"NATS user credentials file (nats.creds_file)." placeholder:"FILE" group:"NATS connection"`
-	NKey    string `name:"nkey" help:"NATS NKey seed file (nats.nkey_file)." placeholder:"FILE" group:"NATS connection"`
-	TLSCert string `name:"tlscert" help:"TLS client certificate (nats.tls.cert_file)." placeholder:"FILE" group:"NATS connection"`
-	TLSKey  string `name:"tlskey" help:"TLS client key (nats.tls.key_file)." placeholder:"FILE" group:"NATS connection"`
-	TLSCA   string `name:"tlsca" help:"TLS CA certificate to verify the server (nats.tls.ca_file)." placeholder:"FILE" group:"NATS connection"`
+	Context string `help:"A natscli context (nats context save NAME): its URL, credentials and TLS files, under the flags given." env:"NATS_CONTEXT" placeholder:"NAME" group:"nats"`
+	Server  string `help:"NATS server URL(s), comma-separated; overrides nats.url (default: the embedded server of a local dispatcher run)." env:"NATS_URL" aliases:"nats-url" placeholder:"URL" group:"nats"`
+	Creds   string `help:"NATS user credentials file (nats.creds_file)." placeholder:"FILE" group:"nats"`
+	NKey    string `name:"nkey" help:"NATS NKey seed file (nats.nkey_file)." placeholder:"FILE" group:"nats"`
+	TLSCert string `name:"tlscert" help:"TLS client certificate (nats.tls.cert_file)." placeholder:"FILE" group:"nats"`
+	TLSKey  string `name:"tlskey" help:"TLS client key (nats.tls.key_file)." placeholder:"FILE" group:"nats"`
+	TLSCA   string `name:"tlsca" help:"TLS CA certificate to verify the server (nats.tls.ca_file)." placeholder:"FILE" group:"nats"`
 }
 
 // streams are the process's standard streams, bound into every Run method.
@@ -78,6 +78,10 @@ func newParser(c *cli, s *streams, ctx context.Context) (*kong.Kong, error) {
 		kong.Writers(s.stdout, s.stderr),
 		kong.Exit(func(code int) { panic(exited(code)) }),
 		kong.Vars{"version": "chapar dispatcher " + buildinfo.Version()},
+		kong.ExplicitGroups([]kong.Group{
+			{Key: "filters", Title: "Filters:"},
+			{Key: "nats", Title: "NATS connection (over the nats keys of --config):"},
+		}),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true, NoExpandSubcommands: true}),
 		kong.BindTo(ctx, (*context.Context)(nil)),
 		kong.Bind(s),

@@ -33,13 +33,13 @@ type cliDLQ struct {
 // dlqFlags are the filters and the connection every dlq command takes.
 type dlqFlags struct {
 	Config string         `help:"Config file (for its nats and streams settings)." placeholder:"FILE"`
-	Sink   string         `help:"Only this sink (- for invalid envelopes)." group:"Filters"`
-	Status int            `help:"Only this HTTP status." group:"Filters"`
-	Code   string         `help:"Only this vendor error code, e.g. EVENT_TYPE_DOES_NOT_EXIST." group:"Filters"`
-	Reason outcome.Reason `help:"Only this reason, e.g. vendor_rejected, retries_exhausted." group:"Filters"`
-	ID     string         `help:"Only this envelope id." group:"Filters"`
-	Since  string         `help:"Only entries last attempted at or after this (RFC 3339, or a duration ago like 2h)." group:"Filters" placeholder:"WHEN"`
-	Until  string         `help:"Only entries last attempted at or before this." group:"Filters" placeholder:"WHEN"`
+	Sink   string         `help:"Only this sink (- for invalid envelopes)." group:"filters"`
+	Status int            `help:"Only this HTTP status." group:"filters"`
+	Code   string         `help:"Only this vendor error code, e.g. EVENT_TYPE_DOES_NOT_EXIST." group:"filters"`
+	Reason outcome.Reason `help:"Only this reason, e.g. vendor_rejected, retries_exhausted." group:"filters"`
+	ID     string         `help:"Only this envelope id." group:"filters"`
+	Since  string         `help:"Only entries last attempted at or after this (RFC 3339, or a duration ago like 2h)." group:"filters" placeholder:"WHEN"`
+	Until  string         `help:"Only entries last attempted at or before this." group:"filters" placeholder:"WHEN"`
 	natsFlags
 
 	filter dlq.Filter

@@ -88,12 +88,12 @@ func (e usageError) Error() string { return e.msg }
 type cli struct {
 	Version kong.VersionFlag `help:"Print the version and exit."`
 
-	Server  string `default:"${default_url}" env:"NATS_URL" aliases:"nats-url" help:"NATS server URL(s), default ${default_url}." placeholder:"URL" group:"NATS connection"`
-	Creds   string `help:"NATS user credentials file." placeholder:"FILE" group:"NATS connection"`
-	NKey    string `name:"nkey" help:"NATS NKey seed file." placeholder:"FILE" group:"NATS connection"`
-	TLSCert string `name:"tlscert" help:"TLS client certificate." placeholder:"FILE" group:"NATS connection"`
-	TLSKey  string `name:"tlskey" help:"TLS client key." placeholder:"FILE" group:"NATS connection"`
-	TLSCA   string `name:"tlsca" help:"TLS CA certificate to verify the server." placeholder:"FILE" group:"NATS connection"`
+	Server  string `default:"${default_url}" env:"NATS_URL" aliases:"nats-url" help:"NATS server URL(s), default ${default_url}." placeholder:"URL" group:"nats"`
+	Creds   string `help:"NATS user credentials file." placeholder:"FILE" group:"nats"`
+	NKey    string `name:"nkey" help:"NATS NKey seed file." placeholder:"FILE" group:"nats"`
+	TLSCert string `name:"tlscert" help:"TLS client certificate." placeholder:"FILE" group:"nats"`
+	TLSKey  string `name:"tlskey" help:"TLS client key." placeholder:"FILE" group:"nats"`
+	TLSCA   string `name:"tlsca" help:"TLS CA certificate to verify the server." placeholder:"FILE" group:"nats"`
 
 	SubjectPrefix string        `default:"${default_prefix}" help:"Subject prefix (streams.subject_prefix)."`
 	File          string        `help:"Publish envelopes from this JSON array or NDJSON file; - for stdin." placeholder:"FILE"`
@@ -125,6 +125,7 @@ func parse(args []string, stdout, stderr io.Writer) (c *cli, err error) {
 			"default_prefix": envelope.DefaultSubjectPrefix,
 			"default_type":   envelope.TypeTrack,
 		},
+		kong.ExplicitGroups([]kong.Group{{Key: "nats", Title: "NATS connection:"}}),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
 	)
 	if err != nil {
