@@ -246,7 +246,18 @@ func (c *cliDLQPurge) Run(ctx context.Context, s *streams) error {
 				return nil
 			}
 		}
-		n, err := st.Purge(ctx, c.filter)
+		var progress func(int)
+		if isTerminal(s.stderr) {
+			progress = func(n int) {
+				if n%100 == 0 {
+					fmt.Fprintf(s.stderr, "\rpurged %d", n)
+				}
+			}
+		}
+		n, err := st.PurgeProgress(ctx, c.filter, progress)
+		if progress != nil && n >= 100 {
+			fmt.Fprintln(s.stderr)
+		}
 		fmt.Fprintf(stdout, "purged %d dead letters\n", n)
 		return err
 	})
