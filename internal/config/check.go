@@ -31,9 +31,11 @@ func Check(raw []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
 		return nil, fmt.Errorf("not valid YAML: %w", err)
 	}
 	lines := map[string]int{} // each key's line in the file as written
-	for line, key := range lineKeys(&root) {
-		if l, ok := lines[key]; !ok || line < l {
-			lines[key] = line
+	for line, cs := range lineCandidates(&root) {
+		for _, c := range cs {
+			if l, ok := lines[c.key]; !ok || line < l {
+				lines[c.key] = line
+			}
 		}
 	}
 	var errs errorList
@@ -48,10 +50,10 @@ func Check(raw []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
 			return nil, fmt.Errorf("re-encode: %w", err)
 		}
 		// Errors carry lines of the re-encoded text: map those to keys.
-		var keys map[int]string
+		var keys map[int][]candidate
 		var again yaml.Node
 		if yaml.Unmarshal(buf.Bytes(), &again) == nil {
-			keys = lineKeys(&again)
+			keys = lineCandidates(&again)
 		}
 		// sink_defaults is decoded over the built-in defaults, so only the
 		// keys it writes change; sinks are decoded again below over the
@@ -99,6 +101,10 @@ func (c *Config) Redact(s string) string {
 	sort.Slice(vals, func(i, j int) bool { return len(vals[i]) > len(vals[j]) })
 	for _, v := range vals {
 		s = strings.ReplaceAll(s, v, c.resolved[v])
+		if len(v) > 10 {
+			// yaml's type errors quote a long value's first 7 characters.
+			s = strings.ReplaceAll(s, "`"+v[:7]+"...`", "`"+c.resolved[v]+"`")
+		}
 	}
 	return s
 }

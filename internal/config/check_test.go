@@ -59,3 +59,28 @@ routes:
 		t.Error("Parse accepts what Check refuses")
 	}
 }
+
+// In a flow mapping several keys share a line: the error names the one
+// whose name or value yaml quotes, not the last on the line.
+func TestCheckNamesTheKeyInAFlowMapping(t *testing.T) {
+	_, err := config.Check([]byte("dispatcher: {ack_wait: soon, log_format: json, shutdown_grace: 10s}\n"+
+		"streams: {replicas: 1, storage: file, max_age: 30, duplicate_window: 10m}\n"+
+		"admin: {listen: ':0', lisen: x}\n"), env(nil))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{"dispatcher.ack_wait: line 1: cannot unmarshal !!str `soon`", "streams.max_age: line 2:", "admin.lisen: line 3: field lisen not found"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("errors do not say %q:\n%v", want, err)
+		}
+	}
+}
+
+// yaml quotes the first 7 characters of a long value in a type error: a
+// secret there is shown as its reference too.
+func TestTypeErrorsDoNotEchoAPrefixOfASecret(t *testing.T) {
+	_, err := config.Check([]byte("sink_defaults: {concurrency: '${SECRET}'}\n"), env(map[string]string{"SECRET": "hunter2-long-secret"}))
+	if err == nil || strings.Contains(err.Error(), "hunter2") || !strings.Contains(err.Error(), "sink_defaults.concurrency") {
+		t.Errorf("%v", err)
+	}
+}
