@@ -293,5 +293,15 @@ func demoSummary(ctx context.Context, w io.Writer, tally *dispatch.Tally, emu *e
 	fmt.Fprintf(w, "\nDead letters (what `dispatcher dlq list` shows against a running system):\n")
 	printRecords(w, recs)
 	fmt.Fprintln(w, "\nEvery event is accounted for: delivered, dead-lettered with its reason, or counted as unrouted.")
+	fmt.Fprint(w, demoNext)
 	return nil
 }
+
+// demoNext is where the demo sends a newcomer.
+const demoNext = `
+Next:
+  dispatcher demo --verbose                  the same, with the dispatcher's log
+  dispatcher emulator                        the vendors, to run the dispatcher against (README: "Run it for real")
+  dispatcher config check my.yaml            every error of a config, before deploying
+  dispatcher --help                          every command; docs/cli.md has them all
+`

@@ -23,7 +23,7 @@ func TestDemoAccountsForEveryEvent(t *testing.T) {
 	for _, want := range []string{
 		"16 events published, 16 received, 1 unrouted.",
 		"EVENT_TYPE_DOES_NOT_EXIST", "S2S_FEATURE_NOT_AVAILABLE", "INVALID_PARAMETERS", "BAD_REQUEST", "NOT_FOUND",
-		"invalid_for_vendor", "invalid_envelope",
+		"invalid_for_vendor", "invalid_envelope", "\nNext:\n", "dispatcher config check",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, s)
