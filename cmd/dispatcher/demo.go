@@ -34,13 +34,16 @@ type demoEvent struct {
 	binary bool
 }
 
-func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("demo", stderr)
-	verbose := fs.Bool("verbose", false, "log what the dispatcher does")
-	timeout := fs.Duration("timeout", time.Minute, "give up if events have not settled by then")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
+type cliDemo struct {
+	Verbose bool          `help:"Log what the dispatcher does."`
+	Timeout time.Duration `default:"1m" help:"Give up if events have not settled by then."`
+}
+
+func (c *cliDemo) Run(ctx context.Context, s *streams) error {
+	return demoCmd(ctx, &c.Verbose, &c.Timeout, s.stdout, s.stderr)
+}
+
+func demoCmd(ctx context.Context, verbose *bool, timeout *time.Duration, stdout, stderr io.Writer) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -284,5 +287,15 @@ func demoSummary(ctx context.Context, w io.Writer, tally *dispatch.Tally, emu *e
 	fmt.Fprintf(w, "\nDead letters (what `dispatcher dlq list` shows against a running system):\n")
 	printRecords(w, recs)
 	fmt.Fprintln(w, "\nEvery event is accounted for: delivered, dead-lettered with its reason, or counted as unrouted.")
+	fmt.Fprint(w, demoNext)
 	return nil
 }
+
+// demoNext is where the demo sends a newcomer.
+const demoNext = `
+Next:
+  dispatcher demo --verbose                  the same, with the dispatcher's log
+  dispatcher emulator                        the vendors, to run the dispatcher against (README: "Run it for real")
+  dispatcher config check my.yaml            every error of a config, before deploying
+  dispatcher --help                          every command; docs/cli.md has them all
+`

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -23,73 +22,38 @@ import (
 	"github.com/chapar-dev/chapar/internal/outcome"
 )
 
-const dlqUsage = `usage: dispatcher dlq COMMAND [flags]
+type cliDLQ struct {
+	List   cliDLQList   `cmd:"" help:"Entries matching the filters, streamed as they are read."`
+	Stats  cliDLQStats  `cmd:"" help:"Counts by sink, reason, status and vendor code."`
+	Show   cliDLQShow   `cmd:"" help:"One entry (or every entry of an envelope id): why, history, and the original envelope."`
+	Replay cliDLQReplay `cmd:"" help:"Put matching entries back on their failed sink's queue."`
+	Purge  cliDLQPurge  `cmd:"" help:"Delete matching entries (asks first; --yes skips the question)."`
+}
 
-  list     entries matching the filters (--limit, --json)
-  stats    counts by sink, reason, status and vendor code
-  show SEQ|ID  one entry (or every entry of an envelope id): why, history,
-           and the original envelope
-  replay   put matching entries back on their failed sink's queue
-           (--dry-run prints the count and a sample; --rate N/s; --limit N)
-  purge    delete matching entries (asks first; --yes skips the question)
-
-Filters: --sink --status --code --reason --id --since --until
-(--since/--until take RFC 3339 times or durations back from now, e.g. 24h)
-Connection: --config FILE or --nats-url URL (default: a local "dispatcher run").
-`
-
+// dlqFlags are the filters and the connection every dlq command takes.
 type dlqFlags struct {
-	fs      *flag.FlagSet
-	config  *string
-	natsURL *string
-	filter  dlq.Filter
-	since   *string
-	until   *string
-	args    []string
+	Config string         `help:"Config file (for its nats and streams settings)." placeholder:"FILE"`
+	Sink   string         `help:"Only this sink (- for invalid envelopes)." group:"filters"`
+	Status int            `help:"Only this HTTP status." group:"filters"`
+	Code   string         `help:"Only this vendor error code, e.g. EVENT_TYPE_DOES_NOT_EXIST." group:"filters"`
+	Reason outcome.Reason `help:"Only this reason, e.g. vendor_rejected, retries_exhausted." group:"filters"`
+	ID     string         `help:"Only this envelope id." group:"filters"`
+	Since  string         `help:"Only entries last attempted at or after this (RFC 3339, or a duration ago like 2h)." group:"filters" placeholder:"WHEN"`
+	Until  string         `help:"Only entries last attempted at or before this." group:"filters" placeholder:"WHEN"`
+	natsFlags
+
+	filter dlq.Filter
 }
 
-func newDLQFlags(name string, stderr io.Writer) *dlqFlags {
-	fs := newFlags("dlq "+name, stderr)
-	f := &dlqFlags{fs: fs}
-	f.config = fs.String("config", "", "config file (for nats and streams settings)")
-	f.natsURL = fs.String("nats-url", "", "NATS URL (default: the embedded server of a local dispatcher run)")
-	fs.StringVar(&f.filter.Sink, "sink", "", "only this sink (- for invalid envelopes)")
-	fs.IntVar(&f.filter.Status, "status", 0, "only this HTTP status")
-	fs.StringVar(&f.filter.Code, "code", "", "only this vendor error code, e.g. EVENT_TYPE_DOES_NOT_EXIST")
-	fs.Func("reason", "only this reason, e.g. vendor_rejected, retries_exhausted", func(v string) error {
-		f.filter.Reason = outcome.Reason(v)
-		return nil
-	})
-	fs.StringVar(&f.filter.EventID, "id", "", "only this envelope id")
-	f.since = fs.String("since", "", "only entries last attempted at or after this (RFC 3339 or a duration ago, e.g. 2h)")
-	f.until = fs.String("until", "", "only entries last attempted at or before this")
-	return f
-}
-
-// parse reads flags wherever they stand (dlq show 42 --nats-url … works),
-// keeping the other arguments in f.args.
-func (f *dlqFlags) parse(args []string) error {
-	for {
-		if err := f.fs.Parse(args); err != nil {
-			return err
-		}
-		if f.fs.NArg() == 0 {
-			break
-		}
-		f.args = append(f.args, f.fs.Arg(0))
-		args = f.fs.Args()[1:]
-	}
-	switch show := f.fs.Name() == "dispatcher dlq show"; {
-	case show && len(f.args) != 1:
-		return usageError{"usage: dispatcher dlq show SEQ|EVENT_ID (a SEQ or EVENT from dlq list)"}
-	case !show && len(f.args) > 0:
-		return usageError{fmt.Sprintf("unexpected argument %q (filters are flags, e.g. --sink %s)", f.args[0], f.args[0])}
-	}
+// AfterApply turns the filter flags into a filter; a bad time is a usage
+// error.
+func (f *dlqFlags) AfterApply() error {
+	f.filter = dlq.Filter{Sink: f.Sink, Status: f.Status, Code: f.Code, Reason: f.Reason, EventID: f.ID}
 	var err error
-	if f.filter.Since, err = parseWhen(*f.since, time.Now()); err != nil {
+	if f.filter.Since, err = parseWhen(f.Since, time.Now()); err != nil {
 		return usageError{"--since: " + err.Error()}
 	}
-	if f.filter.Until, err = parseWhen(*f.until, time.Now()); err != nil {
+	if f.filter.Until, err = parseWhen(f.Until, time.Now()); err != nil {
 		return usageError{"--until: " + err.Error()}
 	}
 	return nil
@@ -110,12 +74,16 @@ func parseWhen(s string, now time.Time) (time.Time, error) {
 }
 
 func (f *dlqFlags) store(ctx context.Context) (*dlq.Store, func(), error) {
-	cfg, err := loadConfig(*f.config, *f.natsURL)
+	cfg, err := loadConfig(f.Config, f.natsFlags)
 	if err != nil {
 		return nil, nil, err
 	}
 	if cfg.NATS.URL == "" {
+		// A local dispatcher run's embedded server, with its token if any.
 		cfg.NATS.URL = "nats://" + cfg.NATS.Embedded.Listen
+		if cfg.NATS.Token == "" {
+			cfg.NATS.Token = cfg.NATS.Embedded.Token
+		}
 	}
 	conn, err := app.Connect(ctx, cfg, zap.NewNop())
 	if err != nil {
@@ -124,147 +92,175 @@ func (f *dlqFlags) store(ctx context.Context) (*dlq.Store, func(), error) {
 	return dlq.NewStore(conn.JS, conn.Topo), conn.Close, nil
 }
 
-// dlqRun is one dlq subcommand, bound to its flags.
-type dlqRun func(ctx context.Context, st *dlq.Store, f *dlqFlags) error
-
-// dlqCommands registers each subcommand's own flags and returns its body;
-// the filters, the connection and the positional arguments are common.
-func dlqCommands(stdout, stderr io.Writer) map[string]func(fs *flag.FlagSet) dlqRun {
-	return map[string]func(fs *flag.FlagSet) dlqRun{
-		"list": func(fs *flag.FlagSet) dlqRun {
-			limit := fs.Int("limit", 100, "at most this many entries (0: all)")
-			asJSON := fs.Bool("json", false, "one JSON object per line")
-			return func(ctx context.Context, st *dlq.Store, f *dlqFlags) error {
-				// Streamed: a dead-letter stream of a million entries is
-				// printed as it is read, never held in memory.
-				n := 0
-				var out recordWriter = newTableWriter(stdout)
-				if *asJSON {
-					out = jsonLines{json.NewEncoder(stdout)}
-				}
-				var werr error
-				err := st.Each(ctx, f.filter, func(r *dlq.Record) bool {
-					if werr = out.write(r); werr != nil {
-						return false
-					}
-					n++
-					return *limit == 0 || n < *limit
-				})
-				if err := errors.Join(err, werr, out.flush()); err != nil {
-					return err
-				}
-				if n == 0 && !*asJSON {
-					fmt.Fprintln(stdout, "no dead letters")
-				}
-				return nil
-			}
-		},
-		"stats": func(*flag.FlagSet) dlqRun {
-			return func(ctx context.Context, st *dlq.Store, f *dlqFlags) error {
-				return printStats(ctx, stdout, st, f.filter)
-			}
-		},
-		"show": func(*flag.FlagSet) dlqRun {
-			return func(ctx context.Context, st *dlq.Store, f *dlqFlags) error {
-				if seq, err := strconv.ParseUint(f.args[0], 10, 64); err == nil {
-					r, err := st.Get(ctx, seq)
-					if err != nil {
-						return err
-					}
-					return showRecord(stdout, r)
-				}
-				// Not a sequence: an envelope id, with every entry it has.
-				filter := f.filter
-				filter.EventID = f.args[0]
-				n := 0
-				var werr error
-				err := st.Each(ctx, filter, func(r *dlq.Record) bool {
-					if n > 0 {
-						fmt.Fprintln(stdout, "\n---")
-					}
-					n++
-					werr = showRecord(stdout, r)
-					return werr == nil
-				})
-				if err := errors.Join(err, werr); err != nil {
-					return err
-				}
-				if n == 0 {
-					return fmt.Errorf("no dead letter for event %q (see dispatcher dlq list)", f.args[0])
-				}
-				return nil
-			}
-		},
-		"replay": func(fs *flag.FlagSet) dlqRun {
-			dry := fs.Bool("dry-run", false, "print the count and a sample; change nothing")
-			rate := fs.Float64("rate", 0, "replays per second (0: as fast as JetStream confirms)")
-			limit := fs.Int("limit", 0, "replay at most this many (0: all matching)")
-			return func(ctx context.Context, st *dlq.Store, f *dlqFlags) error {
-				opts := dlq.ReplayOptions{DryRun: *dry, Rate: *rate, Limit: *limit}
-				if isTerminal(stderr) {
-					opts.Progress = func(n int) { fmt.Fprintf(stderr, "\rreplayed %d", n) }
-				}
-				res, err := st.Replay(ctx, f.filter, opts)
-				if opts.Progress != nil && res.Replayed > 0 {
-					fmt.Fprintln(stderr)
-				}
-				if *dry {
-					fmt.Fprintf(stdout, "dry run: %d dead letters match; a sample:\n", res.Matched)
-					printRecords(stdout, res.Sample)
-					return err
-				}
-				fmt.Fprintf(stdout, "replayed %d of %d matching dead letters", res.Replayed, res.Matched)
-				if res.Skipped > 0 {
-					fmt.Fprintf(stdout, "; skipped %d that cannot be delivered as they are (invalid envelopes, unknown sinks: purge them)", res.Skipped)
-				}
-				fmt.Fprintln(stdout)
-				return err
-			}
-		},
-		"purge": func(fs *flag.FlagSet) dlqRun {
-			yes := fs.Bool("yes", false, "do not ask for confirmation")
-			return func(ctx context.Context, st *dlq.Store, f *dlqFlags) error {
-				if !*yes {
-					_, total, err := st.Stats(ctx, f.filter, func(*dlq.Record) string { return "" })
-					if err != nil {
-						return err
-					}
-					fmt.Fprintf(stdout, "purge %d dead letters for good? [y/N] ", total)
-					answer, _ := bufio.NewReader(os.Stdin).ReadString('\n')
-					if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
-						fmt.Fprintln(stdout, "nothing purged")
-						return nil
-					}
-				}
-				n, err := st.Purge(ctx, f.filter)
-				fmt.Fprintf(stdout, "purged %d dead letters\n", n)
-				return err
-			}
-		},
-	}
-}
-
-func dlqCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, dlqUsage)
-		return usageError{"dlq: no command given"}
-	}
-	cmd, ok := dlqCommands(stdout, stderr)[args[0]]
-	if !ok {
-		fmt.Fprint(stderr, dlqUsage)
-		return usageError{fmt.Sprintf("dlq: unknown command %q", args[0])}
-	}
-	f := newDLQFlags(args[0], stderr)
-	run := cmd(f.fs)
-	if err := f.parse(args[1:]); err != nil {
-		return err
-	}
+// withStore runs fn against the dead-letter store f connects to.
+func (f *dlqFlags) withStore(ctx context.Context, fn func(*dlq.Store) error) error {
 	st, done, err := f.store(ctx)
 	if err != nil {
 		return err
 	}
 	defer done()
-	return run(ctx, st, f)
+	return fn(st)
+}
+
+type cliDLQList struct {
+	dlqFlags
+	Limit int  `default:"100" help:"At most this many entries (0: all)."`
+	JSON  bool `help:"One JSON object per line."`
+}
+
+func (c *cliDLQList) Run(ctx context.Context, s *streams) error {
+	stdout, limit, asJSON := s.stdout, &c.Limit, &c.JSON
+	return c.withStore(ctx, func(st *dlq.Store) error {
+		// Streamed: a dead-letter stream of a million entries is
+		// printed as it is read, never held in memory.
+		n := 0
+		var out recordWriter = newTableWriter(stdout)
+		if *asJSON {
+			out = jsonLines{json.NewEncoder(stdout)}
+		}
+		var werr error
+		err := st.Each(ctx, c.filter, func(r *dlq.Record) bool {
+			if werr = out.write(r); werr != nil {
+				return false
+			}
+			n++
+			return *limit == 0 || n < *limit
+		})
+		if err := errors.Join(err, werr, out.flush()); err != nil {
+			return err
+		}
+		if n == 0 && !*asJSON {
+			fmt.Fprintln(stdout, "no dead letters")
+		}
+		return nil
+	})
+}
+
+type cliDLQStats struct {
+	dlqFlags
+	JSON bool `help:"Print a JSON object: total and counts by sink, reason, status and code."`
+}
+
+func (c *cliDLQStats) Run(ctx context.Context, s *streams) error {
+	return c.withStore(ctx, func(st *dlq.Store) error {
+		if c.JSON {
+			return statsJSON(ctx, s.stdout, st, c.filter)
+		}
+		return printStats(ctx, s.stdout, st, c.filter)
+	})
+}
+
+type cliDLQShow struct {
+	dlqFlags
+	Entry string `arg:"" name:"SEQ|EVENT_ID" help:"A SEQ or EVENT from dlq list."`
+	JSON  bool   `help:"One JSON object per entry, with its original headers and envelope."`
+}
+
+func (c *cliDLQShow) Run(ctx context.Context, s *streams) error {
+	stdout := s.stdout
+	show := showRecord
+	if c.JSON {
+		enc := json.NewEncoder(stdout)
+		show = func(_ io.Writer, r *dlq.Record) error { return enc.Encode(recordJSON(r)) }
+	}
+	return c.withStore(ctx, func(st *dlq.Store) error {
+		if seq, err := strconv.ParseUint(c.Entry, 10, 64); err == nil {
+			r, err := st.Get(ctx, seq)
+			if err != nil {
+				return err
+			}
+			return show(stdout, r)
+		}
+		// Not a sequence: an envelope id, with every entry it has.
+		filter := c.filter
+		filter.EventID = c.Entry
+		n := 0
+		var werr error
+		err := st.Each(ctx, filter, func(r *dlq.Record) bool {
+			if n > 0 && !c.JSON {
+				fmt.Fprintln(stdout, "\n---")
+			}
+			n++
+			werr = show(stdout, r)
+			return werr == nil
+		})
+		if err := errors.Join(err, werr); err != nil {
+			return err
+		}
+		if n == 0 {
+			return fmt.Errorf("no dead letter for event %q (see dispatcher dlq list)", c.Entry)
+		}
+		return nil
+	})
+}
+
+type cliDLQReplay struct {
+	dlqFlags
+	DryRun bool    `help:"Print the count and a sample; change nothing."`
+	Rate   float64 `help:"Replays per second (0: as fast as JetStream confirms)." placeholder:"N"`
+	Limit  int     `help:"Replay at most this many (0: all matching)."`
+}
+
+func (c *cliDLQReplay) Run(ctx context.Context, s *streams) error {
+	stdout, stderr, dry := s.stdout, s.stderr, &c.DryRun
+	return c.withStore(ctx, func(st *dlq.Store) error {
+		opts := dlq.ReplayOptions{DryRun: *dry, Rate: c.Rate, Limit: c.Limit}
+		if isTerminal(stderr) {
+			opts.Progress = func(n int) { fmt.Fprintf(stderr, "\rreplayed %d", n) }
+		}
+		res, err := st.Replay(ctx, c.filter, opts)
+		if opts.Progress != nil && res.Replayed > 0 {
+			fmt.Fprintln(stderr)
+		}
+		if *dry {
+			fmt.Fprintf(stdout, "dry run: %d dead letters match; a sample:\n", res.Matched)
+			printRecords(stdout, res.Sample)
+			return err
+		}
+		fmt.Fprintf(stdout, "replayed %d of %d matching dead letters", res.Replayed, res.Matched)
+		if res.Skipped > 0 {
+			fmt.Fprintf(stdout, "; skipped %d that cannot be delivered as they are (invalid envelopes, unknown sinks: purge them)", res.Skipped)
+		}
+		fmt.Fprintln(stdout)
+		return err
+	})
+}
+
+type cliDLQPurge struct {
+	dlqFlags
+	Yes bool `help:"Do not ask for confirmation."`
+}
+
+func (c *cliDLQPurge) Run(ctx context.Context, s *streams) error {
+	stdout := s.stdout
+	return c.withStore(ctx, func(st *dlq.Store) error {
+		if !c.Yes {
+			_, total, err := st.Stats(ctx, c.filter, func(*dlq.Record) string { return "" })
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "purge %d dead letters for good? [y/N] ", total)
+			answer, _ := bufio.NewReader(s.stdin).ReadString('\n')
+			if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
+				fmt.Fprintln(stdout, "nothing purged")
+				return nil
+			}
+		}
+		var progress func(int)
+		if isTerminal(s.stderr) {
+			progress = func(n int) {
+				if n%100 == 0 {
+					fmt.Fprintf(s.stderr, "\rpurged %d", n)
+				}
+			}
+		}
+		n, err := st.PurgeProgress(ctx, c.filter, progress)
+		if progress != nil && n >= 100 {
+			fmt.Fprintln(s.stderr)
+		}
+		fmt.Fprintf(stdout, "purged %d dead letters\n", n)
+		return err
+	})
 }
 
 func isTerminal(w io.Writer) bool {
@@ -351,17 +347,19 @@ func truncate(s string, n int) string {
 	return string([]rune(s)[:n-1]) + "…"
 }
 
+// statKeys are the groupings dlq stats counts by.
+var statKeys = []struct {
+	title, json string
+	key         func(*dlq.Record) string
+}{
+	{"sink", "by_sink", func(r *dlq.Record) string { return r.Sink }},
+	{"reason", "by_reason", func(r *dlq.Record) string { return string(r.Reason) }},
+	{"status", "by_status", func(r *dlq.Record) string { return dash(strings.TrimPrefix(strconv.Itoa(r.Status), "0")) }},
+	{"vendor code", "by_code", func(r *dlq.Record) string { return dash(r.Code) }},
+}
+
 func printStats(ctx context.Context, w io.Writer, st *dlq.Store, f dlq.Filter) error {
-	keys := []struct {
-		title string
-		key   func(*dlq.Record) string
-	}{
-		{"sink", func(r *dlq.Record) string { return r.Sink }},
-		{"reason", func(r *dlq.Record) string { return string(r.Reason) }},
-		{"status", func(r *dlq.Record) string { return dash(strings.TrimPrefix(strconv.Itoa(r.Status), "0")) }},
-		{"vendor code", func(r *dlq.Record) string { return dash(r.Code) }},
-	}
-	for i, k := range keys {
+	for i, k := range statKeys {
 		counts, total, err := st.Stats(ctx, f, k.key)
 		if err != nil {
 			return err
@@ -385,6 +383,43 @@ func printStats(ctx context.Context, w io.Writer, st *dlq.Store, f dlq.Filter) e
 		}
 	}
 	return nil
+}
+
+// statsJSON prints {"total": N, "by_sink": {...}, "by_reason": {...}, ...}.
+func statsJSON(ctx context.Context, w io.Writer, st *dlq.Store, f dlq.Filter) error {
+	out := map[string]any{}
+	for _, k := range statKeys {
+		counts, total, err := st.Stats(ctx, f, k.key)
+		if err != nil {
+			return err
+		}
+		out["total"] = total
+		out[k.json] = counts
+	}
+	return writeJSON(w, out)
+}
+
+// recordJSON is a dead letter with its original message, for dlq show --json:
+// the envelope as JSON when it is JSON, else as a string.
+func recordJSON(r *dlq.Record) any {
+	out := struct {
+		*dlq.Record
+		Header   map[string][]string `json:"header,omitempty"`
+		Envelope json.RawMessage     `json:"envelope,omitempty"`
+		Data     string              `json:"data,omitempty"`
+	}{Record: r, Header: r.Header}
+	if json.Valid(r.Data) {
+		out.Envelope = r.Data
+	} else {
+		out.Data = string(r.Data)
+	}
+	return out
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 func showRecord(w io.Writer, r *dlq.Record) error {

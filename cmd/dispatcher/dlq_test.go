@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -37,6 +39,34 @@ func TestDLQCommands(t *testing.T) {
 	testenv.Eventually(t, 10*time.Second, "four dead letters", func() bool {
 		return strings.Contains(cli("dlq", "stats"), "4 dead letters")
 	})
+	var stats struct {
+		Total  int            `json:"total"`
+		BySink map[string]int `json:"by_sink"`
+	}
+	if err := json.Unmarshal([]byte(cli("dlq", "stats", "--json")), &stats); err != nil || stats.Total != 4 || stats.BySink["gateway"] != 3 {
+		t.Errorf("stats --json: %v %+v", err, stats)
+	}
+	for i, line := range strings.Split(strings.TrimSpace(cli("dlq", "list", "--json", "--limit", "0")), "\n") {
+		var r struct{ Seq uint64 }
+		if err := json.Unmarshal([]byte(line), &r); err != nil || r.Seq == 0 {
+			t.Errorf("list --json line %d: %v %q", i, err, line)
+		}
+	}
+	var shown struct {
+		EventID  string          `json:"event_id"`
+		Reason   string          `json:"reason"`
+		Envelope json.RawMessage `json:"envelope"`
+	}
+	if err := json.Unmarshal([]byte(cli("dlq", "show", ids[0], "--json")), &shown); err != nil ||
+		shown.EventID != ids[0] || shown.Reason != "vendor_rejected" || !strings.Contains(string(shown.Envelope), ids[0]) {
+		t.Errorf("show --json: %v %+v %s", err, shown, shown.Envelope)
+	}
+	// $NATS_URL is the default server, as for natscli.
+	t.Setenv("NATS_URL", url)
+	var out0 bytes.Buffer
+	if err := runCommand(context.Background(), []string{"dlq", "stats"}, &out0, io.Discard); err != nil || !strings.Contains(out0.String(), "4 dead letters") {
+		t.Errorf("dlq stats with NATS_URL: %v %s", err, out0.String())
+	}
 	list := cli("dlq", "list", "--sink", "gateway")
 	if strings.Count(list, "\n") != 4 || strings.Contains(list, "invalid_envelope") {
 		t.Errorf("list --sink gateway:\n%s", list)

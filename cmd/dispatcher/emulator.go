@@ -1,12 +1,43 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 
 	"github.com/chapar-dev/chapar/internal/emulator"
 )
+
+type cliEmulator struct {
+	Args []string `arg:"" optional:"" passthrough:""`
+}
+
+// Run parses the emulator's own flags (one listen address per emulated
+// vendor) with the standard library, and gives them the shape of every
+// other command: help on stdout, mistakes on stderr with exit 2.
+func (c *cliEmulator) Run(ctx context.Context, s *streams) error {
+	var out bytes.Buffer
+	err := emulatorCmd(ctx, c.Args, s.stdout, &out)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		_, err = s.stdout.Write(out.Bytes())
+		return err
+	case out.Len() > 0: // the flag package printed its complaint and usage
+		_, _ = s.stderr.Write(out.Bytes())
+		return usageError{err.Error()}
+	}
+	return err
+}
+
+// newFlags is a standard-library flag set for the commands that keep one.
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("dispatcher "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
 
 func emulatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("emulator", stderr)
@@ -16,6 +47,9 @@ func emulatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("emulator: unexpected argument %q (see dispatcher emulator -h)", fs.Arg(0))}
 	}
 	listen := map[string]string{}
 	for k, v := range addrs {

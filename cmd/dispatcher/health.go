@@ -11,12 +11,15 @@ import (
 
 // healthCmd asks a running dispatcher's /readyz; the image has no curl, so
 // container health checks call this.
-func healthCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("health", stderr)
-	addr := fs.String("addr", "127.0.0.1:9090", "the dispatcher's admin.listen address")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
+type cliHealth struct {
+	Addr string `default:"127.0.0.1:9090" help:"The dispatcher's admin.listen address." placeholder:"HOST:PORT"`
+}
+
+func (c *cliHealth) Run(ctx context.Context, s *streams) error {
+	return healthCmd(ctx, &c.Addr, s.stdout)
+}
+
+func healthCmd(ctx context.Context, addr *string, stdout io.Writer) error {
 	host := *addr
 	if strings.HasPrefix(host, ":") {
 		host = "127.0.0.1" + host

@@ -9,23 +9,24 @@ import (
 	"github.com/chapar-dev/chapar/internal/sinks"
 )
 
-func kenarCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "subscribe" {
-		return usageError{"usage: dispatcher kenar subscribe --config FILE --sink NAME --event-type NEW_MESSAGE_ON_POST|POST_UPDATE [--resource-id POST_TOKEN] [--metadata JSON]"}
-	}
-	fs := newFlags("kenar subscribe", stderr)
-	file := fs.String("config", "", "config file with the kenar sink (its credentials and base_url are used)")
-	sinkName := fs.String("sink", "kenar", "name of the kenar sink in the config")
-	eventType := fs.String("event-type", "", "NEW_MESSAGE_ON_POST or POST_UPDATE")
-	resource := fs.String("resource-id", "", "post token; empty subscribes to all of the user's posts")
-	metadata := fs.String("metadata", "{}", "metadata object sent with the subscription (JSON)")
-	if err := fs.Parse(args[1:]); err != nil {
-		return err
-	}
-	if *file == "" {
-		return usageError{"--config is required"}
-	}
-	cfg, err := loadConfig(*file, "")
+type cliKenar struct {
+	Subscribe cliKenarSubscribe `cmd:"" help:"Register a Divar Kenar event subscription."`
+}
+
+type cliKenarSubscribe struct {
+	Config     string `required:"" help:"Config file with the kenar sink (its credentials and base_url are used)." placeholder:"FILE"`
+	Sink       string `default:"kenar" help:"Name of the kenar sink in the config."`
+	EventType  string `required:"" enum:"NEW_MESSAGE_ON_POST,POST_UPDATE" help:"NEW_MESSAGE_ON_POST or POST_UPDATE."`
+	ResourceID string `help:"Post token; empty subscribes to all of the user's posts." placeholder:"POST_TOKEN"`
+	Metadata   string `default:"{}" help:"Metadata object sent with the subscription (JSON)." placeholder:"JSON"`
+}
+
+func (c *cliKenarSubscribe) Run(ctx context.Context, s *streams) error {
+	return kenarCmd(ctx, &c.Config, &c.Sink, &c.EventType, &c.ResourceID, &c.Metadata, s.stdout)
+}
+
+func kenarCmd(ctx context.Context, file, sinkName, eventType, resource, metadata *string, stdout io.Writer) error {
+	cfg, err := loadConfig(*file, natsFlags{})
 	if err != nil {
 		return err
 	}

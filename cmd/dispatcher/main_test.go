@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -21,7 +23,7 @@ func TestDemoAccountsForEveryEvent(t *testing.T) {
 	for _, want := range []string{
 		"16 events published, 16 received, 1 unrouted.",
 		"EVENT_TYPE_DOES_NOT_EXIST", "S2S_FEATURE_NOT_AVAILABLE", "INVALID_PARAMETERS", "BAD_REQUEST", "NOT_FOUND",
-		"invalid_for_vendor", "invalid_envelope",
+		"invalid_for_vendor", "invalid_envelope", "\nNext:\n", "dispatcher config check",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, s)
@@ -37,16 +39,100 @@ func TestDemoAccountsForEveryEvent(t *testing.T) {
 	}
 }
 
-func TestUsageErrors(t *testing.T) {
-	var out, errOut bytes.Buffer
-	ctx := context.Background()
-	if err := runCommand(ctx, nil, &out, &errOut); exitCode(err) != 2 {
-		t.Errorf("no command: %v", err)
+// Every command has one shape: help on stdout with exit 0, a usage mistake
+// on stderr with exit 2, a failure on stderr, one line, with exit 1.
+func TestExitCodesAndStreams(t *testing.T) {
+	t.Setenv("NATS_URL", "")
+	t.Setenv("NATS_CONTEXT", "")
+	for _, tc := range []struct {
+		args       string
+		code       int
+		stdout     string // "" : stdout must be empty
+		stderr     string // "" : stderr must be empty
+		stderrLine bool   // stderr is exactly one line
+	}{
+		{args: "--help", stdout: "Usage: dispatcher <command>"},
+		{args: "-h", stdout: "Usage: dispatcher <command>"},
+		{args: "help", code: 2, stderr: `unexpected argument help`, stderrLine: true},
+		{args: "run --help", stdout: "--server=URL"},
+		{args: "dlq list --help", stdout: "--since=WHEN"},
+		{args: "dlq show --help", stdout: "<SEQ|EVENT_ID>"},
+		{args: "config check --help", stdout: "--json"},
+		{args: "kenar subscribe --help", stdout: "--event-type"},
+		{args: "emulator -h", stdout: "-chabok"},
+		{args: "emulator --help", stdout: "-chabok"},
+		{args: "--version", stdout: "chapar dispatcher "},
+		{args: "version", stdout: "chapar dispatcher "},
+		{args: "completion bash", stdout: "complete -C "},
+		{args: "", code: 2, stderr: "no command given"},
+		{args: "frobnicate", code: 2, stderr: "frobnicate", stderrLine: true},
+		{args: "run --frob", code: 2, stderr: "unknown flag --frob (see dispatcher run --help)", stderrLine: true},
+		{args: "run stray", code: 2, stderr: "unexpected argument stray", stderrLine: true},
+		{args: "run --config", code: 2, stderr: "--config", stderrLine: true},
+		{args: "dlq", code: 2, stderr: `expected one of "list"`, stderrLine: true},
+		{args: "dlq show", code: 2, stderr: "SEQ|EVENT_ID", stderrLine: true},
+		{args: "dlq show 1 2", code: 2, stderr: "unexpected argument 2", stderrLine: true},
+		{args: "dlq list gateway", code: 2, stderr: "unexpected argument gateway", stderrLine: true},
+		{args: "dlq list --status abc", code: 2, stderr: "--status", stderrLine: true},
+		{args: "dlq list --since yesterday", code: 2, stderr: `--since: "yesterday"`, stderrLine: true},
+		{args: "version --json extra", code: 2, stderr: "unexpected argument extra", stderrLine: true},
+		{args: "config check", code: 2, stderr: "<file>", stderrLine: true},
+		{args: "completion tcsh", code: 2, stderr: "tcsh", stderrLine: true},
+		{args: "kenar subscribe --config x.yaml", code: 2, stderr: "--event-type", stderrLine: true},
+		{args: "emulator --nope", code: 2, stderr: "-nope"},
+		{args: "emulator stray", code: 2, stderr: `unexpected argument "stray"`, stderrLine: true},
+		{args: "run", code: 1, stderr: "sinks: none configured", stderrLine: true},
+		{args: "config check does-not-exist.yaml", code: 1, stderr: "does-not-exist.yaml", stderrLine: true},
+		{args: "health --addr 127.0.0.1:1", code: 1, stderr: "not reachable", stderrLine: true},
+		{args: "dlq stats --server nats://127.0.0.1:1", code: 1, stderr: "connect to NATS", stderrLine: true},
+	} {
+		t.Run(tc.args, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			code := mainCode(context.Background(), strings.Fields(tc.args), strings.NewReader(""), &out, &errOut)
+			if code != tc.code {
+				t.Errorf("exit %d, want %d\nstdout: %s\nstderr: %s", code, tc.code, out.String(), errOut.String())
+			}
+			check := func(stream, got, want string) {
+				switch {
+				case want == "" && got != "":
+					t.Errorf("%s should be empty, got:\n%s", stream, got)
+				case !strings.Contains(got, want):
+					t.Errorf("%s lacks %q:\n%s", stream, want, got)
+				}
+			}
+			check("stdout", out.String(), tc.stdout)
+			check("stderr", errOut.String(), tc.stderr)
+			if tc.stderrLine && strings.Count(errOut.String(), "\n") != 1 {
+				t.Errorf("stderr is not one line:\n%s", errOut.String())
+			}
+		})
 	}
-	if err := runCommand(ctx, []string{"frobnicate"}, &out, &errOut); exitCode(err) != 2 || !strings.Contains(err.Error(), "frobnicate") {
-		t.Errorf("unknown command: %v", err)
+}
+
+func TestVersionJSON(t *testing.T) {
+	var out bytes.Buffer
+	if err := runCommand(context.Background(), []string{"version", "--json"}, &out, io.Discard); err != nil {
+		t.Fatal(err)
 	}
-	if err := runCommand(ctx, []string{"run"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "sinks: none configured") {
-		t.Errorf("run without sinks: %v", err)
+	var v struct {
+		Version   string `json:"version"`
+		GoVersion string `json:"go_version"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &v); err != nil || v.Version == "" || v.GoVersion == "" {
+		t.Fatalf("version --json: %v\n%s", err, out.String())
+	}
+}
+
+// Completion: the shell runs the binary with COMP_LINE set.
+func TestCompletion(t *testing.T) {
+	t.Setenv("COMP_LINE", "dispatcher dlq list --s")
+	var out bytes.Buffer
+	if code := mainCode(context.Background(), []string{"dispatcher"}, nil, &out, io.Discard); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, want := range []string{"--sink", "--since", "--server"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("completions lack %s:\n%s", want, out.String())
+		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/chapar-dev/chapar/internal/app"
+	"github.com/chapar-dev/chapar/internal/buildinfo"
 	"github.com/chapar-dev/chapar/internal/config"
 	"github.com/chapar-dev/chapar/internal/dispatch"
 	"github.com/chapar-dev/chapar/internal/metrics"
@@ -21,8 +22,9 @@ import (
 	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
-// loadConfig reads --config (or the defaults) and applies --nats-url.
-func loadConfig(file, natsURL string) (*config.Config, error) {
+// loadConfig reads --config (or the defaults) and applies the connection
+// flags over its nats keys.
+func loadConfig(file string, n natsFlags) (*config.Config, error) {
 	cfg := config.Default()
 	if file != "" {
 		var err error
@@ -30,20 +32,47 @@ func loadConfig(file, natsURL string) (*config.Config, error) {
 			return nil, err
 		}
 	}
-	if natsURL != "" {
-		cfg.NATS.URL = natsURL
+	if n == (natsFlags{}) {
+		return cfg, nil
 	}
-	return cfg, nil
+	if n.Context != "" {
+		c, err := loadNATSContext(n.Context)
+		if err != nil {
+			return nil, err
+		}
+		c.apply(&n, &cfg.NATS)
+	}
+	for _, o := range []struct {
+		flag string
+		key  *string
+	}{
+		{n.Server, &cfg.NATS.URL}, {n.Creds, &cfg.NATS.Creds}, {n.NKey, &cfg.NATS.NKeyFile},
+		{n.TLSCert, &cfg.NATS.TLS.CertFile}, {n.TLSKey, &cfg.NATS.TLS.KeyFile}, {n.TLSCA, &cfg.NATS.TLS.CAFile},
+	} {
+		if o.flag != "" {
+			*o.key = o.flag
+		}
+	}
+	if n.NKey != "" && n.Creds == "" {
+		cfg.NATS.Creds = "" // --nkey replaces the file's creds_file, not adds to it
+	}
+	if n.Creds != "" && n.NKey == "" {
+		cfg.NATS.NKeyFile = ""
+	}
+	return cfg, cfg.Validate()
 }
 
-func runCmd(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := newFlags("run", stderr)
-	file := fs.String("config", "", "YAML config file (see configs/chapar.example.yaml)")
-	natsURL := fs.String("nats-url", "", "join this NATS deployment instead of embedding a server (overrides nats.url)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	cfg, err := loadConfig(*file, *natsURL)
+type cliRun struct {
+	Config string `help:"YAML config file (see configs/chapar.example.yaml)." placeholder:"FILE"`
+	natsFlags
+}
+
+func (c *cliRun) Run(ctx context.Context, s *streams) error {
+	return runCmd(ctx, c.Config, c.natsFlags, s.stderr)
+}
+
+func runCmd(ctx context.Context, file string, nf natsFlags, stderr io.Writer) error {
+	cfg, err := loadConfig(file, nf)
 	if err != nil {
 		return err
 	}
@@ -52,13 +81,15 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	built, err := sinks.Build(cfg.Sinks)
 	if err != nil {
-		return fmt.Errorf("config: %w", err)
+		return errors.New("config: " + cfg.Redact(err.Error())) // no secret in the output
 	}
 	log, err := app.NewLogger(cfg.Dispatcher.LogFormat, cfg.Dispatcher.LogLevel, stderr)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
+	build := buildinfo.Read()
+	log.Info("chapar dispatcher starting", zap.String("version", build.Version), zap.String("go_version", build.GoVersion))
 	conn, err := app.Connect(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -78,7 +109,8 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		ln = limitListener(ln, runLimits.MaxConns)
+		srv := newServer(mux, runLimits)
 		go func() {
 			log.Info("serving the Kenar webhook", zap.String("listen", ln.Addr().String()), zap.String("path", cfg.Webhook.Path))
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -93,6 +125,7 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 
 	m := metrics.New()
+	m.SetBuildInfo(build.Version, build.GoVersion)
 	consumers := map[string]string{}
 	for _, s := range cfg.Sinks {
 		consumers[topology.SinkConsumer(s.Name)] = conn.Topo.EventsStream()
@@ -105,7 +138,8 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		srv := &http.Server{Handler: m.Admin(conn.NC, &ready), ReadHeaderTimeout: 5 * time.Second}
+		ln = limitListener(ln, runLimits.MaxConns)
+		srv := newServer(m.Admin(conn.NC, &ready), runLimits)
 		go func() {
 			log.Info("serving /metrics, /healthz, /readyz", zap.String("listen", ln.Addr().String()))
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -12,7 +12,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -22,9 +21,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/alecthomas/kong"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/chapar-dev/chapar/internal/buildinfo"
+	"github.com/chapar-dev/chapar/internal/config"
 	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
@@ -57,39 +59,129 @@ func isNumber(s string) bool {
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	code := mainCode(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "publisher:", err)
-		}
-		os.Exit(1)
+	os.Exit(code)
+}
+
+// mainCode runs a command line as main does and returns its exit code: 0,
+// 1 for a failure, 2 for a usage error (help is on stdout, exit 0).
+func mainCode(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	err := run(ctx, args, stdin, stdout, stderr)
+	if err == nil {
+		return 0
 	}
+	fmt.Fprintln(stderr, "publisher:", err)
+	var u usageError
+	if errors.As(err, &u) {
+		return 2
+	}
+	return 1
+}
+
+// usageError marks a command-line mistake (exit code 2).
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+// cli is the publisher's flags, parsed by kong.
+type cli struct {
+	Version kong.VersionFlag `help:"Print the version and exit."`
+
+	Server  string `default:"${default_url}" env:"NATS_URL" aliases:"nats-url" help:"NATS server URL(s), default ${default_url}." placeholder:"URL" group:"nats"`
+	Creds   string `help:"NATS user credentials file." placeholder:"FILE" group:"nats"`
+	NKey    string `name:"nkey" help:"NATS NKey seed file." placeholder:"FILE" group:"nats"`
+	TLSCert string `name:"tlscert" help:"TLS client certificate." placeholder:"FILE" group:"nats"`
+	TLSKey  string `name:"tlskey" help:"TLS client key." placeholder:"FILE" group:"nats"`
+	TLSCA   string `name:"tlsca" help:"TLS CA certificate to verify the server." placeholder:"FILE" group:"nats"`
+
+	SubjectPrefix string        `default:"${default_prefix}" help:"Subject prefix (streams.subject_prefix)."`
+	File          string        `help:"Publish envelopes from this JSON array or NDJSON file; - for stdin." placeholder:"FILE"`
+	Type          string        `default:"${default_type}" help:"Event type for a single event from flags."`
+	Source        string        `default:"publisher" help:"CloudEvents source."`
+	Name          string        `help:"Event name (track, purchase)."`
+	UserID        string        `help:"data.user.id."`
+	Revenue       string        `help:"Purchase revenue."`
+	Currency      string        `default:"IRR" help:"Purchase currency."`
+	Destinations  string        `help:"Comma-separated sinks, overriding routing."`
+	ID            string        `help:"Envelope id (default: a new UUIDv7)."`
+	Timeout       time.Duration `default:"10s" help:"Per-publish timeout."`
+	Prop          []string      `help:"Property key=value (repeatable)." placeholder:"KEY=VALUE" sep:"none"`
+}
+
+// exited is how kong's exit (after --help or --version) unwinds a parse.
+type exited int
+
+func parse(args []string, stdout, stderr io.Writer) (c *cli, err error) {
+	c = &cli{}
+	parser, err := kong.New(c,
+		kong.Name("publisher"),
+		kong.Description("Publishes Chapar envelopes to NATS JetStream and waits for JetStream's ack of each: one from flags, or many from a JSON array or NDJSON file (or stdin). Exits non-zero if any publish failed."),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(code int) { panic(exited(code)) }),
+		kong.Vars{
+			"version":        "chapar publisher " + buildinfo.Version(),
+			"default_url":    nats.DefaultURL,
+			"default_prefix": envelope.DefaultSubjectPrefix,
+			"default_type":   envelope.TypeTrack,
+		},
+		kong.ExplicitGroups([]kong.Group{{Key: "nats", Title: "NATS connection:"}}),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			code, ok := r.(exited)
+			if !ok {
+				panic(r)
+			}
+			c, err = nil, nil
+			if code != 0 {
+				err = usageError{fmt.Sprintf("exit %d", code)}
+			}
+		}
+	}()
+	if _, err := parser.Parse(args); err != nil {
+		return nil, usageError{fmt.Sprintf("%v (see publisher --help)", err)}
+	}
+	return c, nil
 }
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("publisher", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	url := fs.String("nats-url", envOr("NATS_URL", nats.DefaultURL), "NATS URL (env NATS_URL)")
-	prefix := fs.String("subject-prefix", envelope.DefaultSubjectPrefix, "subject prefix (streams.subject_prefix)")
-	file := fs.String("file", "", "publish envelopes from this JSON array or NDJSON file; - for stdin")
-	typ := fs.String("type", envelope.TypeTrack, "event type for a single event from flags")
-	source := fs.String("source", "publisher", "CloudEvents source")
-	name := fs.String("name", "", "event name (track, purchase)")
-	userID := fs.String("user-id", "", "data.user.id")
-	revenue := fs.String("revenue", "", "purchase revenue")
-	currency := fs.String("currency", "IRR", "purchase currency")
-	dest := fs.String("destinations", "", "comma-separated sinks, overriding routing")
-	id := fs.String("id", "", "envelope id (default: a new UUIDv7)")
-	timeout := fs.Duration("timeout", 10*time.Second, "per-publish timeout")
-	p := props{}
-	fs.Var(p, "prop", "property key=value (repeatable)")
-	if err := fs.Parse(args); err != nil {
-		return err
+	c, err := parse(args, stdout, stderr)
+	if c == nil || err != nil {
+		return err // nil after --help or --version
 	}
-	nc, err := nats.Connect(*url, nats.Name("chapar-publisher"))
+	url, prefix, file, typ, source, name, userID := &c.Server, &c.SubjectPrefix, &c.File, &c.Type, &c.Source, &c.Name, &c.UserID
+	revenue, currency, dest, id, timeout := &c.Revenue, &c.Currency, &c.Destinations, &c.ID, &c.Timeout
+	p := props{}
+	for _, kv := range c.Prop {
+		if err := p.Set(kv); err != nil {
+			return usageError{"--prop: " + err.Error()}
+		}
+	}
+	opts := []nats.Option{nats.Name("chapar-publisher")}
+	if c.Creds != "" {
+		opts = append(opts, nats.UserCredentials(c.Creds))
+	}
+	if c.NKey != "" {
+		o, err := nats.NkeyOptionFromSeed(c.NKey)
+		if err != nil {
+			return fmt.Errorf("--nkey: %w", err)
+		}
+		opts = append(opts, o)
+	}
+	if c.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(c.TLSCA))
+	}
+	if c.TLSCert != "" {
+		opts = append(opts, nats.ClientCert(c.TLSCert, c.TLSKey))
+	}
+	nc, err := nats.Connect(*url, opts...)
 	if err != nil {
-		return fmt.Errorf("connect to %s: %w", *url, err)
+		return fmt.Errorf("connect to %s: %w", config.RedactURL(*url), err)
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
@@ -152,13 +244,6 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return fmt.Errorf("%d of %d envelopes were not published", failed, len(items))
 	}
 	return nil
-}
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
 }
 
 func fromFlags(typ, source, name, userID, revenue, currency, dest, id string, p props) (*envelope.Envelope, error) {

@@ -55,3 +55,38 @@ func TestPublishesFileAndReportsFailures(t *testing.T) {
 		t.Errorf("a track without a name: %v", err)
 	}
 }
+
+func TestExitCodesAndStreams(t *testing.T) {
+	t.Setenv("NATS_URL", "")
+	for _, tc := range []struct {
+		args           string
+		code           int
+		stdout, stderr string
+	}{
+		{"--help", 0, "Usage: publisher [flags]", ""},
+		{"--version", 0, "chapar publisher ", ""},
+		{"--bogus", 2, "", "unknown flag --bogus"},
+		{"stray", 2, "", "unexpected argument stray"},
+		{"--timeout", 2, "", "--timeout"},
+		{"--timeout soon", 2, "", "--timeout"},
+		{"--prop novalue", 2, "", `--prop: want key=value, got "novalue"`},
+		{"--name x --server nats://127.0.0.1:1", 1, "", "connect to nats://127.0.0.1:1"},
+	} {
+		t.Run(tc.args, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			code := mainCode(context.Background(), strings.Fields(tc.args), strings.NewReader(""), &out, &errOut)
+			if code != tc.code {
+				t.Errorf("exit %d, want %d (stderr %s)", code, tc.code, errOut.String())
+			}
+			if tc.stdout == "" && out.Len() > 0 || !strings.Contains(out.String(), tc.stdout) {
+				t.Errorf("stdout %q, want %q", out.String(), tc.stdout)
+			}
+			if tc.stderr == "" && errOut.Len() > 0 || !strings.Contains(errOut.String(), tc.stderr) {
+				t.Errorf("stderr %q, want %q", errOut.String(), tc.stderr)
+			}
+			if tc.stderr != "" && strings.Count(errOut.String(), "\n") != 1 {
+				t.Errorf("stderr is not one line: %q", errOut.String())
+			}
+		})
+	}
+}

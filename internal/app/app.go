@@ -73,7 +73,8 @@ func Connect(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Conn, e
 		if err := os.MkdirAll(cfg.NATS.Embedded.DataDir, 0o750); err != nil {
 			return nil, fmt.Errorf("nats.embedded.data_dir: %w", err)
 		}
-		s, err := embedded.Start(embedded.Options{Listen: cfg.NATS.Embedded.Listen, DataDir: cfg.NATS.Embedded.DataDir})
+		s, err := embedded.Start(embedded.Options{Listen: cfg.NATS.Embedded.Listen, DataDir: cfg.NATS.Embedded.DataDir,
+			Token: cfg.NATS.Embedded.Token.Value()})
 		if err != nil {
 			return nil, err
 		}
@@ -81,7 +82,11 @@ func Connect(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Conn, e
 		url = s.ClientURL()
 		log.Info("embedded JetStream started", zap.String("url", url), zap.String("data_dir", cfg.NATS.Embedded.DataDir))
 	}
-	opts, err := natsOptions(cfg.NATS, log)
+	n := cfg.NATS
+	if c.Server != nil && n.Token == "" {
+		n.Token = n.Embedded.Token // the embedded server's own clients
+	}
+	opts, err := natsOptions(n, log)
 	if err != nil {
 		c.Close()
 		return nil, err
@@ -89,7 +94,7 @@ func Connect(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Conn, e
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		c.Close()
-		return nil, fmt.Errorf("connect to NATS at %s (nats.url): %w", url, err)
+		return nil, fmt.Errorf("connect to NATS at %s (nats.url): %w", config.RedactURL(url), err)
 	}
 	c.NC = nc
 	js, err := jetstream.New(nc)

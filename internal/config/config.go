@@ -4,7 +4,6 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -30,6 +29,10 @@ type Config struct {
 	SinkDefaults SinkDefaults `yaml:"sink_defaults"`
 	Sinks        []Sink       `yaml:"sinks"`
 	Routes       []Route      `yaml:"routes"`
+
+	// resolved maps each value a ${…} reference brought in to the
+	// reference, for Redact.
+	resolved map[string]string
 
 	// inherited maps a sink's key to the sink_defaults key it was taken
 	// from (sinks[0].timeout → sink_defaults.timeout), so that errors name
@@ -73,6 +76,10 @@ type TLS struct {
 type Embedded struct {
 	Listen  string `yaml:"listen"`
 	DataDir string `yaml:"data_dir"`
+	// Token, when set, is required of every client of the embedded server
+	// (the dispatcher itself uses it); it is required to listen beyond
+	// loopback.
+	Token Secret `yaml:"token"`
 }
 
 // Streams is the JetStream topology's tunables.
@@ -189,39 +196,8 @@ func Load(file string) (*Config, error) {
 
 // Parse is Load on bytes; lookupEnv resolves ${VAR} references.
 func Parse(raw []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
-	var root yaml.Node
-	if err := yaml.Unmarshal(raw, &root); err != nil {
-		return nil, fmt.Errorf("not valid YAML: %w", err)
-	}
-	if err := expand(&root, lookupEnv); err != nil {
-		return nil, err
-	}
-	cfg := Default()
-	if len(root.Content) > 0 {
-		var buf bytes.Buffer
-		enc := yaml.NewEncoder(&buf)
-		if err := enc.Encode(&root); err != nil {
-			return nil, fmt.Errorf("re-encode: %w", err)
-		}
-		// Errors carry lines of the re-encoded text: map those to keys.
-		var keys map[int]string
-		var again yaml.Node
-		if yaml.Unmarshal(buf.Bytes(), &again) == nil {
-			keys = lineKeys(&again)
-		}
-		// sink_defaults is decoded over the built-in defaults, so only the
-		// keys it writes change; sinks are decoded again below over the
-		// resolved defaults.
-		dec := yaml.NewDecoder(&buf)
-		dec.KnownFields(true)
-		if err := dec.Decode(cfg); err != nil {
-			return nil, fmt.Errorf("%w (see configs/chapar.example.yaml for every key)", nameKeys(err, keys))
-		}
-		if err := cfg.resolveSinks(&root); err != nil {
-			return nil, err
-		}
-	}
-	if err := cfg.Validate(); err != nil {
+	cfg, err := Check(raw, lookupEnv)
+	if err != nil {
 		return nil, err
 	}
 	return cfg, nil
@@ -301,6 +277,7 @@ func (c *Config) resolveSinks(doc *yaml.Node) error {
 		return nil // no sinks, or the decode above already refused them
 	}
 	c.inherited = map[string]string{}
+	var errs []error
 	for i, item := range seq.Content {
 		if i >= len(c.Sinks) {
 			break
@@ -313,7 +290,9 @@ func (c *Config) resolveSinks(doc *yaml.Node) error {
 			Breaker:       d.Breaker,
 		}
 		if err := item.Decode(&s); err != nil {
-			return fmt.Errorf("sinks[%d]: %w", i, err) // the strict decode above caught what a person would write
+			// The strict decode above caught what a person would write;
+			// go on with what decoded, so the other keys are checked.
+			errs = append(errs, fmt.Errorf("sinks[%d]: %w", i, err))
 		}
 		own := written(item)
 		both := map[string]bool{}
@@ -333,7 +312,7 @@ func (c *Config) resolveSinks(doc *yaml.Node) error {
 		}
 		c.Sinks[i] = s
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // mapValue is the value of key in the mapping n, or nil.
@@ -403,6 +382,10 @@ func (c *Config) Validate() error {
 	}
 	if c.NATS.URL == "" && c.NATS.Embedded.DataDir == "" {
 		bad("nats.embedded.data_dir", "set a directory for the embedded JetStream store")
+	}
+	if c.NATS.URL == "" && c.NATS.Embedded.Token == "" && !loopback(c.NATS.Embedded.Listen) {
+		bad("nats.embedded.listen", "%q accepts clients from other hosts, and the embedded server has no credentials; "+
+			"set nats.embedded.token (e.g. ${CHAPAR_NATS_TOKEN}), or listen on 127.0.0.1", c.NATS.Embedded.Listen)
 	}
 	if c.NATS.TLS.CertFile != "" && c.NATS.TLS.KeyFile == "" {
 		bad("nats.tls.key_file", "is required with nats.tls.cert_file")
@@ -478,6 +461,9 @@ func (c *Config) Validate() error {
 			if rl.Burst < 1 {
 				bad(at+".rate_limit.burst", "is %d; it must be at least 1, e.g. 10", rl.Burst)
 			}
+		}
+		if err := baseURLError(at+".base_url", s.BaseURL); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	known := map[string]bool{}
@@ -616,8 +602,12 @@ func walk(n *yaml.Node, at string, fn func(n *yaml.Node, at string) error) error
 
 // expand replaces ${VAR} and ${file:/path} in every scalar value, so a
 // secret is never written into the file and never YAML-parsed as code.
-func expand(root *yaml.Node, lookupEnv func(string) (string, bool)) error {
-	return walk(root, "", func(n *yaml.Node, at string) error {
+//
+// Each value a reference brought in is recorded in resolved (value → the
+// reference), so that errors can say ${VAR} instead of echoing a secret.
+func expand(root *yaml.Node, lookupEnv func(string) (string, bool), resolved map[string]string) error {
+	var all []error // every reference that cannot be resolved, not only the first
+	_ = walk(root, "", func(n *yaml.Node, at string) error {
 		if n.Kind != yaml.ScalarNode {
 			return nil
 		}
@@ -630,17 +620,18 @@ func expand(root *yaml.Node, lookupEnv func(string) (string, bool)) error {
 					errs = append(errs, fmt.Errorf("%s: cannot read secret file: %w", at, err))
 					return ""
 				}
-				return strings.TrimSpace(string(b))
+				v := strings.TrimSpace(string(b))
+				resolved[v] = ref
+				return v
 			}
 			v, ok := lookupEnv(name)
 			if !ok {
 				errs = append(errs, fmt.Errorf("%s: environment variable %s is not set; export it or remove the reference", at, name))
 			}
+			resolved[v] = ref
 			return v
 		})
-		if len(errs) > 0 {
-			return errors.Join(errs...)
-		}
+		all = append(all, errs...)
 		if out != n.Value {
 			n.Value = out
 			n.Tag = "!!str"
@@ -648,23 +639,67 @@ func expand(root *yaml.Node, lookupEnv func(string) (string, bool)) error {
 		}
 		return nil
 	})
+	return errors.Join(all...)
 }
 
-// lineKeys records the deepest key at each line.
-func lineKeys(root *yaml.Node) map[int]string {
-	keys := map[int]string{}
+// candidate is a key at a line, and its value when it is a scalar.
+type candidate struct{ key, value string }
+
+// lineCandidates lists the keys at each line, in order: a flow mapping
+// ({a: 1, b: x}) has several on one line.
+func lineCandidates(root *yaml.Node) map[int][]candidate {
+	out := map[int][]candidate{}
 	_ = walk(root, "", func(n *yaml.Node, at string) error {
 		if at != "" {
-			keys[n.Line] = at
+			c := candidate{key: at}
+			if n.Kind == yaml.ScalarNode {
+				c.value = n.Value
+			}
+			out[n.Line] = append(out[n.Line], c)
 		}
 		return nil
 	})
-	return keys
+	return out
+}
+
+var (
+	unknownField = regexp.MustCompile(`field (\S+) not found in type`)
+	badValue     = regexp.MustCompile("cannot unmarshal \\S+ `([^`]*)`")
+)
+
+// pick is the key a yaml error at a line is about: the only one, or the
+// one whose name or value the message quotes.
+func pick(cs []candidate, msg string) (string, bool) {
+	switch {
+	case len(cs) == 0:
+		return "", false
+	case len(cs) == 1:
+		return cs[0].key, true
+	}
+	if m := unknownField.FindStringSubmatch(msg); m != nil {
+		for _, c := range cs {
+			if c.key == m[1] || strings.HasSuffix(c.key, "."+m[1]) {
+				return c.key, true
+			}
+		}
+	}
+	if m := badValue.FindStringSubmatch(msg); m != nil {
+		v, cut := strings.CutSuffix(m[1], "...") // yaml shortens long values
+		for _, c := range cs {
+			if c.value == v || cut && strings.HasPrefix(c.value, v) {
+				return c.key, true
+			}
+		}
+	}
+	return cs[len(cs)-1].key, true
 }
 
 // nameKeys rewrites yaml's "line N: …" decode errors to name the key at
 // that line, which is what a person fixing the file looks for.
-func nameKeys(err error, keys map[int]string) error {
+//
+// lines maps each key to its line in the file as written (the re-encoded
+// text's lines differ), to say where the key is.
+func nameKeys(err error, keys map[int][]candidate, lines map[string]int) error {
 	var te *yaml.TypeError
 	if !errors.As(err, &te) {
 		return err
@@ -674,9 +709,16 @@ func nameKeys(err error, keys map[int]string) error {
 		msgs[i] = m
 		var line int
 		if _, scanErr := fmt.Sscanf(m, "line %d:", &line); scanErr == nil {
-			if k, ok := keys[line]; ok {
-				msgs[i] = k + ": " + m
+			if k, ok := pick(keys[line], m); ok {
+				_, rest, _ := strings.Cut(m, ": ")
+				msgs[i] = k + ": " + rest
+				if l, ok := lines[k]; ok {
+					msgs[i] = fmt.Sprintf("%s: line %d: %s", k, l, rest)
+				}
 			}
+		}
+		if strings.Contains(m, " not found in type ") {
+			msgs[i] += "; no such key: check its spelling and level (configs/chapar.example.yaml shows every key)"
 		}
 		if strings.HasSuffix(m, "into time.Duration") {
 			msgs[i] += "; write a duration with its unit, e.g. 0s, 500ms, 10s or 5m"

@@ -280,6 +280,12 @@ func (s *Store) Requeue(ctx context.Context, r *Record) error {
 
 // Purge deletes matching dead letters and returns how many.
 func (s *Store) Purge(ctx context.Context, f Filter) (int, error) {
+	return s.PurgeProgress(ctx, f, nil)
+}
+
+// PurgeProgress is Purge that reports the count so far to progress (if not
+// nil) after each deletion, for a terminal's progress line.
+func (s *Store) PurgeProgress(ctx context.Context, f Filter, progress func(int)) (int, error) {
 	stream, err := s.js.Stream(ctx, s.topo.DeadLetterStream())
 	if err != nil {
 		return 0, fmt.Errorf("dlq: %w", err)
@@ -292,6 +298,9 @@ func (s *Store) Purge(ctx context.Context, f Filter) (int, error) {
 			return false
 		}
 		n++
+		if progress != nil {
+			progress(n)
+		}
 		return true
 	})
 	if stop != nil {

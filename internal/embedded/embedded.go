@@ -25,6 +25,8 @@ type Options struct {
 	ClusterListen string
 	Routes        []string
 	ServerName    string
+	// Token, when set, is required of every client.
+	Token string
 }
 
 // Start runs a server and waits until it accepts clients.
@@ -59,6 +61,9 @@ func Start(o Options) (*server.Server, error) {
 		MaxPayload: o.MaxPayload,
 		NoSigs:     true,
 		NoLog:      true,
+	}
+	if o.Token != "" {
+		opts.Authorization = o.Token
 	}
 	if o.ClusterName != "" {
 		ch, cp, err := net.SplitHostPort(o.ClusterListen)

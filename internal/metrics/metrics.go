@@ -48,6 +48,9 @@ type Metrics struct {
 	panics       *prometheus.CounterVec
 	pace         *prometheus.GaugeVec
 
+	buildInfoMu sync.Mutex
+	buildInfo   prometheus.Gauge // SetBuildInfo's
+
 	// perSink caches each sink's series on the hot path (one delivery
 	// touches five), so a delivery does not hash labels five times.
 	perSink sync.Map // sink label → *sinkSeries
