@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/chapar-dev/chapar/internal/emulator"
 )
 
 // One pass reports every error of the file: unresolved references, wrong
@@ -98,11 +100,16 @@ routes:
 
 func TestConfigCheckAcceptsShippedConfigs(t *testing.T) {
 	for _, k := range []string{"CHABOK_ACCESS_TOKEN", "KENAR_API_KEY", "KENAR_IDENTIFICATION_KEY", "METRIX_API_KEY", "METRIX_APP_ID",
-		"METRIX_DEV_KEY", "DEMO_CHABOK_TOKEN", "DEMO_KENAR_API_KEY", "DEMO_KENAR_TOKEN", "DEMO_METRIX_API_KEY", "DEMO_METRIX_DEV_KEY"} {
+		"METRIX_DEV_KEY"} {
 		t.Setenv(k, "x")
 	}
-	for _, k := range []string{"EMULATOR_CHABOK", "EMULATOR_KENAR", "EMULATOR_METRIX_GATEWAY", "EMULATOR_METRIX_S2S"} {
-		t.Setenv(k, "http://127.0.0.1:9101")
+	// What the demo exports: each emulated vendor's address and demo
+	// credentials.
+	for k, v := range emulator.DemoEnv() {
+		t.Setenv(k, v)
+	}
+	for _, name := range emulator.New(emulator.DemoConfig()).Names() {
+		t.Setenv("EMULATOR_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_")), "http://127.0.0.1:9101")
 	}
 	for file, want := range map[string]string{
 		"../../configs/demo.yaml": "demo.yaml: ok\n",

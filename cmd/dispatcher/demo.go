@@ -20,7 +20,6 @@ import (
 	"github.com/chapar-dev/chapar/internal/dispatch"
 	"github.com/chapar-dev/chapar/internal/dlq"
 	"github.com/chapar-dev/chapar/internal/emulator"
-	"github.com/chapar-dev/chapar/internal/sinks"
 	"github.com/chapar-dev/chapar/internal/topology"
 	"github.com/chapar-dev/chapar/pkg/envelope"
 )
@@ -91,20 +90,16 @@ func demoCmd(ctx context.Context, verbose *bool, timeout *time.Duration, stdout,
 	}
 
 	// 3. The dispatcher.
-	built, err := sinks.Build(cfg.Sinks)
+	tally := dispatch.NewTally()
+	ready := make(chan struct{})
+	d, err := dispatch.New(cfg, dispatch.Options{Observer: tally, Logger: log, Ready: func() { close(ready) }})
 	if err != nil {
 		return err
 	}
-	tally := dispatch.NewTally()
-	ready := make(chan struct{})
-	d := dispatch.New(conn.JS, dispatch.Options{
-		Topology: conn.Topo, Dispatcher: cfg.Dispatcher, SinkConfigs: cfg.Sinks, Sinks: built,
-		Routes: dispatch.NewRoutes(cfg.Routes), Observer: tally, Logger: log, Ready: func() { close(ready) },
-	})
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
 	runErr := make(chan error, 1)
-	go func() { runErr <- d.Run(runCtx) }()
+	go func() { runErr <- d.Run(runCtx, conn.JS) }()
 	select {
 	case <-ready:
 	case err := <-runErr:

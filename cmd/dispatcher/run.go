@@ -79,15 +79,19 @@ func runCmd(ctx context.Context, file string, nf natsFlags, stderr io.Writer) er
 	if len(cfg.Sinks) == 0 {
 		return errors.New("sinks: none configured; give --config with at least one sink (see configs/chapar.example.yaml)")
 	}
-	built, err := sinks.Build(cfg.Sinks)
-	if err != nil {
-		return errors.New("config: " + cfg.Redact(err.Error())) // no secret in the output
-	}
 	log, err := app.NewLogger(cfg.Dispatcher.LogFormat, cfg.Dispatcher.LogLevel, stderr)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
+	m := metrics.New()
+	var ready atomic.Bool
+	// Built before anything connects: a sink the config cannot work with
+	// fails the start at once.
+	d, err := dispatch.New(cfg, dispatch.Options{Observer: m, Logger: log, Ready: func() { ready.Store(true) }})
+	if err != nil {
+		return errors.New("config: " + cfg.Redact(err.Error())) // no secret in the output
+	}
 	build := buildinfo.Read()
 	log.Info("chapar dispatcher starting", zap.String("version", build.Version), zap.String("go_version", build.GoVersion))
 	conn, err := app.Connect(ctx, cfg, log)
@@ -124,7 +128,6 @@ func runCmd(ctx context.Context, file string, nf natsFlags, stderr io.Writer) er
 		}()
 	}
 
-	m := metrics.New()
 	m.SetBuildInfo(build.Version, build.GoVersion)
 	consumers := map[string]string{}
 	for _, s := range cfg.Sinks {
@@ -132,7 +135,6 @@ func runCmd(ctx context.Context, file string, nf natsFlags, stderr io.Writer) er
 		consumers[topology.RetryConsumer(s.Name)] = conn.Topo.RetriesStream()
 	}
 	m.WatchConsumers(conn.JS, consumers)
-	var ready atomic.Bool
 	if cfg.Admin.Listen != "" {
 		ln, err := listen(ctx, "admin.listen", cfg.Admin.Listen)
 		if err != nil {
@@ -149,17 +151,7 @@ func runCmd(ctx context.Context, file string, nf natsFlags, stderr io.Writer) er
 		defer func() { _ = srv.Close() }()
 	}
 
-	d := dispatch.New(conn.JS, dispatch.Options{
-		Topology:    conn.Topo,
-		Dispatcher:  cfg.Dispatcher,
-		SinkConfigs: cfg.Sinks,
-		Sinks:       built,
-		Routes:      dispatch.NewRoutes(cfg.Routes),
-		Observer:    m,
-		Logger:      log,
-		Ready:       func() { ready.Store(true) },
-	})
-	err = d.Run(ctx)
+	err = d.Run(ctx, conn.JS)
 	log.Info("dispatcher stopped", zap.Error(err))
 	return err
 }

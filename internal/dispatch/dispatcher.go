@@ -25,24 +25,22 @@ import (
 	"github.com/chapar-dev/chapar/internal/topology"
 )
 
-// Options configure a Dispatcher.
+// Options are what a Dispatcher needs beyond its config.
 type Options struct {
-	Topology   topology.Topology
-	Dispatcher config.Dispatcher
-	// SinkConfigs and Sinks describe the same sinks: the config for the
-	// policy, the Sink for delivery.
-	SinkConfigs []config.Sink
-	Sinks       map[string]sinks.Sink
-	Routes      *Routes
-	Observer    Observer
-	Logger      *zap.Logger
+	Observer Observer // nil: a Tally
+	Logger   *zap.Logger
 	// Ready, if set, is called once every consumer is bound.
 	Ready func()
+	// Wrap, if set, wraps each sink built from the config: tests inject
+	// faults with it.
+	Wrap func(name string, s sinks.Sink) sinks.Sink
 }
 
 // Dispatcher runs every sink's consumers and worker pool.
 type Dispatcher struct {
-	o Options
+	cfg   *config.Config
+	sinks map[string]sinks.Sink
+	o     Options
 	*engine
 }
 
@@ -62,34 +60,46 @@ type engine struct {
 	unknownUntil map[string]time.Time // sinks found missing, until when to believe it
 }
 
-// New prepares a dispatcher; Run starts it.
-func New(js jetstream.JetStream, o Options) *Dispatcher {
+// New builds the dispatcher a config describes: its sinks through the
+// vendor registry (each sink is described once, in cfg.Sinks), its routes,
+// policies and JetStream layout. `dispatcher run`, the demo and the tests
+// all build it here. It fails on what the config cannot work with (a
+// sink's settings, say), before anything connects; Run starts it.
+func New(cfg *config.Config, o Options) (*Dispatcher, error) {
+	built, err := sinks.Build(cfg.Sinks)
+	if err != nil {
+		return nil, err
+	}
+	if o.Wrap != nil {
+		for name, s := range built {
+			built[name] = o.Wrap(name, s)
+		}
+	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
 	if o.Observer == nil {
 		o.Observer = NewTally()
 	}
-	if o.Routes == nil {
-		o.Routes = NewRoutes(nil)
-	}
+	topo := topology.New(cfg.Streams)
 	e := &engine{
-		js: js, topo: o.Topology, routes: o.Routes, dlq: dlq.NewWriter(js, o.Topology),
-		obs: o.Observer, log: o.Logger, ackWait: o.Dispatcher.AckWait,
-		maxBytes: o.Topology.MaxEnvelopeBytes(), known: map[string]bool{}, unknownUntil: map[string]time.Time{},
+		topo: topo, routes: NewRoutes(cfg.Routes), obs: o.Observer, log: o.Logger,
+		ackWait: cfg.Dispatcher.AckWait, maxBytes: topo.MaxEnvelopeBytes(),
+		known: map[string]bool{}, unknownUntil: map[string]time.Time{},
 	}
-	for _, s := range o.SinkConfigs {
+	for _, s := range cfg.Sinks {
 		e.known[s.Name] = true
 	}
-	return &Dispatcher{o: o, engine: e}
+	return &Dispatcher{cfg: cfg, sinks: built, o: o, engine: e}, nil
 }
 
 // Run consumes until ctx is done, then drains: it stops pulling, hands
 // back what it prefetched but did not start, and lets in-flight deliveries
 // finish for up to ShutdownGrace before handing them back too. Nothing is
 // acked that the vendor did not accept.
-func (d *Dispatcher) Run(ctx context.Context) error {
-	cfg := d.o.Dispatcher
+func (d *Dispatcher) Run(ctx context.Context, js jetstream.JetStream) error {
+	cfg := d.cfg.Dispatcher
+	d.js, d.dlq = js, dlq.NewWriter(js, d.topo)
 	workers, err := d.bind(ctx)
 	if err != nil {
 		return err
@@ -169,8 +179,8 @@ func (d *Dispatcher) bind(ctx context.Context) ([]boundSink, error) {
 		if err := d.topo.Ensure(actx, d.js); err != nil {
 			return retryable(err)
 		}
-		for i, sc := range d.o.SinkConfigs {
-			s, ok := d.o.Sinks[sc.Name]
+		for i, sc := range d.cfg.Sinks {
+			s, ok := d.sinks[sc.Name]
 			if !ok {
 				return backoff.Permanent(fmt.Errorf("dispatch: sink %s is configured but was not built", sc.Name))
 			}

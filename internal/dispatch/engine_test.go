@@ -53,12 +53,9 @@ func (m *misbehaving) Calls(id string) int { m.mu.Lock(); defer m.mu.Unlock(); r
 
 func startMisbehaving(t *testing.T, e *testenv.Env, cfg config.Sink, opts ...func(*config.Dispatcher)) (*testenv.Dispatcher, *misbehaving) {
 	t.Helper()
-	built, err := sinks.Build([]config.Sink{cfg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &misbehaving{Sink: built[cfg.Name], fail: map[string]bool{}, panic: map[string]bool{}, calls: map[string]int{}}
-	d := e.StartBuilt([]config.Sink{cfg}, map[string]sinks.Sink{cfg.Name: m}, []config.Route{{Sinks: []string{cfg.Name}}}, opts...)
+	m := &misbehaving{fail: map[string]bool{}, panic: map[string]bool{}, calls: map[string]int{}}
+	wrap := func(_ string, s sinks.Sink) sinks.Sink { m.Sink = s; return m }
+	d := e.StartWrapped([]config.Sink{cfg}, []config.Route{{Sinks: []string{cfg.Name}}}, wrap, opts...)
 	return d, m
 }
 

@@ -203,33 +203,39 @@ type Dispatcher struct {
 // Start runs a dispatcher over the given sinks and routes until Stop.
 func (e *Env) Start(sinkCfgs []config.Sink, routes []config.Route, opts ...func(*config.Dispatcher)) *Dispatcher {
 	e.T.Helper()
-	built, err := sinks.Build(sinkCfgs)
-	if err != nil {
-		e.T.Fatal(err)
-	}
-	return e.StartBuilt(sinkCfgs, built, routes, opts...)
+	return e.StartWrapped(sinkCfgs, routes, nil, opts...)
 }
 
-// StartBuilt is Start with sinks built by the caller (a test's own Sink).
-func (e *Env) StartBuilt(sinkCfgs []config.Sink, built map[string]sinks.Sink, routes []config.Route, opts ...func(*config.Dispatcher)) *Dispatcher {
-	e.T.Helper()
-	dcfg := config.Default().Dispatcher
-	dcfg.AckWait = 5 * time.Second
-	dcfg.ShutdownGrace = 3 * time.Second
+// Config is the config a test dispatcher runs: the test's streams, sinks
+// and routes, the default dispatcher settings with short waits.
+func (e *Env) Config(sinkCfgs []config.Sink, routes []config.Route, opts ...func(*config.Dispatcher)) *config.Config {
+	cfg := config.Default()
+	cfg.Streams = e.Streams
+	cfg.Sinks, cfg.Routes = sinkCfgs, routes
+	cfg.Dispatcher.AckWait = 5 * time.Second
+	cfg.Dispatcher.ShutdownGrace = 3 * time.Second
 	for _, o := range opts {
-		o(&dcfg)
+		o(&cfg.Dispatcher)
 	}
+	return cfg
+}
+
+// StartWrapped is Start with each built sink passed through wrap (a test's
+// faults around a real sink).
+func (e *Env) StartWrapped(sinkCfgs []config.Sink, routes []config.Route, wrap func(string, sinks.Sink) sinks.Sink, opts ...func(*config.Dispatcher)) *Dispatcher {
+	e.T.Helper()
 	nc, js := e.Connect()
 	tally := dispatch.NewTally()
 	ready := make(chan struct{})
-	d := dispatch.New(js, dispatch.Options{
-		Topology: e.Topo, Dispatcher: dcfg, SinkConfigs: sinkCfgs, Sinks: built,
-		Routes: dispatch.NewRoutes(routes), Observer: tally, Logger: e.Log,
-		Ready: func() { close(ready) },
+	d, err := dispatch.New(e.Config(sinkCfgs, routes, opts...), dispatch.Options{
+		Observer: tally, Logger: e.Log, Ready: func() { close(ready) }, Wrap: wrap,
 	})
+	if err != nil {
+		e.T.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
+	go func() { done <- d.Run(ctx, js) }()
 	select {
 	case <-ready:
 	case err := <-done:
