@@ -19,6 +19,7 @@ import (
 	"github.com/chapar-dev/chapar/internal/metrics"
 	"github.com/chapar-dev/chapar/internal/sinks"
 	"github.com/chapar-dev/chapar/internal/topology"
+	"github.com/chapar-dev/chapar/internal/tracing"
 	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
@@ -86,13 +87,22 @@ func runCmd(ctx context.Context, file string, nf natsFlags, stderr io.Writer) er
 	defer func() { _ = log.Sync() }()
 	m := metrics.New()
 	var ready atomic.Bool
+	build := buildinfo.Read()
+	tp, stopTracing, err := tracing.Provider(ctx, "chapar-dispatcher", build.Version)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = stopTracing(sctx) // flush what was traced
+	}()
 	// Built before anything connects: a sink the config cannot work with
 	// fails the start at once.
-	d, err := dispatch.New(cfg, dispatch.Options{Observer: m, Logger: log, Ready: func() { ready.Store(true) }})
+	d, err := dispatch.New(cfg, dispatch.Options{Observer: m, Logger: log, Tracer: tp, Ready: func() { ready.Store(true) }})
 	if err != nil {
 		return errors.New("config: " + cfg.Redact(err.Error())) // no secret in the output
 	}
-	build := buildinfo.Read()
 	log.Info("chapar dispatcher starting", zap.String("version", build.Version), zap.String("go_version", build.GoVersion))
 	conn, err := app.Connect(ctx, cfg, log)
 	if err != nil {

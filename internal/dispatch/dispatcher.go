@@ -17,6 +17,8 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
 
 	"github.com/chapar-dev/chapar/internal/config"
@@ -34,6 +36,9 @@ type Options struct {
 	// Wrap, if set, wraps each sink built from the config: tests inject
 	// faults with it.
 	Wrap func(name string, s sinks.Sink) sinks.Sink
+	// Tracer makes a span per delivery attempt (nil: none; see
+	// internal/tracing for the one the OTEL_* variables configure).
+	Tracer trace.TracerProvider
 }
 
 // Dispatcher runs every sink's consumers and worker pool.
@@ -52,6 +57,7 @@ type engine struct {
 	dlq      *dlq.Writer
 	obs      Observer
 	log      *zap.Logger
+	tracer   trace.Tracer
 	ackWait  time.Duration
 	maxBytes int
 
@@ -81,9 +87,13 @@ func New(cfg *config.Config, o Options) (*Dispatcher, error) {
 	if o.Observer == nil {
 		o.Observer = NewTally()
 	}
+	if o.Tracer == nil {
+		o.Tracer = noop.NewTracerProvider()
+	}
 	topo := topology.New(cfg.Streams)
 	e := &engine{
 		topo: topo, routes: NewRoutes(cfg.Routes), obs: o.Observer, log: o.Logger,
+		tracer:  o.Tracer.Tracer("github.com/chapar-dev/chapar/internal/dispatch"),
 		ackWait: cfg.Dispatcher.AckWait, maxBytes: topo.MaxEnvelopeBytes(),
 		known: map[string]bool{}, unknownUntil: map[string]time.Time{},
 	}

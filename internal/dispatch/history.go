@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/chapar-dev/chapar/internal/sinks"
 	"github.com/chapar-dev/chapar/internal/topology"
@@ -27,6 +28,7 @@ type delivery struct {
 	received time.Time // when the event entered the events stream
 	replays  int
 	history  History
+	span     trace.SpanContext // the attempt's span, linked from the next
 }
 
 func newDelivery(msg jetstream.Msg, meta *jetstream.MsgMetadata, retry bool) *delivery {
@@ -76,6 +78,9 @@ func (d *delivery) retryMsg(subject string, v Verdict, last error) *nats.Msg {
 	out.Header.Set(topology.HeaderFirstAttempt, d.history.First.UTC().Format(time.RFC3339Nano))
 	if d.replays > 0 {
 		out.Header.Set(topology.HeaderReplays, strconv.Itoa(d.replays))
+	}
+	if link := traceLink(d.span); link != "" {
+		out.Header.Set(topology.HeaderTraceLink, link)
 	}
 	if status, code := statusCode(last); status != 0 {
 		out.Header.Set(topology.HeaderLastStatus, strconv.Itoa(status))

@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"maps"
 	"math/rand/v2"
 	"time"
 
@@ -161,6 +162,11 @@ func (w *sinkWorker) record(d *delivery, ev *envelope.Event, sink string, reason
 		FirstAttempt: d.history.First, LastAttempt: now,
 		Header: d.msg.Headers(), Data: d.msg.Data(), Subject: d.msg.Subject(),
 		Origin: d.origin, Replays: d.replays,
+	}
+	if link := traceLink(d.span); link != "" {
+		// A replay's first attempt links to the attempt that failed.
+		rec.Header = maps.Clone(rec.Header)
+		rec.Header[topology.HeaderTraceLink] = []string{link}
 	}
 	if rec.FirstAttempt.IsZero() {
 		rec.FirstAttempt = d.received

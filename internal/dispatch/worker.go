@@ -104,6 +104,8 @@ func (w *sinkWorker) deliver(ctx context.Context, d *delivery, ev *envelope.Even
 		}
 		return
 	}
+	ctx, span := w.startAttempt(ctx, d, ev)
+	d.span = span.SpanContext()
 	now := time.Now()
 	d.history.Attempts++
 	if d.history.First.IsZero() {
@@ -124,6 +126,7 @@ func (w *sinkWorker) deliver(ctx context.Context, d *delivery, ev *envelope.Even
 		w.gate.pause(min(se.RetryAfter, w.policy.MaxRetryAfter))
 	}
 	v := Decide(w.policy, d.history, Attempt{Err: derr, VendorDown: vendorDown}, time.Now())
+	endAttempt(span, v, derr)
 	w.settle(ctx, d, ev, v, derr)
 }
 

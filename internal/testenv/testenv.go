@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 	"go.yaml.in/yaml/v3"
@@ -44,6 +45,8 @@ type Env struct {
 	// Servers are the NATS servers (one, or a cluster's nodes); clients
 	// connect to all of them for failover.
 	Servers []*server.Server
+	// Tracer, if set, traces the dispatchers started after it is set.
+	Tracer trace.TracerProvider
 }
 
 // New starts the embedded server and the emulator; both stop with the test.
@@ -228,7 +231,7 @@ func (e *Env) StartWrapped(sinkCfgs []config.Sink, routes []config.Route, wrap f
 	tally := dispatch.NewTally()
 	ready := make(chan struct{})
 	d, err := dispatch.New(e.Config(sinkCfgs, routes, opts...), dispatch.Options{
-		Observer: tally, Logger: e.Log, Ready: func() { close(ready) }, Wrap: wrap,
+		Observer: tally, Logger: e.Log, Ready: func() { close(ready) }, Wrap: wrap, Tracer: e.Tracer,
 	})
 	if err != nil {
 		e.T.Fatal(err)

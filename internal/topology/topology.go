@@ -58,6 +58,9 @@ const (
 	HeaderLastCode   = "Chapar-Last-Code"
 	// HeaderReplays counts how many times a dead letter was replayed.
 	HeaderReplays = "Chapar-Replays"
+	// HeaderTraceLink is the traceparent of the attempt before, so the
+	// next attempt's span links to it.
+	HeaderTraceLink = "Chapar-Trace-Link"
 )
 
 // HeaderAllowance is room for headers on top of the envelope's own bytes:
