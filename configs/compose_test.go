@@ -17,7 +17,9 @@ type service struct {
 	Build       any               `yaml:"build"`
 	Command     []string          `yaml:"command"`
 	Entrypoint  []string          `yaml:"entrypoint"`
-	DependsOn   []string          `yaml:"depends_on"`
+	DependsOn   map[string]struct {
+		Condition string `yaml:"condition"`
+	} `yaml:"depends_on"`
 	Environment map[string]string `yaml:"environment"`
 	Profiles    []string          `yaml:"profiles"`
 	Healthcheck struct {
@@ -41,10 +43,22 @@ func TestComposeWiring(t *testing.T) {
 	}
 	svc := compose.Services
 	nats := []string{"nats-1", "nats-2", "nats-3"}
+	gomod, err := os.ReadFile("../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, n := range nats {
 		s, ok := svc[n]
 		if !ok {
 			t.Fatalf("no service %s", n)
+		}
+		// The cluster runs the nats-server version Chapar embeds and tests.
+		tag := strings.TrimSuffix(strings.TrimPrefix(s.Image, "nats:"), "-alpine")
+		if !strings.Contains(string(gomod), "github.com/nats-io/nats-server/v2 v"+tag+"\n") {
+			t.Errorf("%s runs %s, not go.mod's nats-server", n, s.Image)
+		}
+		if hc := strings.Join(s.Healthcheck.Test, " "); !strings.Contains(hc, "healthz") {
+			t.Errorf("%s: no healthcheck on its monitoring port (%q)", n, hc)
 		}
 		cmd := strings.Join(s.Command, " ")
 		for _, want := range []string{"--js", "--cluster_name chapar", "--name " + n, "--sd /data"} {
@@ -74,8 +88,12 @@ func TestComposeWiring(t *testing.T) {
 		}
 		replicas++
 		for _, dep := range append(nats, "emulator") {
-			if !slices.Contains(s.DependsOn, dep) {
+			cond, ok := s.DependsOn[dep]
+			if !ok {
 				t.Errorf("%s does not depend on %s", name, dep)
+			}
+			if slices.Contains(nats, dep) && cond.Condition != "service_healthy" {
+				t.Errorf("%s starts before %s is healthy (condition %q)", name, dep, cond.Condition)
 			}
 		}
 		if hc := strings.Join(s.Healthcheck.Test, " "); !strings.Contains(hc, "dispatcher health --addr 127.0.0.1:9090") {
