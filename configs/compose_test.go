@@ -13,11 +13,11 @@ import (
 )
 
 type service struct {
-	Image       string            `yaml:"image"`
-	Build       any               `yaml:"build"`
-	Command     []string          `yaml:"command"`
-	Entrypoint  []string          `yaml:"entrypoint"`
-	DependsOn   map[string]struct {
+	Image      string   `yaml:"image"`
+	Build      any      `yaml:"build"`
+	Command    []string `yaml:"command"`
+	Entrypoint []string `yaml:"entrypoint"`
+	DependsOn  map[string]struct {
 		Condition string `yaml:"condition"`
 	} `yaml:"depends_on"`
 	Environment map[string]string `yaml:"environment"`

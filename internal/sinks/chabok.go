@@ -76,8 +76,6 @@ func newChabok(cfg config.Sink, s chabokSettings) (Sink, error) {
 	}, nil
 }
 
-func (c *chabok) Name() string { return c.name }
-
 type chabokEvent struct {
 	InstallationID string         `json:"installationId,omitempty"`
 	UserID         string         `json:"userId,omitempty"`

@@ -69,8 +69,6 @@ func newKenar(cfg config.Sink, s kenarSettings) (Sink, error) {
 	return &kenar{name: cfg.Name, base: strings.TrimSuffix(base, "/"), settings: s, client: newHTTPClient(cfg)}, nil
 }
 
-func (k *kenar) Name() string { return k.name }
-
 func (k *kenar) request(d *Delivery) (*http.Request, error) {
 	n := d.Event.Notify
 	if n == nil {

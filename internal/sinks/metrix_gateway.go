@@ -83,8 +83,6 @@ func newMetrixGateway(cfg config.Sink, s metrixGatewaySettings) (Sink, error) {
 	}, nil
 }
 
-func (m *metrixGateway) Name() string { return m.name }
-
 type metrixGatewayBody struct {
 	CustomUserID string          `json:"customUserId,omitempty"`
 	MetrixUserID string          `json:"metrixUserId,omitempty"`

@@ -83,8 +83,6 @@ func newMetrixS2S(cfg config.Sink, s metrixS2SSettings) (Sink, error) {
 	}, nil
 }
 
-func (m *metrixS2S) Name() string { return m.name }
-
 type metrixS2SEvent struct {
 	MetrixUserID     string                 `json:"metrixUserId"`
 	MetrixSessionID  string                 `json:"metrixSessionId"`

@@ -26,9 +26,9 @@ type Delivery struct {
 }
 
 // Sink delivers to one vendor instance. Deliver returns nil once the vendor
-// answered 2xx, or an *Error saying whether to retry.
+// answered 2xx, or an *Error saying whether to retry. (A sink's name is its
+// config's; the dispatcher keeps it beside the sink.)
 type Sink interface {
-	Name() string
 	Deliver(ctx context.Context, d *Delivery) error
 }
 

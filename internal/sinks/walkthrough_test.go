@@ -35,7 +35,6 @@ type acmeSettings struct {
 }
 
 type acme struct {
-	name   string
 	url    string
 	key    string
 	events map[string]string
@@ -54,7 +53,6 @@ func init() {
 		},
 		New: func(cfg config.Sink, s acmeSettings) (sinks.Sink, error) {
 			return &acme{
-				name:   cfg.Name,
 				url:    strings.TrimSuffix(cfg.BaseURL, "/") + "/v1/events",
 				key:    s.APIKey.Value(),
 				events: cfg.Events,
@@ -63,8 +61,6 @@ func init() {
 		},
 	})
 }
-
-func (a *acme) Name() string { return a.name }
 
 func (a *acme) Deliver(ctx context.Context, d *sinks.Delivery) error {
 	t := d.Event.Track

@@ -249,8 +249,6 @@ func newWebhook(cfg config.Sink, s webhookSettings) (Sink, error) {
 	return w, nil
 }
 
-func (w *webhook) Name() string { return w.name }
-
 func (w *webhook) Deliver(ctx context.Context, d *Delivery) error {
 	req, err := w.request(d)
 	if err != nil {
