@@ -26,8 +26,8 @@ type cliDLQ struct {
 	List   cliDLQList   `cmd:"" help:"Entries matching the filters, streamed as they are read."`
 	Stats  cliDLQStats  `cmd:"" help:"Counts by sink, reason, status and vendor code."`
 	Show   cliDLQShow   `cmd:"" help:"One entry (or every entry of an envelope id): why, history, and the original envelope."`
-	Replay cliDLQReplay `cmd:"" help:"Put matching entries back on their failed sink's queue."`
-	Purge  cliDLQPurge  `cmd:"" help:"Delete matching entries (asks first; --yes skips the question)."`
+	Replay cliDLQReplay `cmd:"" help:"Put matching dead letters back on their failed sink's queue."`
+	Purge  cliDLQPurge  `cmd:"" help:"Delete matching dead letters (asks first; --yes skips the question)."`
 }
 
 // dlqFlags are the filters and the connection every dlq command takes.
@@ -38,8 +38,8 @@ type dlqFlags struct {
 	Code   string         `help:"Only this vendor error code, e.g. EVENT_TYPE_DOES_NOT_EXIST." group:"filters"`
 	Reason outcome.Reason `help:"Only this reason, e.g. vendor_rejected, retries_exhausted." group:"filters"`
 	ID     string         `help:"Only this envelope id." group:"filters"`
-	Since  string         `help:"Only entries last attempted at or after this (RFC 3339, or a duration ago like 2h)." group:"filters" placeholder:"WHEN"`
-	Until  string         `help:"Only entries last attempted at or before this." group:"filters" placeholder:"WHEN"`
+	Since  string         `help:"Only dead letters last attempted at or after this (RFC 3339, or a duration ago like 2h)." group:"filters" placeholder:"WHEN"`
+	Until  string         `help:"Only dead letters last attempted at or before this." group:"filters" placeholder:"WHEN"`
 	natsFlags
 
 	filter dlq.Filter
@@ -104,14 +104,14 @@ func (f *dlqFlags) withStore(ctx context.Context, fn func(*dlq.Store) error) err
 
 type cliDLQList struct {
 	dlqFlags
-	Limit int  `default:"100" help:"At most this many entries (0: all)."`
+	Limit int  `default:"100" help:"At most this many dead letters (0: all)."`
 	JSON  bool `help:"One JSON object per line."`
 }
 
 func (c *cliDLQList) Run(ctx context.Context, s *streams) error {
 	stdout, limit, asJSON := s.stdout, &c.Limit, &c.JSON
 	return c.withStore(ctx, func(st *dlq.Store) error {
-		// Streamed: a dead-letter stream of a million entries is
+		// Streamed: a dead-letter stream of a million dead letters is
 		// printed as it is read, never held in memory.
 		n := 0
 		var out recordWriter = newTableWriter(stdout)

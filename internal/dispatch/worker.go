@@ -138,7 +138,7 @@ func (w *sinkWorker) checkDestinations(ctx context.Context, d *delivery, ev *env
 	for _, t := range targets {
 		known, err := w.knows(ctx, t)
 		if err != nil {
-			w.log.Warn("cannot tell whether a destination exists; handing the event back", zap.String("destination", clip(t)), zap.Error(err))
+			w.log.Warn("cannot tell whether a sink named in destinations exists; handing the event back", zap.String("sink", clip(t)), zap.Error(err))
 			w.handBack(d, time.Second)
 			return false
 		}

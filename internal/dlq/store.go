@@ -122,7 +122,7 @@ func (s *Store) Each(ctx context.Context, f Filter, fn func(*Record) bool) error
 			return fmt.Errorf("dlq: %w", err)
 		}
 		if n == 0 {
-			return fmt.Errorf("dlq: %d entries pending but none arrived within 5s", remaining)
+			return fmt.Errorf("dlq: %d dead letters pending but none arrived within 5s", remaining)
 		}
 	}
 	return nil
