@@ -92,13 +92,13 @@ func New() *Metrics {
 		reg:   reg,
 		types: map[string]bool{},
 		received: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "chapar_events_received_total", Help: "Events the router took from the events stream (first deliveries)."}),
+			Name: "chapar_events_received_total", Help: "Events taken from the events stream (first deliveries, counted once per process by its first sink)."}),
 		unrouted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chapar_events_unrouted_total", Help: "Valid events no route matched."}, []string{"type"}),
 		delivered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chapar_deliveries_total", Help: "Deliveries the vendor accepted (2xx) and Chapar acked."}, []string{"sink"}),
 		retried: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "chapar_retries_total", Help: "Transient failures handed back to JetStream for a delayed retry."}, []string{"sink", "status"}),
+			Name: "chapar_retries_total", Help: "Retries scheduled: transient failures whose next attempt is stored in the retries stream."}, []string{"sink", "status"}),
 		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chapar_dead_letters_total", Help: "Dead letters written."}, []string{"sink", "reason", "status", "code"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
