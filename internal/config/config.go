@@ -369,8 +369,6 @@ func written(n *yaml.Node) map[string]bool {
 	return keys
 }
 
-var sinkName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
-
 // Validate names every problem with its key and the fix.
 func (c *Config) Validate() error {
 	var errs []error
@@ -432,7 +430,7 @@ func (c *Config) Validate() error {
 	for i, s := range c.Sinks {
 		at := fmt.Sprintf("sinks[%d]", i)
 		switch {
-		case !sinkName.MatchString(s.Name):
+		case !envelope.IsSinkName(s.Name):
 			bad(at+".name", "%q must be lower-case letters, digits, - or _ (it names a JetStream consumer)", s.Name)
 		case names[s.Name]:
 			bad(at+".name", "%q is used by another sink; names must be unique", s.Name)

@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"runtime/debug"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -158,12 +156,10 @@ func (w *sinkWorker) checkDestinations(ctx context.Context, d *delivery, ev *env
 	return true
 }
 
-var sinkName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
-
 // knows reports whether a sink exists in the deployment: configured here,
 // or its consumer created by another dispatcher (a rolling deploy).
 func (e *engine) knows(ctx context.Context, sink string) (bool, error) {
-	if !sinkName.MatchString(sink) {
+	if !envelope.IsSinkName(sink) {
 		return false, nil
 	}
 	e.knownMu.Lock()
@@ -250,8 +246,9 @@ func keepAlive(msg jetstream.Msg, every time.Duration) (stop func()) {
 func clip(s string) string { return clipN(s, 128) }
 
 func clipN(s string, n int) string {
+	c := envelope.Clip(s, n) // valid UTF-8, cut on a rune boundary
 	if len(s) > n {
-		s = s[:n] + "…"
+		c += "…"
 	}
-	return strings.ToValidUTF8(s, "\uFFFD")
+	return c
 }

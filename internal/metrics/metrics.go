@@ -132,15 +132,12 @@ func New() *Metrics {
 // other stands for every label value that is not a known or well-formed one.
 const other = "other"
 
-var (
-	sinkName   = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
-	identifier = regexp.MustCompile(`^(?:[A-Z0-9_]{1,64}|[a-z0-9_]{1,64})$`)
-)
+var identifier = regexp.MustCompile(`^(?:[A-Z0-9_]{1,64}|[a-z0-9_]{1,64})$`)
 
-// sinkLabel is a sink name as config allows it, or "-" (the router's own
-// dead letters, which have no sink).
+// sinkLabel is a sink name as config allows it, or "-" (dead letters of
+// invalid envelopes, which reached no sink).
 func sinkLabel(s string) string {
-	if s == "-" || sinkName.MatchString(s) {
+	if s == "-" || envelope.IsSinkName(s) {
 		return s
 	}
 	return other

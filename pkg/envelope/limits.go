@@ -81,14 +81,16 @@ func validateDestinations(d string, v *violations) {
 		return
 	}
 	for i, name := range strings.Split(d, ",") {
-		if name = strings.Trim(name, " "); name != "" && !isSinkName(name) {
+		if name = strings.Trim(name, " "); name != "" && !IsSinkName(name) {
 			v.add(fmt.Sprintf("destinations[%d]", i), fmt.Sprintf("is %s; a sink name is 1 to 63 lower-case letters, digits, - or _, starting with a letter or digit", quote(name)))
 		}
 	}
 }
 
-// isSinkName matches ^[a-z0-9][a-z0-9_-]{0,62}$.
-func isSinkName(s string) bool {
+// IsSinkName reports whether s is a sink name: ^[a-z0-9][a-z0-9_-]{0,62}$,
+// what config allows, a destinations entry may hold, and a JetStream
+// consumer and subject token can carry. It is the one definition.
+func IsSinkName(s string) bool {
 	if len(s) == 0 || len(s) > 63 {
 		return false
 	}
