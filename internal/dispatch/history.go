@@ -19,8 +19,7 @@ import (
 // JetStream redelivery (a crash, a hand-back, an open breaker) is not an
 // attempt.
 type delivery struct {
-	msg  jetstream.Msg
-	meta *jetstream.MsgMetadata
+	msg jetstream.Msg
 	// retry says the message came from the sink's retry consumer: a due
 	// retry or a replay, meant for this sink alone.
 	retry    bool
@@ -33,7 +32,7 @@ type delivery struct {
 
 func newDelivery(msg jetstream.Msg, meta *jetstream.MsgMetadata, retry bool) *delivery {
 	h := msg.Headers()
-	d := &delivery{msg: msg, meta: meta, retry: retry, received: meta.Timestamp}
+	d := &delivery{msg: msg, retry: retry, received: meta.Timestamp}
 	if !retry {
 		// First sight of the event: it has no history yet.
 		d.origin = meta.Sequence.Stream

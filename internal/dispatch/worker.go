@@ -59,7 +59,9 @@ func (w *sinkWorker) handle(ctx context.Context, j job) {
 		return
 	}
 	d := newDelivery(j.msg, meta, j.retry)
-	if w.lead && !d.retry && meta.NumDelivered == 1 {
+	// Counted once per event: by one sink, on its first delivery.
+	count := w.lead && !d.retry && meta.NumDelivered == 1
+	if count {
 		w.obs.Received()
 	}
 	ev, err := envelope.ParseMessage(j.msg.Headers(), j.msg.Data(), w.maxBytes)
@@ -69,11 +71,9 @@ func (w *sinkWorker) handle(ctx context.Context, j job) {
 	}
 	if !d.retry {
 		targets := w.routes.Match(ev)
-		if w.lead && meta.NumDelivered == 1 {
-			if len(targets) == 0 {
-				w.obs.Unrouted(ev.Type, ev.Name())
-				w.log.Debug("event matched no route", zap.String("event_id", clip(ev.ID)), zap.String("type", clip(ev.Type)))
-			}
+		if count && len(targets) == 0 {
+			w.obs.Unrouted(ev.Type, ev.Name())
+			w.log.Debug("event matched no route", zap.String("event_id", clip(ev.ID)), zap.String("type", clip(ev.Type)))
 		}
 		if !w.checkDestinations(ctx, d, ev, targets) {
 			return
