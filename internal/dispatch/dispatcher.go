@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -235,6 +236,16 @@ func retryable(err error) error {
 		return err
 	case errors.As(err, &apiErr) && apiErr.Code >= 500:
 		return err
+	case errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.ErrorCode(errClusterNoPeers) &&
+		strings.Contains(apiErr.Description, "offline"):
+		// A forming cluster answers 400 "no suitable peers for placement,
+		// peer offline" until every node has joined: waiting fixes it.
+		// Without "offline" (too few servers for the replicas asked) it
+		// would not, and stays permanent.
+		return err
 	}
 	return backoff.Permanent(err)
 }
+
+// errClusterNoPeers is nats-server's JSClusterNoPeersErrF.
+const errClusterNoPeers = 10005
