@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/alecthomas/kong"
+
+	"github.com/chapar-dev/chapar/internal/config"
 )
 
 // The demo is README's first command: it must account for every event it
@@ -27,10 +29,30 @@ func TestDemoAccountsForEveryEvent(t *testing.T) {
 		"16 events published, 16 received, 1 unrouted.",
 		"EVENT_TYPE_DOES_NOT_EXIST", "S2S_FEATURE_NOT_AVAILABLE", "INVALID_PARAMETERS", "BAD_REQUEST", "NOT_FOUND",
 		"invalid_for_vendor", "invalid_envelope", "\nNext:\n", "dispatcher config check",
+		// Where to go next: README's section, its config, dlq list, the admin URL.
+		`README "Run it for real"`, "dispatcher run --config configs/local.yaml", "dispatcher dlq list",
+		"http://127.0.0.1:9090/metrics",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, s)
 		}
+	}
+	// The admin URL the demo names is the one configs/local.yaml serves.
+	local, err := config.Parse([]byte(readFile(t, "../../configs/local.yaml")), nil)
+	if err != nil || "http://"+local.Admin.Listen+"/metrics" != "http://127.0.0.1:9090/metrics" {
+		t.Errorf("configs/local.yaml admin.listen %q (%v), but the demo points at 127.0.0.1:9090", local.Admin.Listen, err)
+	}
+	// configs/demo.yaml logs at info: the log on stderr shows progress
+	// (the start, the retries, the dead letters), and a clean stop is
+	// not reported as a lost connection.
+	logs := errOut.String()
+	for _, want := range []string{"INFO", "dispatcher consuming", "retry scheduled", "dead-lettered", "draining"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("demo log lacks %q:\n%s", want, logs)
+		}
+	}
+	if strings.Contains(logs, "NATS disconnected") {
+		t.Errorf("demo log reports its own clean stop as a disconnection:\n%s", logs)
 	}
 	// Per-sink lines: delivered, retried (chabok's injected 503s); the
 	// webhook's receiver verified each signature.
