@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/alecthomas/kong"
@@ -29,6 +30,7 @@ type cli struct {
 	Health     cliHealth     `cmd:"" help:"Exit 0 if a running dispatcher is ready (for container health checks)."`
 	VersionCmd cliVersion    `cmd:"" name:"version" help:"Print the version of this build."`
 	Completion cliCompletion `cmd:"" help:"Print a shell completion script: source <(dispatcher completion bash)."`
+	Help       cliHelp       `cmd:"" help:"Show help: dispatcher help [COMMAND...] is dispatcher [COMMAND...] --help."`
 }
 
 // natsFlags are the connection flags of every command that talks to NATS,
@@ -132,7 +134,18 @@ func runCommandIO(ctx context.Context, args []string, stdin io.Reader, stdout, s
 	return kctx.Run()
 }
 
-func help(ctx context.Context, s *streams) (err error) {
+// cliHelp is "help [COMMAND...]": what git, go and natscli users type.
+type cliHelp struct {
+	Command []string `arg:"" optional:"" help:"The command to show (e.g. dlq, dlq list)." placeholder:"COMMAND"`
+}
+
+func (c *cliHelp) Run(ctx context.Context, s *streams) error {
+	return help(ctx, s, c.Command...)
+}
+
+// help prints the help of the command named by words (none: the whole
+// usage) on s.stdout; a word that names no command is a usage error.
+func help(ctx context.Context, s *streams, words ...string) (err error) {
 	var c cli
 	parser, err := newParser(&c, s, ctx)
 	if err != nil {
@@ -145,8 +158,13 @@ func help(ctx context.Context, s *streams) (err error) {
 			}
 		}
 	}()
-	_, err = parser.Parse([]string{"--help"})
-	return err
+	kctx, err := parser.Parse(append(slices.Clone(words), "--help"))
+	if err != nil {
+		return usageError{fmt.Sprintf("%v (see dispatcher --help)", err)}
+	}
+	// Only a passthrough command (emulator) gets here: its own flag set
+	// prints its help.
+	return kctx.Run()
 }
 
 // commandPath is the command a parse got to ("dlq show"), for the hint.

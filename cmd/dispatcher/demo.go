@@ -34,7 +34,7 @@ type demoEvent struct {
 }
 
 type cliDemo struct {
-	Verbose bool          `help:"Log what the dispatcher does."`
+	Verbose bool          `help:"Log at debug level too (configs/demo.yaml logs at info): also each event no route matched."`
 	Timeout time.Duration `default:"1m" help:"Give up if events have not settled by then."`
 }
 
@@ -74,7 +74,7 @@ func demoCmd(ctx context.Context, verbose *bool, timeout *time.Duration, stdout,
 	defer os.RemoveAll(dir)
 	cfg.NATS.Embedded = config.Embedded{Listen: "127.0.0.1:0", DataDir: dir}
 	if *verbose {
-		cfg.Dispatcher.LogLevel = "info"
+		cfg.Dispatcher.LogLevel = "debug"
 	}
 	log, err := app.NewLogger(cfg.Dispatcher.LogFormat, cfg.Dispatcher.LogLevel, stderr)
 	if err != nil {
@@ -289,8 +289,10 @@ func demoSummary(ctx context.Context, w io.Writer, tally *dispatch.Tally, emu *e
 // demoNext is where the demo sends a newcomer.
 const demoNext = `
 Next:
-  dispatcher demo --verbose                  the same, with the dispatcher's log
-  dispatcher emulator                        the vendors, to run the dispatcher against (README: "Run it for real")
+  Run it for real: README "Run it for real" runs the emulator as the vendors and
+  dispatcher run --config configs/local.yaml, which serves, while it runs:
+    http://127.0.0.1:9090/metrics              Prometheus metrics (/healthz, /readyz: health)
+    dispatcher dlq list                        its dead letters, and why (dlq show, replay, purge)
   dispatcher config check my.yaml            every error of a config, before deploying
-  dispatcher --help                          every command; docs/cli.md has them all
+  dispatcher help                            every command; docs/cli.md has them all
 `

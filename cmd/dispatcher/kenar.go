@@ -19,13 +19,22 @@ type cliKenarSubscribe struct {
 	EventType  string `required:"" enum:"NEW_MESSAGE_ON_POST,POST_UPDATE" help:"NEW_MESSAGE_ON_POST or POST_UPDATE."`
 	ResourceID string `help:"Post token; empty subscribes to all of the user's posts." placeholder:"POST_TOKEN"`
 	Metadata   string `default:"{}" help:"Metadata object sent with the subscription (JSON)." placeholder:"JSON"`
+	JSON       bool   `help:"Print the registered subscription as a JSON object."`
 }
 
 func (c *cliKenarSubscribe) Run(ctx context.Context, s *streams) error {
-	return kenarCmd(ctx, &c.Config, &c.Sink, &c.EventType, &c.ResourceID, &c.Metadata, s.stdout)
+	return kenarCmd(ctx, &c.Config, &c.Sink, &c.EventType, &c.ResourceID, &c.Metadata, c.JSON, s.stdout)
 }
 
-func kenarCmd(ctx context.Context, file, sinkName, eventType, resource, metadata *string, stdout io.Writer) error {
+// kenarSubscribed is what kenar subscribe --json prints.
+type kenarSubscribed struct {
+	Sink       string         `json:"sink"`
+	EventType  string         `json:"event_type"`
+	ResourceID string         `json:"resource_id"`
+	Metadata   map[string]any `json:"metadata"`
+}
+
+func kenarCmd(ctx context.Context, file, sinkName, eventType, resource, metadata *string, asJSON bool, stdout io.Writer) error {
 	cfg, err := loadConfig(*file, natsFlags{})
 	if err != nil {
 		return err
@@ -42,6 +51,12 @@ func kenarCmd(ctx context.Context, file, sinkName, eventType, resource, metadata
 			err := sinks.KenarSubscribe(ctx, s, sinks.KenarSubscription{EventType: *eventType, EventResourceID: *resource, Metadata: md})
 			if err != nil {
 				return err
+			}
+			if asJSON {
+				if md == nil {
+					md = map[string]any{} // --metadata null: what KenarSubscribe sent
+				}
+				return writeJSON(stdout, kenarSubscribed{Sink: s.Name, EventType: *eventType, ResourceID: *resource, Metadata: md})
 			}
 			fmt.Fprintf(stdout, "subscribed to %s (resource %q) with sink %s\n", *eventType, *resource, s.Name)
 			return nil

@@ -9,8 +9,10 @@
 //	dispatcher health   [--addr HOST:PORT]                 is a running dispatcher ready?
 //	dispatcher version  [--json]
 //	dispatcher completion bash|zsh|fish
+//	dispatcher help     [COMMAND...]
 //
-// "dispatcher COMMAND --help" lists a command's flags.
+// "dispatcher COMMAND --help" (or "dispatcher help COMMAND") lists a
+// command's flags.
 package main
 
 import (

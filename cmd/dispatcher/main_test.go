@@ -5,9 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/chapar-dev/chapar/internal/config"
 )
 
 // The demo is README's first command: it must account for every event it
@@ -24,10 +29,30 @@ func TestDemoAccountsForEveryEvent(t *testing.T) {
 		"16 events published, 16 received, 1 unrouted.",
 		"EVENT_TYPE_DOES_NOT_EXIST", "S2S_FEATURE_NOT_AVAILABLE", "INVALID_PARAMETERS", "BAD_REQUEST", "NOT_FOUND",
 		"invalid_for_vendor", "invalid_envelope", "\nNext:\n", "dispatcher config check",
+		// Where to go next: README's section, its config, dlq list, the admin URL.
+		`README "Run it for real"`, "dispatcher run --config configs/local.yaml", "dispatcher dlq list",
+		"http://127.0.0.1:9090/metrics",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, s)
 		}
+	}
+	// The admin URL the demo names is the one configs/local.yaml serves.
+	local, err := config.Parse([]byte(readFile(t, "../../configs/local.yaml")), nil)
+	if err != nil || "http://"+local.Admin.Listen+"/metrics" != "http://127.0.0.1:9090/metrics" {
+		t.Errorf("configs/local.yaml admin.listen %q (%v), but the demo points at 127.0.0.1:9090", local.Admin.Listen, err)
+	}
+	// configs/demo.yaml logs at info: the log on stderr shows progress
+	// (the start, the retries, the dead letters), and a clean stop is
+	// not reported as a lost connection.
+	logs := errOut.String()
+	for _, want := range []string{"INFO", "dispatcher consuming", "retry scheduled", "dead-lettered", "draining"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("demo log lacks %q:\n%s", want, logs)
+		}
+	}
+	if strings.Contains(logs, "NATS disconnected") {
+		t.Errorf("demo log reports its own clean stop as a disconnection:\n%s", logs)
 	}
 	// Per-sink lines: delivered, retried (chabok's injected 503s); the
 	// webhook's receiver verified each signature.
@@ -53,7 +78,11 @@ func TestExitCodesAndStreams(t *testing.T) {
 	}{
 		{args: "--help", stdout: "Usage: dispatcher <command>"},
 		{args: "-h", stdout: "Usage: dispatcher <command>"},
-		{args: "help", code: 2, stderr: `unexpected argument help`, stderrLine: true},
+		{args: "help", stdout: "Usage: dispatcher <command>"},
+		{args: "help dlq", stdout: "Usage: dispatcher dlq <command>"},
+		{args: "help dlq list", stdout: "--since=WHEN"},
+		{args: "help emulator", stdout: "-chabok"},
+		{args: "help frobnicate", code: 2, stderr: "frobnicate", stderrLine: true},
 		{args: "run --help", stdout: "--server=URL"},
 		{args: "dlq list --help", stdout: "--since=WHEN"},
 		{args: "dlq show --help", stdout: "<SEQ|EVENT_ID>"},
@@ -133,6 +162,47 @@ func TestCompletion(t *testing.T) {
 	for _, want := range []string{"--sink", "--since", "--server"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("completions lack %s:\n%s", want, out.String())
+		}
+	}
+}
+
+// Every command, found in the parser's model so a new one cannot be
+// missed, prints its help on stdout with exit 0, both as COMMAND --help
+// and as help COMMAND.
+func TestEveryCommandsHelp(t *testing.T) {
+	var c cli
+	parser, err := newParser(&c, &streams{stdout: io.Discard, stderr: io.Discard}, context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paths [][]string
+	var visit func(n *kong.Node, path []string)
+	visit = func(n *kong.Node, path []string) {
+		if n.Type == kong.CommandNode && !n.Hidden {
+			path = append(path[:len(path):len(path)], n.Name)
+			paths = append(paths, path)
+		}
+		for _, child := range n.Children {
+			visit(child, path)
+		}
+	}
+	visit(parser.Model.Node, nil)
+	if len(paths) < 15 {
+		t.Fatalf("found only %d commands: %v", len(paths), paths)
+	}
+	for _, path := range paths {
+		for _, args := range [][]string{append(slices.Clone(path), "--help"), append([]string{"help"}, path...)} {
+			t.Run(strings.Join(args, " "), func(t *testing.T) {
+				var out, errOut bytes.Buffer
+				if code := mainCode(context.Background(), args, strings.NewReader(""), &out, &errOut); code != 0 || errOut.Len() != 0 {
+					t.Errorf("exit %d, stderr:\n%s", code, errOut.String())
+				}
+				// kong's usage line names the command; the emulator's own
+				// flag set lists its flags.
+				if want := strings.Join(path, " "); !strings.Contains(out.String(), want) && !strings.Contains(out.String(), "-chabok") {
+					t.Errorf("stdout does not show %q:\n%s", want, out.String())
+				}
+			})
 		}
 	}
 }

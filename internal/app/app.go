@@ -53,6 +53,9 @@ type Conn struct {
 // Close drains the connection and stops the embedded server.
 func (c *Conn) Close() {
 	if c.NC != nil {
+		// Closing on purpose is no disconnection: without this, every
+		// clean stop ended with a WARN "NATS disconnected".
+		c.NC.SetDisconnectErrHandler(nil)
 		_ = c.NC.Drain()
 		for i := 0; i < 50 && !c.NC.IsClosed(); i++ {
 			time.Sleep(20 * time.Millisecond)

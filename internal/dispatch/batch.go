@@ -148,6 +148,7 @@ func (b *batcher) send(ctx context.Context, items []batchItem) {
 		}
 		return
 	}
+	spans := b.startBatchAttempts(ctx, items, now)
 	result := batchResult(errs)
 	w.obs.VendorRequest(w.name, time.Since(now), result)
 	done(result)
@@ -163,6 +164,7 @@ func (b *batcher) send(ctx context.Context, items []batchItem) {
 	}
 	for i, it := range items {
 		v := Decide(w.policy, it.d.history, Attempt{Err: errs[i], VendorDown: vendorDown}, time.Now())
+		endAttempt(spans[i], v, errs[i])
 		w.settle(ctx, it.d, it.ev, v, errs[i])
 	}
 }

@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -18,6 +19,31 @@ import (
 // (CloudEvents distributed tracing), and links the attempt before it (a
 // retry or a replay carries that attempt's span in HeaderTraceLink).
 func (w *sinkWorker) startAttempt(ctx context.Context, d *delivery, ev *envelope.Event) (context.Context, trace.Span) {
+	return w.startSpan(ctx, d, ev, d.history.Attempts+1)
+}
+
+// startBatchAttempts opens one span per event of a batch that the sink
+// delivered in one request at start: each event's own attempt, in its
+// producer's trace, as if it had gone alone. One batch span linking the
+// producers' traces instead would be a root span in a trace of its own,
+// invisible from any producer's trace, and could not carry each event's
+// own status, vendor code and outcome (a batch's events are judged one by
+// one). The batch shows as messaging.batch.message_count (OpenTelemetry's
+// messaging conventions). Called after the request, with the attempts
+// already counted, so that a batch the sink could not send (it panicked:
+// not an attempt) leaves no span.
+func (b *batcher) startBatchAttempts(ctx context.Context, items []batchItem, start time.Time) []trace.Span {
+	spans := make([]trace.Span, len(items))
+	for i, it := range items {
+		_, spans[i] = b.w.startSpan(ctx, it.d, it.ev, it.d.history.Attempts,
+			trace.WithTimestamp(start), trace.WithAttributes(attribute.Int("messaging.batch.message_count", len(items))))
+		it.d.span = spans[i].SpanContext()
+	}
+	return spans
+}
+
+// startSpan opens the span of the given attempt of d.
+func (w *sinkWorker) startSpan(ctx context.Context, d *delivery, ev *envelope.Event, attempt int, extra ...trace.SpanStartOption) (context.Context, trace.Span) {
 	prop := tracing.Propagator()
 	parent := prop.Extract(ctx, propagation.MapCarrier{"traceparent": ev.Traceparent(), "tracestate": ev.Tracestate()})
 	opts := []trace.SpanStartOption{
@@ -26,7 +52,7 @@ func (w *sinkWorker) startAttempt(ctx context.Context, d *delivery, ev *envelope
 			attribute.String("chapar.sink", w.name),
 			attribute.String("chapar.event.id", clip(ev.ID)),
 			attribute.String("chapar.event.type", clip(ev.Type)),
-			attribute.Int("chapar.attempt", d.history.Attempts+1),
+			attribute.Int("chapar.attempt", attempt),
 			attribute.Int("chapar.replays", d.replays),
 		),
 	}
@@ -36,7 +62,7 @@ func (w *sinkWorker) startAttempt(ctx context.Context, d *delivery, ev *envelope
 			opts = append(opts, trace.WithLinks(trace.Link{SpanContext: linked}))
 		}
 	}
-	return w.tracer.Start(parent, "chapar.deliver "+w.name, opts...)
+	return w.tracer.Start(parent, "chapar.deliver "+w.name, append(opts, extra...)...)
 }
 
 // endAttempt records how the attempt ended and what was decided.

@@ -1,6 +1,7 @@
 package dispatch_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -58,5 +59,89 @@ func TestAttemptsAreSpansInTheProducersTrace(t *testing.T) {
 	}
 	if links := second.Links(); len(links) != 1 || links[0].SpanContext.SpanID() != first.SpanContext().SpanID() {
 		t.Errorf("the retry's span links %v, want the first attempt %s", links, first.SpanContext().SpanID())
+	}
+}
+
+// A batched sink's request is one span per event, each in its producer's
+// trace with that event's own status, vendor code and outcome (one event
+// of a batch may be rejected while the others are accepted), and a failed
+// batch's retries link the attempt before, as unbatched attempts do.
+func TestBatchedAttemptsAreSpansInEachProducersTrace(t *testing.T) {
+	e := testenv.New(t)
+	rec := tracetest.NewSpanRecorder()
+	e.Tracer = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	chabok := e.Emu.Vendor(emulator.Chabok)
+	chabok.SetFault(emulator.Fault{Status: 400, Code: "INVALID_EVENT", Match: `"eventName":"poison"`})
+	// Batches of exactly 3: the long wait never cuts one short.
+	sink := batched(e.Sink("chabok", emulator.Chabok, nil, nil), 3, time.Minute)
+	d := e.Start([]config.Sink{sink}, []config.Route{{Sinks: []string{"chabok"}}})
+
+	type sent struct{ id, traceID, parentID, name string }
+	publish := func(round int, names ...string) []sent {
+		var out []sent
+		for i, name := range names {
+			traceID := fmt.Sprintf("%032x", round*16+i+1)
+			parentID := fmt.Sprintf("%016x", round*16+i+1)
+			env := testenv.Track(t, name, fmt.Sprintf("u%d", i),
+				envelope.WithExtension("traceparent", "00-"+traceID+"-"+parentID+"-01"))
+			e.Publish(env)
+			out = append(out, sent{id: env.ID, traceID: traceID, parentID: parentID, name: name})
+		}
+		return out
+	}
+	spansOf := func(id string) []sdktrace.ReadOnlySpan {
+		var out []sdktrace.ReadOnlySpan
+		for _, s := range rec.Ended() {
+			if attr(s, "chapar.event.id").AsString() == id {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	checkSpan := func(ev sent, s sdktrace.ReadOnlySpan, attempt int64, outcome string, status int64, code string) {
+		t.Helper()
+		if s.SpanContext().TraceID().String() != ev.traceID || s.Parent().SpanID().String() != ev.parentID {
+			t.Errorf("%s: span in trace %s under %s, want its producer's %s under %s", ev.name,
+				s.SpanContext().TraceID(), s.Parent().SpanID(), ev.traceID, ev.parentID)
+		}
+		if attr(s, "chapar.sink").AsString() != "chabok" || attr(s, "chapar.attempt").AsInt64() != attempt ||
+			attr(s, "chapar.outcome").AsString() != outcome || attr(s, "http.response.status_code").AsInt64() != status ||
+			attr(s, "chapar.vendor.code").AsString() != code || attr(s, "messaging.batch.message_count").AsInt64() != 3 {
+			t.Errorf("%s attempt %d: attributes %v; want outcome %s, status %d, code %q, batch of 3",
+				ev.name, attempt, s.Attributes(), outcome, status, code)
+		}
+	}
+
+	// One batch, one event in it rejected.
+	first := publish(0, "order_paid", "poison", "signup")
+	testenv.Eventually(t, 15*time.Second, "the batch's three spans", func() bool {
+		return len(spansOf(first[0].id)) == 1 && len(spansOf(first[1].id)) == 1 && len(spansOf(first[2].id)) == 1
+	})
+	checkSpan(first[0], spansOf(first[0].id)[0], 1, "ack", 0, "")
+	checkSpan(first[1], spansOf(first[1].id)[0], 1, "dead-letter", 400, "INVALID_EVENT")
+	checkSpan(first[2], spansOf(first[2].id)[0], 1, "ack", 0, "")
+	if d.Tally.DeliveredTo("chabok") != 2 {
+		t.Errorf("%d delivered, want the two good events", d.Tally.DeliveredTo("chabok"))
+	}
+
+	// A batch the vendor fails as a whole: each event's retry is its own
+	// second attempt, linked to its first.
+	chabok.SetFault(emulator.Fault{Status: 503, Count: 1})
+	second := publish(1, "order_paid", "order_paid", "order_paid")
+	testenv.Eventually(t, 15*time.Second, "each event's two attempts", func() bool {
+		for _, ev := range second {
+			if len(spansOf(ev.id)) != 2 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, ev := range second {
+		spans := spansOf(ev.id)
+		checkSpan(ev, spans[0], 1, "retry", 503, "")
+		checkSpan(ev, spans[1], 2, "ack", 0, "")
+		if links := spans[1].Links(); len(links) != 1 || links[0].SpanContext.SpanID() != spans[0].SpanContext().SpanID() {
+			t.Errorf("the retry's span links %v, want the first attempt %s", links, spans[0].SpanContext().SpanID())
+		}
 	}
 }
