@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -70,6 +71,32 @@ func (p *proc) exitedEarly() error {
 		return fmt.Errorf("%s exited unexpectedly (%v); last log lines:\n%s", p.name, p.err, p.tail())
 	default:
 		return nil
+	}
+}
+
+// awaitReady polls url until it answers 200, the process exits or within
+// passes.
+func (p *proc) awaitReady(url string, within time.Duration) error {
+	client := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(within)
+	for {
+		resp, err := client.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if err := p.exitedEarly(); err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not ready at %s within %s; last log lines:\n%s", p.name, url, within, p.tail())
+		}
+		select {
+		case <-p.done:
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 }
 

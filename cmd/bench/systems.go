@@ -103,5 +103,16 @@ func startChapar(bin, natsURL string, urls []string, workers int, dir string) (*
 	if err := os.WriteFile(cfg, []byte(b.String()), 0o644); err != nil {
 		return nil, err
 	}
-	return startProc("dispatcher", filepath.Join(dir, "dispatcher.log"), nil, bin, "run", "--config", cfg, "--nats-url", natsURL)
+	p, err := startProc("dispatcher", filepath.Join(dir, "dispatcher.log"), nil, bin, "run", "--config", cfg, "--nats-url", natsURL)
+	if err != nil {
+		return nil, err
+	}
+	// Events wait for their consumers, not the other way round: a sink's
+	// consumer starts with new events, so one published before it is bound
+	// never reaches that sink. /readyz says every consumer is bound.
+	if err := p.awaitReady(fmt.Sprintf("http://127.0.0.1:%d/readyz", admin), time.Minute); err != nil {
+		_ = p.stop(10 * time.Second)
+		return nil, err
+	}
+	return p, nil
 }
