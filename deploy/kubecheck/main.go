@@ -15,9 +15,11 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
@@ -31,12 +33,35 @@ import (
 )
 
 func main() {
-	n, err := check(os.Stdin)
+	configMaps := flag.String("configmaps", "", "write each ConfigMap's data to `DIR`/<name>/<key>, for checks of their own (dispatcher config check)")
+	flag.Parse()
+	objs, err := check(os.Stdin)
+	if err == nil && *configMaps != "" {
+		err = writeConfigMaps(objs, *configMaps)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "kubecheck:", err)
 		os.Exit(1)
 	}
-	fmt.Printf("kubecheck: %d manifests valid\n", n)
+	fmt.Printf("kubecheck: %d manifests valid\n", len(objs))
+}
+
+func writeConfigMaps(objs []any, dir string) error {
+	for _, o := range objs {
+		cm, ok := o.(*corev1.ConfigMap)
+		if !ok {
+			continue
+		}
+		if err := os.MkdirAll(filepath.Join(dir, cm.Name), 0o755); err != nil {
+			return err
+		}
+		for key, data := range cm.Data {
+			if err := os.WriteFile(filepath.Join(dir, cm.Name, key), []byte(data), 0o644); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // kinds are the types the chart renders; a kind not here is an error, so
@@ -50,8 +75,8 @@ var kinds = map[string]func() any{
 	"monitoring.coreos.com/v1/ServiceMonitor": func() any { return new(monitoringv1.ServiceMonitor) },
 }
 
-// check validates every document in r and returns how many there were.
-func check(r io.Reader) (int, error) {
+// check validates every document in r and returns them decoded.
+func check(r io.Reader) ([]any, error) {
 	docs := utilyaml.NewYAMLReader(bufio.NewReader(r))
 	var objs []any
 	var errs []error
@@ -61,7 +86,7 @@ func check(r io.Reader) (int, error) {
 			break
 		}
 		if err != nil {
-			return 0, fmt.Errorf("reading manifests: %w", err)
+			return nil, fmt.Errorf("reading manifests: %w", err)
 		}
 		if len(bytes.TrimSpace(stripComments(doc))) == 0 {
 			continue
@@ -77,7 +102,7 @@ func check(r io.Reader) (int, error) {
 	if len(objs) == 0 && len(errs) == 0 {
 		errs = append(errs, errors.New("no manifests on stdin"))
 	}
-	return len(objs), errors.Join(errs...)
+	return objs, errors.Join(errs...)
 }
 
 func stripComments(doc []byte) []byte {
