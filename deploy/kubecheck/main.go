@@ -1,13 +1,18 @@
-// Command kubecheck validates rendered Kubernetes manifests (helm template
-// output on stdin) offline: each document is decoded strictly into its
-// k8s.io/api type (an unknown or misplaced field, a wrong type, an
-// unknown kind is an error), then checked for the mistakes that decode
-// but do not run: a selector that does not select its pods, a probe or a
-// Service port naming a port the container does not have.
+// Command kubecheck helps CI validate the Helm chart's rendered manifests
+// offline.
 //
-// kubeconform does the first part with JSON schemas it downloads from
-// GitHub, which CI cannot reach; the Go types come through the Go module
-// proxy. It is a module of its own so the dispatcher does not depend on
+// kubecheck schemas writes the JSON schemas kubeconform -strict validates
+// against, generated from the Kubernetes OpenAPI document and CRDs that
+// come through the Go module proxy (kubeconform downloads its schemas from
+// GitHub, which CI cannot reach); see schemas.go.
+//
+// kubecheck (manifests on stdin) decodes each document strictly into its
+// k8s.io/api type, then checks what validates but does not run: a selector
+// that does not select its pods, a probe or a Service port naming a port
+// the container does not have. -configmaps writes the ConfigMaps' data out
+// so CI can run dispatcher config check on the rendered config.
+//
+// It is a module of its own so the dispatcher does not depend on
 // k8s.io/api.
 package main
 
@@ -33,6 +38,13 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "schemas" {
+		if err := schemasCmd(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "kubecheck:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	configMaps := flag.String("configmaps", "", "write each ConfigMap's data to `DIR`/<name>/<key>, for checks of their own (dispatcher config check)")
 	flag.Parse()
 	objs, err := check(os.Stdin)
@@ -66,13 +78,15 @@ func writeConfigMaps(objs []any, dir string) error {
 
 // kinds are the types the chart renders; a kind not here is an error, so
 // a new template cannot go unchecked.
-var kinds = map[string]func() any{
-	"v1/ConfigMap":                  func() any { return new(corev1.ConfigMap) },
-	"v1/Secret":                     func() any { return new(corev1.Secret) },
-	"v1/Service":                    func() any { return new(corev1.Service) },
-	"apps/v1/Deployment":            func() any { return new(appsv1.Deployment) },
-	"policy/v1/PodDisruptionBudget": func() any { return new(policyv1.PodDisruptionBudget) },
-	"monitoring.coreos.com/v1/ServiceMonitor": func() any { return new(monitoringv1.ServiceMonitor) },
+func kinds() map[string]func() any {
+	return map[string]func() any{
+		"v1/ConfigMap":                  func() any { return new(corev1.ConfigMap) },
+		"v1/Secret":                     func() any { return new(corev1.Secret) },
+		"v1/Service":                    func() any { return new(corev1.Service) },
+		"apps/v1/Deployment":            func() any { return new(appsv1.Deployment) },
+		"policy/v1/PodDisruptionBudget": func() any { return new(policyv1.PodDisruptionBudget) },
+		"monitoring.coreos.com/v1/ServiceMonitor": func() any { return new(monitoringv1.ServiceMonitor) },
+	}
 }
 
 // check validates every document in r and returns them decoded.
@@ -128,7 +142,7 @@ func decode(doc []byte) (any, error) {
 		return nil, fmt.Errorf("a document is not YAML: %w", err)
 	}
 	id := meta.APIVersion + "/" + meta.Kind
-	newObj, ok := kinds[id]
+	newObj, ok := kinds()[id]
 	if !ok {
 		return nil, fmt.Errorf("%s %q: kind not known to kubecheck (add its type to kinds)", id, meta.Metadata.Name)
 	}
