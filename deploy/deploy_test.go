@@ -1,10 +1,7 @@
-// Package deploy holds what runs Chapar elsewhere: the Grafana dashboard,
-// the Prometheus alert rules, the Helm chart. Its tests keep them from
-// drifting from the code.
 package deploy
 
 import (
-	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -19,97 +16,71 @@ import (
 
 // Every metric a dashboard panel, a dashboard variable or an alert rule
 // queries is one the code exports (scraped from a real /metrics with every
-// series set), so a renamed metric breaks this test, not a dashboard in
-// production.
+// series set), and every label it groups, matches or names in a legend is
+// one those metrics carry, so a renamed metric or label breaks this test,
+// not a dashboard or an alert in production.
 func TestDashboardsAndAlertsQueryExportedMetrics(t *testing.T) {
-	exported := metricstest.Names(metricstest.Scrape(t))
-	sources := map[string][]string{} // file → its PromQL expressions
+	exported := metricstest.Labels(metricstest.Scrape(t))
+	sources := map[string][]Query{} // file → its queries
 	dashboards, err := filepath.Glob("grafana/*.json")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range dashboards {
-		sources[f] = dashboardExprs(t, f)
+		if sources[f], err = DashboardQueries(f); err != nil {
+			t.Fatal(err)
+		}
 	}
 	rules, err := filepath.Glob("prometheus/*.rules.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range rules {
-		sources[f] = ruleExprs(t, f)
+		sources[f] = ruleQueries(t, f)
 	}
 	if len(dashboards) == 0 || len(rules) == 0 {
 		t.Fatalf("found %d dashboards and %d rule files; want both", len(dashboards), len(rules))
 	}
-	for file, exprs := range sources {
-		if len(exprs) == 0 {
+	for file, queries := range sources {
+		if len(queries) == 0 {
 			t.Errorf("%s: no PromQL expressions found", file)
 		}
-		for _, expr := range exprs {
-			names := metricNames(expr)
+		for _, q := range queries {
+			names := metricNames(q.Expr)
 			if len(names) == 0 {
-				t.Errorf("%s: %q queries no metric", file, expr)
+				t.Errorf("%s: %q queries no metric", file, q.Expr)
 			}
+			// Prometheus adds these to every scraped series.
+			carried := map[string]bool{"instance": true, "job": true}
 			for _, n := range names {
-				if !exported[n] {
-					t.Errorf("%s: %q queries %s, which Chapar does not export", file, expr, n)
+				labels, ok := exported[n]
+				if !ok {
+					t.Errorf("%s: %q queries %s, which Chapar does not export", file, q.Expr, n)
+				}
+				for l := range labels {
+					carried[l] = true
+				}
+			}
+			for _, l := range append(labelNames(q.Expr), legendLabels(q.Legend)...) {
+				if !carried[l] {
+					t.Errorf("%s: %q uses label %q, which none of %v carries", file, q.Expr, l, names)
 				}
 			}
 		}
 	}
 }
 
-// dashboardExprs are a Grafana dashboard's panel targets' expressions and
-// its query variables' queries.
-func dashboardExprs(t *testing.T, file string) []string {
-	t.Helper()
-	var d struct {
-		Panels []struct {
-			Title   string `json:"title"`
-			Type    string `json:"type"`
-			Targets []struct {
-				Expr string `json:"expr"`
-			} `json:"targets"`
-		} `json:"panels"`
-		Templating struct {
-			List []struct {
-				Type  string          `json:"type"`
-				Query json.RawMessage `json:"query"`
-			} `json:"list"`
-		} `json:"templating"`
+// legendLabels are the labels a Grafana legend format names: {{sink}}.
+func legendLabels(legend string) []string {
+	var labels []string
+	for _, m := range legendLabel.FindAllStringSubmatch(legend, -1) {
+		labels = append(labels, m[1])
 	}
-	readStrict(t, file, func(b []byte) error { return json.Unmarshal(b, &d) })
-	var exprs []string
-	for _, p := range d.Panels {
-		if p.Type != "row" && len(p.Targets) == 0 {
-			t.Errorf("%s: panel %q has no query", file, p.Title)
-		}
-		for _, target := range p.Targets {
-			exprs = append(exprs, target.Expr)
-		}
-	}
-	for _, v := range d.Templating.List {
-		if v.Type != "query" {
-			continue
-		}
-		var q struct {
-			Query string `json:"query"`
-		}
-		if err := json.Unmarshal(v.Query, &q); err != nil {
-			t.Fatalf("%s: a variable's query: %v", file, err)
-		}
-		// label_values(metric, label): the metric is the expression.
-		m := labelValues.FindStringSubmatch(q.Query)
-		if m == nil {
-			t.Fatalf("%s: variable query %q is not label_values(metric, label)", file, q.Query)
-		}
-		exprs = append(exprs, m[1])
-	}
-	return exprs
+	return labels
 }
 
-// ruleExprs are a Prometheus rule file's expressions.
-func ruleExprs(t *testing.T, file string) []string {
+// ruleQueries are a Prometheus rule file's expressions.
+func ruleQueries(t *testing.T, file string) []Query {
 	t.Helper()
 	var f struct {
 		Groups []struct {
@@ -119,13 +90,13 @@ func ruleExprs(t *testing.T, file string) []string {
 		} `yaml:"groups"`
 	}
 	readStrict(t, file, func(b []byte) error { return yaml.Unmarshal(b, &f) })
-	var exprs []string
+	var queries []Query
 	for _, g := range f.Groups {
 		for _, r := range g.Rules {
-			exprs = append(exprs, r.Expr)
+			queries = append(queries, Query{Expr: r.Expr})
 		}
 	}
-	return exprs
+	return queries
 }
 
 func readStrict(t *testing.T, file string, decode func([]byte) error) {
@@ -143,16 +114,22 @@ var (
 	// What is not a metric name: strings, label matchers, ranges and
 	// subqueries, Grafana variables, and the label lists of by, without,
 	// on, ignoring, group_left and group_right.
+	stringLit = regexp.MustCompile(`"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'`)
+	selector  = regexp.MustCompile(`\{[^}]*\}`)
 	notMetric = []*regexp.Regexp{
-		regexp.MustCompile(`"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'`),
-		regexp.MustCompile(`\{[^}]*\}`),
+		stringLit,
+		selector,
 		regexp.MustCompile(`\[[^\]]*\]`),
-		regexp.MustCompile(`\$\{?\w+\}?`),
+		otherVar,
 		regexp.MustCompile(`\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)`),
 	}
-	labelValues = regexp.MustCompile(`^label_values\(\s*(.+?)\s*,\s*\w+\s*\)$`)
-	identifier  = regexp.MustCompile(`[a-zA-Z_:][\w:]*`)
-	keywords    = []string{"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset", "inf", "nan", "Inf", "NaN"}
+	legendLabel = regexp.MustCompile(`\{\{\s*(\w+)\s*\}\}`)
+	// Label names in matchers ({sink=~"x"}) and in the lists of by,
+	// without, on, ignoring, group_left and group_right.
+	matcherLabel = regexp.MustCompile(`([a-zA-Z_]\w*)\s*(?:=~|!~|!=|=)`)
+	labelList    = regexp.MustCompile(`\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)`)
+	identifier   = regexp.MustCompile(`[a-zA-Z_:][\w:]*`)
+	keywords     = []string{"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset", "inf", "nan", "Inf", "NaN"}
 )
 
 // metricNames are the metric names a PromQL expression selects: its
@@ -177,8 +154,46 @@ func metricNames(expr string) []string {
 	return names
 }
 
+// labelNames are the label names a PromQL expression matches on or
+// groups by (not __name__).
+func labelNames(expr string) []string {
+	expr = stringLit.ReplaceAllString(expr, `""`) // values, not names
+	var labels []string
+	for _, sel := range selector.FindAllString(expr, -1) {
+		for _, m := range matcherLabel.FindAllStringSubmatch(sel, -1) {
+			if m[1] != "__name__" {
+				labels = append(labels, m[1])
+			}
+		}
+	}
+	for _, m := range labelList.FindAllStringSubmatch(expr, -1) {
+		for _, l := range strings.Split(m[1], ",") {
+			if l = strings.TrimSpace(l); l != "" {
+				labels = append(labels, l)
+			}
+		}
+	}
+	return labels
+}
+
 func isWord(c byte) bool {
 	return c == '_' || c == ':' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
+}
+
+func TestLabelNames(t *testing.T) {
+	cases := []struct {
+		expr string
+		want []string
+	}{
+		{`sum by (sink, le) (rate(x_bucket{sink=~"$sink",outcome!="ok"}[5m]))`, []string{"sink", "outcome", "sink", "le"}},
+		{`a{reason="by (x)"} unless on(sink) b`, []string{"reason", "sink"}},
+		{`{__name__="y"}`, nil},
+	}
+	for _, c := range cases {
+		if got := labelNames(c.expr); !slices.Equal(got, c.want) {
+			t.Errorf("labelNames(%q) = %q, want %q", c.expr, got, c.want)
+		}
+	}
 }
 
 func TestMetricNames(t *testing.T) {
@@ -195,6 +210,38 @@ func TestMetricNames(t *testing.T) {
 	for _, c := range cases {
 		if got := metricNames(c.expr); !slices.Equal(got, c.want) {
 			t.Errorf("metricNames(%q) = %q, want %q", c.expr, got, c.want)
+		}
+	}
+}
+
+// Dashboard queries become recording rules promtool can parse: Grafana's
+// variables replaced, one rule per query, in order.
+func TestRecordingRules(t *testing.T) {
+	b, err := RecordingRules([]Query{
+		{Expr: `sum by (sink) (rate(x_total{sink=~"$sink"}[$__rate_interval]))`},
+		{Expr: `rate(y{a=~"${datasource}"}[$__range])`},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		Groups []struct {
+			Rules []struct {
+				Record string `yaml:"record"`
+				Expr   string `yaml:"expr"`
+			} `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	if err := yaml.Unmarshal(b, &f); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{`sum by (sink) (rate(x_total{sink=~".*"}[5m]))`, `rate(y{a=~".*"}[5m])`}
+	if len(f.Groups) != 1 || len(f.Groups[0].Rules) != len(want) {
+		t.Fatalf("rules: %s", b)
+	}
+	for i, r := range f.Groups[0].Rules {
+		if r.Expr != want[i] || r.Record != fmt.Sprintf("dashboard:query_%d", i+1) {
+			t.Errorf("rule %d = %+v, want expr %q", i, r, want[i])
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -76,17 +77,32 @@ func Scrape(t testing.TB) string {
 	return string(body)
 }
 
-// Names are the sample names in an exposition body (a histogram's _bucket,
-// _sum and _count, not its family name), as PromQL sees them.
-func Names(body string) map[string]bool {
-	names := map[string]bool{}
+// Labels maps each sample name in an exposition body (a histogram's
+// _bucket, _sum and _count, not its family name, as PromQL sees them) to
+// the label names its samples carry.
+func Labels(body string) map[string]map[string]bool {
+	series := map[string]map[string]bool{}
 	for _, line := range strings.Split(body, "\n") {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		if i := strings.IndexAny(line, "{ "); i > 0 {
-			names[line[:i]] = true
+		i := strings.IndexAny(line, "{ ")
+		if i <= 0 {
+			continue
+		}
+		name := line[:i]
+		if series[name] == nil {
+			series[name] = map[string]bool{}
+		}
+		if line[i] == '{' {
+			for _, m := range labelName.FindAllStringSubmatch(line[i:strings.LastIndex(line, "}")], -1) {
+				series[name][m[1]] = true
+			}
 		}
 	}
-	return names
+	return series
 }
+
+// labelName finds the names in a sample's {name="value",...}; Chapar's
+// label values hold no quotes (they are sanitized), so a simple match does.
+var labelName = regexp.MustCompile(`[{,]([a-zA-Z_]\w*)="`)
