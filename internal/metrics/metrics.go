@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/chapar-dev/chapar/internal/retry"
 	"github.com/chapar-dev/chapar/internal/sinks"
+	"github.com/chapar-dev/chapar/internal/topology"
 	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
@@ -98,14 +100,14 @@ func New() *Metrics {
 		delivered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chapar_deliveries_total", Help: "Deliveries the vendor accepted (2xx) and Chapar acked."}, []string{"sink"}),
 		retried: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "chapar_retries_total", Help: "Retries scheduled: transient failures whose next attempt is stored in the retries stream."}, []string{"sink", "status"}),
+			Name: "chapar_retries_scheduled_total", Help: "Retries scheduled: transient failures whose next attempt is stored in the retries stream."}, []string{"sink", "status"}),
 		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chapar_dead_letters_total", Help: "Dead letters written."}, []string{"sink", "reason", "status", "code"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "chapar_delivery_latency_seconds", Help: "From the event's arrival in JetStream to the vendor's 2xx.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 16)}, []string{"sink"}),
 		requests: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "chapar_vendor_request_seconds", Help: "One vendor request, by how it ended.",
+			Name: "chapar_vendor_request_seconds", Help: "Requests sent to a vendor, by how they ended: ok (2xx), transient (retryable status or network failure), permanent (any other status), error (cut short). Events rejected before any request are not counted.",
 			Buckets: prometheus.DefBuckets}, []string{"sink", "outcome"}),
 		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "chapar_in_flight", Help: "Vendor requests in progress."}, []string{"sink"}),
@@ -272,11 +274,15 @@ func (m *Metrics) VendorRequest(sink string, took time.Duration, err error) {
 		observe(m.series(sink).requestOK, took.Seconds())
 		return
 	}
-	outcome := "ok"
+	var outcome string
 	var serr *sinks.Error
 	switch {
 	case errors.As(err, &serr) && serr.Transient:
 		outcome = "transient"
+	case errors.As(err, &serr) && serr.Status == 0:
+		// A permanent failure without a status was found before any
+		// request (an unmapped or unsupported event): no request to time.
+		return
 	case errors.As(err, &serr):
 		outcome = "permanent"
 	default:
@@ -288,13 +294,27 @@ func (m *Metrics) VendorRequest(sink string, took time.Duration, err error) {
 // WatchConsumers adds gauges of each consumer's messages not yet delivered
 // (chapar_consumer_pending) and delivered but not yet acked
 // (chapar_consumer_ack_pending), read from JetStream at scrape time.
-// consumers maps each durable consumer to its stream.
+// consumers maps each durable consumer to its stream. Each series carries
+// the sink the consumer feeds, so a sink's backlog is one sum by sink over
+// its events and retries consumers.
 func (m *Metrics) WatchConsumers(js jetstream.JetStream, consumers map[string]string) {
-	labels := []string{"stream", "consumer"}
+	labels := []string{"sink", "stream", "consumer"}
 	m.reg.MustRegister(&consumerCollector{js: js, consumers: maps.Clone(consumers),
 		pending:    prometheus.NewDesc("chapar_consumer_pending", "Messages waiting in a durable consumer (not yet delivered).", labels, nil),
 		ackPending: prometheus.NewDesc("chapar_consumer_ack_pending", "Messages a durable consumer delivered and is waiting to be acked for.", labels, nil),
 	})
+}
+
+// consumerSink is the sink a durable consumer feeds, from topology's
+// consumer names (sink-<name>, retry-<name>), or "other" for any other
+// consumer.
+func consumerSink(consumer string) string {
+	for _, prefix := range []string{topology.SinkConsumer(""), topology.RetryConsumer("")} {
+		if name, ok := strings.CutPrefix(consumer, prefix); ok && envelope.IsSinkName(name) {
+			return name
+		}
+	}
+	return other
 }
 
 type consumerCollector struct {
@@ -318,8 +338,9 @@ func (c *consumerCollector) Collect(ch chan<- prometheus.Metric) {
 			continue
 		}
 		info := cons.CachedInfo()
+		sink := consumerSink(consumer)
 		gauge := func(desc *prometheus.Desc, v float64) {
-			if m, err := prometheus.NewConstMetric(desc, prometheus.GaugeValue, v, stream, consumer); err == nil {
+			if m, err := prometheus.NewConstMetric(desc, prometheus.GaugeValue, v, sink, stream, consumer); err == nil {
 				ch <- m
 			}
 		}

@@ -74,13 +74,13 @@ func TestAdminEndpoints(t *testing.T) {
 		`chapar_events_received_total 1`,
 		`chapar_deliveries_total{sink="chabok"} 1`,
 		`chapar_dead_letters_total{code="EVENT_TYPE_DOES_NOT_EXIST",reason="vendor_rejected",sink="metrix",status="404"} 1`,
-		`chapar_retries_total{sink="kenar",status="429"} 1`,
+		`chapar_retries_scheduled_total{sink="kenar",status="429"} 1`,
 		`chapar_breaker_state{sink="kenar"} 2`,
 		`chapar_delivery_latency_seconds_count{sink="chabok"} 1`,
 		`chapar_vendor_request_seconds_count{outcome="transient",sink="kenar"} 1`,
 		`chapar_vendor_request_seconds_count{outcome="error",sink="chabok"} 1`,
-		`chapar_consumer_pending{consumer="sink-chabok",stream="CHAPAR_EVENTS"} 1`,
-		`chapar_consumer_ack_pending{consumer="sink-chabok",stream="CHAPAR_EVENTS"} 0`,
+		`chapar_consumer_pending{consumer="sink-chabok",sink="chabok",stream="CHAPAR_EVENTS"} 1`,
+		`chapar_consumer_ack_pending{consumer="sink-chabok",sink="chabok",stream="CHAPAR_EVENTS"} 0`,
 		`chapar_in_flight{sink="chabok"} 2`,
 		`chapar_unsettled{sink="chabok"} 2`,
 		`chapar_dropped_total{reason="unrouted"} 1`,
@@ -94,5 +94,39 @@ func TestAdminEndpoints(t *testing.T) {
 	e.NC.Close()
 	if code, body := get(t, srv.URL+"/readyz"); code != 503 || !strings.Contains(body, "NATS") {
 		t.Errorf("readyz without NATS: %d %s", code, body)
+	}
+}
+
+// The vendor-request histogram times requests: a delivery refused before
+// any request (an unmapped event) is not one, whatever the sink returns.
+func TestVendorRequestCountsOnlyRequests(t *testing.T) {
+	cases := []struct {
+		name    string
+		err     error
+		outcome string // "" when no request was made
+	}{
+		{"2xx", nil, "ok"},
+		{"retryable status", &sinks.Error{Transient: true, Status: 503}, "transient"},
+		{"network failure", &sinks.Error{Transient: true}, "transient"},
+		{"rejected by the vendor", &sinks.Error{Status: 400}, "permanent"},
+		{"cut short", context.Canceled, "error"},
+		{"rejected before any request", &sinks.Error{Reason: sinks.ReasonUnmappedEvent}, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			m := metrics.New()
+			m.VendorRequest("chabok", time.Millisecond, c.err)
+			srv := httptest.NewServer(m.Admin(nil, new(atomic.Bool)))
+			defer srv.Close()
+			_, body := get(t, srv.URL+"/metrics")
+			counted := grep(body, "chapar_vendor_request_seconds_count")
+			want := ""
+			if c.outcome != "" {
+				want = `chapar_vendor_request_seconds_count{outcome="` + c.outcome + `",sink="chabok"} 1`
+			}
+			if counted != want {
+				t.Errorf("counted %q, want %q", counted, want)
+			}
+		})
 	}
 }
