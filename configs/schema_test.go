@@ -82,6 +82,8 @@ func TestSchemaRefusesMistakes(t *testing.T) {
 		"unknown type":        "routes: [{types: [chapar.click], sinks: [x]}]",
 		"route without sinks": "routes: [{types: [chapar.track]}]",
 		"string concurrency":  "sink_defaults: {concurrency: many}",
+		"order word":          "sinks: [{name: a, vendor: chabok, order: by_usr}]",
+		"order unknown key":   "sinks: [{name: a, vendor: chabok, order: {by: user}}]",
 	} {
 		if err := sch.Validate(yamlToJSON(t, []byte(doc))); err == nil {
 			t.Errorf("%s: %s accepted", name, doc)
@@ -92,6 +94,8 @@ func TestSchemaRefusesMistakes(t *testing.T) {
 		"zero duration":         "streams: {max_age: 0}",
 		"compound duration":     "streams: {max_age: 1h30m}",
 		"vendor settings":       "sinks: [{name: a, vendor: chabok, settings: {app_id: x, access_token: '${T}'}}]",
+		"order by user":         "sinks: [{name: a, vendor: chabok, order: by_user}]",
+		"order key template":    "sinks: [{name: a, vendor: chabok, order: {key: '{{.Subject}}'}}]",
 	} {
 		if err := sch.Validate(yamlToJSON(t, []byte(doc))); err != nil {
 			t.Errorf("%s: %s refused: %v", name, doc, err)
@@ -154,6 +158,7 @@ var refined = map[string]schema{
 	"routes[].sinks":        {"minItems": 1},
 	"sinks[].settings":      {"description": "The vendor's own keys (credentials, units); docs/sinks.md lists them."},
 	"sinks[].base_url":      {"description": "The vendor's API root; http or https. Empty: the vendor's default."},
+	"sinks[].order.key":     {"description": "by_user, or a Go template over the event, e.g. {{.Extensions.tenant}}/{{.Subject}}; docs/sinks.md#order"},
 }
 
 var required = map[string][]string{
@@ -189,8 +194,17 @@ func generateSchema() schema {
 var durationType = reflect.TypeOf(time.Duration(0))
 var nodeType = reflect.TypeOf(yaml.Node{})
 
+// shorthands are keys that also take a word for a common mapping:
+// order: by_user is order: {key: by_user}.
+var shorthands = map[string]schema{
+	"sinks[].order": {"const": config.OrderByUser, "description": "per user: the partitionkey extension, else the subject"},
+}
+
 func schemaOf(t reflect.Type, at string) schema {
 	s := typed(t, at)
+	if short, ok := shorthands[at]; ok {
+		s = schema{"anyOf": []any{short, s}}
+	}
 	for k, v := range refined[at] {
 		s[k] = v
 	}

@@ -141,6 +141,9 @@ type Sink struct {
 	Batch *Batch `yaml:"batch"`
 	// RateLimit paces the sink's requests (absent: no limit).
 	RateLimit *RateLimit `yaml:"rate_limit"`
+	// Order, when set, delivers events with the same key in publish
+	// order (absent: events are delivered concurrently, in any order).
+	Order *Order `yaml:"order"`
 }
 
 // RateLimit is a sink's pace: at most PerSecond requests a second, with
@@ -458,6 +461,13 @@ func (c *Config) Validate() error {
 			}
 			if rl.Burst < 1 {
 				bad(at+".rate_limit.burst", "is %d; it must be at least 1, e.g. 10", rl.Burst)
+			}
+		}
+		if o := s.Order; o != nil {
+			errs = append(errs, orderErrors(at, *o)...)
+			if s.Batch != nil {
+				bad(at+".order", "cannot be combined with batch: a batch is one request for many keys, so one "+
+					"event's retry would hold back every key in it; remove batch or order")
 			}
 		}
 		if err := baseURLError(at+".base_url", s.BaseURL); err != nil {

@@ -26,6 +26,7 @@ import (
 	"github.com/chapar-dev/chapar/internal/dlq"
 	"github.com/chapar-dev/chapar/internal/sinks"
 	"github.com/chapar-dev/chapar/internal/topology"
+	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
 // Options are what a Dispatcher needs beyond its config.
@@ -142,10 +143,16 @@ type boundSink struct {
 	w           *sinkWorker
 	cons        topology.SinkConsumers
 	concurrency int
+	// orderKey, for a sink with order, is the event's key (order.go).
+	orderKey func(*envelope.Event) string
 }
 
 // run pulls from both of the sink's consumers into one worker pool.
 func (b boundSink) run(ctx, workCtx context.Context) {
+	if b.orderKey != nil {
+		b.runOrdered(ctx, workCtx)
+		return
+	}
 	jobs := make(chan job)
 	var feeders, workers sync.WaitGroup
 	pull, stopBatching := prefetch(b.concurrency), func() {}
@@ -195,9 +202,16 @@ func (d *Dispatcher) bind(ctx context.Context) ([]boundSink, error) {
 			if !ok {
 				return backoff.Permanent(fmt.Errorf("dispatch: sink %s is configured but was not built", sc.Name))
 			}
-			cons, err := d.topo.EnsureSink(actx, d.js, sc.Name, topology.ConsumerSettings{
-				AckWait: d.ackWait, MaxAckPending: sc.MaxAckPending,
-			})
+			settings := topology.ConsumerSettings{AckWait: d.ackWait, MaxAckPending: sc.MaxAckPending}
+			var key func(*envelope.Event) string
+			if sc.Order != nil {
+				settings.PinnedTTL = orderPinnedTTL(d.ackWait)
+				var err error
+				if key, err = orderKeyFunc(sc.Order, d.log); err != nil {
+					return backoff.Permanent(fmt.Errorf("dispatch: sinks[%d].order.key: %w", i, err))
+				}
+			}
+			cons, err := d.topo.EnsureSink(actx, d.js, sc.Name, settings)
 			if err != nil {
 				return retryable(err)
 			}
@@ -209,7 +223,7 @@ func (d *Dispatcher) bind(ctx context.Context) ([]boundSink, error) {
 			if bs, ok := s.(sinks.BatchSink); ok && sc.Batch != nil {
 				w.batch = newBatcher(w, bs, sc.Batch.MaxItems, sc.Batch.MaxWait)
 			}
-			out = append(out, boundSink{w: w, cons: cons, concurrency: sc.Concurrency})
+			out = append(out, boundSink{w: w, cons: cons, concurrency: sc.Concurrency, orderKey: key})
 		}
 		return nil
 	}

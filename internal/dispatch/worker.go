@@ -52,36 +52,9 @@ type sinkWorker struct {
 // returns with the message unsettled.
 func (w *sinkWorker) handle(ctx context.Context, j job) {
 	defer w.guard(ctx, j.msg)
-	meta, err := j.msg.Metadata()
-	if err != nil {
-		w.log.Error("message without JetStream metadata; terminating it", zap.String("sink", w.name), zap.Error(err))
-		_ = j.msg.Term()
+	d, ev, ok := w.admit(ctx, j)
+	if !ok {
 		return
-	}
-	d := newDelivery(j.msg, meta, j.retry)
-	// Counted once per event: by one sink, on its first delivery.
-	count := w.lead && !d.retry && meta.NumDelivered == 1
-	if count {
-		w.obs.Received()
-	}
-	ev, err := envelope.ParseMessage(j.msg.Headers(), j.msg.Data(), w.maxBytes)
-	if err != nil {
-		w.deadLetter(ctx, d, w.record(d, nil, dlq.NoSink, outcome.InvalidEnvelope, err))
-		return
-	}
-	if !d.retry {
-		targets := w.routes.Match(ev)
-		if count && len(targets) == 0 {
-			w.obs.Unrouted(ev.Type, ev.Name())
-			w.log.Debug("event matched no route", zap.String("event_id", clip(ev.ID)), zap.String("type", clip(ev.Type)))
-		}
-		if !w.checkDestinations(ctx, d, ev, targets) {
-			return
-		}
-		if !slices.Contains(targets, w.name) {
-			_ = j.msg.Ack() // not for this sink
-			return
-		}
 	}
 	if w.batch != nil {
 		w.batch.add(ctx, d, ev)
@@ -90,9 +63,47 @@ func (w *sinkWorker) handle(ctx context.Context, j job) {
 	w.deliver(ctx, d, ev)
 }
 
+// admit is the path's first half: parse and route. It reports ok with the
+// delivery and its event when the message is this sink's to deliver, and
+// settles it otherwise (skipped, dead-lettered or handed back).
+func (w *sinkWorker) admit(ctx context.Context, j job) (d *delivery, ev *envelope.Event, ok bool) {
+	meta, err := j.msg.Metadata()
+	if err != nil {
+		w.log.Error("message without JetStream metadata; terminating it", zap.String("sink", w.name), zap.Error(err))
+		_ = j.msg.Term()
+		return nil, nil, false
+	}
+	d = newDelivery(j.msg, meta, j.retry)
+	// Counted once per event: by one sink, on its first delivery.
+	count := w.lead && !d.retry && meta.NumDelivered == 1
+	if count {
+		w.obs.Received()
+	}
+	ev, err = envelope.ParseMessage(j.msg.Headers(), j.msg.Data(), w.maxBytes)
+	if err != nil {
+		w.deadLetter(ctx, d, w.record(d, nil, dlq.NoSink, outcome.InvalidEnvelope, err))
+		return nil, nil, false
+	}
+	if !d.retry {
+		targets := w.routes.Match(ev)
+		if count && len(targets) == 0 {
+			w.obs.Unrouted(ev.Type, ev.Name())
+			w.log.Debug("event matched no route", zap.String("event_id", clip(ev.ID)), zap.String("type", clip(ev.Type)))
+		}
+		if !w.checkDestinations(ctx, d, ev, targets) {
+			return nil, nil, false
+		}
+		if !slices.Contains(targets, w.name) {
+			_ = j.msg.Ack() // not for this sink
+			return nil, nil, false
+		}
+	}
+	return d, ev, true
+}
+
 // deliver makes one vendor request through the gate, decides and settles.
 func (w *sinkWorker) deliver(ctx context.Context, d *delivery, ev *envelope.Event) {
-	done, vendorDown, err := w.gate.acquire(ctx)
+	v, derr, err := w.attempt(ctx, d, ev, true)
 	if err != nil {
 		var shut errShut
 		if errors.As(err, &shut) {
@@ -101,6 +112,18 @@ func (w *sinkWorker) deliver(ctx context.Context, d *delivery, ev *envelope.Even
 			w.handBack(d, 0) // shutting down
 		}
 		return
+	}
+	w.settle(ctx, d, ev, v, derr)
+}
+
+// attempt makes one vendor request through the gate and decides. If the
+// gate stays shut (errShut) or ctx ends first, no request is made and err
+// says so; the caller settles. It sends in-progress acks during the
+// request (keep); an ordered sink sends its own (order.go).
+func (w *sinkWorker) attempt(ctx context.Context, d *delivery, ev *envelope.Event, keep bool) (v Verdict, derr, err error) {
+	done, vendorDown, err := w.gate.acquire(ctx)
+	if err != nil {
+		return v, nil, err
 	}
 	ctx, span := w.startAttempt(ctx, d, ev)
 	d.span = span.SpanContext()
@@ -113,8 +136,11 @@ func (w *sinkWorker) deliver(ctx context.Context, d *delivery, ev *envelope.Even
 	// A slow vendor may take longer than ack_wait: keep the message ours,
 	// so JetStream does not hand it to another replica, while a crashed
 	// process still loses it after one ack_wait.
-	stop := keepAlive(d.msg, w.ackWait/3)
-	derr := w.sink.Deliver(ctx, &sinks.Delivery{Event: ev, ReceivedAt: d.received})
+	stop := func() {}
+	if keep {
+		stop = keepAlive(d.msg, w.ackWait/3)
+	}
+	derr = w.sink.Deliver(ctx, &sinks.Delivery{Event: ev, ReceivedAt: d.received})
 	stop()
 	w.obs.InFlight(w.name, -1)
 	w.obs.VendorRequest(w.name, time.Since(now), derr)
@@ -123,9 +149,9 @@ func (w *sinkWorker) deliver(ctx context.Context, d *delivery, ev *envelope.Even
 	if errors.As(derr, &se) && se.Transient && se.RetryAfter > 0 {
 		w.gate.pause(min(se.RetryAfter, w.policy.MaxRetryAfter))
 	}
-	v := Decide(w.policy, d.history, Attempt{Err: derr, VendorDown: vendorDown}, time.Now())
+	v = Decide(w.policy, d.history, Attempt{Err: derr, VendorDown: vendorDown}, time.Now())
 	endAttempt(span, v, derr)
-	w.settle(ctx, d, ev, v, derr)
+	return v, derr, nil
 }
 
 // checkDestinations dead-letters the event for each destination no
@@ -218,8 +244,8 @@ func (w *sinkWorker) guard(ctx context.Context, msg jetstream.Msg) {
 	w.deadLetter(ctx, d, w.record(d, nil, w.name, outcome.HandlerPanic, fmt.Errorf("panic: %v", r)))
 }
 
-// keepAlive tells JetStream every interval that msg is still being worked
-// on, until stopped. A timer, not a goroutine, per delivery.
+// keepAlive tells JetStream every interval that msg is still being
+// worked on, until stopped. A timer, not a goroutine, per delivery.
 func keepAlive(msg jetstream.Msg, every time.Duration) (stop func()) {
 	var mu sync.Mutex
 	stopped := false

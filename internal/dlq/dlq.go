@@ -30,6 +30,7 @@ const (
 	hdrEventID      = "Chapar-DLQ-Event-Id"
 	hdrEventType    = "Chapar-DLQ-Event-Type"
 	hdrSubject      = "Chapar-DLQ-Subject"
+	hdrReleased     = "Chapar-DLQ-Released-Barrier"
 )
 
 // NoSink is the sink of dead letters that never reached one (an invalid
@@ -55,6 +56,10 @@ type Record struct {
 	// Origin is the event's sequence in the events stream.
 	Origin  uint64 `json:"origin,omitempty"`
 	Replays int    `json:"replays"`
+	// ReleasedBarrier says the sink delivers in order and this event held
+	// back the later events of its key while it was retried: giving up on
+	// it let them go on, so the vendor got them without this one.
+	ReleasedBarrier bool `json:"released_barrier,omitempty"`
 	// Header and Data are the original message, unchanged.
 	Header nats.Header `json:"-"`
 	Data   []byte      `json:"-"`
@@ -121,6 +126,9 @@ func (r *Record) toMsg(subject string) *nats.Msg {
 	if r.Origin > 0 {
 		set(topology.HeaderOrigin, strconv.FormatUint(r.Origin, 10))
 	}
+	if r.ReleasedBarrier {
+		set(hdrReleased, "true")
+	}
 	return &nats.Msg{Subject: subject, Header: h, Data: r.Data}
 }
 
@@ -137,22 +145,23 @@ func fromMsg(seq uint64, h nats.Header, data []byte) *Record {
 	atoi := func(k string) int { n, _ := strconv.Atoi(h.Get(k)); return n }
 	tm := func(k string) time.Time { t, _ := time.Parse(time.RFC3339Nano, h.Get(k)); return t }
 	r := &Record{
-		Seq:          seq,
-		Sink:         h.Get(hdrSink),
-		Reason:       outcome.Reason(h.Get(hdrReason)),
-		Status:       atoi(hdrStatus),
-		Code:         h.Get(hdrCode),
-		Attempts:     atoi(hdrAttempts),
-		FirstAttempt: tm(hdrFirstAttempt),
-		LastAttempt:  tm(hdrLastAttempt),
-		Error:        h.Get(hdrError),
-		EventID:      h.Get(hdrEventID),
-		EventType:    h.Get(hdrEventType),
-		Subject:      h.Get(hdrSubject),
-		Replays:      atoi(topology.HeaderReplays),
-		Origin:       uint64(atoi(topology.HeaderOrigin)),
-		Header:       nats.Header{},
-		Data:         data,
+		Seq:             seq,
+		Sink:            h.Get(hdrSink),
+		Reason:          outcome.Reason(h.Get(hdrReason)),
+		Status:          atoi(hdrStatus),
+		Code:            h.Get(hdrCode),
+		Attempts:        atoi(hdrAttempts),
+		FirstAttempt:    tm(hdrFirstAttempt),
+		LastAttempt:     tm(hdrLastAttempt),
+		Error:           h.Get(hdrError),
+		EventID:         h.Get(hdrEventID),
+		EventType:       h.Get(hdrEventType),
+		Subject:         h.Get(hdrSubject),
+		Replays:         atoi(topology.HeaderReplays),
+		Origin:          uint64(atoi(topology.HeaderOrigin)),
+		ReleasedBarrier: h.Get(hdrReleased) == "true",
+		Header:          nats.Header{},
+		Data:            data,
 	}
 	for k, v := range h {
 		if keepHeader(k) {

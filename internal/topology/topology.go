@@ -123,7 +123,16 @@ func RetryConsumer(sink string) string { return "retry-" + sink }
 type ConsumerSettings struct {
 	AckWait       time.Duration
 	MaxAckPending int
+	// PinnedTTL, when positive, makes the events consumer a pinned
+	// priority group (OrderGroup): the server hands its messages to one
+	// client at a time and moves to another once that one has not pulled
+	// for PinnedTTL. An ordered sink needs this: one replica at a time
+	// holds a key's events. Zero: every replica pulls its share.
+	PinnedTTL time.Duration
 }
+
+// OrderGroup is the priority group an ordered sink's replicas pull in.
+const OrderGroup = "order"
 
 // Ensure creates or updates the three streams. It is idempotent, so every
 // dispatcher runs it at start.
@@ -208,6 +217,11 @@ func (t Topology) EnsureSink(ctx context.Context, js jetstream.JetStream, sink s
 	// ones that named it were dead-lettered as unknown_destination and can
 	// be replayed to it.
 	ev.DeliverPolicy = jetstream.DeliverNewPolicy
+	if s.PinnedTTL > 0 {
+		ev.PriorityPolicy = jetstream.PriorityPolicyPinned
+		ev.PriorityGroups = []string{OrderGroup}
+		ev.PinnedTTL = s.PinnedTTL
+	}
 	var out SinkConsumers
 	var err error
 	if out.Events, err = createOrKeep(ctx, js, t.EventsStream(), ev); err != nil {

@@ -95,3 +95,88 @@ func TestScheduledRetryArrivesWhenDueAndLeaves(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// A sink switched to ordered at start gets a pinned events consumer, kept
+// (not recreated: its position and unacked messages stay) and switched back
+// the same way; while pinned, of two clients pulling only one gets messages.
+func TestSinkSwitchesBetweenOrderedAndUnordered(t *testing.T) {
+	js, topo := start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	plain := topology.ConsumerSettings{AckWait: 5 * time.Second, MaxAckPending: 100}
+	pinned := plain
+	pinned.PinnedTTL = 7 * time.Second
+	policy := func(c jetstream.Consumer) jetstream.ConsumerConfig {
+		t.Helper()
+		info, err := c.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.Config
+	}
+	cons, err := topo.EnsureSink(ctx, js, "s1", plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := policy(cons.Events); c.PriorityPolicy != jetstream.PriorityPolicyNone || len(c.PriorityGroups) != 0 {
+		t.Fatalf("unordered sink has priority %v %v", c.PriorityPolicy, c.PriorityGroups)
+	}
+	for i := range 3 {
+		if _, err := js.Publish(ctx, topo.EventSubject("chapar.track"), []byte{byte('a' + i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// One message is in flight (unacked) when the sink switches.
+	inFlight, err := cons.Events.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range inFlight.Messages() {
+	}
+
+	for _, s := range []topology.ConsumerSettings{pinned, pinned} { // twice: idempotent
+		if cons, err = topo.EnsureSink(ctx, js, "s1", s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := policy(cons.Events)
+	if c.PriorityPolicy != jetstream.PriorityPolicyPinned || c.PinnedTTL != 7*time.Second ||
+		len(c.PriorityGroups) != 1 || c.PriorityGroups[0] != topology.OrderGroup {
+		t.Fatalf("ordered sink's consumer: policy %v ttl %s groups %v", c.PriorityPolicy, c.PinnedTTL, c.PriorityGroups)
+	}
+	info, err := cons.Events.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumAckPending != 1 || info.NumPending != 2 {
+		t.Fatalf("switching lost the consumer's state: %d unacked, %d pending; want 1 and 2", info.NumAckPending, info.NumPending)
+	}
+
+	// Two "replicas" pull in the group: one is pinned and gets both
+	// pending messages, the other none.
+	got := make([]int, 2)
+	for i := range got {
+		c, err := js.Consumer(ctx, topo.EventsStream(), topology.SinkConsumer("s1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		batch, err := c.Fetch(2, jetstream.FetchMaxWait(time.Second), jetstream.FetchPriorityGroup(topology.OrderGroup))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			got[i]++
+			_ = m.Ack()
+		}
+	}
+	if got[0] != 2 || got[1] != 0 {
+		t.Fatalf("pinned consumer gave %v messages to two clients; want [2 0]", got)
+	}
+
+	if cons, err = topo.EnsureSink(ctx, js, "s1", plain); err != nil {
+		t.Fatal(err)
+	}
+	if c := policy(cons.Events); c.PriorityPolicy != jetstream.PriorityPolicyNone || len(c.PriorityGroups) != 0 {
+		t.Fatalf("sink switched back still has priority %v %v", c.PriorityPolicy, c.PriorityGroups)
+	}
+}

@@ -1,0 +1,524 @@
+package dispatch
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/internal/topology"
+	"github.com/chapar-dev/chapar/pkg/envelope"
+)
+
+// Per-key order (a sink with `order`): events with the same key reach the
+// vendor in the order they were published; while one is being retried the
+// later ones of its key wait behind it (a barrier), and other keys go on.
+//
+//   - One replica at a time: the sink's events consumer is a pinned
+//     priority group (topology.OrderGroup). Every replica pulls, the server
+//     delivers to one, and moves to another when that one stops pulling
+//     for PinnedTTL (orderPinnedTTL).
+//   - In it, messages go into a lane per key, in the order they arrive
+//     (stream order); a lane runs one message at a time, up to the sink's
+//     concurrency lanes at once.
+//   - A retry happens in place: the head stays unacked, kept alive, and is
+//     tried again after Decide's delay; the lane's later messages wait.
+//     Decide makes every verdict, as for any sink.
+//   - A dead letter releases the barrier: the record is written (marked
+//     released_barrier), the head acked, and the next message goes on.
+//   - Gate shut (breaker open, Retry-After): lanes wait; nothing is handed
+//     back, so nothing can come back out of order.
+//   - Shutdown: every message held is handed back in stream order, and the
+//     pin released so another replica takes over at once.
+//
+// Events without a key (empty, or a template that fails on them) take the
+// unordered path, with scheduled retries, as do replays and the sink's
+// retry consumer.
+
+// orderPull is the ordered consumer's pull expiry: a live replica sends a
+// pull request at least this often, which is what keeps it pinned.
+const orderPull = 5 * time.Second
+
+// orderPinnedTTL is how long the server waits for a pinned replica's next
+// pull before pinning another. A replica that dies stopped sending
+// in-progress acks at most when it stopped pulling, and its last pull was
+// at most orderPull before that: so with a TTL of ack_wait + orderPull
+// (and a second for the server's timers), every message it held is due
+// for redelivery before a new replica is pinned, and JetStream delivers
+// due redeliveries first, in stream order. No later event of a key can
+// overtake one a dead replica held (TestOrderSurvivesAReplicaCrash).
+func orderPinnedTTL(ackWait time.Duration) time.Duration {
+	return ackWait + orderPull + time.Second
+}
+
+// pinHeader names the pin a message was delivered under.
+const pinHeader = "Nats-Pin-Id"
+
+// orderKeyFunc makes an event's order key ("" for none) from the config.
+func orderKeyFunc(o *config.Order, log *zap.Logger) (func(*envelope.Event) string, error) {
+	if o.Key == config.OrderByUser {
+		return func(ev *envelope.Event) string {
+			if k := ev.Extensions["partitionkey"]; k != "" {
+				return k
+			}
+			return ev.Subject
+		}, nil
+	}
+	t, err := o.Template()
+	if err != nil {
+		return nil, err
+	}
+	return func(ev *envelope.Event) string {
+		var b strings.Builder
+		if err := t.Execute(&b, ev); err != nil {
+			// A field this event lacks (.Track.Name on an identify): it
+			// has no key, so it is not ordered.
+			log.Debug("order key template failed; delivering the event unordered",
+				zap.String("event_id", clip(ev.ID)), zap.Error(err))
+			return ""
+		}
+		return b.String()
+	}, nil
+}
+
+// orderer runs one ordered consumer's lanes. Partitioned or not, there is
+// one per consumer: order holds within what one consumer delivers.
+type orderer struct {
+	w    *sinkWorker
+	key  func(*envelope.Event) string
+	cons jetstream.Consumer
+
+	mu     sync.Mutex
+	lanes  map[string]*lane // keyed lanes holding messages
+	all    map[*lane]bool   // every lane holding messages, keyed or not
+	seqs   map[uint64]bool  // the stream sequences held
+	ready  []*lane
+	signal chan struct{} // a lane became ready
+	pinID  string        // the pin the server gave this replica last
+}
+
+// lane is one key's messages in stream order; q[0] is the head.
+type lane struct {
+	key string // "" for an unkeyed message, alone in its lane
+	q   []*delivery
+	evs []*envelope.Event
+}
+
+func newOrderer(w *sinkWorker, key func(*envelope.Event) string, cons jetstream.Consumer) *orderer {
+	return &orderer{w: w, key: key, cons: cons, lanes: map[string]*lane{}, all: map[*lane]bool{}, seqs: map[uint64]bool{}, signal: make(chan struct{}, 1)}
+}
+
+// run pulls, feeds the lanes and works them with concurrency workers until
+// ctx is done; in-flight attempts finish under workCtx. It then hands back
+// what it holds, in stream order, and releases the pin.
+func (o *orderer) run(ctx, workCtx context.Context, prefetch, concurrency int) {
+	var wg sync.WaitGroup
+	var leftover []jetstream.Msg
+	wg.Go(func() { leftover = o.feed(ctx, workCtx, prefetch) })
+	for range concurrency {
+		wg.Go(func() {
+			for l := o.next(ctx); l != nil; l = o.next(ctx) {
+				o.step(ctx, workCtx, l)
+			}
+		})
+	}
+	stopKeep := o.keepAlive(o.w.ackWait / 3)
+	wg.Wait()
+	stopKeep()
+	if o.handBackAll(ctx, leftover) {
+		o.unpin(ctx)
+	}
+}
+
+// unpin lets the next replica take over at once instead of after the
+// pinned TTL: everything this one held is handed back, in order. Only the
+// pinned replica may: unpinning another would let a third take messages
+// while that one still holds earlier ones of the same keys.
+func (o *orderer) unpin(ctx context.Context) {
+	o.mu.Lock()
+	pin := o.pinID
+	o.mu.Unlock()
+	if pin == "" {
+		return
+	}
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), brokerTimeout)
+	defer cancel()
+	info, err := o.cons.Info(uctx)
+	if err != nil {
+		return // the pin times out by itself
+	}
+	for _, g := range info.PriorityGroups {
+		if g.Group == topology.OrderGroup && g.PinnedClientID == pin {
+			if s, err := o.w.js.Stream(uctx, info.Stream); err == nil {
+				_ = s.UnpinConsumer(uctx, info.Name, topology.OrderGroup)
+			}
+		}
+	}
+}
+
+// feed pulls in the order group and puts each message of this sink into
+// its key's lane. It keeps pulling while the gate is shut (the lanes
+// wait), since a replica that stops pulling loses the pin while it still
+// holds messages. It returns what arrived after ctx ended, unadmitted.
+func (o *orderer) feed(ctx, workCtx context.Context, prefetch int) (leftover []jetstream.Msg) {
+	for ctx.Err() == nil {
+		it, err := o.cons.Messages(
+			jetstream.PullPriorityGroup(topology.OrderGroup),
+			jetstream.PullMaxMessages(prefetch),
+			jetstream.PullHeartbeat(orderPull/5),
+			jetstream.PullExpiry(orderPull),
+		)
+		if err != nil {
+			o.w.log.Warn("pull failed; retrying", zap.String("sink", o.w.name), zap.Error(err))
+			if sleep(ctx, time.Second, nil) != nil {
+				return leftover
+			}
+			continue
+		}
+		stop := context.AfterFunc(ctx, it.Drain)
+		var redelivered []seqMsg
+		flush := func() {
+			slices.SortFunc(redelivered, func(a, b seqMsg) int { return cmp.Compare(a.seq, b.seq) })
+			for _, r := range redelivered {
+				o.admit(workCtx, r.msg, r.seq)
+			}
+			redelivered = redelivered[:0]
+		}
+		for {
+			var opts []jetstream.NextOpt
+			if len(redelivered) > 0 {
+				opts = append(opts, jetstream.NextMaxWait(redeliveryQuiet))
+			}
+			msg, err := it.Next(opts...)
+			if errors.Is(err, nats.ErrTimeout) {
+				flush()
+				continue
+			}
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				if ctx.Err() != nil {
+					for _, r := range redelivered {
+						leftover = append(leftover, r.msg)
+					}
+					redelivered = nil
+				}
+				flush()
+				break
+			}
+			if err != nil {
+				o.w.log.Warn("pull interrupted; continuing", zap.String("sink", o.w.name), zap.Error(err))
+				if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+					it.Stop()
+					flush()
+					_ = sleep(ctx, time.Second, nil)
+					break
+				}
+				continue
+			}
+			if ctx.Err() != nil {
+				leftover = append(leftover, msg)
+				continue
+			}
+			if pin := msg.Headers().Get(pinHeader); pin != "" {
+				o.mu.Lock()
+				o.pinID = pin
+				o.mu.Unlock()
+			}
+			meta, err := msg.Metadata()
+			if err != nil {
+				o.admit(workCtx, msg, 0) // admit terminates it
+				continue
+			}
+			if meta.NumDelivered > 1 {
+				// JetStream sends every due redelivery before any new
+				// message, but in the order they fell due, which a crash or
+				// hand-back can leave out of stream order: gather the run
+				// and sort it before it enters the lanes.
+				redelivered = append(redelivered, seqMsg{msg, meta.Sequence.Stream})
+				continue
+			}
+			flush()
+			o.admit(workCtx, msg, meta.Sequence.Stream)
+		}
+		stop()
+	}
+	return leftover
+}
+
+// seqMsg is a message with its stream sequence.
+type seqMsg struct {
+	msg jetstream.Msg
+	seq uint64
+}
+
+// redeliveryQuiet is how long a run of redeliveries may pause before it is
+// taken as complete: JetStream sends them back to back, so a pause this
+// long is the end of the run, not a pull round trip inside it.
+const redeliveryQuiet = 100 * time.Millisecond
+
+// admit parses and routes a message (worker.go) and queues it in its lane.
+// A message this replica holds already (its ack deadline passed while it
+// waited, and JetStream sent it again) is dropped: the one held keeps its
+// place, and settling it settles both.
+func (o *orderer) admit(ctx context.Context, msg jetstream.Msg, seq uint64) {
+	o.mu.Lock()
+	dup := o.seqs[seq]
+	o.mu.Unlock()
+	if dup {
+		return
+	}
+	d, ev, ok := o.w.admitGuarded(ctx, job{msg: msg})
+	if !ok {
+		return // settled: not this sink's, invalid, or handed back
+	}
+	key := o.key(ev)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	l := o.lanes[key]
+	if key == "" || l == nil {
+		l = &lane{key: key}
+		if key != "" {
+			o.lanes[key] = l
+		}
+		o.all[l] = true
+		o.readyLocked(l)
+	}
+	l.q, l.evs = append(l.q, d), append(l.evs, ev)
+	o.seqs[d.origin] = true
+}
+
+func (o *orderer) readyLocked(l *lane) {
+	o.ready = append(o.ready, l)
+	select {
+	case o.signal <- struct{}{}:
+	default:
+	}
+}
+
+// next takes a ready lane, or returns nil once ctx is done.
+func (o *orderer) next(ctx context.Context) *lane {
+	for {
+		o.mu.Lock()
+		if ctx.Err() != nil {
+			o.mu.Unlock()
+			return nil
+		}
+		if len(o.ready) > 0 {
+			l := o.ready[0]
+			o.ready = o.ready[1:]
+			if len(o.ready) > 0 {
+				select { // more for another worker
+				case o.signal <- struct{}{}:
+				default:
+				}
+			}
+			o.mu.Unlock()
+			return l
+		}
+		o.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-o.signal:
+		}
+	}
+}
+
+// step makes one attempt for a lane's head and settles it, or schedules
+// the lane's next try. A lane is in one place at a time: ready, in a step,
+// or waiting on a timer.
+func (o *orderer) step(ctx, workCtx context.Context, l *lane) {
+	o.mu.Lock()
+	d, ev := l.q[0], l.evs[0]
+	o.mu.Unlock()
+	w := o.w
+	if l.key == "" {
+		w.deliverGuarded(workCtx, d, ev) // unordered: the usual path
+		o.pop(l)
+		return
+	}
+	v, derr, err, panicked := w.attemptGuarded(workCtx, d, ev)
+	var shut errShut
+	switch {
+	case panicked:
+		o.pop(l) // guard dead-lettered it
+	case errors.As(err, &shut):
+		o.after(ctx, l, shut.wait) // the gate is shut: the lane waits, in order
+	case err != nil:
+		return // shutting down: the lane is handed back in order
+	case v.Action == DeadLetter:
+		// The barrier is released: the next event of the key goes on.
+		rec := w.record(d, ev, w.name, v.Reason, derr)
+		rec.ReleasedBarrier = true
+		w.deadLetter(workCtx, d, rec)
+		o.pop(l)
+	case v.Action == Ack:
+		w.settle(workCtx, d, ev, v, derr)
+		o.pop(l)
+	case ctx.Err() != nil:
+		return // a retry or hand-back while shutting down: handed back in order
+	case v.Action == Retry:
+		// In place: the head keeps its history and its place.
+		d.history.Counted = v.Counted
+		status, code := statusCode(derr)
+		w.obs.Retried(w.name, status)
+		w.log.Info("delivery failed; retrying in place, later events of its key wait", zap.String("event_id", clip(ev.ID)),
+			zap.String("sink", w.name), zap.Int("attempt", d.history.Attempts), zap.Int("status", status),
+			zap.String("code", clip(code)), zap.Duration("delay", v.Delay), zap.Error(derr))
+		o.after(ctx, l, v.Delay)
+	default: // HandBack
+		// Cut short though not shutting down (a context error from the
+		// sink): not an attempt; try again shortly, keeping the place.
+		o.after(ctx, l, max(v.Delay, 100*time.Millisecond))
+	}
+}
+
+// after makes the lane ready again after wait (unless shutting down).
+func (o *orderer) after(ctx context.Context, l *lane, wait time.Duration) {
+	time.AfterFunc(wait, func() {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		if ctx.Err() == nil {
+			o.readyLocked(l)
+		}
+	})
+}
+
+// pop removes the settled head; the lane goes on with its next message
+// or is gone.
+func (o *orderer) pop(l *lane) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	delete(o.seqs, l.q[0].origin)
+	l.q[0], l.evs[0] = nil, nil
+	l.q, l.evs = l.q[1:], l.evs[1:]
+	if len(l.q) > 0 {
+		o.readyLocked(l)
+		return
+	}
+	delete(o.all, l)
+	if l.key != "" {
+		delete(o.lanes, l.key)
+	}
+}
+
+// held is every message in the lanes, in stream order.
+func (o *orderer) held() []jetstream.Msg {
+	o.mu.Lock()
+	var ds []*delivery
+	for l := range o.all {
+		ds = append(ds, l.q...)
+	}
+	o.mu.Unlock()
+	slices.SortFunc(ds, func(a, b *delivery) int { return cmp.Compare(a.origin, b.origin) })
+	out := make([]jetstream.Msg, len(ds))
+	for i, d := range ds {
+		out[i] = d.msg
+	}
+	return out
+}
+
+// keepAlive sends in-progress acks for every held message (waiting or in
+// flight) every interval, all at once and in stream order: their ack
+// deadlines then follow stream order, so if this replica dies they fall
+// due, and are redelivered, in stream order too. A per-message timer
+// would not keep that.
+func (o *orderer) keepAlive(every time.Duration) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				for _, m := range o.held() {
+					_ = m.InProgress()
+				}
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
+}
+
+// handBackAll returns every held message and those that arrived during
+// shutdown to JetStream, in stream order, so whoever is pinned next gets
+// them in that order. The last hand-back waits for JetStream's answer:
+// it reports whether all of them are in (JetStream takes a connection's
+// acks in order), so the pin may go to another replica.
+func (o *orderer) handBackAll(ctx context.Context, leftover []jetstream.Msg) (confirmed bool) {
+	msgs := o.held()
+	seq := func(m jetstream.Msg) uint64 {
+		if meta, err := m.Metadata(); err == nil {
+			return meta.Sequence.Stream
+		}
+		return 0
+	}
+	slices.SortStableFunc(leftover, func(a, b jetstream.Msg) int { return cmp.Compare(seq(a), seq(b)) })
+	msgs = append(msgs, leftover...)
+	if len(msgs) == 0 {
+		return true
+	}
+	for _, m := range msgs[:len(msgs)-1] {
+		_ = m.Nak()
+	}
+	last := msgs[len(msgs)-1]
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), brokerTimeout)
+	defer cancel()
+	_, err := o.w.js.Conn().RequestWithContext(rctx, last.Reply(), []byte("-NAK"))
+	return err == nil
+}
+
+// admitGuarded is admit under guard: a panic dead-letters the message and
+// reports it settled.
+func (w *sinkWorker) admitGuarded(ctx context.Context, j job) (d *delivery, ev *envelope.Event, ok bool) {
+	defer w.guard(ctx, j.msg)
+	return w.admit(ctx, j)
+}
+
+// deliverGuarded is deliver under guard.
+func (w *sinkWorker) deliverGuarded(ctx context.Context, d *delivery, ev *envelope.Event) {
+	defer w.guard(ctx, d.msg)
+	w.deliver(ctx, d, ev)
+}
+
+// attemptGuarded is attempt under guard, without the per-message
+// in-progress acks (the orderer sends them, in stream order). panicked
+// says guard dead-lettered the message.
+func (w *sinkWorker) attemptGuarded(ctx context.Context, d *delivery, ev *envelope.Event) (v Verdict, derr, err error, panicked bool) {
+	panicked = true
+	defer w.guard(ctx, d.msg)
+	v, derr, err = w.attempt(ctx, d, ev, false)
+	return v, derr, err, false
+}
+
+// runOrdered is run for a sink with order: its events consumer goes
+// through the lanes; its retry consumer (replays, and retries of events
+// without a key) through a few workers of the usual path.
+func (b boundSink) runOrdered(ctx, workCtx context.Context) {
+	jobs := make(chan job)
+	var feeders, workers sync.WaitGroup
+	n := max(b.concurrency/4, 1)
+	feeders.Go(func() { consume(ctx, b.cons.Retries, true, n, b.w.gate, jobs, b.w.log) })
+	for range n {
+		workers.Go(func() {
+			for j := range jobs {
+				b.w.handle(workCtx, j)
+			}
+		})
+	}
+	newOrderer(b.w, b.orderKey, b.cons.Events).run(ctx, workCtx, prefetch(b.concurrency), b.concurrency)
+	feeders.Wait()
+	close(jobs)
+	workers.Wait()
+	b.w.held.Wait()
+}

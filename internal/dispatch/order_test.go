@@ -1,0 +1,351 @@
+package dispatch_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/internal/dlq"
+	"github.com/chapar-dev/chapar/internal/emulator"
+	"github.com/chapar-dev/chapar/internal/outcome"
+	"github.com/chapar-dev/chapar/internal/testenv"
+	"github.com/chapar-dev/chapar/pkg/envelope"
+)
+
+// keyed are events of several keys (users), n per key, published round
+// robin: k0#0, k1#0, …, k0#1, …
+type keyed struct {
+	keys  []string
+	envs  []*envelope.Envelope
+	keyOf map[string]string // id → key
+	ids   map[string][]string
+}
+
+func newKeyed(t testing.TB, keys []string, n int) *keyed {
+	k := &keyed{keys: keys, keyOf: map[string]string{}, ids: map[string][]string{}}
+	for range n {
+		for _, key := range keys {
+			env := testenv.Track(t, "order_paid", key, envelope.WithSubject(key))
+			k.envs = append(k.envs, env)
+			k.keyOf[env.ID] = key
+			k.ids[key] = append(k.ids[key], env.ID)
+		}
+	}
+	return k
+}
+
+func (k *keyed) publish(e *testenv.Env, from, to int) {
+	for _, env := range k.envs[from:to] {
+		e.Publish(env)
+	}
+}
+
+// atVendor is, per key, the ids the gateway accepted (2xx), in the order
+// it received them.
+func (k *keyed) atVendor(t *testing.T, e *testenv.Env) map[string][]string {
+	t.Helper()
+	out := map[string][]string{}
+	for _, r := range e.Emu.Vendor(emulator.MetrixGateway).Requests() {
+		if r.Status != 200 {
+			continue
+		}
+		var body struct{ Messages []struct{ Type, ID string } }
+		if err := json.Unmarshal(r.Body, &body); err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range body.Messages {
+			if key, ok := k.keyOf[m.ID]; ok && m.Type != "user" {
+				out[key] = append(out[key], m.ID)
+			}
+		}
+	}
+	return out
+}
+
+// delivered says every id not in skip reached the vendor.
+func (k *keyed) delivered(t *testing.T, e *testenv.Env, skip ...string) func() bool {
+	return func() bool {
+		got := map[string]bool{}
+		for _, ids := range k.atVendor(t, e) {
+			for _, id := range ids {
+				got[id] = true
+			}
+		}
+		for _, env := range k.envs {
+			if !got[env.ID] && !contains(skip, env.ID) {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+func contains(s []string, v string) bool { return slices.Contains(s, v) }
+
+// checkOrder asserts that each key's events reached the vendor in publish
+// order, every one of them but skip. With resends, an event may come again
+// (a re-send after a crash, at-least-once), but a new event only ever
+// after every earlier one of its key: never an older event for the first
+// time after a newer one.
+func (k *keyed) checkOrder(t *testing.T, e *testenv.Env, resends bool, skip ...string) (resent int) {
+	t.Helper()
+	got := k.atVendor(t, e)
+	for _, key := range k.keys {
+		var want []string
+		for _, id := range k.ids[key] {
+			if !contains(skip, id) {
+				want = append(want, id)
+			}
+		}
+		pos := map[string]int{}
+		for i, id := range want {
+			pos[id] = i
+		}
+		next := 0
+		for _, id := range got[key] {
+			i, ok := pos[id]
+			switch {
+			case !ok:
+				t.Errorf("key %s: %s reached the vendor, which it should not", key, id)
+			case i == next:
+				next++
+			case i < next && resends:
+				resent++
+			default:
+				t.Errorf("key %s: event #%d reached the vendor when #%d was next", key, i, next)
+			}
+		}
+		if next != len(want) {
+			t.Errorf("key %s: %d of %d events reached the vendor", key, next, len(want))
+		}
+		if t.Failed() {
+			var order []int
+			for _, id := range got[key] {
+				order = append(order, pos[id])
+			}
+			t.Logf("key %s at the vendor: %v", key, order)
+		}
+	}
+	return resent
+}
+
+func orderedSink(e *testenv.Env) config.Sink {
+	s := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	s.Order = &config.Order{Key: config.OrderByUser}
+	return s
+}
+
+var gatewayRoute = []config.Route{{Sinks: []string{"gateway"}}}
+
+// A key's first event fails twice with 503, then succeeds: its later
+// events reach the vendor after it, in order, while other keys are
+// delivered meanwhile; the retries happen in place (nothing is written to
+// the retries stream). Two replicas throughout.
+func TestOrderHoldsAcrossRetries(t *testing.T) {
+	e := testenv.New(t)
+	k := newKeyed(t, []string{"u0", "u1", "u2", "u3"}, 10)
+	first := k.ids["u0"][0]
+	vendor := e.Emu.Vendor(emulator.MetrixGateway)
+	vendor.SetFault(emulator.Fault{Status: 503, Count: 2, Match: first})
+	sink := orderedSink(e)
+	a := e.Start([]config.Sink{sink}, gatewayRoute)
+	b := e.Start([]config.Sink{sink}, gatewayRoute)
+	k.publish(e, 0, len(k.envs))
+	testenv.Eventually(t, 20*time.Second, "every event delivered", k.delivered(t, e))
+	k.checkOrder(t, e, false)
+
+	// Between the first 503 and the success of the retried event, other
+	// keys' events were delivered: the barrier held only its own key.
+	var failed, others int
+	done := false
+	for _, r := range vendor.Requests() {
+		isFirst := strings.Contains(string(r.Body), first)
+		switch {
+		case done:
+		case isFirst && r.Status == 503:
+			failed++
+		case isFirst && r.Status == 200:
+			done = true
+			if failed != 2 {
+				t.Errorf("the event succeeded after %d failures, want 2", failed)
+			}
+			if others == 0 {
+				t.Error("no other key was delivered while u0's first event was retried")
+			}
+		case failed > 0 && r.Status == 200:
+			others++
+		}
+	}
+	if !done {
+		t.Error("u0's first event never succeeded")
+	}
+	if n := a.Tally.DeliveredTo("gateway") + b.Tally.DeliveredTo("gateway"); n != len(k.envs) {
+		t.Errorf("delivered %d, want %d (exactly once each)", n, len(k.envs))
+	}
+	if a.Tally.DeliveredTo("gateway") > 0 && b.Tally.DeliveredTo("gateway") > 0 {
+		t.Errorf("both replicas delivered (%d, %d): one is pinned at a time",
+			a.Tally.DeliveredTo("gateway"), b.Tally.DeliveredTo("gateway"))
+	}
+	st, err := e.JS.Stream(context.Background(), e.Topo.RetriesStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := st.Info(context.Background()); err != nil || info.State.LastSeq != 0 {
+		t.Errorf("the retries stream was written to (%+v, %v): an ordered sink retries in place", info.State, err)
+	}
+}
+
+// A key's head that is dead-lettered releases the barrier: the key's later
+// events are delivered, in order, and the dead letter says it released it.
+func TestOrderDeadLetterReleasesTheBarrier(t *testing.T) {
+	tests := []struct {
+		name   string
+		fault  emulator.Fault
+		reason outcome.Reason
+	}{
+		{"rejected", emulator.Fault{Status: 400, Code: "BAD_REQUEST"}, outcome.VendorRejected},
+		{"retries exhausted", emulator.Fault{Status: 503}, outcome.RetriesExhausted},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := testenv.New(t)
+			k := newKeyed(t, []string{"u0", "u1", "u2"}, 6)
+			bad := k.ids["u0"][1]
+			f := tt.fault
+			f.Match = bad
+			e.Emu.Vendor(emulator.MetrixGateway).SetFault(f)
+			sink := orderedSink(e)
+			sink.Retry.MaxAttempts = 3
+			sink.Breaker.FailureThreshold = 1000 // keep the breaker out of it
+			e.Start([]config.Sink{sink}, gatewayRoute)
+			e.Start([]config.Sink{sink}, gatewayRoute)
+			k.publish(e, 0, len(k.envs))
+			testenv.Eventually(t, 20*time.Second, "every other event delivered", k.delivered(t, e, bad))
+			k.checkOrder(t, e, false, bad)
+			recs := deadLetters(t, e, dlq.Filter{})
+			if len(recs) != 1 || recs[0].EventID != bad || recs[0].Reason != tt.reason {
+				t.Fatalf("dead letters %+v, want one for %s (%s)", recs, bad, tt.reason)
+			}
+			if !recs[0].ReleasedBarrier {
+				t.Error("the dead letter does not say it released its key's barrier")
+			}
+			if raw, _ := json.Marshal(recs[0]); !strings.Contains(string(raw), `"released_barrier":true`) {
+				t.Errorf("dlq show would not say so: %s", raw)
+			}
+		})
+	}
+}
+
+// The breaker opens while the vendor fails and closes when it recovers:
+// no key is reordered, and failures while it was open are not charged to
+// the events (with max_attempts 2, twelve failures over four heads would
+// dead-letter some without it).
+func TestOrderSurvivesTheBreakerOpeningAndClosing(t *testing.T) {
+	e := testenv.New(t)
+	k := newKeyed(t, []string{"u0", "u1", "u2", "u3"}, 8)
+	vendor := e.Emu.Vendor(emulator.MetrixGateway)
+	vendor.SetFault(emulator.Fault{Status: 503, Count: 12})
+	sink := orderedSink(e)
+	sink.Retry.MaxAttempts = 2
+	sink.Breaker.FailureThreshold = 3
+	a := e.Start([]config.Sink{sink}, gatewayRoute)
+	b := e.Start([]config.Sink{sink}, gatewayRoute)
+	k.publish(e, 0, len(k.envs))
+	testenv.Eventually(t, 30*time.Second, "every event delivered", k.delivered(t, e))
+	k.checkOrder(t, e, false)
+	if n := vendor.Count(503); n != 12 {
+		t.Errorf("vendor failed %d requests, want 12", n)
+	}
+	if recs := deadLetters(t, e, dlq.Filter{}); len(recs) != 0 {
+		t.Errorf("%d dead letters; the breaker should have kept failures uncharged: %+v", len(recs), recs[0])
+	}
+	if a.Tally.DeliveredTo("gateway") > 0 && b.Tally.DeliveredTo("gateway") > 0 {
+		t.Error("both replicas delivered: one is pinned at a time")
+	}
+}
+
+// Two replicas; the pinned one dies mid-stream (its connection cut, as a
+// SIGKILL would) with events in flight and one key's head retrying. The
+// other takes over once the pin times out, and no key's events reach the
+// vendor out of order: the dead replica's unacked events are due before a
+// new replica is pinned, and JetStream redelivers them first, in order.
+// Only re-sends of events the vendor had (at-least-once) are allowed.
+func TestOrderSurvivesAReplicaCrash(t *testing.T) {
+	e := testenv.New(t)
+	keys := make([]string, 12)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("u%d", i)
+	}
+	k := newKeyed(t, keys, 20)
+	vendor := e.Emu.Vendor(emulator.MetrixGateway)
+	vendor.SetFault(emulator.Fault{Status: 503, Count: 4, Match: k.ids["u3"][5]})
+	sink := orderedSink(e)
+	sink.Concurrency = 8
+	sink.Breaker.FailureThreshold = 1000
+	start := func() *testenv.Dispatcher {
+		return e.Start([]config.Sink{sink}, gatewayRoute, func(c *config.Dispatcher) { c.AckWait = 2 * time.Second })
+	}
+	a, b := start(), start()
+	half := len(k.envs) / 2
+	k.publish(e, 0, half)
+	testenv.Eventually(t, 10*time.Second, "some events delivered", func() bool {
+		return a.Tally.DeliveredTo("gateway")+b.Tally.DeliveredTo("gateway") >= 40
+	})
+	pinned, other := a, b
+	if b.Tally.DeliveredTo("gateway") > 0 {
+		pinned, other = b, a
+	}
+	if other.Tally.DeliveredTo("gateway") != 0 {
+		t.Fatalf("both replicas delivered: one is pinned at a time")
+	}
+	pinned.Kill()
+	killedAt := time.Now()
+	k.publish(e, half, len(k.envs))
+	testenv.Eventually(t, 60*time.Second, "every event delivered", k.delivered(t, e))
+	resent := k.checkOrder(t, e, true)
+	t.Logf("killed replica delivered %d, survivor %d, re-sent %d; takeover within %s",
+		pinned.Tally.DeliveredTo("gateway"), other.Tally.DeliveredTo("gateway"), resent, time.Since(killedAt).Round(time.Second))
+	if other.Tally.DeliveredTo("gateway") == 0 {
+		t.Error("the survivor delivered nothing")
+	}
+}
+
+// A replica stopped gracefully hands back what it holds, in order, and
+// releases the pin: the other takes over at once (well before the pin's
+// TTL), and every event reaches the vendor once, in order.
+func TestOrderHandsOverOnShutdown(t *testing.T) {
+	e := testenv.New(t)
+	k := newKeyed(t, []string{"u0", "u1", "u2", "u3", "u4", "u5"}, 20)
+	vendor := e.Emu.Vendor(emulator.MetrixGateway)
+	vendor.SetFault(emulator.Fault{Status: 200, Latency: 5 * time.Millisecond})
+	sink := orderedSink(e)
+	start := func() *testenv.Dispatcher {
+		return e.Start([]config.Sink{sink}, gatewayRoute, func(c *config.Dispatcher) { c.AckWait = 10 * time.Second })
+	}
+	a, b := start(), start()
+	k.publish(e, 0, len(k.envs))
+	testenv.Eventually(t, 10*time.Second, "some events delivered", func() bool {
+		return a.Tally.DeliveredTo("gateway")+b.Tally.DeliveredTo("gateway") >= 20
+	})
+	pinned, other := a, b
+	if b.Tally.DeliveredTo("gateway") > 0 {
+		pinned, other = b, a
+	}
+	if err := pinned.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	// The pin's TTL is ack_wait + 6s = 16s: a handover within 5s is the
+	// released pin, not the timeout.
+	testenv.Eventually(t, 5*time.Second, "every event delivered by the other replica", k.delivered(t, e))
+	t.Logf("handover: the rest delivered %s after the stop", time.Since(stopped).Round(time.Millisecond))
+	k.checkOrder(t, e, false)
+	if other.Tally.DeliveredTo("gateway") == 0 {
+		t.Error("the other replica delivered nothing")
+	}
+}
