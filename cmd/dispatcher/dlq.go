@@ -53,27 +53,13 @@ func (f *dlqFlags) AfterApply() error {
 	f.filter = dlq.Filter{Sink: f.Sink, Status: f.Status, Code: f.Code, Reason: f.Reason, EventID: f.ID,
 		EventType: f.Type, After: f.After}
 	var err error
-	if f.filter.Since, err = parseWhen(f.Since, time.Now()); err != nil {
+	if f.filter.Since, err = dlq.ParseWhen(f.Since, time.Now()); err != nil {
 		return usageError{"--since: " + err.Error()}
 	}
-	if f.filter.Until, err = parseWhen(f.Until, time.Now()); err != nil {
+	if f.filter.Until, err = dlq.ParseWhen(f.Until, time.Now()); err != nil {
 		return usageError{"--until: " + err.Error()}
 	}
 	return nil
-}
-
-func parseWhen(s string, now time.Time) (time.Time, error) {
-	if s == "" {
-		return time.Time{}, nil
-	}
-	if t, err := time.Parse(time.RFC3339, s); err == nil {
-		return t, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time nor a duration like 24h", s)
-	}
-	return now.Add(-d), nil
 }
 
 func (f *dlqFlags) store(ctx context.Context) (*dlq.Store, func(), error) {

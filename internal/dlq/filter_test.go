@@ -40,3 +40,24 @@ func TestFilterMatch(t *testing.T) {
 		})
 	}
 }
+
+func TestParseWhen(t *testing.T) {
+	now := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		in   string
+		want time.Time
+		err  bool
+	}{
+		{"", time.Time{}, false},
+		{"2026-11-29T08:30:00Z", time.Date(2026, 11, 29, 8, 30, 0, 0, time.UTC), false},
+		{"2026-11-29T08:30:00+03:30", time.Date(2026, 11, 29, 5, 0, 0, 0, time.UTC), false},
+		{"2026-11-29T08:30", time.Date(2026, 11, 29, 8, 30, 0, 0, time.UTC), false}, // a browser's datetime-local
+		{"2h", now.Add(-2 * time.Hour), false},
+		{"yesterday", time.Time{}, true},
+	} {
+		got, err := ParseWhen(c.in, now)
+		if (err != nil) != c.err || !got.Equal(c.want) {
+			t.Errorf("ParseWhen(%q) = %v, %v; want %v (error: %v)", c.in, got, err, c.want, c.err)
+		}
+	}
+}
