@@ -65,6 +65,14 @@ sinks:
 routes:
   - sinks: [chabok]
 `, admin, e.URL[emulator.Chabok])
+	startRun(t, e, admin, cfg)
+	return "http://" + admin
+}
+
+// startRun runs `dispatcher run` with this config until the test ends, and
+// waits until its admin listener says ready.
+func startRun(t *testing.T, e *testenv.Env, admin, cfg string) {
+	t.Helper()
 	file := filepath.Join(t.TempDir(), "chapar.yaml")
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -93,7 +101,6 @@ routes:
 		resp.Body.Close()
 		return resp.StatusCode == 200
 	})
-	return "http://" + admin
 }
 
 // browser starts one headless Chromium for the test, in a fresh profile.
@@ -415,5 +422,25 @@ func assertNoSecretAnywhere(t *testing.T, base string) {
 	}
 	if len(seen) < 6 {
 		t.Errorf("crawled only %d console pages: %v", len(seen), seen)
+	}
+}
+
+// The console is off unless enabled: the admin listener serves no
+// /console/ page, and /metrics as before.
+func TestConsoleOffByDefault(t *testing.T) {
+	e := testenv.New(t)
+	admin := testenv.FreeAddr(t)
+	cfg := fmt.Sprintf(`
+admin: {listen: %q}
+sinks:
+  - {name: chabok, vendor: chabok, base_url: %s, settings: {app_id: demoapp, access_token: x}}
+routes:
+  - sinks: [chabok]
+`, admin, e.URL[emulator.Chabok])
+	startRun(t, e, admin, cfg)
+	for path, want := range map[string]int{"/console/": 404, "/console/sinks": 404, "/metrics": 200} {
+		if status, _ := httpGet(t, "http://"+admin+path); status != want {
+			t.Errorf("%s: status %d, want %d", path, status, want)
+		}
 	}
 }
