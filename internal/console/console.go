@@ -102,14 +102,7 @@ func New(ctx context.Context, o Options) (*Console, error) {
 	if o.Token != "" {
 		c.tokenSum = sha256.Sum256([]byte(o.Token))
 	}
-	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	go func() {
-		select {
-		case <-ctx.Done():
-			c.cancel()
-		case <-c.ctx.Done():
-		}
-	}()
+	c.ctx, c.cancel = context.WithCancel(ctx)
 	c.handler = c.routes()
 	return c, nil
 }
