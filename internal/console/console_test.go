@@ -19,6 +19,7 @@ import (
 	"github.com/chapar-dev/chapar/internal/metrics"
 	"github.com/chapar-dev/chapar/internal/outcome"
 	"github.com/chapar-dev/chapar/internal/testenv"
+	"github.com/chapar-dev/chapar/internal/topology"
 )
 
 const token = "test-admin-token-0123456789"
@@ -312,5 +313,47 @@ func TestSecurityHeaders(t *testing.T) {
 		if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || !strings.Contains(csp, "frame-ancestors 'none'") {
 			t.Errorf("%s: CSP %q", path, csp)
 		}
+	}
+}
+
+// A replay runs as one job at a time: a second confirm while it runs is
+// refused (a double click must not replay twice), and the job ends with
+// the replay service's result.
+func TestReplayJob(t *testing.T) {
+	f := newFixture(t, token, 50)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// Replay only puts dead letters back for sinks a dispatcher runs.
+	if _, err := f.env.Topo.EnsureSink(ctx, f.env.JS, "chabok", topology.ConsumerSettings{AckWait: 5 * time.Second, MaxAckPending: 10}); err != nil {
+		t.Fatal(err)
+	}
+	same := map[string]string{"Sec-Fetch-Site": "same-origin"}
+	// One replay a second: the three take two seconds at least, so the
+	// job is still running when the second confirm arrives.
+	replay := url.Values{"action": {"replay"}, "code": {"INVALID_PARAMETERS"}, "rate": {"1"}, "token": {token}}
+	resp, body := post(t, f, replay, same)
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("status %d:\n%s", resp.StatusCode, body)
+	}
+	if resp, body := post(t, f, replay, same); resp.StatusCode != http.StatusConflict || !strings.Contains(body, "Another replay or purge is running") {
+		t.Errorf("a second job while one runs: status %d:\n%s", resp.StatusCode, body)
+	}
+	if _, page := get(t, f.url+loc); !strings.Contains(page, `data-running="true"`) || !strings.Contains(page, `hx-get="`+loc+`/progress"`) {
+		t.Errorf("a running job's page does not poll its progress:\n%s", page)
+	}
+	var page string
+	testenv.Eventually(t, 20*time.Second, "the replay to finish", func() bool {
+		_, page = get(t, f.url+loc+"/progress")
+		return strings.Contains(page, `data-running="false"`)
+	})
+	if !strings.Contains(page, "replayed 3 of 3 matching dead letters") {
+		t.Errorf("finished replay:\n%s", page)
+	}
+	if n := countDeadLetters(t, f); n != 4 {
+		t.Errorf("%d dead letters left, want 4", n)
+	}
+	if status, _ := get(t, f.url+"/console/jobs/nope"); status != http.StatusNotFound {
+		t.Errorf("an unknown job: status %d", status)
 	}
 }
