@@ -60,3 +60,29 @@ func TestEachFromCursor(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkEachScan measures a full read of the dead-letter stream (what a
+// dry run or a filter matching little does): go test -run XXX -bench
+// EachScan ./internal/dlq. It reports dead letters read a second.
+func BenchmarkEachScan(b *testing.B) {
+	const n = 20000
+	e := testenv.New(b)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	body := []byte(`{"specversion":"1.0","id":"x","type":"chapar.track","source":"bench","data":{"name":"order_paid","user":{"id":"u"}}}`)
+	for i := range n {
+		r := &dlq.Record{Sink: "chabok", Reason: outcome.VendorRejected, Status: 400, Code: "INVALID_PARAMETERS",
+			EventID: fmt.Sprintf("e-%d", i), EventType: "chapar.track", Origin: uint64(i + 1), LastAttempt: time.Now(), Data: body}
+		if _, err := dlq.NewWriter(e.JS, e.Topo).Write(ctx, r); err != nil {
+			b.Fatal(err)
+		}
+	}
+	st := dlq.NewStore(e.JS, e.Topo)
+	b.ResetTimer()
+	for b.Loop() {
+		if err := st.Each(ctx, dlq.Filter{Code: "NO_SUCH_CODE"}, func(*dlq.Record) bool { return true }); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "dead_letters/s")
+}
