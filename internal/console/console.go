@@ -229,10 +229,11 @@ func (c *Console) fail(w http.ResponseWriter, r *http.Request, status int, msg s
 // failErr renders and logs an error of the store: its text says what to do
 // (no dispatcher has created the stream yet, say) and carries no secret.
 func (c *Console) failErr(w http.ResponseWriter, r *http.Request, what string, err error) {
-	status := http.StatusInternalServerError
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		status = http.StatusServiceUnavailable
-	}
 	c.log.Error(what, zap.Error(err))
-	c.fail(w, r, status, fmt.Sprintf("%s failed: %v", what, err))
+	if errors.Is(err, context.DeadlineExceeded) {
+		c.fail(w, r, http.StatusServiceUnavailable, fmt.Sprintf("%s took longer than %s and was stopped: narrow the filter "+
+			"(a sink filter is applied by JetStream), or use the dispatcher dlq commands, which have no time limit.", what, readTimeout))
+		return
+	}
+	c.fail(w, r, http.StatusInternalServerError, fmt.Sprintf("%s failed: %v", what, err))
 }

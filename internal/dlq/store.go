@@ -123,6 +123,11 @@ func (s *Store) Each(ctx context.Context, f Filter, fn func(*Record) bool) error
 		}
 		n := 0
 		for msg := range batch.Messages() {
+			// A caller's deadline ends a long scan between two dead
+			// letters (a console page, an interrupted CLI command).
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("dlq: reading dead letters stopped: %w", err)
+			}
 			n++
 			meta, err := msg.Metadata()
 			if err != nil {

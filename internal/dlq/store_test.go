@@ -2,6 +2,7 @@ package dlq_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -58,6 +59,32 @@ func TestEachFromCursor(t *testing.T) {
 				t.Errorf("got %v, want %v", got, c.want)
 			}
 		})
+	}
+}
+
+// A scan stops at its caller's deadline, between two dead letters, and
+// says why.
+func TestEachStopsWhenTheContextEnds(t *testing.T) {
+	e := testenv.New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	w := dlq.NewWriter(e.JS, e.Topo)
+	for i := range 10 {
+		if _, err := w.Write(ctx, &dlq.Record{Sink: "chabok", Reason: outcome.VendorRejected, EventID: fmt.Sprintf("e-%d", i), Origin: uint64(i + 1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	scan, stop := context.WithCancel(ctx)
+	seen := 0
+	err := dlq.NewStore(e.JS, e.Topo).Each(scan, dlq.Filter{}, func(*dlq.Record) bool {
+		seen++
+		if seen == 3 {
+			stop()
+		}
+		return true
+	})
+	if !errors.Is(err, context.Canceled) || seen != 3 {
+		t.Errorf("Each after its context ended: %d read, error %v", seen, err)
 	}
 }
 
