@@ -258,6 +258,14 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 	})
 	testenv.Eventually(t, 20*time.Second, "the outage's event delivered", func() bool { return deliveredTo(vendor, "u-outage") == 1 })
+	// The page, not reloaded, follows: htmx (embedded, allowed by the
+	// CSP) refreshes the table until the breaker shows closed again.
+	if kind := read(t, bctx, "htmx loaded", chromedp.Evaluate[string](`typeof htmx`)); kind != "object" {
+		t.Errorf("htmx did not load on the sinks page: typeof htmx = %q", kind)
+	}
+	step(t, bctx, "the sinks page refreshes to the recovery",
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-sink="chabok"] span[data-breaker="closed"]`)),
+	)
 
 	// Dead letters of two vendor codes.
 	var rejected, users []string
