@@ -38,6 +38,8 @@ type dlqFlags struct {
 	Code   string         `help:"Only this vendor error code, e.g. EVENT_TYPE_DOES_NOT_EXIST." group:"filters"`
 	Reason outcome.Reason `help:"Only this reason, e.g. vendor_rejected, retries_exhausted." group:"filters"`
 	ID     string         `help:"Only this envelope id." group:"filters"`
+	Type   string         `help:"Only this event type, e.g. chapar.track." group:"filters"`
+	After  uint64         `help:"Only dead letters after this stream sequence (the last SEQ a previous list printed: the next page)." group:"filters" placeholder:"SEQ"`
 	Since  string         `help:"Only dead letters last attempted at or after this (RFC 3339, or a duration ago like 2h)." group:"filters" placeholder:"WHEN"`
 	Until  string         `help:"Only dead letters last attempted at or before this." group:"filters" placeholder:"WHEN"`
 	natsFlags
@@ -48,29 +50,16 @@ type dlqFlags struct {
 // AfterApply turns the filter flags into a filter; a bad time is a usage
 // error.
 func (f *dlqFlags) AfterApply() error {
-	f.filter = dlq.Filter{Sink: f.Sink, Status: f.Status, Code: f.Code, Reason: f.Reason, EventID: f.ID}
+	f.filter = dlq.Filter{Sink: f.Sink, Status: f.Status, Code: f.Code, Reason: f.Reason, EventID: f.ID,
+		EventType: f.Type, After: f.After}
 	var err error
-	if f.filter.Since, err = parseWhen(f.Since, time.Now()); err != nil {
+	if f.filter.Since, err = dlq.ParseWhen(f.Since, time.Now()); err != nil {
 		return usageError{"--since: " + err.Error()}
 	}
-	if f.filter.Until, err = parseWhen(f.Until, time.Now()); err != nil {
+	if f.filter.Until, err = dlq.ParseWhen(f.Until, time.Now()); err != nil {
 		return usageError{"--until: " + err.Error()}
 	}
 	return nil
-}
-
-func parseWhen(s string, now time.Time) (time.Time, error) {
-	if s == "" {
-		return time.Time{}, nil
-	}
-	if t, err := time.Parse(time.RFC3339, s); err == nil {
-		return t, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time nor a duration like 24h", s)
-	}
-	return now.Add(-d), nil
 }
 
 func (f *dlqFlags) store(ctx context.Context) (*dlq.Store, func(), error) {

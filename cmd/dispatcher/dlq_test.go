@@ -79,6 +79,17 @@ func TestDLQCommands(t *testing.T) {
 		t.Fatalf("list --sink gateway has no records:\n%s", list)
 	}
 	seq := strings.Fields(lines[1])[0]
+	// --type keeps the three track events, not the junk (no type); --after
+	// is the next page from a sequence on.
+	if got := cli("dlq", "list", "--type", "chapar.track", "--limit", "0"); strings.Count(got, "\n") != 4 || strings.Contains(got, "invalid_envelope") {
+		t.Errorf("list --type chapar.track:\n%s", got)
+	}
+	if got := cli("dlq", "list", "--type", "chapar.purchase"); !strings.Contains(got, "no dead letters") {
+		t.Errorf("list --type chapar.purchase:\n%s", got)
+	}
+	if got := cli("dlq", "list", "--after", seq, "--limit", "0"); strings.Contains(got, "\n"+seq+" ") || strings.Count(got, "\n") >= 5 {
+		t.Errorf("list --after %s still lists it, or lists all four:\n%s", seq, got)
+	}
 	if show := cli("dlq", "show", seq); !strings.Contains(show, `"reason": "vendor_rejected"`) || !strings.Contains(show, `"name": "order_paid"`) {
 		t.Errorf("show:\n%s", show)
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -15,7 +16,9 @@ import (
 	"github.com/chapar-dev/chapar/internal/app"
 	"github.com/chapar-dev/chapar/internal/buildinfo"
 	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/internal/console"
 	"github.com/chapar-dev/chapar/internal/dispatch"
+	"github.com/chapar-dev/chapar/internal/dlq"
 	"github.com/chapar-dev/chapar/internal/metrics"
 	"github.com/chapar-dev/chapar/internal/sinks"
 	"github.com/chapar-dev/chapar/internal/topology"
@@ -85,6 +88,14 @@ func runCmd(ctx context.Context, file string, nf natsFlags, stderr io.Writer) er
 		return err
 	}
 	defer func() { _ = log.Sync() }()
+	var adminToken config.Secret
+	if cfg.Admin.Console.Enabled {
+		// Read at start: a token file that cannot be read fails the start
+		// with its key, not the first replay.
+		if adminToken, err = cfg.Admin.Token(os.LookupEnv); err != nil {
+			return err
+		}
+	}
 	m := metrics.New()
 	var ready atomic.Bool
 	build := buildinfo.Read()
@@ -151,7 +162,25 @@ func runCmd(ctx context.Context, file string, nf natsFlags, stderr io.Writer) er
 			return err
 		}
 		ln = limitListener(ln, runLimits.MaxConns)
-		srv := newServer(m.Admin(conn.NC, &ready), runLimits)
+		var admin http.Handler = m.Admin(conn.NC, &ready)
+		if cfg.Admin.Console.Enabled {
+			cons, err := newConsole(ctx, cfg, conn, m, adminToken.Value(), log)
+			if err != nil {
+				return err
+			}
+			defer cons.Close() // after the server stops, before NATS closes
+			mux := http.NewServeMux()
+			mux.Handle("/", admin)
+			mux.Handle(console.Prefix, cons.Handler())
+			admin = mux
+			log.Info("serving the web console", zap.String("url", "http://"+ln.Addr().String()+console.Prefix),
+				zap.Bool("replay_and_purge", cons.MutationsEnabled()))
+			if !loopbackAddr(ln.Addr()) {
+				log.Warn("the console is served beyond loopback: anyone who reaches admin.listen can read dead letters' envelopes; " +
+					"bind admin.listen to 127.0.0.1, or put it behind an authenticating proxy")
+			}
+		}
+		srv := newServer(admin, runLimits)
 		go func() {
 			log.Info("serving /metrics, /healthz, /readyz", zap.String("listen", ln.Addr().String()))
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -164,6 +193,30 @@ func runCmd(ctx context.Context, file string, nf natsFlags, stderr io.Writer) er
 	err = d.Run(ctx, conn.JS)
 	log.Info("dispatcher stopped", zap.Error(err))
 	return err
+}
+
+// newConsole builds the web console over this dispatcher's dead-letter
+// store (the CLI's) and its metrics' sink status.
+func newConsole(ctx context.Context, cfg *config.Config, conn *app.Conn, m *metrics.Metrics, token string, log *zap.Logger) (*console.Console, error) {
+	configured := make([]metrics.SinkConfig, len(cfg.Sinks))
+	for i, s := range cfg.Sinks {
+		configured[i] = metrics.SinkConfig{Name: s.Name, Vendor: s.Vendor}
+	}
+	c, err := console.New(ctx, console.Options{
+		DeadLetters: dlq.NewStore(conn.JS, conn.Topo),
+		Sinks:       m.SinkReport(conn.JS, conn.Topo, configured),
+		Token:       token,
+		Logger:      log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("admin.console: %w", err)
+	}
+	return c, nil
+}
+
+func loopbackAddr(a net.Addr) bool {
+	t, ok := a.(*net.TCPAddr)
+	return ok && t.IP.IsLoopback()
 }
 
 // listen binds addr for the server configured at key, naming the key and the

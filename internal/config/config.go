@@ -104,9 +104,47 @@ type Dispatcher struct {
 	LogLevel      string        `yaml:"log_level"`
 }
 
-// Admin serves /metrics, /healthz and /readyz.
+// Admin serves /metrics, /healthz and /readyz, and the web console.
 type Admin struct {
 	Listen string `yaml:"listen"` // empty: not served
+	// TokenFile holds the admin token the console's replay and purge
+	// require (else $CHAPAR_ADMIN_TOKEN; with neither they are disabled).
+	TokenFile string  `yaml:"token_file"`
+	Console   Console `yaml:"console"`
+}
+
+// Console is the web console under /console/ on the admin listener.
+type Console struct {
+	Enabled bool `yaml:"enabled"`
+}
+
+// AdminTokenEnv is the environment variable the admin token is read from
+// when admin.token_file is not set.
+const AdminTokenEnv = "CHAPAR_ADMIN_TOKEN"
+
+// MinAdminTokenBytes is the shortest admin token accepted: a guessable
+// token would be worse than none, as it reads as protection.
+const MinAdminTokenBytes = 16
+
+// Token is the admin token: admin.token_file's content (surrounding
+// whitespace dropped) or else $CHAPAR_ADMIN_TOKEN; empty when neither is
+// set. Errors name the key and the fix, never the token.
+func (a Admin) Token(lookupEnv func(string) (string, bool)) (Secret, error) {
+	var tok, from string
+	if a.TokenFile != "" {
+		raw, err := os.ReadFile(a.TokenFile)
+		if err != nil {
+			return "", fmt.Errorf("admin.token_file: %w; point it at a readable file holding the token, or unset it", err)
+		}
+		tok, from = strings.TrimSpace(string(raw)), "admin.token_file ("+a.TokenFile+")"
+	} else if v, ok := lookupEnv(AdminTokenEnv); ok {
+		tok, from = strings.TrimSpace(v), "$"+AdminTokenEnv
+	}
+	if from != "" && len(tok) < MinAdminTokenBytes {
+		return "", fmt.Errorf("%s: the admin token is %d bytes; use at least %d random bytes, e.g. openssl rand -hex 32",
+			from, len(tok), MinAdminTokenBytes)
+	}
+	return Secret(tok), nil
 }
 
 // Webhook serves the endpoint Divar Kenar calls back.
@@ -419,6 +457,9 @@ func (c *Config) Validate() error {
 	}
 	if f := c.Dispatcher.LogFormat; f != "json" && f != "console" {
 		bad("dispatcher.log_format", "is %q; use json or console", f)
+	}
+	if c.Admin.Console.Enabled && c.Admin.Listen == "" {
+		bad("admin.console.enabled", "the console is served on the admin listener; set admin.listen (e.g. 127.0.0.1:9090) or disable the console")
 	}
 	if c.Webhook.Listen != "" && c.Webhook.IdentificationKey == "" {
 		bad("webhook.identification_key", "is required when webhook.listen is set; set it to ${KENAR_IDENTIFICATION_KEY}")

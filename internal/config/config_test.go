@@ -91,6 +91,8 @@ routes:
 			[]string{"sinks[0].retry.multiplier"}},
 		{"replicas", "streams:\n  replicas: 2\n", nil, []string{"streams.replicas", "use 1"}},
 		{"webhook without key", "webhook:\n  listen: :8080\n", nil, []string{"webhook.identification_key"}},
+		{"console without the admin listener", "admin:\n  listen: \"\"\n  console: {enabled: true}\n", nil,
+			[]string{"admin.console.enabled", "set admin.listen"}},
 		{"duplicate sink", strings.Replace(base, "routes:", "  - name: chabok\n    vendor: kenar\nroutes:", 1), nil,
 			[]string{"sinks[1].name", "used by another sink"}},
 	}
@@ -393,6 +395,55 @@ func TestCheckMaxPayload(t *testing.T) {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q does not say %q", err, w)
 				}
+			}
+		})
+	}
+}
+
+func TestAdminToken(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := "0123456789abcdef0123"
+	goodFile, shortFile := write("good", good+"\n"), write("short", "hunter2\n")
+	for _, c := range []struct {
+		name  string
+		admin config.Admin
+		env   map[string]string
+		want  string
+		err   []string // what the error says
+	}{
+		{"neither: mutations disabled", config.Admin{}, nil, "", nil},
+		{"from the file, newline dropped", config.Admin{TokenFile: goodFile}, nil, good, nil},
+		{"from the environment", config.Admin{}, map[string]string{config.AdminTokenEnv: good}, good, nil},
+		{"the file wins over the environment", config.Admin{TokenFile: goodFile}, map[string]string{config.AdminTokenEnv: "other-token-0123456789"}, good, nil},
+		{"unreadable file", config.Admin{TokenFile: filepath.Join(dir, "missing")}, nil, "", []string{"admin.token_file", "readable file"}},
+		{"too short in a file", config.Admin{TokenFile: shortFile}, nil, "", []string{"admin.token_file", "7 bytes", "at least 16"}},
+		{"too short in the environment", config.Admin{}, map[string]string{config.AdminTokenEnv: "hunter2"}, "", []string{"$CHAPAR_ADMIN_TOKEN", "at least 16"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := c.admin.Token(env(c.env))
+			if len(c.err) == 0 {
+				if err != nil || got.Value() != c.want {
+					t.Fatalf("Token() = %q, %v; want %q", got.Value(), err, c.want)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("accepted, token %q", got.Value())
+			}
+			for _, w := range c.err {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("error %q shows the token", err)
 			}
 		})
 	}

@@ -22,8 +22,14 @@ type Filter struct {
 	Code    string
 	Reason  outcome.Reason
 	EventID string
-	Since   time.Time
-	Until   time.Time
+	// EventType is the envelope's type, e.g. chapar.track.
+	EventType string
+	Since     time.Time
+	Until     time.Time
+	// After skips every dead letter up to this stream sequence: a page's
+	// cursor. Each starts reading after it, so a later page does not
+	// re-read the earlier ones.
+	After uint64
 }
 
 // Match reports whether r passes the filter.
@@ -34,6 +40,8 @@ func (f Filter) Match(r *Record) bool {
 		f.Code != "" && r.Code != f.Code,
 		f.Reason != "" && r.Reason != f.Reason,
 		f.EventID != "" && r.EventID != f.EventID,
+		f.EventType != "" && r.EventType != f.EventType,
+		f.After != 0 && r.Seq <= f.After,
 		!f.Since.IsZero() && r.LastAttempt.Before(f.Since),
 		!f.Until.IsZero() && r.LastAttempt.After(f.Until):
 		return false
@@ -87,7 +95,15 @@ func (s *Store) Each(ctx context.Context, f Filter, fn func(*Record) bool) error
 	if f.Sink != "" {
 		subject = s.topo.DeadLetterSubject(f.Sink)
 	}
-	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}}
+	if f.After > 0 {
+		if f.After >= info.State.LastSeq {
+			return nil // nothing stored after the cursor
+		}
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = f.After + 1
+	}
+	cons, err := stream.OrderedConsumer(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("dlq: %w", err)
 	}
@@ -107,6 +123,11 @@ func (s *Store) Each(ctx context.Context, f Filter, fn func(*Record) bool) error
 		}
 		n := 0
 		for msg := range batch.Messages() {
+			// A caller's deadline ends a long scan between two dead
+			// letters (a console page, an interrupted CLI command).
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("dlq: reading dead letters stopped: %w", err)
+			}
 			n++
 			meta, err := msg.Metadata()
 			if err != nil {

@@ -56,6 +56,8 @@ type Metrics struct {
 	// perSink caches each sink's series on the hot path (one delivery
 	// touches five), so a delivery does not hash labels five times.
 	perSink sync.Map // sink label → *sinkSeries
+
+	status sinkBook // the console's per-sink status (sinkstatus.go)
 }
 
 // sinkSeries are one sink's series that every delivery touches.
@@ -228,17 +230,21 @@ func (m *Metrics) Delivered(sink string, d time.Duration) {
 	s := m.series(sink)
 	inc(s.delivered)
 	observe(s.latency, d.Seconds())
+	m.status.delivered(sink)
 }
 
 func (m *Metrics) Retried(sink string, status int) {
 	inc(counter(m.retried, sinkLabel(sink), statusLabel(status)))
+	m.status.retried(sink)
 }
 
 func (m *Metrics) DeadLettered(sink, reason string, status int, code string) {
 	inc(counter(m.deadLettered, sinkLabel(sink), identLabel(reason), statusLabel(status), codeLabel(code)))
+	m.status.deadLettered(sink, reason, status, code)
 }
 
 func (m *Metrics) BreakerChanged(sink string, to retry.State) {
+	m.status.breakerChanged(sink, to)
 	if g := gauge(m.breaker, sinkLabel(sink)); g != nil {
 		g.Set(float64(to))
 	}
@@ -274,6 +280,9 @@ func (m *Metrics) VendorRequest(sink string, took time.Duration, err error) {
 		observe(m.series(sink).requestOK, took.Seconds())
 		return
 	}
+	// The console's last error: every failure, a request or not (an
+	// unmapped event is what the operator needs to see too).
+	m.status.requestFailed(sink, err)
 	var outcome string
 	var serr *sinks.Error
 	switch {

@@ -1,0 +1,270 @@
+package console
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/chapar-dev/chapar/internal/dlq"
+	"github.com/chapar-dev/chapar/internal/metrics"
+	"github.com/chapar-dev/chapar/internal/outcome"
+)
+
+// readTimeout bounds a page's reads from JetStream: a page that cannot be
+// read in time says so rather than hold the connection.
+const readTimeout = 20 * time.Second
+
+func (c *Console) sinkStatuses(w http.ResponseWriter, r *http.Request) ([]metrics.SinkStatus, bool) {
+	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
+	defer cancel()
+	sinks, err := c.opts.Sinks.Sinks(ctx)
+	if err != nil {
+		c.failErr(w, r, "reading the sinks' status", err)
+		return nil, false
+	}
+	return sinks, true
+}
+
+func (c *Console) sinksPage(w http.ResponseWriter, r *http.Request) {
+	sinks, ok := c.sinkStatuses(w, r)
+	if ok {
+		c.render(w, r, http.StatusOK, "sinks", "layout", c.page("Sinks", "sinks", sinkRows(sinks)))
+	}
+}
+
+// sinksRows is the table body alone, which the sinks page refreshes with
+// htmx every few seconds.
+func (c *Console) sinksRows(w http.ResponseWriter, r *http.Request) {
+	sinks, ok := c.sinkStatuses(w, r)
+	if ok {
+		c.render(w, r, http.StatusOK, "sinks", "rows", sinkRows(sinks))
+	}
+}
+
+// sinkRow is a sink's status with what the template shows computed.
+type sinkRow struct {
+	metrics.SinkStatus
+	Healthy bool
+}
+
+func sinkRows(sinks []metrics.SinkStatus) []sinkRow {
+	out := make([]sinkRow, len(sinks))
+	for i, s := range sinks {
+		out[i] = sinkRow{SinkStatus: s, Healthy: s.Breaker == "closed"}
+	}
+	return out
+}
+
+// listData is a dead-letter list page.
+type listData struct {
+	Form    filterForm
+	Error   string // a bad filter
+	Rows    []*dlq.Record
+	After   uint64 // this page's cursor
+	Next    uint64 // the next page's cursor; 0: no next page
+	Reasons []outcome.Reason
+}
+
+// deadLettersPage lists a page of dead letters matching the filter, from
+// the cursor (?after=SEQ) on. It streams: it stops reading once it has a
+// page and one more (to know whether there is a next page), so its memory
+// is a page whatever the stream holds.
+func (c *Console) deadLettersPage(w http.ResponseWriter, r *http.Request) {
+	d := listData{Form: readFilterForm(r.URL.Query()), Reasons: outcome.Reasons()}
+	f, err := d.Form.Filter(time.Now())
+	if err != nil {
+		d.Error = err.Error()
+		c.render(w, r, http.StatusBadRequest, "dead-letters", "layout", c.page("Dead letters", "dead-letters", d))
+		return
+	}
+	if a := r.URL.Query().Get("after"); a != "" {
+		if f.After, err = strconv.ParseUint(a, 10, 64); err != nil {
+			d.Error = "after: " + strconv.Quote(a) + " is not a stream sequence; follow the Next link, or leave it out for the first page"
+			c.render(w, r, http.StatusBadRequest, "dead-letters", "layout", c.page("Dead letters", "dead-letters", d))
+			return
+		}
+	}
+	d.After = f.After
+	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
+	defer cancel()
+	n := c.opts.PageSize
+	err = c.opts.DeadLetters.Each(ctx, f, func(rec *dlq.Record) bool {
+		d.Rows = append(d.Rows, rec)
+		return len(d.Rows) <= n
+	})
+	if err != nil {
+		c.failErr(w, r, "reading dead letters", err)
+		return
+	}
+	if len(d.Rows) > n {
+		d.Rows = d.Rows[:n]
+		d.Next = d.Rows[n-1].Seq
+	}
+	c.render(w, r, http.StatusOK, "dead-letters", "layout", c.page("Dead letters", "dead-letters", d))
+}
+
+// entryData is one dead letter's page.
+type entryData struct {
+	*dlq.Record
+	Envelope string // indented when it is JSON
+	Headers  []field
+	Replay   bool // its reason allows a replay
+}
+
+func (c *Console) deadLetterPage(w http.ResponseWriter, r *http.Request) {
+	seq, err := strconv.ParseUint(r.PathValue("seq"), 10, 64)
+	if err != nil || seq == 0 {
+		c.fail(w, r, http.StatusNotFound, "No such dead letter: "+strconv.Quote(r.PathValue("seq"))+" is not a stream sequence.")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
+	defer cancel()
+	rec, err := c.opts.DeadLetters.Get(ctx, seq)
+	if errors.Is(err, dlq.ErrNotFound) {
+		c.fail(w, r, http.StatusNotFound, "No dead letter "+strconv.FormatUint(seq, 10)+": it was replayed or purged, or never existed.")
+		return
+	}
+	if err != nil {
+		c.failErr(w, r, "reading the dead letter", err)
+		return
+	}
+	d := entryData{Record: rec, Envelope: string(rec.Data), Replay: rec.Sink != dlq.NoSink && rec.Reason.Replayable()}
+	var b bytes.Buffer
+	if json.Indent(&b, rec.Data, "", "  ") == nil {
+		d.Envelope = b.String()
+	}
+	for k, v := range rec.Header {
+		d.Headers = append(d.Headers, field{k, strings.Join(v, ", ")})
+	}
+	sort.Slice(d.Headers, func(i, j int) bool { return d.Headers[i].Name < d.Headers[j].Name })
+	c.render(w, r, http.StatusOK, "dead-letter", "layout", c.page("Dead letter "+strconv.FormatUint(seq, 10), "dead-letters", d))
+}
+
+// actionsData is the dry run of a filter, with the confirm forms.
+type actionsData struct {
+	Mutating bool
+	Form     filterForm
+	Error    string
+	Result   dlq.ReplayResult
+}
+
+// actionsPage is the dry run: how many dead letters the filter matches and
+// a sample, computed by the replay service itself (DryRun), then the
+// confirm forms.
+func (c *Console) actionsPage(w http.ResponseWriter, r *http.Request) {
+	d := actionsData{Mutating: c.MutationsEnabled(), Form: readFilterForm(r.URL.Query())}
+	f, err := d.Form.Filter(time.Now())
+	if err != nil {
+		d.Error = err.Error()
+		c.render(w, r, http.StatusBadRequest, "actions", "layout", c.page("Replay or purge", "dead-letters", d))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
+	defer cancel()
+	if d.Result, err = c.opts.DeadLetters.Replay(ctx, f, dlq.ReplayOptions{DryRun: true}); err != nil {
+		c.failErr(w, r, "counting the matching dead letters", err)
+		return
+	}
+	c.render(w, r, http.StatusOK, "actions", "layout", c.page("Replay or purge", "dead-letters", d))
+}
+
+// startAction checks the admin token and starts a replay or purge job,
+// then sends the browser to its progress page.
+func (c *Console) startAction(w http.ResponseWriter, r *http.Request) {
+	if !c.MutationsEnabled() {
+		c.fail(w, r, http.StatusForbidden, "Replay and purge are disabled: no admin token is configured (set admin.token_file or $CHAPAR_ADMIN_TOKEN and restart).")
+		return
+	}
+	if err := r.ParseForm(); err != nil {
+		c.fail(w, r, http.StatusBadRequest, "The form could not be read.")
+		return
+	}
+	if !c.tokenOK(r.PostForm.Get("token")) {
+		c.log.Warn("replay or purge refused: wrong or missing admin token", zap.String("remote", r.RemoteAddr))
+		c.fail(w, r, http.StatusForbidden, "Refused: the admin token is missing or wrong. Nothing was changed.")
+		return
+	}
+	form := readFilterForm(r.PostForm)
+	f, err := form.Filter(time.Now())
+	if err != nil {
+		c.fail(w, r, http.StatusBadRequest, err.Error())
+		return
+	}
+	spec := jobSpec{Action: r.PostForm.Get("action"), Filter: f, Form: form}
+	switch spec.Action {
+	case actionReplay:
+		if spec.Rate, err = formFloat(r.PostForm.Get("rate")); err != nil {
+			c.fail(w, r, http.StatusBadRequest, "rate: "+err.Error())
+			return
+		}
+		if spec.Limit, err = formInt(r.PostForm.Get("limit")); err != nil {
+			c.fail(w, r, http.StatusBadRequest, "limit: "+err.Error())
+			return
+		}
+	case actionPurge:
+	default:
+		c.fail(w, r, http.StatusBadRequest, "action: use replay or purge.")
+		return
+	}
+	j, err := c.start(spec)
+	if errors.Is(err, errBusy) {
+		c.fail(w, r, http.StatusConflict, "Another replay or purge is running; wait for it to finish (see its page) and try again.")
+		return
+	}
+	if err != nil {
+		c.failErr(w, r, "starting the job", err)
+		return
+	}
+	c.log.Info("job started", zap.String("job", j.ID), zap.String("action", spec.Action), zap.String("filter", form.Query()))
+	http.Redirect(w, r, Prefix+"jobs/"+j.ID, http.StatusSeeOther)
+}
+
+func formFloat(s string) (float64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || v < 0 {
+		return 0, errors.New(strconv.Quote(s) + " is not a number of replays a second; use 0 (as fast as JetStream confirms) or more")
+	}
+	return v, nil
+}
+
+func formInt(s string) (int, error) {
+	if s == "" {
+		return 0, nil
+	}
+	v, err := strconv.Atoi(s)
+	if err != nil || v < 0 {
+		return 0, errors.New(strconv.Quote(s) + " is not a count; use 0 (all matching) or more")
+	}
+	return v, nil
+}
+
+func (c *Console) jobPage(w http.ResponseWriter, r *http.Request) {
+	j := c.jobs.get(r.PathValue("id"))
+	if j == nil {
+		c.fail(w, r, http.StatusNotFound, "No such job: jobs are kept in memory until the dispatcher restarts.")
+		return
+	}
+	c.render(w, r, http.StatusOK, "job", "layout", c.page("Job "+j.ID, "dead-letters", j.snapshot()))
+}
+
+// jobProgress is the progress fragment the job page polls with htmx; a
+// finished job's fragment stops the polling.
+func (c *Console) jobProgress(w http.ResponseWriter, r *http.Request) {
+	j := c.jobs.get(r.PathValue("id"))
+	if j == nil {
+		c.fail(w, r, http.StatusNotFound, "No such job.")
+		return
+	}
+	c.render(w, r, http.StatusOK, "job", "progress", j.snapshot())
+}

@@ -1,0 +1,278 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/chapar-dev/chapar/internal/retry"
+	"github.com/chapar-dev/chapar/internal/sinks"
+	"github.com/chapar-dev/chapar/internal/topology"
+)
+
+// The rate window: counts are kept in buckets of statusBucket, over the
+// last statusWindow, so a rate says what a sink does now, not since start.
+const (
+	statusBucket  = 10 * time.Second
+	statusWindow  = 5 * time.Minute
+	statusBuckets = int(statusWindow / statusBucket)
+	// statusMaxSinks bounds the bookkeeping: only sink names that look like
+	// sinks are kept (sinkLabel), and at most this many.
+	statusMaxSinks = 1024
+	// statusErrorBytes bounds a last error's text.
+	statusErrorBytes = 512
+)
+
+// SinkStatus is one sink's state as an operator reads it: what this
+// process observed (counts since it started, rates over the last Window)
+// and the sink's backlog in JetStream, read when asked.
+type SinkStatus struct {
+	Name   string
+	Vendor string
+	// Breaker is closed, half-open or open.
+	Breaker string
+	// Counts since this process started.
+	Delivered, Retried, DeadLettered uint64
+	// Rates per second over Window (or since start, if shorter).
+	DeliveredRate, RetriedRate, DeadLetteredRate float64
+	Window                                       time.Duration
+	// Pending events not yet delivered to the sink's consumer, due retries
+	// and replays not yet taken, and messages taken but not yet acked.
+	Pending, RetryPending, AckPending uint64
+	// BacklogError says why the backlog could not be read (zero counts
+	// then mean unknown).
+	BacklogError string
+	// LastError is the sink's last failed vendor request, nil if none.
+	LastError *SinkError
+	// LastDeadLetter is the sink's last dead letter, nil if none.
+	LastDeadLetter *SinkError
+}
+
+// SinkError is one failure: when, its HTTP status and the vendor's code,
+// and (for a request) the error's text, URL-free as internal/sinks makes
+// it, clipped.
+type SinkError struct {
+	At      time.Time
+	Reason  string
+	Status  int
+	Code    string
+	Message string
+}
+
+// sinkBook keeps, per sink, what SinkStatus reports of the observed
+// outcomes. Metrics feeds it from the observer methods it already has, so
+// the dispatcher has one observer path. Its zero value is ready for use.
+type sinkBook struct {
+	mu      sync.Mutex
+	now     func() time.Time // nil: time.Now
+	started time.Time
+	sinks   map[string]*sinkEntry
+}
+
+type sinkEntry struct {
+	breaker                          retry.State
+	delivered, retried, deadLettered uint64
+	buckets                          [statusBuckets]statusCount
+	lastError, lastDeadLetter        *SinkError
+}
+
+// statusCount is one bucket's counts; slot says which bucket of time it
+// holds (a stale one is reset when reused).
+type statusCount struct {
+	slot                             int64
+	delivered, retried, deadLettered uint64
+}
+
+func (b *sinkBook) clock() time.Time {
+	if b.now != nil {
+		return b.now()
+	}
+	return time.Now()
+}
+
+// entry returns the sink's entry and the current bucket, with b.mu held;
+// nil for a sink name not kept.
+func (b *sinkBook) entry(sink string) (*sinkEntry, *statusCount, time.Time) {
+	now := b.clock()
+	if b.sinks == nil {
+		b.sinks = map[string]*sinkEntry{}
+		b.started = now
+	}
+	e := b.sinks[sink]
+	if e == nil {
+		if sinkLabel(sink) != sink || len(b.sinks) >= statusMaxSinks {
+			return nil, nil, now
+		}
+		e = &sinkEntry{}
+		b.sinks[sink] = e
+	}
+	slot := now.UnixNano() / int64(statusBucket)
+	c := &e.buckets[slot%int64(statusBuckets)]
+	if c.slot != slot {
+		*c = statusCount{slot: slot}
+	}
+	return e, c, now
+}
+
+func (b *sinkBook) delivered(sink string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if e, c, _ := b.entry(sink); e != nil {
+		e.delivered++
+		c.delivered++
+	}
+}
+
+func (b *sinkBook) retried(sink string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if e, c, _ := b.entry(sink); e != nil {
+		e.retried++
+		c.retried++
+	}
+}
+
+func (b *sinkBook) deadLettered(sink, reason string, status int, code string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if e, c, now := b.entry(sink); e != nil {
+		e.deadLettered++
+		c.deadLettered++
+		e.lastDeadLetter = &SinkError{At: now, Reason: reason, Status: status, Code: code}
+	}
+}
+
+func (b *sinkBook) breakerChanged(sink string, to retry.State) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if e, _, _ := b.entry(sink); e != nil {
+		e.breaker = to
+	}
+}
+
+func (b *sinkBook) requestFailed(sink string, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e, _, now := b.entry(sink)
+	if e == nil {
+		return
+	}
+	se := &SinkError{At: now, Message: clip(err.Error(), statusErrorBytes)}
+	var serr *sinks.Error
+	if errors.As(err, &serr) {
+		se.Status, se.Code = serr.Status, serr.Code
+		if !serr.Transient {
+			se.Reason = string(serr.Reason)
+		}
+	}
+	e.lastError = se
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && s[n]&0xC0 == 0x80 { // do not cut a UTF-8 sequence
+		n--
+	}
+	return s[:n] + "…"
+}
+
+// status fills what the book knows of a sink into s.
+func (b *sinkBook) status(s *SinkStatus) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.clock()
+	s.Breaker = retry.State(0).String()
+	window := statusWindow
+	if !b.started.IsZero() && now.Sub(b.started) < window {
+		window = max(now.Sub(b.started), statusBucket)
+	}
+	s.Window = window
+	e := b.sinks[s.Name]
+	if e == nil {
+		return
+	}
+	s.Breaker = e.breaker.String()
+	s.Delivered, s.Retried, s.DeadLettered = e.delivered, e.retried, e.deadLettered
+	cur := now.UnixNano() / int64(statusBucket)
+	var d, r, dl uint64
+	for _, c := range e.buckets {
+		if c.slot > cur-int64(statusBuckets) && c.slot <= cur {
+			d, r, dl = d+c.delivered, r+c.retried, dl+c.deadLettered
+		}
+	}
+	secs := window.Seconds()
+	s.DeliveredRate, s.RetriedRate, s.DeadLetteredRate = float64(d)/secs, float64(r)/secs, float64(dl)/secs
+	if e.lastError != nil {
+		le := *e.lastError
+		s.LastError = &le
+	}
+	if e.lastDeadLetter != nil {
+		ld := *e.lastDeadLetter
+		s.LastDeadLetter = &ld
+	}
+}
+
+// SinkConfig names a configured sink and its vendor.
+type SinkConfig struct {
+	Name, Vendor string
+}
+
+// SinkReport reports the configured sinks' status (see Metrics.SinkReport).
+type SinkReport struct {
+	m     *Metrics
+	js    jetstream.JetStream
+	topo  topology.Topology
+	sinks []SinkConfig
+}
+
+// SinkReport reports each configured sink: what m observed, and its
+// consumers' backlog read from JetStream when asked.
+func (m *Metrics) SinkReport(js jetstream.JetStream, topo topology.Topology, configured []SinkConfig) *SinkReport {
+	s := append([]SinkConfig(nil), configured...)
+	sort.Slice(s, func(i, j int) bool { return s[i].Name < s[j].Name })
+	return &SinkReport{m: m, js: js, topo: topo, sinks: s}
+}
+
+// Sinks returns every configured sink's status, sorted by name. A backlog
+// that cannot be read is reported in the sink's BacklogError, not as an
+// error: the rest of the page is still worth showing.
+func (r *SinkReport) Sinks(ctx context.Context) ([]SinkStatus, error) {
+	out := make([]SinkStatus, 0, len(r.sinks))
+	for _, c := range r.sinks {
+		s := SinkStatus{Name: c.Name, Vendor: c.Vendor}
+		r.m.status.status(&s)
+		if err := r.backlog(ctx, &s); err != nil {
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("sink status: %w", ctx.Err())
+			}
+			s.BacklogError = err.Error()
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func (r *SinkReport) backlog(ctx context.Context, s *SinkStatus) error {
+	// Every wait on the broker has a deadline, whatever the caller's.
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	ev, err := r.js.Consumer(ctx, r.topo.EventsStream(), topology.SinkConsumer(s.Name))
+	if err != nil {
+		return fmt.Errorf("read consumer %s: %w", topology.SinkConsumer(s.Name), err)
+	}
+	rt, err := r.js.Consumer(ctx, r.topo.RetriesStream(), topology.RetryConsumer(s.Name))
+	if err != nil {
+		return fmt.Errorf("read consumer %s: %w", topology.RetryConsumer(s.Name), err)
+	}
+	ei, ri := ev.CachedInfo(), rt.CachedInfo()
+	s.Pending, s.RetryPending = ei.NumPending, ri.NumPending
+	s.AckPending = uint64(ei.NumAckPending) + uint64(ri.NumAckPending)
+	return nil
+}
