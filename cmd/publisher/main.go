@@ -196,7 +196,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		}
 		pctx, cancel := context.WithTimeout(ctx, *timeout)
 		defer cancel()
-		ack, err := pub.PublishRaw(pctx, ev.Type, ev.ID, raw)
+		ack, err := pub.PublishRaw(pctx, &ev.Envelope, raw)
 		if err != nil {
 			return err
 		}
