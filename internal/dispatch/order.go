@@ -516,7 +516,15 @@ func (b boundSink) runOrdered(ctx, workCtx context.Context) {
 			}
 		})
 	}
-	newOrderer(b.w, b.orderKey, b.cons.Events).run(ctx, workCtx, prefetch(b.concurrency), b.concurrency)
+	// One orderer per partition: a key never leaves its partition, so its
+	// order is one consumer's. The sink's gate keeps the requests in
+	// flight within concurrency across them.
+	var orderers sync.WaitGroup
+	pull := partitionPrefetch(prefetch(b.concurrency), len(b.cons.Events))
+	for _, c := range b.cons.Events {
+		orderers.Go(func() { newOrderer(b.w, b.orderKey, c).run(ctx, workCtx, pull, b.concurrency) })
+	}
+	orderers.Wait()
 	feeders.Wait()
 	close(jobs)
 	workers.Wait()

@@ -43,10 +43,11 @@ func Partition(key string, n int) int {
 // PartitionSubject is where an event of the given type is published when
 // the events are spread over partitions streams: with partitions <= 1 it is
 // Subject (<prefix>.events.<type>, the layout without partitions), else
-// <prefix>.events.p<partition>.<type>.
+// <prefix>.events.<partition>.<type>: the partition is a whole subject
+// token, as nats-server's subject mapping partition() writes it.
 func PartitionSubject(prefix, eventType string, partition, partitions int) string {
 	if partitions <= 1 {
 		return Subject(prefix, eventType)
 	}
-	return prefix + ".events.p" + strconv.Itoa(partition) + "." + strings.TrimPrefix(eventType, "chapar.")
+	return prefix + ".events." + strconv.Itoa(partition) + "." + strings.TrimPrefix(eventType, "chapar.")
 }

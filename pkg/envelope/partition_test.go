@@ -56,8 +56,8 @@ func TestPartitionSubject(t *testing.T) {
 	}{
 		{envelope.TypeTrack, 0, 1, "chapar.events.track"},
 		{envelope.TypeTrack, 0, 0, "chapar.events.track"},
-		{envelope.TypeTrack, 2, 3, "chapar.events.p2.track"},
-		{envelope.TypePurchase, 0, 3, "chapar.events.p0.purchase"},
+		{envelope.TypeTrack, 2, 3, "chapar.events.2.track"},
+		{envelope.TypePurchase, 0, 3, "chapar.events.0.purchase"},
 	} {
 		if got := envelope.PartitionSubject("chapar", c.typ, c.partition, c.of); got != c.want {
 			t.Errorf("PartitionSubject(%s, %d of %d) = %q, want %q", c.typ, c.partition, c.of, got, c.want)
@@ -74,9 +74,9 @@ func TestPublisherSubjectFollowsTheKey(t *testing.T) {
 		env       envelope.Envelope
 		one, want string
 	}{
-		{envelope.Envelope{ID: "e1", Type: envelope.TypeTrack, Subject: "user-42"}, "chapar.events.track", "acme.events.p0.track"},
-		{envelope.Envelope{ID: "e2", Type: envelope.TypePurchase, Subject: "user-42"}, "chapar.events.purchase", "acme.events.p0.purchase"},
-		{envelope.Envelope{ID: "0192f3a4-0001", Type: envelope.TypeTrack}, "chapar.events.track", "acme.events.p2.track"},
+		{envelope.Envelope{ID: "e1", Type: envelope.TypeTrack, Subject: "user-42"}, "chapar.events.track", "acme.events.0.track"},
+		{envelope.Envelope{ID: "e2", Type: envelope.TypePurchase, Subject: "user-42"}, "chapar.events.purchase", "acme.events.0.purchase"},
+		{envelope.Envelope{ID: "0192f3a4-0001", Type: envelope.TypeTrack}, "chapar.events.track", "acme.events.2.track"},
 	} {
 		if got := one.Subject(&c.env); got != c.one {
 			t.Errorf("%s without partitions: %q, want %q", c.env.ID, got, c.one)
