@@ -398,8 +398,8 @@ func (t Topology) checkPartitions(ctx context.Context, js jetstream.JetStream) e
 	names := js.StreamNames(ctx, jetstream.WithStreamListSubject(t.EventsSubjects()))
 	var stale []string
 	for name := range names.Name() {
-		if slices.Contains(want, name) {
-			continue
+		if slices.Contains(want, name) || !t.isEventsStream(name) {
+			continue // another application's stream: the server names the overlap
 		}
 		desc := name
 		if st, err := js.Stream(ctx, name); err == nil {
@@ -418,6 +418,21 @@ func (t Topology) checkPartitions(ctx context.Context, js jetstream.JetStream) e
 		"run the dispatchers with the count those were published for until every sink is idle, stop the producers, "+
 		"remove them (nats stream rm <name>), then start with the new count (docs/scaling.md, \"Changing the partition count\")",
 		t.Partitions(), strings.Join(stale, ", "))
+}
+
+// isEventsStream says whether name is an events stream of this prefix for
+// some partition count: <S>_EVENTS or <S>_EVENTS_<i>.
+func (t Topology) isEventsStream(name string) bool {
+	rest, ok := strings.CutPrefix(name, t.stream+"_EVENTS")
+	if !ok {
+		return false
+	}
+	if rest == "" {
+		return true
+	}
+	i, ok := strings.CutPrefix(rest, "_")
+	_, err := strconv.ParseUint(i, 10, 8)
+	return ok && err == nil
 }
 
 func orUnlimited(n int64) int64 {
