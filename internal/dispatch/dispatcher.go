@@ -240,6 +240,14 @@ func (d *Dispatcher) bind(ctx context.Context) ([]boundSink, error) {
 			}
 			out = append(out, boundSink{w: w, cons: cons, concurrency: sc.Concurrency, orderKey: key})
 		}
+		names := make([]string, len(d.cfg.Sinks))
+		for i, sc := range d.cfg.Sinks {
+			names[i] = sc.Name
+		}
+		// Not fatal: the partitions work with their leaders anywhere.
+		if err := d.topo.SpreadLeaders(actx, d.js, names); err != nil {
+			d.log.Warn("could not spread the partitions' leaders over the servers", zap.Error(err))
+		}
 		return nil
 	}
 	b := backoff.NewExponentialBackOff(backoff.WithInitialInterval(250*time.Millisecond),

@@ -3,6 +3,7 @@ package topology_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/chapar-dev/chapar/internal/config"
 	"github.com/chapar-dev/chapar/internal/embedded"
+	"github.com/chapar-dev/chapar/internal/testenv"
 	"github.com/chapar-dev/chapar/internal/topology"
 	"github.com/chapar-dev/chapar/pkg/envelope"
 )
@@ -271,4 +273,66 @@ func TestOriginIsUniqueAcrossPartitions(t *testing.T) {
 	if topology.Origin("CHAPAR_EVENTS_1", 7) == topology.Origin("CHAPAR_EVENTS_2", 7) {
 		t.Error("sequence 7 of two partitions has one origin: their retries would overwrite each other")
 	}
+}
+
+// On a 3-node cluster with replicated streams, SpreadLeaders puts each
+// partition's stream leader, and its sinks' consumer leaders, on a server
+// of its own: the point of partitions is several leaders doing the work.
+func TestSpreadLeadersGivesEachPartitionItsOwnServer(t *testing.T) {
+	e := testenv.NewCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	// The cluster starts with the one-partition layout; the procedure to
+	// change the count removes its (empty) events stream.
+	if err := e.JS.DeleteStream(ctx, e.Topo.EventsStream()); err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.Streams
+	cfg.Partitions = 3
+	topo := topology.New(cfg)
+	testenv.Eventually(t, 20*time.Second, "streams and consumers created", func() bool {
+		if err := topo.Ensure(ctx, e.JS); err != nil {
+			return false
+		}
+		for _, s := range []string{"a", "b"} {
+			if _, err := topo.EnsureSink(ctx, e.JS, s, topology.ConsumerSettings{AckWait: 5 * time.Second, MaxAckPending: 100}); err != nil {
+				return false
+			}
+		}
+		return true
+	})
+	leaders := func() (streams, consumers []string) {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		for _, name := range topo.EventsStreams() {
+			st, err := e.JS.Stream(ctx, name)
+			if err != nil || st.CachedInfo().Cluster == nil {
+				return nil, nil
+			}
+			streams = append(streams, st.CachedInfo().Cluster.Leader)
+			for _, s := range []string{"a", "b"} {
+				c, err := e.JS.Consumer(ctx, name, topology.SinkConsumer(s))
+				if err != nil || c.CachedInfo().Cluster == nil {
+					return nil, nil
+				}
+				consumers = append(consumers, c.CachedInfo().Cluster.Leader)
+			}
+		}
+		return streams, consumers
+	}
+	var streams, consumers []string
+	testenv.Eventually(t, 30*time.Second, "one server per partition", func() bool {
+		_ = topo.SpreadLeaders(ctx, e.JS, []string{"a", "b"}) // as every dispatcher start does; a move may still be under way
+		streams, consumers = leaders()
+		if len(streams) != 3 || slices.Contains(streams, "") || len(slices.Compact(slices.Sorted(slices.Values(streams)))) != 3 {
+			return false
+		}
+		for i, l := range consumers {
+			if l != streams[i/2] {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("stream leaders %v, consumer leaders %v", streams, consumers)
 }
