@@ -161,16 +161,20 @@ func writeScaleOut(w io.Writer, scs []scenario, byKey map[string]result) {
 		return
 	}
 	fmt.Fprintln(w, "\nScale-out (Chapar, 3-node cluster), relative to 1 replica on 1 partition:")
-	fmt.Fprintln(w, "\n| replicas | partitions | events/s | × 1 replica, 1 partition | Chapar CPU-s / 1k | nats-server CPU-s / 1k (3 nodes) |")
-	fmt.Fprintln(w, "|--:|--:|--:|--:|--:|--:|")
+	fmt.Fprintln(w, "\n| replicas | partitions | events/s | × 1 replica, 1 partition | Chapar CPU-s / 1k | nats-server CPU-s / 1k (3 nodes) | busiest node's share of nats-server CPU |")
+	fmt.Fprintln(w, "|--:|--:|--:|--:|--:|--:|--:|")
 	for _, sc := range scs {
 		r, ok := byKey[sc.name+"/chapar"]
 		if sc.nodes == 0 || !ok || r.err != nil {
 			continue
 		}
 		perK := func(d time.Duration) float64 { return d.Seconds() / float64(r.events) * 1000 }
-		fmt.Fprintf(w, "| %d | %d | %.0f | %.2f× | %.3f | %.3f |\n", sc.replicas, sc.partitions, r.perSec,
-			r.perSec/base.perSec, perK(r.sysCPU), perK(r.natsCPU))
+		var busiest time.Duration
+		for _, t := range r.nodeCPU {
+			busiest = max(busiest, t)
+		}
+		fmt.Fprintf(w, "| %d | %d | %.0f | %.2f× | %.3f | %.3f | %.0f%% |\n", sc.replicas, sc.partitions, r.perSec,
+			r.perSec/base.perSec, perK(r.sysCPU), perK(r.natsCPU), 100*busiest.Seconds()/r.natsCPU.Seconds())
 	}
 }
 

@@ -93,7 +93,10 @@ type result struct {
 	perSec           float64 // deliveries/s, first to last receipt
 	sysCPU, natsCPU  time.Duration
 	rss              uint64 // the system's peak RSS
-	lat              []time.Duration
+	// nodeCPU is each nats-server node's CPU time, on a cluster: how the
+	// streams' leaders share the work.
+	nodeCPU []time.Duration
+	lat     []time.Duration
 	// otherCPU is what processes other than the system, nats-server and
 	// the bench used during the window: noise from a shared machine.
 	otherCPU, window time.Duration
@@ -196,6 +199,7 @@ func (h *harness) measure(ctx context.Context, sys system, sc scenario) (res res
 	}
 
 	natsUse, err := startUsage(ns.pids()...)
+	nodeUse := startNodeUsage(ns)
 	if err != nil {
 		res.err = err
 		return res
@@ -222,6 +226,7 @@ func (h *harness) measure(ctx context.Context, sys system, sc scenario) (res res
 			res.err = err
 			return res
 		}
+		nodeUse = startNodeUsage(ns)
 		if natsUse, err = startUsage(ns.pids()...); err != nil {
 			res.err = err
 			return res
@@ -249,6 +254,14 @@ func (h *harness) measure(ctx context.Context, sys system, sc scenario) (res res
 	if res.sysCPU, err = sysUse.since(); err != nil {
 		res.err = err
 		return res
+	}
+	for _, u := range nodeUse {
+		t, err := u.since()
+		if err != nil {
+			res.err = err
+			return res
+		}
+		res.nodeCPU = append(res.nodeCPU, t)
 	}
 	if res.natsCPU, err = natsUse.since(); err != nil {
 		res.err = err
@@ -405,6 +418,22 @@ func waitQuiet(ctx context.Context, limit time.Duration, logf func(string, ...an
 }
 
 func mib(b uint64) float64 { return float64(b) / (1 << 20) }
+
+// startNodeUsage counts each node's CPU apart, on a cluster.
+func startNodeUsage(ns *natsServer) []usage {
+	if len(ns.nodes) < 2 {
+		return nil
+	}
+	var out []usage
+	for _, pid := range ns.pids() {
+		u, err := startUsage(pid)
+		if err != nil {
+			return nil
+		}
+		out = append(out, u)
+	}
+	return out
+}
 
 // leaders names each stream's cluster leader: whether the partitions'
 // leaders spread over the nodes.

@@ -89,6 +89,10 @@ func preparePeerStream(ctx context.Context, js jetstream.JetStream) error {
 // startChapar writes a config file with one Chabok sink per vendor URL,
 // every event routed to all of them, and runs `dispatcher run`.
 func startChapar(bin, natsURL string, urls []string, workers, partitions int, dir string) (*proc, error) {
+	replicas := 1
+	if strings.Contains(natsURL, ",") { // a cluster
+		replicas = 3
+	}
 	admin, err := freePort()
 	if err != nil {
 		return nil, err
@@ -97,9 +101,11 @@ func startChapar(bin, natsURL string, urls []string, workers, partitions int, di
 	// Defaults everywhere else, as a user would run it (info logs: none per
 	// delivery).
 	fmt.Fprintf(&b, "# Written by cmd/bench.\nadmin:\n  listen: 127.0.0.1:%d\n", admin)
-	// One stream replica even on a cluster: the partitions' leaders, not
-	// replication, are what the scale-out scenarios measure.
-	fmt.Fprintf(&b, "streams:\n  replicas: 1\n  partitions: %d\n", partitions)
+	// On a cluster, three stream replicas as in production: JetStream puts
+	// every new single-replica stream on one server (measured: all three
+	// partitions on bench-1), while the leaders of replicated ones can be
+	// spread (topology.SpreadLeaders).
+	fmt.Fprintf(&b, "streams:\n  replicas: %d\n  partitions: %d\n", replicas, partitions)
 	fmt.Fprintf(&b, "sink_defaults:\n  concurrency: %d\nsinks:\n", workers)
 	var names []string
 	for i, u := range urls {
