@@ -65,12 +65,9 @@ const pinHeader = "Nats-Pin-Id"
 // orderKeyFunc makes an event's order key ("" for none) from the config.
 func orderKeyFunc(o *config.Order, log *zap.Logger) (func(*envelope.Event) string, error) {
 	if o.Key == config.OrderByUser {
-		return func(ev *envelope.Event) string {
-			if k := ev.Extensions["partitionkey"]; k != "" {
-				return k
-			}
-			return ev.Subject
-		}, nil
+		// The partition key without its id fallback: events without a
+		// user are not ordered, and a user's events share a partition.
+		return func(ev *envelope.Event) string { return ev.UserKey() }, nil
 	}
 	t, err := o.Template()
 	if err != nil {

@@ -130,3 +130,28 @@ func TestPartitionsKeepEachKeyInOrder(t *testing.T) {
 		}
 	}
 }
+
+// An ordered sink over three partitions, two replicas: one orderer per
+// partition consumer, each pinned on its own, and every key reaches the
+// vendor in publish order, across a retry.
+func TestOrderedSinkOverPartitionsKeepsEachKeyInOrder(t *testing.T) {
+	e := testenv.NewPartitioned(t, 3)
+	k := newKeyed(t, []string{"u0", "u1", "u2", "u3", "u4", "u5"}, 8)
+	e.Emu.Vendor(emulator.MetrixGateway).SetFault(emulator.Fault{Status: 503, Count: 2, Match: k.ids["u0"][0]})
+	sink := orderedSink(e)
+	a := e.Start([]config.Sink{sink}, gatewayRoute)
+	b := e.Start([]config.Sink{sink}, gatewayRoute)
+	k.publish(e, 0, len(k.envs))
+	testenv.Eventually(t, 30*time.Second, "every event delivered", k.delivered(t, e))
+	k.checkOrder(t, e, false)
+	if got := a.Tally.DeliveredTo("gateway") + b.Tally.DeliveredTo("gateway"); got != len(k.envs) {
+		t.Errorf("replicas counted %d deliveries, want %d", got, len(k.envs))
+	}
+	partitions := map[int]bool{}
+	for _, key := range k.keys {
+		partitions[envelope.Partition(key, 3)] = true
+	}
+	if len(partitions) < 2 {
+		t.Fatalf("the keys fell in %d partition(s): the test does not exercise partitions", len(partitions))
+	}
+}

@@ -11,17 +11,23 @@ import (
 // events with the same key keep their order and land in the same partition.
 const ExtensionPartitionKey = "partitionkey"
 
-// PartitionKey is the key that orders an event among others and chooses its
-// partition: the partitionkey extension if set, else the subject
-// (conventionally the user's id), else the id. Per-user order and
-// partitions use this one function, so that "same user" means the same
-// thing to both.
-func (e *Envelope) PartitionKey() string {
+// UserKey is the key of "per user": the partitionkey extension if set,
+// else the subject (conventionally the user's id); "" when the event has
+// neither. Per-user order (order: by_user) orders by it.
+func (e *Envelope) UserKey() string {
 	if k := e.Extensions[ExtensionPartitionKey]; k != "" {
 		return k
 	}
-	if e.Subject != "" {
-		return e.Subject
+	return e.Subject
+}
+
+// PartitionKey chooses an event's partition: its UserKey, else its id (an
+// event with no user still needs a partition, and its id spreads such
+// events evenly). Events with the same UserKey share a partition, so
+// per-user order holds with partitions.
+func (e *Envelope) PartitionKey() string {
+	if k := e.UserKey(); k != "" {
+		return k
 	}
 	return e.ID
 }

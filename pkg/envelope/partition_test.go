@@ -44,6 +44,10 @@ func TestPartitionKeyPrecedence(t *testing.T) {
 		if got := c.env.PartitionKey(); got != c.want {
 			t.Errorf("%s: PartitionKey() = %q, want %q", c.name, got, c.want)
 		}
+		// UserKey is the same key without the id fallback.
+		if user := c.env.UserKey(); user != c.want && !(user == "" && c.want == c.env.ID) {
+			t.Errorf("%s: UserKey() = %q with PartitionKey %q", c.name, user, c.want)
+		}
 	}
 }
 
