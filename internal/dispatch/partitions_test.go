@@ -155,3 +155,44 @@ func TestOrderedSinkOverPartitionsKeepsEachKeyInOrder(t *testing.T) {
 		t.Fatalf("the keys fell in %d partition(s): the test does not exercise partitions", len(partitions))
 	}
 }
+
+// The first event of each of three partitions has sequence 1 in its
+// stream; all three fail once and are retried. A retry is named by its
+// origin, so with bare sequences the three retries would share one
+// schedule subject and two would be lost: the origin carries the
+// partition, and each event arrives once.
+func TestRetriesOfEqualSequencesInDifferentPartitionsAreKeptApart(t *testing.T) {
+	e := testenv.NewPartitioned(t, 3)
+	var users []string
+	for u := 0; len(users) < 3; u++ {
+		user := fmt.Sprintf("user-%d", u)
+		if envelope.Partition(user, 3) == len(users) {
+			users = append(users, user)
+		}
+	}
+	vendor := e.Emu.Vendor(emulator.Webhook)
+	vendor.SetFault(emulator.Fault{Status: 503, Count: 3})
+	d := e.Start([]config.Sink{e.Sink("hook", emulator.Webhook, nil, nil)}, []config.Route{{Types: []string{envelope.TypeTrack}, Sinks: []string{"hook"}}})
+	var ids []string
+	for _, user := range users {
+		env := testenv.Track(t, "order_paid", user, envelope.WithSubject(user))
+		if ack := e.Publish(env); ack.Sequence != 1 {
+			t.Fatalf("%s is #%d in %s, want #1", user, ack.Sequence, ack.Stream)
+		}
+		ids = append(ids, env.ID)
+	}
+	testenv.Eventually(t, 20*time.Second, "three deliveries", func() bool { return d.Tally.DeliveredTo("hook") >= 3 })
+	testenv.Eventually(t, 10*time.Second, "nothing left", func() bool { return e.Idle("hook") })
+	if got := vendor.Count(503); got != 3 {
+		t.Fatalf("%d failed attempts, want 3 (one per event)", got)
+	}
+	seen := map[string]int{}
+	for _, id := range webhookIDs(t, e) {
+		seen[id]++
+	}
+	for _, id := range ids {
+		if seen[id] != 1 {
+			t.Errorf("%s delivered %d times after its retry, want once", id, seen[id])
+		}
+	}
+}
