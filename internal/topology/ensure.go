@@ -1,0 +1,246 @@
+package topology
+
+// What the layout needs on the server: the streams and each sink's
+// consumers, created or updated at every start, and what they hold.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Ensure creates or updates the three streams. It is idempotent, so every
+// dispatcher runs it at start.
+func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
+	storage := jetstream.FileStorage
+	if t.cfg.Storage == "memory" {
+		storage = jetstream.MemoryStorage
+	}
+	if err := t.checkPartitions(ctx, js); err != nil {
+		return err
+	}
+	maxMsg := int32(t.cfg.MaxEnvelopeBytes + HeaderAllowance)
+	events := jetstream.StreamConfig{
+		Description: "Chapar: events as producers published them, until every sink has them",
+		// Interest: an event leaves once every sink's consumer acked it,
+		// so routing is a consumer skipping, not a copy per sink.
+		Retention: jetstream.InterestPolicy,
+		MaxAge:    t.cfg.MaxAge,
+		MaxBytes:  orUnlimited(t.cfg.MaxBytes),
+		// Discard new: when full, producers get an error instead of the
+		// oldest undelivered events silently vanishing.
+		Discard:    jetstream.DiscardNew,
+		Duplicates: t.cfg.DuplicateWindow,
+		MaxMsgSize: maxMsg,
+		Storage:    storage,
+		Replicas:   t.cfg.Replicas,
+	}
+	var streams []jetstream.StreamConfig
+	for i := range t.Partitions() {
+		sc := events
+		sc.Name, sc.Subjects = t.EventsStreamOf(i), []string{t.PartitionSubjects(i)}
+		streams = append(streams, sc)
+	}
+	streams = append(streams, jetstream.StreamConfig{
+		Name:        t.RetriesStream(),
+		Description: "Chapar: retries waiting for their time, and replays",
+		Subjects:    []string{t.prefix + ".retry.>"},
+		Retention:   jetstream.WorkQueuePolicy,
+		// Message schedules cannot use discard new; the stream has no
+		// limits, so nothing is ever discarded.
+		Discard:           jetstream.DiscardOld,
+		AllowMsgSchedules: true,
+		AllowRollup:       true,
+		Duplicates:        t.cfg.DuplicateWindow,
+		MaxMsgSize:        maxMsg + HeaderAllowance,
+		Storage:           storage,
+		Replicas:          t.cfg.Replicas,
+	}, jetstream.StreamConfig{
+		Name:        t.DeadLetterStream(),
+		Description: "Chapar: dead letters, the original envelope plus why",
+		Subjects:    []string{t.DeadLetterSubjects()},
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      t.cfg.DeadLetterMaxAge,
+		Discard:     jetstream.DiscardNew,
+		Duplicates:  t.cfg.DuplicateWindow,
+		MaxMsgSize:  maxMsg + HeaderAllowance,
+		Storage:     storage,
+		Replicas:    t.cfg.Replicas,
+	})
+	for _, sc := range streams {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("topology: stream %s: %w", sc.Name, err)
+		}
+	}
+	return nil
+}
+
+// SinkConsumers are a sink's durable consumers: one per partition's
+// events stream, and its retries.
+type SinkConsumers struct {
+	Events  []jetstream.Consumer // in partition order
+	Retries jetstream.Consumer
+}
+
+// EnsureSink creates or updates a sink's durable consumers.
+func (t Topology) EnsureSink(ctx context.Context, js jetstream.JetStream, sink string, s ConsumerSettings) (SinkConsumers, error) {
+	base := jetstream.ConsumerConfig{
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       s.AckWait,
+		MaxAckPending: s.MaxAckPending,
+		// Chapar counts vendor attempts itself (HeaderAttempts); JetStream
+		// redeliveries (a crash, a hand-back at shutdown, an open breaker)
+		// are not attempts and must never exhaust an event.
+		MaxDeliver: -1,
+		Replicas:   t.cfg.Replicas,
+	}
+	ev := base
+	ev.Durable = SinkConsumer(sink)
+	ev.Description = "Chapar: events for sink " + sink
+	// A sink added to a running deployment starts with new events; older
+	// ones that named it were dead-lettered as unknown_destination and can
+	// be replayed to it.
+	ev.DeliverPolicy = jetstream.DeliverNewPolicy
+	if s.PinnedTTL > 0 {
+		ev.PriorityPolicy = jetstream.PriorityPolicyPinned
+		ev.PriorityGroups = []string{OrderGroup}
+		ev.PinnedTTL = s.PinnedTTL
+	}
+	var out SinkConsumers
+	for i, stream := range t.EventsStreams() {
+		ev.FilterSubject = t.PartitionSubjects(i)
+		c, err := createOrKeep(ctx, js, stream, ev)
+		if err != nil {
+			return out, fmt.Errorf("topology: consumer %s on %s: %w", ev.Durable, stream, err)
+		}
+		out.Events = append(out.Events, c)
+	}
+	var err error
+	rt := base
+	rt.Durable = RetryConsumer(sink)
+	rt.Description = "Chapar: due retries and replays for sink " + sink
+	rt.FilterSubject = t.RetryDueSubject(sink)
+	if out.Retries, err = createOrKeep(ctx, js, t.RetriesStream(), rt); err != nil {
+		return out, fmt.Errorf("topology: consumer %s: %w", rt.Durable, err)
+	}
+	return out, nil
+}
+
+// createOrKeep updates a consumer, keeping its deliver policy (which cannot
+// change), or creates it.
+func createOrKeep(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	if c, err := js.Consumer(ctx, stream, cfg.Durable); err == nil {
+		cfg.DeliverPolicy = c.CachedInfo().Config.DeliverPolicy
+		return js.UpdateConsumer(ctx, stream, cfg)
+	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, err
+	}
+	return js.CreateOrUpdateConsumer(ctx, stream, cfg)
+}
+
+// HasSink reports whether some dispatcher has created a sink's consumer:
+// the sink exists in the deployment, even if this process does not run it.
+func (t Topology) HasSink(ctx context.Context, js jetstream.JetStream, sink string) (bool, error) {
+	_, err := js.Consumer(ctx, t.RetriesStream(), RetryConsumer(sink))
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		return false, nil
+	default:
+		return false, fmt.Errorf("topology: look up sink %s: %w", sink, err)
+	}
+}
+
+// Idle reports whether nothing is left to do for the given sinks: no event
+// pending or unacked in their consumers and no retry waiting.
+func (t Topology) Idle(ctx context.Context, js jetstream.JetStream, sinks []string) (bool, error) {
+	for _, s := range sinks {
+		var cs [][2]string
+		for _, stream := range t.EventsStreams() {
+			cs = append(cs, [2]string{stream, SinkConsumer(s)})
+		}
+		for _, c := range append(cs, [2]string{t.RetriesStream(), RetryConsumer(s)}) {
+			cons, err := js.Consumer(ctx, c[0], c[1])
+			if err != nil {
+				return false, err
+			}
+			info, err := cons.Info(ctx)
+			if err != nil {
+				return false, err
+			}
+			if info.NumPending > 0 || info.NumAckPending > 0 {
+				return false, nil
+			}
+		}
+	}
+	st, err := js.Stream(ctx, t.RetriesStream())
+	if err != nil {
+		return false, err
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return false, err
+	}
+	return info.State.Msgs == 0, nil
+}
+
+// checkPartitions refuses a layout change that could lose events or order:
+// an events stream of another partition count (another N, or the single
+// stream of N = 1) still exists. It may hold events published for the old
+// count, and its subjects overlap the new streams'. Chapar never removes
+// it: an operator does, once it is drained, with producers stopped
+// (docs/scaling.md, "Changing the partition count").
+func (t Topology) checkPartitions(ctx context.Context, js jetstream.JetStream) error {
+	want := t.EventsStreams()
+	names := js.StreamNames(ctx, jetstream.WithStreamListSubject(t.EventsSubjects()))
+	var stale []string
+	for name := range names.Name() {
+		if slices.Contains(want, name) || !t.isEventsStream(name) {
+			continue // another application's stream: the server names the overlap
+		}
+		desc := name
+		if st, err := js.Stream(ctx, name); err == nil {
+			desc = fmt.Sprintf("%s (%d events)", name, st.CachedInfo().State.Msgs)
+		}
+		stale = append(stale, desc)
+	}
+	if err := names.Err(); err != nil {
+		return fmt.Errorf("topology: list events streams: %w", err)
+	}
+	if len(stale) == 0 {
+		return nil
+	}
+	slices.Sort(stale)
+	return fmt.Errorf("streams.partitions: is %d, but events streams of another partition count exist: %s; "+
+		"run the dispatchers with the count those were published for until every sink is idle, stop the producers, "+
+		"remove them (nats stream rm <name>), then start with the new count (docs/scaling.md, \"Changing the partition count\")",
+		t.Partitions(), strings.Join(stale, ", "))
+}
+
+// isEventsStream says whether name is an events stream of this prefix for
+// some partition count: <S>_EVENTS or <S>_EVENTS_<i>.
+func (t Topology) isEventsStream(name string) bool {
+	rest, ok := strings.CutPrefix(name, t.stream+"_EVENTS")
+	if !ok {
+		return false
+	}
+	if rest == "" {
+		return true
+	}
+	i, ok := strings.CutPrefix(rest, "_")
+	_, err := strconv.ParseUint(i, 10, 8)
+	return ok && err == nil
+}
+
+func orUnlimited(n int64) int64 {
+	if n <= 0 {
+		return -1
+	}
+	return n
+}
