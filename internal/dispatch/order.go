@@ -96,7 +96,7 @@ type orderer struct {
 	mu     sync.Mutex
 	lanes  map[string]*lane // keyed lanes holding messages
 	all    map[*lane]bool   // every lane holding messages, keyed or not
-	seqs   map[uint64]bool  // the stream sequences held
+	seqs   map[uint64]bool  // the origins held (topology.Origin: partition and sequence)
 	ready  []*lane
 	signal chan struct{} // a lane became ready
 	pinID  string        // the pin the server gave this replica last
@@ -266,7 +266,7 @@ const redeliveryQuiet = 100 * time.Millisecond
 // place, and settling it settles both.
 func (o *orderer) admit(ctx context.Context, msg jetstream.Msg, seq uint64) {
 	o.mu.Lock()
-	dup := o.seqs[seq]
+	dup := seq != 0 && o.seqs[topology.Origin(o.cons.CachedInfo().Stream, seq)]
 	o.mu.Unlock()
 	if dup {
 		return
