@@ -63,58 +63,71 @@ func attemptRows(r *dlq.Record) []logged {
 }
 
 // A dead letter lists every attempt in order, each with its status and
-// vendor code, carried across the scheduled retries; a replay that fails
-// again continues the log, each entry naming its replay.
+// vendor code, whichever way the sink delivers: alone (carried across the
+// scheduled retries), in batches (each item logged), or in order (retried
+// in place). A replay that fails again continues the log, each entry
+// naming its replay.
 func TestDeadLetterListsEveryAttempt(t *testing.T) {
-	e := testenv.New(t)
-	vendor := &scripted{answers: []answer{{503, "UNAVAILABLE"}, {503, "MAINTENANCE"}, {400, "BAD_FIELD"}}}
-	srv := httptest.NewServer(vendor)
-	t.Cleanup(srv.Close)
-	sink := e.Sink("hook", emulator.Webhook, nil, map[string]any{"code": "error.code"})
-	sink.BaseURL = srv.URL
-	sink.Breaker.FailureThreshold = 1000 // keep the breaker out of it
-	e.Start([]config.Sink{sink}, []config.Route{{Sinks: []string{"hook"}}})
-	env := testenv.Track(t, "order_paid", "user-1")
-	e.Publish(env)
+	for _, c := range []struct {
+		name  string
+		setup func(config.Sink) config.Sink
+	}{
+		{"alone", func(s config.Sink) config.Sink { return s }},
+		{"batched", func(s config.Sink) config.Sink { return batched(s, 10, 20*time.Millisecond) }},
+		{"ordered", func(s config.Sink) config.Sink { s.Order = &config.Order{Key: config.OrderByUser}; return s }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := testenv.New(t)
+			vendor := &scripted{answers: []answer{{503, "UNAVAILABLE"}, {503, "MAINTENANCE"}, {400, "BAD_FIELD"}}}
+			srv := httptest.NewServer(vendor)
+			t.Cleanup(srv.Close)
+			sink := e.Sink("hook", emulator.Webhook, nil, map[string]any{"code": "error.code"})
+			sink.BaseURL = srv.URL
+			sink.Breaker.FailureThreshold = 1000 // keep the breaker out of it
+			e.Start([]config.Sink{c.setup(sink)}, []config.Route{{Sinks: []string{"hook"}}})
+			env := testenv.Track(t, "order_paid", "user-1")
+			e.Publish(env)
 
-	var recs []*dlq.Record
-	testenv.Eventually(t, 10*time.Second, "dead letter", func() bool {
-		recs = deadLetters(t, e, dlq.Filter{})
-		return len(recs) == 1
-	})
-	r := recs[0]
-	want := []logged{{0, 503, "UNAVAILABLE"}, {0, 503, "MAINTENANCE"}, {0, 400, "BAD_FIELD"}}
-	if got := attemptRows(r); fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("attempt log %v, want %v", got, want)
-	}
-	if r.Log.Total != 3 || r.Attempts != 3 || r.Status != 400 || r.Code != "BAD_FIELD" || r.EventID != env.ID {
-		t.Errorf("record %+v", r)
-	}
-	for i, a := range r.Log.Attempts {
-		if a.At.IsZero() || a.Error == "" || i > 0 && a.At.Before(r.Log.Attempts[i-1].At) {
-			t.Errorf("attempt %d: %+v", i+1, a)
-		}
-	}
+			var recs []*dlq.Record
+			testenv.Eventually(t, 10*time.Second, "dead letter", func() bool {
+				recs = deadLetters(t, e, dlq.Filter{})
+				return len(recs) == 1
+			})
+			r := recs[0]
+			want := []logged{{0, 503, "UNAVAILABLE"}, {0, 503, "MAINTENANCE"}, {0, 400, "BAD_FIELD"}}
+			if got := attemptRows(r); fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("attempt log %v, want %v", got, want)
+			}
+			if r.Log.Total != 3 || r.Attempts != 3 || r.Status != 400 || r.Code != "BAD_FIELD" || r.EventID != env.ID {
+				t.Errorf("record %+v", r)
+			}
+			for i, a := range r.Log.Attempts {
+				if a.At.IsZero() || a.Error == "" || i > 0 && a.At.Before(r.Log.Attempts[i-1].At) {
+					t.Errorf("attempt %d: %+v", i+1, a)
+				}
+			}
 
-	// The replay starts a fresh count, fails again, and the log goes on.
-	vendor.then(answer{422, "STILL_BAD"})
-	if _, err := dlq.NewStore(e.JS, e.Topo).Replay(context.Background(), dlq.Filter{}, dlq.ReplayOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	testenv.Eventually(t, 10*time.Second, "dead letter of the replay", func() bool {
-		recs = deadLetters(t, e, dlq.Filter{})
-		return len(recs) == 1 && recs[0].Replays == 1
-	})
-	r = recs[0]
-	want = append(want, logged{1, 422, "STILL_BAD"})
-	if got := attemptRows(r); fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("attempt log after a replay %v, want %v", got, want)
-	}
-	if r.Log.Total != 4 || r.Attempts != 1 {
-		t.Errorf("after a replay: %d attempts this run, %d in all; want 1 and 4", r.Attempts, r.Log.Total)
-	}
-	if n := vendor.requests(); n != 4 {
-		t.Errorf("%d requests, want 4", n)
+			// The replay starts a fresh count, fails again, and the log goes on.
+			vendor.then(answer{422, "STILL_BAD"})
+			if _, err := dlq.NewStore(e.JS, e.Topo).Replay(context.Background(), dlq.Filter{}, dlq.ReplayOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			testenv.Eventually(t, 10*time.Second, "dead letter of the replay", func() bool {
+				recs = deadLetters(t, e, dlq.Filter{})
+				return len(recs) == 1 && recs[0].Replays == 1
+			})
+			r = recs[0]
+			want = append(want, logged{1, 422, "STILL_BAD"})
+			if got := attemptRows(r); fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("attempt log after a replay %v, want %v", got, want)
+			}
+			if r.Log.Total != 4 || r.Attempts != 1 {
+				t.Errorf("after a replay: %d attempts this run, %d in all; want 1 and 4", r.Attempts, r.Log.Total)
+			}
+			if n := vendor.requests(); n != 4 {
+				t.Errorf("%d requests, want 4", n)
+			}
+		})
 	}
 }
 
