@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -19,20 +20,22 @@ func TestMain(m *testing.M) {
 }
 
 // The quick mode of the bench, Chapar only (the peers' module stays out of
-// this module's tests): every scenario, a few hundred events, each of which
-// must reach the vendor exactly once. No timing is asserted.
+// this module's tests): every scenario, and one scale-out scenario (a
+// 3-node cluster, 2 replicas, 3 partitions), a few hundred events, each of
+// which must reach the vendor exactly once. No timing is asserted.
 func TestQuickChaparDeliversEveryEventExactlyOnce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the dispatcher")
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
-	results, err := runBench(ctx, options{quick: true, events: 200, systems: []string{"chapar"}, scenarios: scenarioNames, progress: testLog{t}})
+	names := append(slices.Clone(scenarioNames), "scale-r2-p3")
+	results, err := runBench(ctx, options{quick: true, events: 200, systems: []string{"chapar"}, scenarios: names, progress: testLog{t}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(results) != len(scenarioNames) {
-		t.Fatalf("%d results for %d scenarios", len(results), len(scenarioNames))
+	if len(results) != len(names) {
+		t.Fatalf("%d results for %d scenarios", len(results), len(names))
 	}
 	for _, r := range results {
 		if r.err != nil {

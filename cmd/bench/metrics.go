@@ -60,18 +60,33 @@ func peakRSS(pid int) (uint64, error) {
 
 // usage is what one measurement window cost a process.
 type usage struct {
-	pid   int
+	pids  []int
 	start time.Duration
 }
 
-func startUsage(pid int) (usage, error) {
-	t, err := cpuTime(pid)
-	return usage{pid: pid, start: t}, err
+// startUsage starts counting the CPU time of the processes pids.
+func startUsage(pids ...int) (usage, error) {
+	u := usage{pids: pids}
+	t, err := u.total()
+	u.start = t
+	return u, err
 }
 
-// since is the CPU time used since startUsage.
+func (u usage) total() (time.Duration, error) {
+	var sum time.Duration
+	for _, pid := range u.pids {
+		t, err := cpuTime(pid)
+		if err != nil {
+			return 0, err
+		}
+		sum += t
+	}
+	return sum, nil
+}
+
+// since is the CPU time used since startUsage, by all of the processes.
 func (u usage) since() (time.Duration, error) {
-	t, err := cpuTime(u.pid)
+	t, err := u.total()
 	return t - u.start, err
 }
 

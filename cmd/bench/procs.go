@@ -160,40 +160,125 @@ func natsServerMain(args []string) int {
 	return 0
 }
 
-// natsServer is a fresh nats-server process with JetStream (file storage)
-// on a loopback port.
+// natsServer is a fresh nats-server with JetStream (file storage) on
+// loopback: one process, or a cluster of nodes, one process each.
 type natsServer struct {
-	*proc
-	url string
+	nodes []*proc
+	url   string // every node's client URL, comma-separated
 }
 
-func startNATS(self, dir string) (*natsServer, error) {
-	port, err := freePort()
-	if err != nil {
-		return nil, err
+func (ns *natsServer) pids() []int {
+	out := make([]int, len(ns.nodes))
+	for i, p := range ns.nodes {
+		out[i] = p.pid()
 	}
-	p, err := startProc("nats-server", filepath.Join(dir, "nats-server.log"), []string{natsHelperEnv}, self,
-		"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", filepath.Join(dir, "jetstream"), "-n", "bench")
-	if err != nil {
-		return nil, err
+	return out
+}
+
+// stop stops every node, returning the first error.
+func (ns *natsServer) stop(grace time.Duration) error {
+	var first error
+	for _, p := range ns.nodes {
+		if err := p.stop(grace); err != nil && first == nil {
+			first = err
+		}
 	}
-	ns := &natsServer{proc: p, url: fmt.Sprintf("nats://127.0.0.1:%d", port)}
+	return first
+}
+
+// startNATS starts a nats-server of nodes processes (1: a single server;
+// more: a cluster named bench on loopback routes, each node with its own
+// store), and waits until each accepts clients.
+func startNATS(self, dir string, nodes int) (*natsServer, error) {
+	nodes = max(nodes, 1)
+	ports, routes := make([]int, nodes), make([]int, nodes)
+	for i := range nodes {
+		var err error
+		if ports[i], err = freePort(); err != nil {
+			return nil, err
+		}
+		if routes[i], err = freePort(); err != nil {
+			return nil, err
+		}
+	}
+	ns := &natsServer{}
+	var urls []string
+	for i := range nodes {
+		name, store := "bench", filepath.Join(dir, "jetstream")
+		args := []string{"-a", "127.0.0.1", "-p", strconv.Itoa(ports[i]), "-js"}
+		if nodes > 1 {
+			name, store = fmt.Sprintf("bench-%d", i+1), filepath.Join(dir, fmt.Sprintf("jetstream-%d", i+1))
+			var peers []string
+			for j, r := range routes {
+				if j != i {
+					peers = append(peers, fmt.Sprintf("nats://127.0.0.1:%d", r))
+				}
+			}
+			args = append(args, "--cluster_name", "bench", "--cluster", fmt.Sprintf("nats://127.0.0.1:%d", routes[i]),
+				"--routes", strings.Join(peers, ","))
+		}
+		args = append(args, "-sd", store, "-n", name)
+		p, err := startProc(name, filepath.Join(dir, name+".log"), []string{natsHelperEnv}, self, args...)
+		if err != nil {
+			_ = ns.stop(5 * time.Second)
+			return nil, err
+		}
+		ns.nodes = append(ns.nodes, p)
+		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", ports[i]))
+	}
+	ns.url = strings.Join(urls, ",")
 	deadline := time.Now().Add(15 * time.Second)
-	for {
-		nc, err := nats.Connect(ns.url, nats.Timeout(time.Second))
-		if err == nil {
-			nc.Close()
-			return ns, nil
+	for i, p := range ns.nodes {
+		for {
+			nc, err := nats.Connect(urls[i], nats.Timeout(time.Second))
+			if err == nil {
+				nc.Close()
+				break
+			}
+			if e := p.exitedEarly(); e != nil {
+				_ = ns.stop(5 * time.Second)
+				return nil, e
+			}
+			if time.Now().After(deadline) {
+				_ = ns.stop(5 * time.Second)
+				return nil, fmt.Errorf("%s did not accept connections in 15s: %v", p.name, err)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		if e := p.exitedEarly(); e != nil {
-			return nil, e
-		}
-		if time.Now().After(deadline) {
-			_ = p.stop(5 * time.Second)
-			return nil, fmt.Errorf("nats-server did not accept connections in 15s: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
+	return ns, nil
+}
+
+// fleet is a system's processes: one, or several replicas of it.
+type fleet []*proc
+
+func (f fleet) pids() []int {
+	out := make([]int, len(f))
+	for i, p := range f {
+		out[i] = p.pid()
+	}
+	return out
+}
+
+// exitedEarly says why a process of the fleet is gone, or nil.
+func (f fleet) exitedEarly() error {
+	for _, p := range f {
+		if err := p.exitedEarly(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stop stops every process as an operator would, returning the first error.
+func (f fleet) stop(grace time.Duration) error {
+	var first error
+	for _, p := range f {
+		if err := p.stop(grace); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 func freePort() (int, error) {

@@ -46,8 +46,10 @@ func benchEvent(seq int, now time.Time) (raw []byte, id string, err error) {
 }
 
 type publisher struct {
-	js      jetstream.JetStream
-	subject string
+	js jetstream.JetStream
+	// subject is where an event with this partition key goes (the bench's
+	// events have no subject or partitionkey: the key is the id).
+	subject func(key string) string
 }
 
 // probe publishes one probe (seq < 0), retrying while no stream takes the
@@ -59,12 +61,12 @@ func (p publisher) probe(ctx context.Context, seq int) error {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		_, err := p.js.Publish(ctx, p.subject, raw, jetstream.WithMsgID(id))
+		_, err := p.js.Publish(ctx, p.subject(id), raw, jetstream.WithMsgID(id))
 		if err == nil || !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, jetstream.ErrNoStreamResponse) {
 			return err
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("no stream took %s within 30s: %w", p.subject, err)
+			return fmt.Errorf("no stream took %s within 30s: %w", p.subject(id), err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -94,7 +96,7 @@ func (p publisher) publish(ctx context.Context, n int, every time.Duration) erro
 			return err
 		}
 		// A busy server may hold acks back: wait for them, do not fail.
-		f, err := p.js.PublishAsync(p.subject, raw, jetstream.WithMsgID(id), jetstream.WithStallWait(time.Minute))
+		f, err := p.js.PublishAsync(p.subject(id), raw, jetstream.WithMsgID(id), jetstream.WithStallWait(time.Minute))
 		if err != nil {
 			return fmt.Errorf("publish event %d: %w", seq, err)
 		}

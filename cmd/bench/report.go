@@ -132,6 +132,7 @@ func writeReport(w io.Writer, command string, load float64, scs []scenario, resu
 				ratio(perW), ratio(perL), m.goal, met)
 		}
 	}
+	writeScaleOut(w, scs, byKey)
 	var noisy []string
 	for _, r := range results {
 		if r.err == nil && r.disturbed() {
@@ -149,6 +150,31 @@ func writeReport(w io.Writer, command string, load float64, scs []scenario, resu
 	}
 	if len(failed) > 0 {
 		fmt.Fprintf(w, "\nFAILED:\n%s\n", strings.Join(failed, "\n"))
+	}
+}
+
+// writeScaleOut prints the scale-out scenarios' throughput as ratios to
+// one replica on one partition, measured in the same run (docs/scaling.md).
+func writeScaleOut(w io.Writer, scs []scenario, byKey map[string]result) {
+	base, ok := byKey["scale-r1-p1/chapar"]
+	if !ok || base.err != nil || base.perSec == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nScale-out (Chapar, 3-node cluster), relative to 1 replica on 1 partition:")
+	fmt.Fprintln(w, "\n| replicas | partitions | events/s | × 1 replica, 1 partition | Chapar CPU-s / 1k | nats-server CPU-s / 1k (3 nodes) | busiest node's share of nats-server CPU |")
+	fmt.Fprintln(w, "|--:|--:|--:|--:|--:|--:|--:|")
+	for _, sc := range scs {
+		r, ok := byKey[sc.name+"/chapar"]
+		if sc.nodes == 0 || !ok || r.err != nil {
+			continue
+		}
+		perK := func(d time.Duration) float64 { return d.Seconds() / float64(r.events) * 1000 }
+		var busiest time.Duration
+		for _, t := range r.nodeCPU {
+			busiest = max(busiest, t)
+		}
+		fmt.Fprintf(w, "| %d | %d | %.0f | %.2f× | %.3f | %.3f | %.0f%% |\n", sc.replicas, sc.partitions, r.perSec,
+			r.perSec/base.perSec, perK(r.sysCPU), perK(r.natsCPU), 100*busiest.Seconds()/r.natsCPU.Seconds())
 	}
 }
 

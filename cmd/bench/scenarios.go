@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -24,9 +25,17 @@ type scenario struct {
 	workers int           // concurrent requests per sink
 	latency time.Duration // the vendor's time per request
 	rate    int           // events/s offered while the system runs; 0: drain a backlog
+	// The scale-out scenarios (Chapar only): nats-server nodes, dispatcher
+	// processes, and streams.partitions; 0 is 1.
+	nodes, replicas, partitions int
 }
 
 var scenarioNames = []string{"backlog16", "backlog64", "fanout3", "slow", "rate"}
+
+// scaleOut is the scale-out measurement (docs/scaling.md): not in the
+// default run, since it starts a 3-node cluster six times. Asked for as
+// -scenarios scaleout (all six) or by one name, e.g. scale-r2-p3.
+var scaleOut = []string{"scale-r1-p1", "scale-r2-p1", "scale-r4-p1", "scale-r1-p3", "scale-r2-p3", "scale-r4-p3"}
 
 // scenarios returns the named scenarios; events overrides their counts.
 func scenarios(names []string, quick bool, events int) ([]scenario, error) {
@@ -38,8 +47,17 @@ func scenarios(names []string, quick bool, events int) ([]scenario, error) {
 		n, rateN = events, events
 	}
 	var out []scenario
+	var expanded []string
 	for _, name := range names {
+		if name == "scaleout" {
+			expanded = append(expanded, scaleOut...)
+		} else {
+			expanded = append(expanded, name)
+		}
+	}
+	for _, name := range expanded {
 		var sc scenario
+		var replicas, partitions int
 		switch name {
 		case "backlog16":
 			sc = scenario{title: "backlog drain, 1 sink, 16 workers", events: n, sinks: 1, workers: 16}
@@ -52,7 +70,14 @@ func scenarios(names []string, quick bool, events int) ([]scenario, error) {
 		case "rate":
 			sc = scenario{title: "1,000 events/s offered, 1 sink, 16 workers", events: rateN, sinks: 1, workers: 16, rate: 1000}
 		default:
-			return nil, fmt.Errorf("unknown scenario %q (have %s)", name, strings.Join(scenarioNames, ", "))
+			if _, err := fmt.Sscanf(name, "scale-r%d-p%d", &replicas, &partitions); err != nil || !slices.Contains(scaleOut, name) {
+				return nil, fmt.Errorf("unknown scenario %q (have %s, and scaleout: %s)", name,
+					strings.Join(scenarioNames, ", "), strings.Join(scaleOut, ", "))
+			}
+			// 16 workers per replica: replicas add workers, as they do in
+			// production.
+			sc = scenario{title: fmt.Sprintf("backlog drain, 3-node cluster, %d replica(s), %d partition(s), 1 sink, 16 workers each", replicas, partitions),
+				events: n, sinks: 1, workers: 16, nodes: 3, replicas: replicas, partitions: partitions}
 		}
 		sc.name = name
 		out = append(out, sc)
@@ -68,7 +93,10 @@ type result struct {
 	perSec           float64 // deliveries/s, first to last receipt
 	sysCPU, natsCPU  time.Duration
 	rss              uint64 // the system's peak RSS
-	lat              []time.Duration
+	// nodeCPU is each nats-server node's CPU time, on a cluster: how the
+	// streams' leaders share the work.
+	nodeCPU []time.Duration
+	lat     []time.Duration
 	// otherCPU is what processes other than the system, nats-server and
 	// the bench used during the window: noise from a shared machine.
 	otherCPU, window time.Duration
@@ -93,7 +121,7 @@ func (h *harness) measure(ctx context.Context, sys system, sc scenario) (res res
 		res.err = err
 		return res
 	}
-	ns, err := startNATS(h.self, dir)
+	ns, err := startNATS(h.self, dir, sc.nodes)
 	if err != nil {
 		res.err = err
 		return res
@@ -119,9 +147,27 @@ func (h *harness) measure(ctx context.Context, sys system, sc scenario) (res res
 		return res
 	}
 	vs := h.vendors.prepare(sc.sinks, sc.latency)
-	pub := publisher{js: js, subject: sys.subject}
-	start := func() (*proc, error) { return sys.start(ns.url, vs.urls(), sc.workers, dir) }
-	probed := func(p *proc) error {
+	pub := publisher{js: js, subject: func(key string) string { return sys.subject(key, max(sc.partitions, 1)) }}
+	start := func() (fleet, error) {
+		var f fleet
+		for i := range max(sc.replicas, 1) {
+			rdir := dir
+			if sc.replicas > 1 {
+				rdir = filepath.Join(dir, fmt.Sprintf("replica-%d", i+1))
+				if err := os.MkdirAll(rdir, 0o755); err != nil {
+					return f, err
+				}
+			}
+			p, err := sys.start(ns.url, vs.urls(), sc.workers, max(sc.partitions, 1), rdir)
+			if err != nil {
+				_ = f.stop(30 * time.Second)
+				return nil, err
+			}
+			f = append(f, p)
+		}
+		return f, nil
+	}
+	probed := func(p fleet) error {
 		if err := pub.probe(ctx, -1); err != nil {
 			return err
 		}
@@ -152,7 +198,8 @@ func (h *harness) measure(ctx context.Context, sys system, sc scenario) (res res
 		}
 	}
 
-	natsUse, err := startUsage(ns.pid())
+	natsUse, err := startUsage(ns.pids()...)
+	nodeUse := startNodeUsage(ns)
 	if err != nil {
 		res.err = err
 		return res
@@ -167,7 +214,7 @@ func (h *harness) measure(ctx context.Context, sys system, sc scenario) (res res
 		res.err = err
 		return res
 	}
-	sysUse := usage{pid: p.pid()} // a new process: everything it uses counts
+	sysUse := usage{pids: p.pids()} // new processes: everything they use counts
 	stopped := false
 	defer func() {
 		if !stopped {
@@ -179,11 +226,12 @@ func (h *harness) measure(ctx context.Context, sys system, sc scenario) (res res
 			res.err = err
 			return res
 		}
-		if natsUse, err = startUsage(ns.pid()); err != nil {
+		nodeUse = startNodeUsage(ns)
+		if natsUse, err = startUsage(ns.pids()...); err != nil {
 			res.err = err
 			return res
 		}
-		if sysUse, err = startUsage(p.pid()); err != nil {
+		if sysUse, err = startUsage(p.pids()...); err != nil {
 			res.err = err
 			return res
 		}
@@ -200,17 +248,32 @@ func (h *harness) measure(ctx context.Context, sys system, sc scenario) (res res
 		res.err = err
 		return res
 	}
+	if sc.nodes > 1 {
+		h.log("  stream leaders: %s", leaders(ctx, js))
+	}
 	if res.sysCPU, err = sysUse.since(); err != nil {
 		res.err = err
 		return res
+	}
+	for _, u := range nodeUse {
+		t, err := u.since()
+		if err != nil {
+			res.err = err
+			return res
+		}
+		res.nodeCPU = append(res.nodeCPU, t)
 	}
 	if res.natsCPU, err = natsUse.since(); err != nil {
 		res.err = err
 		return res
 	}
-	if res.rss, err = peakRSS(p.pid()); err != nil {
-		res.err = err
-		return res
+	for _, pid := range p.pids() {
+		rss, err := peakRSS(pid)
+		if err != nil {
+			res.err = err
+			return res
+		}
+		res.rss = max(res.rss, rss) // per process
 	}
 	if res.otherCPU, res.window, err = noise.since(res.sysCPU + res.natsCPU); err != nil {
 		res.err = err
@@ -302,6 +365,9 @@ func runBench(ctx context.Context, o options) ([]result, error) {
 	var results []result
 	for _, sc := range scs {
 		for _, s := range syss {
+			if sc.nodes > 1 && s.name != "chapar" {
+				continue // the peers have no partitions
+			}
 			logf("%s: %s", s.label, sc.title)
 			var r result
 			for attempt := 1; ; attempt++ {
@@ -352,3 +418,38 @@ func waitQuiet(ctx context.Context, limit time.Duration, logf func(string, ...an
 }
 
 func mib(b uint64) float64 { return float64(b) / (1 << 20) }
+
+// startNodeUsage counts each node's CPU apart, on a cluster.
+func startNodeUsage(ns *natsServer) []usage {
+	if len(ns.nodes) < 2 {
+		return nil
+	}
+	var out []usage
+	for _, pid := range ns.pids() {
+		u, err := startUsage(pid)
+		if err != nil {
+			return nil
+		}
+		out = append(out, u)
+	}
+	return out
+}
+
+// leaders names each stream's cluster leader: whether the partitions'
+// leaders spread over the nodes.
+func leaders(ctx context.Context, js jetstream.JetStream) string {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var out []string
+	streams := js.ListStreams(ctx)
+	for info := range streams.Info() {
+		if info.Cluster != nil {
+			out = append(out, info.Config.Name+"@"+info.Cluster.Leader)
+		}
+	}
+	if err := streams.Err(); err != nil {
+		out = append(out, "(listing failed: "+err.Error()+")")
+	}
+	slices.Sort(out)
+	return strings.Join(out, " ")
+}

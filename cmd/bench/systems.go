@@ -23,13 +23,15 @@ import (
 type system struct {
 	name  string // chapar | watermill | lean
 	label string
-	// subject is where the bench publishes the events.
-	subject string
+	// subject is where the bench publishes an event with the given
+	// partition key over that many partitions.
+	subject func(key string, partitions int) string
 	// prepare makes what the system expects to exist before it starts.
 	prepare func(ctx context.Context, js jetstream.JetStream) error
 	// start runs the system against natsURL, delivering to each vendor URL
-	// with workers concurrent requests per sink; files go in dir.
-	start func(natsURL string, vendorURLs []string, workers int, dir string) (*proc, error)
+	// with workers concurrent requests per sink, events spread over
+	// partitions; files go in dir.
+	start func(natsURL string, vendorURLs []string, workers, partitions int, dir string) (*proc, error)
 }
 
 var systemNames = []string{"chapar", "watermill", "lean"}
@@ -40,15 +42,19 @@ func systems(names []string, bin string) ([]system, error) {
 	for _, n := range names {
 		switch n {
 		case "chapar":
-			out = append(out, system{name: n, label: "Chapar", subject: envelope.Subject("chapar", envelope.TypeTrack),
+			out = append(out, system{name: n, label: "Chapar",
+				// As the Go publisher does (envelope.Publisher).
+				subject: func(key string, partitions int) string {
+					return envelope.PartitionSubject("chapar", envelope.TypeTrack, envelope.Partition(key, partitions), partitions)
+				},
 				prepare: func(context.Context, jetstream.JetStream) error { return nil },
-				start: func(natsURL string, urls []string, workers int, dir string) (*proc, error) {
-					return startChapar(filepath.Join(bin, "dispatcher"), natsURL, urls, workers, dir)
+				start: func(natsURL string, urls []string, workers, partitions int, dir string) (*proc, error) {
+					return startChapar(filepath.Join(bin, "dispatcher"), natsURL, urls, workers, partitions, dir)
 				}})
 		case "watermill", "lean":
 			label := map[string]string{"watermill": "Watermill", "lean": "lean"}[n]
-			out = append(out, system{name: n, label: label, subject: peerSubject, prepare: preparePeerStream,
-				start: func(natsURL string, urls []string, workers int, dir string) (*proc, error) {
+			out = append(out, system{name: n, label: label, subject: func(string, int) string { return peerSubject }, prepare: preparePeerStream,
+				start: func(natsURL string, urls []string, workers, _ int, dir string) (*proc, error) {
 					return startProc(n, filepath.Join(dir, n+".log"), nil, filepath.Join(bin, n),
 						"-nats-url", natsURL, "-stream", peerStream, "-durable", "bench",
 						"-vendors", strings.Join(urls, ","), "-token", chabokToken, "-workers", strconv.Itoa(workers))
@@ -82,7 +88,11 @@ func preparePeerStream(ctx context.Context, js jetstream.JetStream) error {
 
 // startChapar writes a config file with one Chabok sink per vendor URL,
 // every event routed to all of them, and runs `dispatcher run`.
-func startChapar(bin, natsURL string, urls []string, workers int, dir string) (*proc, error) {
+func startChapar(bin, natsURL string, urls []string, workers, partitions int, dir string) (*proc, error) {
+	replicas := 1
+	if strings.Contains(natsURL, ",") { // a cluster
+		replicas = 3
+	}
 	admin, err := freePort()
 	if err != nil {
 		return nil, err
@@ -91,6 +101,11 @@ func startChapar(bin, natsURL string, urls []string, workers int, dir string) (*
 	// Defaults everywhere else, as a user would run it (info logs: none per
 	// delivery).
 	fmt.Fprintf(&b, "# Written by cmd/bench.\nadmin:\n  listen: 127.0.0.1:%d\n", admin)
+	// On a cluster, three stream replicas as in production: JetStream puts
+	// every new single-replica stream on one server (measured: all three
+	// partitions on bench-1), while the leaders of replicated ones can be
+	// spread (topology.SpreadLeaders).
+	fmt.Fprintf(&b, "streams:\n  replicas: %d\n  partitions: %d\n", replicas, partitions)
 	fmt.Fprintf(&b, "sink_defaults:\n  concurrency: %d\nsinks:\n", workers)
 	var names []string
 	for i, u := range urls {

@@ -206,7 +206,7 @@ func checkExactlyOnce(recs []receipt, sinks int, want expected) error {
 
 // await waits until every sink has received every expected event, and
 // fails if the system under test exits or no request arrives for stall.
-func (vs vendors) await(ctx context.Context, want expected, sys *proc, stall time.Duration) error {
+func (vs vendors) await(ctx context.Context, want expected, sys interface{ exitedEarly() error }, stall time.Duration) error {
 	target := int64(want.total() * len(vs))
 	last, lastChange := int64(-1), time.Now()
 	checked := int64(-1)

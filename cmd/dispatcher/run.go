@@ -125,7 +125,8 @@ func runCmd(ctx context.Context, file string, nf natsFlags, stderr io.Writer) er
 	}
 
 	if cfg.Webhook.Listen != "" {
-		pub := envelope.NewPublisher(conn.JS, envelope.WithSubjectPrefix(cfg.Streams.SubjectPrefix))
+		pub := envelope.NewPublisher(conn.JS, envelope.WithSubjectPrefix(cfg.Streams.SubjectPrefix),
+			envelope.WithPartitions(cfg.Streams.Partitions))
 		mux := http.NewServeMux()
 		mux.Handle(cfg.Webhook.Path, sinks.NewKenarWebhook(pub, cfg.Webhook.IdentificationKey, cfg.Webhook.Source, log))
 		// Bind before going on: a taken port fails the start with its key,
@@ -150,10 +151,10 @@ func runCmd(ctx context.Context, file string, nf natsFlags, stderr io.Writer) er
 	}
 
 	m.SetBuildInfo(build.Version, build.GoVersion)
-	consumers := map[string]string{}
+	consumers := map[string][]string{}
 	for _, s := range cfg.Sinks {
-		consumers[topology.SinkConsumer(s.Name)] = conn.Topo.EventsStream()
-		consumers[topology.RetryConsumer(s.Name)] = conn.Topo.RetriesStream()
+		consumers[topology.SinkConsumer(s.Name)] = conn.Topo.EventsStreams()
+		consumers[topology.RetryConsumer(s.Name)] = []string{conn.Topo.RetriesStream()}
 	}
 	m.WatchConsumers(conn.JS, consumers)
 	if cfg.Admin.Listen != "" {

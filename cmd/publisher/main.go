@@ -96,6 +96,7 @@ type cli struct {
 	TLSCA   string `name:"tlsca" help:"TLS CA certificate to verify the server." placeholder:"FILE" group:"nats"`
 
 	SubjectPrefix string        `default:"${default_prefix}" help:"Subject prefix (streams.subject_prefix)."`
+	Partitions    int           `default:"1" help:"Partitions (streams.partitions of the dispatchers' config); each event goes to its key's partition." placeholder:"N"`
 	File          string        `help:"Publish envelopes from this JSON array or NDJSON file; - for stdin." placeholder:"FILE"`
 	Type          string        `default:"${default_type}" help:"Event type for a single event from flags."`
 	Source        string        `default:"publisher" help:"CloudEvents source."`
@@ -156,6 +157,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	url, prefix, file, typ, source, name, userID := &c.Server, &c.SubjectPrefix, &c.File, &c.Type, &c.Source, &c.Name, &c.UserID
 	revenue, currency, dest, id, timeout := &c.Revenue, &c.Currency, &c.Destinations, &c.ID, &c.Timeout
+	if c.Partitions < 1 || c.Partitions > config.MaxPartitions {
+		return usageError{fmt.Sprintf("--partitions: is %d; use streams.partitions of the dispatchers' config, 1 to %d", c.Partitions, config.MaxPartitions)}
+	}
 	p := props{}
 	for _, kv := range c.Prop {
 		if err := p.Set(kv); err != nil {
@@ -188,7 +192,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err != nil {
 		return err
 	}
-	pub := envelope.NewPublisher(js, envelope.WithSubjectPrefix(*prefix))
+	pub := envelope.NewPublisher(js, envelope.WithSubjectPrefix(*prefix), envelope.WithPartitions(c.Partitions))
 	publish := func(raw []byte) error {
 		ev, err := envelope.Parse(raw, envelope.DefaultMaxBytes)
 		if err != nil {
@@ -196,7 +200,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		}
 		pctx, cancel := context.WithTimeout(ctx, *timeout)
 		defer cancel()
-		ack, err := pub.PublishRaw(pctx, ev.Type, ev.ID, raw)
+		ack, err := pub.PublishRaw(pctx, &ev.Envelope, raw)
 		if err != nil {
 			return err
 		}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/chapar-dev/chapar/internal/testenv"
 	"github.com/chapar-dev/chapar/internal/topology"
+	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
 func TestPublishesFileAndReportsFailures(t *testing.T) {
@@ -56,6 +57,27 @@ func TestPublishesFileAndReportsFailures(t *testing.T) {
 	}
 }
 
+// With --partitions, each event goes to its key's partition stream: the
+// subject (the user) chooses it, as envelope.Partition says.
+func TestPublishesToTheKeysPartition(t *testing.T) {
+	e := testenv.NewPartitioned(t, 3)
+	if _, err := e.Topo.EnsureSink(context.Background(), e.JS, "probe", topology.ConsumerSettings{AckWait: time.Minute, MaxAckPending: 10}); err != nil {
+		t.Fatal(err)
+	}
+	for _, user := range []string{"user-42", "user-43", "u7"} {
+		var out, errOut bytes.Buffer
+		err := run(context.Background(), []string{"--nats-url", e.Server.ClientURL(), "--partitions", "3",
+			"--name", "a", "--user-id", user}, nil, &out, &errOut)
+		if err != nil {
+			t.Fatalf("%s: %v %s", user, err, errOut.String())
+		}
+		want := e.Topo.EventsStreamOf(envelope.Partition(user, 3))
+		if !strings.Contains(out.String(), " as "+want+" #") {
+			t.Errorf("%s: %q, want it stored in %s", user, out.String(), want)
+		}
+	}
+}
+
 func TestExitCodesAndStreams(t *testing.T) {
 	t.Setenv("NATS_URL", "")
 	for _, tc := range []struct {
@@ -70,6 +92,7 @@ func TestExitCodesAndStreams(t *testing.T) {
 		{"--timeout", 2, "", "--timeout"},
 		{"--timeout soon", 2, "", "--timeout"},
 		{"--prop novalue", 2, "", `--prop: want key=value, got "novalue"`},
+		{"--partitions 0", 2, "", "--partitions: is 0; use streams.partitions"},
 		{"--name x --server nats://127.0.0.1:1", 1, "", "connect to nats://127.0.0.1:1"},
 	} {
 		t.Run(tc.args, func(t *testing.T) {

@@ -82,11 +82,20 @@ type Embedded struct {
 	Token Secret `yaml:"token"`
 }
 
+// MaxPartitions bounds streams.partitions: each partition is a stream
+// and a consumer per sink, and the partition is carried in the top bits
+// of a delivery's origin (topology.Origin).
+const MaxPartitions = 64
+
 // Streams is the JetStream topology's tunables.
 type Streams struct {
 	// SubjectPrefix roots every subject: producers publish under
 	// <prefix>.events.>.
-	SubjectPrefix    string        `yaml:"subject_prefix"`
+	SubjectPrefix string `yaml:"subject_prefix"`
+	// Partitions spreads the events over that many streams, each with
+	// its own leader (docs/scaling.md); 1 is one stream, <prefix>.events.>.
+	// Producers must publish with the same count.
+	Partitions       int           `yaml:"partitions"`
 	Replicas         int           `yaml:"replicas"`
 	Storage          string        `yaml:"storage"` // file | memory
 	MaxAge           time.Duration `yaml:"max_age"`
@@ -255,6 +264,7 @@ func Default() *Config {
 		},
 		Streams: Streams{
 			SubjectPrefix:   "chapar",
+			Partitions:      1,
 			Replicas:        1,
 			Storage:         "file",
 			MaxAge:          7 * 24 * time.Hour,
@@ -434,6 +444,9 @@ func (c *Config) Validate() error {
 	}
 	if !regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`).MatchString(c.Streams.SubjectPrefix) {
 		bad("streams.subject_prefix", "%q is not a NATS subject prefix; use tokens like chapar or acme.chapar", c.Streams.SubjectPrefix)
+	}
+	if n := c.Streams.Partitions; n < 1 || n > MaxPartitions {
+		bad("streams.partitions", "is %d; use 1 (one events stream) up to %d, e.g. the number of NATS servers (docs/scaling.md)", n, MaxPartitions)
 	}
 	if r := c.Streams.Replicas; r != 1 && r != 3 && r != 5 {
 		bad("streams.replicas", "is %d; use 1 (single server) or 3 or 5 (cluster)", r)

@@ -90,6 +90,8 @@ routes:
 		{"retry multiplier", strings.Replace(base, "vendor: chabok", "vendor: chabok\n    retry: {multiplier: 0.5}", 1), nil,
 			[]string{"sinks[0].retry.multiplier"}},
 		{"replicas", "streams:\n  replicas: 2\n", nil, []string{"streams.replicas", "use 1"}},
+		{"no partitions", "streams:\n  partitions: 0\n", nil, []string{"streams.partitions", "is 0; use 1"}},
+		{"too many partitions", "streams:\n  partitions: 65\n", nil, []string{"streams.partitions", "up to 64"}},
 		{"webhook without key", "webhook:\n  listen: :8080\n", nil, []string{"webhook.identification_key"}},
 		{"console without the admin listener", "admin:\n  listen: \"\"\n  console: {enabled: true}\n", nil,
 			[]string{"admin.console.enabled", "set admin.listen"}},

@@ -116,7 +116,7 @@ func (d *Dispatcher) Run(ctx context.Context, js jetstream.JetStream) error {
 	if err != nil {
 		return err
 	}
-	d.log.Info("dispatcher consuming", zap.Int("sinks", len(workers)), zap.String("events", d.topo.EventsSubjects()))
+	d.log.Info("dispatcher consuming", zap.Int("sinks", len(workers)), zap.String("events", d.topo.EventsSubjects()), zap.Int("partitions", d.topo.Partitions()))
 	if d.o.Ready != nil {
 		d.o.Ready()
 	}
@@ -147,7 +147,10 @@ type boundSink struct {
 	orderKey func(*envelope.Event) string
 }
 
-// run pulls from both of the sink's consumers into one worker pool.
+// run pulls from all of the sink's consumers (one per partition, and its
+// retries) into one worker pool: concurrency, the gate, the pacer and the
+// breaker are per sink, whatever the partitions, since the vendor sees one
+// client.
 func (b boundSink) run(ctx, workCtx context.Context) {
 	if b.orderKey != nil {
 		b.runOrdered(ctx, workCtx)
@@ -155,11 +158,13 @@ func (b boundSink) run(ctx, workCtx context.Context) {
 	}
 	jobs := make(chan job)
 	var feeders, workers sync.WaitGroup
-	pull, stopBatching := prefetch(b.concurrency), func() {}
+	pull, stopBatching := partitionPrefetch(prefetch(b.concurrency), len(b.cons.Events)), func() {}
 	if bt := b.w.batch; bt != nil {
 		pull, stopBatching = bt.prefetch(pull), bt.start(workCtx, b.concurrency)
 	}
-	feeders.Go(func() { consume(ctx, b.cons.Events, false, pull, b.w.gate, jobs, b.w.log) })
+	for _, c := range b.cons.Events {
+		feeders.Go(func() { consume(ctx, c, false, pull, b.w.gate, jobs, b.w.log) })
+	}
 	feeders.Go(func() { consume(ctx, b.cons.Retries, true, max(b.concurrency/4, 1), b.w.gate, jobs, b.w.log) })
 	for range b.concurrency {
 		workers.Go(func() {
@@ -183,6 +188,16 @@ func (b boundSink) run(ctx, workCtx context.Context) {
 // of 16 left nats-server at 2.2× a lean consumer's CPU per event, 64 at
 // 1.5×, with twice the throughput.
 func prefetch(concurrency int) int { return min(max(concurrency*4, 32), 4096) }
+
+// partitionPrefetch shares a sink's prefetch among its partitions' pulls,
+// so partitions do not multiply how long a buffered message waits for a
+// worker; each pull keeps at least 16, enough to stay ahead of a round trip.
+func partitionPrefetch(total, partitions int) int {
+	if partitions <= 1 {
+		return total
+	}
+	return max((total+partitions-1)/partitions, 16)
+}
 
 // bind creates the streams and every sink's consumers. On a cluster that
 // is still forming (no JetStream leader yet, a stream without quorum) it
@@ -224,6 +239,14 @@ func (d *Dispatcher) bind(ctx context.Context) ([]boundSink, error) {
 				w.batch = newBatcher(w, bs, sc.Batch.MaxItems, sc.Batch.MaxWait)
 			}
 			out = append(out, boundSink{w: w, cons: cons, concurrency: sc.Concurrency, orderKey: key})
+		}
+		names := make([]string, len(d.cfg.Sinks))
+		for i, sc := range d.cfg.Sinks {
+			names[i] = sc.Name
+		}
+		// Not fatal: the partitions work with their leaders anywhere.
+		if err := d.topo.SpreadLeaders(actx, d.js, names); err != nil {
+			d.log.Warn("could not spread the partitions' leaders over the servers", zap.Error(err))
 		}
 		return nil
 	}

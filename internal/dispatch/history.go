@@ -39,7 +39,7 @@ func newDelivery(msg jetstream.Msg, meta *jetstream.MsgMetadata, retry bool) *de
 	d := &delivery{msg: msg, retry: retry, received: meta.Timestamp}
 	if !retry {
 		// First sight of the event: it has no history yet.
-		d.origin = meta.Sequence.Stream
+		d.origin = topology.Origin(meta.Stream, meta.Sequence.Stream)
 		return d
 	}
 	d.origin, _ = strconv.ParseUint(h.Get(topology.HeaderOrigin), 10, 64)

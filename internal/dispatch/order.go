@@ -65,12 +65,9 @@ const pinHeader = "Nats-Pin-Id"
 // orderKeyFunc makes an event's order key ("" for none) from the config.
 func orderKeyFunc(o *config.Order, log *zap.Logger) (func(*envelope.Event) string, error) {
 	if o.Key == config.OrderByUser {
-		return func(ev *envelope.Event) string {
-			if k := ev.Extensions["partitionkey"]; k != "" {
-				return k
-			}
-			return ev.Subject
-		}, nil
+		// The partition key without its id fallback: events without a
+		// user are not ordered, and a user's events share a partition.
+		return func(ev *envelope.Event) string { return ev.UserKey() }, nil
 	}
 	t, err := o.Template()
 	if err != nil {
@@ -516,7 +513,15 @@ func (b boundSink) runOrdered(ctx, workCtx context.Context) {
 			}
 		})
 	}
-	newOrderer(b.w, b.orderKey, b.cons.Events).run(ctx, workCtx, prefetch(b.concurrency), b.concurrency)
+	// One orderer per partition: a key never leaves its partition, so its
+	// order is one consumer's. The sink's gate keeps the requests in
+	// flight within concurrency across them.
+	var orderers sync.WaitGroup
+	pull := partitionPrefetch(prefetch(b.concurrency), len(b.cons.Events))
+	for _, c := range b.cons.Events {
+		orderers.Go(func() { newOrderer(b.w, b.orderKey, c).run(ctx, workCtx, pull, b.concurrency) })
+	}
+	orderers.Wait()
 	feeders.Wait()
 	close(jobs)
 	workers.Wait()

@@ -287,8 +287,12 @@ func TestOpenBreakerFetchesNothingAndHeldMessagesStayAlive(t *testing.T) {
 // for an event it rejected) and dead-lettered once the stream is back.
 func TestFailedDeadLetterWriteLosesNothing(t *testing.T) {
 	e := testenv.New(t)
+	// A short ack_wait, so the hold outlives several; not shorter than
+	// 2 s, since a keep-alive (every ack_wait/3) delayed by more than two
+	// of its periods on a loaded machine lets the server redeliver.
+	const ackWait = 2 * time.Second
 	d := e.Start([]config.Sink{e.Sink("gateway", emulator.MetrixGateway, slugs, nil)}, []config.Route{{Sinks: []string{"gateway"}}},
-		func(c *config.Dispatcher) { c.AckWait = time.Second })
+		func(c *config.Dispatcher) { c.AckWait = ackWait })
 	ctx := context.Background()
 	if err := e.JS.DeleteStream(ctx, e.Topo.DeadLetterStream()); err != nil {
 		t.Fatal(err)
@@ -302,9 +306,9 @@ func TestFailedDeadLetterWriteLosesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 10*time.Second, "three ack_waits of holding", func() bool {
+	testenv.Eventually(t, 15*time.Second, "two ack_waits of holding", func() bool {
 		info, err := cons.Info(ctx)
-		return err == nil && info.NumAckPending == 1 && time.Since(vendor.Requests()[0].At) > 3*time.Second
+		return err == nil && info.NumAckPending == 1 && time.Since(vendor.Requests()[0].At) > 2*ackWait
 	})
 	s, _ := e.JS.Stream(ctx, e.Topo.EventsStream())
 	if info, _ := s.Info(ctx); info.State.Msgs != 1 {

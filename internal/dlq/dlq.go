@@ -53,7 +53,8 @@ type Record struct {
 	EventType    string         `json:"event_type,omitempty"`
 	// Subject is where the original message was published.
 	Subject string `json:"subject"`
-	// Origin is the event's sequence in the events stream.
+	// Origin is the event's sequence in its events stream, with the
+	// partition in the top 8 bits (topology.Origin).
 	Origin  uint64 `json:"origin,omitempty"`
 	Replays int    `json:"replays"`
 	// Log is the delivery's attempts, across its retries and earlier

@@ -303,10 +303,12 @@ func (m *Metrics) VendorRequest(sink string, took time.Duration, err error) {
 // WatchConsumers adds gauges of each consumer's messages not yet delivered
 // (chapar_consumer_pending) and delivered but not yet acked
 // (chapar_consumer_ack_pending), read from JetStream at scrape time.
-// consumers maps each durable consumer to its stream. Each series carries
-// the sink the consumer feeds, so a sink's backlog is one sum by sink over
-// its events and retries consumers.
-func (m *Metrics) WatchConsumers(js jetstream.JetStream, consumers map[string]string) {
+// consumers maps each durable consumer to its streams (a sink's events
+// consumer is on every partition's stream). Each series carries the sink
+// the consumer feeds, so a sink's backlog is one sum by sink over its
+// events and retries consumers, and partitions multiply the series by at
+// most config.MaxPartitions.
+func (m *Metrics) WatchConsumers(js jetstream.JetStream, consumers map[string][]string) {
 	labels := []string{"sink", "stream", "consumer"}
 	m.reg.MustRegister(&consumerCollector{js: js, consumers: maps.Clone(consumers),
 		pending:    prometheus.NewDesc("chapar_consumer_pending", "Messages waiting in a durable consumer (not yet delivered).", labels, nil),
@@ -328,7 +330,7 @@ func consumerSink(consumer string) string {
 
 type consumerCollector struct {
 	js                  jetstream.JetStream
-	consumers           map[string]string // consumer → stream
+	consumers           map[string][]string // consumer → streams
 	pending, ackPending *prometheus.Desc
 }
 
@@ -340,21 +342,23 @@ func (c *consumerCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *consumerCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	for consumer, stream := range c.consumers {
-		// Looking the consumer up fetches its info: one request, not two.
-		cons, err := c.js.Consumer(ctx, stream, consumer)
-		if err != nil {
-			continue
-		}
-		info := cons.CachedInfo()
+	for consumer, streams := range c.consumers {
 		sink := consumerSink(consumer)
-		gauge := func(desc *prometheus.Desc, v float64) {
-			if m, err := prometheus.NewConstMetric(desc, prometheus.GaugeValue, v, sink, stream, consumer); err == nil {
-				ch <- m
+		for _, stream := range streams {
+			// Looking the consumer up fetches its info: one request, not two.
+			cons, err := c.js.Consumer(ctx, stream, consumer)
+			if err != nil {
+				continue
 			}
+			info := cons.CachedInfo()
+			gauge := func(desc *prometheus.Desc, v float64) {
+				if m, err := prometheus.NewConstMetric(desc, prometheus.GaugeValue, v, sink, stream, consumer); err == nil {
+					ch <- m
+				}
+			}
+			gauge(c.pending, float64(info.NumPending))
+			gauge(c.ackPending, float64(info.NumAckPending))
 		}
-		gauge(c.pending, float64(info.NumPending))
-		gauge(c.ackPending, float64(info.NumAckPending))
 	}
 }
 

@@ -39,7 +39,7 @@ func TestAdminEndpoints(t *testing.T) {
 	if _, err := e.Topo.EnsureSink(context.Background(), e.JS, "chabok", topology.ConsumerSettings{AckWait: 5 * time.Second, MaxAckPending: 10}); err != nil {
 		t.Fatal(err)
 	}
-	m.WatchConsumers(e.JS, map[string]string{topology.SinkConsumer("chabok"): e.Topo.EventsStream()})
+	m.WatchConsumers(e.JS, map[string][]string{topology.SinkConsumer("chabok"): e.Topo.EventsStreams()})
 	var ready atomic.Bool
 	srv := httptest.NewServer(m.Admin(e.NC, &ready))
 	defer srv.Close()

@@ -263,16 +263,22 @@ func (r *SinkReport) backlog(ctx context.Context, s *SinkStatus) error {
 	// Every wait on the broker has a deadline, whatever the caller's.
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	ev, err := r.js.Consumer(ctx, r.topo.EventsStream(), topology.SinkConsumer(s.Name))
-	if err != nil {
-		return fmt.Errorf("read consumer %s: %w", topology.SinkConsumer(s.Name), err)
+	// The sink's events consumer on every partition: its backlog is their sum.
+	var pending, ackPending uint64
+	for _, stream := range r.topo.EventsStreams() {
+		ev, err := r.js.Consumer(ctx, stream, topology.SinkConsumer(s.Name))
+		if err != nil {
+			return fmt.Errorf("read consumer %s on %s: %w", topology.SinkConsumer(s.Name), stream, err)
+		}
+		ei := ev.CachedInfo()
+		pending, ackPending = pending+ei.NumPending, ackPending+uint64(ei.NumAckPending)
 	}
 	rt, err := r.js.Consumer(ctx, r.topo.RetriesStream(), topology.RetryConsumer(s.Name))
 	if err != nil {
 		return fmt.Errorf("read consumer %s: %w", topology.RetryConsumer(s.Name), err)
 	}
-	ei, ri := ev.CachedInfo(), rt.CachedInfo()
-	s.Pending, s.RetryPending = ei.NumPending, ri.NumPending
-	s.AckPending = uint64(ei.NumAckPending) + uint64(ri.NumAckPending)
+	ri := rt.CachedInfo()
+	s.Pending, s.RetryPending = pending, ri.NumPending
+	s.AckPending = ackPending + uint64(ri.NumAckPending)
 	return nil
 }

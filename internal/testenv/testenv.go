@@ -60,6 +60,26 @@ func New(t testing.TB) *Env {
 	return newEnv(t, []*server.Server{s}, 1, true)
 }
 
+// NewPartitioned is New with the events spread over n partition streams
+// (streams.partitions).
+func NewPartitioned(t testing.TB, n int) *Env {
+	t.Helper()
+	s, err := embedded.Start(embedded.Options{Listen: "127.0.0.1:0", DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	e := newEnv(t, []*server.Server{s}, 1, false)
+	e.Streams.Partitions = n
+	e.Topo = topology.New(e.Streams)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.Topo.Ensure(ctx, e.JS); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
 // NewCluster starts an n-node JetStream cluster on loopback, with streams
 // replicated on every node.
 func NewCluster(t testing.TB, n int) *Env {
@@ -282,7 +302,7 @@ func (e *Env) Publish(env *envelope.Envelope) *jetstream.PubAck {
 	if err != nil {
 		e.T.Fatal(err)
 	}
-	return e.PublishRaw(e.Topo.EventSubject(env.Type), env.ID, raw)
+	return e.PublishRaw(e.Topo.EventSubjectFor(env.Type, env.PartitionKey()), env.ID, raw)
 }
 
 // PublishRaw publishes arbitrary bytes (for malformed envelopes).

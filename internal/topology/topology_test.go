@@ -118,7 +118,7 @@ func TestSinkSwitchesBetweenOrderedAndUnordered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := policy(cons.Events); c.PriorityPolicy != jetstream.PriorityPolicyNone || len(c.PriorityGroups) != 0 {
+	if c := policy(cons.Events[0]); c.PriorityPolicy != jetstream.PriorityPolicyNone || len(c.PriorityGroups) != 0 {
 		t.Fatalf("unordered sink has priority %v %v", c.PriorityPolicy, c.PriorityGroups)
 	}
 	for i := range 3 {
@@ -127,7 +127,7 @@ func TestSinkSwitchesBetweenOrderedAndUnordered(t *testing.T) {
 		}
 	}
 	// One message is in flight (unacked) when the sink switches.
-	inFlight, err := cons.Events.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	inFlight, err := cons.Events[0].Fetch(1, jetstream.FetchMaxWait(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,12 +139,12 @@ func TestSinkSwitchesBetweenOrderedAndUnordered(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c := policy(cons.Events)
+	c := policy(cons.Events[0])
 	if c.PriorityPolicy != jetstream.PriorityPolicyPinned || c.PinnedTTL != 7*time.Second ||
 		len(c.PriorityGroups) != 1 || c.PriorityGroups[0] != topology.OrderGroup {
 		t.Fatalf("ordered sink's consumer: policy %v ttl %s groups %v", c.PriorityPolicy, c.PinnedTTL, c.PriorityGroups)
 	}
-	info, err := cons.Events.Info(ctx)
+	info, err := cons.Events[0].Info(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +176,7 @@ func TestSinkSwitchesBetweenOrderedAndUnordered(t *testing.T) {
 	if cons, err = topo.EnsureSink(ctx, js, "s1", plain); err != nil {
 		t.Fatal(err)
 	}
-	if c := policy(cons.Events); c.PriorityPolicy != jetstream.PriorityPolicyNone || len(c.PriorityGroups) != 0 {
+	if c := policy(cons.Events[0]); c.PriorityPolicy != jetstream.PriorityPolicyNone || len(c.PriorityGroups) != 0 {
 		t.Fatalf("sink switched back still has priority %v %v", c.PriorityPolicy, c.PriorityGroups)
 	}
 }

@@ -23,6 +23,9 @@ type Publisher struct {
 	js       jetstream.JetStream
 	prefix   string
 	maxBytes int
+	// partitions is streams.partitions of the dispatchers' config: the
+	// envelope's PartitionKey chooses one of them.
+	partitions int
 }
 
 // PublisherOption adjusts a Publisher.
@@ -31,12 +34,19 @@ type PublisherOption func(*Publisher)
 // WithSubjectPrefix publishes under a prefix other than "chapar".
 func WithSubjectPrefix(p string) PublisherOption { return func(pub *Publisher) { pub.prefix = p } }
 
+// WithPartitions publishes over n partitions (streams.partitions in the
+// dispatchers' config; 1, the default, is the layout without partitions).
+// It must match the config: an event published for another count lands in
+// a partition no dispatcher reads, or is refused when no stream has its
+// subject.
+func WithPartitions(n int) PublisherOption { return func(pub *Publisher) { pub.partitions = n } }
+
 // WithMaxBytes changes the size limit checked before publishing.
 func WithMaxBytes(n int) PublisherOption { return func(pub *Publisher) { pub.maxBytes = n } }
 
 // NewPublisher publishes through js.
 func NewPublisher(js jetstream.JetStream, opts ...PublisherOption) *Publisher {
-	p := &Publisher{js: js, prefix: DefaultSubjectPrefix, maxBytes: DefaultMaxBytes}
+	p := &Publisher{js: js, prefix: DefaultSubjectPrefix, maxBytes: DefaultMaxBytes, partitions: 1}
 	for _, o := range opts {
 		o(p)
 	}
@@ -54,17 +64,24 @@ func (p *Publisher) Publish(ctx context.Context, env *Envelope) (*jetstream.PubA
 	if _, err := Parse(raw, p.maxBytes); err != nil {
 		return nil, err
 	}
-	return p.PublishRaw(ctx, env.Type, env.ID, raw)
+	return p.PublishRaw(ctx, env, raw)
 }
 
-// PublishRaw publishes an already encoded structured-mode envelope.
-func (p *Publisher) PublishRaw(ctx context.Context, eventType, id string, raw []byte) (*jetstream.PubAck, error) {
-	msg := nats.NewMsg(Subject(p.prefix, eventType))
+// Subject is where env is published: its type's subject, in the partition
+// its PartitionKey chooses.
+func (p *Publisher) Subject(env *Envelope) string {
+	return PartitionSubject(p.prefix, env.Type, Partition(env.PartitionKey(), p.partitions), p.partitions)
+}
+
+// PublishRaw publishes raw, the structured-mode encoding of env (env
+// supplies the type, the id and the partition key), without validating it.
+func (p *Publisher) PublishRaw(ctx context.Context, env *Envelope, raw []byte) (*jetstream.PubAck, error) {
+	msg := nats.NewMsg(p.Subject(env))
 	msg.Header.Set("Content-Type", ContentTypeCloudEvents)
 	msg.Data = raw
-	ack, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id))
+	ack, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(env.ID))
 	if err != nil {
-		return nil, fmt.Errorf("envelope: publish %s: %w", id, err)
+		return nil, fmt.Errorf("envelope: publish %s: %w", env.ID, err)
 	}
 	return ack, nil
 }

@@ -39,9 +39,9 @@ func Scrape(t testing.TB) string {
 	}
 	m := metrics.New()
 	m.SetBuildInfo("v1.2.3", "go1.26.0")
-	m.WatchConsumers(e.JS, map[string]string{
-		topology.SinkConsumer(Sink):  e.Topo.EventsStream(),
-		topology.RetryConsumer(Sink): e.Topo.RetriesStream(),
+	m.WatchConsumers(e.JS, map[string][]string{
+		topology.SinkConsumer(Sink):  e.Topo.EventsStreams(),
+		topology.RetryConsumer(Sink): {e.Topo.RetriesStream()},
 	})
 	m.Received()
 	m.Unrouted("chapar.track", "order_paid")
