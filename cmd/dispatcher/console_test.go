@@ -211,10 +211,15 @@ func count(t *testing.T, e *testenv.Env, f dlq.Filter) int {
 // event (Chabok's body names the user's installation, not the event id;
 // each test event has a user of its own).
 func deliveredTo(v *emulator.Vendor, user string) int {
+	return answered(v, user, func(status int) bool { return status/100 == 2 })
+}
+
+// answered counts the vendor's answers of a kind to a user's event.
+func answered(v *emulator.Vendor, user string, kind func(status int) bool) int {
 	n := 0
 	marker := `"installationId":"inst-` + user + `"`
 	for _, r := range v.Requests() {
-		if r.Status/100 == 2 && strings.Contains(string(r.Body), marker) {
+		if kind(r.Status) && strings.Contains(string(r.Body), marker) {
 			n++
 		}
 	}
@@ -235,9 +240,17 @@ func TestConsoleInBrowser(t *testing.T) {
 	vendor := e.Emu.Vendor(emulator.Chabok)
 
 	// (a) An outage: Chabok answers 503; the breaker opens and the sinks
-	// page (refreshed by htmx) says so with the last error.
+	// page (refreshed by htmx) says so with the last error. Two events
+	// that the vendor will reject once it is back go out during it too,
+	// so their dead letters have attempts to list: 503s, then a 400.
 	vendor.SetFault(emulator.Fault{Status: 503, Code: "SERVICE_UNAVAILABLE"})
 	e.Publish(testenv.Track(t, "order_paid", "u-outage"))
+	var rejected, users []string
+	for j := range 2 {
+		env := testenv.Track(t, "order_paid", fmt.Sprintf("u-0-%d", j))
+		rejected, users = append(rejected, env.ID), append(users, fmt.Sprintf("u-0-%d", j))
+		e.Publish(env)
+	}
 	step(t, bctx, "sinks page shows the outage",
 		chromedp.Navigate(base+"/console/sinks"),
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-sink="chabok"] span[data-breaker="open"]`)),
@@ -248,8 +261,15 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	pages.check(bctx, "sinks")
 
-	// The outage ends: the waiting retry is delivered.
-	vendor.ClearFault()
+	// Each of the two has had a 503 before the outage ends.
+	for _, u := range users {
+		testenv.Eventually(t, 20*time.Second, "a 503 for "+u, func() bool {
+			return answered(vendor, u, func(s int) bool { return s == 503 }) >= 1
+		})
+	}
+	// The outage ends (one swap, no moment without a fault): the waiting
+	// retry is delivered, and the two are rejected once each.
+	vendor.SetFault(emulator.Fault{Status: 400, Code: "INVALID_PARAMETERS", Match: `"installationId":"inst-u-0-`, Count: 2})
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, r := range vendor.Requests() {
@@ -267,23 +287,12 @@ func TestConsoleInBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-sink="chabok"] span[data-breaker="closed"]`)),
 	)
 
-	// Dead letters of two vendor codes.
-	var rejected, users []string
-	for i, c := range []struct {
-		code string
-		n    int
-	}{{"INVALID_PARAMETERS", 2}, {"EVENT_NOT_ALLOWED", 1}} {
-		vendor.SetFault(emulator.Fault{Status: 400, Code: c.code, Count: c.n})
-		for j := range c.n {
-			user := fmt.Sprintf("u-%d-%d", i, j)
-			env := testenv.Track(t, "order_paid", user)
-			if i == 0 {
-				rejected, users = append(rejected, env.ID), append(users, user)
-			}
-			e.Publish(env)
-		}
-		testenv.Eventually(t, 20*time.Second, c.code+" dead letters", func() bool { return count(t, e, dlq.Filter{Code: c.code}) == c.n })
-	}
+	// Dead letters of two vendor codes: the fault for the first is spent
+	// before the second replaces it.
+	testenv.Eventually(t, 20*time.Second, "INVALID_PARAMETERS dead letters", func() bool { return count(t, e, dlq.Filter{Code: "INVALID_PARAMETERS"}) == 2 })
+	vendor.SetFault(emulator.Fault{Status: 400, Code: "EVENT_NOT_ALLOWED", Count: 1})
+	e.Publish(testenv.Track(t, "order_paid", "u-1-0"))
+	testenv.Eventually(t, 20*time.Second, "EVENT_NOT_ALLOWED dead letter", func() bool { return count(t, e, dlq.Filter{Code: "EVENT_NOT_ALLOWED"}) == 1 })
 
 	// (b) Filter by vendor code in the list's form.
 	rowsJS := `document.querySelectorAll('#dead-letters tr[data-seq]').length`
@@ -302,7 +311,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	pages.check(bctx, "dead-letters")
 
-	// One dead letter's page: its envelope and attempt.
+	// One dead letter's page: its envelope and every attempt.
 	step(t, bctx, "open one dead letter",
 		chromedp.Click(chromedp.CSS(`#dead-letters tr[data-seq] a`)),
 		chromedp.WaitVisible(chromedp.CSS(`#envelope`)),
@@ -312,6 +321,17 @@ func TestConsoleInBrowser(t *testing.T) {
 	// the first row is either.
 	if !(strings.Contains(envelopeText, rejected[0]) || strings.Contains(envelopeText, rejected[1])) || !strings.Contains(envelopeText, `"order_paid"`) {
 		t.Errorf("envelope on the dead letter's page:\n%s", envelopeText)
+	}
+	attempts := read(t, bctx, "read the attempts", chromedp.Evaluate[[]string](
+		`Array.from(document.querySelectorAll('#attempts tr[data-attempt]'), r => r.innerText)`))
+	if len(attempts) < 2 || !strings.Contains(attempts[len(attempts)-1], "400\tINVALID_PARAMETERS") {
+		t.Errorf("attempts on the dead letter's page, want 503s then the 400:\n%s", strings.Join(attempts, "\n"))
+	}
+	for _, a := range attempts[:max(len(attempts)-1, 0)] {
+		if !strings.Contains(a, "503\tSERVICE_UNAVAILABLE") {
+			t.Errorf("attempts on the dead letter's page, want 503s then the 400:\n%s", strings.Join(attempts, "\n"))
+			break
+		}
 	}
 	pages.check(bctx, "dead-letter")
 

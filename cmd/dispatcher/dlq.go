@@ -388,6 +388,38 @@ func statsJSON(ctx context.Context, w io.Writer, st *dlq.Store, f dlq.Filter) er
 	return writeJSON(w, out)
 }
 
+// showAttempts prints a dead letter's attempt log as a table, oldest
+// first, numbered among all the event's attempts.
+func showAttempts(w io.Writer, l dlq.AttemptLog) {
+	if len(l.Attempts) == 0 {
+		fmt.Fprintln(w, "\nattempts: not logged (a dead letter recorded before attempt logs were kept, or without a vendor request)")
+		return
+	}
+	fmt.Fprintf(w, "\nattempts (%d in all", l.Total)
+	if n := l.Dropped(); n > 0 {
+		fmt.Fprintf(w, "; the first %d not kept", n)
+	}
+	fmt.Fprintln(w, "):")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  #\tRUN\tTIME\tSTATUS\tCODE\tTOOK\tERROR")
+	for i, a := range l.Attempts {
+		run := "first delivery"
+		if a.Replay > 0 {
+			run = fmt.Sprintf("replay %d", a.Replay)
+		}
+		status, code := "-", a.Code
+		if a.Status != 0 {
+			status = strconv.Itoa(a.Status)
+		}
+		if code == "" {
+			code = "-"
+		}
+		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\t%dms\t%s\n", l.Dropped()+i+1, run,
+			a.At.UTC().Format(time.RFC3339Nano), status, code, a.LatencyMS, truncate(a.Error, 120))
+	}
+	_ = tw.Flush()
+}
+
 // recordJSON is a dead letter with its original message, for dlq show --json:
 // the envelope as JSON when it is JSON, else as a string.
 func recordJSON(r *dlq.Record) any {
@@ -412,11 +444,18 @@ func writeJSON(w io.Writer, v any) error {
 }
 
 func showRecord(w io.Writer, r *dlq.Record) error {
-	b, err := json.MarshalIndent(r, "", "  ")
+	// The attempt log is printed as a table below, not as JSON here: a
+	// shallower field of the same JSON name hides the record's.
+	b, err := json.MarshalIndent(struct {
+		*dlq.Record
+		Log struct{} `json:"attempt_log,omitzero"`
+	}{Record: r}, "", "  ")
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "%s\n\noriginal headers:\n", b)
+	fmt.Fprintf(w, "%s\n", b)
+	showAttempts(w, r.Log)
+	fmt.Fprintln(w, "\noriginal headers:")
 	keys := make([]string, 0, len(r.Header))
 	for k := range r.Header {
 		keys = append(keys, k)

@@ -5,14 +5,18 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/internal/dlq"
 	"github.com/chapar-dev/chapar/internal/emulator"
 	"github.com/chapar-dev/chapar/internal/testenv"
 )
+
+var attemptRow = regexp.MustCompile(`(?m)^  1 +first delivery +\d{4}-\d\d-\d\dT\S+Z +404 +EVENT_TYPE_DOES_NOT_EXIST +\d+ms +\S`)
 
 func TestDLQCommands(t *testing.T) {
 	e := testenv.New(t)
@@ -53,13 +57,17 @@ func TestDLQCommands(t *testing.T) {
 		}
 	}
 	var shown struct {
-		EventID  string          `json:"event_id"`
-		Reason   string          `json:"reason"`
-		Envelope json.RawMessage `json:"envelope"`
+		EventID    string          `json:"event_id"`
+		Reason     string          `json:"reason"`
+		Envelope   json.RawMessage `json:"envelope"`
+		AttemptLog dlq.AttemptLog  `json:"attempt_log"`
 	}
 	if err := json.Unmarshal([]byte(cli("dlq", "show", ids[0], "--json")), &shown); err != nil ||
 		shown.EventID != ids[0] || shown.Reason != "vendor_rejected" || !strings.Contains(string(shown.Envelope), ids[0]) {
 		t.Errorf("show --json: %v %+v %s", err, shown, shown.Envelope)
+	}
+	if l := shown.AttemptLog; l.Total != 1 || len(l.Attempts) != 1 || l.Attempts[0].Status != 404 || l.Attempts[0].Code != "EVENT_TYPE_DOES_NOT_EXIST" || l.Attempts[0].At.IsZero() {
+		t.Errorf("show --json attempt_log: %+v", l)
 	}
 	// $NATS_URL is the default server, as for natscli.
 	t.Setenv("NATS_URL", url)
@@ -90,8 +98,13 @@ func TestDLQCommands(t *testing.T) {
 	if got := cli("dlq", "list", "--after", seq, "--limit", "0"); strings.Contains(got, "\n"+seq+" ") || strings.Count(got, "\n") >= 5 {
 		t.Errorf("list --after %s still lists it, or lists all four:\n%s", seq, got)
 	}
-	if show := cli("dlq", "show", seq); !strings.Contains(show, `"reason": "vendor_rejected"`) || !strings.Contains(show, `"name": "order_paid"`) {
+	show := cli("dlq", "show", seq)
+	if !strings.Contains(show, `"reason": "vendor_rejected"`) || !strings.Contains(show, `"name": "order_paid"`) {
 		t.Errorf("show:\n%s", show)
+	}
+	// The attempt log is a table, not JSON.
+	if !attemptRow.MatchString(show) || !strings.Contains(show, "attempts (1 in all):") || strings.Contains(show, `"attempt_log"`) {
+		t.Errorf("show lacks the attempt table:\n%s", show)
 	}
 	byID := cli("dlq", "show", ids[1])
 	if strings.Count(byID, `"event_id": "`+ids[1]+`"`) != 1 || !strings.Contains(byID, "original envelope") {

@@ -357,3 +357,77 @@ func TestReplayJob(t *testing.T) {
 		t.Errorf("an unknown job: status %d", status)
 	}
 }
+
+var attemptRE = regexp.MustCompile(`<tr data-attempt="(\d+)"><td>\d+</td><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td><td><code>([^<]*)</code></td><td>([^<]*)</td>`)
+
+var runRE = regexp.MustCompile(`<tr data-run="(\d+)"><td>([^<]*)</td><td>(\d+)</td><td>[^<]*</td><td>[^<]*</td><td>(.*?)</td></tr>`)
+
+// One dead letter's page lists each logged attempt (number, run, time,
+// status, code, error) and its replay history; a record written before
+// attempt logs says what it has instead.
+func TestDeadLetterPageListsAttempts(t *testing.T) {
+	f := newFixture(t, token, 50)
+	var log dlq.AttemptLog
+	add := func(replay, status int, code, err string) {
+		log.Add(dlq.Attempt{At: base.Add(time.Duration(log.Total) * time.Minute), Replay: replay, Status: status, Code: code, Error: err, LatencyMS: 30})
+	}
+	for range 3 { // dropped from the log by the bound
+		add(0, 503, "UNAVAILABLE", "transient failure: HTTP 503")
+	}
+	for range 7 {
+		add(0, 503, "UNAVAILABLE", "transient failure: HTTP 503")
+	}
+	add(0, 400, "BAD_FIELD", "vendor rejected: HTTP 400 BAD_FIELD <script>")
+	add(1, 502, "", "transient failure: HTTP 502")
+	add(1, 422, "STILL_BAD", "vendor rejected: HTTP 422 STILL_BAD")
+	rec := &dlq.Record{Sink: "chabok", Reason: outcome.VendorRejected, Status: 422, Code: "STILL_BAD", Attempts: 2,
+		EventID: "evt-logged", EventType: "chapar.track", Origin: 99, Replays: 1, Log: log, Data: []byte(`{}`)}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := dlq.NewWriter(f.env.JS, f.env.Topo).Write(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	status, body := get(t, f.url+fmt.Sprintf("/console/dead-letters/%d", len(records)+1))
+	if status != 200 {
+		t.Fatalf("status %d:\n%s", status, body)
+	}
+	var rows []string
+	for _, m := range attemptRE.FindAllStringSubmatch(body, -1) {
+		rows = append(rows, strings.Join(m[1:], " | "))
+	}
+	want := []string{
+		"4 | first delivery | 2026-11-30 08:03:00Z | 503 | UNAVAILABLE | transient failure: HTTP 503",
+		"5 | first delivery | 2026-11-30 08:04:00Z | 503 | UNAVAILABLE | transient failure: HTTP 503",
+		"6 | first delivery | 2026-11-30 08:05:00Z | 503 | UNAVAILABLE | transient failure: HTTP 503",
+		"7 | first delivery | 2026-11-30 08:06:00Z | 503 | UNAVAILABLE | transient failure: HTTP 503",
+		"8 | first delivery | 2026-11-30 08:07:00Z | 503 | UNAVAILABLE | transient failure: HTTP 503",
+		"9 | first delivery | 2026-11-30 08:08:00Z | 503 | UNAVAILABLE | transient failure: HTTP 503",
+		"10 | first delivery | 2026-11-30 08:09:00Z | 503 | UNAVAILABLE | transient failure: HTTP 503",
+		"11 | first delivery | 2026-11-30 08:10:00Z | 400 | BAD_FIELD | vendor rejected: HTTP 400 BAD_FIELD &lt;script&gt;",
+		"12 | replay 1 | 2026-11-30 08:11:00Z | 502 |  | transient failure: HTTP 502",
+		"13 | replay 1 | 2026-11-30 08:12:00Z | 422 | STILL_BAD | vendor rejected: HTTP 422 STILL_BAD",
+	}
+	if strings.Join(rows, "\n") != strings.Join(want, "\n") {
+		t.Errorf("attempt rows:\n%s\nwant:\n%s", strings.Join(rows, "\n"), strings.Join(want, "\n"))
+	}
+	if !strings.Contains(body, "13 attempts in all, over the first delivery and 1 replay; the first 3 are not kept") {
+		t.Errorf("the page does not say how many attempts there were and how many are not kept:\n%s", body)
+	}
+	var runs []string
+	for _, m := range runRE.FindAllStringSubmatch(body, -1) {
+		runs = append(runs, strings.Join(m[1:], " | "))
+	}
+	wantRuns := []string{
+		"0 | first delivery | 8 | 400 <code>BAD_FIELD</code> · dead-lettered, then replayed",
+		"1 | replay 1 | 2 | 422 <code>STILL_BAD</code> · dead-lettered: this entry",
+	}
+	if strings.Join(runs, "\n") != strings.Join(wantRuns, "\n") {
+		t.Errorf("replay history:\n%s\nwant:\n%s", strings.Join(runs, "\n"), strings.Join(wantRuns, "\n"))
+	}
+
+	// Dead letter 4 was written without a log: the page says so.
+	_, body = get(t, f.url+"/console/dead-letters/4")
+	if !strings.Contains(body, "recorded before Chapar kept each attempt") || attemptRE.MatchString(body) {
+		t.Errorf("a record without a log is not shown as one:\n%s", body)
+	}
+}

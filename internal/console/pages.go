@@ -117,6 +117,47 @@ type entryData struct {
 	Envelope string // indented when it is JSON
 	Headers  []field
 	Replay   bool // its reason allows a replay
+	// Tries are the logged attempts, numbered across runs; Runs is the
+	// replay history they tell: the first delivery, then each replay.
+	Tries []attemptRow
+	Runs  []runRow
+}
+
+// attemptRow is one logged vendor request.
+type attemptRow struct {
+	dlq.Attempt
+	N int // its number among all attempts of the event, from 1
+}
+
+// runRow is one run of the delivery: the first (Replay 0) or a replay,
+// as far as the log still holds its attempts.
+type runRow struct {
+	Replay      int
+	Logged      int
+	First, Last time.Time
+	Ended       dlq.Attempt // its last logged attempt
+	Current     bool        // the run that ended in this dead letter
+}
+
+// attemptRows numbers a record's logged attempts and groups them by run.
+// The log keeps the last attempts only (dlq.MaxLoggedAttempts), so the
+// oldest run listed may be partial and earlier ones absent.
+func attemptRows(rec *dlq.Record) ([]attemptRow, []runRow) {
+	var tries []attemptRow
+	var runs []runRow
+	for i, a := range rec.Log.Attempts {
+		tries = append(tries, attemptRow{Attempt: a, N: rec.Log.Dropped() + i + 1})
+		if len(runs) == 0 || runs[len(runs)-1].Replay != a.Replay {
+			runs = append(runs, runRow{Replay: a.Replay, First: a.At})
+		}
+		r := &runs[len(runs)-1]
+		r.Logged++
+		r.Last, r.Ended = a.At, a
+	}
+	if len(runs) > 0 {
+		runs[len(runs)-1].Current = runs[len(runs)-1].Replay == rec.Replays
+	}
+	return tries, runs
 }
 
 func (c *Console) deadLetterPage(w http.ResponseWriter, r *http.Request) {
@@ -137,6 +178,7 @@ func (c *Console) deadLetterPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d := entryData{Record: rec, Envelope: string(rec.Data), Replay: rec.Sink != dlq.NoSink && rec.Reason.Replayable()}
+	d.Tries, d.Runs = attemptRows(rec)
 	var b bytes.Buffer
 	if json.Indent(&b, rec.Data, "", "  ") == nil {
 		d.Envelope = b.String()

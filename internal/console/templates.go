@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"html/template"
 	"time"
+
+	"github.com/chapar-dev/chapar/internal/dlq"
 )
 
 var funcs = template.FuncMap{
@@ -39,6 +41,14 @@ var funcs = template.FuncMap{
 		return fmt.Sprint(n)
 	},
 	"dec": func(n int) int { return n - 1 },
+	// run names a run of a delivery by its replay count.
+	"run": func(replay int) string {
+		if replay == 0 {
+			return "first delivery"
+		}
+		return fmt.Sprintf("replay %d", replay)
+	},
+	"maxLogged": func() int { return dlq.MaxLoggedAttempts },
 }
 
 // parsePages parses each page with the layout; every page defines

@@ -162,6 +162,11 @@ func (b *batcher) send(ctx context.Context, items []batchItem) {
 	if pause > 0 {
 		w.gate.pause(min(pause, w.policy.MaxRetryAfter))
 	}
+	// Logged before any settles: a settlement's broker write is not the
+	// vendor's latency.
+	for i, it := range items {
+		it.d.logAttempt(now, errs[i])
+	}
 	for i, it := range items {
 		v := Decide(w.policy, it.d.history, Attempt{Err: errs[i], VendorDown: vendorDown}, time.Now())
 		endAttempt(spans[i], v, errs[i])

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/chapar-dev/chapar/internal/dlq"
 	"github.com/chapar-dev/chapar/internal/sinks"
 	"github.com/chapar-dev/chapar/internal/topology"
 )
@@ -27,7 +28,10 @@ type delivery struct {
 	received time.Time // when the event entered the events stream
 	replays  int
 	history  History
-	span     trace.SpanContext // the attempt's span, linked from the next
+	// log is the attempts' own record (time, status, code, error), for
+	// the dead letter; Decide reads only history.
+	log  dlq.AttemptLog
+	span trace.SpanContext // the attempt's span, linked from the next
 }
 
 func newDelivery(msg jetstream.Msg, meta *jetstream.MsgMetadata, retry bool) *delivery {
@@ -48,7 +52,21 @@ func newDelivery(msg jetstream.Msg, meta *jetstream.MsgMetadata, retry bool) *de
 	if t, err := time.Parse(time.RFC3339Nano, h.Get(topology.HeaderFirstAttempt)); err == nil {
 		d.history.First = t
 	}
+	// Best effort: a missing or malformed log starts empty, the delivery
+	// goes on.
+	d.log, _ = dlq.DecodeAttemptLog(h.Get(topology.HeaderAttemptLog))
 	return d
+}
+
+// logAttempt records one vendor request that started at start and ended
+// now with err, for the dead letter if it comes to that.
+func (d *delivery) logAttempt(start time.Time, err error) {
+	a := dlq.Attempt{At: start.UTC(), Replay: d.replays, LatencyMS: time.Since(start).Milliseconds()}
+	if err != nil {
+		a.Status, a.Code = statusCode(err)
+		a.Error = err.Error() // clipped by Add
+	}
+	d.log.Add(a)
 }
 
 // retryKey names the next retry of this delivery uniquely: the scheduler
@@ -80,6 +98,9 @@ func (d *delivery) retryMsg(subject string, v Verdict, last error) *nats.Msg {
 	}
 	if link := traceLink(d.span); link != "" {
 		out.Header.Set(topology.HeaderTraceLink, link)
+	}
+	if log := d.log.Encode(); log != "" {
+		out.Header.Set(topology.HeaderAttemptLog, log)
 	}
 	if status, code := statusCode(last); status != 0 {
 		out.Header.Set(topology.HeaderLastStatus, strconv.Itoa(status))

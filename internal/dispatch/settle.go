@@ -161,7 +161,7 @@ func (w *sinkWorker) record(d *delivery, ev *envelope.Event, sink string, reason
 		Sink: sink, Reason: reason, Attempts: d.history.Attempts,
 		FirstAttempt: d.history.First, LastAttempt: now,
 		Header: d.msg.Headers(), Data: d.msg.Data(), Subject: d.msg.Subject(),
-		Origin: d.origin, Replays: d.replays,
+		Origin: d.origin, Replays: d.replays, Log: d.log.Clone(),
 	}
 	if link := traceLink(d.span); link != "" {
 		// A replay's first attempt links to the attempt that failed.

@@ -142,6 +142,7 @@ func (w *sinkWorker) attempt(ctx context.Context, d *delivery, ev *envelope.Even
 	}
 	derr = w.sink.Deliver(ctx, &sinks.Delivery{Event: ev, ReceivedAt: d.received})
 	stop()
+	d.logAttempt(now, derr)
 	w.obs.InFlight(w.name, -1)
 	w.obs.VendorRequest(w.name, time.Since(now), derr)
 	done(derr)

@@ -57,6 +57,11 @@ type Record struct {
 	// partition in the top 8 bits (topology.Origin).
 	Origin  uint64 `json:"origin,omitempty"`
 	Replays int    `json:"replays"`
+	// Log is the delivery's attempts, across its retries and earlier
+	// replays (each entry says its replay): Attempts above counts only
+	// this run's, since a replay starts afresh. Empty for records written
+	// before logs were kept.
+	Log AttemptLog `json:"attempt_log"`
 	// ReleasedBarrier says the sink delivers in order and this event held
 	// back the later events of its key while it was retried: giving up on
 	// it let them go on, so the vendor got them without this one.
@@ -79,7 +84,8 @@ func (r *Record) MsgID() string {
 // attemptHeaders are the engine's per-delivery state: a dead letter keeps
 // them out of the stored copy, since a replay starts afresh.
 var attemptHeaders = []string{topology.HeaderAttempts, topology.HeaderCounted, topology.HeaderFirstAttempt,
-	topology.HeaderLastStatus, topology.HeaderLastCode, topology.HeaderReplays, topology.HeaderOrigin}
+	topology.HeaderLastStatus, topology.HeaderLastCode, topology.HeaderReplays, topology.HeaderOrigin,
+	topology.HeaderAttemptLog}
 
 // keepHeader says whether an original header is stored with the dead letter
 // (and so travels with a replay): not JetStream's own (a Nats-Expected-*
@@ -130,6 +136,7 @@ func (r *Record) toMsg(subject string) *nats.Msg {
 	if r.ReleasedBarrier {
 		set(hdrReleased, "true")
 	}
+	set(topology.HeaderAttemptLog, r.Log.Encode())
 	return &nats.Msg{Subject: subject, Header: h, Data: r.Data}
 }
 
@@ -164,6 +171,9 @@ func fromMsg(seq uint64, h nats.Header, data []byte) *Record {
 		Header:          nats.Header{},
 		Data:            data,
 	}
+	// A log that does not parse is left out: the record's summary fields
+	// above still say what happened last.
+	r.Log, _ = DecodeAttemptLog(h.Get(topology.HeaderAttemptLog))
 	for k, v := range h {
 		if keepHeader(k) {
 			r.Header[k] = v

@@ -288,6 +288,12 @@ func (s *Store) Requeue(ctx context.Context, r *Record) error {
 		}
 	}
 	msg.Header.Set(topology.HeaderReplays, strconv.Itoa(r.Replays+1))
+	// The attempt count starts afresh, but the log goes on: if the replay
+	// fails too, its dead letter shows why the event failed before as
+	// well as now.
+	if log := r.Log.Encode(); log != "" {
+		msg.Header.Set(topology.HeaderAttemptLog, log)
+	}
 	if r.Origin > 0 {
 		msg.Header.Set(topology.HeaderOrigin, strconv.FormatUint(r.Origin, 10))
 	}

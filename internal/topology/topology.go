@@ -66,6 +66,11 @@ const (
 	// HeaderTraceLink is the traceparent of the attempt before, so the
 	// next attempt's span links to it.
 	HeaderTraceLink = "Chapar-Trace-Link"
+	// HeaderAttemptLog is the delivery's last attempts (time, status,
+	// vendor code, error, latency, replay) and their total, as compact
+	// JSON (dlq.AttemptLog): it continues across retries and replays, so
+	// a dead letter shows every attempt, not only the last.
+	HeaderAttemptLog = "Chapar-Attempt-Log"
 )
 
 // HeaderAllowance is room for headers on top of the envelope's own bytes:
