@@ -340,6 +340,44 @@ func TestOriginIsUniqueAcrossPartitions(t *testing.T) {
 	}
 }
 
+// An origin that cannot hold its sequence or partition is refused, never
+// encoded: a sequence past 2^56 would run into the partition bits, and a
+// partition past 255 used to yield the bare sequence, partition 0's origin.
+func TestOriginRefusesWhatDoesNotFit(t *testing.T) {
+	for _, c := range []struct {
+		stream string
+		seq    uint64
+		want   uint64
+		err    string // empty: no error
+	}{
+		{"CHAPAR_EVENTS", 1<<56 - 1, 1<<56 - 1, ""},
+		{"CHAPAR_EVENTS_255", 1, 255<<56 | 1, ""},
+		{"CHAPAR_RETRIES", 9, 9, ""},
+		{"CHAPAR_EVENTS", 1 << 56, 0, "past 2^56"},
+		{"CHAPAR_EVENTS_1", 1<<56 + 5, 0, "past 2^56"},
+		{"CHAPAR_EVENTS_256", 5, 0, `"256" is not a partition from 0 to 255`},
+		{"CHAPAR_EVENTS_x", 5, 0, `"x" is not a partition`},
+	} {
+		got, err := topology.OriginOf(c.stream, c.seq)
+		switch {
+		case c.err == "" && (err != nil || got != c.want):
+			t.Errorf("OriginOf(%s, %d) = %d, %v; want %d", c.stream, c.seq, got, err, c.want)
+		case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
+			t.Errorf("OriginOf(%s, %d) = %d, %v; want an error saying %q", c.stream, c.seq, got, err, c.err)
+		}
+		if c.err != "" {
+			func() {
+				defer func() {
+					if recover() == nil {
+						t.Errorf("Origin(%s, %d) returned instead of panicking: a wrong origin merges two events' retries", c.stream, c.seq)
+					}
+				}()
+				topology.Origin(c.stream, c.seq)
+			}()
+		}
+	}
+}
+
 // On a 3-node cluster with replicated streams, SpreadLeaders puts each
 // partition's stream leader, and its sinks' consumer leaders, on a server
 // of its own: the point of partitions is several leaders doing the work.
