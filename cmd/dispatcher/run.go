@@ -208,6 +208,7 @@ func newConsole(ctx context.Context, cfg *config.Config, conn *app.Conn, m *metr
 		Sinks:       m.SinkReport(conn.JS, conn.Topo, configured),
 		Token:       token,
 		Logger:      log,
+		Partitions:  cfg.Streams.Partitions,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("admin.console: %w", err)

@@ -57,6 +57,9 @@ type Options struct {
 	PageSize int
 	// KeepJobs is how many finished jobs stay viewable (default 50).
 	KeepJobs int
+	// Partitions is streams.partitions: a dead letter's partition is
+	// shown only when there is more than one.
+	Partitions int
 }
 
 //go:embed templates/*.html

@@ -44,7 +44,7 @@ var records = []dlq.Record{
 	{Sink: "chabok", Reason: outcome.VendorRejected, Status: 400, Code: "INVALID_PARAMETERS", EventType: "chapar.track"},
 }
 
-func newFixture(t *testing.T, tok string, pageSize int) *fixture {
+func newFixture(t *testing.T, tok string, pageSize int, opts ...func(*console.Options)) *fixture {
 	t.Helper()
 	e := testenv.New(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -62,11 +62,15 @@ func newFixture(t *testing.T, tok string, pageSize int) *fixture {
 		}
 	}
 	store := dlq.NewStore(e.JS, e.Topo)
-	c, err := console.New(context.Background(), console.Options{
+	o := console.Options{
 		DeadLetters: store,
 		Sinks:       metrics.New().SinkReport(e.JS, e.Topo, []metrics.SinkConfig{{Name: "chabok", Vendor: "chabok"}}),
 		Token:       tok, Logger: zaptest.NewLogger(t), PageSize: pageSize,
-	})
+	}
+	for _, f := range opts {
+		f(&o)
+	}
+	c, err := console.New(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -429,5 +433,38 @@ func TestDeadLetterPageListsAttempts(t *testing.T) {
 	_, body = get(t, f.url+"/console/dead-letters/4")
 	if !strings.Contains(body, "recorded before Chapar kept each attempt") || attemptRE.MatchString(body) {
 		t.Errorf("a record without a log is not shown as one:\n%s", body)
+	}
+}
+
+// A dead letter's origin is shown as the operator looks it up (nats stream
+// get <stream> <seq>): the partition and the sequence in its stream, not
+// their encoding (partition 1, sequence 5 is 72057594037927941); the
+// partition only when the deployment has more than one.
+func TestDeadLetterPageShowsPartitionAndSequence(t *testing.T) {
+	for _, c := range []struct {
+		partitions int
+		stream     string
+		want, not  string
+	}{
+		{1, "CHAPAR_EVENTS", "(events stream sequence 5)", "partition"},
+		{3, "CHAPAR_EVENTS_1", "(partition 1, events stream sequence 5)", "72057594037927941"},
+		{3, "CHAPAR_EVENTS_0", "(partition 0, events stream sequence 5)", "xx-never"},
+	} {
+		t.Run(c.stream, func(t *testing.T) {
+			f := newFixture(t, token, 50, func(o *console.Options) { o.Partitions = c.partitions })
+			rec := &dlq.Record{Sink: "chabok", Reason: outcome.VendorRejected, Status: 400, EventID: "evt-p",
+				EventType: "chapar.track", Origin: topology.Origin(c.stream, 5), Data: []byte(`{}`)}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if _, err := dlq.NewWriter(f.env.JS, f.env.Topo).Write(ctx, rec); err != nil {
+				t.Fatal(err)
+			}
+			status, body := get(t, f.url+fmt.Sprintf("/console/dead-letters/%d", len(records)+1))
+			_, record, _ := strings.Cut(body, `id="record"`)
+			record, _, _ = strings.Cut(record, "</dl>")
+			if status != 200 || !strings.Contains(record, c.want) || strings.Contains(record, c.not) {
+				t.Errorf("status %d, record:\n%s\nwant %q and no %q", status, record, c.want, c.not)
+			}
+		})
 	}
 }
