@@ -468,3 +468,73 @@ func TestDeadLetterPageShowsPartitionAndSequence(t *testing.T) {
 		})
 	}
 }
+
+// Beyond loopback (RequireToken) every console page, and every fragment
+// htmx polls, asks for the admin token: without it, or with a wrong one,
+// nothing of a dead letter is shown. With it, the pages are as before.
+func TestEveryPageAsksForTheTokenBeyondLoopback(t *testing.T) {
+	f := newFixture(t, token, 50, func(o *console.Options) { o.RequireToken = true })
+	open := newFixture(t, token, 50)
+	pages := []string{"/console/sinks", "/console/sinks/rows", "/console/dead-letters", "/console/dead-letters/1",
+		"/console/actions?sink=chabok", "/console/static/console.css", "/console/no-such-page"}
+	for _, c := range []struct {
+		name     string
+		user, pw string // empty user and pw: no credentials
+		fixture  *fixture
+		want     int // 0: the page's own status (not 401)
+	}{
+		{"no credentials", "", "", f, http.StatusUnauthorized},
+		{"wrong token", "admin", "test-admin-token-0123456788", f, http.StatusUnauthorized},
+		{"a token's prefix", "admin", token[:10], f, http.StatusUnauthorized},
+		{"the token", "admin", token, f, 0},
+		{"the token, any user name", "", token, f, 0},
+		{"loopback: no credentials needed", "", "", open, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for _, p := range pages {
+				req, err := http.NewRequest(http.MethodGet, c.fixture.url+p, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if c.user != "" || c.pw != "" {
+					req.SetBasicAuth(c.user, c.pw)
+				}
+				resp, err := noRedirect.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				body := string(b)
+				switch {
+				case c.want == http.StatusUnauthorized:
+					if resp.StatusCode != 401 || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Basic ") ||
+						strings.Contains(body, "evt-1") || strings.Contains(body, token) {
+						t.Errorf("%s: status %d, WWW-Authenticate %q, want 401 asking for Basic credentials and no dead letter:\n%.300s",
+							p, resp.StatusCode, resp.Header.Get("WWW-Authenticate"), body)
+					}
+				case resp.StatusCode == 401:
+					t.Errorf("%s: 401 with %s", p, c.name)
+				case p == "/console/dead-letters/1" && !strings.Contains(body, "evt-1"):
+					t.Errorf("%s: status %d, the dead letter is not shown:\n%.300s", p, resp.StatusCode, body)
+				}
+			}
+		})
+	}
+	// The typed token still guards a purge: signing in is not consent.
+	req, _ := http.NewRequest(http.MethodPost, f.url+"/console/actions", strings.NewReader(url.Values{"action": {"purge"}, "code": {"INVALID_PARAMETERS"}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	req.SetBasicAuth("admin", token)
+	resp, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("a purge signed in but without the typed token: status %d, want 403", resp.StatusCode)
+	}
+	if n := countDeadLetters(t, f); n != 7 {
+		t.Errorf("%d dead letters left after a purge without the typed token, want 7", n)
+	}
+}
