@@ -111,7 +111,7 @@ func (p *proc) stop(grace time.Duration) error {
 	select {
 	case <-p.done:
 		if p.err != nil {
-			return fmt.Errorf("%s: exit after SIGTERM: %v; last log lines:\n%s", p.name, p.err, p.tail())
+			return fmt.Errorf("%s: exit after SIGTERM: %w; last log lines:\n%s", p.name, p.err, p.tail())
 		}
 		return nil
 	case <-time.After(grace):
@@ -241,7 +241,7 @@ func startNATS(self, dir string, nodes int) (*natsServer, error) {
 			}
 			if time.Now().After(deadline) {
 				_ = ns.stop(5 * time.Second)
-				return nil, fmt.Errorf("%s did not accept connections in 15s: %v", p.name, err)
+				return nil, fmt.Errorf("%s did not accept connections in 15s: %w", p.name, err)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
@@ -310,7 +310,7 @@ func goBuild(ctx context.Context, dir string, args ...string) error {
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("go build %s (in %s): %v\n%s", strings.Join(args, " "), dir, err, stderr.String())
+		return fmt.Errorf("go build %s (in %s): %w\n%s", strings.Join(args, " "), dir, err, stderr.String())
 	}
 	return nil
 }

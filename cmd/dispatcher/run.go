@@ -95,6 +95,9 @@ func runCmd(ctx context.Context, file string, nf natsFlags, stderr io.Writer) er
 		if adminToken, err = cfg.Admin.Token(os.LookupEnv); err != nil {
 			return err
 		}
+		if err := cfg.Admin.CheckConsoleToken(adminToken); err != nil {
+			return err
+		}
 	}
 	m := metrics.New()
 	var ready atomic.Bool
@@ -175,11 +178,7 @@ func runCmd(ctx context.Context, file string, nf natsFlags, stderr io.Writer) er
 			mux.Handle(console.Prefix, cons.Handler())
 			admin = mux
 			log.Info("serving the web console", zap.String("url", "http://"+ln.Addr().String()+console.Prefix),
-				zap.Bool("replay_and_purge", cons.MutationsEnabled()))
-			if !loopbackAddr(ln.Addr()) {
-				log.Warn("the console is served beyond loopback: anyone who reaches admin.listen can read dead letters' envelopes; " +
-					"bind admin.listen to 127.0.0.1, or put it behind an authenticating proxy")
-			}
+				zap.Bool("replay_and_purge", cons.MutationsEnabled()), zap.Bool("token_required", cfg.Admin.ConsoleBeyondLoopback()))
 		}
 		srv := newServer(admin, runLimits)
 		go func() {
@@ -208,16 +207,15 @@ func newConsole(ctx context.Context, cfg *config.Config, conn *app.Conn, m *metr
 		Sinks:       m.SinkReport(conn.JS, conn.Topo, configured),
 		Token:       token,
 		Logger:      log,
+		Partitions:  cfg.Streams.Partitions,
+		// Beyond loopback every page asks for the token: they show dead
+		// letters' envelopes (CheckConsoleToken made sure there is one).
+		RequireToken: cfg.Admin.ConsoleBeyondLoopback(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("admin.console: %w", err)
 	}
 	return c, nil
-}
-
-func loopbackAddr(a net.Addr) bool {
-	t, ok := a.(*net.TCPAddr)
-	return ok && t.IP.IsLoopback()
 }
 
 // listen binds addr for the server configured at key, naming the key and the

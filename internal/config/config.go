@@ -6,6 +6,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path"
 	"regexp"
@@ -154,6 +155,37 @@ func (a Admin) Token(lookupEnv func(string) (string, bool)) (Secret, error) {
 			from, len(tok), MinAdminTokenBytes)
 	}
 	return Secret(tok), nil
+}
+
+// ConsoleBeyondLoopback says whether the console is served where others
+// than this host's users can reach it: admin.listen's host is not a
+// loopback address or "localhost" (an empty host or 0.0.0.0 is every
+// interface; a name other than localhost may resolve anywhere).
+func (a Admin) ConsoleBeyondLoopback() bool {
+	if !a.Console.Enabled || a.Listen == "" {
+		return false
+	}
+	host, _, err := net.SplitHostPort(a.Listen)
+	if err != nil {
+		return true
+	}
+	if host == "localhost" {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip == nil || !ip.IsLoopback()
+}
+
+// CheckConsoleToken refuses a console beyond loopback without the admin
+// token: its pages show dead letters' envelopes and headers (user data),
+// so there every page asks for the token (docs/console.md).
+func (a Admin) CheckConsoleToken(tok Secret) error {
+	if !a.ConsoleBeyondLoopback() || tok.Value() != "" {
+		return nil
+	}
+	return fmt.Errorf("admin.console.enabled: the console is served beyond loopback (admin.listen %q) with no admin token, "+
+		"so anyone reaching it could read dead letters' envelopes; set admin.token_file (or $%s) and every console page asks for it, "+
+		"bind admin.listen to 127.0.0.1, or disable the console", a.Listen, AdminTokenEnv)
 }
 
 // Webhook serves the endpoint Divar Kenar calls back.

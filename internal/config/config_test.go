@@ -450,3 +450,41 @@ func TestAdminToken(t *testing.T) {
 		})
 	}
 }
+
+// The console beyond loopback needs the admin token (every page asks for
+// it); on loopback, or disabled, it does not.
+func TestConsoleBeyondLoopbackNeedsAToken(t *testing.T) {
+	tok := config.Secret("0123456789abcdef0123")
+	for _, c := range []struct {
+		listen  string
+		enabled bool
+		token   config.Secret
+		beyond  bool
+		refused bool
+	}{
+		{"127.0.0.1:9090", true, "", false, false},
+		{"[::1]:9090", true, "", false, false},
+		{"localhost:9090", true, "", false, false},
+		{":9090", true, "", true, true},
+		{"0.0.0.0:9090", true, "", true, true},
+		{"10.0.0.5:9090", true, "", true, true},
+		{"admin.internal:9090", true, "", true, true},
+		{":9090", true, tok, true, false},
+		{":9090", false, "", false, false},
+	} {
+		a := config.Admin{Listen: c.listen, Console: config.Console{Enabled: c.enabled}}
+		if got := a.ConsoleBeyondLoopback(); got != c.beyond {
+			t.Errorf("%s (console %v): beyond loopback = %v, want %v", c.listen, c.enabled, got, c.beyond)
+		}
+		err := a.CheckConsoleToken(c.token)
+		switch {
+		case c.refused && (err == nil || !strings.Contains(err.Error(), "admin.console.enabled") || !strings.Contains(err.Error(), "admin.token_file")):
+			t.Errorf("%s without a token: %v, want a refusal naming admin.console.enabled and admin.token_file", c.listen, err)
+		case !c.refused && err != nil:
+			t.Errorf("%s (console %v, token %v): %v", c.listen, c.enabled, c.token != "", err)
+		}
+		if err != nil && strings.Contains(err.Error(), tok.Value()) {
+			t.Errorf("the error shows the token: %v", err)
+		}
+	}
+}

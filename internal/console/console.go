@@ -57,6 +57,13 @@ type Options struct {
 	PageSize int
 	// KeepJobs is how many finished jobs stay viewable (default 50).
 	KeepJobs int
+	// RequireToken makes every page ask for Token (HTTP Basic, any user
+	// name): set when the console is served beyond loopback, where its
+	// pages would show dead letters' user data to anyone reaching it.
+	RequireToken bool
+	// Partitions is streams.partitions: a dead letter's partition is
+	// shown only when there is more than one.
+	Partitions int
 }
 
 //go:embed templates/*.html
@@ -84,6 +91,9 @@ type Console struct {
 func New(ctx context.Context, o Options) (*Console, error) {
 	if o.DeadLetters == nil || o.Sinks == nil {
 		return nil, errors.New("console: DeadLetters and Sinks are required")
+	}
+	if o.RequireToken && o.Token == "" {
+		return nil, errors.New("console: RequireToken without a Token would refuse every page")
 	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
@@ -160,7 +170,32 @@ func (c *Console) routes() http.Handler {
 			zap.String("origin", clipHeader(r.Header.Get("Origin"))), zap.String("sec_fetch_site", clipHeader(r.Header.Get("Sec-Fetch-Site"))))
 		c.fail(w, r, http.StatusForbidden, "Cross-origin request refused: replay and purge are only accepted from the console's own pages.")
 	}))
-	return securityHeaders(cop.Handler(mux))
+	return securityHeaders(c.requireToken(cop.Handler(mux)))
+}
+
+// requireToken asks for the admin token on every request when
+// Options.RequireToken is set. HTTP Basic rather than a login form and a
+// session cookie: the browser asks once and sends it with every request
+// (htmx's too), and the console keeps no session, no signing key and no
+// login form to protect. The user name is ignored; the password is the
+// token, compared as tokenOK does. Without TLS it crosses the network in
+// clear, as the typed token of a replay does: serve the admin listener
+// over a private network or a TLS proxy (docs/console.md).
+func (c *Console) requireToken(h http.Handler) http.Handler {
+	if !c.opts.RequireToken {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pw, ok := r.BasicAuth(); ok && c.tokenOK(pw) {
+			h.ServeHTTP(w, r)
+			return
+		}
+		if _, _, ok := r.BasicAuth(); ok {
+			c.log.Warn("console request with a wrong admin token refused", zap.String("path", r.URL.Path), zap.String("remote", r.RemoteAddr))
+		}
+		w.Header().Set("WWW-Authenticate", `Basic realm="Chapar console", charset="UTF-8"`)
+		c.fail(w, r, http.StatusUnauthorized, "This console is served beyond loopback: sign in with the admin token as the password (any user name).")
+	})
 }
 
 // securityHeaders keep the console's pages in their own frame, their

@@ -44,7 +44,7 @@ var records = []dlq.Record{
 	{Sink: "chabok", Reason: outcome.VendorRejected, Status: 400, Code: "INVALID_PARAMETERS", EventType: "chapar.track"},
 }
 
-func newFixture(t *testing.T, tok string, pageSize int) *fixture {
+func newFixture(t *testing.T, tok string, pageSize int, opts ...func(*console.Options)) *fixture {
 	t.Helper()
 	e := testenv.New(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -62,11 +62,15 @@ func newFixture(t *testing.T, tok string, pageSize int) *fixture {
 		}
 	}
 	store := dlq.NewStore(e.JS, e.Topo)
-	c, err := console.New(context.Background(), console.Options{
+	o := console.Options{
 		DeadLetters: store,
 		Sinks:       metrics.New().SinkReport(e.JS, e.Topo, []metrics.SinkConfig{{Name: "chabok", Vendor: "chabok"}}),
 		Token:       tok, Logger: zaptest.NewLogger(t), PageSize: pageSize,
-	})
+	}
+	for _, f := range opts {
+		f(&o)
+	}
+	c, err := console.New(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -429,5 +433,108 @@ func TestDeadLetterPageListsAttempts(t *testing.T) {
 	_, body = get(t, f.url+"/console/dead-letters/4")
 	if !strings.Contains(body, "recorded before Chapar kept each attempt") || attemptRE.MatchString(body) {
 		t.Errorf("a record without a log is not shown as one:\n%s", body)
+	}
+}
+
+// A dead letter's origin is shown as the operator looks it up (nats stream
+// get <stream> <seq>): the partition and the sequence in its stream, not
+// their encoding (partition 1, sequence 5 is 72057594037927941); the
+// partition only when the deployment has more than one.
+func TestDeadLetterPageShowsPartitionAndSequence(t *testing.T) {
+	for _, c := range []struct {
+		partitions int
+		stream     string
+		want, not  string
+	}{
+		{1, "CHAPAR_EVENTS", "(events stream sequence 5)", "partition"},
+		{3, "CHAPAR_EVENTS_1", "(partition 1, events stream sequence 5)", "72057594037927941"},
+		{3, "CHAPAR_EVENTS_0", "(partition 0, events stream sequence 5)", "xx-never"},
+	} {
+		t.Run(c.stream, func(t *testing.T) {
+			f := newFixture(t, token, 50, func(o *console.Options) { o.Partitions = c.partitions })
+			rec := &dlq.Record{Sink: "chabok", Reason: outcome.VendorRejected, Status: 400, EventID: "evt-p",
+				EventType: "chapar.track", Origin: topology.Origin(c.stream, 5), Data: []byte(`{}`)}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if _, err := dlq.NewWriter(f.env.JS, f.env.Topo).Write(ctx, rec); err != nil {
+				t.Fatal(err)
+			}
+			status, body := get(t, f.url+fmt.Sprintf("/console/dead-letters/%d", len(records)+1))
+			_, record, _ := strings.Cut(body, `id="record"`)
+			record, _, _ = strings.Cut(record, "</dl>")
+			if status != 200 || !strings.Contains(record, c.want) || strings.Contains(record, c.not) {
+				t.Errorf("status %d, record:\n%s\nwant %q and no %q", status, record, c.want, c.not)
+			}
+		})
+	}
+}
+
+// Beyond loopback (RequireToken) every console page, and every fragment
+// htmx polls, asks for the admin token: without it, or with a wrong one,
+// nothing of a dead letter is shown. With it, the pages are as before.
+func TestEveryPageAsksForTheTokenBeyondLoopback(t *testing.T) {
+	f := newFixture(t, token, 50, func(o *console.Options) { o.RequireToken = true })
+	open := newFixture(t, token, 50)
+	pages := []string{"/console/sinks", "/console/sinks/rows", "/console/dead-letters", "/console/dead-letters/1",
+		"/console/actions?sink=chabok", "/console/static/console.css", "/console/no-such-page"}
+	for _, c := range []struct {
+		name     string
+		user, pw string // empty user and pw: no credentials
+		fixture  *fixture
+		want     int // 0: the page's own status (not 401)
+	}{
+		{"no credentials", "", "", f, http.StatusUnauthorized},
+		{"wrong token", "admin", "test-admin-token-0123456788", f, http.StatusUnauthorized},
+		{"a token's prefix", "admin", token[:10], f, http.StatusUnauthorized},
+		{"the token", "admin", token, f, 0},
+		{"the token, any user name", "", token, f, 0},
+		{"loopback: no credentials needed", "", "", open, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for _, p := range pages {
+				req, err := http.NewRequest(http.MethodGet, c.fixture.url+p, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if c.user != "" || c.pw != "" {
+					req.SetBasicAuth(c.user, c.pw)
+				}
+				resp, err := noRedirect.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				body := string(b)
+				switch {
+				case c.want == http.StatusUnauthorized:
+					if resp.StatusCode != 401 || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Basic ") ||
+						strings.Contains(body, "evt-1") || strings.Contains(body, token) {
+						t.Errorf("%s: status %d, WWW-Authenticate %q, want 401 asking for Basic credentials and no dead letter:\n%.300s",
+							p, resp.StatusCode, resp.Header.Get("WWW-Authenticate"), body)
+					}
+				case resp.StatusCode == 401:
+					t.Errorf("%s: 401 with %s", p, c.name)
+				case p == "/console/dead-letters/1" && !strings.Contains(body, "evt-1"):
+					t.Errorf("%s: status %d, the dead letter is not shown:\n%.300s", p, resp.StatusCode, body)
+				}
+			}
+		})
+	}
+	// The typed token still guards a purge: signing in is not consent.
+	req, _ := http.NewRequest(http.MethodPost, f.url+"/console/actions", strings.NewReader(url.Values{"action": {"purge"}, "code": {"INVALID_PARAMETERS"}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	req.SetBasicAuth("admin", token)
+	resp, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("a purge signed in but without the typed token: status %d, want 403", resp.StatusCode)
+	}
+	if n := countDeadLetters(t, f); n != 7 {
+		t.Errorf("%d dead letters left after a purge without the typed token, want 7", n)
 	}
 }

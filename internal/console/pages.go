@@ -16,6 +16,7 @@ import (
 	"github.com/chapar-dev/chapar/internal/dlq"
 	"github.com/chapar-dev/chapar/internal/metrics"
 	"github.com/chapar-dev/chapar/internal/outcome"
+	"github.com/chapar-dev/chapar/internal/topology"
 )
 
 // readTimeout bounds a page's reads from JetStream: a page that cannot be
@@ -121,6 +122,12 @@ type entryData struct {
 	// replay history they tell: the first delivery, then each replay.
 	Tries []attemptRow
 	Runs  []runRow
+	// Partition and Sequence are the origin decoded: where the event was
+	// in the events streams, as nats stream get finds it. Partitioned
+	// says whether to show the partition (streams.partitions > 1).
+	Partition   int
+	Sequence    uint64
+	Partitioned bool
 }
 
 // attemptRow is one logged vendor request.
@@ -179,6 +186,8 @@ func (c *Console) deadLetterPage(w http.ResponseWriter, r *http.Request) {
 	}
 	d := entryData{Record: rec, Envelope: string(rec.Data), Replay: rec.Sink != dlq.NoSink && rec.Reason.Replayable()}
 	d.Tries, d.Runs = attemptRows(rec)
+	d.Partition, d.Sequence = topology.SplitOrigin(rec.Origin)
+	d.Partitioned = c.opts.Partitions > 1
 	var b bytes.Buffer
 	if json.Indent(&b, rec.Data, "", "  ") == nil {
 		d.Envelope = b.String()

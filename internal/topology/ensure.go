@@ -39,6 +39,9 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 		MaxMsgSize: maxMsg,
 		Storage:    storage,
 		Replicas:   t.cfg.Replicas,
+		// The count these streams were made for: checkPartitions tells a
+		// stream of another count by it, whatever its name.
+		Metadata: map[string]string{PartitionsMetadata: strconv.Itoa(t.Partitions())},
 	}
 	var streams []jetstream.StreamConfig
 	for i := range t.Partitions() {
@@ -191,27 +194,65 @@ func (t Topology) Idle(ctx context.Context, js jetstream.JetStream, sinks []stri
 }
 
 // checkPartitions refuses a layout change that could lose events or order:
-// an events stream of another partition count (another N, or the single
-// stream of N = 1) still exists. It may hold events published for the old
-// count, and its subjects overlap the new streams'. Chapar never removes
-// it: an operator does, once it is drained, with producers stopped
+// an events stream of another partition count still exists. It may hold
+// events published for the old count, and the names alone do not tell:
+// going from 2 to 3 keeps <S>_EVENTS_0 and _1, whose keys would move while
+// their events are pending. So each events stream records the count it
+// was made for (PartitionsMetadata). Chapar never removes a stream: an
+// operator does, once it is drained, with producers stopped
 // (docs/scaling.md, "Changing the partition count").
 func (t Topology) checkPartitions(ctx context.Context, js jetstream.JetStream) error {
-	want := t.EventsStreams()
+	n := t.Partitions()
 	names := js.StreamNames(ctx, jetstream.WithStreamListSubject(t.EventsSubjects()))
-	var stale []string
+	type found struct {
+		name  string
+		count int // 0: unknown (suffixed, made before the count was recorded)
+		msgs  uint64
+	}
+	var all []found
 	for name := range names.Name() {
-		if slices.Contains(want, name) || !t.isEventsStream(name) {
+		if !t.isEventsStream(name) {
 			continue // another application's stream: the server names the overlap
 		}
-		desc := name
-		if st, err := js.Stream(ctx, name); err == nil {
-			desc = fmt.Sprintf("%s (%d events)", name, st.CachedInfo().State.Msgs)
+		st, err := js.Stream(ctx, name)
+		if err != nil {
+			return fmt.Errorf("topology: look up events stream %s: %w", name, err)
 		}
-		stale = append(stale, desc)
+		info := st.CachedInfo()
+		f := found{name: name, msgs: info.State.Msgs}
+		if v, ok := info.Config.Metadata[PartitionsMetadata]; ok {
+			if f.count, err = strconv.Atoi(v); err != nil || f.count < 1 {
+				f.count = 0
+			}
+		} else if name == t.stream+"_EVENTS" {
+			f.count = 1 // the one unsuffixed stream: one partition by its name
+		}
+		all = append(all, f)
 	}
 	if err := names.Err(); err != nil {
 		return fmt.Errorf("topology: list events streams: %w", err)
+	}
+	// Streams of unknown count are this layout's only if the suffixed
+	// streams are exactly its names: <S>_EVENTS_0..N-1, nothing beyond.
+	want := t.EventsStreams()
+	exact := n > 1 && len(all) == n
+	for _, f := range all {
+		exact = exact && slices.Contains(want, f.name)
+	}
+	var stale []string
+	for _, f := range all {
+		switch {
+		case f.count == n && slices.Contains(want, f.name):
+			continue
+		case f.count == 0 && exact:
+			continue
+		case f.count == 0:
+			stale = append(stale, fmt.Sprintf("%s (unknown partition count, %d events)", f.name, f.msgs))
+		case f.count == 1:
+			stale = append(stale, fmt.Sprintf("%s (1 partition, %d events)", f.name, f.msgs))
+		default:
+			stale = append(stale, fmt.Sprintf("%s (%d partitions, %d events)", f.name, f.count, f.msgs))
+		}
 	}
 	if len(stale) == 0 {
 		return nil
@@ -220,7 +261,7 @@ func (t Topology) checkPartitions(ctx context.Context, js jetstream.JetStream) e
 	return fmt.Errorf("streams.partitions: is %d, but events streams of another partition count exist: %s; "+
 		"run the dispatchers with the count those were published for until every sink is idle, stop the producers, "+
 		"remove them (nats stream rm <name>), then start with the new count (docs/scaling.md, \"Changing the partition count\")",
-		t.Partitions(), strings.Join(stale, ", "))
+		n, strings.Join(stale, ", "))
 }
 
 // isEventsStream says whether name is an events stream of this prefix for
@@ -244,3 +285,7 @@ func orUnlimited(n int64) int64 {
 	}
 	return n
 }
+
+// PartitionsMetadata is the events streams' metadata key recording the
+// partition count they were created for.
+const PartitionsMetadata = "chapar.partitions"

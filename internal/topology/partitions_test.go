@@ -189,62 +189,127 @@ func TestServerMappingAgreesWithPartition(t *testing.T) {
 }
 
 // Changing the partition count while streams of the old count exist is
-// refused, naming the key, the streams and what they hold; the documented
-// procedure (drain, stop producers, remove the old streams) then works and
-// keeps nothing stale.
+// refused, naming the key, the streams, the count they were made for and
+// what they hold: growing (old keys would move while their events are
+// pending) as much as shrinking. The documented procedure (drain, stop
+// producers, remove the old streams) then works.
 func TestChangingPartitionsIsRefusedUntilTheOldStreamsAreRemoved(t *testing.T) {
-	_, js := jetStream(t)
-	ctx := timeout(t)
-	one, three := layout(1), layout(3)
-	if err := one.Ensure(ctx, js); err != nil {
-		t.Fatal(err)
-	}
-	cons, err := one.EnsureSink(ctx, js, "s1", topology.ConsumerSettings{AckWait: 5 * time.Second, MaxAckPending: 100})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.Publish(ctx, one.EventSubject(envelope.TypeTrack), []byte(`{}`)); err != nil {
-		t.Fatal(err)
-	}
+	for _, c := range []struct {
+		from, to int
+		named    []string // every old stream, with its count
+	}{
+		{1, 3, []string{"CHAPAR_EVENTS (1 partition, 1 events)"}},
+		{3, 1, []string{"CHAPAR_EVENTS_0 (3 partitions, 1 events)", "CHAPAR_EVENTS_1 (3 partitions, 0 events)", "CHAPAR_EVENTS_2 (3 partitions, 0 events)"}},
+		// 2 → 3 keeps the names _0 and _1: only their recorded count
+		// tells them apart from the new layout's.
+		{2, 3, []string{"CHAPAR_EVENTS_0 (2 partitions, 1 events)", "CHAPAR_EVENTS_1 (2 partitions, 0 events)"}},
+		{3, 2, []string{"CHAPAR_EVENTS_0 (3 partitions, 1 events)", "CHAPAR_EVENTS_1 (3 partitions, 0 events)", "CHAPAR_EVENTS_2 (3 partitions, 0 events)"}},
+	} {
+		t.Run(fmt.Sprintf("%d to %d", c.from, c.to), func(t *testing.T) {
+			_, js := jetStream(t)
+			ctx := timeout(t)
+			old, next := layout(c.from), layout(c.to)
+			if err := old.Ensure(ctx, js); err != nil {
+				t.Fatal(err)
+			}
+			cons, err := old.EnsureSink(ctx, js, "s1", topology.ConsumerSettings{AckWait: 5 * time.Second, MaxAckPending: 100})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// One pending event in partition 0: what a change must not strand.
+			if _, err := js.Publish(ctx, strings.TrimSuffix(old.PartitionSubjects(0), ">")+"track", []byte(`{}`)); err != nil {
+				t.Fatal(err)
+			}
 
-	err = three.Ensure(ctx, js)
-	if err == nil || !strings.Contains(err.Error(), "streams.partitions: is 3") ||
-		!strings.Contains(err.Error(), "CHAPAR_EVENTS (1 events)") || !strings.Contains(err.Error(), "docs/scaling.md") {
-		t.Fatalf("growing with an undrained stream: %v, want a refusal naming streams.partitions and CHAPAR_EVENTS (1 events)", err)
-	}
+			err = next.Ensure(ctx, js)
+			want := fmt.Sprintf("streams.partitions: is %d, but events streams of another partition count exist: %s;", c.to, strings.Join(c.named, ", "))
+			if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "docs/scaling.md") {
+				t.Fatalf("changing with the old streams present: %v\nwant a refusal containing %q", err, want)
+			}
 
-	// The procedure: drain with the old count, then remove its stream.
-	batch, err := cons.Events[0].Fetch(1, jetstream.FetchMaxWait(2*time.Second))
-	if err != nil {
-		t.Fatal(err)
+			// The procedure: drain with the old count, then remove its streams.
+			batch, err := cons.Events[0].Fetch(1, jetstream.FetchMaxWait(2*time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for m := range batch.Messages() {
+				if err := m.DoubleAck(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if idle, err := old.Idle(ctx, js, []string{"s1"}); err != nil || !idle {
+				t.Fatalf("not idle after draining: %v, %v", idle, err)
+			}
+			for _, s := range old.EventsStreams() {
+				if err := js.DeleteStream(ctx, s); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := next.Ensure(ctx, js); err != nil {
+				t.Fatalf("after the old streams were removed: %v", err)
+			}
+			if _, err := next.EnsureSink(ctx, js, "s1", topology.ConsumerSettings{AckWait: 5 * time.Second, MaxAckPending: 100}); err != nil {
+				t.Fatal(err)
+			}
+			if err := next.Ensure(ctx, js); err != nil {
+				t.Fatalf("a second start with the new count: %v", err)
+			}
+		})
 	}
-	for m := range batch.Messages() {
-		if err := m.DoubleAck(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if idle, err := one.Idle(ctx, js, []string{"s1"}); err != nil || !idle {
-		t.Fatalf("not idle after draining: %v, %v", idle, err)
-	}
-	if err := js.DeleteStream(ctx, one.EventsStream()); err != nil {
-		t.Fatal(err)
-	}
-	if err := three.Ensure(ctx, js); err != nil {
-		t.Fatalf("after the old stream was removed: %v", err)
-	}
-	if _, err := three.EnsureSink(ctx, js, "s1", topology.ConsumerSettings{AckWait: 5 * time.Second, MaxAckPending: 100}); err != nil {
-		t.Fatal(err)
-	}
+}
 
-	// Shrinking back is refused the same way: CHAPAR_EVENTS_0..2 are stale
-	// for one partition.
-	if err := one.Ensure(ctx, js); err == nil || !strings.Contains(err.Error(), "CHAPAR_EVENTS_2 (0 events)") {
-		t.Fatalf("shrinking to 1 with the partition streams present: %v", err)
-	}
-	// And so is another count: 3 → 2 leaves CHAPAR_EVENTS_2 behind.
-	if err := layout(2).Ensure(ctx, js); err == nil || !strings.Contains(err.Error(), "CHAPAR_EVENTS_2 (0 events)") ||
-		strings.Contains(err.Error(), "CHAPAR_EVENTS_1 (") {
-		t.Fatalf("3 → 2: %v, want only CHAPAR_EVENTS_2 named", err)
+// Streams created before their count was recorded carry no metadata.
+// CHAPAR_EVENTS is one partition by its name; suffixed streams are
+// accepted only if they are exactly the new count's (and then get the
+// count recorded), since 0..N-1 of a smaller count look the same.
+func TestStreamsWithoutARecordedCount(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		existing []string
+		to       int
+		refusal  string // empty: accepted
+	}{
+		{"single stream, still one partition", []string{"CHAPAR_EVENTS"}, 1, ""},
+		{"single stream, now three", []string{"CHAPAR_EVENTS"}, 3, "CHAPAR_EVENTS (1 partition, 0 events)"},
+		{"three streams, still three", []string{"CHAPAR_EVENTS_0", "CHAPAR_EVENTS_1", "CHAPAR_EVENTS_2"}, 3, ""},
+		{"two streams, now three", []string{"CHAPAR_EVENTS_0", "CHAPAR_EVENTS_1"}, 3,
+			"CHAPAR_EVENTS_0 (unknown partition count, 0 events), CHAPAR_EVENTS_1 (unknown partition count, 0 events)"},
+		{"three streams, now two", []string{"CHAPAR_EVENTS_0", "CHAPAR_EVENTS_1", "CHAPAR_EVENTS_2"}, 2,
+			"CHAPAR_EVENTS_0 (unknown partition count, 0 events), CHAPAR_EVENTS_1 (unknown partition count, 0 events), CHAPAR_EVENTS_2 (unknown partition count, 0 events)"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, js := jetStream(t)
+			ctx := timeout(t)
+			for _, name := range c.existing {
+				subj := "chapar.events.>"
+				if i := strings.LastIndexByte(name, '_'); name != "CHAPAR_EVENTS" {
+					subj = "chapar.events." + name[i+1:] + ".>"
+				}
+				if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subj}, Retention: jetstream.InterestPolicy}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			topo := layout(c.to)
+			err := topo.Ensure(ctx, js)
+			if c.refusal != "" {
+				if err == nil || !strings.Contains(err.Error(), "exist: "+c.refusal+";") {
+					t.Fatalf("Ensure = %v, want a refusal naming %s", err, c.refusal)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Ensure = %v, want the existing streams adopted", err)
+			}
+			for _, name := range topo.EventsStreams() {
+				st, err := js.Stream(ctx, name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := st.CachedInfo().Config.Metadata[topology.PartitionsMetadata]; got != fmt.Sprint(c.to) {
+					t.Errorf("%s records %q partitions after Ensure, want %d", name, got, c.to)
+				}
+			}
+		})
 	}
 }
 
@@ -272,6 +337,44 @@ func TestOriginIsUniqueAcrossPartitions(t *testing.T) {
 	}
 	if topology.Origin("CHAPAR_EVENTS_1", 7) == topology.Origin("CHAPAR_EVENTS_2", 7) {
 		t.Error("sequence 7 of two partitions has one origin: their retries would overwrite each other")
+	}
+}
+
+// An origin that cannot hold its sequence or partition is refused, never
+// encoded: a sequence past 2^56 would run into the partition bits, and a
+// partition past 255 used to yield the bare sequence, partition 0's origin.
+func TestOriginRefusesWhatDoesNotFit(t *testing.T) {
+	for _, c := range []struct {
+		stream string
+		seq    uint64
+		want   uint64
+		err    string // empty: no error
+	}{
+		{"CHAPAR_EVENTS", 1<<56 - 1, 1<<56 - 1, ""},
+		{"CHAPAR_EVENTS_255", 1, 255<<56 | 1, ""},
+		{"CHAPAR_RETRIES", 9, 9, ""},
+		{"CHAPAR_EVENTS", 1 << 56, 0, "past 2^56"},
+		{"CHAPAR_EVENTS_1", 1<<56 + 5, 0, "past 2^56"},
+		{"CHAPAR_EVENTS_256", 5, 0, `"256" is not a partition from 0 to 255`},
+		{"CHAPAR_EVENTS_x", 5, 0, `"x" is not a partition`},
+	} {
+		got, err := topology.OriginOf(c.stream, c.seq)
+		switch {
+		case c.err == "" && (err != nil || got != c.want):
+			t.Errorf("OriginOf(%s, %d) = %d, %v; want %d", c.stream, c.seq, got, err, c.want)
+		case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
+			t.Errorf("OriginOf(%s, %d) = %d, %v; want an error saying %q", c.stream, c.seq, got, err, c.err)
+		}
+		if c.err != "" {
+			func() {
+				defer func() {
+					if recover() == nil {
+						t.Errorf("Origin(%s, %d) returned instead of panicking: a wrong origin merges two events' retries", c.stream, c.seq)
+					}
+				}()
+				topology.Origin(c.stream, c.seq)
+			}()
+		}
 	}
 }
 

@@ -31,6 +31,7 @@
 package topology
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -149,23 +150,49 @@ func (t Topology) EventSubjectFor(eventType, key string) string {
 }
 
 // originPartitionShift puts a partition in an origin's top bits, above any
-// stream sequence a stream reaches (2^56).
+// stream sequence a stream reaches (2^56: at a million events a second,
+// 2,284 years).
 const originPartitionShift = 56
 
-// Origin names an event across partitions for de-duplication (retries,
+// maxOriginSequence is the largest sequence an origin carries beside its
+// partition.
+const maxOriginSequence = 1<<originPartitionShift - 1
+
+// The partition must fit in the origin's top bits: a compile error, not a
+// silent merge, if config.MaxPartitions ever grows past them.
+const _ = uint8(config.MaxPartitions - 1)
+
+// OriginOf names an event across partitions for de-duplication (retries,
 // dead letters): its sequence in its events stream, with the partition in
 // the top 8 bits. Sequences repeat across partition streams; origins do
 // not. With one partition, and in partition 0, it is the sequence itself.
-func Origin(stream string, seq uint64) uint64 {
+// A sequence or a partition that does not fit is an error: encoded, it
+// would silently name another event.
+func OriginOf(stream string, seq uint64) (uint64, error) {
+	if seq > maxOriginSequence {
+		return 0, fmt.Errorf("topology: origin of %s #%d: the sequence is past 2^56, where the partition bits begin", stream, seq)
+	}
 	i := strings.LastIndexByte(stream, '_')
 	if i < 0 || !strings.HasSuffix(stream[:i], "_EVENTS") {
-		return seq
+		return seq, nil // one partition: <S>_EVENTS, or not an events stream
 	}
 	p, err := strconv.ParseUint(stream[i+1:], 10, 8)
 	if err != nil {
-		return seq
+		return 0, fmt.Errorf("topology: origin of %s #%d: %q is not a partition from 0 to 255: %w", stream, seq, stream[i+1:], err)
 	}
-	return seq | p<<originPartitionShift
+	return seq | p<<originPartitionShift, nil
+}
+
+// Origin is OriginOf for a dispatcher's own deliveries, where a failure is
+// a broken invariant (streams.partitions is at most config.MaxPartitions,
+// and no stream reaches 2^56 messages): it panics rather than let two
+// events share an origin and overwrite each other's retries.
+func Origin(stream string, seq uint64) uint64 {
+	o, err := OriginOf(stream, seq)
+	if err != nil {
+		panic(err)
+	}
+	return o
 }
 
 // SplitOrigin is Origin backwards: the partition and the sequence in its

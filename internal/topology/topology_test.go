@@ -9,26 +9,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/chapar-dev/chapar/internal/config"
-	"github.com/chapar-dev/chapar/internal/embedded"
 	"github.com/chapar-dev/chapar/internal/topology"
 )
 
+// start is jetStream (partitions_test.go) with the default layout ensured.
 func start(t *testing.T) (jetstream.JetStream, topology.Topology) {
 	t.Helper()
-	s, err := embedded.Start(embedded.Options{Listen: "127.0.0.1:0", DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := jetStream(t)
 	topo := topology.New(config.Default().Streams)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
