@@ -4,16 +4,25 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/internal/dispatch"
 	"github.com/chapar-dev/chapar/internal/dlq"
 	"github.com/chapar-dev/chapar/internal/emulator"
 	"github.com/chapar-dev/chapar/internal/outcome"
+	"github.com/chapar-dev/chapar/internal/sinks"
 	"github.com/chapar-dev/chapar/internal/testenv"
+	"github.com/chapar-dev/chapar/internal/topology"
 	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
@@ -347,5 +356,180 @@ func TestOrderHandsOverOnShutdown(t *testing.T) {
 	k.checkOrder(t, e, false)
 	if other.Tally.DeliveredTo("gateway") == 0 {
 		t.Error("the other replica delivered nothing")
+	}
+}
+
+// cutProxy is a TCP proxy between one client and the NATS server whose
+// link can be cut: afterwards every byte either way is dropped and the
+// connections stay open, as on a partitioned network (the client sees no
+// disconnect, only silence).
+type cutProxy struct {
+	addr string
+	cut  atomic.Bool
+}
+
+func newCutProxy(t *testing.T, target string) *cutProxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{addr: l.Addr().String()}
+	var conns sync.WaitGroup
+	var mu sync.Mutex
+	var open []net.Conn
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range open {
+			c.Close()
+		}
+		mu.Unlock()
+		conns.Wait()
+	})
+	pipe := func(dst, src net.Conn) {
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 && !p.cut.Load() {
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				dst.Close()
+				return
+			}
+		}
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", strings.TrimPrefix(target, "nats://"))
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			open = append(open, c, s)
+			mu.Unlock()
+			conns.Go(func() { pipe(s, c) })
+			conns.Go(func() { pipe(c, s) })
+		}
+	}()
+	return p
+}
+
+// startVia is testenv's Start for a dispatcher whose NATS connection goes
+// through addr; wrap sees its sinks.
+func startVia(t *testing.T, e *testenv.Env, addr string, sinkCfgs []config.Sink, wrap func(string, sinks.Sink) sinks.Sink, opts ...func(*config.Dispatcher)) *dispatch.Tally {
+	t.Helper()
+	nc, err := nats.Connect("nats://"+addr, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tally := dispatch.NewTally()
+	ready := make(chan struct{})
+	d, err := dispatch.New(e.Config(sinkCfgs, gatewayRoute, opts...), dispatch.Options{
+		Observer: tally, Logger: e.Log, Ready: func() { close(ready) }, Wrap: wrap,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx, js) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("the dispatcher behind the proxy did not stop in 30s")
+		}
+		nc.Close()
+	})
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("dispatcher did not start: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("dispatcher did not start in 60s")
+	}
+	return tally
+}
+
+// pinnedClient is the ordered consumer's pinned client id ("" for none).
+func pinnedClient(t *testing.T, e *testenv.Env) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := e.JS.Consumer(ctx, e.Topo.EventsStream(), topology.SinkConsumer("gateway"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range info.PriorityGroups {
+		if g.Group == topology.OrderGroup {
+			return g.PinnedClientID
+		}
+	}
+	return ""
+}
+
+// The pin is a lease. Replica A holds a key's head on its retry timer and
+// the key's later events behind it when its link to NATS is cut (the
+// vendor still reachable). Once its lease lapses it must stop: the server
+// pins B after PinnedTTL, and B delivers the key from its head; a
+// still-running A would send the head and what follows again after B's
+// (k1 k2 k3 k1 k2). A makes no request after its lease is over (ack_wait
+// after the cut at the latest, when what it held falls due), and no event
+// reaches the vendor for the first time after a newer one of its key.
+func TestOrderStopsWhenThePinLeaseLapses(t *testing.T) {
+	e := testenv.New(t)
+	k := newKeyed(t, []string{"u0", "u1", "u2"}, 4)
+	head := k.ids["u0"][0]
+	vendor := e.Emu.Vendor(emulator.MetrixGateway)
+	vendor.SetFault(emulator.Fault{Status: 503, Match: head}) // until cleared
+	sink := orderedSink(e)
+	sink.Retry.MaxAttempts = 1000
+	sink.Breaker.FailureThreshold = 1000
+	const ackWait = 2 * time.Second
+	withAckWait := func(c *config.Dispatcher) { c.AckWait = ackWait }
+	proxy := newCutProxy(t, e.Server.ClientURL())
+	var sentByA sendTimes
+	a := startVia(t, e, proxy.addr, []config.Sink{sink}, sentByA.wrap, withAckWait)
+	k.publish(e, 0, len(k.envs))
+	testenv.Eventually(t, 10*time.Second, "A retrying u0's head, the other keys delivered", func() bool {
+		return vendor.Count(503) >= 2 && a.DeliveredTo("gateway") == len(k.envs)-len(k.ids["u0"])
+	})
+	pinA := pinnedClient(t, e)
+	b := e.Start([]config.Sink{sink}, gatewayRoute, withAckWait)
+
+	proxy.cut.Store(true)
+	cutAt := time.Now()
+	testenv.Eventually(t, 30*time.Second, "the server to pin B", func() bool {
+		p := pinnedClient(t, e)
+		return p != "" && p != pinA
+	})
+	vendor.ClearFault()
+	testenv.Eventually(t, 20*time.Second, "every event delivered", k.delivered(t, e))
+	k.checkOrder(t, e, true)
+	if b.Tally.DeliveredTo("gateway") < len(k.ids["u0"]) {
+		t.Errorf("B delivered %d events, want u0's %d", b.Tally.DeliveredTo("gateway"), len(k.ids["u0"]))
+	}
+	for _, at := range sentByA.all() {
+		if late := at.Sub(cutAt); late > ackWait {
+			t.Errorf("A made a request %s after the cut, past its lease (ack_wait %s)", late.Round(time.Millisecond), ackWait)
+		}
 	}
 }
