@@ -123,6 +123,9 @@ type lane struct {
 	key string // "" for an unkeyed message, alone in its lane
 	q   []*delivery
 	evs []*envelope.Event
+	// tgs are each message's route targets while its destinations are
+	// still to be checked (nil once checked).
+	tgs [][]string
 	// ctx is the epoch the lane was made in; gone says the lease was lost
 	// since: the lane was dropped, and nothing more is done for it.
 	ctx  context.Context
@@ -416,6 +419,12 @@ type seqMsg struct {
 const redeliveryQuiet = 100 * time.Millisecond
 
 // admit parses and routes a message (worker.go) and queues it in its lane.
+// Its destinations are checked in the lane, not here: a check that fails
+// (the deployment cannot be asked, a dead letter not written) makes the
+// event wait in its place, where a hand-back would let its key's later
+// events overtake it, and a slow check holds up its lane, not the pull.
+// Events not for this sink are not ordered: they go alone in an unkeyed
+// lane, to be checked and acked (or handed back) there.
 // A message this replica holds already (its ack deadline passed while it
 // waited, and JetStream sent it again) is dropped: the one held keeps its
 // place, and settling it settles both.
@@ -427,11 +436,14 @@ func (o *orderer) admit(ctx context.Context, msg jetstream.Msg, seq uint64) {
 	if dup {
 		return
 	}
-	d, ev, ok := o.w.admitGuarded(ctx, job{msg: msg})
+	d, ev, targets, ok := o.w.parseRouteGuarded(ctx, job{msg: msg})
 	if !ok {
-		return // settled: not this sink's, invalid, or handed back
+		return // settled: invalid
 	}
-	key := o.key(ev)
+	key := ""
+	if slices.Contains(targets, o.w.name) {
+		key = o.key(ev)
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.epoch != epoch {
@@ -446,7 +458,7 @@ func (o *orderer) admit(ctx context.Context, msg jetstream.Msg, seq uint64) {
 		o.all[l] = true
 		o.readyLocked(l)
 	}
-	l.q, l.evs = append(l.q, d), append(l.evs, ev)
+	l.q, l.evs, l.tgs = append(l.q, d), append(l.evs, ev), append(l.tgs, targets)
 	o.seqs[d.origin] = true
 }
 
@@ -496,13 +508,31 @@ func (o *orderer) step(ctx, workCtx context.Context, l *lane) {
 		o.mu.Unlock()
 		return // dropped with the lease: no attempt
 	}
-	d, ev := l.q[0], l.evs[0]
+	d, ev, targets := l.q[0], l.evs[0], l.tgs[0]
 	o.mu.Unlock()
 	w := o.w
 	if l.key == "" {
-		w.deliverGuarded(l.ctx, d, ev) // unordered: the usual path
+		w.resolveDeliverGuarded(l.ctx, d, ev, targets) // unordered: the usual path
 		o.pop(l)
 		return
+	}
+	if targets != nil {
+		panicked, err := w.checkGuarded(l.ctx, d, ev, targets)
+		switch {
+		case panicked:
+			o.pop(l) // guard dead-lettered it
+			return
+		case err != nil:
+			// In place, as a retry: a hand-back would let the key's
+			// later events overtake it.
+			w.log.Warn("destinations not checked; the event waits in place, later events of its key behind it",
+				zap.String("event_id", clip(ev.ID)), zap.String("sink", w.name), zap.Error(err))
+			o.after(ctx, l, time.Second)
+			return
+		}
+		o.mu.Lock()
+		l.tgs[0] = nil
+		o.mu.Unlock()
 	}
 	v, derr, err, panicked := w.attemptGuarded(l.ctx, d, ev)
 	o.mu.Lock()
@@ -566,8 +596,8 @@ func (o *orderer) pop(l *lane) {
 		return // dropped with the lease meanwhile
 	}
 	delete(o.seqs, l.q[0].origin)
-	l.q[0], l.evs[0] = nil, nil
-	l.q, l.evs = l.q[1:], l.evs[1:]
+	l.q[0], l.evs[0], l.tgs[0] = nil, nil, nil
+	l.q, l.evs, l.tgs = l.q[1:], l.evs[1:], l.tgs[1:]
 	if len(l.q) > 0 {
 		o.readyLocked(l)
 		return
@@ -660,17 +690,28 @@ func (o *orderer) handBackAll(ctx context.Context, leftover []jetstream.Msg) (co
 	return err == nil
 }
 
-// admitGuarded is admit under guard: a panic dead-letters the message and
-// reports it settled.
-func (w *sinkWorker) admitGuarded(ctx context.Context, j job) (d *delivery, ev *envelope.Event, ok bool) {
+// parseRouteGuarded is parseRoute under guard: a panic dead-letters the
+// message and reports it settled.
+func (w *sinkWorker) parseRouteGuarded(ctx context.Context, j job) (d *delivery, ev *envelope.Event, targets []string, ok bool) {
 	defer w.guard(ctx, j.msg)
-	return w.admit(ctx, j)
+	return w.parseRoute(ctx, j)
 }
 
-// deliverGuarded is deliver under guard.
-func (w *sinkWorker) deliverGuarded(ctx context.Context, d *delivery, ev *envelope.Event) {
+// resolveDeliverGuarded is the usual path's rest under guard: resolve,
+// then deliver if the event is this sink's.
+func (w *sinkWorker) resolveDeliverGuarded(ctx context.Context, d *delivery, ev *envelope.Event, targets []string) {
 	defer w.guard(ctx, d.msg)
-	w.deliver(ctx, d, ev)
+	if w.resolve(ctx, d, ev, targets) {
+		w.deliver(ctx, d, ev)
+	}
+}
+
+// checkGuarded is checkDestinations under guard; panicked says guard
+// dead-lettered the message.
+func (w *sinkWorker) checkGuarded(ctx context.Context, d *delivery, ev *envelope.Event, targets []string) (panicked bool, err error) {
+	panicked = true
+	defer w.guard(ctx, d.msg)
+	return false, w.checkDestinations(ctx, d, ev, targets)
 }
 
 // attemptGuarded is attempt under guard, without the per-message

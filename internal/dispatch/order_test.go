@@ -533,3 +533,36 @@ func TestOrderStopsWhenThePinLeaseLapses(t *testing.T) {
 		}
 	}
 }
+
+// A key's first event names a destination no dispatcher runs, and its
+// dead letter cannot be written for now (the dead-letter stream is gone):
+// the event cannot be admitted yet. It waits in its place, and the key's
+// later events wait behind it, while other keys go on; once the stream is
+// back it is delivered first. Handed back instead, the later events of
+// its key would overtake it.
+func TestOrderWaitsInPlaceForADestinationCheck(t *testing.T) {
+	e := testenv.New(t)
+	k := newKeyed(t, []string{"u0", "u1"}, 4)
+	k.envs[0].Destinations = "gateway,ghost" // u0's first event
+	e.Start([]config.Sink{orderedSink(e)}, gatewayRoute)
+	ctx := context.Background()
+	if err := e.JS.DeleteStream(ctx, e.Topo.DeadLetterStream()); err != nil {
+		t.Fatal(err)
+	}
+	k.publish(e, 0, len(k.envs))
+	testenv.Eventually(t, 10*time.Second, "u1's events delivered", func() bool {
+		return len(k.atVendor(t, e)["u1"]) == len(k.ids["u1"])
+	})
+	if got := k.atVendor(t, e)["u0"]; len(got) != 0 {
+		t.Fatalf("%d of u0's events reached the vendor while its first could not be admitted", len(got))
+	}
+	if err := e.Topo.Ensure(ctx, e.JS); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "every event delivered", k.delivered(t, e))
+	k.checkOrder(t, e, false)
+	recs := deadLetters(t, e, dlq.Filter{})
+	if len(recs) != 1 || recs[0].EventID != k.ids["u0"][0] || recs[0].Sink != "ghost" || recs[0].Reason != outcome.UnknownDestination {
+		t.Errorf("dead letters %+v, want one for u0's first event and sink ghost (unknown_destination)", recs)
+	}
+}
