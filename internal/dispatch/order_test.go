@@ -326,7 +326,9 @@ func TestOrderSurvivesAReplicaCrash(t *testing.T) {
 
 // A replica stopped gracefully hands back what it holds, in order, and
 // releases the pin: the other takes over at once (well before the pin's
-// TTL), and every event reaches the vendor once, in order.
+// TTL), and every event reaches the vendor once, in order. The second
+// half is published after the stop, so the other replica has work
+// however fast the first one was.
 func TestOrderHandsOverOnShutdown(t *testing.T) {
 	e := testenv.New(t)
 	k := newKeyed(t, []string{"u0", "u1", "u2", "u3", "u4", "u5"}, 20)
@@ -337,7 +339,8 @@ func TestOrderHandsOverOnShutdown(t *testing.T) {
 		return e.Start([]config.Sink{sink}, gatewayRoute, func(c *config.Dispatcher) { c.AckWait = 10 * time.Second })
 	}
 	a, b := start(), start()
-	k.publish(e, 0, len(k.envs))
+	half := len(k.envs) / 2
+	k.publish(e, 0, half)
 	testenv.Eventually(t, 10*time.Second, "some events delivered", func() bool {
 		return a.Tally.DeliveredTo("gateway")+b.Tally.DeliveredTo("gateway") >= 20
 	})
@@ -349,6 +352,7 @@ func TestOrderHandsOverOnShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	stopped := time.Now()
+	k.publish(e, half, len(k.envs))
 	// The pin's TTL is ack_wait + 6s = 16s: a handover within 5s is the
 	// released pin, not the timeout.
 	testenv.Eventually(t, 5*time.Second, "every event delivered by the other replica", k.delivered(t, e))
