@@ -570,3 +570,68 @@ func TestOrderWaitsInPlaceForADestinationCheck(t *testing.T) {
 		t.Errorf("dead letters %+v, want one for u0's first event and sink ghost (unknown_destination)", recs)
 	}
 }
+
+// A held message on partition 1 that JetStream sends again (its ack_wait
+// passed while it was held: here the consumer's ack_wait is cut below the
+// keep-alive's period behind the dispatcher's back) is recognised by its
+// origin and not queued a second time: each event reaches the vendor
+// once, in order. With the bare stream sequence as the key, the copy
+// went behind the newer events of its key (fixed in 2d7ae31).
+func TestOrderRedeliveryOfAHeldMessageOnPartitionOneIsNotQueuedTwice(t *testing.T) {
+	const partitions = 2
+	e := testenv.NewPartitioned(t, partitions)
+	var keys []string
+	for u := 0; len(keys) < 2; u++ {
+		if key := fmt.Sprintf("user-%d", u); envelope.Partition(key, partitions) == 1 {
+			keys = append(keys, key)
+		}
+	}
+	k := newKeyed(t, keys, 4)
+	vendor := e.Emu.Vendor(emulator.MetrixGateway)
+	vendor.SetFault(emulator.Fault{Status: 503, Match: k.ids[keys[0]][0]}) // until cleared
+	sink := orderedSink(e)
+	sink.Retry.MaxAttempts = 1000
+	sink.Breaker.FailureThreshold = 1000
+	d := e.Start([]config.Sink{sink}, gatewayRoute, func(c *config.Dispatcher) { c.AckWait = 3 * time.Second })
+
+	ctx := context.Background()
+	stream := e.Topo.EventsStreamOf(1)
+	setAckWait := func(w time.Duration) {
+		t.Helper()
+		c, err := e.JS.Consumer(ctx, stream, topology.SinkConsumer("gateway"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := c.CachedInfo().Config
+		cfg.AckWait = w
+		if _, err := e.JS.UpdateConsumer(ctx, stream, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	redelivered := func() int {
+		c, err := e.JS.Consumer(ctx, stream, topology.SinkConsumer("gateway"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.CachedInfo().NumRedelivered
+	}
+	// Keep-alives come every second; the server now redelivers after 300 ms.
+	setAckWait(300 * time.Millisecond)
+	k.publish(e, 0, len(k.envs))
+	testenv.Eventually(t, 10*time.Second, "the held messages sent again", func() bool {
+		return vendor.Count(503) >= 1 && redelivered() >= len(k.ids[keys[0]])
+	})
+	setAckWait(3 * time.Second)
+	// Copies already on their way are admitted (as duplicates) within the
+	// redelivery run's 100 ms quiet; three more failed attempts of the
+	// head take at least three 360 ms backoffs.
+	failed := vendor.Count(503)
+	testenv.Eventually(t, 10*time.Second, "three more attempts of the head", func() bool { return vendor.Count(503) >= failed+3 })
+	vendor.ClearFault()
+	testenv.Eventually(t, 10*time.Second, "every event delivered", k.delivered(t, e))
+	testenv.Eventually(t, 10*time.Second, "nothing left", func() bool { return e.Idle("gateway") })
+	k.checkOrder(t, e, false)
+	if n := d.Tally.DeliveredTo("gateway"); n != len(k.envs) {
+		t.Errorf("delivered %d, want %d (once each)", n, len(k.envs))
+	}
+}
