@@ -37,7 +37,11 @@ import (
 //   - Gate shut (breaker open, Retry-After): lanes wait; nothing is handed
 //     back, so nothing can come back out of order.
 //   - Shutdown: every message held is handed back in stream order, and the
-//     pin released so another replica takes over at once.
+//     pin released so another replica takes over at once. Plainly, even a
+//     head waiting on its backoff: a NAK delay would let the next replica
+//     get the key's events this one never pulled before the delayed ones
+//     fall due (TestOrderShutdownWithAHeadOnItsBackoffKeepsOrder). The next
+//     replica tries the head at once; its backoff starts over.
 //   - The pin is a lease: a replica that has not heard from the server for
 //     orderLease (or sees its pin change) drops every lane unsettled,
 //     cancels its attempts and pulls nothing until whatever it held is due

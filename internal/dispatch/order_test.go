@@ -635,3 +635,37 @@ func TestOrderRedeliveryOfAHeldMessageOnPartitionOneIsNotQueuedTwice(t *testing.
 		t.Errorf("delivered %d, want %d (once each)", n, len(k.envs))
 	}
 }
+
+// A replica stopped while a key's head waits on its retry backoff hands
+// the key back plainly, not with the time left as a NAK delay: the next
+// replica would otherwise be handed the key's later events, which the
+// stopped one had not pulled yet (here: published after the stop), before
+// the delayed ones fall due, and deliver them first. The backoff is
+// restarted by the next replica instead; order is kept.
+func TestOrderShutdownWithAHeadOnItsBackoffKeepsOrder(t *testing.T) {
+	e := testenv.New(t)
+	k := newKeyed(t, []string{"u0", "u1"}, 6)
+	vendor := e.Emu.Vendor(emulator.MetrixGateway)
+	vendor.SetFault(emulator.Fault{Status: 503, Match: k.ids["u0"][0]}) // until cleared
+	sink := orderedSink(e)
+	sink.Retry.InitialInterval, sink.Retry.MaxInterval = 5*time.Second, 5*time.Second
+	sink.Retry.MaxAttempts = 1000
+	sink.Breaker.FailureThreshold = 1000
+	a := e.Start([]config.Sink{sink}, gatewayRoute)
+	half := len(k.envs) / 2
+	k.publish(e, 0, half)
+	testenv.Eventually(t, 10*time.Second, "u0's head failed, u1's first half delivered", func() bool {
+		return vendor.Count(503) >= 1 && len(k.atVendor(t, e)["u1"]) == half/2
+	})
+	b := e.Start([]config.Sink{sink}, gatewayRoute)
+	vendor.ClearFault()
+	if err := a.Stop(); err != nil { // the head waits ~5 s more on its backoff
+		t.Fatal(err)
+	}
+	k.publish(e, half, len(k.envs))
+	testenv.Eventually(t, 20*time.Second, "every event delivered", k.delivered(t, e))
+	k.checkOrder(t, e, false)
+	if b.Tally.DeliveredTo("gateway") != len(k.envs)-half/2 {
+		t.Errorf("the second replica delivered %d, want %d", b.Tally.DeliveredTo("gateway"), len(k.envs)-half/2)
+	}
+}
