@@ -37,7 +37,15 @@ import (
 //   - Gate shut (breaker open, Retry-After): lanes wait; nothing is handed
 //     back, so nothing can come back out of order.
 //   - Shutdown: every message held is handed back in stream order, and the
-//     pin released so another replica takes over at once.
+//     pin released so another replica takes over at once. Plainly, even a
+//     head waiting on its backoff: a NAK delay would let the next replica
+//     get the key's events this one never pulled before the delayed ones
+//     fall due (TestOrderShutdownWithAHeadOnItsBackoffKeepsOrder). The next
+//     replica tries the head at once; its backoff starts over.
+//   - The pin is a lease: a replica that has not heard from the server for
+//     orderLease (or sees its pin change) drops every lane unsettled,
+//     cancels its attempts and pulls nothing until whatever it held is due
+//     for redelivery; see loseLease.
 //
 // Events without a key (empty, or a template that fails on them) take the
 // unordered path, with scheduled retries, as do replays and the sink's
@@ -100,6 +108,18 @@ type orderer struct {
 	ready  []*lane
 	signal chan struct{} // a lane became ready
 	pinID  string        // the pin the server gave this replica last
+
+	// The lease: heard is when the server was last heard from (a message,
+	// or an answered in-progress ack); epoch is the context of the lanes
+	// made since the last loss, cancelled (with their attempts) when it is
+	// lost; stopPull stops the current pull, and pause tells feed to pull
+	// nothing for a while.
+	heard    time.Time
+	work     context.Context // run's workCtx, which every epoch is cut from
+	epoch    context.Context
+	endEpoch context.CancelFunc
+	stopPull func()
+	pause    bool
 }
 
 // lane is one key's messages in stream order; q[0] is the head.
@@ -107,6 +127,13 @@ type lane struct {
 	key string // "" for an unkeyed message, alone in its lane
 	q   []*delivery
 	evs []*envelope.Event
+	// tgs are each message's route targets while its destinations are
+	// still to be checked (nil once checked).
+	tgs [][]string
+	// ctx is the epoch the lane was made in; gone says the lease was lost
+	// since: the lane was dropped, and nothing more is done for it.
+	ctx  context.Context
+	gone bool
 }
 
 func newOrderer(w *sinkWorker, key func(*envelope.Event) string, cons jetstream.Consumer) *orderer {
@@ -117,6 +144,10 @@ func newOrderer(w *sinkWorker, key func(*envelope.Event) string, cons jetstream.
 // ctx is done; in-flight attempts finish under workCtx. It then hands back
 // what it holds, in stream order, and releases the pin.
 func (o *orderer) run(ctx, workCtx context.Context, prefetch, concurrency int) {
+	o.mu.Lock()
+	o.work = workCtx
+	o.epoch, o.endEpoch = context.WithCancel(workCtx)
+	o.mu.Unlock()
 	var wg sync.WaitGroup
 	var leftover []jetstream.Msg
 	wg.Go(func() { leftover = o.feed(ctx, workCtx, prefetch) })
@@ -127,9 +158,14 @@ func (o *orderer) run(ctx, workCtx context.Context, prefetch, concurrency int) {
 			}
 		})
 	}
-	stopKeep := o.keepAlive(o.w.ackWait / 3)
+	stopKeep := o.keepAlive(ctx, o.w.ackWait/3)
+	stopWatch := o.watchLease(orderLease(o.w.ackWait))
 	wg.Wait()
+	stopWatch()
 	stopKeep()
+	o.mu.Lock()
+	o.endEpoch()
+	o.mu.Unlock()
 	if o.handBackAll(ctx, leftover) {
 		o.unpin(ctx)
 	}
@@ -167,11 +203,27 @@ func (o *orderer) unpin(ctx context.Context) {
 // holds messages. It returns what arrived after ctx ended, unadmitted.
 func (o *orderer) feed(ctx, workCtx context.Context, prefetch int) (leftover []jetstream.Msg) {
 	for ctx.Err() == nil {
+		if o.paused() {
+			// The lease was lost: pull nothing until every message this
+			// replica held or had buffered is due for redelivery (its
+			// last in-progress ack is older than ack_wait) and the pin has
+			// timed out, so whoever pulls next, this replica included, gets
+			// them again before any later message of their keys.
+			o.w.log.Warn("ordered pull paused after losing the pin's lease", zap.String("sink", o.w.name),
+				zap.Duration("for", orderPinnedTTL(o.w.ackWait)))
+			if sleep(ctx, orderPinnedTTL(o.w.ackWait), nil) != nil {
+				return leftover
+			}
+		}
 		it, err := o.cons.Messages(
 			jetstream.PullPriorityGroup(topology.OrderGroup),
 			jetstream.PullMaxMessages(prefetch),
 			jetstream.PullHeartbeat(orderPull/5),
 			jetstream.PullExpiry(orderPull),
+			// Missed heartbeats come back from Next (the iterator's
+			// default, stated because the lease's log relies on it; the
+			// lease itself is kept by watchLease whatever Next reports).
+			jetstream.WithMessagesErrOnMissingHeartbeat(true),
 		)
 		if err != nil {
 			o.w.log.Warn("pull failed; retrying", zap.String("sink", o.w.name), zap.Error(err))
@@ -180,6 +232,9 @@ func (o *orderer) feed(ctx, workCtx context.Context, prefetch int) (leftover []j
 			}
 			continue
 		}
+		o.mu.Lock()
+		o.stopPull = it.Stop // Stop, not Drain: what is buffered is dropped with the lanes
+		o.mu.Unlock()
 		stop := context.AfterFunc(ctx, it.Drain)
 		var redelivered []seqMsg
 		flush := func() {
@@ -206,6 +261,11 @@ func (o *orderer) feed(ctx, workCtx context.Context, prefetch int) (leftover []j
 					}
 					redelivered = nil
 				}
+				o.mu.Lock()
+				if o.pause {
+					redelivered = nil // dropped with the lanes, unsettled
+				}
+				o.mu.Unlock()
 				flush()
 				break
 			}
@@ -223,7 +283,17 @@ func (o *orderer) feed(ctx, workCtx context.Context, prefetch int) (leftover []j
 				leftover = append(leftover, msg)
 				continue
 			}
+			o.hear(time.Now())
 			if pin := msg.Headers().Get(pinHeader); pin != "" {
+				o.mu.Lock()
+				moved := o.pinID != "" && o.pinID != pin
+				o.mu.Unlock()
+				// A new pin while holding messages of the old one: the
+				// server gave the pin away meanwhile, and may have given
+				// what this replica holds to another.
+				if moved && o.loseLease("the pin moved") {
+					continue // the iterator is stopped: this message is dropped too
+				}
 				o.mu.Lock()
 				o.pinID = pin
 				o.mu.Unlock()
@@ -245,8 +315,100 @@ func (o *orderer) feed(ctx, workCtx context.Context, prefetch int) (leftover []j
 			o.admit(workCtx, msg, meta.Sequence.Stream)
 		}
 		stop()
+		o.mu.Lock()
+		o.stopPull = nil
+		o.mu.Unlock()
 	}
 	return leftover
+}
+
+// orderLease is how long an ordered replica keeps delivering without
+// hearing from the server. Its held messages were last kept alive at most
+// that long ago, so none is due for redelivery (ack_wait) and no other
+// replica can have been pinned (PinnedTTL, longer still) before it stops:
+// a quarter of ack_wait is the margin for an attempt already on its way.
+// The keep-alive renews it every ack_wait/3, so one late answer is not a
+// loss.
+func orderLease(ackWait time.Duration) time.Duration { return ackWait * 3 / 4 }
+
+// hear renews the lease: the server was heard from at t.
+func (o *orderer) hear(t time.Time) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if t.After(o.heard) {
+		o.heard = t
+	}
+}
+
+// paused reports, once, that a lost lease asks feed to stop pulling.
+func (o *orderer) paused() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	p := o.pause
+	o.pause = false
+	return p
+}
+
+// watchLease drops the lanes once the server has not been heard from for
+// bound while they hold messages.
+func (o *orderer) watchLease(bound time.Duration) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(max(bound/16, 10*time.Millisecond))
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-t.C:
+				if o.leaseExpired(now, bound) {
+					o.loseLease("the server was not heard from for " + bound.String())
+				}
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
+}
+
+func (o *orderer) leaseExpired(now time.Time, bound time.Duration) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.all) > 0 && now.Sub(o.heard) > bound
+}
+
+// loseLease drops every lane without settling anything: no ack, no NAK
+// (JetStream redelivers them, in order, to whoever holds the pin once
+// they are due; a NAK would make them due before this replica's later
+// in-progress acks are known to be gone). Attempts in flight are
+// cancelled, none is started for a dropped lane, and feed stops its pull
+// and pauses. It reports whether anything was dropped; holding nothing,
+// there is nothing to lose.
+func (o *orderer) loseLease(why string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.all) == 0 {
+		return false
+	}
+	n := 0
+	for l := range o.all {
+		l.gone = true
+		n += len(l.q)
+	}
+	clear(o.all)
+	clear(o.lanes)
+	clear(o.seqs)
+	o.ready = nil
+	o.endEpoch()
+	o.epoch, o.endEpoch = context.WithCancel(o.work)
+	o.pinID = ""
+	o.pause = true
+	if o.stopPull != nil {
+		o.stopPull()
+	}
+	o.w.log.Warn("lost the ordered consumer's pin lease; dropped what this replica held, for the pinned replica to deliver in order",
+		zap.String("sink", o.w.name), zap.String("why", why), zap.Int("dropped", n))
+	return true
 }
 
 // seqMsg is a message with its stream sequence.
@@ -261,33 +423,46 @@ type seqMsg struct {
 const redeliveryQuiet = 100 * time.Millisecond
 
 // admit parses and routes a message (worker.go) and queues it in its lane.
+// Its destinations are checked in the lane, not here: a check that fails
+// (the deployment cannot be asked, a dead letter not written) makes the
+// event wait in its place, where a hand-back would let its key's later
+// events overtake it, and a slow check holds up its lane, not the pull.
+// Events not for this sink are not ordered: they go alone in an unkeyed
+// lane, to be checked and acked (or handed back) there.
 // A message this replica holds already (its ack deadline passed while it
 // waited, and JetStream sent it again) is dropped: the one held keeps its
 // place, and settling it settles both.
 func (o *orderer) admit(ctx context.Context, msg jetstream.Msg, seq uint64) {
 	o.mu.Lock()
 	dup := seq != 0 && o.seqs[topology.Origin(o.cons.CachedInfo().Stream, seq)]
+	epoch := o.epoch
 	o.mu.Unlock()
 	if dup {
 		return
 	}
-	d, ev, ok := o.w.admitGuarded(ctx, job{msg: msg})
+	d, ev, targets, ok := o.w.parseRouteGuarded(ctx, job{msg: msg})
 	if !ok {
-		return // settled: not this sink's, invalid, or handed back
+		return // settled: invalid
 	}
-	key := o.key(ev)
+	key := ""
+	if slices.Contains(targets, o.w.name) {
+		key = o.key(ev)
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.epoch != epoch {
+		return // the lease was lost meanwhile: dropped with the lanes
+	}
 	l := o.lanes[key]
 	if key == "" || l == nil {
-		l = &lane{key: key}
+		l = &lane{key: key, ctx: epoch}
 		if key != "" {
 			o.lanes[key] = l
 		}
 		o.all[l] = true
 		o.readyLocked(l)
 	}
-	l.q, l.evs = append(l.q, d), append(l.evs, ev)
+	l.q, l.evs, l.tgs = append(l.q, d), append(l.evs, ev), append(l.tgs, targets)
 	o.seqs[d.origin] = true
 }
 
@@ -333,17 +508,45 @@ func (o *orderer) next(ctx context.Context) *lane {
 // or waiting on a timer.
 func (o *orderer) step(ctx, workCtx context.Context, l *lane) {
 	o.mu.Lock()
-	d, ev := l.q[0], l.evs[0]
+	if l.gone {
+		o.mu.Unlock()
+		return // dropped with the lease: no attempt
+	}
+	d, ev, targets := l.q[0], l.evs[0], l.tgs[0]
 	o.mu.Unlock()
 	w := o.w
 	if l.key == "" {
-		w.deliverGuarded(workCtx, d, ev) // unordered: the usual path
+		w.resolveDeliverGuarded(l.ctx, d, ev, targets) // unordered: the usual path
 		o.pop(l)
 		return
 	}
-	v, derr, err, panicked := w.attemptGuarded(workCtx, d, ev)
+	if targets != nil {
+		panicked, err := w.checkGuarded(l.ctx, d, ev, targets)
+		switch {
+		case panicked:
+			o.pop(l) // guard dead-lettered it
+			return
+		case err != nil:
+			// In place, as a retry: a hand-back would let the key's
+			// later events overtake it.
+			w.log.Warn("destinations not checked; the event waits in place, later events of its key behind it",
+				zap.String("event_id", clip(ev.ID)), zap.String("sink", w.name), zap.Error(err))
+			o.after(ctx, l, time.Second)
+			return
+		}
+		o.mu.Lock()
+		l.tgs[0] = nil
+		o.mu.Unlock()
+	}
+	v, derr, err, panicked := w.attemptGuarded(l.ctx, d, ev)
+	o.mu.Lock()
+	gone := l.gone
+	o.mu.Unlock()
 	var shut errShut
 	switch {
+	case gone && !panicked:
+		// The lease was lost during the attempt (which it cancelled):
+		// settle nothing, the pinned replica has the message now.
 	case panicked:
 		o.pop(l) // guard dead-lettered it
 	case errors.As(err, &shut):
@@ -382,7 +585,7 @@ func (o *orderer) after(ctx context.Context, l *lane, wait time.Duration) {
 	time.AfterFunc(wait, func() {
 		o.mu.Lock()
 		defer o.mu.Unlock()
-		if ctx.Err() == nil {
+		if ctx.Err() == nil && !l.gone {
 			o.readyLocked(l)
 		}
 	})
@@ -393,9 +596,12 @@ func (o *orderer) after(ctx context.Context, l *lane, wait time.Duration) {
 func (o *orderer) pop(l *lane) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if l.gone {
+		return // dropped with the lease meanwhile
+	}
 	delete(o.seqs, l.q[0].origin)
-	l.q[0], l.evs[0] = nil, nil
-	l.q, l.evs = l.q[1:], l.evs[1:]
+	l.q[0], l.evs[0], l.tgs[0] = nil, nil, nil
+	l.q, l.evs, l.tgs = l.q[1:], l.evs[1:], l.tgs[1:]
 	if len(l.q) > 0 {
 		o.readyLocked(l)
 		return
@@ -426,8 +632,10 @@ func (o *orderer) held() []jetstream.Msg {
 // flight) every interval, all at once and in stream order: their ack
 // deadlines then follow stream order, so if this replica dies they fall
 // due, and are redelivered, in stream order too. A per-message timer
-// would not keep that.
-func (o *orderer) keepAlive(every time.Duration) (stop func()) {
+// would not keep that. The last one is a request: JetStream's answer
+// says it had all of them (a connection's acks are taken in order), which
+// renews the lease from when they were sent.
+func (o *orderer) keepAlive(ctx context.Context, every time.Duration) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -438,8 +646,19 @@ func (o *orderer) keepAlive(every time.Duration) (stop func()) {
 			case <-done:
 				return
 			case <-t.C:
-				for _, m := range o.held() {
+				msgs := o.held()
+				if len(msgs) == 0 {
+					continue
+				}
+				sent := time.Now()
+				for _, m := range msgs[:len(msgs)-1] {
 					_ = m.InProgress()
+				}
+				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), every)
+				_, err := o.w.js.Conn().RequestWithContext(rctx, msgs[len(msgs)-1].Reply(), []byte("+WPI"))
+				cancel()
+				if err == nil {
+					o.hear(sent)
 				}
 			}
 		}
@@ -475,17 +694,28 @@ func (o *orderer) handBackAll(ctx context.Context, leftover []jetstream.Msg) (co
 	return err == nil
 }
 
-// admitGuarded is admit under guard: a panic dead-letters the message and
-// reports it settled.
-func (w *sinkWorker) admitGuarded(ctx context.Context, j job) (d *delivery, ev *envelope.Event, ok bool) {
+// parseRouteGuarded is parseRoute under guard: a panic dead-letters the
+// message and reports it settled.
+func (w *sinkWorker) parseRouteGuarded(ctx context.Context, j job) (d *delivery, ev *envelope.Event, targets []string, ok bool) {
 	defer w.guard(ctx, j.msg)
-	return w.admit(ctx, j)
+	return w.parseRoute(ctx, j)
 }
 
-// deliverGuarded is deliver under guard.
-func (w *sinkWorker) deliverGuarded(ctx context.Context, d *delivery, ev *envelope.Event) {
+// resolveDeliverGuarded is the usual path's rest under guard: resolve,
+// then deliver if the event is this sink's.
+func (w *sinkWorker) resolveDeliverGuarded(ctx context.Context, d *delivery, ev *envelope.Event, targets []string) {
 	defer w.guard(ctx, d.msg)
-	w.deliver(ctx, d, ev)
+	if w.resolve(ctx, d, ev, targets) {
+		w.deliver(ctx, d, ev)
+	}
+}
+
+// checkGuarded is checkDestinations under guard; panicked says guard
+// dead-lettered the message.
+func (w *sinkWorker) checkGuarded(ctx context.Context, d *delivery, ev *envelope.Event, targets []string) (panicked bool, err error) {
+	panicked = true
+	defer w.guard(ctx, d.msg)
+	return false, w.checkDestinations(ctx, d, ev, targets)
 }
 
 // attemptGuarded is attempt under guard, without the per-message

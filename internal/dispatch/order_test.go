@@ -4,16 +4,25 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/internal/dispatch"
 	"github.com/chapar-dev/chapar/internal/dlq"
 	"github.com/chapar-dev/chapar/internal/emulator"
 	"github.com/chapar-dev/chapar/internal/outcome"
+	"github.com/chapar-dev/chapar/internal/sinks"
 	"github.com/chapar-dev/chapar/internal/testenv"
+	"github.com/chapar-dev/chapar/internal/topology"
 	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
@@ -317,7 +326,9 @@ func TestOrderSurvivesAReplicaCrash(t *testing.T) {
 
 // A replica stopped gracefully hands back what it holds, in order, and
 // releases the pin: the other takes over at once (well before the pin's
-// TTL), and every event reaches the vendor once, in order.
+// TTL), and every event reaches the vendor once, in order. The second
+// half is published after the stop, so the other replica has work
+// however fast the first one was.
 func TestOrderHandsOverOnShutdown(t *testing.T) {
 	e := testenv.New(t)
 	k := newKeyed(t, []string{"u0", "u1", "u2", "u3", "u4", "u5"}, 20)
@@ -328,7 +339,8 @@ func TestOrderHandsOverOnShutdown(t *testing.T) {
 		return e.Start([]config.Sink{sink}, gatewayRoute, func(c *config.Dispatcher) { c.AckWait = 10 * time.Second })
 	}
 	a, b := start(), start()
-	k.publish(e, 0, len(k.envs))
+	half := len(k.envs) / 2
+	k.publish(e, 0, half)
 	testenv.Eventually(t, 10*time.Second, "some events delivered", func() bool {
 		return a.Tally.DeliveredTo("gateway")+b.Tally.DeliveredTo("gateway") >= 20
 	})
@@ -340,6 +352,7 @@ func TestOrderHandsOverOnShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	stopped := time.Now()
+	k.publish(e, half, len(k.envs))
 	// The pin's TTL is ack_wait + 6s = 16s: a handover within 5s is the
 	// released pin, not the timeout.
 	testenv.Eventually(t, 5*time.Second, "every event delivered by the other replica", k.delivered(t, e))
@@ -347,5 +360,312 @@ func TestOrderHandsOverOnShutdown(t *testing.T) {
 	k.checkOrder(t, e, false)
 	if other.Tally.DeliveredTo("gateway") == 0 {
 		t.Error("the other replica delivered nothing")
+	}
+}
+
+// cutProxy is a TCP proxy between one client and the NATS server whose
+// link can be cut: afterwards every byte either way is dropped and the
+// connections stay open, as on a partitioned network (the client sees no
+// disconnect, only silence).
+type cutProxy struct {
+	addr string
+	cut  atomic.Bool
+}
+
+func newCutProxy(t *testing.T, target string) *cutProxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{addr: l.Addr().String()}
+	var conns sync.WaitGroup
+	var mu sync.Mutex
+	var open []net.Conn
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range open {
+			c.Close()
+		}
+		mu.Unlock()
+		conns.Wait()
+	})
+	pipe := func(dst, src net.Conn) {
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 && !p.cut.Load() {
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				dst.Close()
+				return
+			}
+		}
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", strings.TrimPrefix(target, "nats://"))
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			open = append(open, c, s)
+			mu.Unlock()
+			conns.Go(func() { pipe(s, c) })
+			conns.Go(func() { pipe(c, s) })
+		}
+	}()
+	return p
+}
+
+// startVia is testenv's Start for a dispatcher whose NATS connection goes
+// through addr; wrap sees its sinks.
+func startVia(t *testing.T, e *testenv.Env, addr string, sinkCfgs []config.Sink, wrap func(string, sinks.Sink) sinks.Sink, opts ...func(*config.Dispatcher)) *dispatch.Tally {
+	t.Helper()
+	nc, err := nats.Connect("nats://"+addr, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tally := dispatch.NewTally()
+	ready := make(chan struct{})
+	d, err := dispatch.New(e.Config(sinkCfgs, gatewayRoute, opts...), dispatch.Options{
+		Observer: tally, Logger: e.Log, Ready: func() { close(ready) }, Wrap: wrap,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx, js) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("the dispatcher behind the proxy did not stop in 30s")
+		}
+		nc.Close()
+	})
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("dispatcher did not start: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("dispatcher did not start in 60s")
+	}
+	return tally
+}
+
+// pinnedClient is the ordered consumer's pinned client id ("" for none).
+func pinnedClient(t *testing.T, e *testenv.Env) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := e.JS.Consumer(ctx, e.Topo.EventsStream(), topology.SinkConsumer("gateway"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range info.PriorityGroups {
+		if g.Group == topology.OrderGroup {
+			return g.PinnedClientID
+		}
+	}
+	return ""
+}
+
+// The pin is a lease. Replica A holds a key's head on its retry timer and
+// the key's later events behind it when its link to NATS is cut (the
+// vendor still reachable). Once its lease lapses it must stop: the server
+// pins B after PinnedTTL, and B delivers the key from its head; a
+// still-running A would send the head and what follows again after B's
+// (k1 k2 k3 k1 k2). A makes no request after its lease is over (ack_wait
+// after the cut at the latest, when what it held falls due), and no event
+// reaches the vendor for the first time after a newer one of its key.
+func TestOrderStopsWhenThePinLeaseLapses(t *testing.T) {
+	e := testenv.New(t)
+	k := newKeyed(t, []string{"u0", "u1", "u2"}, 4)
+	head := k.ids["u0"][0]
+	vendor := e.Emu.Vendor(emulator.MetrixGateway)
+	vendor.SetFault(emulator.Fault{Status: 503, Match: head}) // until cleared
+	sink := orderedSink(e)
+	sink.Retry.MaxAttempts = 1000
+	sink.Breaker.FailureThreshold = 1000
+	const ackWait = 2 * time.Second
+	withAckWait := func(c *config.Dispatcher) { c.AckWait = ackWait }
+	proxy := newCutProxy(t, e.Server.ClientURL())
+	var sentByA sendTimes
+	a := startVia(t, e, proxy.addr, []config.Sink{sink}, sentByA.wrap, withAckWait)
+	k.publish(e, 0, len(k.envs))
+	testenv.Eventually(t, 10*time.Second, "A retrying u0's head, the other keys delivered", func() bool {
+		return vendor.Count(503) >= 2 && a.DeliveredTo("gateway") == len(k.envs)-len(k.ids["u0"])
+	})
+	pinA := pinnedClient(t, e)
+	b := e.Start([]config.Sink{sink}, gatewayRoute, withAckWait)
+
+	proxy.cut.Store(true)
+	cutAt := time.Now()
+	testenv.Eventually(t, 30*time.Second, "the server to pin B", func() bool {
+		p := pinnedClient(t, e)
+		return p != "" && p != pinA
+	})
+	vendor.ClearFault()
+	testenv.Eventually(t, 20*time.Second, "every event delivered", k.delivered(t, e))
+	k.checkOrder(t, e, true)
+	if b.Tally.DeliveredTo("gateway") < len(k.ids["u0"]) {
+		t.Errorf("B delivered %d events, want u0's %d", b.Tally.DeliveredTo("gateway"), len(k.ids["u0"]))
+	}
+	for _, at := range sentByA.all() {
+		if late := at.Sub(cutAt); late > ackWait {
+			t.Errorf("A made a request %s after the cut, past its lease (ack_wait %s)", late.Round(time.Millisecond), ackWait)
+		}
+	}
+}
+
+// A key's first event names a destination no dispatcher runs, and its
+// dead letter cannot be written for now (the dead-letter stream is gone):
+// the event cannot be admitted yet. It waits in its place, and the key's
+// later events wait behind it, while other keys go on; once the stream is
+// back it is delivered first. Handed back instead, the later events of
+// its key would overtake it.
+func TestOrderWaitsInPlaceForADestinationCheck(t *testing.T) {
+	e := testenv.New(t)
+	k := newKeyed(t, []string{"u0", "u1"}, 4)
+	k.envs[0].Destinations = "gateway,ghost" // u0's first event
+	e.Start([]config.Sink{orderedSink(e)}, gatewayRoute)
+	ctx := context.Background()
+	if err := e.JS.DeleteStream(ctx, e.Topo.DeadLetterStream()); err != nil {
+		t.Fatal(err)
+	}
+	k.publish(e, 0, len(k.envs))
+	testenv.Eventually(t, 10*time.Second, "u1's events delivered", func() bool {
+		return len(k.atVendor(t, e)["u1"]) == len(k.ids["u1"])
+	})
+	if got := k.atVendor(t, e)["u0"]; len(got) != 0 {
+		t.Fatalf("%d of u0's events reached the vendor while its first could not be admitted", len(got))
+	}
+	if err := e.Topo.Ensure(ctx, e.JS); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "every event delivered", k.delivered(t, e))
+	k.checkOrder(t, e, false)
+	recs := deadLetters(t, e, dlq.Filter{})
+	if len(recs) != 1 || recs[0].EventID != k.ids["u0"][0] || recs[0].Sink != "ghost" || recs[0].Reason != outcome.UnknownDestination {
+		t.Errorf("dead letters %+v, want one for u0's first event and sink ghost (unknown_destination)", recs)
+	}
+}
+
+// A held message on partition 1 that JetStream sends again (its ack_wait
+// passed while it was held: here the consumer's ack_wait is cut below the
+// keep-alive's period behind the dispatcher's back) is recognised by its
+// origin and not queued a second time: each event reaches the vendor
+// once, in order. With the bare stream sequence as the key, the copy
+// went behind the newer events of its key (fixed in 2d7ae31).
+func TestOrderRedeliveryOfAHeldMessageOnPartitionOneIsNotQueuedTwice(t *testing.T) {
+	const partitions = 2
+	e := testenv.NewPartitioned(t, partitions)
+	var keys []string
+	for u := 0; len(keys) < 2; u++ {
+		if key := fmt.Sprintf("user-%d", u); envelope.Partition(key, partitions) == 1 {
+			keys = append(keys, key)
+		}
+	}
+	k := newKeyed(t, keys, 4)
+	vendor := e.Emu.Vendor(emulator.MetrixGateway)
+	vendor.SetFault(emulator.Fault{Status: 503, Match: k.ids[keys[0]][0]}) // until cleared
+	sink := orderedSink(e)
+	sink.Retry.MaxAttempts = 1000
+	sink.Breaker.FailureThreshold = 1000
+	d := e.Start([]config.Sink{sink}, gatewayRoute, func(c *config.Dispatcher) { c.AckWait = 3 * time.Second })
+
+	ctx := context.Background()
+	stream := e.Topo.EventsStreamOf(1)
+	setAckWait := func(w time.Duration) {
+		t.Helper()
+		c, err := e.JS.Consumer(ctx, stream, topology.SinkConsumer("gateway"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := c.CachedInfo().Config
+		cfg.AckWait = w
+		if _, err := e.JS.UpdateConsumer(ctx, stream, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	redelivered := func() int {
+		c, err := e.JS.Consumer(ctx, stream, topology.SinkConsumer("gateway"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.CachedInfo().NumRedelivered
+	}
+	// Keep-alives come every second; the server now redelivers after 300 ms.
+	setAckWait(300 * time.Millisecond)
+	k.publish(e, 0, len(k.envs))
+	testenv.Eventually(t, 10*time.Second, "the held messages sent again", func() bool {
+		return vendor.Count(503) >= 1 && redelivered() >= len(k.ids[keys[0]])
+	})
+	setAckWait(3 * time.Second)
+	// Copies already on their way are admitted (as duplicates) within the
+	// redelivery run's 100 ms quiet; three more failed attempts of the
+	// head take at least three 360 ms backoffs.
+	failed := vendor.Count(503)
+	testenv.Eventually(t, 10*time.Second, "three more attempts of the head", func() bool { return vendor.Count(503) >= failed+3 })
+	vendor.ClearFault()
+	testenv.Eventually(t, 10*time.Second, "every event delivered", k.delivered(t, e))
+	testenv.Eventually(t, 10*time.Second, "nothing left", func() bool { return e.Idle("gateway") })
+	k.checkOrder(t, e, false)
+	if n := d.Tally.DeliveredTo("gateway"); n != len(k.envs) {
+		t.Errorf("delivered %d, want %d (once each)", n, len(k.envs))
+	}
+}
+
+// A replica stopped while a key's head waits on its retry backoff hands
+// the key back plainly, not with the time left as a NAK delay: the next
+// replica would otherwise be handed the key's later events, which the
+// stopped one had not pulled yet (here: published after the stop), before
+// the delayed ones fall due, and deliver them first. The backoff is
+// restarted by the next replica instead; order is kept.
+func TestOrderShutdownWithAHeadOnItsBackoffKeepsOrder(t *testing.T) {
+	e := testenv.New(t)
+	k := newKeyed(t, []string{"u0", "u1"}, 6)
+	vendor := e.Emu.Vendor(emulator.MetrixGateway)
+	vendor.SetFault(emulator.Fault{Status: 503, Match: k.ids["u0"][0]}) // until cleared
+	sink := orderedSink(e)
+	sink.Retry.InitialInterval, sink.Retry.MaxInterval = 5*time.Second, 5*time.Second
+	sink.Retry.MaxAttempts = 1000
+	sink.Breaker.FailureThreshold = 1000
+	a := e.Start([]config.Sink{sink}, gatewayRoute)
+	half := len(k.envs) / 2
+	k.publish(e, 0, half)
+	testenv.Eventually(t, 10*time.Second, "u0's head failed, u1's first half delivered", func() bool {
+		return vendor.Count(503) >= 1 && len(k.atVendor(t, e)["u1"]) == half/2
+	})
+	b := e.Start([]config.Sink{sink}, gatewayRoute)
+	vendor.ClearFault()
+	if err := a.Stop(); err != nil { // the head waits ~5 s more on its backoff
+		t.Fatal(err)
+	}
+	k.publish(e, half, len(k.envs))
+	testenv.Eventually(t, 20*time.Second, "every event delivered", k.delivered(t, e))
+	k.checkOrder(t, e, false)
+	if b.Tally.DeliveredTo("gateway") != len(k.envs)-half/2 {
+		t.Errorf("the second replica delivered %d, want %d", b.Tally.DeliveredTo("gateway"), len(k.envs)-half/2)
 	}
 }

@@ -67,11 +67,22 @@ func (w *sinkWorker) handle(ctx context.Context, j job) {
 // delivery and its event when the message is this sink's to deliver, and
 // settles it otherwise (skipped, dead-lettered or handed back).
 func (w *sinkWorker) admit(ctx context.Context, j job) (d *delivery, ev *envelope.Event, ok bool) {
+	d, ev, targets, ok := w.parseRoute(ctx, j)
+	if !ok || d.retry {
+		return d, ev, ok
+	}
+	return d, ev, w.resolve(ctx, d, ev, targets)
+}
+
+// parseRoute parses a message and matches its routes (nil targets for a
+// retry, which is this sink's alone). It settles an invalid message and
+// reports ok for the rest.
+func (w *sinkWorker) parseRoute(ctx context.Context, j job) (d *delivery, ev *envelope.Event, targets []string, ok bool) {
 	meta, err := j.msg.Metadata()
 	if err != nil {
 		w.log.Error("message without JetStream metadata; terminating it", zap.String("sink", w.name), zap.Error(err))
 		_ = j.msg.Term()
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
 	d = newDelivery(j.msg, meta, j.retry)
 	// Counted once per event: by one sink, on its first delivery.
@@ -82,23 +93,33 @@ func (w *sinkWorker) admit(ctx context.Context, j job) (d *delivery, ev *envelop
 	ev, err = envelope.ParseMessage(j.msg.Headers(), j.msg.Data(), w.maxBytes)
 	if err != nil {
 		w.deadLetter(ctx, d, w.record(d, nil, dlq.NoSink, outcome.InvalidEnvelope, err))
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
 	if !d.retry {
-		targets := w.routes.Match(ev)
+		targets = w.routes.Match(ev)
 		if count && len(targets) == 0 {
 			w.obs.Unrouted(ev.Type, ev.Name())
 			w.log.Debug("event matched no route", zap.String("event_id", clip(ev.ID)), zap.String("type", clip(ev.Type)))
 		}
-		if !w.checkDestinations(ctx, d, ev, targets) {
-			return nil, nil, false
-		}
-		if !slices.Contains(targets, w.name) {
-			_ = j.msg.Ack() // not for this sink
-			return nil, nil, false
-		}
 	}
-	return d, ev, true
+	return d, ev, targets, true
+}
+
+// resolve is the route step's second half: it dead-letters the event for
+// destinations no dispatcher runs, and acks it if it is not this sink's.
+// It reports whether this sink is to deliver it; a message it cannot
+// check is handed back shortly.
+func (w *sinkWorker) resolve(ctx context.Context, d *delivery, ev *envelope.Event, targets []string) bool {
+	if err := w.checkDestinations(ctx, d, ev, targets); err != nil {
+		w.log.Warn("destinations not checked; handing the event back", zap.String("event_id", clip(ev.ID)), zap.Error(err))
+		w.handBack(d, time.Second)
+		return false
+	}
+	if !slices.Contains(targets, w.name) {
+		_ = d.msg.Ack() // not for this sink
+		return false
+	}
+	return true
 }
 
 // deliver makes one vendor request through the gate, decides and settles.
@@ -157,15 +178,14 @@ func (w *sinkWorker) attempt(ctx context.Context, d *delivery, ev *envelope.Even
 
 // checkDestinations dead-letters the event for each destination no
 // dispatcher of the deployment runs (every sink sees the event, so the
-// record is de-duplicated). It reports false if the message was handed
-// back (the deployment could not be asked).
-func (w *sinkWorker) checkDestinations(ctx context.Context, d *delivery, ev *envelope.Event, targets []string) bool {
+// record is de-duplicated; checking again after an error is safe). An
+// error says the deployment could not be asked or the record not written;
+// the caller hands back (admit) or waits in place (an ordered lane).
+func (w *sinkWorker) checkDestinations(ctx context.Context, d *delivery, ev *envelope.Event, targets []string) error {
 	for _, t := range targets {
 		known, err := w.knows(ctx, t)
 		if err != nil {
-			w.log.Warn("cannot tell whether a sink named in destinations exists; handing the event back", zap.String("sink", clip(t)), zap.Error(err))
-			w.handBack(d, time.Second)
-			return false
+			return fmt.Errorf("cannot tell whether sink %q, named in destinations, exists: %w", clip(t), err)
 		}
 		if known {
 			continue
@@ -174,13 +194,10 @@ func (w *sinkWorker) checkDestinations(ctx context.Context, d *delivery, ev *env
 			fmt.Errorf("destinations names sink %q, which no dispatcher runs; configure it, then dlq replay", t))
 		rec.Attempts = 0
 		if err := w.writeDeadLetter(ctx, rec); err != nil {
-			w.log.Warn("dead letter for an unknown destination not written; handing the event back",
-				zap.String("destination", t), zap.Error(err))
-			w.handBack(d, time.Second)
-			return false
+			return fmt.Errorf("dead letter for unknown destination %q not written: %w", clip(t), err)
 		}
 	}
-	return true
+	return nil
 }
 
 // knows reports whether a sink exists in the deployment: configured here,
