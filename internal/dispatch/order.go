@@ -101,13 +101,13 @@ type orderer struct {
 	key  func(*envelope.Event) string
 	cons jetstream.Consumer
 
-	mu     sync.Mutex
-	lanes  map[string]*lane // keyed lanes holding messages
-	all    map[*lane]bool   // every lane holding messages, keyed or not
-	seqs   map[uint64]bool  // the origins held (topology.Origin: partition and sequence)
-	ready  []*lane
-	signal chan struct{} // a lane became ready
-	pinID  string        // the pin the server gave this replica last
+	mu      sync.Mutex
+	lanes   map[string]*lane // keyed lanes holding messages
+	all     map[*lane]bool   // every lane holding messages, keyed or not
+	origins map[uint64]bool  // the messages held, by topology.Origin (partition and sequence)
+	ready   []*lane
+	signal  chan struct{} // a lane became ready
+	pinID   string        // the pin the server gave this replica last
 
 	// The lease: heard is when the server was last heard from (a message,
 	// or an answered in-progress ack); epoch is the context of the lanes
@@ -137,7 +137,7 @@ type lane struct {
 }
 
 func newOrderer(w *sinkWorker, key func(*envelope.Event) string, cons jetstream.Consumer) *orderer {
-	return &orderer{w: w, key: key, cons: cons, lanes: map[string]*lane{}, all: map[*lane]bool{}, seqs: map[uint64]bool{}, signal: make(chan struct{}, 1)}
+	return &orderer{w: w, key: key, cons: cons, lanes: map[string]*lane{}, all: map[*lane]bool{}, origins: map[uint64]bool{}, signal: make(chan struct{}, 1)}
 }
 
 // run pulls, feeds the lanes and works them with concurrency workers until
@@ -236,11 +236,11 @@ func (o *orderer) feed(ctx, workCtx context.Context, prefetch int) (leftover []j
 		o.stopPull = it.Stop // Stop, not Drain: what is buffered is dropped with the lanes
 		o.mu.Unlock()
 		stop := context.AfterFunc(ctx, it.Drain)
-		var redelivered []seqMsg
+		var redelivered []originMsg
 		flush := func() {
-			slices.SortFunc(redelivered, func(a, b seqMsg) int { return cmp.Compare(a.seq, b.seq) })
+			slices.SortFunc(redelivered, func(a, b originMsg) int { return cmp.Compare(a.origin, b.origin) })
 			for _, r := range redelivered {
-				o.admit(workCtx, r.msg, r.seq)
+				o.admit(workCtx, r.msg, r.origin)
 			}
 			redelivered = redelivered[:0]
 		}
@@ -308,11 +308,11 @@ func (o *orderer) feed(ctx, workCtx context.Context, prefetch int) (leftover []j
 				// message, but in the order they fell due, which a crash or
 				// hand-back can leave out of stream order: gather the run
 				// and sort it before it enters the lanes.
-				redelivered = append(redelivered, seqMsg{msg, meta.Sequence.Stream})
+				redelivered = append(redelivered, originMsg{msg, topology.Origin(meta.Stream, meta.Sequence.Stream)})
 				continue
 			}
 			flush()
-			o.admit(workCtx, msg, meta.Sequence.Stream)
+			o.admit(workCtx, msg, topology.Origin(meta.Stream, meta.Sequence.Stream))
 		}
 		stop()
 		o.mu.Lock()
@@ -397,7 +397,7 @@ func (o *orderer) loseLease(why string) bool {
 	}
 	clear(o.all)
 	clear(o.lanes)
-	clear(o.seqs)
+	clear(o.origins)
 	o.ready = nil
 	o.endEpoch()
 	o.epoch, o.endEpoch = context.WithCancel(o.work)
@@ -411,10 +411,11 @@ func (o *orderer) loseLease(why string) bool {
 	return true
 }
 
-// seqMsg is a message with its stream sequence.
-type seqMsg struct {
-	msg jetstream.Msg
-	seq uint64
+// originMsg is a message with its origin (topology.Origin: partition and
+// sequence; one consumer reads one stream, so origins sort as sequences).
+type originMsg struct {
+	msg    jetstream.Msg
+	origin uint64
 }
 
 // redeliveryQuiet is how long a run of redeliveries may pause before it is
@@ -432,9 +433,9 @@ const redeliveryQuiet = 100 * time.Millisecond
 // A message this replica holds already (its ack deadline passed while it
 // waited, and JetStream sent it again) is dropped: the one held keeps its
 // place, and settling it settles both.
-func (o *orderer) admit(ctx context.Context, msg jetstream.Msg, seq uint64) {
+func (o *orderer) admit(ctx context.Context, msg jetstream.Msg, origin uint64) {
 	o.mu.Lock()
-	dup := seq != 0 && o.seqs[topology.Origin(o.cons.CachedInfo().Stream, seq)]
+	dup := origin != 0 && o.origins[origin]
 	epoch := o.epoch
 	o.mu.Unlock()
 	if dup {
@@ -463,7 +464,7 @@ func (o *orderer) admit(ctx context.Context, msg jetstream.Msg, seq uint64) {
 		o.readyLocked(l)
 	}
 	l.q, l.evs, l.tgs = append(l.q, d), append(l.evs, ev), append(l.tgs, targets)
-	o.seqs[d.origin] = true
+	o.origins[d.origin] = true
 }
 
 func (o *orderer) readyLocked(l *lane) {
@@ -599,7 +600,7 @@ func (o *orderer) pop(l *lane) {
 	if l.gone {
 		return // dropped with the lease meanwhile
 	}
-	delete(o.seqs, l.q[0].origin)
+	delete(o.origins, l.q[0].origin)
 	l.q[0], l.evs[0], l.tgs[0] = nil, nil, nil
 	l.q, l.evs, l.tgs = l.q[1:], l.evs[1:], l.tgs[1:]
 	if len(l.q) > 0 {
