@@ -233,13 +233,6 @@ func (w *world) waitAcked(n int) {
 	eventually(w.t, 2*time.Minute, fmt.Sprintf("%d events acked", n), func() bool { return w.prod.ackedCount() >= n })
 }
 
-// waitDelivered waits until the vendor has accepted n more events than it
-// had at from: the system is moving.
-func (w *world) waitProgress(n int, timeout time.Duration) error {
-	from := w.vendor.requests()
-	return waitFor(timeout, func() bool { return w.vendor.requests() >= from+n })
-}
-
 // dlqEntry is one dead letter.
 type dlqEntry struct {
 	at     time.Time

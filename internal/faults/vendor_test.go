@@ -202,22 +202,6 @@ func (l *ledger) snapshot() map[string]delivery {
 	return out
 }
 
-// delivered counts events in ids with at least one 2xx.
-func (l *ledger) delivered(ids []string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, id := range ids {
-		for _, c := range l.calls[id] {
-			if c.status >= 200 && c.status < 300 {
-				n++
-				break
-			}
-		}
-	}
-	return n
-}
-
 // callsBetween counts requests that arrived in [from, to).
 func (l *ledger) callsBetween(from, to time.Time) int {
 	l.mu.Lock()
