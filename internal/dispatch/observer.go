@@ -134,3 +134,11 @@ func (t *Tally) DeliveredTo(sink string) int {
 	defer t.mu.Unlock()
 	return t.delivered[sink]
 }
+
+// BreakerState returns a sink's breaker state as last reported (closed
+// until it changes).
+func (t *Tally) BreakerState(sink string) retry.State {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.breakers[sink]
+}
