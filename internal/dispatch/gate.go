@@ -36,6 +36,7 @@ type gate struct {
 	changed     chan struct{} // closed and replaced on every change
 	openUntil   time.Time     // when an open breaker half-opens
 	pausedUntil time.Time
+	fenced      bool // another config owns the sink (fence.go)
 	limit       int // requests allowed in flight now (the ramp)
 	inFlight    int
 
@@ -94,6 +95,9 @@ func (g *gate) shutFor(now time.Time) (time.Duration, <-chan struct{}) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	wait := g.pausedUntil.Sub(now)
+	if g.fenced {
+		wait = max(wait, time.Second)
+	}
 	if open {
 		wait = max(wait, g.openUntil.Sub(now), time.Millisecond)
 	}
@@ -125,6 +129,14 @@ func (g *gate) pause(d time.Duration) {
 		g.limit = 1
 		g.notifyLocked()
 	}
+}
+
+// setFenced shuts the sink while another replica's config owns it.
+func (g *gate) setFenced(fenced bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.fenced = fenced
+	g.notifyLocked()
 }
 
 // errNotARequest is what the breaker hears of a slot given back without a

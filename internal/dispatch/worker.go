@@ -42,6 +42,8 @@ type sinkWorker struct {
 	lead bool
 	// batch, when the sink batches, takes over from deliver (batch.go).
 	batch *batcher
+	// fence acks skips only while this replica's config owns the sink.
+	fence *fence
 	// held are messages kept while their dead letter cannot be written;
 	// holding counts them.
 	held    sync.WaitGroup
@@ -116,7 +118,7 @@ func (w *sinkWorker) resolve(ctx context.Context, d *delivery, ev *envelope.Even
 		return false
 	}
 	if !slices.Contains(targets, w.name) {
-		_ = d.msg.Ack() // not for this sink
+		w.fence.skip(d.msg) // not for this sink: acked once the fence holds
 		return false
 	}
 	return true

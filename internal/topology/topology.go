@@ -234,7 +234,15 @@ type ConsumerSettings struct {
 	// for PinnedTTL. An ordered sink needs this: one replica at a time
 	// holds a key's events. Zero: every replica pulls its share.
 	PinnedTTL time.Duration
+	// Fence is the binding replica's fingerprint of what decides a skip
+	// (dispatch.Fingerprint), written into the events consumers'
+	// metadata: the last replica to bind owns the sink.
+	Fence string
 }
+
+// FenceMetadata is the events consumers' metadata key holding the fence
+// of the config that owns the sink.
+const FenceMetadata = "chapar.fence"
 
 // OrderGroup is the priority group an ordered sink's replicas pull in.
 const OrderGroup = "order"
