@@ -37,7 +37,7 @@ type gate struct {
 	openUntil   time.Time     // when an open breaker half-opens
 	pausedUntil time.Time
 	fenced      bool // another config owns the sink (fence.go)
-	limit       int // requests allowed in flight now (the ramp)
+	limit       int  // requests allowed in flight now (the ramp)
 	inFlight    int
 
 	pace *pacer // nil: no rate limit

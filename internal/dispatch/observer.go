@@ -94,7 +94,11 @@ func (t *Tally) Unsettled(string, int) {}
 
 func (t *Tally) RateLimit(string, float64) {}
 
-func (t *Tally) SinkFenced(sink string, fenced bool) { t.mu.Lock(); t.fenced[sink] = fenced; t.mu.Unlock() }
+func (t *Tally) SinkFenced(sink string, fenced bool) {
+	t.mu.Lock()
+	t.fenced[sink] = fenced
+	t.mu.Unlock()
+}
 
 // Fenced reports whether a sink is fenced off this replica now.
 func (t *Tally) Fenced(sink string) bool { t.mu.Lock(); defer t.mu.Unlock(); return t.fenced[sink] }
