@@ -23,8 +23,11 @@ type delivery struct {
 	msg jetstream.Msg
 	// retry says the message came from the sink's retry consumer: a due
 	// retry or a replay, meant for this sink alone.
-	retry    bool
-	origin   uint64    // the event's sequence in the events stream
+	retry  bool
+	origin uint64 // the event's sequence in the events stream
+	// seq is the message's own sequence in the stream it came from (the
+	// retries stream for a retry): it names a retry when origin cannot.
+	seq      uint64
 	received time.Time // when the event entered the events stream
 	replays  int
 	history  History
@@ -36,7 +39,7 @@ type delivery struct {
 
 func newDelivery(msg jetstream.Msg, meta *jetstream.MsgMetadata, retry bool) *delivery {
 	h := msg.Headers()
-	d := &delivery{msg: msg, retry: retry, received: meta.Timestamp}
+	d := &delivery{msg: msg, retry: retry, received: meta.Timestamp, seq: meta.Sequence.Stream}
 	if !retry {
 		// First sight of the event: it has no history yet.
 		d.origin = topology.Origin(meta.Stream, meta.Sequence.Stream)
@@ -71,9 +74,20 @@ func (d *delivery) logAttempt(start time.Time, err error) {
 
 // retryKey names the next retry of this delivery uniquely: the scheduler
 // keeps one schedule per subject, so a retry written twice (after a lost
-// ack) is stored once.
+// ack) is stored once, and two retries under one name would lose one.
+//
+// A message without an origin (the replay of a dead letter written before
+// origins were carried, or by a tool) is named by its own sequence in the
+// retries stream instead, prefixed so it cannot meet an origin's name:
+// that sequence is unique to the message and the same on its redelivery,
+// which keeps both properties. Its retry, once due, is a new message with
+// a sequence of its own, so each hop of the chain is named apart too.
 func (d *delivery) retryKey() string {
-	return strconv.FormatUint(d.origin, 10) + "-" + strconv.Itoa(d.replays) + "-" + strconv.Itoa(d.history.Attempts)
+	id := strconv.FormatUint(d.origin, 10)
+	if d.origin == 0 {
+		id = "s" + strconv.FormatUint(d.seq, 10)
+	}
+	return id + "-" + strconv.Itoa(d.replays) + "-" + strconv.Itoa(d.history.Attempts)
 }
 
 // retryMsg is the copy that carries the event to its next attempt: the

@@ -205,8 +205,10 @@ func SplitOrigin(origin uint64) (partition int, seq uint64) {
 func (t Topology) Prefix() string { return t.prefix }
 
 // RetryWaitSubject holds one scheduled retry until it is due. key makes it
-// unique per (event, sink, replay, attempt): the scheduler keeps one
-// schedule per subject, so writing the same retry twice stores it once.
+// unique per (event, sink, replay, attempt), and must for every retry,
+// origin or not (dispatch's retryKey): the scheduler keeps one schedule
+// per subject, so writing the same retry twice stores it once, and two
+// retries under one key would lose one.
 func (t Topology) RetryWaitSubject(sink, key string) string {
 	return t.prefix + ".retry.wait." + sink + "." + key
 }

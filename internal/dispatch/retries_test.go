@@ -1,0 +1,68 @@
+package dispatch_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/internal/dlq"
+	"github.com/chapar-dev/chapar/internal/emulator"
+	"github.com/chapar-dev/chapar/internal/outcome"
+	"github.com/chapar-dev/chapar/internal/testenv"
+	"github.com/chapar-dev/chapar/pkg/envelope"
+)
+
+// writeOriginless stores a dead letter of env for sink as a tool, or a
+// version before origins were carried, would: no origin.
+func writeOriginless(t *testing.T, e *testenv.Env, sink string, env *envelope.Envelope) {
+	t.Helper()
+	raw, err := env.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	rec := &dlq.Record{
+		Sink: sink, Reason: outcome.VendorRejected, Status: 400, Code: "BAD_REQUEST", Attempts: 1,
+		FirstAttempt: now, LastAttempt: now, EventID: env.ID, EventType: env.Type,
+		Subject: e.Topo.EventSubjectFor(env.Type, env.PartitionKey()), Header: nats.Header{}, Data: raw,
+	}
+	if _, err := dlq.NewWriter(e.JS, e.Topo).Write(context.Background(), rec); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Dead letters without an origin, replayed, and each failing once more:
+// both retries are scheduled and both events delivered. They shared one
+// retry subject before, and the server keeps one schedule per subject, so
+// the second retry replaced the first and one event was lost.
+func TestRetriesOfOriginlessReplaysAreKeptApart(t *testing.T) {
+	e := testenv.New(t)
+	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	// Both retries wait long enough to be scheduled side by side.
+	sink.Retry.InitialInterval, sink.Retry.MaxInterval = time.Second, 2*time.Second
+	sink.Breaker.FailureThreshold = 1000
+	vendor := e.Emu.Vendor(emulator.MetrixGateway)
+	vendor.SetFault(emulator.Fault{Status: 503, Count: 2})
+	e.Start([]config.Sink{sink}, []config.Route{{Sinks: []string{"gateway"}}})
+	var ids []string
+	for _, user := range []string{"u1", "u2"} {
+		env := testenv.Track(t, "order_paid", user)
+		writeOriginless(t, e, "gateway", env)
+		ids = append(ids, env.ID)
+	}
+	res, err := dlq.NewStore(e.JS, e.Topo).Replay(context.Background(), dlq.Filter{}, dlq.ReplayOptions{})
+	if err != nil || res.Replayed != 2 {
+		t.Fatalf("replay: %+v %v", res, err)
+	}
+	testenv.Eventually(t, 10*time.Second, "both failed once", func() bool { return vendor.Count(503) == 2 })
+	testenv.Eventually(t, 15*time.Second, "both delivered after their retry", allDelivered(t, e, ids))
+	testenv.Eventually(t, 5*time.Second, "nothing left", func() bool { return e.Idle("gateway") })
+	for id, n := range gatewayIDs(t, e) {
+		if n != 1 {
+			t.Errorf("%s delivered %d times", id, n)
+		}
+	}
+}
