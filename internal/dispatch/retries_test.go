@@ -12,6 +12,7 @@ import (
 	"github.com/chapar-dev/chapar/internal/emulator"
 	"github.com/chapar-dev/chapar/internal/outcome"
 	"github.com/chapar-dev/chapar/internal/testenv"
+	"github.com/chapar-dev/chapar/internal/topology"
 	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
@@ -64,5 +65,46 @@ func TestRetriesOfOriginlessReplaysAreKeptApart(t *testing.T) {
 		if n != 1 {
 			t.Errorf("%s delivered %d times", id, n)
 		}
+	}
+}
+
+// While the retries stream cannot be written, an event's attempts still
+// end as its policy says: the message is kept in hand and retried in
+// place, and with max_attempts 2 the vendor sees exactly two requests and
+// the event is dead-lettered retries_exhausted. Before, the message was
+// handed back uncounted (its count travels in the retry copy that could
+// not be stored), so it was tried again and again and never dead-lettered.
+func TestRetriesStreamDownAttemptsStillEndPerPolicy(t *testing.T) {
+	e := testenv.New(t)
+	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	sink.Retry.MaxAttempts = 2
+	sink.Breaker.FailureThreshold = 1000 // keep the breaker out of it
+	vendor := e.Emu.Vendor(emulator.MetrixGateway)
+	vendor.SetFault(emulator.Fault{Status: 500, Code: "INTERNAL"})
+	e.Start([]config.Sink{sink}, []config.Route{{Sinks: []string{"gateway"}}})
+	ctx := context.Background()
+	if err := e.JS.DeleteStream(ctx, e.Topo.RetriesStream()); err != nil {
+		t.Fatal(err)
+	}
+	ids := publishTracks(t, e, 1, "order_paid")
+	var recs []*dlq.Record
+	testenv.Eventually(t, 10*time.Second, "retries_exhausted", func() bool {
+		recs = deadLetters(t, e, dlq.Filter{})
+		return len(recs) == 1
+	})
+	r := recs[0]
+	if r.EventID != ids[0] || r.Reason != outcome.RetriesExhausted || r.Status != 500 || r.Code != "INTERNAL" || r.Attempts != 2 {
+		t.Errorf("record %+v", r)
+	}
+	cons, err := e.JS.Consumer(ctx, e.Topo.EventsStream(), topology.SinkConsumer("gateway"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, "the event acked", func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && info.NumAckPending == 0 && info.NumPending == 0
+	})
+	if n := vendor.Count(0); n != 2 {
+		t.Errorf("vendor saw %d requests, want 2 (max_attempts)", n)
 	}
 }
