@@ -2,6 +2,7 @@ package dispatch_test
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -106,5 +107,63 @@ func TestRetriesStreamDownAttemptsStillEndPerPolicy(t *testing.T) {
 	})
 	if n := vendor.Count(0); n != 2 {
 		t.Errorf("vendor saw %d requests, want 2 (max_attempts)", n)
+	}
+}
+
+// chabokTimes returns the eventTime (ms) of each track the Chabok emulator
+// accepted, by user.
+func chabokTimes(t *testing.T, e *testenv.Env) map[string][]int64 {
+	t.Helper()
+	out := map[string][]int64{}
+	for _, r := range e.Emu.Vendor(emulator.Chabok).Requests() {
+		if r.Status != 200 {
+			continue
+		}
+		var body struct {
+			InstallationID string `json:"installationId"`
+			EventTime      int64  `json:"eventTime"`
+		}
+		if err := json.Unmarshal(r.Body, &body); err != nil {
+			t.Fatal(err)
+		}
+		out[body.InstallationID] = append(out[body.InstallationID], body.EventTime)
+	}
+	return out
+}
+
+// An envelope without `time` is sent with the time Chapar received it. A
+// replay of its dead letter must send that time again, not the replay's:
+// before, the replay entered the retries stream as a new message and took
+// its receipt time from there.
+func TestReplayKeepsTheFirstReceiptTime(t *testing.T) {
+	e := testenv.New(t)
+	vendor := e.Emu.Vendor(emulator.Chabok)
+	vendor.SetFault(emulator.Fault{Status: 400, Code: "INVALID_EVENT", Count: 1})
+	e.Start([]config.Sink{e.Sink("chabok", emulator.Chabok, nil, nil)}, []config.Route{{Sinks: []string{"chabok"}}})
+	env := testenv.Track(t, "order_paid", "u1") // no time: the receipt time stands for it
+	ack := e.Publish(env)
+	ctx := context.Background()
+	stream, err := e.JS.Stream(ctx, e.Topo.EventsStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := stream.GetMsg(ctx, ack.Sequence)
+	if err != nil {
+		t.Fatal(err)
+	}
+	received := stored.Time.UnixMilli()
+	testenv.Eventually(t, 10*time.Second, "dead letter", func() bool { return len(deadLetters(t, e, dlq.Filter{})) == 1 })
+	// The replay is well after the receipt, whatever the clock's grain.
+	testenv.Eventually(t, 5*time.Second, "time to pass", func() bool { return time.Now().UnixMilli() > received+50 })
+	if res, err := dlq.NewStore(e.JS, e.Topo).Replay(ctx, dlq.Filter{}, dlq.ReplayOptions{}); err != nil || res.Replayed != 1 {
+		t.Fatalf("replay: %+v %v", res, err)
+	}
+	var times []int64
+	testenv.Eventually(t, 10*time.Second, "the replay delivered", func() bool {
+		times = chabokTimes(t, e)["inst-u1"]
+		return len(times) == 1
+	})
+	if times[0] != received {
+		t.Errorf("the replay sent eventTime %d, %d ms after the event was received (%d)", times[0], times[0]-received, received)
 	}
 }

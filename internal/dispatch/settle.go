@@ -256,7 +256,7 @@ func (w *sinkWorker) record(d *delivery, ev *envelope.Event, sink string, reason
 	now := time.Now()
 	rec := &dlq.Record{
 		Sink: sink, Reason: reason, Attempts: d.history.Attempts,
-		FirstAttempt: d.history.First, LastAttempt: now,
+		FirstAttempt: d.history.First, LastAttempt: now, Received: d.received,
 		Header: d.msg.Headers(), Data: d.msg.Data(), Subject: d.msg.Subject(),
 		Origin: d.origin, Replays: d.replays, Log: d.log.Clone(),
 	}
