@@ -167,3 +167,93 @@ func TestReplayKeepsTheFirstReceiptTime(t *testing.T) {
 		t.Errorf("the replay sent eventTime %d, %d ms after the event was received (%d)", times[0], times[0]-received, received)
 	}
 }
+
+// refuseRetries makes the retries stream refuse retry copies (their wait
+// subjects leave its subjects, so a publish finds no stream), leaving its
+// due subjects and consumers as they are; the returned func restores it.
+func refuseRetries(t *testing.T, e *testenv.Env) (restore func()) {
+	t.Helper()
+	ctx := context.Background()
+	s, err := e.JS.Stream(ctx, e.Topo.RetriesStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := info.Config
+	narrowed := cfg
+	narrowed.Subjects = []string{e.Topo.Prefix() + ".retry.due.>"}
+	if _, err := e.JS.UpdateStream(ctx, narrowed); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		t.Helper()
+		if _, err := e.JS.UpdateStream(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Retried in place while the retries stream refuses copies, an event
+// moves to the stream as soon as it takes them again (the next failure's
+// copy is stored), and is delivered once from there.
+func TestRetriesStreamBackTakesTheRetryInPlace(t *testing.T) {
+	e := testenv.New(t)
+	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	sink.Retry.MaxAttempts = 1000
+	sink.Breaker.FailureThreshold = 1000
+	vendor := e.Emu.Vendor(emulator.MetrixGateway)
+	vendor.SetFault(emulator.Fault{Status: 500, Code: "INTERNAL"})
+	d := e.Start([]config.Sink{sink}, []config.Route{{Sinks: []string{"gateway"}}})
+	restore := refuseRetries(t, e)
+	ids := publishTracks(t, e, 1, "order_paid")
+	testenv.Eventually(t, 10*time.Second, "retried in place", func() bool { return vendor.Count(500) >= 3 })
+	restore()
+	ctx := context.Background()
+	retries, err := e.JS.Consumer(ctx, e.Topo.RetriesStream(), topology.RetryConsumer("gateway"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "a retry taken from the stream", func() bool {
+		info, err := retries.Info(ctx)
+		return err == nil && info.Delivered.Consumer > 0
+	})
+	vendor.ClearFault()
+	testenv.Eventually(t, 10*time.Second, "delivered", allDelivered(t, e, ids))
+	testenv.Eventually(t, 5*time.Second, "nothing left", func() bool { return e.Idle("gateway") })
+	if n := gatewayIDs(t, e)[ids[0]]; n != 1 || d.Tally.DeliveredTo("gateway") != 1 {
+		t.Errorf("delivered %d times (tally %d)", n, d.Tally.DeliveredTo("gateway"))
+	}
+	if recs := deadLetters(t, e, dlq.Filter{}); len(recs) != 0 {
+		t.Errorf("dead-lettered: %+v", recs[0])
+	}
+}
+
+// A shutdown while an event is retried in place hands it back: the next
+// dispatcher delivers it.
+func TestShutdownHandsBackARetryInPlace(t *testing.T) {
+	e := testenv.New(t)
+	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	sink.Retry.MaxAttempts = 1000
+	sink.Breaker.FailureThreshold = 1000
+	vendor := e.Emu.Vendor(emulator.MetrixGateway)
+	vendor.SetFault(emulator.Fault{Status: 500, Code: "INTERNAL"})
+	routes := []config.Route{{Sinks: []string{"gateway"}}}
+	first := e.Start([]config.Sink{sink}, routes)
+	restore := refuseRetries(t, e)
+	ids := publishTracks(t, e, 1, "order_paid")
+	testenv.Eventually(t, 10*time.Second, "retried in place", func() bool { return vendor.Count(500) >= 2 })
+	if err := first.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	restore()
+	vendor.ClearFault()
+	e.Start([]config.Sink{sink}, routes)
+	testenv.Eventually(t, 10*time.Second, "delivered by the next dispatcher", allDelivered(t, e, ids))
+	testenv.Eventually(t, 5*time.Second, "nothing left", func() bool { return e.Idle("gateway") })
+	if n := gatewayIDs(t, e)[ids[0]]; n != 1 {
+		t.Errorf("delivered %d times", n)
+	}
+}

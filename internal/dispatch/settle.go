@@ -104,9 +104,9 @@ func (w *sinkWorker) retried(d *delivery, ev *envelope.Event, v Verdict, derr er
 // it costs: messages retried in place are unacked, so they count against
 // the sink's max_ack_pending, which bounds them (and the goroutines); a
 // vendor request still goes through the gate (concurrency, breaker,
-// pace). On shutdown (ctx ends) the copy is tried once more, else the
-// message is handed back with what is left of its delay: its count is
-// then lost, as it was in v2, and nothing else.
+// pace). When ctx ends (the worker's context: shutdown, after its grace)
+// the copy is tried once more, else the message is handed back with what
+// is left of its delay: its count is then lost, as in v2, and nothing else.
 func (w *sinkWorker) retryInPlace(ctx context.Context, d *delivery, ev *envelope.Event, v Verdict, derr error, at time.Time, first error) {
 	defer w.guard(ctx, d.msg) // a panicking sink dead-letters, as on a worker
 	stop := keepAlive(d.msg, w.ackWait/3)
