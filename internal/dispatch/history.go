@@ -29,8 +29,12 @@ type delivery struct {
 	// retries stream for a retry): it names a retry when origin cannot.
 	seq      uint64
 	received time.Time // when the event entered the events stream
-	replays  int
-	history  History
+	// queued is when this run (the event, or its replay) entered
+	// JetStream: delivery latency counts from it, so a replay of a
+	// week-old dead letter is not a week of latency.
+	queued  time.Time
+	replays int
+	history History
 	// log is the attempts' own record (time, status, code, error), for
 	// the dead letter; Decide reads only history.
 	log  dlq.AttemptLog
@@ -39,7 +43,7 @@ type delivery struct {
 
 func newDelivery(msg jetstream.Msg, meta *jetstream.MsgMetadata, retry bool) *delivery {
 	h := msg.Headers()
-	d := &delivery{msg: msg, retry: retry, received: meta.Timestamp, seq: meta.Sequence.Stream}
+	d := &delivery{msg: msg, retry: retry, received: meta.Timestamp, queued: meta.Timestamp, seq: meta.Sequence.Stream}
 	if !retry {
 		// First sight of the event: it has no history yet.
 		d.origin = topology.Origin(meta.Stream, meta.Sequence.Stream)
@@ -48,6 +52,11 @@ func newDelivery(msg jetstream.Msg, meta *jetstream.MsgMetadata, retry bool) *de
 	d.origin, _ = strconv.ParseUint(h.Get(topology.HeaderOrigin), 10, 64)
 	if t, err := time.Parse(time.RFC3339Nano, h.Get(topology.HeaderReceived)); err == nil {
 		d.received = t
+	}
+	// A replay has no queued time of its own yet: it was queued when the
+	// replay entered the retries stream (meta.Timestamp).
+	if t, err := time.Parse(time.RFC3339Nano, h.Get(topology.HeaderQueued)); err == nil {
+		d.queued = t
 	}
 	d.replays, _ = strconv.Atoi(h.Get(topology.HeaderReplays))
 	d.history.Attempts, _ = strconv.Atoi(h.Get(topology.HeaderAttempts))
@@ -104,6 +113,7 @@ func (d *delivery) retryMsg(subject string, v Verdict, last error) *nats.Msg {
 	}
 	out.Header.Set(topology.HeaderOrigin, strconv.FormatUint(d.origin, 10))
 	out.Header.Set(topology.HeaderReceived, d.received.UTC().Format(time.RFC3339Nano))
+	out.Header.Set(topology.HeaderQueued, d.queued.UTC().Format(time.RFC3339Nano))
 	out.Header.Set(topology.HeaderAttempts, strconv.Itoa(d.history.Attempts))
 	out.Header.Set(topology.HeaderCounted, strconv.Itoa(v.Counted))
 	out.Header.Set(topology.HeaderFirstAttempt, d.history.First.UTC().Format(time.RFC3339Nano))

@@ -3,12 +3,15 @@ package dispatch_test
 import (
 	"context"
 	"encoding/json"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/internal/dispatch"
 	"github.com/chapar-dev/chapar/internal/dlq"
 	"github.com/chapar-dev/chapar/internal/emulator"
 	"github.com/chapar-dev/chapar/internal/outcome"
@@ -255,5 +258,65 @@ func TestShutdownHandsBackARetryInPlace(t *testing.T) {
 	testenv.Eventually(t, 5*time.Second, "nothing left", func() bool { return e.Idle("gateway") })
 	if n := gatewayIDs(t, e)[ids[0]]; n != 1 {
 		t.Errorf("delivered %d times", n)
+	}
+}
+
+// latencies is a Tally that keeps each delivery's publish-to-vendor latency.
+type latencies struct {
+	*dispatch.Tally
+	mu  sync.Mutex
+	all []time.Duration
+}
+
+func (l *latencies) Delivered(sink string, d time.Duration) {
+	l.mu.Lock()
+	l.all = append(l.all, d)
+	l.mu.Unlock()
+	l.Tally.Delivered(sink, d)
+}
+
+func (l *latencies) get() []time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.all)
+}
+
+// A replay keeps the event's receipt time for the vendor, but its
+// delivery latency counts from the replay: a replay of an old dead letter
+// is not that old a delivery on the latency histogram.
+func TestReplayLatencyCountsFromTheReplay(t *testing.T) {
+	e := testenv.New(t)
+	vendor := e.Emu.Vendor(emulator.Chabok)
+	vendor.SetFault(emulator.Fault{Status: 400, Code: "INVALID_EVENT", Count: 1})
+	obs := &latencies{Tally: dispatch.NewTally()}
+	_, js := e.Connect()
+	ready := make(chan struct{})
+	d, err := dispatch.New(e.Config([]config.Sink{e.Sink("chabok", emulator.Chabok, nil, nil)}, []config.Route{{Sinks: []string{"chabok"}}}),
+		dispatch.Options{Observer: obs, Logger: e.Log, Ready: func() { close(ready) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx, js) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("dispatcher did not start: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("dispatcher did not start in 30s")
+	}
+	published := time.Now()
+	e.Publish(testenv.Track(t, "order_paid", "u1"))
+	testenv.Eventually(t, 10*time.Second, "dead letter", func() bool { return len(deadLetters(t, e, dlq.Filter{})) == 1 })
+	const gap = 2 * time.Second
+	testenv.Eventually(t, 5*time.Second, "the dead letter to age", func() bool { return time.Since(published) > gap })
+	if res, err := dlq.NewStore(e.JS, e.Topo).Replay(context.Background(), dlq.Filter{}, dlq.ReplayOptions{}); err != nil || res.Replayed != 1 {
+		t.Fatalf("replay: %+v %v", res, err)
+	}
+	testenv.Eventually(t, 10*time.Second, "the replay delivered", func() bool { return len(obs.get()) == 1 })
+	if got := obs.get()[0]; got >= gap {
+		t.Errorf("the replay's latency is %s, counted from the event's first receipt, not the replay", got)
 	}
 }

@@ -31,7 +31,7 @@ func (w *sinkWorker) settle(ctx context.Context, d *delivery, ev *envelope.Event
 				zap.String("event_id", clip(ev.ID)), zap.Error(err))
 			return
 		}
-		w.obs.Delivered(w.name, time.Since(d.received))
+		w.obs.Delivered(w.name, time.Since(d.queued))
 	case Retry:
 		w.retry(ctx, d, ev, v, derr)
 	case DeadLetter:

@@ -88,11 +88,12 @@ func (r *Record) MsgID() string {
 
 // attemptHeaders are the engine's per-delivery state: a dead letter keeps
 // them out of the stored copy, since a replay starts afresh.
-// Received is kept as a field of its own (Record.Received), written back
-// by toMsg and Requeue.
+// The receipt time is kept as a field of its own (Record.Received),
+// written back by toMsg and Requeue; the queued time is this run's and a
+// replay's is its own.
 var attemptHeaders = []string{topology.HeaderAttempts, topology.HeaderCounted, topology.HeaderFirstAttempt,
 	topology.HeaderLastStatus, topology.HeaderLastCode, topology.HeaderReplays, topology.HeaderOrigin,
-	topology.HeaderAttemptLog, topology.HeaderReceived}
+	topology.HeaderAttemptLog, topology.HeaderReceived, topology.HeaderQueued}
 
 // keepHeader says whether an original header is stored with the dead letter
 // (and so travels with a replay): not JetStream's own (a Nats-Expected-*
