@@ -23,11 +23,18 @@ type delivery struct {
 	msg jetstream.Msg
 	// retry says the message came from the sink's retry consumer: a due
 	// retry or a replay, meant for this sink alone.
-	retry    bool
-	origin   uint64    // the event's sequence in the events stream
+	retry  bool
+	origin uint64 // the event's sequence in the events stream
+	// seq is the message's own sequence in the stream it came from (the
+	// retries stream for a retry): it names a retry when origin cannot.
+	seq      uint64
 	received time.Time // when the event entered the events stream
-	replays  int
-	history  History
+	// queued is when this run (the event, or its replay) entered
+	// JetStream: delivery latency counts from it, so a replay of a
+	// week-old dead letter is not a week of latency.
+	queued  time.Time
+	replays int
+	history History
 	// log is the attempts' own record (time, status, code, error), for
 	// the dead letter; Decide reads only history.
 	log  dlq.AttemptLog
@@ -36,7 +43,7 @@ type delivery struct {
 
 func newDelivery(msg jetstream.Msg, meta *jetstream.MsgMetadata, retry bool) *delivery {
 	h := msg.Headers()
-	d := &delivery{msg: msg, retry: retry, received: meta.Timestamp}
+	d := &delivery{msg: msg, retry: retry, received: meta.Timestamp, queued: meta.Timestamp, seq: meta.Sequence.Stream}
 	if !retry {
 		// First sight of the event: it has no history yet.
 		d.origin = topology.Origin(meta.Stream, meta.Sequence.Stream)
@@ -45,6 +52,11 @@ func newDelivery(msg jetstream.Msg, meta *jetstream.MsgMetadata, retry bool) *de
 	d.origin, _ = strconv.ParseUint(h.Get(topology.HeaderOrigin), 10, 64)
 	if t, err := time.Parse(time.RFC3339Nano, h.Get(topology.HeaderReceived)); err == nil {
 		d.received = t
+	}
+	// A replay has no queued time of its own yet: it was queued when the
+	// replay entered the retries stream (meta.Timestamp).
+	if t, err := time.Parse(time.RFC3339Nano, h.Get(topology.HeaderQueued)); err == nil {
+		d.queued = t
 	}
 	d.replays, _ = strconv.Atoi(h.Get(topology.HeaderReplays))
 	d.history.Attempts, _ = strconv.Atoi(h.Get(topology.HeaderAttempts))
@@ -71,9 +83,20 @@ func (d *delivery) logAttempt(start time.Time, err error) {
 
 // retryKey names the next retry of this delivery uniquely: the scheduler
 // keeps one schedule per subject, so a retry written twice (after a lost
-// ack) is stored once.
+// ack) is stored once, and two retries under one name would lose one.
+//
+// A message without an origin (the replay of a dead letter written before
+// origins were carried, or by a tool) is named by its own sequence in the
+// retries stream instead, prefixed so it cannot meet an origin's name:
+// that sequence is unique to the message and the same on its redelivery,
+// which keeps both properties. Its retry, once due, is a new message with
+// a sequence of its own, so each hop of the chain is named apart too.
 func (d *delivery) retryKey() string {
-	return strconv.FormatUint(d.origin, 10) + "-" + strconv.Itoa(d.replays) + "-" + strconv.Itoa(d.history.Attempts)
+	id := strconv.FormatUint(d.origin, 10)
+	if d.origin == 0 {
+		id = "s" + strconv.FormatUint(d.seq, 10)
+	}
+	return id + "-" + strconv.Itoa(d.replays) + "-" + strconv.Itoa(d.history.Attempts)
 }
 
 // retryMsg is the copy that carries the event to its next attempt: the
@@ -90,6 +113,7 @@ func (d *delivery) retryMsg(subject string, v Verdict, last error) *nats.Msg {
 	}
 	out.Header.Set(topology.HeaderOrigin, strconv.FormatUint(d.origin, 10))
 	out.Header.Set(topology.HeaderReceived, d.received.UTC().Format(time.RFC3339Nano))
+	out.Header.Set(topology.HeaderQueued, d.queued.UTC().Format(time.RFC3339Nano))
 	out.Header.Set(topology.HeaderAttempts, strconv.Itoa(d.history.Attempts))
 	out.Header.Set(topology.HeaderCounted, strconv.Itoa(v.Counted))
 	out.Header.Set(topology.HeaderFirstAttempt, d.history.First.UTC().Format(time.RFC3339Nano))

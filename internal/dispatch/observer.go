@@ -23,7 +23,8 @@ type Observer interface {
 	// InFlight moves the count of deliveries in progress by delta.
 	InFlight(sink string, delta int)
 	// Unsettled moves the count of events whose fate is decided but not
-	// yet stored (a dead-letter stream that cannot be written) by delta.
+	// yet stored (a dead-letter or retries stream that cannot be written)
+	// by delta.
 	Unsettled(sink string, delta int)
 	// Panicked counts a panic recovered while handling a message.
 	Panicked(stage string)

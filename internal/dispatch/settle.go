@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"math/rand/v2"
 	"time"
@@ -30,7 +31,7 @@ func (w *sinkWorker) settle(ctx context.Context, d *delivery, ev *envelope.Event
 				zap.String("event_id", clip(ev.ID)), zap.Error(err))
 			return
 		}
-		w.obs.Delivered(w.name, time.Since(d.received))
+		w.obs.Delivered(w.name, time.Since(d.queued))
 	case Retry:
 		w.retry(ctx, d, ev, v, derr)
 	case DeadLetter:
@@ -43,37 +44,133 @@ func (w *sinkWorker) settle(ctx context.Context, d *delivery, ev *envelope.Event
 
 // retry stores the event's next attempt as a message scheduled for its
 // time in the retries stream, then acks the one in hand: a waiting retry
-// occupies no delivery slot. If the copy cannot be stored the message is
-// handed back with the same delay instead (this attempt then goes
-// uncounted, and nothing is lost).
+// occupies no delivery slot. If the copy cannot be stored, the message is
+// kept in hand and retried in place (retryInPlace), so the attempt stays
+// counted and the policy still ends it.
 func (w *sinkWorker) retry(ctx context.Context, d *delivery, ev *envelope.Event, v Verdict, derr error) {
 	at := time.Now().Add(v.Delay)
+	if err := w.storeRetry(ctx, d, v, derr, at, 3); err != nil {
+		w.held.Go(func() { w.retryInPlace(ctx, d, ev, v, derr, at, err) })
+		return
+	}
+	w.retried(d, ev, v, derr)
+}
+
+// storeRetry writes the retry copy of d, due at at, trying up to tries
+// times within brokerTimeout each.
+func (w *sinkWorker) storeRetry(ctx context.Context, d *delivery, v Verdict, derr error, at time.Time, tries int) error {
 	msg := d.retryMsg(w.topo.RetryWaitSubject(w.name, d.retryKey()), v, derr)
 	topology.Schedule(msg.Header, at, w.topo.RetryDueSubject(w.name))
 	var err error
-	for try := range 3 {
+	for try := range tries {
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), brokerTimeout)
 		_, err = w.js.PublishMsg(pctx, msg)
 		cancel()
-		if err == nil {
+		if err == nil || try == tries-1 {
 			break
 		}
 		if sleep(ctx, time.Duration(try+1)*200*time.Millisecond, nil) != nil {
 			break
 		}
 	}
-	status, code := statusCode(derr)
-	if err != nil {
-		w.log.Warn("retry not stored; handing the event back instead", zap.String("sink", w.name),
-			zap.String("event_id", clip(ev.ID)), zap.Duration("delay", v.Delay), zap.Error(err))
-		w.handBack(d, v.Delay)
-		return
-	}
+	return err
+}
+
+// retried acks a message whose retry copy is stored, and says so.
+func (w *sinkWorker) retried(d *delivery, ev *envelope.Event, v Verdict, derr error) {
 	_ = d.msg.Ack()
+	status, code := statusCode(derr)
 	w.obs.Retried(w.name, status)
 	w.log.Info("delivery failed; retry scheduled", zap.String("event_id", clip(ev.ID)), zap.String("sink", w.name),
 		zap.Int("attempt", d.history.Attempts), zap.Int("status", status), zap.String("code", clip(code)),
 		zap.Duration("delay", v.Delay), zap.Error(derr))
+}
+
+// retryInPlace takes over a message whose retry copy cannot be stored
+// (the retries stream is down, full or refuses it). The event's count
+// travels in that copy, so handing the message back (as v2 did) lost it:
+// a redelivery starts from the headers' count, and an event failing for
+// good was tried for as long as the stream was down and never
+// dead-lettered. Instead, as hold does for a dead letter, the message is
+// kept ours with in-progress acks and its history stays in memory: after
+// the verdict's delay the vendor is tried again in place, and that
+// attempt's verdict is settled as any other (ack, dead letter per the
+// policy, or a retry, whose copy is tried again: once the stream is back
+// the message leaves our hands for it).
+//
+// Chosen over waiting on the worker (which would stall the sink's healthy
+// events behind every failing one) and over a local retry queue (which a
+// crash would lose; a kept message is redelivered after ack_wait). What
+// it costs: messages retried in place are unacked, so they count against
+// the sink's max_ack_pending, which bounds them (and the goroutines); a
+// vendor request still goes through the gate (concurrency, breaker,
+// pace). When ctx ends (the worker's context: shutdown, after its grace)
+// the copy is tried once more, else the message is handed back with what
+// is left of its delay: its count is then lost, as in v2, and nothing else.
+func (w *sinkWorker) retryInPlace(ctx context.Context, d *delivery, ev *envelope.Event, v Verdict, derr error, at time.Time, first error) {
+	defer w.guard(ctx, d.msg) // a panicking sink dead-letters, as on a worker
+	stop := keepAlive(d.msg, w.ackWait/3)
+	defer stop()
+	w.obs.Unsettled(w.name, 1)
+	// One line when the sink starts and one when it stops, not one per
+	// event: an outage must not flood the log.
+	if w.inPlace.Add(1) == 1 {
+		w.log.Error("retries cannot be stored; keeping their events and retrying them in place (chapar_unsettled counts them)",
+			zap.String("sink", w.name), zap.String("first_event_id", clip(ev.ID)), zap.Error(first))
+	}
+	defer func() {
+		w.obs.Unsettled(w.name, -1)
+		if w.inPlace.Add(-1) == 0 {
+			w.log.Info("no events retried in place any more", zap.String("sink", w.name))
+		}
+	}()
+	for {
+		// The count so far is this delivery's from now on (the copy
+		// that would have carried it was not stored).
+		d.history.Counted = v.Counted
+		if sleep(ctx, time.Until(at), nil) != nil {
+			w.shutInPlace(ctx, d, v, derr, at)
+			return
+		}
+		next, nerr, err := w.attempt(ctx, d, ev, false)
+		var shut errShut
+		switch {
+		case errors.As(err, &shut):
+			// The gate is shut (breaker, Retry-After): no request was
+			// made; wait it out in hand, the last verdict unchanged.
+			at = time.Now().Add(shut.wait)
+			continue
+		case err != nil:
+			w.shutInPlace(ctx, d, v, derr, at)
+			return
+		}
+		v, derr = next, nerr
+		if v.Action != Retry {
+			w.settle(ctx, d, ev, v, derr)
+			return
+		}
+		at = time.Now().Add(v.Delay)
+		if err := w.storeRetry(ctx, d, v, derr, at, 1); err == nil {
+			w.retried(d, ev, v, derr)
+			return
+		}
+		status, code := statusCode(derr)
+		w.obs.Retried(w.name, status)
+		w.log.Info("delivery failed; retrying in place, retries cannot be stored", zap.String("event_id", clip(ev.ID)),
+			zap.String("sink", w.name), zap.Int("attempt", d.history.Attempts), zap.Int("status", status),
+			zap.String("code", clip(code)), zap.Duration("delay", v.Delay), zap.Error(derr))
+	}
+}
+
+// shutInPlace ends a retry in place on shutdown: the copy is tried once
+// more, and if it still cannot be stored the message is handed back with
+// what is left of its delay.
+func (w *sinkWorker) shutInPlace(ctx context.Context, d *delivery, v Verdict, derr error, at time.Time) {
+	if err := w.storeRetry(ctx, d, v, derr, at, 1); err == nil {
+		_ = d.msg.Ack()
+		return
+	}
+	w.handBack(d, time.Until(at))
 }
 
 // deadLetter records rec and only then acks the message. If the record
@@ -159,7 +256,7 @@ func (w *sinkWorker) record(d *delivery, ev *envelope.Event, sink string, reason
 	now := time.Now()
 	rec := &dlq.Record{
 		Sink: sink, Reason: reason, Attempts: d.history.Attempts,
-		FirstAttempt: d.history.First, LastAttempt: now,
+		FirstAttempt: d.history.First, LastAttempt: now, Received: d.received,
 		Header: d.msg.Headers(), Data: d.msg.Data(), Subject: d.msg.Subject(),
 		Origin: d.origin, Replays: d.replays, Log: d.log.Clone(),
 	}

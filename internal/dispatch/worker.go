@@ -44,10 +44,13 @@ type sinkWorker struct {
 	batch *batcher
 	// fence acks skips only while this replica's config owns the sink.
 	fence *fence
-	// held are messages kept while their dead letter cannot be written;
-	// holding counts them.
+	// held are messages kept while their dead letter or their retry
+	// cannot be written; holding counts the former.
 	held    sync.WaitGroup
 	holding atomic.Int64
+	// inPlace counts messages retried in place while their retry copy
+	// cannot be stored (settle.go, retryInPlace); they are held too.
+	inPlace atomic.Int64
 }
 
 // handle takes one message to its settlement. It never panics and never

@@ -47,10 +47,15 @@ type Record struct {
 	Code         string         `json:"code,omitempty"`
 	Attempts     int            `json:"attempts"`
 	FirstAttempt time.Time      `json:"first_attempt"`
-	LastAttempt  time.Time      `json:"last_attempt"`
-	Error        string         `json:"error,omitempty"`
-	EventID      string         `json:"event_id,omitempty"`
-	EventType    string         `json:"event_type,omitempty"`
+	// Received is when the event first entered the events stream. A
+	// replay carries it, so an envelope without `time` is sent with the
+	// time it was first received, not the replay's. Zero in records
+	// written before it was kept (Requeue then uses FirstAttempt).
+	Received    time.Time `json:"received,omitzero"`
+	LastAttempt time.Time `json:"last_attempt"`
+	Error       string    `json:"error,omitempty"`
+	EventID     string    `json:"event_id,omitempty"`
+	EventType   string    `json:"event_type,omitempty"`
 	// Subject is where the original message was published.
 	Subject string `json:"subject"`
 	// Origin is the event's sequence in its events stream, with the
@@ -83,9 +88,12 @@ func (r *Record) MsgID() string {
 
 // attemptHeaders are the engine's per-delivery state: a dead letter keeps
 // them out of the stored copy, since a replay starts afresh.
+// The receipt time is kept as a field of its own (Record.Received),
+// written back by toMsg and Requeue; the queued time is this run's and a
+// replay's is its own.
 var attemptHeaders = []string{topology.HeaderAttempts, topology.HeaderCounted, topology.HeaderFirstAttempt,
 	topology.HeaderLastStatus, topology.HeaderLastCode, topology.HeaderReplays, topology.HeaderOrigin,
-	topology.HeaderAttemptLog}
+	topology.HeaderAttemptLog, topology.HeaderReceived, topology.HeaderQueued}
 
 // keepHeader says whether an original header is stored with the dead letter
 // (and so travels with a replay): not JetStream's own (a Nats-Expected-*
@@ -133,6 +141,9 @@ func (r *Record) toMsg(subject string) *nats.Msg {
 	if r.Origin > 0 {
 		set(topology.HeaderOrigin, strconv.FormatUint(r.Origin, 10))
 	}
+	if !r.Received.IsZero() {
+		set(topology.HeaderReceived, r.Received.UTC().Format(time.RFC3339Nano))
+	}
 	if r.ReleasedBarrier {
 		set(hdrReleased, "true")
 	}
@@ -161,6 +172,7 @@ func fromMsg(seq uint64, h nats.Header, data []byte) *Record {
 		Attempts:        atoi(hdrAttempts),
 		FirstAttempt:    tm(hdrFirstAttempt),
 		LastAttempt:     tm(hdrLastAttempt),
+		Received:        tm(topology.HeaderReceived),
 		Error:           h.Get(hdrError),
 		EventID:         h.Get(hdrEventID),
 		EventType:       h.Get(hdrEventType),

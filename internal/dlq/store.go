@@ -297,6 +297,18 @@ func (s *Store) Requeue(ctx context.Context, r *Record) error {
 	if r.Origin > 0 {
 		msg.Header.Set(topology.HeaderOrigin, strconv.FormatUint(r.Origin, 10))
 	}
+	// The event keeps its first receipt time, which stands for an
+	// envelope's missing `time`: without it, the replay would be stamped
+	// with the time it entered the retries stream. A record from before
+	// receipt times were kept gives its first attempt, the nearest it
+	// knows (for an unknown destination, the receipt time itself).
+	received := r.Received
+	if received.IsZero() {
+		received = r.FirstAttempt
+	}
+	if !received.IsZero() {
+		msg.Header.Set(topology.HeaderReceived, received.UTC().Format(time.RFC3339Nano))
+	}
 	msg.Data = r.Data
 	id := fmt.Sprintf("replay/%s/%s/%d", r.EventID, r.Sink, r.Seq)
 	if _, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id)); err != nil {

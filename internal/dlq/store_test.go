@@ -10,6 +10,7 @@ import (
 	"github.com/chapar-dev/chapar/internal/dlq"
 	"github.com/chapar-dev/chapar/internal/outcome"
 	"github.com/chapar-dev/chapar/internal/testenv"
+	"github.com/chapar-dev/chapar/internal/topology"
 )
 
 // A page of dead letters is read from its cursor on, and stops reading
@@ -112,4 +113,56 @@ func BenchmarkEachScan(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "dead_letters/s")
+}
+
+// A replay carries the event's first receipt time, which stands for an
+// envelope's missing time; a record from before it was kept gives its
+// first attempt instead, the nearest time it knows.
+func TestRequeueCarriesTheFirstReceiptTime(t *testing.T) {
+	e := testenv.New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	received := time.Date(2026, 3, 1, 10, 0, 0, 123_000_000, time.UTC)
+	first := received.Add(40 * time.Millisecond)
+	cases := []struct {
+		name     string
+		received time.Time
+		want     time.Time
+	}{
+		{"kept", received, received},
+		{"older record", time.Time{}, first},
+	}
+	w, st := dlq.NewWriter(e.JS, e.Topo), dlq.NewStore(e.JS, e.Topo)
+	retries, err := e.JS.Stream(ctx, e.Topo.RetriesStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			sink := fmt.Sprintf("s%d", i)
+			if _, err := w.Write(ctx, &dlq.Record{Sink: sink, Reason: outcome.VendorRejected, EventID: "e-" + sink,
+				EventType: "chapar.track", Origin: uint64(i + 1), FirstAttempt: first, LastAttempt: first,
+				Received: c.received, Data: []byte(`{}`)}); err != nil {
+				t.Fatal(err)
+			}
+			recs, err := st.List(ctx, dlq.Filter{Sink: sink}, 0)
+			if err != nil || len(recs) != 1 {
+				t.Fatalf("%d records: %v", len(recs), err)
+			}
+			if !recs[0].Received.Equal(c.received) {
+				t.Errorf("stored received %v, want %v", recs[0].Received, c.received)
+			}
+			if err := st.Requeue(ctx, recs[0]); err != nil {
+				t.Fatal(err)
+			}
+			m, err := retries.GetLastMsgForSubject(ctx, e.Topo.RetryDueSubject(sink))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := time.Parse(time.RFC3339Nano, m.Header.Get(topology.HeaderReceived))
+			if err != nil || !got.Equal(c.want) {
+				t.Errorf("replay's %s is %q, want %v", topology.HeaderReceived, m.Header.Get(topology.HeaderReceived), c.want)
+			}
+		})
+	}
 }

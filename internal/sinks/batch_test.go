@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -195,4 +196,35 @@ func TestMetrixGatewayBatchIsOneRequestPerUserInOrder(t *testing.T) {
 		}
 	}
 	checkOutcome(t, errs[2], &want{reason: ReasonVendorRejected, status: 404, code: "EVENT_TYPE_DOES_NOT_EXIST"})
+}
+
+// A trackBulk refusal yields the vendor's code as a single track's does,
+// for every LoopBack error shape: the dead letter of a batched event says
+// what the vendor said. Bulk read its answers with the generic finder
+// before, which misses a code given only as a message prefix, an error
+// name or a number.
+func TestChabokBulkReadsTheVendorsCodeAsASingleTrackDoes(t *testing.T) {
+	for _, tt := range []struct {
+		name, body, code string
+	}{
+		{"code", `{"error":{"name":"Error","status":400,"message":"bad","code":"INVALID_EVENT"}}`, "INVALID_EVENT"},
+		{"message prefix", `{"error":{"name":"Error","status":400,"message":"INVALID_EVENT: eventName is required"}}`, "INVALID_EVENT"},
+		{"error name", `{"error":{"name":"ValidationError","status":400,"message":"The installation instance is not valid."}}`, "ValidationError"},
+		{"numeric code", `{"error":{"name":"Error","status":400,"message":"bad","code":4001}}`, "4001"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusBadRequest)
+				_, _ = w.Write([]byte(tt.body))
+			}))
+			defer srv.Close()
+			s := newSink(t, "chabok", emulator.BaseURL("chabok", srv.Listener.Addr().String()), nil,
+				map[string]any{"app_id": "demoapp", "access_token": "demo-chabok-token"}).(BatchSink)
+			d := track(t, "e1", "order_paid", "u1", occurred)
+			want := &want{reason: ReasonVendorRejected, status: 400, code: tt.code}
+			checkOutcome(t, s.Deliver(context.Background(), d), want)
+			checkOutcome(t, s.DeliverBatch(context.Background(), []*Delivery{d})[0], want)
+		})
+	}
 }

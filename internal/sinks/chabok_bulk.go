@@ -49,11 +49,13 @@ func (c *chabok) DeliverBatch(ctx context.Context, ds []*Delivery) []error {
 	return errs
 }
 
-// bulk is one trackBulk request.
+// bulk is one trackBulk request. Its errors are LoopBack's, as track's
+// are: read with chabokCode, so a batched event's dead letter carries the
+// vendor's code whatever shape it came in.
 func (c *chabok) bulk(ctx context.Context, items []chabokEvent) error {
 	req, err := c.post("/installations/trackBulk", items)
 	if err != nil {
 		return err
 	}
-	return send(ctx, c.client, req, findCode)
+	return send(ctx, c.client, req, chabokCode)
 }

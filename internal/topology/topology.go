@@ -50,8 +50,13 @@ const (
 	// sink and the replay count it names one delivery for de-duplication.
 	HeaderOrigin = "Chapar-Origin"
 	// HeaderReceived is when the event entered the events stream
-	// (RFC 3339), for publish-to-vendor latency.
+	// (RFC 3339): the time a vendor is sent for an envelope without
+	// `time`. Retries and replays carry it.
 	HeaderReceived = "Chapar-Received"
+	// HeaderQueued is when this run of the event (its first delivery, or
+	// a replay) entered JetStream (RFC 3339), for publish-to-vendor
+	// latency: retries carry it, a replay starts afresh.
+	HeaderQueued = "Chapar-Queued"
 	// HeaderAttempts counts vendor requests made for (event, sink).
 	HeaderAttempts = "Chapar-Attempts"
 	// HeaderCounted counts the failures charged to the event against
@@ -205,8 +210,10 @@ func SplitOrigin(origin uint64) (partition int, seq uint64) {
 func (t Topology) Prefix() string { return t.prefix }
 
 // RetryWaitSubject holds one scheduled retry until it is due. key makes it
-// unique per (event, sink, replay, attempt): the scheduler keeps one
-// schedule per subject, so writing the same retry twice stores it once.
+// unique per (event, sink, replay, attempt), and must for every retry,
+// origin or not (dispatch's retryKey): the scheduler keeps one schedule
+// per subject, so writing the same retry twice stores it once, and two
+// retries under one key would lose one.
 func (t Topology) RetryWaitSubject(sink, key string) string {
 	return t.prefix + ".retry.wait." + sink + "." + key
 }
