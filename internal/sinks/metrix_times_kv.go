@@ -82,11 +82,28 @@ func (m *memTimes) reserve(_ context.Context, users []string, fn func(r *metrixS
 // kvTimes keeps the records in a JetStream key-value bucket, one entry per
 // user id, changed by compare-and-set: replicas racing for one user retry
 // on the newer record. Within the process, one user's reservations take
-// turns (a striped lock), so only replicas race.
+// turns (a striped lock), so only replicas race. The process remembers
+// the last record it wrote or read per user with its revision, and writes
+// against it without reading first: a write is one round trip, and a
+// record another replica changed meanwhile fails it (a lost race), read
+// afresh.
 type kvTimes struct {
 	kv    jetstream.KeyValue
 	locks [64]sync.Mutex
+
+	mu    sync.Mutex
+	known map[string]kvRecord
 }
+
+// kvRecord is a record as last seen, at its revision.
+type kvRecord struct {
+	rev   uint64
+	slots metrixSlots
+}
+
+// kvKnownMax bounds what kvTimes remembers: past it, one user (any) is
+// forgotten, to be read again.
+const kvKnownMax = 10_000
 
 // metrixTimesBucket is the bucket's name after the streams' prefix.
 const metrixTimesBucket = "METRIX_TIMES"
@@ -149,6 +166,11 @@ func (k *kvTimes) try(ctx context.Context, users []string, fn func(r *metrixSlot
 	revs := make([]uint64, len(users))
 	var r metrixSlots
 	for i, u := range users {
+		if rec, ok := k.recall(u); ok {
+			revs[i] = rec.rev
+			r.merge(rec.slots)
+			continue
+		}
 		e, err := k.kv.Get(ctx, u)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			continue
@@ -169,22 +191,58 @@ func (k *kvTimes) try(ctx context.Context, users []string, fn func(r *metrixSlot
 	r.trim()
 	value := r.encode()
 	for i, u := range users {
+		var rev uint64
 		var err error
 		if revs[i] == 0 {
-			_, err = k.kv.Create(ctx, u, value)
+			rev, err = k.kv.Create(ctx, u, value)
 		} else {
-			_, err = k.kv.Update(ctx, u, value, revs[i])
+			rev, err = k.kv.Update(ctx, u, value, revs[i])
 		}
 		if lostRace(err) {
 			// A record written before this one (users[:i]) now holds
 			// times no message will take: gaps, never collisions.
+			k.forget(users...)
 			return errLostRace
 		}
 		if err != nil {
+			k.forget(users...)
 			return fmt.Errorf("metrix times: write: %w", err)
 		}
+		k.remember(u, kvRecord{rev: rev, slots: r})
 	}
 	return nil
+}
+
+func (k *kvTimes) recall(user string) (kvRecord, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	rec, ok := k.known[user]
+	return rec, ok
+}
+
+// remember keeps a record as written; r is not changed after (each try
+// builds its own).
+func (k *kvTimes) remember(user string, rec kvRecord) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.known == nil {
+		k.known = map[string]kvRecord{}
+	}
+	if _, ok := k.known[user]; !ok && len(k.known) >= kvKnownMax {
+		for x := range k.known {
+			delete(k.known, x)
+			break
+		}
+	}
+	k.known[user] = rec
+}
+
+func (k *kvTimes) forget(users ...string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, u := range users {
+		delete(k.known, u)
+	}
 }
 
 // lostRace is Create's or Update's answer when the record moved on (one
