@@ -27,6 +27,8 @@ import (
 // the user is registered, so by default every action and revenue request
 // carries an empty "user" message first (id <envelope id>:user): harmless
 // for a known user, and it makes the first delivery for a new one count.
+// Metrix drops a user's second message at one time after a 2xx, so every
+// message's time is one of the user's own (metrix_times.go).
 //
 // Responses (body shape unpublished; the code is searched for anywhere):
 //
