@@ -47,6 +47,9 @@ type Options struct {
 type Dispatcher struct {
 	cfg   *config.Config
 	sinks map[string]sinks.Sink
+	// built are the sinks before Options.Wrap: an Attacher is attached
+	// whatever wraps it.
+	built map[string]sinks.Sink
 	o     Options
 	*engine
 }
@@ -78,9 +81,11 @@ func New(cfg *config.Config, o Options) (*Dispatcher, error) {
 	if err != nil {
 		return nil, err
 	}
+	wrapped := built
 	if o.Wrap != nil {
+		wrapped = make(map[string]sinks.Sink, len(built))
 		for name, s := range built {
-			built[name] = o.Wrap(name, s)
+			wrapped[name] = o.Wrap(name, s)
 		}
 	}
 	if o.Logger == nil {
@@ -102,7 +107,7 @@ func New(cfg *config.Config, o Options) (*Dispatcher, error) {
 	for _, s := range cfg.Sinks {
 		e.known[s.Name] = true
 	}
-	return &Dispatcher{cfg: cfg, sinks: built, o: o, engine: e}, nil
+	return &Dispatcher{cfg: cfg, sinks: wrapped, built: built, o: o, engine: e}, nil
 }
 
 // Run consumes until ctx is done, then drains: it stops pulling, hands
@@ -237,6 +242,12 @@ func (d *Dispatcher) bind(ctx context.Context) ([]boundSink, error) {
 			cons, err := d.topo.EnsureSink(actx, d.js, sc.Name, settings)
 			if err != nil {
 				return retryable(err)
+			}
+			if a, ok := d.built[sc.Name].(sinks.Attacher); ok {
+				st := sinks.State{JS: d.js, Prefix: d.topo.StreamPrefix(), Replicas: d.cfg.Streams.Replicas, Memory: d.cfg.Streams.Storage == "memory"}
+				if err := a.Attach(actx, st); err != nil {
+					return retryable(err)
+				}
 			}
 			w := &sinkWorker{
 				engine: d.engine, name: sc.Name, sink: s, policy: sc.Retry, lead: i == 0,

@@ -8,6 +8,7 @@
 //	DELETE /_emulator/requests   forget it
 //	POST   /_emulator/fault      {"status":503,"code":"…","latency":"200ms","retry_after":"2","count":0,"match":"…"}
 //	DELETE /_emulator/fault      back to normal
+//	GET    /_emulator/dropped    messages answered 2xx but dropped (JSON; Metrix gateway)
 //
 // The demo, the tests and the benchmarks use it; run it standalone with
 // `dispatcher emulator`.
@@ -210,6 +211,10 @@ type Vendor struct {
 	// quota, if set, answers 429 to requests beyond a rate, as a vendor
 	// enforcing an account's quota does.
 	quota *rate.Limiter
+	// timeline, if set, is what the vendor does with the requests it
+	// accepts beyond answering them (the Metrix gateway drops a user's
+	// second message at one time, answering 2xx all the same).
+	timeline *timeline
 }
 
 // SetQuota makes the vendor answer 429 (no Retry-After) to requests beyond
@@ -290,6 +295,18 @@ func (v *Vendor) Reset() {
 	v.mu.Lock()
 	v.recent, v.oldest, v.counts, v.fault = nil, 0, nil, nil
 	v.mu.Unlock()
+	if v.timeline != nil {
+		v.timeline.reset()
+	}
+}
+
+// Dropped lists the messages the vendor answered 2xx but dropped, oldest
+// first (nil for a vendor that drops nothing).
+func (v *Vendor) Dropped() []Dropped {
+	if v.timeline == nil {
+		return nil
+	}
+	return v.timeline.list()
 }
 
 // record counts a request and keeps it, forgetting the oldest once
@@ -371,6 +388,9 @@ func (v *Vendor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rec.Body = body
 	}
 	v.record(rec)
+	if v.timeline != nil && a.status >= 200 && a.status < 300 {
+		v.timeline.accept(body)
+	}
 
 	w.Header().Set("Content-Type", "application/json")
 	if retryAfter != "" {
@@ -402,6 +422,9 @@ func (v *Vendor) control(w http.ResponseWriter, r *http.Request) {
 	case r.URL.Path == "/_emulator/requests" && r.Method == http.MethodGet:
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(v.Requests())
+	case r.URL.Path == "/_emulator/dropped" && r.Method == http.MethodGet:
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(v.Dropped())
 	case r.URL.Path == "/_emulator/requests" && r.Method == http.MethodDelete:
 		v.Reset()
 		w.WriteHeader(http.StatusNoContent)

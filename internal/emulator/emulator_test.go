@@ -239,3 +239,67 @@ func TestWebhookReceiverVerifiesSignatures(t *testing.T) {
 		}
 	}
 }
+
+// The Metrix gateway answers 2xx to a second message of one user at the
+// same time and drops it (docs.metrix.ir, API troubleshooting); the
+// emulator must drop it too, and say so, or a test of Chapar's times would
+// prove nothing.
+func TestMetrixGatewayDropsAUsersSecondMessageAtOneTime(t *testing.T) {
+	msg := func(id string, at int64) string {
+		return `{"type":"action","id":"` + id + `","time":` + strconv.FormatInt(at, 10) + `,"name":"aewqd"}`
+	}
+	req := func(ids, msgs string) string { return `{` + ids + `"messages":[` + msgs + `]}` }
+	const t0 = 1795428900000
+	tests := []struct {
+		name     string
+		requests []string
+		dropped  []string // ids, in order
+	}{
+		{"distinct times", []string{req(`"customUserId":"u",`, msg("a", t0)+","+msg("b", t0+1))}, nil},
+		{"same time in one request", []string{req(`"customUserId":"u",`, msg("a", t0)+","+msg("b", t0))}, []string{"b"}},
+		{"same time across requests", []string{req(`"customUserId":"u",`, msg("a", t0)), req(`"customUserId":"u",`, msg("b", t0))}, []string{"b"}},
+		{"same metrixUserId, other customUserId", []string{req(`"customUserId":"u","metrixUserId":"m",`, msg("a", t0)), req(`"customUserId":"v","metrixUserId":"m",`, msg("b", t0))}, []string{"b"}},
+		{"same customUserId, metrixUserId only in one", []string{req(`"customUserId":"u","metrixUserId":"m",`, msg("a", t0)), req(`"customUserId":"u",`, msg("b", t0))}, []string{"b"}},
+		{"other users at the same time", []string{req(`"customUserId":"u",`, msg("a", t0)), req(`"customUserId":"v",`, msg("b", t0)), req(`"metrixUserId":"m",`, msg("c", t0))}, nil},
+		{"a re-sent id is de-duplicated, not dropped", []string{req(`"customUserId":"u",`, msg("a", t0)), req(`"customUserId":"u",`, msg("a", t0)), req(`"customUserId":"u",`, msg("a", t0+5))}, nil},
+		{"a dropped message's retry stays dropped", []string{req(`"customUserId":"u",`, msg("a", t0)+","+msg("b", t0)), req(`"customUserId":"u",`, msg("b", t0+1))}, []string{"b"}},
+	}
+	emu := emulator.New(emulator.DemoConfig())
+	v := emu.Vendor(emulator.MetrixGateway)
+	srv := httptest.NewServer(v)
+	defer srv.Close()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v.Reset()
+			for _, body := range tt.requests {
+				req, _ := http.NewRequest(http.MethodPost, srv.URL+"/", strings.NewReader(body))
+				req.Header.Set("X-Application-Id", "demoapp")
+				req.Header.Set("X-API-Key", "demo-api-key")
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					t.Fatalf("%s answered %d", body, resp.StatusCode)
+				}
+			}
+			var got []string
+			for _, d := range v.Dropped() {
+				got = append(got, d.ID)
+			}
+			if strings.Join(got, " ") != strings.Join(tt.dropped, " ") {
+				t.Errorf("dropped %v, want %v", got, tt.dropped)
+			}
+			resp, err := http.Get(srv.URL + "/_emulator/dropped")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var listed []emulator.Dropped
+			if err := json.NewDecoder(resp.Body).Decode(&listed); err != nil || len(listed) != len(tt.dropped) {
+				t.Errorf("control API lists %v (%v), want %d", listed, err, len(tt.dropped))
+			}
+		})
+	}
+}

@@ -85,9 +85,10 @@ func newMetrixS2S(s Settings) *Vendor {
 func newMetrixGateway(s Settings) *Vendor {
 	appID, apiKey := setting(s, "app_id"), setting(s, "api_key")
 	return &Vendor{
-		name:    MetrixGateway,
-		okBody:  map[string]any{"status": "OK"},
-		errBody: metrixError,
+		name:     MetrixGateway,
+		okBody:   map[string]any{"status": "OK"},
+		errBody:  metrixError,
+		timeline: newTimeline(),
 		validate: func(r *http.Request, body []byte) answer {
 			if r.URL.Path != "/" || r.Method != http.MethodPost {
 				return fail(404, "NOT_FOUND", "no such endpoint")

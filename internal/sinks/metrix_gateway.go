@@ -3,6 +3,7 @@ package sinks
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 
@@ -26,6 +27,8 @@ import (
 // the user is registered, so by default every action and revenue request
 // carries an empty "user" message first (id <envelope id>:user): harmless
 // for a known user, and it makes the first delivery for a new one count.
+// Metrix drops a user's second message at one time after a 2xx, so every
+// message's time is one of the user's own (metrix_times.go).
 //
 // Responses (body shape unpublished; the code is searched for anywhere):
 //
@@ -52,8 +55,8 @@ type metrixGateway struct {
 	register bool
 	events   map[string]string
 	client   *http.Client
-	parallel int         // requests at once within one batch
-	times    metrixTimes // the times each user's messages took, kept distinct
+	parallel int             // requests at once within one batch
+	times    metrixTimeStore // the times each user's messages took (metrix_times.go)
 }
 
 func init() {
@@ -80,7 +83,19 @@ func newMetrixGateway(cfg config.Sink, s metrixGatewaySettings) (Sink, error) {
 		events:   cfg.Events,
 		client:   newHTTPClient(cfg),
 		parallel: max(cfg.Concurrency, 1),
+		times:    &memTimes{},
 	}, nil
+}
+
+// Attach keeps the users' times in JetStream, where every replica sees
+// them. Called once, before the first delivery.
+func (m *metrixGateway) Attach(ctx context.Context, st State) error {
+	kv, err := openKVTimes(ctx, st)
+	if err != nil {
+		return err
+	}
+	m.times = kv
+	return nil
 }
 
 type metrixGatewayBody struct {
@@ -92,7 +107,10 @@ type metrixGatewayBody struct {
 type metrixMessage struct {
 	Type string `json:"type"`
 	ID   string `json:"id"`
-	Time int64  `json:"time"`
+	Time int64  `json:"time"` // given by stamp, distinct for the user
+
+	want int64 // the event's time (or receipt time), ms
+	recv int64 // the receipt time, ns
 
 	// action and revenue
 	Name       string            `json:"name,omitempty"`
@@ -117,16 +135,52 @@ type metrixMessage struct {
 	CustomAttributes  map[string]string `json:"customAttributes,omitempty"`
 }
 
-func (m *metrixGateway) request(d *Delivery) (*http.Request, error) {
+func (m *metrixGateway) request(ctx context.Context, d *Delivery) (*http.Request, error) {
 	body, msg, err := m.message(d)
 	if err != nil {
 		return nil, err
 	}
-	if m.register && msg.Type != "user" {
-		body.Messages = append(body.Messages, m.registration(body, msg.ID, msg.Time))
+	msgs := []metrixMessage{msg}
+	reg, err := m.stamp(ctx, body, msgs)
+	if err != nil {
+		return nil, err
 	}
-	body.Messages = append(body.Messages, msg)
+	if reg != nil {
+		body.Messages = append(body.Messages, *reg)
+	}
+	body.Messages = append(body.Messages, msgs...)
 	return m.post(body)
+}
+
+// stamp gives msgs, one user's messages in one request in the user's
+// order, their times, and returns the empty user message that registers
+// the user first (nil when not wanted: auto_register_user off, or the
+// request starts with the user's own message). See metrix_times.go.
+func (m *metrixGateway) stamp(ctx context.Context, body metrixGatewayBody, msgs []metrixMessage) (*metrixMessage, error) {
+	var reg *metrixMessage
+	if m.register && msgs[0].Type != "user" {
+		reg = &metrixMessage{Type: "user", ID: msgs[0].ID + ":user"}
+	}
+	err := m.times.reserve(ctx, metrixUserKeys(m.settings.AppID, body), func(r *metrixSlots) {
+		first := int64(maxInt64)
+		for i := range msgs {
+			msgs[i].Time = r.take(metrixSlot{Want: msgs[i].want, Recv: msgs[i].recv, ID: metrixIDHash(msgs[i].ID), Kind: metrixKindMessage})
+			first = min(first, msgs[i].Time)
+		}
+		if reg != nil {
+			reg.Time = r.registerBelow(metrixSlot{Want: msgs[0].want, Recv: msgs[0].recv, ID: metrixIDHash(reg.ID), Kind: metrixKindRegister}, first)
+		}
+	})
+	switch {
+	case err == nil:
+		return reg, nil
+	case ctx.Err() != nil:
+		return nil, fmt.Errorf("metrix gateway: %w", err) // our own shutdown: handed back
+	default:
+		// Sending without a time of its own could be dropped after a 2xx:
+		// better a retry than a silent loss.
+		return nil, &Error{Reason: ReasonRetriesExhausted, Transient: true, Message: "could not reserve the user's message times", Err: err}
+	}
 }
 
 // message maps a delivery to its one message, and the body it goes in
@@ -141,13 +195,12 @@ func (m *metrixGateway) message(d *Delivery) (metrixGatewayBody, metrixMessage, 
 		return metrixGatewayBody{}, metrixMessage{}, reject(ReasonInvalidForVendor, "the Metrix gateway needs data.user.id (customUserId) or data.user.metrixUserId")
 	}
 	at := ev.OccurredAt(d.ReceivedAt).UnixMilli()
+	recv := d.ReceivedAt.UnixNano()
 	body := metrixGatewayBody{CustomUserID: user.ID, MetrixUserID: user.MetrixUserID}
 	switch {
 	case ev.Identify != nil:
 		msg, err := metrixUserMessage(ev.ID, at, ev.Identify.Traits)
-		if err == nil {
-			m.times.use(metrixUserKey(user), at, ev.ID)
-		}
+		msg.want, msg.recv = at, recv
 		return body, msg, err
 	case ev.Track != nil, ev.Purchase != nil:
 		track := ev.Track
@@ -165,20 +218,11 @@ func (m *metrixGateway) message(d *Delivery) (metrixGatewayBody, metrixMessage, 
 			}
 			msg = metrixMessage{Type: "revenue", ID: ev.ID, Time: at, Name: slug, Revenue: p.Revenue, Currency: p.Currency}
 		}
-		m.times.use(metrixUserKey(user), at, ev.ID)
+		msg.want, msg.recv = at, recv
 		return body, msg, nil
 	default:
 		return body, metrixMessage{}, reject(ReasonUnsupportedEvent, "the Metrix gateway takes chapar.identify, chapar.track and chapar.purchase, not %s", ev.Type)
 	}
-}
-
-// registration is the empty user message sent before an action or
-// revenue message (id, at). Metrix drops a second message of one user at
-// the same time, so it takes a time before at that none of the user's
-// messages has.
-func (m *metrixGateway) registration(body metrixGatewayBody, id string, at int64) metrixMessage {
-	key := metrixUserKey(envelope.User{ID: body.CustomUserID, MetrixUserID: body.MetrixUserID})
-	return metrixMessage{Type: "user", ID: id + ":user", Time: m.times.before(key, at, id+":user")}
 }
 
 // post builds an authenticated request of body.
@@ -191,9 +235,6 @@ func (m *metrixGateway) post(body metrixGatewayBody) (*http.Request, error) {
 	req.Header.Set("X-API-Key", m.settings.APIKey.Value())
 	return req, nil
 }
-
-// metrixUserKey is who Metrix de-duplicates times for.
-func metrixUserKey(u envelope.User) string { return u.ID + "\x00" + u.MetrixUserID }
 
 func metrixUserMessage(id string, at int64, t envelope.Traits) (metrixMessage, error) {
 	msg := metrixMessage{
@@ -227,7 +268,7 @@ func stringMap(m map[string]any) map[string]string {
 }
 
 func (m *metrixGateway) Deliver(ctx context.Context, d *Delivery) error {
-	req, err := m.request(d)
+	req, err := m.request(ctx, d)
 	if err != nil {
 		return err
 	}

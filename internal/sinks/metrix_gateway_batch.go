@@ -79,13 +79,13 @@ func (m *metrixGateway) DeliverBatch(ctx context.Context, ds []*Delivery) []erro
 
 // sendUser is one request with one user's messages, registered first.
 func (m *metrixGateway) sendUser(ctx context.Context, body metrixGatewayBody, msgs []metrixMessage) error {
+	reg, err := m.stamp(ctx, body, msgs)
+	if err != nil {
+		return err
+	}
 	body.Messages = make([]metrixMessage, 0, len(msgs)+1)
-	if m.register && msgs[0].Type != "user" {
-		first := msgs[0].Time
-		for _, msg := range msgs {
-			first = min(first, msg.Time)
-		}
-		body.Messages = append(body.Messages, m.registration(body, msgs[0].ID, first))
+	if reg != nil {
+		body.Messages = append(body.Messages, *reg)
 	}
 	body.Messages = append(body.Messages, msgs...)
 	req, err := m.post(body)

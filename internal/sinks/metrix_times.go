@@ -1,74 +1,255 @@
 package sinks
 
-import "sync"
+import (
+	"encoding/binary"
+	"errors"
+	"hash/fnv"
+	"slices"
+)
 
-// metrixTimes keeps one user's Metrix messages at distinct times. Metrix
-// drops a second message of one user with the same time (vendor digest,
-// section 3), and the auto-registration user message needs a time of its
-// own: 1 ms before its event could be the time of that user's previous
-// event. So each sink remembers, per user, the times of the messages it
-// built recently, and gives a user message the latest free time before its
-// event (the same one again when the same event is retried).
+// Metrix gateway times. Metrix drops a second message of one user with the
+// same time after answering 2xx (vendor digest, section 3), and its time is
+// an integer of milliseconds (a "Long", docs.metrix.ir troubleshooting):
+// no finer digits to break a tie with. So every message Chapar sends for
+// one user must take a millisecond none of that user's other messages has,
+// whichever request, batch, retry, replay or replica sends it.
 //
-// The memory is per process and bounded, so it cannot see a message
-// another replica sent, or an older event that arrives after a newer one
-// took its time; it removes the common case, events of one user close
-// together in one sink.
-type metrixTimes struct {
-	mu    sync.Mutex
-	users map[string]map[int64]string // user → time → message id
+// No function of one event alone can do that at millisecond resolution
+// without reordering: k events of a user at millisecond T and one at T+1
+// need k+1 distinct milliseconds in that order, so the one at T+1 must go
+// to T+k or later, and it cannot know k. A per-event rule (the event's time
+// plus its stream sequence modulo some width, say) either collides or
+// reorders once the width is exceeded or the sequence wraps. So the
+// milliseconds a user's messages took are kept, per user, in a shared
+// record (a JetStream key-value entry, metrix_times_kv.go), and each new
+// message takes a free one, changed by compare-and-set: a reservation per
+// request, not per message, and two replicas racing for one user retry.
+//
+// The record holds, per message, the millisecond it took and its place in
+// the user's order: (wanted ms, receipt time, envelope id). A new message
+// takes the free millisecond nearest above its wanted time that lies
+// between the milliseconds of the user's messages before and after it in
+// that order (nearest below if none above); only if there is none (a burst
+// arriving out of order, larger than the gap it falls in) does it take the
+// nearest free one above, keeping the times distinct at the cost of order.
+// An auto-registration user message takes the latest free millisecond
+// below its event's. A message already in the record (a retry, a bisected
+// batch, a replay) takes its millisecond again.
+
+// metrixSlot is one message of a user in the record.
+type metrixSlot struct {
+	At   int64 // the millisecond it was given
+	Want int64 // the event's time (or receipt time), ms
+	Recv int64 // the receipt time, ns: orders a user's events within one ms
+	ID   uint64
+	Kind uint8 // metrixKindRegister sorts before the event's own message
 }
 
 const (
-	metrixTimesUsers   = 10_000
-	metrixTimesPerUser = 64
+	metrixKindRegister uint8 = iota // auto-registration user message
+	metrixKindMessage               // the event's own message
 )
 
-// use records that message id of user is at t.
-func (m *metrixTimes) use(user string, t int64, id string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.useLocked(user, t, id)
+// before reports whether a comes before b in the user's order.
+func (a metrixSlot) before(b metrixSlot) bool {
+	if a.Want != b.Want {
+		return a.Want < b.Want
+	}
+	if a.Recv != b.Recv {
+		return a.Recv < b.Recv
+	}
+	if a.ID != b.ID {
+		return a.ID < b.ID
+	}
+	return a.Kind < b.Kind
 }
 
-func (m *metrixTimes) useLocked(user string, t int64, id string) {
-	if m.users == nil {
-		m.users = map[string]map[int64]string{}
-	}
-	times, ok := m.users[user]
-	if !ok {
-		if len(m.users) >= metrixTimesUsers {
-			for u := range m.users { // forget one user, any
-				delete(m.users, u)
-				break
-			}
-		}
-		times = map[int64]string{}
-		m.users[user] = times
-	}
-	if len(times) >= metrixTimesPerUser {
-		oldest := t
-		for x := range times {
-			oldest = min(oldest, x)
-		}
-		delete(times, oldest)
-	}
-	times[t] = id
+func (a metrixSlot) same(b metrixSlot) bool { return a.ID == b.ID && a.Kind == b.Kind }
+
+// metrixSlots is one user's record.
+type metrixSlots []metrixSlot
+
+// Bounds of a record: a message older than metrixSlotsHorizon before the
+// user's newest, or beyond the newest metrixSlotsMax, is forgotten. A
+// message is only at risk from a forgotten one if it wants a millisecond
+// that far back (a producer's time more than a horizon late).
+const (
+	metrixSlotsMax     = 256
+	metrixSlotsHorizon = int64(10 * 60 * 1000) // 10 min, in ms
+)
+
+// metrixIDHash names a message in the record.
+func metrixIDHash(id string) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(id))
+	return h.Sum64()
 }
 
-// before picks and records the time of message id, the latest before at
-// that no other recent message of user has.
-func (m *metrixTimes) before(user string, at int64, id string) int64 {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	t := at - 1
-	for {
-		other, taken := m.users[user][t]
-		if !taken || other == id {
+// take gives message s its millisecond (see the file comment) and records
+// it. Only the users' own messages bound it, not registrations: those may
+// sit anywhere below their own message (registerBelow).
+func (r *metrixSlots) take(s metrixSlot) int64 {
+	if at, ok := r.find(s); ok {
+		return at
+	}
+	lo, hi := int64(minInt64), int64(maxInt64) // from the neighbours in order
+	for _, x := range *r {
+		if x.Kind != metrixKindMessage {
+			continue
+		}
+		if x.before(s) {
+			lo = max(lo, x.At+1)
+		} else {
+			hi = min(hi, x.At-1)
+		}
+	}
+	used := r.used()
+	at, ok := int64(0), false
+	// The nearest free millisecond at or above the wanted one, within
+	// bounds; else the nearest below it, within bounds.
+	for t := max(s.Want, lo); t <= hi; t++ {
+		if !used[t] {
+			at, ok = t, true
 			break
 		}
-		t--
 	}
-	m.useLocked(user, t, id)
-	return t
+	for t := min(s.Want, hi); !ok && t >= lo && t > s.Want-metrixSlotsHorizon; t-- {
+		if !used[t] {
+			at, ok = t, true
+		}
+	}
+	if !ok { // no room in order: distinct, out of order
+		at = firstFree(used, s.Want)
+	}
+	s.At = at
+	*r = append(*r, s)
+	return at
+}
+
+// registerBelow gives the auto-registration message s the latest free
+// millisecond before below (its event's message), and records it. A user
+// registered earlier than need be is registered all the same, so it does
+// not push the event's own message later.
+func (r *metrixSlots) registerBelow(s metrixSlot, below int64) int64 {
+	if at, ok := r.find(s); ok {
+		return at
+	}
+	used := r.used()
+	at, ok := int64(0), false
+	for t := below - 1; t > below-metrixSlotsHorizon; t-- {
+		if !used[t] {
+			at, ok = t, true
+			break
+		}
+	}
+	if !ok {
+		at = firstFree(used, below)
+	}
+	s.At = at
+	*r = append(*r, s)
+	return at
+}
+
+func (r metrixSlots) find(s metrixSlot) (int64, bool) {
+	for _, x := range r {
+		if x.same(s) {
+			return x.At, true
+		}
+	}
+	return 0, false
+}
+
+func (r metrixSlots) used() map[int64]bool {
+	used := make(map[int64]bool, len(r))
+	for _, x := range r {
+		used[x.At] = true
+	}
+	return used
+}
+
+func firstFree(used map[int64]bool, from int64) int64 {
+	for t := from; ; t++ {
+		if !used[t] {
+			return t
+		}
+	}
+}
+
+// merge adds o's messages that r lacks.
+func (r *metrixSlots) merge(o metrixSlots) {
+	for _, x := range o {
+		if !slices.ContainsFunc(*r, x.same) {
+			*r = append(*r, x)
+		}
+	}
+}
+
+// trim forgets what is past the bounds, the oldest first.
+func (r *metrixSlots) trim() {
+	s := *r
+	slices.SortFunc(s, func(a, b metrixSlot) int {
+		switch {
+		case a.At < b.At:
+			return -1
+		case a.At > b.At:
+			return 1
+		}
+		return 0
+	})
+	if len(s) > metrixSlotsMax {
+		s = s[len(s)-metrixSlotsMax:]
+	}
+	if len(s) > 0 {
+		newest := s[len(s)-1].At
+		i := 0
+		for i < len(s) && s[i].At < newest-metrixSlotsHorizon {
+			i++
+		}
+		s = s[i:]
+	}
+	*r = s
+}
+
+const (
+	minInt64 = -1 << 63
+	maxInt64 = 1<<63 - 1
+)
+
+const metrixSlotBytes = 8 + 8 + 8 + 8 + 1
+
+// encode is the record as stored: a version byte, then each slot.
+func (r metrixSlots) encode() []byte {
+	b := make([]byte, 1, 1+len(r)*metrixSlotBytes)
+	b[0] = 1
+	for _, x := range r {
+		b = binary.BigEndian.AppendUint64(b, uint64(x.At))
+		b = binary.BigEndian.AppendUint64(b, uint64(x.Want))
+		b = binary.BigEndian.AppendUint64(b, uint64(x.Recv))
+		b = binary.BigEndian.AppendUint64(b, x.ID)
+		b = append(b, x.Kind)
+	}
+	return b
+}
+
+var errMetrixSlots = errors.New("metrix times: malformed record")
+
+func decodeMetrixSlots(b []byte) (metrixSlots, error) {
+	if len(b) == 0 {
+		return nil, nil
+	}
+	if b[0] != 1 || (len(b)-1)%metrixSlotBytes != 0 {
+		return nil, errMetrixSlots
+	}
+	b = b[1:]
+	r := make(metrixSlots, 0, len(b)/metrixSlotBytes)
+	for ; len(b) > 0; b = b[metrixSlotBytes:] {
+		r = append(r, metrixSlot{
+			At:   int64(binary.BigEndian.Uint64(b[0:])),
+			Want: int64(binary.BigEndian.Uint64(b[8:])),
+			Recv: int64(binary.BigEndian.Uint64(b[16:])),
+			ID:   binary.BigEndian.Uint64(b[24:]),
+			Kind: b[32],
+		})
+	}
+	return r, nil
 }

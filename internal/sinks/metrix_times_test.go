@@ -56,3 +56,74 @@ func TestMetrixGatewayGivesOneUsersMessagesDistinctTimes(t *testing.T) {
 		t.Errorf("times %v", times)
 	}
 }
+
+// A user's record gives each message a millisecond of its own, in the
+// user's order where there is room, and the same one again to a message
+// it has seen.
+func TestMetrixSlots(t *testing.T) {
+	const T = int64(1_795_428_900_000)
+	type op struct {
+		want, recv int64
+		id         uint64
+		register   int64 // > 0: a registration below this millisecond
+		at         int64 // the millisecond it must get
+	}
+	msg := func(want, recv int64, id uint64, at int64) op { return op{want: want, recv: recv, id: id, at: at} }
+	reg := func(id uint64, below, at int64) op { return op{id: id, register: below, at: at} }
+	tests := []struct {
+		name string
+		ops  []op
+	}{
+		{"a burst in one millisecond, in order", []op{msg(T, 1, 1, T), msg(T, 2, 2, T+1), msg(T, 3, 3, T+2)}},
+		{"a burst pushes the next millisecond on", []op{msg(T, 1, 1, T), msg(T, 2, 2, T+1), msg(T+1, 3, 3, T+2), msg(T+5, 4, 4, T+5)}},
+		{"registrations go below, not in the way", []op{msg(T, 1, 1, T), reg(101, T, T-1), msg(T+1, 2, 2, T+1), reg(102, T+1, T-2), msg(T+2, 3, 3, T+2), reg(103, T+2, T-3)}},
+		{"out of order, with room: below the later one", []op{msg(T, 3, 3, T), msg(T, 1, 1, T-1)}},
+		{"out of order, no room: distinct all the same", []op{msg(T, 3, 3, T), msg(T, 1, 1, T-1), msg(T, 2, 2, T+1)}},
+		{"an earlier producer time keeps its own millisecond", []op{msg(T+5, 1, 1, T+5), msg(T, 2, 2, T)}},
+		{"a message seen before takes its millisecond again", []op{msg(T, 1, 1, T), msg(T, 2, 2, T+1), msg(T, 1, 1, T), reg(101, T, T-1), reg(101, T+7, T-1)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var r metrixSlots
+			for i, o := range tt.ops {
+				var at int64
+				if o.register > 0 {
+					at = r.registerBelow(metrixSlot{ID: o.id, Kind: metrixKindRegister}, o.register)
+				} else {
+					at = r.take(metrixSlot{Want: o.want, Recv: o.recv, ID: o.id, Kind: metrixKindMessage})
+				}
+				if at != o.at {
+					t.Errorf("op %d got T%+d, want T%+d", i, at-T, o.at-T)
+				}
+			}
+			back, err := decodeMetrixSlots(r.encode())
+			if err != nil || len(back) != len(r) {
+				t.Fatalf("round trip: %v, %d of %d", err, len(back), len(r))
+			}
+			for i := range r {
+				if back[i] != r[i] {
+					t.Errorf("round trip: %+v became %+v", r[i], back[i])
+				}
+			}
+		})
+	}
+}
+
+// A record forgets what is past its bounds, oldest first.
+func TestMetrixSlotsTrim(t *testing.T) {
+	const T = int64(1_795_428_900_000)
+	var r metrixSlots
+	for i := range metrixSlotsMax + 10 {
+		r.take(metrixSlot{Want: T, Recv: int64(i), ID: uint64(i), Kind: metrixKindMessage})
+	}
+	r.take(metrixSlot{Want: T + metrixSlotsHorizon + 100, ID: 1 << 40, Kind: metrixKindMessage})
+	r.trim()
+	if len(r) > metrixSlotsMax {
+		t.Errorf("%d kept, at most %d", len(r), metrixSlotsMax)
+	}
+	for _, x := range r {
+		if x.At < T+100 {
+			t.Errorf("kept %+v, older than the horizon", x)
+		}
+	}
+}

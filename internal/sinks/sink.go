@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/chapar-dev/chapar/internal/outcome"
 	"github.com/chapar-dev/chapar/pkg/envelope"
 )
@@ -113,4 +115,22 @@ func stringify(v any) string {
 		b, _ := json.Marshal(x)
 		return string(b)
 	}
+}
+
+// Attacher is a sink that keeps state in JetStream (the Metrix gateway's
+// per-user times). The dispatcher attaches it before consuming; a sink
+// used without (a test calling Deliver, the benchmarks' direct calls)
+// keeps that state in its own process instead.
+type Attacher interface {
+	Attach(ctx context.Context, st State) error
+}
+
+// State is where an Attacher keeps its state: key-value buckets beside the
+// deployment's streams, with their replicas and storage.
+type State struct {
+	JS jetstream.JetStream
+	// Prefix names the buckets: <Prefix>_<name>, as the streams are named.
+	Prefix   string
+	Replicas int
+	Memory   bool // memory storage, as the streams
 }

@@ -262,3 +262,8 @@ func Schedule(h nats.Header, at time.Time, target string) {
 	h.Set(jetstream.ScheduleHeader, "@at "+at.UTC().Format(time.RFC3339Nano))
 	h.Set(jetstream.ScheduleTargetHeader, target)
 }
+
+// StreamPrefix names the streams (CHAPAR for subject prefix chapar); state
+// a component keeps beside them (a key-value bucket) is named
+// <StreamPrefix>_<name>.
+func (t Topology) StreamPrefix() string { return t.stream }
