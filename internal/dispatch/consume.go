@@ -29,12 +29,19 @@ type job struct {
 // the pull's own buffer, out of the keeper's reach, waits at most a quarter
 // of ack_wait: see feed.
 //
+// A consumer that is gone (deleted, lost with its server) is recreated by
+// its healer (heal.go); consume pulls again once it is back.
+//
 // It returns when ctx is done, after handing back what it had prefetched.
 func consume(ctx context.Context, c jetstream.Consumer, retry bool, prefetch int, g *gate, jobs chan<- job, log *zap.Logger) {
+	h := healerOf(c)
 	k := newKeeper(ackWaitOf(c))
 	defer k.close()
 	for ctx.Err() == nil {
 		if err := g.waitOpen(ctx); err != nil {
+			return
+		}
+		if err := h.waitUp(ctx); err != nil {
 			return
 		}
 		it, err := c.Messages(
@@ -49,7 +56,12 @@ func consume(ctx context.Context, c jetstream.Consumer, retry bool, prefetch int
 			}
 			continue
 		}
-		feed(ctx, it, retry, g, jobs, k, log)
+		if gone := feed(ctx, it, retry, g, jobs, k, h, log); gone {
+			if h == nil {
+				_ = sleep(ctx, time.Second, nil)
+			}
+			h.suspect()
+		}
 	}
 }
 
@@ -69,7 +81,9 @@ func ackWaitOf(c jetstream.Consumer) time.Duration {
 // feed waited for a worker, so none waits there longer. A sink whose
 // workers keep up never waits that long; a saturated one renews its pull
 // about every quarter of ack_wait.
-func feed(ctx context.Context, it jetstream.MessagesContext, retry bool, g *gate, jobs chan<- job, k *keeper, log *zap.Logger) {
+//
+// gone reports that the pull said the consumer no longer exists.
+func feed(ctx context.Context, it jetstream.MessagesContext, retry bool, g *gate, jobs chan<- job, k *keeper, h *healer, log *zap.Logger) (gone bool) {
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	go func() {
@@ -96,16 +110,19 @@ func feed(ctx context.Context, it jetstream.MessagesContext, retry bool, g *gate
 	for {
 		msg, err := it.Next()
 		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-			return
+			return false
+		}
+		if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+			it.Stop()
+			return true // the healer logs it, once
 		}
 		if err != nil {
-			// Missed heartbeats, a leader change, a deleted consumer: the
-			// iterator re-pulls by itself; say so and go on.
+			// Missed heartbeats, a leader change: the iterator re-pulls by
+			// itself; say so and go on. Missed heartbeats are also what a
+			// consumer lost without a word looks like: have it looked at.
 			log.Warn("pull interrupted; continuing", zap.Error(err))
-			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-				it.Stop()
-				_ = sleep(ctx, time.Second, nil)
-				return
+			if errors.Is(err, jetstream.ErrNoHeartbeat) {
+				h.look()
 			}
 			continue
 		}
@@ -144,7 +161,7 @@ func feed(ctx context.Context, it jetstream.MessagesContext, retry bool, g *gate
 				}
 			}
 			handOver(ctx, rest, retry, g, jobs)
-			return
+			return false
 		}
 	}
 }

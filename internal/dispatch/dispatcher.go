@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -152,6 +153,16 @@ type boundSink struct {
 // breaker are per sink, whatever the partitions, since the vendor sees one
 // client.
 func (b boundSink) run(ctx, workCtx context.Context) {
+	// Each consumer's healer, for as long as the sink pulls: the ordered
+	// path's consumers heal too (order.go need not know; its pulls resume
+	// once the consumer is back).
+	var healers sync.WaitGroup
+	defer healers.Wait()
+	for _, c := range append(slices.Clone(b.cons.Events), b.cons.Retries) {
+		if h := healerOf(c); h != nil {
+			healers.Go(func() { h.run(ctx) })
+		}
+	}
 	if b.orderKey != nil {
 		b.runOrdered(ctx, workCtx)
 		return
@@ -232,6 +243,10 @@ func (d *Dispatcher) bind(ctx context.Context) ([]boundSink, error) {
 			if err != nil {
 				return retryable(err)
 			}
+			for i, c := range cons.Events {
+				cons.Events[i] = &healing{Consumer: c, h: newHealer(d.engine, sc.Name, c, true)}
+			}
+			cons.Retries = &healing{Consumer: cons.Retries, h: newHealer(d.engine, sc.Name, cons.Retries, false)}
 			w := &sinkWorker{
 				engine: d.engine, name: sc.Name, sink: s, policy: sc.Retry, lead: i == 0,
 				gate: newGate(sc.Name, sc.Breaker, sc.Concurrency, d.log, d.obs.BreakerChanged),

@@ -30,6 +30,11 @@ type Observer interface {
 	// RateLimit reports a sink's current pace (requests a second), set
 	// at start and moved by throttling (see pacer).
 	RateLimit(sink string, perSecond float64)
+	// ConsumerLost says one of a sink's durable consumers was found gone
+	// (it is being recreated); ConsumerBack that it exists again. The
+	// sink is not ready in between.
+	ConsumerLost(sink string)
+	ConsumerBack(sink string)
 }
 
 // Tally is an Observer that counts, for the demo summary and tests.
@@ -42,6 +47,8 @@ type Tally struct {
 	deadLettered map[string]map[string]int // sink → reason → count
 	breakers     map[string]retry.State
 	panics       int
+	lost         map[string]int // sink → consumers found gone
+	down         map[string]int // sink → of those, not yet back
 }
 
 // NewTally returns an empty tally.
@@ -51,6 +58,8 @@ func NewTally() *Tally {
 		retried:      map[string]int{},
 		deadLettered: map[string]map[string]int{},
 		breakers:     map[string]retry.State{},
+		lost:         map[string]int{},
+		down:         map[string]int{},
 	}
 }
 
@@ -88,6 +97,23 @@ func (t *Tally) InFlight(string, int) {}
 func (t *Tally) Unsettled(string, int) {}
 
 func (t *Tally) RateLimit(string, float64) {}
+
+func (t *Tally) ConsumerLost(sink string) {
+	t.mu.Lock()
+	t.lost[sink]++
+	t.down[sink]++
+	t.mu.Unlock()
+}
+
+func (t *Tally) ConsumerBack(sink string) { t.mu.Lock(); t.down[sink]--; t.mu.Unlock() }
+
+// ConsumersLost returns how many of a sink's consumers were found gone,
+// and how many of those are not back yet.
+func (t *Tally) ConsumersLost(sink string) (lost, down int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.lost[sink], t.down[sink]
+}
 
 func (t *Tally) Panicked(string) { t.mu.Lock(); t.panics++; t.mu.Unlock() }
 

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,6 +50,13 @@ type Metrics struct {
 	dropped      *prometheus.CounterVec
 	panics       *prometheus.CounterVec
 	pace         *prometheus.GaugeVec
+	losses       *prometheus.CounterVec
+	lost         *prometheus.GaugeVec
+
+	// lostMu guards lostBy: each sink's consumers found gone and not yet
+	// recreated, which /readyz reports.
+	lostMu sync.Mutex
+	lostBy map[string]int
 
 	buildInfoMu sync.Mutex
 	buildInfo   prometheus.Gauge // SetBuildInfo's
@@ -128,6 +136,12 @@ func New() *Metrics {
 	m.pace = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "chapar_sink_rate_limit", Help: "A sink's current pace in requests a second (its rate_limit, lowered by 429s)."}, []string{"sink"})
 	reg.MustRegister(m.pace)
+	m.lostBy = map[string]int{}
+	m.losses = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "chapar_consumer_losses_total", Help: "A sink's durable consumers this process found gone (deleted, or lost with a server) and recreated where they were."}, []string{"sink"})
+	m.lost = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "chapar_consumers_lost", Help: "A sink's durable consumers found gone and not yet recreated; /readyz is not ready meanwhile."}, []string{"sink"})
+	reg.MustRegister(m.losses, m.lost)
 	reg.MustRegister(m.received, m.unrouted, m.delivered, m.retried, m.deadLettered, m.latency, m.requests,
 		m.inFlight, m.unsettled, m.breaker, m.dropped, m.panics)
 	return m
@@ -268,6 +282,35 @@ func (m *Metrics) Unsettled(sink string, delta int) {
 	add(gauge(m.unsettled, sinkLabel(sink)), float64(delta))
 }
 
+// ConsumerLost counts one of a sink's consumers found gone; the sink is not
+// ready (/readyz) until as many ConsumerBack.
+func (m *Metrics) ConsumerLost(sink string) {
+	label := sinkLabel(sink)
+	inc(counter(m.losses, label))
+	add(gauge(m.lost, label), 1)
+	m.lostMu.Lock()
+	m.lostBy[label]++
+	m.lostMu.Unlock()
+}
+
+// ConsumerBack says a lost consumer of the sink exists again.
+func (m *Metrics) ConsumerBack(sink string) {
+	label := sinkLabel(sink)
+	add(gauge(m.lost, label), -1)
+	m.lostMu.Lock()
+	defer m.lostMu.Unlock()
+	if m.lostBy[label]--; m.lostBy[label] <= 0 {
+		delete(m.lostBy, label)
+	}
+}
+
+// lostSinks lists the sinks with a consumer gone, sorted.
+func (m *Metrics) lostSinks() []string {
+	m.lostMu.Lock()
+	defer m.lostMu.Unlock()
+	return slices.Sorted(maps.Keys(m.lostBy))
+}
+
 // Dropped counts a message Chapar decided not to deliver that is not a dead
 // letter, by why (unrouted, say).
 func (m *Metrics) Dropped(reason string) { inc(counter(m.dropped, identLabel(reason))) }
@@ -374,6 +417,8 @@ func (m *Metrics) Admin(nc *nats.Conn, ready *atomic.Bool) http.Handler {
 			http.Error(w, "not connected to NATS", http.StatusServiceUnavailable)
 		case !ready.Load():
 			http.Error(w, "consumers not bound yet", http.StatusServiceUnavailable)
+		case len(m.lostSinks()) > 0:
+			http.Error(w, "consumers lost, being recreated, for sinks: "+strings.Join(m.lostSinks(), ", "), http.StatusServiceUnavailable)
 		default:
 			_, _ = w.Write([]byte("ready\n"))
 		}

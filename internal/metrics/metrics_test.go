@@ -54,6 +54,15 @@ func TestAdminEndpoints(t *testing.T) {
 	if code, _ := get(t, srv.URL+"/readyz"); code != 200 {
 		t.Errorf("readyz when ready: %d", code)
 	}
+	// A lost consumer makes the process not ready until it is back.
+	m.ConsumerLost("chabok")
+	if code, body := get(t, srv.URL+"/readyz"); code != 503 || !strings.Contains(body, "chabok") {
+		t.Errorf("readyz with a consumer lost: %d %s", code, body)
+	}
+	m.ConsumerBack("chabok")
+	if code, body := get(t, srv.URL+"/readyz"); code != 200 {
+		t.Errorf("readyz with the consumer back: %d %s", code, body)
+	}
 
 	e.Publish(testenv.Track(t, "order_paid", "u1"))
 	m.Received()
