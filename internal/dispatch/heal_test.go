@@ -254,3 +254,42 @@ func TestDeletedOrderedConsumerIsRecreated(t *testing.T) {
 	}
 	t.Logf("%d events resent after the recreation", resent)
 }
+
+// With partitions, each partition's consumer heals on its own: the one
+// deleted is recreated, the other is left alone, and every event of both
+// reaches the vendor.
+func TestDeletedPartitionConsumerIsRecreated(t *testing.T) {
+	e := testenv.NewPartitioned(t, 2)
+	keepEventsUnderInterest(t, e)
+	d := e.Start([]config.Sink{e.Sink("hook", emulator.Webhook, nil, nil)}, []config.Route{{Types: []string{envelope.TypeTrack}, Sinks: []string{"hook"}}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.JS.DeleteConsumer(ctx, e.Topo.EventsStreamOf(1), topology.SinkConsumer("hook")); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	inOne := 0
+	for u := range 20 {
+		env := partitionedTrack(t, u, 0)
+		if envelope.Partition(env.PartitionKey(), 2) == 1 {
+			inOne++
+		}
+		ids = append(ids, env.ID)
+		e.Publish(env)
+	}
+	if inOne == 0 {
+		t.Fatal("no event fell in the partition whose consumer was deleted")
+	}
+	testenv.Eventually(t, 20*time.Second, "every event delivered", func() bool {
+		seen := webhookRequestsPerID(t, e)
+		for _, id := range ids {
+			if seen[id] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	if lost, down := d.Tally.ConsumersLost("hook"); lost != 1 || down != 0 {
+		t.Errorf("consumers lost %d, still down %d; want 1 and 0", lost, down)
+	}
+}
