@@ -43,7 +43,9 @@ func newBatcher(w *sinkWorker, s sinks.BatchSink, maxItems int, maxWait time.Dur
 }
 
 // prefetch is how many messages to keep pulled: enough to fill a batch
-// while the one before is delivered.
+// while the one before is delivered. They wait for their batch and its
+// gate slot kept alive by the pull's keeper (consume), so a slow vendor
+// does not make them outlive ack_wait.
 func (b *batcher) prefetch(perEvent int) int { return max(perEvent, 2*b.maxItems) }
 
 // add hands an event to the collector; on shutdown it is handed back.

@@ -23,10 +23,25 @@ type job struct {
 // messages are handed back at once, so none waits in a client buffer with
 // its ack timer running while the vendor is down.
 //
+// Every message is in a keeper's care from the moment the pull hands it
+// over until it is settled, so none outlives ack_wait waiting for a worker,
+// a batch or a gate slot (a duplicate with nothing failing). What waits in
+// the pull's own buffer, out of the keeper's reach, waits at most a quarter
+// of ack_wait: see feed.
+//
+// A consumer that is gone (deleted, lost with its server) is recreated by
+// its healer (heal.go); consume pulls again once it is back.
+//
 // It returns when ctx is done, after handing back what it had prefetched.
 func consume(ctx context.Context, c jetstream.Consumer, retry bool, prefetch int, g *gate, jobs chan<- job, log *zap.Logger) {
+	h := healerOf(c)
+	k := newKeeper(ackWaitOf(c))
+	defer k.close()
 	for ctx.Err() == nil {
 		if err := g.waitOpen(ctx); err != nil {
+			return
+		}
+		if err := h.waitUp(ctx); err != nil {
 			return
 		}
 		it, err := c.Messages(
@@ -41,13 +56,34 @@ func consume(ctx context.Context, c jetstream.Consumer, retry bool, prefetch int
 			}
 			continue
 		}
-		feed(ctx, it, retry, g, jobs, log)
+		if gone := feed(ctx, it, retry, g, jobs, k, h, log); gone {
+			if h == nil {
+				_ = sleep(ctx, time.Second, nil)
+			}
+			h.suspect()
+		}
 	}
 }
 
+// ackWaitOf is the consumer's ack_wait as the server has it.
+func ackWaitOf(c jetstream.Consumer) time.Duration {
+	if info := c.CachedInfo(); info != nil && info.Config.AckWait > 0 {
+		return info.Config.AckWait
+	}
+	return 30 * time.Second // JetStream's default
+}
+
 // feed hands messages to workers until the gate shuts or ctx is done, then
-// drains the iterator, handing back what it had buffered.
-func feed(ctx context.Context, it jetstream.MessagesContext, retry bool, g *gate, jobs chan<- job, log *zap.Logger) {
+// drains the iterator, handing back what it had buffered. It also ends the
+// pull (taking what it buffered into the keeper's care first) once it has
+// waited for workers for a quarter of ack_wait in all: a message in the
+// pull's buffer arrived while this pull was open and has waited only while
+// feed waited for a worker, so none waits there longer. A sink whose
+// workers keep up never waits that long; a saturated one renews its pull
+// about every quarter of ack_wait.
+//
+// gone reports that the pull said the consumer no longer exists.
+func feed(ctx context.Context, it jetstream.MessagesContext, retry bool, g *gate, jobs chan<- job, k *keeper, h *healer, log *zap.Logger) (gone bool) {
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	go func() {
@@ -69,30 +105,81 @@ func feed(ctx context.Context, it jetstream.MessagesContext, retry bool, g *gate
 			}
 		}
 	}()
+	budget := k.every * 3 / 4 // a quarter of ack_wait
+	var stalled time.Duration // how long this pull has waited for workers
 	for {
 		msg, err := it.Next()
 		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-			return
+			return false
+		}
+		if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+			it.Stop()
+			return true // the healer logs it, once
 		}
 		if err != nil {
-			// Missed heartbeats, a leader change, a deleted consumer: the
-			// iterator re-pulls by itself; say so and go on.
+			// Missed heartbeats, a leader change: the iterator re-pulls by
+			// itself; say so and go on. Missed heartbeats are also what a
+			// consumer lost without a word looks like: have it looked at.
 			log.Warn("pull interrupted; continuing", zap.Error(err))
-			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-				it.Stop()
-				_ = sleep(ctx, time.Second, nil)
-				return
+			if errors.Is(err, jetstream.ErrNoHeartbeat) {
+				h.look()
 			}
 			continue
 		}
+		m := k.add(msg, stalled)
 		if w, _ := g.shutFor(time.Now()); w > 0 || ctx.Err() != nil {
-			_ = msg.Nak() // buffered while shutting: hand back, no attempt
+			_ = m.Nak() // buffered while shutting: hand back, no attempt
 			continue
 		}
 		select {
-		case jobs <- job{msg: msg, retry: retry}:
+		case jobs <- job{msg: m, retry: retry}:
+			continue
+		default:
+		}
+		waitFrom := time.Now()
+		t := time.NewTimer(max(budget-stalled, 0))
+		select {
+		case jobs <- job{msg: m, retry: retry}:
+			t.Stop()
+			stalled += time.Since(waitFrom)
 		case <-ctx.Done():
-			_ = msg.Nak()
+			t.Stop()
+			_ = m.Nak()
+		case <-t.C:
+			// What the pull buffered may be a quarter of ack_wait old by
+			// now: stop it, take the buffer into the keeper's care, hand
+			// it over as workers free up, then pull anew.
+			it.Drain()
+			rest := []*kept{m}
+			for {
+				msg, err := it.Next()
+				if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+					break
+				}
+				if err == nil {
+					rest = append(rest, k.add(msg, budget))
+				}
+			}
+			handOver(ctx, rest, retry, g, jobs)
+			return false
+		}
+	}
+}
+
+// handOver gives kept messages to the workers, one by one as they free
+// up; once the gate shuts or ctx is done the rest are handed back.
+func handOver(ctx context.Context, msgs []*kept, retry bool, g *gate, jobs chan<- job) {
+	for i, m := range msgs {
+		if w, _ := g.shutFor(time.Now()); w > 0 || ctx.Err() != nil {
+			for _, m := range msgs[i:] {
+				_ = m.Nak()
+			}
+			return
+		}
+		select {
+		case jobs <- job{msg: m, retry: retry}:
+		case <-ctx.Done():
+			_ = m.Nak()
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -164,6 +165,16 @@ func (b boundSink) run(ctx, workCtx context.Context) {
 	fence.Go(func() { b.w.fence.run(fenceCtx) })
 	defer fence.Wait()
 	defer stopFence()
+	// Each consumer's healer, for as long as the sink pulls: the ordered
+	// path's consumers heal too (order.go need not know; its pulls resume
+	// once the consumer is back).
+	var healers sync.WaitGroup
+	defer healers.Wait()
+	for _, c := range append(slices.Clone(b.cons.Events), b.cons.Retries) {
+		if h := healerOf(c); h != nil {
+			healers.Go(func() { h.run(ctx) })
+		}
+	}
 	if b.orderKey != nil {
 		b.runOrdered(ctx, workCtx)
 		return
@@ -194,16 +205,18 @@ func (b boundSink) run(ctx, workCtx context.Context) {
 
 // prefetch is how many messages a sink keeps pulled ahead of its workers:
 // four per worker (at least 32), so the workers never wait on a pull round
-// trip, while a buffered message waits at most about four vendor requests
-// before a worker takes it, far inside ack_wait for any vendor faster
-// than ack_wait/8. Measured (cmd/bench, backlog, 16 workers): a prefetch
+// trip. However slow the vendor, a buffered message does not outlive
+// ack_wait: each is kept alive from the moment the pull hands it over
+// (keeper), and the pull's own buffer is taken over after a quarter of
+// ack_wait of waiting for workers (feed). Measured (cmd/bench, backlog, 16 workers): a prefetch
 // of 16 left nats-server at 2.2× a lean consumer's CPU per event, 64 at
 // 1.5×, with twice the throughput.
 func prefetch(concurrency int) int { return min(max(concurrency*4, 32), 4096) }
 
 // partitionPrefetch shares a sink's prefetch among its partitions' pulls,
-// so partitions do not multiply how long a buffered message waits for a
-// worker; each pull keeps at least 16, enough to stay ahead of a round trip.
+// so partitions do not multiply how many messages wait for a worker; each
+// pull keeps at least 16, enough to stay ahead of a round trip. (Each
+// partition's pull has its own keeper and its own quarter of ack_wait.)
 func partitionPrefetch(total, partitions int) int {
 	if partitions <= 1 {
 		return total
@@ -249,6 +262,10 @@ func (d *Dispatcher) bind(ctx context.Context) ([]boundSink, error) {
 					return retryable(err)
 				}
 			}
+			for i, c := range cons.Events {
+				cons.Events[i] = &healing{Consumer: c, h: newHealer(d.engine, sc.Name, c, true)}
+			}
+			cons.Retries = &healing{Consumer: cons.Retries, h: newHealer(d.engine, sc.Name, cons.Retries, false)}
 			w := &sinkWorker{
 				engine: d.engine, name: sc.Name, sink: s, policy: sc.Retry, lead: i == 0,
 				gate: newGate(sc.Name, sc.Breaker, sc.Concurrency, d.log, d.obs.BreakerChanged),

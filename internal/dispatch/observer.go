@@ -34,6 +34,11 @@ type Observer interface {
 	// SinkFenced says whether another replica's config owns a sink, so
 	// this one does not consume it (fence.go).
 	SinkFenced(sink string, fenced bool)
+	// ConsumerLost says one of a sink's durable consumers was found gone
+	// (it is being recreated); ConsumerBack that it exists again. The
+	// sink is not ready in between.
+	ConsumerLost(sink string)
+	ConsumerBack(sink string)
 }
 
 // Tally is an Observer that counts, for the demo summary and tests.
@@ -47,6 +52,8 @@ type Tally struct {
 	breakers     map[string]retry.State
 	fenced       map[string]bool
 	panics       int
+	lost         map[string]int // sink → consumers found gone
+	down         map[string]int // sink → of those, not yet back
 }
 
 // NewTally returns an empty tally.
@@ -57,6 +64,8 @@ func NewTally() *Tally {
 		deadLettered: map[string]map[string]int{},
 		breakers:     map[string]retry.State{},
 		fenced:       map[string]bool{},
+		lost:         map[string]int{},
+		down:         map[string]int{},
 	}
 }
 
@@ -103,6 +112,22 @@ func (t *Tally) SinkFenced(sink string, fenced bool) {
 
 // Fenced reports whether a sink is fenced off this replica now.
 func (t *Tally) Fenced(sink string) bool { t.mu.Lock(); defer t.mu.Unlock(); return t.fenced[sink] }
+func (t *Tally) ConsumerLost(sink string) {
+	t.mu.Lock()
+	t.lost[sink]++
+	t.down[sink]++
+	t.mu.Unlock()
+}
+
+func (t *Tally) ConsumerBack(sink string) { t.mu.Lock(); t.down[sink]--; t.mu.Unlock() }
+
+// ConsumersLost returns how many of a sink's consumers were found gone,
+// and how many of those are not back yet.
+func (t *Tally) ConsumersLost(sink string) (lost, down int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.lost[sink], t.down[sink]
+}
 
 func (t *Tally) Panicked(string) { t.mu.Lock(); t.panics++; t.mu.Unlock() }
 

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,6 +51,16 @@ type Metrics struct {
 	panics       *prometheus.CounterVec
 	pace         *prometheus.GaugeVec
 	fenced       *prometheus.GaugeVec
+	losses       *prometheus.CounterVec
+	lost         *prometheus.GaugeVec
+
+	// lostMu guards lostBy: each sink's consumers found gone and not yet
+	// recreated, which /readyz reports.
+	lostMu sync.Mutex
+	lostBy map[string]int
+	// fencedBy are the sinks another replica's config owns now (also
+	// under lostMu), which /readyz reports.
+	fencedBy map[string]bool
 
 	buildInfoMu sync.Mutex
 	buildInfo   prometheus.Gauge // SetBuildInfo's
@@ -132,6 +143,12 @@ func New() *Metrics {
 	m.fenced = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "chapar_sink_fenced", Help: "1 while another replica's config owns the sink (a rolling deploy that changes its routes): this replica does not consume it."}, []string{"sink"})
 	reg.MustRegister(m.fenced)
+	m.lostBy, m.fencedBy = map[string]int{}, map[string]bool{}
+	m.losses = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "chapar_consumer_losses_total", Help: "A sink's durable consumers this process found gone (deleted, or lost with a server) and recreated where they were."}, []string{"sink"})
+	m.lost = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "chapar_consumers_lost", Help: "A sink's durable consumers found gone and not yet recreated; /readyz is not ready meanwhile."}, []string{"sink"})
+	reg.MustRegister(m.losses, m.lost)
 	reg.MustRegister(m.received, m.unrouted, m.delivered, m.retried, m.deadLettered, m.latency, m.requests,
 		m.inFlight, m.unsettled, m.breaker, m.dropped, m.panics)
 	return m
@@ -270,6 +287,13 @@ func (m *Metrics) SinkFenced(sink string, fenced bool) {
 	if g := gauge(m.fenced, sinkLabel(sink)); g != nil {
 		g.Set(v)
 	}
+	m.lostMu.Lock()
+	defer m.lostMu.Unlock()
+	if fenced {
+		m.fencedBy[sinkLabel(sink)] = true
+	} else {
+		delete(m.fencedBy, sinkLabel(sink))
+	}
 }
 
 // RateLimit sets a sink's current pace.
@@ -281,6 +305,42 @@ func (m *Metrics) RateLimit(sink string, perSecond float64) {
 
 func (m *Metrics) Unsettled(sink string, delta int) {
 	add(gauge(m.unsettled, sinkLabel(sink)), float64(delta))
+}
+
+// ConsumerLost counts one of a sink's consumers found gone; the sink is not
+// ready (/readyz) until as many ConsumerBack.
+func (m *Metrics) ConsumerLost(sink string) {
+	label := sinkLabel(sink)
+	inc(counter(m.losses, label))
+	add(gauge(m.lost, label), 1)
+	m.lostMu.Lock()
+	m.lostBy[label]++
+	m.lostMu.Unlock()
+}
+
+// ConsumerBack says a lost consumer of the sink exists again.
+func (m *Metrics) ConsumerBack(sink string) {
+	label := sinkLabel(sink)
+	add(gauge(m.lost, label), -1)
+	m.lostMu.Lock()
+	defer m.lostMu.Unlock()
+	if m.lostBy[label]--; m.lostBy[label] <= 0 {
+		delete(m.lostBy, label)
+	}
+}
+
+// fencedSinks lists the sinks another replica's config owns, sorted.
+func (m *Metrics) fencedSinks() []string {
+	m.lostMu.Lock()
+	defer m.lostMu.Unlock()
+	return slices.Sorted(maps.Keys(m.fencedBy))
+}
+
+// lostSinks lists the sinks with a consumer gone, sorted.
+func (m *Metrics) lostSinks() []string {
+	m.lostMu.Lock()
+	defer m.lostMu.Unlock()
+	return slices.Sorted(maps.Keys(m.lostBy))
 }
 
 // Dropped counts a message Chapar decided not to deliver that is not a dead
@@ -389,6 +449,13 @@ func (m *Metrics) Admin(nc *nats.Conn, ready *atomic.Bool) http.Handler {
 			http.Error(w, "not connected to NATS", http.StatusServiceUnavailable)
 		case !ready.Load():
 			http.Error(w, "consumers not bound yet", http.StatusServiceUnavailable)
+		case len(m.lostSinks()) > 0:
+			http.Error(w, "consumers lost, being recreated, for sinks: "+strings.Join(m.lostSinks(), ", "), http.StatusServiceUnavailable)
+		case len(m.fencedSinks()) > 0:
+			// Ready, not 503: a replica fenced off by a newer config is
+			// healthy and standing by, and a rolling deploy must not
+			// stall on it (docs/design.md, "Config fencing").
+			_, _ = w.Write([]byte("ready; not consuming, another replica's config owns them: " + strings.Join(m.fencedSinks(), ", ") + "\n"))
 		default:
 			_, _ = w.Write([]byte("ready\n"))
 		}

@@ -54,6 +54,25 @@ func TestAdminEndpoints(t *testing.T) {
 	if code, _ := get(t, srv.URL+"/readyz"); code != 200 {
 		t.Errorf("readyz when ready: %d", code)
 	}
+	// A lost consumer makes the process not ready until it is back.
+	m.ConsumerLost("chabok")
+	if code, body := get(t, srv.URL+"/readyz"); code != 503 || !strings.Contains(body, "chabok") {
+		t.Errorf("readyz with a consumer lost: %d %s", code, body)
+	}
+	m.ConsumerBack("chabok")
+	if code, body := get(t, srv.URL+"/readyz"); code != 200 {
+		t.Errorf("readyz with the consumer back: %d %s", code, body)
+	}
+	// A sink fenced off by another replica's config is said, but the
+	// process stays ready: it is standing by, and a rollout must not stall.
+	m.SinkFenced("chabok", true)
+	if code, body := get(t, srv.URL+"/readyz"); code != 200 || !strings.Contains(body, "chabok") {
+		t.Errorf("readyz with a sink fenced off: %d %s", code, body)
+	}
+	m.SinkFenced("chabok", false)
+	if code, body := get(t, srv.URL+"/readyz"); code != 200 || strings.Contains(body, "chabok") {
+		t.Errorf("readyz with the sink owned again: %d %s", code, body)
+	}
 
 	e.Publish(testenv.Track(t, "order_paid", "u1"))
 	m.Received()

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -137,11 +138,13 @@ func (t Topology) EnsureSink(ctx context.Context, js jetstream.JetStream, sink s
 	return out, nil
 }
 
-// createOrKeep updates a consumer, keeping its deliver policy (which cannot
-// change), or creates it.
+// createOrKeep updates a consumer, keeping where it starts (its deliver
+// policy and start sequence or time, which cannot change: a consumer
+// RecreateConsumer made starts at a sequence), or creates it.
 func createOrKeep(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
 	if c, err := js.Consumer(ctx, stream, cfg.Durable); err == nil {
-		cfg.DeliverPolicy = c.CachedInfo().Config.DeliverPolicy
+		was := c.CachedInfo().Config
+		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = was.DeliverPolicy, was.OptStartSeq, was.OptStartTime
 		return js.UpdateConsumer(ctx, stream, cfg)
 	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return nil, err
@@ -159,6 +162,66 @@ func FenceOf(ctx context.Context, c jetstream.Consumer) (string, error) {
 	}
 	return info.Config.Metadata[FenceMetadata], nil
 }
+
+// RecreateConsumer puts back one durable consumer found missing (deleted by
+// an operator, lost with the only server that held it), as cfg describes
+// it (its config as the server had it). from is the stream sequence it is
+// to start at, where the lost consumer was: its ack floor plus one, so
+// nothing it had not acked is skipped (what it had acked since is
+// delivered again: at-least-once); 0 keeps cfg's own start (a retries
+// consumer: its work-queue stream holds only what is not yet acked).
+//
+// If the consumer exists again (another dispatcher recreated it first, or
+// it was never gone) it is kept as it is, and created reports false: two
+// replicas healing at once make one consumer, not two starts.
+func RecreateConsumer(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig, from uint64) (c jetstream.Consumer, created bool, err error) {
+	if c, err := js.Consumer(ctx, stream, cfg.Durable); err == nil {
+		return c, false, nil
+	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, false, fmt.Errorf("topology: look up consumer %s on %s: %w", cfg.Durable, stream, err)
+	}
+	if from > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = jetstream.DeliverByStartSequencePolicy, from, nil
+	}
+	// The server's own metadata (versions it stamps) is its to set again.
+	cfg.Metadata = maps.Clone(cfg.Metadata)
+	maps.DeleteFunc(cfg.Metadata, func(k, _ string) bool { return strings.HasPrefix(k, "_nats.") })
+	// Create, not create-or-update: if another replica won the race, its
+	// consumer stands and this call fails with "already exists".
+	c, err = js.CreateConsumer(ctx, stream, cfg)
+	if errors.Is(err, jetstream.ErrConsumerExists) {
+		c, err = js.Consumer(ctx, stream, cfg.Durable)
+		return c, false, err
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("topology: recreate consumer %s on %s: %w", cfg.Durable, stream, err)
+	}
+	// nats-server answers a pull with "consumer deleted" before it has
+	// removed the consumer's directory: a consumer recreated at once under
+	// the same name loses its directory to the old one's removal, and then
+	// runs from memory, failing every later update (and a restart of the
+	// server would lose it). The caller lets a loss settle first (the
+	// healer waits a second); writing the config once more, with where it
+	// started in its metadata, checks that it has a directory, and if not
+	// it is removed (our own delete is synchronous) for the caller to try
+	// again.
+	cfg = c.CachedInfo().Config
+	cfg.Metadata = maps.Clone(cfg.Metadata)
+	if cfg.Metadata == nil {
+		cfg.Metadata = map[string]string{}
+	}
+	cfg.Metadata[RecreatedFromMetadata] = strconv.FormatUint(from, 10)
+	if c, err = js.UpdateConsumer(ctx, stream, cfg); err != nil {
+		_ = js.DeleteConsumer(ctx, stream, cfg.Durable)
+		return nil, false, fmt.Errorf("topology: recreated consumer %s on %s is not stored; removed it to try again: %w", cfg.Durable, stream, err)
+	}
+	return c, true, nil
+}
+
+// RecreatedFromMetadata is a consumer's metadata key saying it was
+// recreated after a loss, and from which stream sequence (0: its own
+// start), until the next dispatcher start updates it.
+const RecreatedFromMetadata = "chapar.recreated_from"
 
 // HasSink reports whether some dispatcher has created a sink's consumer:
 // the sink exists in the deployment, even if this process does not run it.

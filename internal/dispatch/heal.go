@@ -1,0 +1,215 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/chapar-dev/chapar/internal/topology"
+)
+
+// healEvery is how often a consumer is looked at: how soon a loss no pull
+// reported is noticed, and how stale the ack floor it restarts from may be.
+const healEvery = 5 * time.Second
+
+// healSettle is how long a loss is let settle before the consumer is
+// recreated (see heal).
+const healSettle = time.Second
+
+// healer keeps one of a sink's durable consumers in existence. A consumer
+// can vanish under a running dispatcher: an operator's `nats consumer rm`,
+// or an R1 consumer lost with its server. Its position goes with it, so the
+// healer remembers it: every healEvery it reads the consumer's ack floor
+// (everything at or below it is acked), and when the consumer is gone it
+// recreates it, as it was, starting just above that floor. What was acked
+// since is delivered again (at-least-once); nothing unacked is skipped, as
+// long as the stream still holds it (see docs/design.md on retention).
+//
+// A loss is counted (Observer.ConsumerLost, which /readyz reads: the sink
+// is not ready until ConsumerBack) and logged once. One healer per
+// consumer, one goroutine (run) doing every look-up and recreation.
+type healer struct {
+	e      *engine
+	sink   string
+	stream string
+	cfg    jetstream.ConsumerConfig // as the server had it at bind
+	// fromFloor: an events consumer restarts above its ack floor; a
+	// retries consumer's work-queue stream holds only what it has not
+	// acked, so it restarts with its own policy (all of it).
+	fromFloor bool
+
+	floor atomic.Uint64 // the ack floor's stream sequence when last seen
+	nudge chan struct{} // look now (a pull said the consumer is gone)
+
+	mu sync.Mutex
+	up chan struct{} // closed while the consumer is believed to exist
+}
+
+func newHealer(e *engine, sink string, c jetstream.Consumer, fromFloor bool) *healer {
+	info := c.CachedInfo()
+	h := &healer{e: e, sink: sink, stream: info.Stream, cfg: info.Config, fromFloor: fromFloor,
+		nudge: make(chan struct{}, 1), up: make(chan struct{})}
+	close(h.up)
+	h.floor.Store(info.AckFloor.Stream)
+	return h
+}
+
+// healing is a consumer with its healer: consume finds the healer on it.
+type healing struct {
+	jetstream.Consumer
+	h *healer
+}
+
+// healerOf returns c's healer, nil for a consumer without one.
+func healerOf(c jetstream.Consumer) *healer {
+	if hc, ok := c.(*healing); ok {
+		return hc.h
+	}
+	return nil
+}
+
+// suspect is for a pull that reported the consumer deleted or not found
+// (ErrConsumerDeleted, ErrConsumerNotFound): the healer looks at once
+// instead of at its next round, and waitUp waits for its answer. It is
+// safe on a nil healer. The orderer's pull (order.go) can call it the same
+// way: suspect(o.cons) then waitUp before pulling again.
+func (h *healer) suspect() {
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	select {
+	case <-h.up:
+		h.up = make(chan struct{})
+	default:
+	}
+	h.mu.Unlock()
+	select {
+	case h.nudge <- struct{}{}:
+	default:
+	}
+}
+
+// look has the consumer looked at now, without suspecting it (a missed
+// heartbeat: more often a slow server than a lost consumer). Safe on a nil
+// healer.
+func (h *healer) look() {
+	if h == nil {
+		return
+	}
+	select {
+	case h.nudge <- struct{}{}:
+	default:
+	}
+}
+
+// waitUp blocks until the consumer is believed to exist (at once, unless
+// it was suspected or found gone), or ctx ends. Safe on a nil healer.
+func (h *healer) waitUp(ctx context.Context) error {
+	if h == nil {
+		return nil
+	}
+	h.mu.Lock()
+	up := h.up
+	h.mu.Unlock()
+	select {
+	case <-up:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (h *healer) markUp() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	select {
+	case <-h.up:
+	default:
+		close(h.up)
+	}
+}
+
+// run looks at the consumer every healEvery, or when nudged, until ctx
+// ends, and heals it when it is gone.
+func (h *healer) run(ctx context.Context) {
+	t := time.NewTicker(healEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-h.nudge:
+		}
+		h.check(ctx)
+	}
+}
+
+// check reads the consumer's ack floor, or heals it if it is gone. An
+// error that does not say "gone" (a leader election, a disconnect) changes
+// nothing: it is looked at again next round.
+func (h *healer) check(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, brokerTimeout)
+	c, err := h.e.js.Consumer(cctx, h.stream, h.cfg.Durable)
+	cancel()
+	switch {
+	case err == nil:
+		h.floor.Store(c.CachedInfo().AckFloor.Stream)
+		h.markUp()
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		h.heal(ctx)
+	default:
+		// Unknown: the pull's own retries go on meanwhile.
+		h.markUp()
+	}
+}
+
+// heal recreates the lost consumer, trying with backoff until it is back
+// or ctx ends. It logs the loss once and the recovery once.
+func (h *healer) heal(ctx context.Context) {
+	var from uint64
+	if h.fromFloor {
+		from = h.floor.Load() + 1
+	}
+	log := h.e.log.With(zap.String("sink", h.sink), zap.String("stream", h.stream), zap.String("consumer", h.cfg.Durable))
+	log.Warn("consumer lost; recreating it where it was (chapar_consumer_losses_total counts this)",
+		zap.Uint64("from_stream_sequence", from))
+	h.e.obs.ConsumerLost(h.sink)
+	// A pull hears "consumer deleted" before nats-server has removed the
+	// consumer's directory; one recreated under the same name meanwhile
+	// can lose its own to that removal (RecreateConsumer checks, and this
+	// pause makes it rare).
+	if sleep(ctx, healSettle, nil) != nil {
+		return
+	}
+	wait := 250 * time.Millisecond
+	for first := true; ; first = false {
+		cctx, cancel := context.WithTimeout(ctx, brokerTimeout)
+		c, created, err := topology.RecreateConsumer(cctx, h.e.js, h.stream, h.cfg, from)
+		cancel()
+		if err == nil {
+			h.floor.Store(c.CachedInfo().AckFloor.Stream)
+			h.e.obs.ConsumerBack(h.sink)
+			h.markUp()
+			if created {
+				log.Info("consumer recreated", zap.Uint64("from_stream_sequence", from))
+			} else {
+				log.Info("consumer found recreated by another dispatcher; keeping it")
+			}
+			return
+		}
+		if first {
+			log.Warn("consumer not recreated yet; trying again", zap.Error(err))
+		}
+		if sleep(ctx, wait, nil) != nil {
+			return
+		}
+		wait = min(wait*2, 5*time.Second)
+	}
+}

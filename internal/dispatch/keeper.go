@@ -1,0 +1,118 @@
+package dispatch
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// keeper keeps every message a pull has handed this process alive until it
+// is settled: JetStream's ack timer runs from delivery, not from when a
+// worker takes the message, so a message waiting its turn (behind the
+// workers, in a batch being filled, for a gate slot) would otherwise be
+// handed out again after ack_wait while its first copy is still queued,
+// and the vendor would get it twice with nothing failing.
+//
+// One ticker for all of a consumer's messages: each tick sends an
+// in-progress ack for every message not touched for a third of ack_wait.
+// A message is released when it is settled (its Ack, Nak or Term, through
+// kept), so the set holds what this process has in hand, bounded by the
+// pull's prefetch and the sink's workers and batches.
+type keeper struct {
+	every time.Duration // a message untouched this long gets an in-progress ack
+
+	mu   sync.Mutex
+	held map[*kept]struct{}
+
+	stop chan struct{}
+	done sync.WaitGroup
+}
+
+func newKeeper(ackWait time.Duration) *keeper {
+	k := &keeper{every: ackWait / 3, held: map[*kept]struct{}{}, stop: make(chan struct{})}
+	// Ticking at half the touch interval, a message goes at most half of
+	// ack_wait untouched in our hands.
+	tick := max(ackWait/6, 10*time.Millisecond)
+	k.done.Go(func() {
+		t := time.NewTicker(tick)
+		defer t.Stop()
+		for {
+			select {
+			case <-k.stop:
+				return
+			case now := <-t.C:
+				k.touch(now)
+			}
+		}
+	})
+	return k
+}
+
+// add takes msg into the keeper's care. waited is how long it may already
+// have waited since JetStream delivered it (in the pull's buffer): it is
+// touched that much sooner.
+func (k *keeper) add(msg jetstream.Msg, waited time.Duration) *kept {
+	m := &kept{Msg: msg, k: k, touched: time.Now().Add(-waited)}
+	k.mu.Lock()
+	k.held[m] = struct{}{}
+	k.mu.Unlock()
+	return m
+}
+
+func (k *keeper) release(m *kept) {
+	k.mu.Lock()
+	delete(k.held, m)
+	k.mu.Unlock()
+}
+
+// touch sends an in-progress ack for every held message due one. The acks
+// are sent outside the lock: a publish may wait on a slow connection.
+func (k *keeper) touch(now time.Time) {
+	var due []*kept
+	k.mu.Lock()
+	for m := range k.held {
+		if now.Sub(m.touched) >= k.every {
+			m.touched = now
+			due = append(due, m)
+		}
+	}
+	k.mu.Unlock()
+	for _, m := range due {
+		_ = m.Msg.InProgress()
+	}
+}
+
+// close stops the ticker. Messages still held then are either settled
+// shortly (shutdown hands them back) or kept by their own keep-alive (a
+// delivery in progress, a held dead letter).
+func (k *keeper) close() {
+	close(k.stop)
+	k.done.Wait()
+}
+
+// kept is a message in a keeper's care: settling it releases it.
+type kept struct {
+	jetstream.Msg
+	k       *keeper
+	touched time.Time // under k.mu
+}
+
+func (m *kept) Ack() error { m.k.release(m); return m.Msg.Ack() }
+
+func (m *kept) DoubleAck(ctx context.Context) error {
+	m.k.release(m)
+	return m.Msg.DoubleAck(ctx)
+}
+
+func (m *kept) Nak() error { m.k.release(m); return m.Msg.Nak() }
+
+func (m *kept) NakWithDelay(d time.Duration) error { m.k.release(m); return m.Msg.NakWithDelay(d) }
+
+func (m *kept) Term() error { m.k.release(m); return m.Msg.Term() }
+
+func (m *kept) TermWithReason(reason string) error {
+	m.k.release(m)
+	return m.Msg.TermWithReason(reason)
+}
