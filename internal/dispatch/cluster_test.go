@@ -84,12 +84,18 @@ func TestStartsOnAFormingCluster(t *testing.T) {
 	e := testenv.NewFormingCluster(t, 3)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	routes := []config.Route{{Sinks: []string{"gateway"}}}
-	started := make(chan *testenv.Dispatcher, 2)
+	started := make(chan error, 2)
 	for range 2 {
-		go func() { started <- e.Start([]config.Sink{sink}, routes) }()
+		go func() {
+			_, err := e.TryStart([]config.Sink{sink}, routes)
+			started <- err
+		}()
 	}
-	<-started
-	<-started
+	for range 2 {
+		if err := <-started; err != nil {
+			t.Fatal(err)
+		}
+	}
 	ids := make([]string, 20)
 	for i := range ids {
 		env := testenv.Track(t, "order_paid", fmt.Sprintf("u%d", i))

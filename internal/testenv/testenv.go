@@ -5,6 +5,7 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http/httptest"
@@ -248,13 +249,41 @@ func (e *Env) Config(sinkCfgs []config.Sink, routes []config.Route, opts ...func
 func (e *Env) StartWrapped(sinkCfgs []config.Sink, routes []config.Route, wrap func(string, sinks.Sink) sinks.Sink, opts ...func(*config.Dispatcher)) *Dispatcher {
 	e.T.Helper()
 	nc, js := e.Connect()
+	disp, err := e.startOn(nc, js, sinkCfgs, routes, wrap, opts...)
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	return disp
+}
+
+// TryStart is Start for a goroutine other than the test's: it returns the
+// error instead of failing the test (t.Fatal ends only the goroutine that
+// calls it, and a test waiting for that goroutine would hang).
+func (e *Env) TryStart(sinkCfgs []config.Sink, routes []config.Route, opts ...func(*config.Dispatcher)) (*Dispatcher, error) {
+	urls := make([]string, len(e.Servers))
+	for i, s := range e.Servers {
+		urls[i] = s.ClientURL()
+	}
+	nc, err := nats.Connect(strings.Join(urls, ","), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		return nil, err
+	}
+	e.T.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	return e.startOn(nc, js, sinkCfgs, routes, nil, opts...)
+}
+
+func (e *Env) startOn(nc *nats.Conn, js jetstream.JetStream, sinkCfgs []config.Sink, routes []config.Route, wrap func(string, sinks.Sink) sinks.Sink, opts ...func(*config.Dispatcher)) (*Dispatcher, error) {
 	tally := dispatch.NewTally()
 	ready := make(chan struct{})
 	d, err := dispatch.New(e.Config(sinkCfgs, routes, opts...), dispatch.Options{
 		Observer: tally, Logger: e.Log, Ready: func() { close(ready) }, Wrap: wrap, Tracer: e.Tracer,
 	})
 	if err != nil {
-		e.T.Fatal(err)
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -263,14 +292,14 @@ func (e *Env) StartWrapped(sinkCfgs []config.Sink, routes []config.Route, wrap f
 	case <-ready:
 	case err := <-done:
 		cancel()
-		e.T.Fatalf("dispatcher did not start: %v", err)
+		return nil, fmt.Errorf("dispatcher did not start: %w", err)
 	case <-time.After(60 * time.Second):
 		cancel()
-		e.T.Fatal("dispatcher did not start in 60s")
+		return nil, errors.New("dispatcher did not start in 60s")
 	}
 	disp := &Dispatcher{Tally: tally, NC: nc, cancel: cancel, done: done}
 	e.T.Cleanup(func() { disp.Stop() })
-	return disp
+	return disp, nil
 }
 
 // Stop signals a graceful drain and waits for Run to return.

@@ -292,6 +292,13 @@ func (t Topology) checkPartitions(ctx context.Context, js jetstream.JetStream) e
 			continue // another application's stream: the server names the overlap
 		}
 		st, err := js.Stream(ctx, name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			// Listed, but not (or no longer) there: on a forming cluster
+			// a stream another dispatcher is creating at this moment is
+			// listed before it can be looked up. Gone or not yet made, it
+			// holds no events of another count.
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("topology: look up events stream %s: %w", name, err)
 		}
