@@ -69,6 +69,10 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 		Subjects:    []string{t.DeadLetterSubjects()},
 		Retention:   jetstream.LimitsPolicy,
 		MaxAge:      t.cfg.DeadLetterMaxAge,
+		// A replayed or purged record is replaced by a tombstone on its
+		// own subject (a subject rollup), so a late second write of it is
+		// still refused (dlq.Writer).
+		AllowRollup: true,
 		Discard:     jetstream.DiscardNew,
 		Duplicates:  t.cfg.DuplicateWindow,
 		MaxMsgSize:  maxMsg + HeaderAllowance,
