@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -109,10 +110,6 @@ func (t Topology) EnsureSink(ctx context.Context, js jetstream.JetStream, sink s
 	ev := base
 	ev.Durable = SinkConsumer(sink)
 	ev.Description = "Chapar: events for sink " + sink
-	// A sink added to a running deployment starts with new events; older
-	// ones that named it were dead-lettered as unknown_destination and can
-	// be replayed to it.
-	ev.DeliverPolicy = jetstream.DeliverNewPolicy
 	if s.PinnedTTL > 0 {
 		ev.PriorityPolicy = jetstream.PriorityPolicyPinned
 		ev.PriorityGroups = []string{OrderGroup}
@@ -121,7 +118,7 @@ func (t Topology) EnsureSink(ctx context.Context, js jetstream.JetStream, sink s
 	var out SinkConsumers
 	for i, stream := range t.EventsStreams() {
 		ev.FilterSubject = t.PartitionSubjects(i)
-		c, err := createOrKeep(ctx, js, stream, ev)
+		c, err := ensureEvents(ctx, js, stream, ev, s.Start)
 		if err != nil {
 			return out, fmt.Errorf("topology: consumer %s on %s: %w", ev.Durable, stream, err)
 		}
@@ -136,6 +133,108 @@ func (t Topology) EnsureSink(ctx context.Context, js jetstream.JetStream, sink s
 		return out, fmt.Errorf("topology: consumer %s: %w", rt.Durable, err)
 	}
 	return out, nil
+}
+
+// StartMetadata is a sink's events consumer's metadata key holding the
+// first stream sequence it covers (StartOf).
+const StartMetadata = "chapar.start_seq"
+
+// startPending is how long after its creation a consumer without its
+// start recorded is taken to be in the middle of EnsureSink, not one made
+// before starts were recorded.
+const startPending = 30 * time.Second
+
+// ErrStartPending says a sink's events consumer was just created and its
+// start is not recorded yet: ask again in a moment.
+var ErrStartPending = errors.New("topology: the sink's consumer is being created")
+
+// StartOf is the first stream sequence a sink's events consumer covers:
+// an event below it was stored before the sink existed there (or before
+// its start time) and is not the sink's to deliver; one at or above it
+// is. It is fixed when the consumer is created and never changes. A
+// consumer made before starts were recorded covers everything (0).
+func StartOf(info *jetstream.ConsumerInfo) (uint64, error) {
+	if v, ok := info.Config.Metadata[StartMetadata]; ok {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("topology: consumer %s: %s %q is not a sequence: %w", info.Name, StartMetadata, v, err)
+		}
+		return n, nil
+	}
+	if info.Delivered.Consumer == 0 {
+		// Nothing delivered yet: the server's next sequence is the start.
+		return info.Delivered.Stream + 1, nil
+	}
+	if !info.TimeStamp.IsZero() && info.TimeStamp.Sub(info.Created) < startPending {
+		return 0, fmt.Errorf("%w: %s", ErrStartPending, info.Name)
+	}
+	return 0, nil
+}
+
+// ensureEvents creates a sink's events consumer on one partition's stream,
+// or keeps the one that exists. A new consumer's start is chosen by the
+// server at creation (new events, or the first at or after start), so it
+// is exact whatever is published meanwhile: a checker that found no
+// consumer after reading the stream's last sequence L knows every event
+// up to L is below it. The start is then recorded in the consumer's
+// metadata (StartOf), for every dispatcher to read.
+func ensureEvents(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig, start time.Time) (jetstream.Consumer, error) {
+	if c, err := js.Consumer(ctx, stream, cfg.Durable); err == nil {
+		return keep(ctx, js, stream, cfg, c)
+	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, err
+	}
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil, err
+	}
+	floor := st.CachedInfo().State.LastSeq + 1 // read before: the start is at least this
+	cfg.DeliverPolicy = jetstream.DeliverNewPolicy
+	if !start.IsZero() {
+		cfg.DeliverPolicy, cfg.OptStartTime, floor = jetstream.DeliverByStartTimePolicy, &start, 0
+	}
+	c, err := js.CreateConsumer(ctx, stream, cfg)
+	if errors.Is(err, jetstream.ErrConsumerExists) {
+		// Another dispatcher created it meanwhile.
+		if c, err = js.Consumer(ctx, stream, cfg.Durable); err != nil {
+			return nil, err
+		}
+		return keep(ctx, js, stream, cfg, c)
+	}
+	if err != nil {
+		return nil, err
+	}
+	// The creation's answer is the consumer before any delivery: its next
+	// sequence is its start.
+	seq := max(c.CachedInfo().Delivered.Stream+1, floor)
+	cfg.Metadata = withStart(cfg.Metadata, seq)
+	return js.UpdateConsumer(ctx, stream, cfg)
+}
+
+func withStart(md map[string]string, seq uint64) map[string]string {
+	out := make(map[string]string, len(md)+1)
+	for k, v := range md {
+		out[k] = v
+	}
+	out[StartMetadata] = strconv.FormatUint(seq, 10)
+	return out
+}
+
+// keep updates an events consumer to cfg, keeping what cannot change (its
+// deliver policy and start) and its recorded start. One whose start was
+// never recorded (made before starts were, or its creator stopped between
+// the two steps) has it recorded now if nothing was delivered from it yet.
+func keep(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig, c jetstream.Consumer) (jetstream.Consumer, error) {
+	info := c.CachedInfo()
+	cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = info.Config.DeliverPolicy, info.Config.OptStartSeq, info.Config.OptStartTime
+	if v, ok := info.Config.Metadata[StartMetadata]; ok {
+		md := withStart(cfg.Metadata, 0)
+		md[StartMetadata] = v
+		cfg.Metadata = md
+	} else if info.Delivered.Consumer == 0 {
+		cfg.Metadata = withStart(cfg.Metadata, info.Delivered.Stream+1)
+	}
+	return js.UpdateConsumer(ctx, stream, cfg)
 }
 
 // createOrKeep updates a consumer, keeping its deliver policy (which cannot

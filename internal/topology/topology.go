@@ -253,6 +253,11 @@ type ConsumerSettings struct {
 	// for PinnedTTL. An ordered sink needs this: one replica at a time
 	// holds a key's events. Zero: every replica pulls its share.
 	PinnedTTL time.Duration
+	// Start is where a sink's events consumers begin when they are
+	// created (sinks[].start): zero for the events published from then
+	// on, else the first event stored at or after it. It does not apply
+	// to a consumer that exists.
+	Start time.Time
 }
 
 // OrderGroup is the priority group an ordered sink's replicas pull in.
