@@ -206,17 +206,24 @@ func ensureEvents(ctx context.Context, js jetstream.JetStream, stream string, cf
 	}
 	// The creation's answer is the consumer before any delivery: its next
 	// sequence is its start.
-	seq := max(c.CachedInfo().Delivered.Stream+1, floor)
-	cfg.Metadata = withStart(cfg.Metadata, seq)
+	info := c.CachedInfo()
+	seq := max(info.Delivered.Stream+1, floor)
+	cfg.Metadata = mergeMetadata(info.Config.Metadata, cfg.Metadata)
+	cfg.Metadata[StartMetadata] = strconv.FormatUint(seq, 10)
 	return js.UpdateConsumer(ctx, stream, cfg)
 }
 
-func withStart(md map[string]string, seq uint64) map[string]string {
-	out := make(map[string]string, len(md)+1)
-	for k, v := range md {
+// mergeMetadata is the consumer's metadata as it stands (the server's own
+// keys and the recorded start among them) with cfg's keys over it: an
+// update that changes nothing else leaves the consumer as it was.
+func mergeMetadata(have, want map[string]string) map[string]string {
+	out := make(map[string]string, len(have)+len(want)+1)
+	for k, v := range have {
 		out[k] = v
 	}
-	out[StartMetadata] = strconv.FormatUint(seq, 10)
+	for k, v := range want {
+		out[k] = v
+	}
 	return out
 }
 
@@ -227,12 +234,11 @@ func withStart(md map[string]string, seq uint64) map[string]string {
 func keep(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig, c jetstream.Consumer) (jetstream.Consumer, error) {
 	info := c.CachedInfo()
 	cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = info.Config.DeliverPolicy, info.Config.OptStartSeq, info.Config.OptStartTime
+	cfg.Metadata = mergeMetadata(info.Config.Metadata, cfg.Metadata)
 	if v, ok := info.Config.Metadata[StartMetadata]; ok {
-		md := withStart(cfg.Metadata, 0)
-		md[StartMetadata] = v
-		cfg.Metadata = md
+		cfg.Metadata[StartMetadata] = v // fixed at creation
 	} else if info.Delivered.Consumer == 0 {
-		cfg.Metadata = withStart(cfg.Metadata, info.Delivered.Stream+1)
+		cfg.Metadata[StartMetadata] = strconv.FormatUint(info.Delivered.Stream+1, 10)
 	}
 	return js.UpdateConsumer(ctx, stream, cfg)
 }
