@@ -110,3 +110,45 @@ func sinkAddedWhileAnotherLags(t *testing.T, e *testenv.Env) {
 		}
 	}
 }
+
+// Issue 19: a sink added with start: <time> delivers the events stored
+// since then that its routes match, not those before.
+func TestSinkAddedFromATimeTakesTheEventsSince(t *testing.T) {
+	e := testenv.New(t)
+	// With interest retention the stream keeps an event only while some
+	// sink has not acked it: a sink nothing runs keeps them here, as
+	// limits retention would.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := e.Topo.EnsureSink(ctx, e.JS, "keep", topology.ConsumerSettings{AckWait: 5 * time.Second, MaxAckPending: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	chabok := e.Sink("chabok", emulator.Chabok, nil, nil)
+	e.Start([]config.Sink{chabok}, []config.Route{{Sinks: []string{"chabok"}}})
+	old := testenv.Track(t, "order_paid", "u0")
+	e.Publish(old)
+	time.Sleep(1100 * time.Millisecond) // start is to the second (RFC 3339): the next events are after it
+	from := time.Now().Truncate(time.Second)
+	since := publishTracks(t, e, 3, "order_paid")
+	testenv.Eventually(t, 10*time.Second, "chabok through the events", func() bool { return consumerDone(t, e, "chabok") })
+	late := e.Sink("late", emulator.MetrixGateway, slugs, nil)
+	late.Start = from.UTC().Format(time.RFC3339)
+	e.Start([]config.Sink{chabok, late}, []config.Route{{Sinks: []string{"chabok", "late"}}})
+	testenv.Eventually(t, 10*time.Second, "the events since delivered to late", allDelivered(t, e, since))
+	testenv.Eventually(t, 10*time.Second, "late idle", func() bool { return consumerDone(t, e, "late") })
+	if n := gatewayIDs(t, e)[old.ID]; n != 0 {
+		t.Errorf("the event before the start was delivered %d times", n)
+	}
+}
+
+// consumerDone says a sink's events consumer has nothing pending or in
+// flight.
+func consumerDone(t *testing.T, e *testenv.Env, sink string) bool {
+	t.Helper()
+	c, err := e.JS.Consumer(context.Background(), e.Topo.EventsStream(), topology.SinkConsumer(sink))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := c.Info(context.Background())
+	return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+}

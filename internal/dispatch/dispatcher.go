@@ -223,6 +223,7 @@ func (d *Dispatcher) bind(ctx context.Context) ([]boundSink, error) {
 					return backoff.Permanent(fmt.Errorf("dispatch: sinks[%d].order.key: %w", i, err))
 				}
 			}
+			settings.Start = sc.StartTime()
 			cons, err := d.topo.EnsureSink(actx, d.js, sc.Name, settings)
 			if err != nil {
 				return retryable(err)
