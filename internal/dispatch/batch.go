@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/chapar-dev/chapar/internal/retry"
 	"github.com/chapar-dev/chapar/internal/sinks"
 	"github.com/chapar-dev/chapar/pkg/envelope"
 )
@@ -138,7 +139,7 @@ func (b *batcher) send(ctx context.Context, items []batchItem) {
 		// The sink panicked or broke its contract: not an attempt. Each
 		// event goes the per-event way, whose guard dead-letters the one
 		// that panics and delivers the others.
-		done(context.Canceled)
+		done(errNotARequest)
 		for i, it := range items {
 			it.d.history = before[i]
 			func() {
@@ -150,8 +151,13 @@ func (b *batcher) send(ctx context.Context, items []batchItem) {
 	}
 	spans := b.startBatchAttempts(ctx, items, now)
 	result := batchResult(errs)
+	cut := result != nil && ctx.Err() != nil // our own shutdown, not the vendor
 	w.obs.VendorRequest(w.name, time.Since(now), result)
-	done(result)
+	if cut {
+		done(errNotARequest)
+	} else {
+		done(result)
+	}
 	var pause time.Duration
 	for _, err := range errs {
 		var se *sinks.Error
@@ -167,8 +173,24 @@ func (b *batcher) send(ctx context.Context, items []batchItem) {
 	for i, it := range items {
 		it.d.logAttempt(now, errs[i])
 	}
+	if !cut && !vendorDown && len(items) > 1 && failedAsWhole(errs) {
+		// The request failed as a whole (a timeout, a 5xx) and one item
+		// may be the cause: a payload the vendor chokes on. Nobody is
+		// charged for a request shared with others; each half is sent
+		// again, through the gate, down to the item that fails alone,
+		// which is charged and retried or dead-lettered by the policy.
+		// The breaker bounds the cost when the vendor itself is down: it
+		// hears every failed half, and once open the rest are handed back.
+		for i := range items {
+			endAttempt(spans[i], Verdict{Action: Retry}, errs[i])
+		}
+		mid := len(items) / 2
+		b.send(ctx, items[:mid])
+		b.send(ctx, items[mid:])
+		return
+	}
 	for i, it := range items {
-		v := Decide(w.policy, it.d.history, Attempt{Err: errs[i], VendorDown: vendorDown}, time.Now())
+		v := Decide(w.policy, it.d.history, Attempt{Err: errs[i], VendorDown: vendorDown, CutShort: cut}, time.Now())
 		endAttempt(spans[i], v, errs[i])
 		w.settle(ctx, it.d, it.ev, v, errs[i])
 	}
@@ -213,6 +235,23 @@ func batchResult(errs []error) error {
 		return nil
 	}
 	return errs[0]
+}
+
+// failedAsWhole says a batch request failed for every item alike with a
+// transient failure that is not throttling: the vendor timed out, reset
+// the connection or answered 5xx for the request. A 429 or a Retry-After
+// is the account's, never one item's, and is not split.
+func failedAsWhole(errs []error) bool {
+	for _, err := range errs {
+		if err == nil || !retry.IsTransient(err) {
+			return false
+		}
+		var se *sinks.Error
+		if errors.As(err, &se) && (se.Status == 429 || se.RetryAfter > 0) {
+			return false
+		}
+	}
+	return len(errs) > 0
 }
 
 // keepAliveAll is keepAlive (worker.go) for a batch: one timer.

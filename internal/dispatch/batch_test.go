@@ -141,9 +141,37 @@ func TestBatchTransientFailureRetriesEachEventOnce(t *testing.T) {
 	if got := e.Emu.Vendor(emulator.Chabok).Count(503); got != 2 {
 		t.Errorf("%d requests failed, want the 2 injected", got)
 	}
+	// A request that failed as a whole is not charged to its events: its
+	// halves are sent again at once (bisection), and the 503s end there.
 	_, _, counts := d.Tally.Snapshot()
-	if len(counts) != 1 || counts[0].Retried == 0 || len(counts[0].DeadLettered) != 0 {
-		t.Errorf("tally %+v: want the failed batches' events retried, none dead-lettered", counts)
+	if len(counts) != 1 || len(counts[0].DeadLettered) != 0 {
+		t.Errorf("tally %+v: want none dead-lettered", counts)
+	}
+	for _, r := range deadLetters(t, e, dlq.Filter{}) {
+		t.Errorf("dead letter %+v", r)
+	}
+}
+
+// A vendor that fails every batch for longer than bisection lasts opens
+// the breaker; the events are retried, uncharged, and delivered once it
+// recovers: none dead-lettered with max_attempts 2.
+func TestBatchOutageRetriesEachEventOnce(t *testing.T) {
+	e := testenv.New(t)
+	sink := batched(e.Sink("chabok", emulator.Chabok, nil, nil), 50, 100*time.Millisecond)
+	sink.Retry.MaxAttempts = 2
+	vendor := e.Emu.Vendor(emulator.Chabok)
+	vendor.SetFault(emulator.Fault{Status: 503})
+	d := e.Start([]config.Sink{sink}, []config.Route{{Sinks: []string{"chabok"}}})
+	const n = 200
+	publishSeq(t, e, n, 20, func(int) string { return "order_paid" })
+	testenv.Eventually(t, 10*time.Second, "the breaker opened", func() bool { return vendor.Count(503) >= int(sink.Breaker.FailureThreshold) })
+	vendor.ClearFault()
+	testenv.Eventually(t, 30*time.Second, "every event delivered", func() bool { return d.Tally.DeliveredTo("chabok") == n })
+	testenv.Eventually(t, 5*time.Second, "consumer idle", func() bool { return e.Idle("chabok") })
+	seqs, _ := chabokSeqs(t, e)
+	exactlyOnce(t, seqs, n)
+	if recs := deadLetters(t, e, dlq.Filter{}); len(recs) != 0 {
+		t.Errorf("an outage dead-lettered %d events (first %+v)", len(recs), recs[0])
 	}
 }
 

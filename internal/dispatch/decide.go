@@ -1,7 +1,6 @@
 package dispatch
 
 import (
-	"context"
 	"errors"
 	"time"
 
@@ -22,8 +21,8 @@ const (
 	// DeadLetter: record it with Reason, then ack it.
 	DeadLetter
 	// HandBack: return it to JetStream untouched (no attempt counted),
-	// after Delay: shutdown cut the request short, or the sink may not
-	// send now.
+	// after Delay: Chapar's own shutdown (or a lost ordered lease) cut the
+	// request short, or the sink may not send now.
 	HandBack
 )
 
@@ -45,9 +44,17 @@ type History struct {
 
 // Attempt describes the request just made.
 type Attempt struct {
-	// Err is the delivery's result: nil for 2xx, a *sinks.Error, a context
-	// error when shutdown cut it short, or any other error (transient).
+	// Err is the delivery's result: nil for 2xx, a *sinks.Error, or any
+	// other error (transient).
 	Err error
+	// CutShort says Chapar's own context ended during the request: its
+	// shutdown, or an ordered lane whose lease was lost. Only then is a
+	// failure not an attempt. A vendor that does not answer in time is
+	// an attempt like any other: Go's timeout errors match
+	// context.DeadlineExceeded, so the error alone cannot tell the two
+	// apart, and a hung vendor must be charged, trip the breaker and end
+	// in a dead letter, not be handed back for ever.
+	CutShort bool
 	// VendorDown says the sink's breaker was not closed or this was its
 	// probe: a failure then is the vendor's, not the event's.
 	VendorDown bool
@@ -67,7 +74,9 @@ type Verdict struct {
 // own, so every vendor outcome is table-tested (decide_test.go).
 //
 //   - 2xx: ack.
-//   - Cut short by shutdown: hand back; it was not a real attempt.
+//   - Cut short by Chapar's own shutdown: hand back; it was not a real
+//     attempt. A vendor timeout, reset or refused connection is not that:
+//     it is transient, like a 5xx.
 //   - Permanent (400, 401/403, 404, the vendor's own codes, invalid for the
 //     vendor): dead-letter with the sink's reason, at once.
 //   - Transient (timeouts, 408, 429, 5xx, network): retry after backoff, or
@@ -81,7 +90,7 @@ func Decide(p retry.Policy, h History, a Attempt, now time.Time) Verdict {
 	if a.Err == nil {
 		return v // Ack
 	}
-	if errors.Is(a.Err, context.Canceled) || errors.Is(a.Err, context.DeadlineExceeded) {
+	if a.CutShort {
 		v.Action = HandBack
 		return v
 	}

@@ -32,7 +32,6 @@ func TestDecide(t *testing.T) {
 	}{
 		{"2xx acks", History{Attempts: 1}, nil, false, Verdict{Action: Ack}},
 		{"2xx after failures acks", History{Attempts: 3, Counted: 2, First: first}, nil, false, Verdict{Action: Ack, Counted: 2}},
-		{"shutdown hands back uncounted", History{Attempts: 1}, fmt.Errorf("deliver: %w", context.Canceled), false, Verdict{Action: HandBack}},
 		{"400 dead-letters at once", History{Attempts: 1}, permanent(400, outcome.VendorRejected, "BAD_REQUEST"), false,
 			Verdict{Action: DeadLetter, Reason: outcome.VendorRejected}},
 		{"401 dead-letters", History{Attempts: 1}, permanent(401, outcome.VendorRejected, ""), false,
@@ -74,6 +73,44 @@ func TestDecide(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			got := Decide(p, c.h, Attempt{Err: c.err, VendorDown: c.vendorDown}, now)
 			if got != c.want {
+				t.Errorf("Decide = %+v (%s), want %+v (%s)", got, got.Action, c.want, c.want.Action)
+			}
+		})
+	}
+}
+
+// Only Chapar's own context ending makes a failure not an attempt. A
+// vendor timeout wraps context.DeadlineExceeded exactly as a shutdown
+// would, so the error cannot tell them apart: the worker says which.
+func TestDecideTellsOurShutdownFromAVendorTimeout(t *testing.T) {
+	p := retry.Policy{InitialInterval: time.Second, Multiplier: 2, MaxInterval: time.Minute,
+		MaxAttempts: 3, MaxElapsed: time.Hour, MaxRetryAfter: 10 * time.Minute}
+	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	timeout := &sinks.Error{Reason: outcome.RetriesExhausted, Transient: true, Message: "request failed",
+		Err: fmt.Errorf("net/http: request canceled (Client.Timeout exceeded while awaiting headers): %w", context.DeadlineExceeded)}
+	cases := []struct {
+		name string
+		h    History
+		a    Attempt
+		want Verdict
+	}{
+		{"our shutdown hands back uncounted", History{Attempts: 1}, Attempt{Err: fmt.Errorf("deliver: %w", context.Canceled), CutShort: true},
+			Verdict{Action: HandBack}},
+		{"our shutdown during a 5xx hands back", History{Attempts: 2, Counted: 1}, Attempt{Err: timeout, CutShort: true},
+			Verdict{Action: HandBack, Counted: 1}},
+		{"a vendor timeout is charged and retried", History{Attempts: 1, First: now}, Attempt{Err: timeout},
+			Verdict{Action: Retry, Delay: time.Second, Counted: 1}},
+		{"a bare deadline error from a sink is charged", History{Attempts: 1, First: now}, Attempt{Err: context.DeadlineExceeded},
+			Verdict{Action: Retry, Delay: time.Second, Counted: 1}},
+		{"the third timeout exhausts max_attempts", History{Attempts: 3, Counted: 2, First: now}, Attempt{Err: timeout},
+			Verdict{Action: DeadLetter, Reason: outcome.RetriesExhausted, Counted: 3}},
+		{"a timeout while the vendor is down is not charged", History{Attempts: 4, Counted: 1, First: now}, Attempt{Err: timeout, VendorDown: true},
+			Verdict{Action: Retry, Delay: 8 * time.Second, Counted: 1}},
+		{"2xx as shutdown begins acks", History{Attempts: 1}, Attempt{CutShort: true}, Verdict{Action: Ack}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := Decide(p, c.h, c.a, now); got != c.want {
 				t.Errorf("Decide = %+v (%s), want %+v (%s)", got, got.Action, c.want, c.want.Action)
 			}
 		})

@@ -149,6 +149,13 @@ type boundSink struct {
 // breaker are per sink, whatever the partitions, since the vendor sees one
 // client.
 func (b boundSink) run(ctx, workCtx context.Context) {
+	// The fence settles skips until the workers are done, then hands back
+	// what is still queued.
+	fenceCtx, stopFence := context.WithCancel(workCtx)
+	var fence sync.WaitGroup
+	fence.Go(func() { b.w.fence.run(fenceCtx) })
+	defer fence.Wait()
+	defer stopFence()
 	if b.orderKey != nil {
 		b.runOrdered(ctx, workCtx)
 		return
@@ -214,7 +221,8 @@ func (d *Dispatcher) bind(ctx context.Context) ([]boundSink, error) {
 			if !ok {
 				return backoff.Permanent(fmt.Errorf("dispatch: sink %s is configured but was not built", sc.Name))
 			}
-			settings := topology.ConsumerSettings{AckWait: d.ackWait, MaxAckPending: sc.MaxAckPending}
+			settings := topology.ConsumerSettings{AckWait: d.ackWait, MaxAckPending: sc.MaxAckPending,
+				Fence: Fingerprint(sc.Name, d.cfg.Routes, sc.Order)}
 			var key func(*envelope.Event) string
 			if sc.Order != nil {
 				settings.PinnedTTL = orderPinnedTTL(d.ackWait)
@@ -236,6 +244,10 @@ func (d *Dispatcher) bind(ctx context.Context) ([]boundSink, error) {
 				gate: newGate(sc.Name, sc.Breaker, sc.Concurrency, d.log, d.obs.BreakerChanged),
 			}
 			w.gate.pace = newPacer(sc.RateLimit, func(perSecond float64) { d.obs.RateLimit(sc.Name, perSecond) })
+			home := cons.Events[0]
+			w.fence = newFence(sc.Name, settings.Fence, func(ctx context.Context) (string, error) { return topology.FenceOf(ctx, home) },
+				d.ackWait, sc.MaxAckPending, w.gate, d.log, d.obs.SinkFenced)
+			d.obs.SinkFenced(sc.Name, false)
 			if bs, ok := s.(sinks.BatchSink); ok && sc.Batch != nil {
 				w.batch = newBatcher(w, bs, sc.Batch.MaxItems, sc.Batch.MaxWait)
 			}

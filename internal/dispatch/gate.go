@@ -36,7 +36,8 @@ type gate struct {
 	changed     chan struct{} // closed and replaced on every change
 	openUntil   time.Time     // when an open breaker half-opens
 	pausedUntil time.Time
-	limit       int // requests allowed in flight now (the ramp)
+	fenced      bool // another config owns the sink (fence.go)
+	limit       int  // requests allowed in flight now (the ramp)
 	inFlight    int
 
 	pace *pacer // nil: no rate limit
@@ -55,8 +56,7 @@ func newGate(sink string, s retry.BreakerSettings, concurrency int, log *zap.Log
 		},
 		IsExcluded: func(err error) bool {
 			var se *sinks.Error
-			return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
-				errors.As(err, &se) && se.Status == 429
+			return errors.Is(err, errNotARequest) || errors.As(err, &se) && se.Status == 429
 		},
 		OnStateChange: func(name string, from, to gobreaker.State) {
 			log.Warn("circuit breaker changed state", zap.String("sink", name),
@@ -95,6 +95,9 @@ func (g *gate) shutFor(now time.Time) (time.Duration, <-chan struct{}) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	wait := g.pausedUntil.Sub(now)
+	if g.fenced {
+		wait = max(wait, time.Second)
+	}
 	if open {
 		wait = max(wait, g.openUntil.Sub(now), time.Millisecond)
 	}
@@ -127,6 +130,21 @@ func (g *gate) pause(d time.Duration) {
 		g.notifyLocked()
 	}
 }
+
+// setFenced shuts the sink while another replica's config owns it.
+func (g *gate) setFenced(fenced bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.fenced = fenced
+	g.notifyLocked()
+}
+
+// errNotARequest is what the breaker hears of a slot given back without a
+// request the vendor answered: a lost race for the slot, a request cut
+// short by Chapar's own shutdown, a sink that panicked. It is excluded, so
+// only the vendor's behaviour opens or closes the breaker; a vendor
+// timeout is a failure like a 5xx, so a hung vendor opens it.
+var errNotARequest = errors.New("dispatch: no request the vendor answered")
 
 // errShut says the sink may not send for a while: hand the message back.
 type errShut struct{ wait time.Duration }
@@ -180,7 +198,7 @@ func (g *gate) acquire(ctx context.Context) (done func(error), vendorDown bool, 
 						return func(err error) { g.release(report, err) }, probe, nil
 					}
 					g.mu.Unlock()
-					report(context.Canceled) // lost the race for the slot: not a request
+					report(errNotARequest) // lost the race for the slot
 				}
 				// Half-open with the probe in flight: wait for its result.
 				wait = 50 * time.Millisecond

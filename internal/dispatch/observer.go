@@ -30,6 +30,9 @@ type Observer interface {
 	// RateLimit reports a sink's current pace (requests a second), set
 	// at start and moved by throttling (see pacer).
 	RateLimit(sink string, perSecond float64)
+	// SinkFenced says whether another replica's config owns a sink, so
+	// this one does not consume it (fence.go).
+	SinkFenced(sink string, fenced bool)
 }
 
 // Tally is an Observer that counts, for the demo summary and tests.
@@ -41,6 +44,7 @@ type Tally struct {
 	retried      map[string]int
 	deadLettered map[string]map[string]int // sink → reason → count
 	breakers     map[string]retry.State
+	fenced       map[string]bool
 	panics       int
 }
 
@@ -51,6 +55,7 @@ func NewTally() *Tally {
 		retried:      map[string]int{},
 		deadLettered: map[string]map[string]int{},
 		breakers:     map[string]retry.State{},
+		fenced:       map[string]bool{},
 	}
 }
 
@@ -88,6 +93,15 @@ func (t *Tally) InFlight(string, int) {}
 func (t *Tally) Unsettled(string, int) {}
 
 func (t *Tally) RateLimit(string, float64) {}
+
+func (t *Tally) SinkFenced(sink string, fenced bool) {
+	t.mu.Lock()
+	t.fenced[sink] = fenced
+	t.mu.Unlock()
+}
+
+// Fenced reports whether a sink is fenced off this replica now.
+func (t *Tally) Fenced(sink string) bool { t.mu.Lock(); defer t.mu.Unlock(); return t.fenced[sink] }
 
 func (t *Tally) Panicked(string) { t.mu.Lock(); t.panics++; t.mu.Unlock() }
 
@@ -133,4 +147,12 @@ func (t *Tally) DeliveredTo(sink string) int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.delivered[sink]
+}
+
+// BreakerState returns a sink's breaker state as last reported (closed
+// until it changes).
+func (t *Tally) BreakerState(sink string) retry.State {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.breakers[sink]
 }

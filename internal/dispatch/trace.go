@@ -56,7 +56,11 @@ func (w *sinkWorker) startSpan(ctx context.Context, d *delivery, ev *envelope.Ev
 			attribute.Int("chapar.replays", d.replays),
 		),
 	}
-	if prev := d.msg.Headers().Get(topology.HeaderTraceLink); prev != "" {
+	if d.span.IsValid() {
+		// An attempt before this one in this process: a batch's half sent
+		// again (bisection), or an ordered head retried in place.
+		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: d.span}))
+	} else if prev := d.msg.Headers().Get(topology.HeaderTraceLink); prev != "" {
 		linked := trace.SpanContextFromContext(prop.Extract(ctx, propagation.MapCarrier{"traceparent": prev}))
 		if linked.IsValid() {
 			opts = append(opts, trace.WithLinks(trace.Link{SpanContext: linked}))

@@ -43,6 +43,8 @@ type sinkWorker struct {
 	lead bool
 	// batch, when the sink batches, takes over from deliver (batch.go).
 	batch *batcher
+	// fence acks skips only while this replica's config owns the sink.
+	fence *fence
 	// held are messages kept while their dead letter cannot be written;
 	// holding counts them.
 	held    sync.WaitGroup
@@ -117,7 +119,7 @@ func (w *sinkWorker) resolve(ctx context.Context, d *delivery, ev *envelope.Even
 		return false
 	}
 	if !slices.Contains(targets, w.name) {
-		_ = d.msg.Ack() // not for this sink
+		w.fence.skip(d.msg) // not for this sink: acked once the fence holds
 		return false
 	}
 	return true
@@ -164,15 +166,22 @@ func (w *sinkWorker) attempt(ctx context.Context, d *delivery, ev *envelope.Even
 	}
 	derr = w.sink.Deliver(ctx, &sinks.Delivery{Event: ev, ReceivedAt: d.received})
 	stop()
+	// Only our own context ending makes this not an attempt; a vendor
+	// timeout is one (Decide).
+	cut := derr != nil && ctx.Err() != nil
 	d.logAttempt(now, derr)
 	w.obs.InFlight(w.name, -1)
 	w.obs.VendorRequest(w.name, time.Since(now), derr)
-	done(derr)
+	if cut {
+		done(errNotARequest)
+	} else {
+		done(derr)
+	}
 	var se *sinks.Error
 	if errors.As(derr, &se) && se.Transient && se.RetryAfter > 0 {
 		w.gate.pause(min(se.RetryAfter, w.policy.MaxRetryAfter))
 	}
-	v = Decide(w.policy, d.history, Attempt{Err: derr, VendorDown: vendorDown}, time.Now())
+	v = Decide(w.policy, d.history, Attempt{Err: derr, VendorDown: vendorDown, CutShort: cut}, time.Now())
 	endAttempt(span, v, derr)
 	return v, derr, nil
 }

@@ -187,6 +187,11 @@ func fail(status int, code, format string, args ...any) answer {
 	return answer{status: status, code: code, msg: fmt.Sprintf(format, args...)}
 }
 
+// StatusClientGone is the status recorded for a request whose client gave
+// up before the vendor answered (a fault's Latency past the client's
+// timeout): nginx's 499, "client closed request". Nothing was sent back.
+const StatusClientGone = 499
+
 // Vendor is one emulated API.
 type Vendor struct {
 	name     string
@@ -346,6 +351,13 @@ func (v *Vendor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			select {
 			case <-time.After(f.Latency):
 			case <-r.Context().Done():
+				// The client gave up first (its timeout): still a request
+				// the vendor received, recorded as nginx logs it.
+				rec := Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone(), At: time.Now(), Status: StatusClientGone}
+				if json.Valid(body) {
+					rec.Body = body
+				}
+				v.record(rec)
 				return
 			}
 		}

@@ -49,6 +49,7 @@ type Metrics struct {
 	dropped      *prometheus.CounterVec
 	panics       *prometheus.CounterVec
 	pace         *prometheus.GaugeVec
+	fenced       *prometheus.GaugeVec
 
 	buildInfoMu sync.Mutex
 	buildInfo   prometheus.Gauge // SetBuildInfo's
@@ -128,6 +129,9 @@ func New() *Metrics {
 	m.pace = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "chapar_sink_rate_limit", Help: "A sink's current pace in requests a second (its rate_limit, lowered by 429s)."}, []string{"sink"})
 	reg.MustRegister(m.pace)
+	m.fenced = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "chapar_sink_fenced", Help: "1 while another replica's config owns the sink (a rolling deploy that changes its routes): this replica does not consume it."}, []string{"sink"})
+	reg.MustRegister(m.fenced)
 	reg.MustRegister(m.received, m.unrouted, m.delivered, m.retried, m.deadLettered, m.latency, m.requests,
 		m.inFlight, m.unsettled, m.breaker, m.dropped, m.panics)
 	return m
@@ -257,6 +261,17 @@ func (m *Metrics) InFlight(sink string, delta int) {
 // Unsettled moves the count of a sink's events whose outcome is decided
 // (delivered, to retry, or to dead-letter) but whose ack or dead-letter
 // write JetStream has not yet confirmed.
+// SinkFenced says whether another replica's config owns a sink.
+func (m *Metrics) SinkFenced(sink string, fenced bool) {
+	v := 0.0
+	if fenced {
+		v = 1
+	}
+	if g := gauge(m.fenced, sinkLabel(sink)); g != nil {
+		g.Set(v)
+	}
+}
+
 // RateLimit sets a sink's current pace.
 func (m *Metrics) RateLimit(sink string, perSecond float64) {
 	if g := gauge(m.pace, sinkLabel(sink)); g != nil {

@@ -110,6 +110,10 @@ func (t Topology) EnsureSink(ctx context.Context, js jetstream.JetStream, sink s
 	ev := base
 	ev.Durable = SinkConsumer(sink)
 	ev.Description = "Chapar: events for sink " + sink
+	// Where it starts is chosen when it is created (ensureEvents).
+	if s.Fence != "" {
+		ev.Metadata = map[string]string{FenceMetadata: s.Fence}
+	}
 	if s.PinnedTTL > 0 {
 		ev.PriorityPolicy = jetstream.PriorityPolicyPinned
 		ev.PriorityGroups = []string{OrderGroup}
@@ -253,6 +257,17 @@ func createOrKeep(ctx context.Context, js jetstream.JetStream, stream string, cf
 		return nil, err
 	}
 	return js.CreateOrUpdateConsumer(ctx, stream, cfg)
+}
+
+// FenceOf reads the fence a sink's events consumer carries now: one
+// request to partition 0's consumer, the fence's home (every partition's
+// consumer carries the same, written by the same replica).
+func FenceOf(ctx context.Context, c jetstream.Consumer) (string, error) {
+	info, err := c.Info(ctx)
+	if err != nil {
+		return "", fmt.Errorf("topology: read the fence: %w", err)
+	}
+	return info.Config.Metadata[FenceMetadata], nil
 }
 
 // HasSink reports whether some dispatcher has created a sink's consumer:

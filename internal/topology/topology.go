@@ -258,7 +258,15 @@ type ConsumerSettings struct {
 	// on, else the first event stored at or after it. It does not apply
 	// to a consumer that exists.
 	Start time.Time
+	// Fence is the binding replica's fingerprint of what decides a skip
+	// (dispatch.Fingerprint), written into the events consumers'
+	// metadata: the last replica to bind owns the sink.
+	Fence string
 }
+
+// FenceMetadata is the events consumers' metadata key holding the fence
+// of the config that owns the sink.
+const FenceMetadata = "chapar.fence"
 
 // OrderGroup is the priority group an ordered sink's replicas pull in.
 const OrderGroup = "order"

@@ -1,0 +1,104 @@
+package dispatch_test
+
+// Config fencing (fence.go) against the real embedded JetStream: replicas
+// that run different routes for one sink never skip each other's events.
+
+import (
+	"testing"
+	"time"
+
+	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/internal/dispatch"
+	"github.com/chapar-dev/chapar/internal/dlq"
+	"github.com/chapar-dev/chapar/internal/emulator"
+	"github.com/chapar-dev/chapar/internal/testenv"
+	"github.com/chapar-dev/chapar/pkg/envelope"
+)
+
+// A rolling deploy that widens a sink's routes: an old replica (routes:
+// identify only) and a new one (routes: everything) share the sink's
+// consumer. Every track event published meanwhile reaches the vendor;
+// the old replica, fenced off, skips none of them. (Before: 200 track
+// events, 100 delivered, 100 acked as skips by the old replica and lost,
+// 0 dead letters.) Published before and after the old replica noticed.
+func TestRollingRouteChangeLosesNothing(t *testing.T) {
+	e := testenv.New(t)
+	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	oldRoutes := []config.Route{{Types: []string{envelope.TypeIdentify}, Sinks: []string{"gateway"}}}
+	newRoutes := []config.Route{{Sinks: []string{"gateway"}}}
+	old := e.Start([]config.Sink{sink}, oldRoutes)
+	e.Start([]config.Sink{sink}, newRoutes)
+	ids := publishTracks(t, e, 100, "order_paid") // the old replica may not know yet
+	testenv.Eventually(t, 10*time.Second, "the old replica fenced off", func() bool { return old.Tally.Fenced("gateway") })
+	ids = append(ids, publishTracks(t, e, 100, "order_paid")...)
+	testenv.Eventually(t, 30*time.Second, "all 200 track events delivered", allDelivered(t, e, ids))
+	if n := old.Tally.DeliveredTo("gateway"); n != 0 {
+		t.Errorf("the old replica delivered %d track events its routes do not send", n)
+	}
+	if recs := deadLetters(t, e, dlq.Filter{}); len(recs) != 0 {
+		t.Errorf("%d dead letters", len(recs))
+	}
+}
+
+// Narrowing: the new replica's routes send nothing but identify; the old
+// one (everything) is fenced off and delivers no track event once it
+// knows, and the new one skips them. Nothing is delivered twice.
+func TestRollingRouteNarrowingSkipsOnlyUnderTheNewRoutes(t *testing.T) {
+	e := testenv.New(t)
+	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	old := e.Start([]config.Sink{sink}, []config.Route{{Sinks: []string{"gateway"}}})
+	nu := e.Start([]config.Sink{sink}, []config.Route{{Types: []string{envelope.TypeIdentify}, Sinks: []string{"gateway"}}})
+	testenv.Eventually(t, 10*time.Second, "the old replica fenced off", func() bool { return old.Tally.Fenced("gateway") })
+	publishTracks(t, e, 50, "order_paid")
+	testenv.Eventually(t, 10*time.Second, "the skips settled", func() bool { return e.Idle("gateway") })
+	if n := old.Tally.DeliveredTo("gateway") + nu.Tally.DeliveredTo("gateway"); n != 0 {
+		t.Errorf("%d track events delivered under routes that no longer send them", n)
+	}
+}
+
+// A replica whose config owns the sink again (the rollback: a replica of
+// its config starts) consumes again; one fenced off says so.
+func TestFenceFollowsTheLastReplicaToStart(t *testing.T) {
+	e := testenv.New(t)
+	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	a := e.Start([]config.Sink{sink}, []config.Route{{Sinks: []string{"gateway"}}})
+	b := e.Start([]config.Sink{sink}, []config.Route{{Types: []string{envelope.TypeTrack}, Sinks: []string{"gateway"}}})
+	testenv.Eventually(t, 10*time.Second, "a fenced off", func() bool { return a.Tally.Fenced("gateway") })
+	e.Start([]config.Sink{sink}, []config.Route{{Sinks: []string{"gateway"}}}) // a's config, again
+	testenv.Eventually(t, 10*time.Second, "a owns it again, b fenced off", func() bool {
+		return !a.Tally.Fenced("gateway") && b.Tally.Fenced("gateway")
+	})
+	ids := publishTracks(t, e, 20, "order_paid")
+	testenv.Eventually(t, 20*time.Second, "delivered", allDelivered(t, e, ids))
+	if n := b.Tally.DeliveredTo("gateway"); n != 0 {
+		t.Errorf("the fenced-off replica delivered %d", n)
+	}
+}
+
+func TestFingerprintIsWhatDecidesASkip(t *testing.T) {
+	base := []config.Route{
+		{Types: []string{envelope.TypeTrack}, Names: []string{"order_*"}, Sinks: []string{"a", "b"}},
+		{Types: []string{envelope.TypeIdentify}, Sinks: []string{"b"}},
+	}
+	fp := dispatch.Fingerprint("a", base, nil)
+	tests := []struct {
+		name   string
+		routes []config.Route
+		order  *config.Order
+		same   bool
+	}{
+		{"the same routes", base, nil, true},
+		{"another sink's route changes", []config.Route{base[0], {Types: []string{envelope.TypeTrack}, Sinks: []string{"b"}}}, nil, true},
+		{"a type added", []config.Route{{Types: []string{envelope.TypeTrack, envelope.TypePurchase}, Names: []string{"order_*"}, Sinks: []string{"a", "b"}}, base[1]}, nil, false},
+		{"a name pattern changes", []config.Route{{Types: []string{envelope.TypeTrack}, Names: []string{"order_paid"}, Sinks: []string{"a", "b"}}, base[1]}, nil, false},
+		{"a route for the sink added", append([]config.Route{{Sinks: []string{"a"}}}, base...), nil, false},
+		{"ordered", base, &config.Order{Key: config.OrderByUser}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := dispatch.Fingerprint("a", tt.routes, tt.order) == fp; got != tt.same {
+				t.Errorf("same fingerprint = %v, want %v", got, tt.same)
+			}
+		})
+	}
+}
