@@ -223,6 +223,26 @@ type Sink struct {
 	// Order, when set, delivers events with the same key in publish
 	// order (absent: events are delivered concurrently, in any order).
 	Order *Order `yaml:"order"`
+	// Start is where a sink added to a running deployment begins: "new"
+	// (or absent) for the events published from then on, or an RFC 3339
+	// time for the events stored since then that the stream still holds.
+	// It applies only when the sink's consumers are created, at its first
+	// start; changing it later changes nothing.
+	Start string `yaml:"start"`
+}
+
+// StartTime is Start as a time: zero for new events. Validate rejects a
+// Start it cannot read.
+func (s Sink) StartTime() time.Time {
+	t, _ := parseStart(s.Start)
+	return t
+}
+
+func parseStart(v string) (time.Time, error) {
+	if v == "" || v == "new" {
+		return time.Time{}, nil
+	}
+	return time.Parse(time.RFC3339, v)
 }
 
 // RateLimit is a sink's pace: at most PerSecond requests a second, with
@@ -555,6 +575,12 @@ func (c *Config) Validate() error {
 				bad(at+".order", "cannot be combined with batch: a batch is one request for many keys, so one "+
 					"event's retry would hold back every key in it; remove batch or order")
 			}
+		}
+		if t, err := parseStart(s.Start); err != nil {
+			bad(at+".start", "is %q; it must be new (the events published from the sink's creation on) or an RFC 3339 time "+
+				"such as 2026-01-02T15:04:05Z (the events stored since then)", s.Start)
+		} else if t.After(time.Now()) {
+			bad(at+".start", "is %s, in the future; use new for the events published from the sink's creation on", s.Start)
 		}
 		if err := baseURLError(at+".base_url", s.BaseURL); err != nil {
 			errs = append(errs, err)

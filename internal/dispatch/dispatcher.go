@@ -67,9 +67,9 @@ type engine struct {
 	ackWait  time.Duration
 	maxBytes int
 
-	knownMu      sync.Mutex
-	known        map[string]bool      // sinks that exist in the deployment
-	unknownUntil map[string]time.Time // sinks found missing, until when to believe it
+	// starts says which sink covers which events, by stream position
+	// (starts.go).
+	starts *sinkStarts
 }
 
 // New builds the dispatcher a config describes: its sinks through the
@@ -103,10 +103,7 @@ func New(cfg *config.Config, o Options) (*Dispatcher, error) {
 		topo: topo, routes: NewRoutes(cfg.Routes), obs: o.Observer, log: o.Logger,
 		tracer:  o.Tracer.Tracer("github.com/chapar-dev/chapar/internal/dispatch"),
 		ackWait: cfg.Dispatcher.AckWait, maxBytes: topo.MaxEnvelopeBytes(),
-		known: map[string]bool{}, unknownUntil: map[string]time.Time{},
-	}
-	for _, s := range cfg.Sinks {
-		e.known[s.Name] = true
+		starts: newSinkStarts(),
 	}
 	return &Dispatcher{cfg: cfg, sinks: wrapped, built: built, o: o, engine: e}, nil
 }
@@ -252,8 +249,12 @@ func (d *Dispatcher) bind(ctx context.Context) ([]boundSink, error) {
 					return backoff.Permanent(fmt.Errorf("dispatch: sinks[%d].order.key: %w", i, err))
 				}
 			}
+			settings.Start = sc.StartTime()
 			cons, err := d.topo.EnsureSink(actx, d.js, sc.Name, settings)
 			if err != nil {
+				return retryable(err)
+			}
+			if err := d.starts.local(sc.Name, cons.Events); err != nil {
 				return retryable(err)
 			}
 			if a, ok := d.built[sc.Name].(sinks.Attacher); ok {

@@ -17,6 +17,7 @@ import (
 	"github.com/chapar-dev/chapar/internal/outcome"
 	"github.com/chapar-dev/chapar/internal/retry"
 	"github.com/chapar-dev/chapar/internal/sinks"
+	"github.com/chapar-dev/chapar/internal/topology"
 	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
@@ -188,66 +189,34 @@ func (w *sinkWorker) attempt(ctx context.Context, d *delivery, ev *envelope.Even
 	return v, derr, nil
 }
 
-// checkDestinations dead-letters the event for each destination no
-// dispatcher of the deployment runs (every sink sees the event, so the
-// record is de-duplicated; checking again after an error is safe). An
-// error says the deployment could not be asked or the record not written;
-// the caller hands back (admit) or waits in place (an ordered lane).
+// checkDestinations dead-letters the event for each destination that is
+// not a sink of the deployment at the event's position: no consumer of
+// that name on the event's partition, or one that starts after the event
+// (the sink was added after it was published, or from a later time).
+// Every sink's consumer checks and each reaches the same answer, decided
+// by stream position, not by when it checks, so the event is either the
+// destination's to deliver or dead-lettered (once: dlq.Writer), never
+// both and never neither. An error says the deployment could not be
+// asked or the record not written; the caller hands back (admit) or
+// waits in place (an ordered lane).
 func (w *sinkWorker) checkDestinations(ctx context.Context, d *delivery, ev *envelope.Event, targets []string) error {
+	partition, seq := topology.SplitOrigin(d.origin)
 	for _, t := range targets {
-		known, err := w.knows(ctx, t)
+		covered, err := w.starts.covers(ctx, w.js, w.topo, t, partition, seq)
 		if err != nil {
-			return fmt.Errorf("cannot tell whether sink %q, named in destinations, exists: %w", clip(t), err)
+			return fmt.Errorf("cannot tell whether sink %q, named in destinations, covers the event: %w", clip(t), err)
 		}
-		if known {
+		if covered {
 			continue
 		}
 		rec := w.record(d, ev, t, outcome.UnknownDestination,
-			fmt.Errorf("destinations names sink %q, which no dispatcher runs; configure it, then dlq replay", t))
+			fmt.Errorf("destinations names sink %q, which did not exist in the deployment when the event was published; configure it, then dlq replay", t))
 		rec.Attempts = 0
 		if err := w.writeDeadLetter(ctx, rec); err != nil {
 			return fmt.Errorf("dead letter for unknown destination %q not written: %w", clip(t), err)
 		}
 	}
 	return nil
-}
-
-// knows reports whether a sink exists in the deployment: configured here,
-// or its consumer created by another dispatcher (a rolling deploy).
-func (e *engine) knows(ctx context.Context, sink string) (bool, error) {
-	if !envelope.IsSinkName(sink) {
-		return false, nil
-	}
-	e.knownMu.Lock()
-	ok := e.known[sink]
-	until, missing := e.unknownUntil[sink]
-	e.knownMu.Unlock()
-	if ok {
-		return true, nil
-	}
-	if missing && time.Now().Before(until) {
-		return false, nil
-	}
-	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	ok, err := e.topo.HasSink(lctx, e.js, sink)
-	if err != nil {
-		return false, err
-	}
-	e.knownMu.Lock()
-	defer e.knownMu.Unlock()
-	if ok {
-		e.known[sink] = true
-		return true, nil
-	}
-	// A name no dispatcher runs is asked about again only after a while:
-	// a flood of events naming it costs no flood of API requests. The map
-	// stays bounded (it is cleared when it grows large).
-	if len(e.unknownUntil) > 10_000 {
-		clear(e.unknownUntil)
-	}
-	e.unknownUntil[sink] = time.Now().Add(5 * time.Second)
-	return false, nil
 }
 
 // guard turns a panic into a dead letter: one hostile message must not

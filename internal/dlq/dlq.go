@@ -1,10 +1,14 @@
 // Package dlq writes, lists, replays and purges dead letters. A dead letter
-// is one JetStream message per (event, sink): the original envelope bytes
-// and headers unchanged, plus Chapar-DLQ-* headers saying why.
+// is one JetStream message per (event, sink, replay): the original envelope
+// bytes and headers unchanged, plus Chapar-DLQ-* headers saying why, on a
+// subject of its own that the server keeps to one record.
 package dlq
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -31,6 +35,10 @@ const (
 	hdrEventType    = "Chapar-DLQ-Event-Type"
 	hdrSubject      = "Chapar-DLQ-Subject"
 	hdrReleased     = "Chapar-DLQ-Released-Barrier"
+	// hdrTombstone marks what is left on a record's subject once it was
+	// replayed or purged (its value says which): not a dead letter, but
+	// the reason a late second write of it is refused.
+	hdrTombstone = "Chapar-DLQ-Tombstone"
 )
 
 // NoSink is the sink of dead letters that never reached one (an invalid
@@ -74,6 +82,9 @@ type Record struct {
 	// Header and Data are the original message, unchanged.
 	Header nats.Header `json:"-"`
 	Data   []byte      `json:"-"`
+	// stored is the subject the record was read from: its own, or for a
+	// record written before records had one, the sink's shared subject.
+	stored string
 }
 
 // MsgID de-duplicates dead-letter writes on (event, sink, replay): a
@@ -84,6 +95,13 @@ func (r *Record) MsgID() string {
 	// The event id too: records written before origins were carried (or
 	// by a tool that does not set one) must not collide on origin 0.
 	return fmt.Sprintf("dlq/%d/%s/%s/r%d", r.Origin, r.EventID, r.Sink, r.Replays)
+}
+
+// Key names the record's own subject: a hash of MsgID, since an event id
+// is the producer's and may hold what a subject token cannot.
+func (r *Record) Key() string {
+	sum := sha256.Sum256([]byte(r.MsgID()))
+	return hex.EncodeToString(sum[:16])
 }
 
 // attemptHeaders are the engine's per-delivery state: a dead letter keeps
@@ -159,8 +177,12 @@ func oneLine(s string) string {
 	return s
 }
 
-// fromMsg reads a record back from the dead-letter stream.
-func fromMsg(seq uint64, h nats.Header, data []byte) *Record {
+// fromMsg reads a record back from the dead-letter stream: nil for a
+// tombstone.
+func fromMsg(seq uint64, subject string, h nats.Header, data []byte) *Record {
+	if h.Get(hdrTombstone) != "" {
+		return nil
+	}
 	atoi := func(k string) int { n, _ := strconv.Atoi(h.Get(k)); return n }
 	tm := func(k string) time.Time { t, _ := time.Parse(time.RFC3339Nano, h.Get(k)); return t }
 	r := &Record{
@@ -182,6 +204,7 @@ func fromMsg(seq uint64, h nats.Header, data []byte) *Record {
 		ReleasedBarrier: h.Get(hdrReleased) == "true",
 		Header:          nats.Header{},
 		Data:            data,
+		stored:          subject,
 	}
 	// A log that does not parse is left out: the record's summary fields
 	// above still say what happened last.
@@ -208,13 +231,34 @@ func NewWriter(js jetstream.JetStream, topo topology.Topology) *Writer {
 // Write stores a record and returns once JetStream confirmed it: only then
 // may the caller ack the original. duplicate says the record was already
 // stored (by another sink, replica or an earlier delivery of the message).
+//
+// The record goes to a subject of its own, written only if nothing was
+// ever stored there (Nats-Expected-Last-Subject-Sequence: 0): every sink's
+// consumer sees an invalid envelope or an unknown destination, and one
+// lagging by more than duplicate_window must find the record's subject
+// taken, not write a second that a replay would deliver again. A replayed
+// or purged record leaves a tombstone there for the same reason. The
+// message id stays: within the window the server answers a duplicate
+// without that check.
 func (w *Writer) Write(ctx context.Context, r *Record) (duplicate bool, err error) {
 	if r.Sink == "" {
 		r.Sink = NoSink
 	}
-	ack, err := w.js.PublishMsg(ctx, r.toMsg(w.topo.DeadLetterSubject(r.Sink)), jetstream.WithMsgID(r.MsgID()))
+	ack, err := w.js.PublishMsg(ctx, r.toMsg(w.topo.DeadLetterRecordSubject(r.Sink, r.Key())),
+		jetstream.WithMsgID(r.MsgID()), jetstream.WithExpectLastSequencePerSubject(0))
+	if isTaken(err) {
+		return true, nil
+	}
 	if err != nil {
 		return false, fmt.Errorf("dlq: write dead letter of %s for %s: %w", r.EventID, r.Sink, err)
 	}
 	return ack.Duplicate, nil
+}
+
+// isTaken says the server refused a write because its subject's last
+// sequence was not the one expected: the record (or its tombstone) is
+// already there.
+func isTaken(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }

@@ -91,11 +91,11 @@ func (s *Store) Each(ctx context.Context, f Filter, fn func(*Record) bool) error
 	if info.State.Msgs == 0 {
 		return nil
 	}
-	subject := s.topo.DeadLetterSubjects()
+	subjects := []string{s.topo.DeadLetterSubjects()}
 	if f.Sink != "" {
-		subject = s.topo.DeadLetterSubject(f.Sink)
+		subjects = s.topo.DeadLetterSinkSubjects(f.Sink)
 	}
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: subjects}
 	if f.After > 0 {
 		if f.After >= info.State.LastSeq {
 			return nil // nothing stored after the cursor
@@ -134,8 +134,8 @@ func (s *Store) Each(ctx context.Context, f Filter, fn func(*Record) bool) error
 				return fmt.Errorf("dlq: %w", err)
 			}
 			remaining = meta.NumPending
-			r := fromMsg(meta.Sequence.Stream, msg.Headers(), msg.Data())
-			if f.Match(r) && !fn(r) {
+			r := fromMsg(meta.Sequence.Stream, msg.Subject(), msg.Headers(), msg.Data())
+			if r != nil && f.Match(r) && !fn(r) {
 				return nil
 			}
 		}
@@ -162,7 +162,36 @@ func (s *Store) Get(ctx context.Context, seq uint64) (*Record, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dlq: entry %d: %w", seq, err)
 	}
-	return fromMsg(m.Sequence, m.Header, m.Data), nil
+	r := fromMsg(m.Sequence, m.Subject, m.Header, m.Data)
+	if r == nil {
+		return nil, fmt.Errorf("dlq: entry %d was replayed or purged: %w (see dispatcher dlq list)", seq, ErrNotFound)
+	}
+	return r, nil
+}
+
+// remove takes a listed record out of the dead letters, as replayed or
+// purged (why). A record on its own subject is replaced by a tombstone
+// (a subject rollup), which keeps that subject taken: a sink lagging
+// behind writes no second record of it (Writer.Write). One written before
+// records had subjects of their own shares its sink's subject and is
+// deleted. Either way a record already gone is not an error.
+func (s *Store) remove(ctx context.Context, stream jetstream.Stream, r *Record, why string) error {
+	if r.stored == "" || r.stored == s.topo.DeadLetterSubject(r.Sink) {
+		if err := stream.DeleteMsg(ctx, r.Seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return fmt.Errorf("dlq: remove entry %d: %w", r.Seq, err)
+		}
+		return nil
+	}
+	msg := nats.NewMsg(r.stored)
+	msg.Header.Set(hdrTombstone, why)
+	msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	// Only over the record read: one removed meanwhile (by a concurrent
+	// replay or purge) is left as that one left it.
+	_, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(r.Seq))
+	if err != nil && !isTaken(err) {
+		return fmt.Errorf("dlq: remove entry %d: %w", r.Seq, err)
+	}
+	return nil
 }
 
 // Stats counts dead letters by a key function.
@@ -242,8 +271,8 @@ func (s *Store) Replay(ctx context.Context, f Filter, o ReplayOptions) (ReplayRe
 			stop = err
 			return false
 		}
-		if err := stream.DeleteMsg(ctx, r.Seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-			stop = fmt.Errorf("dlq: remove replayed entry %d: %w", r.Seq, err)
+		if err := s.remove(ctx, stream, r, "replayed"); err != nil {
+			stop = err
 			return false
 		}
 		res.Replayed++
@@ -332,8 +361,8 @@ func (s *Store) PurgeProgress(ctx context.Context, f Filter, progress func(int))
 	n := 0
 	var stop error
 	err = s.Each(ctx, f, func(r *Record) bool {
-		if err := stream.DeleteMsg(ctx, r.Seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-			stop = fmt.Errorf("dlq: purge entry %d: %w", r.Seq, err)
+		if err := s.remove(ctx, stream, r, "purged"); err != nil {
+			stop = err
 			return false
 		}
 		n++

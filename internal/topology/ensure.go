@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -70,6 +71,10 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 		Subjects:    []string{t.DeadLetterSubjects()},
 		Retention:   jetstream.LimitsPolicy,
 		MaxAge:      t.cfg.DeadLetterMaxAge,
+		// A replayed or purged record is replaced by a tombstone on its
+		// own subject (a subject rollup), so a late second write of it is
+		// still refused (dlq.Writer).
+		AllowRollup: true,
 		Discard:     jetstream.DiscardNew,
 		Duplicates:  t.cfg.DuplicateWindow,
 		MaxMsgSize:  maxMsg + HeaderAllowance,
@@ -106,10 +111,7 @@ func (t Topology) EnsureSink(ctx context.Context, js jetstream.JetStream, sink s
 	ev := base
 	ev.Durable = SinkConsumer(sink)
 	ev.Description = "Chapar: events for sink " + sink
-	// A sink added to a running deployment starts with new events; older
-	// ones that named it were dead-lettered as unknown_destination and can
-	// be replayed to it.
-	ev.DeliverPolicy = jetstream.DeliverNewPolicy
+	// Where it starts is chosen when it is created (ensureEvents).
 	if s.Fence != "" {
 		ev.Metadata = map[string]string{FenceMetadata: s.Fence}
 	}
@@ -121,7 +123,7 @@ func (t Topology) EnsureSink(ctx context.Context, js jetstream.JetStream, sink s
 	var out SinkConsumers
 	for i, stream := range t.EventsStreams() {
 		ev.FilterSubject = t.PartitionSubjects(i)
-		c, err := createOrKeep(ctx, js, stream, ev)
+		c, err := ensureEvents(ctx, js, stream, ev, s.Start)
 		if err != nil {
 			return out, fmt.Errorf("topology: consumer %s on %s: %w", ev.Durable, stream, err)
 		}
@@ -136,6 +138,114 @@ func (t Topology) EnsureSink(ctx context.Context, js jetstream.JetStream, sink s
 		return out, fmt.Errorf("topology: consumer %s: %w", rt.Durable, err)
 	}
 	return out, nil
+}
+
+// StartMetadata is a sink's events consumer's metadata key holding the
+// first stream sequence it covers (StartOf).
+const StartMetadata = "chapar.start_seq"
+
+// startPending is how long after its creation a consumer without its
+// start recorded is taken to be in the middle of EnsureSink, not one made
+// before starts were recorded.
+const startPending = 30 * time.Second
+
+// ErrStartPending says a sink's events consumer was just created and its
+// start is not recorded yet: ask again in a moment.
+var ErrStartPending = errors.New("topology: the sink's consumer is being created")
+
+// StartOf is the first stream sequence a sink's events consumer covers:
+// an event below it was stored before the sink existed there (or before
+// its start time) and is not the sink's to deliver; one at or above it
+// is. It is fixed when the consumer is created and never changes. A
+// consumer made before starts were recorded covers everything (0).
+func StartOf(info *jetstream.ConsumerInfo) (uint64, error) {
+	if v, ok := info.Config.Metadata[StartMetadata]; ok {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("topology: consumer %s: %s %q is not a sequence: %w", info.Name, StartMetadata, v, err)
+		}
+		return n, nil
+	}
+	if info.Delivered.Consumer == 0 {
+		// Nothing delivered yet: the server's next sequence is the start.
+		return info.Delivered.Stream + 1, nil
+	}
+	if !info.TimeStamp.IsZero() && info.TimeStamp.Sub(info.Created) < startPending {
+		return 0, fmt.Errorf("%w: %s", ErrStartPending, info.Name)
+	}
+	return 0, nil
+}
+
+// ensureEvents creates a sink's events consumer on one partition's stream,
+// or keeps the one that exists. A new consumer's start is chosen by the
+// server at creation (new events, or the first at or after start), so it
+// is exact whatever is published meanwhile: a checker that found no
+// consumer after reading the stream's last sequence L knows every event
+// up to L is below it. The start is then recorded in the consumer's
+// metadata (StartOf), for every dispatcher to read.
+func ensureEvents(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig, start time.Time) (jetstream.Consumer, error) {
+	if c, err := js.Consumer(ctx, stream, cfg.Durable); err == nil {
+		return keep(ctx, js, stream, cfg, c)
+	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, err
+	}
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil, err
+	}
+	floor := st.CachedInfo().State.LastSeq + 1 // read before: the start is at least this
+	cfg.DeliverPolicy = jetstream.DeliverNewPolicy
+	if !start.IsZero() {
+		cfg.DeliverPolicy, cfg.OptStartTime, floor = jetstream.DeliverByStartTimePolicy, &start, 0
+	}
+	c, err := js.CreateConsumer(ctx, stream, cfg)
+	if errors.Is(err, jetstream.ErrConsumerExists) {
+		// Another dispatcher created it meanwhile.
+		if c, err = js.Consumer(ctx, stream, cfg.Durable); err != nil {
+			return nil, err
+		}
+		return keep(ctx, js, stream, cfg, c)
+	}
+	if err != nil {
+		return nil, err
+	}
+	// The creation's answer is the consumer before any delivery: its next
+	// sequence is its start.
+	info := c.CachedInfo()
+	seq := max(info.Delivered.Stream+1, floor)
+	cfg.Metadata = mergeMetadata(info.Config.Metadata, cfg.Metadata)
+	cfg.Metadata[StartMetadata] = strconv.FormatUint(seq, 10)
+	return js.UpdateConsumer(ctx, stream, cfg)
+}
+
+// mergeMetadata is the consumer's metadata as it stands (the server's own
+// keys and the recorded start among them) with cfg's keys over it: an
+// update that changes nothing else leaves the consumer as it was.
+func mergeMetadata(have, want map[string]string) map[string]string {
+	out := make(map[string]string, len(have)+len(want)+1)
+	for k, v := range have {
+		out[k] = v
+	}
+	for k, v := range want {
+		out[k] = v
+	}
+	return out
+}
+
+// keep updates an events consumer to cfg, keeping what cannot change (its
+// deliver policy and start) and its recorded start. One whose start was
+// never recorded (made before starts were, or its creator stopped between
+// the two steps) has it recorded now if nothing was delivered from it yet.
+func keep(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig, c jetstream.Consumer) (jetstream.Consumer, error) {
+	info := c.CachedInfo()
+	cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = info.Config.DeliverPolicy, info.Config.OptStartSeq, info.Config.OptStartTime
+	cfg.Metadata = mergeMetadata(info.Config.Metadata, cfg.Metadata)
+	if v, ok := info.Config.Metadata[StartMetadata]; ok {
+		cfg.Metadata[StartMetadata] = v // fixed at creation
+	} else if info.Delivered.Consumer == 0 {
+		cfg.Metadata[StartMetadata] = strconv.FormatUint(info.Delivered.Stream+1, 10)
+	}
+	return js.UpdateConsumer(ctx, stream, cfg)
 }
 
 // createOrKeep updates a consumer, keeping where it starts (its deliver

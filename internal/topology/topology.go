@@ -19,8 +19,12 @@
 //	                         message (ADR-51) carrying the attempt count.
 //	<P>.retry.due.<sink>     where the schedule puts it when due, and where
 //	                         replays go. Consumer "retry-<sink>" per sink.
-//	<P>.dlq.<sink>           DLQ stream (limits): one dead letter per (event,
-//	                         sink), the original envelope plus why.
+//	<P>.dlq.<sink>.<key>     DLQ stream (limits): one dead letter per (event,
+//	                         sink, replay), the original envelope plus why, on
+//	                         a subject of its own (<key> hashes the three) that
+//	                         keeps it single: a replayed or purged record
+//	                         leaves a tombstone there. Records written before
+//	                         share <P>.dlq.<sink>.
 //
 // Each sink has its own consumers, so a slow or dead vendor holds back only
 // its own queue, and a retry or replay for one sink never re-sends to the
@@ -221,9 +225,24 @@ func (t Topology) RetryWaitSubject(sink, key string) string {
 // RetryDueSubject is where a sink's due retries and replays arrive.
 func (t Topology) RetryDueSubject(sink string) string { return t.prefix + ".retry.due." + sink }
 
-// DeadLetterSubject carries one sink's dead letters ("-" for envelopes that
-// never reached a sink).
+// DeadLetterSubject carried one sink's dead letters ("-" for envelopes that
+// never reached a sink) before each record had a subject of its own: a
+// deployment's older records are still stored there.
 func (t Topology) DeadLetterSubject(sink string) string { return t.prefix + ".dlq." + sink }
+
+// DeadLetterRecordSubject is one dead letter's own subject, key naming its
+// (event, sink, replay). The server refuses a second message on it
+// (dlq.Writer), so a record is stored once however late a second writer
+// comes, beyond any duplicate window.
+func (t Topology) DeadLetterRecordSubject(sink, key string) string {
+	return t.DeadLetterSubject(sink) + "." + key
+}
+
+// DeadLetterSinkSubjects are every subject holding one sink's dead letters:
+// the older shared subject and the per-record ones.
+func (t Topology) DeadLetterSinkSubjects(sink string) []string {
+	return []string{t.DeadLetterSubject(sink), t.DeadLetterSubject(sink) + ".>"}
+}
 
 // SinkConsumer is a sink's durable consumer on the events stream.
 func SinkConsumer(sink string) string { return "sink-" + sink }
@@ -241,6 +260,11 @@ type ConsumerSettings struct {
 	// for PinnedTTL. An ordered sink needs this: one replica at a time
 	// holds a key's events. Zero: every replica pulls its share.
 	PinnedTTL time.Duration
+	// Start is where a sink's events consumers begin when they are
+	// created (sinks[].start): zero for the events published from then
+	// on, else the first event stored at or after it. It does not apply
+	// to a consumer that exists.
+	Start time.Time
 	// Fence is the binding replica's fingerprint of what decides a skip
 	// (dispatch.Fingerprint), written into the events consumers'
 	// metadata: the last replica to bind owns the sink.

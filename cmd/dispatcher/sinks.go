@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/chapar-dev/chapar/internal/app"
+	"github.com/chapar-dev/chapar/internal/dlq"
+	"github.com/chapar-dev/chapar/internal/topology"
+)
+
+type cliSinks struct {
+	Remove cliSinksRemove `cmd:"" help:"Delete a sink's consumers and waiting retries; a dry run unless --yes. Its dead letters are kept."`
+}
+
+// cliSinksRemove is the removal of a sink from a deployment: its consumers
+// and retries would otherwise stay on the server for ever (and with
+// interest retention keep every event in the events stream).
+type cliSinksRemove struct {
+	Name   string `arg:"" help:"The sink to remove." placeholder:"NAME"`
+	Config string `help:"Config file (for its nats and streams settings). The sink must no longer be in it: remove it from every replica's config first." placeholder:"FILE"`
+	Yes    bool   `help:"Remove it. Without --yes, print what would be dropped and change nothing."`
+	JSON   bool   `help:"Print a JSON object: what was (or would be) dropped."`
+	natsFlags
+}
+
+// removal is what sinks remove reports.
+type removal struct {
+	topology.SinkFootprint
+	// DeadLetters are the sink's dead letters, kept.
+	DeadLetters int  `json:"dead_letters_kept"`
+	Removed     bool `json:"removed"`
+}
+
+func (c *cliSinksRemove) Run(ctx context.Context, s *streams) error {
+	cfg, err := loadConfig(c.Config, c.natsFlags)
+	if err != nil {
+		return err
+	}
+	// A dispatcher running a config with the sink creates its consumers
+	// again at its next start, from new events only: what was published
+	// in between would be lost to the sink. So the sink must be out of
+	// the config first (and, below, no dispatcher may still consume it).
+	for i, sc := range cfg.Sinks {
+		if sc.Name == c.Name {
+			return fmt.Errorf("sink %s is still in %s (sinks[%d]): a dispatcher running that config would create it again, "+
+				"from new events only; remove it from every replica's config, roll that out, then run this again", c.Name, c.Config, i)
+		}
+	}
+	if cfg.NATS.URL == "" {
+		// A local dispatcher run's embedded server, with its token if any.
+		cfg.NATS.URL = "nats://" + cfg.NATS.Embedded.Listen
+		if cfg.NATS.Token == "" {
+			cfg.NATS.Token = cfg.NATS.Embedded.Token
+		}
+	}
+	conn, err := app.Connect(ctx, cfg, zap.NewNop())
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	var r removal
+	if r.SinkFootprint, err = conn.Topo.Footprint(ctx, conn.JS, c.Name); err != nil {
+		return err
+	}
+	if _, r.DeadLetters, err = dlq.NewStore(conn.JS, conn.Topo).Stats(ctx, dlq.Filter{Sink: c.Name}, func(*dlq.Record) string { return "" }); err != nil {
+		return err
+	}
+	consuming := r.Consuming()
+	if c.Yes && len(consuming) > 0 {
+		return fmt.Errorf("a dispatcher is still consuming sink %s (pull requests waiting on %s): remove the sink from every replica's config "+
+			"and roll that out first, then run this again", c.Name, strings.Join(consuming, ", "))
+	}
+	if c.Yes && r.Exists() {
+		if r.SinkFootprint, err = conn.Topo.RemoveSink(ctx, conn.JS, c.Name); err != nil {
+			return err
+		}
+		r.Removed = true
+	}
+	if c.JSON {
+		return writeJSON(s.stdout, r)
+	}
+	return printRemoval(s, c.Name, r, consuming, c.Yes)
+}
+
+func printRemoval(s *streams, name string, r removal, consuming []string, yes bool) error {
+	w := s.stdout
+	if !r.Exists() {
+		fmt.Fprintf(w, "sink %s has no consumers and no retries: nothing to remove", name)
+		if r.DeadLetters > 0 {
+			fmt.Fprintf(w, " (%d dead letters of it are kept: dispatcher dlq list --sink %s)", r.DeadLetters, name)
+		}
+		_, err := fmt.Fprintln(w)
+		return err
+	}
+	verb := "would drop"
+	if r.Removed {
+		verb = "dropped"
+	}
+	fmt.Fprintf(w, "sink %s:\n", name)
+	for _, cf := range r.Consumers {
+		fmt.Fprintf(w, "  consumer %s on %s: %s it, with %d messages it had not read and %d in flight\n",
+			cf.Name, cf.Stream, map[bool]string{true: "deleted", false: "would delete"}[r.Removed], cf.Pending, cf.AckPending)
+	}
+	fmt.Fprintf(w, "  %s %d retries and replays waiting for it\n", verb, r.Retries)
+	fmt.Fprintf(w, "  keeps its %d dead letters (dispatcher dlq list --sink %s; dlq purge --sink %s drops them)\n", r.DeadLetters, name, name)
+	if len(consuming) > 0 {
+		fmt.Fprintf(w, "a dispatcher is still consuming it (%s): remove the sink from every replica's config first\n", strings.Join(consuming, ", "))
+	}
+	if !yes {
+		fmt.Fprintf(w, "dry run: nothing changed; dispatcher sinks remove %s --yes removes it\n", name)
+	}
+	return nil
+}

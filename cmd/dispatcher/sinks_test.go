@@ -1,0 +1,142 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/internal/dlq"
+	"github.com/chapar-dev/chapar/internal/emulator"
+	"github.com/chapar-dev/chapar/internal/outcome"
+	"github.com/chapar-dev/chapar/internal/testenv"
+	"github.com/chapar-dev/chapar/internal/topology"
+)
+
+// `dispatcher sinks remove`: a dry run says what it would drop and changes
+// nothing; it refuses while the config given still has the sink or a
+// dispatcher still consumes it; with --yes it deletes the sink's consumers
+// and waiting retries, keeps its dead letters, and the events stream keeps
+// nothing for it.
+func TestSinksRemove(t *testing.T) {
+	e := testenv.New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	chabok, gone := e.Sink("chabok", emulator.Chabok, nil, nil), e.Sink("gone", emulator.Chabok, nil, nil)
+	both := e.Start([]config.Sink{chabok, gone}, []config.Route{{Sinks: []string{"chabok", "gone"}}})
+	url := e.Server.ClientURL()
+	cli := func(args ...string) (string, error) {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		err := runCommand(ctx, append(args, "--nats-url", url), &out, &errOut)
+		return out.String(), err
+	}
+	if _, err := cli("sinks", "remove", "gone", "--yes"); err == nil || !strings.Contains(err.Error(), "still consuming sink gone") {
+		t.Errorf("remove while a dispatcher runs it: %v, want a refusal", err)
+	}
+	if err := both.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// The rollout without gone: its events pile up in its consumer.
+	e.Start([]config.Sink{chabok}, []config.Route{{Sinks: []string{"chabok"}}})
+	for _, u := range []string{"u1", "u2", "u3"} {
+		e.Publish(testenv.Track(t, "order_paid", u))
+	}
+	// A retry waiting for an hour, and a dead letter.
+	m := nats.NewMsg(e.Topo.RetryWaitSubject("gone", "1-0-1"))
+	topology.Schedule(m.Header, time.Now().Add(time.Hour), e.Topo.RetryDueSubject("gone"))
+	m.Data = []byte("{}")
+	if _, err := e.JS.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dlq.NewWriter(e.JS, e.Topo).Write(ctx, &dlq.Record{Sink: "gone", Reason: outcome.VendorRejected, EventID: "dead-1", Origin: 99}); err != nil {
+		t.Fatal(err)
+	}
+	fpOf := func(sink string) topology.SinkFootprint {
+		f, err := e.Topo.Footprint(ctx, e.JS, sink)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	fp := func() topology.SinkFootprint { return fpOf("gone") }
+	testenv.Eventually(t, 10*time.Second, "chabok through the events", func() bool {
+		c := fpOf("chabok").Consumers[0]
+		return c.Pending == 0 && c.AckPending == 0
+	})
+	// The stopped dispatcher's pull requests end with its connection.
+	testenv.Eventually(t, 40*time.Second, "no pull requests left on gone", func() bool { return len(fp().Consuming()) == 0 })
+
+	file := filepath.Join(t.TempDir(), "chapar.yaml")
+	if err := os.WriteFile(file, []byte(fmt.Sprintf("sinks:\n  - name: gone\n    vendor: chabok\n    base_url: %s\n    settings: {app_id: demoapp, access_token: t}\nroutes:\n  - sinks: [gone]\n", e.URL[emulator.Chabok])), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli("sinks", "remove", "gone", "--config", file, "--yes"); err == nil || !strings.Contains(err.Error(), "sink gone is still in") {
+		t.Errorf("remove of a sink in the config given: %v, want a refusal", err)
+	}
+
+	dry, err := cli("sinks", "remove", "gone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"consumer sink-gone on CHAPAR_EVENTS: would delete it, with 3 messages it had not read",
+		"consumer retry-gone on CHAPAR_RETRIES: would delete it",
+		"would drop 1 retries and replays waiting for it",
+		"keeps its 1 dead letters",
+		"dry run: nothing changed",
+	} {
+		if !strings.Contains(dry, want) {
+			t.Errorf("dry run lacks %q:\n%s", want, dry)
+		}
+	}
+	if f := fp(); len(f.Consumers) != 2 || f.Retries != 1 {
+		t.Fatalf("the dry run changed something: %+v", f)
+	}
+
+	out, err := cli("sinks", "remove", "gone", "--yes", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r struct {
+		Consumers []struct {
+			Name    string
+			Pending uint64
+		}
+		Retries     uint64
+		DeadLetters int `json:"dead_letters_kept"`
+		Removed     bool
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil || !r.Removed || len(r.Consumers) != 2 || r.Consumers[0].Pending != 3 || r.Retries != 1 || r.DeadLetters != 1 {
+		t.Errorf("remove --json: %v %+v\n%s", err, r, out)
+	}
+	if f := fp(); f.Exists() {
+		t.Errorf("left on the server: %+v", f)
+	}
+	if recs, err := dlq.NewStore(e.JS, e.Topo).List(ctx, dlq.Filter{Sink: "gone"}, 0); err != nil || len(recs) != 1 {
+		t.Errorf("dead letters of gone after removal: %d, %v; want 1 kept", len(recs), err)
+	}
+	// Nothing of it stays in the events stream: with interest retention
+	// the events chabok delivered go once its consumer is gone; with
+	// limits they are there for audit, read by no sink of gone's.
+	st, err := e.JS.Stream(ctx, e.Topo.EventsStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info := st.CachedInfo(); info.Config.Retention == jetstream.InterestPolicy && info.State.Msgs != 0 {
+		t.Errorf("%d events left in an interest stream once gone was removed", info.State.Msgs)
+	}
+	again, err := cli("sinks", "remove", "gone", "--yes")
+	if err != nil || !strings.Contains(again, "nothing to remove") {
+		t.Errorf("second removal: %v\n%s", err, again)
+	}
+}

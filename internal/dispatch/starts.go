@@ -1,0 +1,149 @@
+package dispatch
+
+// Which sink covers which events: a sink's events consumer on a partition
+// starts at a fixed stream sequence (topology.StartOf), so whether an
+// event is a named sink's to deliver is a question of the event's
+// position, with one answer whoever asks and whenever.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/chapar-dev/chapar/internal/topology"
+	"github.com/chapar-dev/chapar/pkg/envelope"
+)
+
+const (
+	// startsTTL is how long a sink found in the deployment is believed
+	// without asking again: its start never changes, but the sink may be
+	// removed (dispatcher sinks remove), after which events naming it are
+	// dead-lettered again.
+	startsTTL = 5 * time.Second
+	// absentEvery bounds how often one missing sink is asked about: a
+	// flood of events naming it costs no flood of API requests.
+	absentEvery = 250 * time.Millisecond
+	// maxStarts bounds the cache (destination names are the producers').
+	maxStarts = 10_000
+)
+
+type sinkPartition struct {
+	sink      string
+	partition int
+}
+
+// startEntry is what one lookup found: the sink's consumer and its start,
+// or no consumer while the stream's last sequence was upto, so every
+// event up to upto is below any start the sink gets later.
+type startEntry struct {
+	present bool
+	start   uint64
+	upto    uint64
+	at      time.Time
+}
+
+// sinkStarts caches the starts of the deployment's sinks, per partition.
+type sinkStarts struct {
+	mu     sync.Mutex
+	mine   map[string][]uint64 // this process's sinks: fixed while it runs them
+	looked map[sinkPartition]startEntry
+}
+
+func newSinkStarts() *sinkStarts {
+	return &sinkStarts{mine: map[string][]uint64{}, looked: map[sinkPartition]startEntry{}}
+}
+
+// local records the starts of a sink this process runs, from its consumers
+// (in partition order) as bound.
+func (s *sinkStarts) local(sink string, events []jetstream.Consumer) error {
+	starts := make([]uint64, len(events))
+	for i, c := range events {
+		var err error
+		if starts[i], err = topology.StartOf(c.CachedInfo()); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.mine[sink] = starts
+	return nil
+}
+
+// covers reports whether sink's events consumer on partition covers the
+// event at seq there: the sink exists in the deployment and was there
+// from before the event.
+func (s *sinkStarts) covers(ctx context.Context, js jetstream.JetStream, topo topology.Topology, sink string, partition int, seq uint64) (bool, error) {
+	if !envelope.IsSinkName(sink) {
+		return false, nil
+	}
+	key := sinkPartition{sink, partition}
+	s.mu.Lock()
+	mine, isMine := s.mine[sink]
+	e, seen := s.looked[key]
+	s.mu.Unlock()
+	if isMine && partition < len(mine) {
+		return seq >= mine[partition], nil
+	}
+	if seen {
+		switch {
+		case e.present && time.Since(e.at) < startsTTL:
+			return seq >= e.start, nil
+		case !e.present && seq <= e.upto:
+			return false, nil // below any start the sink gets
+		case !e.present:
+			if err := sleep(ctx, absentEvery-time.Since(e.at), nil); err != nil {
+				return false, err
+			}
+		}
+	}
+	e, err := lookUpStart(ctx, js, topo, sink, partition)
+	if err != nil {
+		return false, err
+	}
+	s.mu.Lock()
+	if len(s.looked) > maxStarts {
+		clear(s.looked)
+	}
+	s.looked[key] = e
+	s.mu.Unlock()
+	switch {
+	case e.present:
+		return seq >= e.start, nil
+	case seq <= e.upto:
+		return false, nil
+	}
+	// The event was stored before the stream's last sequence was read:
+	// only a stream answering from the past gets here.
+	return false, fmt.Errorf("sink %q: event %d of partition %d is past the stream's last sequence %d", sink, seq, partition, e.upto)
+}
+
+// lookUpStart asks the server. The stream's last sequence is read before
+// the consumer is looked up: if there is no consumer then, every event up
+// to that sequence was stored before the sink's, whose start the server
+// sets past the stream's last sequence when it creates it.
+func lookUpStart(ctx context.Context, js jetstream.JetStream, topo topology.Topology, sink string, partition int) (startEntry, error) {
+	lctx, cancel := context.WithTimeout(ctx, brokerTimeout)
+	defer cancel()
+	stream := topo.EventsStreamOf(partition)
+	st, err := js.Stream(lctx, stream)
+	if err != nil {
+		return startEntry{}, fmt.Errorf("look up %s: %w", stream, err)
+	}
+	upto := st.CachedInfo().State.LastSeq
+	c, err := js.Consumer(lctx, stream, topology.SinkConsumer(sink))
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return startEntry{upto: upto, at: time.Now()}, nil
+	}
+	if err != nil {
+		return startEntry{}, fmt.Errorf("look up sink %s on %s: %w", sink, stream, err)
+	}
+	start, err := topology.StartOf(c.CachedInfo())
+	if err != nil {
+		return startEntry{}, err
+	}
+	return startEntry{present: true, start: start, at: time.Now()}, nil
+}
