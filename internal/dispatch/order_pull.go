@@ -1,0 +1,154 @@
+package dispatch
+
+// The pull loop: what the order group delivers, into the lanes.
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/chapar-dev/chapar/internal/topology"
+)
+
+// feed pulls in the order group and puts each message of this sink into
+// its key's lane. It keeps pulling while the gate is shut (the lanes
+// wait), since a replica that stops pulling loses the pin while it still
+// holds messages. It returns what arrived after ctx ended, unadmitted.
+func (o *orderer) feed(ctx, workCtx context.Context, prefetch int) (leftover []jetstream.Msg) {
+	for ctx.Err() == nil {
+		if o.paused() {
+			// The lease was lost: pull nothing until every message this
+			// replica held or had buffered is due for redelivery (its
+			// last in-progress ack is older than ack_wait) and the pin has
+			// timed out, so whoever pulls next, this replica included, gets
+			// them again before any later message of their keys.
+			o.w.log.Warn("ordered pull paused after losing the pin's lease", zap.String("sink", o.w.name),
+				zap.Duration("for", orderPinnedTTL(o.w.ackWait)))
+			if sleep(ctx, orderPinnedTTL(o.w.ackWait), nil) != nil {
+				return leftover
+			}
+		}
+		it, err := o.cons.Messages(
+			jetstream.PullPriorityGroup(topology.OrderGroup),
+			jetstream.PullMaxMessages(prefetch),
+			jetstream.PullHeartbeat(orderPull/5),
+			jetstream.PullExpiry(orderPull),
+			// Missed heartbeats come back from Next (the iterator's
+			// default, stated because the lease's log relies on it; the
+			// lease itself is kept by watchLease whatever Next reports).
+			jetstream.WithMessagesErrOnMissingHeartbeat(true),
+		)
+		if err != nil {
+			o.w.log.Warn("pull failed; retrying", zap.String("sink", o.w.name), zap.Error(err))
+			if sleep(ctx, time.Second, nil) != nil {
+				return leftover
+			}
+			continue
+		}
+		o.mu.Lock()
+		o.stopPull = it.Stop // Stop, not Drain: what is buffered is dropped with the lanes
+		o.mu.Unlock()
+		stop := context.AfterFunc(ctx, it.Drain)
+		var redelivered []originMsg
+		flush := func() {
+			slices.SortFunc(redelivered, func(a, b originMsg) int { return cmp.Compare(a.origin, b.origin) })
+			for _, r := range redelivered {
+				o.admit(workCtx, r.msg, r.origin)
+			}
+			redelivered = redelivered[:0]
+		}
+		for {
+			var opts []jetstream.NextOpt
+			if len(redelivered) > 0 {
+				opts = append(opts, jetstream.NextMaxWait(redeliveryQuiet))
+			}
+			msg, err := it.Next(opts...)
+			if errors.Is(err, nats.ErrTimeout) {
+				flush()
+				continue
+			}
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				if ctx.Err() != nil {
+					for _, r := range redelivered {
+						leftover = append(leftover, r.msg)
+					}
+					redelivered = nil
+				}
+				o.mu.Lock()
+				if o.pause {
+					redelivered = nil // dropped with the lanes, unsettled
+				}
+				o.mu.Unlock()
+				flush()
+				break
+			}
+			if err != nil {
+				o.w.log.Warn("pull interrupted; continuing", zap.String("sink", o.w.name), zap.Error(err))
+				if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+					it.Stop()
+					flush()
+					_ = sleep(ctx, time.Second, nil)
+					break
+				}
+				continue
+			}
+			if ctx.Err() != nil {
+				leftover = append(leftover, msg)
+				continue
+			}
+			o.hear(time.Now())
+			if pin := msg.Headers().Get(pinHeader); pin != "" {
+				o.mu.Lock()
+				moved := o.pinID != "" && o.pinID != pin
+				o.mu.Unlock()
+				// A new pin while holding messages of the old one: the
+				// server gave the pin away meanwhile, and may have given
+				// what this replica holds to another.
+				if moved && o.loseLease("the pin moved") {
+					continue // the iterator is stopped: this message is dropped too
+				}
+				o.mu.Lock()
+				o.pinID = pin
+				o.mu.Unlock()
+			}
+			meta, err := msg.Metadata()
+			if err != nil {
+				o.admit(workCtx, msg, 0) // admit terminates it
+				continue
+			}
+			if meta.NumDelivered > 1 {
+				// JetStream sends every due redelivery before any new
+				// message, but in the order they fell due, which a crash or
+				// hand-back can leave out of stream order: gather the run
+				// and sort it before it enters the lanes.
+				redelivered = append(redelivered, originMsg{msg, topology.Origin(meta.Stream, meta.Sequence.Stream)})
+				continue
+			}
+			flush()
+			o.admit(workCtx, msg, topology.Origin(meta.Stream, meta.Sequence.Stream))
+		}
+		stop()
+		o.mu.Lock()
+		o.stopPull = nil
+		o.mu.Unlock()
+	}
+	return leftover
+}
+
+// originMsg is a message with its origin (topology.Origin: partition and
+// sequence; one consumer reads one stream, so origins sort as sequences).
+type originMsg struct {
+	msg    jetstream.Msg
+	origin uint64
+}
+
+// redeliveryQuiet is how long a run of redeliveries may pause before it is
+// taken as complete: JetStream sends them back to back, so a pause this
+// long is the end of the run, not a pull round trip inside it.
+const redeliveryQuiet = 100 * time.Millisecond
