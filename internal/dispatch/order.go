@@ -39,10 +39,11 @@ import (
 //     get the key's events this one never pulled before the delayed ones
 //     fall due (TestOrderShutdownWithAHeadOnItsBackoffKeepsOrder). The next
 //     replica tries the head at once; its backoff starts over.
-//   - The pin is a lease: a replica that has not heard from the server for
-//     orderLease (or sees its pin change) drops every lane unsettled,
-//     cancels its attempts and pulls nothing until whatever it held is due
-//     for redelivery; see loseLease.
+//   - The pin is proven, not assumed: a replica starts an attempt only
+//     while the server lately named its pin; a new holder starts only once
+//     nothing delivered before is held elsewhere, and puts what comes back
+//     to it ahead of newer messages of the same keys; one that finds the
+//     pin gone hands back what it held (order_lease.go).
 //
 // Events without a key (empty, or a template that fails on them) take the
 // unordered path, with scheduled retries, as do replays and the sink's
@@ -108,23 +109,33 @@ type orderer struct {
 	origins map[uint64]bool  // the messages held, by topology.Origin (partition and sequence)
 	ready   []*lane
 	signal  chan struct{} // a lane became ready
-	pinID   string        // the pin the server gave this replica last
 
-	// The lease: heard is when the server was last heard from (a message,
-	// or an answered in-progress ack); epoch is the context of the lanes
-	// made since the last loss, cancelled (with their attempts) when it is
-	// lost; stopPull stops the current pull, and pause tells feed to pull
-	// nothing for a while.
-	heard    time.Time
+	// The pin lease (order_lease.go). pinID is the pin this replica's
+	// messages came under last (their Nats-Pin-Id); proved is the pin the
+	// server last named as this replica's, at provedAt (when it was
+	// asked); kept is when every held message was last kept alive. Lanes
+	// are worked only while all three agree and are recent (mayLocked).
+	// pops counts settled messages, so a proof can tell whether the held
+	// count moved while it was asked.
+	pinID    string
+	proved   string
+	provedAt time.Time
+	kept     time.Time
+	pops     uint64
+	kick     chan struct{} // ask the lease for a proof now
+
+	// epoch is the context of the lanes made since the lease was last
+	// lost, cancelled (with their attempts) when it is lost; flight counts
+	// the steps under way in it, so a hand-back can wait for them.
 	work     context.Context // run's workCtx, which every epoch is cut from
 	epoch    context.Context
 	endEpoch context.CancelFunc
-	stopPull func()
-	pause    bool
+	flight   *sync.WaitGroup
 }
 
 func newOrderer(w *sinkWorker, key func(*envelope.Event) string, cons jetstream.Consumer) *orderer {
-	return &orderer{w: w, key: key, cons: cons, lanes: map[string]*lane{}, all: map[*lane]bool{}, origins: map[uint64]bool{}, signal: make(chan struct{}, 1)}
+	return &orderer{w: w, key: key, cons: cons, lanes: map[string]*lane{}, all: map[*lane]bool{}, origins: map[uint64]bool{},
+		signal: make(chan struct{}, 1), kick: make(chan struct{}, 1), flight: &sync.WaitGroup{}}
 }
 
 // run pulls, feeds the lanes and works them with concurrency workers until
@@ -134,6 +145,7 @@ func (o *orderer) run(ctx, workCtx context.Context, prefetch, concurrency int) {
 	o.mu.Lock()
 	o.work = workCtx
 	o.epoch, o.endEpoch = context.WithCancel(workCtx)
+	o.kept = time.Now() // holding nothing yet
 	o.mu.Unlock()
 	var wg sync.WaitGroup
 	var leftover []jetstream.Msg
@@ -145,11 +157,9 @@ func (o *orderer) run(ctx, workCtx context.Context, prefetch, concurrency int) {
 			}
 		})
 	}
-	stopKeep := o.keepAlive(ctx, o.w.ackWait/3)
-	stopWatch := o.watchLease(orderLease(o.w.ackWait))
+	stopLease := o.lease(ctx)
 	wg.Wait()
-	stopWatch()
-	stopKeep()
+	stopLease()
 	o.mu.Lock()
 	o.endEpoch()
 	o.mu.Unlock()

@@ -69,7 +69,11 @@ func (o *orderer) admit(ctx context.Context, msg jetstream.Msg, origin uint64) {
 		o.all[l] = true
 		o.readyLocked(l)
 	}
-	l.q, l.evs, l.tgs = append(l.q, d), append(l.evs, ev), append(l.tgs, targets)
+	// In stream order: a new holder gathers what the old one held (handed
+	// back or due) after newer messages of the same keys, and puts it
+	// ahead of them before it delivers anything (order_lease.go).
+	i, _ := slices.BinarySearchFunc(l.q, d.origin, func(e *delivery, origin uint64) int { return cmp.Compare(e.origin, origin) })
+	l.q, l.evs, l.tgs = slices.Insert(l.q, i, d), slices.Insert(l.evs, i, ev), slices.Insert(l.tgs, i, targets)
 	o.origins[d.origin] = true
 }
 
@@ -81,7 +85,9 @@ func (o *orderer) readyLocked(l *lane) {
 	}
 }
 
-// next takes a ready lane, or returns nil once ctx is done.
+// next takes a ready lane while the pin's lease is proven, or returns nil
+// once ctx is done. Unproven, the lanes wait: the lease signals when it
+// is proven again.
 func (o *orderer) next(ctx context.Context) *lane {
 	for {
 		o.mu.Lock()
@@ -89,7 +95,7 @@ func (o *orderer) next(ctx context.Context) *lane {
 			o.mu.Unlock()
 			return nil
 		}
-		if len(o.ready) > 0 {
+		if len(o.ready) > 0 && o.mayLocked(time.Now()) {
 			l := o.ready[0]
 			o.ready = o.ready[1:]
 			if len(o.ready) > 0 {
@@ -112,7 +118,8 @@ func (o *orderer) next(ctx context.Context) *lane {
 
 // step makes one attempt for a lane's head and settles it, or schedules
 // the lane's next try. A lane is in one place at a time: ready, in a step,
-// or waiting on a timer.
+// or waiting on a timer. A lost lease waits for the steps under way
+// (flight) before it hands their messages back.
 func (o *orderer) step(ctx, workCtx context.Context, l *lane) {
 	o.mu.Lock()
 	if l.gone {
@@ -120,18 +127,21 @@ func (o *orderer) step(ctx, workCtx context.Context, l *lane) {
 		return // dropped with the lease: no attempt
 	}
 	d, ev, targets := l.q[0], l.evs[0], l.tgs[0]
+	flight := o.flight
+	flight.Add(1)
 	o.mu.Unlock()
+	defer flight.Done()
 	w := o.w
 	if l.key == "" {
 		w.resolveDeliverGuarded(l.ctx, d, ev, targets) // unordered: the usual path
-		o.pop(l)
+		o.pop(l, d)
 		return
 	}
 	if targets != nil {
 		panicked, err := w.checkGuarded(l.ctx, d, ev, targets)
 		switch {
 		case panicked:
-			o.pop(l) // guard dead-lettered it
+			o.pop(l, d) // guard dead-lettered it
 			return
 		case err != nil:
 			// In place, as a retry: a hand-back would let the key's
@@ -142,7 +152,9 @@ func (o *orderer) step(ctx, workCtx context.Context, l *lane) {
 			return
 		}
 		o.mu.Lock()
-		l.tgs[0] = nil
+		if i := slices.Index(l.q, d); i >= 0 {
+			l.tgs[i] = nil
+		}
 		o.mu.Unlock()
 	}
 	v, derr, err, panicked := w.attemptGuarded(l.ctx, d, ev)
@@ -155,7 +167,7 @@ func (o *orderer) step(ctx, workCtx context.Context, l *lane) {
 		// The lease was lost during the attempt (which it cancelled):
 		// settle nothing, the pinned replica has the message now.
 	case panicked:
-		o.pop(l) // guard dead-lettered it
+		o.pop(l, d) // guard dead-lettered it
 	case errors.As(err, &shut):
 		o.after(ctx, l, shut.wait) // the gate is shut: the lane waits, in order
 	case err != nil:
@@ -165,10 +177,10 @@ func (o *orderer) step(ctx, workCtx context.Context, l *lane) {
 		rec := w.record(d, ev, w.name, v.Reason, derr)
 		rec.ReleasedBarrier = true
 		w.deadLetter(workCtx, d, rec)
-		o.pop(l)
+		o.pop(l, d)
 	case v.Action == Ack:
 		w.settle(workCtx, d, ev, v, derr)
-		o.pop(l)
+		o.pop(l, d)
 	case ctx.Err() != nil:
 		return // a retry or hand-back while shutting down: handed back in order
 	case v.Action == Retry:
@@ -198,17 +210,21 @@ func (o *orderer) after(ctx context.Context, l *lane, wait time.Duration) {
 	})
 }
 
-// pop removes the settled head; the lane goes on with its next message
-// or is gone.
-func (o *orderer) pop(l *lane) {
+// pop removes the settled message d, the lane's head when its step began;
+// the lane goes on with its next message or is gone.
+func (o *orderer) pop(l *lane, d *delivery) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if l.gone {
 		return // dropped with the lease meanwhile
 	}
-	delete(o.origins, l.q[0].origin)
-	l.q[0], l.evs[0], l.tgs[0] = nil, nil, nil
-	l.q, l.evs, l.tgs = l.q[1:], l.evs[1:], l.tgs[1:]
+	i := slices.Index(l.q, d)
+	if i < 0 {
+		return
+	}
+	o.pops++
+	delete(o.origins, d.origin)
+	l.q, l.evs, l.tgs = slices.Delete(l.q, i, i+1), slices.Delete(l.evs, i, i+1), slices.Delete(l.tgs, i, i+1)
 	if len(l.q) > 0 {
 		o.readyLocked(l)
 		return

@@ -22,26 +22,14 @@ import (
 // holds messages. It returns what arrived after ctx ended, unadmitted.
 func (o *orderer) feed(ctx, workCtx context.Context, prefetch int) (leftover []jetstream.Msg) {
 	for ctx.Err() == nil {
-		if o.paused() {
-			// The lease was lost: pull nothing until every message this
-			// replica held or had buffered is due for redelivery (its
-			// last in-progress ack is older than ack_wait) and the pin has
-			// timed out, so whoever pulls next, this replica included, gets
-			// them again before any later message of their keys.
-			o.w.log.Warn("ordered pull paused after losing the pin's lease", zap.String("sink", o.w.name),
-				zap.Duration("for", orderPinnedTTL(o.w.ackWait)))
-			if sleep(ctx, orderPinnedTTL(o.w.ackWait), nil) != nil {
-				return leftover
-			}
-		}
 		it, err := o.cons.Messages(
 			jetstream.PullPriorityGroup(topology.OrderGroup),
 			jetstream.PullMaxMessages(prefetch),
 			jetstream.PullHeartbeat(orderPull/5),
 			jetstream.PullExpiry(orderPull),
 			// Missed heartbeats come back from Next (the iterator's
-			// default, stated because the lease's log relies on it; the
-			// lease itself is kept by watchLease whatever Next reports).
+			// default, stated because the lease relies on it: they stop
+			// the lanes until the server names this replica's pin again).
 			jetstream.WithMessagesErrOnMissingHeartbeat(true),
 		)
 		if err != nil {
@@ -51,9 +39,6 @@ func (o *orderer) feed(ctx, workCtx context.Context, prefetch int) (leftover []j
 			}
 			continue
 		}
-		o.mu.Lock()
-		o.stopPull = it.Stop // Stop, not Drain: what is buffered is dropped with the lanes
-		o.mu.Unlock()
 		stop := context.AfterFunc(ctx, it.Drain)
 		var redelivered []originMsg
 		flush := func() {
@@ -80,16 +65,14 @@ func (o *orderer) feed(ctx, workCtx context.Context, prefetch int) (leftover []j
 					}
 					redelivered = nil
 				}
-				o.mu.Lock()
-				if o.pause {
-					redelivered = nil // dropped with the lanes, unsettled
-				}
-				o.mu.Unlock()
 				flush()
 				break
 			}
 			if err != nil {
 				o.w.log.Warn("pull interrupted; continuing", zap.String("sink", o.w.name), zap.Error(err))
+				if errors.Is(err, jetstream.ErrNoHeartbeat) {
+					o.doubt() // a leader change, a lost server: is the pin still this replica's?
+				}
 				if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
 					it.Stop()
 					flush()
@@ -102,20 +85,13 @@ func (o *orderer) feed(ctx, workCtx context.Context, prefetch int) (leftover []j
 				leftover = append(leftover, msg)
 				continue
 			}
-			o.hear(time.Now())
 			if pin := msg.Headers().Get(pinHeader); pin != "" {
-				o.mu.Lock()
-				moved := o.pinID != "" && o.pinID != pin
-				o.mu.Unlock()
-				// A new pin while holding messages of the old one: the
-				// server gave the pin away meanwhile, and may have given
-				// what this replica holds to another.
-				if moved && o.loseLease("the pin moved") {
-					continue // the iterator is stopped: this message is dropped too
-				}
-				o.mu.Lock()
-				o.pinID = pin
-				o.mu.Unlock()
+				// A new pin: the server gave the pin away and back
+				// meanwhile, and another replica may hold earlier
+				// messages of this one's keys. Nothing more is started
+				// until the lease proves the new pin (order_lease.go);
+				// what is held stays, in order.
+				o.sawPin(pin)
 			}
 			meta, err := msg.Metadata()
 			if err != nil {
@@ -134,9 +110,6 @@ func (o *orderer) feed(ctx, workCtx context.Context, prefetch int) (leftover []j
 			o.admit(workCtx, msg, topology.Origin(meta.Stream, meta.Sequence.Stream))
 		}
 		stop()
-		o.mu.Lock()
-		o.stopPull = nil
-		o.mu.Unlock()
 	}
 	return leftover
 }
