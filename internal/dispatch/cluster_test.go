@@ -108,7 +108,8 @@ func TestStartsOnAFormingCluster(t *testing.T) {
 // on its retries (the vendor answers 503 for it) and the key's next
 // events behind it, on a three-node cluster with two replicas: the
 // consumer's leader steps down (what topology.SpreadLeaders does at every
-// start with partitions), or an operator unpins the group. The key's
+// start with partitions), its server restarts, or an operator unpins the
+// group. The key's
 // newer events, published after the move, go to whoever is pinned next;
 // none may reach the vendor before the held ones. Three rounds per case,
 // a new key each, the head failing throughout the move and cleared only
@@ -124,8 +125,10 @@ func TestOrderHoldsWhenThePinMovesDuringAHeadsRetries(t *testing.T) {
 	}{
 		{"consumer leader steps down", stepDownOrderedConsumer},
 		{"operator unpins", unpinOrderedConsumer},
+		{"consumer leader's server restarts", restartOrderedConsumerLeader},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // mostly waiting: on retries' backoffs, elections, hand-overs
 			e := testenv.NewCluster(t, 3)
 			const rounds, held, newer = 3, 3, 3
 			var keys []string
@@ -233,4 +236,30 @@ func unpinOrderedConsumer(t *testing.T, e *testenv.Env) {
 	if err := s.UnpinConsumer(ctx, topology.SinkConsumer("gateway"), topology.OrderGroup); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// restartOrderedConsumerLeader restarts the server that leads the
+// gateway's ordered consumer, as a rolling restart of the cluster does.
+func restartOrderedConsumerLeader(t *testing.T, e *testenv.Env) {
+	t.Helper()
+	var leader string
+	testenv.Eventually(t, 20*time.Second, "the ordered consumer's leader", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		c, err := e.JS.Consumer(ctx, e.Topo.EventsStream(), topology.SinkConsumer("gateway"))
+		if err != nil {
+			return false
+		}
+		if cl := c.CachedInfo().Cluster; cl != nil {
+			leader = cl.Leader
+		}
+		return leader != ""
+	})
+	for i, s := range e.Servers {
+		if s.Name() == leader {
+			e.RestartServer(i)
+			return
+		}
+	}
+	t.Fatalf("no server is named %q", leader)
 }
