@@ -108,7 +108,7 @@ const handOverGap = time.Second
 
 // fenceRetry is how soon a new holder asks again while messages delivered
 // before are pending elsewhere or on their way to it.
-const fenceRetry = 50 * time.Millisecond
+const fenceRetry = 25 * time.Millisecond
 
 // mayLocked says whether the lanes may start attempts now.
 func (o *orderer) mayLocked(now time.Time) bool {
@@ -117,15 +117,14 @@ func (o *orderer) mayLocked(now time.Time) bool {
 }
 
 // sawPin notes the pin a message came under. A pin this replica did not
-// have stops its lanes until the server names it, and is proven now.
-func (o *orderer) sawPin(pin string) {
+// have stops its lanes until the server names it; moved says to ask the
+// server now (kickLease), once the message is in its lane.
+func (o *orderer) sawPin(pin string) (moved bool) {
 	o.mu.Lock()
-	moved := pin != o.pinID
+	defer o.mu.Unlock()
+	moved = pin != o.pinID
 	o.pinID = pin
-	o.mu.Unlock()
-	if moved {
-		o.kickLease()
-	}
+	return moved
 }
 
 // doubt stops the lanes until the server names this replica's pin again
@@ -147,7 +146,10 @@ func (o *orderer) kickLease() {
 // lease keeps the held messages alive and the pin proven until stopped:
 // every proofEvery (or when kicked) it asks the server whose the pin is,
 // every ack_wait/3 it sends in-progress acks for what is held, and it
-// drops the lanes once they could not be kept alive for orderLease.
+// drops the lanes once they could not be kept alive, or the server has
+// not said whose the pin is, for orderLease: a replica that cannot prove
+// the pin must not keep what it holds alive for ever, or a new holder
+// would wait for it for ever.
 func (o *orderer) lease(ctx context.Context) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
@@ -156,6 +158,7 @@ func (o *orderer) lease(ctx context.Context) (stop func()) {
 		t := time.NewTicker(every)
 		defer t.Stop()
 		var keptAt time.Time
+		answered := time.Now()
 		for {
 			select {
 			case <-done:
@@ -173,7 +176,12 @@ func (o *orderer) lease(ctx context.Context) (stop func()) {
 				o.loseLease(ctx, "the held messages could not be kept alive for "+orderLease(o.w.ackWait).String(), false)
 				continue
 			}
-			o.prove(ctx, every)
+			if o.prove(ctx, every) {
+				answered = time.Now()
+			} else if time.Since(answered) > orderLease(o.w.ackWait) && !o.holdsNothing() {
+				o.loseLease(ctx, "the server has not said whose the pin is for "+orderLease(o.w.ackWait).String(), true)
+				answered = time.Now()
+			}
 		}
 	})
 	return func() { close(done); wg.Wait() }
@@ -225,25 +233,26 @@ func (o *orderer) keepAlive(ctx context.Context, timeout time.Duration) {
 // time for that pin, says nothing delivered is pending but what this
 // replica holds. Naming another pin, or none, it loses the lease and
 // hands back what it held. No answer proves nothing: the lease runs out.
-func (o *orderer) prove(ctx context.Context, timeout time.Duration) {
+// It reports whether the server answered (or nothing was to be asked).
+func (o *orderer) prove(ctx context.Context, timeout time.Duration) (answered bool) {
 	o.mu.Lock()
 	pin, held, pops := o.pinID, len(o.origins), o.pops
 	o.mu.Unlock()
 	if pin == "" {
-		return // never given a message: nothing held, nothing to prove
+		return true // never given a message: nothing held, nothing to prove
 	}
 	asked := time.Now()
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	info, err := o.cons.Info(rctx)
 	cancel()
 	if err != nil {
-		return
+		return false
 	}
 	got := pinnedID(info)
 	o.mu.Lock()
 	if o.pinID != pin {
 		o.mu.Unlock()
-		return // a message under a newer pin came meanwhile: ask again
+		return true // a message under a newer pin came meanwhile: ask again
 	}
 	if got == pin {
 		first := o.proved != pin
@@ -257,7 +266,7 @@ func (o *orderer) prove(ctx context.Context, timeout time.Duration) {
 			time.AfterFunc(fenceRetry, o.kickLease)
 			o.w.log.Debug("pinned, waiting for messages another replica held", zap.String("sink", o.w.name),
 				zap.Int("pending", info.NumAckPending), zap.Int("held", held))
-			return
+			return true
 		}
 		o.proved, o.provedAt = pin, asked
 		if len(o.ready) > 0 {
@@ -270,7 +279,7 @@ func (o *orderer) prove(ctx context.Context, timeout time.Duration) {
 		if first {
 			o.w.log.Debug("proved the ordered consumer's pin", zap.String("sink", o.w.name), zap.Int("held", held))
 		}
-		return
+		return true
 	}
 	o.mu.Unlock()
 	why := "the server pins no replica"
@@ -278,6 +287,7 @@ func (o *orderer) prove(ctx context.Context, timeout time.Duration) {
 		why = "the server pins another replica"
 	}
 	o.loseLease(ctx, why, true)
+	return true
 }
 
 // loseLease drops every lane, cancels the attempts under way and forgets

@@ -41,12 +41,23 @@ func (o *orderer) feed(ctx, workCtx context.Context, prefetch int) (leftover []j
 		}
 		stop := context.AfterFunc(ctx, it.Drain)
 		var redelivered []originMsg
+		// newPin: a message came under a new pin; the lease is asked to
+		// prove it once the message is in its lane, so that the count of
+		// what this replica holds includes it.
+		newPin := false
+		admitted := func() {
+			if newPin {
+				o.kickLease()
+				newPin = false
+			}
+		}
 		flush := func() {
 			slices.SortFunc(redelivered, func(a, b originMsg) int { return cmp.Compare(a.origin, b.origin) })
 			for _, r := range redelivered {
 				o.admit(workCtx, r.msg, r.origin)
 			}
 			redelivered = redelivered[:0]
+			admitted()
 		}
 		for {
 			var opts []jetstream.NextOpt
@@ -91,7 +102,7 @@ func (o *orderer) feed(ctx, workCtx context.Context, prefetch int) (leftover []j
 				// messages of this one's keys. Nothing more is started
 				// until the lease proves the new pin (order_lease.go);
 				// what is held stays, in order.
-				o.sawPin(pin)
+				newPin = o.sawPin(pin) || newPin
 			}
 			meta, err := msg.Metadata()
 			if err != nil {
@@ -108,6 +119,7 @@ func (o *orderer) feed(ctx, workCtx context.Context, prefetch int) (leftover []j
 			}
 			flush()
 			o.admit(workCtx, msg, topology.Origin(meta.Stream, meta.Sequence.Stream))
+			admitted()
 		}
 		stop()
 	}
