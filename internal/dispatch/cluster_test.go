@@ -157,12 +157,14 @@ func TestOrderHoldsWhenThePinMovesDuringAHeadsRetries(t *testing.T) {
 				}
 			}
 			for _, key := range keys {
+				began := time.Now()
 				vendor.SetFault(emulator.Fault{Status: 503, Match: k.ids[key][0]})
 				failed := vendor.Count(503)
 				publish(key, 0, held)
 				testenv.Eventually(t, 30*time.Second, key+"'s head retried, its events out of the stream", func() bool {
 					return vendor.Count(503) >= failed+2 && orderedPending(t, e) == 0
 				})
+				movedAt := time.Now()
 				tc.move(t, e)
 				failed = vendor.Count(503)
 				publish(key, held, held+newer)
@@ -173,6 +175,8 @@ func TestOrderHoldsWhenThePinMovesDuringAHeadsRetries(t *testing.T) {
 				testenv.Eventually(t, 60*time.Second, key+"'s events delivered", func() bool {
 					return len(k.atVendor(t, e)[key]) >= held+newer
 				})
+				t.Logf("%s, %s: the head went untried for %s at most across the move (its backoff is 400 ms at most); round took %s",
+					tc.name, key, untried(vendor, k.ids[key][0], movedAt).Round(time.Millisecond), time.Since(began).Round(100*time.Millisecond))
 			}
 			testenv.Eventually(t, 30*time.Second, "every event delivered", k.delivered(t, e))
 			resent := k.checkOrder(t, e, true)
@@ -262,4 +266,22 @@ func restartOrderedConsumerLeader(t *testing.T, e *testenv.Env) {
 		}
 	}
 	t.Fatalf("no server is named %q", leader)
+}
+
+// untried is the longest the vendor went without a request for id, from
+// the last one before since to the last one of all.
+func untried(v *emulator.Vendor, id string, since time.Time) time.Duration {
+	var at []time.Time
+	for _, r := range v.Requests() {
+		if strings.Contains(string(r.Body), id) {
+			at = append(at, r.At)
+		}
+	}
+	var gap time.Duration
+	for i := 1; i < len(at); i++ {
+		if at[i].After(since) {
+			gap = max(gap, at[i].Sub(at[i-1]))
+		}
+	}
+	return gap
 }
