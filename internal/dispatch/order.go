@@ -122,6 +122,7 @@ type orderer struct {
 	provedAt time.Time
 	kept     time.Time
 	pops     uint64
+	fenced   int           // answers that found messages pending elsewhere since the last proof
 	kick     chan struct{} // ask the lease for a proof now
 
 	// epoch is the context of the lanes made since the lease was last

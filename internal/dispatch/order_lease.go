@@ -107,7 +107,9 @@ func proofEvery(ackWait time.Duration) time.Duration { return min(ackWait/4, tim
 const handOverGap = time.Second
 
 // fenceRetry is how soon a new holder asks again while messages delivered
-// before are pending elsewhere or on their way to it.
+// before are pending elsewhere or on their way to it; it doubles with each
+// answer that finds them still pending, up to proofEvery (a dead holder's
+// messages take ack_wait to fall due).
 const fenceRetry = 25 * time.Millisecond
 
 // mayLocked says whether the lanes may start attempts now.
@@ -124,6 +126,9 @@ func (o *orderer) sawPin(pin string) (moved bool) {
 	defer o.mu.Unlock()
 	moved = pin != o.pinID
 	o.pinID = pin
+	if moved {
+		o.fenced = 0
+	}
 	return moved
 }
 
@@ -260,15 +265,17 @@ func (o *orderer) prove(ctx context.Context, timeout time.Duration) (answered bo
 		// replica since is not taken for one held elsewhere; a message
 		// settled meanwhile would be, so then the count is taken again.
 		if first && (info.NumAckPending > held || o.pops != pops) {
+			wait := min(fenceRetry<<min(o.fenced, 10), proofEvery(o.w.ackWait))
+			o.fenced++
 			o.mu.Unlock()
 			// Soon again, not in proofEvery: what is pending is mostly
 			// on its way to this replica (a start, a hand-back's gap).
-			time.AfterFunc(fenceRetry, o.kickLease)
+			time.AfterFunc(wait, o.kickLease)
 			o.w.log.Debug("pinned, waiting for messages another replica held", zap.String("sink", o.w.name),
 				zap.Int("pending", info.NumAckPending), zap.Int("held", held))
 			return true
 		}
-		o.proved, o.provedAt = pin, asked
+		o.proved, o.provedAt, o.fenced = pin, asked, 0
 		if len(o.ready) > 0 {
 			select {
 			case o.signal <- struct{}{}:
