@@ -60,6 +60,9 @@ import (
 func (o *orderer) unpin(ctx context.Context) {
 	o.mu.Lock()
 	pin := o.pinID
+	if o.proved != pin {
+		pin = "" // lost, or never proven: not this replica's to release
+	}
 	o.mu.Unlock()
 	if pin == "" {
 		return
