@@ -48,6 +48,8 @@ type Env struct {
 	Servers []*server.Server
 	// Tracer, if set, traces the dispatchers started after it is set.
 	Tracer trace.TracerProvider
+	// nodes are a cluster's servers' options, to restart them by.
+	nodes []embedded.Options
 }
 
 // New starts the embedded server and the emulator; both stop with the test.
@@ -103,6 +105,7 @@ func newCluster(t testing.TB, n int, ready bool) *Env {
 		ports[i] = FreeAddr(t)
 	}
 	servers := make([]*server.Server, n)
+	nodes := make([]embedded.Options, n)
 	for i := range n {
 		var routes []string
 		for j, p := range ports {
@@ -110,17 +113,46 @@ func newCluster(t testing.TB, n int, ready bool) *Env {
 				routes = append(routes, "nats://"+p)
 			}
 		}
-		s, err := embedded.Start(embedded.Options{
+		nodes[i] = embedded.Options{
 			Listen: "127.0.0.1:0", DataDir: t.TempDir(), ServerName: fmt.Sprintf("n%d", i+1),
 			ClusterName: "chapar-test", ClusterListen: ports[i], Routes: routes,
-		})
+		}
+		s, err := embedded.Start(nodes[i])
 		if err != nil {
 			t.Fatal(err)
 		}
 		servers[i] = s
+		// Restarted on the same client address, so every client's list
+		// of servers stays right.
+		nodes[i].Listen = s.Addr().String()
 		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
 	}
-	return newEnv(t, servers, n, ready)
+	e := newEnv(t, servers, n, ready)
+	e.nodes = nodes
+	return e
+}
+
+// RestartServer stops a cluster's server i and starts it again on the
+// same storage and addresses, as a rolling restart of the cluster does.
+// It returns once the server accepts clients again; JetStream's groups
+// on it catch up after.
+func (e *Env) RestartServer(i int) {
+	e.T.Helper()
+	if i >= len(e.nodes) {
+		e.T.Fatalf("server %d is not a cluster node", i)
+	}
+	old := e.Servers[i]
+	old.Shutdown()
+	old.WaitForShutdown()
+	s, err := embedded.Start(e.nodes[i])
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	e.Servers[i] = s
+	if i == 0 {
+		e.Server = s
+	}
+	e.T.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
 }
 
 // FreeAddr is a loopback host:port nobody listens on (yet).

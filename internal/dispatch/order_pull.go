@@ -1,0 +1,139 @@
+package dispatch
+
+// The pull loop: what the order group delivers, into the lanes.
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/chapar-dev/chapar/internal/topology"
+)
+
+// feed pulls in the order group and puts each message of this sink into
+// its key's lane. It keeps pulling while the gate is shut (the lanes
+// wait), since a replica that stops pulling loses the pin while it still
+// holds messages. It returns what arrived after ctx ended, unadmitted.
+func (o *orderer) feed(ctx, workCtx context.Context, prefetch int) (leftover []jetstream.Msg) {
+	for ctx.Err() == nil {
+		it, err := o.cons.Messages(
+			jetstream.PullPriorityGroup(topology.OrderGroup),
+			jetstream.PullMaxMessages(prefetch),
+			jetstream.PullHeartbeat(orderPull/5),
+			jetstream.PullExpiry(orderPull),
+			// Missed heartbeats come back from Next (the iterator's
+			// default, stated because the lease relies on it: they stop
+			// the lanes until the server names this replica's pin again).
+			jetstream.WithMessagesErrOnMissingHeartbeat(true),
+		)
+		if err != nil {
+			o.w.log.Warn("pull failed; retrying", zap.String("sink", o.w.name), zap.Error(err))
+			if sleep(ctx, time.Second, nil) != nil {
+				return leftover
+			}
+			continue
+		}
+		stop := context.AfterFunc(ctx, it.Drain)
+		var redelivered []originMsg
+		// newPin: a message came under a new pin; the lease is asked to
+		// prove it once the message is in its lane, so that the count of
+		// what this replica holds includes it.
+		newPin := false
+		admitted := func() {
+			if newPin {
+				o.kickLease()
+				newPin = false
+			}
+		}
+		flush := func() {
+			slices.SortFunc(redelivered, func(a, b originMsg) int { return cmp.Compare(a.origin, b.origin) })
+			for _, r := range redelivered {
+				o.admit(workCtx, r.msg, r.origin)
+			}
+			redelivered = redelivered[:0]
+			admitted()
+		}
+		for {
+			var opts []jetstream.NextOpt
+			if len(redelivered) > 0 {
+				opts = append(opts, jetstream.NextMaxWait(redeliveryQuiet))
+			}
+			msg, err := it.Next(opts...)
+			if errors.Is(err, nats.ErrTimeout) {
+				flush()
+				continue
+			}
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				if ctx.Err() != nil {
+					for _, r := range redelivered {
+						leftover = append(leftover, r.msg)
+					}
+					redelivered = nil
+				}
+				flush()
+				break
+			}
+			if err != nil {
+				o.w.log.Warn("pull interrupted; continuing", zap.String("sink", o.w.name), zap.Error(err))
+				if errors.Is(err, jetstream.ErrNoHeartbeat) {
+					o.doubt() // a leader change, a lost server: is the pin still this replica's?
+				}
+				if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+					it.Stop()
+					flush()
+					_ = sleep(ctx, time.Second, nil)
+					break
+				}
+				continue
+			}
+			if ctx.Err() != nil {
+				leftover = append(leftover, msg)
+				continue
+			}
+			if pin := msg.Headers().Get(pinHeader); pin != "" {
+				// A new pin: the server gave the pin away and back
+				// meanwhile, and another replica may hold earlier
+				// messages of this one's keys. Nothing more is started
+				// until the lease proves the new pin (order_lease.go);
+				// what is held stays, in order.
+				newPin = o.sawPin(pin) || newPin
+			}
+			meta, err := msg.Metadata()
+			if err != nil {
+				o.admit(workCtx, msg, 0) // admit terminates it
+				continue
+			}
+			if meta.NumDelivered > 1 {
+				// JetStream sends every due redelivery before any new
+				// message, but in the order they fell due, which a crash or
+				// hand-back can leave out of stream order: gather the run
+				// and sort it before it enters the lanes.
+				redelivered = append(redelivered, originMsg{msg, topology.Origin(meta.Stream, meta.Sequence.Stream)})
+				continue
+			}
+			flush()
+			o.admit(workCtx, msg, topology.Origin(meta.Stream, meta.Sequence.Stream))
+			admitted()
+		}
+		stop()
+	}
+	return leftover
+}
+
+// originMsg is a message with its origin (topology.Origin: partition and
+// sequence; one consumer reads one stream, so origins sort as sequences).
+type originMsg struct {
+	msg    jetstream.Msg
+	origin uint64
+}
+
+// redeliveryQuiet is how long a run of redeliveries may pause before it is
+// taken as complete: JetStream sends them back to back, so a pause this
+// long is the end of the run, not a pull round trip inside it.
+const redeliveryQuiet = 100 * time.Millisecond
