@@ -102,3 +102,23 @@ func TestFingerprintIsWhatDecidesASkip(t *testing.T) {
 		})
 	}
 }
+
+// An ordered sink: the old replica, pinned and delivering, is fenced off
+// when a replica with other routes starts; it gives up the pin, and the
+// new one delivers every later event in each key's order.
+func TestFencedOrderedReplicaGivesUpThePin(t *testing.T) {
+	e := testenv.New(t)
+	k := newKeyed(t, []string{"u0", "u1", "u2"}, 6)
+	sink := orderedSink(e)
+	old := e.Start([]config.Sink{sink}, []config.Route{{Types: []string{envelope.TypeTrack}, Sinks: []string{"gateway"}}})
+	k.publish(e, 0, 6)
+	testenv.Eventually(t, 20*time.Second, "the first events delivered by the old replica", func() bool { return old.Tally.DeliveredTo("gateway") == 6 })
+	nu := e.Start([]config.Sink{sink}, gatewayRoute)
+	testenv.Eventually(t, 10*time.Second, "the old replica fenced off", func() bool { return old.Tally.Fenced("gateway") })
+	k.publish(e, 6, len(k.envs))
+	testenv.Eventually(t, 30*time.Second, "every event delivered", k.delivered(t, e))
+	k.checkOrder(t, e, false)
+	if n := nu.Tally.DeliveredTo("gateway"); n != len(k.envs)-6 {
+		t.Errorf("the new replica delivered %d, want the %d published after it started", n, len(k.envs)-6)
+	}
+}

@@ -22,6 +22,18 @@ import (
 // holds messages. It returns what arrived after ctx ended, unadmitted.
 func (o *orderer) feed(ctx, workCtx context.Context, prefetch int) (leftover []jetstream.Msg) {
 	for ctx.Err() == nil {
+		if o.w.fence.fenced() {
+			// Another replica's config owns the sink (fence.go): give up
+			// the pin and what is held, in order, for the owner, and pull
+			// nothing until the sink is this config's again. Pulling on
+			// would keep the pin here while every message is handed back.
+			o.loseLease(ctx, "another replica's config owns the sink", true)
+			o.unpin(ctx)
+			if o.w.gate.waitOpen(ctx) != nil {
+				return leftover
+			}
+			continue
+		}
 		it, err := o.cons.Messages(
 			jetstream.PullPriorityGroup(topology.OrderGroup),
 			jetstream.PullMaxMessages(prefetch),
@@ -95,6 +107,16 @@ func (o *orderer) feed(ctx, workCtx context.Context, prefetch int) (leftover []j
 			if ctx.Err() != nil {
 				leftover = append(leftover, msg)
 				continue
+			}
+			if o.w.fence.fenced() {
+				// Handed back unjudged; the loop above lets the pin go.
+				for _, r := range redelivered {
+					_ = r.msg.Nak()
+				}
+				redelivered = redelivered[:0]
+				_ = msg.Nak()
+				it.Stop()
+				break
 			}
 			if pin := msg.Headers().Get(pinHeader); pin != "" {
 				// A new pin: the server gave the pin away and back
