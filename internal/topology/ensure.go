@@ -26,14 +26,19 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 	}
 	maxMsg := int32(t.cfg.MaxEnvelopeBytes + HeaderAllowance)
 	events := jetstream.StreamConfig{
-		Description: "Chapar: events as producers published them, until every sink has them",
-		// Interest: an event leaves once every sink's consumer acked it,
-		// so routing is a consumer skipping, not a copy per sink.
-		Retention: jetstream.InterestPolicy,
+		Description: "Chapar: events as producers published them, kept for streams.max_age",
+		// Limits (retention.go): acks never remove an event, so routing is
+		// a consumer skipping, and a wrong skip is redeliverable. An
+		// existing interest-retained stream is updated in place, nothing
+		// removed (TestEnsureMigratesInterestToLimitsWithoutLoss).
+		Retention: eventsRetention,
 		MaxAge:    t.cfg.MaxAge,
 		MaxBytes:  orUnlimited(t.cfg.MaxBytes),
-		// Discard new: when full, producers get an error instead of the
-		// oldest undelivered events silently vanishing.
+		// Discard new: when full (max_bytes, or the server's storage),
+		// producers get an error, which they can retry, instead of the
+		// oldest events vanishing, which may be some lagging sink's
+		// undelivered ones. An event JetStream acknowledged stays until
+		// max_age.
 		Discard:    jetstream.DiscardNew,
 		Duplicates: t.cfg.DuplicateWindow,
 		MaxMsgSize: maxMsg,

@@ -166,7 +166,8 @@ func TestServerMappingAgreesWithPartition(t *testing.T) {
 	if err := topo.Ensure(ctx, js); err != nil {
 		t.Fatal(err)
 	}
-	// Interest retention keeps events only for an existing consumer.
+	// A consumer, as a dispatcher makes at start (before v3, interest
+	// retention kept events only for an existing consumer).
 	if _, err := topo.EnsureSink(ctx, js, "s1", topology.ConsumerSettings{AckWait: 5 * time.Second, MaxAckPending: 100}); err != nil {
 		t.Fatal(err)
 	}
