@@ -210,9 +210,10 @@ func (t Topology) checkPartitions(ctx context.Context, js jetstream.JetStream) e
 	n := t.Partitions()
 	names := js.StreamNames(ctx, jetstream.WithStreamListSubject(t.EventsSubjects()))
 	type found struct {
-		name  string
-		count int // 0: unknown (suffixed, made before the count was recorded)
-		msgs  uint64
+		name   string
+		count  int // 0: unknown (suffixed, made before the count was recorded)
+		msgs   uint64
+		stream jetstream.Stream
 	}
 	var all []found
 	for name := range names.Name() {
@@ -224,7 +225,7 @@ func (t Topology) checkPartitions(ctx context.Context, js jetstream.JetStream) e
 			return fmt.Errorf("topology: look up events stream %s: %w", name, err)
 		}
 		info := st.CachedInfo()
-		f := found{name: name, msgs: info.State.Msgs}
+		f := found{name: name, msgs: info.State.Msgs, stream: st}
 		if v, ok := info.Config.Metadata[PartitionsMetadata]; ok {
 			if f.count, err = strconv.Atoi(v); err != nil || f.count < 1 {
 				f.count = 0
@@ -251,12 +252,26 @@ func (t Topology) checkPartitions(ctx context.Context, js jetstream.JetStream) e
 			continue
 		case f.count == 0 && exact:
 			continue
+		}
+		// With limits retention a stream keeps delivered events, so what
+		// it holds does not say whether it is drained: its consumers'
+		// pending and unacked messages do.
+		var pending uint64
+		consumers := f.stream.ListConsumers(ctx)
+		for ci := range consumers.Info() {
+			pending += ci.NumPending + uint64(ci.NumAckPending)
+		}
+		if err := consumers.Err(); err != nil {
+			return fmt.Errorf("topology: list consumers of %s: %w", f.name, err)
+		}
+		held := fmt.Sprintf("%d deliveries pending, %d events kept", pending, f.msgs)
+		switch {
 		case f.count == 0:
-			stale = append(stale, fmt.Sprintf("%s (unknown partition count, %d events)", f.name, f.msgs))
+			stale = append(stale, fmt.Sprintf("%s (unknown partition count, %s)", f.name, held))
 		case f.count == 1:
-			stale = append(stale, fmt.Sprintf("%s (1 partition, %d events)", f.name, f.msgs))
+			stale = append(stale, fmt.Sprintf("%s (1 partition, %s)", f.name, held))
 		default:
-			stale = append(stale, fmt.Sprintf("%s (%d partitions, %d events)", f.name, f.count, f.msgs))
+			stale = append(stale, fmt.Sprintf("%s (%d partitions, %s)", f.name, f.count, held))
 		}
 	}
 	if len(stale) == 0 {
@@ -264,7 +279,7 @@ func (t Topology) checkPartitions(ctx context.Context, js jetstream.JetStream) e
 	}
 	slices.Sort(stale)
 	return fmt.Errorf("streams.partitions: is %d, but events streams of another partition count exist: %s; "+
-		"run the dispatchers with the count those were published for until every sink is idle, stop the producers, "+
+		"run the dispatchers with the count those were published for until no delivery is pending, stop the producers, "+
 		"remove them (nats stream rm <name>), then start with the new count (docs/scaling.md, \"Changing the partition count\")",
 		n, strings.Join(stale, ", "))
 }
