@@ -327,7 +327,7 @@ func (m *Metrics) WatchConsumers(js jetstream.JetStream, consumers map[string][]
 			"A stream's max_age: how long it keeps a message, delivered or not (0: no limit).", []string{"stream"}, nil),
 		bytes: prometheus.NewDesc("chapar_stream_bytes", "Bytes a stream holds.", []string{"stream"}, nil),
 		maxBytes: prometheus.NewDesc("chapar_stream_max_bytes",
-			"A stream's max_bytes, past which it refuses new messages (discard new); absent when unlimited.", []string{"stream"}, nil),
+			"A stream's max_bytes, past which it refuses new messages (discard new); 0: unlimited.", []string{"stream"}, nil),
 	})
 }
 
@@ -408,9 +408,7 @@ func (c *consumerCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(c.maxAge, info.Config.MaxAge.Seconds())
 		gauge(c.bytes, float64(info.State.Bytes))
-		if info.Config.MaxBytes > 0 {
-			gauge(c.maxBytes, float64(info.Config.MaxBytes))
-		}
+		gauge(c.maxBytes, float64(max(0, info.Config.MaxBytes)))
 	}
 }
 

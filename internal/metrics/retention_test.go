@@ -58,8 +58,8 @@ func TestOldestPendingAgeAndStreamLimits(t *testing.T) {
 	if v := value(t, body, `chapar_stream_max_age_seconds{stream="CHAPAR_EVENTS"}`); v != (7 * 24 * time.Hour).Seconds() {
 		t.Errorf("max_age %v, want a week", v)
 	}
-	if v := value(t, body, `chapar_stream_max_bytes{stream="CHAPAR_EVENTS"}`); v != -1 {
-		t.Errorf("max_bytes reported as %v for an unlimited stream", v)
+	if v := value(t, body, `chapar_stream_max_bytes{stream="CHAPAR_EVENTS"}`); v != 0 {
+		t.Errorf("max_bytes reported as %v for an unlimited stream, want 0", v)
 	}
 
 	first := e.Publish(testenv.Track(t, "order_paid", "u1"))
