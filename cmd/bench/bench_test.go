@@ -94,3 +94,30 @@ func TestSpanCountsFromTheFirstRequest(t *testing.T) {
 		t.Errorf("span = %s over %d", d, n)
 	}
 }
+
+// The retention table compares Chapar as built (limits) with
+// chapar-interest in each scenario both ran, with the disk per million
+// events from what the streams hold after delivery; without
+// chapar-interest it is left out.
+func TestRetentionReport(t *testing.T) {
+	sc := scenario{name: "backlog16", title: "backlog", events: 1000}
+	limits := result{system: "chapar", scenario: "backlog16", events: 1000, perSec: 2000,
+		natsCPU: 40 * time.Millisecond, sysCPU: 100 * time.Millisecond, streamMsgs: 1000, streamBytes: 500 << 10}
+	interest := result{system: "chapar-interest", scenario: "backlog16", events: 1000, perSec: 1800,
+		natsCPU: 50 * time.Millisecond, sysCPU: 100 * time.Millisecond}
+	var b strings.Builder
+	writeReport(&b, "bench", 0, []scenario{sc}, []result{limits, interest})
+	for _, want := range []string{
+		"| backlog16 | limits | 2000 | 0.040 | 0.100 | 1000 | 0.5 | 488 |",
+		"| backlog16 | interest | 1800 | 0.050 | 0.100 | 0 | 0.0 | – |",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, b.String())
+		}
+	}
+	b.Reset()
+	writeReport(&b, "bench", 0, []scenario{sc}, []result{limits})
+	if strings.Contains(b.String(), "Retention") {
+		t.Errorf("a retention table without chapar-interest:\n%s", b.String())
+	}
+}

@@ -315,9 +315,13 @@ func goBuild(ctx context.Context, dir string, args ...string) error {
 	return nil
 }
 
-// buildDispatcher builds cmd/dispatcher as users build it.
-func buildDispatcher(ctx context.Context, root, out string) error {
+// buildDispatcher builds cmd/dispatcher as users build it (tags: none),
+// or with build tags for a variant measured against it.
+func buildDispatcher(ctx context.Context, root, out string, tags ...string) error {
 	args := []string{"-o", out}
+	if len(tags) > 0 {
+		args = append(args, "-tags", strings.Join(tags, ","))
+	}
 	if raceBuild {
 		args = append(args, "-race") // reuse the packages go test -race compiled
 	}

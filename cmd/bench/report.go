@@ -133,6 +133,7 @@ func writeReport(w io.Writer, command string, load float64, scs []scenario, resu
 		}
 	}
 	writeScaleOut(w, scs, byKey)
+	writeRetention(w, scs, byKey)
 	var noisy []string
 	for _, r := range results {
 		if r.err == nil && r.disturbed() {
@@ -175,6 +176,39 @@ func writeScaleOut(w io.Writer, scs []scenario, byKey map[string]result) {
 		}
 		fmt.Fprintf(w, "| %d | %d | %.0f | %.2f× | %.3f | %.3f | %.0f%% |\n", sc.replicas, sc.partitions, r.perSec,
 			r.perSec/base.perSec, perK(r.sysCPU), perK(r.natsCPU), 100*busiest.Seconds()/r.natsCPU.Seconds())
+	}
+}
+
+// writeRetention compares Chapar's events streams with limits retention
+// (as built) and with interest retention (chapar-interest), when both ran:
+// throughput, nats-server CPU per event, and the disk the kept events take
+// (docs/design.md, "Retention").
+func writeRetention(w io.Writer, scs []scenario, byKey map[string]result) {
+	header := false
+	for _, sc := range scs {
+		l, okL := byKey[sc.name+"/chapar"]
+		i, okI := byKey[sc.name+"/chapar-interest"]
+		if !okL || !okI || l.err != nil || i.err != nil {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(w, "\nRetention of the events stream, Chapar with limits (as built) and interest (-tags chapar_interest):")
+			fmt.Fprintln(w, "\n| scenario | retention | events/s | nats-server CPU-s / 1k | Chapar CPU-s / 1k | stream msgs after | stream MiB after | MiB per million events |")
+			fmt.Fprintln(w, "|---|---|--:|--:|--:|--:|--:|--:|")
+			header = true
+		}
+		for _, r := range []struct {
+			name string
+			res  result
+		}{{"limits", l}, {"interest", i}} {
+			perK := func(d time.Duration) float64 { return d.Seconds() / float64(r.res.events) * 1000 }
+			perMillion := "–"
+			if r.res.streamMsgs > 0 {
+				perMillion = fmt.Sprintf("%.0f", mib(r.res.streamBytes)/float64(r.res.streamMsgs)*1e6)
+			}
+			fmt.Fprintf(w, "| %s | %s | %.0f | %.3f | %.3f | %d | %.1f | %s |\n", sc.name, r.name, r.res.perSec,
+				perK(r.res.natsCPU), perK(r.res.sysCPU), r.res.streamMsgs, mib(r.res.streamBytes), perMillion)
+		}
 	}
 }
 

@@ -100,7 +100,10 @@ type result struct {
 	// otherCPU is what processes other than the system, nats-server and
 	// the bench used during the window: noise from a shared machine.
 	otherCPU, window time.Duration
-	err              error
+	// streamBytes and streamMsgs are what Chapar's events streams hold
+	// once every event is delivered: the disk the retention costs.
+	streamBytes, streamMsgs uint64
+	err                     error
 }
 
 // harness holds what every measurement shares.
@@ -251,6 +254,12 @@ func (h *harness) measure(ctx context.Context, sys system, sc scenario) (res res
 	if sc.nodes > 1 {
 		h.log("  stream leaders: %s", leaders(ctx, js))
 	}
+	if strings.HasPrefix(sys.name, "chapar") {
+		if res.streamBytes, res.streamMsgs, err = eventsStreamsHold(ctx, js); err != nil {
+			res.err = err
+			return res
+		}
+	}
 	if res.sysCPU, err = sysUse.since(); err != nil {
 		res.err = err
 		return res
@@ -341,6 +350,11 @@ func runBench(ctx context.Context, o options) ([]result, error) {
 			if err := buildDispatcher(ctx, root, filepath.Join(bin, "dispatcher")); err != nil {
 				return nil, err
 			}
+		case "chapar-interest":
+			logf("building the dispatcher with interest retention (-tags chapar_interest)")
+			if err := buildDispatcher(ctx, root, filepath.Join(bin, "dispatcher-interest"), "chapar_interest"); err != nil {
+				return nil, err
+			}
 		case "lean", "watermill":
 			if _, err := os.Stat(filepath.Join(bin, s.name)); err == nil {
 				continue
@@ -365,7 +379,7 @@ func runBench(ctx context.Context, o options) ([]result, error) {
 	var results []result
 	for _, sc := range scs {
 		for _, s := range syss {
-			if sc.nodes > 1 && s.name != "chapar" {
+			if sc.nodes > 1 && !strings.HasPrefix(s.name, "chapar") {
 				continue // the peers have no partitions
 			}
 			logf("%s: %s", s.label, sc.title)
@@ -385,6 +399,9 @@ func runBench(ctx context.Context, o options) ([]result, error) {
 			} else {
 				logf("  %.0f deliveries/s, %s CPU %.3fs, nats-server CPU %.3fs, peak RSS %.1f MiB; other processes %.2f CPU-s in %.1fs",
 					r.perSec, s.label, r.sysCPU.Seconds(), r.natsCPU.Seconds(), mib(r.rss), r.otherCPU.Seconds(), r.window.Seconds())
+				if strings.HasPrefix(s.name, "chapar") {
+					logf("  events streams hold %d messages, %.1f MiB, after delivery", r.streamMsgs, mib(r.streamBytes))
+				}
 			}
 			results = append(results, r)
 			if ctx.Err() != nil {
@@ -452,4 +469,22 @@ func leaders(ctx context.Context, js jetstream.JetStream) string {
 	}
 	slices.Sort(out)
 	return strings.Join(out, " ")
+}
+
+// eventsStreamsHold sums the messages and bytes Chapar's events streams
+// (CHAPAR_EVENTS, CHAPAR_EVENTS_<i>) hold.
+func eventsStreamsHold(ctx context.Context, js jetstream.JetStream) (bytes, msgs uint64, err error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	streams := js.ListStreams(ctx)
+	for info := range streams.Info() {
+		if strings.HasPrefix(info.Config.Name, "CHAPAR_EVENTS") {
+			bytes += info.State.Bytes
+			msgs += info.State.Msgs
+		}
+	}
+	if err := streams.Err(); err != nil {
+		return 0, 0, fmt.Errorf("events streams' state: %w", err)
+	}
+	return bytes, msgs, nil
 }

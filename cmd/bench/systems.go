@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -36,20 +37,31 @@ type system struct {
 
 var systemNames = []string{"chapar", "watermill", "lean"}
 
+// extraSystems can be asked for by name but are not in the default run.
+var extraSystems = []string{"chapar-interest"}
+
 // systems returns the named systems, with the binaries in bin.
 func systems(names []string, bin string) ([]system, error) {
 	var out []system
 	for _, n := range names {
 		switch n {
-		case "chapar":
-			out = append(out, system{name: n, label: "Chapar",
+		case "chapar", "chapar-interest":
+			// chapar-interest is the dispatcher built with the events
+			// streams' retention before v3 (interest: an event leaves on
+			// its last ack), to measure limits retention against it in
+			// the same run (docs/design.md, "Retention").
+			label, binary := "Chapar", "dispatcher"
+			if n == "chapar-interest" {
+				label, binary = "Chapar (interest retention)", "dispatcher-interest"
+			}
+			out = append(out, system{name: n, label: label,
 				// As the Go publisher does (envelope.Publisher).
 				subject: func(key string, partitions int) string {
 					return envelope.PartitionSubject("chapar", envelope.TypeTrack, envelope.Partition(key, partitions), partitions)
 				},
 				prepare: func(context.Context, jetstream.JetStream) error { return nil },
 				start: func(natsURL string, urls []string, workers, partitions int, dir string) (*proc, error) {
-					return startChapar(filepath.Join(bin, "dispatcher"), natsURL, urls, workers, partitions, dir)
+					return startChapar(filepath.Join(bin, binary), natsURL, urls, workers, partitions, dir)
 				}})
 		case "watermill", "lean":
 			label := map[string]string{"watermill": "Watermill", "lean": "lean"}[n]
@@ -60,7 +72,7 @@ func systems(names []string, bin string) ([]system, error) {
 						"-vendors", strings.Join(urls, ","), "-token", chabokToken, "-workers", strconv.Itoa(workers))
 				}})
 		default:
-			return nil, fmt.Errorf("unknown system %q (have %s)", n, strings.Join(systemNames, ", "))
+			return nil, fmt.Errorf("unknown system %q (have %s)", n, strings.Join(append(slices.Clone(systemNames), extraSystems...), ", "))
 		}
 	}
 	return out, nil

@@ -37,6 +37,10 @@ func TestOperatorSeriesAreExported(t *testing.T) {
 		"chapar_retries_scheduled_total",
 		"chapar_deliveries_total",
 		"chapar_delivery_latency_seconds_bucket",
+		"chapar_consumer_oldest_pending_seconds", // a sink's backlog against ...
+		"chapar_stream_max_age_seconds",          // ... the events' max_age
+		"chapar_stream_bytes",                    // a stream's size against ...
+		"chapar_stream_max_bytes",                // ... its max_bytes
 	} {
 		if _, ok := series[want]; !ok {
 			t.Errorf("/metrics lacks %s", want)

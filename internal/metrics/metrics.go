@@ -383,11 +383,26 @@ func (m *Metrics) VendorRequest(sink string, took time.Duration, err error) {
 // the consumer feeds, so a sink's backlog is one sum by sink over its
 // events and retries consumers, and partitions multiply the series by at
 // most config.MaxPartitions.
+//
+// It also reports the age of each consumer's oldest message not yet acked
+// (chapar_consumer_oldest_pending_seconds) and each stream's limits
+// (chapar_stream_max_age_seconds, chapar_stream_bytes,
+// chapar_stream_max_bytes): the events streams keep events for max_age
+// (limits retention), so a sink whose oldest pending event nears max_age
+// is about to lose it, and a stream that reaches max_bytes refuses
+// producers (discard new). Both are alerts (deploy/prometheus).
 func (m *Metrics) WatchConsumers(js jetstream.JetStream, consumers map[string][]string) {
 	labels := []string{"sink", "stream", "consumer"}
 	m.reg.MustRegister(&consumerCollector{js: js, consumers: maps.Clone(consumers),
 		pending:    prometheus.NewDesc("chapar_consumer_pending", "Messages waiting in a durable consumer (not yet delivered).", labels, nil),
 		ackPending: prometheus.NewDesc("chapar_consumer_ack_pending", "Messages a durable consumer delivered and is waiting to be acked for.", labels, nil),
+		oldest: prometheus.NewDesc("chapar_consumer_oldest_pending_seconds",
+			"Age of the oldest message a durable consumer has not yet acked (pending or in flight); 0 when it has none.", labels, nil),
+		maxAge: prometheus.NewDesc("chapar_stream_max_age_seconds",
+			"A stream's max_age: how long it keeps a message, delivered or not (0: no limit).", []string{"stream"}, nil),
+		bytes: prometheus.NewDesc("chapar_stream_bytes", "Bytes a stream holds.", []string{"stream"}, nil),
+		maxBytes: prometheus.NewDesc("chapar_stream_max_bytes",
+			"A stream's max_bytes, past which it refuses new messages (discard new); 0: unlimited.", []string{"stream"}, nil),
 	})
 }
 
@@ -404,37 +419,94 @@ func consumerSink(consumer string) string {
 }
 
 type consumerCollector struct {
-	js                  jetstream.JetStream
-	consumers           map[string][]string // consumer → streams
-	pending, ackPending *prometheus.Desc
+	js                          jetstream.JetStream
+	consumers                   map[string][]string // consumer → streams
+	pending, ackPending, oldest *prometheus.Desc
+	maxAge, bytes, maxBytes     *prometheus.Desc
 }
 
 func (c *consumerCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- c.pending
-	ch <- c.ackPending
+	for _, d := range []*prometheus.Desc{c.pending, c.ackPending, c.oldest, c.maxAge, c.bytes, c.maxBytes} {
+		ch <- d
+	}
 }
 
+// Collect reads, per scrape, each stream's info once, each consumer's
+// info, and for a consumer with messages not yet acked the first of them
+// (a direct get past its ack floor): one request more per backlogged
+// consumer.
 func (c *consumerCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	for consumer, streams := range c.consumers {
+	streams := map[string]jetstream.Stream{} // this scrape's, nil if the lookup failed
+	stream := func(name string) jetstream.Stream {
+		if st, ok := streams[name]; ok {
+			return st
+		}
+		st, err := c.js.Stream(ctx, name)
+		if err != nil {
+			st = nil
+		}
+		streams[name] = st
+		return st
+	}
+	for consumer, names := range c.consumers {
 		sink := consumerSink(consumer)
-		for _, stream := range streams {
+		for _, name := range names {
 			// Looking the consumer up fetches its info: one request, not two.
-			cons, err := c.js.Consumer(ctx, stream, consumer)
+			cons, err := c.js.Consumer(ctx, name, consumer)
 			if err != nil {
 				continue
 			}
 			info := cons.CachedInfo()
 			gauge := func(desc *prometheus.Desc, v float64) {
-				if m, err := prometheus.NewConstMetric(desc, prometheus.GaugeValue, v, sink, stream, consumer); err == nil {
+				if m, err := prometheus.NewConstMetric(desc, prometheus.GaugeValue, v, sink, name, consumer); err == nil {
 					ch <- m
 				}
 			}
 			gauge(c.pending, float64(info.NumPending))
 			gauge(c.ackPending, float64(info.NumAckPending))
+			if age, ok := oldestPending(ctx, stream(name), info); ok {
+				gauge(c.oldest, age.Seconds())
+			}
 		}
 	}
+	for name, st := range streams {
+		if st == nil {
+			continue
+		}
+		info := st.CachedInfo()
+		gauge := func(desc *prometheus.Desc, v float64) {
+			if m, err := prometheus.NewConstMetric(desc, prometheus.GaugeValue, v, name); err == nil {
+				ch <- m
+			}
+		}
+		gauge(c.maxAge, info.Config.MaxAge.Seconds())
+		gauge(c.bytes, float64(info.State.Bytes))
+		gauge(c.maxBytes, float64(max(0, info.Config.MaxBytes)))
+	}
+}
+
+// oldestPending is the age of the oldest message a consumer has not acked:
+// the first one of its filter past its ack floor (every message up to the
+// floor is acked; skipped and deleted ones are passed over). ok is false
+// when it cannot be read, and the age 0 when nothing is waiting.
+func oldestPending(ctx context.Context, st jetstream.Stream, info *jetstream.ConsumerInfo) (time.Duration, bool) {
+	if info.NumPending == 0 && info.NumAckPending == 0 {
+		return 0, true
+	}
+	if st == nil {
+		return 0, false
+	}
+	filter := info.Config.FilterSubject
+	if filter == "" {
+		filter = ">"
+	}
+	msg, err := st.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(filter))
+	if err != nil {
+		return 0, false
+	}
+	return max(0, time.Since(msg.Time)), true
 }
 
 // Admin serves /metrics, /healthz (the process is up) and /readyz (NATS

@@ -88,7 +88,13 @@ func TestAdminEndpoints(t *testing.T) {
 	m.Unsettled("chabok", -1)
 	m.Dropped("unrouted")
 	m.Panicked("router")
-	_, body := get(t, srv.URL+"/metrics")
+	// A consumer counts a published event as pending a moment after the
+	// publish is acknowledged.
+	var body string
+	testenv.Eventually(t, 5*time.Second, "the event pending", func() bool {
+		_, body = get(t, srv.URL+"/metrics")
+		return strings.Contains(body, `chapar_consumer_pending{consumer="sink-chabok",sink="chabok",stream="CHAPAR_EVENTS"} 1`)
+	})
 	for _, want := range []string{
 		`chapar_events_received_total 1`,
 		`chapar_deliveries_total{sink="chabok"} 1`,

@@ -33,10 +33,17 @@ func TestSinkReportReadsTheBacklog(t *testing.T) {
 			m := metrics.New()
 			m.Delivered("chabok", time.Millisecond)
 			report := m.SinkReport(e.JS, e.Topo, []metrics.SinkConfig{{Name: "kenar", Vendor: "kenar"}, {Name: "chabok", Vendor: "chabok"}})
-			got, err := report.Sinks(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			// A consumer counts a published event as pending a moment
+			// after the publish is acknowledged.
+			var got []metrics.SinkStatus
+			testenv.Eventually(t, 5*time.Second, "every event pending", func() bool {
+				var err error
+				got, err = report.Sinks(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return len(got) == 2 && got[0].Pending == n
+			})
 			if len(got) != 2 || got[0].Name != "chabok" || got[1].Name != "kenar" {
 				t.Fatalf("sinks not sorted by name: %+v", got)
 			}

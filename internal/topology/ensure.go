@@ -28,14 +28,19 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 	}
 	maxMsg := int32(t.cfg.MaxEnvelopeBytes + HeaderAllowance)
 	events := jetstream.StreamConfig{
-		Description: "Chapar: events as producers published them, until every sink has them",
-		// Interest: an event leaves once every sink's consumer acked it,
-		// so routing is a consumer skipping, not a copy per sink.
-		Retention: jetstream.InterestPolicy,
+		Description: "Chapar: events as producers published them, kept for streams.max_age",
+		// Limits (retention.go): acks never remove an event, so routing is
+		// a consumer skipping, and a wrong skip is redeliverable. An
+		// existing interest-retained stream is updated in place, nothing
+		// removed (TestEnsureMigratesInterestToLimitsWithoutLoss).
+		Retention: eventsRetention,
 		MaxAge:    t.cfg.MaxAge,
 		MaxBytes:  orUnlimited(t.cfg.MaxBytes),
-		// Discard new: when full, producers get an error instead of the
-		// oldest undelivered events silently vanishing.
+		// Discard new: when full (max_bytes, or the server's storage),
+		// producers get an error, which they can retry, instead of the
+		// oldest events vanishing, which may be some lagging sink's
+		// undelivered ones. An event JetStream acknowledged stays until
+		// max_age.
 		Discard:    jetstream.DiscardNew,
 		Duplicates: t.cfg.DuplicateWindow,
 		MaxMsgSize: maxMsg,
@@ -392,9 +397,10 @@ func (t Topology) checkPartitions(ctx context.Context, js jetstream.JetStream) e
 	n := t.Partitions()
 	names := js.StreamNames(ctx, jetstream.WithStreamListSubject(t.EventsSubjects()))
 	type found struct {
-		name  string
-		count int // 0: unknown (suffixed, made before the count was recorded)
-		msgs  uint64
+		name   string
+		count  int // 0: unknown (suffixed, made before the count was recorded)
+		msgs   uint64
+		stream jetstream.Stream
 	}
 	var all []found
 	for name := range names.Name() {
@@ -413,7 +419,7 @@ func (t Topology) checkPartitions(ctx context.Context, js jetstream.JetStream) e
 			return fmt.Errorf("topology: look up events stream %s: %w", name, err)
 		}
 		info := st.CachedInfo()
-		f := found{name: name, msgs: info.State.Msgs}
+		f := found{name: name, msgs: info.State.Msgs, stream: st}
 		if v, ok := info.Config.Metadata[PartitionsMetadata]; ok {
 			if f.count, err = strconv.Atoi(v); err != nil || f.count < 1 {
 				f.count = 0
@@ -440,12 +446,26 @@ func (t Topology) checkPartitions(ctx context.Context, js jetstream.JetStream) e
 			continue
 		case f.count == 0 && exact:
 			continue
+		}
+		// With limits retention a stream keeps delivered events, so what
+		// it holds does not say whether it is drained: its consumers'
+		// pending and unacked messages do.
+		var pending uint64
+		consumers := f.stream.ListConsumers(ctx)
+		for ci := range consumers.Info() {
+			pending += ci.NumPending + uint64(ci.NumAckPending)
+		}
+		if err := consumers.Err(); err != nil {
+			return fmt.Errorf("topology: list consumers of %s: %w", f.name, err)
+		}
+		held := fmt.Sprintf("%d deliveries pending, %d events kept", pending, f.msgs)
+		switch {
 		case f.count == 0:
-			stale = append(stale, fmt.Sprintf("%s (unknown partition count, %d events)", f.name, f.msgs))
+			stale = append(stale, fmt.Sprintf("%s (unknown partition count, %s)", f.name, held))
 		case f.count == 1:
-			stale = append(stale, fmt.Sprintf("%s (1 partition, %d events)", f.name, f.msgs))
+			stale = append(stale, fmt.Sprintf("%s (1 partition, %s)", f.name, held))
 		default:
-			stale = append(stale, fmt.Sprintf("%s (%d partitions, %d events)", f.name, f.count, f.msgs))
+			stale = append(stale, fmt.Sprintf("%s (%d partitions, %s)", f.name, f.count, held))
 		}
 	}
 	if len(stale) == 0 {
@@ -453,7 +473,7 @@ func (t Topology) checkPartitions(ctx context.Context, js jetstream.JetStream) e
 	}
 	slices.Sort(stale)
 	return fmt.Errorf("streams.partitions: is %d, but events streams of another partition count exist: %s; "+
-		"run the dispatchers with the count those were published for until every sink is idle, stop the producers, "+
+		"run the dispatchers with the count those were published for until no delivery is pending, stop the producers, "+
 		"remove them (nats stream rm <name>), then start with the new count (docs/scaling.md, \"Changing the partition count\")",
 		n, strings.Join(stale, ", "))
 }

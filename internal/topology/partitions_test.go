@@ -166,7 +166,8 @@ func TestServerMappingAgreesWithPartition(t *testing.T) {
 	if err := topo.Ensure(ctx, js); err != nil {
 		t.Fatal(err)
 	}
-	// Interest retention keeps events only for an existing consumer.
+	// A consumer, as a dispatcher makes at start (before v3, interest
+	// retention kept events only for an existing consumer).
 	if _, err := topo.EnsureSink(ctx, js, "s1", topology.ConsumerSettings{AckWait: 5 * time.Second, MaxAckPending: 100}); err != nil {
 		t.Fatal(err)
 	}
@@ -198,12 +199,12 @@ func TestChangingPartitionsIsRefusedUntilTheOldStreamsAreRemoved(t *testing.T) {
 		from, to int
 		named    []string // every old stream, with its count
 	}{
-		{1, 3, []string{"CHAPAR_EVENTS (1 partition, 1 events)"}},
-		{3, 1, []string{"CHAPAR_EVENTS_0 (3 partitions, 1 events)", "CHAPAR_EVENTS_1 (3 partitions, 0 events)", "CHAPAR_EVENTS_2 (3 partitions, 0 events)"}},
+		{1, 3, []string{"CHAPAR_EVENTS (1 partition, 1 deliveries pending, 1 events kept)"}},
+		{3, 1, []string{"CHAPAR_EVENTS_0 (3 partitions, 1 deliveries pending, 1 events kept)", "CHAPAR_EVENTS_1 (3 partitions, 0 deliveries pending, 0 events kept)", "CHAPAR_EVENTS_2 (3 partitions, 0 deliveries pending, 0 events kept)"}},
 		// 2 → 3 keeps the names _0 and _1: only their recorded count
 		// tells them apart from the new layout's.
-		{2, 3, []string{"CHAPAR_EVENTS_0 (2 partitions, 1 events)", "CHAPAR_EVENTS_1 (2 partitions, 0 events)"}},
-		{3, 2, []string{"CHAPAR_EVENTS_0 (3 partitions, 1 events)", "CHAPAR_EVENTS_1 (3 partitions, 0 events)", "CHAPAR_EVENTS_2 (3 partitions, 0 events)"}},
+		{2, 3, []string{"CHAPAR_EVENTS_0 (2 partitions, 1 deliveries pending, 1 events kept)", "CHAPAR_EVENTS_1 (2 partitions, 0 deliveries pending, 0 events kept)"}},
+		{3, 2, []string{"CHAPAR_EVENTS_0 (3 partitions, 1 deliveries pending, 1 events kept)", "CHAPAR_EVENTS_1 (3 partitions, 0 deliveries pending, 0 events kept)", "CHAPAR_EVENTS_2 (3 partitions, 0 deliveries pending, 0 events kept)"}},
 	} {
 		t.Run(fmt.Sprintf("%d to %d", c.from, c.to), func(t *testing.T) {
 			_, js := jetStream(t)
@@ -219,6 +220,16 @@ func TestChangingPartitionsIsRefusedUntilTheOldStreamsAreRemoved(t *testing.T) {
 			// One pending event in partition 0: what a change must not strand.
 			if _, err := js.Publish(ctx, strings.TrimSuffix(old.PartitionSubjects(0), ">")+"track", []byte(`{}`)); err != nil {
 				t.Fatal(err)
+			}
+			// The consumer counts it as pending a moment after the publish.
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+				info, err := cons.Events[0].Info(ctx)
+				if err == nil && info.NumPending == 1 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the event never showed as pending: %v", err)
+				}
 			}
 
 			err = next.Ensure(ctx, js)
@@ -239,6 +250,12 @@ func TestChangingPartitionsIsRefusedUntilTheOldStreamsAreRemoved(t *testing.T) {
 			}
 			if idle, err := old.Idle(ctx, js, []string{"s1"}); err != nil || !idle {
 				t.Fatalf("not idle after draining: %v, %v", idle, err)
+			}
+			// Drained, the stream still keeps its event (limits retention):
+			// the refusal tells drained from not by what is pending.
+			drained := fmt.Sprintf("%s (%s, 0 deliveries pending, 1 events kept)", old.EventsStreamOf(0), map[bool]string{true: "1 partition", false: fmt.Sprint(c.from, " partitions")}[c.from == 1])
+			if err := next.Ensure(ctx, js); err == nil || !strings.Contains(err.Error(), drained) {
+				t.Fatalf("after draining: %v\nwant a refusal naming %q", err, drained)
 			}
 			for _, s := range old.EventsStreams() {
 				if err := js.DeleteStream(ctx, s); err != nil {
@@ -270,12 +287,12 @@ func TestStreamsWithoutARecordedCount(t *testing.T) {
 		refusal  string // empty: accepted
 	}{
 		{"single stream, still one partition", []string{"CHAPAR_EVENTS"}, 1, ""},
-		{"single stream, now three", []string{"CHAPAR_EVENTS"}, 3, "CHAPAR_EVENTS (1 partition, 0 events)"},
+		{"single stream, now three", []string{"CHAPAR_EVENTS"}, 3, "CHAPAR_EVENTS (1 partition, 0 deliveries pending, 0 events kept)"},
 		{"three streams, still three", []string{"CHAPAR_EVENTS_0", "CHAPAR_EVENTS_1", "CHAPAR_EVENTS_2"}, 3, ""},
 		{"two streams, now three", []string{"CHAPAR_EVENTS_0", "CHAPAR_EVENTS_1"}, 3,
-			"CHAPAR_EVENTS_0 (unknown partition count, 0 events), CHAPAR_EVENTS_1 (unknown partition count, 0 events)"},
+			"CHAPAR_EVENTS_0 (unknown partition count, 0 deliveries pending, 0 events kept), CHAPAR_EVENTS_1 (unknown partition count, 0 deliveries pending, 0 events kept)"},
 		{"three streams, now two", []string{"CHAPAR_EVENTS_0", "CHAPAR_EVENTS_1", "CHAPAR_EVENTS_2"}, 2,
-			"CHAPAR_EVENTS_0 (unknown partition count, 0 events), CHAPAR_EVENTS_1 (unknown partition count, 0 events), CHAPAR_EVENTS_2 (unknown partition count, 0 events)"},
+			"CHAPAR_EVENTS_0 (unknown partition count, 0 deliveries pending, 0 events kept), CHAPAR_EVENTS_1 (unknown partition count, 0 deliveries pending, 0 events kept), CHAPAR_EVENTS_2 (unknown partition count, 0 deliveries pending, 0 events kept)"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, js := jetStream(t)

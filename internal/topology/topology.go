@@ -1,12 +1,12 @@
 // Package topology is Chapar's JetStream layout in one place: the streams,
 // their subjects and the durable consumers every dispatcher process shares.
 //
-//	<P>.events.<type>        EVENTS stream (interest retention, file): what
+//	<P>.events.<type>        EVENTS stream (limits retention, file): what
 //	                         producers publish, de-duplicated on Nats-Msg-Id =
 //	                         envelope id. Consumer "sink-<sink>" per sink reads
 //	                         every event, delivers those routed to its sink and
-//	                         acks the rest; an event leaves the stream once
-//	                         every sink has acked it. One write per event.
+//	                         acks the rest; an event stays for max_age, acked
+//	                         or not, so no ack can lose it. One write per event.
 //	<P>.events.<i>.<type>    with streams.partitions N > 1, instead: N events
 //	                         streams EVENTS_0..EVENTS_<N-1>, each with its own
 //	                         leader, and "sink-<sink>" on each. An event's
