@@ -151,7 +151,6 @@ func (b *batcher) send(ctx context.Context, items []batchItem) {
 	spans := b.startBatchAttempts(ctx, items, now)
 	result := batchResult(errs)
 	w.obs.VendorRequest(w.name, time.Since(now), result)
-	done(result)
 	var pause time.Duration
 	for _, err := range errs {
 		var se *sinks.Error
@@ -159,9 +158,10 @@ func (b *batcher) send(ctx context.Context, items []batchItem) {
 			pause = max(pause, se.RetryAfter)
 		}
 	}
-	if pause > 0 {
+	if pause > 0 { // before the release, as in attempt
 		w.gate.pause(min(pause, w.policy.MaxRetryAfter))
 	}
+	done(result)
 	// Logged before any settles: a settlement's broker write is not the
 	// vendor's latency.
 	for i, it := range items {
