@@ -230,11 +230,7 @@ func (d *Dispatcher) bind(ctx context.Context) ([]boundSink, *pauseBoard, error)
 		if err := d.topo.Ensure(actx, d.js); err != nil {
 			return retryable(err)
 		}
-		kv, err := d.topo.EnsurePauses(actx, d.js)
-		if err != nil {
-			return retryable(err)
-		}
-		board = &pauseBoard{kv: kv, log: d.log, pauses: map[string]*sharedPause{}}
+		board = newPauseBoard(d.topo, d.js, d.log)
 		for i, sc := range d.cfg.Sinks {
 			s, ok := d.sinks[sc.Name]
 			if !ok {
@@ -260,10 +256,10 @@ func (d *Dispatcher) bind(ctx context.Context) ([]boundSink, *pauseBoard, error)
 			w.gate.pace = newPacer(sc.RateLimit, func(perSecond float64) { d.obs.RateLimit(sc.Name, perSecond) })
 			// The probe's lease: its request ends within the sink's
 			// timeout; a second more for its answer to be shared.
-			sp := newSharedPause(kv, sc.Name, me, sc.Timeout+time.Second, d.log)
+			sp := newSharedPause(sc.Name, me, sc.Timeout+time.Second, d.log)
 			sp.learn = w.gate.learn
 			w.gate.shared = sp
-			board.pauses[sc.Name] = sp
+			board.add(sp)
 			if bs, ok := s.(sinks.BatchSink); ok && sc.Batch != nil {
 				w.batch = newBatcher(w, bs, sc.Batch.MaxItems, sc.Batch.MaxWait)
 			}

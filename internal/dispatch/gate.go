@@ -282,8 +282,10 @@ func (g *gate) claimProbe(ctx context.Context) bool {
 	defer g.mu.Unlock()
 	switch {
 	case err != nil:
-		g.log.Warn("could not claim the probe after a pause from the other replicas; probing alone",
-			zap.String("sink", g.cb.Name()), zap.Error(err))
+		if !errors.Is(err, errNotShared) {
+			g.log.Warn("could not claim the probe after a pause from the other replicas; probing alone",
+				zap.String("sink", g.cb.Name()), zap.Error(err))
+		}
 		g.needProbe, g.probing = false, false
 		return true
 	case res.verdict == claimNone:

@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+
+	"github.com/chapar-dev/chapar/internal/topology"
 )
 
 // A vendor's Retry-After throttles the account, so it pauses the sink in
@@ -154,14 +156,19 @@ func viewOf(r pauseRecord, me string, created, received time.Time, live bool) pa
 
 // sharedPause is one sink's pause key, as one replica sees and writes it.
 type sharedPause struct {
-	kv    jetstream.KeyValue
 	key   string
 	me    string
 	lease time.Duration
 	log   *zap.Logger
 	learn func(pauseView) // the gate's
+	// broken tells the board a call failed (the bucket may be gone): it
+	// binds the bucket again.
+	broken func()
 
-	mu   sync.Mutex
+	mu sync.Mutex
+	// kv is the pauses bucket, nil until the board has bound it: until
+	// then the pauses are this replica's own.
+	kv   jetstream.KeyValue
 	cur  pauseRecord // the latest record seen or written
 	rev  uint64      // its revision; 0: none seen
 	have bool
@@ -181,8 +188,25 @@ const (
 	writeTimeout = 2 * time.Second
 )
 
-func newSharedPause(kv jetstream.KeyValue, sink, me string, lease time.Duration, log *zap.Logger) *sharedPause {
-	return &sharedPause{kv: kv, key: sink, me: me, lease: lease, log: log, kick: make(chan struct{}, 1)}
+func newSharedPause(sink, me string, lease time.Duration, log *zap.Logger) *sharedPause {
+	return &sharedPause{key: sink, me: me, lease: lease, log: log, kick: make(chan struct{}, 1)}
+}
+
+// bind gives the pause its bucket, and writes what waited for it. What
+// was read from a bucket before is forgotten: a bucket deleted and made
+// again starts its revisions anew.
+func (s *sharedPause) bind(kv jetstream.KeyValue) {
+	s.mu.Lock()
+	s.kv = kv
+	s.cur, s.rev, s.have, s.createdAt = pauseRecord{}, 0, false, time.Time{}
+	s.mu.Unlock()
+	s.poke()
+}
+
+func (s *sharedPause) bucket() jetstream.KeyValue {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.kv
 }
 
 // extend shares a pause this replica was given (it already applies here).
@@ -220,6 +244,10 @@ func (s *sharedPause) run(ctx context.Context) {
 		case <-s.kick:
 		}
 		s.mu.Lock()
+		if s.kv == nil { // kept for when the bucket is bound
+			s.mu.Unlock()
+			continue
+		}
 		until, finish := s.wantUntil, s.finish
 		s.wantUntil, s.finish = time.Time{}, nil
 		s.mu.Unlock()
@@ -275,6 +303,9 @@ type claimResult struct {
 // claim asks to make the probe after a pause that ended here at
 // localUntil. An error says the broker could not be asked in time.
 func (s *sharedPause) claim(ctx context.Context, localUntil time.Time) (claimResult, error) {
+	if s.bucket() == nil {
+		return claimResult{}, errNotShared
+	}
 	ctx, cancel := context.WithTimeout(ctx, claimTimeout)
 	defer cancel()
 	for range 5 {
@@ -303,6 +334,10 @@ func (s *sharedPause) claim(ctx context.Context, localUntil time.Time) (claimRes
 	return claimResult{}, errors.New("pause key contended: 5 claims lost in a row")
 }
 
+// errNotShared: the pauses bucket is not bound yet (the broker did not
+// answer at start); the pauses are this replica's own meanwhile.
+var errNotShared = errors.New("the pauses bucket is not bound yet")
+
 // errLostRace: another replica wrote the key first.
 var errLostRace = errors.New("lost the revision race")
 
@@ -312,16 +347,18 @@ func (s *sharedPause) write(ctx context.Context, rec pauseRecord, rev uint64, ha
 	if err != nil {
 		return err
 	}
+	kv := s.bucket()
 	var newRev uint64
 	if have {
-		newRev, err = s.kv.Update(ctx, s.key, raw, rev)
+		newRev, err = kv.Update(ctx, s.key, raw, rev)
 	} else {
-		newRev, err = s.kv.Create(ctx, s.key, raw)
+		newRev, err = kv.Create(ctx, s.key, raw)
 	}
 	switch {
 	case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch):
 		return errLostRace
 	case err != nil:
+		s.failed()
 		return fmt.Errorf("pause key %s: %w", s.key, err)
 	}
 	s.store(rec, newRev, true, time.Now())
@@ -330,7 +367,7 @@ func (s *sharedPause) write(ctx context.Context, rec pauseRecord, rev uint64, ha
 
 // refresh reads the key after a lost race, and lets the gate learn it.
 func (s *sharedPause) refresh(ctx context.Context) error {
-	e, err := s.kv.Get(ctx, s.key)
+	e, err := s.bucket().Get(ctx, s.key)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 		s.mu.Lock()
@@ -338,6 +375,7 @@ func (s *sharedPause) refresh(ctx context.Context) error {
 		s.mu.Unlock()
 		return nil
 	case err != nil:
+		s.failed()
 		return fmt.Errorf("pause key %s: %w", s.key, err)
 	}
 	s.observe(e, false)
@@ -380,6 +418,12 @@ func (s *sharedPause) store(rec pauseRecord, rev uint64, have bool, created time
 	return true
 }
 
+func (s *sharedPause) failed() {
+	if s.broken != nil {
+		s.broken()
+	}
+}
+
 func (s *sharedPause) latest() (pauseRecord, uint64, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -395,23 +439,44 @@ func (s *sharedPause) created() time.Time {
 // pauseBoard is one dispatcher's view of the pauses bucket: a sharedPause
 // per sink, one watcher for all of them.
 type pauseBoard struct {
-	kv     jetstream.KeyValue
+	topo   topology.Topology
+	js     jetstream.JetStream
+	kv     jetstream.KeyValue // once bound
 	log    *zap.Logger
 	pauses map[string]*sharedPause
+	// rebind asks for the bucket to be bound again (sharedPause.broken).
+	rebind chan struct{}
 }
 
-// Deadlines of the board's start: creating the watch, and reading the
-// current pauses before the sink's consumers start.
+func newPauseBoard(topo topology.Topology, js jetstream.JetStream, log *zap.Logger) *pauseBoard {
+	return &pauseBoard{topo: topo, js: js, log: log, pauses: map[string]*sharedPause{}, rebind: make(chan struct{}, 1)}
+}
+
+// add makes a sink's shared pause part of the board.
+func (b *pauseBoard) add(s *sharedPause) {
+	s.broken = func() {
+		select {
+		case b.rebind <- struct{}{}:
+		default:
+		}
+	}
+	b.pauses[s.key] = s
+}
+
+// Deadlines of the board's start: creating the bucket, creating the
+// watch, and reading the current pauses before the sink's consumers start.
 const (
+	bucketTimeout  = 10 * time.Second
 	watchTimeout   = 5 * time.Second
 	startReadLimit = 2 * time.Second
 )
 
-// run watches the bucket until ctx ends, and runs each sink's writer. It
-// returns (ready closed) once the current records are read, or after
-// startReadLimit: a replica starting during a pause learns it before it
-// pulls, and a broker that does not answer delays the start only so long.
-// The watch is re-established if it breaks.
+// run binds the bucket (creating it if need be), watches it until ctx
+// ends, and runs each sink's writer. It closes ready once the current
+// records are read, or after startReadLimit: a replica starting during a
+// pause learns it before it pulls, and a broker that does not answer (a
+// cluster still forming) delays the start only so long; the bucket is
+// bound when it answers. The watch is re-established if it breaks.
 func (b *pauseBoard) run(ctx context.Context, ready chan<- struct{}) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -432,10 +497,38 @@ func (b *pauseBoard) run(ctx context.Context, ready chan<- struct{}) {
 	})
 	defer startLimit.Stop()
 	for ctx.Err() == nil {
+		// (Re)bound at each watch: a bucket deleted by hand is made again.
+		if !b.bind(ctx) {
+			return
+		}
 		if err := b.watch(ctx, markReady); err != nil && ctx.Err() == nil {
 			b.log.Warn("watching the deployment's pauses failed; retrying", zap.Error(err))
 			_ = sleep(ctx, time.Second, nil)
 		}
+	}
+}
+
+// bind creates or binds the pauses bucket, retrying until ctx ends, and
+// gives it to every sink's pause. It reports false if ctx ended first.
+func (b *pauseBoard) bind(ctx context.Context) bool {
+	wait := 250 * time.Millisecond
+	for {
+		bctx, cancel := context.WithTimeout(ctx, bucketTimeout)
+		kv, err := b.topo.EnsurePauses(bctx, b.js)
+		cancel()
+		if err == nil {
+			b.kv = kv
+			for _, s := range b.pauses {
+				s.bind(kv)
+			}
+			return true
+		}
+		b.log.Warn("the pauses bucket is not ready; each replica honours its own pauses meanwhile",
+			zap.Duration("next_try", wait), zap.Error(err))
+		if sleep(ctx, wait, nil) != nil {
+			return false
+		}
+		wait = min(2*wait, 5*time.Second)
 	}
 }
 
@@ -463,6 +556,10 @@ func (b *pauseBoard) watch(ctx context.Context, initialized func() bool) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-b.rebind:
+			// A call failed: the watch of a deleted bucket does not end
+			// by itself.
+			return errors.New("a call on the pauses bucket failed")
 		case e, ok := <-w.Updates():
 			if !ok {
 				return errors.New("watch of the pauses ended")

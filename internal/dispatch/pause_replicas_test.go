@@ -122,3 +122,38 @@ func TestAReplicaStartedDuringAPauseHonoursIt(t *testing.T) {
 		}
 	}
 }
+
+// A pause does not depend on the broker: with the pauses bucket deleted
+// under a running dispatcher, a Retry-After still pauses it (its own
+// pause), it delivers after, and the bucket is made again.
+func TestRetryAfterHonouredWhileThePausesBucketIsGone(t *testing.T) {
+	e := testenv.New(t)
+	vendor := e.Emu.Vendor(emulator.MetrixGateway)
+	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	sink.Concurrency = 1 // no request in flight beside the throttled one
+	routes := []config.Route{{Sinks: []string{"gateway"}}}
+	e.Start([]config.Sink{sink}, routes)
+	if err := e.JS.DeleteKeyValue(context.Background(), e.Topo.PausesBucket()); err != nil {
+		t.Fatal(err)
+	}
+	vendor.SetFault(emulator.Fault{Status: 429, RetryAfter: "2", Count: 1})
+	ids := publishTracks(t, e, 10, "order_paid")
+	testenv.Eventually(t, 20*time.Second, "every event delivered", allDelivered(t, e, ids))
+	var throttled time.Time
+	for _, r := range vendor.Requests() {
+		if r.Status == 429 {
+			throttled = r.At
+			continue
+		}
+		if !throttled.IsZero() && r.At.Before(throttled.Add(2*time.Second)) {
+			t.Errorf("request %s after the 429 that asked for 2 s", r.At.Sub(throttled).Round(time.Millisecond))
+		}
+	}
+	if throttled.IsZero() {
+		t.Fatal("no 429 was served")
+	}
+	testenv.Eventually(t, 10*time.Second, "the bucket made again", func() bool {
+		_, err := e.JS.KeyValue(context.Background(), e.Topo.PausesBucket())
+		return err == nil
+	})
+}

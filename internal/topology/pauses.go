@@ -15,7 +15,9 @@ import (
 func (t Topology) PausesBucket() string { return t.stream + "_PAUSES" }
 
 // EnsurePauses creates or updates the pauses bucket and returns it. It is
-// idempotent, so every dispatcher runs it at start, after Ensure.
+// idempotent, so every dispatcher runs it at start; not in Ensure's path:
+// a dispatcher whose bucket is not ready yet (a cluster still forming)
+// delivers meanwhile, honouring its own pauses.
 //
 // No TTL: a value carries its own end (the pause's until, the probe's
 // lease), so an old value is inert, and a bucket-wide age could delete a
