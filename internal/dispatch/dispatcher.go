@@ -292,6 +292,11 @@ func (d *Dispatcher) bind(ctx context.Context) ([]boundSink, *pauseBoard, error)
 func retryable(err error) error {
 	var apiErr *jetstream.APIError
 	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		// bind creates every stream, so one found missing is one being
+		// created: on a forming cluster a stream another dispatcher is
+		// creating is listed before it can be looked up.
+		return err
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout),
 		errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoHeartbeat),
 		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrDisconnected):
