@@ -155,11 +155,6 @@ func (b *batcher) send(ctx context.Context, items []batchItem) {
 	result := batchResult(errs)
 	cut := result != nil && ctx.Err() != nil // our own shutdown, not the vendor
 	w.obs.VendorRequest(w.name, time.Since(now), result)
-	if cut {
-		done(errNotARequest)
-	} else {
-		done(result)
-	}
 	var pause time.Duration
 	for _, err := range errs {
 		var se *sinks.Error
@@ -167,8 +162,13 @@ func (b *batcher) send(ctx context.Context, items []batchItem) {
 			pause = max(pause, se.RetryAfter)
 		}
 	}
-	if pause > 0 {
+	if pause > 0 { // before the release, as in attempt
 		w.gate.pause(min(pause, w.policy.MaxRetryAfter))
+	}
+	if cut {
+		done(errNotARequest)
+	} else {
+		done(result)
 	}
 	// Logged before any settles: a settlement's broker write is not the
 	// vendor's latency.

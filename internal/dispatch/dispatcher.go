@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
@@ -115,18 +116,32 @@ func New(cfg *config.Config, o Options) (*Dispatcher, error) {
 func (d *Dispatcher) Run(ctx context.Context, js jetstream.JetStream) error {
 	cfg := d.cfg.Dispatcher
 	d.js, d.dlq = js, dlq.NewWriter(js, d.topo)
-	workers, err := d.bind(ctx)
+	workers, board, err := d.bind(ctx)
 	if err != nil {
 		return err
-	}
-	d.log.Info("dispatcher consuming", zap.Int("sinks", len(workers)), zap.String("events", d.topo.EventsSubjects()), zap.Int("partitions", d.topo.Partitions()))
-	if d.o.Ready != nil {
-		d.o.Ready()
 	}
 
 	// workCtx outlives ctx by the grace period, for in-flight work.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
+
+	// The deployment's pauses are read before the first pull, and watched
+	// (and written) while work goes on.
+	var shared sync.WaitGroup
+	defer shared.Wait()
+	defer cancelWork()
+	pausesRead := make(chan struct{})
+	shared.Go(func() { board.run(workCtx, pausesRead) })
+	select {
+	case <-pausesRead:
+	case <-ctx.Done():
+		return nil
+	}
+
+	d.log.Info("dispatcher consuming", zap.Int("sinks", len(workers)), zap.String("events", d.topo.EventsSubjects()), zap.Int("partitions", d.topo.Partitions()))
+	if d.o.Ready != nil {
+		d.o.Ready()
+	}
 	stopGrace := context.AfterFunc(ctx, func() {
 		d.log.Info("draining", zap.Duration("grace", cfg.ShutdownGrace))
 		time.AfterFunc(cfg.ShutdownGrace, cancelWork)
@@ -225,8 +240,11 @@ func partitionPrefetch(total, partitions int) int {
 // is still forming (no JetStream leader yet, a stream without quorum) it
 // waits with backoff, not ready meanwhile; it gives up only on errors
 // waiting cannot fix.
-func (d *Dispatcher) bind(ctx context.Context) ([]boundSink, error) {
+func (d *Dispatcher) bind(ctx context.Context) ([]boundSink, *pauseBoard, error) {
 	var out []boundSink
+	var board *pauseBoard
+	// me names this process in the deployment's pause records.
+	me := uuid.NewString()
 	op := func() error {
 		out = out[:0]
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -234,6 +252,7 @@ func (d *Dispatcher) bind(ctx context.Context) ([]boundSink, error) {
 		if err := d.topo.Ensure(actx, d.js); err != nil {
 			return retryable(err)
 		}
+		board = newPauseBoard(d.topo, d.js, d.log)
 		for i, sc := range d.cfg.Sinks {
 			s, ok := d.sinks[sc.Name]
 			if !ok {
@@ -272,6 +291,12 @@ func (d *Dispatcher) bind(ctx context.Context) ([]boundSink, error) {
 				gate: newGate(sc.Name, sc.Breaker, sc.Concurrency, d.log, d.obs.BreakerChanged),
 			}
 			w.gate.pace = newPacer(sc.RateLimit, func(perSecond float64) { d.obs.RateLimit(sc.Name, perSecond) })
+			// The probe's lease: its request ends within the sink's
+			// timeout; a second more for its answer to be shared.
+			sp := newSharedPause(sc.Name, me, sc.Timeout+time.Second, d.log)
+			sp.learn = w.gate.learn
+			w.gate.shared = sp
+			board.add(sp)
 			home := cons.Events[0]
 			w.fence = newFence(sc.Name, settings.Fence, func(ctx context.Context) (string, error) { return topology.FenceOf(ctx, home) },
 				d.ackWait, sc.MaxAckPending, w.gate, d.log, d.obs.SinkFenced)
@@ -297,9 +322,9 @@ func (d *Dispatcher) bind(ctx context.Context) ([]boundSink, error) {
 		d.log.Warn("JetStream not ready; waiting", zap.Duration("next_try", wait), zap.Error(err))
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return out, nil
+	return out, board, nil
 }
 
 // retryable marks the errors waiting can fix (a timeout, no responders, a
@@ -308,6 +333,11 @@ func (d *Dispatcher) bind(ctx context.Context) ([]boundSink, error) {
 func retryable(err error) error {
 	var apiErr *jetstream.APIError
 	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		// bind creates every stream, so one found missing is one being
+		// created: on a forming cluster a stream another dispatcher is
+		// creating is listed before it can be looked up.
+		return err
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout),
 		errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoHeartbeat),
 		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrDisconnected):

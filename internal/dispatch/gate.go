@@ -21,7 +21,8 @@ import (
 //     (429) does not either, the pause handles it. Half-open, exactly one
 //     request is the probe.
 //   - the vendor's Retry-After: it throttles the account, not one event,
-//     so the whole sink pauses.
+//     so the whole sink pauses, in every replica (pause.go), and after it
+//     one request of the whole deployment is the probe.
 //   - a ramp: after a pause or an outage the sink resumes with one request
 //     and doubles its concurrency with each success, so a recovering
 //     vendor is not hit by every worker of every replica at once.
@@ -39,12 +40,20 @@ type gate struct {
 	fenced      bool // another config owns the sink (fence.go)
 	limit       int  // requests allowed in flight now (the ramp)
 	inFlight    int
+	// needProbe: a pause began and its probe has not been answered; the
+	// next request must claim the probe (shared) first.
+	needProbe bool
+	probing   bool      // a worker is claiming it or making it
+	probeFor  time.Time // the pause's end the probe is for
+	heldUntil time.Time // another replica's probe is out until then
 
-	pace *pacer // nil: no rate limit
+	pace   *pacer       // nil: no rate limit
+	shared *sharedPause // nil: pauses are this replica's own
+	log    *zap.Logger
 }
 
 func newGate(sink string, s retry.BreakerSettings, concurrency int, log *zap.Logger, onChange func(string, retry.State)) *gate {
-	g := &gate{timeout: s.OpenTimeout, max: concurrency, limit: concurrency, changed: make(chan struct{})}
+	g := &gate{timeout: s.OpenTimeout, max: concurrency, limit: concurrency, changed: make(chan struct{}), log: log}
 	g.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        sink,
 		MaxRequests: 1,
@@ -94,7 +103,7 @@ func (g *gate) shutFor(now time.Time) (time.Duration, <-chan struct{}) {
 	open := g.cb.State() == gobreaker.StateOpen
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	wait := g.pausedUntil.Sub(now)
+	wait := max(g.pausedUntil.Sub(now), g.heldUntil.Sub(now))
 	if g.fenced {
 		wait = max(wait, time.Second)
 	}
@@ -102,6 +111,20 @@ func (g *gate) shutFor(now time.Time) (time.Duration, <-chan struct{}) {
 		wait = max(wait, g.openUntil.Sub(now), time.Millisecond)
 	}
 	return max(wait, 0), g.changed
+}
+
+// handBackAfter is when a message the gate kept shut for wait should come
+// back. While another replica's probe is out its answer usually comes in
+// milliseconds, so the message comes back within a second, not at the end
+// of the probe's lease.
+func (g *gate) handBackAfter(wait time.Duration, now time.Time) time.Duration {
+	open := g.cb.State() == gobreaker.StateOpen
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if open || !g.heldUntil.After(g.pausedUntil) {
+		return wait
+	}
+	return max(min(wait, time.Second), g.pausedUntil.Sub(now))
 }
 
 // waitOpen blocks until the sink may send: the consume loop calls it
@@ -119,15 +142,15 @@ func (g *gate) waitOpen(ctx context.Context) error {
 }
 
 // pause shuts the sink for d (a vendor's Retry-After), unless it is paused
-// for longer already; it resumes with one request.
+// for longer already; it resumes with one request. The pause is shared
+// with the other replicas (pause.go) after it applies here.
 func (g *gate) pause(d time.Duration) {
 	until := time.Now().Add(d)
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	if until.After(g.pausedUntil) {
-		g.pausedUntil = until
-		g.limit = 1
-		g.notifyLocked()
+	extended := g.extendLocked(until)
+	g.mu.Unlock()
+	if extended && g.shared != nil {
+		g.shared.extend(until)
 	}
 }
 
@@ -145,6 +168,36 @@ func (g *gate) setFenced(fenced bool) {
 // only the vendor's behaviour opens or closes the breaker; a vendor
 // timeout is a failure like a 5xx, so a hung vendor opens it.
 var errNotARequest = errors.New("dispatch: no request the vendor answered")
+
+func (g *gate) extendLocked(until time.Time) bool {
+	if !until.After(g.pausedUntil) {
+		return false
+	}
+	g.pausedUntil = until
+	g.limit = 1
+	g.needProbe = true
+	g.notifyLocked()
+	return true
+}
+
+// learn applies what the deployment's pause record says (pause.go): a
+// pause extends this one, another replica's probe holds this replica
+// until its answer, and a resumption ends the wait for a probe. A
+// resumption of an older pause than this replica's own is not one of
+// this pause.
+func (g *gate) learn(v pauseView) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := time.Now()
+	if v.until.After(now) {
+		g.extendLocked(v.until)
+	}
+	g.heldUntil = v.heldUntil
+	if v.resumed && !v.until.Add(resumedCovers).Before(g.pausedUntil) {
+		g.needProbe = false
+	}
+	g.notifyLocked()
+}
 
 // errShut says the sink may not send for a while: hand the message back.
 type errShut struct{ wait time.Duration }
@@ -167,7 +220,7 @@ func (g *gate) acquire(ctx context.Context) (done func(error), vendorDown bool, 
 		now := time.Now()
 		wait, changed := g.shutFor(now)
 		if wait > 0 && now.Add(wait).After(deadline) {
-			return nil, false, errShut{wait: wait}
+			return nil, false, errShut{wait: g.handBackAfter(wait, now)}
 		}
 		if wait == 0 {
 			g.mu.Lock()
@@ -192,13 +245,23 @@ func (g *gate) acquire(ctx context.Context) (done func(error), vendorDown bool, 
 				if err == nil {
 					probe := g.cb.State() == gobreaker.StateHalfOpen
 					g.mu.Lock()
-					if g.inFlight < g.limit {
+					if g.inFlight < g.limit && !g.probing {
 						g.inFlight++
+						claim := g.needProbe && g.shared != nil
+						g.probing = claim
 						g.mu.Unlock()
-						return func(err error) { g.release(report, err) }, probe, nil
+						if !claim {
+							return func(err error) { g.release(report, err) }, probe, nil
+						}
+						if g.claimProbe(ctx) {
+							return func(err error) { g.release(report, err); g.probeEnded(err) }, probe, nil
+						}
+						g.mu.Lock()
+						g.inFlight--
+						g.notifyLocked()
 					}
 					g.mu.Unlock()
-					report(errNotARequest) // lost the race for the slot
+					report(errNotARequest) // lost the race for the slot or the probe: not a request
 				}
 				// Half-open with the probe in flight: wait for its result.
 				wait = 50 * time.Millisecond
@@ -209,7 +272,7 @@ func (g *gate) acquire(ctx context.Context) (done func(error), vendorDown bool, 
 		}
 		if time.Now().After(deadline) {
 			if w, _ := g.shutFor(time.Now()); w > 0 {
-				return nil, false, errShut{wait: w}
+				return nil, false, errShut{wait: g.handBackAfter(w, time.Now())}
 			}
 			if g.cb.State() == gobreaker.StateHalfOpen {
 				// The probe is still out: free the worker and the message
@@ -218,6 +281,65 @@ func (g *gate) acquire(ctx context.Context) (done func(error), vendorDown bool, 
 			}
 			deadline = time.Now().Add(holdAtMost) // at the ramp's limit: keep trying
 		}
+	}
+}
+
+// claimProbe asks the deployment whether the request about to be made,
+// the first after a pause, may be its probe (pause.go). It reports true if
+// it may go: the claim won, the pause was already resolved, or the broker
+// did not answer in time (then it is this replica's own probe, as without
+// sharing). False: another replica's probe is out or the pause is longer;
+// the gate now says until when.
+func (g *gate) claimProbe(ctx context.Context) bool {
+	g.mu.Lock()
+	localUntil := g.pausedUntil
+	g.probeFor = localUntil
+	g.mu.Unlock()
+	res, err := g.shared.claim(ctx, localUntil)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	switch {
+	case err != nil:
+		if !errors.Is(err, errNotShared) {
+			g.log.Warn("could not claim the probe after a pause from the other replicas; probing alone",
+				zap.String("sink", g.cb.Name()), zap.Error(err))
+		}
+		g.needProbe, g.probing = false, false
+		return true
+	case res.verdict == claimNone:
+		g.needProbe, g.probing = false, false
+		return true
+	case res.verdict == claimWait:
+		g.probing = false
+		if res.view.until.After(time.Now()) {
+			g.extendLocked(res.view.until)
+		}
+		g.heldUntil = res.view.heldUntil
+		return false
+	}
+	return true // won: probing until probeEnded
+}
+
+// probeEnded shares the end of this replica's probe: answered without a
+// new pause, the deployment resumes (each replica from one request);
+// throttled again, the pause the worker set before releasing the request
+// replaces the claim; not made at all (shutdown), the claim is released
+// for another replica.
+func (g *gate) probeEnded(err error) {
+	var se *sinks.Error
+	answered := !errors.Is(err, errNotARequest)
+	g.mu.Lock()
+	// Throttled: its answer (or, in a batch, one item's) paused the sink
+	// again.
+	throttled := errors.As(err, &se) && se.Transient && se.RetryAfter > 0 || g.pausedUntil.After(g.probeFor)
+	g.probing = false
+	if answered && !throttled {
+		g.needProbe = false
+	}
+	g.notifyLocked()
+	g.mu.Unlock()
+	if !throttled {
+		g.shared.finished(answered)
 	}
 }
 

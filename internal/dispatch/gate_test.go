@@ -116,6 +116,7 @@ func TestRetryableStartupErrors(t *testing.T) {
 		{&jetstream.APIError{Code: 400, ErrorCode: 10058, Description: "stream name already in use with a different configuration"}, false},
 		{&jetstream.APIError{Code: 400, ErrorCode: 10005, Description: "no suitable peers for placement, peer offline"}, true},
 		{&jetstream.APIError{Code: 400, ErrorCode: 10005, Description: "insufficient resources"}, false},
+		{fmt.Errorf("topology: look up events stream CHAPAR_EVENTS: %w", jetstream.ErrStreamNotFound), true},
 		{errors.New("config: bad"), false},
 	}
 	for _, c := range cases {

@@ -175,14 +175,16 @@ func (w *sinkWorker) attempt(ctx context.Context, d *delivery, ev *envelope.Even
 	d.logAttempt(now, derr)
 	w.obs.InFlight(w.name, -1)
 	w.obs.VendorRequest(w.name, time.Since(now), derr)
+	// The pause before the release: the release frees the gate for the
+	// next request, which must find the sink paused.
+	var se *sinks.Error
+	if errors.As(derr, &se) && se.Transient && se.RetryAfter > 0 {
+		w.gate.pause(min(se.RetryAfter, w.policy.MaxRetryAfter))
+	}
 	if cut {
 		done(errNotARequest)
 	} else {
 		done(derr)
-	}
-	var se *sinks.Error
-	if errors.As(derr, &se) && se.Transient && se.RetryAfter > 0 {
-		w.gate.pause(min(se.RetryAfter, w.policy.MaxRetryAfter))
 	}
 	v = Decide(w.policy, d.history, Attempt{Err: derr, VendorDown: vendorDown, CutShort: cut}, time.Now())
 	endAttempt(span, v, derr)
