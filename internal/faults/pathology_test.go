@@ -8,9 +8,10 @@ package faults
 // publishes events, waits until every (event, sink) is settled, then heals
 // the vendor and publishes more. For every pathology:
 //
-//   - every event ends delivered once (one 2xx that reached Chapar) or
-//     dead-lettered once with a named reason and the cause in its error,
-//     within max_elapsed of its first attempt;
+//   - every event ends delivered once (Chapar acked one delivery, its
+//     chapar_deliveries_total) or dead-lettered once with a named reason
+//     and the cause in its error, within max_elapsed of its first attempt
+//     give or take the breaker's cycles (elapsedBound);
 //   - the breaker opens on a persistent transient failure, never on an
 //     answer (2xx or a redirect), and is closed once the vendor is healed
 //     and the next events are delivered;
