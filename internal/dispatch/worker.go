@@ -174,7 +174,7 @@ func (w *sinkWorker) expiredRecord(d *delivery, ev *envelope.Event) *dlq.Record 
 		last, status, code = a.Error, a.Status, a.Code
 	}
 	rec := w.record(d, ev, w.name, outcome.RetriesExhausted,
-		fmt.Errorf("max_elapsed %s passed before the next attempt (the sink was shut: breaker open or paused); last error: %s", w.policy.MaxElapsed, last))
+		fmt.Errorf("max_elapsed %s passed before the next attempt (it waited for the sink: breaker open, a pause or a backlog); last error: %s", w.policy.MaxElapsed, last))
 	rec.Status, rec.Code = status, code
 	w.log.Warn("max_elapsed passed before the next attempt; dead-lettering", zap.String("sink", w.name),
 		zap.String("event_id", clip(ev.ID)), zap.Int("attempts", d.history.Attempts))

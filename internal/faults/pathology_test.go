@@ -502,8 +502,9 @@ func (m *matrix) phase(rows []pathology) []*rowFigures {
 		figs[i].ids = m.publish(p, m.n)
 	}
 	// Persistent failures settle by max_elapsed of each event's first
-	// attempt; an ordered key's events are attempted one after another.
-	timeout := 30*time.Second + time.Duration(m.n/mxUsers+1)*2*mxMaxElapsed
+	// attempt, give or take the breaker's cycles; an ordered key's events
+	// are attempted one after another.
+	timeout := 60*time.Second + time.Duration(m.n/mxUsers+1)*elapsedBound(mxConcurrency)
 	pending := slices.Clone(figs)
 	err = waitFor(timeout, func() bool {
 		_ = m.dlq.update()
