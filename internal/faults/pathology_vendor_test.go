@@ -34,6 +34,9 @@ import (
 	"time"
 )
 
+// frontHost is the address the vendors listen on.
+const frontHost = "127.0.0.2"
+
 // frontMode is what the vendor does with the next connection or request.
 type frontMode int
 
@@ -87,7 +90,10 @@ func newFront(t testing.TB, ca *testCA, timeout time.Duration, elsewhere string)
 		book:     map[string]*eventBook{},
 		accepted: map[frontMode]int{},
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// 127.0.0.2, not .1: the refused pathology frees the port for a
+	// while, and a port on an address nobody else binds is less likely to
+	// be taken meanwhile by another process asking for one.
+	ln, err := net.Listen("tcp", frontHost+":0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +108,7 @@ func newFront(t testing.TB, ca *testCA, timeout time.Duration, elsewhere string)
 }
 
 func (f *front) baseURL(sink string) string {
-	return fmt.Sprintf("https://127.0.0.1:%d/%s/api", f.port, sink)
+	return fmt.Sprintf("https://%s:%d/%s/api", frontHost, f.port, sink)
 }
 
 func (f *front) close() {
@@ -192,7 +198,7 @@ func (f *front) set(m frontMode) {
 		var ln net.Listener
 		eventually(f.t, 5*time.Second, fmt.Sprintf("listening again on %d", f.port), func() bool {
 			var err error
-			ln, err = net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", f.port))
+			ln, err = net.Listen("tcp", fmt.Sprintf("%s:%d", frontHost, f.port))
 			return err == nil
 		})
 		f.mu.Lock()
@@ -417,7 +423,7 @@ func (l *chanListener) Close() error {
 func (l *chanListener) Addr() net.Addr { return l.addr }
 
 // testCA is a certificate authority the dispatcher trusts (its PEM is the
-// dispatcher's SSL_CERT_FILE), a leaf it signed for 127.0.0.1, and a
+// dispatcher's SSL_CERT_FILE), a leaf it signed for frontHost, and a
 // self-signed stranger for the same address that the dispatcher cannot
 // trust.
 type testCA struct {
@@ -446,7 +452,7 @@ func newTestCA(t testing.TB, dir string) *testCA {
 		if ca {
 			c.IsCA, c.BasicConstraintsValid = true, true
 		} else {
-			c.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
+			c.IPAddresses = []net.IP{net.ParseIP(frontHost)}
 		}
 		return c
 	}
