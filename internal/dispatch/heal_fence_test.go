@@ -53,7 +53,7 @@ func TestHealerRecreatingAConsumerKeepsTheOwnersFence(t *testing.T) {
 	}
 
 	ids := publishTracks(t, e, 20, "order_paid")
-	time.Sleep(2 * time.Second) // the old replica has them, if it owns the sink
+	time.Sleep(2 * time.Second)             // the old replica has them, if it owns the sink
 	e.Start([]config.Sink{sink}, newRoutes) // the new replica back
 	testenv.Eventually(t, 20*time.Second, "the 20 track events delivered", allDelivered(t, e, ids))
 }
