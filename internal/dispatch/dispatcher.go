@@ -245,6 +245,8 @@ func (d *Dispatcher) bind(ctx context.Context) ([]boundSink, *pauseBoard, error)
 	var board *pauseBoard
 	// me names this process in the deployment's pause records.
 	me := uuid.NewString()
+	began := time.Now()
+	retryable := func(err error) error { return retryableSince(err, time.Since(began)) }
 	op := func() error {
 		out = out[:0]
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -328,6 +330,25 @@ func (d *Dispatcher) bind(ctx context.Context) ([]boundSink, *pauseBoard, error)
 		return nil, nil, err
 	}
 	return out, board, nil
+}
+
+// formingGrace is how long after a dispatcher starts binding a refused
+// placement is taken for a cluster still forming.
+const formingGrace = time.Minute
+
+// retryableSince is retryable for a bind that began since ago: early on,
+// a placement refused for want of peers is waited out whatever the
+// server's words. A cluster whose nodes have not all reported to the
+// meta leader yet answers "no suitable peers for placement" without
+// "peer offline" (seen on a 3-node cluster of nats-server 2.15.2 started
+// with the dispatchers, cmd/bench's scale-r2-p3); after formingGrace the
+// refusal is the config's (more replicas than servers) and permanent.
+func retryableSince(err error, since time.Duration) error {
+	var apiErr *jetstream.APIError
+	if since < formingGrace && errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.ErrorCode(errClusterNoPeers) {
+		return err
+	}
+	return retryable(err)
 }
 
 // retryable marks the errors waiting can fix (a timeout, no responders, a

@@ -125,4 +125,14 @@ func TestRetryableStartupErrors(t *testing.T) {
 			t.Errorf("retryable(%v) = %v, want %v", c.err, got, c.retry)
 		}
 	}
+	// Early in a bind, any refused placement is a cluster still forming;
+	// past formingGrace only the ones waiting fixes are.
+	noPeers := &jetstream.APIError{Code: 400, ErrorCode: 10005, Description: "no suitable peers for placement"}
+	var perm *backoff.PermanentError
+	if errors.As(retryableSince(noPeers, time.Second), &perm) {
+		t.Error("a refused placement a second into the bind is permanent; want waited out")
+	}
+	if !errors.As(retryableSince(noPeers, 2*formingGrace), &perm) {
+		t.Error("a refused placement past formingGrace is retried; want permanent")
+	}
 }
