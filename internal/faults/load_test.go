@@ -31,6 +31,7 @@ const (
 	dlqStream       = "CHAPAR_DLQ"
 	dlqEventIDHdr   = "Chapar-DLQ-Event-Id"
 	dlqReasonHdr    = "Chapar-DLQ-Reason"
+	dlqSinkHdr      = "Chapar-DLQ-Sink"
 	eventsSubjectsP = "chapar.events.>"
 )
 
@@ -112,6 +113,9 @@ func newIDs(n int) []string {
 type producer struct {
 	t  testing.TB
 	js jetstream.JetStream
+	// shape, if set, names the seq-th event and lists its destinations
+	// (nil: the routes decide); else every event is an order_paid.
+	shape func(seq int) (name string, destinations []string)
 
 	mu       sync.Mutex
 	acked    []string
@@ -159,11 +163,19 @@ func (p *producer) start(ids []string, perSec int) {
 }
 
 func (p *producer) publish(ctx context.Context, id string, seq int) {
+	name, opts := "order_paid", []envelope.Option{envelope.WithID(id)}
+	if p.shape != nil {
+		var dest []string
+		name, dest = p.shape(seq)
+		if dest != nil {
+			opts = append(opts, envelope.WithDestinations(dest...))
+		}
+	}
 	env, err := envelope.New(envelope.TypeTrack, "chapar-faults", envelope.Track{
-		Name:       "order_paid",
+		Name:       name,
 		Properties: map[string]any{"eid": id, "seq": seq},
 		User:       envelope.User{ID: fmt.Sprintf("u%d", seq%1000)},
-	}, envelope.WithID(id))
+	}, opts...)
 	if err != nil {
 		p.t.Error(err)
 		return
@@ -237,6 +249,7 @@ func (w *world) waitAcked(n int) {
 type dlqEntry struct {
 	at     time.Time
 	reason string
+	sink   string
 	count  int // records for this event (more than one is a duplicate)
 }
 
@@ -275,7 +288,7 @@ func (b *dlqBook) update() error {
 		id := m.Header.Get(dlqEventIDHdr)
 		e := b.ids[id]
 		if e.count == 0 {
-			e.at, e.reason = m.Time, m.Header.Get(dlqReasonHdr)
+			e.at, e.reason, e.sink = m.Time, m.Header.Get(dlqReasonHdr), m.Header.Get(dlqSinkHdr)
 		}
 		e.count++
 		b.ids[id] = e
