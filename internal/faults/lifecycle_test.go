@@ -9,13 +9,10 @@ package faults
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // healDeadline is how soon a deleted consumer must be back: the healer
@@ -72,6 +69,31 @@ func (w *world) streamMsgs(stream string) uint64 {
 		return 0
 	}
 	return info.State.Msgs
+}
+
+// recoveryOf is outcome.recovery over some of the events: for each fault,
+// the time from it until every one of ids acked before it was delivered
+// (first 2xx) or dead-lettered; the slowest fault's, or -1 if one of
+// them never was.
+func (w *world) recoveryOf(ids []string, ackedAt map[string]time.Time, faults []time.Time) time.Duration {
+	snap := w.vendor.snapshot()
+	var worst time.Duration
+	for _, h := range faults {
+		for _, id := range ids {
+			if !ackedAt[id].Before(h) {
+				continue
+			}
+			at := snap[id].firstOK
+			if dl := w.dlq.ids[id]; dl.count > 0 && (at.IsZero() || dl.at.Before(at)) {
+				at = dl.at
+			}
+			if at.IsZero() {
+				return -1
+			}
+			worst = max(worst, at.Sub(h))
+		}
+	}
+	return worst
 }
 
 // sumMetric adds a series over every replica.
@@ -161,5 +183,110 @@ func TestConsumerDeletedUnderLoad(t *testing.T) {
 	}, "")
 }
 
-var _ = errors.Is
-var _ jetstream.JetStream
+// (i) a rolling deploy that widens a sink's routes, under load, over
+// three replicas: the old config sends chabok only the order_paid events,
+// the new one every chapar.track (half of the load is signup). Each
+// replica in turn is stopped (SIGTERM), given the new config and started.
+// The first new replica's start fences the old ones off the sink: from
+// then on no replica may skip, as the old routes would, what the new ones
+// send. Goals: every order_paid delivered; every signup acked after the
+// first new replica was ready delivered (0 lost); a fenced replica
+// delivers nothing acked after it reported itself fenced
+// (chapar_sink_fenced); duplicates only from deliveries in flight at a
+// stop. Signups acked before that were the old config's to skip, and are
+// counted apart. Each replica's vendor URL names it, so the ledger knows
+// which replica and config delivered what.
+func TestRollingRouteChange(t *testing.T) {
+	events, perSec := 6000, 500
+	if long() {
+		events = 60_000
+	}
+	w := newWorld(t, 1, 0, nil)
+	oldCfg, newCfg := w.cfg, w.cfg
+	oldCfg.Routes = "  - types: [chapar.track]\n    names: [order_paid]\n    sinks: [chabok]\n"
+	newCfg.Routes = "  - types: [chapar.track]\n    sinks: [chabok]\n"
+	tagged := func(c dispatcherConfig, tag string) dispatcherConfig {
+		c.VendorURL = w.vendor.url + "/t/" + tag
+		return c
+	}
+	for i := range 3 {
+		name := fmt.Sprintf("dispatcher-%d", i+1)
+		w.disps = append(w.disps, startDispatcher(t, w.dir, name, tagged(oldCfg, name+"-old"), urls(w.nodes)))
+	}
+	names := map[string]string{}
+	w.prod.shape = func(seq int) (string, []string) {
+		if seq%2 == 0 {
+			return "order_paid", nil
+		}
+		return "signup", nil
+	}
+	ids := newIDs(events)
+	for i, id := range ids {
+		names[id], _ = w.prod.shape(i)
+	}
+	w.prod.start(ids, perSec)
+
+	var firstNew time.Time
+	fencedAt := map[string]time.Time{} // old replica tag -> when it said it was fenced
+	var faults []time.Time
+	for i, d := range w.disps {
+		w.waitAcked(events * (i + 1) / 5)
+		d.reconfigure(t, tagged(newCfg, d.name+"-new"))
+		faults = append(faults, time.Now())
+		t.Logf("%s runs the new routes", d.name)
+		if i > 0 {
+			continue
+		}
+		firstNew = time.Now()
+		for _, old := range w.disps[1:] {
+			eventually(t, 15*time.Second, old.name+" fenced off chabok", func() bool {
+				v, ok := old.metric(`chapar_sink_fenced{sink="chabok"}`)
+				return ok && v == 1
+			})
+			fencedAt[old.name+"-old"] = time.Now()
+		}
+		t.Logf("the old replicas are fenced %s after the first new one was ready", fmtDur(time.Since(firstNew)))
+	}
+	o := w.settle(60*time.Second, faults...)
+
+	acked, ackedAt := w.prod.ackedIDs()
+	oks := w.vendor.okTags()
+	var owed, lost, skippedOld, fencedDelivered, dups int
+	var owedIDs []string
+	for _, id := range acked {
+		calls := oks[id]
+		dups += max(len(calls)-1, 0)
+		if names[id] == "signup" && ackedAt[id].Before(firstNew) {
+			if len(calls) == 0 {
+				skippedOld++
+			}
+			continue
+		}
+		owed++
+		owedIDs = append(owedIDs, id)
+		if len(calls) == 0 && w.dlq.ids[id].count == 0 {
+			lost++
+		}
+		for _, c := range calls {
+			if f, ok := fencedAt[c.tag]; ok && ackedAt[id].After(f) {
+				fencedDelivered++
+			}
+		}
+	}
+	o.lost, o.duplicates = lost, dups
+	o.recovery = w.recoveryOf(owedIDs, ackedAt, faults)
+	inFlight := len(w.disps) * w.cfg.Concurrency
+	g := &goals{t: t}
+	g.want(lost == 0, "%d of %d events the routes send lost", lost, owed)
+	g.want(!o.wedged, "wedged: %v", o.stuck)
+	g.want(fencedDelivered == 0, "fenced replicas delivered %d events acked after they were fenced", fencedDelivered)
+	g.want(o.deadLettered+o.both == 0, "%d dead letters with a healthy vendor", o.deadLettered+o.both)
+	g.want(dups <= inFlight, "%d duplicates; at most %d deliveries were in flight at the stops", dups, inFlight)
+	g.finish(result{
+		scenario: "i. rolling route change, 3 replicas",
+		load:     fmt.Sprintf("%d events at %d/s (half order_paid, half signup), 3 replicas restarted in turn", events, perSec),
+		o:        o,
+		notes: fmt.Sprintf("routes order_paid → every chapar.track; %d events owed by the routes in force (every order_paid, every signup acked after the first new replica was ready), %d lost; %d earlier signups skipped by the old routes, as they say; fenced replicas delivered %d events acked after they were fenced; lost, duplicates and recovery count the owed events",
+			owed, lost, skippedOld, fencedDelivered),
+	}, "")
+}
