@@ -9,10 +9,14 @@ package faults
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // healDeadline is how soon a deleted consumer must be back: the healer
@@ -288,5 +292,227 @@ func TestRollingRouteChange(t *testing.T) {
 		o:        o,
 		notes: fmt.Sprintf("routes order_paid → every chapar.track; %d events owed by the routes in force (every order_paid, every signup acked after the first new replica was ready), %d lost; %d earlier signups skipped by the old routes, as they say; fenced replicas delivered %d events acked after they were fenced; lost, duplicates and recovery count the owed events",
 			owed, lost, skippedOld, fencedDelivered),
+	}, "")
+}
+
+// sinkFootprint is what `dispatcher sinks remove --json` reports.
+type sinkFootprint struct {
+	Consumers []struct {
+		Stream     string `json:"stream"`
+		Name       string `json:"name"`
+		Pending    uint64 `json:"pending"`
+		AckPending int    `json:"ack_pending"`
+	} `json:"consumers"`
+	Retries uint64 `json:"retries"`
+	Removed bool   `json:"removed"`
+}
+
+func (f sinkFootprint) dropped() uint64 {
+	n := f.Retries
+	for _, c := range f.Consumers {
+		n += c.Pending + uint64(c.AckPending)
+	}
+	return n
+}
+
+// sinksRemove runs `dispatcher sinks remove NAME --json` (with --yes if
+// yes) against the world's NATS.
+func (w *world) sinksRemove(name, config string, yes bool) (sinkFootprint, error) {
+	args := []string{"sinks", "remove", name, "--config", config, "--json", "--server", urls(w.nodes)}
+	if yes {
+		args = append(args, "--yes")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bins.dispatcher, args...).CombinedOutput()
+	var f sinkFootprint
+	if err != nil {
+		return f, fmt.Errorf("dispatcher %s: %w: %s", strings.Join(args, " "), err, out)
+	}
+	if err := json.Unmarshal(out, &f); err != nil {
+		return f, fmt.Errorf("dispatcher %s: %w: %s", strings.Join(args, " "), err, out)
+	}
+	return f, nil
+}
+
+// subjectsOf lists the subjects a stream holds messages on, with counts.
+func (w *world) subjectsOf(stream, filter string) map[string]uint64 {
+	w.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := w.js.Stream(ctx, stream)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return info.State.Subjects
+}
+
+// removedSinkBelieved is the defect scenario j shows: a replica that
+// looked a destination sink up within startsTTL (5 s) before `sinks remove`
+// deleted its consumer still believes the sink exists, judges events
+// naming it the sink's to deliver, and acks them on its own consumer; the
+// removed sink's consumer is gone, so they are neither delivered nor
+// dead-lettered. docs/operations.md says replicas "believe it for up to
+// 5 s more" without saying that those events are lost.
+const removedSinkBelieved = "events naming a removed sink within 5 s of its removal are lost (internal/dispatch/starts.go startsTTL)"
+
+// (j) a sink added, then removed, under load, by the documented procedure
+// (docs/operations.md, "Adding and removing a sink"). Every other event
+// names both sinks in destinations (chabok, crm); the rest follow the
+// routes (chabok). crm is added with start: new, replica by replica; later
+// taken out of every replica's config, and then `dispatcher sinks remove
+// crm --yes` deletes what it left. Each event naming crm is delivered to
+// crm once or dead-lettered unknown_destination once, never both; neither
+// only for what the command reports it dropped (messages its consumer had
+// not read or had in flight, its waiting retries: the operator's choice,
+// printed by the dry run). Every event reaches chabok. After the removal
+// nothing of crm is left: no consumer, no retry. The vendor fails 1
+// request in 20 so that retries wait for both sinks throughout.
+func TestSinkAddedAndRemovedUnderLoad(t *testing.T) {
+	events, perSec := 6000, 500
+	if long() {
+		events = 60_000
+	}
+	w := newWorld(t, 1, 0, nil)
+	w.vendor.set(func(l *ledger) { l.flakyEvery = 20 })
+	base := w.cfg
+	base.VendorURL = w.vendor.url + "/t/chabok"
+	withCRM := base
+	withCRM.ExtraSinks = fmt.Sprintf("  - name: crm\n    vendor: chabok\n    start: new\n    base_url: %s/t/crm/api\n    settings:\n      app_id: faults\n      access_token: %s\n",
+		w.vendor.url, vendorToken)
+	for i := range 2 {
+		w.disps = append(w.disps, startDispatcher(t, w.dir, fmt.Sprintf("dispatcher-%d", i+1), base, urls(w.nodes)))
+	}
+	namesCRM := map[string]bool{}
+	ids := newIDs(events)
+	for i, id := range ids {
+		namesCRM[id] = i%2 == 0
+	}
+	w.prod.shape = func(seq int) (string, []string) {
+		if seq%2 == 0 {
+			return "order_paid", []string{"chabok", "crm"}
+		}
+		return "order_paid", nil
+	}
+	w.prod.start(ids, perSec)
+
+	w.waitAcked(events / 5)
+	for _, d := range w.disps {
+		d.reconfigure(t, withCRM)
+	}
+	added := time.Now()
+	w.waitAcked(events * 2 / 5)
+	for _, d := range w.disps {
+		d.reconfigure(t, base)
+	}
+	// The stopped replicas' pull requests may outlive them for a while:
+	// the command refuses until no one pulls.
+	var removal sinkFootprint
+	var refusals int
+	eventually(t, 60*time.Second, "sinks remove crm --yes", func() bool {
+		f, err := w.sinksRemove("crm", w.disps[0].file, true)
+		if err != nil {
+			refusals++
+			return false
+		}
+		removal = f
+		return true
+	})
+	removed := time.Now()
+	t.Logf("removed crm after %d refusals: %+v", refusals, removal)
+	o := w.settle(60*time.Second, added, removed)
+
+	// crm's share, after chabok's is settled: every event naming crm is
+	// delivered there or dead-lettered for it, unless the removal dropped it.
+	crmIDs := []string{}
+	for _, id := range ids {
+		if namesCRM[id] {
+			crmIDs = append(crmIDs, id)
+		}
+	}
+	acked, ackedAt := w.prod.ackedIDs()
+	account := func() (delivered, deadLettered, both, neither, neitherAfter, dups int, reasons map[string]int) {
+		_ = w.dlq.update()
+		snap := w.vendor.snapshotTag("crm")
+		reasons = map[string]int{}
+		for _, id := range acked {
+			if !namesCRM[id] {
+				continue
+			}
+			d, dl := snap[id], w.dlq.ids[id]
+			if dl.sink != "crm" {
+				dl = dlqEntry{}
+			}
+			dups += max(d.ok-1, 0) + max(dl.count-1, 0)
+			switch {
+			case d.ok > 0 && dl.count > 0:
+				both++
+			case d.ok > 0:
+				delivered++
+			case dl.count > 0:
+				deadLettered++
+				reasons[dl.reason]++
+			default:
+				neither++
+				if ackedAt[id].After(removed) {
+					neitherAfter++
+				}
+			}
+		}
+		return
+	}
+	// settle saw the consumers idle, so every dead letter is written;
+	// a few seconds for the book to read them.
+	_ = waitFor(5*time.Second, func() bool {
+		_, _, _, _, after, _, _ := account()
+		return after == 0
+	})
+	delivered, deadLettered, both, neither, neitherAfter, dups, reasons := account()
+
+	left := w.subjectsOf(w.streamBySubject("chapar.retry.due.crm"), "chapar.retry.*.crm.>")
+	for subj, n := range w.subjectsOf(w.streamBySubject("chapar.retry.due.crm"), "chapar.retry.due.crm") {
+		left[subj] = n
+	}
+	var crmConsumers []string
+	cs, err := w.consumers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cs {
+		if strings.HasSuffix(c.name, "-crm") {
+			crmConsumers = append(crmConsumers, c.stream+"/"+c.name)
+		}
+	}
+	after, err := w.sinksRemove("crm", w.disps[0].file, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	g := &goals{t: t}
+	g.want(o.lost == 0, "%d events lost to chabok", o.lost)
+	g.want(!o.wedged, "wedged: %v", o.stuck)
+	g.want(both == 0, "%d events naming crm both delivered to it and dead-lettered", both)
+	g.wantKnown(neitherAfter == 0, removedSinkBelieved, "%d events naming crm, acked after the removal, neither delivered nor dead-lettered", neitherAfter)
+	g.want(uint64(neither-neitherAfter) <= removal.dropped(), "%d events naming crm, acked before the removal, neither delivered nor dead-lettered; the removal reported dropping %d messages", neither-neitherAfter, removal.dropped())
+	g.want(deadLettered == reasons["unknown_destination"], "dead letters for crm with other reasons: %v", reasons)
+	g.want(len(crmConsumers) == 0 && len(left) == 0, "crm left behind: consumers %v, retries %v", crmConsumers, left)
+	g.want(len(after.Consumers) == 0 && after.Retries == 0, "sinks remove crm still finds %+v", after)
+	// settle counted both sinks' answers as one event's: count chabok's
+	// alone, and crm's apart.
+	o.duplicates, o.deadLettered, o.both = dups, deadLettered, both
+	o.lost += neitherAfter
+	for _, d := range w.vendor.snapshotTag("chabok") {
+		o.duplicates += max(d.ok-1, 0)
+	}
+	g.finish(result{
+		scenario: "j. sink added and removed under load",
+		load:     fmt.Sprintf("%d events at %d/s, half naming crm in destinations, 2 replicas", events, perSec),
+		o:        o,
+		notes: fmt.Sprintf("vendor fails 1 request in 20; crm added (start: new) and later removed by `sinks remove crm --yes` (refused %d times while pulls lingered); of %d events naming crm: %d delivered there, %d dead-lettered (%v), %d both, %d neither (the removal reported dropping %d messages: %d unread or in flight, %d retries), %d neither after it (lost: a replica believes a sink it looked up for 5 s); left of crm: %d consumers, %d retries; lost counts crm's and chabok's, dead letters crm's (chabok has none), duplicates both",
+			refusals, len(crmIDs), delivered, deadLettered, reasons, both, neither, removal.dropped(), removal.dropped()-removal.Retries, removal.Retries, neitherAfter, len(crmConsumers), len(left)),
 	}, "")
 }

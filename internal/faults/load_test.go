@@ -535,6 +535,7 @@ func writeResults() {
 type goals struct {
 	t     testing.TB
 	fails []string
+	known []string // missed goals of a known, reported defect (wantKnown)
 }
 
 func (g *goals) want(ok bool, format string, args ...any) {
@@ -543,16 +544,31 @@ func (g *goals) want(ok bool, format string, args ...any) {
 	}
 }
 
+// wantKnown is a goal the engine is known to miss (defect names the
+// report): a miss is recorded in the row and skips the test, unless
+// another goal failed; a goal met now fails the test, so that the gate is
+// taken away when the defect is fixed.
+func (g *goals) wantKnown(ok bool, defect, format string, args ...any) {
+	if ok {
+		g.fails = append(g.fails, fmt.Sprintf("goal met despite the known defect (%s): remove the gate", defect))
+		return
+	}
+	g.known = append(g.known, fmt.Sprintf(format, args...)+" (known defect: "+defect+")")
+}
+
 // finish records the row, then asserts the goals. gate, if not empty, is
 // why the assertions are skipped for now (the figures are still recorded).
 func (g *goals) finish(r result, gate string) {
 	g.t.Helper()
 	r.verdict = "met"
-	if len(g.fails) > 0 {
-		r.verdict = "**missed**: " + strings.Join(g.fails, "; ")
+	if missed := append(append([]string(nil), g.fails...), g.known...); len(missed) > 0 {
+		r.verdict = "**missed**: " + strings.Join(missed, "; ")
 	}
 	record(g.t, r)
 	if len(g.fails) == 0 {
+		if len(g.known) > 0 {
+			g.t.Skipf("known defect (missed: %s)", strings.Join(g.known, "; "))
+		}
 		return
 	}
 	if gate != "" {
