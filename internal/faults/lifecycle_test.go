@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -514,5 +515,110 @@ func TestSinkAddedAndRemovedUnderLoad(t *testing.T) {
 		o:        o,
 		notes: fmt.Sprintf("vendor fails 1 request in 20; crm added (start: new) and later removed by `sinks remove crm --yes` (refused %d times while pulls lingered); of %d events naming crm: %d delivered there, %d dead-lettered (%v), %d both, %d neither (the removal reported dropping %d messages: %d unread or in flight, %d retries), %d neither after it (lost: a replica believes a sink it looked up for 5 s); left of crm: %d consumers, %d retries; lost counts crm's and chabok's, dead letters crm's (chabok has none), duplicates both",
 			refusals, len(crmIDs), delivered, deadLettered, reasons, both, neither, removal.dropped(), removal.dropped()-removal.Retries, removal.Retries, neitherAfter, len(crmConsumers), len(left)),
+	}, "")
+}
+
+// orderViolations checks per-key order at the vendor: per user, the events
+// in the order the vendor first answered 2xx for each must be in the
+// order JetStream stored them. An event first delivered after a later
+// event of its user is a violation; a resend of one already delivered is
+// at-least-once, counted apart.
+func (w *world) orderViolations(users int) (violations, resent int, example string) {
+	acked, _ := w.prod.ackedIDs()
+	w.prod.mu.Lock()
+	pos := make(map[string]uint64, len(w.prod.position))
+	for k, v := range w.prod.position {
+		pos[k] = v
+	}
+	w.prod.mu.Unlock()
+	userOf := map[string]int{}
+	for i, id := range w.prod.idsInOrder {
+		userOf[id] = i % users
+	}
+	type first struct {
+		at  time.Time
+		pos uint64
+		id  string
+	}
+	byUser := map[int][]first{}
+	for _, id := range acked {
+		d := w.vendor.event(id)
+		resent += max(d.ok-1, 0)
+		if d.ok > 0 {
+			byUser[userOf[id]] = append(byUser[userOf[id]], first{d.firstOK, pos[id], id})
+		}
+	}
+	for u, fs := range byUser {
+		slices.SortFunc(fs, func(a, b first) int { return a.at.Compare(b.at) })
+		var top uint64
+		for _, f := range fs {
+			if f.pos < top {
+				violations++
+				if example == "" {
+					example = fmt.Sprintf("u%d: stream seq %d delivered after seq %d", u, f.pos, top)
+				}
+			}
+			top = max(top, f.pos)
+		}
+	}
+	return violations, resent, example
+}
+
+// (k) an ordered sink (order: by_user) on a three-node cluster with R3
+// streams, under load, while its consumer's leader steps down again and
+// again (as topology.SpreadLeaders does at every start with partitions)
+// and the vendor fails one request in 10, so that some user's head is
+// always being retried when the leader moves. The black-box form of
+// internal/dispatch's TestOrderHoldsWhenThePinMovesDuringAHeadsRetries.
+// Goals: 0 order violations per user (by stream sequence, at the vendor's
+// first 2xx of each event), 0 lost.
+func TestOrderedSinkStepDownsDuringRetries(t *testing.T) {
+	events, perSec, stepdowns, users := 3000, 300, 4, 50
+	if long() {
+		events, stepdowns = 30_000, 30
+	}
+	w := newWorld(t, 3, 2, func(c *dispatcherConfig) { c.SinkExtra = "    order: by_user\n" })
+	w.vendor.set(func(l *ledger) { l.flakyEvery = 10 })
+	w.prod.users = users
+	ids := newIDs(events)
+	w.prod.idsInOrder = ids
+	w.prod.start(ids, perSec)
+
+	var faults []time.Time
+	var refused, stalls []string
+	for i := range stepdowns {
+		w.waitAcked(events * (i + 1) / (stepdowns + 1))
+		before := w.vendor.requests()
+		subj, what := "$JS.API.CONSUMER.LEADER.STEPDOWN.CHAPAR_EVENTS.sink-chabok", "sink-chabok"
+		if i%4 == 3 {
+			subj, what = "$JS.API.STREAM.LEADER.STEPDOWN.CHAPAR_EVENTS", "CHAPAR_EVENTS"
+		}
+		if err := w.stepDown(subj); err != nil {
+			refused = append(refused, fmt.Sprintf("%s: %v", what, err))
+		}
+		faults = append(faults, time.Now())
+		if waitFor(10*time.Second, func() bool { return w.vendor.requests() > before+50 }) != nil {
+			stalls = append(stalls, what)
+		}
+	}
+	o := w.settle(60*time.Second, faults...)
+	violations, resent, example := w.orderViolations(users)
+
+	g := &goals{t: t}
+	g.want(violations == 0, "%d order violations (%s)", violations, example)
+	g.want(o.lost == 0, "%d events lost", o.lost)
+	g.want(!o.wedged, "wedged: %v", o.stuck)
+	g.want(o.deadLettered+o.both == 0, "%d dead letters with a vendor that fails 1 in 10", o.deadLettered+o.both)
+	g.want(len(refused) == 0, "step-downs refused: %v", refused)
+	notes := fmt.Sprintf("order: by_user over %d users; vendor fails 1 request in 10 (503); %d step-downs of sink-chabok's leader (every 4th of CHAPAR_EVENTS'); %d order violations; %d resent (at-least-once)",
+		users, stepdowns, violations, resent)
+	if len(stalls) > 0 {
+		notes += fmt.Sprintf("; deliveries stalled >10 s after: %v", stalls)
+	}
+	g.finish(result{
+		scenario: "k. ordered sink: step-downs during retries",
+		load:     fmt.Sprintf("%d events at %d/s, 3 nodes, 2 replicas", events, perSec),
+		o:        o,
+		notes:    notes,
 	}, "")
 }

@@ -6,6 +6,7 @@ package faults
 // delivered, dead-lettered, or lost.
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -116,12 +117,20 @@ type producer struct {
 	// shape, if set, names the seq-th event and lists its destinations
 	// (nil: the routes decide); else every event is an order_paid.
 	shape func(seq int) (name string, destinations []string)
+	// idsInOrder are the ids as given to run, when a scenario needs to
+	// know each one's seq.
+	idsInOrder []string
+	// users is how many users the events are spread over (0: 1000); the
+	// seq-th event is user u<seq mod users>'s. If set, the user is also
+	// the CloudEvents subject, the key of order: by_user.
+	users int
 
 	mu       sync.Mutex
 	acked    []string
 	ackedAt  map[string]time.Time
-	retries  int // publish attempts that failed and were retried
-	givenUp  int // events never acked
+	position map[string]uint64 // the stream sequence JetStream acked each event at
+	retries  int               // publish attempts that failed and were retried
+	givenUp  int               // events never acked
 	finished bool
 }
 
@@ -164,6 +173,10 @@ func (p *producer) start(ids []string, perSec int) {
 
 func (p *producer) publish(ctx context.Context, id string, seq int) {
 	name, opts := "order_paid", []envelope.Option{envelope.WithID(id)}
+	user := fmt.Sprintf("u%d", seq%cmp.Or(p.users, 1000))
+	if p.users > 0 {
+		opts = append(opts, envelope.WithSubject(user)) // the key of order: by_user
+	}
 	if p.shape != nil {
 		var dest []string
 		name, dest = p.shape(seq)
@@ -174,7 +187,7 @@ func (p *producer) publish(ctx context.Context, id string, seq int) {
 	env, err := envelope.New(envelope.TypeTrack, "chapar-faults", envelope.Track{
 		Name:       name,
 		Properties: map[string]any{"eid": id, "seq": seq},
-		User:       envelope.User{ID: fmt.Sprintf("u%d", seq%1000)},
+		User:       envelope.User{ID: user},
 	}, opts...)
 	if err != nil {
 		p.t.Error(err)
@@ -191,12 +204,16 @@ func (p *producer) publish(ctx context.Context, id string, seq int) {
 		msg.Header.Set("Content-Type", envelope.ContentTypeCloudEvents)
 		msg.Data = raw
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := p.js.PublishMsg(pctx, msg, jetstream.WithMsgID(id))
+		ack, err := p.js.PublishMsg(pctx, msg, jetstream.WithMsgID(id))
 		cancel()
 		if err == nil {
 			p.mu.Lock()
 			p.acked = append(p.acked, id)
 			p.ackedAt[id] = time.Now()
+			if p.position == nil {
+				p.position = map[string]uint64{}
+			}
+			p.position[id] = ack.Sequence
 			p.mu.Unlock()
 			return
 		}
