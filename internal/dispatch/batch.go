@@ -110,11 +110,27 @@ func (b *batcher) collect(out chan<- []batchItem) {
 // DeliverBatch, then a verdict and a settlement per event.
 func (b *batcher) send(ctx context.Context, items []batchItem) {
 	w := b.w
+	// No attempt after max_elapsed (worker.go's expired).
+	live := make([]batchItem, 0, len(items))
+	for _, it := range items {
+		if w.expired(it.d, time.Now()) {
+			w.expire(ctx, it.d, it.ev)
+		} else {
+			live = append(live, it)
+		}
+	}
+	if items = live; len(items) == 0 {
+		return
+	}
 	done, vendorDown, err := w.gate.acquire(ctx)
 	if err != nil {
 		var shut errShut
-		errors.As(err, &shut) // shutting down: no wait
+		isShut := errors.As(err, &shut) // else shutting down: no wait
 		for _, it := range items {
+			if isShut && w.expired(it.d, time.Now()) {
+				w.expire(ctx, it.d, it.ev)
+				continue
+			}
 			w.handBack(it.d, shut.wait)
 		}
 		return

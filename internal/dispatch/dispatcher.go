@@ -301,6 +301,9 @@ func (d *Dispatcher) bind(ctx context.Context) ([]boundSink, *pauseBoard, error)
 			w.fence = newFence(sc.Name, settings.Fence, func(ctx context.Context) (string, error) { return topology.FenceOf(ctx, home) },
 				d.ackWait, sc.MaxAckPending, w.gate, d.log, d.obs.SinkFenced)
 			d.obs.SinkFenced(sc.Name, false)
+			for _, c := range cons.Events {
+				healerOf(c).fence = w.fence.lastOwner
+			}
 			if bs, ok := s.(sinks.BatchSink); ok && sc.Batch != nil {
 				w.batch = newBatcher(w, bs, sc.Batch.MaxItems, sc.Batch.MaxWait)
 			}

@@ -86,6 +86,7 @@ type fence struct {
 
 	mu    sync.Mutex
 	owned bool
+	owner string // the fence the consumer carried when last read
 	queue []jetstream.Msg
 	kick  chan struct{}
 }
@@ -95,8 +96,19 @@ func newFence(sink, mine string, read func(context.Context) (string, error), ack
 	return &fence{
 		sink: sink, mine: mine, read: read, every: min(max(ackWait/4, 100*time.Millisecond), time.Second),
 		flushAt: max(maxAckPending/4, 1), gate: g, log: log, changed: changed,
-		owned: true, kick: make(chan struct{}, 1),
+		owned: true, owner: mine, kick: make(chan struct{}, 1),
 	}
+}
+
+// lastOwner is the fence the sink's consumer carried when last read (this
+// replica's own until a read says otherwise). A healer recreating a lost
+// events consumer writes it, not the fence its replica bound with: a
+// fenced-off replica's healer must not hand the sink back to its own,
+// older config.
+func (f *fence) lastOwner() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.owner
 }
 
 // skip acks msg, which this replica's routes do not send to the sink,
@@ -187,6 +199,7 @@ func (f *fence) setOwned(theirs string) {
 	f.mu.Lock()
 	was := f.owned
 	f.owned = owned
+	f.owner = theirs
 	f.mu.Unlock()
 	if owned == was {
 		return

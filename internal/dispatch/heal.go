@@ -3,6 +3,7 @@ package dispatch
 import (
 	"context"
 	"errors"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,6 +43,10 @@ type healer struct {
 	// retries consumer's work-queue stream holds only what it has not
 	// acked, so it restarts with its own policy (all of it).
 	fromFloor bool
+	// fence, for an events consumer, is the fence to recreate it with:
+	// the one it carried when last read (fence.lastOwner), not the one
+	// in cfg, which is this replica's as it bound and may be stale.
+	fence func() string
 
 	floor atomic.Uint64 // the ack floor's stream sequence when last seen
 	nudge chan struct{} // look now (a pull said the consumer is gone)
@@ -190,8 +195,18 @@ func (h *healer) heal(ctx context.Context) {
 	}
 	wait := 250 * time.Millisecond
 	for first := true; ; first = false {
+		cfg := h.cfg
+		if h.fence != nil {
+			if owner := h.fence(); owner != "" {
+				cfg.Metadata = maps.Clone(cfg.Metadata)
+				if cfg.Metadata == nil {
+					cfg.Metadata = map[string]string{}
+				}
+				cfg.Metadata[topology.FenceMetadata] = owner
+			}
+		}
 		cctx, cancel := context.WithTimeout(ctx, brokerTimeout)
-		c, created, err := topology.RecreateConsumer(cctx, h.e.js, h.stream, h.cfg, from)
+		c, created, err := topology.RecreateConsumer(cctx, h.e.js, h.stream, cfg, from)
 		cancel()
 		if err == nil {
 			h.floor.Store(c.CachedInfo().AckFloor.Stream)

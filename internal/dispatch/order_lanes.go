@@ -168,6 +168,13 @@ func (o *orderer) step(ctx, workCtx context.Context, l *lane) {
 		// settle nothing, the pinned replica has the message now.
 	case panicked:
 		o.pop(l, d) // guard dead-lettered it
+	case errors.Is(err, errExpired), errors.As(err, &shut) && w.expired(d, time.Now()):
+		// Past max_elapsed while the gate was shut: dead-lettered
+		// (worker.go's expired), which releases the barrier.
+		rec := w.expiredRecord(d, ev)
+		rec.ReleasedBarrier = true
+		w.deadLetter(workCtx, d, rec)
+		o.pop(l, d)
 	case errors.As(err, &shut):
 		o.after(ctx, l, shut.wait) // the gate is shut: the lane waits, in order
 	case err != nil:

@@ -654,7 +654,10 @@ func TestOrderShutdownWithAHeadOnItsBackoffKeepsOrder(t *testing.T) {
 	vendor := e.Emu.Vendor(emulator.MetrixGateway)
 	vendor.SetFault(emulator.Fault{Status: 503, Match: k.ids["u0"][0]}) // until cleared
 	sink := orderedSink(e)
-	sink.Retry.InitialInterval, sink.Retry.MaxInterval = 5*time.Second, 5*time.Second
+	// Far longer than the test: the head must still be waiting on its
+	// backoff when the first replica stops, however slowly the second
+	// one starts on a loaded machine (with 5 s, it once retried first).
+	sink.Retry.InitialInterval, sink.Retry.MaxInterval, sink.Retry.MaxElapsed = time.Minute, time.Minute, time.Hour
 	sink.Retry.MaxAttempts = 1000
 	sink.Breaker.FailureThreshold = 1000
 	a := e.Start([]config.Sink{sink}, gatewayRoute)
@@ -665,7 +668,7 @@ func TestOrderShutdownWithAHeadOnItsBackoffKeepsOrder(t *testing.T) {
 	})
 	b := e.Start([]config.Sink{sink}, gatewayRoute)
 	vendor.ClearFault()
-	if err := a.Stop(); err != nil { // the head waits ~5 s more on its backoff
+	if err := a.Stop(); err != nil { // the head waits a minute more on its backoff
 		t.Fatal(err)
 	}
 	k.publish(e, half, len(k.envs))

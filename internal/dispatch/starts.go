@@ -29,7 +29,19 @@ const (
 	absentEvery = 250 * time.Millisecond
 	// maxStarts bounds the cache (destination names are the producers').
 	maxStarts = 10_000
+	// healingGrace is how long a sink whose events consumer is missing
+	// while its retries consumer is there is taken to be healing (its
+	// healer recreates it, with the start it had: heal.go) before it is
+	// taken to be gone: the healer looks every 5 s, lets a loss settle a
+	// second and retries with backoff.
+	healingGrace = 30 * time.Second
 )
+
+// errConsumerHealing says a sink's events consumer is missing but the sink
+// is not: its retries consumer is there, so the events consumer is being
+// recreated, with its old start. Whether it covers an event cannot be
+// told until it is back.
+var errConsumerHealing = errors.New("the sink's events consumer is missing while its retries consumer is there (being recreated?)")
 
 type sinkPartition struct {
 	sink      string
@@ -51,10 +63,13 @@ type sinkStarts struct {
 	mu     sync.Mutex
 	mine   map[string][]uint64 // this process's sinks: fixed while it runs them
 	looked map[sinkPartition]startEntry
+	// healing is when a sink's events consumer was first found missing
+	// while its retries consumer was there (errConsumerHealing).
+	healing map[sinkPartition]time.Time
 }
 
 func newSinkStarts() *sinkStarts {
-	return &sinkStarts{mine: map[string][]uint64{}, looked: map[sinkPartition]startEntry{}}
+	return &sinkStarts{mine: map[string][]uint64{}, looked: map[sinkPartition]startEntry{}, healing: map[sinkPartition]time.Time{}}
 }
 
 // local records the starts of a sink this process runs, from its consumers
@@ -101,6 +116,26 @@ func (s *sinkStarts) covers(ctx context.Context, js jetstream.JetStream, topo to
 		}
 	}
 	e, err := lookUpStart(ctx, js, topo, sink, partition)
+	if errors.Is(err, errConsumerHealing) {
+		// Believed absent now, an event the healed consumer delivers
+		// would be dead-lettered as well: ask again (the caller hands
+		// back, or waits in place), unless it stays missing for longer
+		// than a healer takes.
+		s.mu.Lock()
+		if len(s.healing) > maxStarts {
+			clear(s.healing)
+		}
+		since, ok := s.healing[key]
+		if !ok {
+			since = time.Now()
+			s.healing[key] = since
+		}
+		s.mu.Unlock()
+		if time.Since(since) < healingGrace {
+			return false, err
+		}
+		err = nil
+	}
 	if err != nil {
 		return false, err
 	}
@@ -109,6 +144,9 @@ func (s *sinkStarts) covers(ctx context.Context, js jetstream.JetStream, topo to
 		clear(s.looked)
 	}
 	s.looked[key] = e
+	if e.present {
+		delete(s.healing, key)
+	}
 	s.mu.Unlock()
 	switch {
 	case e.present:
@@ -136,7 +174,17 @@ func lookUpStart(ctx context.Context, js jetstream.JetStream, topo topology.Topo
 	upto := st.CachedInfo().State.LastSeq
 	c, err := js.Consumer(lctx, stream, topology.SinkConsumer(sink))
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return startEntry{upto: upto, at: time.Now()}, nil
+		absent := startEntry{upto: upto, at: time.Now()}
+		// The sink itself may still be there, its events consumer lost
+		// and being recreated from where it was (heal.go).
+		has, err := topo.HasSink(lctx, js, sink)
+		if err != nil {
+			return startEntry{}, err
+		}
+		if has {
+			return absent, errConsumerHealing
+		}
+		return absent, nil
 	}
 	if err != nil {
 		return startEntry{}, fmt.Errorf("look up sink %s on %s: %w", sink, stream, err)

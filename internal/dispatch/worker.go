@@ -133,9 +133,12 @@ func (w *sinkWorker) deliver(ctx context.Context, d *delivery, ev *envelope.Even
 	v, derr, err := w.attempt(ctx, d, ev, true)
 	if err != nil {
 		var shut errShut
-		if errors.As(err, &shut) {
+		switch {
+		case errors.Is(err, errExpired), errors.As(err, &shut) && w.expired(d, time.Now()):
+			w.expire(ctx, d, ev)
+		case errors.As(err, &shut):
 			w.handBack(d, shut.wait)
-		} else {
+		default:
 			w.handBack(d, 0) // shutting down
 		}
 		return
@@ -143,11 +146,53 @@ func (w *sinkWorker) deliver(ctx context.Context, d *delivery, ev *envelope.Even
 	w.settle(ctx, d, ev, v, derr)
 }
 
+// errExpired says an event's max_elapsed passed before its next attempt:
+// no request is made, it is dead-lettered.
+var errExpired = errors.New("max_elapsed passed before the next attempt")
+
+// expired says whether the event's max_elapsed has passed since its first
+// attempt. Decide schedules a retry only if it falls due within
+// max_elapsed, but a due retry that finds the gate shut (the breaker open,
+// a pause) waits for it; without this it would wait until a probe happened
+// to pick it, one event per open period, far past max_elapsed. So no
+// attempt is made after max_elapsed, and an event the gate refuses after
+// it is dead-lettered.
+func (w *sinkWorker) expired(d *delivery, now time.Time) bool {
+	return w.policy.MaxElapsed > 0 && !d.history.First.IsZero() && now.Sub(d.history.First) > w.policy.MaxElapsed
+}
+
+// expire dead-letters an event the gate refused after its max_elapsed.
+func (w *sinkWorker) expire(ctx context.Context, d *delivery, ev *envelope.Event) {
+	w.deadLetter(ctx, d, w.expiredRecord(d, ev))
+}
+
+// expiredRecord is the dead letter of an event the gate refused after its
+// max_elapsed: retries_exhausted, with the last attempt's status, code and
+// error. No request is made: the vendor is down or has asked to wait.
+func (w *sinkWorker) expiredRecord(d *delivery, ev *envelope.Event) *dlq.Record {
+	last := "none recorded"
+	var status int
+	var code string
+	if n := len(d.log.Attempts); n > 0 {
+		a := d.log.Attempts[n-1]
+		last, status, code = a.Error, a.Status, a.Code
+	}
+	rec := w.record(d, ev, w.name, outcome.RetriesExhausted,
+		fmt.Errorf("max_elapsed %s passed before the next attempt (it waited for the sink: breaker open, a pause or a backlog); last error: %s", w.policy.MaxElapsed, last))
+	rec.Status, rec.Code = status, code
+	w.log.Warn("max_elapsed passed before the next attempt; dead-lettering", zap.String("sink", w.name),
+		zap.String("event_id", clip(ev.ID)), zap.Int("attempts", d.history.Attempts))
+	return rec
+}
+
 // attempt makes one vendor request through the gate and decides. If the
 // gate stays shut (errShut) or ctx ends first, no request is made and err
 // says so; the caller settles. It sends in-progress acks during the
 // request (keep); an ordered sink sends its own (order.go).
 func (w *sinkWorker) attempt(ctx context.Context, d *delivery, ev *envelope.Event, keep bool) (v Verdict, derr, err error) {
+	if w.expired(d, time.Now()) {
+		return v, nil, errExpired
+	}
 	done, vendorDown, err := w.gate.acquire(ctx)
 	if err != nil {
 		return v, nil, err

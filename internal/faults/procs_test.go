@@ -81,6 +81,7 @@ type proc struct {
 	t    testing.TB
 	name string
 	args []string
+	env  []string // added to the test's environment
 	log  string
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -103,6 +104,9 @@ func (p *proc) start() {
 	fmt.Fprintf(f, "==== %s start %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(p.args, " "))
 	cmd := exec.Command(p.args[0], p.args[1:]...)
 	cmd.Stdout, cmd.Stderr = f, f
+	if len(p.env) > 0 {
+		cmd.Env = append(os.Environ(), p.env...)
+	}
 	cmd.SysProcAttr = childAttr()
 	if err := cmd.Start(); err != nil {
 		_ = f.Close()
@@ -293,15 +297,23 @@ type dispatcherProc struct {
 func startDispatcher(t testing.TB, dir, name string, cfg dispatcherConfig, natsURL string) *dispatcherProc {
 	t.Helper()
 	cfg.AdminListen = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	return startDispatcherYAML(t, dir, name, cfg.yaml(), cfg.AdminListen, natsURL, nil)
+}
+
+// startDispatcherYAML starts a replica with a config of the caller's own
+// (admin is its admin.listen) and env added to its environment.
+func startDispatcherYAML(t testing.TB, dir, name, yaml, admin, natsURL string, env []string) *dispatcherProc {
+	t.Helper()
 	file := filepath.Join(dir, name+".yaml")
-	if err := os.WriteFile(file, []byte(cfg.yaml()), 0o644); err != nil {
+	if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	d := &dispatcherProc{
 		proc:  newProc(t, dir, name, bins.dispatcher, "run", "--config", file, "--nats-url", natsURL),
-		admin: cfg.AdminListen,
+		admin: admin,
 		file:  file,
 	}
+	d.env = env
 	d.restart(t)
 	return d
 }

@@ -60,6 +60,10 @@ type codeFinder func(body []byte) (code, message string)
 const (
 	maxResponseBytes = 64 << 10
 	maxDrainBytes    = 256 << 10
+	// maxDrainWait bounds the drain in time. Before: only the sink's
+	// timeout did, so a vendor that trickled its 2xx body held a worker
+	// for the whole timeout.
+	maxDrainWait = 100 * time.Millisecond
 )
 
 // class is what an answer means for the delivery.
@@ -111,7 +115,10 @@ func call(ctx context.Context, c *http.Client, req *http.Request, t errorTable) 
 	if find == nil {
 		find = findCode
 	}
-	req = req.WithContext(ctx)
+	// rctx lets the drain below give up on a slow body.
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	req = req.WithContext(rctx)
 	req.Header.Set("User-Agent", UserAgent)
 	resp, err := c.Do(req)
 	if err != nil {
@@ -121,7 +128,13 @@ func call(ctx context.Context, c *http.Client, req *http.Request, t errorTable) 
 		return &Error{Reason: ReasonRetriesExhausted, Transient: true, Message: "request failed", Err: redactURL(err)}
 	}
 	defer func() {
+		// Drain what remains so the connection goes back to the pool, but
+		// only what comes at once: the answer is already known, and a
+		// vendor trickling its body must not hold the worker. Cancelling
+		// cuts the read and closes the connection instead.
+		t := time.AfterFunc(maxDrainWait, cancel)
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrainBytes))
+		t.Stop()
 		_ = resp.Body.Close()
 	}()
 	cl := classify(resp.StatusCode)
