@@ -6,6 +6,7 @@ package faults
 // delivered, dead-lettered, or lost.
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -31,6 +32,7 @@ const (
 	dlqStream       = "CHAPAR_DLQ"
 	dlqEventIDHdr   = "Chapar-DLQ-Event-Id"
 	dlqReasonHdr    = "Chapar-DLQ-Reason"
+	dlqSinkHdr      = "Chapar-DLQ-Sink"
 	eventsSubjectsP = "chapar.events.>"
 )
 
@@ -112,12 +114,23 @@ func newIDs(n int) []string {
 type producer struct {
 	t  testing.TB
 	js jetstream.JetStream
+	// shape, if set, names the seq-th event and lists its destinations
+	// (nil: the routes decide); else every event is an order_paid.
+	shape func(seq int) (name string, destinations []string)
+	// idsInOrder are the ids as given to run, when a scenario needs to
+	// know each one's seq.
+	idsInOrder []string
+	// users is how many users the events are spread over (0: 1000); the
+	// seq-th event is user u<seq mod users>'s. If set, the user is also
+	// the CloudEvents subject, the key of order: by_user.
+	users int
 
 	mu       sync.Mutex
 	acked    []string
 	ackedAt  map[string]time.Time
-	retries  int // publish attempts that failed and were retried
-	givenUp  int // events never acked
+	position map[string]uint64 // the stream sequence JetStream acked each event at
+	retries  int               // publish attempts that failed and were retried
+	givenUp  int               // events never acked
 	finished bool
 }
 
@@ -159,11 +172,23 @@ func (p *producer) start(ids []string, perSec int) {
 }
 
 func (p *producer) publish(ctx context.Context, id string, seq int) {
+	name, opts := "order_paid", []envelope.Option{envelope.WithID(id)}
+	user := fmt.Sprintf("u%d", seq%cmp.Or(p.users, 1000))
+	if p.users > 0 {
+		opts = append(opts, envelope.WithSubject(user)) // the key of order: by_user
+	}
+	if p.shape != nil {
+		var dest []string
+		name, dest = p.shape(seq)
+		if dest != nil {
+			opts = append(opts, envelope.WithDestinations(dest...))
+		}
+	}
 	env, err := envelope.New(envelope.TypeTrack, "chapar-faults", envelope.Track{
-		Name:       "order_paid",
+		Name:       name,
 		Properties: map[string]any{"eid": id, "seq": seq},
-		User:       envelope.User{ID: fmt.Sprintf("u%d", seq%1000)},
-	}, envelope.WithID(id))
+		User:       envelope.User{ID: user},
+	}, opts...)
 	if err != nil {
 		p.t.Error(err)
 		return
@@ -179,12 +204,16 @@ func (p *producer) publish(ctx context.Context, id string, seq int) {
 		msg.Header.Set("Content-Type", envelope.ContentTypeCloudEvents)
 		msg.Data = raw
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := p.js.PublishMsg(pctx, msg, jetstream.WithMsgID(id))
+		ack, err := p.js.PublishMsg(pctx, msg, jetstream.WithMsgID(id))
 		cancel()
 		if err == nil {
 			p.mu.Lock()
 			p.acked = append(p.acked, id)
 			p.ackedAt[id] = time.Now()
+			if p.position == nil {
+				p.position = map[string]uint64{}
+			}
+			p.position[id] = ack.Sequence
 			p.mu.Unlock()
 			return
 		}
@@ -237,6 +266,7 @@ func (w *world) waitAcked(n int) {
 type dlqEntry struct {
 	at     time.Time
 	reason string
+	sink   string
 	count  int // records for this event (more than one is a duplicate)
 }
 
@@ -275,7 +305,7 @@ func (b *dlqBook) update() error {
 		id := m.Header.Get(dlqEventIDHdr)
 		e := b.ids[id]
 		if e.count == 0 {
-			e.at, e.reason = m.Time, m.Header.Get(dlqReasonHdr)
+			e.at, e.reason, e.sink = m.Time, m.Header.Get(dlqReasonHdr), m.Header.Get(dlqSinkHdr)
 		}
 		e.count++
 		b.ids[id] = e
@@ -522,6 +552,7 @@ func writeResults() {
 type goals struct {
 	t     testing.TB
 	fails []string
+	known []string // missed goals of a known, reported defect (wantKnown)
 }
 
 func (g *goals) want(ok bool, format string, args ...any) {
@@ -530,16 +561,31 @@ func (g *goals) want(ok bool, format string, args ...any) {
 	}
 }
 
+// wantKnown is a goal the engine is known to miss (defect names the
+// report): a miss is recorded in the row and skips the test, unless
+// another goal failed; a goal met now fails the test, so that the gate is
+// taken away when the defect is fixed.
+func (g *goals) wantKnown(ok bool, defect, format string, args ...any) {
+	if ok {
+		g.fails = append(g.fails, fmt.Sprintf("goal met despite the known defect (%s): remove the gate", defect))
+		return
+	}
+	g.known = append(g.known, fmt.Sprintf(format, args...)+" (known defect: "+defect+")")
+}
+
 // finish records the row, then asserts the goals. gate, if not empty, is
 // why the assertions are skipped for now (the figures are still recorded).
 func (g *goals) finish(r result, gate string) {
 	g.t.Helper()
 	r.verdict = "met"
-	if len(g.fails) > 0 {
-		r.verdict = "**missed**: " + strings.Join(g.fails, "; ")
+	if missed := append(append([]string(nil), g.fails...), g.known...); len(missed) > 0 {
+		r.verdict = "**missed**: " + strings.Join(missed, "; ")
 	}
 	record(g.t, r)
 	if len(g.fails) == 0 {
+		if len(g.known) > 0 {
+			g.t.Skipf("known defect (missed: %s)", strings.Join(g.known, "; "))
+		}
 		return
 	}
 	if gate != "" {

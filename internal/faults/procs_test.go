@@ -10,12 +10,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -289,6 +291,7 @@ func waitJetStream(t testing.TB, url string) {
 type dispatcherProc struct {
 	*proc
 	admin string
+	file  string // its config file, rewritten by reconfigure
 }
 
 func startDispatcher(t testing.TB, dir, name string, cfg dispatcherConfig, natsURL string) *dispatcherProc {
@@ -308,10 +311,45 @@ func startDispatcherYAML(t testing.TB, dir, name, yaml, admin, natsURL string, e
 	d := &dispatcherProc{
 		proc:  newProc(t, dir, name, bins.dispatcher, "run", "--config", file, "--nats-url", natsURL),
 		admin: admin,
+		file:  file,
 	}
 	d.env = env
 	d.restart(t)
 	return d
+}
+
+// reconfigure stops the replica gracefully, as a rolling deploy does,
+// writes cfg (on the same admin port) and starts it again.
+func (d *dispatcherProc) reconfigure(t testing.TB, cfg dispatcherConfig) {
+	t.Helper()
+	d.stop(10 * time.Second)
+	cfg.AdminListen = d.admin
+	if err := os.WriteFile(d.file, []byte(cfg.yaml()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.restart(t)
+}
+
+// metric reads one sample of the replica's /metrics: the value of the
+// line that starts with series (e.g. `chapar_sink_fenced{sink="chabok"}`),
+// and false if there is none or the replica does not answer.
+func (d *dispatcherProc) metric(series string) (float64, bool) {
+	resp, err := http.Get("http://" + d.admin + "/metrics")
+	if err != nil {
+		return 0, false
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return f, err == nil
+		}
+	}
+	return 0, false
 }
 
 // restart starts the replica and waits until it reports ready.
@@ -367,6 +405,12 @@ type dispatcherConfig struct {
 	OpenTimeout      time.Duration
 	VendorURL        string // the ledger's base URL
 	AdminListen      string // set by startDispatcher
+	// SinkExtra is YAML added to the chabok sink (e.g. "    order: by_user\n").
+	SinkExtra string
+	// ExtraSinks is YAML of more sinks, appended to the sinks list.
+	ExtraSinks string
+	// Routes is the routes list's YAML; empty: every chapar.track to chabok.
+	Routes string
 }
 
 func defaultConfig(vendorURL string) dispatcherConfig {
@@ -418,9 +462,14 @@ sinks:
     settings:
       app_id: faults
       access_token: %s
-routes:
-  - types: [chapar.track]
-    sinks: [chabok]
-`, c.Replicas, c.AckWait, c.AdminListen, c.Concurrency, c.InitialInterval, c.MaxInterval, c.MaxAttempts,
-		c.MaxElapsed, c.FailureThreshold, c.OpenTimeout, c.VendorURL, vendorToken)
+%s%sroutes:
+%s`, c.Replicas, c.AckWait, c.AdminListen, c.Concurrency, c.InitialInterval, c.MaxInterval, c.MaxAttempts,
+		c.MaxElapsed, c.FailureThreshold, c.OpenTimeout, c.VendorURL, vendorToken, c.SinkExtra, c.ExtraSinks, c.routes())
+}
+
+func (c dispatcherConfig) routes() string {
+	if c.Routes != "" {
+		return c.Routes
+	}
+	return "  - types: [chapar.track]\n    sinks: [chabok]\n"
 }

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -26,6 +27,7 @@ const vendorToken = "faults-chabok-token"
 type call struct {
 	at     time.Time
 	status int
+	tag    string // the base URL's /t/<tag> prefix: which sink or replica asked
 }
 
 // ledger is the vendor and its books.
@@ -67,6 +69,14 @@ func newLedger(t testing.TB) *ledger {
 }
 
 func (l *ledger) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// A base URL of <vendor>/t/<tag> names the sink or replica that
+	// asks; the emulator sees the path without it.
+	tag := ""
+	if rest, ok := strings.CutPrefix(r.URL.Path, "/t/"); ok {
+		var p string
+		tag, p, _ = strings.Cut(rest, "/")
+		r.URL.Path = "/" + p
+	}
 	body, _ := io.ReadAll(r.Body)
 	var req struct {
 		EventData struct {
@@ -139,7 +149,7 @@ func (l *ledger) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if id == "" {
 		l.noID++
 	} else {
-		l.calls[id] = append(l.calls[id], call{at: now, status: status})
+		l.calls[id] = append(l.calls[id], call{at: now, status: status, tag: tag})
 	}
 	l.mu.Unlock()
 }
@@ -200,6 +210,55 @@ func (l *ledger) snapshot() map[string]delivery {
 		out[id] = summarize(cs)
 	}
 	return out
+}
+
+// snapshotTag is snapshot for the requests of one tag.
+func (l *ledger) snapshotTag(tag string) map[string]delivery {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[string]delivery, len(l.calls))
+	for id, cs := range l.calls {
+		var mine []call
+		for _, c := range cs {
+			if c.tag == tag {
+				mine = append(mine, c)
+			}
+		}
+		if len(mine) > 0 {
+			out[id] = summarize(mine)
+		}
+	}
+	return out
+}
+
+// okTags lists, per event, the tag of every 2xx answer, in arrival order.
+func (l *ledger) okTags() map[string][]call {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string][]call{}
+	for id, cs := range l.calls {
+		for _, c := range cs {
+			if c.status >= 200 && c.status < 300 {
+				out[id] = append(out[id], c)
+			}
+		}
+	}
+	return out
+}
+
+// okBetween counts 2xx answers given in [from, to).
+func (l *ledger) okBetween(from, to time.Time) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, cs := range l.calls {
+		for _, c := range cs {
+			if c.status >= 200 && c.status < 300 && !c.at.Before(from) && c.at.Before(to) {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // callsBetween counts requests that arrived in [from, to).
