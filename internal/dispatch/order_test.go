@@ -674,7 +674,10 @@ func TestOrderShutdownWithAHeadOnItsBackoffKeepsOrder(t *testing.T) {
 	k.publish(e, half, len(k.envs))
 	testenv.Eventually(t, 20*time.Second, "every event delivered", k.delivered(t, e))
 	k.checkOrder(t, e, false)
-	if b.Tally.DeliveredTo("gateway") != len(k.envs)-half/2 {
-		t.Errorf("the second replica delivered %d, want %d", b.Tally.DeliveredTo("gateway"), len(k.envs)-half/2)
+	// Once each in all. Which replica delivers the head is not the
+	// subject (the pin may move to the second replica and back before
+	// the first stops: seen 1 in 5 under load, order held); order is.
+	if n := a.Tally.DeliveredTo("gateway") + b.Tally.DeliveredTo("gateway"); n != len(k.envs) {
+		t.Errorf("delivered %d (first %d, second %d), want %d once each", n, a.Tally.DeliveredTo("gateway"), b.Tally.DeliveredTo("gateway"), len(k.envs))
 	}
 }
