@@ -281,27 +281,7 @@ type dlqBook struct {
 // update reads records written since the last call. Errors (the stream is
 // missing or NATS is restarting) leave the book as it was.
 func (b *dlqBook) update() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	s, err := b.js.Stream(ctx, dlqStream)
-	if err != nil {
-		return err
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return err
-	}
-	if b.next == 0 {
-		b.next = 1
-	}
-	for ; b.next <= info.State.LastSeq; b.next++ {
-		m, err := s.GetMsg(ctx, b.next)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
+	return readDLQ(b.js, &b.next, func(m *jetstream.RawStreamMsg) {
 		id := m.Header.Get(dlqEventIDHdr)
 		e := b.ids[id]
 		if e.count == 0 {
@@ -310,6 +290,36 @@ func (b *dlqBook) update() error {
 		e.count++
 		b.ids[id] = e
 		b.read++
+	})
+}
+
+// readDLQ hands each record CHAPAR_DLQ stored from sequence *next on to
+// each, in order, and moves *next past them; deleted sequences are
+// skipped. An error (the stream missing, NATS restarting) stops it where
+// it was, to go on at the next call.
+func readDLQ(js jetstream.JetStream, next *uint64, each func(*jetstream.RawStreamMsg)) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, dlqStream)
+	if err != nil {
+		return err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return err
+	}
+	if *next == 0 {
+		*next = 1
+	}
+	for ; *next <= info.State.LastSeq; *next++ {
+		m, err := s.GetMsg(ctx, *next)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		each(m)
 	}
 	return nil
 }

@@ -785,28 +785,8 @@ type matrixDLQ struct {
 }
 
 func (b *matrixDLQ) update() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	s, err := b.js.Stream(ctx, dlqStream)
-	if err != nil {
-		return err
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return err
-	}
-	if b.next == 0 {
-		b.next = 1
-	}
 	tm := func(h nats.Header, k string) time.Time { t, _ := time.Parse(time.RFC3339Nano, h.Get(k)); return t }
-	for ; b.next <= info.State.LastSeq; b.next++ {
-		msg, err := s.GetMsg(ctx, b.next)
-		if err != nil {
-			if err == jetstream.ErrMsgNotFound {
-				continue
-			}
-			return err
-		}
+	return readDLQ(b.js, &b.next, func(msg *jetstream.RawStreamMsg) {
 		h := msg.Header
 		attempts, _ := strconv.Atoi(h.Get("Chapar-DLQ-Attempts"))
 		key := h.Get("Chapar-DLQ-Sink") + "/" + h.Get(dlqEventIDHdr)
@@ -814,6 +794,5 @@ func (b *matrixDLQ) update() error {
 			reason: h.Get(dlqReasonHdr), err: h.Get("Chapar-DLQ-Error"), attempts: attempts,
 			first: tm(h, "Chapar-DLQ-First-Attempt"), last: tm(h, "Chapar-DLQ-Last-Attempt"), at: msg.Time, log: h.Get("Chapar-Attempt-Log"),
 		})
-	}
-	return nil
+	})
 }
