@@ -5,6 +5,7 @@ import (
 	"errors"
 	"maps"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -109,21 +110,9 @@ func (w *sinkWorker) retried(d *delivery, ev *envelope.Event, v Verdict, derr er
 // is left of its delay: its count is then lost, as in v2, and nothing else.
 func (w *sinkWorker) retryInPlace(ctx context.Context, d *delivery, ev *envelope.Event, v Verdict, derr error, at time.Time, first error) {
 	defer w.guard(ctx, d.msg) // a panicking sink dead-letters, as on a worker
-	stop := keepAlive(d.msg, w.ackWait/3)
-	defer stop()
-	w.obs.Unsettled(w.name, 1)
-	// One line when the sink starts and one when it stops, not one per
-	// event: an outage must not flood the log.
-	if w.inPlace.Add(1) == 1 {
-		w.log.Error("retries cannot be stored; keeping their events and retrying them in place (chapar_unsettled counts them)",
-			zap.String("sink", w.name), zap.String("first_event_id", clip(ev.ID)), zap.Error(first))
-	}
-	defer func() {
-		w.obs.Unsettled(w.name, -1)
-		if w.inPlace.Add(-1) == 0 {
-			w.log.Info("no events retried in place any more", zap.String("sink", w.name))
-		}
-	}()
+	defer w.keepUnsettled(d, &w.inPlace, ev.ID, first,
+		"retries cannot be stored; keeping their events and retrying them in place (chapar_unsettled counts them)",
+		"no events retried in place any more")()
 	for {
 		// The count so far is this delivery's from now on (the copy
 		// that would have carried it was not stored).
@@ -204,6 +193,28 @@ func (w *sinkWorker) writeDeadLetter(ctx context.Context, rec *dlq.Record) error
 	return nil
 }
 
+// keepUnsettled is what a goroutine holding a decided message in hand
+// (hold, retryInPlace) does around its loop: in-progress acks keep the
+// message this process's, chapar_unsettled counts it, and held, the
+// count of messages held that way, says so in the log once when it
+// becomes 1 (starting, with the first event and error) and once when it
+// is back to 0 (ending), not once per event: an outage must not flood
+// the log. Call the returned function when the message is settled.
+func (w *sinkWorker) keepUnsettled(d *delivery, held *atomic.Int64, eventID string, first error, starting, ending string) (release func()) {
+	stop := keepAlive(d.msg, w.ackWait/3)
+	w.obs.Unsettled(w.name, 1)
+	if held.Add(1) == 1 {
+		w.log.Error(starting, zap.String("sink", w.name), zap.String("first_event_id", clip(eventID)), zap.Error(first))
+	}
+	return func() {
+		w.obs.Unsettled(w.name, -1)
+		if held.Add(-1) == 0 {
+			w.log.Info(ending, zap.String("sink", w.name))
+		}
+		stop()
+	}
+}
+
 // hold keeps a message whose verdict is known but whose dead letter cannot
 // be written: in-progress acks keep it from being redelivered (the vendor
 // already answered for it), and the write is retried with backoff for as
@@ -211,21 +222,9 @@ func (w *sinkWorker) writeDeadLetter(ctx context.Context, rec *dlq.Record) error
 // line on the first failure). Held messages are bounded by the sink's
 // max_ack_pending. On shutdown the message is handed back.
 func (w *sinkWorker) hold(ctx context.Context, d *delivery, rec *dlq.Record, first error) {
-	stop := keepAlive(d.msg, w.ackWait/3)
-	defer stop()
-	w.obs.Unsettled(w.name, 1)
-	// One line when the sink starts holding and one when it holds none,
-	// not one per event: an outage must not flood the log.
-	if w.holding.Add(1) == 1 {
-		w.log.Error("dead letters cannot be written; holding their events and trying again (chapar_unsettled counts them)",
-			zap.String("sink", w.name), zap.String("first_event_id", clip(rec.EventID)), zap.Error(first))
-	}
-	defer func() {
-		w.obs.Unsettled(w.name, -1)
-		if w.holding.Add(-1) == 0 {
-			w.log.Info("no events held any more", zap.String("sink", w.name))
-		}
-	}()
+	defer w.keepUnsettled(d, &w.holding, rec.EventID, first,
+		"dead letters cannot be written; holding their events and trying again (chapar_unsettled counts them)",
+		"no events held any more")()
 	backoff := 200 * time.Millisecond
 	for {
 		if sleep(ctx, backoff, nil) != nil {
