@@ -26,6 +26,13 @@ func CheckFile(file string) (*Config, error) {
 // could be read, so that the callers can check the sinks' vendor settings
 // too. The config is nil only when the file is not YAML at all.
 func Check(raw []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
+	return CheckWith(raw, lookupEnv, nil)
+}
+
+// CheckWith is Check with edit applied to the config as decoded, before
+// it is validated: the command line's connection flags, which replace the
+// file's nats keys, are checked in the same pass.
+func CheckWith(raw []byte, lookupEnv func(string) (string, bool), edit func(*Config)) (*Config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(raw, &root); err != nil {
 		return nil, fmt.Errorf("not valid YAML: %w", err)
@@ -74,6 +81,9 @@ func Check(raw []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
 		if err := cfg.resolveSinks(&root); err != nil && decoded {
 			errs.add(err) // after a type error, the same error again
 		}
+	}
+	if edit != nil {
+		edit(cfg)
 	}
 	errs.add(cfg.Validate())
 	if err := errs.join(cfg.Redact); err != nil {

@@ -25,6 +25,11 @@ func TestRedactURL(t *testing.T) {
 		"nats://%7Bweird%7D:pass@host":                "nats://%7Bweird%7D:***@host",
 		"nats://user:pass@[::1]:4222":                 "nats://user:***@[::1]:4222",
 		"nats://user:pass@host:4222,nats://host2:999": "nats://user:***@host:4222,nats://host2:999",
+		// A query parameter that reads as a credential (issue 22).
+		"https://example.com/api?api_key=Zk9&region=eu":    "https://example.com/api?api_key=***&region=eu",
+		"https://u:pw@example.com/api?x=1&Token=Zk9":       "https://u:***@example.com/api?x=1&Token=***",
+		"https://example.com/api?page=2&design=a#frag":     "https://example.com/api?page=2&design=a#frag",
+		"https://example.com/api?client_sig=Zk9&sort=desc": "https://example.com/api?client_sig=***&sort=desc",
 	} {
 		if got := config.RedactURL(in); got != want {
 			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
