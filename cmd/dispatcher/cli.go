@@ -38,7 +38,9 @@ type cli struct {
 // named as natscli names them; each overrides its key in --config.
 type natsFlags struct {
 	Context string `help:"A natscli context (nats context save NAME): its URL, credentials and TLS files, under the flags given." env:"NATS_CONTEXT" placeholder:"NAME" group:"nats"`
-	Server  string `help:"NATS server URL(s), comma-separated; overrides nats.url (default: the embedded server of a local dispatcher run)." env:"NATS_URL" aliases:"nats-url" placeholder:"URL" group:"nats"`
+	// Server is not read from $NATS_URL by the parser: configSource reads
+	// it, to say which of the two an error's URL came from.
+	Server  string `help:"NATS server URL(s), comma-separated; overrides nats.url (default: $NATS_URL, else the embedded server of a local dispatcher run)." aliases:"nats-url" placeholder:"URL" group:"nats"`
 	Creds   string `help:"NATS user credentials file (nats.creds_file)." placeholder:"FILE" group:"nats"`
 	NKey    string `name:"nkey" help:"NATS NKey seed file (nats.nkey_file)." placeholder:"FILE" group:"nats"`
 	TLSCert string `name:"tlscert" help:"TLS client certificate (nats.tls.cert_file)." placeholder:"FILE" group:"nats"`

@@ -1,12 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
-	"strings"
 
-	"github.com/chapar-dev/chapar/internal/config"
-	"github.com/chapar-dev/chapar/internal/sinks"
+	"github.com/chapar-dev/chapar/internal/app"
 )
 
 type cliConfig struct {
@@ -29,24 +28,40 @@ func (c *cliConfigCheck) Run(s *streams) error {
 	if _, err := os.Stat(c.File); err != nil {
 		return fmt.Errorf("config check: %w", err) // not a config to check: exit 1
 	}
-	errs := checkConfig(c.File)
-	problems := make([]configProblem, 0, len(errs))
-	for _, e := range errs {
-		problems = append(problems, splitProblem(e))
+	// The one validator dispatcher run starts with: what it reports, run
+	// refuses, in the same words.
+	cfg, err := app.CheckConfig(app.ConfigSource{File: c.File, LookupEnv: os.LookupEnv})
+	var ce *app.ConfigError
+	if err != nil && !errors.As(err, &ce) {
+		return fmt.Errorf("config check: %w", err)
+	}
+	problems := []configProblem{}
+	if ce != nil {
+		for _, p := range ce.Problems {
+			key, msg := app.ProblemKey(p)
+			problems = append(problems, configProblem{Key: key, Message: msg})
+		}
+	}
+	warnings := []configProblem{}
+	if cfg != nil {
+		for _, w := range cfg.Warnings() {
+			key, msg := app.ProblemKey(w)
+			warnings = append(warnings, configProblem{Key: key, Message: msg})
+		}
 	}
 	if c.JSON {
-		if err := writeJSON(s.stdout, map[string]any{"file": c.File, "ok": len(problems) == 0, "errors": problems}); err != nil {
+		if err := writeJSON(s.stdout, map[string]any{"file": c.File, "ok": len(problems) == 0, "errors": problems, "warnings": warnings}); err != nil {
 			return err
 		}
-	} else if len(problems) == 0 {
-		fmt.Fprintf(s.stdout, "%s: ok\n", c.File)
 	} else {
+		for _, w := range warnings {
+			fmt.Fprintf(s.stderr, "%s: warning: %s\n", c.File, w.line())
+		}
+		if len(problems) == 0 {
+			fmt.Fprintf(s.stdout, "%s: ok\n", c.File)
+		}
 		for _, p := range problems {
-			if p.Key != "" {
-				fmt.Fprintf(s.stdout, "%s: %s: %s\n", c.File, p.Key, p.Message)
-			} else {
-				fmt.Fprintf(s.stdout, "%s: %s\n", c.File, p.Message)
-			}
+			fmt.Fprintf(s.stdout, "%s: %s\n", c.File, p.line())
 		}
 	}
 	if len(problems) > 0 {
@@ -55,70 +70,9 @@ func (c *cliConfigCheck) Run(s *streams) error {
 	return nil
 }
 
-// checkConfig is every error of the file, one per entry: the config's own
-// and the vendors' (sink settings), each key reported once.
-func checkConfig(file string) []string {
-	cfg, err := config.CheckFile(file)
-	msgs := flatten(err)
-	if cfg != nil {
-		_, err := sinks.Build(cfg.Sinks)
-	next:
-		for _, m := range flatten(err) {
-			key := splitProblem(m).Key
-			for _, seen := range msgs {
-				if k := splitProblem(seen).Key; key != "" && k != "" && (key == k || strings.HasPrefix(key, k+".") || strings.HasPrefix(key, k+"[")) {
-					continue next // e.g. an unset ${VAR}, then "is required"
-				}
-			}
-			msgs = append(msgs, cfg.Redact(m))
-		}
+func (p configProblem) line() string {
+	if p.Key == "" {
+		return p.Message
 	}
-	return msgs
-}
-
-// flatten lists joined errors one per entry, each on one line.
-func flatten(err error) []string {
-	var out []string
-	var visit func(error)
-	visit = func(err error) {
-		if err == nil {
-			return
-		}
-		if j, ok := err.(interface{ Unwrap() []error }); ok {
-			for _, e := range j.Unwrap() {
-				visit(e)
-			}
-			return
-		}
-		var lines []string
-		for _, line := range strings.Split(err.Error(), "\n") {
-			if line = strings.TrimSpace(line); line != "" {
-				lines = append(lines, line)
-			}
-		}
-		out = append(out, strings.Join(lines, " "))
-	}
-	visit(err)
-	return out
-}
-
-// splitProblem reads "key: message" when the error starts with a key path.
-func splitProblem(msg string) configProblem {
-	key, rest, ok := strings.Cut(msg, ": ")
-	if ok && isKeyPath(key) {
-		return configProblem{Key: key, Message: rest}
-	}
-	return configProblem{Message: msg}
-}
-
-func isKeyPath(s string) bool {
-	if s == "" {
-		return false
-	}
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || strings.ContainsRune("._-[]", r)) {
-			return false
-		}
-	}
-	return true
+	return p.Key + ": " + p.Message
 }

@@ -76,30 +76,20 @@ func demoCmd(ctx context.Context, verbose *bool, timeout *time.Duration, stdout,
 	if *verbose {
 		cfg.Dispatcher.LogLevel = "debug"
 	}
-	log, err := app.NewLogger(cfg.Dispatcher.LogFormat, cfg.Dispatcher.LogLevel, stderr)
-	if err != nil {
-		return err
-	}
-	conn, err := app.Connect(ctx, cfg, log)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	if err := config.CheckMaxPayload(cfg.Streams, conn.NC.MaxPayload()); err != nil {
-		return fmt.Errorf("config: %w", err)
-	}
 
-	// 3. The dispatcher.
+	// 3. The dispatcher, built as dispatcher run builds it.
 	tally := dispatch.NewTally()
 	ready := make(chan struct{})
-	d, err := dispatch.New(cfg, dispatch.Options{Observer: tally, Logger: log, Ready: func() { close(ready) }})
+	p, err := app.Start(ctx, cfg, app.Options{LogOutput: stderr, Observer: tally, Ready: func() { close(ready) }})
 	if err != nil {
 		return err
 	}
+	defer p.Close()
+	conn := p.Conn
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
 	runErr := make(chan error, 1)
-	go func() { runErr <- d.Run(runCtx, conn.JS) }()
+	go func() { runErr <- p.Run(runCtx) }()
 	select {
 	case <-ready:
 	case err := <-runErr:

@@ -21,6 +21,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -39,6 +40,10 @@ func mainCode(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if err == nil {
 		return 0
 	}
-	fmt.Fprintln(stderr, "dispatcher:", err)
+	// An error of several lines (every problem of a config) is one line
+	// each, each led by the program's name.
+	for _, line := range strings.Split(err.Error(), "\n") {
+		fmt.Fprintln(stderr, "dispatcher:", line)
+	}
 	return exitCode(err)
 }

@@ -17,7 +17,6 @@ import (
 	"github.com/chapar-dev/chapar/internal/buildinfo"
 	"github.com/chapar-dev/chapar/internal/config"
 	"github.com/chapar-dev/chapar/internal/console"
-	"github.com/chapar-dev/chapar/internal/dispatch"
 	"github.com/chapar-dev/chapar/internal/dlq"
 	"github.com/chapar-dev/chapar/internal/metrics"
 	"github.com/chapar-dev/chapar/internal/sinks"
@@ -26,44 +25,66 @@ import (
 	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
-// loadConfig reads --config (or the defaults) and applies the connection
-// flags over its nats keys.
+// loadConfig reads --config (or the defaults) with the connection flags
+// over its nats keys, and checks the config's own keys: what the commands
+// that only talk to NATS need.
 func loadConfig(file string, n natsFlags) (*config.Config, error) {
-	cfg := config.Default()
-	if file != "" {
+	src, err := configSource(file, n)
+	if err != nil {
+		return nil, err
+	}
+	return app.LoadConfig(src)
+}
+
+// configSource is --config with the connection flags: a flag, else
+// $NATS_URL, else the --context's, else the file's key.
+func configSource(file string, n natsFlags) (app.ConfigSource, error) {
+	src := app.ConfigSource{File: file, LookupEnv: os.LookupEnv}
+	urlFrom := "--server"
+	if n.Server == "" {
+		if v, ok := os.LookupEnv("NATS_URL"); ok && v != "" {
+			n.Server, urlFrom = v, "$NATS_URL"
+		}
+	}
+	var nctx *natsContext
+	if n.Context != "" {
 		var err error
-		if cfg, err = config.Load(file); err != nil {
-			return nil, err
+		if nctx, err = loadNATSContext(n.Context); err != nil {
+			return src, err
+		}
+		if n.Server == "" && nctx.URL != "" {
+			urlFrom = "--context " + n.Context
 		}
 	}
 	if n == (natsFlags{}) {
-		return cfg, nil
+		return src, nil
 	}
-	if n.Context != "" {
-		c, err := loadNATSContext(n.Context)
-		if err != nil {
-			return nil, err
+	src.Override = func(cfg *config.Config) {
+		if nctx != nil {
+			nctx.apply(&n, &cfg.NATS)
 		}
-		c.apply(&n, &cfg.NATS)
-	}
-	for _, o := range []struct {
-		flag string
-		key  *string
-	}{
-		{n.Server, &cfg.NATS.URL}, {n.Creds, &cfg.NATS.Creds}, {n.NKey, &cfg.NATS.NKeyFile},
-		{n.TLSCert, &cfg.NATS.TLS.CertFile}, {n.TLSKey, &cfg.NATS.TLS.KeyFile}, {n.TLSCA, &cfg.NATS.TLS.CAFile},
-	} {
-		if o.flag != "" {
-			*o.key = o.flag
+		for _, o := range []struct {
+			flag string
+			key  *string
+		}{
+			{n.Server, &cfg.NATS.URL}, {n.Creds, &cfg.NATS.Creds}, {n.NKey, &cfg.NATS.NKeyFile},
+			{n.TLSCert, &cfg.NATS.TLS.CertFile}, {n.TLSKey, &cfg.NATS.TLS.KeyFile}, {n.TLSCA, &cfg.NATS.TLS.CAFile},
+		} {
+			if o.flag != "" {
+				*o.key = o.flag
+			}
+		}
+		if n.Server != "" {
+			cfg.NATS.URLFrom = urlFrom
+		}
+		if n.NKey != "" && n.Creds == "" {
+			cfg.NATS.Creds = "" // --nkey replaces the file's creds_file, not adds to it
+		}
+		if n.Creds != "" && n.NKey == "" {
+			cfg.NATS.NKeyFile = ""
 		}
 	}
-	if n.NKey != "" && n.Creds == "" {
-		cfg.NATS.Creds = "" // --nkey replaces the file's creds_file, not adds to it
-	}
-	if n.Creds != "" && n.NKey == "" {
-		cfg.NATS.NKeyFile = ""
-	}
-	return cfg, cfg.Validate()
+	return src, nil
 }
 
 type cliRun struct {
@@ -76,28 +97,17 @@ func (c *cliRun) Run(ctx context.Context, s *streams) error {
 }
 
 func runCmd(ctx context.Context, file string, nf natsFlags, stderr io.Writer) error {
-	cfg, err := loadConfig(file, nf)
-	if err != nil {
-		return err
-	}
-	if len(cfg.Sinks) == 0 {
+	if file == "" {
 		return errors.New("sinks: none configured; give --config with at least one sink (see configs/chapar.example.yaml)")
 	}
-	log, err := app.NewLogger(cfg.Dispatcher.LogFormat, cfg.Dispatcher.LogLevel, stderr)
+	src, err := configSource(file, nf)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = log.Sync() }()
-	var adminToken config.Secret
-	if cfg.Admin.Console.Enabled {
-		// Read at start: a token file that cannot be read fails the start
-		// with its key, not the first replay.
-		if adminToken, err = cfg.Admin.Token(os.LookupEnv); err != nil {
-			return err
-		}
-		if err := cfg.Admin.CheckConsoleToken(adminToken); err != nil {
-			return err
-		}
+	// The one validator: every error config check reports, in one pass.
+	cfg, err := app.CheckConfig(src)
+	if err != nil {
+		return err
 	}
 	m := metrics.New()
 	var ready atomic.Bool
@@ -111,21 +121,12 @@ func runCmd(ctx context.Context, file string, nf natsFlags, stderr io.Writer) er
 		defer cancel()
 		_ = stopTracing(sctx) // flush what was traced
 	}()
-	// Built before anything connects: a sink the config cannot work with
-	// fails the start at once.
-	d, err := dispatch.New(cfg, dispatch.Options{Observer: m, Logger: log, Tracer: tp, Ready: func() { ready.Store(true) }})
-	if err != nil {
-		return errors.New("config: " + cfg.Redact(err.Error())) // no secret in the output
-	}
-	log.Info("chapar dispatcher starting", zap.String("version", build.Version), zap.String("go_version", build.GoVersion))
-	conn, err := app.Connect(ctx, cfg, log)
+	p, err := app.Start(ctx, cfg, app.Options{LogOutput: stderr, Observer: m, Tracer: tp, Ready: func() { ready.Store(true) }})
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	if err := config.CheckMaxPayload(cfg.Streams, conn.NC.MaxPayload()); err != nil {
-		return fmt.Errorf("config: %w", err)
-	}
+	defer p.Close()
+	log, conn := p.Log, p.Conn
 
 	if cfg.Webhook.Listen != "" {
 		pub := envelope.NewPublisher(conn.JS, envelope.WithSubjectPrefix(cfg.Streams.SubjectPrefix),
@@ -136,7 +137,7 @@ func runCmd(ctx context.Context, file string, nf natsFlags, stderr io.Writer) er
 		// and the webhook accepts requests once run reports ready.
 		ln, err := listen(ctx, "webhook.listen", cfg.Webhook.Listen)
 		if err != nil {
-			return err
+			return errors.New(cfg.Redact(err.Error())) // the address may have come from a ${…}
 		}
 		ln = limitListener(ln, runLimits.MaxConns)
 		srv := newServer(mux, runLimits)
@@ -163,12 +164,12 @@ func runCmd(ctx context.Context, file string, nf natsFlags, stderr io.Writer) er
 	if cfg.Admin.Listen != "" {
 		ln, err := listen(ctx, "admin.listen", cfg.Admin.Listen)
 		if err != nil {
-			return err
+			return errors.New(cfg.Redact(err.Error())) // the address may have come from a ${…}
 		}
 		ln = limitListener(ln, runLimits.MaxConns)
 		var admin http.Handler = m.Admin(conn.NC, &ready)
 		if cfg.Admin.Console.Enabled {
-			cons, err := newConsole(ctx, cfg, conn, m, adminToken.Value(), log)
+			cons, err := newConsole(ctx, cfg, conn, m, cfg.AdminToken().Value(), log)
 			if err != nil {
 				return err
 			}
@@ -190,7 +191,7 @@ func runCmd(ctx context.Context, file string, nf natsFlags, stderr io.Writer) er
 		defer func() { _ = srv.Close() }()
 	}
 
-	err = d.Run(ctx, conn.JS)
+	err = p.Run(ctx)
 	log.Info("dispatcher stopped", zap.Error(err))
 	return err
 }

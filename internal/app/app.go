@@ -71,7 +71,10 @@ func (c *Conn) Close() {
 // JetStream server when nats.url is empty.
 func Connect(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Conn, error) {
 	c := &Conn{Topo: topology.New(cfg.Streams)}
-	url := cfg.NATS.URL
+	url, from := cfg.NATS.URL, cfg.NATS.URLFrom
+	if from == "" {
+		from = "nats.url"
+	}
 	if url == "" {
 		if err := os.MkdirAll(cfg.NATS.Embedded.DataDir, 0o750); err != nil {
 			return nil, fmt.Errorf("nats.embedded.data_dir: %w", err)
@@ -82,7 +85,7 @@ func Connect(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Conn, e
 			return nil, err
 		}
 		c.Server = s
-		url = s.ClientURL()
+		url, from = s.ClientURL(), "the embedded server, nats.embedded"
 		log.Info("embedded JetStream started", zap.String("url", url), zap.String("data_dir", cfg.NATS.Embedded.DataDir))
 	}
 	n := cfg.NATS
@@ -97,7 +100,8 @@ func Connect(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Conn, e
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		c.Close()
-		return nil, fmt.Errorf("connect to NATS at %s (nats.url): %w", config.RedactURL(url), err)
+		// Where the URL came from: the file, a flag or a variable.
+		return nil, fmt.Errorf("connect to NATS at %s (%s): %w", config.RedactURL(url), from, err)
 	}
 	c.NC = nc
 	js, err := jetstream.New(nc)

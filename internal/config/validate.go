@@ -161,6 +161,13 @@ func (c *Config) validateSinks(p *problems) map[string]bool {
 		reported[err.Error()] = true
 		p.addErr(err)
 	}
+	if len(c.Sinks) == 0 {
+		// A deployment may start before its sinks are configured (a
+		// default Helm install): it stores events, and a sink added later
+		// can take them from a time with start.
+		c.warnings = append(c.warnings, "sinks: none configured: events are stored (for streams.max_age) and delivered to no vendor; "+
+			"add sinks and routes (configs/chapar.example.yaml shows them)")
+	}
 	names := map[string]bool{}
 	for i, s := range c.Sinks {
 		at := fmt.Sprintf("sinks[%d]", i)

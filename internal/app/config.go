@@ -1,0 +1,148 @@
+package app
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/internal/sinks"
+)
+
+// ConfigSource is where a process's config comes from.
+type ConfigSource struct {
+	// File is the YAML file; empty is the built-in defaults.
+	File string
+	// LookupEnv resolves ${VAR} references and $CHAPAR_ADMIN_TOKEN
+	// (os.LookupEnv when nil).
+	LookupEnv func(string) (string, bool)
+	// Override edits the config as decoded, before it is validated: the
+	// command line's connection flags.
+	Override func(*config.Config)
+}
+
+// ConfigError is every problem of a config, one per entry, each "key:
+// message" (or a message alone), with no secret in it.
+type ConfigError struct {
+	File     string
+	Problems []string
+}
+
+// Error is one line per problem, each led by the file, as config check
+// prints them.
+func (e *ConfigError) Error() string {
+	lines := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		lines[i] = e.label() + ": " + p
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (e *ConfigError) label() string {
+	if e.File == "" {
+		return "config"
+	}
+	return e.File
+}
+
+// LoadConfig reads, expands, defaults and validates the config's own keys:
+// what the commands that only talk to NATS (dlq, sinks) need.
+func LoadConfig(src ConfigSource) (*config.Config, error) {
+	return loadConfig(src, false)
+}
+
+// CheckConfig is the one validator: everything dispatcher run checks
+// before it serves, reported in one pass, each problem once, in the words
+// config check prints. Besides the config's own keys, it builds the
+// sinks (each vendor's settings) and reads the admin token. A config it
+// accepts is one run can start with (short of what needs the broker: the
+// server's max_payload, the streams). The config is nil only when the
+// file cannot be read as YAML.
+func CheckConfig(src ConfigSource) (*config.Config, error) {
+	return loadConfig(src, true)
+}
+
+func loadConfig(src ConfigSource, whole bool) (*config.Config, error) {
+	lookupEnv := src.LookupEnv
+	if lookupEnv == nil {
+		lookupEnv = os.LookupEnv
+	}
+	var raw []byte
+	if src.File != "" {
+		var err error
+		if raw, err = os.ReadFile(src.File); err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+	}
+	cfg, err := config.CheckWith(raw, lookupEnv, src.Override)
+	var list problemList
+	list.add(err)
+	if cfg != nil && whole {
+		list.add(cfg.ReadAdminToken(lookupEnv))
+		_, err := sinks.Build(cfg.Sinks)
+		list.add(err)
+	}
+	if len(list.problems) == 0 {
+		return cfg, nil
+	}
+	if cfg != nil {
+		for i, p := range list.problems {
+			list.problems[i] = cfg.Redact(p)
+		}
+	}
+	return cfg, &ConfigError{File: src.File, Problems: list.problems}
+}
+
+// problemList is problems one per entry, each on one line, dropping one
+// whose key is under a key already reported (an unset ${VAR} leaves the
+// key empty, and the vendor would say "is required" too).
+type problemList struct{ problems []string }
+
+func (l *problemList) add(err error) {
+	if err == nil {
+		return
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			l.add(e)
+		}
+		return
+	}
+	var lines []string
+	for _, line := range strings.Split(err.Error(), "\n") {
+		if line = strings.TrimSpace(line); line != "" {
+			lines = append(lines, line)
+		}
+	}
+	msg := strings.Join(lines, " ")
+	key, _ := ProblemKey(msg)
+	for _, seen := range l.problems {
+		k, _ := ProblemKey(seen)
+		if key != "" && k != "" && (key == k || strings.HasPrefix(key, k+".") || strings.HasPrefix(key, k+"[")) {
+			return
+		}
+	}
+	l.problems = append(l.problems, msg)
+}
+
+// ProblemKey splits "key: message" when the problem starts with a key path
+// (sinks[0].settings.app_id); key is empty otherwise.
+func ProblemKey(problem string) (key, message string) {
+	k, rest, ok := strings.Cut(problem, ": ")
+	if ok && isKeyPath(k) {
+		return k, rest
+	}
+	return "", problem
+}
+
+func isKeyPath(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || strings.ContainsRune("._-[]", r)) {
+			return false
+		}
+	}
+	return true
+}
