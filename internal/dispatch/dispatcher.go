@@ -148,6 +148,13 @@ func (d *Dispatcher) Run(ctx context.Context, js jetstream.JetStream) error {
 	})
 	defer stopGrace()
 
+	if len(workers) == 0 {
+		// No sinks yet (a deployment started before its sinks are set):
+		// it serves, stores events and delivers none until it is stopped,
+		// rather than returning at once.
+		<-ctx.Done()
+		return nil
+	}
 	var wg sync.WaitGroup
 	for _, b := range workers {
 		wg.Go(func() { b.run(ctx, workCtx) })
