@@ -14,7 +14,7 @@ type cliConfig struct {
 
 type cliConfigCheck struct {
 	File string `arg:"" help:"The YAML config file." placeholder:"FILE"`
-	JSON bool   `help:"Print a JSON object: {file, ok, errors: [{key, message}]}."`
+	JSON bool   `help:"Print a JSON object: {file, ok, errors: [{key, message}], warnings: [{key, message}]}."`
 }
 
 // configProblem is one error of a config file: the key to fix and what to
