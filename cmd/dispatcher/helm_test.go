@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -66,14 +67,43 @@ func TestHelmDefaultsStart(t *testing.T) {
 	if args[0] != "run" || !strings.Contains(strings.Join(args, " "), file) {
 		t.Fatalf("the container runs %v, not run --config on the chart's config", pod.args)
 	}
+	logs := runUntilReady(t, args, admin)
+	if !strings.Contains(logs, "sinks: none configured") {
+		t.Errorf("the log does not say that no sink is configured:\n%s", logs)
+	}
+}
+
+// A config with no sinks starts, serves /readyz and runs until it is
+// stopped, saying in its log that no sink is configured. (run refused it,
+// config check accepted it; then dispatch.Run returned at once.)
+func TestRunWithNoSinksServesUntilStopped(t *testing.T) {
+	e := testenv.New(t)
+	admin := testenv.FreeAddr(t)
+	file := filepath.Join(t.TempDir(), "chapar.yaml")
+	if err := os.WriteFile(file, []byte("admin: {listen: \""+admin+"\"}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logs := runUntilReady(t, []string{"run", "--config", file, "--server", e.Server.ClientURL()}, admin)
+	if !strings.Contains(logs, `"level":"warn"`) || !strings.Contains(logs, "sinks: none configured") {
+		t.Errorf("the log does not warn that no sink is configured:\n%s", logs)
+	}
+}
+
+// runUntilReady runs a command line (dispatcher run) until its admin
+// listener's /readyz answers 200, checks it is still running, stops it as
+// SIGTERM would and returns its log; it fails the test if run stops on its
+// own or with an error.
+func runUntilReady(t *testing.T, args []string, admin string) string {
+	t.Helper()
 	ctx, stop := context.WithCancel(context.Background())
-	var logs bytes.Buffer
+	defer stop()
+	var logs syncBuffer
 	done := make(chan error, 1)
 	go func() { done <- runCommand(ctx, args, io.Discard, &logs) }()
 	testenv.Eventually(t, 15*time.Second, "the dispatcher ready (/readyz 200)", func() bool {
 		select {
 		case err := <-done:
-			t.Fatalf("run stopped: %v\n%s", err, logs.String())
+			t.Fatalf("run stopped on its own: %v\n%s", err, logs.String())
 		default:
 		}
 		resp, err := http.Get("http://" + admin + "/readyz")
@@ -83,6 +113,11 @@ func TestHelmDefaultsStart(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
+	select {
+	case err := <-done:
+		t.Fatalf("run stopped on its own once ready: %v\n%s", err, logs.String())
+	default:
+	}
 	stop()
 	select {
 	case err := <-done:
@@ -92,9 +127,25 @@ func TestHelmDefaultsStart(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("run did not stop")
 	}
-	if !strings.Contains(logs.String(), "sinks: none configured") {
-		t.Errorf("the log does not say that no sink is configured:\n%s", logs.String())
-	}
+	return logs.String()
+}
+
+// syncBuffer is a bytes.Buffer the test reads while run writes its log.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // findHelm is $CHAPAR_HELM (.ci/run sets it to the helm it builds), helm
