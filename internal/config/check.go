@@ -4,21 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"sort"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
 )
-
-// CheckFile is Check on the file at path, for `dispatcher config check`.
-func CheckFile(file string) (*Config, error) {
-	raw, err := os.ReadFile(file)
-	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
-	}
-	return Check(raw, os.LookupEnv)
-}
 
 // Check is Parse that goes on after a problem: it reports every error of
 // the file in one pass (unresolved references, keys of the wrong type or

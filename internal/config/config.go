@@ -5,7 +5,6 @@ package config
 
 import (
 	"fmt"
-	"os"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -228,20 +227,10 @@ func (Secret) MarshalText() ([]byte, error) { return []byte("[redacted]"), nil }
 // Value is the secret itself, for the one place that sends it.
 func (s Secret) Value() string { return string(s) }
 
-// Load reads, expands, defaults and validates the file at path.
-func Load(file string) (*Config, error) {
-	raw, err := os.ReadFile(file)
-	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
-	}
-	cfg, err := Parse(raw, os.LookupEnv)
-	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", file, err)
-	}
-	return cfg, nil
-}
-
-// Parse is Load on bytes; lookupEnv resolves ${VAR} references.
+// Parse reads, expands, defaults and validates a config's bytes; lookupEnv
+// resolves ${VAR} references. (A process's config is read by
+// internal/app, which also checks the vendors' settings and the admin
+// token.)
 func Parse(raw []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
 	cfg, err := Check(raw, lookupEnv)
 	if err != nil {
