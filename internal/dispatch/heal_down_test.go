@@ -19,8 +19,6 @@ import (
 // still in the stream (limits retention), but none reaches the vendor and
 // none is dead-lettered.
 func TestConsumerLostWhileNoDispatcherRunsKeepsItsBacklog(t *testing.T) {
-	t.Skip("known defect, open (issue 19): an events consumer lost while no dispatcher runs is created at the next start from new events; " +
-		"its ack floor died with it. The fix needs the floor kept where it survives, or the start refused for that sink until an operator says where. Proved by the review of engine v3.")
 	e := testenv.New(t)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	routes := []config.Route{{Sinks: []string{"gateway"}}}
