@@ -280,6 +280,9 @@ func (r *floorRecord) write(ctx context.Context, floor uint64, now bool) {
 			err = topology.WriteFloor(wctx, r.kv, r.sink, f)
 		}
 	}
+	if err != nil && ctx.Err() != nil {
+		return // stopping: the final write (finalFloor) follows
+	}
 	if err != nil {
 		if !r.failing {
 			r.log.Warn("could not record the consumer's ack floor; trying again at the next look (a loss while no dispatcher runs would deliver more again)",
