@@ -177,16 +177,16 @@ func (b boundSink) run(ctx, workCtx context.Context) {
 	fence.Go(func() { b.w.fence.run(fenceCtx) })
 	defer fence.Wait()
 	defer stopFence()
-	// Each consumer's healer, for as long as the sink pulls: the ordered
-	// path's consumers heal too (order.go need not know; its pulls resume
-	// once the consumer is back).
-	// Their floors are written once more as the sink stops, after the
-	// healers (deferred first, run last).
+	// The events consumers' floors are written once more as the sink
+	// stops, after the healers are done (deferred first, run last).
 	defer func() {
 		for _, c := range b.cons.Events {
 			healerOf(c).finalFloor(ctx)
 		}
 	}()
+	// Each consumer's healer, for as long as the sink pulls: the ordered
+	// path's consumers heal too (order.go need not know; its pulls resume
+	// once the consumer is back).
 	var healers sync.WaitGroup
 	defer healers.Wait()
 	for _, c := range append(slices.Clone(b.cons.Events), b.cons.Retries) {

@@ -142,6 +142,39 @@ func TestConsumerLostWhileDown(t *testing.T) {
 	}
 }
 
+// A floor names the stream instance it was read in: an events stream
+// deleted and made again under the same name (a change of
+// streams.partitions from 2 to 3 keeps the names _0 and _1) starts its
+// sequences again, and a floor of the old one would skip the new one's
+// first events. The sink is not new, so its consumer on the new stream
+// takes everything the stream holds.
+func TestFloorOfAnOlderStreamOfTheSameNameIsNotApplied(t *testing.T) {
+	e := testenv.New(t)
+	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	routes := []config.Route{{Sinks: []string{"gateway"}}}
+	d := e.Start([]config.Sink{sink}, routes)
+	first := publishTracks(t, e, 5, "order_paid")
+	testenv.Eventually(t, 10*time.Second, "the first events delivered", allDelivered(t, e, first))
+	if err := d.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.JS.DeleteStream(ctx, e.Topo.EventsStream()); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Topo.Ensure(ctx, e.JS); err != nil {
+		t.Fatal(err)
+	}
+	// Sequences 1 to 8 again, past the old floor of 5.
+	again := publishTracks(t, e, 8, "order_paid")
+	d = e.Start([]config.Sink{sink}, routes)
+	testenv.Eventually(t, 15*time.Second, "every event of the new stream delivered", allDelivered(t, e, again))
+	if lost, _ := d.Tally.ConsumersLost("gateway"); lost != 0 {
+		t.Errorf("%d losses counted for a stream the sink never had a consumer on; want 0", lost)
+	}
+}
+
 // A sink whose events consumer is missing, whose retries consumer is
 // there (it is not new) and whose floor is not recorded (it last ran
 // before floors were, or the bucket went with the consumer): where it

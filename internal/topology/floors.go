@@ -271,7 +271,9 @@ func restoreLost(ctx context.Context, js jetstream.JetStream, t Topology, kv jet
 		r.From, r.StartSeq = max(info.State.FirstSeq, 1), 1
 	}
 	if first, last := info.State.FirstSeq, info.State.LastSeq; r.Plan == LostFromFloor {
-		if info.State.Msgs > 0 && r.From < first {
+		// An empty stream's first sequence is its last plus one, so
+		// everything aged out counts here too.
+		if r.From < first {
 			r.Gone = first - r.From
 		}
 		if from := max(r.From, first); last >= from {
