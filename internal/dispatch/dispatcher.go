@@ -142,11 +142,19 @@ func (d *Dispatcher) Run(ctx context.Context, js jetstream.JetStream) error {
 	if d.o.Ready != nil {
 		d.o.Ready()
 	}
+	graceStarted := make(chan struct{})
 	stopGrace := context.AfterFunc(ctx, func() {
+		defer close(graceStarted)
 		d.log.Info("draining", zap.Duration("grace", cfg.ShutdownGrace))
 		time.AfterFunc(cfg.ShutdownGrace, cancelWork)
 	})
-	defer stopGrace()
+	// Run returns after its "draining" line is written, not while it is
+	// (a caller reading the log once Run returns raced with it).
+	defer func() {
+		if !stopGrace() {
+			<-graceStarted
+		}
+	}()
 
 	var wg sync.WaitGroup
 	for _, b := range workers {
