@@ -142,11 +142,19 @@ func (d *Dispatcher) Run(ctx context.Context, js jetstream.JetStream) error {
 	if d.o.Ready != nil {
 		d.o.Ready()
 	}
+	graceStarted := make(chan struct{})
 	stopGrace := context.AfterFunc(ctx, func() {
+		defer close(graceStarted)
 		d.log.Info("draining", zap.Duration("grace", cfg.ShutdownGrace))
 		time.AfterFunc(cfg.ShutdownGrace, cancelWork)
 	})
-	defer stopGrace()
+	// Run returns after its "draining" line is written, not while it is
+	// (a caller reading the log once Run returns raced with it).
+	defer func() {
+		if !stopGrace() {
+			<-graceStarted
+		}
+	}()
 
 	if len(workers) == 0 {
 		// No sinks yet (a deployment started before its sinks are set):
@@ -184,6 +192,13 @@ func (b boundSink) run(ctx, workCtx context.Context) {
 	fence.Go(func() { b.w.fence.run(fenceCtx) })
 	defer fence.Wait()
 	defer stopFence()
+	// The events consumers' floors are written once more as the sink
+	// stops, after the healers are done (deferred first, run last).
+	defer func() {
+		for _, c := range b.cons.Events {
+			healerOf(c).finalFloor(ctx)
+		}
+	}()
 	// Each consumer's healer, for as long as the sink pulls: the ordered
 	// path's consumers heal too (order.go need not know; its pulls resume
 	// once the consumer is back).
@@ -262,6 +277,12 @@ func (d *Dispatcher) bind(ctx context.Context) ([]boundSink, *pauseBoard, error)
 			return retryable(err)
 		}
 		board = newPauseBoard(d.topo, d.js, d.log)
+		// The floors are in bind's path, unlike the pauses: a consumer
+		// found missing cannot be created right without them.
+		floors, err := d.topo.EnsureFloors(actx, d.js)
+		if err != nil {
+			return retryable(err)
+		}
 		for i, sc := range d.cfg.Sinks {
 			s, ok := d.sinks[sc.Name]
 			if !ok {
@@ -277,10 +298,19 @@ func (d *Dispatcher) bind(ctx context.Context) ([]boundSink, *pauseBoard, error)
 					return backoff.Permanent(fmt.Errorf("dispatch: sinks[%d].order.key: %w", i, err))
 				}
 			}
-			settings.Start = sc.StartTime()
+			settings.Start, settings.Floors = sc.StartTime(), floors
 			cons, err := d.topo.EnsureSink(actx, d.js, sc.Name, settings)
+			if errors.Is(err, topology.ErrFloorUnknown) {
+				return backoff.Permanent(fmt.Errorf("dispatch: sinks[%d] (%s): %w; starting it from new events would skip its backlog without a word, "+
+					"from the stream's first event would deliver up to streams.max_age of events again: set sinks[%d].start to the time to deliver from "+
+					"(when it last delivered, say: what was stored since is delivered, some of it again; start applies only to consumers being created), "+
+					"start, then remove it (docs/operations.md, \"A consumer was deleted\")", i, sc.Name, err, i))
+			}
 			if err != nil {
 				return retryable(err)
+			}
+			for _, r := range cons.Restored {
+				d.reportRestored(sc.Name, r)
 			}
 			if err := d.starts.local(sc.Name, cons.Events); err != nil {
 				return retryable(err)
@@ -292,7 +322,16 @@ func (d *Dispatcher) bind(ctx context.Context) ([]boundSink, *pauseBoard, error)
 				}
 			}
 			for i, c := range cons.Events {
-				cons.Events[i] = &healing{Consumer: c, h: newHealer(d.engine, sc.Name, c, true)}
+				h := newHealer(d.engine, sc.Name, c, true)
+				start, err := topology.StartOf(c.CachedInfo())
+				if err != nil {
+					return retryable(err)
+				}
+				h.rec = &floorRecord{topo: d.topo, js: d.js, kv: floors, sink: sc.Name,
+					floor:   topology.Floor{Stream: h.stream, StreamCreated: cons.StreamsCreated[i], StartSeq: start},
+					written: h.floor.Load(), at: time.Now(),
+					log: d.log.With(zap.String("sink", sc.Name), zap.String("stream", h.stream), zap.String("consumer", h.cfg.Durable))}
+				cons.Events[i] = &healing{Consumer: c, h: h}
 			}
 			cons.Retries = &healing{Consumer: cons.Retries, h: newHealer(d.engine, sc.Name, cons.Retries, false)}
 			w := &sinkWorker{
@@ -337,6 +376,37 @@ func (d *Dispatcher) bind(ctx context.Context) ([]boundSink, *pauseBoard, error)
 		return nil, nil, err
 	}
 	return out, board, nil
+}
+
+// reportRestored logs, once, an events consumer bind found missing and
+// recreated (topology.Restored), and counts it as a loss
+// (chapar_consumer_losses_total) unless it is a stream the sink never had
+// a consumer on.
+func (d *Dispatcher) reportRestored(sink string, r topology.Restored) {
+	log := d.log.With(zap.String("sink", sink), zap.String("stream", r.Stream), zap.String("consumer", topology.SinkConsumer(sink)),
+		zap.Uint64("from_stream_sequence", r.From), zap.Uint64("start_seq", r.StartSeq))
+	switch r.Plan {
+	case topology.LostFromFirst:
+		log.Info("the sink's events consumer on this stream never existed (a new events stream: a change of streams.partitions?); " +
+			"created from the stream's first event, since the sink is not new")
+		return
+	case topology.LostFromStart:
+		log.Warn("the sink's events consumer was missing and where it stood is not recorded; created from sinks[].start " +
+			"(chapar_consumer_losses_total counts this)")
+	case topology.LostFromFloor:
+		log = log.With(zap.Uint64("recorded_ack_floor", r.Floor.AckFloor), zap.Time("floor_recorded_at", r.Floor.Updated),
+			zap.Uint64("delivered_again_at_most", r.AgainAtMost))
+		if r.Gone > 0 {
+			log.Error("the sink's events consumer was lost while no dispatcher ran; recreated above its recorded ack floor, "+
+				"but events past the floor left the stream (streams.max_age) before it was back: they cannot be delivered "+
+				"(chapar_consumer_losses_total counts this)", zap.Uint64("unrecoverable_at_most", r.Gone))
+		} else {
+			log.Warn("the sink's events consumer was lost while no dispatcher ran; recreated above its recorded ack floor: " +
+				"events acked since the floor was recorded are delivered again (chapar_consumer_losses_total counts this)")
+		}
+	}
+	d.obs.ConsumerLost(sink)
+	d.obs.ConsumerBack(sink)
 }
 
 // formingGrace is how long after a dispatcher starts binding a refused

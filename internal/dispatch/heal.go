@@ -50,6 +50,9 @@ type healer struct {
 
 	floor atomic.Uint64 // the ack floor's stream sequence when last seen
 	nudge chan struct{} // look now (a pull said the consumer is gone)
+	// rec, for an events consumer, keeps its floor where it survives the
+	// consumer (nil: not kept).
+	rec *floorRecord
 
 	mu sync.Mutex
 	up chan struct{} // closed while the consumer is believed to exist
@@ -167,6 +170,7 @@ func (h *healer) check(ctx context.Context) {
 	case err == nil:
 		h.floor.Store(c.CachedInfo().AckFloor.Stream)
 		h.markUp()
+		h.rec.write(ctx, h.floor.Load(), false)
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
 		h.heal(ctx)
 	default:
@@ -227,4 +231,85 @@ func (h *healer) heal(ctx context.Context) {
 		}
 		wait = min(wait*2, 5*time.Second)
 	}
+}
+
+// floorEvery is how often at most a consumer's floor is written to the
+// floors bucket, while it moves. A stale floor costs only events
+// delivered again after a loss while no dispatcher runs (and a dispatcher
+// that stops cleanly writes its last floor), so it is written no more
+// often than the healer reads it: one small write per consumer each
+// healEvery while it moves, none while it idles. Half of healEvery, so a
+// look the pulls asked for just before a round does not push the write
+// to the round after.
+const floorEvery = healEvery / 2
+
+// floorRecord is an events consumer's floor in the floors bucket
+// (topology.Floor): the one thing a consumer lost while no dispatcher runs
+// cannot tell the next start. Used by one goroutine at a time: its
+// healer's, then the sink's as it stops (finalFloor).
+type floorRecord struct {
+	topo    topology.Topology
+	js      jetstream.JetStream
+	kv      jetstream.KeyValue
+	sink    string
+	floor   topology.Floor // its stream, stream instance and start
+	written uint64         // the floor last written
+	at      time.Time      // when
+	failing bool           // the last write failed (logged once)
+	log     *zap.Logger
+}
+
+// write stores floor if it moved since the last write, at most once per
+// floorEvery unless now. Last writer wins among replicas: any floor once
+// read is a lower bound of the consumer's position, so an older one only
+// means more events delivered again. Safe on a nil record.
+func (r *floorRecord) write(ctx context.Context, floor uint64, now bool) {
+	if r == nil || floor == r.written || (!now && time.Since(r.at) < floorEvery) {
+		return
+	}
+	f := r.floor
+	f.AckFloor, f.Updated = floor, time.Now().UTC()
+	wctx, cancel := context.WithTimeout(ctx, brokerTimeout)
+	defer cancel()
+	err := topology.WriteFloor(wctx, r.kv, r.sink, f)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		// Deleted by hand: made again, as the next start would.
+		var kv jetstream.KeyValue
+		if kv, err = r.topo.EnsureFloors(wctx, r.js); err == nil {
+			r.kv = kv
+			err = topology.WriteFloor(wctx, r.kv, r.sink, f)
+		}
+	}
+	if err != nil && ctx.Err() != nil {
+		return // stopping: the final write (finalFloor) follows
+	}
+	if err != nil {
+		if !r.failing {
+			r.log.Warn("could not record the consumer's ack floor; trying again at the next look (a loss while no dispatcher runs would deliver more again)",
+				zap.Uint64("floor", floor), zap.Error(err))
+		}
+		r.failing = true
+		return
+	}
+	if r.failing {
+		r.log.Info("the consumer's ack floor is recorded again", zap.Uint64("floor", floor))
+	}
+	r.written, r.at, r.failing = floor, time.Now(), false
+}
+
+// finalFloor reads the consumer's floor once more and writes it, as the
+// sink stops (its healer done, its workers' acks sent): after a clean
+// stop, a consumer lost before the next start is recreated where it was,
+// nothing delivered again. Safe on a nil healer or record.
+func (h *healer) finalFloor(ctx context.Context) {
+	if h == nil || h.rec == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), brokerTimeout)
+	defer cancel()
+	c, err := h.e.js.Consumer(ctx, h.stream, h.cfg.Durable)
+	if err != nil {
+		return // gone or unreachable: the floor written last stands
+	}
+	h.rec.write(ctx, c.CachedInfo().AckFloor.Stream, true)
 }

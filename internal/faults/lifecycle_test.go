@@ -191,6 +191,61 @@ func TestConsumerDeletedUnderLoad(t *testing.T) {
 	}, "")
 }
 
+// (l) a sink's events consumer deleted while every replica is down (an
+// operator's `nats consumer rm` during a full restart; an R1 consumer lost
+// with its server during an outage of the dispatchers), under load: one
+// replica crashes (SIGKILL: its last floor written is up to 5 s old), the
+// other stops (SIGTERM: it writes its floor as it stops), the consumer is
+// deleted, the producer goes on, both start again. The next start finds
+// the consumer missing and recreates it above the floor recorded in
+// CHAPAR_FLOORS (internal/dispatch, heal.go): nothing published meanwhile
+// is lost. What was acked since the last floor written is delivered again:
+// the duplicates at-least-once allows here, bounded by the vendor's 2xx
+// answers from 6 s (a floor written every 5 s, plus slack) before the stop.
+func TestConsumerDeletedWhileReplicasAreDown(t *testing.T) {
+	events, perSec := 4000, 500
+	if long() {
+		events = 40_000
+	}
+	w := newWorld(t, 1, 2, nil)
+	w.prod.start(newIDs(events), perSec)
+	w.waitAcked(events / 3)
+	down := time.Now()
+	w.disps[0].kill()
+	w.disps[1].stop(10 * time.Second)
+	c, ok := w.consumerNamed("sink-chabok")
+	if !ok {
+		t.Fatal("no consumer sink-chabok")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := w.js.DeleteConsumer(ctx, c.stream, c.name); err != nil {
+		t.Fatalf("delete consumer %s/%s: %v", c.stream, c.name, err)
+	}
+	t.Logf("deleted %s/%s with every replica down (pending %d)", c.stream, c.name, c.pending)
+	w.waitAcked(events / 2) // published while no replica runs
+	bound := w.vendor.okBetween(down.Add(-6*time.Second), down.Add(time.Minute))
+	for _, d := range w.disps {
+		d.restart(t)
+	}
+	up := time.Now()
+	o := w.settle(60*time.Second, up)
+	losses := w.sumMetric(`chapar_consumer_losses_total{sink="chabok"}`)
+	g := &goals{t: t}
+	g.want(o.lost == 0, "%d events lost", o.lost)
+	g.want(!o.wedged, "wedged: %v", o.stuck)
+	g.want(losses >= 1, "chapar_consumer_losses_total over the replicas is %v, want at least 1", losses)
+	g.want(o.deadLettered+o.both == 0, "%d dead letters with a healthy vendor", o.deadLettered+o.both)
+	g.want(o.duplicates <= bound, "%d duplicates; at most %d events were acked from 6 s before the stop", o.duplicates, bound)
+	g.finish(result{
+		scenario: "l. consumer deleted while every replica is down",
+		load:     fmt.Sprintf("%d events at %d/s, 2 replicas", events, perSec),
+		o:        o,
+		notes: fmt.Sprintf("at a third of the load, one replica killed (SIGKILL), the other stopped (SIGTERM), sink-chabok deleted, both started again %s later; losses counted %v; duplicates ≤ %d (2xx from 6 s before the stop: acked since the last floor written)",
+			fmtDur(up.Sub(down)), losses, bound),
+	}, "")
+}
+
 // (i) a rolling deploy that widens a sink's routes, under load, over
 // three replicas: the old config sends chabok only the order_paid events,
 // the new one every chapar.track (half of the load is signup). Each

@@ -99,6 +99,13 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 type SinkConsumers struct {
 	Events  []jetstream.Consumer // in partition order
 	Retries jetstream.Consumer
+	// Restored are the events consumers found missing and recreated
+	// from their floors (or created by sinks[].start though the sink was
+	// not new): each is a loss to count and log.
+	Restored []Restored
+	// StreamsCreated are the events streams' creation times, in
+	// partition order: a floor record names its stream instance by it.
+	StreamsCreated []time.Time
 }
 
 // EnsureSink creates or updates a sink's durable consumers.
@@ -128,11 +135,47 @@ func (t Topology) EnsureSink(ctx context.Context, js jetstream.JetStream, sink s
 	var out SinkConsumers
 	for i, stream := range t.EventsStreams() {
 		ev.FilterSubject = t.PartitionSubjects(i)
+		var restored *Restored
+		if s.Floors != nil {
+			var err error
+			if restored, err = restoreLost(ctx, js, t, s.Floors, sink, stream, ev, s.Start); err != nil {
+				return out, fmt.Errorf("topology: consumer %s on %s: %w", ev.Durable, stream, err)
+			}
+		}
 		c, err := ensureEvents(ctx, js, stream, ev, s.Start)
 		if err != nil {
 			return out, fmt.Errorf("topology: consumer %s on %s: %w", ev.Durable, stream, err)
 		}
+		if restored != nil && restored.Plan == LostFromStart {
+			// ensureEvents created it by sinks[].start: its start is
+			// where it delivers from.
+			if restored.StartSeq, err = StartOf(c.CachedInfo()); err != nil {
+				return out, err
+			}
+			restored.From = restored.StartSeq
+		}
+		if restored != nil {
+			out.Restored = append(out.Restored, *restored)
+		}
 		out.Events = append(out.Events, c)
+		if s.Floors != nil {
+			// The floor is recorded before the first pull: a consumer a
+			// dispatcher has bound has a floor, whatever happens next.
+			st, err := js.Stream(ctx, stream)
+			if err != nil {
+				return out, err
+			}
+			created := st.CachedInfo().Created
+			out.StreamsCreated = append(out.StreamsCreated, created)
+			start, err := StartOf(c.CachedInfo())
+			if err != nil {
+				return out, err
+			}
+			if err := WriteFloor(ctx, s.Floors, sink, Floor{Stream: stream, StreamCreated: created,
+				AckFloor: c.CachedInfo().AckFloor.Stream, StartSeq: start, Updated: time.Now().UTC()}); err != nil {
+				return out, err
+			}
+		}
 	}
 	var err error
 	rt := base

@@ -113,6 +113,10 @@ func (t Topology) RemoveSink(ctx context.Context, js jetstream.JetStream, sink s
 			return f, fmt.Errorf("topology: delete consumer %s on %s: %w", c.Name, c.Stream, err)
 		}
 	}
+	// Its floors too: added again later, it is a new sink (floors.go).
+	if err := t.DeleteFloors(ctx, js, sink); err != nil {
+		return f, err
+	}
 	if f.Retries == 0 {
 		return f, nil
 	}

@@ -269,6 +269,10 @@ type ConsumerSettings struct {
 	// (dispatch.Fingerprint), written into the events consumers'
 	// metadata: the last replica to bind owns the sink.
 	Fence string
+	// Floors, if set, is the floors bucket (EnsureFloors): an events
+	// consumer found missing is recreated from its recorded floor
+	// (restoreLost), and each one bound has its floor recorded.
+	Floors jetstream.KeyValue
 }
 
 // FenceMetadata is the events consumers' metadata key holding the fence
