@@ -99,7 +99,13 @@ func runCmd(ctx context.Context, file string, nf natsFlags, stderr io.Writer) er
 			return err
 		}
 	}
-	m := metrics.New()
+	// The configured sinks are the only sink labels: a producer's
+	// destinations must not mint series.
+	sinkNames := make([]string, 0, len(cfg.Sinks))
+	for _, s := range cfg.Sinks {
+		sinkNames = append(sinkNames, s.Name)
+	}
+	m := metrics.New(sinkNames...)
 	var ready atomic.Bool
 	build := buildinfo.Read()
 	tp, stopTracing, err := tracing.Provider(ctx, "chapar-dispatcher", build.Version)
