@@ -76,6 +76,7 @@ routes:
 			added = append(added, s)
 		}
 	}
+	t.Logf("%d events added %d chapar_ series", 3*n, len(added))
 	if len(added) >= 50 {
 		t.Errorf("%d events with distinct destinations, types and sources added %d chapar_ series (want < 50), such as:\n%s",
 			3*n, len(added), strings.Join(added[:min(len(added), 5)], "\n"))
