@@ -1,8 +1,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -94,4 +98,95 @@ func grep(body, s string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// slowClients opens n connections to addr that each send a request's
+// headers, then its body a byte at a time, holding the connection until
+// the server cuts it (ReadTimeout) or the test ends.
+func slowClients(t *testing.T, addr, path string, n int) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	for range n {
+		wg.Go(func() {
+			c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			go func() { <-ctx.Done(); c.Close() }()
+			head := "POST " + path + " HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+			if _, err := c.Write([]byte(head)); err != nil {
+				return
+			}
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(200 * time.Millisecond):
+					if _, err := c.Write([]byte(" ")); err != nil {
+						return
+					}
+				}
+			}
+		})
+	}
+}
+
+// Issue 22: clients that send their bodies slowly hold every connection
+// the webhook and admin listeners serve, until ReadTimeout cuts them; the
+// health probes meanwhile must keep answering, or an orchestrator restarts
+// a healthy dispatcher. They do, on admin.probe_listen, a listener of
+// their own. The listeners' cap is lowered here so that a hundred slow
+// clients do what 2,000 do against the default 512.
+func TestProbesAnswerUnderSlowClients(t *testing.T) {
+	e := testenv.New(t)
+	saved := runLimits
+	runLimits.MaxConns = 20
+	t.Cleanup(func() { runLimits = saved })
+	admin, hook, probes := testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t)
+	startRun(t, e, probes, fmt.Sprintf(`
+admin: {listen: %q, probe_listen: %q}
+webhook: {listen: %q, identification_key: hook-key}
+sinks:
+  - {name: chabok, vendor: chabok, base_url: %s, settings: {app_id: demoapp, access_token: demo-chabok-token}}
+routes:
+  - sinks: [chabok]
+`, admin, probes, hook, e.URL[emulator.Chabok]))
+
+	slowClients(t, admin, "/metrics", 2*runLimits.MaxConns)
+	slowClients(t, hook, "/webhooks/kenar", 2*runLimits.MaxConns)
+	quick := &http.Client{Timeout: time.Second}
+	// The abuse works: the admin listener's own /healthz no longer answers.
+	testenv.Eventually(t, 10*time.Second, "the admin listener saturated", func() bool {
+		resp, err := (&http.Client{Timeout: 300 * time.Millisecond}).Get("http://" + admin + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err != nil
+	})
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); {
+		for _, path := range []string{"/healthz", "/readyz"} {
+			start := time.Now()
+			resp, err := quick.Get("http://" + probes + path)
+			if err != nil {
+				t.Fatalf("%s on the probe listener under abuse: %v", path, err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("%s on the probe listener under abuse: %d", path, resp.StatusCode)
+			}
+			if took := time.Since(start); took > time.Second {
+				t.Fatalf("%s took %s under abuse", path, took)
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The probe listener serves the probes only: not /metrics, not the console.
+	if resp, err := quick.Get("http://" + probes + "/metrics"); err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Errorf("/metrics on the probe listener: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 }

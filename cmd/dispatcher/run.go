@@ -196,6 +196,22 @@ func runCmd(ctx context.Context, file string, nf natsFlags, stderr io.Writer) er
 		defer func() { _ = srv.Close() }()
 	}
 
+	if cfg.Admin.ProbeListen != "" {
+		ln, err := listen(ctx, "admin.probe_listen", cfg.Admin.ProbeListen)
+		if err != nil {
+			return err
+		}
+		ln = limitListener(ln, probeLimits.MaxConns)
+		srv := newServer(m.Probes(conn.NC, &ready), probeLimits)
+		go func() {
+			log.Info("serving /healthz, /readyz", zap.String("listen", ln.Addr().String()))
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("probe server stopped", zap.Error(err))
+			}
+		}()
+		defer func() { _ = srv.Close() }()
+	}
+
 	err = d.Run(ctx, conn.JS)
 	log.Info("dispatcher stopped", zap.Error(err))
 	return err

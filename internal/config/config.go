@@ -117,6 +117,10 @@ type Dispatcher struct {
 // Admin serves /metrics, /healthz and /readyz, and the web console.
 type Admin struct {
 	Listen string `yaml:"listen"` // empty: not served
+	// ProbeListen serves /healthz and /readyz alone, on a listener of
+	// their own that slow or abusive clients of the admin and webhook
+	// listeners cannot fill (empty: the probes are on admin.listen only).
+	ProbeListen string `yaml:"probe_listen"`
 	// TokenFile holds the admin token the console's replay and purge
 	// require (else $CHAPAR_ADMIN_TOKEN; with neither they are disabled).
 	TokenFile string  `yaml:"token_file"`

@@ -571,6 +571,19 @@ func oldestPending(ctx context.Context, st jetstream.Stream, info *jetstream.Con
 func (m *Metrics) Admin(nc *nats.Conn, ready *atomic.Bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	m.probes(mux, nc, ready)
+	return mux
+}
+
+// Probes serves /healthz and /readyz alone, as Admin does, for a listener
+// of their own (admin.probe_listen).
+func (m *Metrics) Probes(nc *nats.Conn, ready *atomic.Bool) http.Handler {
+	mux := http.NewServeMux()
+	m.probes(mux, nc, ready)
+	return mux
+}
+
+func (m *Metrics) probes(mux *http.ServeMux, nc *nats.Conn, ready *atomic.Bool) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		switch {
@@ -589,5 +602,4 @@ func (m *Metrics) Admin(nc *nats.Conn, ready *atomic.Bool) http.Handler {
 			_, _ = w.Write([]byte("ready\n"))
 		}
 	})
-	return mux
 }
