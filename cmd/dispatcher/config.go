@@ -29,7 +29,10 @@ func (c *cliConfigCheck) Run(s *streams) error {
 	if _, err := os.Stat(c.File); err != nil {
 		return fmt.Errorf("config check: %w", err) // not a config to check: exit 1
 	}
-	errs := checkConfig(c.File)
+	errs, warnings := checkConfig(c.File)
+	for _, w := range warnings { // stderr: the report on stdout stays as it was
+		fmt.Fprintf(s.stderr, "%s: warning: %s\n", c.File, w)
+	}
 	problems := make([]configProblem, 0, len(errs))
 	for _, e := range errs {
 		problems = append(problems, splitProblem(e))
@@ -56,11 +59,13 @@ func (c *cliConfigCheck) Run(s *streams) error {
 }
 
 // checkConfig is every error of the file, one per entry: the config's own
-// and the vendors' (sink settings), each key reported once.
-func checkConfig(file string) []string {
+// and the vendors' (sink settings), each key reported once; and its
+// warnings (keys under an old name).
+func checkConfig(file string) (msgs, warnings []string) {
 	cfg, err := config.CheckFile(file)
-	msgs := flatten(err)
+	msgs = flatten(err)
 	if cfg != nil {
+		warnings = cfg.Warnings
 		_, err := sinks.Build(cfg.Sinks)
 	next:
 		for _, m := range flatten(err) {
@@ -73,7 +78,7 @@ func checkConfig(file string) []string {
 			msgs = append(msgs, cfg.Redact(m))
 		}
 	}
-	return msgs
+	return msgs, warnings
 }
 
 // flatten lists joined errors one per entry, each on one line.

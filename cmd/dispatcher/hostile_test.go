@@ -148,7 +148,7 @@ func TestProbesAnswerUnderSlowClients(t *testing.T) {
 	admin, hook, probes := testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t)
 	startRun(t, e, probes, fmt.Sprintf(`
 admin: {listen: %q, probe_listen: %q}
-webhook: {listen: %q, identification_key: hook-key}
+kenar_webhook: {listen: %q, identification_key: hook-key}
 sinks:
   - {name: chabok, vendor: chabok, base_url: %s, settings: {app_id: demoapp, access_token: demo-chabok-token}}
 routes:

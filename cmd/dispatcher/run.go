@@ -19,8 +19,8 @@ import (
 	"github.com/chapar-dev/chapar/internal/console"
 	"github.com/chapar-dev/chapar/internal/dispatch"
 	"github.com/chapar-dev/chapar/internal/dlq"
+	"github.com/chapar-dev/chapar/internal/inbound"
 	"github.com/chapar-dev/chapar/internal/metrics"
-	"github.com/chapar-dev/chapar/internal/sinks"
 	"github.com/chapar-dev/chapar/internal/topology"
 	"github.com/chapar-dev/chapar/internal/tracing"
 	"github.com/chapar-dev/chapar/pkg/envelope"
@@ -124,6 +124,9 @@ func runCmd(ctx context.Context, file string, nf natsFlags, stderr io.Writer) er
 		return errors.New("config: " + cfg.Redact(err.Error())) // no secret in the output
 	}
 	log.Info("chapar dispatcher starting", zap.String("version", build.Version), zap.String("go_version", build.GoVersion))
+	for _, w := range cfg.Warnings {
+		log.Warn("config: " + w)
+	}
 	conn, err := app.Connect(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -137,10 +140,10 @@ func runCmd(ctx context.Context, file string, nf natsFlags, stderr io.Writer) er
 		pub := envelope.NewPublisher(conn.JS, envelope.WithSubjectPrefix(cfg.Streams.SubjectPrefix),
 			envelope.WithPartitions(cfg.Streams.Partitions))
 		mux := http.NewServeMux()
-		mux.Handle(cfg.Webhook.Path, sinks.NewKenarWebhook(pub, cfg.Webhook.IdentificationKey, cfg.Webhook.Source, log))
+		mux.Handle(cfg.Webhook.Path, inbound.NewKenarWebhook(pub, cfg.Webhook.IdentificationKey, cfg.Webhook.Source, log))
 		// Bind before going on: a taken port fails the start with its key,
 		// and the webhook accepts requests once run reports ready.
-		ln, err := listen(ctx, "webhook.listen", cfg.Webhook.Listen)
+		ln, err := listen(ctx, "kenar_webhook.listen", cfg.Webhook.Listen)
 		if err != nil {
 			return err
 		}

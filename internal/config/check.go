@@ -30,6 +30,7 @@ func Check(raw []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
 	if err := yaml.Unmarshal(raw, &root); err != nil {
 		return nil, fmt.Errorf("not valid YAML: %w", err)
 	}
+	warnings, renameErr := renameDeprecated(&root)
 	lines := map[string]int{} // each key's line in the file as written
 	for line, cs := range lineCandidates(&root) {
 		for _, c := range cs {
@@ -43,6 +44,8 @@ func Check(raw []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
 	errs.add(expand(&root, lookupEnv, resolved))
 	cfg := Default()
 	cfg.resolved = resolved
+	cfg.Warnings = warnings
+	errs.add(renameErr)
 	if len(root.Content) > 0 {
 		var buf bytes.Buffer
 		enc := yaml.NewEncoder(&buf)

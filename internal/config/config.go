@@ -24,12 +24,17 @@ type Config struct {
 	NATS       NATS       `yaml:"nats"`
 	Streams    Streams    `yaml:"streams"`
 	Dispatcher Dispatcher `yaml:"dispatcher"`
-	Webhook    Webhook    `yaml:"webhook"`
+	Webhook    Webhook    `yaml:"kenar_webhook"` // the Kenar receiver; "webhook" until renamed (deprecated.go)
 	Admin      Admin      `yaml:"admin"`
 	// SinkDefaults apply to every sink that leaves a key out.
 	SinkDefaults SinkDefaults `yaml:"sink_defaults"`
 	Sinks        []Sink       `yaml:"sinks"`
 	Routes       []Route      `yaml:"routes"`
+
+	// Warnings are what the file should change but still works with (a
+	// key under its old name); `dispatcher run` logs them and `config
+	// check` prints them.
+	Warnings []string `yaml:"-"`
 
 	// resolved maps each value a ${…} reference brought in to the
 	// reference, for Redact.
@@ -531,7 +536,7 @@ func (c *Config) Validate() error {
 		bad("admin.console.enabled", "the console is served on the admin listener; set admin.listen (e.g. 127.0.0.1:9090) or disable the console")
 	}
 	if c.Webhook.Listen != "" && c.Webhook.IdentificationKey == "" {
-		bad("webhook.identification_key", "is required when webhook.listen is set; set it to ${KENAR_IDENTIFICATION_KEY}")
+		bad("kenar_webhook.identification_key", "is required when kenar_webhook.listen is set; set it to ${KENAR_IDENTIFICATION_KEY}")
 	}
 	d := c.SinkDefaults
 	reported := map[string]bool{} // sink_defaults errors, to report each once

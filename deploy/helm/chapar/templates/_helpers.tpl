@@ -32,7 +32,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
 {{/* The config file: values' config with nats.url, admin.listen,
-admin.probe_listen and (with webhook.enabled) webhook.listen set from the chart's values, so the probes
+admin.probe_listen and (with webhook.enabled) kenar_webhook.listen set from the chart's values, so the probes
 and the Service always find the ports. */}}
 {{- define "chapar.config" -}}
 {{- $cfg := deepCopy (.Values.config | default dict) -}}
@@ -47,9 +47,9 @@ and the Service always find the ports. */}}
 {{- $_ := set $admin "probe_listen" (printf ":%d" (int .Values.admin.probePort)) -}}
 {{- $_ := set $cfg "admin" $admin -}}
 {{- if .Values.webhook.enabled -}}
-{{- $webhook := get $cfg "webhook" | default dict -}}
+{{- $webhook := get $cfg "kenar_webhook" | default dict -}}
 {{- $_ := set $webhook "listen" (printf ":%d" (int .Values.webhook.port)) -}}
-{{- $_ := set $cfg "webhook" $webhook -}}
+{{- $_ := set $cfg "kenar_webhook" $webhook -}}
 {{- end -}}
 {{- toYaml $cfg -}}
 {{- end -}}

@@ -1,4 +1,4 @@
-package sinks_test
+package inbound_test
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 
 	"github.com/chapar-dev/chapar/internal/config"
 	"github.com/chapar-dev/chapar/internal/emulator"
-	"github.com/chapar-dev/chapar/internal/sinks"
+	"github.com/chapar-dev/chapar/internal/inbound"
 	"github.com/chapar-dev/chapar/internal/testenv"
 	"github.com/chapar-dev/chapar/pkg/envelope"
 )
@@ -25,7 +25,7 @@ func TestKenarWebhookAuthenticatesDeduplicatesAndRoutes(t *testing.T) {
 		[]config.Route{{Names: []string{"kenar.*"}, Sinks: []string{"gateway"}}})
 	// The events stream keeps the event once delivered (limits
 	// retention), for inspection below.
-	hook := sinks.NewKenarWebhook(envelope.NewPublisher(e.JS), config.Secret("id-key-1"), "divar-kenar", e.Log)
+	hook := inbound.NewKenarWebhook(envelope.NewPublisher(e.JS), config.Secret("id-key-1"), "divar-kenar", e.Log)
 	srv := httptest.NewServer(hook)
 	defer srv.Close()
 	body := `{"type":"NEW_MESSAGE","metadata":{"app_slug":"shop","user_id":"kenar-user-9"},"new_message":{"id":"m-1","text":"is it available?","sender":{"id":"s-1"}}}`
@@ -88,9 +88,9 @@ func (p *publishCounter) Publish(context.Context, *envelope.Envelope) (*jetstrea
 // body runs past it; the key is checked first, wrong methods are 405.
 func TestKenarWebhookLimitsTheBody(t *testing.T) {
 	pub := &publishCounter{}
-	srv := httptest.NewServer(sinks.NewKenarWebhook(pub, config.Secret("id-key-1"), "divar-kenar", zap.NewNop()))
+	srv := httptest.NewServer(inbound.NewKenarWebhook(pub, config.Secret("id-key-1"), "divar-kenar", zap.NewNop()))
 	defer srv.Close()
-	big := `{"type":"NEW_MESSAGE","new_message":{"text":"` + strings.Repeat("x", sinks.KenarMaxBody) + `"}}`
+	big := `{"type":"NEW_MESSAGE","new_message":{"text":"` + strings.Repeat("x", inbound.KenarMaxBody) + `"}}`
 	fits := `{"type":"NEW_MESSAGE","new_message":{"text":"` + strings.Repeat("x", 1000) + `"}}`
 	do := func(method, auth string, body io.Reader, chunked bool) int {
 		t.Helper()

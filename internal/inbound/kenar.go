@@ -1,4 +1,9 @@
-package sinks
+// Package inbound holds the receivers Chapar serves for events that come
+// from outside the bus: vendors that call Chapar back. Each turns what it
+// receives into an envelope and publishes it on the events stream, so it
+// routes like any producer's event. They are not sinks: nothing here
+// delivers.
+package inbound
 
 import (
 	"bytes"
@@ -10,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -19,8 +25,8 @@ import (
 	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
-// Kenar's inbound webhook: the receiver `dispatcher run` serves on
-// webhook.listen, an inbound source rather than a sink.
+// Kenar's webhook: the receiver `dispatcher run` serves on
+// kenar_webhook.listen.
 //
 // Kenar calls the app's webhook URL with header Authorization: <the
 // identification key from the panel> (a static secret; no signature) and a
@@ -155,5 +161,20 @@ func flatten(prefix string, v any, out map[string]any) {
 		if prefix != "" {
 			out[prefix] = x
 		}
+	}
+}
+
+// stringify is a JSON value as text: strings as they are, the rest as JSON.
+func stringify(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case json.Number:
+		return x.String()
+	case bool:
+		return strconv.FormatBool(x)
+	default:
+		b, _ := json.Marshal(x)
+		return string(b)
 	}
 }
