@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
@@ -106,12 +107,23 @@ func (h *KenarWebhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // KenarNotificationEnvelope turns a webhook body into a chapar.track
 // envelope (see above).
+//
+// The body is refused as the bus path (pkg/envelope) refuses an envelope:
+// invalid UTF-8, which encoding/json would silently replace with U+FFFD
+// (and the event would carry text Kenar never sent), and anything but
+// white space after the object, which it would silently ignore.
 func KenarNotificationEnvelope(body []byte, source string) (*envelope.Envelope, error) {
+	if !utf8.Valid(body) {
+		return nil, fmt.Errorf("body is not valid UTF-8")
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	var n map[string]any
 	if err := dec.Decode(&n); err != nil || n == nil {
 		return nil, fmt.Errorf("body is not a JSON object")
+	}
+	if rest := bytes.TrimLeft(body[dec.InputOffset():], " \t\r\n"); len(rest) > 0 {
+		return nil, fmt.Errorf("body has data after the JSON object (at byte %d)", len(body)-len(rest))
 	}
 	typ, _ := n["type"].(string)
 	if typ == "" {

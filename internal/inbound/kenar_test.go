@@ -127,3 +127,43 @@ func TestKenarWebhookLimitsTheBody(t *testing.T) {
 		t.Errorf("published %d notifications, want the 2 that fit", pub.n)
 	}
 }
+
+// A body the bus path (pkg/envelope) would refuse is refused here too,
+// with 400 and nothing published: invalid UTF-8 (not replaced with U+FFFD)
+// and anything but white space after the JSON object.
+func TestKenarWebhookRefusesInvalidUTF8AndTrailingData(t *testing.T) {
+	pub := &publishCounter{}
+	srv := httptest.NewServer(inbound.NewKenarWebhook(pub, config.Secret("id-key-1"), "divar-kenar", zap.NewNop()))
+	defer srv.Close()
+	const ok = `{"type":"NEW_MESSAGE","new_message":{"text":"salam"}}`
+	for _, tt := range []struct {
+		name, body, wantText string
+		want                 int
+	}{
+		{"valid", ok, "", http.StatusOK},
+		{"valid, trailing white space", ok + " \r\n\t", "", http.StatusOK},
+		{"invalid UTF-8 in a value", `{"type":"NEW_MESSAGE","new_message":{"text":"sal` + "\xff\xfe" + `am"}}`, "UTF-8", http.StatusBadRequest},
+		{"invalid UTF-8 in a key", `{"type":"NEW_MESSAGE","new_` + "\xc3\x28" + `":1}`, "UTF-8", http.StatusBadRequest},
+		{"trailing garbage", ok + "garbage", "after the JSON object", http.StatusBadRequest},
+		{"a second object", ok + `{"type":"POST_UPDATE"}`, "after the JSON object", http.StatusBadRequest},
+		{"trailing comma", ok + ",", "after the JSON object", http.StatusBadRequest},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := pub.n
+			req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader(tt.body))
+			req.Header.Set("Authorization", "id-key-1")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			text, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.want || !strings.Contains(string(text), tt.wantText) {
+				t.Errorf("%d %q, want %d with %q", resp.StatusCode, text, tt.want, tt.wantText)
+			}
+			if published := pub.n - before; (tt.want == http.StatusOK) != (published == 1) {
+				t.Errorf("published %d", published)
+			}
+		})
+	}
+}
