@@ -27,24 +27,34 @@ func chaparSeries(body string) map[string]bool {
 	return out
 }
 
-// Issue 22: what a producer chooses (destinations, types, sources) must not
-// mint metric series. A dispatcher takes one event of each kind (so every
+// Issue 22: what a producer chooses (destinations, types, sources), or a
+// caller of the Kenar webhook (notification types), must not mint metric
+// series. A dispatcher takes one event of each kind (so every
 // series they touch exists), then hundreds of events with distinct
 // well-formed destinations, types and sources; a real /metrics scrape has
 // fewer than 50 series more (before: one chapar_dead_letters_total series
 // per unknown destination, several hundred).
 func TestProducersCannotMintMetricSeries(t *testing.T) {
 	e := testenv.New(t)
-	admin := testenv.FreeAddr(t)
+	admin, hook := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	startRun(t, e, admin, fmt.Sprintf(`
 admin: {listen: %q}
+kenar_webhook: {listen: %q, identification_key: hook-key}
 sinks:
   - {name: chabok, vendor: chabok, base_url: %s, settings: {app_id: demoapp, access_token: demo-chabok-token}}
 routes:
   - sinks: [chabok]
-`, admin, e.URL[emulator.Chabok]))
+`, admin, hook, e.URL[emulator.Chabok]))
 
 	publish := func(i int) {
+		// A Kenar notification of a type of its own: an event named
+		// kenar.probe_type_<i>, delivered.
+		req, _ := http.NewRequest(http.MethodPost, "http://"+hook+"/webhooks/kenar",
+			strings.NewReader(fmt.Sprintf(`{"type":"PROBE_TYPE_%d","metadata":{"user_id":"k%d"}}`, i, i)))
+		req.Header.Set("Authorization", "hook-key")
+		if code := do(t, req); code != http.StatusOK {
+			t.Fatalf("kenar webhook: %d", code)
+		}
 		// A destination no dispatcher runs: dead-lettered as unknown_destination.
 		e.Publish(testenv.Track(t, "order_paid", "u1", envelope.WithDestinations(fmt.Sprintf("probe-ghost-%d", i))))
 		// A well-formed type Chapar does not know: an invalid envelope.
@@ -64,7 +74,7 @@ routes:
 		})
 	}
 	publish(0)
-	settled(1)
+	settled(2)
 	_, body := httpGet(t, "http://"+admin+"/metrics")
 	before := chaparSeries(body)
 
@@ -72,7 +82,7 @@ routes:
 	for i := 1; i <= n; i++ {
 		publish(i)
 	}
-	settled(n + 1)
+	settled(2 * (n + 1))
 	_, body = httpGet(t, "http://"+admin+"/metrics")
 	var added []string
 	for s := range chaparSeries(body) {
@@ -80,10 +90,10 @@ routes:
 			added = append(added, s)
 		}
 	}
-	t.Logf("%d events added %d chapar_ series", 3*n, len(added))
+	t.Logf("%d events added %d chapar_ series", 4*n, len(added))
 	if len(added) >= 50 {
-		t.Errorf("%d events with distinct destinations, types and sources added %d chapar_ series (want < 50), such as:\n%s",
-			3*n, len(added), strings.Join(added[:min(len(added), 5)], "\n"))
+		t.Errorf("%d events with distinct destinations, types, sources and Kenar notification types added %d chapar_ series (want < 50), such as:\n%s",
+			4*n, len(added), strings.Join(added[:min(len(added), 5)], "\n"))
 	}
 	if strings.Contains(body, "probe-") {
 		t.Errorf("a producer's value became a label:\n%s", grep(body, "probe-"))
@@ -189,4 +199,15 @@ routes:
 	} else {
 		resp.Body.Close()
 	}
+}
+
+// do sends req and returns its status.
+func do(t *testing.T, req *http.Request) int {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
