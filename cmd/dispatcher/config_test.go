@@ -26,7 +26,7 @@ streams:
 dispatcher:
   ack_wait: 30
   concurency: 3
-webhook:
+kenar_webhook:
   listen: ":8080"
   identification_key: ${CHECK_TEST_UNSET_KEY}
 sinks:
@@ -47,17 +47,17 @@ routes:
 		t.Fatal(err)
 	}
 	want := map[string]string{
-		"webhook.identification_key":     "CHECK_TEST_UNSET_KEY is not set",
-		"sinks[0].settings.access_token": "CHECK_TEST_UNSET_TOKEN is not set",
-		"dispatcher.ack_wait":            "line 8: cannot unmarshal",
-		"dispatcher.concurency":          "line 9: field concurency not found",
-		"streams.replicas":               "is 2; use 1",
-		"sinks[1].name":                  `"Bad Name" must be`,
-		"sinks[1].vendor":                `"mixpanel" is not a vendor`,
-		"sinks[2].timeout":               "is -1s",
-		"sinks[2].settings.api_key":      "is required",
-		"routes[0].sinks[1]":             `"nope" is not a configured sink`,
-		"routes[0].types[0]":             `"chapar.click" is not an event type`,
+		"kenar_webhook.identification_key": "CHECK_TEST_UNSET_KEY is not set",
+		"sinks[0].settings.access_token":   "CHECK_TEST_UNSET_TOKEN is not set",
+		"dispatcher.ack_wait":              "line 8: cannot unmarshal",
+		"dispatcher.concurency":            "line 9: field concurency not found",
+		"streams.replicas":                 "is 2; use 1",
+		"sinks[1].name":                    `"Bad Name" must be`,
+		"sinks[1].vendor":                  `"mixpanel" is not a vendor`,
+		"sinks[2].timeout":                 "is -1s",
+		"sinks[2].settings.api_key":        "is required",
+		"routes[0].sinks[1]":               `"nope" is not a configured sink`,
+		"routes[0].types[0]":               `"chapar.click" is not an event type`,
 	}
 	var out, errOut bytes.Buffer
 	if code := mainCode(context.Background(), []string{"config", "check", "--json", file}, nil, &out, &errOut); code != 2 {

@@ -60,7 +60,9 @@ func emulatorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(stdout, "Vendor emulator (credentials as in configs/demo.yaml; Ctrl-C stops):")
+	// configs/local.yaml, the config README runs beside it, has its default
+	// addresses and its credentials.
+	fmt.Fprintln(stdout, "Vendor emulator, as configs/local.yaml expects it: its base URLs (at the default addresses) and credentials (Ctrl-C stops):")
 	for _, l := range ls {
 		fmt.Fprintf(stdout, "  %-15s base_url: %s   faults: %s/_emulator/fault\n", l.Vendor, l.URL, "http://"+l.Addr)
 	}

@@ -12,7 +12,7 @@ import (
 // healthCmd asks a running dispatcher's /readyz; the image has no curl, so
 // container health checks call this.
 type cliHealth struct {
-	Addr string `default:"127.0.0.1:9090" help:"The dispatcher's admin.listen address." placeholder:"HOST:PORT"`
+	Addr string `default:"127.0.0.1:9090" help:"The dispatcher's admin.listen (or admin.probe_listen) address." placeholder:"HOST:PORT"`
 }
 
 func (c *cliHealth) Run(ctx context.Context, s *streams) error {

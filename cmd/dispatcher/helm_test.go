@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -128,24 +127,6 @@ func runUntilReady(t *testing.T, args []string, admin string) string {
 		t.Fatal("run did not stop")
 	}
 	return logs.String()
-}
-
-// syncBuffer is a bytes.Buffer the test reads while run writes its log.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // findHelm is $CHAPAR_HELM (.ci/run sets it to the helm it builds), helm

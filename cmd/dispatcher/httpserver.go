@@ -30,6 +30,24 @@ var defaultLimits = serverLimits{
 	MaxConns:          512,
 }
 
+// probeLimits bound the probe listener (admin.probe_listen). Its requests
+// are an orchestrator's GETs with no body, answered at once, so every
+// phase is short: a client that does not send its request within a second
+// is cut, and the listener holds few connections. Slow clients of the
+// admin and webhook listeners cannot reach it, which is why it exists:
+// their caps (MaxConns) are shared by every client, so 512 slow ones make
+// an ordinary request wait for ReadTimeout, and a probe that waits gets a
+// healthy dispatcher restarted.
+var probeLimits = serverLimits{
+	ReadHeaderTimeout: time.Second,
+	ReadTimeout:       2 * time.Second,
+	WriteTimeout:      5 * time.Second,
+	IdleTimeout:       30 * time.Second,
+	MaxHeaderBytes:    8 << 10,
+	MaxBodyBytes:      1 << 10,
+	MaxConns:          64,
+}
+
 // runLimits are the limits dispatcher run serves with (tests shorten them).
 var runLimits = defaultLimits
 

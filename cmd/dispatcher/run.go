@@ -18,8 +18,8 @@ import (
 	"github.com/chapar-dev/chapar/internal/config"
 	"github.com/chapar-dev/chapar/internal/console"
 	"github.com/chapar-dev/chapar/internal/dlq"
+	"github.com/chapar-dev/chapar/internal/inbound"
 	"github.com/chapar-dev/chapar/internal/metrics"
-	"github.com/chapar-dev/chapar/internal/sinks"
 	"github.com/chapar-dev/chapar/internal/topology"
 	"github.com/chapar-dev/chapar/internal/tracing"
 	"github.com/chapar-dev/chapar/pkg/envelope"
@@ -109,7 +109,13 @@ func runCmd(ctx context.Context, file string, nf natsFlags, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	m := metrics.New()
+	// The configured sinks are the only sink labels: a producer's
+	// destinations must not mint series.
+	sinkNames := make([]string, 0, len(cfg.Sinks))
+	for _, s := range cfg.Sinks {
+		sinkNames = append(sinkNames, s.Name)
+	}
+	m := metrics.New(sinkNames...)
 	var ready atomic.Bool
 	build := buildinfo.Read()
 	tp, stopTracing, err := tracing.Provider(ctx, "chapar-dispatcher", build.Version)
@@ -132,10 +138,10 @@ func runCmd(ctx context.Context, file string, nf natsFlags, stderr io.Writer) er
 		pub := envelope.NewPublisher(conn.JS, envelope.WithSubjectPrefix(cfg.Streams.SubjectPrefix),
 			envelope.WithPartitions(cfg.Streams.Partitions))
 		mux := http.NewServeMux()
-		mux.Handle(cfg.Webhook.Path, sinks.NewKenarWebhook(pub, cfg.Webhook.IdentificationKey, cfg.Webhook.Source, log))
+		mux.Handle(cfg.Webhook.Path, inbound.NewKenarWebhook(pub, cfg.Webhook.IdentificationKey, cfg.Webhook.Source, log))
 		// Bind before going on: a taken port fails the start with its key,
 		// and the webhook accepts requests once run reports ready.
-		ln, err := listen(ctx, "webhook.listen", cfg.Webhook.Listen)
+		ln, err := listen(ctx, "kenar_webhook.listen", cfg.Webhook.Listen)
 		if err != nil {
 			return errors.New(cfg.Redact(err.Error())) // the address may have come from a ${…}
 		}
@@ -186,6 +192,22 @@ func runCmd(ctx context.Context, file string, nf natsFlags, stderr io.Writer) er
 			log.Info("serving /metrics, /healthz, /readyz", zap.String("listen", ln.Addr().String()))
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("admin server stopped", zap.Error(err))
+			}
+		}()
+		defer func() { _ = srv.Close() }()
+	}
+
+	if cfg.Admin.ProbeListen != "" {
+		ln, err := listen(ctx, "admin.probe_listen", cfg.Admin.ProbeListen)
+		if err != nil {
+			return err
+		}
+		ln = limitListener(ln, probeLimits.MaxConns)
+		srv := newServer(m.Probes(conn.NC, &ready), probeLimits)
+		go func() {
+			log.Info("serving /healthz, /readyz", zap.String("listen", ln.Addr().String()))
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("probe server stopped", zap.Error(err))
 			}
 		}()
 		defer func() { _ = srv.Close() }()

@@ -157,7 +157,7 @@ routes:
 		{"admin port taken", fmt.Sprintf("admin: {listen: %q}\n", taken.Addr()) + good, nil,
 			"admin.listen: cannot listen on " + taken.Addr().String()},
 		{"webhook port taken", fmt.Sprintf("admin: {listen: \"\"}\nwebhook: {listen: %q, identification_key: k}\n", taken.Addr()) + good, nil,
-			"webhook.listen: cannot listen on " + taken.Addr().String()},
+			"kenar_webhook.listen: cannot listen on " + taken.Addr().String()},
 		{"secret not set", "admin: {listen: \"\"}\n" + fmt.Sprintf(sink, e.URL[emulator.Chabok], "${RUN_TEST_UNSET_TOKEN}"), nil,
 			"sinks[0].settings.access_token: environment variable RUN_TEST_UNSET_TOKEN is not set"},
 		{"base_url", "admin: {listen: \"\"}\n" + fmt.Sprintf(sink, "ftp://example.com", "token"), nil,

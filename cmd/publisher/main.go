@@ -104,7 +104,7 @@ type cli struct {
 	UserID        string        `help:"data.user.id."`
 	Revenue       string        `help:"Purchase revenue."`
 	Currency      string        `default:"IRR" help:"Purchase currency."`
-	Destinations  string        `help:"Comma-separated sinks, overriding routing."`
+	Destinations  string        `help:"Comma-separated sinks, overriding routing (the event from flags: with --file, each envelope carries its own)."`
 	ID            string        `help:"Envelope id (default: a new UUIDv7)."`
 	Timeout       time.Duration `default:"10s" help:"Per-publish timeout."`
 	Prop          []string      `help:"Property key=value (repeatable)." placeholder:"KEY=VALUE" sep:"none"`
@@ -159,6 +159,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	revenue, currency, dest, id, timeout := &c.Revenue, &c.Currency, &c.Destinations, &c.ID, &c.Timeout
 	if c.Partitions < 1 || c.Partitions > config.MaxPartitions {
 		return usageError{fmt.Sprintf("--partitions: is %d; use streams.partitions of the dispatchers' config, 1 to %d", c.Partitions, config.MaxPartitions)}
+	}
+	if err := c.checkFileFlags(); err != nil {
+		return err
 	}
 	p := props{}
 	for _, kv := range c.Prop {
@@ -248,6 +251,44 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return fmt.Errorf("%d of %d envelopes were not published", failed, len(items))
 	}
 	return nil
+}
+
+// checkFileFlags refuses, with --file, the flags that build one event from
+// flags: they would not apply to the file's envelopes, which are published
+// as they are (their ids, destinations and bytes are the producer's), and
+// ignoring them silently published events to sinks nobody asked for. A
+// flag with a default (--type, --source, --currency) is refused when set
+// to anything else.
+func (c *cli) checkFileFlags() error {
+	if c.File == "" {
+		return nil
+	}
+	var set []string
+	for _, f := range []struct {
+		flag string
+		set  bool
+	}{
+		{"--type", c.Type != envelope.TypeTrack},
+		{"--source", c.Source != "publisher"},
+		{"--name", c.Name != ""},
+		{"--user-id", c.UserID != ""},
+		{"--revenue", c.Revenue != ""},
+		{"--currency", c.Currency != "IRR"},
+		{"--destinations", c.Destinations != ""},
+		{"--id", c.ID != ""},
+		{"--prop", len(c.Prop) > 0},
+	} {
+		if f.set {
+			set = append(set, f.flag)
+		}
+	}
+	switch len(set) {
+	case 0:
+		return nil
+	case 1:
+		return usageError{fmt.Sprintf("%s: builds the event from flags; with --file, each envelope carries its own (for sinks: its destinations extension), or drop --file", set[0])}
+	}
+	return usageError{fmt.Sprintf("%s: build the event from flags; with --file, each envelope carries its own (for sinks: its destinations extension), or drop --file", strings.Join(set, ", "))}
 }
 
 func fromFlags(typ, source, name, userID, revenue, currency, dest, id string, p props) (*envelope.Envelope, error) {

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -94,6 +96,11 @@ func TestExitCodesAndStreams(t *testing.T) {
 		{"--prop novalue", 2, "", `--prop: want key=value, got "novalue"`},
 		{"--partitions 0", 2, "", "--partitions: is 0; use streams.partitions"},
 		{"--name x --server nats://127.0.0.1:1", 1, "", "connect to nats://127.0.0.1:1"},
+		// The flags that build one event do not apply to a file's envelopes:
+		// refused, not silently ignored (the server is never reached).
+		{"--file - --destinations x --server nats://127.0.0.1:1", 2, "", "--destinations: builds the event from flags; with --file"},
+		{"--file events.ndjson --name a --user-id u --server nats://127.0.0.1:1", 2, "", "--name, --user-id: build the event from flags; with --file"},
+		{"--file - --prop a=1 --id x --revenue 1 --server nats://127.0.0.1:1", 2, "", "--revenue, --id, --prop: build the event from flags"},
 	} {
 		t.Run(tc.args, func(t *testing.T) {
 			var out, errOut bytes.Buffer
@@ -111,5 +118,37 @@ func TestExitCodesAndStreams(t *testing.T) {
 				t.Errorf("stderr is not one line: %q", errOut.String())
 			}
 		})
+	}
+}
+
+// docs/cli.md's connection flags, which it says the publisher takes too,
+// are flags the publisher has, or the section says which it has not
+// (before: --context was listed and unknown to it).
+func TestCLIDocConnectionFlagsAreThePublishers(t *testing.T) {
+	raw, err := os.ReadFile("../../docs/cli.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(raw)
+	start := strings.Index(doc, "## Connecting to NATS")
+	if start < 0 {
+		t.Fatal("docs/cli.md has no Connecting to NATS section")
+	}
+	section := doc[start:]
+	if end := strings.Index(section[1:], "\n## "); end >= 0 {
+		section = section[:end+1]
+	}
+	intro, _, _ := strings.Cut(section, "\n|")
+	intro = strings.Join(strings.Fields(intro), " ")
+	for _, m := range regexp.MustCompile("(?m)^\\| `(--[a-z-]+)").FindAllStringSubmatch(section, -1) {
+		flag := m[1]
+		if strings.Contains(intro, "no `"+flag+"`") {
+			continue // the doc says the publisher has not this one
+		}
+		var out, errOut bytes.Buffer
+		code := mainCode(context.Background(), []string{flag, "x", "--help"}, strings.NewReader(""), &out, &errOut)
+		if code != 0 || strings.Contains(errOut.String(), "unknown flag") {
+			t.Errorf("docs/cli.md says the publisher takes %s: exit %d %s", flag, code, errOut.String())
+		}
 	}
 }

@@ -27,6 +27,7 @@ func CheckWith(raw []byte, lookupEnv func(string) (string, bool), edit func(*Con
 	if err := yaml.Unmarshal(raw, &root); err != nil {
 		return nil, fmt.Errorf("not valid YAML: %w", err)
 	}
+	warnings, renameErr := renameDeprecated(&root)
 	lines := map[string]int{} // each key's line in the file as written
 	for line, cs := range lineCandidates(&root) {
 		for _, c := range cs {
@@ -40,6 +41,8 @@ func CheckWith(raw []byte, lookupEnv func(string) (string, bool), edit func(*Con
 	errs.add(expand(&root, lookupEnv, resolved))
 	cfg := Default()
 	cfg.resolved = resolved
+	cfg.renamed = warnings
+	errs.add(renameErr)
 	if len(root.Content) > 0 {
 		var buf bytes.Buffer
 		enc := yaml.NewEncoder(&buf)

@@ -12,7 +12,7 @@ import (
 // so far is returned for the vendors' checks.
 func TestCheckReportsEveryErrorOnce(t *testing.T) {
 	raw := `
-webhook: {listen: ":8080", identification_key: "${UNSET_A}"}
+kenar_webhook: {listen: ":8080", identification_key: "${UNSET_A}"}
 dispatcher:
   ack_wait: soon
   log_format: xml
@@ -31,7 +31,7 @@ routes:
 	}
 	lines := strings.Split(err.Error(), "\n")
 	for _, key := range []string{
-		"webhook.identification_key: environment variable UNSET_A",
+		"kenar_webhook.identification_key: environment variable UNSET_A",
 		"sinks[0].concurrency: environment variable UNSET_B",
 		"sinks[0].settings.access_token: environment variable UNSET_C",
 		"dispatcher.ack_wait: line 4:",

@@ -18,12 +18,16 @@ type Config struct {
 	NATS       NATS       `yaml:"nats"`
 	Streams    Streams    `yaml:"streams"`
 	Dispatcher Dispatcher `yaml:"dispatcher"`
-	Webhook    Webhook    `yaml:"webhook"`
+	Webhook    Webhook    `yaml:"kenar_webhook"` // the Kenar receiver; "webhook" until renamed (deprecated.go)
 	Admin      Admin      `yaml:"admin"`
 	// SinkDefaults apply to every sink that leaves a key out.
 	SinkDefaults SinkDefaults `yaml:"sink_defaults"`
 	Sinks        []Sink       `yaml:"sinks"`
 	Routes       []Route      `yaml:"routes"`
+
+	// renamed are the keys the file writes under an old name
+	// (deprecated.go), warned about with Validate's warnings.
+	renamed []string
 
 	// resolved maps each value a ${…} reference brought in to the
 	// reference, for Redact.
@@ -121,6 +125,10 @@ type Dispatcher struct {
 // Admin serves /metrics, /healthz and /readyz, and the web console.
 type Admin struct {
 	Listen string `yaml:"listen"` // empty: not served
+	// ProbeListen serves /healthz and /readyz alone, on a listener of
+	// their own that slow or abusive clients of the admin and webhook
+	// listeners cannot fill (empty: the probes are on admin.listen only).
+	ProbeListen string `yaml:"probe_listen"`
 	// TokenFile holds the admin token the console's replay and purge
 	// require (else $CHAPAR_ADMIN_TOKEN; with neither they are disabled).
 	TokenFile string  `yaml:"token_file"`

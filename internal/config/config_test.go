@@ -92,7 +92,7 @@ routes:
 		{"replicas", "streams:\n  replicas: 2\n", nil, []string{"streams.replicas", "use 1"}},
 		{"no partitions", "streams:\n  partitions: 0\n", nil, []string{"streams.partitions", "is 0; use 1"}},
 		{"too many partitions", "streams:\n  partitions: 65\n", nil, []string{"streams.partitions", "up to 64"}},
-		{"webhook without key", "webhook:\n  listen: :8080\n", nil, []string{"webhook.identification_key"}},
+		{"webhook without key", "kenar_webhook:\n  listen: :8080\n", nil, []string{"kenar_webhook.identification_key"}},
 		{"console without the admin listener", "admin:\n  listen: \"\"\n  console: {enabled: true}\n", nil,
 			[]string{"admin.console.enabled", "set admin.listen"}},
 		{"duplicate sink", strings.Replace(base, "routes:", "  - name: chabok\n    vendor: kenar\nroutes:", 1), nil,

@@ -6,6 +6,7 @@ import (
 	"net"
 	"path"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -50,7 +51,7 @@ func (c *Config) Validate() error {
 
 // Warnings are what the last Validate found doubtful but not wrong, each
 // naming its key, never a value.
-func (c *Config) Warnings() []string { return c.warnings }
+func (c *Config) Warnings() []string { return append(slices.Clip(c.renamed), c.warnings...) }
 
 func (c *Config) validateNATS(p *problems) {
 	n := c.NATS
@@ -138,16 +139,16 @@ var webhookPath = regexp.MustCompile(`^/([A-Za-z0-9_~-][A-Za-z0-9._~-]*/?)*$`)
 func (c *Config) validateWebhook(p *problems) {
 	w := c.Webhook
 	if w.Listen != "" {
-		p.addErr(listenError("webhook.listen", w.Listen))
+		p.addErr(listenError("kenar_webhook.listen", w.Listen))
 		if w.IdentificationKey == "" {
-			p.add("webhook.identification_key", "is required when webhook.listen is set; set it to ${KENAR_IDENTIFICATION_KEY}")
+			p.add("kenar_webhook.identification_key", "is required when kenar_webhook.listen is set; set it to ${KENAR_IDENTIFICATION_KEY}")
 		}
 	}
 	switch {
 	case !strings.HasPrefix(w.Path, "/"):
-		p.add("webhook.path", "%q must start with /; write the path Kenar calls, e.g. /webhooks/kenar", w.Path)
+		p.add("kenar_webhook.path", "%q must start with /; write the path Kenar calls, e.g. /webhooks/kenar", w.Path)
 	case !webhookPath.MatchString(w.Path):
-		p.add("webhook.path", "%q is not a path the webhook can be served at; use letters, digits, - _ . ~ between slashes, "+
+		p.add("kenar_webhook.path", "%q is not a path the webhook can be served at; use letters, digits, - _ . ~ between slashes, "+
 			"e.g. /webhooks/kenar", w.Path)
 	}
 }

@@ -149,7 +149,7 @@ func (b *batcher) send(ctx context.Context, items []batchItem) {
 		msgs[i] = it.d.msg
 	}
 	w.obs.InFlight(w.name, len(items))
-	stop := keepAliveAll(msgs, w.ackWait/3)
+	stop := keepAlive(w.ackWait/3, msgs...)
 	errs, ok := b.deliver(ctx, ds)
 	stop()
 	w.obs.InFlight(w.name, -len(items))
@@ -270,29 +270,4 @@ func failedAsWhole(errs []error) bool {
 		}
 	}
 	return len(errs) > 0
-}
-
-// keepAliveAll is keepAlive (worker.go) for a batch: one timer.
-func keepAliveAll(msgs []jetstream.Msg, every time.Duration) (stop func()) {
-	var mu sync.Mutex
-	stopped := false
-	var t *time.Timer
-	mu.Lock()
-	defer mu.Unlock()
-	t = time.AfterFunc(every, func() {
-		for _, m := range msgs {
-			_ = m.InProgress()
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		if !stopped {
-			t.Reset(every)
-		}
-	})
-	return func() {
-		mu.Lock()
-		defer mu.Unlock()
-		stopped = true
-		t.Stop()
-	}
 }

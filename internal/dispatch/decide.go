@@ -31,7 +31,7 @@ func (a Action) String() string {
 }
 
 // History is what Chapar knows of one (event, sink) before a decision. It
-// travels with the event in its headers (see history.go), so it survives
+// travels with the event in its headers (see delivery.go), so it survives
 // retries, restarts and other replicas.
 type History struct {
 	// Attempts counts vendor requests, including the one just made.

@@ -120,7 +120,7 @@ func TestDeletedEventsConsumerIsRecreatedWhereItWas(t *testing.T) {
 	keepEventsUnderInterest(t, e)
 	hook := e.Sink("hook", emulator.Webhook, nil, nil)
 	routes := []config.Route{{Types: []string{envelope.TypeTrack}, Sinks: []string{"hook"}}}
-	m := metrics.New()
+	m := metrics.New("hook")
 	var ready atomic.Bool
 	admin := httptest.NewServer(m.Admin(e.NC, &ready))
 	t.Cleanup(admin.Close)

@@ -201,7 +201,7 @@ func (w *sinkWorker) writeDeadLetter(ctx context.Context, rec *dlq.Record) error
 // is back to 0 (ending), not once per event: an outage must not flood
 // the log. Call the returned function when the message is settled.
 func (w *sinkWorker) keepUnsettled(d *delivery, held *atomic.Int64, eventID string, first error, starting, ending string) (release func()) {
-	stop := keepAlive(d.msg, w.ackWait/3)
+	stop := keepAlive(w.ackWait/3, d.msg)
 	w.obs.Unsettled(w.name, 1)
 	if held.Add(1) == 1 {
 		w.log.Error(starting, zap.String("sink", w.name), zap.String("first_event_id", clip(eventID)), zap.Error(first))

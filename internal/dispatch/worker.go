@@ -210,7 +210,7 @@ func (w *sinkWorker) attempt(ctx context.Context, d *delivery, ev *envelope.Even
 	// process still loses it after one ack_wait.
 	stop := func() {}
 	if keep {
-		stop = keepAlive(d.msg, w.ackWait/3)
+		stop = keepAlive(w.ackWait/3, d.msg)
 	}
 	derr = w.sink.Deliver(ctx, &sinks.Delivery{Event: ev, ReceivedAt: d.received})
 	stop()
@@ -288,30 +288,6 @@ func (w *sinkWorker) guard(ctx context.Context, msg jetstream.Msg) {
 	}
 	d := newDelivery(msg, meta, meta.Stream == w.topo.RetriesStream())
 	w.deadLetter(ctx, d, w.record(d, nil, w.name, outcome.HandlerPanic, fmt.Errorf("panic: %v", r)))
-}
-
-// keepAlive tells JetStream every interval that msg is still being
-// worked on, until stopped. A timer, not a goroutine, per delivery.
-func keepAlive(msg jetstream.Msg, every time.Duration) (stop func()) {
-	var mu sync.Mutex
-	stopped := false
-	var t *time.Timer
-	mu.Lock()
-	t = time.AfterFunc(every, func() {
-		_ = msg.InProgress()
-		mu.Lock()
-		defer mu.Unlock()
-		if !stopped {
-			t.Reset(every)
-		}
-	})
-	mu.Unlock()
-	return func() {
-		mu.Lock()
-		defer mu.Unlock()
-		stopped = true
-		t.Stop()
-	}
 }
 
 // clip bounds a producer-controlled string for a log line or a record.

@@ -70,6 +70,8 @@ func TestHostileLabelValuesNeitherPanicNorMultiplySeries(t *testing.T) {
 }
 
 func TestWellFormedLabelValuesAreKept(t *testing.T) {
+	m := New("metrix-gateway", "s2s_2", strings.Repeat("a", 63), strings.Repeat("a", 64), "Chabok")
+	sinkLabel := m.sinkLabel
 	tests := []struct {
 		name, in, want string
 		label          func(string) string
@@ -80,6 +82,7 @@ func TestWellFormedLabelValuesAreKept(t *testing.T) {
 		{"sink of 64 bytes", strings.Repeat("a", 64), "other", sinkLabel},
 		{"router's no-sink", "-", "-", sinkLabel},
 		{"upper-case sink", "Chabok", "other", sinkLabel},
+		{"well-formed sink not configured", "probe-ghost-1", "other", sinkLabel},
 		{"lower_snake reason", "vendor_rejected", "vendor_rejected", identLabel},
 		{"UPPER_SNAKE code", "EVENT_TYPE_DOES_NOT_EXIST", "EVENT_TYPE_DOES_NOT_EXIST", identLabel},
 		{"no code", "", "", codeLabel},
@@ -97,7 +100,6 @@ func TestWellFormedLabelValuesAreKept(t *testing.T) {
 			}
 		})
 	}
-	m := New()
 	for _, typ := range envelope.Types() {
 		if got := m.typeLabel(typ); got != typ {
 			t.Errorf("type %q → %q", typ, got)
@@ -110,5 +112,45 @@ func TestWellFormedLabelValuesAreKept(t *testing.T) {
 		if got := statusLabel(status); got != want {
 			t.Errorf("status %d → %q, want %q", status, got, want)
 		}
+	}
+}
+
+// A sink's dead letters carry at most maxCodesPerSink distinct vendor codes
+// (a vendor's text can echo what a producer sent); the rest are "other",
+// and each sink has its own allowance.
+func TestVendorCodesPerSinkAreBounded(t *testing.T) {
+	m := New("chabok", "kenar")
+	for i := range 10 * maxCodesPerSink {
+		m.DeadLettered("chabok", "vendor_rejected", 400, fmt.Sprintf("CODE_%d", i))
+	}
+	m.DeadLettered("chabok", "vendor_rejected", 400, "CODE_0") // seen: kept
+	m.DeadLettered("kenar", "vendor_rejected", 400, "NOT_FOUND")
+	families, err := m.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	codes := map[string]int{}
+	for _, f := range families {
+		if f.GetName() != "chapar_dead_letters_total" {
+			continue
+		}
+		for _, s := range f.GetMetric() {
+			var sink, code string
+			for _, l := range s.GetLabel() {
+				switch l.GetName() {
+				case "sink":
+					sink = l.GetValue()
+				case "code":
+					code = l.GetValue()
+				}
+			}
+			codes[sink]++
+			if code == "CODE_0" && s.GetCounter().GetValue() != 2 {
+				t.Errorf("CODE_0 counted %v times, want 2", s.GetCounter().GetValue())
+			}
+		}
+	}
+	if codes["chabok"] != maxCodesPerSink+1 || codes["kenar"] != 1 {
+		t.Errorf("series per sink %v, want chabok %d (its codes and other), kenar 1", codes, maxCodesPerSink+1)
 	}
 }

@@ -29,14 +29,18 @@ import (
 
 // Metrics implements dispatch.Observer with Prometheus collectors.
 //
-// Label values are never taken on trust: a sink, reason, code, stage or
-// event type that does not look like one (it may come from a producer's
-// header or a vendor's body) is counted as "other", so no input can panic
-// a method (Prometheus refuses invalid UTF-8) or grow a metric without
-// bound.
+// Label values are never taken on trust: a sink that is not one of the
+// process's configured sinks (a producer names any destination it likes),
+// an event type that is not one of the envelope's, a reason, code or stage
+// that does not look like one, and a vendor's code past the first
+// maxCodesPerSink a sink has seen are counted as "other", so no input can
+// panic a method (Prometheus refuses invalid UTF-8) or grow a metric
+// without bound.
 type Metrics struct {
 	reg          *prometheus.Registry
 	types        map[string]bool // envelope types, the only type labels
+	sinks        map[string]bool // the configured sinks and "-", the only sink labels
+	codes        codeBook        // the vendor codes kept as labels, per sink
 	received     prometheus.Counter
 	unrouted     *prometheus.CounterVec
 	delivered    *prometheus.CounterVec
@@ -80,13 +84,13 @@ type sinkSeries struct {
 	requestOK prometheus.Observer
 }
 
-// series returns the sink's cached series. Only well-formed sink names are
-// cached (a bounded set: the configured sinks); others fall back to "other".
+// series returns the sink's cached series. Only the configured sinks are
+// cached (a bounded set); others fall back to "other".
 func (m *Metrics) series(sink string) *sinkSeries {
 	if s, ok := m.perSink.Load(sink); ok {
 		return s.(*sinkSeries)
 	}
-	label := sinkLabel(sink)
+	label := m.sinkLabel(sink)
 	s := &sinkSeries{
 		delivered: counter(m.delivered, label),
 		latency:   observer(m.latency, label),
@@ -100,13 +104,15 @@ func (m *Metrics) series(sink string) *sinkSeries {
 }
 
 // New registers Chapar's collectors (and the Go and process ones) in a
-// registry of its own.
-func New() *Metrics {
+// registry of its own. sinks are the process's configured sinks: the only
+// sink names its series carry (any other is "other").
+func New(sinks ...string) *Metrics {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := &Metrics{
 		reg:   reg,
 		types: map[string]bool{},
+		sinks: map[string]bool{noSink: true},
 		received: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "chapar_events_received_total", Help: "Events taken from the events stream (first deliveries, counted once per process by its first sink)."}),
 		unrouted: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -137,6 +143,12 @@ func New() *Metrics {
 	for _, t := range envelope.Types() {
 		m.types[t] = true
 	}
+	for _, s := range sinks {
+		if envelope.IsSinkName(s) {
+			m.sinks[s] = true
+		}
+	}
+	m.status.known = m.sinks
 	m.pace = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "chapar_sink_rate_limit", Help: "A sink's current pace in requests a second (its rate_limit, lowered by 429s)."}, []string{"sink"})
 	reg.MustRegister(m.pace)
@@ -159,10 +171,16 @@ const other = "other"
 
 var identifier = regexp.MustCompile(`^(?:[A-Z0-9_]{1,64}|[a-z0-9_]{1,64})$`)
 
-// sinkLabel is a sink name as config allows it, or "-" (dead letters of
-// invalid envelopes, which reached no sink).
-func sinkLabel(s string) string {
-	if s == "-" || envelope.IsSinkName(s) {
+// noSink is the sink of dead letters of invalid envelopes, which reached
+// no sink (dlq.NoSink).
+const noSink = "-"
+
+// sinkLabel is one of the configured sinks, or "-" (dead letters of
+// invalid envelopes). Well-formed is not enough: a producer names any
+// destination it likes, and each unknown one is dead-lettered under its
+// own name.
+func (m *Metrics) sinkLabel(s string) string {
+	if m.sinks[s] {
 		return s
 	}
 	return other
@@ -184,6 +202,44 @@ func codeLabel(s string) string {
 		return s
 	}
 	return identLabel(s)
+}
+
+// maxCodesPerSink bounds the distinct vendor codes a sink's dead letters
+// are labelled with. A vendor's code is its own, but some come from text
+// that can echo what a producer sent (Chabok's "INVALID_EVENT: ..."
+// prefix, a generic webhook's code pointer): past the first ones a sink
+// has seen, the rest are "other". A vendor's documented error table is
+// far shorter than this.
+const maxCodesPerSink = 32
+
+// codeBook keeps, per sink label, the vendor codes used as labels so far.
+// Its zero value is ready for use.
+type codeBook struct {
+	mu     sync.Mutex
+	bySink map[string]map[string]bool
+}
+
+// label is code if the sink has used it before or has room for one more,
+// else "other". The empty code (none given) is always kept.
+func (b *codeBook) label(sink, code string) string {
+	if code == "" || code == other {
+		return code
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.bySink == nil {
+		b.bySink = map[string]map[string]bool{}
+	}
+	codes := b.bySink[sink]
+	if codes == nil {
+		codes = map[string]bool{}
+		b.bySink[sink] = codes
+	}
+	if !codes[code] && len(codes) >= maxCodesPerSink {
+		return other
+	}
+	codes[code] = true
+	return code
 }
 
 // statusLabel is an HTTP status, or 0 for none.
@@ -255,18 +311,19 @@ func (m *Metrics) Delivered(sink string, d time.Duration) {
 }
 
 func (m *Metrics) Retried(sink string, status int) {
-	inc(counter(m.retried, sinkLabel(sink), statusLabel(status)))
+	inc(counter(m.retried, m.sinkLabel(sink), statusLabel(status)))
 	m.status.retried(sink)
 }
 
 func (m *Metrics) DeadLettered(sink, reason string, status int, code string) {
-	inc(counter(m.deadLettered, sinkLabel(sink), identLabel(reason), statusLabel(status), codeLabel(code)))
+	label := m.sinkLabel(sink)
+	inc(counter(m.deadLettered, label, identLabel(reason), statusLabel(status), m.codes.label(label, codeLabel(code))))
 	m.status.deadLettered(sink, reason, status, code)
 }
 
 func (m *Metrics) BreakerChanged(sink string, to retry.State) {
 	m.status.breakerChanged(sink, to)
-	if g := gauge(m.breaker, sinkLabel(sink)); g != nil {
+	if g := gauge(m.breaker, m.sinkLabel(sink)); g != nil {
 		g.Set(float64(to))
 	}
 }
@@ -284,33 +341,33 @@ func (m *Metrics) SinkFenced(sink string, fenced bool) {
 	if fenced {
 		v = 1
 	}
-	if g := gauge(m.fenced, sinkLabel(sink)); g != nil {
+	if g := gauge(m.fenced, m.sinkLabel(sink)); g != nil {
 		g.Set(v)
 	}
 	m.lostMu.Lock()
 	defer m.lostMu.Unlock()
 	if fenced {
-		m.fencedBy[sinkLabel(sink)] = true
+		m.fencedBy[m.sinkLabel(sink)] = true
 	} else {
-		delete(m.fencedBy, sinkLabel(sink))
+		delete(m.fencedBy, m.sinkLabel(sink))
 	}
 }
 
 // RateLimit sets a sink's current pace.
 func (m *Metrics) RateLimit(sink string, perSecond float64) {
-	if g := gauge(m.pace, sinkLabel(sink)); g != nil {
+	if g := gauge(m.pace, m.sinkLabel(sink)); g != nil {
 		g.Set(perSecond)
 	}
 }
 
 func (m *Metrics) Unsettled(sink string, delta int) {
-	add(gauge(m.unsettled, sinkLabel(sink)), float64(delta))
+	add(gauge(m.unsettled, m.sinkLabel(sink)), float64(delta))
 }
 
 // ConsumerLost counts one of a sink's consumers found gone; the sink is not
 // ready (/readyz) until as many ConsumerBack.
 func (m *Metrics) ConsumerLost(sink string) {
-	label := sinkLabel(sink)
+	label := m.sinkLabel(sink)
 	inc(counter(m.losses, label))
 	add(gauge(m.lost, label), 1)
 	m.lostMu.Lock()
@@ -320,7 +377,7 @@ func (m *Metrics) ConsumerLost(sink string) {
 
 // ConsumerBack says a lost consumer of the sink exists again.
 func (m *Metrics) ConsumerBack(sink string) {
-	label := sinkLabel(sink)
+	label := m.sinkLabel(sink)
 	add(gauge(m.lost, label), -1)
 	m.lostMu.Lock()
 	defer m.lostMu.Unlock()
@@ -372,7 +429,7 @@ func (m *Metrics) VendorRequest(sink string, took time.Duration, err error) {
 	default:
 		outcome = "error"
 	}
-	observe(observer(m.requests, sinkLabel(sink), outcome), took.Seconds())
+	observe(observer(m.requests, m.sinkLabel(sink), outcome), took.Seconds())
 }
 
 // WatchConsumers adds gauges of each consumer's messages not yet delivered
@@ -514,6 +571,19 @@ func oldestPending(ctx context.Context, st jetstream.Stream, info *jetstream.Con
 func (m *Metrics) Admin(nc *nats.Conn, ready *atomic.Bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	m.probes(mux, nc, ready)
+	return mux
+}
+
+// Probes serves /healthz and /readyz alone, as Admin does, for a listener
+// of their own (admin.probe_listen).
+func (m *Metrics) Probes(nc *nats.Conn, ready *atomic.Bool) http.Handler {
+	mux := http.NewServeMux()
+	m.probes(mux, nc, ready)
+	return mux
+}
+
+func (m *Metrics) probes(mux *http.ServeMux, nc *nats.Conn, ready *atomic.Bool) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		switch {
@@ -532,5 +602,4 @@ func (m *Metrics) Admin(nc *nats.Conn, ready *atomic.Bool) http.Handler {
 			_, _ = w.Write([]byte("ready\n"))
 		}
 	})
-	return mux
 }

@@ -35,7 +35,7 @@ func get(t *testing.T, url string) (int, string) {
 
 func TestAdminEndpoints(t *testing.T) {
 	e := testenv.New(t)
-	m := metrics.New()
+	m := metrics.New("chabok", "metrix", "kenar")
 	if _, err := e.Topo.EnsureSink(context.Background(), e.JS, "chabok", topology.ConsumerSettings{AckWait: 5 * time.Second, MaxAckPending: 10}); err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +139,7 @@ func TestVendorRequestCountsOnlyRequests(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			m := metrics.New()
+			m := metrics.New("chabok")
 			m.VendorRequest("chabok", time.Millisecond, c.err)
 			srv := httptest.NewServer(m.Admin(nil, new(atomic.Bool)))
 			defer srv.Close()

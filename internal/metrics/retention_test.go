@@ -44,7 +44,7 @@ func TestOldestPendingAgeAndStreamLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := metrics.New()
+	m := metrics.New("chabok")
 	m.WatchConsumers(e.JS, map[string][]string{topology.SinkConsumer("chabok"): e.Topo.EventsStreams()})
 	srv := httptest.NewServer(m.Admin(e.NC, new(atomic.Bool)))
 	defer srv.Close()

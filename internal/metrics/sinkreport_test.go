@@ -30,7 +30,7 @@ func TestSinkReportReadsTheBacklog(t *testing.T) {
 				user := fmt.Sprintf("user-%d", u)
 				e.Publish(testenv.Track(t, "order_paid", user, envelope.WithSubject(user)))
 			}
-			m := metrics.New()
+			m := metrics.New("kenar", "chabok")
 			m.Delivered("chabok", time.Millisecond)
 			report := m.SinkReport(e.JS, e.Topo, []metrics.SinkConfig{{Name: "kenar", Vendor: "kenar"}, {Name: "chabok", Vendor: "chabok"}})
 			// A consumer counts a published event as pending a moment

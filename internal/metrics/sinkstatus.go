@@ -21,8 +21,8 @@ const (
 	statusBucket  = 10 * time.Second
 	statusWindow  = 5 * time.Minute
 	statusBuckets = int(statusWindow / statusBucket)
-	// statusMaxSinks bounds the bookkeeping: only sink names that look like
-	// sinks are kept (sinkLabel), and at most this many.
+	// statusMaxSinks bounds the bookkeeping: only the configured sinks are
+	// kept (sinkBook.known), and at most this many.
 	statusMaxSinks = 1024
 	// statusErrorBytes bounds a last error's text.
 	statusErrorBytes = 512
@@ -72,6 +72,9 @@ type sinkBook struct {
 	now     func() time.Time // nil: time.Now
 	started time.Time
 	sinks   map[string]*sinkEntry
+	// known are the sink names kept (Metrics.sinks): a producer's
+	// destination that no sink has must not grow the book.
+	known map[string]bool
 }
 
 type sinkEntry struct {
@@ -105,7 +108,7 @@ func (b *sinkBook) entry(sink string) (*sinkEntry, *statusCount, time.Time) {
 	}
 	e := b.sinks[sink]
 	if e == nil {
-		if sinkLabel(sink) != sink || len(b.sinks) >= statusMaxSinks {
+		if !b.known[sink] || len(b.sinks) >= statusMaxSinks {
 			return nil, nil, now
 		}
 		e = &sinkEntry{}

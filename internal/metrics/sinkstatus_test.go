@@ -15,7 +15,7 @@ import (
 // over the last five minutes only, the breaker, the last error.
 func TestSinkStatusBookkeeping(t *testing.T) {
 	now := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
-	m := New()
+	m := New("chabok")
 	m.status.now = func() time.Time { return now }
 	read := func(sink string) SinkStatus {
 		s := SinkStatus{Name: sink}

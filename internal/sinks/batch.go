@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/chapar-dev/chapar/internal/config"
 )
@@ -25,14 +26,15 @@ type BatchSink interface {
 // webhook in binary mode); noBatch says why, or "".
 type batchRefuser interface{ noBatch() string }
 
-// checkBatch refuses a batch key the sink cannot honour, naming the key.
-func checkBatch(i int, cfg config.Sink, s Sink) error {
+// checkBatch refuses a batch key the sink cannot honour, naming the key
+// and the vendors that batch (the registry's, Spec.Batches).
+func checkBatch(i int, cfg config.Sink, s Sink, batching []string) error {
 	if cfg.Batch == nil {
 		return nil
 	}
 	bs, ok := s.(BatchSink)
 	if !ok {
-		return fmt.Errorf("sinks[%d].batch: vendor %s sends one event per request; remove batch (chabok, metrix-gateway and webhook batch)", i, cfg.Vendor)
+		return fmt.Errorf("sinks[%d].batch: vendor %s sends one event per request; remove batch (%s batch)", i, cfg.Vendor, andList(batching))
 	}
 	if r, ok := s.(batchRefuser); ok {
 		if why := r.noBatch(); why != "" {
@@ -85,4 +87,12 @@ func itemsMayDiffer(err error) bool {
 		return false
 	}
 	return true
+}
+
+// andList is names as prose: "a", "a and b", "a, b and c".
+func andList(names []string) string {
+	if len(names) < 2 {
+		return strings.Join(names, "")
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
 }

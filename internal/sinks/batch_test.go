@@ -228,3 +228,60 @@ func TestChabokBulkReadsTheVendorsCodeAsASingleTrackDoes(t *testing.T) {
 		})
 	}
 }
+
+// oneByOne is a sink that sends one event per request; bulk one that
+// batches.
+type oneByOne struct{}
+
+func (oneByOne) Deliver(context.Context, *Delivery) error { return nil }
+
+type bulk struct{ oneByOne }
+
+func (bulk) MaxBatch() int                                          { return 10 }
+func (bulk) DeliverBatch(_ context.Context, ds []*Delivery) []error { return make([]error, len(ds)) }
+
+// Which vendors batch comes from the registry (Spec.Batches), not from a
+// list in this package: a vendor added in its own file is named when a
+// batch key is refused, and one whose Batches says otherwise than its sink
+// does is a programming error found at build.
+func TestBatchingVendorsComeFromTheRegistry(t *testing.T) {
+	var r Registry
+	newPlain := func(config.Sink, struct{}) (Sink, error) { return oneByOne{}, nil }
+	newBulk := func(config.Sink, struct{}) (Sink, error) { return bulk{}, nil }
+	r.Add(Spec[struct{}]{Name: "plain", New: newPlain}.vendor())
+	r.Add(Spec[struct{}]{Name: "bulk-a", Batches: true, New: newBulk}.vendor())
+	r.Add(Spec[struct{}]{Name: "bulk-b", Batches: true, New: newBulk}.vendor())
+	var wrong Registry // vendors registered wrongly
+	wrong.Add(Spec[struct{}]{Name: "liar", Batches: true, New: newPlain}.vendor())
+	wrong.Add(Spec[struct{}]{Name: "shy", New: newBulk}.vendor())
+	cfg := func(vendor string) config.Sink {
+		return config.Sink{Name: "s", Vendor: vendor, Batch: &config.Batch{MaxItems: 5, MaxWait: time.Millisecond}}
+	}
+	for _, tt := range []struct {
+		r               *Registry
+		vendor, wantErr string
+	}{
+		{&r, "bulk-a", ""},
+		{&r, "plain", "sinks[0].batch: vendor plain sends one event per request; remove batch (bulk-a and bulk-b batch)"},
+		{&wrong, "liar", "vendor liar is registered with Batches but its sink does not batch"},
+		{&wrong, "shy", "vendor shy batches but is not registered with Batches"},
+	} {
+		_, err := tt.r.Build([]config.Sink{cfg(tt.vendor)})
+		switch {
+		case tt.wantErr == "" && err != nil:
+			t.Errorf("%s: %v", tt.vendor, err)
+		case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+			t.Errorf("%s: %v, want %q", tt.vendor, err, tt.wantErr)
+		}
+	}
+	// The binary's own: the vendors whose sinks batch.
+	var batching []string
+	for _, v := range Vendors() {
+		if v.Batches {
+			batching = append(batching, v.Name)
+		}
+	}
+	if got := strings.Join(batching, ","); got != "chabok,metrix-gateway,webhook" {
+		t.Errorf("batching vendors %s", got)
+	}
+}

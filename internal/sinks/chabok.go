@@ -58,7 +58,8 @@ func init() {
 		Validate: func(s *chabokSettings, at string) error {
 			return required(at, "app_id", s.AppID, "access_token", s.AccessToken.Value())
 		},
-		New: newChabok,
+		New:     newChabok,
+		Batches: true,
 	})
 }
 

@@ -66,7 +66,8 @@ func init() {
 		Validate: func(s *metrixGatewaySettings, at string) error {
 			return required(at, "app_id", s.AppID, "api_key", s.APIKey.Value())
 		},
-		New: newMetrixGateway,
+		New:     newMetrixGateway,
+		Batches: true,
 	})
 }
 

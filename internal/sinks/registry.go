@@ -54,12 +54,18 @@ type Spec[S any] struct {
 	// New builds the sink from its config and valid settings: its request
 	// mapping, auth and error table live in the vendor's file.
 	New func(cfg config.Sink, s S) (Sink, error)
+	// Batches says its sinks take several events per request (implement
+	// BatchSink), so sinks[i].batch may be set. A sink that does
+	// otherwise than this says fails to build.
+	Batches bool
 }
 
 // Vendor is one registered vendor, its settings type erased.
 type Vendor struct {
 	Name    string
 	Summary string
+	// Batches: its sinks take several events per request (Spec.Batches).
+	Batches bool
 	// Settings are the keys of the vendor's settings, in declaration order.
 	Settings []string
 	build    func(cfg config.Sink, at string) (Sink, error)
@@ -118,6 +124,17 @@ func (r *Registry) Vendors() []Vendor {
 	return out
 }
 
+// batching lists the vendors that batch, by name.
+func (r *Registry) batching() []string {
+	var names []string
+	for _, v := range r.Vendors() {
+		if v.Batches {
+			names = append(names, v.Name)
+		}
+	}
+	return names
+}
+
 // Names lists the vendors' names, sorted.
 func (r *Registry) Names() []string {
 	var names []string
@@ -143,7 +160,7 @@ func (r *Registry) Build(cfgs []config.Sink) (map[string]Sink, error) {
 		}
 		s, err := v.New(c, config.SettingsKey(i))
 		if err == nil {
-			err = checkBatch(i, c, s)
+			err = checkBatch(i, c, s, r.batching())
 		}
 		if err != nil {
 			errs = append(errs, err)
@@ -176,6 +193,7 @@ func (spec Spec[S]) vendor() Vendor {
 	return Vendor{
 		Name:     spec.Name,
 		Summary:  spec.Summary,
+		Batches:  spec.Batches,
 		Settings: yamlKeys(reflect.TypeFor[S]()),
 		build: func(cfg config.Sink, at string) (Sink, error) {
 			var s S
@@ -190,7 +208,19 @@ func (spec Spec[S]) vendor() Vendor {
 					return nil, err
 				}
 			}
-			return spec.New(cfg, s)
+			sink, err := spec.New(cfg, s)
+			if err != nil {
+				return nil, err
+			}
+			// A programming error, found by any build of the vendor: the
+			// batch key's check and its error trust Batches.
+			switch _, batches := sink.(BatchSink); {
+			case batches && !spec.Batches:
+				return nil, fmt.Errorf("sinks: vendor %s batches but is not registered with Batches", spec.Name)
+			case !batches && spec.Batches:
+				return nil, fmt.Errorf("sinks: vendor %s is registered with Batches but its sink does not batch", spec.Name)
+			}
+			return sink, nil
 		},
 	}
 }

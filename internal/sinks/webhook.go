@@ -124,6 +124,7 @@ func init() {
 		Defaults: webhookDefaults,
 		Validate: validateWebhook,
 		New:      newWebhook,
+		Batches:  true,
 	})
 }
 

@@ -37,7 +37,7 @@ func Scrape(t testing.TB) string {
 	if _, err := e.Topo.EnsureSink(ctx, e.JS, Sink, topology.ConsumerSettings{AckWait: 5 * time.Second, MaxAckPending: 10}); err != nil {
 		t.Fatal(err)
 	}
-	m := metrics.New()
+	m := metrics.New(Sink)
 	m.SetBuildInfo("v1.2.3", "go1.26.0")
 	m.WatchConsumers(e.JS, map[string][]string{
 		topology.SinkConsumer(Sink):  e.Topo.EventsStreams(),

@@ -31,8 +31,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 {{- end -}}
 
-{{/* The config file: values' config with nats.url, admin.listen and (with
-webhook.enabled) webhook.listen set from the chart's values, so the probes
+{{/* The config file: values' config with nats.url, admin.listen,
+admin.probe_listen and (with webhook.enabled) kenar_webhook.listen set from the chart's values, so the probes
 and the Service always find the ports. */}}
 {{- define "chapar.config" -}}
 {{- $cfg := deepCopy (.Values.config | default dict) -}}
@@ -44,11 +44,12 @@ and the Service always find the ports. */}}
 {{- $_ := set $cfg "nats" $nats -}}
 {{- $admin := get $cfg "admin" | default dict -}}
 {{- $_ := set $admin "listen" (printf ":%d" (int .Values.admin.port)) -}}
+{{- $_ := set $admin "probe_listen" (printf ":%d" (int .Values.admin.probePort)) -}}
 {{- $_ := set $cfg "admin" $admin -}}
 {{- if .Values.webhook.enabled -}}
-{{- $webhook := get $cfg "webhook" | default dict -}}
+{{- $webhook := get $cfg "kenar_webhook" | default dict -}}
 {{- $_ := set $webhook "listen" (printf ":%d" (int .Values.webhook.port)) -}}
-{{- $_ := set $cfg "webhook" $webhook -}}
+{{- $_ := set $cfg "kenar_webhook" $webhook -}}
 {{- end -}}
 {{- toYaml $cfg -}}
 {{- end -}}

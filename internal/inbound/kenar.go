@@ -1,4 +1,9 @@
-package sinks
+// Package inbound holds the receivers Chapar serves for events that come
+// from outside the bus: vendors that call Chapar back. Each turns what it
+// receives into an envelope and publishes it on the events stream, so it
+// routes like any producer's event. They are not sinks: nothing here
+// delivers.
+package inbound
 
 import (
 	"bytes"
@@ -10,7 +15,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
@@ -19,8 +26,8 @@ import (
 	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
-// Kenar's inbound webhook: the receiver `dispatcher run` serves on
-// webhook.listen, an inbound source rather than a sink.
+// Kenar's webhook: the receiver `dispatcher run` serves on
+// kenar_webhook.listen.
 //
 // Kenar calls the app's webhook URL with header Authorization: <the
 // identification key from the panel> (a static secret; no signature) and a
@@ -100,12 +107,23 @@ func (h *KenarWebhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // KenarNotificationEnvelope turns a webhook body into a chapar.track
 // envelope (see above).
+//
+// The body is refused as the bus path (pkg/envelope) refuses an envelope:
+// invalid UTF-8, which encoding/json would silently replace with U+FFFD
+// (and the event would carry text Kenar never sent), and anything but
+// white space after the object, which it would silently ignore.
 func KenarNotificationEnvelope(body []byte, source string) (*envelope.Envelope, error) {
+	if !utf8.Valid(body) {
+		return nil, fmt.Errorf("body is not valid UTF-8")
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	var n map[string]any
 	if err := dec.Decode(&n); err != nil || n == nil {
 		return nil, fmt.Errorf("body is not a JSON object")
+	}
+	if rest := bytes.TrimLeft(body[dec.InputOffset():], " \t\r\n"); len(rest) > 0 {
+		return nil, fmt.Errorf("body has data after the JSON object (at byte %d)", len(body)-len(rest))
 	}
 	typ, _ := n["type"].(string)
 	if typ == "" {
@@ -155,5 +173,20 @@ func flatten(prefix string, v any, out map[string]any) {
 		if prefix != "" {
 			out[prefix] = x
 		}
+	}
+}
+
+// stringify is a JSON value as text: strings as they are, the rest as JSON.
+func stringify(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case json.Number:
+		return x.String()
+	case bool:
+		return strconv.FormatBool(x)
+	default:
+		b, _ := json.Marshal(x)
+		return string(b)
 	}
 }

@@ -1,4 +1,4 @@
-package sinks_test
+package inbound_test
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 
 	"github.com/chapar-dev/chapar/internal/config"
 	"github.com/chapar-dev/chapar/internal/emulator"
-	"github.com/chapar-dev/chapar/internal/sinks"
+	"github.com/chapar-dev/chapar/internal/inbound"
 	"github.com/chapar-dev/chapar/internal/testenv"
 	"github.com/chapar-dev/chapar/pkg/envelope"
 )
@@ -25,7 +25,7 @@ func TestKenarWebhookAuthenticatesDeduplicatesAndRoutes(t *testing.T) {
 		[]config.Route{{Names: []string{"kenar.*"}, Sinks: []string{"gateway"}}})
 	// The events stream keeps the event once delivered (limits
 	// retention), for inspection below.
-	hook := sinks.NewKenarWebhook(envelope.NewPublisher(e.JS), config.Secret("id-key-1"), "divar-kenar", e.Log)
+	hook := inbound.NewKenarWebhook(envelope.NewPublisher(e.JS), config.Secret("id-key-1"), "divar-kenar", e.Log)
 	srv := httptest.NewServer(hook)
 	defer srv.Close()
 	body := `{"type":"NEW_MESSAGE","metadata":{"app_slug":"shop","user_id":"kenar-user-9"},"new_message":{"id":"m-1","text":"is it available?","sender":{"id":"s-1"}}}`
@@ -88,9 +88,9 @@ func (p *publishCounter) Publish(context.Context, *envelope.Envelope) (*jetstrea
 // body runs past it; the key is checked first, wrong methods are 405.
 func TestKenarWebhookLimitsTheBody(t *testing.T) {
 	pub := &publishCounter{}
-	srv := httptest.NewServer(sinks.NewKenarWebhook(pub, config.Secret("id-key-1"), "divar-kenar", zap.NewNop()))
+	srv := httptest.NewServer(inbound.NewKenarWebhook(pub, config.Secret("id-key-1"), "divar-kenar", zap.NewNop()))
 	defer srv.Close()
-	big := `{"type":"NEW_MESSAGE","new_message":{"text":"` + strings.Repeat("x", sinks.KenarMaxBody) + `"}}`
+	big := `{"type":"NEW_MESSAGE","new_message":{"text":"` + strings.Repeat("x", inbound.KenarMaxBody) + `"}}`
 	fits := `{"type":"NEW_MESSAGE","new_message":{"text":"` + strings.Repeat("x", 1000) + `"}}`
 	do := func(method, auth string, body io.Reader, chunked bool) int {
 		t.Helper()
@@ -125,5 +125,45 @@ func TestKenarWebhookLimitsTheBody(t *testing.T) {
 	}
 	if pub.n != 2 {
 		t.Errorf("published %d notifications, want the 2 that fit", pub.n)
+	}
+}
+
+// A body the bus path (pkg/envelope) would refuse is refused here too,
+// with 400 and nothing published: invalid UTF-8 (not replaced with U+FFFD)
+// and anything but white space after the JSON object.
+func TestKenarWebhookRefusesInvalidUTF8AndTrailingData(t *testing.T) {
+	pub := &publishCounter{}
+	srv := httptest.NewServer(inbound.NewKenarWebhook(pub, config.Secret("id-key-1"), "divar-kenar", zap.NewNop()))
+	defer srv.Close()
+	const ok = `{"type":"NEW_MESSAGE","new_message":{"text":"salam"}}`
+	for _, tt := range []struct {
+		name, body, wantText string
+		want                 int
+	}{
+		{"valid", ok, "", http.StatusOK},
+		{"valid, trailing white space", ok + " \r\n\t", "", http.StatusOK},
+		{"invalid UTF-8 in a value", `{"type":"NEW_MESSAGE","new_message":{"text":"sal` + "\xff\xfe" + `am"}}`, "UTF-8", http.StatusBadRequest},
+		{"invalid UTF-8 in a key", `{"type":"NEW_MESSAGE","new_` + "\xc3\x28" + `":1}`, "UTF-8", http.StatusBadRequest},
+		{"trailing garbage", ok + "garbage", "after the JSON object", http.StatusBadRequest},
+		{"a second object", ok + `{"type":"POST_UPDATE"}`, "after the JSON object", http.StatusBadRequest},
+		{"trailing comma", ok + ",", "after the JSON object", http.StatusBadRequest},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := pub.n
+			req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader(tt.body))
+			req.Header.Set("Authorization", "id-key-1")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			text, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.want || !strings.Contains(string(text), tt.wantText) {
+				t.Errorf("%d %q, want %d with %q", resp.StatusCode, text, tt.want, tt.wantText)
+			}
+			if published := pub.n - before; (tt.want == http.StatusOK) != (published == 1) {
+				t.Errorf("published %d", published)
+			}
+		})
 	}
 }
