@@ -13,6 +13,7 @@ import (
 
 	"github.com/chapar-dev/chapar/internal/outcome"
 	"github.com/chapar-dev/chapar/internal/topology"
+	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
 // Filter selects dead letters; zero fields match everything.
@@ -49,6 +50,20 @@ func (f Filter) Match(r *Record) bool {
 	return true
 }
 
+// ErrBadFilter is returned for a filter that names what cannot be (a sink
+// name no sink can have).
+var ErrBadFilter = errors.New("bad dead-letter filter")
+
+// Validate says what in the filter cannot match anything as written: a
+// sink is a sink name (as config allows one) or - for invalid envelopes,
+// so no filter is ever read as a subject wildcard.
+func (f Filter) Validate() error {
+	if f.Sink != "" && f.Sink != NoSink && !envelope.IsSinkName(f.Sink) {
+		return fmt.Errorf("%w: sink %q is not a sink name (lower-case letters, digits, - or _; - for invalid envelopes)", ErrBadFilter, f.Sink)
+	}
+	return nil
+}
+
 // ErrNotFound is returned for a dead letter that does not exist.
 var ErrNotFound = errors.New("no such dead letter")
 
@@ -76,77 +91,40 @@ func (s *Store) List(ctx context.Context, f Filter, limit int) ([]*Record, error
 
 // Each calls fn for every dead letter matching f, oldest first, until fn
 // returns false. It streams: a stream of a million entries is read a
-// batch at a time, never held in memory.
-// It walks the stream with an ordered (ephemeral, server-side filtered)
-// consumer.
+// batch at a time, never held in memory. It reads what was stored when it
+// began: records written meanwhile (a purge's tombstones, a replay that
+// failed again) are left to the next read.
+// It leaves nothing behind on the server (read.go).
 func (s *Store) Each(ctx context.Context, f Filter, fn func(*Record) bool) error {
+	if err := f.Validate(); err != nil {
+		return err
+	}
 	stream, err := s.js.Stream(ctx, s.topo.DeadLetterStream())
 	if err != nil {
 		return fmt.Errorf("dlq: open %s (has a dispatcher run against this NATS yet?): %w", s.topo.DeadLetterStream(), err)
 	}
-	info, err := stream.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("dlq: %w", err)
-	}
-	if info.State.Msgs == 0 {
-		return nil
-	}
-	subjects := []string{s.topo.DeadLetterSubjects()}
+	filter := "" // the whole stream: it holds dead letters alone
+	info := stream.CachedInfo()
 	if f.Sink != "" {
-		subjects = s.topo.DeadLetterSinkSubjects(f.Sink)
-	}
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: subjects}
-	if f.After > 0 {
-		if f.After >= info.State.LastSeq {
-			return nil // nothing stored after the cursor
-		}
-		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-		cfg.OptStartSeq = f.After + 1
-	}
-	cons, err := stream.OrderedConsumer(ctx, cfg)
-	if err != nil {
-		return fmt.Errorf("dlq: %w", err)
-	}
-	ci, err := cons.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("dlq: %w", err)
-	}
-	// Everything to read is already stored: fetch without waiting until
-	// NumPending says it is all read.
-	remaining := ci.NumPending
-	for remaining > 0 {
-		// Every wait on the broker has a deadline: what is stored
-		// arrives well within it.
-		batch, err := cons.Fetch(int(min(remaining, 256)), jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
+		// One sink's records are on subjects of their own under its
+		// subject, and those written before records had their own on
+		// the sink's subject itself: a get takes one filter, so while
+		// any of the latter remain, read every sink's and match.
+		shared := s.topo.DeadLetterSubject(f.Sink)
+		if info, err = stream.Info(ctx, jetstream.WithSubjectFilter(shared)); err != nil {
 			return fmt.Errorf("dlq: %w", err)
 		}
-		n := 0
-		for msg := range batch.Messages() {
-			// A caller's deadline ends a long scan between two dead
-			// letters (a console page, an interrupted CLI command).
-			if err := ctx.Err(); err != nil {
-				return fmt.Errorf("dlq: reading dead letters stopped: %w", err)
-			}
-			n++
-			meta, err := msg.Metadata()
-			if err != nil {
-				return fmt.Errorf("dlq: %w", err)
-			}
-			remaining = meta.NumPending
-			r := fromMsg(meta.Sequence.Stream, msg.Subject(), msg.Headers(), msg.Data())
-			if r != nil && f.Match(r) && !fn(r) {
-				return nil
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return fmt.Errorf("dlq: %w", err)
-		}
-		if n == 0 {
-			return fmt.Errorf("dlq: %d dead letters pending but none arrived within 5s", remaining)
+		if info.State.Subjects[shared] == 0 {
+			filter = shared + ".>"
 		}
 	}
-	return nil
+	if info.State.Msgs == 0 || f.After >= info.State.LastSeq {
+		return nil // nothing stored, or nothing after the cursor
+	}
+	return s.scan(ctx, stream, filter, max(f.After+1, info.State.FirstSeq), info.State.LastSeq, func(m storedMsg) bool {
+		r := fromMsg(m.seq, m.subject, m.header, m.data)
+		return r == nil || !f.Match(r) || fn(r)
+	})
 }
 
 // Get returns the dead letter at a stream sequence.
