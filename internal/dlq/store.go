@@ -31,6 +31,10 @@ type Filter struct {
 	// cursor. Each starts reading after it, so a later page does not
 	// re-read the earlier ones.
 	After uint64
+	// Through skips every dead letter after this stream sequence (0: no
+	// bound): a purge acts on what its count saw, not on what was
+	// written since.
+	Through uint64
 }
 
 // Match reports whether r passes the filter.
@@ -43,6 +47,7 @@ func (f Filter) Match(r *Record) bool {
 		f.EventID != "" && r.EventID != f.EventID,
 		f.EventType != "" && r.EventType != f.EventType,
 		f.After != 0 && r.Seq <= f.After,
+		f.Through != 0 && r.Seq > f.Through,
 		!f.Since.IsZero() && r.LastAttempt.Before(f.Since),
 		!f.Until.IsZero() && r.LastAttempt.After(f.Until):
 		return false
@@ -50,16 +55,12 @@ func (f Filter) Match(r *Record) bool {
 	return true
 }
 
-// ErrBadFilter is returned for a filter that names what cannot be (a sink
-// name no sink can have).
-var ErrBadFilter = errors.New("bad dead-letter filter")
-
-// Validate says what in the filter cannot match anything as written: a
-// sink is a sink name (as config allows one) or - for invalid envelopes,
-// so no filter is ever read as a subject wildcard.
+// Validate says what in the filter cannot be: a sink is a sink name (as
+// config allows one) or - for invalid envelopes, so no filter is ever
+// read as a subject wildcard (* or >) or breaks a subject.
 func (f Filter) Validate() error {
 	if f.Sink != "" && f.Sink != NoSink && !envelope.IsSinkName(f.Sink) {
-		return fmt.Errorf("%w: sink %q is not a sink name (lower-case letters, digits, - or _; - for invalid envelopes)", ErrBadFilter, f.Sink)
+		return fmt.Errorf("sink: %q is not a sink name: use lower-case letters, digits, - or _ (or - for invalid envelopes)", f.Sink)
 	}
 	return nil
 }
@@ -118,10 +119,14 @@ func (s *Store) Each(ctx context.Context, f Filter, fn func(*Record) bool) error
 			filter = shared + ".>"
 		}
 	}
-	if info.State.Msgs == 0 || f.After >= info.State.LastSeq {
+	upTo := info.State.LastSeq
+	if f.Through != 0 {
+		upTo = min(upTo, f.Through)
+	}
+	if info.State.Msgs == 0 || f.After >= upTo {
 		return nil // nothing stored, or nothing after the cursor
 	}
-	return s.scan(ctx, stream, filter, max(f.After+1, info.State.FirstSeq), info.State.LastSeq, func(m storedMsg) bool {
+	return s.scan(ctx, stream, filter, max(f.After+1, info.State.FirstSeq), upTo, func(m storedMsg) bool {
 		r := fromMsg(m.seq, m.subject, m.header, m.data)
 		return r == nil || !f.Match(r) || fn(r)
 	})
@@ -148,17 +153,23 @@ func (s *Store) Get(ctx context.Context, seq uint64) (*Record, error) {
 }
 
 // remove takes a listed record out of the dead letters, as replayed or
-// purged (why). A record on its own subject is replaced by a tombstone
-// (a subject rollup), which keeps that subject taken: a sink lagging
-// behind writes no second record of it (Writer.Write). One written before
-// records had subjects of their own shares its sink's subject and is
-// deleted. Either way a record already gone is not an error.
-func (s *Store) remove(ctx context.Context, stream jetstream.Stream, r *Record, why string) error {
+// purged (why), and says whether this call removed it. A record on its own
+// subject is replaced by a tombstone (a subject rollup), which keeps that
+// subject taken: a sink lagging behind writes no second record of it
+// (Writer.Write). One written before records had subjects of their own
+// shares its sink's subject and is deleted. Either way a record already
+// gone (replayed or purged meanwhile by another command or the console) is
+// not an error, and not removed again.
+func (s *Store) remove(ctx context.Context, stream jetstream.Stream, r *Record, why string) (bool, error) {
 	if r.stored == "" || r.stored == s.topo.DeadLetterSubject(r.Sink) {
-		if err := stream.DeleteMsg(ctx, r.Seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-			return fmt.Errorf("dlq: remove entry %d: %w", r.Seq, err)
+		err := stream.DeleteMsg(ctx, r.Seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return false, nil
 		}
-		return nil
+		if err != nil {
+			return false, fmt.Errorf("dlq: remove entry %d: %w", r.Seq, err)
+		}
+		return true, nil
 	}
 	msg := nats.NewMsg(r.stored)
 	msg.Header.Set(hdrTombstone, why)
@@ -166,10 +177,13 @@ func (s *Store) remove(ctx context.Context, stream jetstream.Stream, r *Record, 
 	// Only over the record read: one removed meanwhile (by a concurrent
 	// replay or purge) is left as that one left it.
 	_, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(r.Seq))
-	if err != nil && !isTaken(err) {
-		return fmt.Errorf("dlq: remove entry %d: %w", r.Seq, err)
+	if isTaken(err) {
+		return false, nil
 	}
-	return nil
+	if err != nil {
+		return false, fmt.Errorf("dlq: remove entry %d: %w", r.Seq, err)
+	}
+	return true, nil
 }
 
 // Stats counts dead letters by a key function.
@@ -249,7 +263,7 @@ func (s *Store) Replay(ctx context.Context, f Filter, o ReplayOptions) (ReplayRe
 			stop = err
 			return false
 		}
-		if err := s.remove(ctx, stream, r, "replayed"); err != nil {
+		if _, err := s.remove(ctx, stream, r, "replayed"); err != nil {
 			stop = err
 			return false
 		}
@@ -324,7 +338,8 @@ func (s *Store) Requeue(ctx context.Context, r *Record) error {
 	return nil
 }
 
-// Purge deletes matching dead letters and returns how many.
+// Purge deletes matching dead letters and returns how many it removed
+// (not those another command or the console removed meanwhile).
 func (s *Store) Purge(ctx context.Context, f Filter) (int, error) {
 	return s.PurgeProgress(ctx, f, nil)
 }
@@ -339,9 +354,13 @@ func (s *Store) PurgeProgress(ctx context.Context, f Filter, progress func(int))
 	n := 0
 	var stop error
 	err = s.Each(ctx, f, func(r *Record) bool {
-		if err := s.remove(ctx, stream, r, "purged"); err != nil {
+		removed, err := s.remove(ctx, stream, r, "purged")
+		if err != nil {
 			stop = err
 			return false
+		}
+		if !removed {
+			return true
 		}
 		n++
 		if progress != nil {
