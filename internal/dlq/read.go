@@ -31,9 +31,10 @@ const (
 	// costs one small batch, a full scan few requests. readBatchBytes
 	// bounds a batch's bytes (the server sends at least one record).
 	firstBatch     = 64
-	maxBatch       = 512
+	maxBatch       = 4096
 	readBatchBytes = 4 << 20
-	// readWait bounds each request: what is stored arrives well within it.
+	// readWait bounds each wait for a reply: what is stored arrives well
+	// within it.
 	readWait = 5 * time.Second
 )
 
@@ -118,10 +119,12 @@ func (s *Store) scanDirect(ctx context.Context, streamName, filter string, from,
 // readBatchReplies reads one batch's replies up to its end: more says
 // another batch is to be asked for, from next on.
 func readBatchReplies(ctx context.Context, sub *nats.Subscription, upTo uint64, each func(storedMsg) bool) (more bool, next uint64, err error) {
-	rctx, cancel := context.WithTimeout(ctx, readWait)
-	defer cancel()
 	for {
+		// Each reply within readWait of the one before: a large batch
+		// on a busy server may take longer in all.
+		rctx, cancel := context.WithTimeout(ctx, readWait)
 		m, err := sub.NextMsgWithContext(rctx)
+		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				return false, 0, fmt.Errorf("dlq: reading dead letters stopped: %w", ctx.Err())
