@@ -249,6 +249,15 @@ func (c *Console) startAction(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, http.StatusBadRequest, err.Error())
 		return
 	}
+	// The dry run's last match: the job acts on what the page counted,
+	// none written since (fewer, if some were replayed or purged
+	// meanwhile: the job's page says how many it did).
+	if t := r.PostForm.Get("through"); t != "" {
+		if f.Through, err = strconv.ParseUint(t, 10, 64); err != nil {
+			c.fail(w, r, http.StatusBadRequest, "through: "+strconv.Quote(t)+" is not a stream sequence; start again from the dry run.")
+			return
+		}
+	}
 	spec := jobSpec{Action: r.PostForm.Get("action"), Filter: f, Form: form}
 	switch spec.Action {
 	case actionReplay:

@@ -216,6 +216,10 @@ type ReplayResult struct {
 	// panics, and events whose sink is still not configured; purge them.
 	Skipped int
 	Sample  []*Record
+	// Last is the last matching dead letter's sequence: a filter bounded
+	// there (Filter.Through) matches no more than this run did, so a
+	// confirmed action acts on what its dry run counted.
+	Last uint64
 }
 
 // Replay puts matching dead letters back on their failed sink's queue
@@ -238,6 +242,7 @@ func (s *Store) Replay(ctx context.Context, f Filter, o ReplayOptions) (ReplayRe
 	var stop error
 	err = s.Each(ctx, f, func(r *Record) bool {
 		res.Matched++
+		res.Last = r.Seq
 		if len(res.Sample) < 5 {
 			res.Sample = append(res.Sample, r)
 		}
