@@ -191,3 +191,21 @@ func TestConfirmActsOnWhatTheDryRunCounted(t *testing.T) {
 		t.Errorf("left: %d (%v), want the late one alone", len(left), err)
 	}
 }
+
+// A sink filter that matches nothing and names no configured sink says so,
+// naming those that are (the fixture configures chabok): README's own
+// --sink metrix matched nothing and said only that.
+func TestUnknownSinkIsNamed(t *testing.T) {
+	f := newFixture(t, token, 50)
+	for _, c := range []struct{ query, hint string }{
+		{"/console/dead-letters?sink=metrix", `No sink &#34;metrix&#34; is configured; the configured sinks are chabok.`},
+		{"/console/actions?sink=metrix", `No sink &#34;metrix&#34; is configured; the configured sinks are chabok.`},
+		{"/console/dead-letters?sink=chabok&status=418", ""},
+		{"/console/dead-letters?sink=-&status=418", ""},
+	} {
+		status, body := get(t, f.url+c.query)
+		if status != 200 || (c.hint != "" && !strings.Contains(body, c.hint)) || (c.hint == "" && strings.Contains(body, `id="hint"`)) {
+			t.Errorf("%s: status %d, want hint %q:\n%s", c.query, status, c.hint, body)
+		}
+	}
+}
