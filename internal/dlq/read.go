@@ -52,6 +52,11 @@ func (s *Store) scan(ctx context.Context, stream jetstream.Stream, filter string
 	if stream.CachedInfo().Config.AllowDirect {
 		return s.scanDirect(ctx, stream.CachedInfo().Config.Name, filter, from, upTo, each)
 	}
+	if filter == "" {
+		// A get without a subject is by sequence alone: a deleted
+		// record would end the scan. The next on any subject steps over.
+		filter = ">"
+	}
 	for from <= upTo {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("dlq: reading dead letters stopped: %w", err)

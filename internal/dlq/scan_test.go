@@ -156,6 +156,10 @@ func TestReadsAStreamMadeBeforeDirectGets(t *testing.T) {
 	}
 	const n = 300
 	fill(ctx, t, e, n)
+	// A gap in the sequence (a record deleted) is stepped over.
+	if err := s.DeleteMsg(ctx, 5); err != nil {
+		t.Fatal(err)
+	}
 	st := dlq.NewStore(e.JS, e.Topo)
 	count := func() int {
 		_, total, err := st.Stats(ctx, dlq.Filter{}, func(*dlq.Record) string { return "" })
@@ -164,8 +168,8 @@ func TestReadsAStreamMadeBeforeDirectGets(t *testing.T) {
 		}
 		return total
 	}
-	if got := count(); got != n {
-		t.Fatalf("read %d dead letters of a stream without direct gets, want %d", got, n)
+	if got := count(); got != n-1 {
+		t.Fatalf("read %d dead letters of a stream without direct gets, want %d", got, n-1)
 	}
 	if c := dlqConsumers(ctx, t, e); c != 0 {
 		t.Fatalf("%d consumers left on the dead-letter stream", c)
@@ -176,7 +180,7 @@ func TestReadsAStreamMadeBeforeDirectGets(t *testing.T) {
 	if s, err = e.JS.Stream(ctx, e.Topo.DeadLetterStream()); err != nil || !s.CachedInfo().Config.AllowDirect {
 		t.Fatalf("Ensure left the dead-letter stream without direct gets (%v)", err)
 	}
-	if got := count(); got != n {
-		t.Fatalf("read %d dead letters after Ensure, want %d", got, n)
+	if got := count(); got != n-1 {
+		t.Fatalf("read %d dead letters after Ensure, want %d", got, n-1)
 	}
 }
