@@ -17,7 +17,7 @@ import (
 // fullScan runs the scan test at the size the issue measured (50,000 dead
 // letters); the default is a smaller stream with a lower consumer cap,
 // which fails the same way for the same reason, in a few seconds.
-var fullScan = flag.Bool("dlq.full", false, "scan 50,000 dead letters ten times (about a minute under -race)")
+var fullScan = flag.Bool("dlq.full", false, "scan 50,000 dead letters ten times (about a minute without -race; run it without)")
 
 // fill stores n dead letters of sinks a and b fast: async publishes, a
 // window at a time, each confirmed before the test goes on.
