@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -45,6 +46,9 @@ type dlqFlags struct {
 	natsFlags
 
 	filter dlq.Filter
+	// sinks are the configured sinks' names (config file's), for the hint
+	// when a --sink matches nothing.
+	sinks []string
 }
 
 // AfterApply turns the filter flags into a filter; a bad time is a usage
@@ -58,6 +62,9 @@ func (f *dlqFlags) AfterApply() error {
 	}
 	if f.filter.Until, err = dlq.ParseWhen(f.Until, time.Now()); err != nil {
 		return usageError{"--until: " + err.Error()}
+	}
+	if err := f.filter.Validate(); err != nil {
+		return usageError{"--" + err.Error()}
 	}
 	return nil
 }
@@ -78,7 +85,54 @@ func (f *dlqFlags) store(ctx context.Context) (*dlq.Store, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	for _, s := range cfg.Sinks {
+		f.sinks = append(f.sinks, s.Name)
+	}
 	return dlq.NewStore(conn.JS, conn.Topo), conn.Close, nil
+}
+
+// noMatchHint is printed (to stderr) when the filter matched nothing and
+// names a sink that is not configured: most often a typo, which would
+// otherwise read as "that sink has no dead letters". It names the
+// configured sinks and those with dead letters (a scan of the stream, made
+// only on this path). Empty when the sink is configured or not filtered on.
+func (f *dlqFlags) noMatchHint(ctx context.Context, st *dlq.Store) string {
+	sink := f.filter.Sink
+	if sink == "" || sink == dlq.NoSink || slices.Contains(f.sinks, sink) {
+		return ""
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "no sink %q is configured", sink)
+	switch {
+	case f.Config == "":
+		b.WriteString(" (no --config given, so none are known here)")
+	case len(f.sinks) == 0:
+		fmt.Fprintf(&b, " (%s configures none)", f.Config)
+	default:
+		fmt.Fprintf(&b, "; %s configures: %s", f.Config, strings.Join(f.sinks, ", "))
+	}
+	counts, _, err := st.Stats(ctx, dlq.Filter{}, func(r *dlq.Record) string { return r.Sink })
+	switch {
+	case err != nil:
+		fmt.Fprintf(&b, "\n(the sinks with dead letters could not be read: %v)", err)
+	case len(counts) == 0:
+		b.WriteString("\nno sink has dead letters")
+	default:
+		names := make([]string, 0, len(counts))
+		for n := range counts {
+			names = append(names, fmt.Sprintf("%s (%d)", n, counts[n]))
+		}
+		sort.Strings(names)
+		fmt.Fprintf(&b, "\nsinks with dead letters: %s", strings.Join(names, ", "))
+	}
+	return b.String()
+}
+
+// hintNoMatch prints noMatchHint, if any, to w.
+func (f *dlqFlags) hintNoMatch(ctx context.Context, w io.Writer, st *dlq.Store) {
+	if h := f.noMatchHint(ctx, st); h != "" {
+		fmt.Fprintln(w, h)
+	}
 }
 
 // withStore runs fn against the dead-letter store f connects to.
@@ -108,18 +162,34 @@ func (c *cliDLQList) Run(ctx context.Context, s *streams) error {
 			out = jsonLines{json.NewEncoder(stdout)}
 		}
 		var werr error
+		var last uint64
+		more := false
 		err := st.Each(ctx, c.filter, func(r *dlq.Record) bool {
+			// One past the limit is read, not printed: it says whether
+			// more match.
+			if *limit > 0 && n == *limit {
+				more = true
+				return false
+			}
 			if werr = out.write(r); werr != nil {
 				return false
 			}
-			n++
-			return *limit == 0 || n < *limit
+			n, last = n+1, r.Seq
+			return true
 		})
 		if err := errors.Join(err, werr, out.flush()); err != nil {
 			return err
 		}
-		if n == 0 && !*asJSON {
+		if *asJSON {
+			return nil
+		}
+		if n == 0 {
 			fmt.Fprintln(stdout, "no dead letters")
+			c.hintNoMatch(ctx, s.stderr, st)
+		}
+		if more {
+			// On stderr: stdout stays the table alone, for a pipe.
+			fmt.Fprintf(s.stderr, "showed the first %d; more match: the next page is --after %d, all of them --limit 0 (dlq stats counts them)\n", n, last)
 		}
 		return nil
 	})
@@ -132,10 +202,18 @@ type cliDLQStats struct {
 
 func (c *cliDLQStats) Run(ctx context.Context, s *streams) error {
 	return c.withStore(ctx, func(st *dlq.Store) error {
-		if c.JSON {
-			return statsJSON(ctx, s.stdout, st, c.filter)
+		t, err := tally(ctx, st, c.filter)
+		if err != nil {
+			return err
 		}
-		return printStats(ctx, s.stdout, st, c.filter)
+		if c.JSON {
+			return statsJSON(s.stdout, t)
+		}
+		printStats(s.stdout, t)
+		if t.total == 0 {
+			c.hintNoMatch(ctx, s.stderr, st)
+		}
+		return nil
 	})
 }
 
@@ -201,6 +279,9 @@ func (c *cliDLQReplay) Run(ctx context.Context, s *streams) error {
 		if opts.Progress != nil && res.Replayed > 0 {
 			fmt.Fprintln(stderr)
 		}
+		if err == nil && res.Matched == 0 {
+			c.hintNoMatch(ctx, stderr, st)
+		}
 		if *dry {
 			fmt.Fprintf(stdout, "dry run: %d dead letters match; a sample:\n", res.Matched)
 			printRecords(stdout, res.Sample)
@@ -223,17 +304,28 @@ type cliDLQPurge struct {
 func (c *cliDLQPurge) Run(ctx context.Context, s *streams) error {
 	stdout := s.stdout
 	return c.withStore(ctx, func(st *dlq.Store) error {
+		filter, asked := c.filter, -1
 		if !c.Yes {
-			_, total, err := st.Stats(ctx, c.filter, func(*dlq.Record) string { return "" })
+			// The purge then acts on what was counted: none written
+			// after the count (Through), so it never purges more than
+			// it asked about. Fewer, if some were replayed or purged
+			// meanwhile (said below).
+			n, through, err := countThrough(ctx, st, filter)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(stdout, "purge %d dead letters for good? [y/N] ", total)
+			if n == 0 {
+				fmt.Fprintln(stdout, "no dead letters match; nothing purged")
+				c.hintNoMatch(ctx, s.stderr, st)
+				return nil
+			}
+			fmt.Fprintf(stdout, "purge %d dead letters for good? [y/N] ", n)
 			answer, _ := bufio.NewReader(s.stdin).ReadString('\n')
 			if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
 				fmt.Fprintln(stdout, "nothing purged")
 				return nil
 			}
+			filter.Through, asked = through, n
 		}
 		var progress func(int)
 		if isTerminal(s.stderr) {
@@ -243,11 +335,18 @@ func (c *cliDLQPurge) Run(ctx context.Context, s *streams) error {
 				}
 			}
 		}
-		n, err := st.PurgeProgress(ctx, c.filter, progress)
+		n, err := st.PurgeProgress(ctx, filter, progress)
 		if progress != nil && n >= 100 {
 			fmt.Fprintln(s.stderr)
 		}
-		fmt.Fprintf(stdout, "purged %d dead letters\n", n)
+		fmt.Fprintf(stdout, "purged %d dead letters", n)
+		if asked > n && err == nil {
+			fmt.Fprintf(stdout, "; the other %d were replayed or purged meanwhile (by another dlq command or the console)", asked-n)
+		}
+		fmt.Fprintln(stdout)
+		if asked < 0 && n == 0 && err == nil {
+			c.hintNoMatch(ctx, s.stderr, st)
+		}
 		return err
 	})
 }
@@ -347,18 +446,45 @@ var statKeys = []struct {
 	{"vendor code", "by_code", func(r *dlq.Record) string { return dash(r.Code) }},
 }
 
-func printStats(ctx context.Context, w io.Writer, st *dlq.Store, f dlq.Filter) error {
+// statsTally is dlq stats' counts: the total, and by each of statKeys.
+type statsTally struct {
+	total  int
+	counts []map[string]int // statKeys' order
+}
+
+// tally counts the matching dead letters by every key in one scan.
+func tally(ctx context.Context, st *dlq.Store, f dlq.Filter) (statsTally, error) {
+	t := statsTally{counts: make([]map[string]int, len(statKeys))}
+	for i := range t.counts {
+		t.counts[i] = map[string]int{}
+	}
+	err := st.Each(ctx, f, func(r *dlq.Record) bool {
+		t.total++
+		for i, k := range statKeys {
+			t.counts[i][k.key(r)]++
+		}
+		return true
+	})
+	return t, err
+}
+
+// countThrough counts the matching dead letters and returns the last one's
+// sequence: a filter bounded there (Filter.Through) matches no more.
+func countThrough(ctx context.Context, st *dlq.Store, f dlq.Filter) (n int, through uint64, err error) {
+	err = st.Each(ctx, f, func(r *dlq.Record) bool {
+		n, through = n+1, r.Seq
+		return true
+	})
+	return n, through, err
+}
+
+func printStats(w io.Writer, t statsTally) {
+	fmt.Fprintf(w, "%d dead letters\n", t.total)
+	if t.total == 0 {
+		return
+	}
 	for i, k := range statKeys {
-		counts, total, err := st.Stats(ctx, f, k.key)
-		if err != nil {
-			return err
-		}
-		if i == 0 {
-			fmt.Fprintf(w, "%d dead letters\n", total)
-			if total == 0 {
-				return nil
-			}
-		}
+		counts := t.counts[i]
 		fmt.Fprintf(w, "\nby %s:\n", k.title)
 		names := make([]string, 0, len(counts))
 		for n := range counts {
@@ -371,19 +497,13 @@ func printStats(ctx context.Context, w io.Writer, st *dlq.Store, f dlq.Filter) e
 			fmt.Fprintf(w, "  %-32s %d\n", n, counts[n])
 		}
 	}
-	return nil
 }
 
 // statsJSON prints {"total": N, "by_sink": {...}, "by_reason": {...}, ...}.
-func statsJSON(ctx context.Context, w io.Writer, st *dlq.Store, f dlq.Filter) error {
-	out := map[string]any{}
-	for _, k := range statKeys {
-		counts, total, err := st.Stats(ctx, f, k.key)
-		if err != nil {
-			return err
-		}
-		out["total"] = total
-		out[k.json] = counts
+func statsJSON(w io.Writer, t statsTally) error {
+	out := map[string]any{"total": t.total}
+	for i, k := range statKeys {
+		out[k.json] = t.counts[i]
 	}
 	return writeJSON(w, out)
 }

@@ -13,17 +13,19 @@ import (
 
 // filterForm is a dead-letter filter as the pages carry it: in the query
 // string of the list and dry-run pages, in hidden fields of the confirm
-// forms. The field names are the CLI's flags.
+// forms. The field names are the CLI's flags, and seq: one dead letter by
+// its stream sequence (a dead letter's own page links to replay or purge
+// it alone, which its id cannot do: an invalid envelope has none).
 type filterForm struct {
-	Sink, Reason, Status, Code, Type, ID, Since, Until string
+	Sink, Reason, Status, Code, Type, ID, Since, Until, Seq string
 }
 
-var filterFields = []string{"sink", "reason", "status", "code", "type", "id", "since", "until"}
+var filterFields = []string{"sink", "reason", "status", "code", "type", "id", "since", "until", "seq"}
 
 func readFilterForm(v url.Values) filterForm {
 	g := func(k string) string { return strings.TrimSpace(v.Get(k)) }
 	return filterForm{Sink: g("sink"), Reason: g("reason"), Status: g("status"), Code: g("code"),
-		Type: g("type"), ID: g("id"), Since: g("since"), Until: g("until")}
+		Type: g("type"), ID: g("id"), Since: g("since"), Until: g("until"), Seq: g("seq")}
 }
 
 // Filter is the dlq filter the form says; a bad value is an error naming
@@ -46,6 +48,18 @@ func (f filterForm) Filter(now time.Time) (dlq.Filter, error) {
 	}
 	if out.Until, err = dlq.ParseWhen(f.Until, now); err != nil {
 		return out, fmt.Errorf("until: %w", err)
+	}
+	if f.Seq != "" {
+		n, err := strconv.ParseUint(f.Seq, 10, 64)
+		if err != nil || n == 0 {
+			return out, fmt.Errorf("seq: %q is not a stream sequence; use a dead letter's Seq, or leave it empty", f.Seq)
+		}
+		out.After, out.Through = n-1, n
+	}
+	// A sink that is not a sink name (markup, *, >) is refused here, as
+	// the CLI refuses it: never read as a subject wildcard.
+	if err := out.Validate(); err != nil {
+		return out, err
 	}
 	return out, nil
 }
@@ -92,7 +106,7 @@ func (f filterForm) Fields() []field {
 func (f filterForm) Empty() bool { return len(f.Fields()) == 0 }
 
 func (f filterForm) values() []string {
-	return []string{f.Sink, f.Reason, f.Status, f.Code, f.Type, f.ID, f.Since, f.Until}
+	return []string{f.Sink, f.Reason, f.Status, f.Code, f.Type, f.ID, f.Since, f.Until, f.Seq}
 }
 
 type field struct{ Name, Value string }

@@ -72,6 +72,9 @@ type listData struct {
 	After   uint64 // this page's cursor
 	Next    uint64 // the next page's cursor; 0: no next page
 	Reasons []outcome.Reason
+	// Hint says a sink filter that matched nothing names no configured
+	// sink, and which are.
+	Hint string
 }
 
 // deadLettersPage lists a page of dead letters matching the filter, from
@@ -109,7 +112,36 @@ func (c *Console) deadLettersPage(w http.ResponseWriter, r *http.Request) {
 		d.Rows = d.Rows[:n]
 		d.Next = d.Rows[n-1].Seq
 	}
+	if len(d.Rows) == 0 {
+		d.Hint = c.unknownSinkHint(ctx, f.Sink)
+	}
 	c.render(w, r, http.StatusOK, "dead-letters", "layout", c.page("Dead letters", "dead-letters", d))
+}
+
+// unknownSinkHint says that a sink a filter names is not configured, and
+// which are: a filter that matched nothing is most often a typo, which
+// would otherwise read as "that sink has no dead letters". Empty for a
+// configured sink, - (invalid envelopes), no sink, or sinks that cannot
+// be read.
+func (c *Console) unknownSinkHint(ctx context.Context, sink string) string {
+	if sink == "" || sink == dlq.NoSink {
+		return ""
+	}
+	sinks, err := c.opts.Sinks.Sinks(ctx)
+	if err != nil {
+		return ""
+	}
+	names := make([]string, 0, len(sinks))
+	for _, s := range sinks {
+		if s.Name == sink {
+			return ""
+		}
+		names = append(names, s.Name)
+	}
+	if len(names) == 0 {
+		return "No sink " + strconv.Quote(sink) + " is configured: this dispatcher has none."
+	}
+	return "No sink " + strconv.Quote(sink) + " is configured; the configured sinks are " + strings.Join(names, ", ") + "."
 }
 
 // entryData is one dead letter's page.
@@ -205,6 +237,7 @@ type actionsData struct {
 	Form     filterForm
 	Error    string
 	Result   dlq.ReplayResult
+	Hint     string // as listData's
 }
 
 // actionsPage is the dry run: how many dead letters the filter matches and
@@ -223,6 +256,9 @@ func (c *Console) actionsPage(w http.ResponseWriter, r *http.Request) {
 	if d.Result, err = c.opts.DeadLetters.Replay(ctx, f, dlq.ReplayOptions{DryRun: true}); err != nil {
 		c.failErr(w, r, "counting the matching dead letters", err)
 		return
+	}
+	if d.Result.Matched == 0 {
+		d.Hint = c.unknownSinkHint(ctx, f.Sink)
 	}
 	c.render(w, r, http.StatusOK, "actions", "layout", c.page("Replay or purge", "dead-letters", d))
 }
@@ -248,6 +284,15 @@ func (c *Console) startAction(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		c.fail(w, r, http.StatusBadRequest, err.Error())
 		return
+	}
+	// The dry run's last match: the job acts on what the page counted,
+	// none written since (fewer, if some were replayed or purged
+	// meanwhile: the job's page says how many it did).
+	if t := r.PostForm.Get("through"); t != "" {
+		if f.Through, err = strconv.ParseUint(t, 10, 64); err != nil {
+			c.fail(w, r, http.StatusBadRequest, "through: "+strconv.Quote(t)+" is not a stream sequence; start again from the dry run.")
+			return
+		}
 	}
 	spec := jobSpec{Action: r.PostForm.Get("action"), Filter: f, Form: form}
 	switch spec.Action {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/chapar-dev/chapar/internal/outcome"
 	"github.com/chapar-dev/chapar/internal/topology"
+	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
 // Filter selects dead letters; zero fields match everything.
@@ -30,6 +31,10 @@ type Filter struct {
 	// cursor. Each starts reading after it, so a later page does not
 	// re-read the earlier ones.
 	After uint64
+	// Through skips every dead letter after this stream sequence (0: no
+	// bound): a purge acts on what its count saw, not on what was
+	// written since.
+	Through uint64
 }
 
 // Match reports whether r passes the filter.
@@ -42,11 +47,22 @@ func (f Filter) Match(r *Record) bool {
 		f.EventID != "" && r.EventID != f.EventID,
 		f.EventType != "" && r.EventType != f.EventType,
 		f.After != 0 && r.Seq <= f.After,
+		f.Through != 0 && r.Seq > f.Through,
 		!f.Since.IsZero() && r.LastAttempt.Before(f.Since),
 		!f.Until.IsZero() && r.LastAttempt.After(f.Until):
 		return false
 	}
 	return true
+}
+
+// Validate says what in the filter cannot be: a sink is a sink name (as
+// config allows one) or - for invalid envelopes, so no filter is ever
+// read as a subject wildcard (* or >) or breaks a subject.
+func (f Filter) Validate() error {
+	if f.Sink != "" && f.Sink != NoSink && !envelope.IsSinkName(f.Sink) {
+		return fmt.Errorf("sink: %q is not a sink name: use lower-case letters, digits, - or _ (or - for invalid envelopes)", f.Sink)
+	}
+	return nil
 }
 
 // ErrNotFound is returned for a dead letter that does not exist.
@@ -76,77 +92,44 @@ func (s *Store) List(ctx context.Context, f Filter, limit int) ([]*Record, error
 
 // Each calls fn for every dead letter matching f, oldest first, until fn
 // returns false. It streams: a stream of a million entries is read a
-// batch at a time, never held in memory.
-// It walks the stream with an ordered (ephemeral, server-side filtered)
-// consumer.
+// batch at a time, never held in memory. It reads what was stored when it
+// began: records written meanwhile (a purge's tombstones, a replay that
+// failed again) are left to the next read.
+// It leaves nothing behind on the server (read.go).
 func (s *Store) Each(ctx context.Context, f Filter, fn func(*Record) bool) error {
+	if err := f.Validate(); err != nil {
+		return err
+	}
 	stream, err := s.js.Stream(ctx, s.topo.DeadLetterStream())
 	if err != nil {
 		return fmt.Errorf("dlq: open %s (has a dispatcher run against this NATS yet?): %w", s.topo.DeadLetterStream(), err)
 	}
-	info, err := stream.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("dlq: %w", err)
-	}
-	if info.State.Msgs == 0 {
-		return nil
-	}
-	subjects := []string{s.topo.DeadLetterSubjects()}
+	filter := "" // the whole stream: it holds dead letters alone
+	info := stream.CachedInfo()
 	if f.Sink != "" {
-		subjects = s.topo.DeadLetterSinkSubjects(f.Sink)
-	}
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: subjects}
-	if f.After > 0 {
-		if f.After >= info.State.LastSeq {
-			return nil // nothing stored after the cursor
-		}
-		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-		cfg.OptStartSeq = f.After + 1
-	}
-	cons, err := stream.OrderedConsumer(ctx, cfg)
-	if err != nil {
-		return fmt.Errorf("dlq: %w", err)
-	}
-	ci, err := cons.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("dlq: %w", err)
-	}
-	// Everything to read is already stored: fetch without waiting until
-	// NumPending says it is all read.
-	remaining := ci.NumPending
-	for remaining > 0 {
-		// Every wait on the broker has a deadline: what is stored
-		// arrives well within it.
-		batch, err := cons.Fetch(int(min(remaining, 256)), jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
+		// One sink's records are on subjects of their own under its
+		// subject, and those written before records had their own on
+		// the sink's subject itself: a get takes one filter, so while
+		// any of the latter remain, read every sink's and match.
+		shared := s.topo.DeadLetterSubject(f.Sink)
+		if info, err = stream.Info(ctx, jetstream.WithSubjectFilter(shared)); err != nil {
 			return fmt.Errorf("dlq: %w", err)
 		}
-		n := 0
-		for msg := range batch.Messages() {
-			// A caller's deadline ends a long scan between two dead
-			// letters (a console page, an interrupted CLI command).
-			if err := ctx.Err(); err != nil {
-				return fmt.Errorf("dlq: reading dead letters stopped: %w", err)
-			}
-			n++
-			meta, err := msg.Metadata()
-			if err != nil {
-				return fmt.Errorf("dlq: %w", err)
-			}
-			remaining = meta.NumPending
-			r := fromMsg(meta.Sequence.Stream, msg.Subject(), msg.Headers(), msg.Data())
-			if r != nil && f.Match(r) && !fn(r) {
-				return nil
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return fmt.Errorf("dlq: %w", err)
-		}
-		if n == 0 {
-			return fmt.Errorf("dlq: %d dead letters pending but none arrived within 5s", remaining)
+		if info.State.Subjects[shared] == 0 {
+			filter = shared + ".>"
 		}
 	}
-	return nil
+	upTo := info.State.LastSeq
+	if f.Through != 0 {
+		upTo = min(upTo, f.Through)
+	}
+	if info.State.Msgs == 0 || f.After >= upTo {
+		return nil // nothing stored, or nothing after the cursor
+	}
+	return s.scan(ctx, stream, filter, max(f.After+1, info.State.FirstSeq), upTo, func(m storedMsg) bool {
+		r := fromMsg(m.seq, m.subject, m.header, m.data)
+		return r == nil || !f.Match(r) || fn(r)
+	})
 }
 
 // Get returns the dead letter at a stream sequence.
@@ -170,17 +153,23 @@ func (s *Store) Get(ctx context.Context, seq uint64) (*Record, error) {
 }
 
 // remove takes a listed record out of the dead letters, as replayed or
-// purged (why). A record on its own subject is replaced by a tombstone
-// (a subject rollup), which keeps that subject taken: a sink lagging
-// behind writes no second record of it (Writer.Write). One written before
-// records had subjects of their own shares its sink's subject and is
-// deleted. Either way a record already gone is not an error.
-func (s *Store) remove(ctx context.Context, stream jetstream.Stream, r *Record, why string) error {
+// purged (why), and says whether this call removed it. A record on its own
+// subject is replaced by a tombstone (a subject rollup), which keeps that
+// subject taken: a sink lagging behind writes no second record of it
+// (Writer.Write). One written before records had subjects of their own
+// shares its sink's subject and is deleted. Either way a record already
+// gone (replayed or purged meanwhile by another command or the console) is
+// not an error, and not removed again.
+func (s *Store) remove(ctx context.Context, stream jetstream.Stream, r *Record, why string) (bool, error) {
 	if r.stored == "" || r.stored == s.topo.DeadLetterSubject(r.Sink) {
-		if err := stream.DeleteMsg(ctx, r.Seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-			return fmt.Errorf("dlq: remove entry %d: %w", r.Seq, err)
+		err := stream.DeleteMsg(ctx, r.Seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return false, nil
 		}
-		return nil
+		if err != nil {
+			return false, fmt.Errorf("dlq: remove entry %d: %w", r.Seq, err)
+		}
+		return true, nil
 	}
 	msg := nats.NewMsg(r.stored)
 	msg.Header.Set(hdrTombstone, why)
@@ -188,10 +177,13 @@ func (s *Store) remove(ctx context.Context, stream jetstream.Stream, r *Record, 
 	// Only over the record read: one removed meanwhile (by a concurrent
 	// replay or purge) is left as that one left it.
 	_, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(r.Seq))
-	if err != nil && !isTaken(err) {
-		return fmt.Errorf("dlq: remove entry %d: %w", r.Seq, err)
+	if isTaken(err) {
+		return false, nil
 	}
-	return nil
+	if err != nil {
+		return false, fmt.Errorf("dlq: remove entry %d: %w", r.Seq, err)
+	}
+	return true, nil
 }
 
 // Stats counts dead letters by a key function.
@@ -224,6 +216,10 @@ type ReplayResult struct {
 	// panics, and events whose sink is still not configured; purge them.
 	Skipped int
 	Sample  []*Record
+	// Last is the last matching dead letter's sequence: a filter bounded
+	// there (Filter.Through) matches no more than this run did, so a
+	// confirmed action acts on what its dry run counted.
+	Last uint64
 }
 
 // Replay puts matching dead letters back on their failed sink's queue
@@ -246,6 +242,7 @@ func (s *Store) Replay(ctx context.Context, f Filter, o ReplayOptions) (ReplayRe
 	var stop error
 	err = s.Each(ctx, f, func(r *Record) bool {
 		res.Matched++
+		res.Last = r.Seq
 		if len(res.Sample) < 5 {
 			res.Sample = append(res.Sample, r)
 		}
@@ -271,7 +268,7 @@ func (s *Store) Replay(ctx context.Context, f Filter, o ReplayOptions) (ReplayRe
 			stop = err
 			return false
 		}
-		if err := s.remove(ctx, stream, r, "replayed"); err != nil {
+		if _, err := s.remove(ctx, stream, r, "replayed"); err != nil {
 			stop = err
 			return false
 		}
@@ -346,7 +343,8 @@ func (s *Store) Requeue(ctx context.Context, r *Record) error {
 	return nil
 }
 
-// Purge deletes matching dead letters and returns how many.
+// Purge deletes matching dead letters and returns how many it removed
+// (not those another command or the console removed meanwhile).
 func (s *Store) Purge(ctx context.Context, f Filter) (int, error) {
 	return s.PurgeProgress(ctx, f, nil)
 }
@@ -361,9 +359,13 @@ func (s *Store) PurgeProgress(ctx context.Context, f Filter, progress func(int))
 	n := 0
 	var stop error
 	err = s.Each(ctx, f, func(r *Record) bool {
-		if err := s.remove(ctx, stream, r, "purged"); err != nil {
+		removed, err := s.remove(ctx, stream, r, "purged")
+		if err != nil {
 			stop = err
 			return false
+		}
+		if !removed {
+			return true
 		}
 		n++
 		if progress != nil {

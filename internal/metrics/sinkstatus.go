@@ -44,6 +44,10 @@ type SinkStatus struct {
 	// Pending events not yet delivered to the sink's consumer, due retries
 	// and replays not yet taken, and messages taken but not yet acked.
 	Pending, RetryPending, AckPending uint64
+	// RetryScheduled are the sink's retries waiting for their time in the
+	// retries stream, read when asked: with RetryPending, what is waiting
+	// to retry now (Retried counts every retry since start).
+	RetryScheduled uint64
 	// BacklogError says why the backlog could not be read (zero counts
 	// then mean unknown).
 	BacklogError string
@@ -283,5 +287,22 @@ func (r *SinkReport) backlog(ctx context.Context, s *SinkStatus) error {
 	ri := rt.CachedInfo()
 	s.Pending, s.RetryPending = pending, ri.NumPending
 	s.AckPending = ackPending + uint64(ri.NumAckPending)
+	// A scheduled retry is a message on a subject of its own (its key)
+	// until it is due: count the sink's.
+	st, err := r.js.Stream(ctx, r.topo.RetriesStream())
+	if err != nil {
+		return fmt.Errorf("read stream %s: %w", r.topo.RetriesStream(), err)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(r.topo.RetryWaitSubjects(s.Name)))
+	if err != nil {
+		return fmt.Errorf("count the scheduled retries in %s: %w", r.topo.RetriesStream(), err)
+	}
+	for _, n := range info.State.Subjects {
+		s.RetryScheduled += n
+	}
 	return nil
 }
+
+// RetryingNow is what is waiting to retry now: retries scheduled and
+// retries or replays due but not yet taken.
+func (s SinkStatus) RetryingNow() uint64 { return s.RetryScheduled + s.RetryPending }

@@ -80,6 +80,12 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 		// own subject (a subject rollup), so a late second write of it is
 		// still refused (dlq.Writer).
 		AllowRollup: true,
+		// Dead-letter tools and the console read it with direct gets by
+		// sequence, which leave no consumer behind (dlq/read.go). A
+		// stream made before this is updated in place at the next start
+		// (the flag is editable); until then the tools read it one
+		// message per request from its leader.
+		AllowDirect: true,
 		Discard:     jetstream.DiscardNew,
 		Duplicates:  t.cfg.DuplicateWindow,
 		MaxMsgSize:  maxMsg + HeaderAllowance,

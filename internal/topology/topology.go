@@ -222,6 +222,12 @@ func (t Topology) RetryWaitSubject(sink, key string) string {
 	return t.prefix + ".retry.wait." + sink + "." + key
 }
 
+// RetryWaitSubjects match every scheduled retry of a sink still waiting
+// for its time.
+func (t Topology) RetryWaitSubjects(sink string) string {
+	return t.prefix + ".retry.wait." + sink + ".>"
+}
+
 // RetryDueSubject is where a sink's due retries and replays arrive.
 func (t Topology) RetryDueSubject(sink string) string { return t.prefix + ".retry.due." + sink }
 
