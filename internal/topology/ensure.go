@@ -99,6 +99,10 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 type SinkConsumers struct {
 	Events  []jetstream.Consumer // in partition order
 	Retries jetstream.Consumer
+	// Unmarked is the removal mark (RemovingMetadata: since when) this
+	// bind cleared, "" if there was none: a dispatcher runs the sink, so
+	// a removal under way gives up.
+	Unmarked string
 }
 
 // EnsureSink creates or updates a sink's durable consumers.
@@ -128,11 +132,14 @@ func (t Topology) EnsureSink(ctx context.Context, js jetstream.JetStream, sink s
 	var out SinkConsumers
 	for i, stream := range t.EventsStreams() {
 		ev.FilterSubject = t.PartitionSubjects(i)
-		c, err := ensureEvents(ctx, js, stream, ev, s.Start)
+		c, mark, err := ensureEvents(ctx, js, stream, ev, s.Start)
 		if err != nil {
 			return out, fmt.Errorf("topology: consumer %s on %s: %w", ev.Durable, stream, err)
 		}
 		out.Events = append(out.Events, c)
+		if mark != "" {
+			out.Unmarked = mark
+		}
 	}
 	var err error
 	rt := base
@@ -188,31 +195,31 @@ func StartOf(info *jetstream.ConsumerInfo) (uint64, error) {
 // consumer after reading the stream's last sequence L knows every event
 // up to L is below it. The start is then recorded in the consumer's
 // metadata (StartOf), for every dispatcher to read.
-func ensureEvents(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig, start time.Time) (jetstream.Consumer, error) {
+func ensureEvents(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig, start time.Time) (c jetstream.Consumer, unmarked string, err error) {
 	if c, err := js.Consumer(ctx, stream, cfg.Durable); err == nil {
 		return keep(ctx, js, stream, cfg, c)
 	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return nil, err
+		return nil, "", err
 	}
 	st, err := js.Stream(ctx, stream)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	floor := st.CachedInfo().State.LastSeq + 1 // read before: the start is at least this
 	cfg.DeliverPolicy = jetstream.DeliverNewPolicy
 	if !start.IsZero() {
 		cfg.DeliverPolicy, cfg.OptStartTime, floor = jetstream.DeliverByStartTimePolicy, &start, 0
 	}
-	c, err := js.CreateConsumer(ctx, stream, cfg)
+	c, err = js.CreateConsumer(ctx, stream, cfg)
 	if errors.Is(err, jetstream.ErrConsumerExists) {
 		// Another dispatcher created it meanwhile.
 		if c, err = js.Consumer(ctx, stream, cfg.Durable); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		return keep(ctx, js, stream, cfg, c)
 	}
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	// The creation's answer is the consumer before any delivery: its next
 	// sequence is its start.
@@ -220,7 +227,8 @@ func ensureEvents(ctx context.Context, js jetstream.JetStream, stream string, cf
 	seq := max(info.Delivered.Stream+1, floor)
 	cfg.Metadata = mergeMetadata(info.Config.Metadata, cfg.Metadata)
 	cfg.Metadata[StartMetadata] = strconv.FormatUint(seq, 10)
-	return js.UpdateConsumer(ctx, stream, cfg)
+	c, err = js.UpdateConsumer(ctx, stream, cfg)
+	return c, "", err
 }
 
 // mergeMetadata is the consumer's metadata as it stands (the server's own
@@ -241,7 +249,8 @@ func mergeMetadata(have, want map[string]string) map[string]string {
 // deliver policy and start) and its recorded start. One whose start was
 // never recorded (made before starts were, or its creator stopped between
 // the two steps) has it recorded now if nothing was delivered from it yet.
-func keep(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig, c jetstream.Consumer) (jetstream.Consumer, error) {
+// A removal's mark is cleared (this dispatcher runs the sink) and returned.
+func keep(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig, c jetstream.Consumer) (jetstream.Consumer, string, error) {
 	info := c.CachedInfo()
 	cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = info.Config.DeliverPolicy, info.Config.OptStartSeq, info.Config.OptStartTime
 	cfg.Metadata = mergeMetadata(info.Config.Metadata, cfg.Metadata)
@@ -250,7 +259,10 @@ func keep(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstr
 	} else if info.Delivered.Consumer == 0 {
 		cfg.Metadata[StartMetadata] = strconv.FormatUint(info.Delivered.Stream+1, 10)
 	}
-	return js.UpdateConsumer(ctx, stream, cfg)
+	var mark string
+	cfg.Metadata, mark = unmarked(cfg.Metadata)
+	c, err := js.UpdateConsumer(ctx, stream, cfg)
+	return c, mark, err
 }
 
 // createOrKeep updates a consumer, keeping where it starts (its deliver
