@@ -89,8 +89,10 @@ func (c *cliSinksRemove) Run(ctx context.Context, s *streams) error {
 		// deleted only once no dispatcher can still believe in them, so
 		// an event naming the sink is its backlog or dead-lettered
 		// unknown_destination, never neither.
-		fmt.Fprintf(s.stderr, "removing sink %s: its consumers are marked; deleting them in %s, once no dispatcher still believes in them\n",
-			c.Name, topology.RemovalSettle)
+		if !c.JSON { // --json prints one object, whatever reads it
+			fmt.Fprintf(s.stderr, "removing sink %s: its consumers are marked; deleting them in %s, once no dispatcher still believes in them\n",
+				c.Name, topology.RemovalSettle)
+		}
 		if r.SinkFootprint, err = conn.Topo.Retire(ctx, conn.JS, c.Name, topology.RemovalSettle); err != nil {
 			return err
 		}
