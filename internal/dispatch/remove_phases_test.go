@@ -15,13 +15,14 @@ import (
 // A removal is two-phase (topology.Retire): mark the consumers, wait,
 // delete. Between the phases: an interrupted removal leaves the mark and
 // the sink, and run again completes; a dispatcher that starts with the
-// sink keeps it, clears the mark, and the removal gives up. The mark
-// keeps the consumer's other metadata (its fence and recorded start).
+// sink keeps it, clears the mark, and the removal gives up; a second
+// removal at the same time also completes. The mark keeps the consumer's
+// other metadata (its fence and recorded start).
 func TestRemovalBetweenItsPhases(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		// between runs while the consumers are marked; it returns the
-		// error the first removal is to end with (a substring).
+		// error the first removal is to end with (a substring; "": none).
 		between func(t *testing.T, e *testenv.Env, interrupt func()) string
 		kept    bool // the sink is kept, its consumers unmarked
 	}{
@@ -33,8 +34,17 @@ func TestRemovalBetweenItsPhases(t *testing.T) {
 			e.Start([]config.Sink{e.Sink("crm", emulator.MetrixGateway, slugs, nil)}, []config.Route{{Sinks: []string{"crm"}}})
 			return "still consuming sink crm"
 		}},
+		{name: "a second removal at the same time", between: func(t *testing.T, e *testenv.Env, _ func()) string {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if _, err := e.Topo.Retire(ctx, e.JS, "crm", topology.RemovalSettle); err != nil {
+				t.Errorf("the second removal: %v", err)
+			}
+			return ""
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // each mostly waits out RemovalSettle
 			e := testenv.New(t)
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
@@ -75,6 +85,15 @@ func TestRemovalBetweenItsPhases(t *testing.T) {
 			case err = <-removed:
 			case <-time.After(20 * time.Second):
 				t.Fatal("the removal did not end")
+			}
+			if want == "" {
+				if err != nil {
+					t.Fatalf("first removal: %v", err)
+				}
+				if f, err := e.Topo.Footprint(ctx, e.JS, "crm"); err != nil || f.Exists() {
+					t.Errorf("crm left behind: %+v %v", f, err)
+				}
+				return
 			}
 			if err == nil || !strings.Contains(err.Error(), want) {
 				t.Fatalf("first removal: %v, want an error saying %q", err, want)

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -26,6 +27,8 @@ const (
 	// ReplicaTTL after its last write. Three writes' worth, so one or two
 	// failed writes (a leader election) do not make a live replica vanish.
 	ReplicaTTL = 3 * ReplicaEvery
+	// readReplicasTimeout bounds reading every presence record.
+	readReplicasTimeout = 10 * time.Second
 )
 
 // Replica is one running dispatcher's presence record.
@@ -97,6 +100,9 @@ func DeleteReplica(ctx context.Context, kv jetstream.KeyValue, id string) error 
 // ReplicasRunning lists the live presence records that name sink. No
 // bucket means no dispatcher of this version has run yet: none.
 func (t Topology) ReplicasRunning(ctx context.Context, js jetstream.JetStream, sink string) ([]Replica, error) {
+	// The watch below waits for the server's answer on ctx alone.
+	ctx, cancel := context.WithTimeout(ctx, readReplicasTimeout)
+	defer cancel()
 	kv, err := js.KeyValue(ctx, t.ReplicasBucket())
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil, nil
@@ -131,6 +137,11 @@ func (t Topology) ReplicasRunning(ctx context.Context, js jetstream.JetStream, s
 			out = append(out, r)
 		}
 	}
-	slices.SortFunc(out, func(a, b Replica) int { return a.Started.Compare(b.Started) })
+	slices.SortFunc(out, func(a, b Replica) int {
+		if c := a.Started.Compare(b.Started); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
 	return out, nil
 }
