@@ -6,12 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/internal/app"
 	"github.com/chapar-dev/chapar/internal/dlq"
 	"github.com/chapar-dev/chapar/internal/outcome"
 	"github.com/chapar-dev/chapar/internal/testenv"
@@ -124,7 +125,7 @@ func TestDLQCommandsSayWhatTheyLeftOut(t *testing.T) {
 // config README runs) has:
 // one it lacks matched nothing, and said only "no dead letters".
 func TestREADMEFiltersOnConfiguredSinks(t *testing.T) {
-	cfg, err := config.Load("../../configs/local.yaml")
+	cfg, err := app.LoadConfig(app.ConfigSource{File: "../../configs/local.yaml", LookupEnv: os.LookupEnv})
 	if err != nil {
 		t.Fatal(err)
 	}

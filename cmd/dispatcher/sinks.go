@@ -2,8 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"strings"
 
 	"go.uber.org/zap"
 
@@ -13,7 +13,7 @@ import (
 )
 
 type cliSinks struct {
-	Remove cliSinksRemove `cmd:"" help:"Delete a sink's consumers and waiting retries; a dry run unless --yes. Its dead letters are kept."`
+	Remove cliSinksRemove `cmd:"" help:"Delete a sink's consumers and waiting retries; a dry run unless --yes (which waits about 7 s between marking and deleting). Its dead letters are kept."`
 }
 
 // cliSinksRemove is the removal of a sink from a deployment: its consumers
@@ -33,6 +33,9 @@ type removal struct {
 	// DeadLetters are the sink's dead letters, kept.
 	DeadLetters int  `json:"dead_letters_kept"`
 	Removed     bool `json:"removed"`
+	// RunBy are the dispatchers whose presence records name the sink
+	// (a dry run's; --yes refuses while there are any).
+	RunBy []topology.Replica `json:"run_by,omitempty"`
 }
 
 func (c *cliSinksRemove) Run(ctx context.Context, s *streams) error {
@@ -69,13 +72,28 @@ func (c *cliSinksRemove) Run(ctx context.Context, s *streams) error {
 	if _, r.DeadLetters, err = dlq.NewStore(conn.JS, conn.Topo).Stats(ctx, dlq.Filter{Sink: c.Name}, func(*dlq.Record) string { return "" }); err != nil {
 		return err
 	}
-	consuming := r.Consuming()
-	if c.Yes && len(consuming) > 0 {
-		return fmt.Errorf("a dispatcher is still consuming sink %s (pull requests waiting on %s): remove the sink from every replica's config "+
-			"and roll that out first, then run this again", c.Name, strings.Join(consuming, ", "))
+	// Who runs it: a replica's presence record says so even while its
+	// gate is shut and it pulls nothing; waiting pulls show a replica of a
+	// version without presence records.
+	var inUse *topology.InUseError
+	if err := conn.Topo.CheckUnused(ctx, conn.JS, c.Name); errors.As(err, &inUse) {
+		r.RunBy = inUse.Replicas
+		if c.Yes {
+			return err
+		}
+	} else if err != nil {
+		return err
 	}
 	if c.Yes && r.Exists() {
-		if r.SinkFootprint, err = conn.Topo.RemoveSink(ctx, conn.JS, c.Name); err != nil {
+		// Two phases (topology.Retire): the consumers are marked, and
+		// deleted only once no dispatcher can still believe in them, so
+		// an event naming the sink is its backlog or dead-lettered
+		// unknown_destination, never neither.
+		if !c.JSON { // --json prints one object, whatever reads it
+			fmt.Fprintf(s.stderr, "removing sink %s: its consumers are marked; deleting them in %s, once no dispatcher still believes in them\n",
+				c.Name, topology.RemovalSettle)
+		}
+		if r.SinkFootprint, err = conn.Topo.Retire(ctx, conn.JS, c.Name, topology.RemovalSettle); err != nil {
 			return err
 		}
 		r.Removed = true
@@ -83,10 +101,10 @@ func (c *cliSinksRemove) Run(ctx context.Context, s *streams) error {
 	if c.JSON {
 		return writeJSON(s.stdout, r)
 	}
-	return printRemoval(s, c.Name, r, consuming, c.Yes)
+	return printRemoval(s, c.Name, r, inUse, c.Yes)
 }
 
-func printRemoval(s *streams, name string, r removal, consuming []string, yes bool) error {
+func printRemoval(s *streams, name string, r removal, inUse *topology.InUseError, yes bool) error {
 	w := s.stdout
 	if !r.Exists() {
 		fmt.Fprintf(w, "sink %s has no consumers and no retries: nothing to remove", name)
@@ -107,8 +125,8 @@ func printRemoval(s *streams, name string, r removal, consuming []string, yes bo
 	}
 	fmt.Fprintf(w, "  %s %d retries and replays waiting for it\n", verb, r.Retries)
 	fmt.Fprintf(w, "  keeps its %d dead letters (dispatcher dlq list --sink %s; dlq purge --sink %s drops them)\n", r.DeadLetters, name, name)
-	if len(consuming) > 0 {
-		fmt.Fprintf(w, "a dispatcher is still consuming it (%s): remove the sink from every replica's config first\n", strings.Join(consuming, ", "))
+	if inUse != nil {
+		fmt.Fprintf(w, "%s\n", inUse)
 	}
 	if !yes {
 		fmt.Fprintf(w, "dry run: nothing changed; dispatcher sinks remove %s --yes removes it\n", name)

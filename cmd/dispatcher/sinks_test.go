@@ -40,8 +40,10 @@ func TestSinksRemove(t *testing.T) {
 		err := runCommand(ctx, append(args, "--nats-url", url), &out, &errOut)
 		return out.String(), err
 	}
-	if _, err := cli("sinks", "remove", "gone", "--yes"); err == nil || !strings.Contains(err.Error(), "still consuming sink gone") {
-		t.Errorf("remove while a dispatcher runs it: %v, want a refusal", err)
+	// Refused, naming the replica (its presence record: this process).
+	if _, err := cli("sinks", "remove", "gone", "--yes"); err == nil || !strings.Contains(err.Error(), "still consuming sink gone") ||
+		!strings.Contains(err.Error(), fmt.Sprintf("pid %d", os.Getpid())) {
+		t.Errorf("remove while a dispatcher runs it: %v, want a refusal naming this process", err)
 	}
 	if err := both.Stop(); err != nil {
 		t.Fatal(err)
@@ -73,8 +75,12 @@ func TestSinksRemove(t *testing.T) {
 		c := fpOf("chabok").Consumers[0]
 		return c.Pending == 0 && c.AckPending == 0
 	})
-	// The stopped dispatcher's pull requests end with its connection.
+	// The stopped dispatcher's pull requests end with its connection; its
+	// presence record went at its clean shutdown.
 	testenv.Eventually(t, 40*time.Second, "no pull requests left on gone", func() bool { return len(fp().Consuming()) == 0 })
+	if running, err := e.Topo.ReplicasRunning(ctx, e.JS, "gone"); err != nil || len(running) != 0 {
+		t.Errorf("presence records naming gone after its dispatcher stopped: %v %v", running, err)
+	}
 
 	file := filepath.Join(t.TempDir(), "chapar.yaml")
 	if err := os.WriteFile(file, []byte(fmt.Sprintf("sinks:\n  - name: gone\n    vendor: chabok\n    base_url: %s\n    settings: {app_id: demoapp, access_token: t}\nroutes:\n  - sinks: [gone]\n", e.URL[emulator.Chabok])), 0o600); err != nil {

@@ -53,6 +53,9 @@ type Dispatcher struct {
 	// whatever wraps it.
 	built map[string]sinks.Sink
 	o     Options
+	// id names this process in the deployment: its presence record and
+	// its claims in the pause records.
+	id string
 	*engine
 }
 
@@ -106,7 +109,7 @@ func New(cfg *config.Config, o Options) (*Dispatcher, error) {
 		ackWait: cfg.Dispatcher.AckWait, maxBytes: topo.MaxEnvelopeBytes(),
 		starts: newSinkStarts(),
 	}
-	return &Dispatcher{cfg: cfg, sinks: wrapped, built: built, o: o, engine: e}, nil
+	return &Dispatcher{cfg: cfg, sinks: wrapped, built: built, o: o, id: uuid.NewString(), engine: e}, nil
 }
 
 // Run consumes until ctx is done, then drains: it stops pulling, hands
@@ -116,7 +119,14 @@ func New(cfg *config.Config, o Options) (*Dispatcher, error) {
 func (d *Dispatcher) Run(ctx context.Context, js jetstream.JetStream) error {
 	cfg := d.cfg.Dispatcher
 	d.js, d.dlq = js, dlq.NewWriter(js, d.topo)
-	workers, board, err := d.bind(ctx)
+	names := make([]string, len(d.cfg.Sinks))
+	for i, sc := range d.cfg.Sinks {
+		names[i] = sc.Name
+	}
+	// Deleted last, once the work is over (the defers below run first).
+	pres := newPresence(d.id, names, d.topo, js, d.log)
+	defer pres.remove()
+	workers, board, err := d.bind(ctx, pres)
 	if err != nil {
 		return err
 	}
@@ -132,6 +142,7 @@ func (d *Dispatcher) Run(ctx context.Context, js jetstream.JetStream) error {
 	defer cancelWork()
 	pausesRead := make(chan struct{})
 	shared.Go(func() { board.run(workCtx, pausesRead) })
+	shared.Go(func() { pres.run(workCtx) })
 	select {
 	case <-pausesRead:
 	case <-ctx.Done():
@@ -262,11 +273,10 @@ func partitionPrefetch(total, partitions int) int {
 // is still forming (no JetStream leader yet, a stream without quorum) it
 // waits with backoff, not ready meanwhile; it gives up only on errors
 // waiting cannot fix.
-func (d *Dispatcher) bind(ctx context.Context) ([]boundSink, *pauseBoard, error) {
+func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pauseBoard, error) {
 	var out []boundSink
 	var board *pauseBoard
-	// me names this process in the deployment's pause records.
-	me := uuid.NewString()
+	me := d.id
 	began := time.Now()
 	retryable := func(err error) error { return retryableSince(err, time.Since(began)) }
 	op := func() error {
@@ -276,6 +286,10 @@ func (d *Dispatcher) bind(ctx context.Context) ([]boundSink, *pauseBoard, error)
 		if err := d.topo.Ensure(actx, d.js); err != nil {
 			return retryable(err)
 		}
+		// Before the consumers are bound: a removal under way sees this
+		// replica, or the mark this bind clears (topology.Retire). Not
+		// fatal (presence.write logs it).
+		pres.write(actx)
 		board = newPauseBoard(d.topo, d.js, d.log)
 		// The floors are in bind's path, unlike the pauses: a consumer
 		// found missing cannot be created right without them.
@@ -311,6 +325,10 @@ func (d *Dispatcher) bind(ctx context.Context) ([]boundSink, *pauseBoard, error)
 			}
 			for _, r := range cons.Restored {
 				d.reportRestored(sc.Name, r)
+			}
+			if cons.Unmarked != "" {
+				d.log.Warn("sink was being removed (dispatcher sinks remove marked its consumers); this replica runs it, "+
+					"so it keeps it: the mark is cleared and a removal under way gives up", zap.String("sink", sc.Name), zap.String("marked", cons.Unmarked))
 			}
 			if err := d.starts.local(sc.Name, cons.Events); err != nil {
 				return retryable(err)

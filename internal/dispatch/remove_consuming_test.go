@@ -2,6 +2,10 @@ package dispatch_test
 
 import (
 	"context"
+	"errors"
+	"os"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -9,17 +13,17 @@ import (
 	"github.com/chapar-dev/chapar/internal/emulator"
 	"github.com/chapar-dev/chapar/internal/retry"
 	"github.com/chapar-dev/chapar/internal/testenv"
+	"github.com/chapar-dev/chapar/internal/topology"
 )
 
-// `dispatcher sinks remove --yes` refuses while a dispatcher consumes the
-// sink, and tells so by pull requests waiting on its consumers
-// (SinkFootprint.Consuming). A dispatcher whose breaker is open pulls
-// nothing (consume.go), so it is not seen: the removal deletes the
-// consumers of a sink a running dispatcher still has (its healer
-// recreates them) and purges the retries it scheduled, which are lost.
+// `dispatcher sinks remove --yes` refuses while a dispatcher runs the sink.
+// A dispatcher whose breaker is open pulls nothing (consume.go), so no pull
+// request waits on the sink's consumers (SinkFootprint.Consuming); it is
+// seen by its presence record (presence.go). Before presence records the
+// removal went ahead: it deleted the consumers of a sink a running
+// dispatcher still had (its healer recreated them) and purged the retries
+// it had scheduled, which were lost.
 func TestSinksRemoveSeesADispatcherWhoseBreakerIsOpen(t *testing.T) {
-	t.Skip("known defect, open (issue 19): sinks remove tells a running dispatcher by waiting pulls, and a shut gate pulls nothing; " +
-		"the fix is a presence record per replica and sink (e.g. a KV entry with a TTL) that the removal checks. Proved by the review of engine v3.")
 	e := testenv.New(t)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	sink.Breaker = retry.BreakerSettings{FailureThreshold: 2, OpenTimeout: 10 * time.Second, Interval: time.Minute}
@@ -32,21 +36,20 @@ func TestSinksRemoveSeesADispatcherWhoseBreakerIsOpen(t *testing.T) {
 	// so the consumer's ack floor passes them) and open the breaker.
 	ids := publishTracks(t, e, 2, "order_paid")
 	testenv.Eventually(t, 5*time.Second, "breaker open", func() bool { return vendor.Count(503) >= 2 })
-	time.Sleep(6 * time.Second) // the pulls stopped, the retries written, the healer has read the ack floor
 
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	f, err := e.Topo.Footprint(ctx, e.JS, "gateway")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(f.Consuming()) > 0 {
-		return // the removal would be refused
-	}
-	t.Errorf("a dispatcher running the sink with its breaker open is not seen consuming it (%d retries waiting): "+
-		"sinks remove --yes would go ahead", f.Retries)
-	if _, err := e.Topo.RemoveSink(ctx, e.JS, "gateway"); err != nil {
-		t.Fatal(err)
+	// The defect's condition: the retries written, and no pull left
+	// waiting (the gate is shut).
+	testenv.Eventually(t, 15*time.Second, "the retries waiting and no pull request on the sink's consumers", func() bool {
+		f, err := e.Topo.Footprint(ctx, e.JS, "gateway")
+		return err == nil && f.Retries >= 2 && len(f.Consuming()) == 0
+	})
+	_, err := e.Topo.Retire(ctx, e.JS, "gateway", topology.RemovalSettle)
+	var inUse *topology.InUseError
+	if !errors.As(err, &inUse) || len(inUse.Replicas) != 1 || !slices.Contains(inUse.Replicas[0].Sinks, "gateway") ||
+		inUse.Replicas[0].PID != os.Getpid() || !strings.Contains(err.Error(), "still consuming sink gateway") {
+		t.Errorf("removal of a sink a dispatcher runs with its breaker open: %v, want it refused naming this process", err)
 	}
 	vendor.ClearFault()
 	testenv.Eventually(t, 30*time.Second, "every event of the sink the dispatcher still runs delivered", allDelivered(t, e, ids))

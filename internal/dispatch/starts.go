@@ -22,8 +22,10 @@ const (
 	// startsTTL is how long a sink found in the deployment is believed
 	// without asking again: its start never changes, but the sink may be
 	// removed (dispatcher sinks remove), after which events naming it are
-	// dead-lettered again.
-	startsTTL = 5 * time.Second
+	// dead-lettered again. The removal marks the consumers and waits longer
+	// than this before it deletes them (topology.Retire); a consumer found
+	// marked is believed only for the events stored before the look-up.
+	startsTTL = topology.SinkBelieved
 	// absentEvery bounds how often one missing sink is asked about: a
 	// flood of events naming it costs no flood of API requests.
 	absentEvery = 250 * time.Millisecond
@@ -50,12 +52,21 @@ type sinkPartition struct {
 
 // startEntry is what one lookup found: the sink's consumer and its start,
 // or no consumer while the stream's last sequence was upto, so every
-// event up to upto is below any start the sink gets later.
+// event up to upto is below any start the sink gets later. upto is read
+// before the consumer is looked up, so a consumer found (present) existed
+// when every event up to upto was stored: those at or above its start
+// are in its backlog, to be delivered or dropped by a removal, whatever
+// happens to it later. Beyond upto a present answer holds only while the
+// consumer is not being removed: removing (the removal's mark) is never
+// believed past upto.
 type startEntry struct {
-	present bool
-	start   uint64
-	upto    uint64
-	at      time.Time
+	present  bool
+	removing bool
+	start    uint64
+	upto     uint64
+	// at is when the look-up began: a belief lasts startsTTL from before
+	// the server was asked, however slow its answer.
+	at time.Time
 }
 
 // sinkStarts caches the starts of the deployment's sinks, per partition.
@@ -105,11 +116,14 @@ func (s *sinkStarts) covers(ctx context.Context, js jetstream.JetStream, topo to
 	}
 	if seen {
 		switch {
-		case e.present && time.Since(e.at) < startsTTL:
+		case e.present && time.Since(e.at) < startsTTL && (!e.removing || seq <= e.upto):
 			return seq >= e.start, nil
 		case !e.present && seq <= e.upto:
 			return false, nil // below any start the sink gets
-		case !e.present:
+		case !e.present, e.removing && time.Since(e.at) < startsTTL:
+			// Ask again, but not more often than absentEvery: a flood of
+			// events naming a missing or departing sink costs no flood of
+			// API requests.
 			if err := sleep(ctx, absentEvery-time.Since(e.at), nil); err != nil {
 				return false, err
 			}
@@ -149,8 +163,12 @@ func (s *sinkStarts) covers(ctx context.Context, js jetstream.JetStream, topo to
 	}
 	s.mu.Unlock()
 	switch {
-	case e.present:
+	case e.present && (!e.removing || seq <= e.upto):
 		return seq >= e.start, nil
+	case e.present:
+		// Marked, and the event is past what the look-up covers: only a
+		// stream answering from the past gets here.
+		return false, fmt.Errorf("sink %q: event %d of partition %d is past the stream's last sequence %d", sink, seq, partition, e.upto)
 	case seq <= e.upto:
 		return false, nil
 	}
@@ -164,6 +182,7 @@ func (s *sinkStarts) covers(ctx context.Context, js jetstream.JetStream, topo to
 // to that sequence was stored before the sink's, whose start the server
 // sets past the stream's last sequence when it creates it.
 func lookUpStart(ctx context.Context, js jetstream.JetStream, topo topology.Topology, sink string, partition int) (startEntry, error) {
+	began := time.Now()
 	lctx, cancel := context.WithTimeout(ctx, brokerTimeout)
 	defer cancel()
 	stream := topo.EventsStreamOf(partition)
@@ -174,7 +193,7 @@ func lookUpStart(ctx context.Context, js jetstream.JetStream, topo topology.Topo
 	upto := st.CachedInfo().State.LastSeq
 	c, err := js.Consumer(lctx, stream, topology.SinkConsumer(sink))
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		absent := startEntry{upto: upto, at: time.Now()}
+		absent := startEntry{upto: upto, at: began}
 		// The sink itself may still be there, its events consumer lost
 		// and being recreated from where it was (heal.go).
 		has, err := topo.HasSink(lctx, js, sink)
@@ -193,5 +212,6 @@ func lookUpStart(ctx context.Context, js jetstream.JetStream, topo topology.Topo
 	if err != nil {
 		return startEntry{}, err
 	}
-	return startEntry{present: true, start: start, at: time.Now()}, nil
+	_, removing := topology.Removing(c.CachedInfo())
+	return startEntry{present: true, removing: removing, start: start, upto: upto, at: began}, nil
 }

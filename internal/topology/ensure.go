@@ -112,6 +112,10 @@ type SinkConsumers struct {
 	// StreamsCreated are the events streams' creation times, in
 	// partition order: a floor record names its stream instance by it.
 	StreamsCreated []time.Time
+	// Unmarked is the removal mark (RemovingMetadata: since when) this
+	// bind cleared, "" if there was none: a dispatcher runs the sink, so
+	// a removal under way gives up.
+	Unmarked string
 }
 
 // EnsureSink creates or updates a sink's durable consumers.
@@ -148,7 +152,7 @@ func (t Topology) EnsureSink(ctx context.Context, js jetstream.JetStream, sink s
 				return out, fmt.Errorf("topology: consumer %s on %s: %w", ev.Durable, stream, err)
 			}
 		}
-		c, err := ensureEvents(ctx, js, stream, ev, s.Start)
+		c, mark, err := ensureEvents(ctx, js, stream, ev, s.Start)
 		if err != nil {
 			return out, fmt.Errorf("topology: consumer %s on %s: %w", ev.Durable, stream, err)
 		}
@@ -164,6 +168,9 @@ func (t Topology) EnsureSink(ctx context.Context, js jetstream.JetStream, sink s
 			out.Restored = append(out.Restored, *restored)
 		}
 		out.Events = append(out.Events, c)
+		if mark != "" {
+			out.Unmarked = mark
+		}
 		if s.Floors != nil {
 			// The floor is recorded before the first pull: a consumer a
 			// dispatcher has bound has a floor, whatever happens next.
@@ -237,31 +244,31 @@ func StartOf(info *jetstream.ConsumerInfo) (uint64, error) {
 // consumer after reading the stream's last sequence L knows every event
 // up to L is below it. The start is then recorded in the consumer's
 // metadata (StartOf), for every dispatcher to read.
-func ensureEvents(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig, start time.Time) (jetstream.Consumer, error) {
+func ensureEvents(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig, start time.Time) (c jetstream.Consumer, unmarked string, err error) {
 	if c, err := js.Consumer(ctx, stream, cfg.Durable); err == nil {
 		return keep(ctx, js, stream, cfg, c)
 	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return nil, err
+		return nil, "", err
 	}
 	st, err := js.Stream(ctx, stream)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	floor := st.CachedInfo().State.LastSeq + 1 // read before: the start is at least this
 	cfg.DeliverPolicy = jetstream.DeliverNewPolicy
 	if !start.IsZero() {
 		cfg.DeliverPolicy, cfg.OptStartTime, floor = jetstream.DeliverByStartTimePolicy, &start, 0
 	}
-	c, err := js.CreateConsumer(ctx, stream, cfg)
+	c, err = js.CreateConsumer(ctx, stream, cfg)
 	if errors.Is(err, jetstream.ErrConsumerExists) {
 		// Another dispatcher created it meanwhile.
 		if c, err = js.Consumer(ctx, stream, cfg.Durable); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		return keep(ctx, js, stream, cfg, c)
 	}
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	// The creation's answer is the consumer before any delivery: its next
 	// sequence is its start.
@@ -269,7 +276,8 @@ func ensureEvents(ctx context.Context, js jetstream.JetStream, stream string, cf
 	seq := max(info.Delivered.Stream+1, floor)
 	cfg.Metadata = mergeMetadata(info.Config.Metadata, cfg.Metadata)
 	cfg.Metadata[StartMetadata] = strconv.FormatUint(seq, 10)
-	return js.UpdateConsumer(ctx, stream, cfg)
+	c, err = js.UpdateConsumer(ctx, stream, cfg)
+	return c, "", err
 }
 
 // mergeMetadata is the consumer's metadata as it stands (the server's own
@@ -290,7 +298,8 @@ func mergeMetadata(have, want map[string]string) map[string]string {
 // deliver policy and start) and its recorded start. One whose start was
 // never recorded (made before starts were, or its creator stopped between
 // the two steps) has it recorded now if nothing was delivered from it yet.
-func keep(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig, c jetstream.Consumer) (jetstream.Consumer, error) {
+// A removal's mark is cleared (this dispatcher runs the sink) and returned.
+func keep(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig, c jetstream.Consumer) (jetstream.Consumer, string, error) {
 	info := c.CachedInfo()
 	cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = info.Config.DeliverPolicy, info.Config.OptStartSeq, info.Config.OptStartTime
 	cfg.Metadata = mergeMetadata(info.Config.Metadata, cfg.Metadata)
@@ -299,7 +308,10 @@ func keep(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstr
 	} else if info.Delivered.Consumer == 0 {
 		cfg.Metadata[StartMetadata] = strconv.FormatUint(info.Delivered.Stream+1, 10)
 	}
-	return js.UpdateConsumer(ctx, stream, cfg)
+	var mark string
+	cfg.Metadata, mark = unmarked(cfg.Metadata)
+	c, err := js.UpdateConsumer(ctx, stream, cfg)
+	return c, mark, err
 }
 
 // createOrKeep updates a consumer, keeping where it starts (its deliver
