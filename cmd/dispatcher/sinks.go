@@ -124,6 +124,9 @@ func printRemoval(s *streams, name string, r removal, inUse *topology.InUseError
 			cf.Name, cf.Stream, map[bool]string{true: "deleted", false: "would delete"}[r.Removed], cf.Pending, cf.AckPending)
 	}
 	fmt.Fprintf(w, "  %s %d retries and replays waiting for it\n", verb, r.Retries)
+	if r.Floors > 0 {
+		fmt.Fprintf(w, "  %s the %d ack floors recorded for it (added again later, it starts as a new sink)\n", verb, r.Floors)
+	}
 	fmt.Fprintf(w, "  keeps its %d dead letters (dispatcher dlq list --sink %s; dlq purge --sink %s drops them)\n", r.DeadLetters, name, name)
 	if inUse != nil {
 		fmt.Fprintf(w, "%s\n", inUse)

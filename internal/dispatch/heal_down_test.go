@@ -301,3 +301,35 @@ func messages(logs *observer.ObservedLogs) []string {
 	}
 	return out
 }
+
+// A sink whose consumers are all gone (deleted by hand) still has its
+// floors: sinks remove must see them and delete them, or the sink, added
+// again later, would resume from a floor of long ago instead of starting
+// as a new sink.
+func TestSinksRemoveSeesFloorsWithNoConsumersLeft(t *testing.T) {
+	e := testenv.New(t)
+	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	d := e.Start([]config.Sink{sink}, []config.Route{{Sinks: []string{"gateway"}}})
+	if err := d.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	deleteConsumers(t, e, topology.SinkConsumer("gateway"))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.JS.DeleteConsumer(ctx, e.Topo.RetriesStream(), topology.RetryConsumer("gateway")); err != nil {
+		t.Fatal(err)
+	}
+	f, err := e.Topo.Footprint(ctx, e.JS, "gateway")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !f.Exists() || f.Floors != 1 || len(f.Consumers) != 0 {
+		t.Fatalf("footprint %+v; want no consumers, 1 floor, and something to remove", f)
+	}
+	if _, err := e.Topo.RemoveSink(ctx, e.JS, "gateway"); err != nil {
+		t.Fatal(err)
+	}
+	if keys := floorKeys(t, e); len(keys) != 0 {
+		t.Fatalf("floors left after sinks remove: %v", keys)
+	}
+}

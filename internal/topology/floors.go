@@ -112,6 +112,20 @@ func floorKeys(ctx context.Context, kv jetstream.KeyValue, sink string) ([]strin
 	return out, nil
 }
 
+// countFloors counts the floors recorded for a sink; a deployment without
+// the bucket has none.
+func (t Topology) countFloors(ctx context.Context, js jetstream.JetStream, sink string) (int, error) {
+	kv, err := js.KeyValue(ctx, t.FloorsBucket())
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("topology: floors bucket %s: %w", t.FloorsBucket(), err)
+	}
+	keys, err := floorKeys(ctx, kv, sink)
+	return len(keys), err
+}
+
 // DeleteFloors deletes every floor recorded for a sink: a sink removed and
 // added again later is a new sink, not one resuming a floor of weeks ago.
 // A deployment without the bucket has nothing to delete.

@@ -31,10 +31,14 @@ type SinkFootprint struct {
 	// Retries are scheduled retries waiting for their time, and due
 	// retries and replays not yet taken, in the retries stream.
 	Retries uint64 `json:"retries"`
+	// Floors are the ack floors recorded for its events consumers
+	// (floors.go): left behind, a sink added again under the name would
+	// resume from them instead of starting as a new sink.
+	Floors int `json:"floors"`
 }
 
 // Exists says whether anything of the sink is on the server.
-func (f SinkFootprint) Exists() bool { return len(f.Consumers) > 0 || f.Retries > 0 }
+func (f SinkFootprint) Exists() bool { return len(f.Consumers) > 0 || f.Retries > 0 || f.Floors > 0 }
 
 // Consuming names the consumers a dispatcher is pulling from.
 func (f SinkFootprint) Consuming() []string {
@@ -77,6 +81,11 @@ func (t Topology) Footprint(ctx context.Context, js jetstream.JetStream, sink st
 		f.Consumers = append(f.Consumers, ConsumerFootprint{Stream: sc[0], Name: sc[1],
 			Pending: info.NumPending, AckPending: info.NumAckPending, Waiting: info.NumWaiting})
 	}
+	floors, err := t.countFloors(ctx, js, sink)
+	if err != nil {
+		return f, err
+	}
+	f.Floors = floors
 	st, err := js.Stream(ctx, t.RetriesStream())
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return f, nil
