@@ -125,6 +125,9 @@ func (c *Config) validateAdmin(p *problems) {
 	if a.Listen != "" {
 		p.addErr(listenError("admin.listen", a.Listen))
 	}
+	if a.ProbeListen != "" {
+		p.addErr(listenError("admin.probe_listen", a.ProbeListen))
+	}
 	if a.Console.Enabled && a.Listen == "" {
 		p.add("admin.console.enabled", "the console is served on the admin listener; set admin.listen (e.g. 127.0.0.1:9090) or disable the console")
 	}

@@ -29,6 +29,8 @@ func TestValidateRefusesWhatRunCannotServe(t *testing.T) {
 		{"admin.listen port out of range", "admin: {listen: \"127.0.0.1:70000\"}\n", []string{"admin.listen: ", "0 to 65535"}},
 		{"admin.listen no port", "admin: {listen: \"127.0.0.1\"}\n", []string{"admin.listen: ", "host:port"}},
 		{"admin.listen a secret", "admin: {listen: \"${SECRET}\"}\n", []string{"admin.listen: ", "${SECRET}"}},
+		{"admin.probe_listen not a port", "admin: {probe_listen: \"127.0.0.1:probes\"}\n", []string{"admin.probe_listen: ", "host:port"}},
+		{"admin.probe_listen a secret", "admin: {probe_listen: \"${SECRET}\"}\n", []string{"admin.probe_listen: ", "${SECRET}"}},
 		{"webhook.listen not a port", "webhook: {listen: \"0.0.0.0:http-alt\", identification_key: k}\n", []string{"kenar_webhook.listen: "}},
 		{"embedded listen not a port", "nats: {embedded: {listen: \"127.0.0.1:x\"}}\n", []string{"nats.embedded.listen: ", "host:port"}},
 		{"log level unknown", "dispatcher: {log_level: loud}\n", []string{"dispatcher.log_level: ", `"loud"`, "debug, info, warn or error"}},
