@@ -64,7 +64,7 @@ func newFixture(t *testing.T, tok string, pageSize int, opts ...func(*console.Op
 	store := dlq.NewStore(e.JS, e.Topo)
 	o := console.Options{
 		DeadLetters: store,
-		Sinks:       metrics.New().SinkReport(e.JS, e.Topo, []metrics.SinkConfig{{Name: "chabok", Vendor: "chabok"}}),
+		Sinks:       metrics.New("chabok").SinkReport(e.JS, e.Topo, []metrics.SinkConfig{{Name: "chabok", Vendor: "chabok"}}),
 		Token:       tok, Logger: zaptest.NewLogger(t), PageSize: pageSize,
 	}
 	for _, f := range opts {

@@ -121,7 +121,7 @@ func TestSinksPageRetryingNow(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Five retries since start, all since done with.
-	m := metrics.New()
+	m := metrics.New("chabok") // a sink label only for configured sinks
 	for range 5 {
 		m.Retried("chabok", 503)
 	}
