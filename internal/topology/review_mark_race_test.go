@@ -22,8 +22,9 @@ import (
 // replica that runs the sink is fenced out of it (pulls nothing) until a
 // restart.
 func TestReviewMarkRemovingDoesNotRestoreAStaleFence(t *testing.T) {
-	t.Skip("defect: markRemoving's read-modify-write of the consumer config restores the fence it read before a racing bind " +
-		"(46 of 100 racing binds lost their fence); the bound replica is then fenced out of a sink it alone runs")
+	t.Skip("known: markRemoving's read-modify-write of the consumer config restores the fence it read before a racing bind " +
+		"(46 of 100 racing binds lost their fence); a running replica now reclaims a marked sink within its fence check " +
+		"(Topology.Reclaim, TestReviewReplicaRunningAMarkedSinkIsNotFencedByTheMarksStaleFence), so this no longer wedges the sink")
 	s, err := embedded.Start(embedded.Options{Listen: "127.0.0.1:0", DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
