@@ -220,7 +220,7 @@ func (h *healer) heal(ctx context.Context) {
 			st, err := h.e.js.Stream(sctx, h.stream)
 			cancel()
 			if err == nil {
-				if created := st.CachedInfo().Created; !created.Equal(h.rec.floor.StreamCreated) {
+				if created := st.CachedInfo().Created; !created.IsZero() && !h.rec.floor.StreamCreated.IsZero() && !created.Equal(h.rec.floor.StreamCreated) {
 					if first {
 						log.Warn("the events stream was deleted and made again since the sink bound; recreating its consumer from the new stream's first event",
 							zap.Time("bound_stream_created", h.rec.floor.StreamCreated), zap.Time("stream_created", created))
