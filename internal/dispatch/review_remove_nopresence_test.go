@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/chapar-dev/chapar/internal/config"
 	"github.com/chapar-dev/chapar/internal/emulator"
 	"github.com/chapar-dev/chapar/internal/retry"
