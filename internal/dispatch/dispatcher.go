@@ -364,8 +364,31 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 			w.gate.shared = sp
 			board.add(sp)
 			home := cons.Events[0]
-			w.fence = newFence(sc.Name, settings.Fence, func(ctx context.Context) (string, error) { return topology.FenceOf(ctx, home) },
-				d.ackWait, sc.MaxAckPending, w.gate, d.log, d.obs.SinkFenced)
+			name, mine := sc.Name, settings.Fence
+			readFence := func(ctx context.Context) (string, error) {
+				info, err := home.Info(ctx)
+				if err != nil {
+					return "", fmt.Errorf("dispatch: read the fence of %s: %w", name, err)
+				}
+				mark, marked := topology.Removing(info)
+				if !marked {
+					return info.Config.Metadata[topology.FenceMetadata], nil
+				}
+				// Marked for removal after this replica bound it: it runs
+				// the sink, so its config wins, as at a bind (and the
+				// fence the mark wrote may be one read before this
+				// replica's bind: topology.Reclaim).
+				n, err := d.topo.Reclaim(ctx, d.js, name, mine)
+				if err != nil {
+					return "", err
+				}
+				if n > 0 {
+					d.log.Warn("sink was being removed (dispatcher sinks remove marked its consumers) while this replica runs it; "+
+						"it keeps it: the mark is cleared and a removal under way gives up", zap.String("sink", name), zap.String("marked", mark))
+				}
+				return mine, nil
+			}
+			w.fence = newFence(sc.Name, settings.Fence, readFence, d.ackWait, sc.MaxAckPending, w.gate, d.log, d.obs.SinkFenced)
 			d.obs.SinkFenced(sc.Name, false)
 			for _, c := range cons.Events {
 				healerOf(c).fence = w.fence.lastOwner

@@ -209,8 +209,34 @@ func (h *healer) heal(ctx context.Context) {
 				cfg.Metadata[topology.FenceMetadata] = owner
 			}
 		}
+		at := from
+		if h.fromFloor && h.rec != nil {
+			// The floor is a position in the stream instance the sink
+			// bound (Floor.StreamCreated). A stream deleted and made again
+			// under its name meanwhile restarts its sequences at 1: the
+			// floor would skip that many of its events. Every event of the
+			// new instance was stored while the sink existed: all of it.
+			sctx, cancel := context.WithTimeout(ctx, brokerTimeout)
+			st, err := h.e.js.Stream(sctx, h.stream)
+			cancel()
+			if err == nil {
+				if created := st.CachedInfo().Created; !created.IsZero() && !h.rec.floor.StreamCreated.IsZero() && !created.Equal(h.rec.floor.StreamCreated) {
+					if first {
+						log.Warn("the events stream was deleted and made again since the sink bound; recreating its consumer from the new stream's first event",
+							zap.Time("bound_stream_created", h.rec.floor.StreamCreated), zap.Time("stream_created", created))
+					}
+					at = 1
+					cfg.Metadata = maps.Clone(cfg.Metadata)
+					if cfg.Metadata == nil {
+						cfg.Metadata = map[string]string{}
+					}
+					cfg.Metadata[topology.StartMetadata] = "1"
+					h.rec.floor.StreamCreated, h.rec.floor.StartSeq, h.rec.written = created, 1, 0
+				}
+			}
+		}
 		cctx, cancel := context.WithTimeout(ctx, brokerTimeout)
-		c, created, err := topology.RecreateConsumer(cctx, h.e.js, h.stream, cfg, from)
+		c, created, err := topology.RecreateConsumer(cctx, h.e.js, h.stream, cfg, at)
 		cancel()
 		if err == nil {
 			h.floor.Store(c.CachedInfo().AckFloor.Stream)

@@ -202,3 +202,39 @@ func unmarked(md map[string]string) (map[string]string, string) {
 	delete(md, RemovingMetadata)
 	return md, v
 }
+
+// Reclaim is for a dispatcher that runs the sink and finds its consumers
+// marked (RemovingMetadata) after it bound them: it does what its bind
+// does to a marked consumer, clears the mark and writes its fence, on
+// each of the sink's events consumers, and returns how many it reclaimed.
+// The mark's write is a read-modify-write of the consumer's config: a
+// bind landing between its read and its write is overwritten, leaving
+// the mark and the fence read before the bind, a config no replica may
+// run any more, which would fence the replica out of the sink it alone
+// runs. A removal under way finds the mark cleared and gives up.
+func (t Topology) Reclaim(ctx context.Context, js jetstream.JetStream, sink, fence string) (int, error) {
+	n := 0
+	for _, stream := range t.EventsStreams() {
+		c, err := js.Consumer(ctx, stream, SinkConsumer(sink))
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			continue // its healer recreates it
+		}
+		if err != nil {
+			return n, fmt.Errorf("topology: consumer %s on %s: %w", SinkConsumer(sink), stream, err)
+		}
+		cfg := c.CachedInfo().Config
+		if _, ok := cfg.Metadata[RemovingMetadata]; !ok {
+			continue
+		}
+		cfg.Metadata, _ = unmarked(cfg.Metadata)
+		if fence != "" {
+			cfg.Metadata = maps.Clone(cfg.Metadata)
+			cfg.Metadata[FenceMetadata] = fence
+		}
+		if _, err := js.UpdateConsumer(ctx, stream, cfg); err != nil {
+			return n, fmt.Errorf("topology: clear the removal mark of consumer %s on %s: %w", SinkConsumer(sink), stream, err)
+		}
+		n++
+	}
+	return n, nil
+}
