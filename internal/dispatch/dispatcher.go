@@ -292,10 +292,20 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 		pres.write(actx)
 		board = newPauseBoard(d.topo, d.js, d.log)
 		// The floors are in bind's path, unlike the pauses: a consumer
-		// found missing cannot be created right without them.
-		floors, err := d.topo.EnsureFloors(actx, d.js)
-		if err != nil {
-			return retryable(err)
+		// found missing cannot be created right without them. But only
+		// then: a bucket that cannot be made, updated or written (sealed,
+		// without quorum) must not keep a dispatcher whose consumers all
+		// exist from delivering; it is read if it can be, and a sink
+		// whose consumer is missing waits for it (EnsureSink).
+		floors, floorsErr := d.topo.EnsureFloors(actx, d.js)
+		if floorsErr != nil {
+			var lerr error
+			if floors, lerr = d.js.KeyValue(actx, d.topo.FloorsBucket()); lerr != nil {
+				floors = nil
+			}
+			d.log.Warn("the floors bucket cannot be made or updated; binding without writing floors "+
+				"(a consumer lost while no dispatcher runs is recreated from the last floor recorded, or waits for the bucket)",
+				zap.Bool("readable", floors != nil), zap.Error(floorsErr))
 		}
 		for i, sc := range d.cfg.Sinks {
 			s, ok := d.sinks[sc.Name]
@@ -312,7 +322,7 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 					return backoff.Permanent(fmt.Errorf("dispatch: sinks[%d].order.key: %w", i, err))
 				}
 			}
-			settings.Start, settings.Floors = sc.StartTime(), floors
+			settings.Start, settings.Floors, settings.FloorsUnavailable = sc.StartTime(), floors, floorsErr
 			cons, err := d.topo.EnsureSink(actx, d.js, sc.Name, settings)
 			if errors.Is(err, topology.ErrFloorUnknown) {
 				return backoff.Permanent(fmt.Errorf("dispatch: sinks[%d] (%s): %w; starting it from new events would skip its backlog without a word, "+
@@ -325,6 +335,10 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 			}
 			for _, r := range cons.Restored {
 				d.reportRestored(sc.Name, r)
+			}
+			if cons.FloorsNotWritten != nil {
+				d.log.Warn("could not record the sink's ack floors at bind; the healer tries again as they move",
+					zap.String("sink", sc.Name), zap.Error(cons.FloorsNotWritten))
 			}
 			if cons.Unmarked != "" {
 				d.log.Warn("sink was being removed (dispatcher sinks remove marked its consumers); this replica runs it, "+

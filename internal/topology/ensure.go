@@ -112,6 +112,9 @@ type SinkConsumers struct {
 	// StreamsCreated are the events streams' creation times, in
 	// partition order: a floor record names its stream instance by it.
 	StreamsCreated []time.Time
+	// FloorsNotWritten says why floors of consumers bound here could not
+	// be recorded, nil if they all were.
+	FloorsNotWritten error
 	// Unmarked is the removal mark (RemovingMetadata: since when) this
 	// bind cleared, "" if there was none: a dispatcher runs the sink, so
 	// a removal under way gives up.
@@ -146,6 +149,16 @@ func (t Topology) EnsureSink(ctx context.Context, js jetstream.JetStream, sink s
 	for i, stream := range t.EventsStreams() {
 		ev.FilterSubject = t.PartitionSubjects(i)
 		var restored *Restored
+		if s.Floors == nil && s.FloorsUnavailable != nil {
+			// Which floor to recreate it from cannot be read: a missing
+			// consumer waits for the bucket; an existing one needs none.
+			if _, err := js.Consumer(ctx, stream, ev.Durable); errors.Is(err, jetstream.ErrConsumerNotFound) {
+				return out, fmt.Errorf("topology: consumer %s on %s is missing and the floors bucket to recreate it from is unavailable: %w",
+					ev.Durable, stream, s.FloorsUnavailable)
+			} else if err != nil {
+				return out, fmt.Errorf("topology: consumer %s on %s: %w", ev.Durable, stream, err)
+			}
+		}
 		if s.Floors != nil {
 			var err error
 			if restored, err = restoreLost(ctx, js, t, s.Floors, sink, stream, ev, s.Start); err != nil {
@@ -184,9 +197,11 @@ func (t Topology) EnsureSink(ctx context.Context, js jetstream.JetStream, sink s
 			if err != nil {
 				return out, err
 			}
+			// Not fatal: a bucket that refuses writes must not keep the
+			// sink from delivering; the healer writes again as it moves.
 			if err := WriteFloor(ctx, s.Floors, sink, Floor{Stream: stream, StreamCreated: created,
 				AckFloor: c.CachedInfo().AckFloor.Stream, StartSeq: start, Updated: time.Now().UTC()}); err != nil {
-				return out, err
+				out.FloorsNotWritten = errors.Join(out.FloorsNotWritten, err)
 			}
 		}
 	}

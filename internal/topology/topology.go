@@ -279,6 +279,11 @@ type ConsumerSettings struct {
 	// consumer found missing is recreated from its recorded floor
 	// (restoreLost), and each one bound has its floor recorded.
 	Floors jetstream.KeyValue
+	// FloorsUnavailable, if set, is why the floors bucket could not be
+	// made or updated. With Floors nil as well, an events consumer found
+	// missing is not created (its floor cannot be read), and EnsureSink
+	// returns this error wrapped, for the caller to try again.
+	FloorsUnavailable error
 }
 
 // FenceMetadata is the events consumers' metadata key holding the fence
