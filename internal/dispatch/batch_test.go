@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/chapar-dev/chapar/internal/config"
 	"github.com/chapar-dev/chapar/internal/dlq"
 	"github.com/chapar-dev/chapar/internal/emulator"
@@ -254,7 +256,7 @@ func TestMetrixGatewayBatchGroupsByUserAndKeepsOrder(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := testenv.New(t)
-			sink := batched(e.Sink("gateway", emulator.MetrixGateway, slugs, nil), 200, 300*time.Millisecond)
+			sink := batched(e.Sink("gateway", emulator.MetrixGateway, slugs, nil), 200, 500*time.Millisecond)
 			sink.Concurrency = 8
 			sink.MaxAckPending = 4000
 			vendor := e.Emu.Vendor(emulator.MetrixGateway)
@@ -264,11 +266,23 @@ func TestMetrixGatewayBatchGroupsByUserAndKeepsOrder(t *testing.T) {
 			d := e.Start([]config.Sink{sink}, []config.Route{{Sinks: []string{"gateway"}}})
 			const users, perUser = 200, 15
 			order := map[string][]string{} // user → ids in publish order
+			// Published without waiting for each ack, as a backlog comes.
 			for i := range users * perUser {
 				u := fmt.Sprintf("u%d", i%users)
 				env := testenv.Track(t, "order_paid", u)
 				order[u] = append(order[u], env.ID)
-				e.Publish(env)
+				raw, err := env.Marshal()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := e.JS.PublishAsync(e.Topo.EventSubjectFor(env.Type, env.PartitionKey()), raw, jetstream.WithMsgID(env.ID)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			select {
+			case <-e.JS.PublishAsyncComplete():
+			case <-time.After(10 * time.Second):
+				t.Fatal("publishes not acknowledged")
 			}
 			testenv.Eventually(t, 30*time.Second, "every event delivered", func() bool { return d.Tally.DeliveredTo("gateway") == users*perUser })
 			testenv.Eventually(t, 5*time.Second, "consumer idle", func() bool { return e.Idle("gateway") })
