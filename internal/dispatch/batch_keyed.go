@@ -7,6 +7,10 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+
+	"github.com/chapar-dev/chapar/internal/dlq"
+	"github.com/chapar-dev/chapar/internal/outcome"
+	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
 // Keyed batching, for a sink whose requests each take one key's events
@@ -70,7 +74,7 @@ func (b *batcher) startKeyed(ctx context.Context, senders int) (stop func()) {
 	for range senders {
 		send.Go(func() {
 			for kb := range batches {
-				b.sendInPlace(ctx, kb.items)
+				b.sendInPlace(ctx, b.reparse(ctx, kb.items))
 				done <- kb
 			}
 		})
@@ -155,6 +159,10 @@ func (c *keyCollector) admit(it batchItem, now time.Time) {
 			continue // the ticket's message was settled without a batch
 		}
 		key := c.b.key(it.ev)
+		// The parsed event weighs about three times its message, which
+		// the item keeps anyway: a group holds the message alone, and
+		// the event is parsed again when its batch leaves (reparse).
+		it.ev = nil
 		g := c.groups[key]
 		if g == nil {
 			g = &keyGroup{key: key}
@@ -211,6 +219,23 @@ func (c *keyCollector) pick(now time.Time) (*keyGroup, time.Duration) {
 		return g, 0
 	}
 	return nil, due.Sub(now)
+}
+
+// reparse parses again the events a group held as messages alone (admit),
+// into a copy of items: the collector counts kb.items when it is settled.
+// It was parsed once already, so it fails only if memory did.
+func (b *batcher) reparse(ctx context.Context, items []batchItem) []batchItem {
+	out := make([]batchItem, 0, len(items))
+	for _, it := range items {
+		ev, err := envelope.ParseMessage(it.d.msg.Headers(), it.d.msg.Data(), b.w.maxBytes)
+		if err != nil {
+			b.w.deadLetter(ctx, it.d, b.w.record(it.d, nil, dlq.NoSink, outcome.InvalidEnvelope, err))
+			continue
+		}
+		it.ev = ev
+		out = append(out, it)
+	}
+	return out
 }
 
 // sendInPlace sends one key's batch and retries in place what is to be
