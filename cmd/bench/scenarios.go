@@ -94,8 +94,8 @@ func scenarios(names []string, quick bool, events int) ([]scenario, error) {
 		case "bulk-metrix-1":
 			sc = scenario{title: "Metrix gateway, one event per request, 16 workers", sinks: 1, workers: 16, users: 1000, vendor: emulator.MetrixGateway}
 		case "bulk-metrix":
-			sc = scenario{title: "Metrix gateway batched per user, max_items 1,000, max_ack_pending 5,000, concurrency 16",
-				sinks: 1, workers: 16, batch: 1000, maxAckPending: 5000, users: 1000, vendor: emulator.MetrixGateway}
+			sc = scenario{title: "Metrix gateway batched per user, max_items 1,000, max_ack_pending 7,000, concurrency 16",
+				sinks: 1, workers: 16, batch: 1000, maxAckPending: 7000, users: 1000, vendor: emulator.MetrixGateway}
 		default:
 			if _, err := fmt.Sscanf(name, "scale-r%d-p%d", &replicas, &partitions); err != nil || !slices.Contains(scaleOut, name) {
 				return nil, fmt.Errorf("unknown scenario %q (have %s, scaleout: %s, and batching: %s)", name,
