@@ -19,15 +19,23 @@ import (
 	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
-// benchEvent is event seq, stamped with now.
-func benchEvent(seq int, now time.Time) (raw []byte, id string, err error) {
+// benchEvent is event seq, stamped with now, for user-<seq> or, with
+// users > 0, user-<seq mod users> (probes: user probe).
+func benchEvent(seq, users int, now time.Time) (raw []byte, id string, err error) {
+	user := fmt.Sprintf("user-%d", seq)
+	switch {
+	case seq < 0:
+		user = "probe"
+	case users > 0:
+		user = fmt.Sprintf("user-%d", seq%users)
+	}
 	data, err := json.Marshal(envelope.Track{
 		Name: "order_paid",
 		Properties: map[string]any{
 			"benchSeq": seq, "sentAt": strconv.FormatInt(now.UnixNano(), 10),
 			"orderId": fmt.Sprintf("A-%d", seq), "items": 3, "firstOrder": true,
 		},
-		User: envelope.User{ID: fmt.Sprintf("user-%d", seq), ChabokInstallationID: "inst-1"},
+		User: envelope.User{ID: user, ChabokInstallationID: "inst-1"},
 	})
 	if err != nil {
 		return nil, "", err
@@ -50,12 +58,13 @@ type publisher struct {
 	// subject is where an event with this partition key goes (the bench's
 	// events have no subject or partitionkey: the key is the id).
 	subject func(key string) string
+	users   int // events spread over this many users (0: one each)
 }
 
 // probe publishes one probe (seq < 0), retrying while no stream takes the
 // subject yet: a system that makes its own streams may still be starting.
 func (p publisher) probe(ctx context.Context, seq int) error {
-	raw, id, err := benchEvent(seq, time.Now())
+	raw, id, err := benchEvent(seq, p.users, time.Now())
 	if err != nil {
 		return err
 	}
@@ -91,7 +100,7 @@ func (p publisher) publish(ctx context.Context, n int, every time.Duration) erro
 				time.Sleep(d)
 			}
 		}
-		raw, id, err := benchEvent(seq, time.Now())
+		raw, id, err := benchEvent(seq, p.users, time.Now())
 		if err != nil {
 			return err
 		}

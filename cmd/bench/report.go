@@ -69,6 +69,17 @@ func metrics(sc scenario) []metric {
 			value: func(r result, _ scenario) float64 { return 100 * r.perSec / ideal }, unit: "%", prec: 1,
 			goal: "≥ 95%", met: func(c, _, _ float64) bool { return c >= 95 }}
 		return []metric{throughput, share, sysCPU, natsCPU, rss}
+	case "bulk-chabok-1", "bulk-chabok", "bulk-metrix-1", "bulk-metrix":
+		perReq := metric{name: "events per request", value: func(r result, _ scenario) float64 { return r.perRequest }, prec: 1}
+		order := metric{name: "users out of order", value: func(r result, _ scenario) float64 { return float64(r.outOfOrder) }}
+		switch sc.name {
+		case "bulk-chabok":
+			throughput.goal, throughput.met = "≥ 50,000", func(c, _, _ float64) bool { return c >= 50000 }
+		case "bulk-metrix":
+			order.goal, order.met = "0", func(c, _, _ float64) bool { return c == 0 }
+			rss.goal, rss.met = "≤ 64 MiB", func(c, _, _ float64) bool { return c <= 64 }
+		}
+		return []metric{throughput, perReq, order, sysCPU, natsCPU, rss}
 	case "rate":
 		p50 := metric{name: "p50 publish → vendor", value: percentile(0.50), unit: " ms", prec: 2,
 			goal: "≤ 1 ms", met: func(c, _, _ float64) bool { return c <= 1 }}
@@ -133,6 +144,7 @@ func writeReport(w io.Writer, command string, load float64, scs []scenario, resu
 		}
 	}
 	writeScaleOut(w, scs, byKey)
+	writeBatching(w, byKey)
 	writeRetention(w, scs, byKey)
 	var noisy []string
 	for _, r := range results {
@@ -176,6 +188,30 @@ func writeScaleOut(w io.Writer, scs []scenario, byKey map[string]result) {
 		}
 		fmt.Fprintf(w, "| %d | %d | %.0f | %.2f× | %.3f | %.3f | %.0f%% |\n", sc.replicas, sc.partitions, r.perSec,
 			r.perSec/base.perSec, perK(r.sysCPU), perK(r.natsCPU), 100*busiest.Seconds()/r.natsCPU.Seconds())
+	}
+}
+
+// writeBatching sets each vendor's batched rate beside its one event per
+// request rate, measured in the same run.
+func writeBatching(w io.Writer, byKey map[string]result) {
+	header := false
+	for _, v := range []struct{ name, one, batched, goal string }{
+		{"Chabok trackBulk", "bulk-chabok-1", "bulk-chabok", "≥ 50,000 events/s"},
+		{"Metrix gateway", "bulk-metrix-1", "bulk-metrix", "≥ 3× one per request, ≤ 64 MiB, every user in order"},
+	} {
+		one, ok1 := byKey[v.one+"/chapar"]
+		b, ok2 := byKey[v.batched+"/chapar"]
+		if !ok1 || !ok2 || one.err != nil || b.err != nil || one.perSec == 0 {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(w, "\nBatching (Chapar), batched against one event per request, same run:")
+			fmt.Fprintln(w, "\n| vendor | one per request, events/s | batched, events/s | × | events per request | users out of order | peak RSS batched | goal |")
+			fmt.Fprintln(w, "|---|--:|--:|--:|--:|--:|--:|---|")
+			header = true
+		}
+		fmt.Fprintf(w, "| %s | %.0f | %.0f | %.2f× | %.1f | %d | %.1f MiB | %s |\n", v.name, one.perSec, b.perSec,
+			b.perSec/one.perSec, b.perRequest, b.outOfOrder, mib(b.rss), v.goal)
 	}
 }
 

@@ -15,6 +15,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/chapar-dev/chapar/internal/emulator"
 )
 
 type scenario struct {
@@ -28,6 +30,13 @@ type scenario struct {
 	// The scale-out scenarios (Chapar only): nats-server nodes, dispatcher
 	// processes, and streams.partitions; 0 is 1.
 	nodes, replicas, partitions int
+	// The batching scenarios (Chapar only): the vendor (emulator.Chabok
+	// when empty), the sink's batch.max_items (0: one event per request)
+	// and max_ack_pending (0: the default), and how many users the events
+	// are spread over (0: one each).
+	vendor               string
+	batch, maxAckPending int
+	users                int
 }
 
 var scenarioNames = []string{"backlog16", "backlog64", "fanout3", "slow", "rate"}
@@ -36,6 +45,12 @@ var scenarioNames = []string{"backlog16", "backlog64", "fanout3", "slow", "rate"
 // default run, since it starts a 3-node cluster six times. Asked for as
 // -scenarios scaleout (all six) or by one name, e.g. scale-r2-p3.
 var scaleOut = []string{"scale-r1-p1", "scale-r2-p1", "scale-r4-p1", "scale-r1-p3", "scale-r2-p3", "scale-r4-p3"}
+
+// batching is the batching measurement (docs/benchmarks.md, "Batching"):
+// 50,000 events over 1,000 users from a backlog, each vendor one event per
+// request and batched, Chapar only. Not in the default run; asked for as
+// -scenarios batching or by one name.
+var batching = []string{"bulk-chabok-1", "bulk-chabok", "bulk-metrix-1", "bulk-metrix"}
 
 // scenarios returns the named scenarios; events overrides their counts.
 func scenarios(names []string, quick bool, events int) ([]scenario, error) {
@@ -49,9 +64,12 @@ func scenarios(names []string, quick bool, events int) ([]scenario, error) {
 	var out []scenario
 	var expanded []string
 	for _, name := range names {
-		if name == "scaleout" {
+		switch name {
+		case "scaleout":
 			expanded = append(expanded, scaleOut...)
-		} else {
+		case "batching":
+			expanded = append(expanded, batching...)
+		default:
 			expanded = append(expanded, name)
 		}
 	}
@@ -69,10 +87,19 @@ func scenarios(names []string, quick bool, events int) ([]scenario, error) {
 			sc = scenario{title: "slow vendor (50 ms per call), 1 sink, 256 workers", events: n, sinks: 1, workers: 256, latency: 50 * time.Millisecond}
 		case "rate":
 			sc = scenario{title: "1,000 events/s offered, 1 sink, 16 workers", events: rateN, sinks: 1, workers: 16, rate: 1000}
+		case "bulk-chabok-1":
+			sc = scenario{title: "Chabok, one event per request, 16 workers", sinks: 1, workers: 16, users: 1000}
+		case "bulk-chabok":
+			sc = scenario{title: "Chabok trackBulk, max_items 1,000, concurrency 4", sinks: 1, workers: 4, batch: 1000, users: 1000}
+		case "bulk-metrix-1":
+			sc = scenario{title: "Metrix gateway, one event per request, 16 workers", sinks: 1, workers: 16, users: 1000, vendor: emulator.MetrixGateway}
+		case "bulk-metrix":
+			sc = scenario{title: "Metrix gateway batched per user, max_items 1,000, max_ack_pending 7,000, concurrency 16",
+				sinks: 1, workers: 16, batch: 1000, maxAckPending: 7000, users: 1000, vendor: emulator.MetrixGateway}
 		default:
 			if _, err := fmt.Sscanf(name, "scale-r%d-p%d", &replicas, &partitions); err != nil || !slices.Contains(scaleOut, name) {
-				return nil, fmt.Errorf("unknown scenario %q (have %s, and scaleout: %s)", name,
-					strings.Join(scenarioNames, ", "), strings.Join(scaleOut, ", "))
+				return nil, fmt.Errorf("unknown scenario %q (have %s, scaleout: %s, and batching: %s)", name,
+					strings.Join(scenarioNames, ", "), strings.Join(scaleOut, ", "), strings.Join(batching, ", "))
 			}
 			// 16 workers per replica: replicas add workers, as they do in
 			// production.
@@ -80,6 +107,15 @@ func scenarios(names []string, quick bool, events int) ([]scenario, error) {
 				events: n, sinks: 1, workers: 16, nodes: 3, replicas: replicas, partitions: partitions}
 		}
 		sc.name = name
+		if sc.users > 0 { // a batching scenario
+			sc.events = 50000
+			if quick {
+				sc.events = 3000
+			}
+			if events > 0 {
+				sc.events = events
+			}
+		}
 		out = append(out, sc)
 	}
 	return out, nil
@@ -103,7 +139,11 @@ type result struct {
 	// streamBytes and streamMsgs are what Chapar's events streams hold
 	// once every event is delivered: the disk the retention costs.
 	streamBytes, streamMsgs uint64
-	err                     error
+	// perRequest is events per accepted vendor request; outOfOrder the
+	// users whose events the vendor accepted out of publish order.
+	perRequest float64
+	outOfOrder int
+	err        error
 }
 
 // harness holds what every measurement shares.
@@ -112,6 +152,7 @@ type harness struct {
 	bin     string // dispatcher, lean, watermill
 	work    string
 	vendors vendors
+	metrix  *vendorSink // the Metrix gateway, for the batching scenarios
 	log     func(format string, args ...any)
 }
 
@@ -149,8 +190,12 @@ func (h *harness) measure(ctx context.Context, sys system, sc scenario) (res res
 		res.err = err
 		return res
 	}
-	vs := h.vendors.prepare(sc.sinks, sc.latency)
-	pub := publisher{js: js, subject: func(key string) string { return sys.subject(key, max(sc.partitions, 1)) }}
+	vs := h.vendors
+	if sc.vendor == emulator.MetrixGateway {
+		vs = vendors{h.metrix}
+	}
+	vs = vs.prepare(sc.sinks, sc.latency)
+	pub := publisher{js: js, subject: func(key string) string { return sys.subject(key, max(sc.partitions, 1)) }, users: sc.users}
 	start := func() (fleet, error) {
 		var f fleet
 		for i := range max(sc.replicas, 1) {
@@ -161,7 +206,7 @@ func (h *harness) measure(ctx context.Context, sys system, sc scenario) (res res
 					return f, err
 				}
 			}
-			p, err := sys.start(ns.url, vs.urls(), sc.workers, max(sc.partitions, 1), rdir)
+			p, err := sys.start(ns.url, vs.urls(), sc, rdir)
 			if err != nil {
 				_ = f.stop(30 * time.Second)
 				return nil, err
@@ -304,6 +349,14 @@ func (h *harness) measure(ctx context.Context, sys system, sc scenario) (res res
 	if took > 0 {
 		res.perSec = float64(n) / took.Seconds()
 	}
+	if c := vs.requestsCarrying(); c > 0 {
+		res.perRequest = float64(n) / float64(c)
+	}
+	res.outOfOrder = usersOutOfOrder(recs)
+	if sc.batch > 0 && sc.vendor == emulator.MetrixGateway && res.outOfOrder > 0 {
+		res.err = fmt.Errorf("the Metrix gateway accepted %d users' events out of publish order", res.outOfOrder)
+		return res
+	}
 	if sc.rate > 0 {
 		res.lat = latencies(recs)
 	}
@@ -375,12 +428,16 @@ func runBench(ctx context.Context, o options) ([]result, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &harness{self: self, bin: bin, work: work, vendors: vs, log: logf}
+	metrix, err := startVendor(vctx, emulator.MetrixGateway, 0)
+	if err != nil {
+		return nil, err
+	}
+	h := &harness{self: self, bin: bin, work: work, vendors: vs, metrix: metrix, log: logf}
 	var results []result
 	for _, sc := range scs {
 		for _, s := range syss {
-			if sc.nodes > 1 && !strings.HasPrefix(s.name, "chapar") {
-				continue // the peers have no partitions
+			if (sc.nodes > 1 || sc.users > 0) && !strings.HasPrefix(s.name, "chapar") {
+				continue // the peers have no partitions, and do not batch
 			}
 			logf("%s: %s", s.label, sc.title)
 			var r result
@@ -399,6 +456,9 @@ func runBench(ctx context.Context, o options) ([]result, error) {
 			} else {
 				logf("  %.0f deliveries/s, %s CPU %.3fs, nats-server CPU %.3fs, peak RSS %.1f MiB; other processes %.2f CPU-s in %.1fs",
 					r.perSec, s.label, r.sysCPU.Seconds(), r.natsCPU.Seconds(), mib(r.rss), r.otherCPU.Seconds(), r.window.Seconds())
+				if r.perRequest > 0 {
+					logf("  %.1f events per request, %d users out of order", r.perRequest, r.outOfOrder)
+				}
 				if strings.HasPrefix(s.name, "chapar") {
 					logf("  events streams hold %d messages, %.1f MiB, after delivery", r.streamMsgs, mib(r.streamBytes))
 				}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/chapar-dev/chapar/internal/emulator"
 	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
@@ -32,7 +33,7 @@ type system struct {
 	// start runs the system against natsURL, delivering to each vendor URL
 	// with workers concurrent requests per sink, events spread over
 	// partitions; files go in dir.
-	start func(natsURL string, vendorURLs []string, workers, partitions int, dir string) (*proc, error)
+	start func(natsURL string, vendorURLs []string, sc scenario, dir string) (*proc, error)
 }
 
 var systemNames = []string{"chapar", "watermill", "lean"}
@@ -60,16 +61,16 @@ func systems(names []string, bin string) ([]system, error) {
 					return envelope.PartitionSubject("chapar", envelope.TypeTrack, envelope.Partition(key, partitions), partitions)
 				},
 				prepare: func(context.Context, jetstream.JetStream) error { return nil },
-				start: func(natsURL string, urls []string, workers, partitions int, dir string) (*proc, error) {
-					return startChapar(filepath.Join(bin, binary), natsURL, urls, workers, partitions, dir)
+				start: func(natsURL string, urls []string, sc scenario, dir string) (*proc, error) {
+					return startChapar(filepath.Join(bin, binary), natsURL, urls, sc, dir)
 				}})
 		case "watermill", "lean":
 			label := map[string]string{"watermill": "Watermill", "lean": "lean"}[n]
 			out = append(out, system{name: n, label: label, subject: func(string, int) string { return peerSubject }, prepare: preparePeerStream,
-				start: func(natsURL string, urls []string, workers, _ int, dir string) (*proc, error) {
+				start: func(natsURL string, urls []string, sc scenario, dir string) (*proc, error) {
 					return startProc(n, filepath.Join(dir, n+".log"), nil, filepath.Join(bin, n),
 						"-nats-url", natsURL, "-stream", peerStream, "-durable", "bench",
-						"-vendors", strings.Join(urls, ","), "-token", chabokToken, "-workers", strconv.Itoa(workers))
+						"-vendors", strings.Join(urls, ","), "-token", chabokToken, "-workers", strconv.Itoa(sc.workers))
 				}})
 		default:
 			return nil, fmt.Errorf("unknown system %q (have %s)", n, strings.Join(append(slices.Clone(systemNames), extraSystems...), ", "))
@@ -98,9 +99,11 @@ func preparePeerStream(ctx context.Context, js jetstream.JetStream) error {
 	return err
 }
 
-// startChapar writes a config file with one Chabok sink per vendor URL,
-// every event routed to all of them, and runs `dispatcher run`.
-func startChapar(bin, natsURL string, urls []string, workers, partitions int, dir string) (*proc, error) {
+// startChapar writes a config file with one Chabok sink per vendor URL
+// (or the scenario's vendor), every event routed to all of them, and runs
+// `dispatcher run`.
+func startChapar(bin, natsURL string, urls []string, sc scenario, dir string) (*proc, error) {
+	workers, partitions := sc.workers, max(sc.partitions, 1)
 	replicas := 1
 	if strings.Contains(natsURL, ",") { // a cluster
 		replicas = 3
@@ -122,8 +125,27 @@ func startChapar(bin, natsURL string, urls []string, workers, partitions int, di
 	var names []string
 	for i, u := range urls {
 		name := fmt.Sprintf("chabok-%d", i)
+		if sc.vendor == emulator.MetrixGateway {
+			name = "metrix-gateway"
+			s := emulator.DemoSettings(emulator.MetrixGateway)
+			fmt.Fprintf(&b, "  - name: %s\n    vendor: metrix-gateway\n    base_url: %s\n    settings: {app_id: %s, api_key: %s}\n    events: {order_paid: aewqd}\n",
+				name, u, s["app_id"], s["api_key"])
+		} else {
+			fmt.Fprintf(&b, "  - name: %s\n    vendor: chabok\n    base_url: %s\n    settings: {app_id: demoapp, access_token: %s}\n", name, u, chabokToken)
+		}
 		names = append(names, name)
-		fmt.Fprintf(&b, "  - name: %s\n    vendor: chabok\n    base_url: %s\n    settings: {app_id: demoapp, access_token: %s}\n", name, u, chabokToken)
+		if sc.batch > 0 {
+			// The Metrix gateway's window is what a user's request
+			// gathers: a second of a backlog, bounded by max_ack_pending.
+			wait := "50ms"
+			if sc.vendor == emulator.MetrixGateway {
+				wait = "1s"
+			}
+			fmt.Fprintf(&b, "    batch: {max_items: %d, max_wait: %s}\n", sc.batch, wait)
+		}
+		if sc.maxAckPending > 0 {
+			fmt.Fprintf(&b, "    max_ack_pending: %d\n", sc.maxAckPending)
+		}
 	}
 	fmt.Fprintf(&b, "routes:\n  - sinks: [%s]\n", strings.Join(names, ", "))
 	cfg := filepath.Join(dir, "chapar.yaml")

@@ -25,11 +25,17 @@ import (
 // chabokToken is the access token the emulated Chabok accepts.
 const chabokToken = "demo-chabok-token"
 
-// vendorSink is one Chabok endpoint, one sink's vendor.
+// vendorSink is one Chabok endpoint, one sink's vendor, or the Metrix
+// gateway's (the batching scenarios).
 type vendorSink struct {
-	chabok *emulator.Vendor
+	chabok *emulator.Vendor // the emulated vendor, Chabok or the Metrix gateway
+	kind   string           // emulator.Chabok or emulator.MetrixGateway
 	url    string
 	count  atomic.Int64 // requests answered
+	// carried counts accepted requests that carried bench events: events
+	// per request is receipts over it.
+	carried  atomic.Int64
+	recorded atomic.Int64 // receipts: events received (a batch is many), and requests that carried none
 	// The bench keeps every receipt itself: the emulator keeps only its
 	// last emulator.MaxRecorded requests.
 	mu   sync.Mutex
@@ -50,10 +56,14 @@ func (v *vendorSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	sr := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 	v.chabok.ServeHTTP(sr, r)
-	rec := parseReceipt(v.sink, emulator.Request{Body: body, Status: sr.status, At: time.Now()})
+	recs := parseReceipts(v.kind, v.sink, emulator.Request{Body: body, Status: sr.status, At: time.Now()})
 	v.mu.Lock()
-	v.recs = append(v.recs, rec)
+	v.recs = append(v.recs, recs...)
 	v.mu.Unlock()
+	if recs[0].ok && recs[0].seq >= 0 && sr.status == http.StatusOK {
+		v.carried.Add(1)
+	}
+	v.recorded.Add(int64(len(recs)))
 	v.count.Add(1)
 }
 
@@ -63,21 +73,31 @@ type vendors []*vendorSink
 func startVendors(ctx context.Context, n int) (vendors, error) {
 	var vs vendors
 	for range n {
-		ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:0")
+		v, err := startVendor(ctx, emulator.Chabok, len(vs))
 		if err != nil {
 			return nil, err
 		}
-		v := &vendorSink{
-			sink:   len(vs),
-			chabok: emulator.New(emulator.DemoConfig()).Vendor(emulator.Chabok),
-			url:    emulator.BaseURL(emulator.Chabok, ln.Addr().String()),
-		}
-		srv := &http.Server{Handler: v, ReadHeaderTimeout: 5 * time.Second}
-		go func() { _ = srv.Serve(ln) }()
-		context.AfterFunc(ctx, func() { _ = srv.Close() })
 		vs = append(vs, v)
 	}
 	return vs, nil
+}
+
+// startVendor serves one emulated vendor of kind as sink number sink.
+func startVendor(ctx context.Context, kind string, sink int) (*vendorSink, error) {
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	v := &vendorSink{
+		sink:   sink,
+		kind:   kind,
+		chabok: emulator.New(emulator.DemoConfig()).Vendor(kind),
+		url:    emulator.BaseURL(kind, ln.Addr().String()),
+	}
+	srv := &http.Server{Handler: v, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	context.AfterFunc(ctx, func() { _ = srv.Close() })
+	return v, nil
 }
 
 // prepare forgets what the first n endpoints received and makes each take
@@ -87,6 +107,8 @@ func (vs vendors) prepare(n int, latency time.Duration) vendors {
 	for _, v := range vs {
 		v.chabok.Reset()
 		v.count.Store(0)
+		v.carried.Store(0)
+		v.recorded.Store(0)
 		v.mu.Lock()
 		v.recs = nil
 		v.mu.Unlock()
@@ -105,19 +127,32 @@ func (vs vendors) urls() []string {
 	return out
 }
 
+// received counts the receipts: the events the vendors received (a batch
+// is many), and the requests that carried none.
 func (vs vendors) received() int64 {
 	var n int64
 	for _, v := range vs {
-		n += v.count.Load()
+		n += v.recorded.Load()
 	}
 	return n
 }
 
-// receipt is one request a vendor received, tied to the event it carried.
+// requestsCarrying is how many accepted requests carried bench events.
+func (vs vendors) requestsCarrying() int64 {
+	var n int64
+	for _, v := range vs {
+		n += v.carried.Load()
+	}
+	return n
+}
+
+// receipt is one event a vendor received in a request (a request that
+// carried none is one receipt, not ok).
 type receipt struct {
 	sink   int
-	seq    int  // benchSeq; probes are negative
-	ok     bool // the request carried a bench event
+	user   string // the request's user (the Metrix gateway's customUserId)
+	seq    int    // benchSeq; probes are negative
+	ok     bool   // the request carried a bench event
 	status int
 	sent   time.Time // the publisher's stamp
 	at     time.Time // the vendor's receipt
@@ -133,23 +168,87 @@ func (vs vendors) receipts() []receipt {
 	return out
 }
 
-func parseReceipt(sink int, r emulator.Request) receipt {
-	rec := receipt{sink: sink, status: r.Status, at: r.At}
-	var body struct {
-		EventData struct {
-			BenchSeq *int   `json:"benchSeq"`
-			SentAt   string `json:"sentAt"`
-		} `json:"eventData"`
+// parseReceipts reads the events a request carried: Chabok's one event
+// or trackBulk's array of them, or the Metrix gateway's messages (the
+// attributes are strings there; the registering "user" message is none).
+func parseReceipts(kind string, sink int, r emulator.Request) []receipt {
+	bad := []receipt{{sink: sink, status: r.Status, at: r.At}}
+	var out []receipt
+	add := func(user, seq, sentAt string) bool {
+		s, err1 := strconv.Atoi(seq)
+		ns, err2 := strconv.ParseInt(sentAt, 10, 64)
+		if err1 != nil || err2 != nil {
+			return false
+		}
+		out = append(out, receipt{sink: sink, user: user, seq: s, ok: true, status: r.Status, sent: time.Unix(0, ns), at: r.At})
+		return true
 	}
-	if json.Unmarshal(r.Body, &body) != nil || body.EventData.BenchSeq == nil {
-		return rec
+	if kind == emulator.MetrixGateway {
+		var body struct {
+			CustomUserID string `json:"customUserId"`
+			Messages     []struct {
+				Type       string            `json:"type"`
+				Attributes map[string]string `json:"attributes"`
+			} `json:"messages"`
+		}
+		if json.Unmarshal(r.Body, &body) != nil {
+			return bad
+		}
+		for _, m := range body.Messages {
+			if m.Type == "user" {
+				continue
+			}
+			if !add(body.CustomUserID, m.Attributes["benchSeq"], m.Attributes["sentAt"]) {
+				return bad
+			}
+		}
+	} else {
+		type item struct {
+			EventData struct {
+				BenchSeq json.Number `json:"benchSeq"`
+				SentAt   string      `json:"sentAt"`
+			} `json:"eventData"`
+		}
+		var items []item
+		if bytes.HasPrefix(bytes.TrimSpace(r.Body), []byte("[")) {
+			if json.Unmarshal(r.Body, &items) != nil {
+				return bad
+			}
+		} else {
+			var one item
+			if json.Unmarshal(r.Body, &one) != nil {
+				return bad
+			}
+			items = []item{one}
+		}
+		for _, it := range items {
+			if !add("", it.EventData.BenchSeq.String(), it.EventData.SentAt) {
+				return bad
+			}
+		}
 	}
-	ns, err := strconv.ParseInt(body.EventData.SentAt, 10, 64)
-	if err != nil {
-		return rec
+	if len(out) == 0 {
+		return bad
 	}
-	rec.seq, rec.sent, rec.ok = *body.EventData.BenchSeq, time.Unix(0, ns), true
-	return rec
+	return out
+}
+
+// usersOutOfOrder counts the users whose events the Metrix gateway
+// accepted in another order than published (seq rises with publish
+// order); 0 for Chabok, whose requests name no user.
+func usersOutOfOrder(recs []receipt) int {
+	last := map[string]int{}
+	broken := map[string]bool{}
+	for _, r := range recs {
+		if !r.ok || r.seq < 0 || r.status != http.StatusOK || r.user == "" {
+			continue // Chabok's requests name no user
+		}
+		if prev, ok := last[r.user]; ok && r.seq < prev {
+			broken[r.user] = true
+		}
+		last[r.user] = r.seq
+	}
+	return len(broken)
 }
 
 // expected is what every sink must receive exactly once: events 0..n-1 and

@@ -31,35 +31,80 @@ type batcher struct {
 	maxItems int
 	maxWait  time.Duration
 	in       chan batchItem
+	// key, for a sinks.KeyedBatchSink, is the event's key: the batcher
+	// then batches per key (batch_keyed.go), holding at most hold events.
+	key  func(*envelope.Event) string
+	hold int
 }
 
+// batchItem is an event for a batch. A keyed batcher admits items by
+// ticket; an item without a delivery is a ticket's message settled
+// without a batch (pass).
 type batchItem struct {
-	d  *delivery
-	ev *envelope.Event
+	d      *delivery
+	ev     *envelope.Event
+	ticket uint64
 }
 
-func newBatcher(w *sinkWorker, s sinks.BatchSink, maxItems int, maxWait time.Duration) *batcher {
-	return &batcher{w: w, sink: s, maxItems: max(min(maxItems, s.MaxBatch()), 1), maxWait: maxWait, in: make(chan batchItem)}
+// newBatcher makes a sink's batcher. maxAckPending is the sink's: what a
+// keyed batcher holds stays within it, less the pull's prefetch and the
+// workers', or the server would stop delivering while the batcher waits
+// for more.
+func newBatcher(w *sinkWorker, s sinks.BatchSink, maxItems int, maxWait time.Duration, maxAckPending, concurrency int) *batcher {
+	b := &batcher{w: w, sink: s, maxItems: max(min(maxItems, s.MaxBatch()), 1), maxWait: maxWait, in: make(chan batchItem)}
+	if ks, ok := s.(sinks.KeyedBatchSink); ok {
+		b.key = ks.BatchKey
+		b.hold = max(maxAckPending-prefetch(concurrency)-concurrency, b.maxItems)
+	}
+	return b
 }
 
 // prefetch is how many messages to keep pulled: enough to fill a batch
 // while the one before is delivered. They wait for their batch and its
 // gate slot kept alive by the pull's keeper (consume), so a slow vendor
 // does not make them outlive ack_wait.
-func (b *batcher) prefetch(perEvent int) int { return max(perEvent, 2*b.maxItems) }
+// A keyed batcher holds its events itself (hold), and pulls as for
+// delivery one by one.
+func (b *batcher) prefetch(perEvent int) int {
+	if b.key != nil {
+		return perEvent
+	}
+	return max(perEvent, 2*b.maxItems)
+}
 
-// add hands an event to the collector; on shutdown it is handed back.
-func (b *batcher) add(ctx context.Context, d *delivery, ev *envelope.Event) {
+// add hands an event to the collector; on shutdown it is handed back. It
+// reports whether the collector took it.
+func (b *batcher) add(ctx context.Context, ticket uint64, d *delivery, ev *envelope.Event) bool {
+	if b.key != nil {
+		// Every ticket reaches the keyed collector, which admits them in
+		// turn: it takes items until it is closed, after the workers.
+		b.in <- batchItem{d: d, ev: ev, ticket: ticket}
+		return true
+	}
 	select {
 	case b.in <- batchItem{d: d, ev: ev}:
+		return true
 	case <-ctx.Done():
 		b.w.handBack(d, 0)
+		return false
+	}
+}
+
+// pass tells a keyed collector that ticket's message was settled without
+// a batch (not this sink's, invalid, dead-lettered), so the next ticket's
+// turn comes.
+func (b *batcher) pass(ticket uint64) {
+	if b.key != nil {
+		b.in <- batchItem{ticket: ticket}
 	}
 }
 
 // start runs the collector and senders senders; stop, called once no
 // more add calls come, delivers what was collected and waits for it.
 func (b *batcher) start(ctx context.Context, senders int) (stop func()) {
+	if b.key != nil {
+		return b.startKeyed(ctx, senders)
+	}
 	batches := make(chan []batchItem)
 	var collector, send sync.WaitGroup
 	collector.Go(func() {
@@ -69,7 +114,7 @@ func (b *batcher) start(ctx context.Context, senders int) (stop func()) {
 	for range senders {
 		send.Go(func() {
 			for batch := range batches {
-				b.send(ctx, batch)
+				b.send(ctx, batch, false)
 			}
 		})
 	}
@@ -107,8 +152,10 @@ func (b *batcher) collect(out chan<- []batchItem) {
 }
 
 // send is deliver (worker.go) for a batch: one gate slot, one
-// DeliverBatch, then a verdict and a settlement per event.
-func (b *batcher) send(ctx context.Context, items []batchItem) {
+// DeliverBatch, then a verdict and a settlement per event. inPlace (a
+// keyed batch, batch_keyed.go) keeps what is to be retried, in order,
+// instead of scheduling it: send returns it (again) with how long to wait.
+func (b *batcher) send(ctx context.Context, items []batchItem, inPlace bool) (again []batchItem, wait time.Duration) {
 	w := b.w
 	// No attempt after max_elapsed (worker.go's expired).
 	live := make([]batchItem, 0, len(items))
@@ -120,7 +167,7 @@ func (b *batcher) send(ctx context.Context, items []batchItem) {
 		}
 	}
 	if items = live; len(items) == 0 {
-		return
+		return nil, 0
 	}
 	done, vendorDown, err := w.gate.acquire(ctx)
 	if err != nil {
@@ -131,9 +178,14 @@ func (b *batcher) send(ctx context.Context, items []batchItem) {
 				w.expire(ctx, it.d, it.ev)
 				continue
 			}
+			if isShut && inPlace {
+				// A hand-back would let the key's later events overtake.
+				again = append(again, it)
+				continue
+			}
 			w.handBack(it.d, shut.wait)
 		}
-		return
+		return again, max(shut.wait, 10*time.Millisecond)
 	}
 	now := time.Now()
 	before := make([]History, len(items))
@@ -165,7 +217,7 @@ func (b *batcher) send(ctx context.Context, items []batchItem) {
 				w.deliver(ctx, it.d, it.ev)
 			}()
 		}
-		return
+		return nil, 0
 	}
 	spans := b.startBatchAttempts(ctx, items, now)
 	result := batchResult(errs)
@@ -203,15 +255,35 @@ func (b *batcher) send(ctx context.Context, items []batchItem) {
 			endAttempt(spans[i], Verdict{Action: Retry}, errs[i])
 		}
 		mid := len(items) / 2
-		b.send(ctx, items[:mid])
-		b.send(ctx, items[mid:])
-		return
+		again, wait = b.send(ctx, items[:mid], inPlace)
+		if len(again) > 0 {
+			// The first half is to be retried in place: the second,
+			// unsent, waits behind it.
+			return append(again, items[mid:]...), wait
+		}
+		return b.send(ctx, items[mid:], inPlace)
 	}
 	for i, it := range items {
 		v := Decide(w.policy, it.d.history, Attempt{Err: errs[i], VendorDown: vendorDown, CutShort: cut}, time.Now())
 		endAttempt(spans[i], v, errs[i])
+		if inPlace && v.Action == Retry && ctx.Err() == nil {
+			// In place, as an ordered lane's head: the event keeps its
+			// history and its place, its key's later events behind it.
+			it.d.history.Counted = v.Counted
+			status, code := statusCode(errs[i])
+			w.obs.Retried(w.name, status)
+			if len(again) == 0 {
+				w.log.Info("batch delivery failed; retrying in place, later events of its key wait",
+					zap.String("event_id", clip(it.ev.ID)), zap.String("sink", w.name), zap.Int("attempt", it.d.history.Attempts),
+					zap.Int("status", status), zap.String("code", clip(code)), zap.Duration("delay", v.Delay), zap.Error(errs[i]))
+			}
+			again = append(again, it)
+			wait = max(wait, v.Delay)
+			continue
+		}
 		w.settle(ctx, it.d, it.ev, v, errs[i])
 	}
+	return again, wait
 }
 
 // deliver calls the sink, and reports false if it panicked or returned a

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/chapar-dev/chapar/internal/config"
 	"github.com/chapar-dev/chapar/internal/dlq"
 	"github.com/chapar-dev/chapar/internal/emulator"
@@ -234,4 +236,94 @@ func TestBatchKeepsEachUsersOrderAtTheMetrixGateway(t *testing.T) {
 		t.Errorf("%d requests for %d events of %d users", requests, users*perUser, users)
 	}
 	t.Logf("%d events of %d users in %d requests", users*perUser, users, requests)
+}
+
+// Batching to the Metrix gateway with many users and several requests in
+// flight: a request carries one user (the API's shape), so a batch must
+// gather each user's events over its window to pay, and a user's events
+// must reach the vendor in publish order within a request, across
+// requests, and across a retry (a throttled request, a 503). Before
+// per-user batches a batch of 200 over 200 users became about one request
+// per event, and concurrent batches and scheduled retries reordered users.
+func TestMetrixGatewayBatchGroupsByUserAndKeepsOrder(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		fault *emulator.Fault
+	}{
+		{name: "steady"},
+		{name: "throttled", fault: &emulator.Fault{Status: 429, Count: 4}},
+		{name: "failing", fault: &emulator.Fault{Status: 503, Count: 3}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := testenv.New(t)
+			sink := batched(e.Sink("gateway", emulator.MetrixGateway, slugs, nil), 200, 500*time.Millisecond)
+			sink.Concurrency = 8
+			sink.MaxAckPending = 4000
+			vendor := e.Emu.Vendor(emulator.MetrixGateway)
+			if tc.fault != nil {
+				vendor.SetFault(*tc.fault)
+			}
+			d := e.Start([]config.Sink{sink}, []config.Route{{Sinks: []string{"gateway"}}})
+			const users, perUser = 200, 15
+			order := map[string][]string{} // user → ids in publish order
+			// Published without waiting for each ack, as a backlog comes.
+			for i := range users * perUser {
+				u := fmt.Sprintf("u%d", i%users)
+				env := testenv.Track(t, "order_paid", u)
+				order[u] = append(order[u], env.ID)
+				raw, err := env.Marshal()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := e.JS.PublishAsync(e.Topo.EventSubjectFor(env.Type, env.PartitionKey()), raw, jetstream.WithMsgID(env.ID)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			select {
+			case <-e.JS.PublishAsyncComplete():
+			case <-time.After(10 * time.Second):
+				t.Fatal("publishes not acknowledged")
+			}
+			testenv.Eventually(t, 30*time.Second, "every event delivered", func() bool { return d.Tally.DeliveredTo("gateway") == users*perUser })
+			testenv.Eventually(t, 5*time.Second, "consumer idle", func() bool { return e.Idle("gateway") })
+			seen := map[string][]string{}
+			accepted := 0
+			for _, r := range vendor.Requests() {
+				if r.Status != 200 {
+					continue
+				}
+				accepted++
+				var body struct {
+					CustomUserID string
+					Messages     []struct{ Type, ID string }
+				}
+				if err := json.Unmarshal(r.Body, &body); err != nil {
+					t.Fatal(err)
+				}
+				for _, msg := range body.Messages {
+					if !strings.HasSuffix(msg.ID, ":user") {
+						seen[body.CustomUserID] = append(seen[body.CustomUserID], msg.ID)
+					}
+				}
+			}
+			broken := 0
+			for u, want := range order {
+				if strings.Join(seen[u], " ") != strings.Join(want, " ") {
+					if broken++; broken <= 3 {
+						t.Errorf("user %s: delivered\n %v\nwant (publish order, each once)\n %v", u, seen[u], want)
+					}
+				}
+			}
+			if broken > 0 {
+				t.Errorf("%d of %d users' events delivered out of order or not once", broken, users)
+			}
+			perRequest := float64(users*perUser) / float64(max(accepted, 1))
+			if perRequest < 4 {
+				t.Errorf("%.1f events per accepted request (%d requests for %d events of %d users), want at least 4",
+					perRequest, accepted, users*perUser, users)
+			}
+			t.Logf("%d events of %d users in %d accepted requests (%.1f each), %d requests in all",
+				users*perUser, users, accepted, perRequest, vendor.Count(0))
+		})
+	}
 }

@@ -14,6 +14,9 @@ import (
 type job struct {
 	msg   jetstream.Msg
 	retry bool
+	// ticket is the job's place among the sink's jobs, for a keyed
+	// batcher, which admits them in that order (batch_keyed.go).
+	ticket uint64
 }
 
 // consume feeds one durable consumer's messages to a sink's workers with a

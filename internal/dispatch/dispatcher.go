@@ -230,10 +230,25 @@ func (b boundSink) run(ctx, workCtx context.Context) {
 	if bt := b.w.batch; bt != nil {
 		pull, stopBatching = bt.prefetch(pull), bt.start(workCtx, b.concurrency)
 	}
-	for _, c := range b.cons.Events {
-		feeders.Go(func() { consume(ctx, c, false, pull, b.w.gate, jobs, b.w.log) })
+	pulled := jobs
+	var sequencer sync.WaitGroup
+	if bt := b.w.batch; bt != nil && bt.key != nil {
+		// Tickets in the order the pulls hand messages over: a keyed
+		// batcher admits its events in that order (batch_keyed.go).
+		pulled = make(chan job)
+		sequencer.Go(func() {
+			var ticket uint64
+			for j := range pulled {
+				j.ticket = ticket
+				ticket++
+				jobs <- j
+			}
+		})
 	}
-	feeders.Go(func() { consume(ctx, b.cons.Retries, true, max(b.concurrency/4, 1), b.w.gate, jobs, b.w.log) })
+	for _, c := range b.cons.Events {
+		feeders.Go(func() { consume(ctx, c, false, pull, b.w.gate, pulled, b.w.log) })
+	}
+	feeders.Go(func() { consume(ctx, b.cons.Retries, true, max(b.concurrency/4, 1), b.w.gate, pulled, b.w.log) })
 	for range b.concurrency {
 		workers.Go(func() {
 			for j := range jobs {
@@ -242,6 +257,10 @@ func (b boundSink) run(ctx, workCtx context.Context) {
 		})
 	}
 	feeders.Wait()
+	if pulled != jobs {
+		close(pulled)
+		sequencer.Wait()
+	}
 	close(jobs)
 	workers.Wait()
 	stopBatching()
@@ -408,7 +427,7 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 				healerOf(c).fence = w.fence.lastOwner
 			}
 			if bs, ok := s.(sinks.BatchSink); ok && sc.Batch != nil {
-				w.batch = newBatcher(w, bs, sc.Batch.MaxItems, sc.Batch.MaxWait)
+				w.batch = newBatcher(w, bs, sc.Batch.MaxItems, sc.Batch.MaxWait, sc.MaxAckPending, sc.Concurrency)
 			}
 			out = append(out, boundSink{w: w, cons: cons, concurrency: sc.Concurrency, orderKey: key})
 		}

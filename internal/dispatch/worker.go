@@ -57,13 +57,23 @@ type sinkWorker struct {
 // handle takes one message to its settlement. It never panics and never
 // returns with the message unsettled.
 func (w *sinkWorker) handle(ctx context.Context, j job) {
+	if w.batch != nil {
+		batched := false
+		defer func() { // after guard
+			if !batched {
+				w.batch.pass(j.ticket)
+			}
+		}()
+		defer w.guard(ctx, j.msg)
+		d, ev, ok := w.admit(ctx, j)
+		if ok {
+			batched = w.batch.add(ctx, j.ticket, d, ev)
+		}
+		return
+	}
 	defer w.guard(ctx, j.msg)
 	d, ev, ok := w.admit(ctx, j)
 	if !ok {
-		return
-	}
-	if w.batch != nil {
-		w.batch.add(ctx, d, ev)
 		return
 	}
 	w.deliver(ctx, d, ev)

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
 // BatchSink is a Sink whose vendor takes several events in one request.
@@ -20,6 +21,18 @@ type BatchSink interface {
 	// order: nil when the vendor accepted it, else what Deliver would have
 	// returned for it alone (an *Error, or a context error on shutdown).
 	DeliverBatch(ctx context.Context, ds []*Delivery) []error
+}
+
+// KeyedBatchSink is a BatchSink whose vendor takes one key's events per
+// request (the Metrix gateway: one user). The dispatcher then gathers each
+// key's events over the batching window, so a request carries many events
+// of one key, and sends a key's batches one at a time, in order: a key's
+// next batch leaves only once the one before is settled.
+type KeyedBatchSink interface {
+	BatchSink
+	// BatchKey is the event's key; events with equal keys may share a
+	// request.
+	BatchKey(ev *envelope.Event) string
 }
 
 // batchRefuser is a BatchSink that cannot batch with some settings (the

@@ -2,9 +2,11 @@ package sinks
 
 import (
 	"context"
+	"errors"
 	"sync"
 
 	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
 // Batching for the Metrix gateway. A request carries one user (its
@@ -27,6 +29,13 @@ import (
 const metrixGatewayMaxMessages = 1000
 
 func (m *metrixGateway) MaxBatch() int { return config.MaxBatchItems }
+
+// BatchKey is the user a request is for: the dispatcher batches each
+// user's events apart (KeyedBatchSink), since a request takes one user.
+func (m *metrixGateway) BatchKey(ev *envelope.Event) string {
+	u := ev.EventUser()
+	return u.ID + "\x00" + u.MetrixUserID
+}
 
 // userRequest is one user's share of a batch.
 type userRequest struct {
@@ -61,13 +70,26 @@ func (m *metrixGateway) DeliverBatch(ctx context.Context, ds []*Delivery) []erro
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
+			// A part that failed transiently ends the user's requests:
+			// the rest get its error unsent, so no later message of the
+			// user is accepted ahead of one to be retried.
+			var stop error
 			for lo := 0; lo < len(u.msgs); lo += metrixGatewayMaxMessages {
 				hi := min(lo+metrixGatewayMaxMessages, len(u.msgs))
+				if stop != nil {
+					for k := lo; k < hi; k++ {
+						errs[u.at[k]] = stop
+					}
+					continue
+				}
 				bisect(ctx, u.msgs[lo:hi], func(ctx context.Context, msgs []metrixMessage) error {
 					return m.sendUser(ctx, u.body, msgs)
 				}, func(i, j int, err error) {
 					for k := lo + i; k < lo+j; k++ {
 						errs[u.at[k]] = err // each index is one goroutine's
+					}
+					if se := (*Error)(nil); err != nil && stop == nil && !(errors.As(err, &se) && !se.Transient) {
+						stop = err
 					}
 				})
 			}

@@ -1,0 +1,266 @@
+package dispatch
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/chapar-dev/chapar/internal/dlq"
+	"github.com/chapar-dev/chapar/internal/outcome"
+	"github.com/chapar-dev/chapar/pkg/envelope"
+)
+
+// Keyed batching, for a sink whose requests each take one key's events
+// (sinks.KeyedBatchSink: the Metrix gateway takes one user per request).
+// Cutting the stream into batches, as for Chabok, would give such a sink
+// about one event per request once there are more users than a batch
+// holds, and would put a user's events in batches sent side by side, in
+// any order. Instead the collector keeps a group per key:
+//
+//   - The window: a key's events wait in its group until it has max_items,
+//     or max_wait has passed since it began filling, or the batcher holds
+//     all it may (hold, within the consumer's max_ack_pending): then the
+//     group that has waited longest leaves, however full. In a backlog a
+//     request therefore carries about hold ÷ keys events.
+//   - Order within a key: the workers parse in parallel, so events are
+//     admitted by ticket, in the order the pull handed them over (stream
+//     order), whatever order their parsing ends in.
+//   - Order across batches: a key has at most one batch with a sender; its
+//     next events gather meanwhile and leave once that batch is settled.
+//   - Order across a retry: a batch's events to retry are retried in place
+//     (kept alive, after Decide's delay), the key's later events behind
+//     them; so is a batch the gate turns away. A dead letter, as in an
+//     ordered lane, releases the key's next events.
+//
+// Order holds among what one dispatcher holds: with several replicas
+// pulling one consumer, or across a shutdown's hand-back, a user's events
+// may reach different replicas (per-key order across replicas is the
+// `order` option's pinned consumer, which does not batch).
+
+// keyGroup is one key's events waiting in the collector.
+type keyGroup struct {
+	key   string
+	items []batchItem
+	since time.Time // when its window began: it became idle with events
+	busy  bool      // a batch of it is with a sender
+	gen   uint64    // bumped on each emission; stale queue entries differ
+}
+
+type queuedGroup struct {
+	g   *keyGroup
+	gen uint64
+}
+
+// keyedBatch is one key's batch, for a sender.
+type keyedBatch struct {
+	g     *keyGroup
+	items []batchItem
+}
+
+// startKeyed is start for a keyed sink.
+func (b *batcher) startKeyed(ctx context.Context, senders int) (stop func()) {
+	batches := make(chan keyedBatch)
+	done := make(chan keyedBatch)
+	collected := make(chan struct{})
+	go func() {
+		defer close(collected)
+		b.collectKeyed(batches, done)
+		close(batches)
+	}()
+	var send sync.WaitGroup
+	for range senders {
+		send.Go(func() {
+			for kb := range batches {
+				b.sendInPlace(ctx, b.reparse(ctx, kb.items))
+				done <- kb
+			}
+		})
+	}
+	return func() {
+		close(b.in)
+		<-collected
+		send.Wait()
+	}
+}
+
+// keyCollector is the collector's state, the collector goroutine's alone.
+type keyCollector struct {
+	b       *batcher
+	groups  map[string]*keyGroup
+	idle    []queuedGroup // groups with events and no batch out, by since
+	full    []queuedGroup // groups with max_items events and no batch out
+	early   map[uint64]batchItem
+	next    uint64 // the next ticket to admit
+	held    int    // events in groups and in batches out
+	out     int    // batches with senders
+	closing bool
+}
+
+// collectKeyed runs until in is closed and everything held is settled.
+func (b *batcher) collectKeyed(out chan<- keyedBatch, done <-chan keyedBatch) {
+	c := &keyCollector{b: b, groups: map[string]*keyGroup{}, early: map[uint64]batchItem{}}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		now := time.Now()
+		if c.closing && c.held == 0 && c.out == 0 {
+			return
+		}
+		var send chan<- keyedBatch
+		var kb keyedBatch
+		if g, wait := c.pick(now); g != nil {
+			send, kb = out, keyedBatch{g: g, items: g.items[:min(len(g.items), b.maxItems)]}
+		} else if wait > 0 {
+			timer.Reset(wait)
+		}
+		in := b.in
+		if c.closing || c.held >= b.hold {
+			in = nil
+		}
+		select {
+		case it, ok := <-in:
+			if !ok {
+				c.closing = true
+				continue
+			}
+			c.admit(it, now)
+		case send <- kb:
+			g := kb.g
+			g.items = append([]batchItem(nil), g.items[len(kb.items):]...)
+			g.busy = true
+			g.gen++
+			c.out++
+		case kb := <-done:
+			c.out--
+			c.held -= len(kb.items)
+			g := kb.g
+			g.busy = false
+			c.queue(g, time.Now())
+		case <-timer.C:
+		}
+	}
+}
+
+// admit takes an item (or a ticket's skip) and moves every item whose
+// turn has come into its group.
+func (c *keyCollector) admit(it batchItem, now time.Time) {
+	c.early[it.ticket] = it
+	for {
+		it, ok := c.early[c.next]
+		if !ok {
+			return
+		}
+		delete(c.early, c.next)
+		c.next++
+		if it.d == nil {
+			continue // the ticket's message was settled without a batch
+		}
+		key := c.b.key(it.ev)
+		// The parsed event weighs about three times its message, which
+		// the item keeps anyway: a group holds the message alone, and
+		// the event is parsed again when its batch leaves (reparse).
+		it.ev = nil
+		g := c.groups[key]
+		if g == nil {
+			g = &keyGroup{key: key}
+			c.groups[key] = g
+		}
+		g.items = append(g.items, it)
+		c.held++
+		if !g.busy {
+			if len(g.items) == 1 {
+				g.since = now
+				c.idle = append(c.idle, queuedGroup{g, g.gen})
+			}
+			if len(g.items) == c.b.maxItems {
+				c.full = append(c.full, queuedGroup{g, g.gen})
+			}
+		}
+	}
+}
+
+// queue puts a group whose batch was settled back in line, or forgets it.
+func (c *keyCollector) queue(g *keyGroup, now time.Time) {
+	switch {
+	case len(g.items) == 0:
+		delete(c.groups, g.key)
+	default:
+		// Its events waited while the batch before was out: the window
+		// starts now, which keeps idle in order of since.
+		g.since = now
+		c.idle = append(c.idle, queuedGroup{g, g.gen})
+		if len(g.items) >= c.b.maxItems {
+			c.full = append(c.full, queuedGroup{g, g.gen})
+		}
+	}
+}
+
+// pick is the group to send next, or how long until one is due.
+func (c *keyCollector) pick(now time.Time) (*keyGroup, time.Duration) {
+	stale := func(q queuedGroup) bool { return q.g.busy || q.g.gen != q.gen || len(q.g.items) == 0 }
+	for len(c.full) > 0 && stale(c.full[0]) {
+		c.full = c.full[1:]
+	}
+	if len(c.full) > 0 {
+		return c.full[0].g, 0
+	}
+	for len(c.idle) > 0 && stale(c.idle[0]) {
+		c.idle = c.idle[1:]
+	}
+	if len(c.idle) == 0 {
+		return nil, 0
+	}
+	g := c.idle[0].g
+	due := g.since.Add(c.b.maxWait)
+	if c.closing || c.held >= c.b.hold || !now.Before(due) {
+		return g, 0
+	}
+	return nil, due.Sub(now)
+}
+
+// reparse parses again the events a group held as messages alone (admit),
+// into a copy of items: the collector counts kb.items when it is settled.
+// It was parsed once already, so it fails only if memory did.
+func (b *batcher) reparse(ctx context.Context, items []batchItem) []batchItem {
+	out := make([]batchItem, 0, len(items))
+	for _, it := range items {
+		ev, err := envelope.ParseMessage(it.d.msg.Headers(), it.d.msg.Data(), b.w.maxBytes)
+		if err != nil {
+			b.w.deadLetter(ctx, it.d, b.w.record(it.d, nil, dlq.NoSink, outcome.InvalidEnvelope, err))
+			continue
+		}
+		it.ev = ev
+		out = append(out, it)
+	}
+	return out
+}
+
+// sendInPlace sends one key's batch and retries in place what is to be
+// retried, until every event is settled or handed back.
+func (b *batcher) sendInPlace(ctx context.Context, items []batchItem) {
+	for len(items) > 0 {
+		again, wait := b.send(ctx, items, true)
+		if len(again) == 0 {
+			return
+		}
+		msgs := make([]jetstream.Msg, len(again))
+		for i, it := range again {
+			msgs[i] = it.d.msg
+		}
+		stop := keepAlive(b.w.ackWait/3, msgs...)
+		err := sleep(ctx, wait, nil)
+		stop()
+		if err != nil {
+			// Shutting down: handed back in order, for whoever pulls next.
+			for _, it := range again {
+				b.w.handBack(it.d, 0)
+			}
+			return
+		}
+		b.w.log.Debug("retrying a batch in place", zap.String("sink", b.w.name), zap.Int("events", len(again)))
+		items = again
+	}
+}
