@@ -43,6 +43,16 @@ const (
 // Types lists every event type Chapar understands.
 func Types() []string { return []string{TypeTrack, TypePurchase, TypeIdentify, TypeNotify} }
 
+// IsChaparType reports whether t is one of Chapar's own types, whose data
+// has a fixed shape (Track, Purchase, Identify, Notify) checked strictly.
+func IsChaparType(t string) bool {
+	switch t {
+	case TypeTrack, TypePurchase, TypeIdentify, TypeNotify:
+		return true
+	}
+	return false
+}
+
 // Envelope is a CloudEvents 1.0 event in JSON structured mode.
 //
 // ID is the idempotency key end to end: JetStream de-duplicates publishes on
