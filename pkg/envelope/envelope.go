@@ -596,6 +596,9 @@ func (ev *Event) validate(dataFlags *textFlags) violations {
 	}
 	var into any
 	switch e.Type {
+	case "":
+		v.add("type", "is required: one of "+strings.Join(Types(), ", ")+", or a type of your own such as com.example.order.shipped")
+		return v
 	case TypeTrack:
 		ev.Track = &Track{}
 		into = ev.Track
@@ -610,7 +613,7 @@ func (ev *Event) validate(dataFlags *textFlags) violations {
 		into = ev.Notify
 	default:
 		if err := CheckType(e.Type); err != nil {
-			v.add("type", err.Error())
+			v.add("type", quote(e.Type)+" is not an event type: "+err.Error())
 			return v
 		}
 		// A producer's own type: any JSON data, or none, passed on as written.

@@ -123,24 +123,24 @@ func CheckType(t string) error {
 	if IsChaparType(t) {
 		return nil
 	}
-	const want = "a type is 1 to 1024 bytes of printable ASCII without spaces, * or >, in dot-separated tokens, e.g. com.example.order.shipped"
+	const want = "a type of your own is 1 to 1024 bytes of printable ASCII without spaces, * or >, in dot-separated tokens, e.g. com.example.order.shipped"
 	switch {
 	case t == "":
-		return errors.New("is required: one of " + strings.Join(Types(), ", ") + ", or a type of your own such as com.example.order.shipped")
+		return errors.New("it is empty; use one of " + strings.Join(Types(), ", ") + ", or a type of your own such as com.example.order.shipped")
 	case len(t) > MaxAttributeBytes:
-		return fmt.Errorf("is %d bytes; the maximum is %d", len(t), MaxAttributeBytes)
+		return fmt.Errorf("it is %d bytes; the maximum is %d", len(t), MaxAttributeBytes)
 	case strings.HasPrefix(t, ReservedTypePrefix):
-		return fmt.Errorf("is %s: the prefix chapar. is reserved for Chapar's types (%s); name your own type under your domain, e.g. com.example.%s",
-			quote(t), strings.Join(Types(), ", "), strings.TrimPrefix(Clip(t, 64), ReservedTypePrefix))
+		return fmt.Errorf("the prefix chapar. is reserved for Chapar's types (%s); name a type of your own under your domain, e.g. com.example.%s",
+			strings.Join(Types(), ", "), strings.TrimPrefix(Clip(t, 64), ReservedTypePrefix))
 	}
 	for i := 0; i < len(t); i++ {
 		switch c := t[i]; {
 		case c <= ' ' || c >= 0x7f:
-			return fmt.Errorf("is %s, with a character other than printable ASCII at byte %d; %s", quote(t), i, want)
+			return fmt.Errorf("byte %d is not printable ASCII (a space, a control character or UTF-8); %s", i, want)
 		case c == '*' || c == '>':
-			return fmt.Errorf("is %s, with %q, a NATS wildcard; %s", quote(t), c, want)
+			return fmt.Errorf("it holds %q, a NATS wildcard; %s", c, want)
 		case c == '.' && (i == 0 || i == len(t)-1 || t[i-1] == '.'):
-			return fmt.Errorf("is %s, with an empty token (a leading, trailing or double dot); %s", quote(t), want)
+			return fmt.Errorf("it has an empty token (a leading, trailing or double dot); %s", want)
 		}
 	}
 	return nil
