@@ -106,7 +106,12 @@ func (m *Metrics) series(sink string) *sinkSeries {
 // New registers Chapar's collectors (and the Go and process ones) in a
 // registry of its own. sinks are the process's configured sinks: the only
 // sink names its series carry (any other is "other").
-func New(sinks ...string) *Metrics {
+func New(sinks ...string) *Metrics { return NewFor(sinks, nil) }
+
+// NewFor is New with the event types the config's routes name: with
+// Chapar's own types, the only type labels (a producer's other types are
+// "other", so they cannot mint series).
+func NewFor(sinks, types []string) *Metrics {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := &Metrics{
