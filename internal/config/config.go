@@ -224,6 +224,23 @@ type Route struct {
 	Sinks []string `yaml:"sinks"`
 }
 
+// RouteTypes lists the event types the routes name, each once, in order:
+// with Chapar's own, the only type labels of metrics (a producer's other
+// types must not mint series).
+func (c *Config) RouteTypes() []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, r := range c.Routes {
+		for _, t := range r.Types {
+			if !seen[t] {
+				seen[t] = true
+				out = append(out, t)
+			}
+		}
+	}
+	return out
+}
+
 // Secret is a credential: it prints as [redacted] so it cannot reach a log.
 type Secret string
 

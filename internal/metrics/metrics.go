@@ -31,14 +31,14 @@ import (
 //
 // Label values are never taken on trust: a sink that is not one of the
 // process's configured sinks (a producer names any destination it likes),
-// an event type that is not one of the envelope's, a reason, code or stage
+// an event type that is neither Chapar's nor named by a route, a reason, code or stage
 // that does not look like one, and a vendor's code past the first
 // maxCodesPerSink a sink has seen are counted as "other", so no input can
 // panic a method (Prometheus refuses invalid UTF-8) or grow a metric
 // without bound.
 type Metrics struct {
 	reg          *prometheus.Registry
-	types        map[string]bool // envelope types, the only type labels
+	types        map[string]bool // Chapar's types and the routes', the only type labels
 	sinks        map[string]bool // the configured sinks and "-", the only sink labels
 	codes        codeBook        // the vendor codes kept as labels, per sink
 	received     prometheus.Counter
@@ -147,6 +147,13 @@ func NewFor(sinks, types []string) *Metrics {
 	}
 	for _, t := range envelope.Types() {
 		m.types[t] = true
+	}
+	for _, t := range types {
+		// The routes' types are the operator's, a bounded set; one that
+		// is no type (config check refuses it) is never a label.
+		if envelope.CheckType(t) == nil {
+			m.types[t] = true
+		}
 	}
 	for _, s := range sinks {
 		if envelope.IsSinkName(s) {
