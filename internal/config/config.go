@@ -24,6 +24,10 @@ type Config struct {
 	SinkDefaults SinkDefaults `yaml:"sink_defaults"`
 	Sinks        []Sink       `yaml:"sinks"`
 	Routes       []Route      `yaml:"routes"`
+	// DataSchemas are JSON Schemas (as YAML or JSON) of event types'
+	// data, by type: an event whose data does not match its type's is
+	// invalid (internal/dataschema).
+	DataSchemas map[string]yaml.Node `yaml:"data_schemas"`
 
 	// renamed are the keys the file writes under an old name
 	// (deprecated.go), warned about with Validate's warnings.

@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/zap/zapcore"
 
+	"github.com/chapar-dev/chapar/internal/dataschema"
 	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
@@ -46,6 +47,8 @@ func (c *Config) Validate() error {
 	c.validateWebhook(&p)
 	names := c.validateSinks(&p)
 	c.validateRoutes(&p, names)
+	_, err := dataschema.Compile(c.DataSchemas)
+	p.addErr(err)
 	return errors.Join(p.errs...)
 }
 

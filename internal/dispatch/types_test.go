@@ -5,13 +5,17 @@ package dispatch_test
 // has no call for one dead-letters it unsupported_event and goes on.
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/internal/dispatch"
 	"github.com/chapar-dev/chapar/internal/dlq"
 	"github.com/chapar-dev/chapar/internal/emulator"
 	"github.com/chapar-dev/chapar/internal/outcome"
@@ -97,5 +101,59 @@ func TestCustomTypeToAVendorSinkIsUnsupportedAndTheStreamFlows(t *testing.T) {
 		if strings.Contains(string(r.Body), "A-1001") {
 			t.Errorf("chabok was sent the custom event: %s", r.Body)
 		}
+	}
+}
+
+// With a JSON Schema for its type in the config (data_schemas), an event
+// whose data does not match is dead-lettered invalid_envelope, naming
+// where; one that matches is delivered.
+func TestCustomTypeDataSchema(t *testing.T) {
+	e := testenv.New(t)
+	hook := e.Sink("hook", emulator.Webhook, nil, nil)
+	var schemas map[string]yaml.Node
+	if err := yaml.Unmarshal([]byte(`
+com.shop.order.shipped:
+  type: object
+  required: [order]
+  properties:
+    order: {type: object, required: [id], properties: {id: {type: string}}}
+`), &schemas); err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.Config([]config.Sink{hook}, []config.Route{{Types: []string{shippedType}, Sinks: []string{"hook"}}})
+	cfg.DataSchemas = schemas
+	tally := dispatch.NewTally()
+	ready := make(chan struct{})
+	disp, err := dispatch.New(cfg, dispatch.Options{Observer: tally, Logger: e.Log, Ready: func() { close(ready) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- disp.Run(ctx, e.JS) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("dispatcher did not start: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("dispatcher did not start in 30s")
+	}
+	bad := shipped("ship-bad")
+	bad.Data = json.RawMessage(`{"order":{"id":1001}}`)
+	e.Publish(bad)
+	e.Publish(shipped("ship-ok"))
+	testenv.Eventually(t, 10*time.Second, "both events settled", func() bool {
+		return tally.DeliveredTo("hook") >= 1 && consumerIdle(t, e, "hook")
+	})
+	recs := deadLetters(t, e, dlq.Filter{})
+	if n := tally.DeliveredTo("hook"); n != 1 || len(recs) != 1 {
+		t.Fatalf("%d delivered and %d dead letters, want 1 and 1", n, len(recs))
+	}
+	if r := recs[0]; r.Reason != outcome.InvalidEnvelope || r.EventID != "ship-bad" || !strings.Contains(r.Error, "/order/id") {
+		t.Errorf("dead letter %s %s %q; want invalid_envelope ship-bad naming /order/id", r.Reason, r.EventID, r.Error)
+	}
+	if reqs := e.Emu.Vendor(emulator.Webhook).Requests(); len(reqs) != 1 || !strings.Contains(string(reqs[0].Body), "ship-ok") {
+		t.Errorf("webhook requests %d, want the valid event alone", len(reqs))
 	}
 }
