@@ -159,6 +159,7 @@ var refined = map[string]schema{
 	"dispatcher.log_level":  {"enum": []any{"debug", "info", "warn", "error", "dpanic", "panic", "fatal"}},
 	"sinks[].name":          {"pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"},
 	"routes[].types[]":      typeSchema(),
+	"data_schemas":          {"description": "A JSON Schema (draft 2020-12) of an event type's data, by type; docs/envelope.md#a-type-of-your-own", "propertyNames": typeSchema()},
 	"routes[].sinks":        {"minItems": 1},
 	"sinks[].settings":      {"description": "The vendor's own keys (credentials, units); docs/sinks.md lists them."},
 	"sinks[].base_url":      {"description": "The vendor's API root; http or https. Empty: the vendor's default."},

@@ -29,3 +29,18 @@ func TestRoutesTakeAnyEventType(t *testing.T) {
 		}
 	}
 }
+
+// data_schemas are compiled at config check, each bad one named by its key.
+func TestDataSchemasAreCheckedWithTheConfig(t *testing.T) {
+	ok := "data_schemas:\n  com.shop.order.shipped: {type: object, required: [order]}\n"
+	if _, err := config.Parse([]byte(ok), env(nil)); err != nil {
+		t.Errorf("refused: %v", err)
+	}
+	bad := "data_schemas:\n  com.shop.order.shipped: {type: 7}\n  chapar.click: {type: object}\n"
+	_, err := config.Parse([]byte(bad), env(nil))
+	for _, want := range []string{"data_schemas.com.shop.order.shipped: ", `data_schemas.chapar.click: "chapar.click" is not an event type`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not say %q", err, want)
+		}
+	}
+}

@@ -41,7 +41,7 @@ func Compile(schemas map[string]yaml.Node) (*Set, error) {
 	var errs []error
 	for _, t := range slices.Sorted(maps.Keys(schemas)) {
 		if err := envelope.CheckType(t); err != nil {
-			errs = append(errs, fmt.Errorf("data_schemas: %q is not an event type: %w", t, err))
+			errs = append(errs, fmt.Errorf("%s: %q is not an event type: %w", key(t), t, err))
 			continue
 		}
 		sch, err := compile(t, schemas[t])

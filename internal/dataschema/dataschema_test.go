@@ -70,8 +70,8 @@ func TestCompileNamesTheKeyOfABadSchemaOrType(t *testing.T) {
 		{"com.shop.x: {type: 7}", "data_schemas.com.shop.x: "},
 		{"com.shop.x: {type: object, minProperties: many}", "data_schemas.com.shop.x: "},
 		{"com.shop.x: not-a-mapping", "data_schemas.com.shop.x: "},
-		{"'com shop': {type: object}", `data_schemas: "com shop" is not an event type`},
-		{"chapar.click: {type: object}", `data_schemas: "chapar.click" is not an event type`},
+		{"'com shop': {type: object}", `data_schemas.com shop: "com shop" is not an event type`},
+		{"chapar.click: {type: object}", `data_schemas.chapar.click: "chapar.click" is not an event type`},
 	} {
 		_, err := dataschema.Compile(schemas(t, tt.doc))
 		if err == nil || !strings.Contains(err.Error(), tt.says) {
