@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -73,17 +74,19 @@ func TestShippedConfigsValidateAgainstTheSchema(t *testing.T) {
 func TestSchemaRefusesMistakes(t *testing.T) {
 	sch := compileSchema(t)
 	for name, doc := range map[string]string{
-		"unknown key":         "dispatcher: {concurency: 3}",
-		"duration as number":  "dispatcher: {ack_wait: 30}",
-		"bad storage":         "streams: {storage: disk}",
-		"bad replicas":        "streams: {replicas: 2}",
-		"sink without name":   "sinks: [{vendor: chabok}]",
-		"bad sink name":       "sinks: [{name: Chabok Main, vendor: chabok}]",
-		"unknown type":        "routes: [{types: [chapar.click], sinks: [x]}]",
-		"route without sinks": "routes: [{types: [chapar.track]}]",
-		"string concurrency":  "sink_defaults: {concurrency: many}",
-		"order word":          "sinks: [{name: a, vendor: chabok, order: by_usr}]",
-		"order unknown key":   "sinks: [{name: a, vendor: chabok, order: {by: user}}]",
+		"unknown key":          "dispatcher: {concurency: 3}",
+		"duration as number":   "dispatcher: {ack_wait: 30}",
+		"bad storage":          "streams: {storage: disk}",
+		"bad replicas":         "streams: {replicas: 2}",
+		"sink without name":    "sinks: [{vendor: chabok}]",
+		"bad sink name":        "sinks: [{name: Chabok Main, vendor: chabok}]",
+		"unknown type":         "routes: [{types: [chapar.click], sinks: [x]}]",
+		"type with a space":    "routes: [{types: [com.shop order], sinks: [x]}]",
+		"type with a wildcard": "routes: [{types: [com.shop.*], sinks: [x]}]",
+		"route without sinks":  "routes: [{types: [chapar.track]}]",
+		"string concurrency":   "sink_defaults: {concurrency: many}",
+		"order word":           "sinks: [{name: a, vendor: chabok, order: by_usr}]",
+		"order unknown key":    "sinks: [{name: a, vendor: chabok, order: {by: user}}]",
 	} {
 		if err := sch.Validate(yamlToJSON(t, []byte(doc))); err == nil {
 			t.Errorf("%s: %s accepted", name, doc)
@@ -96,6 +99,7 @@ func TestSchemaRefusesMistakes(t *testing.T) {
 		"vendor settings":       "sinks: [{name: a, vendor: chabok, settings: {app_id: x, access_token: '${T}'}}]",
 		"order by user":         "sinks: [{name: a, vendor: chabok, order: by_user}]",
 		"order key template":    "sinks: [{name: a, vendor: chabok, order: {key: '{{.Subject}}'}}]",
+		"a type of one's own":   "routes: [{types: [com.shop.order.shipped], sinks: [hook]}]",
 	} {
 		if err := sch.Validate(yamlToJSON(t, []byte(doc))); err != nil {
 			t.Errorf("%s: %s refused: %v", name, doc, err)
@@ -154,7 +158,8 @@ var refined = map[string]schema{
 	"dispatcher.log_format": {"enum": []any{"json", "console"}},
 	"dispatcher.log_level":  {"enum": []any{"debug", "info", "warn", "error", "dpanic", "panic", "fatal"}},
 	"sinks[].name":          {"pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"},
-	"routes[].types[]":      {"enum": typeEnum()},
+	"routes[].types[]":      typeSchema(),
+	"data_schemas":          {"description": "A JSON Schema (draft 2020-12) of an event type's data, by type; docs/envelope.md#a-type-of-your-own", "propertyNames": typeSchema()},
 	"routes[].sinks":        {"minItems": 1},
 	"sinks[].settings":      {"description": "The vendor's own keys (credentials, units); docs/sinks.md lists them."},
 	"sinks[].base_url":      {"description": "The vendor's API root; http or https. Empty: the vendor's default."},
@@ -166,12 +171,18 @@ var required = map[string][]string{
 	"routes[]": {"sinks"},
 }
 
-func typeEnum() []any {
-	var out []any
-	for _, t := range envelope.Types() {
-		out = append(out, t)
+// typeSchema is a route's type as the envelope's schema states it: one of
+// Chapar's types, or a type of the producer's own (envelope.CheckType).
+func typeSchema() schema {
+	var doc struct {
+		Properties struct {
+			Type schema `json:"type"`
+		} `json:"properties"`
 	}
-	return out
+	if err := json.Unmarshal(envelope.Schema(), &doc); err != nil || doc.Properties.Type == nil {
+		panic(fmt.Sprintf("envelope schema has no type: %v", err))
+	}
+	return doc.Properties.Type
 }
 
 func generateSchema() schema {

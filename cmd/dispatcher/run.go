@@ -109,13 +109,14 @@ func runCmd(ctx context.Context, file string, nf natsFlags, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	// The configured sinks are the only sink labels: a producer's
-	// destinations must not mint series.
+	// The configured sinks are the only sink labels, and Chapar's and the
+	// routes' types the only type labels: a producer's destinations and
+	// types must not mint series.
 	sinkNames := make([]string, 0, len(cfg.Sinks))
 	for _, s := range cfg.Sinks {
 		sinkNames = append(sinkNames, s.Name)
 	}
-	m := metrics.New(sinkNames...)
+	m := metrics.NewFor(sinkNames, cfg.RouteTypes())
 	var ready atomic.Bool
 	build := buildinfo.Read()
 	tp, stopTracing, err := tracing.Provider(ctx, "chapar-dispatcher", build.Version)

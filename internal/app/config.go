@@ -1,12 +1,14 @@
 package app
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
 
 	"github.com/chapar-dev/chapar/internal/config"
 	"github.com/chapar-dev/chapar/internal/sinks"
+	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
 // ConfigSource is where a process's config comes from.
@@ -81,6 +83,7 @@ func loadConfig(src ConfigSource, whole bool) (*config.Config, error) {
 		list.add(cfg.ReadAdminToken(lookupEnv))
 		_, err := sinks.Build(cfg.Sinks)
 		list.add(err)
+		list.add(routeTypeErrors(cfg, sinks.Lookup))
 	}
 	if len(list.problems) == 0 {
 		return cfg, nil
@@ -145,4 +148,41 @@ func isKeyPath(s string) bool {
 		}
 	}
 	return true
+}
+
+// routeTypeErrors refuses a route that names an event type and sends it to
+// a vendor sink that has no call for that type: every such event would be
+// dead-lettered unsupported_event. One problem per routes[i].types[j],
+// naming each sink that cannot take it. A route without types (a
+// catch-all) is not refused: it sends many types, and what a vendor
+// cannot take of them is dead-lettered at delivery. Unknown sinks, vendors
+// and malformed types are reported by their own checks.
+func routeTypeErrors(cfg *config.Config, lookup func(string) (sinks.Vendor, bool)) error {
+	vendorOf := make(map[string]sinks.Vendor, len(cfg.Sinks))
+	for _, s := range cfg.Sinks {
+		if v, ok := lookup(s.Vendor); ok {
+			vendorOf[s.Name] = v
+		}
+	}
+	var errs []error
+	for i, r := range cfg.Routes {
+		for j, t := range r.Types {
+			if envelope.CheckType(t) != nil {
+				continue
+			}
+			var refused []string
+			for k, name := range r.Sinks {
+				if v, ok := vendorOf[name]; ok && !v.Takes(t) {
+					refused = append(refused, fmt.Sprintf("sink %s (routes[%d].sinks[%d]), of vendor %s, which takes only %s",
+						name, i, k, v.Name, strings.Join(v.Types, ", ")))
+				}
+			}
+			if len(refused) > 0 {
+				errs = append(errs, fmt.Errorf("routes[%d].types[%d]: %q is sent to %s; every such event would be dead-lettered unsupported_event: "+
+					"send this type to sinks that take it (a webhook sink takes any type) in a route of its own",
+					i, j, t, strings.Join(refused, ", and to ")))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }

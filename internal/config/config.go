@@ -24,6 +24,10 @@ type Config struct {
 	SinkDefaults SinkDefaults `yaml:"sink_defaults"`
 	Sinks        []Sink       `yaml:"sinks"`
 	Routes       []Route      `yaml:"routes"`
+	// DataSchemas are JSON Schemas (as YAML or JSON) of event types'
+	// data, by type: an event whose data does not match its type's is
+	// invalid (internal/dataschema).
+	DataSchemas map[string]yaml.Node `yaml:"data_schemas"`
 
 	// renamed are the keys the file writes under an old name
 	// (deprecated.go), warned about with Validate's warnings.
@@ -222,6 +226,23 @@ type Route struct {
 	// Names are event names or path.Match patterns (order_*).
 	Names []string `yaml:"names"`
 	Sinks []string `yaml:"sinks"`
+}
+
+// RouteTypes lists the event types the routes name, each once, in order:
+// with Chapar's own, the only type labels of metrics (a producer's other
+// types must not mint series).
+func (c *Config) RouteTypes() []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, r := range c.Routes {
+		for _, t := range r.Types {
+			if !seen[t] {
+				seen[t] = true
+				out = append(out, t)
+			}
+		}
+	}
+	return out
 }
 
 // Secret is a credential: it prints as [redacted] so it cannot reach a log.

@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/zap/zapcore"
 
+	"github.com/chapar-dev/chapar/internal/dataschema"
 	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
@@ -46,6 +47,8 @@ func (c *Config) Validate() error {
 	c.validateWebhook(&p)
 	names := c.validateSinks(&p)
 	c.validateRoutes(&p, names)
+	_, err := dataschema.Compile(c.DataSchemas)
+	p.addErr(err)
 	return errors.Join(p.errs...)
 }
 
@@ -235,10 +238,6 @@ func (c *Config) validateSinkOptions(p *problems, at string, s Sink) {
 }
 
 func (c *Config) validateRoutes(p *problems, names map[string]bool) {
-	known := map[string]bool{}
-	for _, t := range envelope.Types() {
-		known[t] = true
-	}
 	for i, r := range c.Routes {
 		at := fmt.Sprintf("routes[%d]", i)
 		if len(r.Sinks) == 0 {
@@ -249,9 +248,11 @@ func (c *Config) validateRoutes(p *problems, names map[string]bool) {
 				p.add(fmt.Sprintf("%s.sinks[%d]", at, j), "%q is not a configured sink", s)
 			}
 		}
+		// Any type an envelope can carry: Chapar's, or a producer's own.
+		// Which sinks can take it is checked with the vendors (internal/app).
 		for j, t := range r.Types {
-			if !known[t] {
-				p.add(fmt.Sprintf("%s.types[%d]", at, j), "%q is not an event type; one of %s", t, strings.Join(envelope.Types(), ", "))
+			if err := envelope.CheckType(t); err != nil {
+				p.add(fmt.Sprintf("%s.types[%d]", at, j), "%q is not an event type: %v", t, err)
 			}
 		}
 		for j, n := range r.Names {

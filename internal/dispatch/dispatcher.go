@@ -25,6 +25,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/internal/dataschema"
 	"github.com/chapar-dev/chapar/internal/dlq"
 	"github.com/chapar-dev/chapar/internal/sinks"
 	"github.com/chapar-dev/chapar/internal/topology"
@@ -70,6 +71,8 @@ type engine struct {
 	tracer   trace.Tracer
 	ackWait  time.Duration
 	maxBytes int
+	// schemas check the data of the types the config has a schema for.
+	schemas *dataschema.Set
 
 	// starts says which sink covers which events, by stream position
 	// (starts.go).
@@ -102,12 +105,16 @@ func New(cfg *config.Config, o Options) (*Dispatcher, error) {
 	if o.Tracer == nil {
 		o.Tracer = noop.NewTracerProvider()
 	}
+	schemas, err := dataschema.Compile(cfg.DataSchemas)
+	if err != nil {
+		return nil, err
+	}
 	topo := topology.New(cfg.Streams)
 	e := &engine{
 		topo: topo, routes: NewRoutes(cfg.Routes), obs: o.Observer, log: o.Logger,
 		tracer:  o.Tracer.Tracer("github.com/chapar-dev/chapar/internal/dispatch"),
 		ackWait: cfg.Dispatcher.AckWait, maxBytes: topo.MaxEnvelopeBytes(),
-		starts: newSinkStarts(),
+		starts: newSinkStarts(), schemas: schemas,
 	}
 	return &Dispatcher{cfg: cfg, sinks: wrapped, built: built, o: o, id: uuid.NewString(), engine: e}, nil
 }

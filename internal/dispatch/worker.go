@@ -107,6 +107,9 @@ func (w *sinkWorker) parseRoute(ctx context.Context, j job) (d *delivery, ev *en
 		w.obs.Received()
 	}
 	ev, err = envelope.ParseMessage(j.msg.Headers(), j.msg.Data(), w.maxBytes)
+	if err == nil {
+		err = w.schemas.Check(ev.Type, ev.Data) // the config's schema of its type, if any
+	}
 	if err != nil {
 		w.deadLetter(ctx, d, w.record(d, nil, dlq.NoSink, outcome.InvalidEnvelope, err))
 		return nil, nil, nil, false

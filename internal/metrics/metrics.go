@@ -31,14 +31,14 @@ import (
 //
 // Label values are never taken on trust: a sink that is not one of the
 // process's configured sinks (a producer names any destination it likes),
-// an event type that is not one of the envelope's, a reason, code or stage
+// an event type that is neither Chapar's nor named by a route, a reason, code or stage
 // that does not look like one, and a vendor's code past the first
 // maxCodesPerSink a sink has seen are counted as "other", so no input can
 // panic a method (Prometheus refuses invalid UTF-8) or grow a metric
 // without bound.
 type Metrics struct {
 	reg          *prometheus.Registry
-	types        map[string]bool // envelope types, the only type labels
+	types        map[string]bool // Chapar's types and the routes', the only type labels
 	sinks        map[string]bool // the configured sinks and "-", the only sink labels
 	codes        codeBook        // the vendor codes kept as labels, per sink
 	received     prometheus.Counter
@@ -106,7 +106,12 @@ func (m *Metrics) series(sink string) *sinkSeries {
 // New registers Chapar's collectors (and the Go and process ones) in a
 // registry of its own. sinks are the process's configured sinks: the only
 // sink names its series carry (any other is "other").
-func New(sinks ...string) *Metrics {
+func New(sinks ...string) *Metrics { return NewFor(sinks, nil) }
+
+// NewFor is New with the event types the config's routes name: with
+// Chapar's own types, the only type labels (a producer's other types are
+// "other", so they cannot mint series).
+func NewFor(sinks, types []string) *Metrics {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := &Metrics{
@@ -142,6 +147,13 @@ func New(sinks ...string) *Metrics {
 	}
 	for _, t := range envelope.Types() {
 		m.types[t] = true
+	}
+	for _, t := range types {
+		// The routes' types are the operator's, a bounded set; one that
+		// is no type (config check refuses it) is never a label.
+		if envelope.CheckType(t) == nil {
+			m.types[t] = true
+		}
 	}
 	for _, s := range sinks {
 		if envelope.IsSinkName(s) {

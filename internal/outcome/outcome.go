@@ -16,7 +16,9 @@ const (
 	UnknownDestination Reason = "unknown_destination"
 	// UnmappedEvent: the sink's events table has no vendor name for it.
 	UnmappedEvent Reason = "unmapped_event"
-	// UnsupportedEvent: the vendor has no call for this event type.
+	// UnsupportedEvent: the vendor has no call for this event type (a
+	// Chapar type it does not map, or a producer's own type, which only
+	// the webhook takes), found before any request.
 	UnsupportedEvent Reason = "unsupported_event"
 	// InvalidForVendor: a valid envelope the vendor's documented rules
 	// reject, found before any request.

@@ -54,6 +54,7 @@ func init() {
 	Register(Spec[chabokSettings]{
 		Name:     "chabok",
 		Summary:  "Chabok track and trackPurchase",
+		Types:    []string{envelope.TypeTrack, envelope.TypePurchase},
 		Defaults: func() chabokSettings { return chabokSettings{Currencies: map[string]string{"IRR": "RIAL"}} },
 		Validate: func(s *chabokSettings, at string) error {
 			return required(at, "app_id", s.AppID, "access_token", s.AccessToken.Value())

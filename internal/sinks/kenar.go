@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
 // Divar Kenar open platform (docs: divar-kenar-events-api).
@@ -54,6 +55,7 @@ func init() {
 	Register(Spec[kenarSettings]{
 		Name:    "kenar",
 		Summary: "Divar Kenar: send event to a user or post",
+		Types:   []string{envelope.TypeNotify},
 		Validate: func(s *kenarSettings, at string) error {
 			return required(at, "api_key", s.APIKey.Value(), "access_token", s.AccessToken.Value())
 		},

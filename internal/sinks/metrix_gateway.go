@@ -63,6 +63,7 @@ func init() {
 	Register(Spec[metrixGatewaySettings]{
 		Name:    "metrix-gateway",
 		Summary: "Metrix gateway: user, action and revenue messages",
+		Types:   []string{envelope.TypeIdentify, envelope.TypeTrack, envelope.TypePurchase},
 		Validate: func(s *metrixGatewaySettings, at string) error {
 			return required(at, "app_id", s.AppID, "api_key", s.APIKey.Value())
 		},

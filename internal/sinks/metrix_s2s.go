@@ -55,6 +55,7 @@ func init() {
 	Register(Spec[metrixS2SSettings]{
 		Name:     "metrix-s2s",
 		Summary:  "Metrix legacy S2S in-app events",
+		Types:    []string{envelope.TypeTrack, envelope.TypePurchase},
 		Defaults: func() metrixS2SSettings { return metrixS2SSettings{EventTimeUnit: "ms"} },
 		Validate: func(s *metrixS2SSettings, at string) error {
 			if err := required(at, "app_id", s.AppID, "dev_key", s.DevKey.Value()); err != nil {

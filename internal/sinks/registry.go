@@ -58,6 +58,11 @@ type Spec[S any] struct {
 	// BatchSink), so sinks[i].batch may be set. A sink that does
 	// otherwise than this says fails to build.
 	Batches bool
+	// Types are the event types the vendor has a call for; nil is any
+	// type (the webhook). Its sinks dead-letter another type routed to
+	// them as unsupported_event, and config check refuses a route that
+	// names one for them.
+	Types []string
 }
 
 // Vendor is one registered vendor, its settings type erased.
@@ -68,8 +73,13 @@ type Vendor struct {
 	Batches bool
 	// Settings are the keys of the vendor's settings, in declaration order.
 	Settings []string
-	build    func(cfg config.Sink, at string) (Sink, error)
+	// Types are the event types it takes; nil is any (Spec.Types).
+	Types []string
+	build func(cfg config.Sink, at string) (Sink, error)
 }
+
+// Takes reports whether the vendor has a call for events of type t.
+func (v Vendor) Takes(t string) bool { return v.Types == nil || slices.Contains(v.Types, t) }
 
 // New builds a sink of this vendor from cfg: it decodes cfg.Settings
 // strictly over the defaults, validates them and constructs the sink.
@@ -194,6 +204,7 @@ func (spec Spec[S]) vendor() Vendor {
 		Name:     spec.Name,
 		Summary:  spec.Summary,
 		Batches:  spec.Batches,
+		Types:    slices.Clone(spec.Types),
 		Settings: yamlKeys(reflect.TypeFor[S]()),
 		build: func(cfg config.Sink, at string) (Sink, error) {
 			var s S

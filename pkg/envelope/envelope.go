@@ -43,6 +43,16 @@ const (
 // Types lists every event type Chapar understands.
 func Types() []string { return []string{TypeTrack, TypePurchase, TypeIdentify, TypeNotify} }
 
+// IsChaparType reports whether t is one of Chapar's own types, whose data
+// has a fixed shape (Track, Purchase, Identify, Notify) checked strictly.
+func IsChaparType(t string) bool {
+	switch t {
+	case TypeTrack, TypePurchase, TypeIdentify, TypeNotify:
+		return true
+	}
+	return false
+}
+
 // Envelope is a CloudEvents 1.0 event in JSON structured mode.
 //
 // ID is the idempotency key end to end: JetStream de-duplicates publishes on
@@ -587,7 +597,7 @@ func (ev *Event) validate(dataFlags *textFlags) violations {
 	var into any
 	switch e.Type {
 	case "":
-		v.add("type", "is required; one of "+strings.Join(Types(), ", "))
+		v.add("type", "is required: one of "+strings.Join(Types(), ", ")+", or a type of your own such as com.example.order.shipped")
 		return v
 	case TypeTrack:
 		ev.Track = &Track{}
@@ -602,7 +612,12 @@ func (ev *Event) validate(dataFlags *textFlags) violations {
 		ev.Notify = &Notify{}
 		into = ev.Notify
 	default:
-		v.add("type", fmt.Sprintf("%s is not a Chapar event type; one of %s", quote(e.Type), strings.Join(Types(), ", ")))
+		if err := CheckType(e.Type); err != nil {
+			v.add("type", quote(e.Type)+" is not an event type: "+err.Error())
+			return v
+		}
+		// A producer's own type: any JSON data, or none, passed on as written.
+		customData(e.Data, dataFlags, &v)
 		return v
 	}
 	before := len(v)
@@ -642,6 +657,32 @@ func dataText(data []byte, flags *textFlags, v *violations) {
 	s := scanner{b: data}
 	s.skipSpace()
 	s.badStrings("data", v)
+}
+
+// customData checks the data of a producer's own type: absent, or any JSON
+// value whose strings are valid UTF-8 without NUL, as every attribute's are
+// (Parse has already found it JSON; Decode and binary mode have not).
+func customData(data []byte, flags *textFlags, v *violations) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return
+	}
+	if flags == nil {
+		s := scanner{b: data}
+		s.skipSpace()
+		err := s.value()
+		if err == nil {
+			s.skipSpace()
+			if s.i != len(data) {
+				err = s.fail("data after the JSON value")
+			}
+		}
+		if err != nil {
+			v.add("data", "is not valid JSON: "+err.Error())
+			return
+		}
+		flags = &s.flags
+	}
+	dataText(data, flags, v)
 }
 
 // decodeData decodes data strictly: numbers stay json.Number and unknown

@@ -1,6 +1,7 @@
 package envelope
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -103,4 +104,44 @@ func IsSinkName(s string) bool {
 		}
 	}
 	return true
+}
+
+// ReservedTypePrefix starts Chapar's own types: a producer's type may not
+// use it, so a misspelt Chapar type (chapar.trak) is refused, not carried
+// as a type of its own.
+const ReservedTypePrefix = "chapar."
+
+// CheckType says what is wrong with t as an event type, or nil: one of
+// Chapar's types (Types), or a producer's own. CloudEvents 1.0 asks only
+// for a non-empty string; Chapar also publishes the type as the tokens of
+// a NATS subject (<prefix>.events.<type>), carries it in dead letters and
+// headers, so a type of one's own must be 1 to 1024 bytes (the limit of
+// every attribute) of printable ASCII other than * and > (NATS wildcards),
+// in dot-separated non-empty tokens (com.example.order.shipped), and must
+// not start with chapar. (reserved for Chapar's types).
+func CheckType(t string) error {
+	if IsChaparType(t) {
+		return nil
+	}
+	const want = "a type of your own is 1 to 1024 bytes of printable ASCII without spaces, * or >, in dot-separated tokens, e.g. com.example.order.shipped"
+	switch {
+	case t == "":
+		return errors.New("it is empty; use one of " + strings.Join(Types(), ", ") + ", or a type of your own such as com.example.order.shipped")
+	case len(t) > MaxAttributeBytes:
+		return fmt.Errorf("it is %d bytes; the maximum is %d", len(t), MaxAttributeBytes)
+	case strings.HasPrefix(t, ReservedTypePrefix):
+		return fmt.Errorf("the prefix chapar. is reserved for Chapar's types (%s); name a type of your own under your domain, e.g. com.example.%s",
+			strings.Join(Types(), ", "), strings.TrimPrefix(Clip(t, 64), ReservedTypePrefix))
+	}
+	for i := 0; i < len(t); i++ {
+		switch c := t[i]; {
+		case c <= ' ' || c >= 0x7f:
+			return fmt.Errorf("byte %d is not printable ASCII (a space, a control character or UTF-8); %s", i, want)
+		case c == '*' || c == '>':
+			return fmt.Errorf("it holds %q, a NATS wildcard; %s", c, want)
+		case c == '.' && (i == 0 || i == len(t)-1 || t[i-1] == '.'):
+			return fmt.Errorf("it has an empty token (a leading, trailing or double dot); %s", want)
+		}
+	}
+	return nil
 }
