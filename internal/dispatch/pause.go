@@ -444,12 +444,16 @@ type pauseBoard struct {
 	kv     jetstream.KeyValue // once bound
 	log    *zap.Logger
 	pauses map[string]*sharedPause
+	// held applies an operator's pause (or resumption) of a sink
+	// (operator.go), by sink.
+	held map[string]func(paused bool)
 	// rebind asks for the bucket to be bound again (sharedPause.broken).
 	rebind chan struct{}
 }
 
 func newPauseBoard(topo topology.Topology, js jetstream.JetStream, log *zap.Logger) *pauseBoard {
-	return &pauseBoard{topo: topo, js: js, log: log, pauses: map[string]*sharedPause{}, rebind: make(chan struct{}, 1)}
+	return &pauseBoard{topo: topo, js: js, log: log, pauses: map[string]*sharedPause{}, held: map[string]func(bool){},
+		rebind: make(chan struct{}, 1)}
 }
 
 // add makes a sink's shared pause part of the board.
@@ -552,6 +556,10 @@ func (b *pauseBoard) watch(ctx context.Context, initialized func() bool) error {
 	}
 	defer func() { _ = w.Stop() }()
 	live := false
+	// The operator pauses among the current values: a sink without one
+	// (never paused, or its key deleted by hand, or the bucket made
+	// again) is not paused once they are all read.
+	opSeen := map[string]bool{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -566,7 +574,17 @@ func (b *pauseBoard) watch(ctx context.Context, initialized func() bool) error {
 			}
 			if e == nil { // the current values are all read
 				live = true
+				for sink, apply := range b.held {
+					if !opSeen[sink] {
+						apply(false)
+					}
+				}
 				initialized()
+				continue
+			}
+			if sink, ok := topology.OperatorPauseSink(e.Key()); ok {
+				opSeen[sink] = true
+				b.operatorPause(sink, e)
 				continue
 			}
 			if s := b.pauses[e.Key()]; s != nil {

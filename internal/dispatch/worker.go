@@ -157,8 +157,16 @@ var errExpired = errors.New("max_elapsed passed before the next attempt")
 // to pick it, one event per open period, far past max_elapsed. So no
 // attempt is made after max_elapsed, and an event the gate refuses after
 // it is dead-lettered.
+//
+// An operator's pause is not the vendor's doing: while the sink is paused
+// nothing expires (a paused sink dead-letters nothing), and the time it
+// was paused is not counted against max_elapsed.
 func (w *sinkWorker) expired(d *delivery, now time.Time) bool {
-	return w.policy.MaxElapsed > 0 && !d.history.First.IsZero() && now.Sub(d.history.First) > w.policy.MaxElapsed
+	if w.policy.MaxElapsed <= 0 || d.history.First.IsZero() || w.gate.heldByOperator() {
+		return false
+	}
+	elapsed := now.Sub(d.history.First) - w.gate.heldWithin(d.history.First, now)
+	return elapsed > w.policy.MaxElapsed
 }
 
 // expire dead-letters an event the gate refused after its max_elapsed.
