@@ -45,8 +45,8 @@ type gate struct {
 	held     bool
 	heldFrom time.Time
 	heldSpan [2]time.Time
-	limit       int  // requests allowed in flight now (the ramp)
-	inFlight    int
+	limit    int // requests allowed in flight now (the ramp)
+	inFlight int
 	// needProbe: a pause began and its probe has not been answered; the
 	// next request must claim the probe (shared) first.
 	needProbe bool
