@@ -33,7 +33,9 @@ type pauseFlags struct {
 	natsFlags
 }
 
-func (c *cliSinksPause) Run(ctx context.Context, s *streams) error { return setPause(ctx, s, c.pauseFlags, true) }
+func (c *cliSinksPause) Run(ctx context.Context, s *streams) error {
+	return setPause(ctx, s, c.pauseFlags, true)
+}
 
 func (c *cliSinksResume) Run(ctx context.Context, s *streams) error {
 	return setPause(ctx, s, c.pauseFlags, false)
