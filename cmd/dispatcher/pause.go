@@ -157,3 +157,12 @@ func printPause(s *streams, cfgFile string, r pauseResult) {
 		fmt.Fprintf(s.stderr, "note: no sink %q is configured%s or run by a dispatcher (known sinks: %s); recorded anyway: a typo?\n", r.Sink, where, names)
 	}
 }
+
+// consolePauses lets the console pause and resume sinks: the same record
+// as dispatcher sinks pause writes.
+type consolePauses struct{ conn *app.Conn }
+
+func (p consolePauses) SetPaused(ctx context.Context, sink string, paused bool, by string) error {
+	host, _ := os.Hostname()
+	return p.conn.Topo.SetOperatorPause(ctx, p.conn.JS, sink, topology.OperatorPause{Paused: paused, At: time.Now().UTC(), By: by + "@" + host})
+}

@@ -108,27 +108,29 @@ func (t Topology) OperatorPauses(ctx context.Context, js jetstream.JetStream) (m
 	if err != nil {
 		return nil, fmt.Errorf("topology: pauses bucket %s: %w", t.PausesBucket(), err)
 	}
-	keys, err := kv.ListKeysFiltered(ctx, operatorPausePrefix+">")
+	// A watch hands the current records over, then a nil entry: only
+	// that says the list is whole (a partial one must not read as "not
+	// paused").
+	w, err := kv.WatchFiltered(ctx, []string{operatorPausePrefix + ">"}, jetstream.IgnoreDeletes())
 	if err != nil {
-		return nil, fmt.Errorf("topology: list the operator pauses: %w", err)
+		return nil, fmt.Errorf("topology: read the operator pauses: %w", err)
 	}
-	var names []string
-	for k := range keys.Keys() {
-		names = append(names, k)
-	}
-	for _, k := range names {
-		e, err := kv.Get(ctx, k)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			continue
+	defer func() { _ = w.Stop() }()
+	for {
+		var e jetstream.KeyValueEntry
+		select {
+		case e = <-w.Updates():
+		case <-ctx.Done():
+			return nil, fmt.Errorf("topology: read the operator pauses: %w", ctx.Err())
 		}
-		if err != nil {
-			return nil, fmt.Errorf("topology: read %s: %w", k, err)
+		if e == nil {
+			break
 		}
 		var p OperatorPause
 		if err := json.Unmarshal(e.Value(), &p); err != nil {
-			return nil, fmt.Errorf("topology: %s in %s is not a pause record: %w", k, t.PausesBucket(), err)
+			return nil, fmt.Errorf("topology: %s in %s is not a pause record: %w", e.Key(), t.PausesBucket(), err)
 		}
-		sink, _ := OperatorPauseSink(k)
+		sink, _ := OperatorPauseSink(e.Key())
 		out[sink] = p
 	}
 	return out, nil
