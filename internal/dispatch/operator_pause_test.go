@@ -58,16 +58,20 @@ func TestOperatorPauseHoldsEveryReplica(t *testing.T) {
 	a := e.Start([]config.Sink{sink}, gatewayRoute)
 	b := e.Start([]config.Sink{sink}, gatewayRoute)
 
+	asked := time.Now()
 	setPaused(t, e, "gateway", true)
 	testenv.Eventually(t, 5*time.Second, "both replicas paused", allPaused(true, a, b))
+	t.Logf("both replicas paused %s after the record was written", time.Since(asked).Round(time.Millisecond))
 	ids := publishTracks(t, e, 50, "order_paid")
 	stayedQuiet(t, 2*time.Second, "a request reached the vendor or an event was dead-lettered", func() bool {
 		return len(vendor.Requests()) > 0 || len(deadLetters(t, e, dlq.Filter{})) > 0
 	})
 
+	asked = time.Now()
 	setPaused(t, e, "gateway", false)
 	testenv.Eventually(t, 5*time.Second, "both replicas resumed", allPaused(false, a, b))
 	testenv.Eventually(t, 20*time.Second, "every event delivered", allDelivered(t, e, ids))
+	t.Logf("all 50 delivered %s after the resumption was written", time.Since(asked).Round(time.Millisecond))
 	for id, n := range gatewayIDs(t, e) {
 		if n != 1 {
 			t.Errorf("event %s delivered %d times", id, n)
