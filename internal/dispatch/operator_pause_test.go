@@ -84,7 +84,9 @@ func TestOperatorPauseHoldsEveryReplica(t *testing.T) {
 
 // Issue 21: retries scheduled before the pause wait for the resumption:
 // events whose first attempt failed are due again during the pause, and
-// are neither sent nor dead-lettered until the sink is resumed.
+// are neither sent nor dead-lettered until the sink is resumed; the time
+// paused does not count against max_elapsed (2 s here, the pause 3 s), so
+// after the resumption they are tried, and retried again if they fail.
 func TestOperatorPauseHoldsScheduledRetries(t *testing.T) {
 	e := testenv.New(t)
 	vendor := e.Emu.Vendor(emulator.MetrixGateway)
@@ -107,6 +109,9 @@ func TestOperatorPauseHoldsScheduledRetries(t *testing.T) {
 		return len(vendor.Requests()) > before || len(deadLetters(t, e, dlq.Filter{})) > 0
 	})
 
+	// Each fails once more after the resumption: its retry is scheduled,
+	// since the pause did not use up its max_elapsed either.
+	vendor.SetFault(emulator.Fault{Status: 503, Count: 5})
 	setPaused(t, e, "gateway", false)
 	testenv.Eventually(t, 20*time.Second, "every event delivered", allDelivered(t, e, ids))
 	if dl := deadLetters(t, e, dlq.Filter{}); len(dl) > 0 {

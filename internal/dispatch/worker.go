@@ -169,6 +169,16 @@ func (w *sinkWorker) expired(d *delivery, now time.Time) bool {
 	return elapsed > w.policy.MaxElapsed
 }
 
+// unpaused is h as Decide sees it: its first attempt moved later by the
+// time an operator had the sink paused since, so a pause does not use up
+// max_elapsed (expired's rule, for the next retry's schedule).
+func (w *sinkWorker) unpaused(h History, now time.Time) History {
+	if !h.First.IsZero() {
+		h.First = h.First.Add(w.gate.heldWithin(h.First, now))
+	}
+	return h
+}
+
 // expire dead-letters an event the gate refused after its max_elapsed.
 func (w *sinkWorker) expire(ctx context.Context, d *delivery, ev *envelope.Event) {
 	w.deadLetter(ctx, d, w.expiredRecord(d, ev))
@@ -239,7 +249,7 @@ func (w *sinkWorker) attempt(ctx context.Context, d *delivery, ev *envelope.Even
 	} else {
 		done(derr)
 	}
-	v = Decide(w.policy, d.history, Attempt{Err: derr, VendorDown: vendorDown, CutShort: cut}, time.Now())
+	v = Decide(w.policy, w.unpaused(d.history, time.Now()), Attempt{Err: derr, VendorDown: vendorDown, CutShort: cut}, time.Now())
 	endAttempt(span, v, derr)
 	return v, derr, nil
 }
