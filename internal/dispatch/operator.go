@@ -20,6 +20,8 @@ import (
 // (with a deadline on its creation) and re-reads every current value:
 // meanwhile a replica keeps the state it last knew, paused or not, and a
 // resumption or pause written in between applies once the watch is back.
+// A watch that dies without a word (its bucket deleted) is found by the
+// board's check of the bucket every pausesCheckEvery (pause.go).
 //
 // What it does is the gate's: shut (gate.setHeld), so
 //

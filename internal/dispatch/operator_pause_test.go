@@ -183,3 +183,37 @@ func TestAReplicaStartedWhilePausedStaysPaused(t *testing.T) {
 	setPaused(t, e, "gateway", false)
 	testenv.Eventually(t, 20*time.Second, "every event delivered", allDelivered(t, e, ids))
 }
+
+// Issue 21: a watch is push, and the watch of a deleted bucket dies
+// without a word. A replica paused when the pauses bucket is deleted
+// learns what follows all the same: a resumption written to the bucket
+// made anew (sinks resume makes it), or, if nothing is written, that no
+// sink is paused any more (the bucket is made again, empty). Before the
+// board checked its bucket, the replica stayed paused (both cases timed
+// out).
+func TestOperatorPauseAfterThePausesBucketWasDeleted(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		resume bool // write a resumption after the deletion
+	}{
+		{"resumed into a bucket made anew", true},
+		{"the bucket left deleted", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := testenv.New(t)
+			sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+			a := e.Start([]config.Sink{sink}, gatewayRoute)
+			setPaused(t, e, "gateway", true)
+			testenv.Eventually(t, 5*time.Second, "paused", allPaused(true, a))
+			if err := e.JS.DeleteKeyValue(context.Background(), e.Topo.PausesBucket()); err != nil {
+				t.Fatal(err)
+			}
+			if c.resume {
+				setPaused(t, e, "gateway", false)
+			}
+			ids := publishTracks(t, e, 5, "order_paid")
+			testenv.Eventually(t, 15*time.Second, "resumed", allPaused(false, a))
+			testenv.Eventually(t, 10*time.Second, "every event delivered", allDelivered(t, e, ids))
+		})
+	}
+}

@@ -536,6 +536,27 @@ func (b *pauseBoard) bind(ctx context.Context) bool {
 	}
 }
 
+// pausesCheckEvery is how often a watch of the pauses bucket checks that
+// the bucket it follows is still there and that it is not behind.
+const pausesCheckEvery = 5 * time.Second
+
+// bucketState is when the pauses bucket's stream was created and its last
+// revision, read within writeTimeout.
+func (b *pauseBoard) bucketState(ctx context.Context) (created time.Time, last uint64, err error) {
+	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
+	defer cancel()
+	st, err := b.kv.Status(ctx)
+	if err != nil {
+		return time.Time{}, 0, err
+	}
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok {
+		return time.Time{}, 0, errors.New("pauses bucket status of an unknown kind")
+	}
+	info := bs.StreamInfo()
+	return info.Created, info.State.LastSeq, nil
+}
+
 // watch follows the bucket until the watch ends.
 func (b *pauseBoard) watch(ctx context.Context, initialized func() bool) error {
 	wctx, cancel := context.WithCancel(ctx)
@@ -555,6 +576,19 @@ func (b *pauseBoard) watch(ctx context.Context, initialized func() bool) error {
 		return fmt.Errorf("watch pauses: %w", err)
 	}
 	defer func() { _ = w.Stop() }()
+	// A watch is push, and one can die without a word: the bucket deleted
+	// (and perhaps made again by a sinks pause) leaves it waiting on a
+	// stream that is gone. So the bucket is looked at every
+	// pausesCheckEvery; a bucket gone or made anew, or a watch that lags
+	// the bucket at two checks in a row, ends this watch, and run binds
+	// and watches again, reading every current record.
+	check := time.NewTicker(pausesCheckEvery)
+	defer check.Stop()
+	var seen uint64   // the highest revision this watch delivered
+	var lagged uint64 // the bucket's last revision at the last check, if it was ahead
+	// When the bucket's stream was created, read as the watch begins (or
+	// at the first check that could).
+	made, _, _ := b.bucketState(ctx)
 	live := false
 	// The operator pauses among the current values: a sink without one
 	// (never paused, or its key deleted by hand, or the bucket made
@@ -568,6 +602,22 @@ func (b *pauseBoard) watch(ctx context.Context, initialized func() bool) error {
 			// A call failed: the watch of a deleted bucket does not end
 			// by itself.
 			return errors.New("a call on the pauses bucket failed")
+		case <-check.C:
+			created, last, err := b.bucketState(ctx)
+			switch {
+			case errors.Is(err, jetstream.ErrBucketNotFound), errors.Is(err, jetstream.ErrStreamNotFound):
+				return fmt.Errorf("the pauses bucket is gone: %w", err)
+			case err != nil:
+				continue // unknown: the next check will tell
+			case !made.IsZero() && !created.Equal(made):
+				return errors.New("the pauses bucket was made anew")
+			case last > seen && lagged > seen:
+				return fmt.Errorf("the watch of the pauses lags the bucket (revision %d delivered, %d stored)", seen, last)
+			}
+			made, lagged = created, 0
+			if last > seen {
+				lagged = last
+			}
 		case e, ok := <-w.Updates():
 			if !ok {
 				return errors.New("watch of the pauses ended")
@@ -582,6 +632,7 @@ func (b *pauseBoard) watch(ctx context.Context, initialized func() bool) error {
 				initialized()
 				continue
 			}
+			seen = max(seen, e.Revision())
 			if sink, ok := topology.OperatorPauseSink(e.Key()); ok {
 				opSeen[sink] = true
 				b.operatorPause(sink, e)
