@@ -25,7 +25,7 @@ type cli struct {
 	Demo       cliDemo       `cmd:"" help:"Run the end-to-end tour and print a summary."`
 	Config     cliConfig     `cmd:"" help:"Check a config file."`
 	DLQ        cliDLQ        `cmd:"" name:"dlq" help:"Inspect, replay and purge dead letters."`
-	Sinks      cliSinks      `cmd:"" help:"Remove a sink from the deployment."`
+	Sinks      cliSinks      `cmd:"" help:"Pause, resume or remove a sink of the deployment."`
 	Emulator   cliEmulator   `cmd:"" passthrough:"" help:"Serve the local vendor emulator (flags: dispatcher emulator -h)."`
 	Kenar      cliKenar      `cmd:"" help:"Divar Kenar administration."`
 	Health     cliHealth     `cmd:"" help:"Exit 0 if a running dispatcher is ready (for container health checks)."`

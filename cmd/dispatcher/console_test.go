@@ -419,6 +419,37 @@ func TestConsoleInBrowser(t *testing.T) {
 		chromedp.Navigate(base+"/console/sinks"),
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-sink="chabok"] span[data-breaker="closed"]`)),
 	)
+	pages.check(bctx, "sinks-recovered")
+
+	// (f) Pause the sink from its page with the token (issue 21): the page
+	// shows it paused, the dispatcher obeys (chapar_sink_paused, /readyz
+	// still 200 and naming it), an event published meanwhile waits; resumed
+	// from the page, it is delivered.
+	step(t, bctx, "pause the sink from the sinks page",
+		chromedp.SetValue(chromedp.CSS(`#pause-form input[name="token"]`), consoleToken),
+		chromedp.Click(chromedp.CSS(`#pause-confirm`)),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-sink="chabok"] td[data-paused="true"]`)),
+	)
+	pages.check(bctx, "sinks-paused")
+	testenv.Eventually(t, 10*time.Second, "the dispatcher paused", func() bool {
+		_, m := httpGet(t, base+"/metrics")
+		status, ready := httpGet(t, base+"/readyz")
+		return strings.Contains(m, `chapar_sink_paused{sink="chabok"} 1`) && status == 200 && strings.Contains(ready, "paused") && strings.Contains(ready, "chabok")
+	})
+	e.Publish(testenv.Track(t, "order_paid", "u-paused"))
+	// Observed for a second: nothing reaches the vendor.
+	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if n := deliveredTo(vendor, "u-paused"); n != 0 {
+			t.Fatalf("an event published while paused was delivered %d times", n)
+		}
+	}
+	step(t, bctx, "resume the sink from the sinks page",
+		chromedp.SetValue(chromedp.CSS(`#pause-form input[name="token"]`), consoleToken),
+		chromedp.Click(chromedp.CSS(`#resume-confirm`)),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-sink="chabok"] td[data-paused="false"]`)),
+	)
+	testenv.Eventually(t, 20*time.Second, "the waiting event delivered once resumed", func() bool { return deliveredTo(vendor, "u-paused") == 1 })
+
 	assertNoSecretAnywhere(t, base)
 	t.Logf("browser test: %d pages checked in %s", pages.seen, time.Since(started).Round(time.Millisecond))
 }

@@ -229,6 +229,7 @@ func newConsole(ctx context.Context, cfg *config.Config, conn *app.Conn, m *metr
 	c, err := console.New(ctx, console.Options{
 		DeadLetters: dlq.NewStore(conn.JS, conn.Topo),
 		Sinks:       m.SinkReport(conn.JS, conn.Topo, configured),
+		Pauses:      consolePauses{conn},
 		Token:       token,
 		Logger:      log,
 		Partitions:  cfg.Streams.Partitions,

@@ -45,10 +45,19 @@ type SinkSource interface {
 	Sinks(ctx context.Context) ([]metrics.SinkStatus, error)
 }
 
+// SinkPauses records an operator's pause or resumption of a sink for the
+// whole deployment, as dispatcher sinks pause and resume do.
+type SinkPauses interface {
+	SetPaused(ctx context.Context, sink string, paused bool, by string) error
+}
+
 // Options configure a console.
 type Options struct {
 	DeadLetters DeadLetters
 	Sinks       SinkSource
+	// Pauses, if set, lets the sinks page pause and resume a sink (with
+	// the admin token, as replay and purge).
+	Pauses SinkPauses
 	// Token is the admin token replay and purge require; empty disables
 	// them (the pages say so).
 	Token  string
@@ -151,6 +160,7 @@ func (c *Console) routes() http.Handler {
 	})
 	mux.HandleFunc("GET "+Prefix+"sinks", c.sinksPage)
 	mux.HandleFunc("GET "+Prefix+"sinks/rows", c.sinksRows)
+	mux.HandleFunc("POST "+Prefix+"sinks/pause", c.pauseSink)
 	mux.HandleFunc("GET "+Prefix+"dead-letters", c.deadLettersPage)
 	mux.HandleFunc("GET "+Prefix+"dead-letters/{seq}", c.deadLetterPage)
 	mux.HandleFunc("GET "+Prefix+"actions", c.actionsPage)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -34,11 +35,77 @@ func (c *Console) sinkStatuses(w http.ResponseWriter, r *http.Request) ([]metric
 	return sinks, true
 }
 
+// sinksData is the sinks page: the table, and whether it offers pause and
+// resume.
+type sinksData struct {
+	Rows     []sinkRow
+	Pausable bool
+	Mutating bool // the admin token is configured
+}
+
 func (c *Console) sinksPage(w http.ResponseWriter, r *http.Request) {
 	sinks, ok := c.sinkStatuses(w, r)
 	if ok {
-		c.render(w, r, http.StatusOK, "sinks", "layout", c.page("Sinks", "sinks", sinkRows(sinks)))
+		d := sinksData{Rows: sinkRows(sinks), Pausable: c.opts.Pauses != nil, Mutating: c.MutationsEnabled()}
+		c.render(w, r, http.StatusOK, "sinks", "layout", c.page("Sinks", "sinks", d))
 	}
+}
+
+// pauseSink checks the admin token and records a configured sink paused
+// or resumed for every dispatcher (dispatcher sinks pause and resume),
+// then sends the browser back to the sinks page, which shows the state.
+func (c *Console) pauseSink(w http.ResponseWriter, r *http.Request) {
+	if c.opts.Pauses == nil {
+		c.fail(w, r, http.StatusNotFound, "Pausing sinks is not available in this console.")
+		return
+	}
+	if !c.MutationsEnabled() {
+		c.fail(w, r, http.StatusForbidden, "Pause and resume are disabled: no admin token is configured (set admin.token_file or $CHAPAR_ADMIN_TOKEN and restart), "+
+			"or use dispatcher sinks pause and resume.")
+		return
+	}
+	if err := r.ParseForm(); err != nil {
+		c.fail(w, r, http.StatusBadRequest, "The form could not be read.")
+		return
+	}
+	if !c.tokenOK(r.PostForm.Get("token")) {
+		c.log.Warn("pause or resume refused: wrong or missing admin token", zap.String("remote", r.RemoteAddr))
+		c.fail(w, r, http.StatusForbidden, "Refused: the admin token is missing or wrong. Nothing was changed.")
+		return
+	}
+	var paused bool
+	switch action := r.PostForm.Get("action"); action {
+	case "pause":
+		paused = true
+	case "resume":
+	default:
+		c.fail(w, r, http.StatusBadRequest, "action: use pause or resume.")
+		return
+	}
+	sink := r.PostForm.Get("sink")
+	sinks, ok := c.sinkStatuses(w, r)
+	if !ok {
+		return
+	}
+	names := make([]string, len(sinks))
+	for i, s := range sinks {
+		names[i] = s.Name
+	}
+	if !slices.Contains(names, sink) {
+		// The console pauses what this dispatcher runs; any other name
+		// (a sink not rolled out yet) is dispatcher sinks pause's.
+		c.fail(w, r, http.StatusBadRequest, "No sink "+strconv.Quote(sink)+" is configured; the configured sinks are "+strings.Join(names, ", ")+
+			". To pause another, use dispatcher sinks pause NAME.")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
+	defer cancel()
+	if err := c.opts.Pauses.SetPaused(ctx, sink, paused, "console"); err != nil {
+		c.failErr(w, r, "recording the pause", err)
+		return
+	}
+	c.log.Info("sink paused or resumed from the console", zap.String("sink", sink), zap.Bool("paused", paused), zap.String("remote", r.RemoteAddr))
+	http.Redirect(w, r, Prefix+"sinks", http.StatusSeeOther)
 }
 
 // sinksRows is the table body alone, which the sinks page refreshes with

@@ -403,6 +403,7 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 			sp.learn = w.gate.learn
 			w.gate.shared = sp
 			board.add(sp)
+			board.addOperator(sc.Name, w.gate, d.obs, d.log)
 			home := cons.Events[0]
 			name, mine := sc.Name, settings.Fence
 			readFence := func(ctx context.Context) (string, error) {

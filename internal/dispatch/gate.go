@@ -38,8 +38,15 @@ type gate struct {
 	openUntil   time.Time     // when an open breaker half-opens
 	pausedUntil time.Time
 	fenced      bool // another config owns the sink (fence.go)
-	limit       int  // requests allowed in flight now (the ramp)
-	inFlight    int
+	// held: an operator paused the sink (dispatcher sinks pause,
+	// operator.go), until resumed; heldFrom is when this replica learned
+	// it, heldSpan the last pause it saw end (from, to), so that time
+	// paused does not count against an event's max_elapsed.
+	held     bool
+	heldFrom time.Time
+	heldSpan [2]time.Time
+	limit    int // requests allowed in flight now (the ramp)
+	inFlight int
 	// needProbe: a pause began and its probe has not been answered; the
 	// next request must claim the probe (shared) first.
 	needProbe bool
@@ -104,7 +111,7 @@ func (g *gate) shutFor(now time.Time) (time.Duration, <-chan struct{}) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	wait := max(g.pausedUntil.Sub(now), g.heldUntil.Sub(now))
-	if g.fenced {
+	if g.fenced || g.held {
 		wait = max(wait, time.Second)
 	}
 	if open {
@@ -160,6 +167,62 @@ func (g *gate) setFenced(fenced bool) {
 	defer g.mu.Unlock()
 	g.fenced = fenced
 	g.notifyLocked()
+}
+
+// setHeld shuts (or opens) the sink for an operator's pause. It reports
+// whether that changed anything.
+func (g *gate) setHeld(held bool, now time.Time) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.held == held {
+		return false
+	}
+	g.held = held
+	if held {
+		g.heldFrom = now
+	} else {
+		g.heldSpan = [2]time.Time{g.heldFrom, now}
+	}
+	g.notifyLocked()
+	return true
+}
+
+// heldByOperator says whether an operator paused the sink.
+func (g *gate) heldByOperator() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.held
+}
+
+// heldWithin is how much of [from, now] the sink was paused by an
+// operator, as far as this replica saw: the pause under way and the last
+// one that ended.
+func (g *gate) heldWithin(from, now time.Time) time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	overlap := func(a, b time.Time) time.Duration {
+		a, b = later(a, from), earlier(b, now)
+		return max(b.Sub(a), 0)
+	}
+	d := overlap(g.heldSpan[0], g.heldSpan[1])
+	if g.held {
+		d += overlap(g.heldFrom, now)
+	}
+	return d
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+func earlier(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // errNotARequest is what the breaker hears of a slot given back without a

@@ -34,6 +34,8 @@ type Observer interface {
 	// SinkFenced says whether another replica's config owns a sink, so
 	// this one does not consume it (fence.go).
 	SinkFenced(sink string, fenced bool)
+	// SinkPaused says whether an operator paused a sink (operator.go).
+	SinkPaused(sink string, paused bool)
 	// ConsumerLost says one of a sink's durable consumers was found gone
 	// (it is being recreated); ConsumerBack that it exists again. The
 	// sink is not ready in between.
@@ -51,6 +53,7 @@ type Tally struct {
 	deadLettered map[string]map[string]int // sink → reason → count
 	breakers     map[string]retry.State
 	fenced       map[string]bool
+	paused       map[string]bool
 	panics       int
 	lost         map[string]int // sink → consumers found gone
 	down         map[string]int // sink → of those, not yet back
@@ -64,6 +67,7 @@ func NewTally() *Tally {
 		deadLettered: map[string]map[string]int{},
 		breakers:     map[string]retry.State{},
 		fenced:       map[string]bool{},
+		paused:       map[string]bool{},
 		lost:         map[string]int{},
 		down:         map[string]int{},
 	}
@@ -112,6 +116,16 @@ func (t *Tally) SinkFenced(sink string, fenced bool) {
 
 // Fenced reports whether a sink is fenced off this replica now.
 func (t *Tally) Fenced(sink string) bool { t.mu.Lock(); defer t.mu.Unlock(); return t.fenced[sink] }
+
+func (t *Tally) SinkPaused(sink string, paused bool) {
+	t.mu.Lock()
+	t.paused[sink] = paused
+	t.mu.Unlock()
+}
+
+// Paused reports whether this replica has a sink paused by an operator now.
+func (t *Tally) Paused(sink string) bool { t.mu.Lock(); defer t.mu.Unlock(); return t.paused[sink] }
+
 func (t *Tally) ConsumerLost(sink string) {
 	t.mu.Lock()
 	t.lost[sink]++

@@ -22,12 +22,15 @@ import (
 // holds messages. It returns what arrived after ctx ended, unadmitted.
 func (o *orderer) feed(ctx, workCtx context.Context, prefetch int) (leftover []jetstream.Msg) {
 	for ctx.Err() == nil {
-		if o.w.fence.fenced() {
-			// Another replica's config owns the sink (fence.go): give up
-			// the pin and what is held, in order, for the owner, and pull
-			// nothing until the sink is this config's again. Pulling on
-			// would keep the pin here while every message is handed back.
-			o.loseLease(ctx, "another replica's config owns the sink", true)
+		if why := o.standBy(); why != "" {
+			// Another replica's config owns the sink (fence.go), or an
+			// operator paused it (operator.go): give up the pin and what
+			// is held, in order, for the owner or for whoever is pinned
+			// after the resumption, and pull nothing until the sink is
+			// this config's again, or resumed. Pulling on would keep the
+			// pin here while every message is handed back (fenced), or
+			// hold messages for as long as the pause lasts.
+			o.loseLease(ctx, why, true)
 			o.unpin(ctx)
 			if o.w.gate.waitOpen(ctx) != nil {
 				return leftover
@@ -108,7 +111,7 @@ func (o *orderer) feed(ctx, workCtx context.Context, prefetch int) (leftover []j
 				leftover = append(leftover, msg)
 				continue
 			}
-			if o.w.fence.fenced() {
+			if o.standBy() != "" {
 				// Handed back unjudged; the loop above lets the pin go.
 				for _, r := range redelivered {
 					_ = r.msg.Nak()
@@ -159,3 +162,15 @@ type originMsg struct {
 // taken as complete: JetStream sends them back to back, so a pause this
 // long is the end of the run, not a pull round trip inside it.
 const redeliveryQuiet = 100 * time.Millisecond
+
+// standBy says why the orderer must hold nothing and pull nothing now
+// ("" if it may go on).
+func (o *orderer) standBy() string {
+	switch {
+	case o.w.fence.fenced():
+		return "another replica's config owns the sink"
+	case o.w.gate.heldByOperator():
+		return "an operator paused the sink"
+	}
+	return ""
+}

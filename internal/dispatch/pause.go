@@ -444,12 +444,16 @@ type pauseBoard struct {
 	kv     jetstream.KeyValue // once bound
 	log    *zap.Logger
 	pauses map[string]*sharedPause
+	// held applies an operator's pause (or resumption) of a sink
+	// (operator.go), by sink.
+	held map[string]func(paused bool)
 	// rebind asks for the bucket to be bound again (sharedPause.broken).
 	rebind chan struct{}
 }
 
 func newPauseBoard(topo topology.Topology, js jetstream.JetStream, log *zap.Logger) *pauseBoard {
-	return &pauseBoard{topo: topo, js: js, log: log, pauses: map[string]*sharedPause{}, rebind: make(chan struct{}, 1)}
+	return &pauseBoard{topo: topo, js: js, log: log, pauses: map[string]*sharedPause{}, held: map[string]func(bool){},
+		rebind: make(chan struct{}, 1)}
 }
 
 // add makes a sink's shared pause part of the board.
@@ -532,6 +536,27 @@ func (b *pauseBoard) bind(ctx context.Context) bool {
 	}
 }
 
+// pausesCheckEvery is how often a watch of the pauses bucket checks that
+// the bucket it follows is still there and that it is not behind.
+const pausesCheckEvery = 5 * time.Second
+
+// bucketState is when the pauses bucket's stream was created and its last
+// revision, read within writeTimeout.
+func (b *pauseBoard) bucketState(ctx context.Context) (created time.Time, last uint64, err error) {
+	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
+	defer cancel()
+	st, err := b.kv.Status(ctx)
+	if err != nil {
+		return time.Time{}, 0, err
+	}
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok {
+		return time.Time{}, 0, errors.New("pauses bucket status of an unknown kind")
+	}
+	info := bs.StreamInfo()
+	return info.Created, info.State.LastSeq, nil
+}
+
 // watch follows the bucket until the watch ends.
 func (b *pauseBoard) watch(ctx context.Context, initialized func() bool) error {
 	wctx, cancel := context.WithCancel(ctx)
@@ -551,7 +576,24 @@ func (b *pauseBoard) watch(ctx context.Context, initialized func() bool) error {
 		return fmt.Errorf("watch pauses: %w", err)
 	}
 	defer func() { _ = w.Stop() }()
+	// A watch is push, and one can die without a word: the bucket deleted
+	// (and perhaps made again by a sinks pause) leaves it waiting on a
+	// stream that is gone. So the bucket is looked at every
+	// pausesCheckEvery; a bucket gone or made anew, or a watch that lags
+	// the bucket at two checks in a row, ends this watch, and run binds
+	// and watches again, reading every current record.
+	check := time.NewTicker(pausesCheckEvery)
+	defer check.Stop()
+	var seen uint64   // the highest revision this watch delivered
+	var lagged uint64 // the bucket's last revision at the last check, if it was ahead
+	// When the bucket's stream was created, read as the watch begins (or
+	// at the first check that could).
+	made, _, _ := b.bucketState(ctx)
 	live := false
+	// The operator pauses among the current values: a sink without one
+	// (never paused, or its key deleted by hand, or the bucket made
+	// again) is not paused once they are all read.
+	opSeen := map[string]bool{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -560,13 +602,40 @@ func (b *pauseBoard) watch(ctx context.Context, initialized func() bool) error {
 			// A call failed: the watch of a deleted bucket does not end
 			// by itself.
 			return errors.New("a call on the pauses bucket failed")
+		case <-check.C:
+			created, last, err := b.bucketState(ctx)
+			switch {
+			case errors.Is(err, jetstream.ErrBucketNotFound), errors.Is(err, jetstream.ErrStreamNotFound):
+				return fmt.Errorf("the pauses bucket is gone: %w", err)
+			case err != nil:
+				continue // unknown: the next check will tell
+			case !made.IsZero() && !created.Equal(made):
+				return errors.New("the pauses bucket was made anew")
+			case last > seen && lagged > seen:
+				return fmt.Errorf("the watch of the pauses lags the bucket (revision %d delivered, %d stored)", seen, last)
+			}
+			made, lagged = created, 0
+			if last > seen {
+				lagged = last
+			}
 		case e, ok := <-w.Updates():
 			if !ok {
 				return errors.New("watch of the pauses ended")
 			}
 			if e == nil { // the current values are all read
 				live = true
+				for sink, apply := range b.held {
+					if !opSeen[sink] {
+						apply(false)
+					}
+				}
 				initialized()
+				continue
+			}
+			seen = max(seen, e.Revision())
+			if sink, ok := topology.OperatorPauseSink(e.Key()); ok {
+				opSeen[sink] = true
+				b.operatorPause(sink, e)
 				continue
 			}
 			if s := b.pauses[e.Key()]; s != nil {

@@ -170,8 +170,26 @@ var errExpired = errors.New("max_elapsed passed before the next attempt")
 // to pick it, one event per open period, far past max_elapsed. So no
 // attempt is made after max_elapsed, and an event the gate refuses after
 // it is dead-lettered.
+//
+// An operator's pause is not the vendor's doing: while the sink is paused
+// nothing expires (a paused sink dead-letters nothing), and the time it
+// was paused is not counted against max_elapsed.
 func (w *sinkWorker) expired(d *delivery, now time.Time) bool {
-	return w.policy.MaxElapsed > 0 && !d.history.First.IsZero() && now.Sub(d.history.First) > w.policy.MaxElapsed
+	if w.policy.MaxElapsed <= 0 || d.history.First.IsZero() || w.gate.heldByOperator() {
+		return false
+	}
+	elapsed := now.Sub(d.history.First) - w.gate.heldWithin(d.history.First, now)
+	return elapsed > w.policy.MaxElapsed
+}
+
+// unpaused is h as Decide sees it: its first attempt moved later by the
+// time an operator had the sink paused since, so a pause does not use up
+// max_elapsed (expired's rule, for the next retry's schedule).
+func (w *sinkWorker) unpaused(h History, now time.Time) History {
+	if !h.First.IsZero() {
+		h.First = h.First.Add(w.gate.heldWithin(h.First, now))
+	}
+	return h
 }
 
 // expire dead-letters an event the gate refused after its max_elapsed.
@@ -244,7 +262,7 @@ func (w *sinkWorker) attempt(ctx context.Context, d *delivery, ev *envelope.Even
 	} else {
 		done(derr)
 	}
-	v = Decide(w.policy, d.history, Attempt{Err: derr, VendorDown: vendorDown, CutShort: cut}, time.Now())
+	v = Decide(w.policy, w.unpaused(d.history, time.Now()), Attempt{Err: derr, VendorDown: vendorDown, CutShort: cut}, time.Now())
 	endAttempt(span, v, derr)
 	return v, derr, nil
 }

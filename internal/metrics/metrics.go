@@ -55,6 +55,7 @@ type Metrics struct {
 	panics       *prometheus.CounterVec
 	pace         *prometheus.GaugeVec
 	fenced       *prometheus.GaugeVec
+	paused       *prometheus.GaugeVec
 	losses       *prometheus.CounterVec
 	lost         *prometheus.GaugeVec
 
@@ -65,6 +66,9 @@ type Metrics struct {
 	// fencedBy are the sinks another replica's config owns now (also
 	// under lostMu), which /readyz reports.
 	fencedBy map[string]bool
+	// pausedBy are the sinks an operator has paused now (also
+	// chapar_sink_paused), named by /readyz.
+	pausedBy map[string]bool
 
 	buildInfoMu sync.Mutex
 	buildInfo   prometheus.Gauge // SetBuildInfo's
@@ -167,7 +171,10 @@ func NewFor(sinks, types []string) *Metrics {
 	m.fenced = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "chapar_sink_fenced", Help: "1 while another replica's config owns the sink (a rolling deploy that changes its routes): this replica does not consume it."}, []string{"sink"})
 	reg.MustRegister(m.fenced)
-	m.lostBy, m.fencedBy = map[string]int{}, map[string]bool{}
+	m.paused = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "chapar_sink_paused", Help: "1 while an operator has the sink paused (dispatcher sinks pause): it delivers nothing, its events and retries wait."}, []string{"sink"})
+	reg.MustRegister(m.paused)
+	m.lostBy, m.fencedBy, m.pausedBy = map[string]int{}, map[string]bool{}, map[string]bool{}
 	m.losses = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "chapar_consumer_losses_total", Help: "A sink's durable consumers this process found gone (deleted, or lost with a server) and recreated where they were."}, []string{"sink"})
 	m.lost = prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -363,6 +370,31 @@ func (m *Metrics) SinkFenced(sink string, fenced bool) {
 	} else {
 		delete(m.fencedBy, m.sinkLabel(sink))
 	}
+}
+
+// SinkPaused says whether an operator has a sink paused.
+func (m *Metrics) SinkPaused(sink string, paused bool) {
+	v := 0.0
+	if paused {
+		v = 1
+	}
+	if g := gauge(m.paused, m.sinkLabel(sink)); g != nil {
+		g.Set(v)
+	}
+	m.lostMu.Lock()
+	defer m.lostMu.Unlock()
+	if paused {
+		m.pausedBy[m.sinkLabel(sink)] = true
+	} else {
+		delete(m.pausedBy, m.sinkLabel(sink))
+	}
+}
+
+// pausedSinks lists the sinks an operator has paused, sorted.
+func (m *Metrics) pausedSinks() []string {
+	m.lostMu.Lock()
+	defer m.lostMu.Unlock()
+	return slices.Sorted(maps.Keys(m.pausedBy))
 }
 
 // RateLimit sets a sink's current pace.
@@ -605,13 +637,20 @@ func (m *Metrics) probes(mux *http.ServeMux, nc *nats.Conn, ready *atomic.Bool) 
 			http.Error(w, "consumers not bound yet", http.StatusServiceUnavailable)
 		case len(m.lostSinks()) > 0:
 			http.Error(w, "consumers lost, being recreated, for sinks: "+strings.Join(m.lostSinks(), ", "), http.StatusServiceUnavailable)
-		case len(m.fencedSinks()) > 0:
-			// Ready, not 503: a replica fenced off by a newer config is
-			// healthy and standing by, and a rolling deploy must not
-			// stall on it (docs/design.md, "Config fencing").
-			_, _ = w.Write([]byte("ready; not consuming, another replica's config owns them: " + strings.Join(m.fencedSinks(), ", ") + "\n"))
 		default:
-			_, _ = w.Write([]byte("ready\n"))
+			// Ready, not 503, with a sink fenced off or paused: a replica
+			// fenced off by a newer config is healthy and standing by, and
+			// a rolling deploy must not stall on it (docs/design.md,
+			// "Config fencing"); a sink paused by an operator is no fault.
+			// Both are named.
+			msg := "ready"
+			if f := m.fencedSinks(); len(f) > 0 {
+				msg += "; not consuming, another replica's config owns them: " + strings.Join(f, ", ")
+			}
+			if p := m.pausedSinks(); len(p) > 0 {
+				msg += "; paused by an operator (dispatcher sinks resume NAME): " + strings.Join(p, ", ")
+			}
+			_, _ = w.Write([]byte(msg + "\n"))
 		}
 	})
 }

@@ -73,6 +73,18 @@ func TestAdminEndpoints(t *testing.T) {
 	if code, body := get(t, srv.URL+"/readyz"); code != 200 || strings.Contains(body, "chabok") {
 		t.Errorf("readyz with the sink owned again: %d %s", code, body)
 	}
+	// A sink an operator paused is no fault: ready, and named (issue 21).
+	m.SinkPaused("chabok", true)
+	if code, body := get(t, srv.URL+"/readyz"); code != 200 || !strings.Contains(body, "paused") || !strings.Contains(body, "chabok") {
+		t.Errorf("readyz with a sink paused: %d %s", code, body)
+	}
+	if _, body := get(t, srv.URL+"/metrics"); !strings.Contains(body, `chapar_sink_paused{sink="chabok"} 1`) {
+		t.Errorf("/metrics with a sink paused has no chapar_sink_paused 1:\n%s", body)
+	}
+	m.SinkPaused("chabok", false)
+	if code, body := get(t, srv.URL+"/readyz"); code != 200 || strings.Contains(body, "chabok") {
+		t.Errorf("readyz with the sink resumed: %d %s", code, body)
+	}
 
 	e.Publish(testenv.Track(t, "order_paid", "u1"))
 	m.Received()

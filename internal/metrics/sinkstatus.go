@@ -55,6 +55,13 @@ type SinkStatus struct {
 	LastError *SinkError
 	// LastDeadLetter is the sink's last dead letter, nil if none.
 	LastDeadLetter *SinkError
+	// Paused says an operator paused the sink (dispatcher sinks pause):
+	// the deployment's record, read when asked, not this process's view;
+	// Pause is that record (zero if never paused). PauseError says why it
+	// could not be read (Paused false then means unknown).
+	Paused     bool
+	Pause      topology.OperatorPause
+	PauseError string
 }
 
 // SinkError is one failure: when, its HTTP status and the vendor's code,
@@ -252,9 +259,15 @@ func (m *Metrics) SinkReport(js jetstream.JetStream, topo topology.Topology, con
 // error: the rest of the page is still worth showing.
 func (r *SinkReport) Sinks(ctx context.Context) ([]SinkStatus, error) {
 	out := make([]SinkStatus, 0, len(r.sinks))
+	pauses, pauseErr := r.pauses(ctx)
 	for _, c := range r.sinks {
 		s := SinkStatus{Name: c.Name, Vendor: c.Vendor}
 		r.m.status.status(&s)
+		if pauseErr != nil {
+			s.PauseError = pauseErr.Error()
+		}
+		s.Pause = pauses[c.Name]
+		s.Paused = s.Pause.Paused
 		if err := r.backlog(ctx, &s); err != nil {
 			if ctx.Err() != nil {
 				return nil, fmt.Errorf("sink status: %w", ctx.Err())
@@ -264,6 +277,14 @@ func (r *SinkReport) Sinks(ctx context.Context) ([]SinkStatus, error) {
 		out = append(out, s)
 	}
 	return out, nil
+}
+
+// pauses reads the deployment's operator pauses, by sink.
+func (r *SinkReport) pauses(ctx context.Context) (map[string]topology.OperatorPause, error) {
+	// Every wait on the broker has a deadline, whatever the caller's.
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return r.topo.OperatorPauses(ctx, r.js)
 }
 
 func (r *SinkReport) backlog(ctx context.Context, s *SinkStatus) error {

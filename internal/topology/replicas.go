@@ -100,6 +100,21 @@ func DeleteReplica(ctx context.Context, kv jetstream.KeyValue, id string) error 
 // ReplicasRunning lists the live presence records that name sink. No
 // bucket means no dispatcher of this version has run yet: none.
 func (t Topology) ReplicasRunning(ctx context.Context, js jetstream.JetStream, sink string) ([]Replica, error) {
+	all, err := t.Replicas(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	var out []Replica
+	for _, r := range all {
+		if slices.Contains(r.Sinks, sink) {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// Replicas lists every live presence record, oldest first.
+func (t Topology) Replicas(ctx context.Context, js jetstream.JetStream) ([]Replica, error) {
 	// The watch below waits for the server's answer on ctx alone.
 	ctx, cancel := context.WithTimeout(ctx, readReplicasTimeout)
 	defer cancel()
@@ -133,9 +148,7 @@ func (t Topology) ReplicasRunning(ctx context.Context, js jetstream.JetStream, s
 		if err := json.Unmarshal(e.Value(), &r); err != nil {
 			return nil, fmt.Errorf("topology: presence record %s: %w", e.Key(), err)
 		}
-		if slices.Contains(r.Sinks, sink) {
-			out = append(out, r)
-		}
+		out = append(out, r)
 	}
 	slices.SortFunc(out, func(a, b Replica) int {
 		if c := a.Started.Compare(b.Started); c != 0 {

@@ -1,0 +1,219 @@
+package dispatch_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/internal/dlq"
+	"github.com/chapar-dev/chapar/internal/emulator"
+	"github.com/chapar-dev/chapar/internal/testenv"
+	"github.com/chapar-dev/chapar/internal/topology"
+)
+
+// setPaused records an operator's pause or resumption of a sink, as
+// dispatcher sinks pause and resume do.
+func setPaused(t *testing.T, e *testenv.Env, sink string, paused bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.Topo.SetOperatorPause(ctx, e.JS, sink, topology.OperatorPause{Paused: paused, At: time.Now(), By: "test"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// stayedQuiet watches a window and reports the first time what must not
+// happen did (the window is the test's observation, not a wait for a
+// condition: what is checked is that nothing happens in it).
+func stayedQuiet(t *testing.T, window time.Duration, what string, happened func() bool) {
+	t.Helper()
+	end := time.Now().Add(window)
+	for time.Now().Before(end) {
+		if happened() {
+			t.Fatalf("while paused: %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func allPaused(paused bool, ds ...*testenv.Dispatcher) func() bool {
+	return func() bool {
+		for _, d := range ds {
+			if d.Tally.Paused("gateway") != paused {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+// Issue 21: an operator's pause holds every replica: two dispatchers, the
+// sink paused, 50 events published: none reaches the vendor and none is
+// dead-lettered while it is paused; resumed, all 50 are delivered, once.
+func TestOperatorPauseHoldsEveryReplica(t *testing.T) {
+	e := testenv.New(t)
+	vendor := e.Emu.Vendor(emulator.MetrixGateway)
+	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	a := e.Start([]config.Sink{sink}, gatewayRoute)
+	b := e.Start([]config.Sink{sink}, gatewayRoute)
+
+	asked := time.Now()
+	setPaused(t, e, "gateway", true)
+	testenv.Eventually(t, 5*time.Second, "both replicas paused", allPaused(true, a, b))
+	t.Logf("both replicas paused %s after the record was written", time.Since(asked).Round(time.Millisecond))
+	ids := publishTracks(t, e, 50, "order_paid")
+	stayedQuiet(t, 2*time.Second, "a request reached the vendor or an event was dead-lettered", func() bool {
+		return len(vendor.Requests()) > 0 || len(deadLetters(t, e, dlq.Filter{})) > 0
+	})
+
+	asked = time.Now()
+	setPaused(t, e, "gateway", false)
+	testenv.Eventually(t, 5*time.Second, "both replicas resumed", allPaused(false, a, b))
+	testenv.Eventually(t, 20*time.Second, "every event delivered", allDelivered(t, e, ids))
+	t.Logf("all 50 delivered %s after the resumption was written", time.Since(asked).Round(time.Millisecond))
+	for id, n := range gatewayIDs(t, e) {
+		if n != 1 {
+			t.Errorf("event %s delivered %d times", id, n)
+		}
+	}
+	if dl := deadLetters(t, e, dlq.Filter{}); len(dl) > 0 {
+		t.Errorf("%d dead letters, want none", len(dl))
+	}
+}
+
+// Issue 21: retries scheduled before the pause wait for the resumption:
+// events whose first attempt failed are due again during the pause, and
+// are neither sent nor dead-lettered until the sink is resumed; the time
+// paused does not count against max_elapsed (2 s here, the pause 3 s), so
+// after the resumption they are tried, and retried again if they fail.
+func TestOperatorPauseHoldsScheduledRetries(t *testing.T) {
+	e := testenv.New(t)
+	vendor := e.Emu.Vendor(emulator.MetrixGateway)
+	vendor.SetFault(emulator.Fault{Status: 503, Count: 5})
+	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	sink.Retry.InitialInterval, sink.Retry.MaxInterval = time.Second, time.Second
+	sink.Retry.MaxElapsed = 2 * time.Second // passes during the pause: it must not count
+	sink.Breaker.FailureThreshold = 100
+	a := e.Start([]config.Sink{sink}, gatewayRoute)
+	ids := publishTracks(t, e, 5, "order_paid")
+	testenv.Eventually(t, 10*time.Second, "5 retries scheduled", func() bool {
+		_, _, s := a.Tally.Snapshot()
+		return len(s) == 1 && s[0].Retried >= 5
+	})
+
+	setPaused(t, e, "gateway", true)
+	testenv.Eventually(t, 5*time.Second, "paused", allPaused(true, a))
+	before := len(vendor.Requests())
+	stayedQuiet(t, 3*time.Second, "a retry reached the vendor or was dead-lettered", func() bool {
+		return len(vendor.Requests()) > before || len(deadLetters(t, e, dlq.Filter{})) > 0
+	})
+
+	// Each fails once more after the resumption: its retry is scheduled,
+	// since the pause did not use up its max_elapsed either.
+	vendor.SetFault(emulator.Fault{Status: 503, Count: 5})
+	setPaused(t, e, "gateway", false)
+	testenv.Eventually(t, 20*time.Second, "every event delivered", allDelivered(t, e, ids))
+	if dl := deadLetters(t, e, dlq.Filter{}); len(dl) > 0 {
+		t.Errorf("%d dead letters, want none: %s", len(dl), dl[0].Error)
+	}
+}
+
+// Issue 21: an ordered sink keeps each key's order across a pause and a
+// resumption, with two replicas and events held in its lanes (a slow
+// vendor) when the pause comes.
+func TestOperatorPauseKeepsOrder(t *testing.T) {
+	e := testenv.New(t)
+	k := newKeyed(t, []string{"u0", "u1", "u2", "u3"}, 10)
+	vendor := e.Emu.Vendor(emulator.MetrixGateway)
+	const latency = 50 * time.Millisecond
+	vendor.SetFault(emulator.Fault{Status: 200, Latency: latency})
+	sink := orderedSink(e)
+	a := e.Start([]config.Sink{sink}, gatewayRoute)
+	b := e.Start([]config.Sink{sink}, gatewayRoute)
+	k.publish(e, 0, len(k.envs))
+	testenv.Eventually(t, 10*time.Second, "a first event delivered", func() bool { return len(vendor.Requests()) > 0 })
+
+	setPaused(t, e, "gateway", true)
+	testenv.Eventually(t, 5*time.Second, "both replicas paused", allPaused(true, a, b))
+	// A request in flight when the pause came is recorded when answered,
+	// latency later: what counts is a request that arrived after.
+	pausedAt := time.Now()
+	arrivedSince := func() bool {
+		for _, r := range vendor.Requests() {
+			if r.At.Add(-latency).After(pausedAt) {
+				return true
+			}
+		}
+		return false
+	}
+	stayedQuiet(t, time.Second, "a request reached the vendor", arrivedSince)
+	if before := len(vendor.Requests()); before >= len(k.envs) {
+		t.Fatalf("all %d events were delivered before the pause: the test paused nothing", before)
+	}
+
+	setPaused(t, e, "gateway", false)
+	testenv.Eventually(t, 30*time.Second, "every event delivered", k.delivered(t, e))
+	k.checkOrder(t, e, true)
+	if dl := deadLetters(t, e, dlq.Filter{}); len(dl) > 0 {
+		t.Errorf("%d dead letters, want none", len(dl))
+	}
+}
+
+// Issue 21: a replica started while its sink is paused starts paused
+// (the pause was recorded while no dispatcher ran), and delivers what
+// waited once resumed.
+func TestAReplicaStartedWhilePausedStaysPaused(t *testing.T) {
+	e := testenv.New(t)
+	vendor := e.Emu.Vendor(emulator.MetrixGateway)
+	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	// The sink's consumers are made by a first run (a new sink starts
+	// from new events), which stops before the pause.
+	if err := e.Start([]config.Sink{sink}, gatewayRoute).Stop(); err != nil {
+		t.Fatal(err)
+	}
+	setPaused(t, e, "gateway", true)
+	ids := publishTracks(t, e, 10, "order_paid")
+	a := e.Start([]config.Sink{sink}, gatewayRoute)
+	if !a.Tally.Paused("gateway") {
+		t.Error("the replica was ready before it knew the sink is paused")
+	}
+	stayedQuiet(t, 1500*time.Millisecond, "a request reached the vendor", func() bool { return len(vendor.Requests()) > 0 })
+
+	setPaused(t, e, "gateway", false)
+	testenv.Eventually(t, 20*time.Second, "every event delivered", allDelivered(t, e, ids))
+}
+
+// Issue 21: a watch is push, and the watch of a deleted bucket dies
+// without a word. A replica paused when the pauses bucket is deleted
+// learns what follows all the same: a resumption written to the bucket
+// made anew (sinks resume makes it), or, if nothing is written, that no
+// sink is paused any more (the bucket is made again, empty). Before the
+// board checked its bucket, the replica stayed paused (both cases timed
+// out).
+func TestOperatorPauseAfterThePausesBucketWasDeleted(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		resume bool // write a resumption after the deletion
+	}{
+		{"resumed into a bucket made anew", true},
+		{"the bucket left deleted", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := testenv.New(t)
+			sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+			a := e.Start([]config.Sink{sink}, gatewayRoute)
+			setPaused(t, e, "gateway", true)
+			testenv.Eventually(t, 5*time.Second, "paused", allPaused(true, a))
+			if err := e.JS.DeleteKeyValue(context.Background(), e.Topo.PausesBucket()); err != nil {
+				t.Fatal(err)
+			}
+			if c.resume {
+				setPaused(t, e, "gateway", false)
+			}
+			ids := publishTracks(t, e, 5, "order_paid")
+			testenv.Eventually(t, 15*time.Second, "resumed", allPaused(false, a))
+			testenv.Eventually(t, 10*time.Second, "every event delivered", allDelivered(t, e, ids))
+		})
+	}
+}
