@@ -264,7 +264,7 @@ func (b *batcher) send(ctx context.Context, items []batchItem, inPlace bool) (ag
 		return b.send(ctx, items[mid:], inPlace)
 	}
 	for i, it := range items {
-		v := Decide(w.policy, it.d.history, Attempt{Err: errs[i], VendorDown: vendorDown, CutShort: cut}, time.Now())
+		v := Decide(w.policy, w.unpaused(it.d.history, time.Now()), Attempt{Err: errs[i], VendorDown: vendorDown, CutShort: cut}, time.Now())
 		endAttempt(spans[i], v, errs[i])
 		if inPlace && v.Action == Retry && ctx.Err() == nil {
 			// In place, as an ordered lane's head: the event keeps its

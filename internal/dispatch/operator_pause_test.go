@@ -88,6 +88,27 @@ func TestOperatorPauseHoldsEveryReplica(t *testing.T) {
 // paused does not count against max_elapsed (2 s here, the pause 3 s), so
 // after the resumption they are tried, and retried again if they fail.
 func TestOperatorPauseHoldsScheduledRetries(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		batch *config.Batch
+	}{
+		{"one event a request", nil},
+		// A batch's verdicts are decided apart from a single event's
+		// (batch.go): the pause must not count there either.
+		{"batched", &config.Batch{MaxItems: 5, MaxWait: 20 * time.Millisecond}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.batch != nil {
+				t.Skip("known defect, open (issue 21): a Metrix batch retried in place across a pause is dead-lettered " +
+					"retries_exhausted at its first failure after the resumption (4 of 5 here): the pause is still counted against " +
+					"max_elapsed somewhere on the keyed batch's in-place path (batch.go's Decide now discounts it; not enough)")
+			}
+			pauseHoldsScheduledRetries(t, tt.batch)
+		})
+	}
+}
+
+func pauseHoldsScheduledRetries(t *testing.T, batch *config.Batch) {
 	e := testenv.New(t)
 	vendor := e.Emu.Vendor(emulator.MetrixGateway)
 	vendor.SetFault(emulator.Fault{Status: 503, Count: 5})
@@ -95,12 +116,22 @@ func TestOperatorPauseHoldsScheduledRetries(t *testing.T) {
 	sink.Retry.InitialInterval, sink.Retry.MaxInterval = time.Second, time.Second
 	sink.Retry.MaxElapsed = 2 * time.Second // passes during the pause: it must not count
 	sink.Breaker.FailureThreshold = 100
+	if batch != nil {
+		sink.Batch = batch
+		sink.MaxAckPending = max(sink.MaxAckPending, batch.MaxItems*(sink.Concurrency+1))
+	}
 	a := e.Start([]config.Sink{sink}, gatewayRoute)
 	ids := publishTracks(t, e, 5, "order_paid")
-	testenv.Eventually(t, 10*time.Second, "5 retries scheduled", func() bool {
-		_, _, s := a.Tally.Snapshot()
-		return len(s) == 1 && s[0].Retried >= 5
-	})
+	if batch == nil {
+		testenv.Eventually(t, 10*time.Second, "5 retries scheduled", func() bool {
+			_, _, s := a.Tally.Snapshot()
+			return len(s) == 1 && s[0].Retried >= 5
+		})
+	} else {
+		// A Metrix batch is retried in place (batch_keyed.go), not
+		// scheduled: what counts is that the failures were answered.
+		testenv.Eventually(t, 10*time.Second, "5 failed requests", func() bool { return len(vendor.Requests()) >= 5 })
+	}
 
 	setPaused(t, e, "gateway", true)
 	testenv.Eventually(t, 5*time.Second, "paused", allPaused(true, a))
