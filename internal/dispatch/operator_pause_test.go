@@ -248,3 +248,28 @@ func TestOperatorPauseAfterThePausesBucketWasDeleted(t *testing.T) {
 		})
 	}
 }
+
+// A sink removed while paused, and added again later, starts unpaused:
+// sinks remove deletes its pause records with its consumers (before, the
+// old operator pause held the new sink).
+func TestSinkRemovedWhilePausedStartsUnpausedWhenAddedAgain(t *testing.T) {
+	e := testenv.New(t)
+	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	a := e.Start([]config.Sink{sink}, gatewayRoute)
+	setPaused(t, e, "gateway", true)
+	testenv.Eventually(t, 5*time.Second, "paused", allPaused(true, a))
+	if err := a.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := e.Topo.RemoveSink(ctx, e.JS, "gateway"); err != nil {
+		t.Fatal(err)
+	}
+	b := e.Start([]config.Sink{sink}, gatewayRoute)
+	ids := publishTracks(t, e, 3, "order_paid")
+	testenv.Eventually(t, 10*time.Second, "the events of the sink added again delivered", allDelivered(t, e, ids))
+	if err := b.Stop(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -135,3 +135,23 @@ func (t Topology) OperatorPauses(ctx context.Context, js jetstream.JetStream) (m
 	}
 	return out, nil
 }
+
+// DeletePauses deletes a sink's operator pause and its Retry-After record:
+// a sink removed and added again later starts neither paused by an
+// operator of long ago nor behind an old vendor pause. A deployment
+// without the bucket has nothing to delete.
+func (t Topology) DeletePauses(ctx context.Context, js jetstream.JetStream, sink string) error {
+	kv, err := js.KeyValue(ctx, t.PausesBucket())
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("topology: pauses bucket %s: %w", t.PausesBucket(), err)
+	}
+	for _, key := range []string{OperatorPauseKey(sink), sink} {
+		if err := kv.Purge(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return fmt.Errorf("topology: delete pause %s: %w", key, err)
+		}
+	}
+	return nil
+}

@@ -126,6 +126,10 @@ func (t Topology) RemoveSink(ctx context.Context, js jetstream.JetStream, sink s
 	if err := t.DeleteFloors(ctx, js, sink); err != nil {
 		return f, err
 	}
+	// And its pauses: added again, it starts unpaused.
+	if err := t.DeletePauses(ctx, js, sink); err != nil {
+		return f, err
+	}
 	if f.Retries == 0 {
 		return f, nil
 	}
