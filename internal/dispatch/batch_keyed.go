@@ -242,7 +242,7 @@ func (b *batcher) reparse(ctx context.Context, items []batchItem) []batchItem {
 // retried, until every event is settled or handed back.
 func (b *batcher) sendInPlace(ctx context.Context, items []batchItem) {
 	for len(items) > 0 {
-		again, wait := b.send(ctx, items, true)
+		again, wait, wake := b.send(ctx, items, true)
 		if len(again) == 0 {
 			return
 		}
@@ -251,7 +251,7 @@ func (b *batcher) sendInPlace(ctx context.Context, items []batchItem) {
 			msgs[i] = it.d.msg
 		}
 		stop := keepAlive(b.w.ackWait/3, msgs...)
-		err := sleep(ctx, wait, nil)
+		err := sleep(ctx, wait, wake)
 		stop()
 		if err != nil {
 			// Shutting down: handed back in order, for whoever pulls next.
