@@ -154,8 +154,10 @@ func (b *batcher) collect(out chan<- []batchItem) {
 // send is deliver (worker.go) for a batch: one gate slot, one
 // DeliverBatch, then a verdict and a settlement per event. inPlace (a
 // keyed batch, batch_keyed.go) keeps what is to be retried, in order,
-// instead of scheduling it: send returns it (again) with how long to wait.
-func (b *batcher) send(ctx context.Context, items []batchItem, inPlace bool) (again []batchItem, wait time.Duration) {
+// instead of scheduling it: send returns it (again) with how long to wait,
+// and, if the gate turned it away, the gate's change (wake), which ends the
+// wait early: an operator's resumption or a pause's end is not waited out.
+func (b *batcher) send(ctx context.Context, items []batchItem, inPlace bool) (again []batchItem, wait time.Duration, wake <-chan struct{}) {
 	w := b.w
 	// No attempt after max_elapsed (worker.go's expired).
 	live := make([]batchItem, 0, len(items))
@@ -167,7 +169,7 @@ func (b *batcher) send(ctx context.Context, items []batchItem, inPlace bool) (ag
 		}
 	}
 	if items = live; len(items) == 0 {
-		return nil, 0
+		return nil, 0, nil
 	}
 	done, vendorDown, err := w.gate.acquire(ctx)
 	if err != nil {
@@ -185,7 +187,17 @@ func (b *batcher) send(ctx context.Context, items []batchItem, inPlace bool) (ag
 			}
 			w.handBack(it.d, shut.wait)
 		}
-		return again, max(shut.wait, 10*time.Millisecond)
+		wait = max(shut.wait, 10*time.Millisecond)
+		if len(again) > 0 {
+			// Woken by the gate's next change: a shut gate's wait (a
+			// second while an operator pauses the sink) is not its end.
+			if left, changed := w.gate.shutFor(time.Now()); left > 0 {
+				wake = changed
+			} else {
+				wait = 10 * time.Millisecond // opened meanwhile
+			}
+		}
+		return again, wait, wake
 	}
 	now := time.Now()
 	before := make([]History, len(items))
@@ -217,7 +229,7 @@ func (b *batcher) send(ctx context.Context, items []batchItem, inPlace bool) (ag
 				w.deliver(ctx, it.d, it.ev)
 			}()
 		}
-		return nil, 0
+		return nil, 0, nil
 	}
 	spans := b.startBatchAttempts(ctx, items, now)
 	result := batchResult(errs)
@@ -255,11 +267,11 @@ func (b *batcher) send(ctx context.Context, items []batchItem, inPlace bool) (ag
 			endAttempt(spans[i], Verdict{Action: Retry}, errs[i])
 		}
 		mid := len(items) / 2
-		again, wait = b.send(ctx, items[:mid], inPlace)
+		again, wait, wake = b.send(ctx, items[:mid], inPlace)
 		if len(again) > 0 {
 			// The first half is to be retried in place: the second,
 			// unsent, waits behind it.
-			return append(again, items[mid:]...), wait
+			return append(again, items[mid:]...), wait, wake
 		}
 		return b.send(ctx, items[mid:], inPlace)
 	}
@@ -283,7 +295,7 @@ func (b *batcher) send(ctx context.Context, items []batchItem, inPlace bool) (ag
 		}
 		w.settle(ctx, it.d, it.ev, v, errs[i])
 	}
-	return again, wait
+	return again, wait, nil
 }
 
 // deliver calls the sink, and reports false if it panicked or returned a

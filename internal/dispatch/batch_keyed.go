@@ -58,24 +58,49 @@ type queuedGroup struct {
 type keyedBatch struct {
 	g     *keyGroup
 	items []batchItem
+	// retry is what of it is to be sent again in place (parsed): a
+	// batch waits for its retry out of its sender (parked), which takes
+	// other keys' batches meanwhile.
+	retry []batchItem
 }
 
 // startKeyed is start for a keyed sink.
 func (b *batcher) startKeyed(ctx context.Context, senders int) (stop func()) {
 	batches := make(chan keyedBatch)
 	done := make(chan keyedBatch)
+	again := make(chan keyedBatch)
 	collected := make(chan struct{})
 	go func() {
 		defer close(collected)
-		b.collectKeyed(batches, done)
+		b.collectKeyed(batches, done, again)
 		close(batches)
 	}()
 	var send sync.WaitGroup
 	for range senders {
 		send.Go(func() {
 			for kb := range batches {
-				b.sendInPlace(ctx, b.reparse(ctx, kb.items))
-				done <- kb
+				items := kb.retry
+				if items == nil {
+					items = b.reparse(ctx, kb.items)
+				}
+				retry, wait, wake := b.send(ctx, items, true)
+				if len(retry) == 0 {
+					done <- kb
+					continue
+				}
+				// The wait for the retry is not the sender's: a key
+				// failing again and again would hold it, and with as
+				// many such keys as senders every other key would wait
+				// for their max_elapsed. The collector counts the batch
+				// out until it is settled (done).
+				go func() {
+					if b.waitInPlace(ctx, retry, wait, wake) {
+						kb.retry = retry
+						again <- kb
+					} else {
+						done <- kb
+					}
+				}()
 			}
 		})
 	}
@@ -100,7 +125,8 @@ type keyCollector struct {
 }
 
 // collectKeyed runs until in is closed and everything held is settled.
-func (b *batcher) collectKeyed(out chan<- keyedBatch, done <-chan keyedBatch) {
+func (b *batcher) collectKeyed(out chan<- keyedBatch, done, again <-chan keyedBatch) {
+	var due []keyedBatch // batches whose in-place retry is due, first come first
 	c := &keyCollector{b: b, groups: map[string]*keyGroup{}, early: map[uint64]batchItem{}}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -111,7 +137,9 @@ func (b *batcher) collectKeyed(out chan<- keyedBatch, done <-chan keyedBatch) {
 		}
 		var send chan<- keyedBatch
 		var kb keyedBatch
-		if g, wait := c.pick(now); g != nil {
+		if len(due) > 0 {
+			send, kb = out, due[0]
+		} else if g, wait := c.pick(now); g != nil {
 			send, kb = out, keyedBatch{g: g, items: g.items[:min(len(g.items), b.maxItems)]}
 		} else if wait > 0 {
 			timer.Reset(wait)
@@ -128,11 +156,17 @@ func (b *batcher) collectKeyed(out chan<- keyedBatch, done <-chan keyedBatch) {
 			}
 			c.admit(it, now)
 		case send <- kb:
+			if kb.retry != nil { // still counted out (c.out)
+				due = due[1:]
+				continue
+			}
 			g := kb.g
 			g.items = append([]batchItem(nil), g.items[len(kb.items):]...)
 			g.busy = true
 			g.gen++
 			c.out++
+		case kb := <-again:
+			due = append(due, kb)
 		case kb := <-done:
 			c.out--
 			c.held -= len(kb.items)
@@ -238,29 +272,23 @@ func (b *batcher) reparse(ctx context.Context, items []batchItem) []batchItem {
 	return out
 }
 
-// sendInPlace sends one key's batch and retries in place what is to be
-// retried, until every event is settled or handed back.
-func (b *batcher) sendInPlace(ctx context.Context, items []batchItem) {
-	for len(items) > 0 {
-		again, wait := b.send(ctx, items, true)
-		if len(again) == 0 {
-			return
-		}
-		msgs := make([]jetstream.Msg, len(again))
-		for i, it := range again {
-			msgs[i] = it.d.msg
-		}
-		stop := keepAlive(b.w.ackWait/3, msgs...)
-		err := sleep(ctx, wait, nil)
-		stop()
-		if err != nil {
-			// Shutting down: handed back in order, for whoever pulls next.
-			for _, it := range again {
-				b.w.handBack(it.d, 0)
-			}
-			return
-		}
-		b.w.log.Debug("retrying a batch in place", zap.String("sink", b.w.name), zap.Int("events", len(again)))
-		items = again
+// waitInPlace waits (kept alive) until what is to be retried in place may
+// be sent again, or the gate's change (wake), and says whether it may: on
+// shutdown it is handed back in order, for whoever pulls next.
+func (b *batcher) waitInPlace(ctx context.Context, again []batchItem, wait time.Duration, wake <-chan struct{}) bool {
+	msgs := make([]jetstream.Msg, len(again))
+	for i, it := range again {
+		msgs[i] = it.d.msg
 	}
+	stop := keepAlive(b.w.ackWait/3, msgs...)
+	err := sleep(ctx, wait, wake)
+	stop()
+	if err != nil {
+		for _, it := range again {
+			b.w.handBack(it.d, 0)
+		}
+		return false
+	}
+	b.w.log.Debug("retrying a batch in place", zap.String("sink", b.w.name), zap.Int("events", len(again)))
+	return true
 }
