@@ -272,7 +272,10 @@ func (n *natsNode) restart(t testing.TB) {
 // (on a cluster: once a meta leader is elected).
 func waitJetStream(t testing.TB, url string) {
 	t.Helper()
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	// A server just started may accept and then reset a connection while
+	// it is still starting (seen in CI on a loaded machine): keep trying,
+	// within the wait below, rather than fail on the first attempt.
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond), nats.RetryOnFailedConnect(true))
 	if err != nil {
 		t.Fatal(err)
 	}
