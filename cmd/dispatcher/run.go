@@ -36,6 +36,17 @@ func loadConfig(file string, n natsFlags) (*config.Config, error) {
 	return app.LoadConfig(src)
 }
 
+// toLocalServer points a tool's config with no nats.url at a local
+// dispatcher run's embedded server, with its token if any.
+func toLocalServer(cfg *config.Config) {
+	if cfg.NATS.URL == "" {
+		cfg.NATS.URL = "nats://" + cfg.NATS.Embedded.Listen
+		if cfg.NATS.Token == "" {
+			cfg.NATS.Token = cfg.NATS.Embedded.Token
+		}
+	}
+}
+
 // configSource is --config with the connection flags: a flag, else
 // $NATS_URL, else the --context's, else the file's key.
 func configSource(file string, n natsFlags) (app.ConfigSource, error) {

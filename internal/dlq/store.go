@@ -127,7 +127,7 @@ func (s *Store) Each(ctx context.Context, f Filter, fn func(*Record) bool) error
 		return nil // nothing stored, or nothing after the cursor
 	}
 	return s.scan(ctx, stream, filter, max(f.After+1, info.State.FirstSeq), upTo, func(m storedMsg) bool {
-		r := fromMsg(m.seq, m.subject, m.header, m.data)
+		r := fromMsg(m.Seq, m.Subject, m.Header, m.Data)
 		return r == nil || !f.Match(r) || fn(r)
 	})
 }
