@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -10,11 +11,92 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/chapar-dev/chapar/internal/app"
+	"github.com/chapar-dev/chapar/internal/dlq"
 	"github.com/chapar-dev/chapar/internal/lookup"
 )
 
 type cliEvents struct {
 	Show cliEventsShow `cmd:"" help:"Where is my event? For each sink: delivered (when, attempts, latency), retrying, dead-lettered, waiting in its backlog, paused, or why it does not get it."`
+	List cliEventsList `cmd:"" help:"Deliveries of a time window, with their latest state, filtered by sink, type, name, subject (the user) and state; printed as they are read."`
+}
+
+type cliEventsList struct {
+	Since   string `default:"1h" help:"From this time (RFC 3339, or a duration ago like 2h)." placeholder:"WHEN"`
+	Until   string `help:"Up to this time." placeholder:"WHEN"`
+	After   uint64 `help:"Only deliveries after this SEQ (the last one a previous list printed: the next page)." placeholder:"SEQ"`
+	Sink    string `help:"Only this sink's deliveries."`
+	Type    string `help:"Only events of this type (e.g. chapar.track)."`
+	Name    string `help:"Only events of this name (e.g. order_paid)."`
+	Subject string `help:"Only events of this subject (conventionally the user's id)."`
+	State   string `help:"Only deliveries in this state now: delivered, retrying or dead_lettered." enum:",delivered,retrying,dead_lettered" default:""`
+	Limit   int    `default:"100" help:"At most this many deliveries (0: all)."`
+	Config  string `help:"Config file (its nats and streams settings)." placeholder:"FILE"`
+	JSON    bool   `help:"One JSON object per delivery."`
+	natsFlags
+}
+
+func (c *cliEventsList) Run(ctx context.Context, s *streams) error {
+	f := lookup.Filter{After: c.After, Sink: c.Sink, Type: c.Type, Name: c.Name, Subject: c.Subject, State: lookup.State(c.State)}
+	var err error
+	if f.Since, err = dlq.ParseWhen(c.Since, time.Now()); err != nil {
+		return usageError{"--since: " + err.Error()}
+	}
+	if f.Until, err = dlq.ParseWhen(c.Until, time.Now()); err != nil {
+		return usageError{"--until: " + err.Error()}
+	}
+	cfg, err := loadConfig(c.Config, c.natsFlags)
+	if err != nil {
+		return err
+	}
+	toLocalServer(cfg)
+	conn, err := app.Connect(ctx, cfg, zap.NewNop())
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	tw := tabwriter.NewWriter(s.stdout, 0, 0, 2, ' ', 0)
+	enc := json.NewEncoder(s.stdout)
+	n, last, more := 0, uint64(0), false
+	if !c.JSON {
+		fmt.Fprintln(tw, "SEQ\tWHEN\tEVENT\tTYPE\tNAME\tSUBJECT\tSINK\tSTATE\tATTEMPTS\tLAST")
+	}
+	err = lookup.List(ctx, conn.JS, cfg, f, func(e lookup.Entry) bool {
+		if c.Limit > 0 && n == c.Limit {
+			more = true
+			return false
+		}
+		n, last = n+1, e.Seq
+		if c.JSON {
+			return enc.Encode(e) == nil
+		}
+		lastStatus := "-"
+		if e.Status != 0 || e.Code != "" {
+			lastStatus = strings.TrimSpace(fmt.Sprintf("%d %s", e.Status, e.Code))
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", e.Seq, e.At.UTC().Format(time.RFC3339), e.EventID, e.Type,
+			orDash(e.Name), orDash(e.Subject), e.Sink, e.State, e.Attempts, lastStatus)
+		return true
+	})
+	_ = tw.Flush()
+	if err != nil {
+		return err
+	}
+	switch {
+	case more:
+		fmt.Fprintf(s.stderr, "%d shown; more match: the next page is --after %d\n", n, last)
+	case n == 0:
+		fmt.Fprintf(s.stderr, "no delivery matches (records are kept streams.deliveries_max_age, %s)\n", cfg.Streams.DeliveriesMaxAge)
+	default:
+		fmt.Fprintf(s.stderr, "%d shown; that is all\n", n)
+	}
+	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 type cliEventsShow struct {

@@ -101,6 +101,33 @@ routes:
 		t.Errorf("an event waiting behind the pause, with no record: %v\n%s", err, out)
 	}
 
+	// The window's deliveries, latest state first recorded first, paged.
+	list := func(args ...string) (string, string) {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		if err := runCommand(ctx, append(append([]string{"events", "list"}, args...), "--config", file, "--nats-url", e.Server.ClientURL()), &out, &errOut); err != nil {
+			t.Fatalf("events list %v: %v\n%s", args, err, errOut.String())
+		}
+		return out.String(), errOut.String()
+	}
+	out, errOut := list("--since", "10m")
+	t.Logf("events list:\n%s%s", out, errOut)
+	if !strings.Contains(out, paid.ID) || !strings.Contains(out, signup.ID) || strings.Contains(out, only.ID) || !strings.Contains(errOut, "2 shown; that is all") {
+		t.Errorf("events list --since 10m:\n%s%s", out, errOut)
+	}
+	out, errOut = list("--limit", "1", "--sink", "chabok", "--state", "delivered")
+	if !strings.Contains(out, paid.ID) || strings.Contains(out, signup.ID) || !strings.Contains(errOut, "more match: the next page is --after ") {
+		t.Fatalf("first page:\n%s%s", out, errOut)
+	}
+	after := strings.TrimSpace(errOut[strings.LastIndex(errOut, " ")+1:])
+	out, _ = list("--limit", "1", "--sink", "chabok", "--after", after)
+	if strings.Contains(out, paid.ID) || !strings.Contains(out, signup.ID) {
+		t.Errorf("second page (--after %s):\n%s", after, out)
+	}
+	if out, errOut = list("--subject", "nobody"); strings.Count(out, "\n") != 1 || !strings.Contains(errOut, "no delivery matches") {
+		t.Errorf("no match:\n%s%s", out, errOut)
+	}
+
 	// Never published: an error, saying where it looked.
 	if out, err := cli("events", "show", "no-such-event"); err == nil || !strings.Contains(err.Error(), "nothing recorded of it") {
 		t.Errorf("an unknown id: %v\n%s", err, out)
