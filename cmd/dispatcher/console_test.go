@@ -414,6 +414,29 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("after the replay %d dead letters (%d EVENT_NOT_ALLOWED), want only that one", n, left)
 	}
 
+	// Where is my event? The replayed event was dead-lettered, then
+	// delivered by the replay: its lookup says delivered; the events list
+	// leads to it.
+	step(t, bctx, "look a replayed event up",
+		chromedp.Navigate(base+"/console/events"),
+		chromedp.WaitVisible(chromedp.CSS(`#show`)),
+		chromedp.SetValue(chromedp.CSS(`#show input[name="id"]`), rejected[0]),
+		chromedp.Submit(chromedp.CSS(`#show`)),
+		chromedp.WaitVisible(chromedp.CSS(`#event tr[data-sink="chabok"]`)),
+	)
+	if state := read(t, bctx, "the event's state", chromedp.AttributeValue(chromedp.CSS(`#event tr[data-sink="chabok"]`), "data-state")).Value; state != "delivered" {
+		t.Errorf("the replayed event's state on its page: %q, want delivered", state)
+	}
+	pages.check(bctx, "event")
+	step(t, bctx, "the deliveries list",
+		chromedp.Navigate(base+"/console/events?since=1h&state=delivered"),
+		chromedp.WaitVisible(chromedp.CSS(`#deliveries`)),
+	)
+	if listed := read(t, bctx, "read the deliveries", chromedp.Text(chromedp.CSS(`#deliveries`))); !strings.Contains(listed, rejected[0]) {
+		t.Errorf("the deliveries list lacks the replayed event:\n%s", listed)
+	}
+	pages.check(bctx, "events")
+
 	// Back on the sinks page, the sink recovered.
 	step(t, bctx, "sinks page after the replay",
 		chromedp.Navigate(base+"/console/sinks"),

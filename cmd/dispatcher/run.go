@@ -19,6 +19,7 @@ import (
 	"github.com/chapar-dev/chapar/internal/console"
 	"github.com/chapar-dev/chapar/internal/dlq"
 	"github.com/chapar-dev/chapar/internal/inbound"
+	"github.com/chapar-dev/chapar/internal/lookup"
 	"github.com/chapar-dev/chapar/internal/metrics"
 	"github.com/chapar-dev/chapar/internal/topology"
 	"github.com/chapar-dev/chapar/internal/tracing"
@@ -237,7 +238,12 @@ func newConsole(ctx context.Context, cfg *config.Config, conn *app.Conn, m *metr
 	for i, s := range cfg.Sinks {
 		configured[i] = metrics.SinkConfig{Name: s.Name, Vendor: s.Vendor}
 	}
+	var events console.Events
+	if cfg.Streams.RecordDeliveries {
+		events = lookup.Deployment{JS: conn.JS, Config: cfg}
+	}
 	c, err := console.New(ctx, console.Options{
+		Events:      events,
 		DeadLetters: dlq.NewStore(conn.JS, conn.Topo),
 		Sinks:       m.SinkReport(conn.JS, conn.Topo, configured),
 		Pauses:      consolePauses{conn},

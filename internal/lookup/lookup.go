@@ -275,3 +275,19 @@ func first(a, b string) string {
 	}
 	return b
 }
+
+// Deployment looks events up in one deployment: what the console needs.
+type Deployment struct {
+	JS     jetstream.JetStream
+	Config *config.Config
+}
+
+// Show is Show in d.
+func (d Deployment) Show(ctx context.Context, id string) (Report, error) {
+	return Show(ctx, d.JS, d.Config, id)
+}
+
+// List is List in d.
+func (d Deployment) List(ctx context.Context, f Filter, each func(Entry) bool) error {
+	return List(ctx, d.JS, d.Config, f, each)
+}
