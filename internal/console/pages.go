@@ -2,6 +2,7 @@ package console
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -138,6 +139,11 @@ type listData struct {
 	Rows    []*dlq.Record
 	After   uint64 // this page's cursor
 	Next    uint64 // the next page's cursor; 0: no next page
+	// Total is how many dead letters match the filter (every page);
+	// Groups counts them by sink, reason, status and vendor code, the
+	// largest first, so 125 identical failures are one row to act on.
+	Total  int
+	Groups []deadLetterGroup
 	Reasons []outcome.Reason
 	// Hint says a sink filter that matched nothing names no configured
 	// sink, and which are.
@@ -157,24 +163,33 @@ func (c *Console) deadLettersPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if a := r.URL.Query().Get("after"); a != "" {
-		if f.After, err = strconv.ParseUint(a, 10, 64); err != nil {
+		if d.After, err = strconv.ParseUint(a, 10, 64); err != nil {
 			d.Error = "after: " + strconv.Quote(a) + " is not a stream sequence; follow the Next link, or leave it out for the first page"
 			c.render(w, r, http.StatusBadRequest, "dead-letters", "layout", c.page("Dead letters", "dead-letters", d))
 			return
 		}
 	}
-	d.After = f.After
 	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
 	defer cancel()
-	n := c.opts.PageSize
+	// One read of every match: the total and the groups count them all,
+	// the page keeps its own from the cursor on (and one more, to know
+	// there is a next page). The rows are a page whatever the stream
+	// holds; the groups are as many as distinct failures.
+	n, after := c.opts.PageSize, d.After
+	groups := map[deadLetterGroup]int{}
 	err = c.opts.DeadLetters.Each(ctx, f, func(rec *dlq.Record) bool {
-		d.Rows = append(d.Rows, rec)
-		return len(d.Rows) <= n
+		d.Total++
+		groups[deadLetterGroup{Sink: rec.Sink, Reason: rec.Reason, Status: rec.Status, Code: rec.Code}]++
+		if rec.Seq > after && len(d.Rows) <= n {
+			d.Rows = append(d.Rows, rec)
+		}
+		return true
 	})
 	if err != nil {
 		c.failErr(w, r, "reading dead letters", err)
 		return
 	}
+	d.Groups = sortGroups(groups, d.Form)
 	if len(d.Rows) > n {
 		d.Rows = d.Rows[:n]
 		d.Next = d.Rows[n-1].Seq
@@ -430,4 +445,38 @@ func (c *Console) jobProgress(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.render(w, r, http.StatusOK, "job", "progress", j.snapshot())
+}
+
+// deadLetterGroup is one kind of failure: dead letters of one sink with
+// the same reason, status and vendor code.
+type deadLetterGroup struct {
+	Sink   string
+	Reason outcome.Reason
+	Status int
+	Code   string
+	Count  int
+	// Href lists the group's dead letters (the page's filter narrowed).
+	Href string
+}
+
+// sortGroups orders the groups largest first, then by sink, reason,
+// status and code, each linking to its dead letters.
+func sortGroups(counts map[deadLetterGroup]int, f filterForm) []deadLetterGroup {
+	out := make([]deadLetterGroup, 0, len(counts))
+	for g, n := range counts {
+		g.Count = n
+		narrowed := f
+		narrowed.Sink, narrowed.Reason, narrowed.Code = g.Sink, string(g.Reason), g.Code
+		narrowed.Status = ""
+		if g.Status != 0 {
+			narrowed.Status = strconv.Itoa(g.Status)
+		}
+		g.Href = narrowed.Href(Prefix+"dead-letters", 0)
+		out = append(out, g)
+	}
+	slices.SortFunc(out, func(a, b deadLetterGroup) int {
+		return cmp.Or(cmp.Compare(b.Count, a.Count), cmp.Compare(a.Sink, b.Sink), cmp.Compare(a.Reason, b.Reason),
+			cmp.Compare(a.Status, b.Status), cmp.Compare(a.Code, b.Code))
+	})
+	return out
 }
