@@ -97,6 +97,8 @@ type Console struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	jobs   jobs
+	// waiting counts the dead letters of each sink (waiting.go).
+	waiting waiting
 }
 
 // New builds a console. Its jobs stop when ctx ends or Close is called.

@@ -25,7 +25,7 @@ import (
 // read in time says so rather than hold the connection.
 const readTimeout = 20 * time.Second
 
-func (c *Console) sinkStatuses(w http.ResponseWriter, r *http.Request) ([]metrics.SinkStatus, bool) {
+func (c *Console) sinkStatuses(w http.ResponseWriter, r *http.Request) ([]sinkRow, bool) {
 	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
 	defer cancel()
 	sinks, err := c.opts.Sinks.Sinks(ctx)
@@ -33,7 +33,12 @@ func (c *Console) sinkStatuses(w http.ResponseWriter, r *http.Request) ([]metric
 		c.failErr(w, r, "reading the sinks' status", err)
 		return nil, false
 	}
-	return sinks, true
+	counts, cerr := c.sinkCounts(ctx)
+	rows := make([]sinkRow, len(sinks))
+	for i, s := range sinks {
+		rows[i] = sinkRow{SinkStatus: s, Healthy: s.Breaker == "closed", DeadLetters: counts[s.Name], DeadLettersUnknown: cerr != nil}
+	}
+	return rows, true
 }
 
 // sinksData is the sinks page: the table, and whether it offers pause and
@@ -47,7 +52,7 @@ type sinksData struct {
 func (c *Console) sinksPage(w http.ResponseWriter, r *http.Request) {
 	sinks, ok := c.sinkStatuses(w, r)
 	if ok {
-		d := sinksData{Rows: sinkRows(sinks), Pausable: c.opts.Pauses != nil, Mutating: c.MutationsEnabled()}
+		d := sinksData{Rows: sinks, Pausable: c.opts.Pauses != nil, Mutating: c.MutationsEnabled()}
 		c.render(w, r, http.StatusOK, "sinks", "layout", c.page("Sinks", "sinks", d))
 	}
 }
@@ -114,7 +119,7 @@ func (c *Console) pauseSink(w http.ResponseWriter, r *http.Request) {
 func (c *Console) sinksRows(w http.ResponseWriter, r *http.Request) {
 	sinks, ok := c.sinkStatuses(w, r)
 	if ok {
-		c.render(w, r, http.StatusOK, "sinks", "rows", sinkRows(sinks))
+		c.render(w, r, http.StatusOK, "sinks", "rows", sinks)
 	}
 }
 
@@ -122,14 +127,10 @@ func (c *Console) sinksRows(w http.ResponseWriter, r *http.Request) {
 type sinkRow struct {
 	metrics.SinkStatus
 	Healthy bool
-}
-
-func sinkRows(sinks []metrics.SinkStatus) []sinkRow {
-	out := make([]sinkRow, len(sinks))
-	for i, s := range sinks {
-		out[i] = sinkRow{SinkStatus: s, Healthy: s.Breaker == "closed"}
-	}
-	return out
+	// DeadLetters are the sink's dead letters waiting in the stream,
+	// the deployment's (waiting.go); unknown when they cannot be read.
+	DeadLetters        int
+	DeadLettersUnknown bool
 }
 
 // listData is a dead-letter list page.

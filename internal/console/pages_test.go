@@ -241,3 +241,16 @@ func TestDeadLetterTotalsAndGroups(t *testing.T) {
 		t.Errorf("one sink's: %.3000s", body)
 	}
 }
+
+// Issue 21: the sinks page counts each sink's dead letters waiting, read
+// from the dead-letter stream (the deployment's, not this process's
+// counters, which are 0 here: no dispatcher ran).
+func TestSinksPageCountsDeadLettersWaiting(t *testing.T) {
+	f := newFixture(t, token, 50)
+	for _, page := range []string{"/console/sinks", "/console/sinks/rows"} {
+		status, body := get(t, f.url+page)
+		if status != http.StatusOK || !strings.Contains(body, `data-dead-letters="4"><a href="/console/dead-letters?sink=chabok">4</a>`) {
+			t.Errorf("%s: %d, want chabok's 4 dead letters waiting:\n%.4000s", page, status, body)
+		}
+	}
+}
