@@ -401,6 +401,22 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("job: %q", done)
 	}
 	pages.check(bctx, "replay-done")
+	// The job page follows the replayed events to their outcome (htmx
+	// polls until each is delivered or failed again).
+	step(t, bctx, "the replay's outcome",
+		chromedp.WaitVisible(chromedp.CSS(`#job-outcome[data-settled="true"]`)),
+	)
+	if got := read(t, bctx, "delivered since", chromedp.AttributeValue(chromedp.CSS(`#job-outcome`), "data-delivered")).Value; got != "2" {
+		t.Errorf("the job page says %q of the replayed delivered, want 2", got)
+	}
+	pages.check(bctx, "replay-outcome")
+	step(t, bctx, "the jobs index",
+		chromedp.Navigate(base+"/console/jobs"),
+		chromedp.WaitVisible(chromedp.CSS(`#jobs tr[data-job]`)),
+	)
+	if jobs := read(t, bctx, "read the jobs", chromedp.Text(chromedp.CSS(`#jobs`))); !strings.Contains(jobs, "replayed 2 of 2") {
+		t.Errorf("the jobs index:\n%s", jobs)
+	}
 	for _, u := range users {
 		testenv.Eventually(t, 20*time.Second, "replay for "+u+" delivered", func() bool { return deliveredTo(vendor, u) >= 1 })
 	}

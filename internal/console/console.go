@@ -171,6 +171,7 @@ func (c *Console) routes() http.Handler {
 	mux.HandleFunc("GET "+Prefix+"events", c.eventsPage)
 	mux.HandleFunc("GET "+Prefix+"actions", c.actionsPage)
 	mux.HandleFunc("POST "+Prefix+"actions", c.startAction)
+	mux.HandleFunc("GET "+Prefix+"jobs", c.jobsPage)
 	mux.HandleFunc("GET "+Prefix+"jobs/{id}", c.jobPage)
 	mux.HandleFunc("GET "+Prefix+"jobs/{id}/progress", c.jobProgress)
 	mux.HandleFunc(Prefix, func(w http.ResponseWriter, r *http.Request) {

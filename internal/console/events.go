@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/chapar-dev/chapar/internal/deliveries"
 	"github.com/chapar-dev/chapar/internal/dlq"
 	"github.com/chapar-dev/chapar/internal/lookup"
 )
@@ -17,6 +18,8 @@ import (
 type Events interface {
 	Show(ctx context.Context, id string) (lookup.Report, error)
 	List(ctx context.Context, f lookup.Filter, each func(lookup.Entry) bool) error
+	// Records are an event's delivery records, each sink's latest.
+	Records(ctx context.Context, id string) ([]deliveries.Record, error)
 }
 
 // eventsForm is the events page's query: an id to show, or a list's

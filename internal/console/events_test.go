@@ -77,6 +77,10 @@ func (r deploymentRef) Show(ctx context.Context, id string) (lookup.Report, erro
 	return r.d.Show(ctx, id)
 }
 
+func (r deploymentRef) Records(ctx context.Context, id string) ([]deliveries.Record, error) {
+	return r.d.Records(ctx, id)
+}
+
 func (r deploymentRef) List(ctx context.Context, f lookup.Filter, each func(lookup.Entry) bool) error {
 	return r.d.List(ctx, f, each)
 }

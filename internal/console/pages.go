@@ -434,7 +434,7 @@ func (c *Console) jobPage(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, http.StatusNotFound, "No such job: jobs are kept in memory until the dispatcher restarts.")
 		return
 	}
-	c.render(w, r, http.StatusOK, "job", "layout", c.page("Job "+j.ID, "dead-letters", j.snapshot()))
+	c.render(w, r, http.StatusOK, "job", "layout", c.page("Job "+j.ID, "jobs", c.jobView(r.Context(), j)))
 }
 
 // jobProgress is the progress fragment the job page polls with htmx; a
@@ -445,7 +445,7 @@ func (c *Console) jobProgress(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, http.StatusNotFound, "No such job.")
 		return
 	}
-	c.render(w, r, http.StatusOK, "job", "progress", j.snapshot())
+	c.render(w, r, http.StatusOK, "job", "progress", c.jobView(r.Context(), j))
 }
 
 // deadLetterGroup is one kind of failure: dead letters of one sink with
@@ -480,4 +480,28 @@ func sortGroups(counts map[deadLetterGroup]int, f filterForm) []deadLetterGroup 
 			cmp.Compare(a.Status, b.Status), cmp.Compare(a.Code, b.Code))
 	})
 	return out
+}
+
+// jobView is a job as its page shows it: a finished replay with what
+// became of its events since.
+func (c *Console) jobView(ctx context.Context, j *job) jobView {
+	v := j.snapshot()
+	if v.Action == actionReplay && !v.Running {
+		rctx, cancel := context.WithTimeout(ctx, readTimeout)
+		defer cancel()
+		v.Outcome, v.HasOutcome = c.outcome(rctx, j)
+	}
+	return v
+}
+
+// jobsPage lists the jobs this console started, newest first.
+func (c *Console) jobsPage(w http.ResponseWriter, r *http.Request) {
+	d := struct {
+		Jobs []jobView
+		Keep int
+	}{Keep: c.opts.KeepJobs}
+	for _, j := range c.jobs.all() {
+		d.Jobs = append(d.Jobs, j.snapshot())
+	}
+	c.render(w, r, http.StatusOK, "jobs", "layout", c.page("Jobs", "jobs", d))
 }

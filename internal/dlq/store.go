@@ -206,6 +206,9 @@ type ReplayOptions struct {
 	Limit int
 	// Progress, if set, is called after each entry.
 	Progress func(done int)
+	// Replayed, if set, is called with each record put back on its
+	// sink's queue (its Replays is the run before the replay's).
+	Replayed func(*Record)
 }
 
 // ReplayResult says what a replay did.
@@ -273,6 +276,9 @@ func (s *Store) Replay(ctx context.Context, f Filter, o ReplayOptions) (ReplayRe
 			return false
 		}
 		res.Replayed++
+		if o.Replayed != nil {
+			o.Replayed(r)
+		}
 		if o.Progress != nil {
 			o.Progress(res.Replayed)
 		}

@@ -287,6 +287,12 @@ func (d Deployment) Show(ctx context.Context, id string) (Report, error) {
 	return Show(ctx, d.JS, d.Config, id)
 }
 
+// Records are the event's delivery records, each sink's latest.
+func (d Deployment) Records(ctx context.Context, id string) ([]deliveries.Record, error) {
+	topo := topology.New(d.Config.Streams)
+	return deliveries.Lookup(ctx, d.JS.Conn(), topo.DeliveriesStream(), topo.Prefix(), id)
+}
+
 // List is List in d.
 func (d Deployment) List(ctx context.Context, f Filter, each func(Entry) bool) error {
 	return List(ctx, d.JS, d.Config, f, each)
