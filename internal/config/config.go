@@ -116,6 +116,11 @@ type Streams struct {
 	DuplicateWindow  time.Duration `yaml:"duplicate_window"`
 	MaxEnvelopeBytes int           `yaml:"max_envelope_bytes"`
 	DeadLetterMaxAge time.Duration `yaml:"dead_letter_max_age"`
+	// RecordDeliveries keeps what became of each delivery (delivered,
+	// retrying, dead-lettered; when, attempts, status) for
+	// DeliveriesMaxAge, for `dispatcher events show` (internal/deliveries).
+	RecordDeliveries bool          `yaml:"record_deliveries"`
+	DeliveriesMaxAge time.Duration `yaml:"deliveries_max_age"`
 }
 
 // Dispatcher tunes the consuming side.
@@ -288,6 +293,8 @@ func Default() *Config {
 			// max_payload, for the headers of retries and dead letters.
 			MaxEnvelopeBytes: envelope.DefaultMaxBytes - PayloadHeadroom,
 			DeadLetterMaxAge: 30 * 24 * time.Hour,
+			RecordDeliveries: true,
+			DeliveriesMaxAge: 7 * 24 * time.Hour,
 		},
 		Dispatcher: Dispatcher{
 			AckWait:       30 * time.Second,

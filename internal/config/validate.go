@@ -107,6 +107,10 @@ func (c *Config) validateStreams(p *problems) {
 			"would be published again after the window and not de-duplicated; set streams.duplicate_window above "+
 			"dispatcher.ack_wait (several times it, e.g. 10m) or lower dispatcher.ack_wait", w, a)
 	}
+	if s.RecordDeliveries && s.DeliveriesMaxAge < time.Minute {
+		p.add("streams.deliveries_max_age", "is %s; use at least 1m, e.g. 168h (as streams.max_age), or set streams.record_deliveries: false "+
+			"to keep no delivery records", s.DeliveriesMaxAge)
+	}
 }
 
 func (c *Config) validateDispatcher(p *problems) {

@@ -26,6 +26,7 @@ import (
 
 	"github.com/chapar-dev/chapar/internal/config"
 	"github.com/chapar-dev/chapar/internal/dataschema"
+	"github.com/chapar-dev/chapar/internal/deliveries"
 	"github.com/chapar-dev/chapar/internal/dlq"
 	"github.com/chapar-dev/chapar/internal/sinks"
 	"github.com/chapar-dev/chapar/internal/topology"
@@ -77,6 +78,14 @@ type engine struct {
 	// starts says which sink covers which events, by stream position
 	// (starts.go).
 	starts *sinkStarts
+	// recorder keeps what became of each delivery (record.go); nil with
+	// streams.record_deliveries off.
+	recorder recorder
+}
+
+// recorder is where delivery records go: a deliveries.Writer.
+type recorder interface {
+	Record(deliveries.Record)
 }
 
 // New builds the dispatcher a config describes: its sinks through the
@@ -126,6 +135,9 @@ func New(cfg *config.Config, o Options) (*Dispatcher, error) {
 func (d *Dispatcher) Run(ctx context.Context, js jetstream.JetStream) error {
 	cfg := d.cfg.Dispatcher
 	d.js, d.dlq = js, dlq.NewWriter(js, d.topo)
+	if d.cfg.Streams.RecordDeliveries {
+		d.recorder = deliveries.NewWriter(js.Conn(), d.topo.Prefix())
+	}
 	names := make([]string, len(d.cfg.Sinks))
 	for i, sc := range d.cfg.Sinks {
 		names[i] = sc.Name
