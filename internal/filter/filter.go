@@ -47,6 +47,12 @@ type Env struct {
 	Data            any               `expr:"data"`
 }
 
+// Names lists what an expression can read, as it writes them: the
+// config's error for a misspelt one shows them.
+func Names() []string {
+	return []string{"id", "source", "type", "subject", "time", "datacontenttype", "dataschema", "name", "extensions", "data"}
+}
+
 // Filter is one compiled expression. It is read-only, safe for
 // concurrent use.
 type Filter struct {

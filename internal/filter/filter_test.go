@@ -3,6 +3,8 @@ package filter
 import (
 	"encoding/json"
 	"errors"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -138,5 +140,18 @@ func TestDataDecodedOnlyWhenRead(t *testing.T) {
 	}
 	if !in.decoded {
 		t.Fatal("data not decoded for a filter that reads it")
+	}
+}
+
+// Names is what config check offers for a misspelt name: every name of
+// Env, and only those.
+func TestNamesAreEnv(t *testing.T) {
+	var tags []string
+	typ := reflect.TypeFor[Env]()
+	for i := range typ.NumField() {
+		tags = append(tags, typ.Field(i).Tag.Get("expr"))
+	}
+	if got := Names(); !slices.Equal(got, tags) {
+		t.Errorf("Names = %v, Env's names are %v", got, tags)
 	}
 }
