@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/expr-lang/expr"
@@ -59,6 +60,9 @@ type Filter struct {
 	src      string
 	prog     *vm.Program
 	usesData bool
+	// vms are machines to run prog on, reused: a new one for each event
+	// would cost more than a simple filter's evaluation.
+	vms sync.Pool
 }
 
 // Compile compiles src, which must give a bool. A syntax or type error is
@@ -77,7 +81,9 @@ func Compile(src string) (*Filter, error) {
 		id, ok := n.(*ast.IdentifierNode)
 		return ok && id.Value == "data"
 	}) != nil
-	return &Filter{src: src, prog: prog, usesData: uses}, nil
+	f := &Filter{src: src, prog: prog, usesData: uses}
+	f.vms.New = func() any { return new(vm.VM) }
+	return f, nil
 }
 
 // CompileError is an expression that does not compile, and where.
@@ -137,7 +143,9 @@ func (f *Filter) Match(in *Input) (bool, error) {
 	if f.usesData && in.dataErr != nil {
 		return false, in.dataErr
 	}
-	out, err := expr.Run(f.prog, in.env)
+	m := f.vms.Get().(*vm.VM)
+	out, err := m.Run(f.prog, &in.env)
+	f.vms.Put(m)
 	if err != nil {
 		return false, flatten(err)
 	}

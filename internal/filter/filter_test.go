@@ -57,6 +57,7 @@ func TestMatch(t *testing.T) {
 		{"data not JSON", `data.user.country == "IR"`, "s", `{"user":`, false, "data is not JSON"},
 		{"data not JSON, filter does not read it", `source == "s"`, "s", `{"user":`, true, ""},
 		{"absent field read as is", `data.flag`, "s", order, false, ""},
+		{"memory bounded", `len(1..100000000) > 1`, "s", order, false, "memory budget exceeded"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
