@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -74,6 +75,9 @@ func Compile(src string) (*Filter, error) {
 		var fe *file.Error
 		if errors.As(err, &fe) {
 			ce.Msg, ce.Line, ce.Column = fe.Message, fe.Line, fe.Column+1
+		}
+		if strings.Contains(ce.Msg, `Operator("=")`) {
+			ce.Msg += ", use == to compare" // the likeliest slip of all
 		}
 		return nil, ce
 	}

@@ -87,6 +87,7 @@ func TestCompileErrors(t *testing.T) {
 		want string // the error, as config check shows it
 	}{
 		{`type == `, "unexpected token EOF (at column 8)"},
+		{`data.user.country = "IR"`, `unexpected token Operator("="), use == to compare (at column 19)`},
 		{`dat.x == 1`, "unknown name dat (at column 1)"},
 		{`type == 1`, "invalid operation: == (mismatched types string and int) (at column 6)"},
 		{`source + "x"`, "expected bool, but got string"},
