@@ -3,6 +3,7 @@ package dispatch
 import (
 	"encoding/json"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -219,4 +220,30 @@ func contains(s []string, v string) bool {
 		}
 	}
 	return false
+}
+
+// Filters cost nothing to a table that has none, or whose filters are on
+// routes the event's type and name do not select: routing allocates what
+// it did before filters (mainMatch), so no data is decoded. A filter that
+// reads data does decode it (the check can fail).
+func TestRoutingWithoutSelectedFiltersDecodesNothing(t *testing.T) {
+	plain := []config.Route{{Types: []string{envelope.TypeTrack}, Sinks: []string{"chabok"}}}
+	ev := raw(t, envelope.TypeTrack, "shop/web", track("order_paid", map[string]any{"amount": 5, "country": "IR"}))
+	before := testing.AllocsPerRun(200, func() { mainMatch(plain, ev) })
+	for _, c := range []struct {
+		name   string
+		routes []config.Route
+		more   bool // allocates more than before filters
+	}{
+		{"no filters", plain, false},
+		{"a filter on another type", append(slices.Clone(plain), config.Route{Types: []string{"com.shop.x"}, Filter: `data.amount > 1`, Sinks: []string{"hook"}}), false},
+		{"a filter on another name", append(slices.Clone(plain), config.Route{Names: []string{"signup"}, Filter: `data.amount > 1`, Sinks: []string{"hook"}}), false},
+		{"a filter on data, selected", append(slices.Clone(plain), config.Route{Filter: `data.properties.amount > 1`, Sinks: []string{"hook"}}), true},
+	} {
+		r := newRoutes(t, c.routes)
+		got := testing.AllocsPerRun(200, func() { r.Match(ev) })
+		if more := got > before; more != c.more {
+			t.Errorf("%s: %v allocations per event, %v before filters; want more: %v", c.name, got, before, c.more)
+		}
+	}
 }
