@@ -28,7 +28,7 @@ func TestEventsShow(t *testing.T) {
 	defer cancel()
 	routes := []config.Route{
 		{Types: []string{"chapar.track"}, Sinks: []string{"chabok"}},
-		{Names: []string{"signup"}, Sinks: []string{"crm"}},
+		{Names: []string{"signup"}, Sinks: []string{"crm"}, Filter: `data.user.id != "u9"`},
 	}
 	chabok, crm := e.Sink("chabok", emulator.Chabok, nil, nil), e.Sink("crm", emulator.Chabok, nil, nil)
 	d := e.Start([]config.Sink{chabok, crm}, routes)
@@ -38,7 +38,7 @@ func TestEventsShow(t *testing.T) {
   - {name: crm, vendor: chabok, base_url: %[1]s, settings: {app_id: demoapp, access_token: t}}
 routes:
   - {types: [chapar.track], sinks: [chabok]}
-  - {names: [signup], sinks: [crm]}
+  - {names: [signup], sinks: [crm], filter: 'data.user.id != "u9"'}
 `, e.URL[emulator.Chabok])
 	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
@@ -63,7 +63,7 @@ routes:
 		"event " + paid.ID + "  type chapar.track  name order_paid",
 		fmt.Sprintf("stored in %s #%d at ", ack.Stream, ack.Sequence),
 		"latency ",
-		`crm     not_routed`, `no route sends type chapar.track with name "order_paid" to it`,
+		`crm     not_routed`, `no route sends chapar.track events named "order_paid" to it`,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("no %q in\n%s", want, out)
@@ -126,6 +126,17 @@ routes:
 	}
 	if out, errOut = list("--subject", "nobody"); strings.Count(out, "\n") != 1 || !strings.Contains(errOut, "no delivery matches") {
 		t.Errorf("no match:\n%s%s", out, errOut)
+	}
+
+	// A route's filter kept it from a sink: the lookup names the filter.
+	u9 := testenv.Track(t, "signup", "u9")
+	e.Publish(u9)
+	testenv.Eventually(t, 10*time.Second, "u9's signup delivered to chabok", func() bool {
+		out, _ = cli("events", "show", u9.ID)
+		return strings.Contains(out, "chabok  delivered")
+	})
+	if !strings.Contains(out, "crm     not_routed") || !strings.Contains(out, "filtered out by routes[1].filter") {
+		t.Errorf("an event a filter kept from crm:\n%s", out)
 	}
 
 	// Never published: an error, saying where it looked.

@@ -230,7 +230,10 @@ type Route struct {
 	Types []string `yaml:"types"`
 	// Names are event names or path.Match patterns (order_*).
 	Names []string `yaml:"names"`
-	Sinks []string `yaml:"sinks"`
+	// Filter is an expression over the envelope and its data that must be
+	// true too (internal/filter); empty matches every event.
+	Filter string   `yaml:"filter"`
+	Sinks  []string `yaml:"sinks"`
 }
 
 // RouteTypes lists the event types the routes name, each once, in order:

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/chapar-dev/chapar/internal/dataschema"
+	"github.com/chapar-dev/chapar/internal/filter"
 	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
@@ -264,6 +265,23 @@ func (c *Config) validateRoutes(p *problems, names map[string]bool) {
 				p.add(fmt.Sprintf("%s.names[%d]", at, j), "%q is not a valid pattern: %v", n, err)
 			}
 		}
+		validateFilter(p, at+".filter", r.Filter)
+	}
+}
+
+// validateFilter compiles a route's filter as the dispatcher will at
+// start, so an expression that cannot run is refused before it is.
+func validateFilter(p *problems, key, src string) {
+	if src == "" {
+		return
+	}
+	if strings.TrimSpace(src) == "" {
+		p.add(key, "is empty; remove the key to match every event, or write a condition such as data.user.country == \"IR\"")
+		return
+	}
+	if _, err := filter.Compile(src); err != nil {
+		p.add(key, "%q does not compile: %v; a filter is a condition (expr-lang syntax) on %s "+
+			"(see docs/sinks.md, \"Content filters\")", src, err, strings.Join(filter.Names(), ", "))
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 
 	"github.com/chapar-dev/chapar/internal/config"
 	"github.com/chapar-dev/chapar/internal/dataschema"
@@ -74,6 +75,9 @@ type engine struct {
 	maxBytes int
 	// schemas check the data of the types the config has a schema for.
 	schemas *dataschema.Set
+	// filterLog bounds the log lines of filters that fail (worker.go's
+	// filterFailed), over every sink of the process.
+	filterLog *rate.Limiter
 
 	// starts says which sink covers which events, by stream position
 	// (starts.go).
@@ -87,6 +91,10 @@ type engine struct {
 type recorder interface {
 	Record(deliveries.Record)
 }
+
+// filterLogEvery is the least time between two log lines of a route
+// filter that failed.
+const filterLogEvery = 10 * time.Second
 
 // New builds the dispatcher a config describes: its sinks through the
 // vendor registry (each sink is described once, in cfg.Sinks), its routes,
@@ -118,12 +126,16 @@ func New(cfg *config.Config, o Options) (*Dispatcher, error) {
 	if err != nil {
 		return nil, err
 	}
+	routes, err := NewRoutes(cfg.Routes)
+	if err != nil {
+		return nil, err
+	}
 	topo := topology.New(cfg.Streams)
 	e := &engine{
-		topo: topo, routes: NewRoutes(cfg.Routes), obs: o.Observer, log: o.Logger,
+		topo: topo, routes: routes, obs: o.Observer, log: o.Logger,
 		tracer:  o.Tracer.Tracer("github.com/chapar-dev/chapar/internal/dispatch"),
 		ackWait: cfg.Dispatcher.AckWait, maxBytes: topo.MaxEnvelopeBytes(),
-		starts: newSinkStarts(), schemas: schemas,
+		starts: newSinkStarts(), schemas: schemas, filterLog: rate.NewLimiter(rate.Every(filterLogEvery), 1),
 	}
 	return &Dispatcher{cfg: cfg, sinks: wrapped, built: built, o: o, id: uuid.NewString(), engine: e}, nil
 }

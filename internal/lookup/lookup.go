@@ -122,10 +122,9 @@ func Show(ctx context.Context, js jetstream.JetStream, cfg *config.Config, id st
 	}
 	ev := rep.read(ctx, js, cfg)
 	pauses, _ := topo.OperatorPauses(ctx, js) // a pause unknown is just not shown
-	routes := dispatch.NewRoutes(cfg.Routes)
-	var routed []string
-	if ev != nil {
-		routed = routes.Match(ev)
+	routes, err := dispatch.NewRoutes(cfg.Routes)
+	if err != nil {
+		return rep, fmt.Errorf("lookup: %w", err)
 	}
 	for _, sc := range cfg.Sinks {
 		s := Sink{Sink: sc.Name}
@@ -133,7 +132,7 @@ func Show(ctx context.Context, js jetstream.JetStream, cfg *config.Config, id st
 			s.State, s.Record = State(r.State), &r
 			delete(bySink, sc.Name)
 		} else {
-			s = rep.explain(ctx, js, topo, s, ev, routed, pauses[sc.Name].Paused)
+			s = rep.explain(ctx, js, topo, s, ev, routes, pauses[sc.Name].Paused)
 		}
 		rep.Sinks = append(rep.Sinks, s)
 	}
@@ -221,7 +220,7 @@ func (rep *Report) read(ctx context.Context, js jetstream.JetStream, cfg *config
 }
 
 // explain says what a sink with no record of the event does with it.
-func (rep *Report) explain(ctx context.Context, js jetstream.JetStream, topo topology.Topology, s Sink, ev *envelope.Event, routed []string, paused bool) Sink {
+func (rep *Report) explain(ctx context.Context, js jetstream.JetStream, topo topology.Topology, s Sink, ev *envelope.Event, routes *dispatch.Routes, paused bool) Sink {
 	if ev == nil {
 		s.State = Unknown
 		switch {
@@ -237,13 +236,10 @@ func (rep *Report) explain(ctx context.Context, js jetstream.JetStream, topo top
 		}
 		return s
 	}
-	if !slices.Contains(routed, s.Sink) {
-		s.State = NotRouted
-		if d := ev.DestinationList(); len(d) > 0 {
-			s.Why = fmt.Sprintf("its destinations name other sinks (%v)", d)
-		} else {
-			s.Why = fmt.Sprintf("no route sends type %s with name %q to it", ev.Type, ev.Name())
-		}
+	// The config's routes, filters and all, told from this sink's side
+	// (as the worker routes: Routes.Why agrees with Match).
+	if why := routes.Why(ev, s.Sink); why.Reason != dispatch.Routed && why.Reason != dispatch.Named {
+		s.State, s.Why = NotRouted, why.Explain(ev)
 		return s
 	}
 	rctx, cancel := context.WithTimeout(ctx, readWait)
