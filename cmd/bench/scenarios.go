@@ -404,7 +404,7 @@ func runBench(ctx context.Context, o options) ([]result, error) {
 	}
 	for _, s := range syss {
 		switch s.name {
-		case "chapar", "chapar-norecords":
+		case "chapar", "chapar-norecords", "chapar-filter":
 			if _, err := os.Stat(filepath.Join(bin, "dispatcher")); err == nil {
 				continue
 			}

@@ -39,27 +39,32 @@ type system struct {
 var systemNames = []string{"chapar", "watermill", "lean"}
 
 // extraSystems can be asked for by name but are not in the default run.
-var extraSystems = []string{"chapar-interest", "chapar-norecords"}
+var extraSystems = []string{"chapar-interest", "chapar-norecords", "chapar-filter"}
 
 // systems returns the named systems, with the binaries in bin.
 func systems(names []string, bin string) ([]system, error) {
 	var out []system
 	for _, n := range names {
 		switch n {
-		case "chapar", "chapar-interest", "chapar-norecords":
+		case "chapar", "chapar-interest", "chapar-norecords", "chapar-filter":
 			// chapar-interest is the dispatcher built with the events
 			// streams' retention before v3 (interest: an event leaves on
 			// its last ack), to measure limits retention against it in
 			// the same run (docs/design.md, "Retention").
 			// chapar-norecords is the same binary writing no delivery
 			// records (streams.record_deliveries: false), to measure what
-			// `events show` costs (docs/design.md, "Looking an event up").
-			label, binary, streams := "Chapar", "dispatcher", ""
+			// `events show` costs (docs/design.md, "Looking an event up");
+			// chapar-filter routes through a content filter on the data
+			// that every event passes, to measure a filter's cost.
+			label, binary := "Chapar", "dispatcher"
+			var v chaparVariant
 			switch n {
 			case "chapar-interest":
 				label, binary = "Chapar (interest retention)", "dispatcher-interest"
 			case "chapar-norecords":
-				label, streams = "Chapar (no delivery records)", "  record_deliveries: false\n"
+				label, v.streams = "Chapar (no delivery records)", "  record_deliveries: false\n"
+			case "chapar-filter":
+				label, v.route = "Chapar (a content filter on the route)", "    filter: data.properties.items >= 1 && data.user.id != \"\"\n"
 			}
 			out = append(out, system{name: n, label: label,
 				// As the Go publisher does (envelope.Publisher).
@@ -68,7 +73,7 @@ func systems(names []string, bin string) ([]system, error) {
 				},
 				prepare: func(context.Context, jetstream.JetStream) error { return nil },
 				start: func(natsURL string, urls []string, sc scenario, dir string) (*proc, error) {
-					return startChapar(filepath.Join(bin, binary), natsURL, urls, sc, dir, streams)
+					return startChapar(filepath.Join(bin, binary), natsURL, urls, sc, dir, v)
 				}})
 		case "watermill", "lean":
 			label := map[string]string{"watermill": "Watermill", "lean": "lean"}[n]
@@ -108,7 +113,11 @@ func preparePeerStream(ctx context.Context, js jetstream.JetStream) error {
 // startChapar writes a config file with one Chabok sink per vendor URL
 // (or the scenario's vendor), every event routed to all of them, and runs
 // `dispatcher run`.
-func startChapar(bin, natsURL string, urls []string, sc scenario, dir, streams string) (*proc, error) {
+// chaparVariant is what a variant of Chapar adds to the generated config:
+// lines under streams:, and under its one route.
+type chaparVariant struct{ streams, route string }
+
+func startChapar(bin, natsURL string, urls []string, sc scenario, dir string, v chaparVariant) (*proc, error) {
 	workers, partitions := sc.workers, max(sc.partitions, 1)
 	replicas := 1
 	if strings.Contains(natsURL, ",") { // a cluster
@@ -126,7 +135,7 @@ func startChapar(bin, natsURL string, urls []string, sc scenario, dir, streams s
 	// every new single-replica stream on one server (measured: all three
 	// partitions on bench-1), while the leaders of replicated ones can be
 	// spread (topology.SpreadLeaders).
-	fmt.Fprintf(&b, "streams:\n  replicas: %d\n  partitions: %d\n%s", replicas, partitions, streams)
+	fmt.Fprintf(&b, "streams:\n  replicas: %d\n  partitions: %d\n%s", replicas, partitions, v.streams)
 	fmt.Fprintf(&b, "sink_defaults:\n  concurrency: %d\nsinks:\n", workers)
 	var names []string
 	for i, u := range urls {
@@ -153,7 +162,7 @@ func startChapar(bin, natsURL string, urls []string, sc scenario, dir, streams s
 			fmt.Fprintf(&b, "    max_ack_pending: %d\n", sc.maxAckPending)
 		}
 	}
-	fmt.Fprintf(&b, "routes:\n  - sinks: [%s]\n", strings.Join(names, ", "))
+	fmt.Fprintf(&b, "routes:\n  - sinks: [%s]\n%s", strings.Join(names, ", "), v.route)
 	cfg := filepath.Join(dir, "chapar.yaml")
 	if err := os.WriteFile(cfg, []byte(b.String()), 0o644); err != nil {
 		return nil, err

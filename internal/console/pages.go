@@ -135,16 +135,16 @@ type sinkRow struct {
 
 // listData is a dead-letter list page.
 type listData struct {
-	Form    filterForm
-	Error   string // a bad filter
-	Rows    []*dlq.Record
-	After   uint64 // this page's cursor
-	Next    uint64 // the next page's cursor; 0: no next page
+	Form  filterForm
+	Error string // a bad filter
+	Rows  []*dlq.Record
+	After uint64 // this page's cursor
+	Next  uint64 // the next page's cursor; 0: no next page
 	// Total is how many dead letters match the filter (every page);
 	// Groups counts them by sink, reason, status and vendor code, the
 	// largest first, so 125 identical failures are one row to act on.
-	Total  int
-	Groups []deadLetterGroup
+	Total   int
+	Groups  []deadLetterGroup
 	Reasons []outcome.Reason
 	// Hint says a sink filter that matched nothing names no configured
 	// sink, and which are.
