@@ -79,9 +79,12 @@ func TestOperatorPausePastMaxAgeDeadLettersTheBacklog(t *testing.T) {
 	withMaxAge(t, e, pastReachMaxAge)
 	vendor := e.Emu.Vendor(emulator.MetrixGateway)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	// Two replicas: both sweep the paused sink, each event is
+	// dead-lettered once.
 	a := e.Start([]config.Sink{sink}, gatewayRoute)
+	b := e.Start([]config.Sink{sink}, gatewayRoute)
 	setPaused(t, e, "gateway", true)
-	testenv.Eventually(t, 5*time.Second, "paused", allPaused(true, a))
+	testenv.Eventually(t, 5*time.Second, "paused", allPaused(true, a, b))
 	ids := publishTracks(t, e, 10, "order_paid")
 	testenv.Eventually(t, pastReachMaxAge+15*time.Second, "the events aged out of the stream", eventsAgedOut(t, e))
 	// A dead letter of an event taken just before the stream dropped it
@@ -127,7 +130,7 @@ func TestOperatorPausePastMaxAgeDeadLettersTheBacklog(t *testing.T) {
 		t.Errorf("%d events neither delivered nor dead-lettered", lost)
 	}
 	setPaused(t, e, "gateway", false)
-	testenv.Eventually(t, 5*time.Second, "resumed", allPaused(false, a))
+	testenv.Eventually(t, 5*time.Second, "resumed", allPaused(false, a, b))
 	replayPaused(t, e, 10)
 	testenv.Eventually(t, 10*time.Second, "every replayed event delivered", allDelivered(t, e, ids))
 }
@@ -141,9 +144,11 @@ func TestOperatorPausePastMaxAgeKeepsAnOrderedSinkInOrder(t *testing.T) {
 	e := testenv.New(t)
 	withMaxAge(t, e, pastReachMaxAge)
 	vendor := e.Emu.Vendor(emulator.MetrixGateway)
+	// Two replicas: their sweeps take turns at the order group's pin.
 	a := e.Start([]config.Sink{orderedSink(e)}, gatewayRoute)
+	b := e.Start([]config.Sink{orderedSink(e)}, gatewayRoute)
 	setPaused(t, e, "gateway", true)
-	testenv.Eventually(t, 5*time.Second, "paused", allPaused(true, a))
+	testenv.Eventually(t, 5*time.Second, "paused", allPaused(true, a, b))
 	old := newKeyed(t, []string{"u0", "u1"}, 5)
 	old.publish(e, 0, len(old.envs))
 	pastReach := func() bool {
@@ -155,13 +160,16 @@ func TestOperatorPausePastMaxAgeKeepsAnOrderedSinkInOrder(t *testing.T) {
 	if n := len(vendor.Requests()); n != 0 {
 		t.Errorf("%d requests to the vendor while paused, want 0", n)
 	}
+	if n := len(deadLetters(t, e, dlq.Filter{Sink: "gateway"})); n != len(old.envs) {
+		t.Errorf("%d dead letters, want %d (one per old event)", n, len(old.envs))
+	}
 	for _, r := range deadLetters(t, e, dlq.Filter{Sink: "gateway"}) {
 		if !r.ReleasedBarrier {
 			t.Errorf("dead letter of %s not marked released_barrier", r.EventID)
 		}
 	}
 	setPaused(t, e, "gateway", false)
-	testenv.Eventually(t, 5*time.Second, "resumed", allPaused(false, a))
+	testenv.Eventually(t, 5*time.Second, "resumed", allPaused(false, a, b))
 	testenv.Eventually(t, 15*time.Second, "the young events delivered", young.delivered(t, e))
 	young.checkOrder(t, e, false)
 	if got := old.atVendor(t, e); len(got) != 0 {
