@@ -11,6 +11,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/chapar-dev/chapar/internal/app"
+	"github.com/chapar-dev/chapar/internal/dispatch"
+	"github.com/chapar-dev/chapar/internal/outcome"
 	"github.com/chapar-dev/chapar/internal/topology"
 )
 
@@ -52,6 +54,23 @@ type pauseResult struct {
 	// Known are the sinks the config names and the dispatchers run, when
 	// Sink is none of them (a typo, or a sink not rolled out yet).
 	Known []string `json:"known_sinks,omitempty"`
+	// Reach, for a pause, is how far it reaches before the sink's events
+	// are dead-lettered paused_past_max_age (internal/dispatch,
+	// rescue.go); absent when the events streams have no max_age, or it
+	// could not be read.
+	Reach *pauseReach `json:"reach,omitempty"`
+}
+
+// pauseReach is what a pause's reach means for the sink now.
+type pauseReach struct {
+	MaxAge string `json:"max_age"` // the events streams' max_age
+	Reach  string `json:"reach"`   // past this age a paused event is dead-lettered
+	// From is about when the first dead letter comes: the sink's oldest
+	// event waiting now (or, with none, one published now) reaches the
+	// reach then.
+	From time.Time `json:"dead_letters_from"`
+	// Replay is the command that delivers them after the resumption.
+	Replay string `json:"replay"`
 }
 
 // pauseTimeout bounds the whole command: the bucket, the write, the reads.
@@ -107,6 +126,9 @@ func setPause(ctx context.Context, s *streams, f pauseFlags, paused bool) error 
 			}
 		})
 	}
+	if paused {
+		r.Reach = readReach(ctx, conn, f.Name, f.Config, time.Now())
+	}
 	if f.JSON {
 		return writeJSON(s.stdout, r)
 	}
@@ -120,7 +142,7 @@ func printPause(s *streams, cfgFile string, r pauseResult) {
 	case r.Paused && r.Was:
 		fmt.Fprintf(w, "sink %s was already paused; it stays paused\n", r.Sink)
 	case r.Paused:
-		fmt.Fprintf(w, "sink %s paused: its events and retries wait in JetStream, nothing is delivered or dead-lettered until dispatcher sinks resume %s\n", r.Sink, r.Sink)
+		fmt.Fprintf(w, "sink %s paused: its events and retries wait in JetStream, nothing is delivered until dispatcher sinks resume %s\n", r.Sink, r.Sink)
 	case r.Was:
 		fmt.Fprintf(w, "sink %s resumed: its waiting events and retries are delivered (an ordered sink's in order)\n", r.Sink)
 	default:
@@ -139,6 +161,11 @@ func printPause(s *streams, cfgFile string, r pauseResult) {
 			fmt.Fprintf(w, "  %s\n", rep)
 		}
 	}
+	if p := r.Reach; p != nil {
+		fmt.Fprintf(w, "a pause reaches %s (nine tenths of streams.max_age, %s): its events older than that are dead-lettered %s, not lost, from about %s\n",
+			p.Reach, p.MaxAge, outcome.PausedPastMaxAge, p.From.Format(time.RFC3339))
+		fmt.Fprintf(w, "after dispatcher sinks resume %s, deliver those with:\n  %s\n", r.Sink, p.Replay)
+	}
 	if r.Known != nil {
 		var where string
 		if cfgFile != "" {
@@ -150,6 +177,61 @@ func printPause(s *streams, cfgFile string, r pauseResult) {
 		}
 		fmt.Fprintf(s.stderr, "note: no sink %q is configured%s or run by a dispatcher (known sinks: %s); recorded anyway: a typo?\n", r.Sink, where, names)
 	}
+}
+
+// readReach reads the events streams' max_age and the sink's oldest
+// waiting event, for what the pause's reach means now (nil if the
+// streams have no max_age or cannot be read: the pause is recorded all
+// the same). Each read has a deadline.
+func readReach(ctx context.Context, conn *app.Conn, sink, cfgFile string, now time.Time) *pauseReach {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var maxAge time.Duration
+	oldest := now
+	for _, name := range conn.Topo.EventsStreams() {
+		st, err := conn.JS.Stream(ctx, name)
+		if err != nil {
+			return nil
+		}
+		maxAge = st.CachedInfo().Config.MaxAge
+		c, err := st.Consumer(ctx, topology.SinkConsumer(sink))
+		if err != nil {
+			continue // not run yet: its events wait from its start
+		}
+		if age, ok := topology.OldestPending(ctx, st, c.CachedInfo(), now); ok && now.Add(-age).Before(oldest) {
+			oldest = now.Add(-age)
+		}
+	}
+	reach := dispatch.PauseReach(maxAge)
+	if reach <= 0 {
+		return nil
+	}
+	replay := fmt.Sprintf("dispatcher dlq replay --sink %s --reason %s", sink, outcome.PausedPastMaxAge)
+	if cfgFile != "" {
+		replay += " --config " + cfgFile
+	}
+	return &pauseReach{MaxAge: shortDuration(maxAge), Reach: shortDuration(reach),
+		From: later(oldest.Add(reach), now).UTC().Round(time.Second), Replay: replay}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// shortDuration is d to the second, without a trailing 0m or 0s: 151h12m,
+// 168h.
+func shortDuration(d time.Duration) string {
+	s := d.Round(time.Second).String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // consolePauses lets the console pause and resume sinks: the same record

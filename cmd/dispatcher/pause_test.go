@@ -37,7 +37,10 @@ func TestSinksPauseResume(t *testing.T) {
 
 	out, errOut := cli("sinks", "pause", "chabok")
 	t.Logf("sinks pause chabok:\n%s", out)
-	for _, want := range []string{"sink chabok paused", "1 dispatcher runs it", fmt.Sprintf("pid %d", os.Getpid())} {
+	// The pause's reach: what happens past it, and how to replay.
+	reach := fmt.Sprintf("a pause reaches %s (nine tenths of streams.max_age, %s)", shortDuration(e.Streams.MaxAge/10*9), shortDuration(e.Streams.MaxAge))
+	for _, want := range []string{"sink chabok paused", "1 dispatcher runs it", fmt.Sprintf("pid %d", os.Getpid()),
+		reach, "dead-lettered paused_past_max_age, not lost", "  dispatcher dlq replay --sink chabok --reason paused_past_max_age\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("sinks pause chabok: no %q in\n%s", want, out)
 		}
@@ -84,5 +87,19 @@ func TestSinksPauseResume(t *testing.T) {
 	testenv.Eventually(t, 5*time.Second, "the dispatcher resumed", func() bool { return !d.Tally.Paused("chabok") })
 	if out, _ := cli("sinks", "resume", "chabok"); !strings.Contains(out, "was not paused") {
 		t.Errorf("resuming twice: %s", out)
+	}
+}
+
+func TestShortDuration(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		7 * 24 * time.Hour:             "168h",
+		151*time.Hour + 12*time.Minute: "151h12m",
+		54 * time.Minute:               "54m",
+		7200 * time.Millisecond:        "7s",
+		90 * time.Second:               "1m30s",
+	} {
+		if got := shortDuration(d); got != want {
+			t.Errorf("shortDuration(%v) = %q, want %q", d, got, want)
+		}
 	}
 }

@@ -251,6 +251,10 @@ func (b boundSink) run(ctx, workCtx context.Context) {
 			healers.Go(func() { h.run(ctx) })
 		}
 	}
+	// A paused sink's backlog is dead-lettered past the pause's reach,
+	// not dropped by max_age (rescue.go). A held goroutine: held.Wait,
+	// below or in runOrdered, waits for it and for what it holds.
+	b.w.held.Go(func() { b.rescue(ctx) })
 	if b.orderKey != nil {
 		b.runOrdered(ctx, workCtx)
 		return

@@ -574,7 +574,7 @@ func (c *consumerCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 			gauge(c.pending, float64(info.NumPending))
 			gauge(c.ackPending, float64(info.NumAckPending))
-			if age, ok := oldestPending(ctx, stream(name), info); ok {
+			if age, ok := topology.OldestPending(ctx, stream(name), info, time.Now()); ok {
 				gauge(c.oldest, age.Seconds())
 			}
 		}
@@ -593,28 +593,6 @@ func (c *consumerCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.bytes, float64(info.State.Bytes))
 		gauge(c.maxBytes, float64(max(0, info.Config.MaxBytes)))
 	}
-}
-
-// oldestPending is the age of the oldest message a consumer has not acked:
-// the first one of its filter past its ack floor (every message up to the
-// floor is acked; skipped and deleted ones are passed over). ok is false
-// when it cannot be read, and the age 0 when nothing is waiting.
-func oldestPending(ctx context.Context, st jetstream.Stream, info *jetstream.ConsumerInfo) (time.Duration, bool) {
-	if info.NumPending == 0 && info.NumAckPending == 0 {
-		return 0, true
-	}
-	if st == nil {
-		return 0, false
-	}
-	filter := info.Config.FilterSubject
-	if filter == "" {
-		filter = ">"
-	}
-	msg, err := st.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(filter))
-	if err != nil {
-		return 0, false
-	}
-	return max(0, time.Since(msg.Time)), true
 }
 
 // Admin serves /metrics, /healthz (the process is up) and /readyz (NATS

@@ -30,12 +30,17 @@ const (
 	// HandlerPanic: Chapar itself failed on this message (a bug); the
 	// message is kept as a dead letter so it cannot crash-loop replicas.
 	HandlerPanic Reason = "handler_panic"
+	// PausedPastMaxAge: the sink was paused by an operator for so long
+	// that the event neared the events stream's max_age, past which the
+	// stream drops it unread; it was dead-lettered instead, without a
+	// request (internal/dispatch, rescue.go). Replay it after the resume.
+	PausedPastMaxAge Reason = "paused_past_max_age"
 )
 
 // Reasons lists every reason, for docs, flags and label checks.
 func Reasons() []Reason {
 	return []Reason{InvalidEnvelope, UnknownDestination, UnmappedEvent, UnsupportedEvent,
-		InvalidForVendor, VendorRejected, RetriesExhausted, HandlerPanic}
+		InvalidForVendor, VendorRejected, RetriesExhausted, HandlerPanic, PausedPastMaxAge}
 }
 
 // Replayable reports whether a dead letter of this reason can be put back

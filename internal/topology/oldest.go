@@ -1,0 +1,37 @@
+package topology
+
+import (
+	"context"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// OldestPending is the age of the oldest message a consumer has not
+// acked: the first one of its filter past its ack floor (every message up
+// to the floor is acked; skipped and deleted ones are passed over). ok is
+// false when it cannot be read, and the age 0 when nothing is waiting.
+// The events streams keep a message for max_age whether it was acked or
+// not, so this age against max_age is how near a consumer is to losing
+// its backlog: the metrics report it (chapar_consumer_oldest_pending_seconds)
+// and a paused sink's rescue watches it (internal/dispatch, rescue.go).
+func OldestPending(ctx context.Context, st jetstream.Stream, info *jetstream.ConsumerInfo, now time.Time) (time.Duration, bool) {
+	if info.NumPending == 0 && info.NumAckPending == 0 {
+		return 0, true
+	}
+	if st == nil {
+		return 0, false
+	}
+	filter := info.Config.FilterSubject
+	if filter == "" {
+		filter = ">"
+	}
+	msg, err := st.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(filter))
+	if err != nil {
+		return 0, false
+	}
+	return max(0, now.Sub(msg.Time)), true
+}
+
+// MaxAge is the events streams' max_age as configured (0: no limit).
+func (t Topology) MaxAge() time.Duration { return t.cfg.MaxAge }
