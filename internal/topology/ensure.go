@@ -49,6 +49,11 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 		// The count these streams were made for: checkPartitions tells a
 		// stream of another count by it, whatever its name.
 		Metadata: map[string]string{PartitionsMetadata: strconv.Itoa(t.Partitions())},
+		// A redelivery (internal/redeliver) reads a window of events with
+		// direct gets by start time, which leave no consumer behind. A
+		// stream made before this is updated in place at the next start
+		// (the flag is editable); until then a redelivery says so.
+		AllowDirect: true,
 	}
 	var streams []jetstream.StreamConfig
 	for i := range t.Partitions() {
