@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/chapar-dev/chapar/internal/dlq"
+	"github.com/chapar-dev/chapar/internal/redeliver"
 )
 
 const (
@@ -28,6 +29,9 @@ type jobSpec struct {
 	Form   filterForm
 	Rate   float64
 	Limit  int
+	// Redeliver and RedeliverFilter are a redelivery's form and window.
+	Redeliver       redeliverForm
+	RedeliverFilter redeliver.Filter
 }
 
 // job is one replay or purge running in the background.
@@ -40,7 +44,9 @@ type job struct {
 	done     int // replayed or purged so far
 	finished time.Time
 	result   dlq.ReplayResult
-	err      error
+	// redelivered is a redelivery's result (so far, while it runs).
+	redelivered redeliver.Result
+	err         error
 }
 
 // jobView is a job as a page shows it.
@@ -56,13 +62,17 @@ type jobView struct {
 	Finished time.Time
 	Result   dlq.ReplayResult
 	Error    string
+	// Redeliver and Redelivered are a redelivery's form and result.
+	Redeliver   redeliverForm
+	Redelivered redeliver.Result
 }
 
 func (j *job) snapshot() jobView {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	v := jobView{ID: j.ID, Action: j.spec.Action, Form: j.spec.Form, Rate: j.spec.Rate, Limit: j.spec.Limit,
-		Started: j.started, Done: j.done, Running: j.finished.IsZero(), Finished: j.finished, Result: j.result}
+		Started: j.started, Done: j.done, Running: j.finished.IsZero(), Finished: j.finished, Result: j.result,
+		Redeliver: j.spec.Redeliver, Redelivered: j.redelivered}
 	if j.err != nil {
 		v.Error = j.err.Error()
 	}
@@ -133,6 +143,9 @@ func (c *Console) start(s jobSpec) (*job, error) {
 		var res dlq.ReplayResult
 		var err error
 		switch s.Action {
+		case actionRedeliver:
+			c.runRedelivery(j)
+			return
 		case actionReplay:
 			res, err = c.opts.DeadLetters.Replay(c.ctx, s.Filter, dlq.ReplayOptions{Rate: s.Rate, Limit: s.Limit, Progress: progress})
 		case actionPurge:
@@ -152,4 +165,19 @@ func (c *Console) start(s jobSpec) (*job, error) {
 			zap.Int("matched", res.Matched), zap.Int("replayed", res.Replayed), zap.Int("skipped", res.Skipped), zap.Error(err))
 	}()
 	return j, nil
+}
+
+// runRedelivery runs a redelivery job to its end (or the console's).
+func (c *Console) runRedelivery(j *job) {
+	s := j.spec
+	res, err := c.opts.Redeliveries.Redeliver(c.ctx, s.Redeliver.Sink, s.RedeliverFilter, false, func(r redeliver.Result) {
+		j.mu.Lock()
+		j.done, j.redelivered = r.Sent, r
+		j.mu.Unlock()
+	})
+	j.mu.Lock()
+	j.redelivered, j.err, j.finished, j.done = res, err, time.Now(), res.Sent
+	j.mu.Unlock()
+	c.log.Info("job finished", zap.String("job", j.ID), zap.String("action", s.Action), zap.String("sink", s.Redeliver.Sink),
+		zap.Int("matched", res.Matched), zap.Int("sent", res.Sent), zap.Time("resume", res.Resume), zap.Error(err))
 }
