@@ -99,7 +99,7 @@ func (c *cliSinksRedeliver) Run(ctx context.Context, s *streams) error {
 		how = fmt.Sprintf("stopped at --limit %d", c.Limit)
 	}
 	fmt.Fprintf(s.stderr, "%s after re-sending %d; to go on: dispatcher sinks redeliver %s --since %s\n",
-		how, res.Sent, resumeArgs(c), res.Resume.UTC().Format(time.RFC3339Nano))
+		how, res.Sent, resumeArgs(c, res.Until), res.Resume.UTC().Format(time.RFC3339Nano))
 	return err
 }
 
@@ -139,12 +139,11 @@ func progressLine(w io.Writer, terminal bool) func(redeliver.Result) {
 	}
 }
 
-// resumeArgs are the command's flags again, but --since and --limit.
-func resumeArgs(c *cliSinksRedeliver) string {
-	args := []string{"--sink " + c.Sink, "--config " + c.Config}
-	if c.Until != "" {
-		args = append(args, "--until "+c.Until)
-	}
+// resumeArgs are the command's flags again, but --since and --limit, and
+// with the window's end as used: a job resumed later re-sends the window
+// it began, not one grown since (and not from a duration ago again).
+func resumeArgs(c *cliSinksRedeliver, until time.Time) string {
+	args := []string{"--sink " + c.Sink, "--config " + c.Config, "--until " + until.UTC().Format(time.RFC3339Nano)}
 	for _, f := range [][2]string{{"--type", c.Type}, {"--name", c.Name}, {"--subject", c.Subject}} {
 		if f[1] != "" {
 			args = append(args, f[0]+" "+f[1])
