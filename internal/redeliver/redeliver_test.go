@@ -272,38 +272,48 @@ func TestRedeliverLeavesNoConsumer(t *testing.T) {
 	}
 }
 
-// A redelivery the vendor refuses is dead-lettered as a delivery of its
-// own, beside the first delivery's dead letter: its record is keyed with
-// the job (topology.HeaderRedelivery), so the server does not take it for
-// the first one and drop it as a duplicate.
+// A redelivery the vendor refuses (at once, or after its retries) is
+// dead-lettered as a delivery of its own, beside the first delivery's dead
+// letter: its record is keyed with the job (topology.HeaderRedelivery,
+// carried across retries), so the server does not take it for the first
+// one and drop it as a duplicate.
 func TestRedeliveryThatFailsIsDeadLetteredApart(t *testing.T) {
-	e := testenv.New(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	routes := []config.Route{{Sinks: []string{"hook"}}}
-	e.Start([]config.Sink{e.Sink("hook", emulator.Webhook, nil, nil)}, routes)
-	e.Emu.Vendor(emulator.Webhook).SetFault(emulator.Fault{Status: 400, Code: "BAD_FIELD"})
-	since := time.Now()
-	env := testenv.Track(t, "signup", "user-1")
-	e.Publish(env)
-	st := dlq.NewStore(e.JS, e.Topo)
-	records := func() []*dlq.Record {
-		recs, err := st.List(ctx, dlq.Filter{EventID: env.ID}, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return recs
-	}
-	testenv.Eventually(t, 20*time.Second, "the first delivery's dead letter", func() bool { return len(records()) == 1 })
+	for _, c := range []struct {
+		name   string
+		status int
+	}{{"rejected", 400}, {"retries exhausted", 503}} {
+		t.Run(c.name, func(t *testing.T) {
+			e := testenv.New(t)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			routes := []config.Route{{Sinks: []string{"hook"}}}
+			sink := e.Sink("hook", emulator.Webhook, nil, nil)
+			sink.Breaker.FailureThreshold = 1000 // keep the breaker out of it
+			e.Start([]config.Sink{sink}, routes)
+			e.Emu.Vendor(emulator.Webhook).SetFault(emulator.Fault{Status: c.status, Code: "BAD_FIELD"})
+			since := time.Now()
+			env := testenv.Track(t, "signup", "user-1")
+			e.Publish(env)
+			st := dlq.NewStore(e.JS, e.Topo)
+			records := func() []*dlq.Record {
+				recs, err := st.List(ctx, dlq.Filter{EventID: env.ID}, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return recs
+			}
+			testenv.Eventually(t, 20*time.Second, "the first delivery's dead letter", func() bool { return len(records()) == 1 })
 
-	res, err := redeliver.Run(ctx, e.JS, e.Topo, redeliver.Options{Sink: "hook", Routes: routes, Filter: redeliver.Filter{Since: since}})
-	if err != nil || res.Sent != 1 {
-		t.Fatalf("sent %d: %v", res.Sent, err)
-	}
-	testenv.Eventually(t, 20*time.Second, "the redelivery's dead letter", func() bool { return len(records()) == 2 && e.Idle("hook") })
-	recs := records()
-	if recs[0].Header.Get(topology.HeaderRedelivery) != "" || recs[1].Header.Get(topology.HeaderRedelivery) != res.Job ||
-		recs[1].Origin != recs[0].Origin || recs[1].Status != 400 {
-		t.Errorf("dead letters: %+v\n%+v", recs[0], recs[1])
+			res, err := redeliver.Run(ctx, e.JS, e.Topo, redeliver.Options{Sink: "hook", Routes: routes, Filter: redeliver.Filter{Since: since}})
+			if err != nil || res.Sent != 1 {
+				t.Fatalf("sent %d: %v", res.Sent, err)
+			}
+			testenv.Eventually(t, 20*time.Second, "the redelivery's dead letter", func() bool { return len(records()) == 2 && e.Idle("hook") })
+			recs := records()
+			if recs[0].Header.Get(topology.HeaderRedelivery) != "" || recs[1].Header.Get(topology.HeaderRedelivery) != res.Job ||
+				recs[1].Origin != recs[0].Origin || recs[1].Status != c.status || recs[1].Attempts != recs[0].Attempts {
+				t.Errorf("dead letters: %+v\n%+v", recs[0], recs[1])
+			}
+		})
 	}
 }

@@ -3,6 +3,8 @@ package redeliver
 import (
 	"testing"
 
+	"golang.org/x/time/rate"
+
 	"github.com/chapar-dev/chapar/internal/config"
 	"github.com/chapar-dev/chapar/internal/dispatch"
 	"github.com/chapar-dev/chapar/pkg/envelope"
@@ -37,5 +39,20 @@ func TestDecide(t *testing.T) {
 		if got := c.f.decide(routes, "hook", c.ev); got != c.want {
 			t.Errorf("%s: %q, want %q", c.name, got, c.want)
 		}
+	}
+}
+
+// The job's pace is the sink's rate_limit: its rate and burst (at least
+// one), none without one.
+func TestLimiterIsTheSinksRateLimit(t *testing.T) {
+	if Limiter(nil) != nil || Limiter(&config.RateLimit{}) != nil {
+		t.Error("a pace without a rate_limit")
+	}
+	l, ok := Limiter(&config.RateLimit{PerSecond: 50, Burst: 0}).(*rate.Limiter)
+	if !ok || l.Limit() != 50 || l.Burst() != 1 {
+		t.Errorf("limiter %+v", l)
+	}
+	if l := Limiter(&config.RateLimit{PerSecond: 7, Burst: 3}).(*rate.Limiter); l.Limit() != 7 || l.Burst() != 3 {
+		t.Errorf("limiter %v/%d", l.Limit(), l.Burst())
 	}
 }
