@@ -90,7 +90,7 @@ func (c *cliSinksRedeliver) Run(ctx context.Context, s *streams) error {
 		return errors.Join(writeJSON(s.stdout, res), err)
 	}
 	printRedelivery(s.stdout, c, res)
-	if res.Resume.IsZero() {
+	if res.Resume.IsZero() || c.DryRun && err == nil {
 		return err
 	}
 	// Stopped before the window's end: how to go on, on stderr.

@@ -160,7 +160,9 @@ func Run(ctx context.Context, js jetstream.JetStream, topo topology.Topology, o 
 	if !o.DryRun {
 		// Without the sink's retry consumer, what is re-sent would wait
 		// in the retries stream for a dispatcher that never comes.
-		ok, err := topo.HasSink(ctx, js, o.Sink)
+		hctx, cancel := context.WithTimeout(ctx, readWait)
+		ok, err := topo.HasSink(hctx, js, o.Sink)
+		cancel()
 		if err != nil {
 			return res, fmt.Errorf("redeliver: %w", err)
 		}
