@@ -159,6 +159,10 @@ func printRedelivery(w io.Writer, c *cliSinksRedeliver, r redeliver.Result) {
 	if c.DryRun {
 		fmt.Fprintf(w, "dry run: %d of the %d events stored from %s to %s would be re-sent to %s",
 			r.Matched, r.Scanned, r.Since.UTC().Format(time.RFC3339), r.Until.UTC().Format(time.RFC3339), c.Sink)
+	} else if !r.Resume.IsZero() {
+		// Stopped: what was read is not the window.
+		fmt.Fprintf(w, "re-sent %d to %s, then stopped, %d events into the window from %s to %s (job %s)",
+			r.Sent, c.Sink, r.Scanned, r.Since.UTC().Format(time.RFC3339), r.Until.UTC().Format(time.RFC3339), r.Job)
 	} else {
 		fmt.Fprintf(w, "re-sent %d of the %d events stored from %s to %s to %s (job %s)",
 			r.Sent, r.Scanned, r.Since.UTC().Format(time.RFC3339), r.Until.UTC().Format(time.RFC3339), c.Sink, r.Job)

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -70,7 +72,7 @@ func TestSinksRedeliver(t *testing.T) {
 
 	out, errOut, err = cli(since.Format(time.RFC3339Nano), "--limit", "3")
 	t.Logf("--limit 3:\n%s%s", out, errOut)
-	if err != nil || !strings.Contains(out, "re-sent 3 of the 3 events stored") ||
+	if err != nil || !strings.Contains(out, "re-sent 3 to hook, then stopped, 3 events into the window from") ||
 		!strings.Contains(errOut, "at most 500 a second (its rate_limit)") ||
 		!strings.Contains(errOut, "stopped at --limit 3 after re-sending 3; to go on: dispatcher sinks redeliver --sink hook --config "+file+" --until ") {
 		t.Errorf("--limit 3: %v\n%s%s", err, out, errOut)
@@ -79,10 +81,16 @@ func TestSinksRedeliver(t *testing.T) {
 	resume = strings.TrimSpace(resume)
 
 	var res struct {
-		Sent int `json:"sent"`
+		Matched int `json:"matched"`
+		Sent    int `json:"sent"`
 	}
-	out, errOut, err = cli(resume, "--json")
-	if err != nil || json.Unmarshal([]byte(out), &res) != nil || res.Sent != 1 {
+	out, errOut, err = cli(resume)
+	t.Logf("the rest:\n%s%s", out, errOut)
+	if err != nil || !strings.Contains(out, "re-sent 1 of the 1 events stored from") {
+		t.Errorf("the rest (--since %s): %v\n%s%s", resume, err, out, errOut)
+	}
+	out, errOut, err = cli(resume, "--json", "--dry-run")
+	if err != nil || json.Unmarshal([]byte(out), &res) != nil || res.Matched != 1 || res.Sent != 0 {
 		t.Errorf("the rest (--since %s): %v\n%s%s", resume, err, out, errOut)
 	}
 	testenv.Eventually(t, 20*time.Second, "the redelivery", func() bool {
@@ -90,6 +98,32 @@ func TestSinksRedeliver(t *testing.T) {
 	})
 	if got := e.Emu.Vendor(emulator.Chabok).Count(200); got != chabok {
 		t.Errorf("chabok got %d requests during hook's redelivery", got-chabok)
+	}
+
+	// Ctrl-C part-way: the job, paced at one every 2 s, is stopped once
+	// the vendor has the first re-send; it says how far it got and how to
+	// go on.
+	jctx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan error, 1)
+	var jout, jerr bytes.Buffer
+	go func() {
+		done <- runCommand(jctx, []string{"sinks", "redeliver", "--sink", "hook", "--config", file, "--nats-url", e.Server.ClientURL(),
+			"--since", since.Format(time.RFC3339Nano), "--until", until.Format(time.RFC3339Nano), "--rate", "0.5"}, &jout, &jerr)
+	}()
+	testenv.Eventually(t, 20*time.Second, "the first re-send at the vendor", func() bool {
+		return e.Emu.Vendor(emulator.Webhook).Count(200) >= 9
+	})
+	stop()
+	select {
+	case err = <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the interrupted job did not stop")
+	}
+	t.Logf("interrupted:\n%s%s", jout.String(), jerr.String())
+	if !errors.Is(err, context.Canceled) || !strings.Contains(jerr.String(), "at most 0.5 a second (--rate)") ||
+		!regexp.MustCompile(`stopped after re-sending [123]; to go on: dispatcher sinks redeliver --sink hook .* --since \S+`).MatchString(jerr.String()) {
+		t.Errorf("interrupted: %v\n%s%s", err, jout.String(), jerr.String())
 	}
 
 	var o, eo bytes.Buffer
