@@ -21,6 +21,7 @@ import (
 	"github.com/chapar-dev/chapar/internal/inbound"
 	"github.com/chapar-dev/chapar/internal/lookup"
 	"github.com/chapar-dev/chapar/internal/metrics"
+	"github.com/chapar-dev/chapar/internal/redeliver"
 	"github.com/chapar-dev/chapar/internal/topology"
 	"github.com/chapar-dev/chapar/internal/tracing"
 	"github.com/chapar-dev/chapar/pkg/envelope"
@@ -247,9 +248,12 @@ func newConsole(ctx context.Context, cfg *config.Config, conn *app.Conn, m *metr
 		DeadLetters: dlq.NewStore(conn.JS, conn.Topo),
 		Sinks:       m.SinkReport(conn.JS, conn.Topo, configured),
 		Pauses:      consolePauses{conn},
-		Token:       token,
-		Logger:      log,
-		Partitions:  cfg.Streams.Partitions,
+		// The same redelivery as dispatcher sinks redeliver, over this
+		// dispatcher's config (its routes and rate limits).
+		Redeliveries: redeliver.Runner{JS: conn.JS, Topo: conn.Topo, Config: cfg},
+		Token:        token,
+		Logger:       log,
+		Partitions:   cfg.Streams.Partitions,
 		// Beyond loopback every page asks for the token: they show dead
 		// letters' envelopes (CheckConsoleToken made sure there is one).
 		RequireToken: cfg.Admin.ConsoleBeyondLoopback(),

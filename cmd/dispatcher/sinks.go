@@ -13,9 +13,10 @@ import (
 )
 
 type cliSinks struct {
-	Remove cliSinksRemove `cmd:"" help:"Delete a sink's consumers and waiting retries; a dry run unless --yes (which waits about 7 s between marking and deleting). Its dead letters are kept."`
-	Pause  cliSinksPause  `cmd:"" help:"Pause a sink in every dispatcher until resumed: its events and retries wait, nothing is delivered or dead-lettered."`
-	Resume cliSinksResume `cmd:"" help:"Resume a paused sink: what waited is delivered, in order."`
+	Remove    cliSinksRemove    `cmd:"" help:"Delete a sink's consumers and waiting retries; a dry run unless --yes (which waits about 7 s between marking and deleting). Its dead letters are kept."`
+	Pause     cliSinksPause     `cmd:"" help:"Pause a sink in every dispatcher until resumed: its events and retries wait, nothing is delivered or dead-lettered."`
+	Resume    cliSinksResume    `cmd:"" help:"Resume a paused sink: what waited is delivered, in order."`
+	Redeliver cliSinksRedeliver `cmd:"" help:"Re-send the events of a time window to one sink (delivered or not), paced by its rate_limit; --dry-run counts them first."`
 }
 
 // cliSinksRemove is the removal of a sink from a deployment: its consumers

@@ -61,6 +61,9 @@ type Options struct {
 	// Events, if set, looks events up (the events page); nil: delivery
 	// records are off, and the page says so.
 	Events Events
+	// Redeliveries, if set, lets the redeliver page re-send a window of
+	// events to one sink (with the admin token, as replay and purge).
+	Redeliveries Redeliveries
 	// Token is the admin token replay and purge require; empty disables
 	// them (the pages say so).
 	Token  string
@@ -172,6 +175,8 @@ func (c *Console) routes() http.Handler {
 	mux.HandleFunc("GET "+Prefix+"actions", c.actionsPage)
 	mux.HandleFunc("POST "+Prefix+"actions", c.startAction)
 	mux.HandleFunc("GET "+Prefix+"jobs", c.jobsPage)
+	mux.HandleFunc("GET "+Prefix+"redeliver", c.redeliverPage)
+	mux.HandleFunc("POST "+Prefix+"redeliver", c.startRedeliver)
 	mux.HandleFunc("GET "+Prefix+"jobs/{id}", c.jobPage)
 	mux.HandleFunc("GET "+Prefix+"jobs/{id}/progress", c.jobProgress)
 	mux.HandleFunc(Prefix, func(w http.ResponseWriter, r *http.Request) {

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/chapar-dev/chapar/internal/dlq"
+	"github.com/chapar-dev/chapar/internal/redeliver"
 )
 
 const (
@@ -29,6 +30,9 @@ type jobSpec struct {
 	Form   filterForm
 	Rate   float64
 	Limit  int
+	// Redeliver and RedeliverFilter are a redelivery's form and window.
+	Redeliver       redeliverForm
+	RedeliverFilter redeliver.Filter
 }
 
 // job is one replay or purge running in the background.
@@ -46,6 +50,8 @@ type job struct {
 	// outcome (outcome.go); more says there were more than followed.
 	replayed []replayed
 	more     bool
+	// redelivered is a redelivery's result (so far, while it runs).
+	redelivered redeliver.Result
 }
 
 // jobView is a job as a page shows it.
@@ -65,13 +71,17 @@ type jobView struct {
 	// console can look them up (HasOutcome).
 	Outcome    replayOutcome
 	HasOutcome bool
+	// Redeliver and Redelivered are a redelivery's form and result.
+	Redeliver   redeliverForm
+	Redelivered redeliver.Result
 }
 
 func (j *job) snapshot() jobView {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	v := jobView{ID: j.ID, Action: j.spec.Action, Form: j.spec.Form, Rate: j.spec.Rate, Limit: j.spec.Limit,
-		Started: j.started, Done: j.done, Running: j.finished.IsZero(), Finished: j.finished, Result: j.result}
+		Started: j.started, Done: j.done, Running: j.finished.IsZero(), Finished: j.finished, Result: j.result,
+		Redeliver: j.spec.Redeliver, Redelivered: j.redelivered}
 	if j.err != nil {
 		v.Error = j.err.Error()
 	}
@@ -142,6 +152,9 @@ func (c *Console) start(s jobSpec) (*job, error) {
 		var res dlq.ReplayResult
 		var err error
 		switch s.Action {
+		case actionRedeliver:
+			c.runRedelivery(j)
+			return
 		case actionReplay:
 			res, err = c.opts.DeadLetters.Replay(c.ctx, s.Filter, dlq.ReplayOptions{Rate: s.Rate, Limit: s.Limit, Progress: progress, Replayed: j.follow})
 		case actionPurge:
@@ -170,4 +183,19 @@ func (js *jobs) all() []*job {
 	out := slices.Clone(js.list)
 	slices.Reverse(out)
 	return out
+}
+
+// runRedelivery runs a redelivery job to its end (or the console's).
+func (c *Console) runRedelivery(j *job) {
+	s := j.spec
+	res, err := c.opts.Redeliveries.Redeliver(c.ctx, s.Redeliver.Sink, s.RedeliverFilter, false, func(r redeliver.Result) {
+		j.mu.Lock()
+		j.done, j.redelivered = r.Sent, r
+		j.mu.Unlock()
+	})
+	j.mu.Lock()
+	j.redelivered, j.err, j.finished, j.done = res, err, time.Now(), res.Sent
+	j.mu.Unlock()
+	c.log.Info("job finished", zap.String("job", j.ID), zap.String("action", s.Action), zap.String("sink", s.Redeliver.Sink),
+		zap.Int("matched", res.Matched), zap.Int("sent", res.Sent), zap.Time("resume", res.Resume), zap.Error(err))
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/chapar-dev/chapar/internal/dlq"
 	"github.com/chapar-dev/chapar/internal/sinks"
 	"github.com/chapar-dev/chapar/internal/topology"
+	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
 // delivery is one message in hand for one sink, with what its headers say
@@ -96,7 +97,27 @@ func (d *delivery) retryKey() string {
 	if d.origin == 0 {
 		id = "s" + strconv.FormatUint(d.seq, 10)
 	}
-	return id + "-" + strconv.Itoa(d.replays) + "-" + strconv.Itoa(d.history.Attempts)
+	key := id + "-" + strconv.Itoa(d.replays) + "-" + strconv.Itoa(d.history.Attempts)
+	if job := d.redelivery(); job != "" {
+		// A redelivery's retries are its own, apart from any of the
+		// event's first delivery still waiting.
+		key += "-d" + job
+	}
+	return key
+}
+
+// redelivery is the redelivery job that sent this run of the event, if
+// any (topology.HeaderRedelivery): only a token a subject can hold, since
+// retryKey puts it in one.
+func (d *delivery) redelivery() string {
+	if !d.retry {
+		return ""
+	}
+	job := d.msg.Headers().Get(topology.HeaderRedelivery)
+	if !envelope.IsSinkName(job) {
+		return ""
+	}
+	return job
 }
 
 // retryMsg is the copy that carries the event to its next attempt: the
@@ -119,6 +140,9 @@ func (d *delivery) retryMsg(subject string, v Verdict, last error) *nats.Msg {
 	out.Header.Set(topology.HeaderFirstAttempt, d.history.First.UTC().Format(time.RFC3339Nano))
 	if d.replays > 0 {
 		out.Header.Set(topology.HeaderReplays, strconv.Itoa(d.replays))
+	}
+	if job := d.redelivery(); job != "" {
+		out.Header.Set(topology.HeaderRedelivery, job)
 	}
 	if link := traceLink(d.span); link != "" {
 		out.Header.Set(topology.HeaderTraceLink, link)

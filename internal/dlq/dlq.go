@@ -94,7 +94,14 @@ type Record struct {
 func (r *Record) MsgID() string {
 	// The event id too: records written before origins were carried (or
 	// by a tool that does not set one) must not collide on origin 0.
-	return fmt.Sprintf("dlq/%d/%s/%s/r%d", r.Origin, r.EventID, r.Sink, r.Replays)
+	id := fmt.Sprintf("dlq/%d/%s/%s/r%d", r.Origin, r.EventID, r.Sink, r.Replays)
+	if job := r.Header.Get(topology.HeaderRedelivery); job != "" {
+		// A redelivery that fails is a delivery of its own: its first
+		// delivery's record (or that record's tombstone, once replayed)
+		// must not take its place.
+		id += "/d" + job
+	}
+	return id
 }
 
 // Key names the record's own subject: a hash of MsgID, since an event id

@@ -48,13 +48,16 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 		MaxMsgSize: maxMsg,
 		Storage:    storage,
 		Replicas:   t.cfg.Replicas,
-		// `dispatcher events show` reads an event by its sequence, and a
-		// backlog for an event no sink has settled, with direct gets
-		// (internal/lookup): no consumer left behind. Editable in place.
-		AllowDirect: true,
 		// The count these streams were made for: checkPartitions tells a
 		// stream of another count by it, whatever its name.
 		Metadata: map[string]string{PartitionsMetadata: strconv.Itoa(t.Partitions())},
+		// Lookups (internal/lookup: an event by its sequence, a backlog
+		// for one no sink has settled) and redeliveries (internal/redeliver:
+		// a window by start time) read with direct gets, which leave no
+		// consumer behind. A stream made before this is updated in place
+		// at the next start (the flag is editable); until then a
+		// redelivery says so.
+		AllowDirect: true,
 	}
 	var streams []jetstream.StreamConfig
 	for i := range t.Partitions() {

@@ -81,6 +81,13 @@ const (
 	// JSON (dlq.AttemptLog): it continues across retries and replays, so
 	// a dead letter shows every attempt, not only the last.
 	HeaderAttemptLog = "Chapar-Attempt-Log"
+	// HeaderRedelivery names the redelivery job (dispatcher sinks
+	// redeliver) that re-sent an event already delivered: it travels with
+	// the retries and the dead letter of that run, whose de-duplication
+	// keys include it, so a redelivery is never taken for the event's
+	// first delivery (or an earlier redelivery) and dropped as a
+	// duplicate of it.
+	HeaderRedelivery = "Chapar-Redelivery"
 )
 
 // HeaderAllowance is room for headers on top of the envelope's own bytes:
