@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/chapar-dev/chapar/internal/config"
 	"github.com/chapar-dev/chapar/internal/emulator"
 	"github.com/chapar-dev/chapar/internal/testenv"
@@ -51,9 +49,7 @@ func BenchmarkBatch(b *testing.B) {
 				b.ResetTimer()
 				start := time.Now()
 				for i := range b.N {
-					if _, err := e.JS.PublishAsync(subject, raws[i], jetstream.WithMsgID(ids[i])); err != nil {
-						b.Fatal(err)
-					}
+					publishAsync(b, e.JS, subject, raws[i], ids[i])
 				}
 				<-e.JS.PublishAsyncComplete()
 				testenv.Eventually(b, 5*time.Minute, "all delivered", func() bool { return d.Tally.DeliveredTo("bench") == b.N })

@@ -46,7 +46,13 @@ func (b *batcher) startBatchAttempts(ctx context.Context, items []batchItem, sta
 // startSpan opens the span of the given attempt of d.
 func (w *sinkWorker) startSpan(ctx context.Context, d *delivery, ev *envelope.Event, attempt int, extra ...trace.SpanStartOption) (context.Context, trace.Span) {
 	prop := tracing.Propagator()
-	parent := prop.Extract(ctx, propagation.MapCarrier{"traceparent": ev.Traceparent(), "tracestate": ev.Tracestate()})
+	parent := ctx
+	if tp := ev.Traceparent(); tp != "" {
+		// Without a traceparent the W3C propagator finds no span and
+		// returns ctx as it is: most events carry none, and the carrier
+		// was a map built per attempt for nothing.
+		parent = prop.Extract(ctx, propagation.MapCarrier{"traceparent": tp, "tracestate": ev.Tracestate()})
+	}
 	if _, off := w.tracer.(noop.Tracer); off {
 		// Tracing is off: what the no-op tracer would return (the
 		// producer's span, not recording), without building attributes

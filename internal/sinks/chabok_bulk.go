@@ -53,7 +53,7 @@ func (c *chabok) DeliverBatch(ctx context.Context, ds []*Delivery) []error {
 // are: read with chabokCode, so a batched event's dead letter carries the
 // vendor's code whatever shape it came in.
 func (c *chabok) bulk(ctx context.Context, items []chabokEvent) error {
-	req, err := c.post("/installations/trackBulk", items)
+	req, err := c.post("/installations/trackBulk", chabokEvents(items))
 	if err != nil {
 		return err
 	}

@@ -246,9 +246,16 @@ func looksLikeCode(s string) bool {
 
 // jsonRequest builds a POST with a JSON body.
 func jsonRequest(url string, body any) (*http.Request, error) {
-	b, err := json.Marshal(body)
-	if err != nil {
-		return nil, fmt.Errorf("encode request: %w", err)
+	var b []byte
+	ok := false
+	if a, is := body.(bodyAppender); is {
+		b, ok = a.appendJSON(make([]byte, 0, 384)) // a Chabok track item's size
+	}
+	if !ok {
+		var err error
+		if b, err = json.Marshal(body); err != nil {
+			return nil, fmt.Errorf("encode request: %w", err)
+		}
 	}
 	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(b))
 	if err != nil {

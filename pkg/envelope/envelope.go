@@ -692,6 +692,9 @@ func decodeData(raw json.RawMessage, into any, v *violations) {
 		v.add("data", "is required for this type")
 		return
 	}
+	if decodeDataFast(raw, into) {
+		return
+	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	dec.DisallowUnknownFields()
