@@ -56,9 +56,9 @@ func main() {
 		os.Exit(natsServerMain(os.Args[1:]))
 	}
 	quick := flag.Bool("quick", false, "smoke test: 300 events per scenario")
-	sys := flag.String("systems", strings.Join(systemNames, ","), "systems to measure")
+	sys := flag.String("systems", strings.Join(defaultSystems(), ","), "systems to measure")
 	scs := flag.String("scenarios", strings.Join(scenarioNames, ","), "scenarios to run")
-	events := flag.Int("events", 0, "events per scenario (default 20000, 10000 in the rate scenario; 300 with -quick)")
+	events := flag.Int("events", 0, "events per scenario (default 20000; 10000 in rate, 50000 in rate5k; 300 with -quick)")
 	keep := flag.Bool("keep", false, "keep the work directory: generated config, logs, JetStream data")
 	waitIdle := flag.Bool("wait-idle", true, "before each measurement wait (up to 2m) for idle CPUs; measure again, up to 3 times, when another workload disturbed it")
 	flag.Parse()

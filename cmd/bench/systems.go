@@ -34,6 +34,10 @@ type system struct {
 	// with workers concurrent requests per sink, events spread over
 	// partitions; files go in dir.
 	start func(natsURL string, vendorURLs []string, sc scenario, dir string) (*proc, error)
+	// measure, when set, measures the system in a scenario in place of
+	// harness.measure: the ceilings, which are judged otherwise
+	// (ceilings.go).
+	measure func(ctx context.Context, h *harness, sc scenario) result
 }
 
 var systemNames = []string{"chapar", "watermill", "lean"}
@@ -72,8 +76,10 @@ func systems(names []string, bin string) ([]system, error) {
 						"-nats-url", natsURL, "-stream", peerStream, "-durable", "bench",
 						"-vendors", strings.Join(urls, ","), "-token", chabokToken, "-workers", strconv.Itoa(sc.workers))
 				}})
+		case jsCeiling, httpCeiling:
+			out = append(out, ceiling(n, bin))
 		default:
-			return nil, fmt.Errorf("unknown system %q (have %s)", n, strings.Join(append(slices.Clone(systemNames), extraSystems...), ", "))
+			return nil, fmt.Errorf("unknown system %q (have %s)", n, strings.Join(append(slices.Clone(defaultSystems()), extraSystems...), ", "))
 		}
 	}
 	return out, nil
