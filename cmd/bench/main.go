@@ -48,7 +48,10 @@ type options struct {
 	// waitIdle waits for idle CPUs before each measurement and measures
 	// again (up to three times) one another workload disturbed.
 	waitIdle bool
-	progress io.Writer
+	// chaparEnv is the environment of the chapar-env system: the
+	// dispatcher as built, run with these variables (variant.go).
+	chaparEnv []string
+	progress  io.Writer
 }
 
 func main() {
@@ -61,8 +64,10 @@ func main() {
 	events := flag.Int("events", 0, "events per scenario (default 20000; 10000 in rate, 50000 in rate5k; 300 with -quick)")
 	keep := flag.Bool("keep", false, "keep the work directory: generated config, logs, JetStream data")
 	waitIdle := flag.Bool("wait-idle", true, "before each measurement wait (up to 2m) for idle CPUs; measure again, up to 3 times, when another workload disturbed it")
+	chaparEnv := flag.String("chapar-env", "", "space-separated VAR=value settings for the system chapar-env: the same dispatcher, run with them (e.g. GOGC=100), measured beside chapar")
 	flag.Parse()
-	o := options{quick: *quick, systems: list(*sys), scenarios: list(*scs), events: *events, keep: *keep, waitIdle: *waitIdle, progress: os.Stderr}
+	o := options{quick: *quick, systems: list(*sys), scenarios: list(*scs), events: *events, keep: *keep, waitIdle: *waitIdle,
+		chaparEnv: strings.Fields(*chaparEnv), progress: os.Stderr}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	loadBefore := loadAverage()

@@ -151,6 +151,7 @@ func writeReport(w io.Writer, command string, load float64, scs []scenario, resu
 	writeBatching(w, byKey)
 	writeRetention(w, scs, byKey)
 	writeCeilings(w, scs, byKey)
+	writeVariant(w, scs, byKey)
 	var noisy []string
 	for _, r := range results {
 		if r.err == nil && r.disturbed() {

@@ -404,7 +404,7 @@ func runBench(ctx context.Context, o options) ([]result, error) {
 	if err := os.MkdirAll(bin, 0o755); err != nil {
 		return nil, err
 	}
-	syss, err := systems(o.systems, bin)
+	syss, err := systems(o.systems, bin, o.chaparEnv)
 	if err != nil {
 		return nil, err
 	}
@@ -414,7 +414,10 @@ func runBench(ctx context.Context, o options) ([]result, error) {
 	}
 	for _, s := range syss {
 		switch s.name {
-		case "chapar":
+		case "chapar", chaparEnvSystem:
+			if _, err := os.Stat(filepath.Join(bin, "dispatcher")); err == nil {
+				continue
+			}
 			logf("building the dispatcher")
 			if err := buildDispatcher(ctx, root, filepath.Join(bin, "dispatcher")); err != nil {
 				return nil, err
@@ -425,7 +428,7 @@ func runBench(ctx context.Context, o options) ([]result, error) {
 				return nil, err
 			}
 		case "lean", "watermill", jsCeiling, httpCeiling:
-			if _, err := os.Stat(filepath.Join(bin, s.name)); err == nil {
+			if _, err := os.Stat(filepath.Join(bin, "lean")); err == nil { // built together
 				continue
 			}
 			logf("building the peers (bench/peers)")

@@ -43,10 +43,10 @@ type system struct {
 var systemNames = []string{"chapar", "watermill", "lean"}
 
 // extraSystems can be asked for by name but are not in the default run.
-var extraSystems = []string{"chapar-interest"}
+var extraSystems = []string{"chapar-interest", chaparEnvSystem}
 
 // systems returns the named systems, with the binaries in bin.
-func systems(names []string, bin string) ([]system, error) {
+func systems(names []string, bin string, chaparEnv []string) ([]system, error) {
 	var out []system
 	for _, n := range names {
 		switch n {
@@ -76,6 +76,8 @@ func systems(names []string, bin string) ([]system, error) {
 						"-nats-url", natsURL, "-stream", peerStream, "-durable", "bench",
 						"-vendors", strings.Join(urls, ","), "-token", chabokToken, "-workers", strconv.Itoa(sc.workers))
 				}})
+		case chaparEnvSystem:
+			out = append(out, chaparWithEnv(bin, chaparEnv))
 		case jsCeiling, httpCeiling:
 			out = append(out, ceiling(n, bin))
 		default:
@@ -108,7 +110,7 @@ func preparePeerStream(ctx context.Context, js jetstream.JetStream) error {
 // startChapar writes a config file with one Chabok sink per vendor URL
 // (or the scenario's vendor), every event routed to all of them, and runs
 // `dispatcher run`.
-func startChapar(bin, natsURL string, urls []string, sc scenario, dir string) (*proc, error) {
+func startChapar(bin, natsURL string, urls []string, sc scenario, dir string, env ...string) (*proc, error) {
 	workers, partitions := sc.workers, max(sc.partitions, 1)
 	replicas := 1
 	if strings.Contains(natsURL, ",") { // a cluster
@@ -158,7 +160,7 @@ func startChapar(bin, natsURL string, urls []string, sc scenario, dir string) (*
 	if err := os.WriteFile(cfg, []byte(b.String()), 0o644); err != nil {
 		return nil, err
 	}
-	p, err := startProc("dispatcher", filepath.Join(dir, "dispatcher.log"), nil, bin, "run", "--config", cfg, "--nats-url", natsURL)
+	p, err := startProc("dispatcher", filepath.Join(dir, "dispatcher.log"), env, bin, "run", "--config", cfg, "--nats-url", natsURL)
 	if err != nil {
 		return nil, err
 	}
