@@ -6,7 +6,10 @@
 //   - Watermill: watermill-nats's JetStream pull subscriber on a durable
 //     consumer, a router handler that POSTs to the vendor (bench/peers);
 //   - lean: a hand-written nats.go/jetstream consumer, one POST and one Ack
-//     per message with N workers (bench/peers): the practical limit.
+//     per message with N workers (bench/peers): the practical limit;
+//   - and the machine's ceilings, lean's two halves apart (ceilings.go):
+//     JetStream pull + ack without HTTP, the vendor's HTTP without NATS.
+//     Every system's throughput is reported as a share of the lower.
 //
 // Each system runs alone, as its own process, against a fresh nats-server
 // process with a fresh stream. The vendor (the Chabok emulator) must have
