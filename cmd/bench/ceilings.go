@@ -83,6 +83,12 @@ func nextReceipts(dir string) string {
 func (h *harness) measureJSCeiling(ctx context.Context, sys system, sc scenario) (res result) {
 	res = result{system: sys.name, scenario: sc.name, events: sc.events, deliveries: sc.events * sc.sinks}
 	dir := filepath.Join(h.work, sc.name+"-"+sys.name)
+	// A measurement measured again (a disturbed one) starts afresh: its
+	// receipts and its JetStream store are this attempt's only.
+	if err := os.RemoveAll(dir); err != nil {
+		res.err = err
+		return res
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		res.err = err
 		return res
@@ -226,6 +232,10 @@ func (h *harness) measureJSCeiling(ctx context.Context, sys system, sc scenario)
 func (h *harness) measureHTTPCeiling(ctx context.Context, bin string, sc scenario) (res result) {
 	res = result{system: httpCeiling, scenario: sc.name, events: sc.events, deliveries: sc.events * sc.sinks}
 	dir := filepath.Join(h.work, sc.name+"-"+httpCeiling)
+	if err := os.RemoveAll(dir); err != nil {
+		res.err = err
+		return res
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		res.err = err
 		return res
