@@ -414,7 +414,7 @@ func runBench(ctx context.Context, o options) ([]result, error) {
 	}
 	for _, s := range syss {
 		switch s.name {
-		case "chapar", chaparEnvSystem:
+		case "chapar", "chapar-norecords", chaparEnvSystem:
 			if _, err := os.Stat(filepath.Join(bin, "dispatcher")); err == nil {
 				continue
 			}

@@ -26,7 +26,7 @@ func chaparWithEnv(bin string, env []string) system {
 		},
 		prepare: func(context.Context, jetstream.JetStream) error { return nil },
 		start: func(natsURL string, urls []string, sc scenario, dir string) (*proc, error) {
-			return startChapar(filepath.Join(bin, "dispatcher"), natsURL, urls, sc, dir, env...)
+			return startChapar(filepath.Join(bin, "dispatcher"), natsURL, urls, sc, dir, "", env...)
 		}}
 }
 
