@@ -121,3 +121,54 @@ func TestRetentionReport(t *testing.T) {
 		t.Errorf("a retention table without chapar-interest:\n%s", b.String())
 	}
 }
+
+// The ceilings' table sets each system's throughput beside the lower of
+// the two ceilings measured in the same run, as a share of it; latency
+// rows show the values without a share, and nats-server CPU is not the
+// HTTP ceiling's (it has no NATS).
+func TestCeilingsReport(t *testing.T) {
+	sc := scenario{name: "backlog16", title: "backlog", events: 1000}
+	res := func(sys string, perSec float64) result {
+		return result{system: sys, scenario: "backlog16", events: 1000, perSec: perSec,
+			sysCPU: 100 * time.Millisecond, natsCPU: 20 * time.Millisecond}
+	}
+	results := []result{res("chapar", 8000), res("lean", 10000), res(jsCeiling, 50000), res(httpCeiling, 16000)}
+	var b strings.Builder
+	writeReport(&b, "bench", 0, []scenario{sc}, results)
+	for _, want := range []string{
+		"| backlog16 (lower: http-ceiling) | events/s | 50000 | 16000 | 8000 | – | 10000 | 50.0% | – | 62.5% | 0.80× | – |",
+		"|  | nats-server CPU-s / 1k events | 0.020 | – | 0.020 | – | 0.020 |  |  |  | 1.00× | – |",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, b.String())
+		}
+	}
+	b.Reset()
+	writeReport(&b, "bench", 0, []scenario{sc}, results[:2])
+	if strings.Contains(b.String(), "Ceilings") {
+		t.Errorf("a ceilings table without ceilings:\n%s", b.String())
+	}
+}
+
+// The js-ceiling's receipts (one line per ack) are judged as the vendor's
+// are: an event acked twice is a duplicate.
+func TestJSCeilingReceiptsAreJudgedExactlyOnce(t *testing.T) {
+	path := t.TempDir() + "/receipts-1.txt"
+	if err := os.WriteFile(path, []byte("0 -1 1 2\n0 0 10 20\n0 1 11 21\n0 1 11 22\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := readReceipts(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 4 || recs[1].at.Sub(recs[1].sent) != 10 {
+		t.Fatalf("receipts: %+v", recs)
+	}
+	want := expected{events: 2, probes: 1}
+	if err := checkExactlyOnce(recs[:3], 1, want); err != nil {
+		t.Errorf("each acked once: %v", err)
+	}
+	if err := checkExactlyOnce(recs, 1, want); err == nil || !strings.Contains(err.Error(), "more than once") {
+		t.Errorf("an event acked twice: %v", err)
+	}
+}

@@ -6,7 +6,10 @@
 //   - Watermill: watermill-nats's JetStream pull subscriber on a durable
 //     consumer, a router handler that POSTs to the vendor (bench/peers);
 //   - lean: a hand-written nats.go/jetstream consumer, one POST and one Ack
-//     per message with N workers (bench/peers): the practical limit.
+//     per message with N workers (bench/peers): the practical limit;
+//   - and the machine's ceilings, lean's two halves apart (ceilings.go):
+//     JetStream pull + ack without HTTP, the vendor's HTTP without NATS.
+//     Every system's throughput is reported as a share of the lower.
 //
 // Each system runs alone, as its own process, against a fresh nats-server
 // process with a fresh stream. The vendor (the Chabok emulator) must have
@@ -48,7 +51,10 @@ type options struct {
 	// waitIdle waits for idle CPUs before each measurement and measures
 	// again (up to three times) one another workload disturbed.
 	waitIdle bool
-	progress io.Writer
+	// chaparEnv is the environment of the chapar-env system: the
+	// dispatcher as built, run with these variables (variant.go).
+	chaparEnv []string
+	progress  io.Writer
 }
 
 func main() {
@@ -56,13 +62,15 @@ func main() {
 		os.Exit(natsServerMain(os.Args[1:]))
 	}
 	quick := flag.Bool("quick", false, "smoke test: 300 events per scenario")
-	sys := flag.String("systems", strings.Join(systemNames, ","), "systems to measure")
+	sys := flag.String("systems", strings.Join(defaultSystems(), ","), "systems to measure")
 	scs := flag.String("scenarios", strings.Join(scenarioNames, ","), "scenarios to run")
-	events := flag.Int("events", 0, "events per scenario (default 20000, 10000 in the rate scenario; 300 with -quick)")
+	events := flag.Int("events", 0, "events per scenario (default 20000; 10000 in rate, 50000 in rate5k; 300 with -quick)")
 	keep := flag.Bool("keep", false, "keep the work directory: generated config, logs, JetStream data")
 	waitIdle := flag.Bool("wait-idle", true, "before each measurement wait (up to 2m) for idle CPUs; measure again, up to 3 times, when another workload disturbed it")
+	chaparEnv := flag.String("chapar-env", "", "space-separated VAR=value settings for the system chapar-env: the same dispatcher, run with them (e.g. GOGC=100), measured beside chapar")
 	flag.Parse()
-	o := options{quick: *quick, systems: list(*sys), scenarios: list(*scs), events: *events, keep: *keep, waitIdle: *waitIdle, progress: os.Stderr}
+	o := options{quick: *quick, systems: list(*sys), scenarios: list(*scs), events: *events, keep: *keep, waitIdle: *waitIdle,
+		chaparEnv: strings.Fields(*chaparEnv), progress: os.Stderr}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	loadBefore := loadAverage()

@@ -37,12 +37,21 @@ type proc struct {
 // startProc runs bin with args, output appended to logFile. The child is
 // killed if the bench dies.
 func startProc(name, logFile string, env []string, bin string, args ...string) (*proc, error) {
+	return startProcStdin(name, logFile, env, nil, bin, args...)
+}
+
+// startProcStdin is startProc with the child's stdin (nil: none): the
+// HTTP ceiling reads its events there (ceilings.go).
+func startProcStdin(name, logFile string, env []string, stdin *os.File, bin string, args ...string) (*proc, error) {
 	out, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = out, out
+	if stdin != nil {
+		cmd.Stdin = stdin
+	}
 	cmd.Env = append(os.Environ(), env...)
 	if raceBuild && os.Getenv("GORACE") == "" {
 		// A race-built program sleeps a second at exit by default.
@@ -328,7 +337,8 @@ func buildDispatcher(ctx context.Context, root, out string, tags ...string) erro
 	return goBuild(ctx, root, append(args, "./cmd/dispatcher")...)
 }
 
-// buildPeers builds the peers module (bench/peers) into dir.
+// buildPeers builds the peers module (bench/peers) into dir: the peers and
+// the ceilings.
 func buildPeers(ctx context.Context, root, dir string) error {
-	return goBuild(ctx, filepath.Join(root, "bench", "peers"), "-o", dir+string(filepath.Separator), "./cmd/lean", "./cmd/watermill")
+	return goBuild(ctx, filepath.Join(root, "bench", "peers"), "-o", dir+string(filepath.Separator), "./cmd/lean", "./cmd/watermill", "./cmd/jsceiling", "./cmd/httpceiling")
 }

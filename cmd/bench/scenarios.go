@@ -39,7 +39,7 @@ type scenario struct {
 	users                int
 }
 
-var scenarioNames = []string{"backlog16", "backlog64", "fanout3", "slow", "rate"}
+var scenarioNames = []string{"backlog16", "backlog64", "fanout3", "slow", "rate", "rate5k"}
 
 // scaleOut is the scale-out measurement (docs/scaling.md): not in the
 // default run, since it starts a 3-node cluster six times. Asked for as
@@ -87,6 +87,13 @@ func scenarios(names []string, quick bool, events int) ([]scenario, error) {
 			sc = scenario{title: "slow vendor (50 ms per call), 1 sink, 256 workers", events: n, sinks: 1, workers: 256, latency: 50 * time.Millisecond}
 		case "rate":
 			sc = scenario{title: "1,000 events/s offered, 1 sink, 16 workers", events: rateN, sinks: 1, workers: 16, rate: 1000}
+		case "rate5k":
+			// As long as rate, at five times the rate: a tail (p99.9) of
+			// 50 events.
+			sc = scenario{title: "5,000 events/s offered, 1 sink, 16 workers", events: rateN * 5, sinks: 1, workers: 16, rate: 5000}
+			if quick || events > 0 {
+				sc.events = rateN
+			}
 		case "bulk-chabok-1":
 			sc = scenario{title: "Chabok, one event per request, 16 workers", sinks: 1, workers: 16, users: 1000}
 		case "bulk-chabok":
@@ -165,6 +172,9 @@ type harness struct {
 // measure runs one system in one scenario. Any error, above all an
 // exactly-once violation, is the result's err.
 func (h *harness) measure(ctx context.Context, sys system, sc scenario) (res result) {
+	if sys.measure != nil {
+		return sys.measure(ctx, h, sc)
+	}
 	res = result{system: sys.name, scenario: sc.name, events: sc.events, deliveries: sc.events * sc.sinks}
 	dir := filepath.Join(h.work, sc.name+"-"+sys.name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -394,7 +404,7 @@ func runBench(ctx context.Context, o options) ([]result, error) {
 	if err := os.MkdirAll(bin, 0o755); err != nil {
 		return nil, err
 	}
-	syss, err := systems(o.systems, bin)
+	syss, err := systems(o.systems, bin, o.chaparEnv)
 	if err != nil {
 		return nil, err
 	}
@@ -404,7 +414,7 @@ func runBench(ctx context.Context, o options) ([]result, error) {
 	}
 	for _, s := range syss {
 		switch s.name {
-		case "chapar", "chapar-norecords", "chapar-filter":
+		case "chapar", "chapar-norecords", "chapar-filter", chaparEnvSystem:
 			if _, err := os.Stat(filepath.Join(bin, "dispatcher")); err == nil {
 				continue
 			}
@@ -417,8 +427,8 @@ func runBench(ctx context.Context, o options) ([]result, error) {
 			if err := buildDispatcher(ctx, root, filepath.Join(bin, "dispatcher-interest"), "chapar_interest"); err != nil {
 				return nil, err
 			}
-		case "lean", "watermill":
-			if _, err := os.Stat(filepath.Join(bin, s.name)); err == nil {
+		case "lean", "watermill", jsCeiling, httpCeiling:
+			if _, err := os.Stat(filepath.Join(bin, "lean")); err == nil { // built together
 				continue
 			}
 			logf("building the peers (bench/peers)")

@@ -34,15 +34,19 @@ type system struct {
 	// with workers concurrent requests per sink, events spread over
 	// partitions; files go in dir.
 	start func(natsURL string, vendorURLs []string, sc scenario, dir string) (*proc, error)
+	// measure, when set, measures the system in a scenario in place of
+	// harness.measure: the ceilings, which are judged otherwise
+	// (ceilings.go).
+	measure func(ctx context.Context, h *harness, sc scenario) result
 }
 
 var systemNames = []string{"chapar", "watermill", "lean"}
 
 // extraSystems can be asked for by name but are not in the default run.
-var extraSystems = []string{"chapar-interest", "chapar-norecords", "chapar-filter"}
+var extraSystems = []string{"chapar-interest", "chapar-norecords", "chapar-filter", chaparEnvSystem}
 
 // systems returns the named systems, with the binaries in bin.
-func systems(names []string, bin string) ([]system, error) {
+func systems(names []string, bin string, chaparEnv []string) ([]system, error) {
 	var out []system
 	for _, n := range names {
 		switch n {
@@ -83,8 +87,12 @@ func systems(names []string, bin string) ([]system, error) {
 						"-nats-url", natsURL, "-stream", peerStream, "-durable", "bench",
 						"-vendors", strings.Join(urls, ","), "-token", chabokToken, "-workers", strconv.Itoa(sc.workers))
 				}})
+		case chaparEnvSystem:
+			out = append(out, chaparWithEnv(bin, chaparEnv))
+		case jsCeiling, httpCeiling:
+			out = append(out, ceiling(n, bin))
 		default:
-			return nil, fmt.Errorf("unknown system %q (have %s)", n, strings.Join(append(slices.Clone(systemNames), extraSystems...), ", "))
+			return nil, fmt.Errorf("unknown system %q (have %s)", n, strings.Join(append(slices.Clone(defaultSystems()), extraSystems...), ", "))
 		}
 	}
 	return out, nil
@@ -113,9 +121,12 @@ func preparePeerStream(ctx context.Context, js jetstream.JetStream) error {
 // startChapar writes a config file with one Chabok sink per vendor URL
 // (or the scenario's vendor), every event routed to all of them, and runs
 // `dispatcher run`.
-// chaparVariant is what a variant of Chapar adds to the generated config:
-// lines under streams:, and under its one route.
-type chaparVariant struct{ streams, route string }
+// chaparVariant is what a variant of Chapar adds to the generated config
+// (lines under streams:, and under its one route) and to its environment.
+type chaparVariant struct {
+	streams, route string
+	env            []string
+}
 
 func startChapar(bin, natsURL string, urls []string, sc scenario, dir string, v chaparVariant) (*proc, error) {
 	workers, partitions := sc.workers, max(sc.partitions, 1)
@@ -167,7 +178,7 @@ func startChapar(bin, natsURL string, urls []string, sc scenario, dir string, v 
 	if err := os.WriteFile(cfg, []byte(b.String()), 0o644); err != nil {
 		return nil, err
 	}
-	p, err := startProc("dispatcher", filepath.Join(dir, "dispatcher.log"), nil, bin, "run", "--config", cfg, "--nats-url", natsURL)
+	p, err := startProc("dispatcher", filepath.Join(dir, "dispatcher.log"), v.env, bin, "run", "--config", cfg, "--nats-url", natsURL)
 	if err != nil {
 		return nil, err
 	}
