@@ -97,6 +97,7 @@ func enabled() config.OpsEvents {
 // status (200 if 0) and keeps what it was sent.
 type vendor struct {
 	status atomic.Int32
+	fails  atomic.Int32 // this many requests are answered 503 first
 	mu     sync.Mutex
 	bodies [][]byte
 }
@@ -106,6 +107,10 @@ func (v *vendor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	v.mu.Lock()
 	v.bodies = append(v.bodies, b)
 	v.mu.Unlock()
+	if v.fails.Add(-1) >= 0 {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return
+	}
 	if s := v.status.Load(); s != 0 {
 		w.WriteHeader(int(s))
 		_, _ = w.Write([]byte(`{"error":{"code":"REFUSED"}}`))
