@@ -20,6 +20,7 @@ import (
 	"github.com/chapar-dev/chapar/internal/dlq"
 	"github.com/chapar-dev/chapar/internal/inbound"
 	"github.com/chapar-dev/chapar/internal/metrics"
+	"github.com/chapar-dev/chapar/internal/opsevents"
 	"github.com/chapar-dev/chapar/internal/topology"
 	"github.com/chapar-dev/chapar/internal/tracing"
 	"github.com/chapar-dev/chapar/pkg/envelope"
@@ -227,12 +228,14 @@ func newConsole(ctx context.Context, cfg *config.Config, conn *app.Conn, m *metr
 		configured[i] = metrics.SinkConfig{Name: s.Name, Vendor: s.Vendor}
 	}
 	c, err := console.New(ctx, console.Options{
-		DeadLetters: dlq.NewStore(conn.JS, conn.Topo),
-		Sinks:       m.SinkReport(conn.JS, conn.Topo, configured),
-		Pauses:      consolePauses{conn},
-		Token:       token,
-		Logger:      log,
-		Partitions:  cfg.Streams.Partitions,
+		// Its replay jobs report themselves (chapar.ops.replay_done).
+		DeadLetters: opsevents.NewStore(dlq.NewStore(conn.JS, conn.Topo), conn.JS, cfg, "console",
+			func(err error) { log.Warn("replay job", zap.Error(err)) }),
+		Sinks:      m.SinkReport(conn.JS, conn.Topo, configured),
+		Pauses:     consolePauses{conn},
+		Token:      token,
+		Logger:     log,
+		Partitions: cfg.Streams.Partitions,
 		// Beyond loopback every page asks for the token: they show dead
 		// letters' envelopes (CheckConsoleToken made sure there is one).
 		RequireToken: cfg.Admin.ConsoleBeyondLoopback(),

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/internal/dlq"
 	"github.com/chapar-dev/chapar/internal/opsevents"
 	"github.com/chapar-dev/chapar/internal/retry"
 	"github.com/chapar-dev/chapar/internal/testenv"
@@ -156,3 +157,37 @@ func TestConsumerRecreatedIsPublished(t *testing.T) {
 // recoveredAfter is the package's: a breaker opening after as many
 // failures makes the run long enough for sink_recovered.
 const recoveredAfter = 3
+
+// A replay (the CLI's, the console's: opsevents.Store) is reported once
+// done, with its counts; a dry run is not.
+func TestReplayDoneIsPublished(t *testing.T) {
+	e := testenv.New(t)
+	shop, v := hook(t, e, "shop", http.StatusBadRequest)
+	sinks, routes := []config.Sink{shop}, []config.Route{{Sinks: []string{"shop"}}}
+	p := start(t, e, sinks, routes, enabled())
+	e.Publish(testenv.Track(t, "order_paid", "u1"))
+	testenv.Eventually(t, 10*time.Second, "the dead letter", func() bool {
+		return p.obs.count(envelope.TypeOpsDeadLettered, opsevents.Published) == 1
+	})
+	v.status.Store(0)
+	cfg := e.Config(sinks, routes)
+	cfg.OpsEvents = enabled()
+	var warned []error
+	st := opsevents.NewStore(dlq.NewStore(e.JS, e.Topo), e.JS, cfg, "test", func(err error) { warned = append(warned, err) })
+	ctx := context.Background()
+	if _, err := st.Replay(ctx, dlq.Filter{Sink: "shop"}, dlq.ReplayOptions{DryRun: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Replay(ctx, dlq.Filter{Sink: "shop"}, dlq.ReplayOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "the replayed event delivered", func() bool { return p.obs.DeliveredTo("shop") == 1 })
+	done := ofType(t, e, envelope.TypeOpsReplayDone)
+	if len(done) != 1 || len(warned) != 0 {
+		t.Fatalf("%d replay_done events stored (want 1: the dry run reports none), warnings %v", len(done), warned)
+	}
+	want(t, done[0], map[string]any{"sink": "shop", "matched": 1.0, "replayed": 1.0, "skipped": 0.0, "by": "test"})
+	if done[0].Subject != "shop" {
+		t.Errorf("replay_done about %q, want shop", done[0].Subject)
+	}
+}

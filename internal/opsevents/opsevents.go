@@ -501,3 +501,34 @@ func PublishReplayDone(ctx context.Context, js jetstream.JetStream, cfg *config.
 func clip(s string, n int) string {
 	return strings.ReplaceAll(envelope.Clip(s, n), "\x00", "\uFFFD")
 }
+
+// Store is a dead-letter store whose replays are followed by a
+// chapar.ops.replay_done, when ops_events.enabled: what dispatcher dlq
+// replay and the console's replay jobs run, so both report the same way.
+// A dry run, or a replay that matched nothing and failed in nothing,
+// reports nothing. A report that cannot be published is passed to warn
+// and changes nothing of the replay's result.
+type Store struct {
+	*dlq.Store
+	js   jetstream.JetStream
+	cfg  *config.Config
+	by   string
+	warn func(error)
+}
+
+// NewStore wraps st; by names who replays (cli, console).
+func NewStore(st *dlq.Store, js jetstream.JetStream, cfg *config.Config, by string, warn func(error)) *Store {
+	return &Store{Store: st, js: js, cfg: cfg, by: by, warn: warn}
+}
+
+// Replay runs the replay (dlq.Store.Replay), then reports it.
+func (s *Store) Replay(ctx context.Context, f dlq.Filter, o dlq.ReplayOptions) (dlq.ReplayResult, error) {
+	res, err := s.Store.Replay(ctx, f, o)
+	if o.DryRun || !s.cfg.OpsEvents.Enabled || res.Matched == 0 && err == nil {
+		return res, err
+	}
+	if perr := PublishReplayDone(context.WithoutCancel(ctx), s.js, s.cfg, f.Sink, s.by, res, err); perr != nil && s.warn != nil {
+		s.warn(fmt.Errorf("chapar.ops.replay_done not published: %w", perr))
+	}
+	return res, err
+}
