@@ -39,21 +39,27 @@ type system struct {
 var systemNames = []string{"chapar", "watermill", "lean"}
 
 // extraSystems can be asked for by name but are not in the default run.
-var extraSystems = []string{"chapar-interest"}
+var extraSystems = []string{"chapar-interest", "chapar-norecords"}
 
 // systems returns the named systems, with the binaries in bin.
 func systems(names []string, bin string) ([]system, error) {
 	var out []system
 	for _, n := range names {
 		switch n {
-		case "chapar", "chapar-interest":
+		case "chapar", "chapar-interest", "chapar-norecords":
 			// chapar-interest is the dispatcher built with the events
 			// streams' retention before v3 (interest: an event leaves on
 			// its last ack), to measure limits retention against it in
 			// the same run (docs/design.md, "Retention").
-			label, binary := "Chapar", "dispatcher"
-			if n == "chapar-interest" {
+			// chapar-norecords is the same binary writing no delivery
+			// records (streams.record_deliveries: false), to measure what
+			// `events show` costs (docs/design.md, "Looking an event up").
+			label, binary, streams := "Chapar", "dispatcher", ""
+			switch n {
+			case "chapar-interest":
 				label, binary = "Chapar (interest retention)", "dispatcher-interest"
+			case "chapar-norecords":
+				label, streams = "Chapar (no delivery records)", "  record_deliveries: false\n"
 			}
 			out = append(out, system{name: n, label: label,
 				// As the Go publisher does (envelope.Publisher).
@@ -62,7 +68,7 @@ func systems(names []string, bin string) ([]system, error) {
 				},
 				prepare: func(context.Context, jetstream.JetStream) error { return nil },
 				start: func(natsURL string, urls []string, sc scenario, dir string) (*proc, error) {
-					return startChapar(filepath.Join(bin, binary), natsURL, urls, sc, dir)
+					return startChapar(filepath.Join(bin, binary), natsURL, urls, sc, dir, streams)
 				}})
 		case "watermill", "lean":
 			label := map[string]string{"watermill": "Watermill", "lean": "lean"}[n]
@@ -102,7 +108,7 @@ func preparePeerStream(ctx context.Context, js jetstream.JetStream) error {
 // startChapar writes a config file with one Chabok sink per vendor URL
 // (or the scenario's vendor), every event routed to all of them, and runs
 // `dispatcher run`.
-func startChapar(bin, natsURL string, urls []string, sc scenario, dir string) (*proc, error) {
+func startChapar(bin, natsURL string, urls []string, sc scenario, dir, streams string) (*proc, error) {
 	workers, partitions := sc.workers, max(sc.partitions, 1)
 	replicas := 1
 	if strings.Contains(natsURL, ",") { // a cluster
@@ -120,7 +126,7 @@ func startChapar(bin, natsURL string, urls []string, sc scenario, dir string) (*
 	// every new single-replica stream on one server (measured: all three
 	// partitions on bench-1), while the leaders of replicated ones can be
 	// spread (topology.SpreadLeaders).
-	fmt.Fprintf(&b, "streams:\n  replicas: %d\n  partitions: %d\n", replicas, partitions)
+	fmt.Fprintf(&b, "streams:\n  replicas: %d\n  partitions: %d\n%s", replicas, partitions, streams)
 	fmt.Fprintf(&b, "sink_defaults:\n  concurrency: %d\nsinks:\n", workers)
 	var names []string
 	for i, u := range urls {

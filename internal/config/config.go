@@ -119,6 +119,11 @@ type Streams struct {
 	DuplicateWindow  time.Duration `yaml:"duplicate_window"`
 	MaxEnvelopeBytes int           `yaml:"max_envelope_bytes"`
 	DeadLetterMaxAge time.Duration `yaml:"dead_letter_max_age"`
+	// RecordDeliveries keeps what became of each delivery (delivered,
+	// retrying, dead-lettered; when, attempts, status) for
+	// DeliveriesMaxAge, for `dispatcher events show` (internal/deliveries).
+	RecordDeliveries bool          `yaml:"record_deliveries"`
+	DeliveriesMaxAge time.Duration `yaml:"deliveries_max_age"`
 }
 
 // Dispatcher tunes the consuming side.
@@ -246,7 +251,10 @@ type Route struct {
 	Types []string `yaml:"types"`
 	// Names are event names or path.Match patterns (order_*).
 	Names []string `yaml:"names"`
-	Sinks []string `yaml:"sinks"`
+	// Filter is an expression over the envelope and its data that must be
+	// true too (internal/filter); empty matches every event.
+	Filter string   `yaml:"filter"`
+	Sinks  []string `yaml:"sinks"`
 }
 
 // RouteTypes lists the event types the routes name, each once, in order:
@@ -309,6 +317,8 @@ func Default() *Config {
 			// max_payload, for the headers of retries and dead letters.
 			MaxEnvelopeBytes: envelope.DefaultMaxBytes - PayloadHeadroom,
 			DeadLetterMaxAge: 30 * 24 * time.Hour,
+			RecordDeliveries: true,
+			DeliveriesMaxAge: 7 * 24 * time.Hour,
 		},
 		Dispatcher: Dispatcher{
 			AckWait:       30 * time.Second,

@@ -35,14 +35,16 @@ import (
 )
 
 // Fingerprint is what decides which events a sink skips, hashed: the
-// routes that name it (their types and names, in table order) and its
-// order key. Settings that change how, not whether, an event is
+// routes that name it (their types, names and filters, in table order)
+// and its order key. A route without a filter hashes as it did before
+// filters existed. Settings that change how, not whether, an event is
 // delivered (timeouts, credentials) are not in it: replicas that differ
 // only there may share the sink.
 func Fingerprint(sink string, routes []config.Route, order *config.Order) string {
 	type route struct {
-		Types []string `json:"t,omitempty"`
-		Names []string `json:"n,omitempty"`
+		Types  []string `json:"t,omitempty"`
+		Names  []string `json:"n,omitempty"`
+		Filter string   `json:"f,omitempty"`
 	}
 	var what struct {
 		Routes []route `json:"r"`
@@ -51,7 +53,7 @@ func Fingerprint(sink string, routes []config.Route, order *config.Order) string
 	what.Routes = []route{}
 	for _, r := range routes {
 		if slices.Contains(r.Sinks, sink) {
-			what.Routes = append(what.Routes, route{Types: r.Types, Names: r.Names})
+			what.Routes = append(what.Routes, route{Types: r.Types, Names: r.Names, Filter: r.Filter})
 		}
 	}
 	if order != nil {

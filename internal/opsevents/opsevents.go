@@ -46,6 +46,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/internal/dispatch"
 	"github.com/chapar-dev/chapar/internal/dlq"
 	"github.com/chapar-dev/chapar/internal/retry"
 	"github.com/chapar-dev/chapar/internal/topology"
@@ -85,6 +86,12 @@ const (
 	// followed by a success, make a chapar.ops.sink_recovered (fewer is
 	// the ordinary retry of a transient failure, not news).
 	recoveredAfter = 3
+)
+
+// The engine reports to it as to the metrics, with the particulars.
+var (
+	_ dispatch.Observer = (*Publisher)(nil)
+	_ dispatch.Details  = (*Publisher)(nil)
 )
 
 // Publisher is a dispatch.Observer (and dispatch.Details) that publishes
@@ -456,6 +463,7 @@ func (p *Publisher) ConsumerBack(sink string) {
 // The rest of dispatch.Observer says nothing an ops event reports.
 func (p *Publisher) Received()                                {}
 func (p *Publisher) Unrouted(string, string)                  {}
+func (p *Publisher) FilterFailed(string)                      {}
 func (p *Publisher) Delivered(string, time.Duration)          {}
 func (p *Publisher) Retried(string, int)                      {}
 func (p *Publisher) DeadLettered(string, string, int, string) {}
