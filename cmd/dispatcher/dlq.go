@@ -16,10 +16,13 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/chapar-dev/chapar/internal/app"
+	"github.com/chapar-dev/chapar/internal/config"
 	"github.com/chapar-dev/chapar/internal/dlq"
+	"github.com/chapar-dev/chapar/internal/opsevents"
 	"github.com/chapar-dev/chapar/internal/outcome"
 )
 
@@ -49,6 +52,10 @@ type dlqFlags struct {
 	// sinks are the configured sinks' names (config file's), for the hint
 	// when a --sink matches nothing.
 	sinks []string
+	// cfg and js are what store connected with (a replay reports itself
+	// through them: opsevents.Store).
+	cfg *config.Config
+	js  jetstream.JetStream
 }
 
 // AfterApply turns the filter flags into a filter; a bad time is a usage
@@ -82,6 +89,7 @@ func (f *dlqFlags) store(ctx context.Context) (*dlq.Store, func(), error) {
 	for _, s := range cfg.Sinks {
 		f.sinks = append(f.sinks, s.Name)
 	}
+	f.cfg, f.js = cfg, conn.JS
 	return dlq.NewStore(conn.JS, conn.Topo), conn.Close, nil
 }
 
@@ -269,7 +277,8 @@ func (c *cliDLQReplay) Run(ctx context.Context, s *streams) error {
 		if isTerminal(stderr) {
 			opts.Progress = func(n int) { fmt.Fprintf(stderr, "\rreplayed %d", n) }
 		}
-		res, err := st.Replay(ctx, c.filter, opts)
+		warn := func(err error) { fmt.Fprintln(stderr, "warning:", err) }
+		res, err := opsevents.NewStore(st, c.js, c.cfg, "cli", warn).Replay(ctx, c.filter, opts)
 		if opts.Progress != nil && res.Replayed > 0 {
 			fmt.Fprintln(stderr)
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/chapar-dev/chapar/internal/inbound"
 	"github.com/chapar-dev/chapar/internal/lookup"
 	"github.com/chapar-dev/chapar/internal/metrics"
+	"github.com/chapar-dev/chapar/internal/opsevents"
 	"github.com/chapar-dev/chapar/internal/redeliver"
 	"github.com/chapar-dev/chapar/internal/topology"
 	"github.com/chapar-dev/chapar/internal/tracing"
@@ -244,10 +245,12 @@ func newConsole(ctx context.Context, cfg *config.Config, conn *app.Conn, m *metr
 		events = lookup.Deployment{JS: conn.JS, Config: cfg}
 	}
 	c, err := console.New(ctx, console.Options{
-		Events:      events,
-		DeadLetters: dlq.NewStore(conn.JS, conn.Topo),
-		Sinks:       m.SinkReport(conn.JS, conn.Topo, configured),
-		Pauses:      consolePauses{conn},
+		Events: events,
+		// Its replay jobs report themselves (chapar.ops.replay_done).
+		DeadLetters: opsevents.NewStore(dlq.NewStore(conn.JS, conn.Topo), conn.JS, cfg, "console",
+			func(err error) { log.Warn("replay job", zap.Error(err)) }),
+		Sinks:  m.SinkReport(conn.JS, conn.Topo, configured),
+		Pauses: consolePauses{conn},
 		// The same redelivery as dispatcher sinks redeliver, over this
 		// dispatcher's config (its routes and rate limits).
 		Redeliveries: redeliver.Runner{JS: conn.JS, Topo: conn.Topo, Config: cfg},

@@ -12,6 +12,7 @@ import (
 	"github.com/chapar-dev/chapar/internal/buildinfo"
 	"github.com/chapar-dev/chapar/internal/config"
 	"github.com/chapar-dev/chapar/internal/dispatch"
+	"github.com/chapar-dev/chapar/internal/opsevents"
 )
 
 // Options are what a command adds to the dispatcher its config describes.
@@ -34,6 +35,9 @@ type Process struct {
 	Log        *zap.Logger
 	Conn       *Conn
 	Dispatcher *dispatch.Dispatcher
+	// Ops publishes the operational events (nil: ops_events.enabled is
+	// false).
+	Ops *opsevents.Publisher
 }
 
 // Start builds the process in the order that fails soonest: the logger,
@@ -48,7 +52,8 @@ func Start(ctx context.Context, cfg *config.Config, o Options) (*Process, error)
 	if err != nil {
 		return nil, errors.New(cfg.Redact(err.Error()))
 	}
-	d, err := dispatch.New(cfg, dispatch.Options{Observer: o.Observer, Logger: log, Tracer: o.Tracer, Ready: o.Ready})
+	obs, ops := observers(cfg, o.Observer, log)
+	d, err := dispatch.New(cfg, dispatch.Options{Observer: obs, Logger: log, Tracer: o.Tracer, Ready: o.Ready})
 	if err != nil {
 		return nil, errors.New("config: " + cfg.Redact(err.Error())) // no secret in the output
 	}
@@ -65,12 +70,39 @@ func Start(ctx context.Context, cfg *config.Config, o Options) (*Process, error)
 		conn.Close()
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	return &Process{Config: cfg, Log: log, Conn: conn, Dispatcher: d}, nil
+	return &Process{Config: cfg, Log: log, Conn: conn, Dispatcher: d, Ops: ops}, nil
+}
+
+// observers composes what the engine reports to: the command's observer
+// (the metrics, the demo's tally) and, with ops_events.enabled, the ops
+// events publisher, which counts its own outcomes in the command's
+// observer when that can (the metrics). The one place they are composed.
+func observers(cfg *config.Config, obs dispatch.Observer, log *zap.Logger) (dispatch.Observer, *opsevents.Publisher) {
+	if obs == nil {
+		obs = dispatch.NewTally()
+	}
+	if !cfg.OpsEvents.Enabled {
+		return obs, nil
+	}
+	counts, _ := obs.(opsevents.Counts)
+	ops := opsevents.New(cfg, log, counts)
+	return dispatch.Observers(obs, ops), ops
 }
 
 // Run consumes until ctx is done, then drains (dispatch.Dispatcher.Run).
+// The ops events publisher runs beside it and stops after it, so what
+// the drain reports is published too (for at most a couple of seconds).
 func (p *Process) Run(ctx context.Context) error {
-	return p.Dispatcher.Run(ctx, p.Conn.JS)
+	if p.Ops == nil {
+		return p.Dispatcher.Run(ctx, p.Conn.JS)
+	}
+	octx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() { defer close(done); p.Ops.Run(octx, p.Conn.JS) }()
+	err := p.Dispatcher.Run(ctx, p.Conn.JS)
+	stop()
+	<-done
+	return err
 }
 
 // Close closes the connection, stops the embedded server and flushes the

@@ -26,6 +26,9 @@ func TestConfigRefusesAnExplicitRouteOfAnUnsupportedType(t *testing.T) {
 	}{
 		{"custom type to the webhook", "  - {types: [com.shop.order.shipped], sinks: [hook]}\n", nil},
 		{"catch-all to chabok", "  - {sinks: [chabok, hook]}\n", nil},
+		{"ops events to the webhook", "  - {types: [chapar.ops.dead_lettered, chapar.ops.breaker_opened], sinks: [hook]}\n", nil},
+		{"ops events to chabok", "  - {types: [chapar.ops.dead_lettered], sinks: [hook, chabok]}\n",
+			[]string{`routes[0].types[0]: "chapar.ops.dead_lettered" is sent to sink chabok (routes[0].sinks[1])`}},
 		{"Chapar types to the vendors that map them", "  - {types: [chapar.track], sinks: [chabok]}\n  - {types: [chapar.notify], sinks: [kenar]}\n", nil},
 		{"custom type to chabok", "  - {types: [chapar.track, com.shop.order.shipped], sinks: [hook, chabok]}\n",
 			[]string{`routes[0].types[1]: "com.shop.order.shipped" is sent to sink chabok (routes[0].sinks[1])`}},

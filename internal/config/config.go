@@ -28,6 +28,9 @@ type Config struct {
 	// data, by type: an event whose data does not match its type's is
 	// invalid (internal/dataschema).
 	DataSchemas map[string]yaml.Node `yaml:"data_schemas"`
+	// OpsEvents are the operational events a dispatcher publishes about
+	// itself (docs/envelope.md#operational-events).
+	OpsEvents OpsEvents `yaml:"ops_events"`
 
 	// renamed are the keys the file writes under an old name
 	// (deprecated.go), warned about with Validate's warnings.
@@ -156,6 +159,24 @@ type Webhook struct {
 	// IdentificationKey is the static secret Kenar sends in Authorization.
 	IdentificationKey Secret `yaml:"identification_key"`
 	Source            string `yaml:"source"`
+}
+
+// OpsEvents configures Chapar's operational events (chapar.ops.*: a dead
+// letter, a breaker, a pause, ...), published as CloudEvents into the
+// events stream so routes can send them to a sink (internal/opsevents).
+type OpsEvents struct {
+	// Enabled publishes them. Off by default: each is a message every
+	// sink's consumer reads and skips, kept for streams.max_age, so a
+	// deployment takes that on only when it asks.
+	Enabled bool `yaml:"enabled"`
+	// PerMinute and Burst are each type's token bucket, per replica: a
+	// storm of dead letters yields Burst events, then PerMinute a minute,
+	// and one chapar.ops.suppressed event counting the rest.
+	PerMinute float64 `yaml:"per_minute"`
+	Burst     int     `yaml:"burst"`
+	// Buffer is how many events may wait to be published; past it they
+	// are dropped and counted, so publishing never holds up delivery.
+	Buffer int `yaml:"buffer"`
 }
 
 // Sink is one configured instance of a vendor: a vendor may appear several
@@ -308,6 +329,7 @@ func Default() *Config {
 		Webhook:      Webhook{Path: "/webhooks/kenar", Source: "divar-kenar"},
 		Admin:        Admin{Listen: "127.0.0.1:9090"},
 		SinkDefaults: builtinSinkDefaults(),
+		OpsEvents:    OpsEvents{PerMinute: 30, Burst: 10, Buffer: 1024},
 	}
 }
 

@@ -76,6 +76,10 @@ routes:
 	}{
 		{"not YAML", "sinks: [", nil, []string{"not valid YAML"}},
 		{"unknown key", "dispatcher:\n  concurency: 3\n", nil, []string{"concurency", "not found"}},
+		{"ops events without a burst", base + "ops_events:\n  enabled: true\n  burst: 0\n", nil, []string{"ops_events.burst", "at least 1"}},
+		{"a misspelt ops type in a route", strings.Replace(base, "  - sinks: [chabok]", "  - sinks: [chabok]\n    types: [chapar.ops.dead_letterd]", 1), nil,
+			[]string{"routes[0].types[0]", "chapar.ops.dead_lettered"}},
+		{"ops events without a pace", base + "ops_events:\n  per_minute: 0\n", nil, []string{"ops_events.per_minute", "above 0"}},
 		{"missing env var", strings.Replace(base, "access_token: t", "access_token: ${CHABOK_TOKEN}", 1), nil,
 			[]string{"sinks[0].settings.access_token", "CHABOK_TOKEN is not set"}},
 		{"missing secret file", strings.Replace(base, "access_token: t", "access_token: ${file:/nonexistent/x}", 1), nil,

@@ -46,6 +46,7 @@ func (c *Config) Validate() error {
 	c.validateDispatcher(&p)
 	c.validateAdmin(&p)
 	c.validateWebhook(&p)
+	c.validateOpsEvents(&p)
 	names := c.validateSinks(&p)
 	c.validateRoutes(&p, names)
 	_, err := dataschema.Compile(c.DataSchemas)
@@ -138,6 +139,19 @@ func (c *Config) validateAdmin(p *problems) {
 	}
 	if a.Console.Enabled && a.Listen == "" {
 		p.add("admin.console.enabled", "the console is served on the admin listener; set admin.listen (e.g. 127.0.0.1:9090) or disable the console")
+	}
+}
+
+func (c *Config) validateOpsEvents(p *problems) {
+	o := c.OpsEvents
+	if !(o.PerMinute > 0) {
+		p.add("ops_events.per_minute", "is %v; it must be above 0 (the default is 30 events of each type a minute)", o.PerMinute)
+	}
+	if o.Burst < 1 {
+		p.add("ops_events.burst", "is %d; it must be at least 1 (the default is 10)", o.Burst)
+	}
+	if o.Buffer < 1 {
+		p.add("ops_events.buffer", "is %d; it must be at least 1 (the default is 1024)", o.Buffer)
 	}
 }
 

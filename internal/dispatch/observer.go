@@ -5,7 +5,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/chapar-dev/chapar/internal/dlq"
 	"github.com/chapar-dev/chapar/internal/retry"
+	"github.com/chapar-dev/chapar/internal/topology"
 )
 
 // Observer is told what the dispatcher does, for metrics and summaries.
@@ -45,6 +47,164 @@ type Observer interface {
 	// sink is not ready in between.
 	ConsumerLost(sink string)
 	ConsumerBack(sink string)
+}
+
+// Details is what an Observer may also implement to be told the
+// particulars behind two of its calls, for Chapar's operational events
+// (internal/opsevents), the way an httptrace.ClientTrace is told more
+// than a status. Neither is on the hot path: a dead letter once stored,
+// an operator's pause as it is applied. An implementation must not block
+// (it is called on a worker, or on the pauses' watch) nor keep what it is
+// given past the call.
+type Details interface {
+	// DeadLetterStored follows DeadLettered with the record: called by
+	// the replica whose write stored it, so once per dead letter in the
+	// deployment (a duplicate write is not a new dead letter).
+	DeadLetterStored(rec *dlq.Record)
+	// OperatorPaused follows SinkPaused with the operator's record that
+	// changed the sink's state and its revision in the pauses bucket
+	// (0: no record, not paused), the same on every replica.
+	OperatorPaused(sink string, rec topology.OperatorPause, revision uint64)
+}
+
+// detailsOf is o's Details, or one that ignores them.
+func detailsOf(o Observer) Details {
+	if d, ok := o.(Details); ok {
+		return d
+	}
+	return noDetails{}
+}
+
+type noDetails struct{}
+
+func (noDetails) DeadLetterStored(*dlq.Record)                          {}
+func (noDetails) OperatorPaused(string, topology.OperatorPause, uint64) {}
+
+// Observers composes observers: every call goes to each, in order, and
+// a Details call to each that implements it. It is the one place
+// observers are combined (internal/app: the metrics or the demo's tally,
+// and the ops events), so the engine keeps talking to one.
+func Observers(obs ...Observer) Observer {
+	out := make(observers, 0, len(obs))
+	for _, o := range obs {
+		if o != nil {
+			out = append(out, o)
+		}
+	}
+	if len(out) == 1 {
+		return out[0]
+	}
+	return out
+}
+
+type observers []Observer
+
+func (os observers) Received() {
+	for _, o := range os {
+		o.Received()
+	}
+}
+
+func (os observers) Unrouted(eventType, name string) {
+	for _, o := range os {
+		o.Unrouted(eventType, name)
+	}
+}
+
+func (os observers) FilterFailed(route string) {
+	for _, o := range os {
+		o.FilterFailed(route)
+	}
+}
+
+func (os observers) Delivered(sink string, publishToAck time.Duration) {
+	for _, o := range os {
+		o.Delivered(sink, publishToAck)
+	}
+}
+
+func (os observers) Retried(sink string, status int) {
+	for _, o := range os {
+		o.Retried(sink, status)
+	}
+}
+
+func (os observers) DeadLettered(sink, reason string, status int, code string) {
+	for _, o := range os {
+		o.DeadLettered(sink, reason, status, code)
+	}
+}
+
+func (os observers) BreakerChanged(sink string, to retry.State) {
+	for _, o := range os {
+		o.BreakerChanged(sink, to)
+	}
+}
+
+func (os observers) VendorRequest(sink string, took time.Duration, err error) {
+	for _, o := range os {
+		o.VendorRequest(sink, took, err)
+	}
+}
+
+func (os observers) InFlight(sink string, delta int) {
+	for _, o := range os {
+		o.InFlight(sink, delta)
+	}
+}
+
+func (os observers) Unsettled(sink string, delta int) {
+	for _, o := range os {
+		o.Unsettled(sink, delta)
+	}
+}
+
+func (os observers) Panicked(stage string) {
+	for _, o := range os {
+		o.Panicked(stage)
+	}
+}
+
+func (os observers) RateLimit(sink string, perSecond float64) {
+	for _, o := range os {
+		o.RateLimit(sink, perSecond)
+	}
+}
+
+func (os observers) SinkFenced(sink string, fenced bool) {
+	for _, o := range os {
+		o.SinkFenced(sink, fenced)
+	}
+}
+
+func (os observers) SinkPaused(sink string, paused bool) {
+	for _, o := range os {
+		o.SinkPaused(sink, paused)
+	}
+}
+
+func (os observers) ConsumerLost(sink string) {
+	for _, o := range os {
+		o.ConsumerLost(sink)
+	}
+}
+
+func (os observers) ConsumerBack(sink string) {
+	for _, o := range os {
+		o.ConsumerBack(sink)
+	}
+}
+
+func (os observers) DeadLetterStored(rec *dlq.Record) {
+	for _, o := range os {
+		detailsOf(o).DeadLetterStored(rec)
+	}
+}
+
+func (os observers) OperatorPaused(sink string, rec topology.OperatorPause, revision uint64) {
+	for _, o := range os {
+		detailsOf(o).OperatorPaused(sink, rec, revision)
+	}
 }
 
 // Tally is an Observer that counts, for the demo summary and tests.

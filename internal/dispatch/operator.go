@@ -47,7 +47,7 @@ func (b *pauseBoard) operatorPause(sink string, e jetstream.KeyValueEntry) {
 		return // a sink this replica does not run
 	}
 	if e.Operation() != jetstream.KeyValuePut {
-		apply(false) // deleted by hand: not paused
+		apply(topology.OperatorPause{}, e.Revision()) // deleted by hand: not paused
 		return
 	}
 	var p topology.OperatorPause
@@ -56,17 +56,21 @@ func (b *pauseBoard) operatorPause(sink string, e jetstream.KeyValueEntry) {
 			zap.String("sink", sink), zap.String("key", e.Key()), zap.Error(err))
 		return
 	}
-	apply(p.Paused)
+	apply(p, e.Revision())
 }
 
 // addOperator makes a sink's gate obey its operator pause.
 func (b *pauseBoard) addOperator(sink string, g *gate, obs Observer, log *zap.Logger) {
 	obs.SinkPaused(sink, false)
-	b.held[sink] = func(paused bool) {
+	b.held[sink] = func(rec topology.OperatorPause, revision uint64) {
+		paused := rec.Paused
 		if !g.setHeld(paused, time.Now()) {
 			return
 		}
 		obs.SinkPaused(sink, paused)
+		// The record and its revision are the same on every replica: the
+		// ops event they make is one for the deployment (opsevents).
+		detailsOf(obs).OperatorPaused(sink, rec, revision)
 		if paused {
 			log.Warn("sink paused by an operator: pulling nothing, delivering nothing until dispatcher sinks resume", zap.String("sink", sink))
 		} else {

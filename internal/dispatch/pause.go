@@ -446,13 +446,13 @@ type pauseBoard struct {
 	pauses map[string]*sharedPause
 	// held applies an operator's pause (or resumption) of a sink
 	// (operator.go), by sink.
-	held map[string]func(paused bool)
+	held map[string]func(rec topology.OperatorPause, revision uint64)
 	// rebind asks for the bucket to be bound again (sharedPause.broken).
 	rebind chan struct{}
 }
 
 func newPauseBoard(topo topology.Topology, js jetstream.JetStream, log *zap.Logger) *pauseBoard {
-	return &pauseBoard{topo: topo, js: js, log: log, pauses: map[string]*sharedPause{}, held: map[string]func(bool){},
+	return &pauseBoard{topo: topo, js: js, log: log, pauses: map[string]*sharedPause{}, held: map[string]func(topology.OperatorPause, uint64){},
 		rebind: make(chan struct{}, 1)}
 }
 
@@ -626,7 +626,7 @@ func (b *pauseBoard) watch(ctx context.Context, initialized func() bool) error {
 				live = true
 				for sink, apply := range b.held {
 					if !opSeen[sink] {
-						apply(false)
+						apply(topology.OperatorPause{}, 0)
 					}
 				}
 				initialized()

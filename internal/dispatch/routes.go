@@ -66,7 +66,8 @@ func (r *Routes) Match(ev *envelope.Event) []string {
 // Every sink's worker, and every replica, reaches the same answer, since
 // a filter is a pure function of the event.
 func (r *Routes) Eval(ev *envelope.Event) (sinks []string, failed []FilterFailure) {
-	if d := ev.DestinationList(); len(d) > 0 {
+	ops := envelope.IsOpsType(ev.Type)
+	if d := ev.DestinationList(); len(d) > 0 && !ops {
 		return uniq(d), nil
 	}
 	var out []string
@@ -88,6 +89,10 @@ func (r *Routes) Eval(ev *envelope.Event) (sinks []string, failed []FilterFailur
 				continue
 			}
 		}
+		if ops {
+			out = appendOthers(out, rt.Sinks, ev.Subject)
+			continue
+		}
 		out = append(out, rt.Sinks...)
 	}
 	return uniq(out), failed
@@ -104,8 +109,8 @@ func (r *Routes) teller(i int) string {
 
 // selects says whether the route's types and names take the event.
 func (rt *route) selects(typ, name string) bool {
-	if len(rt.Types) > 0 && !slices.Contains(rt.Types, typ) {
-		return false
+	if (len(rt.Types) > 0 || envelope.IsOpsType(typ)) && !slices.Contains(rt.Types, typ) {
+		return false // an ops event is taken only by a route naming its type (opsRouting)
 	}
 	return len(rt.Names) == 0 || matchAny(rt.Names, name)
 }
@@ -128,6 +133,9 @@ const (
 	// OtherDestinations: the event's destinations extension names other
 	// sinks, which replaces the routes.
 	OtherDestinations Reason = "other_destinations"
+	// AboutItself: an operational event about the sink, which is never
+	// sent to it (the loop guard, opsRouting).
+	AboutItself Reason = "about_itself"
 )
 
 // Why is Match told from one sink's side: whether the event goes to it,
@@ -142,7 +150,11 @@ type Why struct {
 // gives for a sink an event never reached. It agrees with Match (the
 // same selects and filters, in the same order).
 func (r *Routes) Why(ev *envelope.Event, sink string) Why {
-	if d := ev.DestinationList(); len(d) > 0 {
+	ops := envelope.IsOpsType(ev.Type)
+	if ops && sink == ev.Subject {
+		return Why{Reason: AboutItself, Route: -1}
+	}
+	if d := ev.DestinationList(); len(d) > 0 && !ops {
 		if slices.Contains(d, sink) {
 			return Why{Reason: Named, Route: -1}
 		}
@@ -181,6 +193,8 @@ func (w Why) Explain(ev *envelope.Event) string {
 		return "its destinations name it"
 	case OtherDestinations:
 		return fmt.Sprintf("its destinations name other sinks (%s)", strings.Join(ev.DestinationList(), ", "))
+	case AboutItself:
+		return "it is an operational event about this sink, never sent to it"
 	case FilteredOut:
 		if w.Err != nil {
 			return fmt.Sprintf("filtered out by routes[%d].filter, which failed on it: %v", w.Route, w.Err)
@@ -191,6 +205,34 @@ func (w Why) Explain(ev *envelope.Event) string {
 		return fmt.Sprintf("no route sends %s events named %q to it", ev.Type, n)
 	}
 	return fmt.Sprintf("no route sends %s events to it", ev.Type)
+}
+
+// opsRouting: one of Chapar's operational events (chapar.ops.*) is
+// routed
+//
+//   - only by a route that names its type (selects): a route without
+//     types is the producers' catch-all, and sending Chapar's own reports
+//     to every vendor it lists would dead-letter them there
+//     (unsupported_event), each dead letter a new report;
+//   - never by destinations: Chapar sets none, and one a producer wrote
+//     on a forged ops event is not obeyed;
+//   - never to the sink it is about (its CloudEvents subject): the loop
+//     guard. A sink that fails is not sent the news of its failure,
+//     which would fail in turn and report itself again.
+//
+// An ops event about a failure to deliver an ops event is never published
+// (opsevents), so what is left cannot cascade. Filters apply as to any
+// event.
+
+// appendOthers appends sinks to out, leaving out the sink the event is
+// about.
+func appendOthers(out, sinks []string, about string) []string {
+	for _, s := range sinks {
+		if s != about {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func matchAny(patterns []string, name string) bool {

@@ -247,3 +247,46 @@ func TestRoutingWithoutSelectedFiltersDecodesNothing(t *testing.T) {
 		}
 	}
 }
+
+// Chapar's operational events go only where a route names their type (a
+// catch-all route is for producers' events), never by destinations, and
+// never to the sink they are about: a failing sink's dead letters and
+// breaker are not sent to that sink (the loop guard). Why agrees.
+func TestRoutesMatchOpsEvents(t *testing.T) {
+	routes := newRoutes(t, []config.Route{
+		{Sinks: []string{"chabok"}}, // catch-all
+		{Types: []string{envelope.TypeOpsDeadLettered, envelope.TypeOpsBreakerOpened}, Sinks: []string{"chat", "hook"}},
+		{Types: []string{envelope.TypeOpsReplayDone}, Sinks: []string{"hook"}},
+	})
+	tests := []struct {
+		name, typ, about string
+		opts             []envelope.Option
+		want             []string
+	}{
+		{"about another sink", envelope.TypeOpsDeadLettered, "metrix", nil, []string{"chat", "hook"}},
+		{"about a sink it names: never to that sink", envelope.TypeOpsDeadLettered, "hook", nil, []string{"chat"}},
+		{"about the only sink it names", envelope.TypeOpsReplayDone, "hook", nil, nil},
+		{"about no sink", envelope.TypeOpsReplayDone, "", nil, []string{"hook"}},
+		{"a type no route names; the catch-all does not take it", envelope.TypeOpsSinkPaused, "metrix", nil, nil},
+		{"destinations do not apply", envelope.TypeOpsBreakerOpened, "chat",
+			[]envelope.Option{envelope.WithDestinations("chat", "chabok")}, []string{"hook"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ev := decoded(t, tt.typ, "chapar", map[string]any{"sink": tt.about}, append(tt.opts, envelope.WithSubject(tt.about))...)
+			got := routes.Match(ev)
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("Match = %v, want %v", got, tt.want)
+			}
+			for _, sink := range []string{"chabok", "chat", "hook", "metrix"} {
+				why := routes.Why(ev, sink)
+				if sent := why.Reason == Routed || why.Reason == Named; sent != contains(got, sink) {
+					t.Errorf("Why(%s) = %s (%s), but Match = %v", sink, why.Reason, why.Explain(ev), got)
+				}
+				if sink == tt.about && why.Reason != AboutItself {
+					t.Errorf("Why(%s), the sink it is about = %s, want %s", sink, why.Reason, AboutItself)
+				}
+			}
+		})
+	}
+}

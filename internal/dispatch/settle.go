@@ -190,6 +190,7 @@ func (w *sinkWorker) writeDeadLetter(ctx context.Context, rec *dlq.Record) error
 	if !dup {
 		w.obs.DeadLettered(rec.Sink, string(rec.Reason), rec.Status, rec.Code)
 		w.recordDeadLettered(rec)
+		detailsOf(w.obs).DeadLetterStored(rec)
 		w.log.Warn("dead-lettered", zap.String("event_id", clip(rec.EventID)), zap.String("sink", rec.Sink),
 			zap.Stringer("reason", rec.Reason), zap.Int("status", rec.Status), zap.String("code", rec.Code),
 			zap.Int("attempts", rec.Attempts), zap.String("error", rec.Error))

@@ -41,6 +41,7 @@ func TestOperatorSeriesAreExported(t *testing.T) {
 		"chapar_stream_max_age_seconds",          // ... the events' max_age
 		"chapar_stream_bytes",                    // a stream's size against ...
 		"chapar_stream_max_bytes",                // ... its max_bytes
+		"chapar_ops_events_total",                // operational events published, suppressed, dropped
 	} {
 		if _, ok := series[want]; !ok {
 			t.Errorf("/metrics lacks %s", want)

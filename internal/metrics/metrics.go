@@ -57,6 +57,7 @@ type Metrics struct {
 	pace         *prometheus.GaugeVec
 	fenced       *prometheus.GaugeVec
 	paused       *prometheus.GaugeVec
+	opsEvents    *prometheus.CounterVec
 	losses       *prometheus.CounterVec
 	lost         *prometheus.GaugeVec
 
@@ -177,6 +178,9 @@ func NewFor(sinks, types []string) *Metrics {
 	m.paused = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "chapar_sink_paused", Help: "1 while an operator has the sink paused (dispatcher sinks pause): it delivers nothing, its events and retries wait."}, []string{"sink"})
 	reg.MustRegister(m.paused)
+	m.opsEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "chapar_ops_events_total", Help: "Operational events (chapar.ops.*) by type and what became of them: published, suppressed (rate limit; counted in a chapar.ops.suppressed event), dropped (queue full), failed (publish failed)."}, []string{"type", "outcome"})
+	reg.MustRegister(m.opsEvents)
 	m.lostBy, m.fencedBy, m.pausedBy = map[string]int{}, map[string]bool{}, map[string]bool{}
 	m.losses = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "chapar_consumer_losses_total", Help: "A sink's durable consumers this process found gone (deleted, or lost with a server) and recreated where they were."}, []string{"sink"})
@@ -380,6 +384,15 @@ func (m *Metrics) SinkFenced(sink string, fenced bool) {
 }
 
 // SinkPaused says whether an operator has a sink paused.
+// OpsEvent counts one operational event by its outcome (opsevents.Counts).
+// Its type is one of envelope.OpsTypes, a bounded set.
+func (m *Metrics) OpsEvent(eventType, outcome string) {
+	if !envelope.IsOpsType(eventType) {
+		eventType = "other"
+	}
+	m.opsEvents.WithLabelValues(eventType, outcome).Inc()
+}
+
 func (m *Metrics) SinkPaused(sink string, paused bool) {
 	v := 0.0
 	if paused {

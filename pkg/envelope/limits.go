@@ -118,9 +118,10 @@ const ReservedTypePrefix = "chapar."
 // headers, so a type of one's own must be 1 to 1024 bytes (the limit of
 // every attribute) of printable ASCII other than * and > (NATS wildcards),
 // in dot-separated non-empty tokens (com.example.order.shipped), and must
-// not start with chapar. (reserved for Chapar's types).
+// not start with chapar. (reserved for Chapar's types: its four, and the
+// operational events it publishes itself, OpsTypes).
 func CheckType(t string) error {
-	if IsChaparType(t) {
+	if IsChaparType(t) || IsOpsType(t) {
 		return nil
 	}
 	const want = "a type of your own is 1 to 1024 bytes of printable ASCII without spaces, * or >, in dot-separated tokens, e.g. com.example.order.shipped"
@@ -130,6 +131,9 @@ func CheckType(t string) error {
 	case len(t) > MaxAttributeBytes:
 		return fmt.Errorf("it is %d bytes; the maximum is %d", len(t), MaxAttributeBytes)
 	case strings.HasPrefix(t, ReservedTypePrefix):
+		if strings.HasPrefix(t, OpsTypePrefix) {
+			return fmt.Errorf("chapar.ops. types are the operational events Chapar publishes: %s", strings.Join(OpsTypes(), ", "))
+		}
 		return fmt.Errorf("the prefix chapar. is reserved for Chapar's types (%s); name a type of your own under your domain, e.g. com.example.%s",
 			strings.Join(Types(), ", "), strings.TrimPrefix(Clip(t, 64), ReservedTypePrefix))
 	}

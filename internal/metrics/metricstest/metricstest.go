@@ -55,6 +55,7 @@ func Scrape(t testing.TB) string {
 	m.RateLimit(Sink, 50)
 	m.Dropped("unrouted")
 	m.Panicked("worker")
+	m.OpsEvent("chapar.ops.dead_lettered", "published")
 	m.VendorRequest(Sink, time.Millisecond, nil)
 	m.VendorRequest(Sink, time.Millisecond, &sinks.Error{Transient: true, Status: 503})
 	m.VendorRequest(Sink, time.Millisecond, &sinks.Error{Status: 400})
