@@ -46,10 +46,10 @@ func TestHealerRecreatingAConsumerKeepsTheOwnersFence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := dispatch.Fingerprint("gateway", newRoutes, nil)
+	want := dispatch.Fingerprint("gateway", newRoutes, nil, topology.EventFilter{})
 	if got := c.CachedInfo().Config.Metadata[topology.FenceMetadata]; got != want {
 		t.Errorf("recreated with fence %q, want the owner's %q (the old config's is %q)", got, want,
-			dispatch.Fingerprint("gateway", oldRoutes, nil))
+			dispatch.Fingerprint("gateway", oldRoutes, nil, topology.EventFilter{}))
 	}
 
 	ids := publishTracks(t, e, 20, "order_paid")

@@ -158,6 +158,13 @@ func (t Topology) EventSubjectFor(eventType, key string) string {
 	return envelope.PartitionSubject(t.prefix, eventType, envelope.Partition(key, n), n)
 }
 
+// SubjectOf is where the Go publisher puts env (envelope.SubjectOf): its
+// type's subject in its partition, or the direct subject of its type if
+// it carries destinations.
+func (t Topology) SubjectOf(env *envelope.Envelope) string {
+	return envelope.SubjectOf(t.prefix, env, t.Partitions())
+}
+
 // originPartitionShift puts a partition in an origin's top bits, above any
 // stream sequence a stream reaches (2^56: at a million events a second,
 // 2,284 years).
@@ -275,6 +282,10 @@ type ConsumerSettings struct {
 	// (dispatch.Fingerprint), written into the events consumers'
 	// metadata: the last replica to bind owns the sink.
 	Fence string
+	// Filter is which events the events consumers read (FilterSubjects),
+	// written in the same update as Fence: the zero value reads the
+	// whole stream.
+	Filter EventFilter
 	// Floors, if set, is the floors bucket (EnsureFloors): an events
 	// consumer found missing is recreated from its recorded floor
 	// (restoreLost), and each one bound has its floor recorded.
