@@ -29,7 +29,7 @@ func TestQuickChaparDeliversEveryEventExactlyOnce(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
-	names := append(append(slices.Clone(scenarioNames), "scale-r2-p3"), batching...)
+	names := append(append(append(slices.Clone(scenarioNames), "scale-r2-p3"), batching...), "ksinks4")
 	results, err := runBench(ctx, options{quick: true, events: 200, systems: []string{"chapar"}, scenarios: names, progress: testLog{t}})
 	if err != nil {
 		t.Fatal(err)
