@@ -443,7 +443,10 @@ func runBench(ctx context.Context, o options) ([]result, error) {
 	}
 	for _, s := range syss {
 		switch s.name {
-		case "chapar":
+		case "chapar", "chapar-nofilter":
+			if _, err := os.Stat(filepath.Join(bin, "dispatcher")); err == nil {
+				continue
+			}
 			logf("building the dispatcher")
 			if err := buildDispatcher(ctx, root, filepath.Join(bin, "dispatcher")); err != nil {
 				return nil, err
