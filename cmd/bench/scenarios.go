@@ -188,7 +188,7 @@ type harness struct {
 	metrix  *vendorSink // the Metrix gateway, for the batching scenarios
 	// webhooks are webhook receivers, one per sink of the split scenarios.
 	webhooks vendors
-	log     func(format string, args ...any)
+	log      func(format string, args ...any)
 }
 
 // measure runs one system in one scenario. Any error, above all an
