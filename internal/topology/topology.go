@@ -4,9 +4,13 @@
 //	<P>.events.<type>        EVENTS stream (limits retention, file): what
 //	                         producers publish, de-duplicated on Nats-Msg-Id =
 //	                         envelope id. Consumer "sink-<sink>" per sink reads
-//	                         every event, delivers those routed to its sink and
-//	                         acks the rest; an event stays for max_age, acked
-//	                         or not, so no ack can lose it. One write per event.
+//	                         the types its routes name (filter.go), delivers
+//	                         those routed to its sink and acks the rest; an
+//	                         event stays for max_age, acked or not, so no ack
+//	                         can lose it. One write per event.
+//	<P>.events.chapar.direct.<type>
+//	                         events carrying destinations, which every sink's
+//	                         consumer reads (envelope.DirectSubject).
 //	<P>.events.<i>.<type>    with streams.partitions N > 1, instead: N events
 //	                         streams EVENTS_0..EVENTS_<N-1>, each with its own
 //	                         leader, and "sink-<sink>" on each. An event's
