@@ -159,10 +159,23 @@ func TestRollingRouteNarrowingWithFiltersDeliversOnlyUnderTheNewRoutes(t *testin
 // the named sink, once, and a replay (through the retries stream, which
 // is not filtered) delivers it. Published as the Go publisher does (the
 // direct subject), it is delivered and nothing is dead-lettered.
+// With partitions, each partition's consumers filter on that partition's
+// subjects.
 func TestDestinationsOnATypeSubjectTheSinkDoesNotReadAreDeadLettered(t *testing.T) {
+	for _, partitions := range []int{1, 3} {
+		t.Run(fmt.Sprintf("%d partitions", partitions), func(t *testing.T) {
+			e := testenv.New(t)
+			if partitions > 1 {
+				e = testenv.NewPartitioned(t, partitions)
+			}
+			destinationsOnATypeSubject(t, e)
+		})
+	}
+}
+
+func destinationsOnATypeSubject(t *testing.T, e *testenv.Env) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	e := testenv.New(t)
 	first := e.Sink("first", emulator.Chabok, nil, nil)
 	second := e.Sink("second", emulator.Chabok, nil, nil)
 	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
