@@ -132,3 +132,26 @@ func TestFilterUpdateKeepsTheConsumersPosition(t *testing.T) {
 		t.Errorf("after widening: %q, want t2 (not reached before) and t3 (stored after), not t1 (passed over)", got)
 	}
 }
+
+// An upgrade turns a whole-stream consumer (one filter subject) into one
+// reading some types (several), and filter_by_route: false turns it back:
+// both are updates of the consumer in place.
+func TestFilterChangesBothWays(t *testing.T) {
+	js, topo := start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	byType := topology.EventFilter{ByType: true, Types: []string{envelope.TypeTrack}}
+	for _, f := range []topology.EventFilter{{}, byType, {}, byType} {
+		cons, err := topo.EnsureSink(ctx, js, "s1", topology.ConsumerSettings{AckWait: 5 * time.Second, MaxAckPending: 10, Filter: f})
+		if err != nil {
+			t.Fatalf("%+v: %v", f, err)
+		}
+		info, err := cons.Events[0].Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := topology.FiltersOf(info.Config), topo.FilterSubjects(0, f); !reflect.DeepEqual(got, want) {
+			t.Errorf("%+v: the consumer reads %q, want %q", f, got, want)
+		}
+	}
+}
