@@ -161,6 +161,7 @@ var refined = map[string]schema{
 	"routes[].types[]":      typeSchema(),
 	"data_schemas":          {"description": "A JSON Schema (draft 2020-12) of an event type's data, by type; docs/envelope.md#a-type-of-your-own", "propertyNames": typeSchema()},
 	"routes[].sinks":        {"minItems": 1},
+	"routes[].filter":       {"description": "A condition (expr-lang) on the event's id, source, type, subject, time, name, extensions and data, e.g. data.properties.amount >= 1000000; docs/sinks.md#content-filters"},
 	"sinks[].settings":      {"description": "The vendor's own keys (credentials, units); docs/sinks.md lists them."},
 	"sinks[].base_url":      {"description": "The vendor's API root; http or https. Empty: the vendor's default."},
 	"sinks[].order.key":     {"description": "by_user, or a Go template over the event, e.g. {{.Extensions.tenant}}/{{.Subject}}; docs/sinks.md#order"},

@@ -443,7 +443,7 @@ func runBench(ctx context.Context, o options) ([]result, error) {
 	}
 	for _, s := range syss {
 		switch s.name {
-		case "chapar", "chapar-nofilter":
+		case "chapar", "chapar-norecords", "chapar-nofilter":
 			if _, err := os.Stat(filepath.Join(bin, "dispatcher")); err == nil {
 				continue
 			}

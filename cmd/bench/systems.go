@@ -39,29 +39,32 @@ type system struct {
 var systemNames = []string{"chapar", "watermill", "lean"}
 
 // extraSystems can be asked for by name but are not in the default run.
-var extraSystems = []string{"chapar-interest", "chapar-nofilter"}
+var extraSystems = []string{"chapar-interest", "chapar-norecords", "chapar-nofilter"}
 
 // systems returns the named systems, with the binaries in bin.
 func systems(names []string, bin string) ([]system, error) {
 	var out []system
 	for _, n := range names {
 		switch n {
-		case "chapar", "chapar-interest", "chapar-nofilter":
+		case "chapar", "chapar-interest", "chapar-norecords", "chapar-nofilter":
 			// chapar-interest is the dispatcher built with the events
 			// streams' retention before v3 (interest: an event leaves on
 			// its last ack), to measure limits retention against it in
 			// the same run (docs/design.md, "Retention").
-			label, binary := "Chapar", "dispatcher"
-			if n == "chapar-interest" {
+			// chapar-norecords is the same binary writing no delivery
+			// records (streams.record_deliveries: false), to measure what
+			// `events show` costs (docs/design.md, "Looking an event up").
+			label, binary, streams := "Chapar", "dispatcher", ""
+			switch n {
+			case "chapar-interest":
 				label, binary = "Chapar (interest retention)", "dispatcher-interest"
-			}
-			// chapar-nofilter is the dispatcher as built with
-			// streams.filter_by_route: false: every sink's consumer reads
-			// the whole stream and skips what is not routed to it, as
-			// before issue 20.
-			filterByRoute := n != "chapar-nofilter"
-			if !filterByRoute {
-				label = "Chapar (filter_by_route: false)"
+			case "chapar-norecords":
+				label, streams = "Chapar (no delivery records)", "  record_deliveries: false\n"
+			case "chapar-nofilter":
+				// The same binary with streams.filter_by_route: false:
+				// every sink's consumer reads the whole stream and skips
+				// what is not routed to it, as before issue 20.
+				label, streams = "Chapar (filter_by_route: false)", "  filter_by_route: false\n"
 			}
 			out = append(out, system{name: n, label: label,
 				// As the Go publisher does (envelope.Publisher).
@@ -70,7 +73,7 @@ func systems(names []string, bin string) ([]system, error) {
 				},
 				prepare: func(context.Context, jetstream.JetStream) error { return nil },
 				start: func(natsURL string, urls []string, sc scenario, dir string) (*proc, error) {
-					return startChapar(filepath.Join(bin, binary), natsURL, urls, sc, dir, filterByRoute)
+					return startChapar(filepath.Join(bin, binary), natsURL, urls, sc, dir, streams)
 				}})
 		case "watermill", "lean":
 			label := map[string]string{"watermill": "Watermill", "lean": "lean"}[n]
@@ -110,7 +113,7 @@ func preparePeerStream(ctx context.Context, js jetstream.JetStream) error {
 // startChapar writes a config file with one Chabok sink per vendor URL
 // (or the scenario's vendor), every event routed to all of them, and runs
 // `dispatcher run`.
-func startChapar(bin, natsURL string, urls []string, sc scenario, dir string, filterByRoute bool) (*proc, error) {
+func startChapar(bin, natsURL string, urls []string, sc scenario, dir, streams string) (*proc, error) {
 	workers, partitions := sc.workers, max(sc.partitions, 1)
 	replicas := 1
 	if strings.Contains(natsURL, ",") { // a cluster
@@ -128,10 +131,7 @@ func startChapar(bin, natsURL string, urls []string, sc scenario, dir string, fi
 	// every new single-replica stream on one server (measured: all three
 	// partitions on bench-1), while the leaders of replicated ones can be
 	// spread (topology.SpreadLeaders).
-	fmt.Fprintf(&b, "streams:\n  replicas: %d\n  partitions: %d\n", replicas, partitions)
-	if !filterByRoute {
-		b.WriteString("  filter_by_route: false\n")
-	}
+	fmt.Fprintf(&b, "streams:\n  replicas: %d\n  partitions: %d\n%s", replicas, partitions, streams)
 	fmt.Fprintf(&b, "sink_defaults:\n  concurrency: %d\nsinks:\n", workers)
 	var names []string
 	for i, u := range urls {

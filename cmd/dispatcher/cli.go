@@ -26,6 +26,7 @@ type cli struct {
 	Config     cliConfig     `cmd:"" help:"Check a config file."`
 	DLQ        cliDLQ        `cmd:"" name:"dlq" help:"Inspect, replay and purge dead letters."`
 	Sinks      cliSinks      `cmd:"" help:"Pause, resume or remove a sink of the deployment."`
+	Events     cliEvents     `cmd:"" help:"Look an event up: what became of it at each sink."`
 	Emulator   cliEmulator   `cmd:"" passthrough:"" help:"Serve the local vendor emulator (flags: dispatcher emulator -h)."`
 	Kenar      cliKenar      `cmd:"" help:"Divar Kenar administration."`
 	Health     cliHealth     `cmd:"" help:"Exit 0 if a running dispatcher is ready (for container health checks)."`

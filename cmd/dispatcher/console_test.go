@@ -401,6 +401,22 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("job: %q", done)
 	}
 	pages.check(bctx, "replay-done")
+	// The job page follows the replayed events to their outcome (htmx
+	// polls until each is delivered or failed again).
+	step(t, bctx, "the replay's outcome",
+		chromedp.WaitVisible(chromedp.CSS(`#job-outcome[data-settled="true"]`)),
+	)
+	if got := read(t, bctx, "delivered since", chromedp.AttributeValue(chromedp.CSS(`#job-outcome`), "data-delivered")).Value; got != "2" {
+		t.Errorf("the job page says %q of the replayed delivered, want 2", got)
+	}
+	pages.check(bctx, "replay-outcome")
+	step(t, bctx, "the jobs index",
+		chromedp.Navigate(base+"/console/jobs"),
+		chromedp.WaitVisible(chromedp.CSS(`#jobs tr[data-job]`)),
+	)
+	if jobs := read(t, bctx, "read the jobs", chromedp.Text(chromedp.CSS(`#jobs`))); !strings.Contains(jobs, "replayed 2 of 2") {
+		t.Errorf("the jobs index:\n%s", jobs)
+	}
 	for _, u := range users {
 		testenv.Eventually(t, 20*time.Second, "replay for "+u+" delivered", func() bool { return deliveredTo(vendor, u) >= 1 })
 	}
@@ -413,6 +429,29 @@ func TestConsoleInBrowser(t *testing.T) {
 	if n, left := count(t, e, dlq.Filter{}), count(t, e, dlq.Filter{Code: "EVENT_NOT_ALLOWED"}); n != 1 || left != 1 {
 		t.Errorf("after the replay %d dead letters (%d EVENT_NOT_ALLOWED), want only that one", n, left)
 	}
+
+	// Where is my event? The replayed event was dead-lettered, then
+	// delivered by the replay: its lookup says delivered; the events list
+	// leads to it.
+	step(t, bctx, "look a replayed event up",
+		chromedp.Navigate(base+"/console/events"),
+		chromedp.WaitVisible(chromedp.CSS(`#show`)),
+		chromedp.SetValue(chromedp.CSS(`#show input[name="id"]`), rejected[0]),
+		chromedp.Submit(chromedp.CSS(`#show`)),
+		chromedp.WaitVisible(chromedp.CSS(`#event tr[data-sink="chabok"]`)),
+	)
+	if state := read(t, bctx, "the event's state", chromedp.AttributeValue(chromedp.CSS(`#event tr[data-sink="chabok"]`), "data-state")).Value; state != "delivered" {
+		t.Errorf("the replayed event's state on its page: %q, want delivered", state)
+	}
+	pages.check(bctx, "event")
+	step(t, bctx, "the deliveries list",
+		chromedp.Navigate(base+"/console/events?since=1h&state=delivered"),
+		chromedp.WaitVisible(chromedp.CSS(`#deliveries`)),
+	)
+	if listed := read(t, bctx, "read the deliveries", chromedp.Text(chromedp.CSS(`#deliveries`))); !strings.Contains(listed, rejected[0]) {
+		t.Errorf("the deliveries list lacks the replayed event:\n%s", listed)
+	}
+	pages.check(bctx, "events")
 
 	// Back on the sinks page, the sink recovered.
 	step(t, bctx, "sinks page after the replay",

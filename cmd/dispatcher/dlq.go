@@ -74,13 +74,7 @@ func (f *dlqFlags) store(ctx context.Context) (*dlq.Store, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if cfg.NATS.URL == "" {
-		// A local dispatcher run's embedded server, with its token if any.
-		cfg.NATS.URL = "nats://" + cfg.NATS.Embedded.Listen
-		if cfg.NATS.Token == "" {
-			cfg.NATS.Token = cfg.NATS.Embedded.Token
-		}
-	}
+	toLocalServer(cfg)
 	conn, err := app.Connect(ctx, cfg, zap.NewNop())
 	if err != nil {
 		return nil, nil, err

@@ -62,13 +62,7 @@ func setPause(ctx context.Context, s *streams, f pauseFlags, paused bool) error 
 	if err != nil {
 		return err
 	}
-	if cfg.NATS.URL == "" {
-		// A local dispatcher run's embedded server, with its token if any.
-		cfg.NATS.URL = "nats://" + cfg.NATS.Embedded.Listen
-		if cfg.NATS.Token == "" {
-			cfg.NATS.Token = cfg.NATS.Embedded.Token
-		}
-	}
+	toLocalServer(cfg)
 	ctx, cancel := context.WithTimeout(ctx, pauseTimeout)
 	defer cancel()
 	conn, err := app.Connect(ctx, cfg, zap.NewNop())

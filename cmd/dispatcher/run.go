@@ -19,6 +19,7 @@ import (
 	"github.com/chapar-dev/chapar/internal/console"
 	"github.com/chapar-dev/chapar/internal/dlq"
 	"github.com/chapar-dev/chapar/internal/inbound"
+	"github.com/chapar-dev/chapar/internal/lookup"
 	"github.com/chapar-dev/chapar/internal/metrics"
 	"github.com/chapar-dev/chapar/internal/topology"
 	"github.com/chapar-dev/chapar/internal/tracing"
@@ -34,6 +35,17 @@ func loadConfig(file string, n natsFlags) (*config.Config, error) {
 		return nil, err
 	}
 	return app.LoadConfig(src)
+}
+
+// toLocalServer points a tool's config with no nats.url at a local
+// dispatcher run's embedded server, with its token if any.
+func toLocalServer(cfg *config.Config) {
+	if cfg.NATS.URL == "" {
+		cfg.NATS.URL = "nats://" + cfg.NATS.Embedded.Listen
+		if cfg.NATS.Token == "" {
+			cfg.NATS.Token = cfg.NATS.Embedded.Token
+		}
+	}
 }
 
 // configSource is --config with the connection flags: a flag, else
@@ -226,7 +238,12 @@ func newConsole(ctx context.Context, cfg *config.Config, conn *app.Conn, m *metr
 	for i, s := range cfg.Sinks {
 		configured[i] = metrics.SinkConfig{Name: s.Name, Vendor: s.Vendor}
 	}
+	var events console.Events
+	if cfg.Streams.RecordDeliveries {
+		events = lookup.Deployment{JS: conn.JS, Config: cfg}
+	}
 	c, err := console.New(ctx, console.Options{
+		Events:      events,
 		DeadLetters: dlq.NewStore(conn.JS, conn.Topo),
 		Sinks:       m.SinkReport(conn.JS, conn.Topo, configured),
 		Pauses:      consolePauses{conn},

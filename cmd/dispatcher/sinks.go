@@ -55,13 +55,7 @@ func (c *cliSinksRemove) Run(ctx context.Context, s *streams) error {
 				"from new events only; remove it from every replica's config, roll that out, then run this again", c.Name, c.Config, i)
 		}
 	}
-	if cfg.NATS.URL == "" {
-		// A local dispatcher run's embedded server, with its token if any.
-		cfg.NATS.URL = "nats://" + cfg.NATS.Embedded.Listen
-		if cfg.NATS.Token == "" {
-			cfg.NATS.Token = cfg.NATS.Embedded.Token
-		}
-	}
+	toLocalServer(cfg)
 	conn, err := app.Connect(ctx, cfg, zap.NewNop())
 	if err != nil {
 		return err

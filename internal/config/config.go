@@ -121,6 +121,11 @@ type Streams struct {
 	// server never delivers a sink an event it cannot be routed (default
 	// true). Off, every sink reads the whole stream and skips the rest.
 	FilterByRoute bool `yaml:"filter_by_route"`
+	// RecordDeliveries keeps what became of each delivery (delivered,
+	// retrying, dead-lettered; when, attempts, status) for
+	// DeliveriesMaxAge, for `dispatcher events show` (internal/deliveries).
+	RecordDeliveries bool          `yaml:"record_deliveries"`
+	DeliveriesMaxAge time.Duration `yaml:"deliveries_max_age"`
 }
 
 // Dispatcher tunes the consuming side.
@@ -230,7 +235,10 @@ type Route struct {
 	Types []string `yaml:"types"`
 	// Names are event names or path.Match patterns (order_*).
 	Names []string `yaml:"names"`
-	Sinks []string `yaml:"sinks"`
+	// Filter is an expression over the envelope and its data that must be
+	// true too (internal/filter); empty matches every event.
+	Filter string   `yaml:"filter"`
+	Sinks  []string `yaml:"sinks"`
 }
 
 // RouteTypes lists the event types the routes name, each once, in order:
@@ -294,6 +302,8 @@ func Default() *Config {
 			MaxEnvelopeBytes: envelope.DefaultMaxBytes - PayloadHeadroom,
 			DeadLetterMaxAge: 30 * 24 * time.Hour,
 			FilterByRoute:    true,
+			RecordDeliveries: true,
+			DeliveriesMaxAge: 7 * 24 * time.Hour,
 		},
 		Dispatcher: Dispatcher{
 			AckWait:       30 * time.Second,

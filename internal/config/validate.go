@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/chapar-dev/chapar/internal/dataschema"
+	"github.com/chapar-dev/chapar/internal/filter"
 	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
@@ -106,6 +107,10 @@ func (c *Config) validateStreams(p *problems) {
 		p.add("streams.duplicate_window", "is %s, not more than dispatcher.ack_wait (%s): a message redelivered after ack_wait "+
 			"would be published again after the window and not de-duplicated; set streams.duplicate_window above "+
 			"dispatcher.ack_wait (several times it, e.g. 10m) or lower dispatcher.ack_wait", w, a)
+	}
+	if s.RecordDeliveries && s.DeliveriesMaxAge < time.Minute {
+		p.add("streams.deliveries_max_age", "is %s; use at least 1m, e.g. 168h (as streams.max_age), or set streams.record_deliveries: false "+
+			"to keep no delivery records", s.DeliveriesMaxAge)
 	}
 }
 
@@ -260,6 +265,23 @@ func (c *Config) validateRoutes(p *problems, names map[string]bool) {
 				p.add(fmt.Sprintf("%s.names[%d]", at, j), "%q is not a valid pattern: %v", n, err)
 			}
 		}
+		validateFilter(p, at+".filter", r.Filter)
+	}
+}
+
+// validateFilter compiles a route's filter as the dispatcher will at
+// start, so an expression that cannot run is refused before it is.
+func validateFilter(p *problems, key, src string) {
+	if src == "" {
+		return
+	}
+	if strings.TrimSpace(src) == "" {
+		p.add(key, "is empty; remove the key to match every event, or write a condition such as data.user.country == \"IR\"")
+		return
+	}
+	if _, err := filter.Compile(src); err != nil {
+		p.add(key, "%q does not compile: %v; a filter is a condition (expr-lang syntax) on %s "+
+			"(see docs/sinks.md, \"Content filters\")", src, err, strings.Join(filter.Names(), ", "))
 	}
 }
 

@@ -58,6 +58,9 @@ type Options struct {
 	// Pauses, if set, lets the sinks page pause and resume a sink (with
 	// the admin token, as replay and purge).
 	Pauses SinkPauses
+	// Events, if set, looks events up (the events page); nil: delivery
+	// records are off, and the page says so.
+	Events Events
 	// Token is the admin token replay and purge require; empty disables
 	// them (the pages say so).
 	Token  string
@@ -94,6 +97,8 @@ type Console struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	jobs   jobs
+	// waiting counts the dead letters of each sink (waiting.go).
+	waiting waiting
 }
 
 // New builds a console. Its jobs stop when ctx ends or Close is called.
@@ -163,8 +168,10 @@ func (c *Console) routes() http.Handler {
 	mux.HandleFunc("POST "+Prefix+"sinks/pause", c.pauseSink)
 	mux.HandleFunc("GET "+Prefix+"dead-letters", c.deadLettersPage)
 	mux.HandleFunc("GET "+Prefix+"dead-letters/{seq}", c.deadLetterPage)
+	mux.HandleFunc("GET "+Prefix+"events", c.eventsPage)
 	mux.HandleFunc("GET "+Prefix+"actions", c.actionsPage)
 	mux.HandleFunc("POST "+Prefix+"actions", c.startAction)
+	mux.HandleFunc("GET "+Prefix+"jobs", c.jobsPage)
 	mux.HandleFunc("GET "+Prefix+"jobs/{id}", c.jobPage)
 	mux.HandleFunc("GET "+Prefix+"jobs/{id}/progress", c.jobProgress)
 	mux.HandleFunc(Prefix, func(w http.ResponseWriter, r *http.Request) {

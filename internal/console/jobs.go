@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -41,6 +42,10 @@ type job struct {
 	finished time.Time
 	result   dlq.ReplayResult
 	err      error
+	// replayed are the events a replay put back, followed to their
+	// outcome (outcome.go); more says there were more than followed.
+	replayed []replayed
+	more     bool
 }
 
 // jobView is a job as a page shows it.
@@ -56,6 +61,10 @@ type jobView struct {
 	Finished time.Time
 	Result   dlq.ReplayResult
 	Error    string
+	// Outcome is what became of a finished replay's events, when the
+	// console can look them up (HasOutcome).
+	Outcome    replayOutcome
+	HasOutcome bool
 }
 
 func (j *job) snapshot() jobView {
@@ -134,7 +143,7 @@ func (c *Console) start(s jobSpec) (*job, error) {
 		var err error
 		switch s.Action {
 		case actionReplay:
-			res, err = c.opts.DeadLetters.Replay(c.ctx, s.Filter, dlq.ReplayOptions{Rate: s.Rate, Limit: s.Limit, Progress: progress})
+			res, err = c.opts.DeadLetters.Replay(c.ctx, s.Filter, dlq.ReplayOptions{Rate: s.Rate, Limit: s.Limit, Progress: progress, Replayed: j.follow})
 		case actionPurge:
 			var n int
 			n, err = c.opts.DeadLetters.PurgeProgress(c.ctx, s.Filter, progress)
@@ -152,4 +161,13 @@ func (c *Console) start(s jobSpec) (*job, error) {
 			zap.Int("matched", res.Matched), zap.Int("replayed", res.Replayed), zap.Int("skipped", res.Skipped), zap.Error(err))
 	}()
 	return j, nil
+}
+
+// all returns the jobs, newest first.
+func (js *jobs) all() []*job {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	out := slices.Clone(js.list)
+	slices.Reverse(out)
+	return out
 }

@@ -2,6 +2,7 @@ package console
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,7 +25,7 @@ import (
 // read in time says so rather than hold the connection.
 const readTimeout = 20 * time.Second
 
-func (c *Console) sinkStatuses(w http.ResponseWriter, r *http.Request) ([]metrics.SinkStatus, bool) {
+func (c *Console) sinkStatuses(w http.ResponseWriter, r *http.Request) ([]sinkRow, bool) {
 	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
 	defer cancel()
 	sinks, err := c.opts.Sinks.Sinks(ctx)
@@ -32,7 +33,12 @@ func (c *Console) sinkStatuses(w http.ResponseWriter, r *http.Request) ([]metric
 		c.failErr(w, r, "reading the sinks' status", err)
 		return nil, false
 	}
-	return sinks, true
+	counts, cerr := c.sinkCounts(ctx)
+	rows := make([]sinkRow, len(sinks))
+	for i, s := range sinks {
+		rows[i] = sinkRow{SinkStatus: s, Healthy: s.Breaker == "closed", DeadLetters: counts[s.Name], DeadLettersUnknown: cerr != nil}
+	}
+	return rows, true
 }
 
 // sinksData is the sinks page: the table, and whether it offers pause and
@@ -46,7 +52,7 @@ type sinksData struct {
 func (c *Console) sinksPage(w http.ResponseWriter, r *http.Request) {
 	sinks, ok := c.sinkStatuses(w, r)
 	if ok {
-		d := sinksData{Rows: sinkRows(sinks), Pausable: c.opts.Pauses != nil, Mutating: c.MutationsEnabled()}
+		d := sinksData{Rows: sinks, Pausable: c.opts.Pauses != nil, Mutating: c.MutationsEnabled()}
 		c.render(w, r, http.StatusOK, "sinks", "layout", c.page("Sinks", "sinks", d))
 	}
 }
@@ -113,7 +119,7 @@ func (c *Console) pauseSink(w http.ResponseWriter, r *http.Request) {
 func (c *Console) sinksRows(w http.ResponseWriter, r *http.Request) {
 	sinks, ok := c.sinkStatuses(w, r)
 	if ok {
-		c.render(w, r, http.StatusOK, "sinks", "rows", sinkRows(sinks))
+		c.render(w, r, http.StatusOK, "sinks", "rows", sinks)
 	}
 }
 
@@ -121,14 +127,10 @@ func (c *Console) sinksRows(w http.ResponseWriter, r *http.Request) {
 type sinkRow struct {
 	metrics.SinkStatus
 	Healthy bool
-}
-
-func sinkRows(sinks []metrics.SinkStatus) []sinkRow {
-	out := make([]sinkRow, len(sinks))
-	for i, s := range sinks {
-		out[i] = sinkRow{SinkStatus: s, Healthy: s.Breaker == "closed"}
-	}
-	return out
+	// DeadLetters are the sink's dead letters waiting in the stream,
+	// the deployment's (waiting.go); unknown when they cannot be read.
+	DeadLetters        int
+	DeadLettersUnknown bool
 }
 
 // listData is a dead-letter list page.
@@ -138,6 +140,11 @@ type listData struct {
 	Rows    []*dlq.Record
 	After   uint64 // this page's cursor
 	Next    uint64 // the next page's cursor; 0: no next page
+	// Total is how many dead letters match the filter (every page);
+	// Groups counts them by sink, reason, status and vendor code, the
+	// largest first, so 125 identical failures are one row to act on.
+	Total  int
+	Groups []deadLetterGroup
 	Reasons []outcome.Reason
 	// Hint says a sink filter that matched nothing names no configured
 	// sink, and which are.
@@ -157,24 +164,33 @@ func (c *Console) deadLettersPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if a := r.URL.Query().Get("after"); a != "" {
-		if f.After, err = strconv.ParseUint(a, 10, 64); err != nil {
+		if d.After, err = strconv.ParseUint(a, 10, 64); err != nil {
 			d.Error = "after: " + strconv.Quote(a) + " is not a stream sequence; follow the Next link, or leave it out for the first page"
 			c.render(w, r, http.StatusBadRequest, "dead-letters", "layout", c.page("Dead letters", "dead-letters", d))
 			return
 		}
 	}
-	d.After = f.After
 	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
 	defer cancel()
-	n := c.opts.PageSize
+	// One read of every match: the total and the groups count them all,
+	// the page keeps its own from the cursor on (and one more, to know
+	// there is a next page). The rows are a page whatever the stream
+	// holds; the groups are as many as distinct failures.
+	n, after := c.opts.PageSize, d.After
+	groups := map[deadLetterGroup]int{}
 	err = c.opts.DeadLetters.Each(ctx, f, func(rec *dlq.Record) bool {
-		d.Rows = append(d.Rows, rec)
-		return len(d.Rows) <= n
+		d.Total++
+		groups[deadLetterGroup{Sink: rec.Sink, Reason: rec.Reason, Status: rec.Status, Code: rec.Code}]++
+		if rec.Seq > after && len(d.Rows) <= n {
+			d.Rows = append(d.Rows, rec)
+		}
+		return true
 	})
 	if err != nil {
 		c.failErr(w, r, "reading dead letters", err)
 		return
 	}
+	d.Groups = sortGroups(groups, d.Form)
 	if len(d.Rows) > n {
 		d.Rows = d.Rows[:n]
 		d.Next = d.Rows[n-1].Seq
@@ -418,7 +434,7 @@ func (c *Console) jobPage(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, http.StatusNotFound, "No such job: jobs are kept in memory until the dispatcher restarts.")
 		return
 	}
-	c.render(w, r, http.StatusOK, "job", "layout", c.page("Job "+j.ID, "dead-letters", j.snapshot()))
+	c.render(w, r, http.StatusOK, "job", "layout", c.page("Job "+j.ID, "jobs", c.jobView(r.Context(), j)))
 }
 
 // jobProgress is the progress fragment the job page polls with htmx; a
@@ -429,5 +445,63 @@ func (c *Console) jobProgress(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, http.StatusNotFound, "No such job.")
 		return
 	}
-	c.render(w, r, http.StatusOK, "job", "progress", j.snapshot())
+	c.render(w, r, http.StatusOK, "job", "progress", c.jobView(r.Context(), j))
+}
+
+// deadLetterGroup is one kind of failure: dead letters of one sink with
+// the same reason, status and vendor code.
+type deadLetterGroup struct {
+	Sink   string
+	Reason outcome.Reason
+	Status int
+	Code   string
+	Count  int
+	// Href lists the group's dead letters (the page's filter narrowed).
+	Href string
+}
+
+// sortGroups orders the groups largest first, then by sink, reason,
+// status and code, each linking to its dead letters.
+func sortGroups(counts map[deadLetterGroup]int, f filterForm) []deadLetterGroup {
+	out := make([]deadLetterGroup, 0, len(counts))
+	for g, n := range counts {
+		g.Count = n
+		narrowed := f
+		narrowed.Sink, narrowed.Reason, narrowed.Code = g.Sink, string(g.Reason), g.Code
+		narrowed.Status = ""
+		if g.Status != 0 {
+			narrowed.Status = strconv.Itoa(g.Status)
+		}
+		g.Href = narrowed.Href(Prefix+"dead-letters", 0)
+		out = append(out, g)
+	}
+	slices.SortFunc(out, func(a, b deadLetterGroup) int {
+		return cmp.Or(cmp.Compare(b.Count, a.Count), cmp.Compare(a.Sink, b.Sink), cmp.Compare(a.Reason, b.Reason),
+			cmp.Compare(a.Status, b.Status), cmp.Compare(a.Code, b.Code))
+	})
+	return out
+}
+
+// jobView is a job as its page shows it: a finished replay with what
+// became of its events since.
+func (c *Console) jobView(ctx context.Context, j *job) jobView {
+	v := j.snapshot()
+	if v.Action == actionReplay && !v.Running {
+		rctx, cancel := context.WithTimeout(ctx, readTimeout)
+		defer cancel()
+		v.Outcome, v.HasOutcome = c.outcome(rctx, j)
+	}
+	return v
+}
+
+// jobsPage lists the jobs this console started, newest first.
+func (c *Console) jobsPage(w http.ResponseWriter, r *http.Request) {
+	d := struct {
+		Jobs []jobView
+		Keep int
+	}{Keep: c.opts.KeepJobs}
+	for _, j := range c.jobs.all() {
+		d.Jobs = append(d.Jobs, j.snapshot())
+	}
+	c.render(w, r, http.StatusOK, "jobs", "layout", c.page("Jobs", "jobs", d))
 }

@@ -209,3 +209,48 @@ func TestUnknownSinkIsNamed(t *testing.T) {
 		}
 	}
 }
+
+// Issue 21: every list says how many dead letters match, on every page,
+// and groups them by (sink, reason, status, code), largest first, each
+// group linking to its dead letters: three identical failures are one row.
+func TestDeadLetterTotalsAndGroups(t *testing.T) {
+	f := newFixture(t, token, 2)
+	for _, page := range []string{"/console/dead-letters", "/console/dead-letters?after=4"} {
+		status, body := get(t, f.url+page)
+		if status != http.StatusOK || !strings.Contains(body, `data-total="7"`) || !strings.Contains(body, "7 dead letters match, in 5 kinds of failure") {
+			t.Errorf("%s: %d, want a total of 7 in 5 kinds:\n%.3000s", page, status, body)
+		}
+	}
+	_, body := get(t, f.url+"/console/dead-letters")
+	counts := regexp.MustCompile(`<tr data-count="(\d+)">`).FindAllStringSubmatch(body, -1)
+	if len(counts) != 5 || counts[0][1] != "3" {
+		t.Fatalf("groups: %v\n%.3000s", counts, body)
+	}
+	first := body[strings.Index(body, `<tr data-count="3">`):]
+	first = first[:strings.Index(first, "</tr>")]
+	if !strings.Contains(first, "chabok") || !strings.Contains(first, "INVALID_PARAMETERS") {
+		t.Errorf("the largest group: %s", first)
+	}
+	href := regexp.MustCompile(`href="([^"]+)"`).FindStringSubmatch(first)[1]
+	_, narrowed := get(t, f.url+strings.ReplaceAll(href, "&amp;", "&"))
+	if !strings.Contains(narrowed, `data-total="3"`) {
+		t.Errorf("the group's link (%s) lists:\n%.3000s", href, narrowed)
+	}
+	// A filter narrows the total and the groups alike.
+	if _, body := get(t, f.url+"/console/dead-letters?sink=kenar"); !strings.Contains(body, `data-total="1"`) || strings.Contains(body, `id="groups"`) {
+		t.Errorf("one sink's: %.3000s", body)
+	}
+}
+
+// Issue 21: the sinks page counts each sink's dead letters waiting, read
+// from the dead-letter stream (the deployment's, not this process's
+// counters, which are 0 here: no dispatcher ran).
+func TestSinksPageCountsDeadLettersWaiting(t *testing.T) {
+	f := newFixture(t, token, 50)
+	for _, page := range []string{"/console/sinks", "/console/sinks/rows"} {
+		status, body := get(t, f.url+page)
+		if status != http.StatusOK || !strings.Contains(body, `data-dead-letters="4"><a href="/console/dead-letters?sink=chabok">4</a>`) {
+			t.Errorf("%s: %d, want chabok's 4 dead letters waiting:\n%.4000s", page, status, body)
+		}
+	}
+}

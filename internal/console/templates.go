@@ -55,7 +55,7 @@ var funcs = template.FuncMap{
 // "content" (and fragments of its own).
 func parsePages() (map[string]*template.Template, error) {
 	pages := map[string]*template.Template{}
-	for _, name := range []string{"sinks", "dead-letters", "dead-letter", "actions", "job", "error"} {
+	for _, name := range []string{"sinks", "dead-letters", "dead-letter", "actions", "job", "error", "events", "jobs"} {
 		t, err := template.New(name).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("console: template %s: %w", name, err)

@@ -284,6 +284,7 @@ func (b *batcher) send(ctx context.Context, items []batchItem, inPlace bool) (ag
 			it.d.history.Counted = v.Counted
 			status, code := statusCode(errs[i])
 			w.obs.Retried(w.name, status)
+			w.recordRetrying(it.d, it.ev, errs[i], time.Now().Add(v.Delay))
 			if len(again) == 0 {
 				w.log.Info("batch delivery failed; retrying in place, later events of its key wait",
 					zap.String("event_id", clip(it.ev.ID)), zap.String("sink", w.name), zap.Int("attempt", it.d.history.Attempts),

@@ -23,9 +23,11 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 
 	"github.com/chapar-dev/chapar/internal/config"
 	"github.com/chapar-dev/chapar/internal/dataschema"
+	"github.com/chapar-dev/chapar/internal/deliveries"
 	"github.com/chapar-dev/chapar/internal/dlq"
 	"github.com/chapar-dev/chapar/internal/sinks"
 	"github.com/chapar-dev/chapar/internal/topology"
@@ -73,11 +75,26 @@ type engine struct {
 	maxBytes int
 	// schemas check the data of the types the config has a schema for.
 	schemas *dataschema.Set
+	// filterLog bounds the log lines of filters that fail (worker.go's
+	// filterFailed), over every sink of the process.
+	filterLog *rate.Limiter
 
 	// starts says which sink covers which events, by stream position
 	// (starts.go).
 	starts *sinkStarts
+	// recorder keeps what became of each delivery (record.go); nil with
+	// streams.record_deliveries off.
+	recorder recorder
 }
+
+// recorder is where delivery records go: a deliveries.Writer.
+type recorder interface {
+	Record(deliveries.Record)
+}
+
+// filterLogEvery is the least time between two log lines of a route
+// filter that failed.
+const filterLogEvery = 10 * time.Second
 
 // New builds the dispatcher a config describes: its sinks through the
 // vendor registry (each sink is described once, in cfg.Sinks), its routes,
@@ -109,12 +126,16 @@ func New(cfg *config.Config, o Options) (*Dispatcher, error) {
 	if err != nil {
 		return nil, err
 	}
+	routes, err := NewRoutes(cfg.Routes)
+	if err != nil {
+		return nil, err
+	}
 	topo := topology.New(cfg.Streams)
 	e := &engine{
-		topo: topo, routes: NewRoutes(cfg.Routes), obs: o.Observer, log: o.Logger,
+		topo: topo, routes: routes, obs: o.Observer, log: o.Logger,
 		tracer:  o.Tracer.Tracer("github.com/chapar-dev/chapar/internal/dispatch"),
 		ackWait: cfg.Dispatcher.AckWait, maxBytes: topo.MaxEnvelopeBytes(),
-		starts: newSinkStarts(), schemas: schemas,
+		starts: newSinkStarts(), schemas: schemas, filterLog: rate.NewLimiter(rate.Every(filterLogEvery), 1),
 	}
 	return &Dispatcher{cfg: cfg, sinks: wrapped, built: built, o: o, id: uuid.NewString(), engine: e}, nil
 }
@@ -126,6 +147,9 @@ func New(cfg *config.Config, o Options) (*Dispatcher, error) {
 func (d *Dispatcher) Run(ctx context.Context, js jetstream.JetStream) error {
 	cfg := d.cfg.Dispatcher
 	d.js, d.dlq = js, dlq.NewWriter(js, d.topo)
+	if d.cfg.Streams.RecordDeliveries {
+		d.recorder = deliveries.NewWriter(js.Conn(), d.topo.Prefix())
+	}
 	names := make([]string, len(d.cfg.Sinks))
 	for i, sc := range d.cfg.Sinks {
 		names[i] = sc.Name

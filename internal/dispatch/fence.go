@@ -36,8 +36,9 @@ import (
 )
 
 // Fingerprint is what decides which events a sink skips, hashed: the
-// routes that name it (their types and names, in table order) and its
-// order key. Settings that change how, not whether, an event is
+// routes that name it (their types, names and filters, in table order)
+// and its order key. A route without a filter hashes as it did before
+// filters existed. Settings that change how, not whether, an event is
 // delivered (timeouts, credentials) are not in it: replicas that differ
 // only there may share the sink.
 //
@@ -49,22 +50,23 @@ import (
 // the whole stream adds nothing, so fences of before filters stand.
 func Fingerprint(sink string, routes []config.Route, order *config.Order, filter topology.EventFilter) string {
 	type route struct {
-		Types []string `json:"t,omitempty"`
-		Names []string `json:"n,omitempty"`
+		Types  []string `json:"t,omitempty"`
+		Names  []string `json:"n,omitempty"`
+		Filter string   `json:"f,omitempty"`
 	}
 	var what struct {
-		Routes []route   `json:"r"`
-		Order  string    `json:"o,omitempty"`
-		Filter *[]string `json:"f,omitempty"`
+		Routes   []route   `json:"r"`
+		Order    string    `json:"o,omitempty"`
+		Subjects *[]string `json:"s,omitempty"`
 	}
 	if filter.ByType {
 		types := append([]string{}, filter.Types...)
-		what.Filter = &types
+		what.Subjects = &types
 	}
 	what.Routes = []route{}
 	for _, r := range routes {
 		if slices.Contains(r.Sinks, sink) {
-			what.Routes = append(what.Routes, route{Types: r.Types, Names: r.Names})
+			what.Routes = append(what.Routes, route{Types: r.Types, Names: r.Names, Filter: r.Filter})
 		}
 	}
 	if order != nil {

@@ -98,6 +98,18 @@ func TestFingerprintIsWhatDecidesASkip(t *testing.T) {
 		{"the same routes, read by type", base, nil, topology.EventFilter{ByType: true, Types: []string{envelope.TypeTrack}}, false},
 		{"read by type, another type", base, nil, topology.EventFilter{ByType: true, Types: []string{envelope.TypeIdentify}}, false},
 		{"the same routes, the whole stream", base, nil, topology.EventFilter{}, true},
+		{"a filter added", []config.Route{{Types: []string{envelope.TypeTrack}, Names: []string{"order_*"}, Filter: `data.properties.amount > 1`, Sinks: []string{"a", "b"}}, base[1]}, nil, topology.EventFilter{}, false},
+		{"another sink's route filtered", []config.Route{base[0], {Types: []string{envelope.TypeIdentify}, Filter: `source == "x"`, Sinks: []string{"b"}}}, nil, topology.EventFilter{}, true},
+	}
+	// Routes without filters keep the fingerprint they had before filters
+	// existed: upgrading replicas that filter nothing is no route change.
+	if fp != "06f76abd3a1a835a" {
+		t.Errorf("fingerprint of routes without filters is %s, was 06f76abd3a1a835a before filters", fp)
+	}
+	filtered := []config.Route{{Types: []string{envelope.TypeTrack}, Filter: `data.properties.amount > 1`, Sinks: []string{"a"}}}
+	if dispatch.Fingerprint("a", filtered, nil, topology.EventFilter{}) == dispatch.Fingerprint("a", []config.Route{{Types: []string{envelope.TypeTrack},
+		Filter: `data.properties.amount > 2`, Sinks: []string{"a"}}}, nil, topology.EventFilter{}) {
+		t.Error("a filter changed, the fingerprint did not")
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -13,6 +13,10 @@ import (
 type Observer interface {
 	Received()
 	Unrouted(eventType, name string)
+	// FilterFailed counts an event a route's filter could not be
+	// evaluated on (route is its key, routes[i]): the route did not
+	// match it.
+	FilterFailed(route string)
 	Delivered(sink string, publishToAck time.Duration)
 	Retried(sink string, status int)
 	DeadLettered(sink, reason string, status int, code string)
@@ -48,6 +52,7 @@ type Tally struct {
 	mu           sync.Mutex
 	received     int
 	unrouted     int
+	filterFailed map[string]int // route → events its filter failed on
 	delivered    map[string]int
 	retried      map[string]int
 	deadLettered map[string]map[string]int // sink → reason → count
@@ -63,6 +68,7 @@ type Tally struct {
 func NewTally() *Tally {
 	return &Tally{
 		delivered:    map[string]int{},
+		filterFailed: map[string]int{},
 		retried:      map[string]int{},
 		deadLettered: map[string]map[string]int{},
 		breakers:     map[string]retry.State{},
@@ -76,6 +82,15 @@ func NewTally() *Tally {
 func (t *Tally) Received() { t.mu.Lock(); t.received++; t.mu.Unlock() }
 
 func (t *Tally) Unrouted(string, string) { t.mu.Lock(); t.unrouted++; t.mu.Unlock() }
+
+func (t *Tally) FilterFailed(route string) { t.mu.Lock(); t.filterFailed[route]++; t.mu.Unlock() }
+
+// FilterFailures is how many events route's filter failed on.
+func (t *Tally) FilterFailures(route string) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.filterFailed[route]
+}
 
 func (t *Tally) Delivered(sink string, _ time.Duration) {
 	t.mu.Lock()

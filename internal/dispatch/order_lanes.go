@@ -195,6 +195,7 @@ func (o *orderer) step(ctx, workCtx context.Context, l *lane) {
 		d.history.Counted = v.Counted
 		status, code := statusCode(derr)
 		w.obs.Retried(w.name, status)
+		w.recordRetrying(d, ev, derr, time.Now().Add(v.Delay))
 		w.log.Info("delivery failed; retrying in place, later events of its key wait", zap.String("event_id", clip(ev.ID)),
 			zap.String("sink", w.name), zap.Int("attempt", d.history.Attempts), zap.Int("status", status),
 			zap.String("code", clip(code)), zap.Duration("delay", v.Delay), zap.Error(derr))

@@ -1,40 +1,197 @@
 package dispatch
 
 import (
+	"fmt"
 	"path"
 	"slices"
+	"strings"
 
 	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/internal/filter"
 	"github.com/chapar-dev/chapar/internal/topology"
 	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
 // Routes is the routing table: which sinks an event goes to.
 type Routes struct {
-	routes []config.Route
+	routes []route
 }
 
-// NewRoutes builds the table from config (validated already).
-func NewRoutes(routes []config.Route) *Routes { return &Routes{routes: routes} }
+// route is a config route with its filter compiled (nil: none).
+type route struct {
+	config.Route
+	filter *filter.Filter
+}
+
+// NewRoutes builds the table from config (validated already), compiling
+// each route's filter once.
+func NewRoutes(routes []config.Route) (*Routes, error) {
+	r := &Routes{routes: make([]route, len(routes))}
+	for i, c := range routes {
+		r.routes[i].Route = c
+		if c.Filter == "" {
+			continue
+		}
+		f, err := filter.Compile(c.Filter)
+		if err != nil {
+			return nil, fmt.Errorf("routes[%d].filter: %w", i, err)
+		}
+		r.routes[i].filter = f
+	}
+	return r, nil
+}
+
+// FilterFailure is a route's filter that could not be evaluated on an
+// event (a field it reads is absent or of another type, the data is not
+// JSON): the route does not match the event.
+type FilterFailure struct {
+	Route int
+	Err   error
+}
 
 // Match returns the sinks for an event, each once, in table order. The
 // envelope's destinations extension, when present, replaces the table.
 func (r *Routes) Match(ev *envelope.Event) []string {
+	sinks, _ := r.Eval(ev)
+	return sinks
+}
+
+// Eval is Match that also returns the filters that failed on the event.
+// A route's filter is evaluated only if its types and names match, and
+// the event's data is decoded at most once, only for a filter that reads
+// it: a table without filters costs what it did before them.
+//
+// A filter that fails does not match: a producer's event that lacks a
+// field one route reads must not stop the other routes, and Chapar cannot
+// tell a mistyped field from an event that is not meant for the route.
+// Every sink's worker, and every replica, reaches the same answer, since
+// a filter is a pure function of the event.
+func (r *Routes) Eval(ev *envelope.Event) (sinks []string, failed []FilterFailure) {
 	if d := ev.DestinationList(); len(d) > 0 {
-		return uniq(d)
+		return uniq(d), nil
 	}
 	var out []string
+	var in *filter.Input
 	name := ev.Name()
-	for _, rt := range r.routes {
-		if len(rt.Types) > 0 && !slices.Contains(rt.Types, ev.Type) {
+	for i, rt := range r.routes {
+		if !rt.selects(ev.Type, name) {
 			continue
 		}
-		if len(rt.Names) > 0 && !matchAny(rt.Names, name) {
-			continue
+		if rt.filter != nil {
+			if in == nil {
+				in = filter.NewInput(ev)
+			}
+			ok, err := rt.filter.Match(in)
+			if err != nil {
+				failed = append(failed, FilterFailure{Route: i, Err: err})
+			}
+			if !ok {
+				continue
+			}
 		}
 		out = append(out, rt.Sinks...)
 	}
-	return uniq(out)
+	return uniq(out), failed
+}
+
+// teller is the sink whose worker tells of route i's filter failures:
+// its first.
+func (r *Routes) teller(i int) string {
+	if s := r.routes[i].Sinks; len(s) > 0 {
+		return s[0]
+	}
+	return ""
+}
+
+// selects says whether the route's types and names take the event.
+func (rt *route) selects(typ, name string) bool {
+	if len(rt.Types) > 0 && !slices.Contains(rt.Types, typ) {
+		return false
+	}
+	return len(rt.Names) == 0 || matchAny(rt.Names, name)
+}
+
+// Reason is why an event was or was not sent to a sink.
+type Reason string
+
+const (
+	// Routed: a route (Why.Route) sends the event to the sink.
+	Routed Reason = "routed"
+	// Named: the event's destinations extension names the sink.
+	Named Reason = "named"
+	// NoRoute: no route that names the sink takes the event's type and
+	// name.
+	NoRoute Reason = "no_route"
+	// FilteredOut: routes that name the sink take the event's type and
+	// name, but their filters kept it out; Why.Route is the first, and
+	// Why.Err says why its filter failed, if it did.
+	FilteredOut Reason = "filtered_out"
+	// OtherDestinations: the event's destinations extension names other
+	// sinks, which replaces the routes.
+	OtherDestinations Reason = "other_destinations"
+)
+
+// Why is Match told from one sink's side: whether the event goes to it,
+// and by which route or else why not.
+type Why struct {
+	Reason Reason
+	Route  int // the route that sent it, or the first that filtered it out; -1 for none
+	Err    error
+}
+
+// Why says why the event is or is not sent to sink: the answer a lookup
+// gives for a sink an event never reached. It agrees with Match (the
+// same selects and filters, in the same order).
+func (r *Routes) Why(ev *envelope.Event, sink string) Why {
+	if d := ev.DestinationList(); len(d) > 0 {
+		if slices.Contains(d, sink) {
+			return Why{Reason: Named, Route: -1}
+		}
+		return Why{Reason: OtherDestinations, Route: -1}
+	}
+	out := Why{Reason: NoRoute, Route: -1}
+	var in *filter.Input
+	name := ev.Name()
+	for i, rt := range r.routes {
+		if !slices.Contains(rt.Sinks, sink) || !rt.selects(ev.Type, name) {
+			continue
+		}
+		if rt.filter == nil {
+			return Why{Reason: Routed, Route: i}
+		}
+		if in == nil {
+			in = filter.NewInput(ev)
+		}
+		ok, err := rt.filter.Match(in)
+		if ok {
+			return Why{Reason: Routed, Route: i}
+		}
+		if out.Reason == NoRoute {
+			out = Why{Reason: FilteredOut, Route: i, Err: err}
+		}
+	}
+	return out
+}
+
+// Explain says w in a sentence, for a person looking up ev.
+func (w Why) Explain(ev *envelope.Event) string {
+	switch w.Reason {
+	case Routed:
+		return fmt.Sprintf("routes[%d] sends it", w.Route)
+	case Named:
+		return "its destinations name it"
+	case OtherDestinations:
+		return fmt.Sprintf("its destinations name other sinks (%s)", strings.Join(ev.DestinationList(), ", "))
+	case FilteredOut:
+		if w.Err != nil {
+			return fmt.Sprintf("filtered out by routes[%d].filter, which failed on it: %v", w.Route, w.Err)
+		}
+		return fmt.Sprintf("filtered out by routes[%d].filter", w.Route)
+	}
+	if n := ev.Name(); n != "" && n != ev.Type {
+		return fmt.Sprintf("no route sends %s events named %q to it", ev.Type, n)
+	}
+	return fmt.Sprintf("no route sends %s events to it", ev.Type)
 }
 
 func matchAny(patterns []string, name string) bool {

@@ -33,6 +33,7 @@ func (w *sinkWorker) settle(ctx context.Context, d *delivery, ev *envelope.Event
 			return
 		}
 		w.obs.Delivered(w.name, time.Since(d.queued))
+		w.recordDelivered(d, ev)
 	case Retry:
 		w.retry(ctx, d, ev, v, derr)
 	case DeadLetter:
@@ -82,6 +83,7 @@ func (w *sinkWorker) retried(d *delivery, ev *envelope.Event, v Verdict, derr er
 	_ = d.msg.Ack()
 	status, code := statusCode(derr)
 	w.obs.Retried(w.name, status)
+	w.recordRetrying(d, ev, derr, time.Now().Add(v.Delay))
 	w.log.Info("delivery failed; retry scheduled", zap.String("event_id", clip(ev.ID)), zap.String("sink", w.name),
 		zap.Int("attempt", d.history.Attempts), zap.Int("status", status), zap.String("code", clip(code)),
 		zap.Duration("delay", v.Delay), zap.Error(derr))
@@ -145,6 +147,7 @@ func (w *sinkWorker) retryInPlace(ctx context.Context, d *delivery, ev *envelope
 		}
 		status, code := statusCode(derr)
 		w.obs.Retried(w.name, status)
+		w.recordRetrying(d, ev, derr, at)
 		w.log.Info("delivery failed; retrying in place, retries cannot be stored", zap.String("event_id", clip(ev.ID)),
 			zap.String("sink", w.name), zap.Int("attempt", d.history.Attempts), zap.Int("status", status),
 			zap.String("code", clip(code)), zap.Duration("delay", v.Delay), zap.Error(derr))
@@ -186,6 +189,7 @@ func (w *sinkWorker) writeDeadLetter(ctx context.Context, rec *dlq.Record) error
 	}
 	if !dup {
 		w.obs.DeadLettered(rec.Sink, string(rec.Reason), rec.Status, rec.Code)
+		w.recordDeadLettered(rec)
 		w.log.Warn("dead-lettered", zap.String("event_id", clip(rec.EventID)), zap.String("sink", rec.Sink),
 			zap.Stringer("reason", rec.Reason), zap.Int("status", rec.Status), zap.String("code", rec.Code),
 			zap.Int("attempts", rec.Attempts), zap.String("error", rec.Error))

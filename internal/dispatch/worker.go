@@ -115,13 +115,39 @@ func (w *sinkWorker) parseRoute(ctx context.Context, j job) (d *delivery, ev *en
 		return nil, nil, nil, false
 	}
 	if !d.retry {
-		targets = w.routes.Match(ev)
+		var failed []FilterFailure
+		targets, failed = w.routes.Eval(ev)
+		if len(failed) > 0 && meta.NumDelivered == 1 {
+			w.filterFailed(ev, failed)
+		}
 		if count && len(targets) == 0 {
 			w.obs.Unrouted(ev.Type, ev.Name())
 			w.log.Debug("event matched no route", zap.String("event_id", clip(ev.ID)), zap.String("type", clip(ev.Type)))
 		}
 	}
 	return d, ev, targets, true
+}
+
+// filterFailed counts and logs the routes whose filter failed on an
+// event (they did not match it). Every sink's worker evaluates every
+// route, so each failure is told by one: the worker of the route's first
+// sink, which consumes what the route takes. Logged at a bounded rate
+// (engine.filterLog): a producer that leaves out a field fails on every
+// event, and the count is in chapar_route_filter_failures_total.
+func (w *sinkWorker) filterFailed(ev *envelope.Event, failed []FilterFailure) {
+	for _, f := range failed {
+		if w.routes.teller(f.Route) != w.name {
+			continue
+		}
+		key := fmt.Sprintf("routes[%d]", f.Route)
+		w.obs.FilterFailed(key)
+		if w.filterLog.Allow() {
+			w.log.Warn("a route's filter failed on an event; the route does not match it",
+				zap.String("route", key), zap.String("event_id", clip(ev.ID)), zap.String("type", clip(ev.Type)),
+				zap.Error(f.Err), zap.String("more", "at most one such line every "+filterLogEvery.String()+
+					"; chapar_route_filter_failures_total counts them all"))
+		}
+	}
 }
 
 // resolve is the route step's second half: it dead-letters the event for

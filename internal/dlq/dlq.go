@@ -252,6 +252,9 @@ func (w *Writer) Write(ctx context.Context, r *Record) (duplicate bool, err erro
 	if err != nil {
 		return false, fmt.Errorf("dlq: write dead letter of %s for %s: %w", r.EventID, r.Sink, err)
 	}
+	if !ack.Duplicate {
+		r.Seq = ack.Sequence
+	}
 	return ack.Duplicate, nil
 }
 

@@ -127,7 +127,7 @@ func (s *Store) Each(ctx context.Context, f Filter, fn func(*Record) bool) error
 		return nil // nothing stored, or nothing after the cursor
 	}
 	return s.scan(ctx, stream, filter, max(f.After+1, info.State.FirstSeq), upTo, func(m storedMsg) bool {
-		r := fromMsg(m.seq, m.subject, m.header, m.data)
+		r := fromMsg(m.Seq, m.Subject, m.Header, m.Data)
 		return r == nil || !f.Match(r) || fn(r)
 	})
 }
@@ -206,6 +206,9 @@ type ReplayOptions struct {
 	Limit int
 	// Progress, if set, is called after each entry.
 	Progress func(done int)
+	// Replayed, if set, is called with each record put back on its
+	// sink's queue (its Replays is the run before the replay's).
+	Replayed func(*Record)
 }
 
 // ReplayResult says what a replay did.
@@ -273,6 +276,9 @@ func (s *Store) Replay(ctx context.Context, f Filter, o ReplayOptions) (ReplayRe
 			return false
 		}
 		res.Replayed++
+		if o.Replayed != nil {
+			o.Replayed(r)
+		}
 		if o.Progress != nil {
 			o.Progress(res.Replayed)
 		}

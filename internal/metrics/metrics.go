@@ -44,6 +44,7 @@ type Metrics struct {
 	codes        codeBook        // the vendor codes kept as labels, per sink
 	received     prometheus.Counter
 	unrouted     *prometheus.CounterVec
+	filterFailed *prometheus.CounterVec
 	delivered    *prometheus.CounterVec
 	retried      *prometheus.CounterVec
 	deadLettered *prometheus.CounterVec
@@ -127,6 +128,8 @@ func NewFor(sinks, types []string) *Metrics {
 			Name: "chapar_events_received_total", Help: "Events taken from the events stream (first deliveries, counted once per process by its first sink)."}),
 		unrouted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chapar_events_unrouted_total", Help: "Valid events no route matched."}, []string{"type"}),
+		filterFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chapar_route_filter_failures_total", Help: "Events a route's filter could not be evaluated on (a field absent or of another type): the route did not match them."}, []string{"route"}),
 		delivered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chapar_deliveries_total", Help: "Deliveries the vendor accepted (2xx) and Chapar acked."}, []string{"sink"}),
 		retried: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -181,7 +184,7 @@ func NewFor(sinks, types []string) *Metrics {
 	m.lost = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "chapar_consumers_lost", Help: "A sink's durable consumers found gone and not yet recreated; /readyz is not ready meanwhile."}, []string{"sink"})
 	reg.MustRegister(m.losses, m.lost)
-	reg.MustRegister(m.received, m.unrouted, m.delivered, m.retried, m.deadLettered, m.latency, m.requests,
+	reg.MustRegister(m.received, m.unrouted, m.filterFailed, m.delivered, m.retried, m.deadLettered, m.latency, m.requests,
 		m.inFlight, m.unsettled, m.breaker, m.dropped, m.panics)
 	return m
 }
@@ -322,6 +325,10 @@ func observe(o prometheus.Observer, v float64) {
 func (m *Metrics) Received() { m.received.Inc() }
 
 func (m *Metrics) Unrouted(eventType, _ string) { inc(counter(m.unrouted, m.typeLabel(eventType))) }
+
+// FilterFailed counts an event route's filter failed on; route is a
+// config key (routes[i]), a bounded set.
+func (m *Metrics) FilterFailed(route string) { inc(counter(m.filterFailed, route)) }
 
 func (m *Metrics) Delivered(sink string, d time.Duration) {
 	s := m.series(sink)

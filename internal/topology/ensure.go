@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/chapar-dev/chapar/internal/deliveries"
 )
 
 // Ensure creates or updates the three streams. It is idempotent, so every
@@ -46,6 +48,10 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 		MaxMsgSize: maxMsg,
 		Storage:    storage,
 		Replicas:   t.cfg.Replicas,
+		// `dispatcher events show` reads an event by its sequence, and a
+		// backlog for an event no sink has settled, with direct gets
+		// (internal/lookup): no consumer left behind. Editable in place.
+		AllowDirect: true,
 		// The count these streams were made for: checkPartitions tells a
 		// stream of another count by it, whatever its name.
 		Metadata: map[string]string{PartitionsMetadata: strconv.Itoa(t.Partitions())},
@@ -92,6 +98,24 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 		Storage:     storage,
 		Replicas:    t.cfg.Replicas,
 	})
+	if t.cfg.RecordDeliveries {
+		streams = append(streams, jetstream.StreamConfig{
+			Name:        t.DeliveriesStream(),
+			Description: "Chapar: what became of each delivery, for dispatcher events show",
+			Subjects:    []string{deliveries.Subjects(t.prefix)},
+			Retention:   jetstream.LimitsPolicy,
+			MaxAge:      t.cfg.DeliveriesMaxAge,
+			// Records are a lookup's detail, not events: when the
+			// server's storage is short the oldest go first, and a
+			// delivery is never refused for want of a record.
+			Discard: jetstream.DiscardOld,
+			// Lookups read an event's records with a direct get on its
+			// subject (deliveries.Lookup): no consumer.
+			AllowDirect: true,
+			Storage:     storage,
+			Replicas:    t.cfg.Replicas,
+		})
+	}
 	for _, sc := range streams {
 		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
 			return fmt.Errorf("topology: stream %s: %w", sc.Name, err)

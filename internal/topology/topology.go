@@ -146,6 +146,7 @@ func (t Topology) PartitionSubjects(i int) string {
 // Streams of the layout.
 func (t Topology) RetriesStream() string      { return t.stream + "_RETRIES" }
 func (t Topology) DeadLetterStream() string   { return t.stream + "_DLQ" }
+func (t Topology) DeliveriesStream() string   { return t.stream + "_DELIVERIES" }
 func (t Topology) MaxEnvelopeBytes() int      { return t.cfg.MaxEnvelopeBytes }
 func (t Topology) EventsSubjects() string     { return t.prefix + ".events.>" }
 func (t Topology) DeadLetterSubjects() string { return t.prefix + ".dlq.>" }

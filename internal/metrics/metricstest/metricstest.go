@@ -45,6 +45,7 @@ func Scrape(t testing.TB) string {
 	})
 	m.Received()
 	m.Unrouted("chapar.track", "order_paid")
+	m.FilterFailed("routes[0]")
 	m.Delivered(Sink, 30*time.Millisecond)
 	m.Retried(Sink, 503)
 	m.DeadLettered(Sink, "vendor_rejected", 400, "INVALID_PARAMETERS")
