@@ -224,8 +224,9 @@ func uniq(in []string) []string {
 //     must see them all;
 //   - a route naming it lists no types (it matches every type).
 //
-// names stay the worker's to check: a filter only has to be a superset of
-// what the sink may deliver, and Match still decides exactly.
+// names and a route's content filter stay the worker's to check: the
+// subject filter only has to be a superset of what the sink may deliver,
+// and Match still decides exactly.
 func SinkFilter(sink string, routes []config.Route, byRoute, lead bool) topology.EventFilter {
 	if !byRoute || lead {
 		return topology.EventFilter{}

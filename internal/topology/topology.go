@@ -4,7 +4,7 @@
 //	<P>.events.<type>        EVENTS stream (limits retention, file): what
 //	                         producers publish, de-duplicated on Nats-Msg-Id =
 //	                         envelope id. Consumer "sink-<sink>" per sink reads
-//	                         the types its routes name (filter.go), delivers
+//	                         the types its routes name (subject_filter.go), delivers
 //	                         those routed to its sink and acks the rest; an
 //	                         event stays for max_age, acked or not, so no ack
 //	                         can lose it. One write per event.

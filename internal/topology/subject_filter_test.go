@@ -80,7 +80,7 @@ func TestSubjectMatches(t *testing.T) {
 // its ack floor; events it had not reached yet are read under the new
 // filter, and so is everything stored after the update. So a widening
 // delivers every event stored from the new owner's bind on (docs/design.md,
-// "Filters").
+// "Subject filters").
 func TestFilterUpdateKeepsTheConsumersPosition(t *testing.T) {
 	js, topo := start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
