@@ -29,7 +29,7 @@ func TestQuickChaparDeliversEveryEventExactlyOnce(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
-	names := append(append(slices.Clone(scenarioNames), "scale-r2-p3"), batching...)
+	names := append(append(append(slices.Clone(scenarioNames), "scale-r2-p3"), batching...), "ksinks4")
 	results, err := runBench(ctx, options{quick: true, events: 200, systems: []string{"chapar"}, scenarios: names, progress: testLog{t}})
 	if err != nil {
 		t.Fatal(err)
@@ -79,6 +79,31 @@ func TestCheckExactlyOnce(t *testing.T) {
 		}
 		if complete(tc.recs, 2, want) != (name != "missing") {
 			t.Errorf("%s: complete = %v", name, !(name != "missing"))
+		}
+	}
+}
+
+// A split scenario: each event at one sink (seq mod sinks), every probe at
+// each.
+func TestCheckExactlyOnceSplit(t *testing.T) {
+	ok := func(sink, seq int) receipt { return receipt{sink: sink, seq: seq, ok: true, status: http.StatusOK} }
+	want := expected{events: 4, probes: 1, split: 2}
+	all := []receipt{ok(0, -1), ok(1, -1), ok(0, 0), ok(1, 1), ok(0, 2), ok(1, 3)}
+	if err := checkExactlyOnce(all, 2, want); err != nil || !complete(all, 2, want) {
+		t.Fatalf("all delivered once: %v", err)
+	}
+	if n := want.receipts(2); n != len(all) {
+		t.Errorf("receipts(2) = %d, want %d", n, len(all))
+	}
+	for name, tc := range map[string]struct {
+		recs []receipt
+		want string
+	}{
+		"missing":       {all[:5], "sink 1: 1 events never arrived (e.g. [3])"},
+		"at both sinks": {append(all[:6:6], ok(1, 2)), "sink 1: event 2 is routed to another sink"},
+	} {
+		if err := checkExactlyOnce(tc.recs, 2, want); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want %q", name, err, tc.want)
 		}
 	}
 }

@@ -28,6 +28,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
 const (
@@ -43,7 +45,7 @@ func defaultSystems() []string { return append(append([]string{}, systemNames...
 
 // ceiling is the named ceiling, its binary in bin.
 func ceiling(name, bin string) system {
-	s := system{name: name, subject: func(string, int) string { return peerSubject }, prepare: preparePeerStream}
+	s := system{name: name, subject: func(string, string, int) string { return peerSubject }, prepare: preparePeerStream}
 	switch name {
 	case jsCeiling:
 		s.label = "JetStream ceiling"
@@ -118,7 +120,7 @@ func (h *harness) measureJSCeiling(ctx context.Context, sys system, sc scenario)
 		res.err = err
 		return res
 	}
-	pub := publisher{js: js, subject: func(string) string { return peerSubject }}
+	pub := publisher{js: js, subject: func(string, string) string { return peerSubject }}
 	start := func() (*proc, error) { return sys.start(ns.url, nil, sc, dir) }
 	probed := func(p *proc) error {
 		if err := pub.probe(ctx, -1); err != nil {
@@ -248,7 +250,7 @@ func (h *harness) measureHTTPCeiling(ctx context.Context, bin string, sc scenari
 	}
 	defer feed.Close()
 	line := func(seq int) ([]byte, error) {
-		raw, _, err := benchEvent(seq, sc.users, time.Now())
+		raw, _, err := benchEvent(seq, sc.users, envelope.TypeTrack, "order_paid", time.Now())
 		return append(raw, '\n'), err
 	}
 	// A backlog is made before the ceiling starts, as the systems' is

@@ -20,8 +20,9 @@ import (
 )
 
 // benchEvent is event seq, stamped with now, for user-<seq> or, with
-// users > 0, user-<seq mod users> (probes: user probe).
-func benchEvent(seq, users int, now time.Time) (raw []byte, id string, err error) {
+// users > 0, user-<seq mod users> (probes: user probe), of type typ and
+// named name (chapar.track, order_paid unless a scenario routes by them).
+func benchEvent(seq, users int, typ, name string, now time.Time) (raw []byte, id string, err error) {
 	user := fmt.Sprintf("user-%d", seq)
 	switch {
 	case seq < 0:
@@ -30,7 +31,7 @@ func benchEvent(seq, users int, now time.Time) (raw []byte, id string, err error
 		user = fmt.Sprintf("user-%d", seq%users)
 	}
 	data, err := json.Marshal(envelope.Track{
-		Name: "order_paid",
+		Name: name,
 		Properties: map[string]any{
 			"benchSeq": seq, "sentAt": strconv.FormatInt(now.UnixNano(), 10),
 			"orderId": fmt.Sprintf("A-%d", seq), "items": 3, "firstOrder": true,
@@ -46,7 +47,7 @@ func benchEvent(seq, users int, now time.Time) (raw []byte, id string, err error
 	}
 	at := now.UTC()
 	env := &envelope.Envelope{
-		SpecVersion: envelope.SpecVersion, ID: u.String(), Source: "bench", Type: envelope.TypeTrack,
+		SpecVersion: envelope.SpecVersion, ID: u.String(), Source: "bench", Type: typ,
 		Time: &at, DataContentType: envelope.ContentTypeJSON, Data: data,
 	}
 	raw, err = env.Marshal()
@@ -55,27 +56,40 @@ func benchEvent(seq, users int, now time.Time) (raw []byte, id string, err error
 
 type publisher struct {
 	js jetstream.JetStream
-	// subject is where an event with this partition key goes (the bench's
-	// events have no subject or partitionkey: the key is the id).
-	subject func(key string) string
+	// subject is where an event with this partition key and type goes
+	// (the bench's events have no subject or partitionkey: the key is the
+	// id).
+	subject func(key, typ string) string
 	users   int // events spread over this many users (0: one each)
+	// kind, if set, is event seq's type and name (else chapar.track,
+	// order_paid): the split scenarios route each event to one sink by it.
+	kind func(seq int) (typ, name string)
+}
+
+// kindOf is event seq's type and name.
+func (p publisher) kindOf(seq int) (typ, name string) {
+	if p.kind == nil {
+		return envelope.TypeTrack, "order_paid"
+	}
+	return p.kind(seq)
 }
 
 // probe publishes one probe (seq < 0), retrying while no stream takes the
 // subject yet: a system that makes its own streams may still be starting.
 func (p publisher) probe(ctx context.Context, seq int) error {
-	raw, id, err := benchEvent(seq, p.users, time.Now())
+	typ, name := p.kindOf(seq)
+	raw, id, err := benchEvent(seq, p.users, typ, name, time.Now())
 	if err != nil {
 		return err
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		_, err := p.js.Publish(ctx, p.subject(id), raw, jetstream.WithMsgID(id))
+		_, err := p.js.Publish(ctx, p.subject(id, typ), raw, jetstream.WithMsgID(id))
 		if err == nil || !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, jetstream.ErrNoStreamResponse) {
 			return err
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("no stream took %s within 30s: %w", p.subject(id), err)
+			return fmt.Errorf("no stream took %s within 30s: %w", p.subject(id, typ), err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -100,12 +114,13 @@ func (p publisher) publish(ctx context.Context, n int, every time.Duration) erro
 				time.Sleep(d)
 			}
 		}
-		raw, id, err := benchEvent(seq, p.users, time.Now())
+		typ, name := p.kindOf(seq)
+		raw, id, err := benchEvent(seq, p.users, typ, name, time.Now())
 		if err != nil {
 			return err
 		}
 		// A busy server may hold acks back: wait for them, do not fail.
-		f, err := p.js.PublishAsync(p.subject(id), raw, jetstream.WithMsgID(id), jetstream.WithStallWait(time.Minute))
+		f, err := p.js.PublishAsync(p.subject(id, typ), raw, jetstream.WithMsgID(id), jetstream.WithStallWait(time.Minute))
 		if err != nil {
 			return fmt.Errorf("publish event %d: %w", seq, err)
 		}

@@ -152,6 +152,7 @@ func writeReport(w io.Writer, command string, load float64, scs []scenario, resu
 	writeRetention(w, scs, byKey)
 	writeCeilings(w, scs, byKey)
 	writeVariant(w, scs, byKey)
+	writeKSinks(w, scs, byKey)
 	var noisy []string
 	for _, r := range results {
 		if r.err == nil && r.disturbed() {
@@ -250,6 +251,42 @@ func writeRetention(w io.Writer, scs []scenario, byKey map[string]result) {
 			}
 			fmt.Fprintf(w, "| %s | %s | %.0f | %.3f | %.3f | %d | %.1f | %s |\n", sc.name, r.name, r.res.perSec,
 				perK(r.res.natsCPU), perK(r.res.sysCPU), r.res.streamMsgs, mib(r.res.streamBytes), perMillion)
+		}
+	}
+}
+
+// writeKSinks prints the split scenarios (each event to one of K sinks) as
+// ratios to one sink of the same system in the same run: what the sinks an
+// event does not go to cost (issue 20).
+func writeKSinks(w io.Writer, scs []scenario, byKey map[string]result) {
+	header := false
+	for _, sys := range []string{"chapar", "chapar-nofilter"} {
+		base, ok := byKey["ksinks1/"+sys]
+		if !ok || base.err != nil || base.perSec == 0 {
+			continue
+		}
+		perK := func(r result, d time.Duration) float64 { return d.Seconds() / float64(r.events) * 1000 }
+		for _, sc := range scs {
+			r, ok := byKey[sc.name+"/"+sys]
+			if !sc.split || !ok || r.err != nil {
+				continue
+			}
+			if !header {
+				fmt.Fprintln(w, "\nSinks an event does not go to (each event to one of K webhook sinks), relative to one sink of the same system, same run:")
+				fmt.Fprintln(w, "\n| system | K | routed by | events/s | × K=1 | dispatcher CPU-s / 1k | × K=1 | nats-server CPU-s / 1k | × K=1 | goal |")
+				fmt.Fprintln(w, "|---|--:|---|--:|--:|--:|--:|--:|--:|---|")
+				header = true
+			}
+			by, goal := "type", ""
+			if sc.byName {
+				by = "name"
+			}
+			if sys == "chapar" && sc.sinks == 16 && !sc.byName {
+				goal = "≥ 0.8× K=1, CPU per event nearly flat"
+			}
+			fmt.Fprintf(w, "| %s | %d | %s | %.0f | %.2f× | %.3f | %.2f× | %.3f | %.2f× | %s |\n", sys, sc.sinks, by, r.perSec, r.perSec/base.perSec,
+				perK(r, r.sysCPU), r.sysCPU.Seconds()/base.sysCPU.Seconds()*float64(base.events)/float64(r.events),
+				perK(r, r.natsCPU), r.natsCPU.Seconds()/base.natsCPU.Seconds()*float64(base.events)/float64(r.events), goal)
 		}
 	}
 }

@@ -37,6 +37,11 @@ type scenario struct {
 	vendor               string
 	batch, maxAckPending int
 	users                int
+	// split (Chapar only): each event goes to exactly one of the sinks,
+	// event seq to sink seq mod sinks, routed by a type of its own per
+	// sink, or with byName by a track event's name (issue 20: what sinks
+	// an event does not go to cost).
+	split, byName bool
 }
 
 var scenarioNames = []string{"backlog16", "backlog64", "fanout3", "slow", "rate", "rate5k"}
@@ -51,6 +56,12 @@ var scaleOut = []string{"scale-r1-p1", "scale-r2-p1", "scale-r4-p1", "scale-r1-p
 // request and batched, Chapar only. Not in the default run; asked for as
 // -scenarios batching or by one name.
 var batching = []string{"bulk-chabok-1", "bulk-chabok", "bulk-metrix-1", "bulk-metrix"}
+
+// ksinks is the measurement of sinks an event does not go to
+// (docs/benchmarks.md, "Sinks an event does not go to"): 40,000 events,
+// each to one of K webhook sinks by type, K = 1, 4, 16, and by name at 16
+// for contrast; Chapar only. Asked for as -scenarios ksinks or by name.
+var ksinks = []string{"ksinks1", "ksinks4", "ksinks16", "knames16"}
 
 // scenarios returns the named scenarios; events overrides their counts.
 func scenarios(names []string, quick bool, events int) ([]scenario, error) {
@@ -69,6 +80,8 @@ func scenarios(names []string, quick bool, events int) ([]scenario, error) {
 			expanded = append(expanded, scaleOut...)
 		case "batching":
 			expanded = append(expanded, batching...)
+		case "ksinks":
+			expanded = append(expanded, ksinks...)
 		default:
 			expanded = append(expanded, name)
 		}
@@ -103,10 +116,24 @@ func scenarios(names []string, quick bool, events int) ([]scenario, error) {
 		case "bulk-metrix":
 			sc = scenario{title: "Metrix gateway batched per user, max_items 1,000, max_ack_pending 7,000, concurrency 16",
 				sinks: 1, workers: 16, batch: 1000, maxAckPending: 7000, users: 1000, vendor: emulator.MetrixGateway}
+		case "ksinks1", "ksinks4", "ksinks16", "knames16":
+			var k int
+			by := "type"
+			if _, err := fmt.Sscanf(strings.TrimLeft(name, "kinames"), "%d", &k); err != nil {
+				return nil, err
+			}
+			sc = scenario{events: 2 * n, sinks: k, workers: 16, split: true, byName: strings.HasPrefix(name, "knames"), vendor: emulator.Webhook}
+			if sc.byName {
+				by = "name"
+			}
+			sc.title = fmt.Sprintf("backlog drain, each event to 1 of %d webhook sinks by %s, 16 workers each", k, by)
+			if events > 0 {
+				sc.events = events
+			}
 		default:
 			if _, err := fmt.Sscanf(name, "scale-r%d-p%d", &replicas, &partitions); err != nil || !slices.Contains(scaleOut, name) {
-				return nil, fmt.Errorf("unknown scenario %q (have %s, scaleout: %s, and batching: %s)", name,
-					strings.Join(scenarioNames, ", "), strings.Join(scaleOut, ", "), strings.Join(batching, ", "))
+				return nil, fmt.Errorf("unknown scenario %q (have %s, scaleout: %s, batching: %s, and ksinks: %s)", name,
+					strings.Join(scenarioNames, ", "), strings.Join(scaleOut, ", "), strings.Join(batching, ", "), strings.Join(ksinks, ", "))
 			}
 			// 16 workers per replica: replicas add workers, as they do in
 			// production.
@@ -166,7 +193,9 @@ type harness struct {
 	work    string
 	vendors vendors
 	metrix  *vendorSink // the Metrix gateway, for the batching scenarios
-	log     func(format string, args ...any)
+	// webhooks are webhook receivers, one per sink of the split scenarios.
+	webhooks vendors
+	log      func(format string, args ...any)
 }
 
 // measure runs one system in one scenario. Any error, above all an
@@ -176,6 +205,10 @@ func (h *harness) measure(ctx context.Context, sys system, sc scenario) (res res
 		return sys.measure(ctx, h, sc)
 	}
 	res = result{system: sys.name, scenario: sc.name, events: sc.events, deliveries: sc.events * sc.sinks}
+	want := expected{events: sc.events, probes: 1}
+	if sc.split {
+		res.deliveries, want.split = sc.events, sc.sinks
+	}
 	dir := filepath.Join(h.work, sc.name+"-"+sys.name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		res.err = err
@@ -207,11 +240,17 @@ func (h *harness) measure(ctx context.Context, sys system, sc scenario) (res res
 		return res
 	}
 	vs := h.vendors
-	if sc.vendor == emulator.MetrixGateway {
+	switch sc.vendor {
+	case emulator.MetrixGateway:
 		vs = vendors{h.metrix}
+	case emulator.Webhook:
+		vs = h.webhooks
 	}
 	vs = vs.prepare(sc.sinks, sc.latency)
-	pub := publisher{js: js, subject: func(key string) string { return sys.subject(key, max(sc.partitions, 1)) }, users: sc.users}
+	pub := publisher{js: js, subject: func(key, typ string) string { return sys.subject(key, typ, max(sc.partitions, 1)) }, users: sc.users}
+	if sc.split {
+		pub.kind = splitKind(sc.sinks, sc.byName)
+	}
 	start := func() (fleet, error) {
 		var f fleet
 		for i := range max(sc.replicas, 1) {
@@ -235,7 +274,7 @@ func (h *harness) measure(ctx context.Context, sys system, sc scenario) (res res
 		if err := pub.probe(ctx, -1); err != nil {
 			return err
 		}
-		return vs.await(ctx, expected{probes: 1}, p, 30*time.Second)
+		return vs.await(ctx, expected{probes: 1, split: want.split}, p, 30*time.Second)
 	}
 
 	if sc.rate == 0 {
@@ -308,7 +347,7 @@ func (h *harness) measure(ctx context.Context, sys system, sc scenario) (res res
 			return res
 		}
 	}
-	if err := vs.await(ctx, expected{events: sc.events, probes: 1}, p, 30*time.Second); err != nil {
+	if err := vs.await(ctx, want, p, 30*time.Second); err != nil {
 		res.err = err
 		return res
 	}
@@ -357,7 +396,7 @@ func (h *harness) measure(ctx context.Context, sys system, sc scenario) (res res
 		return res
 	}
 	recs := vs.receipts()
-	if err := checkExactlyOnce(recs, sc.sinks, expected{events: sc.events, probes: 1}); err != nil {
+	if err := checkExactlyOnce(recs, sc.sinks, want); err != nil {
 		res.err = err
 		return res
 	}
@@ -414,7 +453,7 @@ func runBench(ctx context.Context, o options) ([]result, error) {
 	}
 	for _, s := range syss {
 		switch s.name {
-		case "chapar", "chapar-norecords", "chapar-filter", chaparEnvSystem:
+		case "chapar", "chapar-norecords", "chapar-filter", "chapar-nofilter", chaparEnvSystem:
 			if _, err := os.Stat(filepath.Join(bin, "dispatcher")); err == nil {
 				continue
 			}
@@ -437,8 +476,12 @@ func runBench(ctx context.Context, o options) ([]result, error) {
 			}
 		}
 	}
-	maxSinks := 1
+	maxSinks, maxHooks := 1, 0
 	for _, sc := range scs {
+		if sc.vendor == emulator.Webhook {
+			maxHooks = max(maxHooks, sc.sinks)
+			continue
+		}
 		maxSinks = max(maxSinks, sc.sinks)
 	}
 	vctx, stopVendors := context.WithCancel(ctx)
@@ -451,11 +494,19 @@ func runBench(ctx context.Context, o options) ([]result, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &harness{self: self, bin: bin, work: work, vendors: vs, metrix: metrix, log: logf}
+	var hooks vendors
+	for range maxHooks {
+		v, err := startVendor(vctx, emulator.Webhook, len(hooks))
+		if err != nil {
+			return nil, err
+		}
+		hooks = append(hooks, v)
+	}
+	h := &harness{self: self, bin: bin, work: work, vendors: vs, metrix: metrix, webhooks: hooks, log: logf}
 	var results []result
 	for _, sc := range scs {
 		for _, s := range syss {
-			if (sc.nodes > 1 || sc.users > 0) && !strings.HasPrefix(s.name, "chapar") {
+			if (sc.nodes > 1 || sc.users > 0 || sc.split) && !strings.HasPrefix(s.name, "chapar") {
 				continue // the peers have no partitions, and do not batch
 			}
 			logf("%s: %s", s.label, sc.title)

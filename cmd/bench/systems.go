@@ -26,8 +26,8 @@ type system struct {
 	name  string // chapar | watermill | lean
 	label string
 	// subject is where the bench publishes an event with the given
-	// partition key over that many partitions.
-	subject func(key string, partitions int) string
+	// partition key and type over that many partitions.
+	subject func(key, typ string, partitions int) string
 	// prepare makes what the system expects to exist before it starts.
 	prepare func(ctx context.Context, js jetstream.JetStream) error
 	// start runs the system against natsURL, delivering to each vendor URL
@@ -43,14 +43,14 @@ type system struct {
 var systemNames = []string{"chapar", "watermill", "lean"}
 
 // extraSystems can be asked for by name but are not in the default run.
-var extraSystems = []string{"chapar-interest", "chapar-norecords", "chapar-filter", chaparEnvSystem}
+var extraSystems = []string{"chapar-interest", "chapar-norecords", "chapar-filter", "chapar-nofilter", chaparEnvSystem}
 
 // systems returns the named systems, with the binaries in bin.
 func systems(names []string, bin string, chaparEnv []string) ([]system, error) {
 	var out []system
 	for _, n := range names {
 		switch n {
-		case "chapar", "chapar-interest", "chapar-norecords", "chapar-filter":
+		case "chapar", "chapar-interest", "chapar-norecords", "chapar-filter", "chapar-nofilter":
 			// chapar-interest is the dispatcher built with the events
 			// streams' retention before v3 (interest: an event leaves on
 			// its last ack), to measure limits retention against it in
@@ -69,11 +69,16 @@ func systems(names []string, bin string, chaparEnv []string) ([]system, error) {
 				label, v.streams = "Chapar (no delivery records)", "  record_deliveries: false\n"
 			case "chapar-filter":
 				label, v.route = "Chapar (a content filter on the route)", "    filter: data.properties.items >= 1 && data.user.id != \"\"\n"
+			case "chapar-nofilter":
+				// The same binary with streams.filter_by_route: false:
+				// every sink's consumer reads the whole stream and skips
+				// what is not routed to it, as before issue 20.
+				label, v.streams = "Chapar (filter_by_route: false)", "  filter_by_route: false\n"
 			}
 			out = append(out, system{name: n, label: label,
 				// As the Go publisher does (envelope.Publisher).
-				subject: func(key string, partitions int) string {
-					return envelope.PartitionSubject("chapar", envelope.TypeTrack, envelope.Partition(key, partitions), partitions)
+				subject: func(key, typ string, partitions int) string {
+					return envelope.PartitionSubject("chapar", typ, envelope.Partition(key, partitions), partitions)
 				},
 				prepare: func(context.Context, jetstream.JetStream) error { return nil },
 				start: func(natsURL string, urls []string, sc scenario, dir string) (*proc, error) {
@@ -81,7 +86,7 @@ func systems(names []string, bin string, chaparEnv []string) ([]system, error) {
 				}})
 		case "watermill", "lean":
 			label := map[string]string{"watermill": "Watermill", "lean": "lean"}[n]
-			out = append(out, system{name: n, label: label, subject: func(string, int) string { return peerSubject }, prepare: preparePeerStream,
+			out = append(out, system{name: n, label: label, subject: func(string, string, int) string { return peerSubject }, prepare: preparePeerStream,
 				start: func(natsURL string, urls []string, sc scenario, dir string) (*proc, error) {
 					return startProc(n, filepath.Join(dir, n+".log"), nil, filepath.Join(bin, n),
 						"-nats-url", natsURL, "-stream", peerStream, "-durable", "bench",
@@ -151,7 +156,11 @@ func startChapar(bin, natsURL string, urls []string, sc scenario, dir string, v 
 	var names []string
 	for i, u := range urls {
 		name := fmt.Sprintf("chabok-%d", i)
-		if sc.vendor == emulator.MetrixGateway {
+		if sc.vendor == emulator.Webhook {
+			name = fmt.Sprintf("webhook-%d", i)
+			// Signed, as the receiver (the emulator) demands.
+			fmt.Fprintf(&b, "  - name: %s\n    vendor: webhook\n    base_url: %s\n    settings: {url: %s, signing: {secrets: [%s]}}\n", name, u, u, webhookSecret())
+		} else if sc.vendor == emulator.MetrixGateway {
 			name = "metrix-gateway"
 			s := emulator.DemoSettings(emulator.MetrixGateway)
 			fmt.Fprintf(&b, "  - name: %s\n    vendor: metrix-gateway\n    base_url: %s\n    settings: {app_id: %s, api_key: %s}\n    events: {order_paid: aewqd}\n",
@@ -173,7 +182,22 @@ func startChapar(bin, natsURL string, urls []string, sc scenario, dir string, v 
 			fmt.Fprintf(&b, "    max_ack_pending: %d\n", sc.maxAckPending)
 		}
 	}
-	fmt.Fprintf(&b, "routes:\n  - sinks: [%s]\n%s", strings.Join(names, ", "), v.route)
+	if sc.split {
+		// Each event to one sink, by its type (or by its name: the
+		// worker's check, not the consumer's filter); the probes, track
+		// events named probe, to every sink.
+		b.WriteString("routes:\n")
+		for k, name := range names {
+			if sc.byName {
+				fmt.Fprintf(&b, "  - {types: [%s], names: [%s], sinks: [%s]}\n", envelope.TypeTrack, splitName(k), name)
+			} else {
+				fmt.Fprintf(&b, "  - {types: [%s], sinks: [%s]}\n", splitType(k), name)
+			}
+		}
+		fmt.Fprintf(&b, "  - {types: [%s], names: [probe], sinks: [%s]}\n", envelope.TypeTrack, strings.Join(names, ", "))
+	} else {
+		fmt.Fprintf(&b, "routes:\n  - sinks: [%s]\n%s", strings.Join(names, ", "), v.route)
+	}
 	cfg := filepath.Join(dir, "chapar.yaml")
 	if err := os.WriteFile(cfg, []byte(b.String()), 0o644); err != nil {
 		return nil, err
@@ -190,4 +214,36 @@ func startChapar(bin, natsURL string, urls []string, sc scenario, dir string, v 
 		return nil, err
 	}
 	return p, nil
+}
+
+// splitType and splitName are what routes an event of a split scenario to
+// sink k: a type of its own (by type), or a track event's name (by name).
+func splitType(k int) string { return fmt.Sprintf("com.bench.k%d", k) }
+func splitName(k int) string { return fmt.Sprintf("k%d", k) }
+
+// splitKind is event seq's type and name in a split scenario over sinks
+// sinks: event seq goes to sink seq mod sinks; a probe (seq < 0), a track
+// event named probe, to every sink.
+func splitKind(sinks int, byName bool) func(seq int) (string, string) {
+	return func(seq int) (string, string) {
+		switch {
+		case seq < 0:
+			return envelope.TypeTrack, "probe"
+		case byName:
+			return envelope.TypeTrack, splitName(seq % sinks)
+		default:
+			return splitType(seq % sinks), "order_paid"
+		}
+	}
+}
+
+// webhookSecret is the emulated receiver's signing secret.
+func webhookSecret() string {
+	signing, _ := emulator.DemoSettings(emulator.Webhook)["signing"].(emulator.Settings)
+	secrets, _ := signing["secrets"].([]any)
+	if len(secrets) == 0 {
+		return ""
+	}
+	s, _ := secrets[0].(string)
+	return s
 }

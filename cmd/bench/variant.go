@@ -21,8 +21,8 @@ const chaparEnvSystem = "chapar-env"
 
 func chaparWithEnv(bin string, env []string) system {
 	return system{name: chaparEnvSystem, label: fmt.Sprintf("Chapar (%s)", strings.Join(env, " ")),
-		subject: func(key string, partitions int) string {
-			return envelope.PartitionSubject("chapar", envelope.TypeTrack, envelope.Partition(key, partitions), partitions)
+		subject: func(key, typ string, partitions int) string {
+			return envelope.PartitionSubject("chapar", typ, envelope.Partition(key, partitions), partitions)
 		},
 		prepare: func(context.Context, jetstream.JetStream) error { return nil },
 		start: func(natsURL string, urls []string, sc scenario, dir string) (*proc, error) {

@@ -183,7 +183,34 @@ func parseReceipts(kind string, sink int, r emulator.Request) []receipt {
 		out = append(out, receipt{sink: sink, user: user, seq: s, ok: true, status: r.Status, sent: time.Unix(0, ns), at: r.At})
 		return true
 	}
-	if kind == emulator.MetrixGateway {
+	if kind == emulator.Webhook {
+		// The CloudEvent as structured JSON, or an array of them.
+		type item struct {
+			Data struct {
+				Properties struct {
+					BenchSeq json.Number `json:"benchSeq"`
+					SentAt   string      `json:"sentAt"`
+				} `json:"properties"`
+			} `json:"data"`
+		}
+		var items []item
+		if bytes.HasPrefix(bytes.TrimSpace(r.Body), []byte("[")) {
+			if json.Unmarshal(r.Body, &items) != nil {
+				return bad
+			}
+		} else {
+			var one item
+			if json.Unmarshal(r.Body, &one) != nil {
+				return bad
+			}
+			items = []item{one}
+		}
+		for _, it := range items {
+			if !add("", it.Data.Properties.BenchSeq.String(), it.Data.Properties.SentAt) {
+				return bad
+			}
+		}
+	} else if kind == emulator.MetrixGateway {
 		var body struct {
 			CustomUserID string `json:"customUserId"`
 			Messages     []struct {
@@ -252,10 +279,24 @@ func usersOutOfOrder(recs []receipt) int {
 }
 
 // expected is what every sink must receive exactly once: events 0..n-1 and
-// probes -1..-probes.
-type expected struct{ events, probes int }
+// probes -1..-probes; with split, sink k only the events seq with seq mod
+// split = k (and every probe).
+type expected struct{ events, probes, split int }
 
 func (e expected) total() int { return e.events + e.probes }
+
+// wants reports whether sink must receive event seq.
+func (e expected) wants(sink, seq int) bool {
+	return e.split == 0 || seq < 0 || seq%e.split == sink
+}
+
+// receipts is how many receipts sinks sinks must have in all.
+func (e expected) receipts(sinks int) int {
+	if e.split > 0 {
+		return e.events + e.probes*sinks
+	}
+	return e.total() * sinks
+}
 
 // checkExactlyOnce reports every way the receipts differ from exactly one
 // accepted request per expected event per sink.
@@ -273,6 +314,8 @@ func checkExactlyOnce(recs []receipt, sinks int, want expected) error {
 			problems = append(problems, fmt.Sprintf("sink %d: event %d answered %d: the request is not what Chabok accepts", r.sink, r.seq, r.status))
 		case r.seq < -want.probes || r.seq >= want.events:
 			problems = append(problems, fmt.Sprintf("sink %d: event %d was never published in this run", r.sink, r.seq))
+		case !want.wants(r.sink, r.seq):
+			problems = append(problems, fmt.Sprintf("sink %d: event %d is routed to another sink", r.sink, r.seq))
 		default:
 			seen[r.sink][r.seq]++
 		}
@@ -280,6 +323,9 @@ func checkExactlyOnce(recs []receipt, sinks int, want expected) error {
 	for sink, counts := range seen {
 		var missing, dups []int
 		for seq := -want.probes; seq < want.events; seq++ {
+			if !want.wants(sink, seq) {
+				continue
+			}
 			switch n := counts[seq]; {
 			case n == 0:
 				missing = append(missing, seq)
@@ -306,7 +352,7 @@ func checkExactlyOnce(recs []receipt, sinks int, want expected) error {
 // await waits until every sink has received every expected event, and
 // fails if the system under test exits or no request arrives for stall.
 func (vs vendors) await(ctx context.Context, want expected, sys interface{ exitedEarly() error }, stall time.Duration) error {
-	target := int64(want.total() * len(vs))
+	target := int64(want.receipts(len(vs)))
 	last, lastChange := int64(-1), time.Now()
 	checked := int64(-1)
 	for {
@@ -348,9 +394,9 @@ func complete(recs []receipt, sinks int, want expected) bool {
 			got[r.sink][r.seq] = true
 		}
 	}
-	for _, g := range got {
+	for sink, g := range got {
 		for seq := -want.probes; seq < want.events; seq++ {
-			if !g[seq] {
+			if !g[seq] && want.wants(sink, seq) {
 				return false
 			}
 		}

@@ -180,7 +180,7 @@ func settle(ctx context.Context, conn *app.Conn, cfg *config.Config, timeout tim
 }
 
 func publishBinary(ctx context.Context, js jetstream.JetStream, topo topology.Topology, env *envelope.Envelope) error {
-	msg := nats.NewMsg(topo.EventSubjectFor(env.Type, env.PartitionKey()))
+	msg := nats.NewMsg(topo.SubjectOf(env))
 	msg.Header.Set("ce-specversion", env.SpecVersion)
 	msg.Header.Set("ce-id", env.ID)
 	msg.Header.Set("ce-source", env.Source)

@@ -119,6 +119,11 @@ type Streams struct {
 	DuplicateWindow  time.Duration `yaml:"duplicate_window"`
 	MaxEnvelopeBytes int           `yaml:"max_envelope_bytes"`
 	DeadLetterMaxAge time.Duration `yaml:"dead_letter_max_age"`
+	// FilterByRoute makes each sink's events consumer read only the
+	// types its routes name (and events carrying destinations), so the
+	// server never delivers a sink an event it cannot be routed (default
+	// true). Off, every sink reads the whole stream and skips the rest.
+	FilterByRoute bool `yaml:"filter_by_route"`
 	// RecordDeliveries keeps what became of each delivery (delivered,
 	// retrying, dead-lettered; when, attempts, status) for
 	// DeliveriesMaxAge, for `dispatcher events show` (internal/deliveries).
@@ -317,6 +322,7 @@ func Default() *Config {
 			// max_payload, for the headers of retries and dead letters.
 			MaxEnvelopeBytes: envelope.DefaultMaxBytes - PayloadHeadroom,
 			DeadLetterMaxAge: 30 * 24 * time.Hour,
+			FilterByRoute:    true,
 			RecordDeliveries: true,
 			DeliveriesMaxAge: 7 * 24 * time.Hour,
 		},

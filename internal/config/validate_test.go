@@ -42,6 +42,7 @@ func TestValidateRefusesWhatRunCannotServe(t *testing.T) {
 		{"webhook.path empty", webhook(""), []string{"kenar_webhook.path: ", "start with /"}},
 		{"webhook.path dot segment", webhook("/hooks/../kenar"), []string{"kenar_webhook.path: "}},
 		{"webhook.path a secret", webhook("/${SECRET} x"), []string{"kenar_webhook.path: ", "${SECRET}"}},
+		{"streams.filter_by_route not a bool", "streams: {filter_by_route: maybe}\n", []string{"streams.filter_by_route: ", "bool"}},
 		{"base_url with a fragment", "sinks:\n  - {name: s, vendor: chabok, base_url: \"https://example.com/api#part\"}\n",
 			[]string{"sinks[0].base_url: ", "fragment"}},
 	}
@@ -67,6 +68,7 @@ func TestValidateRefusesWhatRunCannotServe(t *testing.T) {
 		"admin: {listen: \"[::1]:0\"}",
 		"admin: {listen: \"\"}",
 		"dispatcher: {log_level: warn}",
+		"streams: {filter_by_route: false}",
 		"dispatcher: {log_level: DEBUG}",
 		strings.TrimSpace(webhook("/webhooks/kenar")),
 		strings.TrimSpace(webhook("/hooks/kenar-v2.1_x~/")),

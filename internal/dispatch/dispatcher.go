@@ -366,8 +366,9 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 			if !ok {
 				return backoff.Permanent(fmt.Errorf("dispatch: sink %s is configured but was not built", sc.Name))
 			}
+			filter := SinkFilter(sc.Name, d.cfg.Routes, d.cfg.Streams.FilterByRoute, i == 0)
 			settings := topology.ConsumerSettings{AckWait: d.ackWait, MaxAckPending: sc.MaxAckPending,
-				Fence: Fingerprint(sc.Name, d.cfg.Routes, sc.Order)}
+				Fence: Fingerprint(sc.Name, d.cfg.Routes, sc.Order, filter), Filter: filter}
 			var key func(*envelope.Event) string
 			if sc.Order != nil {
 				settings.PinnedTTL = orderPinnedTTL(d.ackWait)
@@ -447,7 +448,7 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 				// the sink, so its config wins, as at a bind (and the
 				// fence the mark wrote may be one read before this
 				// replica's bind: topology.Reclaim).
-				n, err := d.topo.Reclaim(ctx, d.js, name, mine)
+				n, err := d.topo.Reclaim(ctx, d.js, name, mine, filter)
 				if err != nil {
 					return "", err
 				}

@@ -32,6 +32,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/internal/topology"
 )
 
 // Fingerprint is what decides which events a sink skips, hashed: the
@@ -40,15 +41,27 @@ import (
 // filters existed. Settings that change how, not whether, an event is
 // delivered (timeouts, credentials) are not in it: replicas that differ
 // only there may share the sink.
-func Fingerprint(sink string, routes []config.Route, order *config.Order) string {
+//
+// The consumer's filter (topology.EventFilter) is in it when it reads by
+// type: the filter is part of what the owner writes, with the fence, in
+// one update, and two replicas that would filter differently (one with
+// streams.filter_by_route off, or a sink that is one's first and the
+// other's second) must not both believe they own the sink. A filter of
+// the whole stream adds nothing, so fences of before filters stand.
+func Fingerprint(sink string, routes []config.Route, order *config.Order, filter topology.EventFilter) string {
 	type route struct {
 		Types  []string `json:"t,omitempty"`
 		Names  []string `json:"n,omitempty"`
 		Filter string   `json:"f,omitempty"`
 	}
 	var what struct {
-		Routes []route `json:"r"`
-		Order  string  `json:"o,omitempty"`
+		Routes   []route   `json:"r"`
+		Order    string    `json:"o,omitempty"`
+		Subjects *[]string `json:"s,omitempty"`
+	}
+	if filter.ByType {
+		types := append([]string{}, filter.Types...)
+		what.Subjects = &types
 	}
 	what.Routes = []route{}
 	for _, r := range routes {

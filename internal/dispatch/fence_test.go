@@ -12,6 +12,7 @@ import (
 	"github.com/chapar-dev/chapar/internal/dlq"
 	"github.com/chapar-dev/chapar/internal/emulator"
 	"github.com/chapar-dev/chapar/internal/testenv"
+	"github.com/chapar-dev/chapar/internal/topology"
 	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
@@ -80,21 +81,25 @@ func TestFingerprintIsWhatDecidesASkip(t *testing.T) {
 		{Types: []string{envelope.TypeTrack}, Names: []string{"order_*"}, Sinks: []string{"a", "b"}},
 		{Types: []string{envelope.TypeIdentify}, Sinks: []string{"b"}},
 	}
-	fp := dispatch.Fingerprint("a", base, nil)
+	fp := dispatch.Fingerprint("a", base, nil, topology.EventFilter{})
 	tests := []struct {
 		name   string
 		routes []config.Route
 		order  *config.Order
+		filter topology.EventFilter
 		same   bool
 	}{
-		{"the same routes", base, nil, true},
-		{"another sink's route changes", []config.Route{base[0], {Types: []string{envelope.TypeTrack}, Sinks: []string{"b"}}}, nil, true},
-		{"a type added", []config.Route{{Types: []string{envelope.TypeTrack, envelope.TypePurchase}, Names: []string{"order_*"}, Sinks: []string{"a", "b"}}, base[1]}, nil, false},
-		{"a name pattern changes", []config.Route{{Types: []string{envelope.TypeTrack}, Names: []string{"order_paid"}, Sinks: []string{"a", "b"}}, base[1]}, nil, false},
-		{"a route for the sink added", append([]config.Route{{Sinks: []string{"a"}}}, base...), nil, false},
-		{"ordered", base, &config.Order{Key: config.OrderByUser}, false},
-		{"a filter added", []config.Route{{Types: []string{envelope.TypeTrack}, Names: []string{"order_*"}, Filter: `data.properties.amount > 1`, Sinks: []string{"a", "b"}}, base[1]}, nil, false},
-		{"another sink's route filtered", []config.Route{base[0], {Types: []string{envelope.TypeIdentify}, Filter: `source == "x"`, Sinks: []string{"b"}}}, nil, true},
+		{"the same routes", base, nil, topology.EventFilter{}, true},
+		{"another sink's route changes", []config.Route{base[0], {Types: []string{envelope.TypeTrack}, Sinks: []string{"b"}}}, nil, topology.EventFilter{}, true},
+		{"a type added", []config.Route{{Types: []string{envelope.TypeTrack, envelope.TypePurchase}, Names: []string{"order_*"}, Sinks: []string{"a", "b"}}, base[1]}, nil, topology.EventFilter{}, false},
+		{"a name pattern changes", []config.Route{{Types: []string{envelope.TypeTrack}, Names: []string{"order_paid"}, Sinks: []string{"a", "b"}}, base[1]}, nil, topology.EventFilter{}, false},
+		{"a route for the sink added", append([]config.Route{{Sinks: []string{"a"}}}, base...), nil, topology.EventFilter{}, false},
+		{"ordered", base, &config.Order{Key: config.OrderByUser}, topology.EventFilter{}, false},
+		{"the same routes, read by type", base, nil, topology.EventFilter{ByType: true, Types: []string{envelope.TypeTrack}}, false},
+		{"read by type, another type", base, nil, topology.EventFilter{ByType: true, Types: []string{envelope.TypeIdentify}}, false},
+		{"the same routes, the whole stream", base, nil, topology.EventFilter{}, true},
+		{"a filter added", []config.Route{{Types: []string{envelope.TypeTrack}, Names: []string{"order_*"}, Filter: `data.properties.amount > 1`, Sinks: []string{"a", "b"}}, base[1]}, nil, topology.EventFilter{}, false},
+		{"another sink's route filtered", []config.Route{base[0], {Types: []string{envelope.TypeIdentify}, Filter: `source == "x"`, Sinks: []string{"b"}}}, nil, topology.EventFilter{}, true},
 	}
 	// Routes without filters keep the fingerprint they had before filters
 	// existed: upgrading replicas that filter nothing is no route change.
@@ -102,13 +107,13 @@ func TestFingerprintIsWhatDecidesASkip(t *testing.T) {
 		t.Errorf("fingerprint of routes without filters is %s, was 06f76abd3a1a835a before filters", fp)
 	}
 	filtered := []config.Route{{Types: []string{envelope.TypeTrack}, Filter: `data.properties.amount > 1`, Sinks: []string{"a"}}}
-	if dispatch.Fingerprint("a", filtered, nil) == dispatch.Fingerprint("a", []config.Route{{Types: []string{envelope.TypeTrack},
-		Filter: `data.properties.amount > 2`, Sinks: []string{"a"}}}, nil) {
+	if dispatch.Fingerprint("a", filtered, nil, topology.EventFilter{}) == dispatch.Fingerprint("a", []config.Route{{Types: []string{envelope.TypeTrack},
+		Filter: `data.properties.amount > 2`, Sinks: []string{"a"}}}, nil, topology.EventFilter{}) {
 		t.Error("a filter changed, the fingerprint did not")
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := dispatch.Fingerprint("a", tt.routes, tt.order) == fp; got != tt.same {
+			if got := dispatch.Fingerprint("a", tt.routes, tt.order, tt.filter) == fp; got != tt.same {
 				t.Errorf("same fingerprint = %v, want %v", got, tt.same)
 			}
 		})

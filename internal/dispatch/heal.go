@@ -206,6 +206,13 @@ func (h *healer) heal(ctx context.Context) {
 				if cfg.Metadata == nil {
 					cfg.Metadata = map[string]string{}
 				}
+				if owner != cfg.Metadata[topology.FenceMetadata] {
+					// Another config owns the sink, and its filter is not
+					// known here (its routes are not): the whole stream
+					// is a superset of any, so the owner misses nothing
+					// until its next bind writes its own.
+					cfg.FilterSubject, cfg.FilterSubjects = "", nil
+				}
 				cfg.Metadata[topology.FenceMetadata] = owner
 			}
 		}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/chapar-dev/chapar/internal/config"
 	"github.com/chapar-dev/chapar/internal/filter"
+	"github.com/chapar-dev/chapar/internal/topology"
 	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
@@ -252,4 +253,37 @@ func uniq(in []string) []string {
 		}
 	}
 	return out
+}
+
+// SinkFilter is which events a sink's events consumers read
+// (topology.EventFilter), decided from the config: only the types of the
+// routes that name it (and the direct subjects, where events carrying
+// destinations are published), so the server never delivers it an event
+// of another type. It reads the whole stream when
+//   - byRoute is off (streams.filter_by_route: false);
+//   - lead: the process's first sink counts every event received and
+//     unrouted and dead-letters an invalid envelope on any subject, so it
+//     must see them all;
+//   - a route naming it lists no types (it matches every type).
+//
+// names and a route's content filter stay the worker's to check: the
+// subject filter only has to be a superset of what the sink may deliver,
+// and Match still decides exactly.
+func SinkFilter(sink string, routes []config.Route, byRoute, lead bool) topology.EventFilter {
+	if !byRoute || lead {
+		return topology.EventFilter{}
+	}
+	f := topology.EventFilter{ByType: true, Types: []string{}}
+	for _, r := range routes {
+		if !slices.Contains(r.Sinks, sink) {
+			continue
+		}
+		if len(r.Types) == 0 {
+			return topology.EventFilter{}
+		}
+		f.Types = append(f.Types, r.Types...)
+	}
+	slices.Sort(f.Types)
+	f.Types = slices.Compact(f.Types)
+	return f
 }

@@ -279,7 +279,7 @@ func (w *sinkWorker) record(d *delivery, ev *envelope.Event, sink string, reason
 	}
 	if ev != nil {
 		rec.EventID, rec.EventType = ev.ID, ev.Type
-		rec.Subject = w.topo.EventSubjectFor(ev.Type, ev.PartitionKey())
+		rec.Subject = w.topo.SubjectOf(&ev.Envelope)
 	} else {
 		rec.EventID = envelope.ProbeID(d.msg.Headers(), d.msg.Data())
 	}

@@ -67,12 +67,22 @@ type startEntry struct {
 	// at is when the look-up began: a belief lasts startsTTL from before
 	// the server was asked, however slow its answer.
 	at time.Time
+	// filters are the consumer's subject filters (topology.FiltersOf;
+	// none: the whole stream): which events it is delivered.
+	filters []string
+}
+
+// localSink is what a sink this process runs bound: per partition, its
+// consumer's start and filters.
+type localSink struct {
+	starts  []uint64
+	filters [][]string
 }
 
 // sinkStarts caches the starts of the deployment's sinks, per partition.
 type sinkStarts struct {
 	mu     sync.Mutex
-	mine   map[string][]uint64 // this process's sinks: fixed while it runs them
+	mine   map[string]localSink // this process's sinks, as bound
 	looked map[sinkPartition]startEntry
 	// healing is when a sink's events consumer was first found missing
 	// while its retries consumer was there (errConsumerHealing).
@@ -80,56 +90,59 @@ type sinkStarts struct {
 }
 
 func newSinkStarts() *sinkStarts {
-	return &sinkStarts{mine: map[string][]uint64{}, looked: map[sinkPartition]startEntry{}, healing: map[sinkPartition]time.Time{}}
+	return &sinkStarts{mine: map[string]localSink{}, looked: map[sinkPartition]startEntry{}, healing: map[sinkPartition]time.Time{}}
 }
 
 // local records the starts of a sink this process runs, from its consumers
 // (in partition order) as bound.
 func (s *sinkStarts) local(sink string, events []jetstream.Consumer) error {
-	starts := make([]uint64, len(events))
+	l := localSink{starts: make([]uint64, len(events)), filters: make([][]string, len(events))}
 	for i, c := range events {
 		var err error
-		if starts[i], err = topology.StartOf(c.CachedInfo()); err != nil {
+		if l.starts[i], err = topology.StartOf(c.CachedInfo()); err != nil {
 			return err
 		}
+		l.filters[i] = topology.FiltersOf(c.CachedInfo().Config)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.mine[sink] = starts
+	s.mine[sink] = l
 	return nil
 }
 
 // covers reports whether sink's events consumer on partition covers the
 // event at seq there: the sink exists in the deployment and was there
-// from before the event.
-func (s *sinkStarts) covers(ctx context.Context, js jetstream.JetStream, topo topology.Topology, sink string, partition int, seq uint64) (bool, error) {
+// from before the event. filters are that consumer's subject filters
+// (none: the whole stream), as bound (a sink of this process) or as last
+// looked up: whether it is delivered the event at all.
+func (s *sinkStarts) covers(ctx context.Context, js jetstream.JetStream, topo topology.Topology, sink string, partition int, seq uint64) (covered bool, filters []string, err error) {
 	if !envelope.IsSinkName(sink) {
-		return false, nil
+		return false, nil, nil
 	}
 	key := sinkPartition{sink, partition}
 	s.mu.Lock()
 	mine, isMine := s.mine[sink]
 	e, seen := s.looked[key]
 	s.mu.Unlock()
-	if isMine && partition < len(mine) {
-		return seq >= mine[partition], nil
+	if isMine && partition < len(mine.starts) {
+		return seq >= mine.starts[partition], mine.filters[partition], nil
 	}
 	if seen {
 		switch {
 		case e.present && time.Since(e.at) < startsTTL && (!e.removing || seq <= e.upto):
-			return seq >= e.start, nil
+			return seq >= e.start, e.filters, nil
 		case !e.present && seq <= e.upto:
-			return false, nil // below any start the sink gets
+			return false, nil, nil // below any start the sink gets
 		case !e.present, e.removing && time.Since(e.at) < startsTTL:
 			// Ask again, but not more often than absentEvery: a flood of
 			// events naming a missing or departing sink costs no flood of
 			// API requests.
 			if err := sleep(ctx, absentEvery-time.Since(e.at), nil); err != nil {
-				return false, err
+				return false, nil, err
 			}
 		}
 	}
-	e, err := lookUpStart(ctx, js, topo, sink, partition)
+	e, err = lookUpStart(ctx, js, topo, sink, partition)
 	if errors.Is(err, errConsumerHealing) {
 		// Believed absent now, an event the healed consumer delivers
 		// would be dead-lettered as well: ask again (the caller hands
@@ -146,12 +159,12 @@ func (s *sinkStarts) covers(ctx context.Context, js jetstream.JetStream, topo to
 		}
 		s.mu.Unlock()
 		if time.Since(since) < healingGrace {
-			return false, err
+			return false, nil, err
 		}
 		err = nil
 	}
 	if err != nil {
-		return false, err
+		return false, nil, err
 	}
 	s.mu.Lock()
 	if len(s.looked) > maxStarts {
@@ -164,17 +177,17 @@ func (s *sinkStarts) covers(ctx context.Context, js jetstream.JetStream, topo to
 	s.mu.Unlock()
 	switch {
 	case e.present && (!e.removing || seq <= e.upto):
-		return seq >= e.start, nil
+		return seq >= e.start, e.filters, nil
 	case e.present:
 		// Marked, and the event is past what the look-up covers: only a
 		// stream answering from the past gets here.
-		return false, fmt.Errorf("sink %q: event %d of partition %d is past the stream's last sequence %d", sink, seq, partition, e.upto)
+		return false, nil, fmt.Errorf("sink %q: event %d of partition %d is past the stream's last sequence %d", sink, seq, partition, e.upto)
 	case seq <= e.upto:
-		return false, nil
+		return false, nil, nil
 	}
 	// The event was stored before the stream's last sequence was read:
 	// only a stream answering from the past gets here.
-	return false, fmt.Errorf("sink %q: event %d of partition %d is past the stream's last sequence %d", sink, seq, partition, e.upto)
+	return false, nil, fmt.Errorf("sink %q: event %d of partition %d is past the stream's last sequence %d", sink, seq, partition, e.upto)
 }
 
 // lookUpStart asks the server. The stream's last sequence is read before
@@ -213,5 +226,6 @@ func lookUpStart(ctx context.Context, js jetstream.JetStream, topo topology.Topo
 		return startEntry{}, err
 	}
 	_, removing := topology.Removing(c.CachedInfo())
-	return startEntry{present: true, removing: removing, start: start, upto: upto, at: began}, nil
+	return startEntry{present: true, removing: removing, start: start, upto: upto, at: began,
+		filters: topology.FiltersOf(c.CachedInfo().Config)}, nil
 }

@@ -306,15 +306,24 @@ func (w *sinkWorker) attempt(ctx context.Context, d *delivery, ev *envelope.Even
 func (w *sinkWorker) checkDestinations(ctx context.Context, d *delivery, ev *envelope.Event, targets []string) error {
 	partition, seq := topology.SplitOrigin(d.origin)
 	for _, t := range targets {
-		covered, err := w.starts.covers(ctx, w.js, w.topo, t, partition, seq)
+		covered, filters, err := w.starts.covers(ctx, w.js, w.topo, t, partition, seq)
 		if err != nil {
 			return fmt.Errorf("cannot tell whether sink %q, named in destinations, covers the event: %w", clip(t), err)
 		}
+		why := fmt.Errorf("destinations names sink %q, which did not exist in the deployment when the event was published; configure it, then dlq replay", t)
 		if covered {
-			continue
+			// This sink reads the event, so it delivers it; another may
+			// read only its routes' types: an event with destinations
+			// published on its type's subject, not the direct one,
+			// would never reach it.
+			if t == w.name || topology.Reads(filters, d.msg.Subject()) {
+				continue
+			}
+			why = fmt.Errorf("destinations names sink %q, whose consumer reads only its routes' types and %s, but the event was published on %s: "+
+				"publish events with destinations under the direct subjects (docs/envelope.md, \"Destinations\"); dlq replay delivers this one",
+				t, w.topo.DirectSubjects(partition), d.msg.Subject())
 		}
-		rec := w.record(d, ev, t, outcome.UnknownDestination,
-			fmt.Errorf("destinations names sink %q, which did not exist in the deployment when the event was published; configure it, then dlq replay", t))
+		rec := w.record(d, ev, t, outcome.UnknownDestination, why)
 		rec.Attempts = 0
 		if err := w.writeDeadLetter(ctx, rec); err != nil {
 			return fmt.Errorf("dead letter for unknown destination %q not written: %w", clip(t), err)

@@ -14,6 +14,7 @@ import (
 	"github.com/chapar-dev/chapar/internal/metrics"
 	"github.com/chapar-dev/chapar/internal/testenv"
 	"github.com/chapar-dev/chapar/internal/topology"
+	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
 // value is a series' value in a /metrics body, or -1 when it is absent.
@@ -110,5 +111,46 @@ func TestOldestPendingAgeAndStreamLimits(t *testing.T) {
 	}
 	if v := value(t, scrape(), `chapar_stream_bytes{stream="CHAPAR_EVENTS"}`); v <= 0 {
 		t.Errorf("stream bytes %v with two events kept", v)
+	}
+}
+
+// A sink reading only its routes' types (several filter subjects): its
+// oldest pending event is the oldest of those types past its ack floor,
+// not an older event of another type it is never delivered.
+func TestOldestPendingOfAConsumerReadingSomeTypes(t *testing.T) {
+	e := testenv.New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	filter := topology.EventFilter{ByType: true, Types: []string{envelope.TypeTrack, envelope.TypePurchase}}
+	if _, err := e.Topo.EnsureSink(ctx, e.JS, "chabok", topology.ConsumerSettings{AckWait: 5 * time.Second, MaxAckPending: 10, Filter: filter}); err != nil {
+		t.Fatal(err)
+	}
+	m := metrics.New("chabok")
+	m.WatchConsumers(e.JS, map[string][]string{topology.SinkConsumer("chabok"): e.Topo.EventsStreams()})
+	srv := httptest.NewServer(m.Admin(e.NC, new(atomic.Bool)))
+	defer srv.Close()
+	oldest := `chapar_consumer_oldest_pending_seconds{consumer="sink-chabok",sink="chabok",stream="CHAPAR_EVENTS"}`
+
+	other, err := envelope.New("com.shop.order.shipped", "test", map[string]any{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Publish(other) // not the sink's: never delivered to it
+	// Setup, not a wait for a condition: the two events' ages must differ
+	// by more than a scrape takes, to tell which one is measured.
+	time.Sleep(300 * time.Millisecond)
+	track := e.Publish(testenv.Track(t, "order_paid", "u1"))
+	st, err := e.JS.Stream(ctx, e.Topo.EventsStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := st.GetMsg(ctx, track.Sequence)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := time.Since(msg.Time)
+	_, body := get(t, srv.URL+"/metrics")
+	if v, after := value(t, body, oldest), time.Since(msg.Time); v < before.Seconds() || v > after.Seconds() {
+		t.Errorf("oldest %vs, want the track event's age, %v to %v", v, before, after)
 	}
 }

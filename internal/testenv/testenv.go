@@ -363,7 +363,7 @@ func (e *Env) Publish(env *envelope.Envelope) *jetstream.PubAck {
 	if err != nil {
 		e.T.Fatal(err)
 	}
-	return e.PublishRaw(e.Topo.EventSubjectFor(env.Type, env.PartitionKey()), env.ID, raw)
+	return e.PublishRaw(e.Topo.SubjectOf(env), env.ID, raw)
 }
 
 // PublishRaw publishes arbitrary bytes (for malformed envelopes).

@@ -174,7 +174,11 @@ func (t Topology) EnsureSink(ctx context.Context, js jetstream.JetStream, sink s
 	}
 	var out SinkConsumers
 	for i, stream := range t.EventsStreams() {
-		ev.FilterSubject = t.PartitionSubjects(i)
+		// The filter goes in the same update as the fence: the replica
+		// that owns the sink reads what its routes need, whatever the
+		// replica before it read (the server keeps the consumer's
+		// position: events past it are read under the new filter).
+		setFilter(&ev, t.FilterSubjects(i, s.Filter))
 		var restored *Restored
 		if s.Floors == nil && s.FloorsUnavailable != nil {
 			// Which floor to recreate it from cannot be read: a missing

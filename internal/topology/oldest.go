@@ -1,7 +1,9 @@
 package topology
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -22,15 +24,30 @@ func OldestPending(ctx context.Context, st jetstream.Stream, info *jetstream.Con
 	if st == nil {
 		return 0, false
 	}
-	filter := info.Config.FilterSubject
-	if filter == "" {
-		filter = ">"
+	// A sink reading only its routes' types has several filters (one per
+	// type, and the direct subjects): its oldest is the earliest of each
+	// one's first message past the floor.
+	filters := info.Config.FilterSubjects
+	if info.Config.FilterSubject != "" || len(filters) == 0 {
+		filters = []string{cmp.Or(info.Config.FilterSubject, ">")}
 	}
-	msg, err := st.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(filter))
-	if err != nil {
+	var oldest *jetstream.RawStreamMsg
+	for _, f := range filters {
+		msg, err := st.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(f))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue // none of this subject past the floor
+		}
+		if err != nil {
+			return 0, false
+		}
+		if oldest == nil || msg.Sequence < oldest.Sequence {
+			oldest = msg
+		}
+	}
+	if oldest == nil {
 		return 0, false
 	}
-	return max(0, now.Sub(msg.Time)), true
+	return max(0, now.Sub(oldest.Time)), true
 }
 
 // MaxAge is the events streams' max_age as configured (0: no limit).

@@ -212,9 +212,13 @@ func unmarked(md map[string]string) (map[string]string, string) {
 // the mark and the fence read before the bind, a config no replica may
 // run any more, which would fence the replica out of the sink it alone
 // runs. A removal under way finds the mark cleared and gives up.
-func (t Topology) Reclaim(ctx context.Context, js jetstream.JetStream, sink, fence string) (int, error) {
+//
+// filter is the replica's own (the one it bound with): written with its
+// fence, so the consumer never carries this replica's fence with another
+// config's, possibly narrower, filter.
+func (t Topology) Reclaim(ctx context.Context, js jetstream.JetStream, sink, fence string, filter EventFilter) (int, error) {
 	n := 0
-	for _, stream := range t.EventsStreams() {
+	for i, stream := range t.EventsStreams() {
 		c, err := js.Consumer(ctx, stream, SinkConsumer(sink))
 		if errors.Is(err, jetstream.ErrConsumerNotFound) {
 			continue // its healer recreates it
@@ -230,6 +234,7 @@ func (t Topology) Reclaim(ctx context.Context, js jetstream.JetStream, sink, fen
 		if fence != "" {
 			cfg.Metadata = maps.Clone(cfg.Metadata)
 			cfg.Metadata[FenceMetadata] = fence
+			setFilter(&cfg, t.FilterSubjects(i, filter))
 		}
 		if _, err := js.UpdateConsumer(ctx, stream, cfg); err != nil {
 			return n, fmt.Errorf("topology: clear the removal mark of consumer %s on %s: %w", SinkConsumer(sink), stream, err)

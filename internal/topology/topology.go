@@ -4,9 +4,13 @@
 //	<P>.events.<type>        EVENTS stream (limits retention, file): what
 //	                         producers publish, de-duplicated on Nats-Msg-Id =
 //	                         envelope id. Consumer "sink-<sink>" per sink reads
-//	                         every event, delivers those routed to its sink and
-//	                         acks the rest; an event stays for max_age, acked
-//	                         or not, so no ack can lose it. One write per event.
+//	                         the types its routes name (subject_filter.go), delivers
+//	                         those routed to its sink and acks the rest; an
+//	                         event stays for max_age, acked or not, so no ack
+//	                         can lose it. One write per event.
+//	<P>.events.chapar.direct.<type>
+//	                         events carrying destinations, which every sink's
+//	                         consumer reads (envelope.DirectSubject).
 //	<P>.events.<i>.<type>    with streams.partitions N > 1, instead: N events
 //	                         streams EVENTS_0..EVENTS_<N-1>, each with its own
 //	                         leader, and "sink-<sink>" on each. An event's
@@ -166,6 +170,13 @@ func (t Topology) EventSubjectFor(eventType, key string) string {
 	return envelope.PartitionSubject(t.prefix, eventType, envelope.Partition(key, n), n)
 }
 
+// SubjectOf is where the Go publisher puts env (envelope.SubjectOf): its
+// type's subject in its partition, or the direct subject of its type if
+// it carries destinations.
+func (t Topology) SubjectOf(env *envelope.Envelope) string {
+	return envelope.SubjectOf(t.prefix, env, t.Partitions())
+}
+
 // originPartitionShift puts a partition in an origin's top bits, above any
 // stream sequence a stream reaches (2^56: at a million events a second,
 // 2,284 years).
@@ -283,6 +294,10 @@ type ConsumerSettings struct {
 	// (dispatch.Fingerprint), written into the events consumers'
 	// metadata: the last replica to bind owns the sink.
 	Fence string
+	// Filter is which events the events consumers read (FilterSubjects),
+	// written in the same update as Fence: the zero value reads the
+	// whole stream.
+	Filter EventFilter
 	// Floors, if set, is the floors bucket (EnsureFloors): an events
 	// consumer found missing is recreated from its recorded floor
 	// (restoreLost), and each one bound has its floor recorded.

@@ -57,3 +57,36 @@ func PartitionSubject(prefix, eventType string, partition, partitions int) strin
 	}
 	return prefix + ".events." + strconv.Itoa(partition) + "." + strings.TrimPrefix(eventType, "chapar.")
 }
+
+// DirectToken is the subject token, after <prefix>.events.[<partition>.],
+// that starts the direct subject space: where an event carrying the
+// destinations extension is published. A sink's consumer that reads only
+// its routes' types reads the direct space too, since destinations may
+// name any sink whatever its types. No type's subject begins with it: a
+// type of the producer's own cannot begin with "chapar." (CheckType), and
+// Chapar's types lose that prefix in their subject ("chapar.track" is
+// <prefix>.events.track), so "chapar.direct" starts no type's subject.
+const DirectToken = "chapar.direct"
+
+// DirectSubject is where an event of the given type that carries
+// destinations is published: <prefix>.events.chapar.direct.<type subject>
+// with one partition, else <prefix>.events.<partition>.chapar.direct.<type
+// subject>. The partition is chosen by the same key as any event's.
+func DirectSubject(prefix, eventType string, partition, partitions int) string {
+	t := DirectToken + "." + strings.TrimPrefix(eventType, "chapar.")
+	if partitions <= 1 {
+		return prefix + ".events." + t
+	}
+	return prefix + ".events." + strconv.Itoa(partition) + "." + t
+}
+
+// SubjectOf is where env is published among partitions: its type's
+// subject in the partition its PartitionKey chooses, or, if it carries
+// destinations, the direct subject of its type there.
+func SubjectOf(prefix string, env *Envelope, partitions int) string {
+	p := Partition(env.PartitionKey(), partitions)
+	if len(env.DestinationList()) > 0 { // as routing reads it
+		return DirectSubject(prefix, env.Type, p, partitions)
+	}
+	return PartitionSubject(prefix, env.Type, p, partitions)
+}

@@ -1,6 +1,7 @@
 package envelope_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/chapar-dev/chapar/pkg/envelope"
@@ -87,6 +88,60 @@ func TestPublisherSubjectFollowsTheKey(t *testing.T) {
 		}
 		if got := three.Subject(&c.env); got != c.want {
 			t.Errorf("%s over 3 partitions: %q, want %q", c.env.ID, got, c.want)
+		}
+	}
+}
+
+// An event carrying destinations is published on the direct subject of its
+// type, in the partition its key chooses; the direct space starts no
+// type's subject, so a consumer reading some types never reads another's
+// events through it (docs/envelope.md, "Destinations").
+func TestDirectSubject(t *testing.T) {
+	for _, c := range []struct {
+		typ           string
+		partition, of int
+		want          string
+	}{
+		{envelope.TypeTrack, 0, 1, "chapar.events.chapar.direct.track"},
+		{envelope.TypeTrack, 2, 3, "chapar.events.2.chapar.direct.track"},
+		{"com.shop.order.shipped", 0, 1, "chapar.events.chapar.direct.com.shop.order.shipped"},
+		{"chapar", 1, 2, "chapar.events.1.chapar.direct.chapar"},
+	} {
+		if got := envelope.DirectSubject("chapar", c.typ, c.partition, c.of); got != c.want {
+			t.Errorf("DirectSubject(%q, %d, %d) = %q, want %q", c.typ, c.partition, c.of, got, c.want)
+		}
+	}
+	// No type the contract allows has a subject in the direct space.
+	for _, typ := range append(envelope.Types(), "chapar", "chapar-direct", "direct", "com.chapar.direct") {
+		if err := envelope.CheckType(typ); err != nil {
+			t.Fatalf("%q: %v", typ, err)
+		}
+		if s := envelope.Subject("chapar", typ); strings.HasPrefix(s, "chapar.events."+envelope.DirectToken+".") || s == "chapar.events."+envelope.DirectToken {
+			t.Errorf("type %q's subject %s is in the direct space", typ, s)
+		}
+	}
+	if envelope.CheckType(envelope.DirectToken+".track") == nil {
+		t.Error("a custom type beginning with chapar.direct is accepted")
+	}
+
+	plain, err := envelope.New(envelope.TypeTrack, "test", map[string]any{"name": "x", "user": map[string]any{"id": "u1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := *plain
+	named.Destinations = "crm, kenar"
+	blank := *plain
+	blank.Destinations = " "
+	for _, c := range []struct {
+		env  *envelope.Envelope
+		want string
+	}{
+		{plain, "chapar.events.track"},
+		{&named, "chapar.events.chapar.direct.track"},
+		{&blank, "chapar.events.track"}, // routing reads no destinations in it
+	} {
+		if got := envelope.SubjectOf("chapar", c.env, 1); got != c.want {
+			t.Errorf("SubjectOf(destinations %q) = %q, want %q", c.env.Destinations, got, c.want)
 		}
 	}
 }

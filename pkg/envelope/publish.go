@@ -68,9 +68,11 @@ func (p *Publisher) Publish(ctx context.Context, env *Envelope) (*jetstream.PubA
 }
 
 // Subject is where env is published: its type's subject, in the partition
-// its PartitionKey chooses.
+// its PartitionKey chooses; an envelope with destinations goes to the
+// direct subject of its type instead (SubjectOf), which every sink's
+// consumer reads whatever its routes.
 func (p *Publisher) Subject(env *Envelope) string {
-	return PartitionSubject(p.prefix, env.Type, Partition(env.PartitionKey(), p.partitions), p.partitions)
+	return SubjectOf(p.prefix, env, p.partitions)
 }
 
 // PublishRaw publishes raw, the structured-mode encoding of env (env
