@@ -183,7 +183,7 @@ func printEvent(s *streams, r lookup.Report) {
 			}
 		}
 		if sk.State == lookup.Waiting || sk.State == lookup.Paused {
-			detail = fmt.Sprintf("%d events ahead of it; %s", sk.Ahead, sk.Why)
+			detail = fmt.Sprintf("up to %d events ahead of it; %s", sk.Ahead, sk.Why)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", sk.Sink, sk.State, when, attempts, last, detail)
 	}

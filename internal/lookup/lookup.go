@@ -56,8 +56,10 @@ type Sink struct {
 	Record *deliveries.Record `json:"record,omitempty"`
 	// Why says what a state other than a record's means here.
 	Why string `json:"why,omitempty"`
-	// Ahead, for a waiting event, is how many events of the sink's
-	// stream before it its consumer has not acked yet (at most).
+	// Ahead, for a waiting event, is how many events of its stream lie
+	// between the consumer's ack floor and it: at most what the sink
+	// still has to take before it (a sink reading only its routes' types
+	// is not handed the others).
 	Ahead uint64 `json:"ahead,omitempty"`
 }
 
