@@ -184,6 +184,9 @@ func printEvent(s *streams, r lookup.Report) {
 		}
 		if sk.State == lookup.Waiting || sk.State == lookup.Paused {
 			detail = fmt.Sprintf("up to %d events ahead of it; %s", sk.Ahead, sk.Why)
+			if sk.Ahead == 0 {
+				detail = "next in line; " + sk.Why
+			}
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", sk.Sink, sk.State, when, attempts, last, detail)
 	}
