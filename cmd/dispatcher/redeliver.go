@@ -14,6 +14,7 @@ import (
 	"github.com/chapar-dev/chapar/internal/app"
 	"github.com/chapar-dev/chapar/internal/config"
 	"github.com/chapar-dev/chapar/internal/dlq"
+	"github.com/chapar-dev/chapar/internal/opsevents"
 	"github.com/chapar-dev/chapar/internal/redeliver"
 )
 
@@ -60,13 +61,7 @@ func (c *cliSinksRedeliver) Run(ctx context.Context, s *streams) error {
 	if err != nil {
 		return err
 	}
-	if cfg.NATS.URL == "" {
-		// A local dispatcher run's embedded server, with its token if any.
-		cfg.NATS.URL = "nats://" + cfg.NATS.Embedded.Listen
-		if cfg.NATS.Token == "" {
-			cfg.NATS.Token = cfg.NATS.Embedded.Token
-		}
-	}
+	toLocalServer(cfg)
 	conn, err := app.Connect(ctx, cfg, zap.NewNop())
 	if err != nil {
 		return err
@@ -83,6 +78,11 @@ func (c *cliSinksRedeliver) Run(ctx context.Context, s *streams) error {
 			f.Since.UTC().Format(time.RFC3339), f.Until.UTC().Format(time.RFC3339), paceText(c.Rate, sink.RateLimit))
 	}
 	res, err := redeliver.Run(ctx, conn.JS, conn.Topo, o)
+	if !c.DryRun {
+		if perr := opsevents.PublishRedeliveryDone(context.WithoutCancel(ctx), conn.JS, cfg, c.Sink, "cli", res, err); perr != nil {
+			fmt.Fprintf(s.stderr, "note: chapar.ops.redelivery_done not published: %v\n", perr)
+		}
+	}
 	if o.Progress != nil && res.Sent > 0 && isTerminal(s.stderr) {
 		fmt.Fprintln(s.stderr)
 	}

@@ -253,10 +253,15 @@ func newConsole(ctx context.Context, cfg *config.Config, conn *app.Conn, m *metr
 		Pauses: consolePauses{conn},
 		// The same redelivery as dispatcher sinks redeliver, over this
 		// dispatcher's config (its routes and rate limits).
-		Redeliveries: redeliver.Runner{JS: conn.JS, Topo: conn.Topo, Config: cfg},
-		Token:        token,
-		Logger:       log,
-		Partitions:   cfg.Streams.Partitions,
+		Redeliveries: redeliver.Runner{JS: conn.JS, Topo: conn.Topo, Config: cfg,
+			Ended: func(ctx context.Context, sink string, res redeliver.Result, err error) {
+				if perr := opsevents.PublishRedeliveryDone(context.WithoutCancel(ctx), conn.JS, cfg, sink, "console", res, err); perr != nil {
+					log.Warn("chapar.ops.redelivery_done not published", zap.Error(perr))
+				}
+			}},
+		Token:      token,
+		Logger:     log,
+		Partitions: cfg.Streams.Partitions,
 		// Beyond loopback every page asks for the token: they show dead
 		// letters' envelopes (CheckConsoleToken made sure there is one).
 		RequireToken: cfg.Admin.ConsoleBeyondLoopback(),

@@ -11,6 +11,7 @@ import (
 	"github.com/chapar-dev/chapar/internal/dlq"
 	"github.com/chapar-dev/chapar/internal/opsevents"
 	"github.com/chapar-dev/chapar/internal/retry"
+	"github.com/chapar-dev/chapar/internal/redeliver"
 	"github.com/chapar-dev/chapar/internal/testenv"
 	"github.com/chapar-dev/chapar/internal/topology"
 	"github.com/chapar-dev/chapar/pkg/envelope"
@@ -190,4 +191,39 @@ func TestReplayDoneIsPublished(t *testing.T) {
 	if done[0].Subject != "shop" {
 		t.Errorf("replay_done about %q, want shop", done[0].Subject)
 	}
+}
+
+// A redelivery that ran (not a dry run) is reported once, with what it
+// re-sent, as a replay is.
+func TestRedeliveryDoneIsPublished(t *testing.T) {
+	e := testenv.New(t)
+	shop, _ := hook(t, e, "shop", http.StatusOK)
+	sinks, routes := []config.Sink{shop}, []config.Route{{Sinks: []string{"shop"}}}
+	p := start(t, e, sinks, routes, enabled())
+	since := time.Now().Add(-time.Minute)
+	e.Publish(testenv.Track(t, "order_paid", "u1"))
+	e.Publish(testenv.Track(t, "order_paid", "u2"))
+	testenv.Eventually(t, 10*time.Second, "both delivered", func() bool { return p.obs.DeliveredTo("shop") == 2 })
+	cfg := e.Config(sinks, routes)
+	cfg.OpsEvents = enabled()
+	r := redeliver.Runner{JS: e.JS, Topo: e.Topo, Config: cfg,
+		Ended: func(ctx context.Context, sink string, res redeliver.Result, err error) {
+			if perr := opsevents.PublishRedeliveryDone(ctx, e.JS, cfg, sink, "test", res, err); perr != nil {
+				t.Error(perr)
+			}
+		}}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := r.Redeliver(ctx, "shop", redeliver.Filter{Since: since}, true, nil); err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.Redeliver(ctx, "shop", redeliver.Filter{Since: since}, false, nil)
+	if err != nil || res.Sent != 2 {
+		t.Fatalf("redelivery: %+v, %v", res, err)
+	}
+	done := ofType(t, e, envelope.TypeOpsRedeliveryDone)
+	if len(done) != 1 {
+		t.Fatalf("%d redelivery_done events stored (want 1: the dry run reports none)", len(done))
+	}
+	want(t, done[0], map[string]any{"sink": "shop", "sent": 2.0, "matched": 2.0, "by": "test", "job": res.Job})
 }

@@ -48,6 +48,7 @@ import (
 	"github.com/chapar-dev/chapar/internal/config"
 	"github.com/chapar-dev/chapar/internal/dispatch"
 	"github.com/chapar-dev/chapar/internal/dlq"
+	"github.com/chapar-dev/chapar/internal/redeliver"
 	"github.com/chapar-dev/chapar/internal/retry"
 	"github.com/chapar-dev/chapar/internal/topology"
 	"github.com/chapar-dev/chapar/pkg/envelope"
@@ -479,8 +480,30 @@ func (p *Publisher) SinkPaused(string, bool)                  {}
 // publishTimeout, not rate-limited. sink is the filter's sink ("" for a
 // replay of every sink).
 func PublishReplayDone(ctx context.Context, js jetstream.JetStream, cfg *config.Config, sink, by string, res dlq.ReplayResult, jobErr error) error {
+	data := map[string]any{"matched": res.Matched, "replayed": res.Replayed, "skipped": res.Skipped}
+	return publishJobDone(ctx, js, cfg, envelope.TypeOpsReplayDone, sink, by, data, jobErr)
+}
+
+// PublishRedeliveryDone publishes a chapar.ops.redelivery_done for a
+// redelivery (dispatcher sinks redeliver, a console job) that ended,
+// when ops_events.enabled; nothing for a dry run.
+func PublishRedeliveryDone(ctx context.Context, js jetstream.JetStream, cfg *config.Config, sink, by string, res redeliver.Result, jobErr error) error {
+	if !cfg.OpsEvents.Enabled {
+		return nil
+	}
+	data := map[string]any{"job": res.Job, "scanned": res.Scanned, "matched": res.Matched, "sent": res.Sent,
+		"since": res.Since.UTC(), "until": res.Until.UTC()}
+	if !res.Resume.IsZero() {
+		data["resume"] = res.Resume.UTC()
+	}
+	return publishJobDone(ctx, js, cfg, envelope.TypeOpsRedeliveryDone, sink, by, data, jobErr)
+}
+
+// publishJobDone publishes a job's end: data, with by, the sink (absent:
+// every sink) and the error it stopped on.
+func publishJobDone(ctx context.Context, js jetstream.JetStream, cfg *config.Config, typ, sink, by string, data map[string]any, jobErr error) error {
 	topo := topology.New(cfg.Streams)
-	data := map[string]any{"matched": res.Matched, "replayed": res.Replayed, "skipped": res.Skipped, "by": by}
+	data["by"] = by
 	if sink != "" {
 		data["sink"] = sink
 	}
@@ -492,7 +515,7 @@ func PublishReplayDone(ctx context.Context, js jetstream.JetStream, cfg *config.
 	if sink != "" {
 		opts = append(opts, envelope.WithSubject(sink))
 	}
-	env, err := envelope.New(envelope.TypeOpsReplayDone, "chapar://"+by+"/"+host, data, opts...)
+	env, err := envelope.New(typ, "chapar://"+by+"/"+host, data, opts...)
 	if err != nil {
 		return err
 	}

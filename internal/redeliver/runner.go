@@ -18,6 +18,9 @@ type Runner struct {
 	JS     jetstream.JetStream
 	Topo   topology.Topology
 	Config *config.Config
+	// Ended, if set, is told of every redelivery that ran (not a dry
+	// run): the dispatcher publishes chapar.ops.redelivery_done with it.
+	Ended func(ctx context.Context, sink string, res Result, err error)
 }
 
 // Redeliver runs (or, dryRun, counts) a redelivery of the window to sink.
@@ -25,8 +28,12 @@ func (r Runner) Redeliver(ctx context.Context, sink string, f Filter, dryRun boo
 	var names []string
 	for _, sc := range r.Config.Sinks {
 		if sc.Name == sink {
-			return Run(ctx, r.JS, r.Topo, Options{Sink: sink, Routes: r.Config.Routes, Filter: f, DryRun: dryRun,
+			res, err := Run(ctx, r.JS, r.Topo, Options{Sink: sink, Routes: r.Config.Routes, Filter: f, DryRun: dryRun,
 				Pace: Limiter(sc.RateLimit), Progress: progress})
+			if !dryRun && r.Ended != nil {
+				r.Ended(ctx, sink, res, err)
+			}
+			return res, err
 		}
 		names = append(names, sc.Name)
 	}

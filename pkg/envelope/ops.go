@@ -19,6 +19,7 @@ const (
 	TypeOpsSinkResumed    = OpsTypePrefix + "sink_resumed"
 	TypeOpsConsumerHealed = OpsTypePrefix + "consumer_recreated"
 	TypeOpsReplayDone     = OpsTypePrefix + "replay_done"
+	TypeOpsRedeliveryDone = OpsTypePrefix + "redelivery_done"
 	TypeOpsSuppressed     = OpsTypePrefix + "suppressed"
 )
 
@@ -26,7 +27,7 @@ const (
 // docs/envelope.md gives them.
 func OpsTypes() []string {
 	return []string{TypeOpsDeadLettered, TypeOpsBreakerOpened, TypeOpsBreakerClosed, TypeOpsSinkRecovered,
-		TypeOpsSinkPaused, TypeOpsSinkResumed, TypeOpsConsumerHealed, TypeOpsReplayDone, TypeOpsSuppressed}
+		TypeOpsSinkPaused, TypeOpsSinkResumed, TypeOpsConsumerHealed, TypeOpsReplayDone, TypeOpsRedeliveryDone, TypeOpsSuppressed}
 }
 
 // IsOpsType reports whether t is one of Chapar's operational event types.
