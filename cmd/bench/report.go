@@ -108,6 +108,9 @@ func writeReport(w io.Writer, command string, load float64, scs []scenario, resu
 		byKey[r.scenario+"/"+r.system] = r
 	}
 	for _, sc := range scs {
+		if sc.name == retryStormName {
+			continue // a table of its own (writeRetryStorm)
+		}
 		for i, m := range metrics(sc) {
 			title := ""
 			if i == 0 {
@@ -146,6 +149,7 @@ func writeReport(w io.Writer, command string, load float64, scs []scenario, resu
 	writeScaleOut(w, scs, byKey)
 	writeBatching(w, byKey)
 	writeRetention(w, scs, byKey)
+	writeRetryStorm(w, byKey)
 	var noisy []string
 	for _, r := range results {
 		if r.err == nil && r.disturbed() {

@@ -87,6 +87,14 @@ func scenarios(names []string, quick bool, events int) ([]scenario, error) {
 			sc = scenario{title: "slow vendor (50 ms per call), 1 sink, 256 workers", events: n, sinks: 1, workers: 256, latency: 50 * time.Millisecond}
 		case "rate":
 			sc = scenario{title: "1,000 events/s offered, 1 sink, 16 workers", events: rateN, sinks: 1, workers: 16, rate: 1000}
+		case retryStormName:
+			sc = scenario{title: "retry storm: every event fails once, its retries due at once", events: 100000, sinks: 1, workers: 64}
+			if quick {
+				sc.events = 300
+			}
+			if events > 0 {
+				sc.events = events
+			}
 		case "bulk-chabok-1":
 			sc = scenario{title: "Chabok, one event per request, 16 workers", sinks: 1, workers: 16, users: 1000}
 		case "bulk-chabok":
@@ -98,8 +106,8 @@ func scenarios(names []string, quick bool, events int) ([]scenario, error) {
 				sinks: 1, workers: 16, batch: 1000, maxAckPending: 7000, users: 1000, vendor: emulator.MetrixGateway}
 		default:
 			if _, err := fmt.Sscanf(name, "scale-r%d-p%d", &replicas, &partitions); err != nil || !slices.Contains(scaleOut, name) {
-				return nil, fmt.Errorf("unknown scenario %q (have %s, scaleout: %s, and batching: %s)", name,
-					strings.Join(scenarioNames, ", "), strings.Join(scaleOut, ", "), strings.Join(batching, ", "))
+				return nil, fmt.Errorf("unknown scenario %q (have %s, scaleout: %s, batching: %s, and %s)", name,
+					strings.Join(scenarioNames, ", "), strings.Join(scaleOut, ", "), strings.Join(batching, ", "), retryStormName)
 			}
 			// 16 workers per replica: replicas add workers, as they do in
 			// production.
@@ -149,7 +157,9 @@ type result struct {
 	// users whose events the vendor accepted out of publish order.
 	perRequest float64
 	outOfOrder int
-	err        error
+	// storm is the retry storm's own figures (retrystorm.go).
+	storm *stormFigures
+	err   error
 }
 
 // harness holds what every measurement shares.
@@ -445,13 +455,20 @@ func runBench(ctx context.Context, o options) ([]result, error) {
 			if (sc.nodes > 1 || sc.users > 0) && !strings.HasPrefix(s.name, "chapar") {
 				continue // the peers have no partitions, and do not batch
 			}
+			if sc.name == retryStormName && s.name != "chapar" {
+				continue // the peers have no scheduled retries
+			}
 			logf("%s: %s", s.label, sc.title)
 			var r result
 			for attempt := 1; ; attempt++ {
 				if o.waitIdle {
 					waitQuiet(ctx, 2*time.Minute, logf)
 				}
-				r = h.measure(ctx, s, sc)
+				if sc.name == retryStormName {
+					r = h.measureRetryStorm(ctx, s, sc)
+				} else {
+					r = h.measure(ctx, s, sc)
+				}
 				if !o.waitIdle || r.err != nil || !r.disturbed() || attempt == 3 || ctx.Err() != nil {
 					break
 				}
