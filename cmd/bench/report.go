@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -101,8 +102,10 @@ func writeReport(w io.Writer, command string, load float64, scs []scenario, resu
 	fmt.Fprintf(w, "Machine: %s, %d CPUs, %s/%s, %s. Date: %s. Load average (1 min) before the run: %.2f.\n\n",
 		cpuModel(), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), time.Now().UTC().Format("2006-01-02"), load)
 	fmt.Fprintf(w, "Command: `%s`\n\n", command)
-	fmt.Fprintln(w, "| scenario | metric | Chapar | Watermill | lean | Chapar/Watermill | Chapar/lean | goal | met |")
-	fmt.Fprintln(w, "|---|---|--:|--:|--:|--:|--:|---|---|")
+	if slices.ContainsFunc(scs, func(sc scenario) bool { return sc.name != retryStormName }) {
+		fmt.Fprintln(w, "| scenario | metric | Chapar | Watermill | lean | Chapar/Watermill | Chapar/lean | goal | met |")
+		fmt.Fprintln(w, "|---|---|--:|--:|--:|--:|--:|---|---|")
+	}
 	byKey := map[string]result{}
 	for _, r := range results {
 		byKey[r.scenario+"/"+r.system] = r
