@@ -110,10 +110,10 @@ const stormRest = 12 * time.Second
 
 // stormDelay is the fixed retry delay: long enough that the dispatcher
 // has usually failed every event before the first retry is due (it fails
-// 2,000–3,000 a second on the shared 2-core machine), leaving time to
+// 1,600–2,600 a second on the shared 2-core machine), leaving time to
 // read the RSS at rest; short enough that the freeze stays short.
 func stormDelay(events int) time.Duration {
-	return 3*time.Second + stormRest + time.Duration(events)*450*time.Microsecond
+	return 3*time.Second + stormRest + time.Duration(events)*700*time.Microsecond
 }
 
 // measureRetryStorm runs the retry storm with Chapar (the peers have no
@@ -258,6 +258,12 @@ func (h *harness) measureRetryStorm(ctx context.Context, sys system, sc scenario
 		return res
 	}
 	l0 := info.State.LastSeq
+	storm, err := waitingRetries(ctx, js, info)
+	if err != nil {
+		res.err = fmt.Errorf("the retries waiting: %w", err)
+		return res
+	}
+	fig.storm = storm
 	if err := syscall.Kill(natsPID, syscall.SIGSTOP); err != nil {
 		res.err = fmt.Errorf("freeze nats-server: %w", err)
 		return res
@@ -276,8 +282,6 @@ func (h *harness) measureRetryStorm(ctx context.Context, sys system, sc scenario
 	}
 	resumed := time.Now()
 	fig.frozen = resumed.Sub(frozenAt)
-	storm := uint64(info.State.Msgs)
-	fig.storm = storm
 
 	// 3. The sweep, the probe beside it, and the drain.
 	type sweepResult struct {
@@ -286,7 +290,7 @@ func (h *harness) measureRetryStorm(ctx context.Context, sys system, sc scenario
 	}
 	swept := make(chan sweepResult, 1)
 	go func() {
-		samples, err := awaitMoved(ctx, retries, l0, storm)
+		samples, err := awaitMoved(ctx, js, retries, l0)
 		swept <- sweepResult{samples, err}
 	}()
 	type probeResult struct {
@@ -521,15 +525,21 @@ type movedSample struct {
 	at    time.Time
 }
 
-// awaitMoved waits until the server has stored n messages in the retries
-// stream after sequence l0 (only due retries are: nothing else writes to
-// it meanwhile), returning what each stream info said on the way.
-func awaitMoved(ctx context.Context, retries jetstream.Stream, l0, n uint64) ([]movedSample, error) {
+// awaitMoved waits until no retry waits in the retries stream any more
+// (its messages less the retry consumer's pending and in-flight ones are
+// the waiting retries: nothing else writes to it meanwhile), returning
+// how many the server had moved (stored after sequence l0) and when, as
+// each stream info said on the way.
+func awaitMoved(ctx context.Context, js jetstream.JetStream, retries jetstream.Stream, l0 uint64) ([]movedSample, error) {
 	deadline := time.Now().Add(5 * time.Minute)
 	var out []movedSample
 	for {
 		ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		info, err := retries.Info(ictx)
+		var waiting uint64
+		if err == nil {
+			waiting, err = waitingRetries(ictx, js, info)
+		}
 		cancel()
 		if err != nil {
 			return out, fmt.Errorf("the retries stream's state during the sweep: %w", err)
@@ -538,11 +548,11 @@ func awaitMoved(ctx context.Context, retries jetstream.Stream, l0, n uint64) ([]
 		if moved > 0 {
 			out = append(out, movedSample{moved, info.State.LastTime})
 		}
-		if moved >= n {
+		if waiting == 0 && moved > 0 {
 			return out, nil
 		}
 		if time.Now().After(deadline) {
-			return out, fmt.Errorf("after 5m the server had moved %d of %d retries", moved, n)
+			return out, fmt.Errorf("after 5m the server had moved %d retries, %d still waiting", moved, waiting)
 		}
 		select {
 		case <-ctx.Done():
@@ -550,6 +560,24 @@ func awaitMoved(ctx context.Context, retries jetstream.Stream, l0, n uint64) ([]
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
+}
+
+// waitingRetries is how many retries wait in the retries stream (info):
+// its messages less those due and not yet acked by the retry consumer.
+func waitingRetries(ctx context.Context, js jetstream.JetStream, info *jetstream.StreamInfo) (uint64, error) {
+	c, err := js.Consumer(ctx, "CHAPAR_RETRIES", "retry-chabok-0")
+	if err != nil {
+		return 0, err
+	}
+	ci, err := c.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	due := ci.NumPending + uint64(ci.NumAckPending)
+	if due > info.State.Msgs {
+		return 0, nil
+	}
+	return info.State.Msgs - due, nil
 }
 
 // firedBy is when the server had moved the fraction q of n retries: the
