@@ -10,10 +10,11 @@ package main
 // Chabok emulator in this process.
 //
 //  1. The vendor answers 503. N events are published; the dispatcher fails
-//     each once and stores its retry, due a fixed delay later (a retry
-//     policy with multiplier 1 and no jitter; the breaker never opens), so
-//     every retry waits in CHAPAR_RETRIES. nats-server's RSS is read before
-//     and now: the memory per waiting retry.
+//     each and stores its retry, due a fixed delay later (a retry policy
+//     with multiplier 1 and no jitter; the breaker never opens); a retry
+//     due before the last event failed fails again and waits anew, until
+//     one retry per event waits in CHAPAR_RETRIES. nats-server's RSS is
+//     read before, then, and at rest: the memory per waiting retry.
 //  2. The vendor recovers. nats-server is frozen (SIGSTOP) until the last
 //     retry is due, then resumed: every retry is due at that instant, as
 //     after an outage of the broker, and the server's first sweep finds
@@ -27,12 +28,12 @@ package main
 // Reported: when the server had moved every retry (the sweep's lateness),
 // each retry's lateness at the vendor (its receipt less when it became
 // due: the later of its scheduled time and the resumption; the scheduled
-// time is the vendor's 503 for it plus the fixed delay, which the
+// time is the vendor's last 503 for it plus the fixed delay, which the
 // dispatcher sets a few milliseconds after the 503, so lateness is
 // overstated by that), p50/p99/max, the probe's publish latency before the
 // freeze, during the sweep and while the retries drain, and the RSS per
 // million waiting retries. Every event must reach the vendor accepted
-// exactly once, having failed exactly once.
+// exactly once, having failed at least once; every probe too.
 
 import (
 	"context"

@@ -88,7 +88,7 @@ func scenarios(names []string, quick bool, events int) ([]scenario, error) {
 		case "rate":
 			sc = scenario{title: "1,000 events/s offered, 1 sink, 16 workers", events: rateN, sinks: 1, workers: 16, rate: 1000}
 		case retryStormName:
-			sc = scenario{title: "retry storm: every event fails once, its retries due at once", events: 100000, sinks: 1, workers: 64}
+			sc = scenario{title: "retry storm: every event fails, its retries due at once", events: 100000, sinks: 1, workers: 64}
 			if quick {
 				sc.events = 300
 			}
