@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -105,13 +106,18 @@ func writeReport(w io.Writer, command string, load float64, scs []scenario, resu
 	fmt.Fprintf(w, "Machine: %s, %d CPUs, %s/%s, %s. Date: %s. Load average (1 min) before the run: %.2f.\n\n",
 		cpuModel(), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), time.Now().UTC().Format("2006-01-02"), load)
 	fmt.Fprintf(w, "Command: `%s`\n\n", command)
-	fmt.Fprintln(w, "| scenario | metric | Chapar | Watermill | lean | Chapar/Watermill | Chapar/lean | goal | met |")
-	fmt.Fprintln(w, "|---|---|--:|--:|--:|--:|--:|---|---|")
+	if slices.ContainsFunc(scs, func(sc scenario) bool { return sc.name != retryStormName }) {
+		fmt.Fprintln(w, "| scenario | metric | Chapar | Watermill | lean | Chapar/Watermill | Chapar/lean | goal | met |")
+		fmt.Fprintln(w, "|---|---|--:|--:|--:|--:|--:|---|---|")
+	}
 	byKey := map[string]result{}
 	for _, r := range results {
 		byKey[r.scenario+"/"+r.system] = r
 	}
 	for _, sc := range scs {
+		if sc.name == retryStormName {
+			continue // a table of its own (writeRetryStorm)
+		}
 		for i, m := range metrics(sc) {
 			title := ""
 			if i == 0 {
@@ -153,6 +159,7 @@ func writeReport(w io.Writer, command string, load float64, scs []scenario, resu
 	writeCeilings(w, scs, byKey)
 	writeVariant(w, scs, byKey)
 	writeKSinks(w, scs, byKey)
+	writeRetryStorm(w, byKey)
 	var noisy []string
 	for _, r := range results {
 		if r.err == nil && r.disturbed() {

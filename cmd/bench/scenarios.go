@@ -107,6 +107,14 @@ func scenarios(names []string, quick bool, events int) ([]scenario, error) {
 			if quick || events > 0 {
 				sc.events = rateN
 			}
+		case retryStormName:
+			sc = scenario{title: "retry storm: every event fails, its retries due at once", events: 100000, sinks: 1, workers: 64}
+			if quick {
+				sc.events = 300
+			}
+			if events > 0 {
+				sc.events = events
+			}
 		case "bulk-chabok-1":
 			sc = scenario{title: "Chabok, one event per request, 16 workers", sinks: 1, workers: 16, users: 1000}
 		case "bulk-chabok":
@@ -132,8 +140,8 @@ func scenarios(names []string, quick bool, events int) ([]scenario, error) {
 			}
 		default:
 			if _, err := fmt.Sscanf(name, "scale-r%d-p%d", &replicas, &partitions); err != nil || !slices.Contains(scaleOut, name) {
-				return nil, fmt.Errorf("unknown scenario %q (have %s, scaleout: %s, batching: %s, and ksinks: %s)", name,
-					strings.Join(scenarioNames, ", "), strings.Join(scaleOut, ", "), strings.Join(batching, ", "), strings.Join(ksinks, ", "))
+				return nil, fmt.Errorf("unknown scenario %q (have %s, scaleout: %s, batching: %s, ksinks: %s, and %s)", name,
+					strings.Join(scenarioNames, ", "), strings.Join(scaleOut, ", "), strings.Join(batching, ", "), strings.Join(ksinks, ", "), retryStormName)
 			}
 			// 16 workers per replica: replicas add workers, as they do in
 			// production.
@@ -183,7 +191,9 @@ type result struct {
 	// users whose events the vendor accepted out of publish order.
 	perRequest float64
 	outOfOrder int
-	err        error
+	// storm is the retry storm's own figures (retrystorm.go).
+	storm *stormFigures
+	err   error
 }
 
 // harness holds what every measurement shares.
@@ -509,13 +519,20 @@ func runBench(ctx context.Context, o options) ([]result, error) {
 			if (sc.nodes > 1 || sc.users > 0 || sc.split) && !strings.HasPrefix(s.name, "chapar") {
 				continue // the peers have no partitions, and do not batch
 			}
+			if sc.name == retryStormName && s.name != "chapar" {
+				continue // the peers have no scheduled retries
+			}
 			logf("%s: %s", s.label, sc.title)
 			var r result
 			for attempt := 1; ; attempt++ {
 				if o.waitIdle {
 					waitQuiet(ctx, 2*time.Minute, logf)
 				}
-				r = h.measure(ctx, s, sc)
+				if sc.name == retryStormName {
+					r = h.measureRetryStorm(ctx, s, sc)
+				} else {
+					r = h.measure(ctx, s, sc)
+				}
 				if !o.waitIdle || r.err != nil || !r.disturbed() || attempt == 3 || ctx.Err() != nil {
 					break
 				}
