@@ -1,7 +1,7 @@
 package deliveries
 
 import (
-	"encoding/json"
+	"sync"
 	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
@@ -23,6 +23,9 @@ type Writer struct {
 	pub    publisher
 	prefix string
 	failed atomic.Int64
+	// bufs hold records being written: the connection copies a message
+	// into its own buffer before PublishMsg returns.
+	bufs sync.Pool
 }
 
 // NewWriter records under prefix (streams.subject_prefix) through pub.
@@ -35,13 +38,15 @@ func (w *Writer) Record(r Record) {
 	if w == nil {
 		return
 	}
-	b, err := json.Marshal(r)
-	if err == nil {
-		err = w.pub.PublishMsg(&nats.Msg{Subject: Subject(w.prefix, r.EventID), Data: b})
+	bp, _ := w.bufs.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
 	}
-	if err != nil {
+	*bp = r.AppendJSON((*bp)[:0])
+	if err := w.pub.PublishMsg(&nats.Msg{Subject: Subject(w.prefix, r.EventID), Data: *bp}); err != nil {
 		w.failed.Add(1)
 	}
+	w.bufs.Put(bp)
 }
 
 // Failed is how many records could not be published.

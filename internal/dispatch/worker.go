@@ -310,7 +310,7 @@ func (w *sinkWorker) checkDestinations(ctx context.Context, d *delivery, ev *env
 		if err != nil {
 			return fmt.Errorf("cannot tell whether sink %q, named in destinations, covers the event: %w", clip(t), err)
 		}
-		why := fmt.Errorf("destinations names sink %q, which did not exist in the deployment when the event was published; configure it, then dlq replay", t)
+		var why error
 		if covered {
 			// This sink reads the event, so it delivers it; another may
 			// read only its routes' types: an event with destinations
@@ -322,6 +322,8 @@ func (w *sinkWorker) checkDestinations(ctx context.Context, d *delivery, ev *env
 			why = fmt.Errorf("destinations names sink %q, whose consumer reads only its routes' types and %s, but the event was published on %s: "+
 				"publish events with destinations under the direct subjects (docs/envelope.md, \"Destinations\"); dlq replay delivers this one",
 				t, w.topo.DirectSubjects(partition), d.msg.Subject())
+		} else {
+			why = fmt.Errorf("destinations names sink %q, which did not exist in the deployment when the event was published; configure it, then dlq replay", t)
 		}
 		rec := w.record(d, ev, t, outcome.UnknownDestination, why)
 		rec.Attempts = 0
