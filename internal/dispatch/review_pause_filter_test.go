@@ -87,3 +87,57 @@ func TestReviewPausedFilteredSinkPastReachDeadLettersOnlyItsOldEvents(t *testing
 		}
 	}
 }
+
+// Review of a sweep racing the resumption: 300 events (more than one
+// sweep's fetch) cross the reach together; the sink is resumed as soon as
+// the first dead letter is stored, with two replicas sweeping. Each event
+// ends either dead-lettered once (and not at the vendor) or delivered,
+// never both and never neither.
+func TestReviewSweepRacingResumeLosesNothing(t *testing.T) {
+	e := testenv.New(t)
+	withMaxAge(t, e, pastReachMaxAge)
+	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	a := e.Start([]config.Sink{sink}, gatewayRoute)
+	b := e.Start([]config.Sink{sink}, gatewayRoute)
+	setPaused(t, e, "gateway", true)
+	testenv.Eventually(t, 5*time.Second, "paused", allPaused(true, a, b))
+	ids := publishTracks(t, e, 300, "order_paid")
+	testenv.Eventually(t, pastReachMaxAge+10*time.Second, "the first dead letter", func() bool {
+		return len(deadLetters(t, e, dlq.Filter{Sink: "gateway"})) > 0
+	})
+	setPaused(t, e, "gateway", false)
+	testenv.Eventually(t, 5*time.Second, "resumed", allPaused(false, a, b))
+	var got, dead map[string]int
+	accounted := func() bool {
+		got, dead = gatewayIDs(t, e), map[string]int{}
+		for _, r := range deadLetters(t, e, dlq.Filter{Sink: "gateway"}) {
+			dead[r.EventID]++
+		}
+		for _, id := range ids {
+			if got[id]+dead[id] == 0 {
+				return false
+			}
+		}
+		return e.Idle("gateway")
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for !accounted() && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond) // polling a condition with a deadline
+	}
+	lost, both := 0, 0
+	for _, id := range ids {
+		switch {
+		case got[id]+dead[id] == 0:
+			lost++
+		case got[id] > 0 && dead[id] > 0:
+			both++
+		}
+		if dead[id] > 1 {
+			t.Errorf("event %s: %d dead letters", id, dead[id])
+		}
+	}
+	t.Logf("of %d events: %d dead-lettered, %d delivered, %d both, %d lost", len(ids), len(dead), len(got), both, lost)
+	if lost > 0 || both > 0 {
+		t.Errorf("%d events neither delivered nor dead-lettered, %d both", lost, both)
+	}
+}
