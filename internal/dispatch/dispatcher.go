@@ -459,6 +459,7 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 				return mine, nil
 			}
 			w.fence = newFence(sc.Name, settings.Fence, readFence, d.ackWait, sc.MaxAckPending, w.gate, d.log, d.obs.SinkFenced)
+			d.starts.fencedBy(sc.Name, w.fence.fenced)
 			d.obs.SinkFenced(sc.Name, false)
 			for _, c := range cons.Events {
 				healerOf(c).fence = w.fence.lastOwner

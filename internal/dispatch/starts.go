@@ -77,6 +77,11 @@ type startEntry struct {
 type localSink struct {
 	starts  []uint64
 	filters [][]string
+	// fenced, once set (fencedBy), says another config owns the sink: its
+	// consumer then carries that config's filters, not the ones bound
+	// here, so they are looked up (a narrowed filter believed wide would
+	// let an event the sink never reads go undead-lettered).
+	fenced func() bool
 }
 
 // sinkStarts caches the starts of the deployment's sinks, per partition.
@@ -110,6 +115,17 @@ func (s *sinkStarts) local(sink string, events []jetstream.Consumer) error {
 	return nil
 }
 
+// fencedBy tells the starts of a sink this process runs whether its
+// config is fenced off it (fence.fenced).
+func (s *sinkStarts) fencedBy(sink string, fenced func() bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if l, ok := s.mine[sink]; ok {
+		l.fenced = fenced
+		s.mine[sink] = l
+	}
+}
+
 // covers reports whether sink's events consumer on partition covers the
 // event at seq there: the sink exists in the deployment and was there
 // from before the event. filters are that consumer's subject filters
@@ -124,7 +140,7 @@ func (s *sinkStarts) covers(ctx context.Context, js jetstream.JetStream, topo to
 	mine, isMine := s.mine[sink]
 	e, seen := s.looked[key]
 	s.mu.Unlock()
-	if isMine && partition < len(mine.starts) {
+	if isMine && partition < len(mine.starts) && (mine.fenced == nil || !mine.fenced()) {
 		return seq >= mine.starts[partition], mine.filters[partition], nil
 	}
 	if seen {

@@ -87,6 +87,11 @@ const (
 	// followed by a success, make a chapar.ops.sink_recovered (fewer is
 	// the ordinary retry of a transient failure, not news).
 	recoveredAfter = 3
+	// maxHeld bounds the (type, sink) counts of what the buckets hold
+	// back: a dead letter's sink may be any name a producer's
+	// destinations carry, so past it a sink not configured is counted
+	// with the type's sinkless count (its summary names no sink).
+	maxHeld = 1000
 )
 
 // The engine reports to it as to the metrics, with the particulars.
@@ -236,6 +241,10 @@ func (p *Publisher) emit(typ, sink, id string, data map[string]any) {
 	if !b.AllowN(now, 1) {
 		k := heldKey{typ, sink}
 		h := p.held[k]
+		if h == nil && len(p.held) >= maxHeld && p.sinks[sink] == nil {
+			k = heldKey{typ, ""}
+			h = p.held[k]
+		}
 		if h == nil {
 			h = &heldBack{first: now}
 			p.held[k] = h
