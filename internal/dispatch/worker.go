@@ -322,8 +322,13 @@ func (w *sinkWorker) checkDestinations(ctx context.Context, d *delivery, ev *env
 			why = fmt.Errorf("destinations names sink %q, whose consumer reads only its routes' types and %s, but the event was published on %s: "+
 				"publish events with destinations under the direct subjects (docs/envelope.md, \"Destinations\"); dlq replay delivers this one",
 				t, w.topo.DirectSubjects(partition), d.msg.Subject())
-		} else {
+		} else if len(ev.DestinationList()) > 0 {
 			why = fmt.Errorf("destinations names sink %q, which did not exist in the deployment when the event was published; configure it, then dlq replay", t)
+		} else {
+			// A route sends it to a sink added after the event was
+			// stored: the sink starts with new events, and this one is
+			// dead-lettered rather than silently not its.
+			why = fmt.Errorf("the routes send it to sink %q, whose consumer starts after the event was published (a sink starts with new events); dlq replay delivers it to the sink if it should have it", t)
 		}
 		rec := w.record(d, ev, t, outcome.UnknownDestination, why)
 		rec.Attempts = 0
