@@ -26,7 +26,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/chapar-dev/chapar/pkg/envelope"
@@ -105,17 +104,12 @@ func (h *harness) measureJSCeiling(ctx context.Context, sys system, sc scenario)
 			res.err = err
 		}
 	}()
-	nc, err := nats.Connect(ns.url, nats.Name("bench-publisher"))
+	nc, js, err := ns.publisher()
 	if err != nil {
 		res.err = err
 		return res
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(1000))
-	if err != nil {
-		res.err = err
-		return res
-	}
 	if err := sys.prepare(ctx, js); err != nil {
 		res.err = err
 		return res

@@ -23,6 +23,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // proc is one child process.
@@ -174,6 +175,21 @@ func natsServerMain(args []string) int {
 type natsServer struct {
 	nodes []*proc
 	url   string // every node's client URL, comma-separated
+}
+
+// publisher connects the bench's publisher: one connection, and a
+// JetStream handle keeping up to 1,000 async publishes in flight.
+func (ns *natsServer) publisher() (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := nats.Connect(ns.url, nats.Name("bench-publisher"))
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(1000))
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
 }
 
 func (ns *natsServer) pids() []int {

@@ -52,7 +52,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/chapar-dev/chapar/internal/emulator"
@@ -139,17 +138,12 @@ func (h *harness) measureRetryStorm(ctx context.Context, sys system, sc scenario
 			res.err = err
 		}
 	}()
-	nc, err := nats.Connect(ns.url, nats.Name("bench-publisher"))
+	nc, js, err := ns.publisher()
 	if err != nil {
 		res.err = err
 		return res
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(1000))
-	if err != nil {
-		res.err = err
-		return res
-	}
 	vs := h.vendors.prepare(1, 0)
 	vendor := vs[0]
 	pub := publisher{js: js, subject: func(key, typ string) string { return sys.subject(key, typ, 1) }}
