@@ -122,7 +122,7 @@ func Show(ctx context.Context, js jetstream.JetStream, cfg *config.Config, id st
 			return rep, err
 		}
 	}
-	ev := rep.read(ctx, js, cfg)
+	ev := rep.read(ctx, js, topo)
 	pauses, _ := topo.OperatorPauses(ctx, js) // a pause unknown is just not shown
 	routes, err := dispatch.NewRoutes(cfg.Routes)
 	if err != nil {
@@ -194,7 +194,7 @@ func (rep *Report) locate(ctx context.Context, js jetstream.JetStream, topo topo
 }
 
 // read gets the event from its stream, when a record located it.
-func (rep *Report) read(ctx context.Context, js jetstream.JetStream, cfg *config.Config) *envelope.Event {
+func (rep *Report) read(ctx context.Context, js jetstream.JetStream, topo topology.Topology) *envelope.Event {
 	if rep.Seq == 0 {
 		return nil
 	}
@@ -213,7 +213,7 @@ func (rep *Report) read(ctx context.Context, js jetstream.JetStream, cfg *config
 		return nil
 	}
 	rep.Stored = m.Time
-	ev, err := envelope.Parse(m.Data, topology.New(cfg.Streams).MaxEnvelopeBytes())
+	ev, err := envelope.Parse(m.Data, topo.MaxEnvelopeBytes())
 	if err != nil {
 		return nil
 	}
