@@ -54,7 +54,7 @@ func newBatcher(w *sinkWorker, s sinks.BatchSink, maxItems int, maxWait time.Dur
 	b := &batcher{w: w, sink: s, maxItems: max(min(maxItems, s.MaxBatch()), 1), maxWait: maxWait, in: make(chan batchItem)}
 	if ks, ok := s.(sinks.KeyedBatchSink); ok {
 		b.key = ks.BatchKey
-		b.hold = max(maxAckPending-prefetch(concurrency)-concurrency, b.maxItems)
+		b.hold = max(maxAckPending-heldPrefetch(concurrency)-concurrency, b.maxItems)
 	}
 	return b
 }
@@ -63,11 +63,11 @@ func newBatcher(w *sinkWorker, s sinks.BatchSink, maxItems int, maxWait time.Dur
 // while the one before is delivered. They wait for their batch and its
 // gate slot kept alive by the pull's keeper (consume), so a slow vendor
 // does not make them outlive ack_wait.
-// A keyed batcher holds its events itself (hold), and pulls as for
-// delivery one by one.
-func (b *batcher) prefetch(perEvent int) int {
+// A keyed batcher holds its events itself (hold), and pulls little
+// (held: heldPrefetch, what newBatcher left out of its hold).
+func (b *batcher) prefetch(perEvent, held int) int {
 	if b.key != nil {
-		return perEvent
+		return held
 	}
 	return max(perEvent, 2*b.maxItems)
 }

@@ -218,6 +218,8 @@ type boundSink struct {
 	w           *sinkWorker
 	cons        topology.SinkConsumers
 	concurrency int
+	// maxAckPending is the sink's: the pull keeps at most half of it.
+	maxAckPending int
 	// orderKey, for a sink with order, is the event's key (order.go).
 	orderKey func(*envelope.Event) string
 }
@@ -261,9 +263,9 @@ func (b boundSink) run(ctx, workCtx context.Context) {
 	}
 	jobs := make(chan job)
 	var feeders, workers sync.WaitGroup
-	pull, stopBatching := partitionPrefetch(prefetch(b.concurrency), len(b.cons.Events)), func() {}
+	pull, stopBatching := partitionPrefetch(prefetch(b.concurrency, b.maxAckPending), len(b.cons.Events)), func() {}
 	if bt := b.w.batch; bt != nil {
-		pull, stopBatching = bt.prefetch(pull), bt.start(workCtx, b.concurrency)
+		pull, stopBatching = bt.prefetch(pull, partitionPrefetch(heldPrefetch(b.concurrency), len(b.cons.Events))), bt.start(workCtx, b.concurrency)
 	}
 	pulled := jobs
 	var sequencer sync.WaitGroup
@@ -303,14 +305,30 @@ func (b boundSink) run(ctx, workCtx context.Context) {
 }
 
 // prefetch is how many messages a sink keeps pulled ahead of its workers:
-// four per worker (at least 32), so the workers never wait on a pull round
-// trip. However slow the vendor, a buffered message does not outlive
-// ack_wait: each is kept alive from the moment the pull hands it over
-// (keeper), and the pull's own buffer is taken over after a quarter of
-// ack_wait of waiting for workers (feed). Measured (cmd/bench, backlog, 16 workers): a prefetch
-// of 16 left nats-server at 2.2× a lean consumer's CPU per event, 64 at
-// 1.5×, with twice the throughput.
-func prefetch(concurrency int) int { return min(max(concurrency*4, 32), 4096) }
+// four per worker, and at least 512 (or half the sink's max_ack_pending,
+// if that is less), so the workers never wait on a pull round trip and the
+// server serves few pull requests. However slow the vendor, a buffered
+// message does not outlive ack_wait: each is kept alive from the moment
+// the pull hands it over (keeper), and the pull's own buffer is taken over
+// after a quarter of ack_wait of waiting for workers (feed). Half of
+// max_ack_pending leaves the other half to other replicas sharing the
+// consumer.
+//
+// Measured (cmd/bench, backlog, 16 workers): a prefetch of 16 left
+// nats-server at 2.2× a lean consumer's CPU per event, 64 at 1.5×; 512
+// against 64 in the same run gave 1.16× the throughput at 16 workers and
+// 1.17× at 64, with 0.78× and 0.83× of nats-server's CPU per event and
+// 0.88× and 0.83× of the dispatcher's (docs/benchmarks.md). A lean
+// consumer's Consume pulls 500 ahead.
+func prefetch(concurrency, maxAckPending int) int {
+	return min(max(concurrency*4, min(512, maxAckPending/2)), 4096)
+}
+
+// heldPrefetch is the pull-ahead of a sink whose events wait in Chapar
+// beyond the pull (a keyed batcher's groups, an ordered sink's lanes):
+// four per worker, at least 32. What they hold themselves counts against
+// max_ack_pending, so the pull keeps little.
+func heldPrefetch(concurrency int) int { return min(max(concurrency*4, 32), 4096) }
 
 // partitionPrefetch shares a sink's prefetch among its partitions' pulls,
 // so partitions do not multiply how many messages wait for a worker; each
@@ -467,7 +485,7 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 			if bs, ok := s.(sinks.BatchSink); ok && sc.Batch != nil {
 				w.batch = newBatcher(w, bs, sc.Batch.MaxItems, sc.Batch.MaxWait, sc.MaxAckPending, sc.Concurrency)
 			}
-			out = append(out, boundSink{w: w, cons: cons, concurrency: sc.Concurrency, orderKey: key})
+			out = append(out, boundSink{w: w, cons: cons, concurrency: sc.Concurrency, maxAckPending: sc.MaxAckPending, orderKey: key})
 		}
 		names := make([]string, len(d.cfg.Sinks))
 		for i, sc := range d.cfg.Sinks {

@@ -250,7 +250,7 @@ func (b boundSink) runOrdered(ctx, workCtx context.Context) {
 	// order is one consumer's. The sink's gate keeps the requests in
 	// flight within concurrency across them.
 	var orderers sync.WaitGroup
-	pull := partitionPrefetch(prefetch(b.concurrency), len(b.cons.Events))
+	pull := partitionPrefetch(heldPrefetch(b.concurrency), len(b.cons.Events))
 	for _, c := range b.cons.Events {
 		orderers.Go(func() { newOrderer(b.w, b.orderKey, c).run(ctx, workCtx, pull, b.concurrency) })
 	}
