@@ -358,3 +358,18 @@ func buildDispatcher(ctx context.Context, root, out string, tags ...string) erro
 func buildPeers(ctx context.Context, root, dir string) error {
 	return goBuild(ctx, filepath.Join(root, "bench", "peers"), "-o", dir+string(filepath.Separator), "./cmd/lean", "./cmd/watermill", "./cmd/jsceiling", "./cmd/httpceiling")
 }
+
+// countLines counts the lines of file that contain s.
+func countLines(file, s string) (int, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for line := range bytes.Lines(b) {
+		if bytes.Contains(line, []byte(s)) {
+			n++
+		}
+	}
+	return n, nil
+}

@@ -190,6 +190,9 @@ type result struct {
 	// users whose events the vendor accepted out of publish order.
 	perRequest float64
 	outOfOrder int
+	// missedHeartbeats are the pulls the system logged as interrupted by
+	// a missed heartbeat (issue 20: none at 16 sinks).
+	missedHeartbeats int
 	// storm is the retry storm's own figures (retrystorm.go).
 	storm *stormFigures
 	err   error
@@ -398,6 +401,14 @@ func (h *harness) measure(ctx context.Context, sys system, sc scenario) (res res
 	if err := p.stop(30 * time.Second); err != nil {
 		res.err = err
 		return res
+	}
+	for _, q := range p {
+		n, err := countLines(q.log, "no heartbeat")
+		if err != nil {
+			res.err = err
+			return res
+		}
+		res.missedHeartbeats += n
 	}
 	recs := vs.receipts()
 	if err := checkExactlyOnce(recs, sc.sinks, want); err != nil {
