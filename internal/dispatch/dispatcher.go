@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -361,14 +362,27 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 				"(a consumer lost while no dispatcher runs is recreated from the last floor recorded, or waits for the bucket)",
 				zap.Bool("readable", floors != nil), zap.Error(floorsErr))
 		}
+		names := make([]string, len(d.cfg.Sinks))
+		for i, sc := range d.cfg.Sinks {
+			names[i] = sc.Name
+		}
+		// Which sinks lead is read from the server before any filter is
+		// decided: the lead stays where it is whatever the config's order
+		// (ChooseLeads).
+		marked, err := d.topo.Leads(actx, d.js, names)
+		if err != nil {
+			return retryable(err)
+		}
+		leads := ChooseLeads(names, marked)
 		for i, sc := range d.cfg.Sinks {
 			s, ok := d.sinks[sc.Name]
 			if !ok {
 				return backoff.Permanent(fmt.Errorf("dispatch: sink %s is configured but was not built", sc.Name))
 			}
-			filter := SinkFilter(sc.Name, d.cfg.Routes, d.cfg.Streams.FilterByRoute, i == 0)
+			lead := leads[sc.Name]
+			filter := SinkFilter(sc.Name, d.cfg.Routes, d.cfg.Streams.FilterByRoute, lead)
 			settings := topology.ConsumerSettings{AckWait: d.ackWait, MaxAckPending: sc.MaxAckPending,
-				Fence: Fingerprint(sc.Name, d.cfg.Routes, sc.Order, filter), Filter: filter}
+				Fence: Fingerprint(sc.Name, d.cfg.Routes, sc.Order, filter), Filter: filter, Lead: lead}
 			var key func(*envelope.Event) string
 			if sc.Order != nil {
 				settings.PinnedTTL = orderPinnedTTL(d.ackWait)
@@ -422,7 +436,7 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 			}
 			cons.Retries = &healing{Consumer: cons.Retries, h: newHealer(d.engine, sc.Name, cons.Retries, false)}
 			w := &sinkWorker{
-				engine: d.engine, name: sc.Name, sink: s, policy: sc.Retry, lead: i == 0,
+				engine: d.engine, name: sc.Name, sink: s, policy: sc.Retry, lead: lead,
 				gate: newGate(sc.Name, sc.Breaker, sc.Concurrency, d.log, d.obs.BreakerChanged),
 			}
 			w.gate.pace = newPacer(sc.RateLimit, func(perSecond float64) { d.obs.RateLimit(sc.Name, perSecond) })
@@ -469,9 +483,20 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 			}
 			out = append(out, boundSink{w: w, cons: cons, concurrency: sc.Concurrency, orderKey: key})
 		}
-		names := make([]string, len(d.cfg.Sinks))
-		for i, sc := range d.cfg.Sinks {
-			names[i] = sc.Name
+		// The marks again, now that this bind wrote its own: another
+		// dispatcher binding at the same time (another config, on a fresh
+		// deployment) may have marked a sink this bind just narrowed, or
+		// written over this bind's mark with a config read before it.
+		// Either way a lead could be left reading only its types: bind
+		// again, reading the marks again, until they are what this bind
+		// wrote (a fence decides the rest, as for any two configs).
+		after, err := d.topo.Leads(actx, d.js, names)
+		if err != nil {
+			return retryable(err)
+		}
+		if !maps.Equal(after, leads) {
+			return fmt.Errorf("dispatch: the sinks marked leads changed during this bind (another dispatcher bound them at the same time): "+
+				"binding again; bound as leads %v, now marked %v", slices.Sorted(maps.Keys(leads)), slices.Sorted(maps.Keys(after)))
 		}
 		// Not fatal: the partitions work with their leaders anywhere.
 		if err := d.topo.SpreadLeaders(actx, d.js, names); err != nil {

@@ -38,7 +38,8 @@ type sinkWorker struct {
 	sink   sinks.Sink
 	policy retry.Policy
 	gate   *gate
-	// lead is one sink per process (the first configured) that counts
+	// lead says the sink is a lead (ChooseLeads: marked on the server,
+	// or the first configured of a deployment without one), which counts
 	// what is counted per event, not per sink: received and unrouted.
 	lead bool
 	// batch, when the sink batches, takes over from deliver (batch.go).
