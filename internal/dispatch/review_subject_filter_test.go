@@ -1,6 +1,7 @@
 package dispatch_test
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -162,5 +163,46 @@ func TestReviewANewFirstSinkLeavesNoBacklogUnchecked(t *testing.T) {
 	}
 	if gatewayIDs(t, e)[stray.ID]+unknownFor(t, e, "gateway")[stray.ID] == 0 {
 		t.Errorf("the track event on %s.events.chapar.track: neither delivered nor dead-lettered", e.Streams.SubjectPrefix)
+	}
+}
+
+// What remains of the lead's backlog (docs/operations.md, "Removing the
+// lead"): a lead stays the lead while it is configured, so reordering
+// loses nothing (TestReviewANewFirstSinkLeavesNoBacklogUnchecked), but a
+// config that drops the lead has none of its sinks marked, and its first
+// sink becomes a lead at its current position. What the old lead had not
+// read by then (here it is paused), on subjects the new lead did not read
+// before, is checked by no one once the old lead is removed: an invalid
+// envelope there is never dead-lettered.
+func TestReviewRemovingTheLeadLeavesItsBacklogUnchecked(t *testing.T) {
+	t.Skip("REMAINING (lead removal): the removed lead's unread backlog from before the new lead was marked, off the new lead's old subjects, " +
+		"is read by no checking consumer; docs/operations.md, \"Removing the lead\"")
+	e := testenv.New(t)
+	first := e.Sink("first", emulator.Chabok, nil, nil)
+	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	track := config.Route{Types: []string{envelope.TypeTrack}, Sinks: []string{"gateway"}}
+	old := e.Start([]config.Sink{first, gateway}, []config.Route{{Types: []string{envelope.TypePurchase}, Sinks: []string{"first"}}, track})
+	setPaused(t, e, "first", true)
+	testenv.Eventually(t, 10*time.Second, "the lead paused", func() bool { return old.Tally.Paused("first") })
+	// The lead's backlog; gateway reads past it.
+	e.PublishRaw(e.Topo.EventSubject("com.shop.order.shipped"), "bad-1", []byte(`{"not":"an envelope"}`))
+	ids := publishTracks(t, e, 5, "order_paid")
+	testenv.Eventually(t, 20*time.Second, "gateway past the backlog", allDelivered(t, e, ids))
+	// The config without the lead: gateway is marked and widened where it is.
+	e.Start([]config.Sink{gateway}, []config.Route{track})
+	if err := old.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := e.Topo.RemoveSink(ctx, e.JS, "first"); err != nil {
+		t.Fatal(err)
+	}
+	marker := testenv.Track(t, "order_paid", "marker")
+	e.Publish(marker)
+	testenv.Eventually(t, 20*time.Second, "the marker delivered", allDelivered(t, e, []string{marker.ID}))
+	testenv.Eventually(t, 20*time.Second, "settled", func() bool { return e.Idle("gateway") })
+	if n := len(deadLetters(t, e, dlq.Filter{Reason: "invalid_envelope"})); n != 1 {
+		t.Errorf("the invalid envelope in the removed lead's backlog: %d dead letters, want 1", n)
 	}
 }
