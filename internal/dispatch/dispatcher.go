@@ -209,6 +209,13 @@ func (d *Dispatcher) Run(ctx context.Context, js jetstream.JetStream) error {
 	var wg sync.WaitGroup
 	for _, b := range workers {
 		wg.Go(func() { b.run(ctx, workCtx) })
+		if len(b.sweeps) > 0 {
+			wg.Go(func() {
+				for _, s := range b.sweeps {
+					b.w.sweep(ctx, js.Conn(), s)
+				}
+			})
+		}
 	}
 	wg.Wait()
 	return nil
@@ -221,6 +228,10 @@ type boundSink struct {
 	concurrency int
 	// orderKey, for a sink with order, is the event's key (order.go).
 	orderKey func(*envelope.Event) string
+	// sweeps, for a sink this bind made the lead in place of one the
+	// config dropped, are what it checks of the old lead's backlog
+	// (sweep.go).
+	sweeps []leadSweep
 }
 
 // run pulls from all of the sink's consumers (one per partition, and its
@@ -331,6 +342,10 @@ func partitionPrefetch(total, partitions int) int {
 func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pauseBoard, error) {
 	var out []boundSink
 	var board *pauseBoard
+	// What a sink this bind makes the lead (none of the config's sinks
+	// was) passed over: read before its consumer is widened, once, since
+	// a bind tried again finds it marked.
+	sweeps := map[string][]leadSweep{}
 	me := d.id
 	began := time.Now()
 	retryable := func(err error) error { return retryableSince(err, time.Since(began)) }
@@ -374,6 +389,15 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 			return retryable(err)
 		}
 		leads := ChooseLeads(names, marked)
+		for name := range leads {
+			if _, done := sweeps[name]; done || marked[name] {
+				continue
+			}
+			if sweeps[name], err = d.leadSweeps(actx, name, names); err != nil {
+				delete(sweeps, name)
+				return retryable(err)
+			}
+		}
 		for i, sc := range d.cfg.Sinks {
 			s, ok := d.sinks[sc.Name]
 			if !ok {
@@ -481,7 +505,7 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 			if bs, ok := s.(sinks.BatchSink); ok && sc.Batch != nil {
 				w.batch = newBatcher(w, bs, sc.Batch.MaxItems, sc.Batch.MaxWait, sc.MaxAckPending, sc.Concurrency)
 			}
-			out = append(out, boundSink{w: w, cons: cons, concurrency: sc.Concurrency, orderKey: key})
+			out = append(out, boundSink{w: w, cons: cons, concurrency: sc.Concurrency, orderKey: key, sweeps: sweeps[sc.Name]})
 		}
 		// The marks again, now that this bind wrote its own: another
 		// dispatcher binding at the same time (another config, on a fresh
@@ -513,6 +537,21 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 		return nil, nil, err
 	}
 	return out, board, nil
+}
+
+// leadSweeps reads what sink, about to be made the lead, passed over of
+// what the leads the config dropped (marked, not among names) had not
+// acked: its sweeps (sweep.go).
+func (d *Dispatcher) leadSweeps(ctx context.Context, sink string, names []string) ([]leadSweep, error) {
+	prior, err := d.topo.PriorReads(ctx, d.js, sink)
+	if err != nil {
+		return nil, err
+	}
+	floors, found, err := d.topo.LeadFloors(ctx, d.js, names)
+	if err != nil {
+		return nil, err
+	}
+	return leadSweeps(prior, floors, found), nil
 }
 
 // reportRestored logs, once, an events consumer bind found missing and

@@ -13,6 +13,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -45,4 +47,64 @@ func (t Topology) Leads(ctx context.Context, js jetstream.JetStream, sinks []str
 		}
 	}
 	return out, nil
+}
+
+// PriorRead is what a sink's events consumer on one partition read
+// before a bind: whether it existed, its filters (FiltersOf: none is
+// every subject) and the last stream sequence it was delivered, below
+// which it has certainly passed over what its filters do not take.
+type PriorRead struct {
+	Exists    bool
+	Filters   []string
+	Delivered uint64
+}
+
+// ReadsEverything says the consumer read every subject already.
+func (p PriorRead) ReadsEverything() bool { return p.Exists && len(p.Filters) == 0 }
+
+// PriorReads reads what a sink's events consumers read now, in partition
+// order: taken before a bind widens them (a sink made a lead), it says
+// what they passed over.
+func (t Topology) PriorReads(ctx context.Context, js jetstream.JetStream, sink string) ([]PriorRead, error) {
+	out := make([]PriorRead, t.Partitions())
+	for i, stream := range t.EventsStreams() {
+		c, err := js.Consumer(ctx, stream, SinkConsumer(sink))
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("topology: consumer %s on %s: %w", SinkConsumer(sink), stream, err)
+		}
+		info := c.CachedInfo()
+		out[i] = PriorRead{Exists: true, Filters: FiltersOf(info.Config), Delivered: info.Delivered.Stream}
+	}
+	return out, nil
+}
+
+// LeadFloors are, per partition, the lowest ack floor of the events
+// consumers marked leads of sinks not in except (a lead a config
+// dropped): what is above it a lead may not have checked yet. found says
+// there is such a lead on some partition; a partition without one has
+// floor 0.
+func (t Topology) LeadFloors(ctx context.Context, js jetstream.JetStream, except []string) (floors []uint64, found []bool, err error) {
+	floors, found = make([]uint64, t.Partitions()), make([]bool, t.Partitions())
+	for i, stream := range t.EventsStreams() {
+		st, err := js.Stream(ctx, stream)
+		if err != nil {
+			return nil, nil, fmt.Errorf("topology: %s: %w", stream, err)
+		}
+		list := st.ListConsumers(ctx)
+		for info := range list.Info() {
+			if !IsLead(info) || !strings.HasPrefix(info.Name, SinkConsumer("")) || slices.Contains(except, strings.TrimPrefix(info.Name, SinkConsumer(""))) {
+				continue
+			}
+			if !found[i] || info.AckFloor.Stream < floors[i] {
+				floors[i], found[i] = info.AckFloor.Stream, true
+			}
+		}
+		if err := list.Err(); err != nil {
+			return nil, nil, fmt.Errorf("topology: list consumers of %s: %w", stream, err)
+		}
+	}
+	return floors, found, nil
 }
