@@ -174,7 +174,13 @@ func TestReviewANewFirstSinkLeavesNoBacklogUnchecked(t *testing.T) {
 // dead-lettered, an event on a subject its sink does not read neither
 // delivered nor dead-lettered. The new lead sweeps it (sweep.go).
 func TestRemovingTheLeadLeavesItsBacklogChecked(t *testing.T) {
-	e := testenv.New(t)
+	for _, partitions := range []int{1, 2} {
+		t.Run(fmt.Sprintf("partitions=%d", partitions), func(t *testing.T) { removingTheLead(t, partitions) })
+	}
+}
+
+func removingTheLead(t *testing.T, partitions int) {
+	e := envWith(t, partitions)
 	first := e.Sink("first", emulator.Chabok, nil, nil)
 	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	track := config.Route{Types: []string{envelope.TypeTrack}, Sinks: []string{"gateway"}}
@@ -183,12 +189,7 @@ func TestRemovingTheLeadLeavesItsBacklogChecked(t *testing.T) {
 	testenv.Eventually(t, 10*time.Second, "the lead paused", func() bool { return old.Tally.Paused("first") })
 	// The lead's backlog; gateway reads past it.
 	e.PublishRaw(e.Topo.EventSubject("com.shop.order.shipped"), "bad-1", []byte(`{"not":"an envelope"}`))
-	stray := testenv.Track(t, "order_paid", "u1")
-	raw, err := stray.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.PublishRaw(e.Streams.SubjectPrefix+".events.chapar.track", stray.ID, raw)
+	stray := publishStray(t, e)
 	ids := publishTracks(t, e, 5, "order_paid")
 	testenv.Eventually(t, 20*time.Second, "gateway past the backlog", allDelivered(t, e, ids))
 	// The config without the lead: gateway is marked and widened where it is.
