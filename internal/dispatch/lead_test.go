@@ -258,3 +258,68 @@ func TestTwoConfigsBindingAFreshDeploymentAtOnceKeepEveryLeadReadingEverything(t
 		return len(deadLetters(t, e, dlq.Filter{Reason: "invalid_envelope"})) == 1
 	})
 }
+
+// A config that drops the lead, rolled out while a replica of the old
+// config still runs it: the new lead's sweep overlaps the old lead's own
+// checks. Every verdict is the same whoever reaches it, and a dead letter
+// is stored once per (event, sink), so each event has one outcome: an
+// invalid envelope one dead letter, a stray event for the new lead
+// delivered or dead-lettered once, each track event delivered once.
+func TestDroppingTheLeadWhileItRunsGivesEachEventOneOutcome(t *testing.T) {
+	e := testenv.New(t)
+	first := e.Sink("first", emulator.Chabok, nil, nil)
+	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	track := config.Route{Types: []string{envelope.TypeTrack}, Sinks: []string{"gateway"}}
+	old := e.Start([]config.Sink{first, gateway}, []config.Route{{Types: []string{envelope.TypePurchase}, Sinks: []string{"first"}}, track})
+	// The old lead behind (paused), so the sweep has its backlog to check,
+	// and back at work (resumed) while the sweep runs.
+	setPaused(t, e, "first", true)
+	testenv.Eventually(t, 10*time.Second, "the lead paused", func() bool { return old.Tally.Paused("first") })
+	var strays []string
+	for i := range 3 {
+		e.PublishRaw(e.Topo.EventSubject("com.shop.order.shipped"), fmt.Sprintf("bad-%d", i), []byte(`{"not":"an envelope"}`))
+		strays = append(strays, publishStray(t, e).ID)
+	}
+	ids := publishTracks(t, e, 20, "order_paid")
+	testenv.Eventually(t, 20*time.Second, "gateway past the strays", allDelivered(t, e, ids))
+	nu := e.Start([]config.Sink{gateway}, []config.Route{track})
+	setPaused(t, e, "first", false)
+	for i := 3; i < 6; i++ {
+		e.PublishRaw(e.Topo.EventSubject("com.shop.order.shipped"), fmt.Sprintf("bad-%d", i), []byte(`{"not":"an envelope"}`))
+	}
+	ids = append(ids, publishTracks(t, e, 20, "order_paid")...)
+	testenv.Eventually(t, 20*time.Second, "the track events delivered", allDelivered(t, e, ids))
+	testenv.Eventually(t, 20*time.Second, "six invalid envelopes dead-lettered", func() bool {
+		return len(deadLetters(t, e, dlq.Filter{Reason: "invalid_envelope"})) == 6
+	})
+	testenv.Eventually(t, 20*time.Second, "the strays judged", func() bool {
+		got, dead := gatewayIDs(t, e), unknownFor(t, e, "gateway")
+		for _, id := range strays {
+			if got[id]+dead[id] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	testenv.Eventually(t, 20*time.Second, "settled", func() bool { return e.Idle("first", "gateway") })
+	if err := old.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := nu.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(deadLetters(t, e, dlq.Filter{Reason: "invalid_envelope"})); n != 6 {
+		t.Errorf("%d invalid_envelope dead letters, want 6", n)
+	}
+	got, dead := gatewayIDs(t, e), unknownFor(t, e, "gateway")
+	for _, id := range strays {
+		if got[id]+dead[id] != 1 {
+			t.Errorf("stray %s: delivered %d times, dead-lettered %d times; want one outcome", id, got[id], dead[id])
+		}
+	}
+	for _, id := range ids {
+		if got[id] != 1 || dead[id] != 0 {
+			t.Errorf("track %s: delivered %d times, dead-lettered %d times; want delivered once", id, got[id], dead[id])
+		}
+	}
+}
