@@ -83,8 +83,9 @@ func (w *sinkWorker) sweep(ctx context.Context, nc *nats.Conn, s leadSweep) {
 	}
 	log.Info("this sink is the lead now (the config dropped the old one): checking what the old lead had not, "+
 		"outside what this sink read before", zap.Uint64("to_stream_sequence", upTo))
-	checked := 0
-	err := jsread.Scan(ctx, nc, stream, w.topo.PartitionSubjects(s.partition), jsread.From{Seq: s.from}, upTo, "events", func(m jsread.Msg) bool {
+	checked, next := 0, s.from
+	each := func(m jsread.Msg) bool {
+		next = m.Seq + 1
 		if s.prior.Exists && topology.Reads(s.prior.Filters, m.Subject) {
 			return true // its consumer read it, and checked it
 		}
@@ -100,14 +101,44 @@ func (w *sinkWorker) sweep(ctx context.Context, nc *nats.Conn, s leadSweep) {
 		}
 		checked++
 		return true
-	})
-	if err != nil || ctx.Err() != nil {
+	}
+	// A read that fails, or ends before upTo (a direct get answered by a
+	// replica a moment behind: the stream's last event, upTo, is stored
+	// and its tail is never removed first), goes on from where it stopped,
+	// for up to sweepPatience without progress.
+	stalled := time.Now()
+	for wait := 200 * time.Millisecond; next <= upTo; wait = min(2*wait, 5*time.Second) {
+		was := next
+		err := jsread.Scan(ctx, nc, stream, w.topo.PartitionSubjects(s.partition), jsread.From{Seq: next}, upTo, "events", each)
+		if ctx.Err() != nil {
+			break
+		}
+		if next > upTo {
+			break
+		}
+		if next > was {
+			stalled, wait = time.Now(), 200*time.Millisecond
+		}
+		if time.Since(stalled) > sweepPatience {
+			log.Warn("the new lead's sweep of the old lead's backlog gave up: the stream does not answer past this sequence",
+				zap.Uint64("stream_sequence", next), zap.Int("checked", checked), zap.Error(err))
+			return
+		}
+		if sleep(ctx, wait, nil) != nil {
+			break
+		}
+	}
+	if next <= upTo {
 		log.Warn("the new lead's sweep of the old lead's backlog stopped before its end; it is not resumed "+
-			"(docs/operations.md, \"Removing the lead\")", zap.Int("checked", checked), zap.Error(err))
+			"(docs/operations.md, \"Removing the lead\")", zap.Uint64("stream_sequence", next), zap.Int("checked", checked))
 		return
 	}
 	log.Info("checked the old lead's backlog", zap.Int("checked", checked), zap.Uint64("to_stream_sequence", upTo))
 }
+
+// sweepPatience is how long a sweep goes on trying to read past a point
+// it does not get past.
+const sweepPatience = time.Minute
 
 // checkStored does a lead's duty for one stored event its consumer never
 // read: an invalid envelope is dead-lettered, and every sink the event
