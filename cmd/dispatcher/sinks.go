@@ -81,6 +81,22 @@ func (c *cliSinksRemove) Run(ctx context.Context, s *streams) error {
 	} else if err != nil {
 		return err
 	}
+	if c.Yes && r.Lead {
+		// The lead checks what no other sink reads. A dispatcher whose
+		// config lacks it makes another sink the lead, which checks what
+		// this one had not acked, from its floor: once this one is gone,
+		// that floor is gone too.
+		leads, others, err := conn.Topo.OtherLeads(ctx, conn.JS, c.Name)
+		if err != nil {
+			return err
+		}
+		if others > 0 && len(leads) == 0 {
+			return fmt.Errorf("sink %s is the deployment's lead (its consumer reads every subject and checks what no other sink reads: "+
+				"invalid envelopes, events on a subject their sink does not read) and no other sink is a lead yet: "+
+				"start a dispatcher whose config lacks %s first (its first sink becomes the lead and checks what %s had not read), "+
+				"then run this again (docs/operations.md, \"Removing the lead\")", c.Name, c.Name, c.Name)
+		}
+	}
 	if c.Yes && r.Exists() {
 		// Two phases (topology.Retire): the consumers are marked, and
 		// deleted only once no dispatcher can still believe in them, so
@@ -116,6 +132,9 @@ func printRemoval(s *streams, name string, r removal, inUse *topology.InUseError
 		verb = "dropped"
 	}
 	fmt.Fprintf(w, "sink %s:\n", name)
+	if r.Lead {
+		fmt.Fprintf(w, "  is a lead: its consumer reads every subject; a dispatcher whose config lacks it makes another sink the lead\n")
+	}
 	for _, cf := range r.Consumers {
 		fmt.Fprintf(w, "  consumer %s on %s: %s it, with %d messages it had not read and %d in flight\n",
 			cf.Name, cf.Stream, map[bool]string{true: "deleted", false: "would delete"}[r.Removed], cf.Pending, cf.AckPending)

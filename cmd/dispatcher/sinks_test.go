@@ -146,3 +146,52 @@ func TestSinksRemove(t *testing.T) {
 		t.Errorf("second removal: %v\n%s", err, again)
 	}
 }
+
+// Removing the lead while no other sink is one: the next dispatcher's
+// first sink would become the lead with no old lead's floor to check
+// from, and what the old lead had not read would be checked by no one.
+// Refused until a dispatcher whose config lacks it has made another sink
+// the lead (which checks that backlog); then it goes.
+func TestSinksRemoveRefusesTheOnlyLeadUntilAnotherLeads(t *testing.T) {
+	e := testenv.New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	lead, other := e.Sink("lead", emulator.Chabok, nil, nil), e.Sink("other", emulator.Chabok, nil, nil)
+	stop := func(d *testenv.Dispatcher) {
+		t.Helper()
+		if err := d.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		d.NC.Close() // its pull requests end with its connection
+	}
+	stop(e.Start([]config.Sink{lead, other}, []config.Route{{Sinks: []string{"lead", "other"}}}))
+	url := e.Server.ClientURL()
+	cli := func(args ...string) (string, error) {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		err := runCommand(ctx, append(args, "--nats-url", url), &out, &errOut)
+		return out.String(), err
+	}
+	idle := func(sink string) func() bool {
+		return func() bool {
+			f, err := e.Topo.Footprint(ctx, e.JS, sink)
+			return err == nil && len(f.Consuming()) == 0
+		}
+	}
+	testenv.Eventually(t, 40*time.Second, "no pull requests left on lead", idle("lead"))
+	dry, err := cli("sinks", "remove", "lead")
+	if err != nil || !strings.Contains(dry, "is a lead") {
+		t.Errorf("dry run: %v, want it to say the sink is a lead:\n%s", err, dry)
+	}
+	if _, err := cli("sinks", "remove", "lead", "--yes"); err == nil || !strings.Contains(err.Error(), "no other sink is a lead yet") {
+		t.Errorf("removal of the only lead: %v, want a refusal", err)
+	}
+	if f, err := e.Topo.Footprint(ctx, e.JS, "lead"); err != nil || len(f.Consumers) != 2 {
+		t.Fatalf("the refusal changed something: %+v %v", f, err)
+	}
+	stop(e.Start([]config.Sink{other}, []config.Route{{Sinks: []string{"other"}}})) // other is the lead now
+	testenv.Eventually(t, 40*time.Second, "no pull requests left on lead", idle("lead"))
+	if _, err := cli("sinks", "remove", "lead", "--yes"); err != nil {
+		t.Errorf("removal once another sink leads: %v", err)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -208,6 +209,13 @@ func (d *Dispatcher) Run(ctx context.Context, js jetstream.JetStream) error {
 	var wg sync.WaitGroup
 	for _, b := range workers {
 		wg.Go(func() { b.run(ctx, workCtx) })
+		if len(b.sweeps) > 0 {
+			wg.Go(func() {
+				for _, s := range b.sweeps {
+					b.w.sweep(ctx, js.Conn(), s)
+				}
+			})
+		}
 	}
 	wg.Wait()
 	return nil
@@ -222,6 +230,10 @@ type boundSink struct {
 	maxAckPending int
 	// orderKey, for a sink with order, is the event's key (order.go).
 	orderKey func(*envelope.Event) string
+	// sweeps, for a sink this bind made the lead in place of one the
+	// config dropped, are what it checks of the old lead's backlog
+	// (sweep.go).
+	sweeps []leadSweep
 }
 
 // run pulls from all of the sink's consumers (one per partition, and its
@@ -348,6 +360,10 @@ func partitionPrefetch(total, partitions int) int {
 func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pauseBoard, error) {
 	var out []boundSink
 	var board *pauseBoard
+	// What a sink this bind makes the lead (none of the config's sinks
+	// was) passed over: read before its consumer is widened, once, since
+	// a bind tried again finds it marked.
+	sweeps := map[string][]leadSweep{}
 	me := d.id
 	began := time.Now()
 	retryable := func(err error) error { return retryableSince(err, time.Since(began)) }
@@ -379,14 +395,36 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 				"(a consumer lost while no dispatcher runs is recreated from the last floor recorded, or waits for the bucket)",
 				zap.Bool("readable", floors != nil), zap.Error(floorsErr))
 		}
+		names := make([]string, len(d.cfg.Sinks))
+		for i, sc := range d.cfg.Sinks {
+			names[i] = sc.Name
+		}
+		// Which sinks lead is read from the server before any filter is
+		// decided: the lead stays where it is whatever the config's order
+		// (ChooseLeads).
+		marked, err := d.topo.Leads(actx, d.js, names)
+		if err != nil {
+			return retryable(err)
+		}
+		leads := ChooseLeads(names, marked)
+		for name := range leads {
+			if _, done := sweeps[name]; done || marked[name] {
+				continue
+			}
+			if sweeps[name], err = d.leadSweeps(actx, name, names); err != nil {
+				delete(sweeps, name)
+				return retryable(err)
+			}
+		}
 		for i, sc := range d.cfg.Sinks {
 			s, ok := d.sinks[sc.Name]
 			if !ok {
 				return backoff.Permanent(fmt.Errorf("dispatch: sink %s is configured but was not built", sc.Name))
 			}
-			filter := SinkFilter(sc.Name, d.cfg.Routes, d.cfg.Streams.FilterByRoute, i == 0)
+			lead := leads[sc.Name]
+			filter := SinkFilter(sc.Name, d.cfg.Routes, d.cfg.Streams.FilterByRoute, lead)
 			settings := topology.ConsumerSettings{AckWait: d.ackWait, MaxAckPending: sc.MaxAckPending,
-				Fence: Fingerprint(sc.Name, d.cfg.Routes, sc.Order, filter), Filter: filter}
+				Fence: Fingerprint(sc.Name, d.cfg.Routes, sc.Order, filter), Filter: filter, Lead: lead}
 			var key func(*envelope.Event) string
 			if sc.Order != nil {
 				settings.PinnedTTL = orderPinnedTTL(d.ackWait)
@@ -440,7 +478,7 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 			}
 			cons.Retries = &healing{Consumer: cons.Retries, h: newHealer(d.engine, sc.Name, cons.Retries, false)}
 			w := &sinkWorker{
-				engine: d.engine, name: sc.Name, sink: s, policy: sc.Retry, lead: i == 0,
+				engine: d.engine, name: sc.Name, sink: s, policy: sc.Retry, lead: lead,
 				gate: newGate(sc.Name, sc.Breaker, sc.Concurrency, d.log, d.obs.BreakerChanged),
 			}
 			w.gate.pace = newPacer(sc.RateLimit, func(perSecond float64) { d.obs.RateLimit(sc.Name, perSecond) })
@@ -485,11 +523,22 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 			if bs, ok := s.(sinks.BatchSink); ok && sc.Batch != nil {
 				w.batch = newBatcher(w, bs, sc.Batch.MaxItems, sc.Batch.MaxWait, sc.MaxAckPending, sc.Concurrency)
 			}
-			out = append(out, boundSink{w: w, cons: cons, concurrency: sc.Concurrency, maxAckPending: sc.MaxAckPending, orderKey: key})
+			out = append(out, boundSink{w: w, cons: cons, concurrency: sc.Concurrency, maxAckPending: sc.MaxAckPending, orderKey: key, sweeps: sweeps[sc.Name]})
 		}
-		names := make([]string, len(d.cfg.Sinks))
-		for i, sc := range d.cfg.Sinks {
-			names[i] = sc.Name
+		// The marks again, now that this bind wrote its own: another
+		// dispatcher binding at the same time (another config, on a fresh
+		// deployment) may have marked a sink this bind just narrowed, or
+		// written over this bind's mark with a config read before it.
+		// Either way a lead could be left reading only its types: bind
+		// again, reading the marks again, until they are what this bind
+		// wrote (a fence decides the rest, as for any two configs).
+		after, err := d.topo.Leads(actx, d.js, names)
+		if err != nil {
+			return retryable(err)
+		}
+		if !maps.Equal(after, leads) {
+			return fmt.Errorf("dispatch: the sinks marked leads changed during this bind (another dispatcher bound them at the same time): "+
+				"binding again; bound as leads %v, now marked %v", slices.Sorted(maps.Keys(leads)), slices.Sorted(maps.Keys(after)))
 		}
 		// Not fatal: the partitions work with their leaders anywhere.
 		if err := d.topo.SpreadLeaders(actx, d.js, names); err != nil {
@@ -506,6 +555,21 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 		return nil, nil, err
 	}
 	return out, board, nil
+}
+
+// leadSweeps reads what sink, about to be made the lead, passed over of
+// what the leads the config dropped (marked, not among names) had not
+// acked: its sweeps (sweep.go).
+func (d *Dispatcher) leadSweeps(ctx context.Context, sink string, names []string) ([]leadSweep, error) {
+	prior, err := d.topo.PriorReads(ctx, d.js, sink)
+	if err != nil {
+		return nil, err
+	}
+	floors, found, err := d.topo.LeadFloors(ctx, d.js, names)
+	if err != nil {
+		return nil, err
+	}
+	return leadSweeps(prior, floors, found), nil
 }
 
 // reportRestored logs, once, an events consumer bind found missing and

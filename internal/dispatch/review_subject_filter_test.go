@@ -1,6 +1,7 @@
 package dispatch_test
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -120,17 +121,17 @@ func TestDestinationsSafetyNetWithAStaleLocalFilter(t *testing.T) {
 	}
 }
 
-// Review of the first sink's duty under filters. Only the first sink of
-// the config reads every subject, so only it dead-letters an invalid
-// envelope on a subject no route names, or an event on a subject the sink
-// its type is routed to does not read. A config that puts a new sink
-// first (or reorders them) narrows the old first sink's filter at the
-// new replica's bind, and the new first sink's consumer starts at new
-// events: what the old first sink had not read yet (its backlog, here a
-// replica stopped a moment) is read by no consumer that checks it.
+// Review of the first sink's duty under filters. Only the lead reads
+// every subject, so only it dead-letters an invalid envelope on a subject
+// no route names, or an event on a subject the sink its type is routed to
+// does not read. The lead was the config's first sink: a config that put
+// a new sink first (or reordered them) narrowed the old first sink's
+// filter at the new replica's bind, and the new first sink's consumer
+// started at new events: what the old first sink had not read yet (its
+// backlog, here a replica stopped a moment) was read by no consumer that
+// checks it. Fixed: the lead is marked on the server and stays the lead
+// whatever the order (ChooseLeads).
 func TestReviewANewFirstSinkLeavesNoBacklogUnchecked(t *testing.T) {
-	t.Skip("DEFECT (review): when the first sink changes, the old first sink's unread backlog off its routes' types is read by no checking consumer: " +
-		"an invalid envelope there is never dead-lettered, an event on a subject its sink does not read is lost")
 	e := testenv.New(t)
 	first := e.Sink("first", emulator.Chabok, nil, nil)
 	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
@@ -162,5 +163,59 @@ func TestReviewANewFirstSinkLeavesNoBacklogUnchecked(t *testing.T) {
 	}
 	if gatewayIDs(t, e)[stray.ID]+unknownFor(t, e, "gateway")[stray.ID] == 0 {
 		t.Errorf("the track event on %s.events.chapar.track: neither delivered nor dead-lettered", e.Streams.SubjectPrefix)
+	}
+}
+
+// A config that drops the lead (docs/operations.md, "Removing the
+// lead"): none of its sinks is marked, so its first sink is made the lead
+// where it stands. What the old lead had not read by then (here it is
+// paused), on subjects the new lead did not read before, would be checked
+// by no one once the old lead is removed: an invalid envelope never
+// dead-lettered, an event on a subject its sink does not read neither
+// delivered nor dead-lettered. The new lead sweeps it (sweep.go).
+func TestRemovingTheLeadLeavesItsBacklogChecked(t *testing.T) {
+	for _, partitions := range []int{1, 2} {
+		t.Run(fmt.Sprintf("partitions=%d", partitions), func(t *testing.T) { removingTheLead(t, partitions) })
+	}
+}
+
+func removingTheLead(t *testing.T, partitions int) {
+	e := envWith(t, partitions)
+	first := e.Sink("first", emulator.Chabok, nil, nil)
+	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	track := config.Route{Types: []string{envelope.TypeTrack}, Sinks: []string{"gateway"}}
+	old := e.Start([]config.Sink{first, gateway}, []config.Route{{Types: []string{envelope.TypePurchase}, Sinks: []string{"first"}}, track})
+	setPaused(t, e, "first", true)
+	testenv.Eventually(t, 10*time.Second, "the lead paused", func() bool { return old.Tally.Paused("first") })
+	// The lead's backlog; gateway reads past it.
+	e.PublishRaw(e.Topo.EventSubject("com.shop.order.shipped"), "bad-1", []byte(`{"not":"an envelope"}`))
+	stray := publishStray(t, e)
+	ids := publishTracks(t, e, 5, "order_paid")
+	testenv.Eventually(t, 20*time.Second, "gateway past the backlog", allDelivered(t, e, ids))
+	// The config without the lead: gateway is marked and widened where it is.
+	e.Start([]config.Sink{gateway}, []config.Route{track})
+	if err := old.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := e.Topo.RemoveSink(ctx, e.JS, "first"); err != nil {
+		t.Fatal(err)
+	}
+	marker := testenv.Track(t, "order_paid", "marker")
+	e.Publish(marker)
+	testenv.Eventually(t, 20*time.Second, "the marker delivered", allDelivered(t, e, []string{marker.ID}))
+	testenv.Eventually(t, 20*time.Second, "the invalid envelope in the removed lead's backlog dead-lettered", func() bool {
+		return len(deadLetters(t, e, dlq.Filter{Reason: "invalid_envelope"})) == 1
+	})
+	testenv.Eventually(t, 20*time.Second, "the stray track event delivered or dead-lettered", func() bool {
+		return gatewayIDs(t, e)[stray.ID]+unknownFor(t, e, "gateway")[stray.ID] > 0
+	})
+	testenv.Eventually(t, 20*time.Second, "settled", func() bool { return e.Idle("gateway") })
+	if n := len(deadLetters(t, e, dlq.Filter{Reason: "invalid_envelope"})); n != 1 {
+		t.Errorf("the invalid envelope: %d dead letters, want 1", n)
+	}
+	if got, dead := gatewayIDs(t, e)[stray.ID], unknownFor(t, e, "gateway")[stray.ID]; got+dead != 1 {
+		t.Errorf("the stray track event: delivered %d times, dead-lettered %d times; want one of the two, once", got, dead)
 	}
 }

@@ -261,9 +261,10 @@ func uniq(in []string) []string {
 // destinations are published), so the server never delivers it an event
 // of another type. It reads the whole stream when
 //   - byRoute is off (streams.filter_by_route: false);
-//   - lead: the process's first sink counts every event received and
-//     unrouted and dead-letters an invalid envelope on any subject, so it
-//     must see them all;
+//   - lead (ChooseLeads): the sink counts every event received and
+//     unrouted and dead-letters an invalid envelope, or an event on a
+//     subject its sink does not read, on any subject, so it must see them
+//     all;
 //   - a route naming it lists no types (it matches every type).
 //
 // names and a route's content filter stay the worker's to check: the
@@ -286,4 +287,27 @@ func SinkFilter(sink string, routes []config.Route, byRoute, lead bool) topology
 	slices.Sort(f.Types)
 	f.Types = slices.Compact(f.Types)
 	return f
+}
+
+// ChooseLeads is which of a config's sinks (names, in config order) lead,
+// given those whose consumers are marked leads on the server
+// (topology.Leads): every marked one, or if none is, the first, which its
+// bind marks. A marked sink leads in every config that has it, so no
+// config's order narrows it: a config that puts another sink first (or
+// reorders them) leaves the lead where it is, and nothing the lead has
+// not read yet goes unchecked. A config may have more than one lead (two
+// dispatchers of different configs that bound a fresh deployment at
+// once): a second full read and events counted twice in
+// chapar_events_received_total, never an event unchecked.
+func ChooseLeads(names []string, marked map[string]bool) map[string]bool {
+	out := map[string]bool{}
+	for _, s := range names {
+		if marked[s] {
+			out[s] = true
+		}
+	}
+	if len(out) == 0 && len(names) > 0 {
+		out[names[0]] = true
+	}
+	return out
 }

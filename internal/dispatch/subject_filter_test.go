@@ -40,7 +40,7 @@ func TestSinkFilter(t *testing.T) {
 			{Names: []string{"order_*"}, Sinks: []string{"a"}},
 		}, true, false, topology.EventFilter{}},
 		{"no route names it: destinations only", []config.Route{{Types: []string{track}, Sinks: []string{"b"}}}, true, false, byType()},
-		{"the first sink reads everything (it counts received and unrouted)", []config.Route{{Types: []string{track}, Sinks: []string{"a"}}}, true, true, topology.EventFilter{}},
+		{"a lead reads everything (it counts received and unrouted)", []config.Route{{Types: []string{track}, Sinks: []string{"a"}}}, true, true, topology.EventFilter{}},
 		{"streams.filter_by_route off", []config.Route{{Types: []string{track}, Sinks: []string{"a"}}}, false, false, topology.EventFilter{}},
 	}
 	for _, tt := range tests {

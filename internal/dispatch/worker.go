@@ -38,7 +38,8 @@ type sinkWorker struct {
 	sink   sinks.Sink
 	policy retry.Policy
 	gate   *gate
-	// lead is one sink per process (the first configured) that counts
+	// lead says the sink is a lead (ChooseLeads: marked on the server,
+	// or the first configured of a deployment without one), which counts
 	// what is counted per event, not per sink: received and unrouted.
 	lead bool
 	// batch, when the sink batches, takes over from deliver (batch.go).
@@ -304,6 +305,14 @@ func (w *sinkWorker) attempt(ctx context.Context, d *delivery, ev *envelope.Even
 // asked or the record not written; the caller hands back (admit) or
 // waits in place (an ordered lane).
 func (w *sinkWorker) checkDestinations(ctx context.Context, d *delivery, ev *envelope.Event, targets []string) error {
+	return w.checkTargets(ctx, d, ev, targets, nil)
+}
+
+// checkTargets is checkDestinations; before, if set, are the filters this
+// sink's consumer read when it passed over the event (a lead's sweep,
+// sweep.go): it is judged for this sink by them, as for any other sink,
+// not as one this sink reads.
+func (w *sinkWorker) checkTargets(ctx context.Context, d *delivery, ev *envelope.Event, targets []string, before *[]string) error {
 	partition, seq := topology.SplitOrigin(d.origin)
 	for _, t := range targets {
 		covered, filters, err := w.starts.covers(ctx, w.js, w.topo, t, partition, seq)
@@ -316,7 +325,11 @@ func (w *sinkWorker) checkDestinations(ctx context.Context, d *delivery, ev *env
 			// read only its routes' types: an event with destinations
 			// published on its type's subject, not the direct one,
 			// would never reach it.
-			if t == w.name || topology.Reads(filters, d.msg.Subject()) {
+			self := t == w.name
+			if self && before != nil {
+				filters, self = *before, false
+			}
+			if self || topology.Reads(filters, d.msg.Subject()) {
 				continue
 			}
 			why = fmt.Errorf("destinations names sink %q, whose consumer reads only its routes' types and %s, but the event was published on %s: "+

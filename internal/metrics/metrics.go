@@ -125,7 +125,7 @@ func NewFor(sinks, types []string) *Metrics {
 		types: map[string]bool{},
 		sinks: map[string]bool{noSink: true},
 		received: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "chapar_events_received_total", Help: "Events taken from the events stream (first deliveries, counted once per process by its first sink)."}),
+			Name: "chapar_events_received_total", Help: "Events taken from the events stream (first deliveries, counted once per process by its lead sink: docs/design.md, The lead)."}),
 		unrouted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chapar_events_unrouted_total", Help: "Valid events no route matched."}, []string{"type"}),
 		filterFailed: prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -164,8 +164,14 @@ func (t Topology) EnsureSink(ctx context.Context, js jetstream.JetStream, sink s
 	ev.Durable = SinkConsumer(sink)
 	ev.Description = "Chapar: events for sink " + sink
 	// Where it starts is chosen when it is created (ensureEvents).
+	if s.Fence != "" || s.Lead {
+		ev.Metadata = map[string]string{}
+	}
 	if s.Fence != "" {
-		ev.Metadata = map[string]string{FenceMetadata: s.Fence}
+		ev.Metadata[FenceMetadata] = s.Fence
+	}
+	if s.Lead {
+		ev.Metadata[LeadMetadata] = "true"
 	}
 	if s.PinnedTTL > 0 {
 		ev.PriorityPolicy = jetstream.PriorityPolicyPinned

@@ -35,6 +35,8 @@ type SinkFootprint struct {
 	// (floors.go): left behind, a sink added again under the name would
 	// resume from them instead of starting as a new sink.
 	Floors int `json:"floors"`
+	// Lead says its events consumers are marked a lead (LeadMetadata).
+	Lead bool `json:"lead,omitempty"`
 }
 
 // Exists says whether anything of the sink is on the server.
@@ -78,6 +80,7 @@ func (t Topology) Footprint(ctx context.Context, js jetstream.JetStream, sink st
 			return f, fmt.Errorf("topology: consumer %s on %s: %w", sc[1], sc[0], err)
 		}
 		info := c.CachedInfo()
+		f.Lead = f.Lead || (sc[0] != t.RetriesStream() && IsLead(info))
 		f.Consumers = append(f.Consumers, ConsumerFootprint{Stream: sc[0], Name: sc[1],
 			Pending: info.NumPending, AckPending: info.NumAckPending, Waiting: info.NumWaiting})
 	}

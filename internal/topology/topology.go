@@ -298,6 +298,10 @@ type ConsumerSettings struct {
 	// written in the same update as Fence: the zero value reads the
 	// whole stream.
 	Filter EventFilter
+	// Lead marks the sink the deployment's lead (LeadMetadata), in the
+	// same update as Fence and Filter. Never unmarked here: a bind
+	// without Lead leaves a mark it finds (Leads decides who leads).
+	Lead bool
 	// Floors, if set, is the floors bucket (EnsureFloors): an events
 	// consumer found missing is recreated from its recorded floor
 	// (restoreLost), and each one bound has its floor recorded.
@@ -312,6 +316,13 @@ type ConsumerSettings struct {
 // FenceMetadata is the events consumers' metadata key holding the fence
 // of the config that owns the sink.
 const FenceMetadata = "chapar.fence"
+
+// LeadMetadata is the events consumers' metadata key marking the sink a
+// lead: its consumers read every subject, and the dispatchers running it
+// count what is received and unrouted (dispatch's lead). Set once, by
+// the first bind that finds none of its sinks marked, and kept while the
+// sink exists, whatever the order of the sinks in a config (Leads).
+const LeadMetadata = "chapar.lead"
 
 // OrderGroup is the priority group an ordered sink's replicas pull in.
 const OrderGroup = "order"

@@ -1,0 +1,38 @@
+package dispatch
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/chapar-dev/chapar/internal/topology"
+)
+
+func TestLeadSweeps(t *testing.T) {
+	narrow := topology.PriorRead{Exists: true, Filters: []string{"chapar.events.track"}, Delivered: 40}
+	whole := topology.PriorRead{Exists: true, Delivered: 40}
+	missing := topology.PriorRead{}
+	tests := []struct {
+		name   string
+		prior  []topology.PriorRead
+		floors []uint64
+		found  []bool
+		want   []leadSweep
+	}{
+		{"read by type: from above the old lead's floor", []topology.PriorRead{narrow}, []uint64{9}, []bool{true},
+			[]leadSweep{{partition: 0, from: 10, prior: narrow}}},
+		{"read everything already (the old first sink of a deployment before the mark): nothing",
+			[]topology.PriorRead{whole}, []uint64{9}, []bool{true}, nil},
+		{"no old lead on the server (a fresh deployment): nothing", []topology.PriorRead{missing}, []uint64{0}, []bool{false}, nil},
+		{"a new sink made the lead: all the old lead had not acked", []topology.PriorRead{missing}, []uint64{0}, []bool{true},
+			[]leadSweep{{partition: 0, from: 1, prior: missing}}},
+		{"per partition", []topology.PriorRead{narrow, whole, narrow}, []uint64{3, 4, 5}, []bool{true, true, false},
+			[]leadSweep{{partition: 0, from: 4, prior: narrow}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := leadSweeps(tt.prior, tt.floors, tt.found); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("leadSweeps = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,147 @@
+package topology
+
+// Which of a config's sinks lead: the sinks whose events consumers read
+// every subject so that someone checks what no route's types cover (an
+// invalid envelope, an event on a subject its sink does not read) and
+// counts what is received and unrouted. The lead is recorded on the
+// server (LeadMetadata), not taken from the order of a config: a config
+// that puts another sink first would otherwise widen the new first sink
+// at its current position and narrow the old one, and what the old one
+// had not read yet, outside its own types, would be checked by no one.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// IsLead reports whether a sink's events consumer carries the lead mark.
+func IsLead(info *jetstream.ConsumerInfo) bool {
+	_, ok := info.Config.Metadata[LeadMetadata]
+	return ok
+}
+
+// Leads reads which of sinks are marked leads on the server: a sink is
+// marked if any of its events consumers is (a partition's consumer lost
+// and recreated from its floor is marked again at the bind). A sink
+// without consumers yet is not marked.
+func (t Topology) Leads(ctx context.Context, js jetstream.JetStream, sinks []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	for _, sink := range sinks {
+		for _, stream := range t.EventsStreams() {
+			c, err := js.Consumer(ctx, stream, SinkConsumer(sink))
+			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("topology: read whether sink %s leads: consumer %s on %s: %w", sink, SinkConsumer(sink), stream, err)
+			}
+			if IsLead(c.CachedInfo()) {
+				out[sink] = true
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// PriorRead is what a sink's events consumer on one partition read
+// before a bind: whether it existed, its filters (FiltersOf: none is
+// every subject) and the last stream sequence it was delivered, below
+// which it has certainly passed over what its filters do not take.
+type PriorRead struct {
+	Exists    bool
+	Filters   []string
+	Delivered uint64
+}
+
+// ReadsEverything says the consumer read every subject already.
+func (p PriorRead) ReadsEverything() bool { return p.Exists && len(p.Filters) == 0 }
+
+// PriorReads reads what a sink's events consumers read now, in partition
+// order: taken before a bind widens them (a sink made a lead), it says
+// what they passed over.
+func (t Topology) PriorReads(ctx context.Context, js jetstream.JetStream, sink string) ([]PriorRead, error) {
+	out := make([]PriorRead, t.Partitions())
+	for i, stream := range t.EventsStreams() {
+		c, err := js.Consumer(ctx, stream, SinkConsumer(sink))
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("topology: consumer %s on %s: %w", SinkConsumer(sink), stream, err)
+		}
+		info := c.CachedInfo()
+		out[i] = PriorRead{Exists: true, Filters: FiltersOf(info.Config), Delivered: info.Delivered.Stream}
+	}
+	return out, nil
+}
+
+// LeadFloors are, per partition, the lowest ack floor of the events
+// consumers marked leads of sinks not in except (a lead a config
+// dropped): what is above it a lead may not have checked yet. found says
+// there is such a lead on some partition; a partition without one has
+// floor 0.
+func (t Topology) LeadFloors(ctx context.Context, js jetstream.JetStream, except []string) (floors []uint64, found []bool, err error) {
+	floors, found = make([]uint64, t.Partitions()), make([]bool, t.Partitions())
+	for i, stream := range t.EventsStreams() {
+		st, err := js.Stream(ctx, stream)
+		if err != nil {
+			return nil, nil, fmt.Errorf("topology: %s: %w", stream, err)
+		}
+		list := st.ListConsumers(ctx)
+		for info := range list.Info() {
+			if !IsLead(info) || !strings.HasPrefix(info.Name, SinkConsumer("")) || slices.Contains(except, strings.TrimPrefix(info.Name, SinkConsumer(""))) {
+				continue
+			}
+			if !found[i] || info.AckFloor.Stream < floors[i] {
+				floors[i], found[i] = info.AckFloor.Stream, true
+			}
+		}
+		if err := list.Err(); err != nil {
+			return nil, nil, fmt.Errorf("topology: list consumers of %s: %w", stream, err)
+		}
+	}
+	return floors, found, nil
+}
+
+// OtherLeads are the sinks other than sink whose events consumers are
+// marked leads, and how many other sinks have events consumers at all:
+// removing the only lead of a deployment that has other sinks would leave
+// what it had not read to no one (the next dispatcher's new lead has no
+// old lead's floor to check from).
+func (t Topology) OtherLeads(ctx context.Context, js jetstream.JetStream, sink string) (leads []string, others int, err error) {
+	seen := map[string]bool{}
+	for _, stream := range t.EventsStreams() {
+		st, err := js.Stream(ctx, stream)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, 0, fmt.Errorf("topology: %s: %w", stream, err)
+		}
+		list := st.ListConsumers(ctx)
+		for info := range list.Info() {
+			name, ok := strings.CutPrefix(info.Name, SinkConsumer(""))
+			if !ok || name == sink {
+				continue
+			}
+			if !seen[name] {
+				seen[name] = true
+				others++
+			}
+			if IsLead(info) && !slices.Contains(leads, name) {
+				leads = append(leads, name)
+			}
+		}
+		if err := list.Err(); err != nil {
+			return nil, 0, fmt.Errorf("topology: list consumers of %s: %w", stream, err)
+		}
+	}
+	slices.Sort(leads)
+	return leads, others, nil
+}
