@@ -47,7 +47,7 @@ type chabok struct {
 	base     string
 	settings chabokSettings
 	events   map[string]string
-	client   *http.Client
+	client   *httpClient
 }
 
 func init() {

@@ -54,7 +54,7 @@ type metrixGateway struct {
 	settings metrixGatewaySettings
 	register bool
 	events   map[string]string
-	client   *http.Client
+	client   *httpClient
 	parallel int             // requests at once within one batch
 	times    metrixTimeStore // the times each user's messages took (metrix_times.go)
 }

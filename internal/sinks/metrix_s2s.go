@@ -48,7 +48,7 @@ type metrixS2S struct {
 	url      string
 	settings metrixS2SSettings
 	events   map[string]string
-	client   *http.Client
+	client   *httpClient
 }
 
 func init() {
