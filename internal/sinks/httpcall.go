@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -293,16 +294,9 @@ func looksLikeCode(s string) bool {
 
 // jsonRequest builds a POST with a JSON body.
 func jsonRequest(url string, body any) (*http.Request, error) {
-	var b []byte
-	ok := false
-	if a, is := body.(bodyAppender); is {
-		b, ok = a.appendJSON(make([]byte, 0, 384)) // a Chabok track item's size
-	}
-	if !ok {
-		var err error
-		if b, err = json.Marshal(body); err != nil {
-			return nil, fmt.Errorf("encode request: %w", err)
-		}
+	b, err := encodeJSON(body)
+	if err != nil {
+		return nil, err
 	}
 	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(b))
 	if err != nil {
@@ -311,6 +305,93 @@ func jsonRequest(url string, body any) (*http.Request, error) {
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
 	return req, nil
+}
+
+// encodeJSON is a request's body: appended by the body itself when it can
+// (bodyAppender), json.Marshal otherwise.
+func encodeJSON(body any) ([]byte, error) {
+	if a, is := body.(bodyAppender); is {
+		if b, ok := a.appendJSON(make([]byte, 0, 384)); ok { // a Chabok track item's size
+			return b, nil
+		}
+	}
+	b, err := json.Marshal(body)
+	if err != nil {
+		return nil, fmt.Errorf("encode request: %w", err)
+	}
+	return b, nil
+}
+
+// endpoint is a URL a sink posts JSON to, parsed once, and the headers
+// every request to it carries, built once: the request jsonRequest and
+// the sink's Header.Set calls would build, without parsing the URL and
+// filling a header map per request (a copy of the built one instead).
+type endpoint struct {
+	url *url.URL
+	// err is the URL's parse error, returned by every request as
+	// jsonRequest returns it.
+	err    error
+	header http.Header
+}
+
+// newEndpoint parses rawURL and builds the headers: jsonRequest's, the
+// User-Agent call sets, and the sink's (key, value pairs).
+func newEndpoint(rawURL string, header ...string) *endpoint {
+	h := http.Header{}
+	h.Set("Content-Type", "application/json")
+	h.Set("Accept", "application/json")
+	for i := 0; i+1 < len(header); i += 2 {
+		h.Set(header[i], header[i+1])
+	}
+	h.Set("User-Agent", UserAgent) // last, as call sets it
+	u, err := url.Parse(rawURL)
+	if err == nil {
+		u.Host = removeEmptyPort(u.Host) // as http.NewRequest does
+	}
+	return &endpoint{url: u, err: err, header: h}
+}
+
+// post is a POST of body as JSON to the endpoint, as http.NewRequest
+// builds one of a *bytes.Reader. Its Host is left empty: the transport
+// takes the URL's (net/http's client would copy the URL for a set one).
+func (e *endpoint) post(body any) (*http.Request, error) {
+	b, err := encodeJSON(body)
+	if err != nil {
+		return nil, err
+	}
+	if e.err != nil {
+		return nil, fmt.Errorf("build request: %w", e.err)
+	}
+	u := *e.url // the request's own: a URL is not read-only by contract
+	r := bytes.NewReader(b)
+	req := &http.Request{
+		Method:        http.MethodPost,
+		URL:           &u,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        e.header.Clone(),
+		Body:          io.NopCloser(r),
+		ContentLength: int64(len(b)),
+		GetBody: func() (io.ReadCloser, error) {
+			r := bytes.NewReader(b)
+			return io.NopCloser(r), nil
+		},
+	}
+	if len(b) == 0 { // never (JSON is at least null), but as NewRequest has it
+		req.Body = http.NoBody
+		req.GetBody = func() (io.ReadCloser, error) { return http.NoBody, nil }
+	}
+	return req, nil
+}
+
+// removeEmptyPort strips an empty port (":" at the end) from a host, as
+// net/http does.
+func removeEmptyPort(host string) string {
+	if strings.LastIndex(host, ":") > strings.LastIndex(host, "]") {
+		return strings.TrimSuffix(host, ":")
+	}
+	return host
 }
 
 // HTTP is the shared mechanics for a vendor written outside this package
