@@ -162,6 +162,9 @@ func (d *delivery) retryMsg(subject string, v Verdict, last error) *nats.Msg {
 
 // statusCode is the HTTP status and vendor code of a delivery error.
 func statusCode(err error) (int, string) {
+	if err == nil {
+		return 0, "" // before se: errors.As makes it escape, an allocation per call
+	}
 	var se *sinks.Error
 	if errors.As(err, &se) {
 		return se.Status, se.Code

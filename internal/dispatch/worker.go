@@ -279,9 +279,11 @@ func (w *sinkWorker) attempt(ctx context.Context, d *delivery, ev *envelope.Even
 	w.obs.VendorRequest(w.name, time.Since(now), derr)
 	// The pause before the release: the release frees the gate for the
 	// next request, which must find the sink paused.
-	var se *sinks.Error
-	if errors.As(derr, &se) && se.Transient && se.RetryAfter > 0 {
-		w.gate.pause(min(se.RetryAfter, w.policy.MaxRetryAfter))
+	if derr != nil { // se escapes (errors.As): not allocated for a success
+		var se *sinks.Error
+		if errors.As(derr, &se) && se.Transient && se.RetryAfter > 0 {
+			w.gate.pause(min(se.RetryAfter, w.policy.MaxRetryAfter))
+		}
 	}
 	if cut {
 		done(errNotARequest)
