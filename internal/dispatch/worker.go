@@ -52,6 +52,8 @@ type sinkWorker struct {
 	// inPlace counts messages retried in place while their retry copy
 	// cannot be stored (settle.go, retryInPlace); they are held too.
 	inPlace atomic.Int64
+	// alive keeps a message alive while it is delivered (keepalive.go).
+	alive alivePool
 }
 
 // handle takes one message to its settlement. It never panics and never
@@ -265,12 +267,14 @@ func (w *sinkWorker) attempt(ctx context.Context, d *delivery, ev *envelope.Even
 	// A slow vendor may take longer than ack_wait: keep the message ours,
 	// so JetStream does not hand it to another replica, while a crashed
 	// process still loses it after one ack_wait.
-	stop := func() {}
+	var alive *keepOne
 	if keep {
-		stop = keepAlive(w.ackWait/3, d.msg)
+		alive = w.alive.keep(w.ackWait/3, d.msg)
 	}
 	derr = w.sink.Deliver(ctx, &sinks.Delivery{Event: ev, ReceivedAt: d.received})
-	stop()
+	if alive != nil {
+		w.alive.release(alive)
+	}
 	// Only our own context ending makes this not an attempt; a vendor
 	// timeout is one (Decide).
 	cut := derr != nil && ctx.Err() != nil
