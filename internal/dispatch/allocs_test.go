@@ -2,13 +2,16 @@ package dispatch
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/chapar-dev/chapar/internal/config"
 	"github.com/chapar-dev/chapar/internal/outcome"
 	"github.com/chapar-dev/chapar/internal/sinks"
+	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
 // What the path of every event allocates when there is nothing to record:
@@ -42,5 +45,27 @@ func TestEndAttemptWithTracingOffAllocatesNothing(t *testing.T) {
 func TestStatusCodeOfNoErrorAllocatesNothing(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { statusCode(nil) }); n != 0 {
 		t.Errorf("statusCode(nil) allocates %.0f times, want 0", n)
+	}
+}
+
+// Routing an event one route takes makes nothing (its sinks are the
+// table's, capped), and what Eval returns cannot change the table.
+func TestEvalOfOneRouteMakesNothing(t *testing.T) {
+	r := newRoutes(t, []config.Route{
+		{Types: []string{envelope.TypeTrack}, Sinks: []string{"chabok", "gateway"}},
+		{Types: []string{envelope.TypeIdentify}, Sinks: []string{"gateway", "chabok", "gateway"}},
+	})
+	ev := raw(t, envelope.TypeTrack, "shop/web", track("order_paid", map[string]any{"amount": 5}))
+	if n := testing.AllocsPerRun(100, func() { r.Eval(ev) }); n != 0 {
+		t.Errorf("Eval allocates %.0f times for an event one route takes, want 0", n)
+	}
+	got, _ := r.Eval(ev)
+	_ = append(got, "more")
+	if again, _ := r.Eval(ev); !slices.Equal(again, []string{"chabok", "gateway"}) {
+		t.Errorf("after appending to Eval's result, Eval = %v", again)
+	}
+	id := raw(t, envelope.TypeIdentify, "shop/web", map[string]any{"user": map[string]any{"id": "u"}})
+	if got, _ := r.Eval(id); !slices.Equal(got, []string{"gateway", "chabok"}) {
+		t.Errorf("a route naming a sink twice: Eval = %v, want each once", got)
 	}
 }
