@@ -4,12 +4,15 @@ import (
 	"context"
 	"slices"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
+	"go.uber.org/zap"
 
 	"github.com/chapar-dev/chapar/internal/config"
 	"github.com/chapar-dev/chapar/internal/outcome"
+	"github.com/chapar-dev/chapar/internal/retry"
 	"github.com/chapar-dev/chapar/internal/sinks"
 	"github.com/chapar-dev/chapar/pkg/envelope"
 )
@@ -67,5 +70,23 @@ func TestEvalOfOneRouteMakesNothing(t *testing.T) {
 	id := raw(t, envelope.TypeIdentify, "shop/web", map[string]any{"user": map[string]any{"id": "u"}})
 	if got, _ := r.Eval(id); !slices.Equal(got, []string{"gateway", "chabok"}) {
 		t.Errorf("a route naming a sink twice: Eval = %v, want each once", got)
+	}
+}
+
+// A request the vendor accepted goes through the gate and out of it
+// making only the release (the breaker's report and the gate's own), and
+// the release tells a waiter (a new change channel).
+func TestGateRoundOfASuccessMakesOnlyTheRelease(t *testing.T) {
+	g := newGate("s", retry.BreakerSettings{FailureThreshold: 5, OpenTimeout: time.Second}, 4, zap.NewNop(), nil)
+	round := func() {
+		done, _, err := g.acquire(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		done(nil)
+	}
+	round()
+	if n := testing.AllocsPerRun(100, round); n > 3 {
+		t.Errorf("a gate round of a success allocates %.0f times, want at most 3", n)
 	}
 }
