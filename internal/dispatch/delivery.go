@@ -40,6 +40,9 @@ type delivery struct {
 	// the dead letter; Decide reads only history.
 	log  dlq.AttemptLog
 	span trace.SpanContext // the attempt's span, linked from the next
+	// out is what an attempt hands the sink (attempt): kept here, not
+	// made per attempt, as the delivery outlives each of them.
+	out sinks.Delivery
 }
 
 func newDelivery(msg jetstream.Msg, meta *jetstream.MsgMetadata, retry bool) *delivery {

@@ -271,7 +271,8 @@ func (w *sinkWorker) attempt(ctx context.Context, d *delivery, ev *envelope.Even
 	if keep {
 		alive = w.alive.keep(w.ackWait/3, d.msg)
 	}
-	derr = w.sink.Deliver(ctx, &sinks.Delivery{Event: ev, ReceivedAt: d.received})
+	d.out = sinks.Delivery{Event: ev, ReceivedAt: d.received}
+	derr = w.sink.Deliver(ctx, &d.out)
 	if alive != nil {
 		w.alive.release(alive)
 	}
