@@ -90,3 +90,23 @@ func TestGateRoundOfASuccessMakesOnlyTheRelease(t *testing.T) {
 		t.Errorf("a gate round of a success allocates %.0f times, want at most 3", n)
 	}
 }
+
+// A delivery's first attempt is logged in the delivery's own room; the
+// next moves the log out, leaving a copy taken before it as it was.
+func TestLoggingTheFirstAttemptAllocatesNothing(t *testing.T) {
+	ds := make([]delivery, 101)
+	i := 0
+	at := time.Now()
+	if n := testing.AllocsPerRun(100, func() { ds[i].logAttempt(at, nil); i++ }); n != 0 {
+		t.Errorf("logging a delivery's first attempt allocates %.0f times, want 0", n)
+	}
+	d := &ds[0]
+	before := d.log
+	d.logAttempt(at, &sinks.Error{Reason: outcome.RetriesExhausted, Transient: true, Status: 503, Message: "down"})
+	if len(before.Attempts) != 1 || before.Attempts[0].Status != 0 || before.Total != 1 {
+		t.Errorf("the log taken after one attempt changed with the next: %+v", before)
+	}
+	if len(d.log.Attempts) != 2 || d.log.Total != 2 || d.log.Attempts[0].Status != 0 || d.log.Attempts[1].Status != 503 {
+		t.Errorf("the log after two attempts is %+v", d.log)
+	}
+}

@@ -43,6 +43,10 @@ type delivery struct {
 	// out is what an attempt hands the sink (attempt): kept here, not
 	// made per attempt, as the delivery outlives each of them.
 	out sinks.Delivery
+	// firstLog holds the log's first attempt (logAttempt): most events
+	// have one, and its own slice was an allocation per event. A second
+	// attempt's append moves the log out; nothing writes here again.
+	firstLog [1]dlq.Attempt
 }
 
 func newDelivery(msg jetstream.Msg, meta *jetstream.MsgMetadata, retry bool) *delivery {
@@ -81,6 +85,9 @@ func (d *delivery) logAttempt(start time.Time, err error) {
 	if err != nil {
 		a.Status, a.Code = statusCode(err)
 		a.Error = err.Error() // clipped by Add
+	}
+	if d.log.Attempts == nil {
+		d.log.Attempts = d.firstLog[:0]
 	}
 	d.log.Add(a)
 }
