@@ -68,12 +68,28 @@ type Record struct {
 // base64url over a SHA-256 of its id, because an id may hold what a
 // subject token may not (dots, spaces, wildcards) and may be long.
 func Key(eventID string) string {
-	sum := sha256.Sum256([]byte(eventID))
-	return base64.RawURLEncoding.EncodeToString(sum[:16])
+	var buf [keyLen]byte
+	return string(appendKey(buf[:0], eventID))
+}
+
+// keyLen is the length of Key.
+const keyLen = 22
+
+// appendKey appends Key(eventID) to b. It is what a delivery's record
+// costs per event in its subject: one string made, not four (the id's
+// bytes, the key, and the two concatenations).
+func appendKey(b []byte, eventID string) []byte {
+	var in [64]byte // an id this long or shorter is hashed from the stack
+	sum := sha256.Sum256(append(in[:0], eventID...))
+	return base64.RawURLEncoding.AppendEncode(b, sum[:16])
 }
 
 // Subject is where an event's records are stored under prefix.
-func Subject(prefix, eventID string) string { return prefix + ".deliveries." + Key(eventID) }
+func Subject(prefix, eventID string) string {
+	var buf [96]byte
+	b := append(append(buf[:0], prefix...), ".deliveries."...)
+	return string(appendKey(b, eventID))
+}
 
 // Subjects is the deliveries stream's subjects under prefix.
 func Subjects(prefix string) string { return prefix + ".deliveries.>" }

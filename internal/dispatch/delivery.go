@@ -40,6 +40,13 @@ type delivery struct {
 	// the dead letter; Decide reads only history.
 	log  dlq.AttemptLog
 	span trace.SpanContext // the attempt's span, linked from the next
+	// out is what an attempt hands the sink (attempt): kept here, not
+	// made per attempt, as the delivery outlives each of them.
+	out sinks.Delivery
+	// firstLog holds the log's first attempt (logAttempt): most events
+	// have one, and its own slice was an allocation per event. A second
+	// attempt's append moves the log out; nothing writes here again.
+	firstLog [1]dlq.Attempt
 }
 
 func newDelivery(msg jetstream.Msg, meta *jetstream.MsgMetadata, retry bool) *delivery {
@@ -78,6 +85,9 @@ func (d *delivery) logAttempt(start time.Time, err error) {
 	if err != nil {
 		a.Status, a.Code = statusCode(err)
 		a.Error = err.Error() // clipped by Add
+	}
+	if d.log.Attempts == nil {
+		d.log.Attempts = d.firstLog[:0]
 	}
 	d.log.Add(a)
 }
@@ -162,6 +172,9 @@ func (d *delivery) retryMsg(subject string, v Verdict, last error) *nats.Msg {
 
 // statusCode is the HTTP status and vendor code of a delivery error.
 func statusCode(err error) (int, string) {
+	if err == nil {
+		return 0, "" // before se: errors.As makes it escape, an allocation per call
+	}
 	var se *sinks.Error
 	if errors.As(err, &se) {
 		return se.Status, se.Code

@@ -71,6 +71,9 @@ func newGate(sink string, s retry.BreakerSettings, concurrency int, log *zap.Log
 			return !retry.IsTransient(err)
 		},
 		IsExcluded: func(err error) bool {
+			if err == nil {
+				return false // before se, which escapes: no allocation per success
+			}
 			var se *sinks.Error
 			return errors.Is(err, errNotARequest) || errors.As(err, &se) && se.Status == 429
 		},

@@ -94,6 +94,12 @@ func (r *Routes) Eval(ev *envelope.Event) (sinks []string, failed []FilterFailur
 			out = appendOthers(out, rt.Sinks, ev.Subject)
 			continue
 		}
+		if out == nil {
+			// The first route's sinks as they are (most events match one
+			// route): capped, so an append copies, never writes the table.
+			out = slices.Clip(rt.Sinks)
+			continue
+		}
 		out = append(out, rt.Sinks...)
 	}
 	return uniq(out), failed
@@ -245,14 +251,25 @@ func matchAny(patterns []string, name string) bool {
 	return false
 }
 
+// uniq is in without repeats, in order: in itself when it has none (the
+// usual case, which then makes nothing), nil when it is empty. Callers
+// only read what Eval returns.
 func uniq(in []string) []string {
-	var out []string
-	for _, s := range in {
-		if !slices.Contains(out, s) {
-			out = append(out, s)
+	if len(in) == 0 {
+		return nil
+	}
+	for i := range in {
+		if slices.Contains(in[:i], in[i]) {
+			var out []string
+			for _, s := range in {
+				if !slices.Contains(out, s) {
+					out = append(out, s)
+				}
+			}
+			return out
 		}
 	}
-	return out
+	return in
 }
 
 // SinkFilter is which events a sink's events consumers read

@@ -85,6 +85,12 @@ func (w *sinkWorker) startSpan(ctx context.Context, d *delivery, ev *envelope.Ev
 
 // endAttempt records how the attempt ended and what was decided.
 func endAttempt(span trace.Span, v Verdict, derr error) {
+	if !span.IsRecording() {
+		// Tracing off (or the span not sampled): the span drops what it
+		// is given, and building it was allocations per attempt.
+		span.End()
+		return
+	}
 	status, code := statusCode(derr)
 	span.SetAttributes(attribute.String("chapar.outcome", v.Action.String()))
 	if status != 0 {

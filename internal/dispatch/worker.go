@@ -53,6 +53,8 @@ type sinkWorker struct {
 	// inPlace counts messages retried in place while their retry copy
 	// cannot be stored (settle.go, retryInPlace); they are held too.
 	inPlace atomic.Int64
+	// alive keeps a message alive while it is delivered (keepalive.go).
+	alive alivePool
 }
 
 // handle takes one message to its settlement. It never panics and never
@@ -266,12 +268,15 @@ func (w *sinkWorker) attempt(ctx context.Context, d *delivery, ev *envelope.Even
 	// A slow vendor may take longer than ack_wait: keep the message ours,
 	// so JetStream does not hand it to another replica, while a crashed
 	// process still loses it after one ack_wait.
-	stop := func() {}
+	var alive *keepOne
 	if keep {
-		stop = keepAlive(w.ackWait/3, d.msg)
+		alive = w.alive.keep(w.ackWait/3, d.msg)
 	}
-	derr = w.sink.Deliver(ctx, &sinks.Delivery{Event: ev, ReceivedAt: d.received})
-	stop()
+	d.out = sinks.Delivery{Event: ev, ReceivedAt: d.received}
+	derr = w.sink.Deliver(ctx, &d.out)
+	if alive != nil {
+		w.alive.release(alive)
+	}
 	// Only our own context ending makes this not an attempt; a vendor
 	// timeout is one (Decide).
 	cut := derr != nil && ctx.Err() != nil
@@ -280,9 +285,11 @@ func (w *sinkWorker) attempt(ctx context.Context, d *delivery, ev *envelope.Even
 	w.obs.VendorRequest(w.name, time.Since(now), derr)
 	// The pause before the release: the release frees the gate for the
 	// next request, which must find the sink paused.
-	var se *sinks.Error
-	if errors.As(derr, &se) && se.Transient && se.RetryAfter > 0 {
-		w.gate.pause(min(se.RetryAfter, w.policy.MaxRetryAfter))
+	if derr != nil { // se escapes (errors.As): not allocated for a success
+		var se *sinks.Error
+		if errors.As(derr, &se) && se.Transient && se.RetryAfter > 0 {
+			w.gate.pause(min(se.RetryAfter, w.policy.MaxRetryAfter))
+		}
 	}
 	if cut {
 		done(errNotARequest)

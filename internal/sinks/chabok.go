@@ -47,8 +47,14 @@ type chabok struct {
 	base     string
 	settings chabokSettings
 	events   map[string]string
-	client   *http.Client
+	client   *httpClient
+	// endpoints are the paths post takes, parsed and their headers built
+	// once (httpcall.go, endpoint).
+	endpoints map[string]*endpoint
 }
+
+// chabokPaths are the paths of Chabok's API that Chapar posts to.
+var chabokPaths = []string{"/installations/track", "/installations/trackPurchase", "/installations/trackBulk"}
 
 func init() {
 	Register(Spec[chabokSettings]{
@@ -69,13 +75,23 @@ func newChabok(cfg config.Sink, s chabokSettings) (Sink, error) {
 	if base == "" {
 		base = chabokDefaultBaseURL
 	}
-	return &chabok{
-		name:     cfg.Name,
-		base:     strings.TrimSuffix(strings.ReplaceAll(base, "{app_id}", s.AppID), "/"),
-		settings: s,
-		events:   cfg.Events,
-		client:   newHTTPClient(cfg),
-	}, nil
+	c := &chabok{
+		name:      cfg.Name,
+		base:      strings.TrimSuffix(strings.ReplaceAll(base, "{app_id}", s.AppID), "/"),
+		settings:  s,
+		events:    cfg.Events,
+		client:    newHTTPClient(cfg),
+		endpoints: map[string]*endpoint{},
+	}
+	for _, p := range chabokPaths {
+		c.endpoints[p] = c.endpoint(p)
+	}
+	return c, nil
+}
+
+// endpoint is path's URL with Chabok's authentication.
+func (c *chabok) endpoint(path string) *endpoint {
+	return newEndpoint(c.base+path, "X-Access-Token", c.settings.AccessToken.Value())
 }
 
 type chabokEvent struct {
@@ -142,12 +158,11 @@ func (c *chabok) event(d *Delivery) (chabokEvent, string, error) {
 
 // post builds an authenticated request of body to path.
 func (c *chabok) post(path string, body any) (*http.Request, error) {
-	req, err := jsonRequest(c.base+path, body)
-	if err != nil {
-		return nil, err
+	e, ok := c.endpoints[path]
+	if !ok {
+		e = c.endpoint(path)
 	}
-	req.Header.Set("X-Access-Token", c.settings.AccessToken.Value())
-	return req, nil
+	return e.post(body)
 }
 
 func (c *chabok) Deliver(ctx context.Context, d *Delivery) error {

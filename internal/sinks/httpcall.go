@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -27,14 +28,24 @@ const Version = "0.1.0"
 // UserAgent is sent with every vendor request.
 const UserAgent = "Chapar/" + Version + " (+https://github.com/chapar-dev/chapar)"
 
+// httpClient is a sink's client and the sink's timeout, which bounds each
+// request whole: connecting, the answer and reading its body.
+type httpClient struct {
+	*http.Client
+	// timeout is applied by call as the request's context deadline, not
+	// as http.Client.Timeout: that one adds a second context, a timer and
+	// a wrapped body to every request (net/http's setRequestCancel) on top
+	// of the context call needs anyway to cut a slow drain. Zero is none.
+	timeout time.Duration
+}
+
 // newHTTPClient is one tuned client per sink instance: a keep-alive pool as
 // large as the sink's concurrency, a bound on every phase, and redirects
 // returned as responses (a vendor redirect is a config error, not a hop to
 // follow with credentials attached).
-func newHTTPClient(cfg config.Sink) *http.Client {
+func newHTTPClient(cfg config.Sink) *httpClient {
 	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
-	return &http.Client{
-		Timeout: cfg.Timeout,
+	return &httpClient{timeout: cfg.Timeout, Client: &http.Client{
 		Transport: &http.Transport{
 			Proxy:                 http.ProxyFromEnvironment,
 			DialContext:           dialer.DialContext,
@@ -48,7 +59,7 @@ func newHTTPClient(cfg config.Sink) *http.Client {
 			ExpectContinueTimeout: time.Second,
 		},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+	}}
 }
 
 // codeFinder pulls a vendor error code out of a response body.
@@ -101,13 +112,14 @@ func defaultClassify(status int) class {
 
 // send performs one vendor request under the default table, with find for
 // the vendor's code.
-func send(ctx context.Context, c *http.Client, req *http.Request, find codeFinder) error {
+func send(ctx context.Context, c *httpClient, req *http.Request, find codeFinder) error {
 	return call(ctx, c, req, errorTable{Code: find})
 }
 
 // call performs one vendor request and classifies the answer by t. Network
-// failures and timeouts are transient; nil is delivered.
-func call(ctx context.Context, c *http.Client, req *http.Request, t errorTable) error {
+// failures and timeouts are transient; nil is delivered; ctx ending first
+// is ctx.Err(), not a vendor's failure.
+func call(ctx context.Context, c *httpClient, req *http.Request, t errorTable) error {
 	classify, find := t.Classify, t.Code
 	if classify == nil {
 		classify = defaultClassify
@@ -115,17 +127,34 @@ func call(ctx context.Context, c *http.Client, req *http.Request, t errorTable) 
 	if find == nil {
 		find = findCode
 	}
-	// rctx lets the drain below give up on a slow body.
-	rctx, cancel := context.WithCancel(ctx)
+	// rctx bounds the whole request by the sink's timeout, the body's
+	// reading included, and lets the drain below give up on a slow body.
+	var (
+		rctx     context.Context
+		cancel   context.CancelFunc
+		deadline time.Time
+	)
+	if c.timeout > 0 {
+		deadline = time.Now().Add(c.timeout)
+		rctx, cancel = context.WithDeadline(ctx, deadline)
+	} else {
+		rctx, cancel = context.WithCancel(ctx)
+	}
 	defer cancel()
 	req = req.WithContext(rctx)
-	req.Header.Set("User-Agent", UserAgent)
+	if req.Header.Get("User-Agent") != UserAgent {
+		req.Header.Set("User-Agent", UserAgent)
+	}
 	resp, err := c.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return &Error{Reason: ReasonRetriesExhausted, Transient: true, Message: "request failed", Err: redactURL(err)}
+		err = redactURL(err)
+		if !deadline.IsZero() && !time.Now().Before(deadline) {
+			err = timedOut(err)
+		}
+		return &Error{Reason: ReasonRetriesExhausted, Transient: true, Message: "request failed", Err: err}
 	}
 	defer func() {
 		// Drain what remains so the connection goes back to the pool, but
@@ -156,6 +185,25 @@ func call(ctx context.Context, c *http.Client, req *http.Request, t errorTable) 
 		e.Message = http.StatusText(resp.StatusCode)
 	}
 	return e
+}
+
+// timedOut is err of a request the sink's timeout ended, worded as
+// net/http words one its Client.Timeout ended (which the timeout was
+// before it became the request's deadline), so a dead letter or a log
+// line says the same as before.
+func timedOut(err error) error {
+	return &timeoutError{err.Error() + " (Client.Timeout exceeded while awaiting headers)"}
+}
+
+// timeoutError is net/http's error of that name: a timeout, and
+// context.DeadlineExceeded to errors.Is.
+type timeoutError struct{ err string }
+
+func (e *timeoutError) Error() string   { return e.err }
+func (e *timeoutError) Timeout() bool   { return true }
+func (e *timeoutError) Temporary() bool { return true }
+func (e *timeoutError) Is(err error) bool {
+	return err == context.DeadlineExceeded
 }
 
 // redactURL drops the URL from a transport error: a vendor URL may carry
@@ -246,16 +294,9 @@ func looksLikeCode(s string) bool {
 
 // jsonRequest builds a POST with a JSON body.
 func jsonRequest(url string, body any) (*http.Request, error) {
-	var b []byte
-	ok := false
-	if a, is := body.(bodyAppender); is {
-		b, ok = a.appendJSON(make([]byte, 0, 384)) // a Chabok track item's size
-	}
-	if !ok {
-		var err error
-		if b, err = json.Marshal(body); err != nil {
-			return nil, fmt.Errorf("encode request: %w", err)
-		}
+	b, err := encodeJSON(body)
+	if err != nil {
+		return nil, err
 	}
 	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(b))
 	if err != nil {
@@ -266,11 +307,98 @@ func jsonRequest(url string, body any) (*http.Request, error) {
 	return req, nil
 }
 
+// encodeJSON is a request's body: appended by the body itself when it can
+// (bodyAppender), json.Marshal otherwise.
+func encodeJSON(body any) ([]byte, error) {
+	if a, is := body.(bodyAppender); is {
+		if b, ok := a.appendJSON(make([]byte, 0, 384)); ok { // a Chabok track item's size
+			return b, nil
+		}
+	}
+	b, err := json.Marshal(body)
+	if err != nil {
+		return nil, fmt.Errorf("encode request: %w", err)
+	}
+	return b, nil
+}
+
+// endpoint is a URL a sink posts JSON to, parsed once, and the headers
+// every request to it carries, built once: the request jsonRequest and
+// the sink's Header.Set calls would build, without parsing the URL and
+// filling a header map per request (a copy of the built one instead).
+type endpoint struct {
+	url *url.URL
+	// err is the URL's parse error, returned by every request as
+	// jsonRequest returns it.
+	err    error
+	header http.Header
+}
+
+// newEndpoint parses rawURL and builds the headers: jsonRequest's, the
+// User-Agent call sets, and the sink's (key, value pairs).
+func newEndpoint(rawURL string, header ...string) *endpoint {
+	h := http.Header{}
+	h.Set("Content-Type", "application/json")
+	h.Set("Accept", "application/json")
+	for i := 0; i+1 < len(header); i += 2 {
+		h.Set(header[i], header[i+1])
+	}
+	h.Set("User-Agent", UserAgent) // last, as call sets it
+	u, err := url.Parse(rawURL)
+	if err == nil {
+		u.Host = removeEmptyPort(u.Host) // as http.NewRequest does
+	}
+	return &endpoint{url: u, err: err, header: h}
+}
+
+// post is a POST of body as JSON to the endpoint, as http.NewRequest
+// builds one of a *bytes.Reader. Its Host is left empty: the transport
+// takes the URL's (net/http's client would copy the URL for a set one).
+func (e *endpoint) post(body any) (*http.Request, error) {
+	b, err := encodeJSON(body)
+	if err != nil {
+		return nil, err
+	}
+	if e.err != nil {
+		return nil, fmt.Errorf("build request: %w", e.err)
+	}
+	u := *e.url // the request's own: a URL is not read-only by contract
+	r := bytes.NewReader(b)
+	req := &http.Request{
+		Method:        http.MethodPost,
+		URL:           &u,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        e.header.Clone(),
+		Body:          io.NopCloser(r),
+		ContentLength: int64(len(b)),
+		GetBody: func() (io.ReadCloser, error) {
+			r := bytes.NewReader(b)
+			return io.NopCloser(r), nil
+		},
+	}
+	if len(b) == 0 { // never (JSON is at least null), but as NewRequest has it
+		req.Body = http.NoBody
+		req.GetBody = func() (io.ReadCloser, error) { return http.NoBody, nil }
+	}
+	return req, nil
+}
+
+// removeEmptyPort strips an empty port (":" at the end) from a host, as
+// net/http does.
+func removeEmptyPort(host string) string {
+	if strings.LastIndex(host, ":") > strings.LastIndex(host, "]") {
+		return strings.TrimSuffix(host, ":")
+	}
+	return host
+}
+
 // HTTP is the shared mechanics for a vendor written outside this package
 // (in a test, say) where the helpers above are out of reach: the sink's
 // client and Chapar's default error table.
 type HTTP struct {
-	client *http.Client
+	client *httpClient
 	table  errorTable
 }
 

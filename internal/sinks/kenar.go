@@ -48,7 +48,7 @@ type kenar struct {
 	name     string
 	base     string
 	settings kenarSettings
-	client   *http.Client
+	client   *httpClient
 }
 
 func init() {

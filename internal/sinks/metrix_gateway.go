@@ -50,11 +50,11 @@ type metrixGatewaySettings struct {
 
 type metrixGateway struct {
 	name     string
-	url      string
+	endpoint *endpoint // the base URL with the gateway's authentication
 	settings metrixGatewaySettings
 	register bool
 	events   map[string]string
-	client   *http.Client
+	client   *httpClient
 	parallel int             // requests at once within one batch
 	times    metrixTimeStore // the times each user's messages took (metrix_times.go)
 }
@@ -79,7 +79,7 @@ func newMetrixGateway(cfg config.Sink, s metrixGatewaySettings) (Sink, error) {
 	}
 	return &metrixGateway{
 		name:     cfg.Name,
-		url:      u,
+		endpoint: newEndpoint(u, "X-Application-Id", s.AppID, "X-API-Key", s.APIKey.Value()),
 		settings: s,
 		register: s.AutoRegisterUser == nil || *s.AutoRegisterUser,
 		events:   cfg.Events,
@@ -229,13 +229,7 @@ func (m *metrixGateway) message(d *Delivery) (metrixGatewayBody, metrixMessage, 
 
 // post builds an authenticated request of body.
 func (m *metrixGateway) post(body metrixGatewayBody) (*http.Request, error) {
-	req, err := jsonRequest(m.url, body)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("X-Application-Id", m.settings.AppID)
-	req.Header.Set("X-API-Key", m.settings.APIKey.Value())
-	return req, nil
+	return m.endpoint.post(body)
 }
 
 func metrixUserMessage(id string, at int64, t envelope.Traits) (metrixMessage, error) {

@@ -45,10 +45,10 @@ type metrixS2SSettings struct {
 
 type metrixS2S struct {
 	name     string
-	url      string
+	endpoint *endpoint // the event URL with the dev key
 	settings metrixS2SSettings
 	events   map[string]string
-	client   *http.Client
+	client   *httpClient
 }
 
 func init() {
@@ -75,9 +75,10 @@ func newMetrixS2S(cfg config.Sink, s metrixS2SSettings) (Sink, error) {
 	if base == "" {
 		base = metrixS2SDefaultBaseURL
 	}
+	u := strings.TrimSuffix(base, "/") + "/inappevent/" + url.PathEscape(s.AppID)
 	return &metrixS2S{
 		name:     cfg.Name,
-		url:      strings.TrimSuffix(base, "/") + "/inappevent/" + url.PathEscape(s.AppID),
+		endpoint: newEndpoint(u, "Authorization", s.DevKey.Value()),
 		settings: s,
 		events:   cfg.Events,
 		client:   newHTTPClient(cfg),
@@ -162,12 +163,7 @@ func (m *metrixS2S) request(d *Delivery) (*http.Request, error) {
 		body.CustomMetrics["revenue"] = p.Revenue
 		body.CustomAttributes["currency"] = p.Currency
 	}
-	req, err := jsonRequest(m.url, body)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", m.settings.DevKey.Value())
-	return req, nil
+	return m.endpoint.post(body)
 }
 
 func (m *metrixS2S) Deliver(ctx context.Context, d *Delivery) error {

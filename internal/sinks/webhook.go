@@ -136,7 +136,7 @@ type webhook struct {
 	keys    [][]byte           // Standard Webhooks keys, decoded
 	headers http.Header
 	errors  errorTable
-	client  *http.Client
+	client  *httpClient
 	now     func() time.Time
 }
 
