@@ -309,3 +309,31 @@ func TestLargestEnvelopeIsRetried(t *testing.T) {
 		t.Errorf("%d failed attempts, want 1", n)
 	}
 }
+
+// More panicking events than the sink has workers: each panic gives back
+// its gate slot, so the events after them are still delivered. Before,
+// a panic inside Deliver kept its slot (and its keep-alive ticking) for
+// the life of the process: a sink of concurrency N wedged after N panics.
+func TestPanicsBeyondTheSinksConcurrencyDoNotWedgeIt(t *testing.T) {
+	e := testenv.New(t)
+	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	sink.Concurrency = 2
+	d, m := startMisbehaving(t, e, sink)
+	var bad []string
+	for i := range 5 {
+		env := testenv.Track(t, "order_paid", fmt.Sprintf("boom-%d", i))
+		m.mu.Lock()
+		m.panic[env.ID] = true
+		m.mu.Unlock()
+		e.Publish(env)
+		bad = append(bad, env.ID)
+	}
+	testenv.Eventually(t, 10*time.Second, "every panic dead-lettered", func() bool {
+		return len(deadLetters(t, e, dlq.Filter{Reason: outcome.HandlerPanic})) == len(bad)
+	})
+	ids := publishTracks(t, e, 10, "order_paid")
+	testenv.Eventually(t, 10*time.Second, "the events after the panics delivered", allDelivered(t, e, ids))
+	if got := d.Tally.Panics(); got != len(bad) {
+		t.Errorf("%d panics counted, want %d", got, len(bad))
+	}
+}

@@ -272,8 +272,23 @@ func (w *sinkWorker) attempt(ctx context.Context, d *delivery, ev *envelope.Even
 	if keep {
 		alive = w.alive.keep(w.ackWait/3, d.msg)
 	}
+	// A sink that panics (a bug on one event; guard dead-letters it) must
+	// give back what the attempt holds: its gate slot, or the sink wedges
+	// after as many panics as it has workers, and its keep-alive, or it
+	// ticks for the life of the process.
+	panicked := true
+	defer func() {
+		if panicked {
+			if alive != nil {
+				w.alive.release(alive)
+			}
+			w.obs.InFlight(w.name, -1)
+			done(errNotARequest)
+		}
+	}()
 	d.out = sinks.Delivery{Event: ev, ReceivedAt: d.received}
 	derr = w.sink.Deliver(ctx, &d.out)
+	panicked = false
 	if alive != nil {
 		w.alive.release(alive)
 	}
