@@ -66,6 +66,25 @@ const (
 	maxDrainWait = 100 * time.Millisecond
 )
 
+// drainChunk is the drain's read size: a vendor's answer is a few
+// hundred bytes.
+const drainChunk = 512
+
+// drain reads and discards up to maxDrainBytes of r, drainChunk bytes at
+// a time. Not io.Copy into io.Discard: that takes an 8 KiB buffer from
+// io's pool for every drain in progress, and a sink's 256 workers held
+// 1.7 MiB of them, a quarter of the dispatcher's live heap (issue 20).
+func drain(r io.Reader) {
+	buf := make([]byte, drainChunk)
+	for left := maxDrainBytes; left > 0; {
+		n, err := r.Read(buf[:min(len(buf), left)])
+		left -= n
+		if err != nil {
+			return
+		}
+	}
+}
+
 // class is what an answer means for the delivery.
 type class int
 
@@ -133,7 +152,7 @@ func call(ctx context.Context, c *http.Client, req *http.Request, t errorTable) 
 		// vendor trickling its body must not hold the worker. Cancelling
 		// cuts the read and closes the connection instead.
 		t := time.AfterFunc(maxDrainWait, cancel)
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrainBytes))
+		drain(resp.Body)
 		t.Stop()
 		_ = resp.Body.Close()
 	}()
