@@ -303,14 +303,20 @@ func (b boundSink) run(ctx, workCtx context.Context) {
 }
 
 // prefetch is how many messages a sink keeps pulled ahead of its workers:
-// four per worker (at least 32), so the workers never wait on a pull round
-// trip. However slow the vendor, a buffered message does not outlive
-// ack_wait: each is kept alive from the moment the pull hands it over
-// (keeper), and the pull's own buffer is taken over after a quarter of
-// ack_wait of waiting for workers (feed). Measured (cmd/bench, backlog, 16 workers): a prefetch
-// of 16 left nats-server at 2.2× a lean consumer's CPU per event, 64 at
-// 1.5×, with twice the throughput.
-func prefetch(concurrency int) int { return min(max(concurrency*4, 32), 4096) }
+// four per worker (at least 32) up to 512, then two per worker (at most
+// 4,096), so the workers never wait on a pull round trip. However slow the
+// vendor, a buffered message does not outlive ack_wait: each is kept alive
+// from the moment the pull hands it over (keeper), and the pull's own
+// buffer is taken over after a quarter of ack_wait of waiting for workers
+// (feed). Measured (cmd/bench, backlog, 16 workers): a prefetch of 16 left
+// nats-server at 2.2× a lean consumer's CPU per event, 64 at 1.5×, with
+// twice the throughput. Past 128 workers, two per worker: the pull asks
+// for more at half, so half of 2×workers is still a message per worker
+// queued, and at 256 workers (cmd/bench slow) the 512 more of four per
+// worker were 0.4 MiB of live heap and about 1 MiB of peak RSS (issue 20).
+func prefetch(concurrency int) int {
+	return min(max(min(concurrency*4, 512), concurrency*2, 32), 4096)
+}
 
 // partitionPrefetch shares a sink's prefetch among its partitions' pulls,
 // so partitions do not multiply how many messages wait for a worker; each
