@@ -21,15 +21,31 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 )
 
 func main() {
+	runtime.MemProfileRate = memProfileRate(os.Getenv("GODEBUG"), runtime.MemProfileRate)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := mainCode(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
+}
+
+// memProfileRate is the heap profile's sampling rate: none unless GODEBUG
+// sets memprofilerate (the runtime has read it by now; current is what it
+// read). Nothing in Chapar serves or reads a heap profile, and the runtime
+// keeps every sampled allocation's stack in a table: 1.4 MiB of the
+// dispatcher's memory at 256 workers (issue 20, cmd/bench slow).
+func memProfileRate(godebug string, current int) int {
+	for _, kv := range strings.Split(godebug, ",") {
+		if strings.HasPrefix(kv, "memprofilerate=") {
+			return current
+		}
+	}
+	return 0
 }
 
 // mainCode runs a command line as main does and returns its exit code:

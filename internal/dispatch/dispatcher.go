@@ -317,23 +317,27 @@ func (b boundSink) run(ctx, workCtx context.Context) {
 }
 
 // prefetch is how many messages a sink keeps pulled ahead of its workers:
-// four per worker, and at least 512 (or half the sink's max_ack_pending,
-// if that is less), so the workers never wait on a pull round trip and the
-// server serves few pull requests. However slow the vendor, a buffered
-// message does not outlive ack_wait: each is kept alive from the moment
-// the pull hands it over (keeper), and the pull's own buffer is taken over
-// after a quarter of ack_wait of waiting for workers (feed). Half of
-// max_ack_pending leaves the other half to other replicas sharing the
-// consumer.
+// four per worker up to 512, then two per worker (at most 4,096), and at
+// least 512 (or half the sink's max_ack_pending, if that is less), so the
+// workers never wait on a pull round trip and the server serves few pull
+// requests. However slow the vendor, a buffered message does not outlive
+// ack_wait: each is kept alive from the moment the pull hands it over
+// (keeper), and the pull's own buffer is taken over after a quarter of
+// ack_wait of waiting for workers (feed). Half of max_ack_pending leaves
+// the other half to other replicas sharing the consumer.
 //
 // Measured (cmd/bench, backlog, 16 workers): a prefetch of 16 left
 // nats-server at 2.2× a lean consumer's CPU per event, 64 at 1.5×; 512
 // against 64 in the same run gave 1.16× the throughput at 16 workers and
 // 1.17× at 64, with 0.78× and 0.83× of nats-server's CPU per event and
 // 0.88× and 0.83× of the dispatcher's (docs/benchmarks.md). A lean
-// consumer's Consume pulls 500 ahead.
+// consumer's Consume pulls 500 ahead. Past 128 workers, two per worker:
+// the pull asks for more at half, so half of 2×workers is still a message
+// per worker queued, and at 256 workers (cmd/bench slow) the 512 more of
+// four per worker were 0.4 MiB of live heap and about 1 MiB of peak RSS.
 func prefetch(concurrency, maxAckPending int) int {
-	return min(max(concurrency*4, min(512, maxAckPending/2)), 4096)
+	perWorker := max(min(concurrency*4, 512), concurrency*2)
+	return min(max(perWorker, min(512, maxAckPending/2), 32), 4096)
 }
 
 // heldPrefetch is the pull-ahead of a sink whose events wait in Chapar

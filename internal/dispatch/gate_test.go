@@ -136,3 +136,24 @@ func TestRetryableStartupErrors(t *testing.T) {
 		t.Error("a refused placement past formingGrace is retried; want permanent")
 	}
 }
+
+// A sink's prefetch: four messages per worker up to 512, then two per
+// worker, at most 4,096; and at least 512, or half the sink's
+// max_ack_pending if that is less. Past 128 workers four per worker held
+// more than the pull needs to stay ahead of them: at 256 workers
+// (cmd/bench slow) 1,024 messages were 0.4 MiB of the live heap, about
+// 1 MiB of peak RSS with the GC's headroom, and 512 leave 256 queued when
+// the pull asks for more (issue 20). Below 128 workers, 512 ahead: fewer
+// pull requests for the server (docs/design.md, "Pulling").
+func TestPrefetch(t *testing.T) {
+	for _, c := range []struct{ workers, maxAckPending, want int }{
+		{1, 1000, 500}, {16, 1000, 500}, {64, 1000, 500}, {128, 1000, 512}, {256, 1000, 512},
+		{512, 1000, 1024}, {1024, 10000, 2048}, {4096, 100000, 4096},
+		{1, 20000, 512}, {16, 20000, 512}, // at most 512 ahead of few workers
+		{1, 10, 32}, {16, 100, 64}, // a small max_ack_pending: four per worker, at least 32
+	} {
+		if got := prefetch(c.workers, c.maxAckPending); got != c.want {
+			t.Errorf("prefetch(%d workers, max_ack_pending %d) = %d; want %d", c.workers, c.maxAckPending, got, c.want)
+		}
+	}
+}
