@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -85,7 +86,7 @@ func (r *readSizes) Read(p []byte) (int, error) {
 func TestDrainReadsInSmallPieces(t *testing.T) {
 	for _, size := range []int{0, 40, 3000, maxDrainBytes + 5000} {
 		body := &readSizes{left: size}
-		drain(body)
+		drain(body, new(sync.Pool))
 		if largest := slices.Max(body.sizes); largest > drainChunk {
 			t.Errorf("a body of %d bytes was drained with reads of up to %d bytes; want at most %d", size, largest, drainChunk)
 		}

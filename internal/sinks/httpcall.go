@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/chapar-dev/chapar/internal/config"
@@ -37,6 +38,8 @@ type httpClient struct {
 	// a wrapped body to every request (net/http's setRequestCancel) on top
 	// of the context call needs anyway to cut a slow drain. Zero is none.
 	timeout time.Duration
+	// drainBufs are its drains' buffers, reused (drain).
+	drainBufs sync.Pool
 }
 
 // newHTTPClient is one tuned client per sink instance: a keep-alive pool as
@@ -95,10 +98,17 @@ const drainChunk = 512
 // a time. Not io.Copy into io.Discard: that takes an 8 KiB buffer from
 // io's pool for every drain in progress, and a sink's 256 workers held
 // 1.7 MiB of them, a quarter of the dispatcher's live heap (issue 20).
-func drain(r io.Reader) {
-	buf := make([]byte, drainChunk)
+//
+// The buffer comes from bufs (one per drain in progress, reused: one made
+// per answer was an allocation per request).
+func drain(r io.Reader, bufs *sync.Pool) {
+	bp, _ := bufs.Get().(*[drainChunk]byte)
+	if bp == nil {
+		bp = new([drainChunk]byte)
+	}
+	defer bufs.Put(bp)
 	for left := maxDrainBytes; left > 0; {
-		n, err := r.Read(buf[:min(len(buf), left)])
+		n, err := r.Read(bp[:min(drainChunk, left)])
 		left -= n
 		if err != nil {
 			return
@@ -191,7 +201,7 @@ func call(ctx context.Context, c *httpClient, req *http.Request, t errorTable) e
 		// vendor trickling its body must not hold the worker. Cancelling
 		// cuts the read and closes the connection instead.
 		t := time.AfterFunc(maxDrainWait, cancel)
-		drain(resp.Body)
+		drain(resp.Body, &c.drainBufs)
 		t.Stop()
 		_ = resp.Body.Close()
 	}()
