@@ -5,17 +5,21 @@
 // the events stream alone cannot: it says what was published, not what
 // each sink did with it.
 //
-// A record is a message on <prefix>.deliveries.<key>, key a hash of the
-// event's id, in a stream of its own (topology: <STREAM>_DELIVERIES,
-// limits, streams.deliveries_max_age). Every sink's records of an event
-// share its subject, so a lookup is one batched direct get on one literal
-// subject: the server finds it by its subject index, whatever the number
-// of events stored, and no consumer is made.
+// A record is a message on <prefix>.deliveries.<bucket>, bucket 4 hex
+// characters of a hash of the event's id (65,536 subjects), in a stream
+// of its own (topology: <STREAM>_DELIVERIES, limits,
+// streams.deliveries_max_age). Every sink's records of an event share its
+// bucket's subject, so a lookup is one batched direct get on one literal
+// subject, the records of other events of the bucket told apart by the id
+// each carries, and no consumer is made. Buckets, not a subject per
+// event: the server keeps state for every subject stored, which held 107
+// MiB of its heap for a million events' records against 4 MiB, and cost
+// it a fifth more CPU per record (docs/benchmarks.md, "Delivery record
+// subjects").
 package deliveries
 
 import (
 	"crypto/sha256"
-	"encoding/base64"
 	"time"
 )
 
@@ -64,31 +68,39 @@ type Record struct {
 	Replays int    `json:"replays,omitempty"`
 }
 
-// Key is the subject token of an event's records: 22 characters of
-// base64url over a SHA-256 of its id, because an id may hold what a
-// subject token may not (dots, spaces, wildcards) and may be long.
-func Key(eventID string) string {
-	var buf [keyLen]byte
-	return string(appendKey(buf[:0], eventID))
+// Bucket is the subject token of an event's records: the first 16 bits
+// of a SHA-256 of its id, in hex, because an id may hold what a subject
+// token may not (dots, spaces, wildcards) and may be long, and a hash
+// spreads any ids evenly. 65,536 buckets, not fewer: a lookup reads its
+// bucket's records of every event, about 2 × events stored / 65,536 (30
+// with a million events stored and two sinks each), from every block of
+// the stream that holds one (docs/benchmarks.md, "Delivery record
+// subjects": with 4,096 a lookup took 40 times longer, for a tenth less
+// CPU per record). Not more: the server's idle state grows with the
+// buckets used, about 110 bytes each.
+func Bucket(eventID string) string {
+	var buf [bucketLen]byte
+	return string(appendBucket(buf[:0], eventID))
 }
 
-// keyLen is the length of Key.
-const keyLen = 22
+// bucketLen is the length of Bucket.
+const bucketLen = 4
 
-// appendKey appends Key(eventID) to b. It is what a delivery's record
-// costs per event in its subject: one string made, not four (the id's
-// bytes, the key, and the two concatenations).
-func appendKey(b []byte, eventID string) []byte {
+// appendBucket appends Bucket(eventID) to b. It is what a delivery's
+// record costs per event in its subject: one string made, not several
+// (the id's bytes, the bucket, the concatenations).
+func appendBucket(b []byte, eventID string) []byte {
 	var in [64]byte // an id this long or shorter is hashed from the stack
 	sum := sha256.Sum256(append(in[:0], eventID...))
-	return base64.RawURLEncoding.AppendEncode(b, sum[:16])
+	return append(b, hex[sum[0]>>4], hex[sum[0]&15], hex[sum[1]>>4], hex[sum[1]&15])
 }
 
-// Subject is where an event's records are stored under prefix.
+// Subject is where an event's records are stored under prefix, with the
+// records of the other events of its bucket.
 func Subject(prefix, eventID string) string {
 	var buf [96]byte
 	b := append(append(buf[:0], prefix...), ".deliveries."...)
-	return string(appendKey(b, eventID))
+	return string(appendBucket(b, eventID))
 }
 
 // Subjects is the deliveries stream's subjects under prefix.

@@ -113,7 +113,7 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 			// delivery is never refused for want of a record.
 			Discard: jetstream.DiscardOld,
 			// Lookups read an event's records with a direct get on its
-			// subject (deliveries.Lookup): no consumer.
+			// bucket's subject (deliveries.Lookup): no consumer.
 			AllowDirect: true,
 			Storage:     storage,
 			Replicas:    t.cfg.Replicas,
