@@ -18,8 +18,9 @@ import (
 type Events interface {
 	Show(ctx context.Context, id string) (lookup.Report, error)
 	List(ctx context.Context, f lookup.Filter, each func(lookup.Entry) bool) error
-	// Records are an event's delivery records, each sink's latest.
-	Records(ctx context.Context, id string) ([]deliveries.Record, error)
+	// Records are an event's delivery records, each sink's latest, of
+	// those stored since since (the zero time: all).
+	Records(ctx context.Context, id string, since time.Time) ([]deliveries.Record, error)
 }
 
 // eventsForm is the events page's query: an id to show, or a list's

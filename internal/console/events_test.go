@@ -77,8 +77,8 @@ func (r deploymentRef) Show(ctx context.Context, id string) (lookup.Report, erro
 	return r.d.Show(ctx, id)
 }
 
-func (r deploymentRef) Records(ctx context.Context, id string) ([]deliveries.Record, error) {
-	return r.d.Records(ctx, id)
+func (r deploymentRef) Records(ctx context.Context, id string, since time.Time) ([]deliveries.Record, error) {
+	return r.d.Records(ctx, id, since)
 }
 
 func (r deploymentRef) List(ctx context.Context, f lookup.Filter, each func(lookup.Entry) bool) error {

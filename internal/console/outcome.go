@@ -2,6 +2,7 @@ package console
 
 import (
 	"context"
+	"time"
 
 	"github.com/chapar-dev/chapar/internal/deliveries"
 	"github.com/chapar-dev/chapar/internal/dlq"
@@ -42,6 +43,10 @@ func (j *job) follow(r *dlq.Record) {
 	j.replayed = append(j.replayed, replayed{EventID: r.EventID, Sink: r.Sink, Run: r.Replays + 1})
 }
 
+// recordsClockSlack is how much earlier than a job's start its events'
+// records may be stamped by a server whose clock is behind the console's.
+const recordsClockSlack = 5 * time.Minute
+
 // outcome reads the delivery records of the followed events not yet
 // delivered or failed again (those are final) and counts them all.
 func (c *Console) outcome(ctx context.Context, j *job) (replayOutcome, bool) {
@@ -49,6 +54,7 @@ func (c *Console) outcome(ctx context.Context, j *job) (replayOutcome, bool) {
 		return replayOutcome{}, false
 	}
 	j.mu.Lock()
+	started := j.started
 	pending := make([]int, 0, len(j.replayed))
 	for i, r := range j.replayed {
 		if r.State != deliveries.Delivered && r.State != deliveries.DeadLettered {
@@ -60,7 +66,9 @@ func (c *Console) outcome(ctx context.Context, j *job) (replayOutcome, bool) {
 		j.mu.Lock()
 		r := j.replayed[i]
 		j.mu.Unlock()
-		recs, err := c.opts.Events.Records(ctx, r.EventID)
+		// Only records of this run, written after the job started (less
+		// a margin for the replicas' clocks): not the bucket's whole past.
+		recs, err := c.opts.Events.Records(ctx, r.EventID, started.Add(-recordsClockSlack))
 		if err != nil {
 			break // counted as they were; the next view asks again
 		}

@@ -75,7 +75,8 @@ func List(ctx context.Context, js jetstream.JetStream, cfg *config.Config, f Fil
 		if !ok {
 			rctx, cancel := context.WithTimeout(ctx, readWait)
 			var err error
-			recs, err = deliveries.Lookup(rctx, js.Conn(), stream, topo.Prefix(), r.EventID)
+			// Its latest record of any listed sink is this one or later.
+			recs, err = deliveries.Lookup(rctx, js.Conn(), stream, topo.Prefix(), r.EventID, jsread.From{Seq: m.Seq})
 			cancel()
 			if err != nil {
 				failed = err

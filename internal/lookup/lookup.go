@@ -101,9 +101,7 @@ func Show(ctx context.Context, js jetstream.JetStream, cfg *config.Config, id st
 	if !cfg.Streams.RecordDeliveries {
 		return rep, errors.New("lookup: streams.record_deliveries is off in this config, so no delivery is recorded; turn it on (the default) to look events up")
 	}
-	rctx, cancel := context.WithTimeout(ctx, readWait)
-	recs, err := deliveries.Lookup(rctx, js.Conn(), topo.DeliveriesStream(), topo.Prefix(), id)
-	cancel()
+	recs, err := records(ctx, js, topo, id)
 	if err != nil {
 		return rep, fmt.Errorf("lookup: %w", err)
 	}
@@ -285,10 +283,29 @@ func (d Deployment) Show(ctx context.Context, id string) (Report, error) {
 	return Show(ctx, d.JS, d.Config, id)
 }
 
-// Records are the event's delivery records, each sink's latest.
-func (d Deployment) Records(ctx context.Context, id string) ([]deliveries.Record, error) {
+// Records are the event's delivery records, each sink's latest, of those
+// stored since since (the zero time: all).
+func (d Deployment) Records(ctx context.Context, id string, since time.Time) ([]deliveries.Record, error) {
 	topo := topology.New(d.Config.Streams)
-	return deliveries.Lookup(ctx, d.JS.Conn(), topo.DeliveriesStream(), topo.Prefix(), id)
+	return deliveries.Lookup(ctx, d.JS.Conn(), topo.DeliveriesStream(), topo.Prefix(), id, jsread.From{Time: since})
+}
+
+// records are event id's delivery records, each sink's latest: read from
+// the time in its id (deliveries.Since), a bounded part of the stream for
+// a recent event; if none are there (an id of another kind, a producer's
+// clock far ahead), from the start.
+func records(ctx context.Context, js jetstream.JetStream, topo topology.Topology, id string) ([]deliveries.Record, error) {
+	read := func(from jsread.From) ([]deliveries.Record, error) {
+		rctx, cancel := context.WithTimeout(ctx, readWait)
+		defer cancel()
+		return deliveries.Lookup(rctx, js.Conn(), topo.DeliveriesStream(), topo.Prefix(), id, from)
+	}
+	from := deliveries.Since(id)
+	recs, err := read(from)
+	if err != nil || len(recs) > 0 || from == (jsread.From{}) {
+		return recs, err
+	}
+	return read(jsread.From{})
 }
 
 // List is List in d.
