@@ -7,6 +7,7 @@ import (
 
 	"github.com/chapar-dev/chapar/internal/deliveries"
 	"github.com/chapar-dev/chapar/internal/emulator"
+	"github.com/chapar-dev/chapar/internal/jsread"
 	"github.com/chapar-dev/chapar/internal/outcome"
 	"github.com/chapar-dev/chapar/internal/testenv"
 	"github.com/chapar-dev/chapar/pkg/envelope"
@@ -16,7 +17,7 @@ func lookup(t *testing.T, e *testenv.Env, id string) map[string]deliveries.Recor
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	recs, err := deliveries.Lookup(ctx, e.NC, e.Topo.DeliveriesStream(), e.Topo.Prefix(), id)
+	recs, err := deliveries.Lookup(ctx, e.NC, e.Topo.DeliveriesStream(), e.Topo.Prefix(), id, jsread.From{})
 	if err != nil {
 		t.Fatal(err)
 	}

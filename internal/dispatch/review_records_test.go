@@ -8,6 +8,7 @@ import (
 	"github.com/chapar-dev/chapar/internal/config"
 	"github.com/chapar-dev/chapar/internal/deliveries"
 	"github.com/chapar-dev/chapar/internal/emulator"
+	"github.com/chapar-dev/chapar/internal/jsread"
 	"github.com/chapar-dev/chapar/internal/testenv"
 )
 
@@ -34,7 +35,7 @@ func TestReviewRecordsAfterRetriesAcrossReplicasEndDelivered(t *testing.T) {
 		stale = stale[:0]
 		for _, id := range ids {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			recs, err := deliveries.Lookup(ctx, e.NC, e.Topo.DeliveriesStream(), e.Topo.Prefix(), id)
+			recs, err := deliveries.Lookup(ctx, e.NC, e.Topo.DeliveriesStream(), e.Topo.Prefix(), id, jsread.From{})
 			cancel()
 			if err != nil {
 				t.Fatal(err)
