@@ -402,7 +402,7 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 		// Which sinks lead is read from the server before any filter is
 		// decided: the lead stays where it is whatever the config's order
 		// (ChooseLeads).
-		marked, err := d.topo.Leads(actx, d.js, names)
+		marked, err := d.topo.Leads(actx, d.js, floors, names)
 		if err != nil {
 			return retryable(err)
 		}
@@ -471,7 +471,8 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 					return retryable(err)
 				}
 				h.rec = &floorRecord{topo: d.topo, js: d.js, kv: floors, sink: sc.Name,
-					floor:   topology.Floor{Stream: h.stream, StreamCreated: cons.StreamsCreated[i], StartSeq: start},
+					floor: topology.Floor{Stream: h.stream, StreamCreated: cons.StreamsCreated[i], StartSeq: start,
+						Lead: topology.IsLead(c.CachedInfo())},
 					written: h.floor.Load(), at: time.Now(),
 					log: d.log.With(zap.String("sink", sc.Name), zap.String("stream", h.stream), zap.String("consumer", h.cfg.Durable))}
 				cons.Events[i] = &healing{Consumer: c, h: h}
@@ -532,7 +533,7 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 		// Either way a lead could be left reading only its types: bind
 		// again, reading the marks again, until they are what this bind
 		// wrote (a fence decides the rest, as for any two configs).
-		after, err := d.topo.Leads(actx, d.js, names)
+		after, err := d.topo.Leads(actx, d.js, floors, names)
 		if err != nil {
 			return retryable(err)
 		}

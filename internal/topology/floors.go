@@ -45,6 +45,11 @@ type Floor struct {
 	// change with a loss.
 	StartSeq uint64    `json:"start_seq"`
 	Updated  time.Time `json:"updated"`
+	// Lead says the consumer was marked a lead (LeadMetadata): a lead
+	// lost while no dispatcher runs is still the lead at the next bind
+	// (Leads), which recreates it reading every subject, wherever the
+	// sink is in that config.
+	Lead bool `json:"lead,omitempty"`
 }
 
 // EnsureFloors creates or updates the floors bucket and returns it. It is

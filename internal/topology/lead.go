@@ -28,10 +28,16 @@ func IsLead(info *jetstream.ConsumerInfo) bool {
 // Leads reads which of sinks are marked leads on the server: a sink is
 // marked if any of its events consumers is (a partition's consumer lost
 // and recreated from its floor is marked again at the bind). A sink
-// without consumers yet is not marked.
-func (t Topology) Leads(ctx context.Context, js jetstream.JetStream, sinks []string) (map[string]bool, error) {
+// without consumers yet is not marked. A sink whose events consumers are
+// all missing (lost while no dispatcher ran: the bind recreates them from
+// their floors) is marked if a floor recorded for it says it led (floors,
+// if not nil: Floor.Lead); without that, a config that does not list it
+// first would make another sink the lead and recreate it reading only its
+// types, and what it had not read, off them, would be checked by no one.
+func (t Topology) Leads(ctx context.Context, js jetstream.JetStream, floors jetstream.KeyValue, sinks []string) (map[string]bool, error) {
 	out := map[string]bool{}
 	for _, sink := range sinks {
+		found := false
 		for _, stream := range t.EventsStreams() {
 			c, err := js.Consumer(ctx, stream, SinkConsumer(sink))
 			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -40,7 +46,21 @@ func (t Topology) Leads(ctx context.Context, js jetstream.JetStream, sinks []str
 			if err != nil {
 				return nil, fmt.Errorf("topology: read whether sink %s leads: consumer %s on %s: %w", sink, SinkConsumer(sink), stream, err)
 			}
+			found = true
 			if IsLead(c.CachedInfo()) {
+				out[sink] = true
+				break
+			}
+		}
+		if found || floors == nil {
+			continue
+		}
+		for _, stream := range t.EventsStreams() {
+			f, ok, err := readFloor(ctx, floors, sink, stream)
+			if err != nil {
+				return nil, fmt.Errorf("topology: read whether sink %s leads: %w", sink, err)
+			}
+			if ok && f.Lead {
 				out[sink] = true
 				break
 			}
