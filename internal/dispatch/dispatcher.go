@@ -408,7 +408,10 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 		}
 		leads := ChooseLeads(names, marked)
 		for name := range leads {
-			if _, done := sweeps[name]; done || marked[name] {
+			// A sink made the lead by an earlier attempt of this bind is
+			// marked, and keeps the sweeps read then; one still unmarked
+			// was not widened, and is read again.
+			if marked[name] {
 				continue
 			}
 			if sweeps[name], err = d.leadSweeps(actx, name, names); err != nil {
@@ -443,6 +446,12 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 			}
 			if err != nil {
 				return retryable(err)
+			}
+			if _, made := sweeps[sc.Name]; made {
+				// Widened: let its readers go on (HoldForWidening).
+				if err := topology.ReleaseWidened(actx, d.js, cons.Events); err != nil {
+					return retryable(err)
+				}
 			}
 			for _, r := range cons.Restored {
 				d.reportRestored(sc.Name, r)
@@ -558,12 +567,28 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 	return out, board, nil
 }
 
+// leadHold bounds how long a bind making a sink the lead holds its
+// consumers still (topology.HoldForWidening) if it stops before it widens
+// them: their other readers wait that long, once.
+const leadHold = 30 * time.Second
+
 // leadSweeps reads what sink, about to be made the lead, passed over of
 // what the leads the config dropped (marked, not among names) had not
 // acked: its sweeps (sweep.go).
 func (d *Dispatcher) leadSweeps(ctx context.Context, sink string, names []string) ([]leadSweep, error) {
 	prior, err := d.topo.PriorReads(ctx, d.js, sink)
 	if err != nil {
+		return nil, err
+	}
+	// Other replicas (of the old config) pull from these consumers until
+	// they are widened: what they pass over between this read and the
+	// widening would be judged by neither the sweep (above the position
+	// read) nor the widened consumer (below its position). Held still,
+	// read again.
+	if err := d.topo.HoldForWidening(ctx, d.js, sink, prior, time.Now().Add(leadHold)); err != nil {
+		d.log.Warn("could not hold the new lead's consumers still while it is made the lead; what other replicas pass over meanwhile "+
+			"off its former subjects is not checked", zap.String("sink", sink), zap.Error(err))
+	} else if prior, err = d.topo.PriorReads(ctx, d.js, sink); err != nil {
 		return nil, err
 	}
 	floors, found, err := d.topo.LeadFloors(ctx, d.js, names)

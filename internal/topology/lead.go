@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -99,6 +100,42 @@ func (t Topology) PriorReads(ctx context.Context, js jetstream.JetStream, sink s
 		out[i] = PriorRead{Exists: true, Filters: FiltersOf(info.Config), Delivered: info.Delivered.Stream}
 	}
 	return out, nil
+}
+
+// HoldForWidening pauses (JetStream's consumer pause, until until) a
+// sink's events consumers that exist and do not read every subject, as
+// prior found them: the bind that makes the sink the lead then reads
+// where they stand (PriorReads again) while no replica's pull moves them,
+// and what they passed over is exactly what is at or below it. The bind's
+// update of each consumer widens its filter with the pause kept (an
+// update never changes a consumer's pause), and ReleaseWidened then
+// resumes it: nothing is passed over between the read and the widening.
+// until bounds the pause of a bind that stops in between.
+func (t Topology) HoldForWidening(ctx context.Context, js jetstream.JetStream, sink string, prior []PriorRead, until time.Time) error {
+	for i, stream := range t.EventsStreams() {
+		if i >= len(prior) || !prior[i].Exists || prior[i].ReadsEverything() {
+			continue
+		}
+		if _, err := js.PauseConsumer(ctx, stream, SinkConsumer(sink), until); err != nil {
+			return fmt.Errorf("topology: pause consumer %s on %s before it is widened: %w", SinkConsumer(sink), stream, err)
+		}
+	}
+	return nil
+}
+
+// ReleaseWidened resumes the events consumers HoldForWidening paused,
+// once the bind has widened them: those the server reports paused.
+func ReleaseWidened(ctx context.Context, js jetstream.JetStream, events []jetstream.Consumer) error {
+	for _, c := range events {
+		info := c.CachedInfo()
+		if info == nil || !info.Paused {
+			continue
+		}
+		if _, err := js.ResumeConsumer(ctx, info.Stream, info.Name); err != nil {
+			return fmt.Errorf("topology: resume consumer %s on %s once widened: %w", info.Name, info.Stream, err)
+		}
+	}
+	return nil
 }
 
 // LeadFloors are, per partition, the lowest ack floor of the events
