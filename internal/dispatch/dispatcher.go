@@ -212,7 +212,16 @@ func (d *Dispatcher) Run(ctx context.Context, js jetstream.JetStream) error {
 		if len(b.sweeps) > 0 {
 			wg.Go(func() {
 				for _, s := range b.sweeps {
-					b.w.sweep(ctx, js.Conn(), s)
+					if b.w.sweep(ctx, js.Conn(), s) && b.floors != nil {
+						// Done: no bind resumes it. Not fatal: one that
+						// does costs reads, and reaches the same verdicts.
+						dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), brokerTimeout)
+						if err := d.topo.DoneSweep(dctx, b.floors, b.w.name, s.partition); err != nil {
+							d.log.Warn("the lead's sweep is done but its record could not be deleted; the next bind sweeps again",
+								zap.String("sink", b.w.name), zap.Error(err))
+						}
+						cancel()
+					}
 				}
 			})
 		}
@@ -234,6 +243,9 @@ type boundSink struct {
 	// config dropped, are what it checks of the old lead's backlog
 	// (sweep.go).
 	sweeps []leadSweep
+	// floors is the floors bucket, where a pending sweep is recorded
+	// (topology.PendingSweep); nil if it could not be read at bind.
+	floors jetstream.KeyValue
 }
 
 // run pulls from all of the sink's consumers (one per partition, and its
@@ -369,6 +381,10 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 	retryable := func(err error) error { return retryableSince(err, time.Since(began)) }
 	op := func() error {
 		out = out[:0]
+		// Sweeps of a sink that leads already, recorded and not known to
+		// be done (a replica that made it the lead stopped before the
+		// end): this replica does them again.
+		resumed := map[string][]leadSweep{}
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		if err := d.topo.Ensure(actx, d.js); err != nil {
@@ -412,11 +428,34 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 			// marked, and keeps the sweeps read then; one still unmarked
 			// was not widened, and is read again.
 			if marked[name] {
+				if _, made := sweeps[name]; !made && floors != nil {
+					pending, err := d.topo.PendingSweeps(actx, floors, name)
+					if err != nil {
+						return retryable(err)
+					}
+					for i, p := range pending {
+						resumed[name] = append(resumed[name], leadSweep{partition: i, from: p.From, prior: p.Prior})
+					}
+				}
 				continue
 			}
 			if sweeps[name], err = d.leadSweeps(actx, name, names); err != nil {
 				delete(sweeps, name)
 				return retryable(err)
+			}
+			// Recorded before the widening, so that a stop at any point
+			// after it leaves the sweep to the next bind.
+			// Not fatal (the bucket down, a record past its value size):
+			// the sweep runs, only a cut short one is not resumed.
+			for _, sw := range sweeps[name] {
+				err := errors.New("the floors bucket is unavailable")
+				if floors != nil {
+					err = d.topo.WriteSweep(actx, floors, name, sw.partition, topology.PendingSweep{From: sw.from, Prior: sw.prior})
+				}
+				if err != nil {
+					d.log.Warn("the new lead's sweep of the old lead's backlog is not recorded, and not resumed if it is cut short",
+						zap.String("sink", name), zap.Error(err))
+				}
 			}
 		}
 		for i, sc := range d.cfg.Sinks {
@@ -533,7 +572,8 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 			if bs, ok := s.(sinks.BatchSink); ok && sc.Batch != nil {
 				w.batch = newBatcher(w, bs, sc.Batch.MaxItems, sc.Batch.MaxWait, sc.MaxAckPending, sc.Concurrency)
 			}
-			out = append(out, boundSink{w: w, cons: cons, concurrency: sc.Concurrency, maxAckPending: sc.MaxAckPending, orderKey: key, sweeps: sweeps[sc.Name]})
+			out = append(out, boundSink{w: w, cons: cons, concurrency: sc.Concurrency, maxAckPending: sc.MaxAckPending, orderKey: key,
+				sweeps: append(slices.Clone(sweeps[sc.Name]), resumed[sc.Name]...), floors: floors})
 		}
 		// The marks again, now that this bind wrote its own: another
 		// dispatcher binding at the same time (another config, on a fresh

@@ -151,6 +151,12 @@ func (t Topology) DeleteFloors(ctx context.Context, js jetstream.JetStream, sink
 			return fmt.Errorf("topology: delete floor %s: %w", k, err)
 		}
 	}
+	// A pending sweep (PendingSweep) goes with the sink too.
+	for i := range t.EventsStreams() {
+		if err := t.DoneSweep(ctx, kv, sink, i); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

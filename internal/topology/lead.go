@@ -11,6 +11,7 @@ package topology
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -75,9 +76,9 @@ func (t Topology) Leads(ctx context.Context, js jetstream.JetStream, floors jets
 // every subject) and the last stream sequence it was delivered, below
 // which it has certainly passed over what its filters do not take.
 type PriorRead struct {
-	Exists    bool
-	Filters   []string
-	Delivered uint64
+	Exists    bool     `json:"exists"`
+	Filters   []string `json:"filters,omitempty"`
+	Delivered uint64   `json:"delivered"`
 }
 
 // ReadsEverything says the consumer read every subject already.
@@ -201,4 +202,61 @@ func (t Topology) OtherLeads(ctx context.Context, js jetstream.JetStream, sink s
 	}
 	slices.Sort(leads)
 	return leads, others, nil
+}
+
+// PendingSweep is a new lead's sweep of one partition (dispatch's
+// sweep.go) not known to be done: recorded in the floors bucket before
+// the bind widens the sink's consumers, deleted once the sweep reaches
+// its end. A bind that finds one for a sink it runs resumes it, so a
+// sweep cut short by a stop or a crash is not left undone, whether or
+// not the old lead is still on the server (its floor is in From).
+type PendingSweep struct {
+	From  uint64    `json:"from"`
+	Prior PriorRead `json:"prior"`
+}
+
+// sweepKey is a pending sweep's key in the floors bucket. Sink names are
+// lower case (envelope.IsSinkName), so no floor's key (FloorKey) starts
+// like it.
+func sweepKey(sink, stream string) string { return "Sweep." + sink + "." + stream }
+
+// WriteSweep records a sink's pending sweep of partition i.
+func (t Topology) WriteSweep(ctx context.Context, kv jetstream.KeyValue, sink string, i int, p PendingSweep) error {
+	raw, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	if _, err := kv.Put(ctx, sweepKey(sink, t.EventsStreamOf(i)), raw); err != nil {
+		return fmt.Errorf("topology: record the pending sweep of %s on %s: %w", sink, t.EventsStreamOf(i), err)
+	}
+	return nil
+}
+
+// PendingSweeps reads a sink's pending sweeps, by partition.
+func (t Topology) PendingSweeps(ctx context.Context, kv jetstream.KeyValue, sink string) (map[int]PendingSweep, error) {
+	out := map[int]PendingSweep{}
+	for i, stream := range t.EventsStreams() {
+		e, err := kv.Get(ctx, sweepKey(sink, stream))
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("topology: read the pending sweep of %s on %s: %w", sink, stream, err)
+		}
+		var p PendingSweep
+		if err := json.Unmarshal(e.Value(), &p); err != nil {
+			return nil, fmt.Errorf("topology: the pending sweep of %s on %s (key %s) is not one: %w", sink, stream, e.Key(), err)
+		}
+		out[i] = p
+	}
+	return out, nil
+}
+
+// DoneSweep deletes a sink's pending sweep of partition i: it reached its
+// end.
+func (t Topology) DoneSweep(ctx context.Context, kv jetstream.KeyValue, sink string, i int) error {
+	if err := kv.Purge(ctx, sweepKey(sink, t.EventsStreamOf(i))); err != nil {
+		return fmt.Errorf("topology: delete the pending sweep of %s on %s: %w", sink, t.EventsStreamOf(i), err)
+	}
+	return nil
 }
