@@ -269,3 +269,45 @@ func TestReviewRemovingASetsLeadWhileAnotherSetLeads(t *testing.T) {
 	})
 	_ = y
 }
+
+// The bind's second read of the marks binds again while they differ from
+// what it bound with (another config marked a sink meanwhile). Marks are
+// only ever added, so this ends: three configs, each with a different
+// first sink, started at once on a fresh deployment all bind, and every
+// marked sink reads every subject.
+func TestThreeConfigsBindingAFreshDeploymentAtOnceAllStart(t *testing.T) {
+	e := testenv.New(t)
+	a := e.Sink("a", emulator.Chabok, nil, nil)
+	b := e.Sink("b", emulator.Chabok, nil, nil)
+	c := e.Sink("c", emulator.MetrixGateway, slugs, nil)
+	routes := []config.Route{
+		{Types: []string{envelope.TypePurchase}, Sinks: []string{"a"}},
+		{Types: []string{envelope.TypeIdentify}, Sinks: []string{"b"}},
+		{Types: []string{envelope.TypeTrack}, Sinks: []string{"c"}},
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i, order := range [][]config.Sink{{a, b, c}, {b, c, a}, {c, a, b}} {
+		wg.Go(func() { _, errs[i] = e.TryStart(order, routes) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("config %d: %v", i, err)
+		}
+	}
+	leads := 0
+	for _, s := range []string{"a", "b", "c"} {
+		if st := stateOf(t, e, s); st.lead {
+			leads++
+			if !st.readsEverything(e) {
+				t.Errorf("sink %s is marked the lead but reads %s", s, st.filters)
+			}
+		}
+	}
+	if leads == 0 {
+		t.Fatal("no sink marked the lead")
+	}
+	ids := publishTracks(t, e, 5, "order_paid")
+	testenv.Eventually(t, 20*time.Second, "the track events delivered", allDelivered(t, e, ids))
+}
