@@ -212,7 +212,16 @@ func (d *Dispatcher) Run(ctx context.Context, js jetstream.JetStream) error {
 		if len(b.sweeps) > 0 {
 			wg.Go(func() {
 				for _, s := range b.sweeps {
-					b.w.sweep(ctx, js.Conn(), s)
+					if b.w.sweep(ctx, js.Conn(), s) && b.floors != nil {
+						// Done: no bind resumes it. Not fatal: one that
+						// does costs reads, and reaches the same verdicts.
+						dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), brokerTimeout)
+						if err := d.topo.DoneSweep(dctx, b.floors, b.w.name, s.partition); err != nil {
+							d.log.Warn("the lead's sweep is done but its record could not be deleted; the next bind sweeps again",
+								zap.String("sink", b.w.name), zap.Error(err))
+						}
+						cancel()
+					}
 				}
 			})
 		}
@@ -234,6 +243,9 @@ type boundSink struct {
 	// config dropped, are what it checks of the old lead's backlog
 	// (sweep.go).
 	sweeps []leadSweep
+	// floors is the floors bucket, where a pending sweep is recorded
+	// (topology.PendingSweep); nil if it could not be read at bind.
+	floors jetstream.KeyValue
 }
 
 // run pulls from all of the sink's consumers (one per partition, and its
@@ -373,6 +385,10 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 	retryable := func(err error) error { return retryableSince(err, time.Since(began)) }
 	op := func() error {
 		out = out[:0]
+		// Sweeps of a sink that leads already, recorded and not known to
+		// be done (a replica that made it the lead stopped before the
+		// end): this replica does them again.
+		resumed := map[string][]leadSweep{}
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		if err := d.topo.Ensure(actx, d.js); err != nil {
@@ -406,18 +422,44 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 		// Which sinks lead is read from the server before any filter is
 		// decided: the lead stays where it is whatever the config's order
 		// (ChooseLeads).
-		marked, err := d.topo.Leads(actx, d.js, names)
+		marked, err := d.topo.Leads(actx, d.js, floors, names)
 		if err != nil {
 			return retryable(err)
 		}
 		leads := ChooseLeads(names, marked)
 		for name := range leads {
-			if _, done := sweeps[name]; done || marked[name] {
+			// A sink made the lead by an earlier attempt of this bind is
+			// marked, and keeps the sweeps read then; one still unmarked
+			// was not widened, and is read again.
+			if marked[name] {
+				if _, made := sweeps[name]; !made && floors != nil {
+					pending, err := d.topo.PendingSweeps(actx, floors, name)
+					if err != nil {
+						return retryable(err)
+					}
+					for i, p := range pending {
+						resumed[name] = append(resumed[name], leadSweep{partition: i, from: p.From, prior: p.Prior})
+					}
+				}
 				continue
 			}
 			if sweeps[name], err = d.leadSweeps(actx, name, names); err != nil {
 				delete(sweeps, name)
 				return retryable(err)
+			}
+			// Recorded before the widening, so that a stop at any point
+			// after it leaves the sweep to the next bind.
+			// Not fatal (the bucket down, a record past its value size):
+			// the sweep runs, only a cut short one is not resumed.
+			for _, sw := range sweeps[name] {
+				err := errors.New("the floors bucket is unavailable")
+				if floors != nil {
+					err = d.topo.WriteSweep(actx, floors, name, sw.partition, topology.PendingSweep{From: sw.from, Prior: sw.prior})
+				}
+				if err != nil {
+					d.log.Warn("the new lead's sweep of the old lead's backlog is not recorded, and not resumed if it is cut short",
+						zap.String("sink", name), zap.Error(err))
+				}
 			}
 		}
 		for i, sc := range d.cfg.Sinks {
@@ -448,6 +490,12 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 			if err != nil {
 				return retryable(err)
 			}
+			if _, made := sweeps[sc.Name]; made {
+				// Widened: let its readers go on (HoldForWidening).
+				if err := topology.ReleaseWidened(actx, d.js, cons.Events); err != nil {
+					return retryable(err)
+				}
+			}
 			for _, r := range cons.Restored {
 				d.reportRestored(sc.Name, r)
 			}
@@ -475,7 +523,8 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 					return retryable(err)
 				}
 				h.rec = &floorRecord{topo: d.topo, js: d.js, kv: floors, sink: sc.Name,
-					floor:   topology.Floor{Stream: h.stream, StreamCreated: cons.StreamsCreated[i], StartSeq: start},
+					floor: topology.Floor{Stream: h.stream, StreamCreated: cons.StreamsCreated[i], StartSeq: start,
+						Lead: topology.IsLead(c.CachedInfo())},
 					written: h.floor.Load(), at: time.Now(),
 					log: d.log.With(zap.String("sink", sc.Name), zap.String("stream", h.stream), zap.String("consumer", h.cfg.Durable))}
 				cons.Events[i] = &healing{Consumer: c, h: h}
@@ -527,7 +576,8 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 			if bs, ok := s.(sinks.BatchSink); ok && sc.Batch != nil {
 				w.batch = newBatcher(w, bs, sc.Batch.MaxItems, sc.Batch.MaxWait, sc.MaxAckPending, sc.Concurrency)
 			}
-			out = append(out, boundSink{w: w, cons: cons, concurrency: sc.Concurrency, maxAckPending: sc.MaxAckPending, orderKey: key, sweeps: sweeps[sc.Name]})
+			out = append(out, boundSink{w: w, cons: cons, concurrency: sc.Concurrency, maxAckPending: sc.MaxAckPending, orderKey: key,
+				sweeps: append(slices.Clone(sweeps[sc.Name]), resumed[sc.Name]...), floors: floors})
 		}
 		// The marks again, now that this bind wrote its own: another
 		// dispatcher binding at the same time (another config, on a fresh
@@ -536,7 +586,7 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 		// Either way a lead could be left reading only its types: bind
 		// again, reading the marks again, until they are what this bind
 		// wrote (a fence decides the rest, as for any two configs).
-		after, err := d.topo.Leads(actx, d.js, names)
+		after, err := d.topo.Leads(actx, d.js, floors, names)
 		if err != nil {
 			return retryable(err)
 		}
@@ -561,12 +611,28 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 	return out, board, nil
 }
 
+// leadHold bounds how long a bind making a sink the lead holds its
+// consumers still (topology.HoldForWidening) if it stops before it widens
+// them: their other readers wait that long, once.
+const leadHold = 30 * time.Second
+
 // leadSweeps reads what sink, about to be made the lead, passed over of
 // what the leads the config dropped (marked, not among names) had not
 // acked: its sweeps (sweep.go).
 func (d *Dispatcher) leadSweeps(ctx context.Context, sink string, names []string) ([]leadSweep, error) {
 	prior, err := d.topo.PriorReads(ctx, d.js, sink)
 	if err != nil {
+		return nil, err
+	}
+	// Other replicas (of the old config) pull from these consumers until
+	// they are widened: what they pass over between this read and the
+	// widening would be judged by neither the sweep (above the position
+	// read) nor the widened consumer (below its position). Held still,
+	// read again.
+	if err := d.topo.HoldForWidening(ctx, d.js, sink, prior, time.Now().Add(leadHold)); err != nil {
+		d.log.Warn("could not hold the new lead's consumers still while it is made the lead; what other replicas pass over meanwhile "+
+			"off its former subjects is not checked", zap.String("sink", sink), zap.Error(err))
+	} else if prior, err = d.topo.PriorReads(ctx, d.js, sink); err != nil {
 		return nil, err
 	}
 	floors, found, err := d.topo.LeadFloors(ctx, d.js, names)

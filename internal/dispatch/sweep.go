@@ -60,8 +60,9 @@ func leadSweeps(prior []topology.PriorRead, floors []uint64, found []bool) []lea
 // sweep checks what s covers, up to the partition's last event now (the
 // sink is a lead already: what is stored later its consumer reads). A
 // message that cannot be checked (the dead-letter stream down) is tried
-// again until ctx ends; a sweep cut short by a stop is not resumed.
-func (w *sinkWorker) sweep(ctx context.Context, nc *nats.Conn, s leadSweep) {
+// again until ctx ends. done says it reached its end; one cut short is
+// resumed by the next bind (topology.PendingSweep).
+func (w *sinkWorker) sweep(ctx context.Context, nc *nats.Conn, s leadSweep) (done bool) {
 	stream := w.topo.EventsStreamOf(s.partition)
 	log := w.log.With(zap.String("sink", w.name), zap.String("stream", stream), zap.Uint64("from_stream_sequence", s.from))
 	var upTo uint64
@@ -74,12 +75,12 @@ func (w *sinkWorker) sweep(ctx context.Context, nc *nats.Conn, s leadSweep) {
 			break
 		}
 		if sleep(ctx, wait, nil) != nil {
-			log.Warn("the new lead's sweep of the old lead's backlog did not run: stopped", zap.Error(err))
-			return
+			log.Warn("the new lead's sweep of the old lead's backlog did not run: stopped; the next start resumes it", zap.Error(err))
+			return false
 		}
 	}
 	if upTo < s.from {
-		return
+		return true
 	}
 	log.Info("this sink is the lead now (the config dropped the old one): checking what the old lead had not, "+
 		"outside what this sink read before", zap.Uint64("to_stream_sequence", upTo))
@@ -122,18 +123,19 @@ func (w *sinkWorker) sweep(ctx context.Context, nc *nats.Conn, s leadSweep) {
 		if time.Since(stalled) > sweepPatience {
 			log.Warn("the new lead's sweep of the old lead's backlog gave up: the stream does not answer past this sequence",
 				zap.Uint64("stream_sequence", next), zap.Int("checked", checked), zap.Error(err))
-			return
+			return false
 		}
 		if sleep(ctx, wait, nil) != nil {
 			break
 		}
 	}
 	if next <= upTo {
-		log.Warn("the new lead's sweep of the old lead's backlog stopped before its end; it is not resumed "+
+		log.Warn("the new lead's sweep of the old lead's backlog stopped before its end; the next start resumes it "+
 			"(docs/operations.md, \"Removing the lead\")", zap.Uint64("stream_sequence", next), zap.Int("checked", checked))
-		return
+		return false
 	}
 	log.Info("checked the old lead's backlog", zap.Int("checked", checked), zap.Uint64("to_stream_sequence", upTo))
+	return true
 }
 
 // sweepPatience is how long a sweep goes on trying to read past a point

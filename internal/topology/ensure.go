@@ -237,7 +237,8 @@ func (t Topology) EnsureSink(ctx context.Context, js jetstream.JetStream, sink s
 			// Not fatal: a bucket that refuses writes must not keep the
 			// sink from delivering; the healer writes again as it moves.
 			if err := WriteFloor(ctx, s.Floors, sink, Floor{Stream: stream, StreamCreated: created,
-				AckFloor: c.CachedInfo().AckFloor.Stream, StartSeq: start, Updated: time.Now().UTC()}); err != nil {
+				AckFloor: c.CachedInfo().AckFloor.Stream, StartSeq: start, Updated: time.Now().UTC(),
+				Lead: s.Lead || IsLead(c.CachedInfo())}); err != nil {
 				out.FloorsNotWritten = errors.Join(out.FloorsNotWritten, err)
 			}
 		}

@@ -45,6 +45,11 @@ type Floor struct {
 	// change with a loss.
 	StartSeq uint64    `json:"start_seq"`
 	Updated  time.Time `json:"updated"`
+	// Lead says the consumer was marked a lead (LeadMetadata): a lead
+	// lost while no dispatcher runs is still the lead at the next bind
+	// (Leads), which recreates it reading every subject, wherever the
+	// sink is in that config.
+	Lead bool `json:"lead,omitempty"`
 }
 
 // EnsureFloors creates or updates the floors bucket and returns it. It is
@@ -144,6 +149,12 @@ func (t Topology) DeleteFloors(ctx context.Context, js jetstream.JetStream, sink
 	for _, k := range keys {
 		if err := kv.Purge(ctx, k); err != nil {
 			return fmt.Errorf("topology: delete floor %s: %w", k, err)
+		}
+	}
+	// A pending sweep (PendingSweep) goes with the sink too.
+	for i := range t.EventsStreams() {
+		if err := t.DoneSweep(ctx, kv, sink, i); err != nil {
+			return err
 		}
 	}
 	return nil

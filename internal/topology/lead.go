@@ -11,10 +11,12 @@ package topology
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -28,10 +30,16 @@ func IsLead(info *jetstream.ConsumerInfo) bool {
 // Leads reads which of sinks are marked leads on the server: a sink is
 // marked if any of its events consumers is (a partition's consumer lost
 // and recreated from its floor is marked again at the bind). A sink
-// without consumers yet is not marked.
-func (t Topology) Leads(ctx context.Context, js jetstream.JetStream, sinks []string) (map[string]bool, error) {
+// without consumers yet is not marked. A sink whose events consumers are
+// all missing (lost while no dispatcher ran: the bind recreates them from
+// their floors) is marked if a floor recorded for it says it led (floors,
+// if not nil: Floor.Lead); without that, a config that does not list it
+// first would make another sink the lead and recreate it reading only its
+// types, and what it had not read, off them, would be checked by no one.
+func (t Topology) Leads(ctx context.Context, js jetstream.JetStream, floors jetstream.KeyValue, sinks []string) (map[string]bool, error) {
 	out := map[string]bool{}
 	for _, sink := range sinks {
+		found := false
 		for _, stream := range t.EventsStreams() {
 			c, err := js.Consumer(ctx, stream, SinkConsumer(sink))
 			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -40,7 +48,21 @@ func (t Topology) Leads(ctx context.Context, js jetstream.JetStream, sinks []str
 			if err != nil {
 				return nil, fmt.Errorf("topology: read whether sink %s leads: consumer %s on %s: %w", sink, SinkConsumer(sink), stream, err)
 			}
+			found = true
 			if IsLead(c.CachedInfo()) {
+				out[sink] = true
+				break
+			}
+		}
+		if found || floors == nil {
+			continue
+		}
+		for _, stream := range t.EventsStreams() {
+			f, ok, err := readFloor(ctx, floors, sink, stream)
+			if err != nil {
+				return nil, fmt.Errorf("topology: read whether sink %s leads: %w", sink, err)
+			}
+			if ok && f.Lead {
 				out[sink] = true
 				break
 			}
@@ -54,9 +76,9 @@ func (t Topology) Leads(ctx context.Context, js jetstream.JetStream, sinks []str
 // every subject) and the last stream sequence it was delivered, below
 // which it has certainly passed over what its filters do not take.
 type PriorRead struct {
-	Exists    bool
-	Filters   []string
-	Delivered uint64
+	Exists    bool     `json:"exists"`
+	Filters   []string `json:"filters,omitempty"`
+	Delivered uint64   `json:"delivered"`
 }
 
 // ReadsEverything says the consumer read every subject already.
@@ -79,6 +101,42 @@ func (t Topology) PriorReads(ctx context.Context, js jetstream.JetStream, sink s
 		out[i] = PriorRead{Exists: true, Filters: FiltersOf(info.Config), Delivered: info.Delivered.Stream}
 	}
 	return out, nil
+}
+
+// HoldForWidening pauses (JetStream's consumer pause, until until) a
+// sink's events consumers that exist and do not read every subject, as
+// prior found them: the bind that makes the sink the lead then reads
+// where they stand (PriorReads again) while no replica's pull moves them,
+// and what they passed over is exactly what is at or below it. The bind's
+// update of each consumer widens its filter with the pause kept (an
+// update never changes a consumer's pause), and ReleaseWidened then
+// resumes it: nothing is passed over between the read and the widening.
+// until bounds the pause of a bind that stops in between.
+func (t Topology) HoldForWidening(ctx context.Context, js jetstream.JetStream, sink string, prior []PriorRead, until time.Time) error {
+	for i, stream := range t.EventsStreams() {
+		if i >= len(prior) || !prior[i].Exists || prior[i].ReadsEverything() {
+			continue
+		}
+		if _, err := js.PauseConsumer(ctx, stream, SinkConsumer(sink), until); err != nil {
+			return fmt.Errorf("topology: pause consumer %s on %s before it is widened: %w", SinkConsumer(sink), stream, err)
+		}
+	}
+	return nil
+}
+
+// ReleaseWidened resumes the events consumers HoldForWidening paused,
+// once the bind has widened them: those the server reports paused.
+func ReleaseWidened(ctx context.Context, js jetstream.JetStream, events []jetstream.Consumer) error {
+	for _, c := range events {
+		info := c.CachedInfo()
+		if info == nil || !info.Paused {
+			continue
+		}
+		if _, err := js.ResumeConsumer(ctx, info.Stream, info.Name); err != nil {
+			return fmt.Errorf("topology: resume consumer %s on %s once widened: %w", info.Name, info.Stream, err)
+		}
+	}
+	return nil
 }
 
 // LeadFloors are, per partition, the lowest ack floor of the events
@@ -144,4 +202,61 @@ func (t Topology) OtherLeads(ctx context.Context, js jetstream.JetStream, sink s
 	}
 	slices.Sort(leads)
 	return leads, others, nil
+}
+
+// PendingSweep is a new lead's sweep of one partition (dispatch's
+// sweep.go) not known to be done: recorded in the floors bucket before
+// the bind widens the sink's consumers, deleted once the sweep reaches
+// its end. A bind that finds one for a sink it runs resumes it, so a
+// sweep cut short by a stop or a crash is not left undone, whether or
+// not the old lead is still on the server (its floor is in From).
+type PendingSweep struct {
+	From  uint64    `json:"from"`
+	Prior PriorRead `json:"prior"`
+}
+
+// sweepKey is a pending sweep's key in the floors bucket. Sink names are
+// lower case (envelope.IsSinkName), so no floor's key (FloorKey) starts
+// like it.
+func sweepKey(sink, stream string) string { return "Sweep." + sink + "." + stream }
+
+// WriteSweep records a sink's pending sweep of partition i.
+func (t Topology) WriteSweep(ctx context.Context, kv jetstream.KeyValue, sink string, i int, p PendingSweep) error {
+	raw, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	if _, err := kv.Put(ctx, sweepKey(sink, t.EventsStreamOf(i)), raw); err != nil {
+		return fmt.Errorf("topology: record the pending sweep of %s on %s: %w", sink, t.EventsStreamOf(i), err)
+	}
+	return nil
+}
+
+// PendingSweeps reads a sink's pending sweeps, by partition.
+func (t Topology) PendingSweeps(ctx context.Context, kv jetstream.KeyValue, sink string) (map[int]PendingSweep, error) {
+	out := map[int]PendingSweep{}
+	for i, stream := range t.EventsStreams() {
+		e, err := kv.Get(ctx, sweepKey(sink, stream))
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("topology: read the pending sweep of %s on %s: %w", sink, stream, err)
+		}
+		var p PendingSweep
+		if err := json.Unmarshal(e.Value(), &p); err != nil {
+			return nil, fmt.Errorf("topology: the pending sweep of %s on %s (key %s) is not one: %w", sink, stream, e.Key(), err)
+		}
+		out[i] = p
+	}
+	return out, nil
+}
+
+// DoneSweep deletes a sink's pending sweep of partition i: it reached its
+// end.
+func (t Topology) DoneSweep(ctx context.Context, kv jetstream.KeyValue, sink string, i int) error {
+	if err := kv.Purge(ctx, sweepKey(sink, t.EventsStreamOf(i))); err != nil {
+		return fmt.Errorf("topology: delete the pending sweep of %s on %s: %w", sink, t.EventsStreamOf(i), err)
+	}
+	return nil
 }
