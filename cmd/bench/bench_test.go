@@ -8,13 +8,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chapar-dev/chapar/internal/embedded"
 )
 
 func TestMain(m *testing.M) {
 	// The bench starts nats-server as a copy of its own executable: here,
 	// this test binary.
 	if isNATSHelper() {
-		os.Exit(natsServerMain(os.Args[1:]))
+		os.Exit(embedded.ServerMain(os.Args[1:]))
 	}
 	os.Exit(m.Run())
 }

@@ -36,6 +36,8 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/chapar-dev/chapar/internal/embedded"
 )
 
 // raceBuild is set when the bench itself is built with -race (its test
@@ -59,7 +61,7 @@ type options struct {
 
 func main() {
 	if isNATSHelper() {
-		os.Exit(natsServerMain(os.Args[1:]))
+		os.Exit(embedded.ServerMain(os.Args[1:]))
 	}
 	quick := flag.Bool("quick", false, "smoke test: 300 events per scenario")
 	sys := flag.String("systems", strings.Join(defaultSystems(), ","), "systems to measure")

@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"net"
 	"net/http"
@@ -21,7 +20,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -145,29 +143,6 @@ const natsHelperEnv = "CHAPAR_BENCH_ROLE=nats-server"
 func isNATSHelper() bool {
 	k, v, _ := strings.Cut(natsHelperEnv, "=")
 	return os.Getenv(k) == v
-}
-
-// natsServerMain is nats-server's own main (v2.15.2, the version in
-// go.mod), run in a process of its own so its CPU is measured apart.
-func natsServerMain(args []string) int {
-	fs := flag.NewFlagSet("nats-server", flag.ExitOnError)
-	opts, err := server.ConfigureOptions(fs, args, server.PrintServerAndExit, fs.Usage, server.PrintTLSHelpAndDie)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "nats-server:", err)
-		return 1
-	}
-	s, err := server.NewServer(opts)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "nats-server:", err)
-		return 1
-	}
-	s.ConfigureLogger()
-	if err := server.Run(s); err != nil {
-		fmt.Fprintln(os.Stderr, "nats-server:", err)
-		return 1
-	}
-	s.WaitForShutdown()
-	return 0
 }
 
 // natsServer is a fresh nats-server with JetStream (file storage) on

@@ -3,8 +3,10 @@
 package embedded
 
 import (
+	"flag"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"time"
 
@@ -96,4 +98,30 @@ func joinRoutes(r []string) string {
 		out += s
 	}
 	return out
+}
+
+// ServerMain is nats-server's own main (the version in go.mod), for a
+// program that re-executes itself as a nats-server process of its own
+// (cmd/bench, the record-subject measurement): the server's CPU and
+// memory are then measured apart from the program's. It returns the
+// exit code.
+func ServerMain(args []string) int {
+	fs := flag.NewFlagSet("nats-server", flag.ExitOnError)
+	opts, err := server.ConfigureOptions(fs, args, server.PrintServerAndExit, fs.Usage, server.PrintTLSHelpAndDie)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "nats-server:", err)
+		return 1
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "nats-server:", err)
+		return 1
+	}
+	s.ConfigureLogger()
+	if err := server.Run(s); err != nil {
+		fmt.Fprintln(os.Stderr, "nats-server:", err)
+		return 1
+	}
+	s.WaitForShutdown()
+	return 0
 }

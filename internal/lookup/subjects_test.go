@@ -20,12 +20,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/chapar-dev/chapar/internal/config"
 	"github.com/chapar-dev/chapar/internal/deliveries"
+	"github.com/chapar-dev/chapar/internal/embedded"
 	"github.com/chapar-dev/chapar/internal/jsread"
 	"github.com/chapar-dev/chapar/internal/testenv"
 	"github.com/chapar-dev/chapar/internal/topology"
@@ -43,31 +43,9 @@ const serverRoleEnv = "CHAPAR_LOOKUP_ROLE"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(serverRoleEnv) == "nats-server" {
-		os.Exit(natsServerMain(os.Args[1:]))
+		os.Exit(embedded.ServerMain(os.Args[1:]))
 	}
 	os.Exit(m.Run())
-}
-
-// natsServerMain is nats-server's own main (the version in go.mod).
-func natsServerMain(args []string) int {
-	fs := flag.NewFlagSet("nats-server", flag.ExitOnError)
-	opts, err := server.ConfigureOptions(fs, args, server.PrintServerAndExit, fs.Usage, server.PrintTLSHelpAndDie)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "nats-server:", err)
-		return 1
-	}
-	s, err := server.NewServer(opts)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "nats-server:", err)
-		return 1
-	}
-	s.ConfigureLogger()
-	if err := server.Run(s); err != nil {
-		fmt.Fprintln(os.Stderr, "nats-server:", err)
-		return 1
-	}
-	s.WaitForShutdown()
-	return 0
 }
 
 // recordSubject is a scheme measured: where an event's records go, one
