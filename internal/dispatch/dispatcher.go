@@ -385,10 +385,6 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 	retryable := func(err error) error { return retryableSince(err, time.Since(began)) }
 	op := func() error {
 		out = out[:0]
-		// Sweeps of a sink that leads already, recorded and not known to
-		// be done (a replica that made it the lead stopped before the
-		// end): this replica does them again.
-		resumed := map[string][]leadSweep{}
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		if err := d.topo.Ensure(actx, d.js); err != nil {
@@ -422,45 +418,9 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 		// Which sinks lead is read from the server before any filter is
 		// decided: the lead stays where it is whatever the config's order
 		// (ChooseLeads).
-		marked, err := d.topo.Leads(actx, d.js, floors, names)
+		leads, resumed, err := d.leadsAtBind(actx, floors, names, sweeps)
 		if err != nil {
 			return retryable(err)
-		}
-		leads := ChooseLeads(names, marked)
-		for name := range leads {
-			// A sink made the lead by an earlier attempt of this bind is
-			// marked, and keeps the sweeps read then; one still unmarked
-			// was not widened, and is read again.
-			if marked[name] {
-				if _, made := sweeps[name]; !made && floors != nil {
-					pending, err := d.topo.PendingSweeps(actx, floors, name)
-					if err != nil {
-						return retryable(err)
-					}
-					for i, p := range pending {
-						resumed[name] = append(resumed[name], leadSweep{partition: i, from: p.From, prior: p.Prior})
-					}
-				}
-				continue
-			}
-			if sweeps[name], err = d.leadSweeps(actx, name, names); err != nil {
-				delete(sweeps, name)
-				return retryable(err)
-			}
-			// Recorded before the widening, so that a stop at any point
-			// after it leaves the sweep to the next bind.
-			// Not fatal (the bucket down, a record past its value size):
-			// the sweep runs, only a cut short one is not resumed.
-			for _, sw := range sweeps[name] {
-				err := errors.New("the floors bucket is unavailable")
-				if floors != nil {
-					err = d.topo.WriteSweep(actx, floors, name, sw.partition, topology.PendingSweep{From: sw.from, Prior: sw.prior})
-				}
-				if err != nil {
-					d.log.Warn("the new lead's sweep of the old lead's backlog is not recorded, and not resumed if it is cut short",
-						zap.String("sink", name), zap.Error(err))
-				}
-			}
 		}
 		for i, sc := range d.cfg.Sinks {
 			s, ok := d.sinks[sc.Name]
@@ -609,6 +569,59 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 		return nil, nil, err
 	}
 	return out, board, nil
+}
+
+// leadsAtBind is which of names lead (ChooseLeads over the marks read
+// from the server) and, for each, the sweeps of an old lead's backlog it
+// owes: those a sink this bind makes the lead reads now, before it is
+// widened, into sweeps (kept across the bind's attempts: a bind tried
+// again finds the sink marked) and records in the floors bucket; and
+// resumed, those a sink that leads already had recorded and not done (a
+// replica that made it the lead stopped before the end), which this
+// replica does again.
+func (d *Dispatcher) leadsAtBind(ctx context.Context, floors jetstream.KeyValue, names []string, sweeps map[string][]leadSweep) (
+	leads map[string]bool, resumed map[string][]leadSweep, err error) {
+	marked, err := d.topo.Leads(ctx, d.js, floors, names)
+	if err != nil {
+		return nil, nil, err
+	}
+	leads, resumed = ChooseLeads(names, marked), map[string][]leadSweep{}
+	for name := range leads {
+		// A sink made the lead by an earlier attempt of this bind is
+		// marked, and keeps the sweeps read then; one still unmarked
+		// was not widened, and is read again.
+		if marked[name] {
+			if _, made := sweeps[name]; !made && floors != nil {
+				pending, err := d.topo.PendingSweeps(ctx, floors, name)
+				if err != nil {
+					return nil, nil, err
+				}
+				for i, p := range pending {
+					resumed[name] = append(resumed[name], leadSweep{partition: i, from: p.From, prior: p.Prior})
+				}
+			}
+			continue
+		}
+		if sweeps[name], err = d.leadSweeps(ctx, name, names); err != nil {
+			delete(sweeps, name)
+			return nil, nil, err
+		}
+		// Recorded before the widening, so that a stop at any point
+		// after it leaves the sweep to the next bind.
+		// Not fatal (the bucket down, a record past its value size):
+		// the sweep runs, only a cut short one is not resumed.
+		for _, sw := range sweeps[name] {
+			err := errors.New("the floors bucket is unavailable")
+			if floors != nil {
+				err = d.topo.WriteSweep(ctx, floors, name, sw.partition, topology.PendingSweep{From: sw.from, Prior: sw.prior})
+			}
+			if err != nil {
+				d.log.Warn("the new lead's sweep of the old lead's backlog is not recorded, and not resumed if it is cut short",
+					zap.String("sink", name), zap.Error(err))
+			}
+		}
+	}
+	return leads, resumed, nil
 }
 
 // leadHold bounds how long a bind making a sink the lead holds its
