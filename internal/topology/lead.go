@@ -143,28 +143,33 @@ func ReleaseWidened(ctx context.Context, js jetstream.JetStream, events []jetstr
 // consumers marked leads of sinks not in except (a lead a config
 // dropped): what is above it a lead may not have checked yet. found says
 // there is such a lead on some partition; a partition without one has
-// floor 0.
-func (t Topology) LeadFloors(ctx context.Context, js jetstream.JetStream, except []string) (floors []uint64, found []bool, err error) {
+// floor 0. dropped are those leads, sorted.
+func (t Topology) LeadFloors(ctx context.Context, js jetstream.JetStream, except []string) (floors []uint64, found []bool, dropped []string, err error) {
 	floors, found = make([]uint64, t.Partitions()), make([]bool, t.Partitions())
 	for i, stream := range t.EventsStreams() {
 		st, err := js.Stream(ctx, stream)
 		if err != nil {
-			return nil, nil, fmt.Errorf("topology: %s: %w", stream, err)
+			return nil, nil, nil, fmt.Errorf("topology: %s: %w", stream, err)
 		}
 		list := st.ListConsumers(ctx)
 		for info := range list.Info() {
-			if !IsLead(info) || !strings.HasPrefix(info.Name, SinkConsumer("")) || slices.Contains(except, strings.TrimPrefix(info.Name, SinkConsumer(""))) {
+			name, ok := strings.CutPrefix(info.Name, SinkConsumer(""))
+			if !IsLead(info) || !ok || slices.Contains(except, name) {
 				continue
+			}
+			if !slices.Contains(dropped, name) {
+				dropped = append(dropped, name)
 			}
 			if !found[i] || info.AckFloor.Stream < floors[i] {
 				floors[i], found[i] = info.AckFloor.Stream, true
 			}
 		}
 		if err := list.Err(); err != nil {
-			return nil, nil, fmt.Errorf("topology: list consumers of %s: %w", stream, err)
+			return nil, nil, nil, fmt.Errorf("topology: list consumers of %s: %w", stream, err)
 		}
 	}
-	return floors, found, nil
+	slices.Sort(dropped)
+	return floors, found, dropped, nil
 }
 
 // OtherLeads are the sinks other than sink whose events consumers are
