@@ -172,43 +172,6 @@ func (t Topology) LeadFloors(ctx context.Context, js jetstream.JetStream, except
 	return floors, found, dropped, nil
 }
 
-// OtherLeads are the sinks other than sink whose events consumers are
-// marked leads, and how many other sinks have events consumers at all:
-// removing the only lead of a deployment that has other sinks would leave
-// what it had not read to no one (the next dispatcher's new lead has no
-// old lead's floor to check from).
-func (t Topology) OtherLeads(ctx context.Context, js jetstream.JetStream, sink string) (leads []string, others int, err error) {
-	seen := map[string]bool{}
-	for _, stream := range t.EventsStreams() {
-		st, err := js.Stream(ctx, stream)
-		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, 0, fmt.Errorf("topology: %s: %w", stream, err)
-		}
-		list := st.ListConsumers(ctx)
-		for info := range list.Info() {
-			name, ok := strings.CutPrefix(info.Name, SinkConsumer(""))
-			if !ok || name == sink {
-				continue
-			}
-			if !seen[name] {
-				seen[name] = true
-				others++
-			}
-			if IsLead(info) && !slices.Contains(leads, name) {
-				leads = append(leads, name)
-			}
-		}
-		if err := list.Err(); err != nil {
-			return nil, 0, fmt.Errorf("topology: list consumers of %s: %w", stream, err)
-		}
-	}
-	slices.Sort(leads)
-	return leads, others, nil
-}
-
 // PendingSweep is a new lead's sweep of one partition (dispatch's
 // sweep.go) not known to be done: recorded in the floors bucket before
 // the bind widens the sink's consumers, deleted once the sweep reaches
