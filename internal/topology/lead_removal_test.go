@@ -1,8 +1,10 @@
 package topology_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chapar-dev/chapar/internal/topology"
 )
@@ -55,5 +57,49 @@ func TestLeadRemovalCheck(t *testing.T) {
 				t.Errorf("refusal %q, want it to name sink a and say %q", err, c.refused)
 			}
 		})
+	}
+}
+
+// The takeover records of a sink, both those of leads made in place of it
+// and those of it made a lead in place of others, go with its floors: a
+// sink added again under the name is vouched for by no one, and vouches
+// for no one. Others' records stay.
+func TestTakeoversGoWithTheSinksFloors(t *testing.T) {
+	_, js := jetStream(t)
+	ctx := timeout(t)
+	topo := layout(1)
+	kv, err := topo.EnsureFloors(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(old, by string) {
+		t.Helper()
+		if err := topo.WriteTakeover(ctx, kv, old, topology.Takeover{By: by, Sinks: []string{by, "c"}, At: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("a", "b") // b leads in place of a
+	write("a", "y") // and y, another set's
+	write("z", "a") // a led in place of z
+	write("z", "b")
+	got, err := topo.Takeovers(ctx, kv, "a")
+	if err != nil || len(got) != 2 || got[0].By != "b" || got[1].By != "y" || !slices.Equal(got[0].Sinks, []string{"b", "c"}) {
+		t.Fatalf("takeovers of a: %+v %v, want b's and y's", got, err)
+	}
+	if err := topo.DeleteFloors(ctx, js, "a"); err != nil {
+		t.Fatal(err)
+	}
+	for old, want := range map[string][]string{"a": nil, "z": {"b"}} {
+		got, err := topo.Takeovers(ctx, kv, old)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var by []string
+		for _, tk := range got {
+			by = append(by, tk.By)
+		}
+		if !slices.Equal(by, want) {
+			t.Errorf("takeovers of %s once a is removed: %v, want %v", old, by, want)
+		}
 	}
 }
