@@ -14,7 +14,8 @@ package topology
 // not checked can be lost (LeadRemoval.Check): it has nothing pending and
 // nothing unacked, or a lead made in place of it by a config holding
 // every other sink that is not a lead itself has recorded its sweep
-// (Takeover).
+// (Takeover); and never while its own sweep of a lead it replaced is not
+// done (its removal deletes that record, and nothing else resumes it).
 
 import (
 	"context"
@@ -126,6 +127,10 @@ type LeadRemoval struct {
 	Others map[string]bool
 	// Takeovers are the leads recorded as made in place of it.
 	Takeovers []Takeover
+	// Sweeping are the partitions of its own sweep, of the backlog of a
+	// lead it was made the lead in place of, not done (PendingSweep):
+	// its removal deletes them, and no one else resumes them.
+	Sweeping int
 }
 
 // Check says whether the sink can go without a lead's check lost, and if
@@ -133,6 +138,12 @@ type LeadRemoval struct {
 func (r LeadRemoval) Check() error {
 	if !r.Lead || len(r.Others) == 0 {
 		return nil // no lead, or the last sink: no one left to check for
+	}
+	if r.Sweeping > 0 {
+		return fmt.Errorf("sink %s has not finished checking the backlog of the lead it was made the lead in place of "+
+			"(%d partitions; Sweep.%s.<stream> in the floors bucket), and removing it drops that check: "+
+			"run a dispatcher whose config has %s until it logs \"checked the old lead's backlog\", stop it, "+
+			"then run this again (docs/operations.md, \"Removing the lead\")", r.Sink, r.Sweeping, r.Sink, r.Sink)
 	}
 	var leads []string
 	for s, lead := range r.Others {
@@ -163,7 +174,8 @@ func (r LeadRemoval) Check() error {
 	}
 	why := "no sink has been made the lead in place of it"
 	if len(short) > 0 {
-		why = "the leads made in place of it checked its backlog for their own configs only (" + strings.Join(short, "; ") + ")"
+		why = "the leads made in place of it checked its backlog for their own configs only (" + strings.Join(short, "; ") +
+			"; if those sinks are being removed too, remove them first)"
 	}
 	return fmt.Errorf("sink %s is a lead with %d events it has not read and %d it has not acked, and %s: "+
 		"the other leads (%s) do not check that backlog for the sinks of %s's configs, and a sink made their lead after this removal "+
@@ -228,6 +240,10 @@ func (t Topology) ReadLeadRemoval(ctx context.Context, js jetstream.JetStream, s
 	if err != nil {
 		return r, fmt.Errorf("topology: floors bucket %s: %w", t.FloorsBucket(), err)
 	}
-	r.Takeovers, err = t.Takeovers(ctx, kv, sink)
+	if r.Takeovers, err = t.Takeovers(ctx, kv, sink); err != nil {
+		return r, err
+	}
+	sweeping, err := t.PendingSweeps(ctx, kv, sink)
+	r.Sweeping = len(sweeping)
 	return r, err
 }

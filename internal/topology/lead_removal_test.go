@@ -10,10 +10,10 @@ import (
 )
 
 // Whether a sink can be removed without a lead's check lost: only a lead
-// is held back; the only lead while other sinks exist never goes; another
-// lead lets it go once it has read everything, or once a lead made in
-// place of it by a config with every other sink that does not lead
-// itself recorded its sweep.
+// is held back; the only lead while other sinks exist never goes, nor one
+// whose own sweep is not done; another lead lets it go once it has read
+// everything, or once a lead made in place of it by a config with every
+// other sink that does not lead itself recorded its sweep.
 func TestLeadRemovalCheck(t *testing.T) {
 	tk := func(by string, sinks ...string) topology.Takeover { return topology.Takeover{By: by, Sinks: sinks} }
 	for _, c := range []struct {
@@ -42,6 +42,11 @@ func TestLeadRemovalCheck(t *testing.T) {
 			Others: map[string]bool{"b": true, "c": false}, Takeovers: []topology.Takeover{tk("b", "b")}}, "b, whose config lacked c"},
 		{"pending, the lead that swept is no longer one", topology.LeadRemoval{Lead: true, Pending: 5,
 			Others: map[string]bool{"b": false, "y": true}, Takeovers: []topology.Takeover{tk("b", "b")}}, "no sink has been made the lead in place of it"},
+		{"its own sweep not done", topology.LeadRemoval{Lead: true, Sweeping: 1,
+			Others: map[string]bool{"y": true}}, "has not finished checking the backlog"},
+		{"its own sweep not done, the last sink", topology.LeadRemoval{Lead: true, Sweeping: 1, Others: map[string]bool{}}, ""},
+		{"its own sweep not done, a takeover", topology.LeadRemoval{Lead: true, Sweeping: 1, Pending: 3,
+			Others: map[string]bool{"y": true}, Takeovers: []topology.Takeover{tk("y", "y")}}, "has not finished checking the backlog"},
 		{"pending, the lead that swept is gone", topology.LeadRemoval{Lead: true, Pending: 5,
 			Others: map[string]bool{"y": true}, Takeovers: []topology.Takeover{tk("b", "b", "y")}}, "no sink has been made the lead in place of it"},
 	} {
