@@ -624,7 +624,7 @@ func (d *Dispatcher) leadsAtBind(ctx context.Context, floors jetstream.KeyValue,
 			}
 		}
 		// And that it sweeps in place of the leads the config dropped,
-		// only once the sweeps are sure to be done: `sinks remove` lets
+		// only if its sweeps are recorded (so resumed until done): `sinks remove` lets
 		// an old lead with a backlog go on that record
 		// (topology.LeadRemoval), and a lead made after it is gone would
 		// sweep from another lead's floor. Not fatal either: the removal
