@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -26,9 +27,13 @@ type cliSinksRemove struct {
 	Name   string `arg:"" help:"The sink to remove." placeholder:"NAME"`
 	Config string `help:"Config file (for its nats and streams settings). The sink must no longer be in it: remove it from every replica's config first." placeholder:"FILE"`
 	Yes    bool   `help:"Remove it. Without --yes, print what would be dropped and change nothing."`
+	Force  bool   `help:"With --yes, remove a lead even where what it had not checked may then be checked by no one (docs/operations.md, \"Removing the lead\"). Off by default."`
 	JSON   bool   `help:"Print a JSON object: what was (or would be) dropped."`
 	natsFlags
 }
+
+// leadCheckTimeout bounds the reads that decide whether a lead can go.
+const leadCheckTimeout = 30 * time.Second
 
 // removal is what sinks remove reports.
 type removal struct {
@@ -39,6 +44,9 @@ type removal struct {
 	// RunBy are the dispatchers whose presence records name the sink
 	// (a dry run's; --yes refuses while there are any).
 	RunBy []topology.Replica `json:"run_by,omitempty"`
+	// LeadRefusal, in a dry run, is why --yes would refuse to remove the
+	// sink, a lead (topology.LeadRemoval).
+	LeadRefusal string `json:"lead_refusal,omitempty"`
 }
 
 func (c *cliSinksRemove) Run(ctx context.Context, s *streams) error {
@@ -81,20 +89,27 @@ func (c *cliSinksRemove) Run(ctx context.Context, s *streams) error {
 	} else if err != nil {
 		return err
 	}
-	if c.Yes && r.Lead {
-		// The lead checks what no other sink reads. A dispatcher whose
-		// config lacks it makes another sink the lead, which checks what
-		// this one had not acked, from its floor: once this one is gone,
-		// that floor is gone too.
-		leads, others, err := conn.Topo.OtherLeads(ctx, conn.JS, c.Name)
+	if r.Lead {
+		// The lead checks what no other sink reads. What it had not
+		// checked is checked by the next sink made the lead, from its
+		// floor: once it is gone, that floor is gone too
+		// (topology.LeadRemoval). A dry run says whether --yes would
+		// refuse.
+		lctx, cancel := context.WithTimeout(ctx, leadCheckTimeout)
+		lr, err := conn.Topo.ReadLeadRemoval(lctx, conn.JS, c.Name)
+		cancel()
 		if err != nil {
 			return err
 		}
-		if others > 0 && len(leads) == 0 {
-			return fmt.Errorf("sink %s is the deployment's lead (its consumer reads every subject and checks what no other sink reads: "+
-				"invalid envelopes, events on a subject their sink does not read) and no other sink is a lead yet: "+
-				"start a dispatcher whose config lacks %s first (its first sink becomes the lead and checks what %s had not read), "+
-				"then run this again (docs/operations.md, \"Removing the lead\")", c.Name, c.Name, c.Name)
+		if err := lr.Check(); err != nil {
+			switch {
+			case !c.Yes:
+				r.LeadRefusal = err.Error()
+			case !c.Force:
+				return err
+			default:
+				fmt.Fprintf(s.stderr, "--force: removing sink %s anyway; what it had not checked may be checked by no one: %v\n", c.Name, err)
+			}
 		}
 	}
 	if c.Yes && r.Exists() {
@@ -146,6 +161,9 @@ func printRemoval(s *streams, name string, r removal, inUse *topology.InUseError
 	fmt.Fprintf(w, "  keeps its %d dead letters (dispatcher dlq list --sink %s; dlq purge --sink %s drops them)\n", r.DeadLetters, name, name)
 	if inUse != nil {
 		fmt.Fprintf(w, "%s\n", inUse)
+	}
+	if r.LeadRefusal != "" {
+		fmt.Fprintf(w, "--yes would refuse: %s\n", r.LeadRefusal)
 	}
 	if !yes {
 		fmt.Fprintf(w, "dry run: nothing changed; dispatcher sinks remove %s --yes removes it\n", name)

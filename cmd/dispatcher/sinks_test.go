@@ -195,3 +195,59 @@ func TestSinksRemoveRefusesTheOnlyLeadUntilAnotherLeads(t *testing.T) {
 		t.Errorf("removal once another sink leads: %v", err)
 	}
 }
+
+// Removing a lead with a backlog while another set of sinks has its lead
+// (replicas running disjoint configs): the other lead checks that backlog
+// for its own sinks only, and a sink made this set's lead after the
+// removal would check from the other lead's floor, past it. Refused,
+// saying why and what to do; the dry run says so too; --force removes it.
+// Once the set's next config has made its lead (which sweeps the
+// backlog), it goes without --force (TestReviewRemovingASetsLeadWhileAnotherSetLeads).
+func TestSinksRemoveRefusesALeadWithABacklogWhileAnotherSetLeads(t *testing.T) {
+	e := testenv.New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	lead, b, other := e.Sink("lead", emulator.Chabok, nil, nil), e.Sink("b", emulator.Chabok, nil, nil), e.Sink("other", emulator.Chabok, nil, nil)
+	stop := func(d *testenv.Dispatcher) {
+		t.Helper()
+		if err := d.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		d.NC.Close() // its pull requests end with its connection
+	}
+	stop(e.Start([]config.Sink{lead, b}, []config.Route{{Sinks: []string{"lead", "b"}}}))
+	for _, u := range []string{"u1", "u2", "u3"} {
+		e.Publish(testenv.Track(t, "order_paid", u))
+	}
+	stop(e.Start([]config.Sink{other}, []config.Route{{Sinks: []string{"other"}}})) // the other set, and its lead
+	url := e.Server.ClientURL()
+	cli := func(args ...string) (string, string, error) {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		err := runCommand(ctx, append(args, "--nats-url", url), &out, &errOut)
+		return out.String(), errOut.String(), err
+	}
+	testenv.Eventually(t, 40*time.Second, "no pull requests left on lead", func() bool {
+		f, err := e.Topo.Footprint(ctx, e.JS, "lead")
+		return err == nil && len(f.Consuming()) == 0
+	})
+	want := "sink lead is a lead with 3 events it has not read and 0 it has not acked"
+	if dry, _, err := cli("sinks", "remove", "lead"); err != nil || !strings.Contains(dry, "--yes would refuse: "+want) {
+		t.Errorf("dry run: %v, want it to say --yes would refuse:\n%s", err, dry)
+	}
+	_, _, err := cli("sinks", "remove", "lead", "--yes")
+	if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "other, whose config lacked b") ||
+		!strings.Contains(err.Error(), "dispatcher sinks resume lead") {
+		t.Errorf("removal of a lead with a backlog while another set leads: %v, want a refusal saying why and what to do", err)
+	}
+	if f, err := e.Topo.Footprint(ctx, e.JS, "lead"); err != nil || len(f.Consumers) != 2 {
+		t.Fatalf("the refusal changed something: %+v %v", f, err)
+	}
+	_, errOut, err := cli("sinks", "remove", "lead", "--yes", "--force")
+	if err != nil || !strings.Contains(errOut, "--force: removing sink lead anyway") {
+		t.Errorf("removal with --force: %v, want it done, saying what it risks:\n%s", err, errOut)
+	}
+	if f, err := e.Topo.Footprint(ctx, e.JS, "lead"); err != nil || f.Exists() {
+		t.Errorf("left on the server after --force: %+v %v", f, err)
+	}
+}

@@ -602,7 +602,8 @@ func (d *Dispatcher) leadsAtBind(ctx context.Context, floors jetstream.KeyValue,
 			}
 			continue
 		}
-		if sweeps[name], err = d.leadSweeps(ctx, name, names); err != nil {
+		var dropped []string
+		if sweeps[name], dropped, err = d.leadSweeps(ctx, name, names); err != nil {
 			delete(sweeps, name)
 			return nil, nil, err
 		}
@@ -610,14 +611,32 @@ func (d *Dispatcher) leadsAtBind(ctx context.Context, floors jetstream.KeyValue,
 		// after it leaves the sweep to the next bind.
 		// Not fatal (the bucket down, a record past its value size):
 		// the sweep runs, only a cut short one is not resumed.
+		recorded := floors != nil
 		for _, sw := range sweeps[name] {
 			err := errors.New("the floors bucket is unavailable")
 			if floors != nil {
 				err = d.topo.WriteSweep(ctx, floors, name, sw.partition, topology.PendingSweep{From: sw.from, Prior: sw.prior})
 			}
 			if err != nil {
+				recorded = false
 				d.log.Warn("the new lead's sweep of the old lead's backlog is not recorded, and not resumed if it is cut short",
 					zap.String("sink", name), zap.Error(err))
+			}
+		}
+		// And that it sweeps in place of the leads the config dropped,
+		// only if its sweeps are recorded (so resumed until done): `sinks remove` lets
+		// an old lead with a backlog go on that record
+		// (topology.LeadRemoval), and a lead made after it is gone would
+		// sweep from another lead's floor. Not fatal either: the removal
+		// is refused until the old lead has read its backlog.
+		for _, old := range dropped {
+			err := errors.New("its sweep is not recorded")
+			if recorded {
+				err = d.topo.WriteTakeover(ctx, floors, old, topology.Takeover{By: name, Sinks: names, At: time.Now().UTC()})
+			}
+			if err != nil {
+				d.log.Warn("not recorded as the lead in place of the old one: dispatcher sinks remove refuses the old lead "+
+					"while it has events it has not read", zap.String("sink", name), zap.String("old_lead", old), zap.Error(err))
 			}
 		}
 	}
@@ -631,11 +650,11 @@ const leadHold = 30 * time.Second
 
 // leadSweeps reads what sink, about to be made the lead, passed over of
 // what the leads the config dropped (marked, not among names) had not
-// acked: its sweeps (sweep.go).
-func (d *Dispatcher) leadSweeps(ctx context.Context, sink string, names []string) ([]leadSweep, error) {
+// acked: its sweeps (sweep.go), and those leads.
+func (d *Dispatcher) leadSweeps(ctx context.Context, sink string, names []string) ([]leadSweep, []string, error) {
 	prior, err := d.topo.PriorReads(ctx, d.js, sink)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// Other replicas (of the old config) pull from these consumers until
 	// they are widened: what they pass over between this read and the
@@ -646,13 +665,13 @@ func (d *Dispatcher) leadSweeps(ctx context.Context, sink string, names []string
 		d.log.Warn("could not hold the new lead's consumers still while it is made the lead; what other replicas pass over meanwhile "+
 			"off its former subjects is not checked", zap.String("sink", sink), zap.Error(err))
 	} else if prior, err = d.topo.PriorReads(ctx, d.js, sink); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	floors, found, err := d.topo.LeadFloors(ctx, d.js, names)
+	floors, found, dropped, err := d.topo.LeadFloors(ctx, d.js, names)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return leadSweeps(prior, floors, found), nil
+	return leadSweeps(prior, floors, found), dropped, nil
 }
 
 // reportRestored logs, once, an events consumer bind found missing and

@@ -6,6 +6,7 @@ package dispatch_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -221,19 +222,20 @@ func TestReviewACutShortSweepIsResumed(t *testing.T) {
 }
 
 // Two sets of sinks on one deployment (replicas running disjoint
-// configs): each set has its lead. `dispatcher sinks remove` lets the
-// lead of one set go once any other sink is a lead (topology.OtherLeads),
-// and the other set's lead is one. But the set's next config then makes
-// its first sink the lead with the other set's lead as the only old lead
-// on the server: it sweeps from that lead's floor, which is past what the
-// removed lead had not read, and the other set's lead judged that
-// backlog by its own routes, which do not name this set's sinks. An
-// event on a subject its sink does not read, in the removed lead's
-// backlog, is neither delivered nor dead-lettered.
+// configs): each set has its lead. `dispatcher sinks remove` let the lead
+// of one set go once any other sink was a lead, and the other set's lead
+// is one. But the set's next config then makes its first sink the lead
+// with the other set's lead as the only old lead on the server: it
+// sweeps from that lead's floor, which is past what the removed lead had
+// not read, and the other set's lead judged that backlog by its own
+// routes, which do not name this set's sinks. An event on a subject its
+// sink does not read, in the removed lead's backlog, was neither
+// delivered nor dead-lettered (red before: the stray never judged).
+// Fixed: the removal is refused while the lead has a backlog and no lead
+// made in place of it, by a config with its set's sinks, recorded its
+// sweep (topology.LeadRemoval); once the set's next config has made its
+// lead, the removal goes and the stray is judged.
 func TestReviewRemovingASetsLeadWhileAnotherSetLeads(t *testing.T) {
-	t.Skip("DEFECT (review): with disjoint sets of sinks, `sinks remove` of one set's lead is allowed because the other set has a lead; " +
-		"the set's next lead then sweeps from the other lead's floor, past the removed lead's backlog, and a stray event there is lost; " +
-		"a fix refuses the removal unless a lead recorded a sweep in place of this one (or its consumer has nothing pending)")
 	e := testenv.New(t)
 	first := e.Sink("first", emulator.Chabok, nil, nil)
 	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
@@ -246,28 +248,91 @@ func TestReviewRemovingASetsLeadWhileAnotherSetLeads(t *testing.T) {
 	ids := publishTracks(t, e, 5, "order_paid")
 	testenv.Eventually(t, 20*time.Second, "gateway past the stray", allDelivered(t, e, ids))
 	// The other set starts: its own lead.
-	y := e.Start([]config.Sink{other}, []config.Route{{Types: []string{envelope.TypeIdentify}, Sinks: []string{"other"}}})
+	e.Start([]config.Sink{other}, []config.Route{{Types: []string{envelope.TypeIdentify}, Sinks: []string{"other"}}})
 	testenv.Eventually(t, 20*time.Second, "settled", func() bool { return e.Idle("other", "gateway") })
 	if err := x.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	leads, others, err := e.Topo.OtherLeads(ctx, e.JS, "first")
-	if err != nil {
-		t.Fatal(err)
+	removable := func() error {
+		t.Helper()
+		lr, err := e.Topo.ReadLeadRemoval(ctx, e.JS, "first")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return lr.Check()
 	}
-	if others > 0 && len(leads) == 0 {
-		t.Skipf("sinks remove refuses here (leads %v): the case is covered", leads)
+	if err := removable(); err == nil || !strings.Contains(err.Error(), "sink first is a lead with") {
+		t.Fatalf("removal of a set's lead with a backlog while another set leads: %v, want a refusal", err)
+	}
+	// What the refusal says to do: the set's next config makes its lead,
+	// which sweeps the backlog.
+	e.Start([]config.Sink{gateway}, []config.Route{track})
+	if err := removable(); err != nil {
+		t.Fatalf("removal once the set's next lead recorded its sweep: %v", err)
 	}
 	if _, err := e.Topo.RemoveSink(ctx, e.JS, "first"); err != nil {
 		t.Fatal(err)
 	}
-	e.Start([]config.Sink{gateway}, []config.Route{track})
 	testenv.Eventually(t, 30*time.Second, "the stray in the removed lead's backlog delivered or dead-lettered for gateway", func() bool {
 		return gatewayIDs(t, e)[stray.ID]+unknownFor(t, e, "gateway")[stray.ID] > 0
 	})
-	_ = y
+}
+
+// A set's lead that has read everything (nothing pending, nothing
+// unacked) can be removed while another set leads, before the set's next
+// config has made its lead: that lead sweeps from the other lead's floor,
+// but nothing the removed one had not checked is below it, and its own
+// consumer, pulled by no replica since (a replica running the removed
+// lead would have stopped the removal), reads what came after. A stray
+// stored after the removal is judged.
+func TestRemovingADrainedSetsLeadWhileAnotherSetLeadsLosesNothing(t *testing.T) {
+	e := testenv.New(t)
+	first := e.Sink("first", emulator.Chabok, nil, nil)
+	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	other := e.Sink("other", emulator.Chabok, nil, nil)
+	track := config.Route{Types: []string{envelope.TypeTrack}, Sinks: []string{"gateway"}}
+	x := e.Start([]config.Sink{first, gateway}, []config.Route{{Types: []string{envelope.TypePurchase}, Sinks: []string{"first"}}, track})
+	before := publishStray(t, e)
+	ids := publishTracks(t, e, 5, "order_paid")
+	e.Start([]config.Sink{other}, []config.Route{{Types: []string{envelope.TypeIdentify}, Sinks: []string{"other"}}})
+	testenv.Eventually(t, 20*time.Second, "delivered", allDelivered(t, e, ids))
+	testenv.Eventually(t, 20*time.Second, "the stray judged by the lead", func() bool { return unknownFor(t, e, "gateway")[before.ID] > 0 })
+	testenv.Eventually(t, 20*time.Second, "settled", func() bool { return e.Idle("first", "other", "gateway") })
+	if err := x.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	lr, err := e.Topo.ReadLeadRemoval(ctx, e.JS, "first")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !lr.Lead || lr.Pending+lr.AckPending != 0 || !lr.Others["other"] {
+		t.Fatalf("read %+v, want first a lead with nothing pending, other a lead", lr)
+	}
+	if err := lr.Check(); err != nil {
+		t.Fatalf("removal of a drained set's lead while another set leads: %v", err)
+	}
+	// Drained is what lets it go: other's bind swept in place of it, by
+	// a config without gateway, which vouches for nothing here.
+	busy := lr
+	busy.Pending = 1
+	if busy.Check() == nil {
+		t.Fatalf("the same lead with an event pending: removable (%+v), want a refusal", busy)
+	}
+	if _, err := e.Topo.RemoveSink(ctx, e.JS, "first"); err != nil {
+		t.Fatal(err)
+	}
+	after := publishStray(t, e)
+	e.Start([]config.Sink{gateway}, []config.Route{track})
+	testenv.Eventually(t, 30*time.Second, "the stray stored after the removal delivered or dead-lettered for gateway", func() bool {
+		return gatewayIDs(t, e)[after.ID]+unknownFor(t, e, "gateway")[after.ID] > 0
+	})
+	if n := gatewayIDs(t, e)[before.ID] + unknownFor(t, e, "gateway")[before.ID]; n != 1 {
+		t.Errorf("the stray before the removal: %d outcomes, want 1", n)
+	}
 }
 
 // The bind's second read of the marks binds again while they differ from

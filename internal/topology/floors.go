@@ -151,13 +151,14 @@ func (t Topology) DeleteFloors(ctx context.Context, js jetstream.JetStream, sink
 			return fmt.Errorf("topology: delete floor %s: %w", k, err)
 		}
 	}
-	// A pending sweep (PendingSweep) goes with the sink too.
+	// A pending sweep (PendingSweep) goes with the sink too, and the
+	// records of leads made in place of it or of it made one (Takeover).
 	for i := range t.EventsStreams() {
 		if err := t.DoneSweep(ctx, kv, sink, i); err != nil {
 			return err
 		}
 	}
-	return nil
+	return deleteTakeovers(ctx, kv, sink)
 }
 
 // LostPlan is what to do with a sink's events consumer found missing as

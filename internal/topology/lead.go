@@ -143,65 +143,33 @@ func ReleaseWidened(ctx context.Context, js jetstream.JetStream, events []jetstr
 // consumers marked leads of sinks not in except (a lead a config
 // dropped): what is above it a lead may not have checked yet. found says
 // there is such a lead on some partition; a partition without one has
-// floor 0.
-func (t Topology) LeadFloors(ctx context.Context, js jetstream.JetStream, except []string) (floors []uint64, found []bool, err error) {
+// floor 0. dropped are those leads, sorted.
+func (t Topology) LeadFloors(ctx context.Context, js jetstream.JetStream, except []string) (floors []uint64, found []bool, dropped []string, err error) {
 	floors, found = make([]uint64, t.Partitions()), make([]bool, t.Partitions())
 	for i, stream := range t.EventsStreams() {
 		st, err := js.Stream(ctx, stream)
 		if err != nil {
-			return nil, nil, fmt.Errorf("topology: %s: %w", stream, err)
+			return nil, nil, nil, fmt.Errorf("topology: %s: %w", stream, err)
 		}
 		list := st.ListConsumers(ctx)
 		for info := range list.Info() {
-			if !IsLead(info) || !strings.HasPrefix(info.Name, SinkConsumer("")) || slices.Contains(except, strings.TrimPrefix(info.Name, SinkConsumer(""))) {
+			name, ok := strings.CutPrefix(info.Name, SinkConsumer(""))
+			if !IsLead(info) || !ok || slices.Contains(except, name) {
 				continue
+			}
+			if !slices.Contains(dropped, name) {
+				dropped = append(dropped, name)
 			}
 			if !found[i] || info.AckFloor.Stream < floors[i] {
 				floors[i], found[i] = info.AckFloor.Stream, true
 			}
 		}
 		if err := list.Err(); err != nil {
-			return nil, nil, fmt.Errorf("topology: list consumers of %s: %w", stream, err)
+			return nil, nil, nil, fmt.Errorf("topology: list consumers of %s: %w", stream, err)
 		}
 	}
-	return floors, found, nil
-}
-
-// OtherLeads are the sinks other than sink whose events consumers are
-// marked leads, and how many other sinks have events consumers at all:
-// removing the only lead of a deployment that has other sinks would leave
-// what it had not read to no one (the next dispatcher's new lead has no
-// old lead's floor to check from).
-func (t Topology) OtherLeads(ctx context.Context, js jetstream.JetStream, sink string) (leads []string, others int, err error) {
-	seen := map[string]bool{}
-	for _, stream := range t.EventsStreams() {
-		st, err := js.Stream(ctx, stream)
-		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, 0, fmt.Errorf("topology: %s: %w", stream, err)
-		}
-		list := st.ListConsumers(ctx)
-		for info := range list.Info() {
-			name, ok := strings.CutPrefix(info.Name, SinkConsumer(""))
-			if !ok || name == sink {
-				continue
-			}
-			if !seen[name] {
-				seen[name] = true
-				others++
-			}
-			if IsLead(info) && !slices.Contains(leads, name) {
-				leads = append(leads, name)
-			}
-		}
-		if err := list.Err(); err != nil {
-			return nil, 0, fmt.Errorf("topology: list consumers of %s: %w", stream, err)
-		}
-	}
-	slices.Sort(leads)
-	return leads, others, nil
+	slices.Sort(dropped)
+	return floors, found, dropped, nil
 }
 
 // PendingSweep is a new lead's sweep of one partition (dispatch's

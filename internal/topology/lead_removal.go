@@ -1,0 +1,249 @@
+package topology
+
+// Removing a lead (`dispatcher sinks remove`) without losing what it had
+// not checked yet. A lead's unacked backlog is checked by the next sink
+// made the lead in its place: that bind sweeps from the lowest ack floor
+// of the leads on the server its config does not run (LeadFloors). Once
+// the old lead is gone its floor is gone too, so a lead made later, for
+// instance by its own set's next config while another set of sinks has
+// its lead (replicas running disjoint configs), sweeps from the other
+// lead's floor, past that backlog, and the other lead judged it by its
+// own routes, which do not name this set's sinks: an event on a subject
+// its sink does not read, in the removed lead's backlog, is neither
+// delivered nor dead-lettered. So a lead goes only when nothing it had
+// not checked can be lost (LeadRemoval.Check): it has nothing pending and
+// nothing unacked, or a lead made in place of it by a config holding
+// every other sink that is not a lead itself has recorded its sweep
+// (Takeover); and never while its own sweep of a lead it replaced is not
+// done (its removal deletes that record, and nothing else resumes it).
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Takeover records that a bind made sink By the lead while Old, a lead
+// its config lacks, was on the server: By's sweep (dispatch's sweep.go,
+// recorded as a PendingSweep until done and resumed by any bind running
+// By) checks by that config's routes what Old had not acked, and By reads
+// every subject from then on. Written in the floors bucket before the
+// widening, only if every pending sweep of that bind was recorded.
+type Takeover struct {
+	By string `json:"by"`
+	// Sinks are the config's: the sinks whose checks By's sweep made.
+	Sinks []string  `json:"sinks"`
+	At    time.Time `json:"at"`
+}
+
+// takeoverKey is a takeover's key in the floors bucket. Sink names are
+// lower case without dots (envelope.IsSinkName), so no floor's key
+// (FloorKey) and no sweep's (sweepKey) starts like it.
+func takeoverKey(old, by string) string { return "Lead." + old + "." + by }
+
+// WriteTakeover records that tk.By was made the lead in place of old.
+func (t Topology) WriteTakeover(ctx context.Context, kv jetstream.KeyValue, old string, tk Takeover) error {
+	raw, err := json.Marshal(tk)
+	if err != nil {
+		return err
+	}
+	if _, err := kv.Put(ctx, takeoverKey(old, tk.By), raw); err != nil {
+		return fmt.Errorf("topology: record that %s leads in place of %s: %w", tk.By, old, err)
+	}
+	return nil
+}
+
+// Takeovers reads the leads recorded as made in place of old.
+func (t Topology) Takeovers(ctx context.Context, kv jetstream.KeyValue, old string) ([]Takeover, error) {
+	keys, err := takeoverKeys(ctx, kv, takeoverKey(old, "*"))
+	if err != nil {
+		return nil, err
+	}
+	var out []Takeover
+	for _, k := range keys {
+		e, err := kv.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			return nil, fmt.Errorf("topology: read %s: %w", k, err)
+		}
+		var tk Takeover
+		if err := json.Unmarshal(e.Value(), &tk); err != nil {
+			return nil, fmt.Errorf("topology: %s is not a lead's takeover record: %w", k, err)
+		}
+		out = append(out, tk)
+	}
+	return out, nil
+}
+
+// deleteTakeovers deletes the records of leads made in place of sink and
+// of sink made a lead in place of others: removed, it neither needs nor
+// vouches for a sweep.
+func deleteTakeovers(ctx context.Context, kv jetstream.KeyValue, sink string) error {
+	for _, filter := range []string{takeoverKey(sink, "*"), takeoverKey("*", sink)} {
+		keys, err := takeoverKeys(ctx, kv, filter)
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if err := kv.Purge(ctx, k); err != nil {
+				return fmt.Errorf("topology: delete %s: %w", k, err)
+			}
+		}
+	}
+	return nil
+}
+
+func takeoverKeys(ctx context.Context, kv jetstream.KeyValue, filter string) ([]string, error) {
+	keys, err := kv.ListKeysFiltered(ctx, filter)
+	if err != nil {
+		return nil, fmt.Errorf("topology: list %s: %w", filter, err)
+	}
+	var out []string
+	for k := range keys.Keys() {
+		out = append(out, k)
+	}
+	return out, nil
+}
+
+// LeadRemoval is what decides whether removing a sink can lose a lead's
+// checks (Check), as read from the server (ReadLeadRemoval).
+type LeadRemoval struct {
+	Sink string
+	// Lead says its events consumers are marked a lead.
+	Lead bool
+	// Pending and AckPending are summed over its events consumers: what
+	// it has not read, and what it was delivered and has not acked.
+	Pending, AckPending uint64
+	// Others are the other sinks with events consumers, true for those
+	// marked leads.
+	Others map[string]bool
+	// Takeovers are the leads recorded as made in place of it.
+	Takeovers []Takeover
+	// Sweeping are the partitions of its own sweep, of the backlog of a
+	// lead it was made the lead in place of, not done (PendingSweep):
+	// its removal deletes them, and no one else resumes them.
+	Sweeping int
+}
+
+// Check says whether the sink can go without a lead's check lost, and if
+// not, why and what to do.
+func (r LeadRemoval) Check() error {
+	if !r.Lead || len(r.Others) == 0 {
+		return nil // no lead, or the last sink: no one left to check for
+	}
+	if r.Sweeping > 0 {
+		return fmt.Errorf("sink %s has not finished checking the backlog of the lead it was made the lead in place of "+
+			"(%d partitions; Sweep.%s.<stream> in the floors bucket), and removing it drops that check: "+
+			"run a dispatcher whose config has %s until it logs \"checked the old lead's backlog\", stop it, "+
+			"then run this again (docs/operations.md, \"Removing the lead\")", r.Sink, r.Sweeping, r.Sink, r.Sink)
+	}
+	var leads []string
+	for s, lead := range r.Others {
+		if lead {
+			leads = append(leads, s)
+		}
+	}
+	slices.Sort(leads)
+	if len(leads) == 0 {
+		return fmt.Errorf("sink %s is the deployment's lead (its consumer reads every subject and checks what no other sink reads: "+
+			"invalid envelopes, events on a subject their sink does not read) and no other sink is a lead yet: "+
+			"start a dispatcher whose config lacks %s first (its first sink becomes the lead and checks what %s had not read), "+
+			"then run this again (docs/operations.md, \"Removing the lead\")", r.Sink, r.Sink, r.Sink)
+	}
+	if r.Pending == 0 && r.AckPending == 0 {
+		return nil // it checked everything stored
+	}
+	var short []string
+	for _, tk := range r.Takeovers {
+		if !r.Others[tk.By] {
+			continue // not a lead (any more): its sweep vouches for nothing
+		}
+		missing := r.uncovered(tk)
+		if len(missing) == 0 {
+			return nil
+		}
+		short = append(short, fmt.Sprintf("%s, whose config lacked %s", tk.By, strings.Join(missing, ", ")))
+	}
+	why := "no sink has been made the lead in place of it"
+	if len(short) > 0 {
+		why = "the leads made in place of it checked its backlog for their own configs only (" + strings.Join(short, "; ") +
+			"; if those sinks are being removed too, remove them first)"
+	}
+	return fmt.Errorf("sink %s is a lead with %d events it has not read and %d it has not acked, and %s: "+
+		"the other leads (%s) do not check that backlog for the sinks of %s's configs, and a sink made their lead after this removal "+
+		"would check from another lead's floor, past it. Start a dispatcher whose config lacks %s and has the other sinks it ran with, "+
+		"and wait for its log \"checked the old lead's backlog\"; or run %s again in a config, resume it if paused "+
+		"(dispatcher sinks resume %s) and let it read its backlog (0 pending, 0 in flight in the dry run), then stop it; "+
+		"then run this again (docs/operations.md, \"Removing the lead\")",
+		r.Sink, r.Pending, r.AckPending, why, strings.Join(leads, ", "), r.Sink, r.Sink, r.Sink, r.Sink)
+}
+
+// uncovered are the other sinks, not leads themselves, that tk's config
+// lacked: the sweep did not check the backlog for them. A lead checks for
+// its own set of sinks.
+func (r LeadRemoval) uncovered(tk Takeover) []string {
+	var out []string
+	for s, lead := range r.Others {
+		if !lead && !slices.Contains(tk.Sinks, s) {
+			out = append(out, s)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// ReadLeadRemoval reads what LeadRemoval.Check decides on. A deployment
+// without the floors bucket has no takeovers.
+func (t Topology) ReadLeadRemoval(ctx context.Context, js jetstream.JetStream, sink string) (LeadRemoval, error) {
+	r := LeadRemoval{Sink: sink, Others: map[string]bool{}}
+	for _, stream := range t.EventsStreams() {
+		st, err := js.Stream(ctx, stream)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			continue
+		}
+		if err != nil {
+			return r, fmt.Errorf("topology: %s: %w", stream, err)
+		}
+		list := st.ListConsumers(ctx)
+		for info := range list.Info() {
+			name, ok := strings.CutPrefix(info.Name, SinkConsumer(""))
+			if !ok {
+				continue
+			}
+			if name == sink {
+				r.Lead = r.Lead || IsLead(info)
+				r.Pending += info.NumPending
+				r.AckPending += uint64(max(info.NumAckPending, 0))
+				continue
+			}
+			r.Others[name] = r.Others[name] || IsLead(info)
+		}
+		if err := list.Err(); err != nil {
+			return r, fmt.Errorf("topology: list consumers of %s: %w", stream, err)
+		}
+	}
+	if !r.Lead {
+		return r, nil
+	}
+	kv, err := js.KeyValue(ctx, t.FloorsBucket())
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return r, nil
+	}
+	if err != nil {
+		return r, fmt.Errorf("topology: floors bucket %s: %w", t.FloorsBucket(), err)
+	}
+	if r.Takeovers, err = t.Takeovers(ctx, kv, sink); err != nil {
+		return r, err
+	}
+	sweeping, err := t.PendingSweeps(ctx, kv, sink)
+	r.Sweeping = len(sweeping)
+	return r, err
+}
