@@ -21,6 +21,7 @@ import (
 // restart in the rollout) when the consumer is lost; without the loss the
 // track events would wait for it (the fence is still the new config's).
 func TestHealerRecreatingAConsumerKeepsTheOwnersFence(t *testing.T) {
+	t.Parallel() // mostly waits out server-side clocks (max_age, leases, ack_wait, settle times)
 	e := testenv.New(t)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	oldRoutes := []config.Route{{Types: []string{envelope.TypeIdentify}, Sinks: []string{"gateway"}}}

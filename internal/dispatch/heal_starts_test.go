@@ -20,6 +20,7 @@ import (
 // unknown_destination by the other sink's replica, and delivered as well
 // by the healed consumer. Both, where the design promises one or the other.
 func TestEventForASinkWhoseConsumerIsHealingIsNotAlsoDeadLettered(t *testing.T) {
+	t.Parallel() // mostly waits out server-side clocks (max_age, leases, ack_wait, settle times)
 	e := testenv.New(t)
 	e.Start([]config.Sink{e.Sink("chabok", emulator.Chabok, nil, nil)}, []config.Route{{Sinks: []string{"chabok"}}})
 	e.Start([]config.Sink{e.Sink("late", emulator.MetrixGateway, slugs, nil)}, []config.Route{{Sinks: []string{"late"}}})

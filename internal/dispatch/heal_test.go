@@ -234,6 +234,7 @@ func TestDeletedRetriesConsumerIsRecreatedAndTheRetryDelivered(t *testing.T) {
 // told: its pulls resume once the consumer is back), and each key's events
 // still reach the vendor in order, resends allowed.
 func TestDeletedOrderedConsumerIsRecreated(t *testing.T) {
+	t.Parallel() // mostly waits out server-side clocks (max_age, leases, ack_wait, settle times)
 	e := testenv.New(t)
 	keepEventsUnderInterest(t, e)
 	k := newKeyed(t, []string{"u0", "u1", "u2"}, 8)
@@ -259,6 +260,7 @@ func TestDeletedOrderedConsumerIsRecreated(t *testing.T) {
 // deleted is recreated, the other is left alone, and every event of both
 // reaches the vendor.
 func TestDeletedPartitionConsumerIsRecreated(t *testing.T) {
+	t.Parallel() // mostly waits out server-side clocks (max_age, leases, ack_wait, settle times)
 	e := testenv.NewPartitioned(t, 2)
 	keepEventsUnderInterest(t, e)
 	d := e.Start([]config.Sink{e.Sink("hook", emulator.Webhook, nil, nil)}, []config.Route{{Types: []string{envelope.TypeTrack}, Sinks: []string{"hook"}}})

@@ -499,6 +499,7 @@ func pinnedClient(t *testing.T, e *testenv.Env) string {
 // after the cut at the latest, when what it held falls due), and no event
 // reaches the vendor for the first time after a newer one of its key.
 func TestOrderStopsWhenThePinLeaseLapses(t *testing.T) {
+	t.Parallel() // mostly waits out server-side clocks (max_age, leases, ack_wait, settle times)
 	e := testenv.New(t)
 	k := newKeyed(t, []string{"u0", "u1", "u2"}, 4)
 	head := k.ids["u0"][0]

@@ -54,6 +54,7 @@ func throttleWindows(reqs []emulator.Request, ra time.Duration) (inFirst, early 
 // shared, each replica honoured only its own 429s: 2 of 3 probes after
 // every window arrived inside the window the first had just been given.
 func TestRetryAfterPausesEveryReplica(t *testing.T) {
+	t.Parallel() // mostly waits out server-side clocks (max_age, leases, ack_wait, settle times)
 	e := testenv.New(t)
 	vendor := e.Emu.Vendor(emulator.MetrixGateway)
 	vendor.SetFault(emulator.Fault{Status: 429, RetryAfter: "1"})

@@ -23,6 +23,7 @@ import (
 // the removal (its consumers marked, not yet deleted), so the checker's
 // look-ups see the mark too.
 func TestEventsNamingARemovedSinkAreDeadLettered(t *testing.T) {
+	t.Parallel() // mostly waits out server-side clocks (max_age, leases, ack_wait, settle times)
 	e := testenv.New(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

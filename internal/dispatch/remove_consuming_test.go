@@ -24,6 +24,7 @@ import (
 // dispatcher still had (its healer recreated them) and purged the retries
 // it had scheduled, which were lost.
 func TestSinksRemoveSeesADispatcherWhoseBreakerIsOpen(t *testing.T) {
+	t.Parallel() // mostly waits out server-side clocks (max_age, leases, ack_wait, settle times)
 	e := testenv.New(t)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	sink.Breaker = retry.BreakerSettings{FailureThreshold: 2, OpenTimeout: 10 * time.Second, Interval: time.Minute}

@@ -286,6 +286,7 @@ func TestOpenBreakerFetchesNothingAndHeldMessagesStayAlive(t *testing.T) {
 // the event is held (not handed back, so the vendor is not called again
 // for an event it rejected) and dead-lettered once the stream is back.
 func TestFailedDeadLetterWriteLosesNothing(t *testing.T) {
+	t.Parallel() // mostly waits out server-side clocks (max_age, leases, ack_wait, settle times)
 	e := testenv.New(t)
 	// A short ack_wait, so the hold outlives several; not shorter than
 	// 2 s, since a keep-alive (every ack_wait/3) delayed by more than two

@@ -231,6 +231,7 @@ func TestRetriesStreamBackTakesTheRetryInPlace(t *testing.T) {
 // A shutdown while an event is retried in place hands it back: the next
 // dispatcher delivers it.
 func TestShutdownHandsBackARetryInPlace(t *testing.T) {
+	t.Parallel() // mostly waits out server-side clocks (max_age, leases, ack_wait, settle times)
 	e := testenv.New(t)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	sink.Retry.MaxAttempts = 1000

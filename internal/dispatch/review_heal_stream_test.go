@@ -19,6 +19,7 @@ import (
 // the new stream up to that floor is skipped. restoreLost checks the
 // stream instance (Floor.StreamCreated); the healer does not.
 func TestReviewHealerFloorOfADeletedStreamIsNotAppliedToItsSuccessor(t *testing.T) {
+	t.Parallel() // mostly waits out server-side clocks (max_age, leases, ack_wait, settle times)
 	e := testenv.New(t)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	routes := []config.Route{{Sinks: []string{"gateway"}}}

@@ -88,6 +88,7 @@ func TestReviewALeadConsumerLostWhileStoppedStaysTheLead(t *testing.T) {
 // pause) from before the read until the widening update, which resumes
 // them (topology.HoldForWidening).
 func TestReviewANewLeadsPassedOverWindowIsSwept(t *testing.T) {
+	t.Parallel() // mostly waits out server-side clocks (max_age, leases, ack_wait, settle times)
 	if lost, total := newLeadWindow(t); lost > 0 {
 		t.Errorf("%d of %d stray events passed over by the new lead's consumer while it was made the lead: neither delivered nor dead-lettered", lost, total)
 	}
@@ -186,6 +187,7 @@ func newLeadWindow(t *testing.T) (lost, total int) {
 // dead-lettered). Fixed: the sweep is recorded in the floors bucket
 // until done (topology.PendingSweep), and the next bind resumes it.
 func TestReviewACutShortSweepIsResumed(t *testing.T) {
+	t.Parallel() // mostly waits out server-side clocks (max_age, leases, ack_wait, settle times)
 	e := testenv.New(t)
 	first := e.Sink("first", emulator.Chabok, nil, nil)
 	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)

@@ -23,6 +23,7 @@ import (
 // it, the events published after the sweep (within the reach) are not
 // dead-lettered, and after the resumption they are delivered.
 func TestReviewPausedFilteredSinkPastReachDeadLettersOnlyItsOldEvents(t *testing.T) {
+	t.Parallel() // mostly waits out server-side clocks (max_age, leases, ack_wait, settle times)
 	e := testenv.New(t)
 	withMaxAge(t, e, pastReachMaxAge)
 	vendor := e.Emu.Vendor(emulator.MetrixGateway)
@@ -94,6 +95,7 @@ func TestReviewPausedFilteredSinkPastReachDeadLettersOnlyItsOldEvents(t *testing
 // ends either dead-lettered once (and not at the vendor) or delivered,
 // never both and never neither.
 func TestReviewSweepRacingResumeLosesNothing(t *testing.T) {
+	t.Parallel() // mostly waits out server-side clocks (max_age, leases, ack_wait, settle times)
 	e := testenv.New(t)
 	withMaxAge(t, e, pastReachMaxAge)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)

@@ -73,6 +73,7 @@ func replayPaused(t *testing.T, e *testenv.Env, want int) {
 // with no request to the vendor, and a replay after the resumption
 // delivers them.
 func TestOperatorPausePastMaxAgeDeadLettersTheBacklog(t *testing.T) {
+	t.Parallel() // mostly waits out server-side clocks (max_age, leases, ack_wait, settle times)
 	e := testenv.New(t)
 	// The reach is 18 s, the margin before the stream drops them 2 s
 	// (a week's is 16.8 h): room for a loaded machine.
@@ -141,6 +142,7 @@ func TestOperatorPausePastMaxAgeDeadLettersTheBacklog(t *testing.T) {
 // order after the resumption, without the old ones; a replay then
 // delivers those.
 func TestOperatorPausePastMaxAgeKeepsAnOrderedSinkInOrder(t *testing.T) {
+	t.Parallel() // mostly waits out server-side clocks (max_age, leases, ack_wait, settle times)
 	e := testenv.New(t)
 	withMaxAge(t, e, pastReachMaxAge)
 	vendor := e.Emu.Vendor(emulator.MetrixGateway)

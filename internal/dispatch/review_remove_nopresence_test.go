@@ -20,6 +20,7 @@ import (
 // clears the removal's mark at its next fence check (Topology.Reclaim),
 // so the removal gives up.
 func TestReviewSinksRemoveGivesUpOnAReplicaWithoutPresenceAndAShutGate(t *testing.T) {
+	t.Parallel() // mostly waits out server-side clocks (max_age, leases, ack_wait, settle times)
 	e := testenv.New(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

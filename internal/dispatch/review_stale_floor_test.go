@@ -22,6 +22,7 @@ import (
 // recreated from the new stream's first event: every event of it
 // delivered again.
 func TestReviewStaleReplicaDoesNotRecordAFloorOfAStreamGone(t *testing.T) {
+	t.Parallel() // mostly waits out server-side clocks (max_age, leases, ack_wait, settle times)
 	e := testenv.New(t)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	older := []config.Route{{Sinks: []string{"gateway"}}}

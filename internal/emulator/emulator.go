@@ -23,6 +23,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -156,8 +157,12 @@ type Request struct {
 	Query  string          `json:"query,omitempty"`
 	Header http.Header     `json:"header"`
 	Body   json.RawMessage `json:"body,omitempty"`
-	At     time.Time       `json:"at"`
-	Status int             `json:"status"`
+	// Arrived is when the request reached the vendor's handler; At is
+	// when it was answered (later by a fault's latency, and by however
+	// late the machine ran that timer).
+	Arrived time.Time `json:"arrived"`
+	At      time.Time `json:"at"`
+	Status  int       `json:"status"`
 }
 
 // Fault overrides a vendor's answers.
@@ -215,7 +220,13 @@ type Vendor struct {
 	// accepts beyond answering them (the Metrix gateway drops a user's
 	// second message at one time, answering 2xx all the same).
 	timeline *timeline
+	// inFlight counts requests being answered (InFlight).
+	inFlight atomic.Int64
 }
+
+// InFlight is how many requests the vendor is answering now: arrived,
+// not yet recorded.
+func (v *Vendor) InFlight() int64 { return v.inFlight.Load() }
 
 // SetQuota makes the vendor answer 429 (no Retry-After) to requests beyond
 // perSecond with bursts of burst; 0 removes the quota.
@@ -358,6 +369,9 @@ func (v *Vendor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		v.control(w, r)
 		return
 	}
+	arrived := time.Now()
+	v.inFlight.Add(1)
+	defer v.inFlight.Add(-1)
 	body, _ := io.ReadAll(io.LimitReader(r.Body, 4<<20))
 	var a answer
 	var retryAfter string
@@ -370,7 +384,7 @@ func (v *Vendor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			case <-r.Context().Done():
 				// The client gave up first (its timeout): still a request
 				// the vendor received, recorded as nginx logs it.
-				rec := Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone(), At: time.Now(), Status: StatusClientGone}
+				rec := Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone(), Arrived: arrived, At: time.Now(), Status: StatusClientGone}
 				if json.Valid(body) {
 					rec.Body = body
 				}
@@ -383,7 +397,7 @@ func (v *Vendor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		a = v.validate(r, body)
 	}
-	rec := Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone(), At: time.Now(), Status: a.status}
+	rec := Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone(), Arrived: arrived, At: time.Now(), Status: a.status}
 	if json.Valid(body) {
 		rec.Body = body
 	}
