@@ -118,6 +118,11 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 			Storage:     storage,
 			Replicas:    t.cfg.Replicas,
 		})
+		mode, err := t.deliveriesPersistMode(ctx, js, storage)
+		if err != nil {
+			return err
+		}
+		streams[len(streams)-1].PersistMode = mode
 	}
 	for _, sc := range streams {
 		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
@@ -125,6 +130,29 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 		}
 	}
 	return nil
+}
+
+// deliveriesPersistMode is how the server persists delivery records.
+// Flushed in place (the default), each record was a write syscall of its
+// own on the server, a quarter of its CPU while draining a backlog: a
+// single file-backed copy is flushed in batches instead (AsyncPersistMode).
+// What that risks, the last records written before a hard kill of
+// nats-server, costs lookups their detail, never an event, as a record
+// lost on the way does (deliveries.Writer). The server refuses the mode
+// for replicated or memory streams, and refuses to change a stream's
+// mode: a stream made before keeps its own.
+func (t Topology) deliveriesPersistMode(ctx context.Context, js jetstream.JetStream, storage jetstream.StorageType) (jetstream.PersistModeType, error) {
+	s, err := js.Stream(ctx, t.DeliveriesStream())
+	switch {
+	case err == nil:
+		return s.CachedInfo().Config.PersistMode, nil
+	case !errors.Is(err, jetstream.ErrStreamNotFound):
+		return 0, fmt.Errorf("topology: stream %s: %w", t.DeliveriesStream(), err)
+	case storage == jetstream.FileStorage && t.cfg.Replicas <= 1:
+		return jetstream.AsyncPersistMode, nil
+	default:
+		return jetstream.DefaultPersistMode, nil
+	}
 }
 
 // SinkConsumers are a sink's durable consumers: one per partition's
