@@ -1,0 +1,72 @@
+package dispatch_test
+
+// Review of `dispatcher sinks remove` of a lead decided by
+// topology.LeadRemoval on the takeover records a bind writes
+// (dispatcher.go leadsAtBind): cases the change's own tests do not reach.
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/internal/emulator"
+	"github.com/chapar-dev/chapar/internal/testenv"
+	"github.com/chapar-dev/chapar/pkg/envelope"
+)
+
+// leadRemovable reads and decides, as `dispatcher sinks remove` does,
+// whether sink can go without a lead's check lost.
+func leadRemovable(t *testing.T, e *testenv.Env, sink string) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	lr, err := e.Topo.ReadLeadRemoval(ctx, e.JS, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lr.Check()
+}
+
+// A takeover record lists the config's sinks (Takeover.Sinks), and the
+// floors bucket takes values of at most 1 KiB: a config of 16 sinks with
+// 60-character names (a sink name may have 63) does not fit. The bind
+// logs a warning and goes on, and the removal of the old lead, which has
+// a backlog as soon as an event is stored after its last replica stopped
+// (it reads every subject), is refused for ever on a deployment taking
+// events, though the new lead swept its backlog for every sink: only
+// --force, which the refusal says may lose a check, removes it.
+func TestReviewATakeoverByAConfigOfManySinksIsRecorded(t *testing.T) {
+	e := testenv.New(t)
+	first := e.Sink("first", emulator.Chabok, nil, nil)
+	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	sinkCfgs := []config.Sink{first, gateway}
+	var many []string
+	for i := range 16 {
+		name := fmt.Sprintf("crm-%02d-%s", i, strings.Repeat("x", 53)) // 60 characters
+		sinkCfgs = append(sinkCfgs, e.Sink(name, emulator.Chabok, nil, nil))
+		many = append(many, name)
+	}
+	routes := []config.Route{
+		{Types: []string{envelope.TypePurchase}, Sinks: []string{"first"}},
+		{Types: []string{envelope.TypeTrack}, Sinks: []string{"gateway"}},
+		{Types: []string{envelope.TypeIdentify}, Sinks: many},
+	}
+	if err := e.Start(sinkCfgs, routes).Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// The lead's backlog: events stored while no replica runs it.
+	stray := publishStray(t, e)
+	publishTracks(t, e, 3, "order_paid")
+	// The config without the lead: gateway is made the lead in place of
+	// first, and sweeps its backlog for every other sink of the config.
+	e.Start(sinkCfgs[1:], routes[1:])
+	testenv.Eventually(t, 30*time.Second, "the stray in the old lead's backlog judged for gateway", func() bool {
+		return gatewayIDs(t, e)[stray.ID]+unknownFor(t, e, "gateway")[stray.ID] > 0
+	})
+	if err := leadRemovable(t, e, "first"); err != nil {
+		t.Errorf("removal of the old lead once a config with every other sink made gateway the lead in place of it: %v", err)
+	}
+}
