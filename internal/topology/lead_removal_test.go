@@ -1,10 +1,13 @@
 package topology_test
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/chapar-dev/chapar/internal/topology"
 )
@@ -106,5 +109,32 @@ func TestTakeoversGoWithTheSinksFloors(t *testing.T) {
 		if !slices.Equal(by, want) {
 			t.Errorf("takeovers of %s once a is removed: %v, want %v", old, by, want)
 		}
+	}
+}
+
+// A takeover record names every sink of its config, up to 63 bytes each:
+// one of 17 long-named sinks is recorded, in a floors bucket made with the
+// 1 KiB values of before too (the next bind raises them), and read back.
+func TestATakeoverOfManyLongNamedSinksIsRecorded(t *testing.T) {
+	_, js := jetStream(t)
+	ctx := timeout(t)
+	topo := layout(1)
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: topo.FloorsBucket(), History: 1, MaxValueSize: 1024}); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := topo.EnsureFloors(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sinks []string
+	for i := range 17 {
+		sinks = append(sinks, fmt.Sprintf("sink-%02d-%s", i, strings.Repeat("x", 55)))
+	}
+	if err := topo.WriteTakeover(ctx, kv, "a", topology.Takeover{By: sinks[0], Sinks: sinks, At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := topo.Takeovers(ctx, kv, "a")
+	if err != nil || len(got) != 1 || !slices.Equal(got[0].Sinks, sinks) {
+		t.Fatalf("takeovers of a: %+v %v, want the one written, naming its 17 sinks", got, err)
 	}
 }
