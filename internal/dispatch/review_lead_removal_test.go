@@ -127,3 +127,91 @@ func TestReviewASinkAddedAfterTheTakeoverDoesNotWedgeTheRemoval(t *testing.T) {
 		t.Errorf("removal of the old lead once a sink was added after the takeover, and the refusal's advice followed: %v", err)
 	}
 }
+
+// A takeover vouches for the old lead's backlog on the strength of the
+// new lead's sweep of it, by the config that recorded it. A sweep cut
+// short (the replica stopped) is resumed by the next bind that runs the
+// new lead, whatever its config: one without a sink of the takeover's
+// config judges the rest of the backlog without it. Removing the old
+// lead while the sweep is not done, or once a config without that sink
+// finished it, loses the strays for that sink the old lead had not
+// read: they are below the new lead's position, and a lead made later
+// for that sink (its set split off) sweeps from the new lead's floor.
+// Every time the check allows it, the old lead is removed here; every
+// stray must still be judged for s.
+func TestReviewATakeoverVouchesOnlyForASweepDoneByItsConfig(t *testing.T) {
+	e := testenv.New(t)
+	first := e.Sink("first", emulator.Chabok, nil, nil)
+	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	s := e.Sink("s", emulator.Chabok, nil, nil)
+	purchase := config.Route{Types: []string{envelope.TypePurchase}, Sinks: []string{"first"}}
+	track := config.Route{Types: []string{envelope.TypeTrack}, Sinks: []string{"gateway", "s"}}
+	old := e.Start([]config.Sink{first, gateway, s}, []config.Route{purchase, track})
+	setPaused(t, e, "first", true)
+	testenv.Eventually(t, 10*time.Second, "the lead paused", func() bool { return old.Tally.Paused("first") })
+	// The old lead's backlog: strays for gateway and s, which both read
+	// past (many, so that the new lead's sweep takes a while).
+	var strays []string
+	for range 2000 {
+		strays = append(strays, publishStray(t, e).ID)
+	}
+	ids := publishTracks(t, e, 5, "order_paid")
+	testenv.Eventually(t, 30*time.Second, "gateway past the backlog", allDelivered(t, e, ids))
+	testenv.Eventually(t, 30*time.Second, "gateway and s settled", func() bool { return e.Idle("gateway", "s") })
+	if err := old.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	setPaused(t, e, "first", false)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	removed := false
+	removeIfAllowed := func(when string) {
+		t.Helper()
+		if removed || leadRemovable(t, e, "first") != nil {
+			return
+		}
+		t.Logf("sinks remove first allowed %s", when)
+		if _, err := e.Topo.RemoveSink(ctx, e.JS, "first"); err != nil {
+			t.Fatal(err)
+		}
+		removed = true
+	}
+	// The config without the lead makes gateway the lead, records its
+	// takeover with gateway and s, starts its sweep and stops at once.
+	if err := e.Start([]config.Sink{gateway, s}, []config.Route{track}).Stop(); err != nil {
+		t.Fatal(err)
+	}
+	floors, err := e.JS.KeyValue(ctx, e.Topo.FloorsBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := e.Topo.PendingSweeps(ctx, floors, "gateway"); err != nil || len(p) == 0 {
+		t.Fatalf("gateway's sweep: %v %v, want it cut short by the stop", p, err)
+	}
+	removeIfAllowed("with the new lead's sweep cut short")
+	// The sets split: gateway runs alone, and its bind resumes the
+	// sweep, by a config without s.
+	e.Start([]config.Sink{gateway}, []config.Route{{Types: []string{envelope.TypeTrack}, Sinks: []string{"gateway"}}})
+	testenv.Eventually(t, 60*time.Second, "gateway's sweep done", func() bool {
+		p, err := e.Topo.PendingSweeps(ctx, floors, "gateway")
+		return err == nil && len(p) == 0
+	})
+	removeIfAllowed("once a config without s finished the sweep")
+	// And s in a config of its own: made its lead.
+	e.Start([]config.Sink{s}, []config.Route{{Types: []string{envelope.TypeTrack}, Sinks: []string{"s"}}})
+	testenv.Eventually(t, 60*time.Second, "s's sweep done", func() bool {
+		p, err := e.Topo.PendingSweeps(ctx, floors, "s")
+		return err == nil && len(p) == 0
+	})
+	testenv.Eventually(t, 30*time.Second, "settled", func() bool { return e.Idle("gateway", "s") })
+	judged := unknownFor(t, e, "s")
+	lost := 0
+	for _, id := range strays {
+		if judged[id] == 0 {
+			lost++
+		}
+	}
+	if lost > 0 {
+		t.Errorf("%d of %d strays for s in the removed lead's backlog neither delivered nor dead-lettered for s (first removed: %v)", lost, len(strays), removed)
+	}
+}
