@@ -16,7 +16,7 @@ import (
 // is held back; the only lead while other sinks exist never goes, nor one
 // whose own sweep is not done; another lead lets it go once it has read
 // everything, or once a lead made in place of it by a config with every
-// other sink that does not lead itself recorded its sweep.
+// other sink that does not lead itself recorded its sweep and did it.
 func TestLeadRemovalCheck(t *testing.T) {
 	tk := func(by string, sinks ...string) topology.Takeover { return topology.Takeover{By: by, Sinks: sinks} }
 	for _, c := range []struct {
@@ -52,6 +52,14 @@ func TestLeadRemovalCheck(t *testing.T) {
 			Others: map[string]bool{"y": true}, Takeovers: []topology.Takeover{tk("y", "y")}}, "has not finished checking the backlog"},
 		{"pending, the lead that swept is gone", topology.LeadRemoval{Lead: true, Pending: 5,
 			Others: map[string]bool{"y": true}, Takeovers: []topology.Takeover{tk("b", "b", "y")}}, "no sink has been made the lead in place of it"},
+		{"pending, the new lead's sweep not done", topology.LeadRemoval{Lead: true, Pending: 5,
+			Others: map[string]bool{"b": true, "c": false}, Takeovers: []topology.Takeover{tk("b", "b", "c")}, Unswept: map[string]int{"b": 1}},
+			"have not finished checking its backlog (b (1 partitions"},
+		{"pending, one new lead's sweep not done, another's done", topology.LeadRemoval{Lead: true, Pending: 5,
+			Others: map[string]bool{"b": true, "y": true}, Takeovers: []topology.Takeover{tk("b", "b"), tk("y", "y")}, Unswept: map[string]int{"b": 2}}, ""},
+		{"pending, a sweep not done and a config short", topology.LeadRemoval{Lead: true, Pending: 5,
+			Others: map[string]bool{"b": true, "c": false, "y": true}, Takeovers: []topology.Takeover{tk("b", "b", "c"), tk("y", "y")},
+			Unswept: map[string]int{"b": 1}}, "y, whose config lacked c"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			c.r.Sink = "a"
@@ -136,5 +144,47 @@ func TestATakeoverOfManyLongNamedSinksIsRecorded(t *testing.T) {
 	got, err := topo.Takeovers(ctx, kv, "a")
 	if err != nil || len(got) != 1 || !slices.Equal(got[0].Sinks, sinks) {
 		t.Fatalf("takeovers of a: %+v %v, want the one written, naming its 17 sinks", got, err)
+	}
+}
+
+// A bind of another config that resumes a lead's sweep takes the sinks
+// its config lacks out of that lead's takeovers (the rest of the sweep
+// does not check for them), and adds none; others' takeovers stay.
+func TestNarrowTakeoversKeepsTheResumingConfigsSinks(t *testing.T) {
+	_, js := jetStream(t)
+	ctx := timeout(t)
+	topo := layout(1)
+	kv, err := topo.EnsureFloors(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []struct {
+		old string
+		tk  topology.Takeover
+	}{
+		{"a", topology.Takeover{By: "b", Sinks: []string{"b", "c", "d"}}},
+		{"z", topology.Takeover{By: "b", Sinks: []string{"b", "d"}}},
+		{"a", topology.Takeover{By: "y", Sinks: []string{"y", "c"}}},
+	} {
+		if err := topo.WriteTakeover(ctx, kv, w.old, w.tk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := topo.NarrowTakeovers(ctx, kv, "b", []string{"b", "d", "e"}); err != nil {
+		t.Fatal(err)
+	}
+	for old, want := range map[string]map[string][]string{"a": {"b": {"b", "d"}, "y": {"y", "c"}}, "z": {"b": {"b", "d"}}} {
+		got, err := topo.Takeovers(ctx, kv, old)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("takeovers of %s: %+v, want %v", old, got, want)
+		}
+		for _, tk := range got {
+			if !slices.Equal(tk.Sinks, want[tk.By]) {
+				t.Errorf("takeover of %s by %s: sinks %v, want %v", old, tk.By, tk.Sinks, want[tk.By])
+			}
+		}
 	}
 }
