@@ -147,8 +147,16 @@ func TestReviewASinkAddedAfterTheTakeoverDoesNotWedgeTheRemoval(t *testing.T) {
 // once its lead's sweep is done (LeadRemoval.Unswept), and a bind that
 // resumes the sweep narrows the takeover to its config's sinks
 // (topology.NarrowTakeovers).
+// With partitions, the strays spread over them, each partition's sweep
+// recorded and resumed on its own.
 func TestReviewATakeoverVouchesOnlyForASweepDoneByItsConfig(t *testing.T) {
-	e := testenv.New(t)
+	for _, n := range []int{1, 2} {
+		t.Run(fmt.Sprintf("partitions=%d", n), func(t *testing.T) { takeoverVouches(t, n) })
+	}
+}
+
+func takeoverVouches(t *testing.T, partitions int) {
+	e := envWith(t, partitions)
 	first := e.Sink("first", emulator.Chabok, nil, nil)
 	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	s := e.Sink("s", emulator.Chabok, nil, nil)
@@ -160,8 +168,8 @@ func TestReviewATakeoverVouchesOnlyForASweepDoneByItsConfig(t *testing.T) {
 	// The old lead's backlog: strays for gateway and s, which both read
 	// past (many, so that the new lead's sweep takes a while).
 	var strays []string
-	for range 2000 {
-		strays = append(strays, publishStray(t, e).ID)
+	for i := range 2000 {
+		strays = append(strays, publishStrayOf(t, e, fmt.Sprintf("u%d", i)).ID)
 	}
 	ids := publishTracks(t, e, 5, "order_paid")
 	testenv.Eventually(t, 30*time.Second, "gateway past the backlog", allDelivered(t, e, ids))
@@ -261,4 +269,16 @@ func TestReviewALeadRemovalWithoutTheFloorsBucketRefusesABacklog(t *testing.T) {
 	if err := leadRemovable(t, e, "first"); err == nil || !strings.Contains(err.Error(), "no sink has been made the lead in place of it") {
 		t.Errorf("removal of a lead with a backlog while another set leads, without the floors bucket: %v, want a refusal", err)
 	}
+}
+
+// publishStrayOf is publishStray for a user: its partition's.
+func publishStrayOf(t *testing.T, e *testenv.Env, user string) *envelope.Envelope {
+	t.Helper()
+	stray := testenv.Track(t, "order_paid", user)
+	raw, err := stray.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.PublishRaw(e.Topo.EventSubjectFor("com.shop.order.shipped", stray.PartitionKey()), stray.ID, raw)
+	return stray
 }
