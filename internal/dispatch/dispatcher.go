@@ -599,6 +599,18 @@ func (d *Dispatcher) leadsAtBind(ctx context.Context, floors jetstream.KeyValue,
 				for i, p := range pending {
 					resumed[name] = append(resumed[name], leadSweep{partition: i, from: p.From, prior: p.Prior})
 				}
+				// What is left of it is checked by this config's routes:
+				// its takeovers vouch for this config's sinks only
+				// (topology.LeadRemoval). Not fatal: `sinks remove`
+				// refuses the old lead until the sweep is done, and after
+				// that a takeover not narrowed may vouch for a sink this
+				// config lacks.
+				if len(pending) > 0 {
+					if err := d.topo.NarrowTakeovers(ctx, floors, name, names); err != nil {
+						d.log.Warn("could not narrow the lead's takeover records to the sinks of this config, which resumes its sweep: "+
+							"dispatcher sinks remove may let an old lead go on a check this config does not make", zap.String("sink", name), zap.Error(err))
+					}
+				}
 			}
 			continue
 		}

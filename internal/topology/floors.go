@@ -56,6 +56,10 @@ type Floor struct {
 // idempotent; every dispatcher runs it as it binds. A value is rewritten
 // while its consumer moves, so the bucket stays one small value per sink
 // and partition; a sink's values go with it (RemoveSink).
+//
+// Values may be up to floorsValueMax: a takeover record (Takeover) lists
+// its config's sinks. A bucket made with less (1 KiB, before) is raised
+// by the next bind.
 func (t Topology) EnsureFloors(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
 	storage := jetstream.FileStorage
 	if t.cfg.Storage == "memory" {
@@ -65,7 +69,7 @@ func (t Topology) EnsureFloors(ctx context.Context, js jetstream.JetStream) (jet
 		Bucket:       t.FloorsBucket(),
 		Description:  "Chapar: each sink's events consumers' ack floors, to recreate one lost while no dispatcher runs",
 		History:      1,
-		MaxValueSize: 1024,
+		MaxValueSize: floorsValueMax,
 		Storage:      storage,
 		Replicas:     t.cfg.Replicas,
 	})
@@ -74,6 +78,15 @@ func (t Topology) EnsureFloors(ctx context.Context, js jetstream.JetStream) (jet
 	}
 	return kv, nil
 }
+
+// floorsValueMax bounds a value of the floors bucket. A takeover record
+// names every sink of the config that wrote it, each up to 63 bytes: at
+// 1 KiB, a config of 16 long-named sinks could not record one, and
+// `dispatcher sinks remove` refused the old lead until it had read its
+// backlog, for ever on a deployment taking events
+// (TestReviewATakeoverByAConfigOfManySinksIsRecorded). 64 KiB is the
+// presence bucket's bound too, for the same list.
+const floorsValueMax = 64 * 1024
 
 // WriteFloor stores a sink's floor on f.Stream.
 func WriteFloor(ctx context.Context, kv jetstream.KeyValue, sink string, f Floor) error {

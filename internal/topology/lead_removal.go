@@ -14,8 +14,9 @@ package topology
 // not checked can be lost (LeadRemoval.Check): it has nothing pending and
 // nothing unacked, or a lead made in place of it by a config holding
 // every other sink that is not a lead itself has recorded its sweep
-// (Takeover); and never while its own sweep of a lead it replaced is not
-// done (its removal deletes that record, and nothing else resumes it).
+// (Takeover) and done it; and never while its own sweep of a lead it
+// replaced is not done (its removal deletes that record, and nothing else
+// resumes it).
 
 import (
 	"context"
@@ -34,7 +35,9 @@ import (
 // recorded as a PendingSweep until done and resumed by any bind running
 // By) checks by that config's routes what Old had not acked, and By reads
 // every subject from then on. Written in the floors bucket before the
-// widening, only if every pending sweep of that bind was recorded.
+// widening, only if every pending sweep of that bind was recorded; a bind
+// of another config that resumes the sweep narrows Sinks to its own
+// (NarrowTakeovers).
 type Takeover struct {
 	By string `json:"by"`
 	// Sinks are the config's: the sinks whose checks By's sweep made.
@@ -83,6 +86,50 @@ func (t Topology) Takeovers(ctx context.Context, kv jetstream.KeyValue, old stri
 	return out, nil
 }
 
+// NarrowTakeovers is for a bind that resumes by's sweep (PendingSweep):
+// what is left of it is checked by this config's routes, for names only,
+// so the takeovers by's sweep vouches for keep only the sinks of names.
+// A compare-and-set, again on a conflict: binds of other configs that
+// resume it at the same time each take theirs out.
+func (t Topology) NarrowTakeovers(ctx context.Context, kv jetstream.KeyValue, by string, names []string) error {
+	keys, err := takeoverKeys(ctx, kv, takeoverKey("*", by))
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		for attempt := 1; ; attempt++ {
+			e, err := kv.Get(ctx, k)
+			if errors.Is(err, jetstream.ErrKeyNotFound) {
+				break // deleted meanwhile
+			}
+			if err != nil {
+				return fmt.Errorf("topology: read %s: %w", k, err)
+			}
+			var tk Takeover
+			if err := json.Unmarshal(e.Value(), &tk); err != nil {
+				return fmt.Errorf("topology: %s is not a lead's takeover record: %w", k, err)
+			}
+			kept := slices.DeleteFunc(slices.Clone(tk.Sinks), func(s string) bool { return !slices.Contains(names, s) })
+			if len(kept) == len(tk.Sinks) {
+				break
+			}
+			tk.Sinks = kept
+			raw, err := json.Marshal(tk)
+			if err != nil {
+				return err
+			}
+			_, err = kv.Update(ctx, k, raw, e.Revision())
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) || attempt == 5 {
+				return fmt.Errorf("topology: narrow %s to the sinks of the config resuming its sweep: %w", k, err)
+			}
+		}
+	}
+	return nil
+}
+
 // deleteTakeovers deletes the records of leads made in place of sink and
 // of sink made a lead in place of others: removed, it neither needs nor
 // vouches for a sweep.
@@ -127,6 +174,11 @@ type LeadRemoval struct {
 	Others map[string]bool
 	// Takeovers are the leads recorded as made in place of it.
 	Takeovers []Takeover
+	// Unswept are, for the leads of Takeovers, the partitions of their
+	// sweeps not done (PendingSweep): a sweep vouches for the backlog
+	// once it has checked it, and one resumed by a config with fewer
+	// sinks narrows its takeover first (NarrowTakeovers).
+	Unswept map[string]int
 	// Sweeping are the partitions of its own sweep, of the backlog of a
 	// lead it was made the lead in place of, not done (PendingSweep):
 	// its removal deletes them, and no one else resumes them.
@@ -161,21 +213,36 @@ func (r LeadRemoval) Check() error {
 	if r.Pending == 0 && r.AckPending == 0 {
 		return nil // it checked everything stored
 	}
-	var short []string
+	var short, unswept []string
 	for _, tk := range r.Takeovers {
 		if !r.Others[tk.By] {
 			continue // not a lead (any more): its sweep vouches for nothing
 		}
 		missing := r.uncovered(tk)
+		if len(missing) > 0 {
+			short = append(short, fmt.Sprintf("%s, whose config lacked %s", tk.By, strings.Join(missing, ", ")))
+		}
+		if n := r.Unswept[tk.By]; n > 0 {
+			// Cut short: resumed by the next bind running it, whose
+			// config may lack sinks of this one's.
+			unswept = append(unswept, fmt.Sprintf("%s (%d partitions; Sweep.%s.<stream> in the floors bucket)", tk.By, n, tk.By))
+			continue
+		}
 		if len(missing) == 0 {
 			return nil
 		}
-		short = append(short, fmt.Sprintf("%s, whose config lacked %s", tk.By, strings.Join(missing, ", ")))
+	}
+	var whys []string
+	if len(unswept) > 0 {
+		whys = append(whys, "the leads made in place of it have not finished checking its backlog ("+strings.Join(unswept, "; ")+")")
+	}
+	if len(short) > 0 {
+		whys = append(whys, "the leads made in place of it checked its backlog for their own configs only ("+strings.Join(short, "; ")+
+			"; if those sinks are being removed too, remove them first)")
 	}
 	why := "no sink has been made the lead in place of it"
-	if len(short) > 0 {
-		why = "the leads made in place of it checked its backlog for their own configs only (" + strings.Join(short, "; ") +
-			"; if those sinks are being removed too, remove them first)"
+	if len(whys) > 0 {
+		why = strings.Join(whys, ", and ")
 	}
 	return fmt.Errorf("sink %s is a lead with %d events it has not read and %d it has not acked, and %s: "+
 		"the other leads (%s) do not check that backlog for the sinks of %s's configs, and a sink made their lead after this removal "+
@@ -242,6 +309,14 @@ func (t Topology) ReadLeadRemoval(ctx context.Context, js jetstream.JetStream, s
 	}
 	if r.Takeovers, err = t.Takeovers(ctx, kv, sink); err != nil {
 		return r, err
+	}
+	r.Unswept = map[string]int{}
+	for _, tk := range r.Takeovers {
+		p, err := t.PendingSweeps(ctx, kv, tk.By)
+		if err != nil {
+			return r, err
+		}
+		r.Unswept[tk.By] = len(p)
 	}
 	sweeping, err := t.PendingSweeps(ctx, kv, sink)
 	r.Sweeping = len(sweeping)

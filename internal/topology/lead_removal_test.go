@@ -1,10 +1,13 @@
 package topology_test
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/chapar-dev/chapar/internal/topology"
 )
@@ -13,7 +16,7 @@ import (
 // is held back; the only lead while other sinks exist never goes, nor one
 // whose own sweep is not done; another lead lets it go once it has read
 // everything, or once a lead made in place of it by a config with every
-// other sink that does not lead itself recorded its sweep.
+// other sink that does not lead itself recorded its sweep and did it.
 func TestLeadRemovalCheck(t *testing.T) {
 	tk := func(by string, sinks ...string) topology.Takeover { return topology.Takeover{By: by, Sinks: sinks} }
 	for _, c := range []struct {
@@ -49,6 +52,14 @@ func TestLeadRemovalCheck(t *testing.T) {
 			Others: map[string]bool{"y": true}, Takeovers: []topology.Takeover{tk("y", "y")}}, "has not finished checking the backlog"},
 		{"pending, the lead that swept is gone", topology.LeadRemoval{Lead: true, Pending: 5,
 			Others: map[string]bool{"y": true}, Takeovers: []topology.Takeover{tk("b", "b", "y")}}, "no sink has been made the lead in place of it"},
+		{"pending, the new lead's sweep not done", topology.LeadRemoval{Lead: true, Pending: 5,
+			Others: map[string]bool{"b": true, "c": false}, Takeovers: []topology.Takeover{tk("b", "b", "c")}, Unswept: map[string]int{"b": 1}},
+			"have not finished checking its backlog (b (1 partitions"},
+		{"pending, one new lead's sweep not done, another's done", topology.LeadRemoval{Lead: true, Pending: 5,
+			Others: map[string]bool{"b": true, "y": true}, Takeovers: []topology.Takeover{tk("b", "b"), tk("y", "y")}, Unswept: map[string]int{"b": 2}}, ""},
+		{"pending, a sweep not done and a config short", topology.LeadRemoval{Lead: true, Pending: 5,
+			Others: map[string]bool{"b": true, "c": false, "y": true}, Takeovers: []topology.Takeover{tk("b", "b", "c"), tk("y", "y")},
+			Unswept: map[string]int{"b": 1}}, "y, whose config lacked c"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			c.r.Sink = "a"
@@ -105,6 +116,75 @@ func TestTakeoversGoWithTheSinksFloors(t *testing.T) {
 		}
 		if !slices.Equal(by, want) {
 			t.Errorf("takeovers of %s once a is removed: %v, want %v", old, by, want)
+		}
+	}
+}
+
+// A takeover record names every sink of its config, up to 63 bytes each:
+// one of 17 long-named sinks is recorded, in a floors bucket made with the
+// 1 KiB values of before too (the next bind raises them), and read back.
+func TestATakeoverOfManyLongNamedSinksIsRecorded(t *testing.T) {
+	_, js := jetStream(t)
+	ctx := timeout(t)
+	topo := layout(1)
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: topo.FloorsBucket(), History: 1, MaxValueSize: 1024}); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := topo.EnsureFloors(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sinks []string
+	for i := range 17 {
+		sinks = append(sinks, fmt.Sprintf("sink-%02d-%s", i, strings.Repeat("x", 55)))
+	}
+	if err := topo.WriteTakeover(ctx, kv, "a", topology.Takeover{By: sinks[0], Sinks: sinks, At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := topo.Takeovers(ctx, kv, "a")
+	if err != nil || len(got) != 1 || !slices.Equal(got[0].Sinks, sinks) {
+		t.Fatalf("takeovers of a: %+v %v, want the one written, naming its 17 sinks", got, err)
+	}
+}
+
+// A bind of another config that resumes a lead's sweep takes the sinks
+// its config lacks out of that lead's takeovers (the rest of the sweep
+// does not check for them), and adds none; others' takeovers stay.
+func TestNarrowTakeoversKeepsTheResumingConfigsSinks(t *testing.T) {
+	_, js := jetStream(t)
+	ctx := timeout(t)
+	topo := layout(1)
+	kv, err := topo.EnsureFloors(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []struct {
+		old string
+		tk  topology.Takeover
+	}{
+		{"a", topology.Takeover{By: "b", Sinks: []string{"b", "c", "d"}}},
+		{"z", topology.Takeover{By: "b", Sinks: []string{"b", "d"}}},
+		{"a", topology.Takeover{By: "y", Sinks: []string{"y", "c"}}},
+	} {
+		if err := topo.WriteTakeover(ctx, kv, w.old, w.tk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := topo.NarrowTakeovers(ctx, kv, "b", []string{"b", "d", "e"}); err != nil {
+		t.Fatal(err)
+	}
+	for old, want := range map[string]map[string][]string{"a": {"b": {"b", "d"}, "y": {"y", "c"}}, "z": {"b": {"b", "d"}}} {
+		got, err := topo.Takeovers(ctx, kv, old)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("takeovers of %s: %+v, want %v", old, got, want)
+		}
+		for _, tk := range got {
+			if !slices.Equal(tk.Sinks, want[tk.By]) {
+				t.Errorf("takeover of %s by %s: sinks %v, want %v", old, tk.By, tk.Sinks, want[tk.By])
+			}
 		}
 	}
 }

@@ -1,0 +1,284 @@
+package dispatch_test
+
+// Review of `dispatcher sinks remove` of a lead decided by
+// topology.LeadRemoval on the takeover records a bind writes
+// (dispatcher.go leadsAtBind): cases the change's own tests do not reach.
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/internal/emulator"
+	"github.com/chapar-dev/chapar/internal/testenv"
+	"github.com/chapar-dev/chapar/pkg/envelope"
+)
+
+// leadRemovable reads and decides, as `dispatcher sinks remove` does,
+// whether sink can go without a lead's check lost.
+func leadRemovable(t *testing.T, e *testenv.Env, sink string) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	lr, err := e.Topo.ReadLeadRemoval(ctx, e.JS, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lr.Check()
+}
+
+// A takeover record lists the config's sinks (Takeover.Sinks), and the
+// floors bucket takes values of at most 1 KiB: a config of 16 sinks with
+// 60-character names (a sink name may have 63) does not fit. The bind
+// logs a warning and goes on, and the removal of the old lead, which has
+// a backlog as soon as an event is stored after its last replica stopped
+// (it reads every subject), is refused for ever on a deployment taking
+// events, though the new lead swept its backlog for every sink: only
+// --force, which the refusal says may lose a check, removes it (red
+// before). Fixed: the bucket's values may be 64 KiB (topology
+// floorsValueMax).
+func TestReviewATakeoverByAConfigOfManySinksIsRecorded(t *testing.T) {
+	e := testenv.New(t)
+	first := e.Sink("first", emulator.Chabok, nil, nil)
+	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	sinkCfgs := []config.Sink{first, gateway}
+	var many []string
+	for i := range 16 {
+		name := fmt.Sprintf("crm-%02d-%s", i, strings.Repeat("x", 53)) // 60 characters
+		sinkCfgs = append(sinkCfgs, e.Sink(name, emulator.Chabok, nil, nil))
+		many = append(many, name)
+	}
+	routes := []config.Route{
+		{Types: []string{envelope.TypePurchase}, Sinks: []string{"first"}},
+		{Types: []string{envelope.TypeTrack}, Sinks: []string{"gateway"}},
+		{Types: []string{envelope.TypeIdentify}, Sinks: many},
+	}
+	if err := e.Start(sinkCfgs, routes).Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// The lead's backlog: events stored while no replica runs it.
+	stray := publishStray(t, e)
+	publishTracks(t, e, 3, "order_paid")
+	// The config without the lead: gateway is made the lead in place of
+	// first, and sweeps its backlog for every other sink of the config.
+	e.Start(sinkCfgs[1:], routes[1:])
+	testenv.Eventually(t, 30*time.Second, "the stray in the old lead's backlog judged for gateway", func() bool {
+		return gatewayIDs(t, e)[stray.ID]+unknownFor(t, e, "gateway")[stray.ID] > 0
+	})
+	if err := leadRemovable(t, e, "first"); err != nil {
+		t.Errorf("removal of the old lead once a config with every other sink made gateway the lead in place of it: %v", err)
+	}
+}
+
+// The lead dropped from the config and that rolled out (gateway made the
+// lead in place of it, its takeover recorded with the config's sinks),
+// then a sink added in a later rollout, before the old lead is removed:
+// the removal is refused for ever. The check counts the added sink as
+// one the takeover's config lacked ("gateway, whose config lacked
+// late"), and what the refusal says to do, start a dispatcher whose
+// config lacks first and has the other sinks, records nothing new:
+// gateway leads already, so no bind sweeps or writes a takeover again.
+// The old lead's backlog grows with every event stored (it reads every
+// subject), so it never reads it all either. Yet nothing is at risk:
+// gateway swept the backlog and reads everything since, by a config
+// with late. Only --force, which says it may lose a check, removes it.
+// The root: a bind records a takeover only when it makes a lead, and a
+// config whose lead is marked already records none, whatever sinks it
+// has (the same wedge where two sets merge into one config, both leads
+// kept, and the merged config then drops one of them).
+func TestReviewASinkAddedAfterTheTakeoverDoesNotWedgeTheRemoval(t *testing.T) {
+	t.Skip("DEFECT (review): wedge, no loss: a sink added (in a config with the new lead) after the bind that made the new lead " +
+		"in place of the old one is not in the takeover record's sinks, so `sinks remove` of the old lead refuses " +
+		"(\"gateway, whose config lacked late\") for as long as the old lead has a backlog, which on a deployment taking events is for ever; " +
+		"what the refusal says to do (start a config without the old lead, with the other sinks) records no new takeover (the new lead " +
+		"is marked already), so only --force removes it, though the new lead swept the backlog and judges everything since by a config with the added sink")
+	e := testenv.New(t)
+	first := e.Sink("first", emulator.Chabok, nil, nil)
+	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	late := e.Sink("late", emulator.Chabok, nil, nil)
+	purchase := config.Route{Types: []string{envelope.TypePurchase}, Sinks: []string{"first"}}
+	track := config.Route{Types: []string{envelope.TypeTrack}, Sinks: []string{"gateway"}}
+	if err := e.Start([]config.Sink{first, gateway}, []config.Route{purchase, track}).Stop(); err != nil {
+		t.Fatal(err)
+	}
+	stray := publishStray(t, e)
+	// The rollout without the lead.
+	y := e.Start([]config.Sink{gateway}, []config.Route{track})
+	testenv.Eventually(t, 30*time.Second, "the stray in the old lead's backlog judged for gateway", func() bool {
+		return gatewayIDs(t, e)[stray.ID]+unknownFor(t, e, "gateway")[stray.ID] > 0
+	})
+	if err := leadRemovable(t, e, "first"); err != nil {
+		t.Fatalf("removal once the rollout without the lead made gateway the lead: %v", err)
+	}
+	// A later rollout adds a sink; the deployment takes events.
+	if err := y.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	identify := config.Route{Types: []string{envelope.TypeIdentify}, Sinks: []string{"late"}}
+	if err := e.Start([]config.Sink{gateway, late}, []config.Route{track, identify}).Stop(); err != nil {
+		t.Fatal(err)
+	}
+	ids := publishTracks(t, e, 3, "order_paid")
+	// What the refusal says to do: a dispatcher whose config lacks first
+	// and has the other sinks, until it has checked the backlog.
+	e.Start([]config.Sink{gateway, late}, []config.Route{track, identify})
+	testenv.Eventually(t, 30*time.Second, "the events delivered", allDelivered(t, e, ids))
+	testenv.Eventually(t, 30*time.Second, "settled", func() bool { return e.Idle("gateway", "late") })
+	if err := leadRemovable(t, e, "first"); err != nil {
+		t.Errorf("removal of the old lead once a sink was added after the takeover, and the refusal's advice followed: %v", err)
+	}
+}
+
+// A takeover vouches for the old lead's backlog on the strength of the
+// new lead's sweep of it, by the config that recorded it. A sweep cut
+// short (the replica stopped) is resumed by the next bind that runs the
+// new lead, whatever its config: one without a sink of the takeover's
+// config judges the rest of the backlog without it. Removing the old
+// lead while the sweep is not done, or once a config without that sink
+// finished it, loses the strays for that sink the old lead had not
+// read: they are below the new lead's position, and a lead made later
+// for that sink (its set split off) sweeps from the new lead's floor.
+// Every time the check allows it, the old lead is removed here; every
+// stray must still be judged for s (red before: 2000 of 2000 lost, the
+// removal allowed with the sweep cut short). Fixed: a takeover vouches
+// once its lead's sweep is done (LeadRemoval.Unswept), and a bind that
+// resumes the sweep narrows the takeover to its config's sinks
+// (topology.NarrowTakeovers).
+// With partitions, the strays spread over them, each partition's sweep
+// recorded and resumed on its own.
+func TestReviewATakeoverVouchesOnlyForASweepDoneByItsConfig(t *testing.T) {
+	for _, n := range []int{1, 2} {
+		t.Run(fmt.Sprintf("partitions=%d", n), func(t *testing.T) { takeoverVouches(t, n) })
+	}
+}
+
+func takeoverVouches(t *testing.T, partitions int) {
+	e := envWith(t, partitions)
+	first := e.Sink("first", emulator.Chabok, nil, nil)
+	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	s := e.Sink("s", emulator.Chabok, nil, nil)
+	purchase := config.Route{Types: []string{envelope.TypePurchase}, Sinks: []string{"first"}}
+	track := config.Route{Types: []string{envelope.TypeTrack}, Sinks: []string{"gateway", "s"}}
+	old := e.Start([]config.Sink{first, gateway, s}, []config.Route{purchase, track})
+	setPaused(t, e, "first", true)
+	testenv.Eventually(t, 10*time.Second, "the lead paused", func() bool { return old.Tally.Paused("first") })
+	// The old lead's backlog: strays for gateway and s, which both read
+	// past (many, so that the new lead's sweep takes a while).
+	var strays []string
+	for i := range 2000 {
+		strays = append(strays, publishStrayOf(t, e, fmt.Sprintf("u%d", i)).ID)
+	}
+	ids := publishTracks(t, e, 5, "order_paid")
+	testenv.Eventually(t, 30*time.Second, "gateway past the backlog", allDelivered(t, e, ids))
+	testenv.Eventually(t, 30*time.Second, "gateway and s settled", func() bool { return e.Idle("gateway", "s") })
+	if err := old.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	setPaused(t, e, "first", false)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	removed := false
+	removeIfAllowed := func(when string) {
+		t.Helper()
+		if removed || leadRemovable(t, e, "first") != nil {
+			return
+		}
+		t.Logf("sinks remove first allowed %s", when)
+		if _, err := e.Topo.RemoveSink(ctx, e.JS, "first"); err != nil {
+			t.Fatal(err)
+		}
+		removed = true
+	}
+	// The config without the lead makes gateway the lead, records its
+	// takeover with gateway and s, starts its sweep and stops at once.
+	if err := e.Start([]config.Sink{gateway, s}, []config.Route{track}).Stop(); err != nil {
+		t.Fatal(err)
+	}
+	floors, err := e.JS.KeyValue(ctx, e.Topo.FloorsBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := e.Topo.PendingSweeps(ctx, floors, "gateway"); err != nil || len(p) == 0 {
+		t.Fatalf("gateway's sweep: %v %v, want it cut short by the stop", p, err)
+	}
+	removeIfAllowed("with the new lead's sweep cut short")
+	// The sets split: gateway runs alone, and its bind resumes the
+	// sweep, by a config without s.
+	e.Start([]config.Sink{gateway}, []config.Route{{Types: []string{envelope.TypeTrack}, Sinks: []string{"gateway"}}})
+	testenv.Eventually(t, 60*time.Second, "gateway's sweep done", func() bool {
+		p, err := e.Topo.PendingSweeps(ctx, floors, "gateway")
+		return err == nil && len(p) == 0
+	})
+	removeIfAllowed("once a config without s finished the sweep")
+	// And s in a config of its own: made its lead.
+	e.Start([]config.Sink{s}, []config.Route{{Types: []string{envelope.TypeTrack}, Sinks: []string{"s"}}})
+	testenv.Eventually(t, 60*time.Second, "s's sweep done", func() bool {
+		p, err := e.Topo.PendingSweeps(ctx, floors, "s")
+		return err == nil && len(p) == 0
+	})
+	// Every sink of the old lead's set leads now, each having swept its
+	// backlog: it goes.
+	removeIfAllowed("once s leads too, its sweep done")
+	if !removed {
+		t.Errorf("sinks remove first refused once every sink of its set leads, each having swept its backlog: %v", leadRemovable(t, e, "first"))
+	}
+	testenv.Eventually(t, 30*time.Second, "settled", func() bool { return e.Idle("gateway", "s") })
+	judged := unknownFor(t, e, "s")
+	lost := 0
+	for _, id := range strays {
+		if judged[id] == 0 {
+			lost++
+		}
+	}
+	if lost > 0 {
+		t.Errorf("%d of %d strays for s in the removed lead's backlog neither delivered nor dead-lettered for s (first removed: %v)", lost, len(strays), removed)
+	}
+}
+
+// The check's reads find no floors bucket (deleted, or a deployment from
+// before it): no takeover is known, and a lead with a backlog is refused
+// while another set leads, as with no record; one that has read
+// everything goes.
+func TestReviewALeadRemovalWithoutTheFloorsBucketRefusesABacklog(t *testing.T) {
+	e := testenv.New(t)
+	first := e.Sink("first", emulator.Chabok, nil, nil)
+	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	other := e.Sink("other", emulator.Chabok, nil, nil)
+	x := e.Start([]config.Sink{first, gateway}, []config.Route{{Types: []string{envelope.TypeTrack}, Sinks: []string{"gateway"}}})
+	ids := publishTracks(t, e, 3, "order_paid")
+	y := e.Start([]config.Sink{other}, []config.Route{{Types: []string{envelope.TypeIdentify}, Sinks: []string{"other"}}})
+	testenv.Eventually(t, 20*time.Second, "delivered", allDelivered(t, e, ids))
+	testenv.Eventually(t, 20*time.Second, "settled", func() bool { return e.Idle("first", "gateway", "other") })
+	for _, d := range []*testenv.Dispatcher{x, y} {
+		if err := d.Stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.JS.DeleteKeyValue(ctx, e.Topo.FloorsBucket()); err != nil {
+		t.Fatal(err)
+	}
+	if err := leadRemovable(t, e, "first"); err != nil {
+		t.Errorf("removal of a lead that read everything, without the floors bucket: %v", err)
+	}
+	publishTracks(t, e, 1, "order_paid") // its backlog
+	if err := leadRemovable(t, e, "first"); err == nil || !strings.Contains(err.Error(), "no sink has been made the lead in place of it") {
+		t.Errorf("removal of a lead with a backlog while another set leads, without the floors bucket: %v, want a refusal", err)
+	}
+}
+
+// publishStrayOf is publishStray for a user: its partition's.
+func publishStrayOf(t *testing.T, e *testenv.Env, user string) *envelope.Envelope {
+	t.Helper()
+	stray := testenv.Track(t, "order_paid", user)
+	raw, err := stray.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.PublishRaw(e.Topo.EventSubjectFor("com.shop.order.shipped", stray.PartitionKey()), stray.ID, raw)
+	return stray
+}
