@@ -673,7 +673,9 @@ func (d *Dispatcher) leadSweeps(ctx context.Context, sink string, names []string
 	// widening would be judged by neither the sweep (above the position
 	// read) nor the widened consumer (below its position). Held still,
 	// read again.
+	held := true
 	if err := d.topo.HoldForWidening(ctx, d.js, sink, prior, time.Now().Add(leadHold)); err != nil {
+		held = false
 		d.log.Warn("could not hold the new lead's consumers still while it is made the lead; what other replicas pass over meanwhile "+
 			"off its former subjects is not checked", zap.String("sink", sink), zap.Error(err))
 	} else if prior, err = d.topo.PriorReads(ctx, d.js, sink); err != nil {
@@ -682,6 +684,12 @@ func (d *Dispatcher) leadSweeps(ctx context.Context, sink string, names []string
 	floors, found, dropped, err := d.topo.LeadFloors(ctx, d.js, names)
 	if err != nil {
 		return nil, nil, err
+	}
+	if !held {
+		// Its sweep may miss what was passed over meanwhile: it vouches
+		// for none of the dropped leads (no takeover is recorded), so
+		// `sinks remove` refuses each until it has drained.
+		dropped = nil
 	}
 	return leadSweeps(prior, floors, found), dropped, nil
 }

@@ -127,6 +127,11 @@ func floorKeys(ctx context.Context, kv jetstream.KeyValue, sink string) ([]strin
 	for k := range keys.Keys() {
 		out = append(out, k)
 	}
+	// The listing ends quietly, cut short, when ctx does (nats.go 1.55):
+	// a partial list read as whole would drop records or vouch wrongly.
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("topology: list keys: %w", err)
+	}
 	return out, nil
 }
 

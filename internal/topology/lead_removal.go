@@ -157,6 +157,11 @@ func takeoverKeys(ctx context.Context, kv jetstream.KeyValue, filter string) ([]
 	for k := range keys.Keys() {
 		out = append(out, k)
 	}
+	// The listing ends quietly, cut short, when ctx does (nats.go 1.55):
+	// a partial list read as whole would drop records or vouch wrongly.
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("topology: list keys: %w", err)
+	}
 	return out, nil
 }
 
