@@ -119,9 +119,14 @@ func readFloor(ctx context.Context, kv jetstream.KeyValue, sink, stream string) 
 // floorKeys are the keys of every floor recorded for a sink, on any
 // stream, this layout's or not.
 func floorKeys(ctx context.Context, kv jetstream.KeyValue, sink string) ([]string, error) {
-	keys, err := kv.ListKeysFiltered(ctx, sink+".>")
+	return bucketKeys(ctx, kv, sink+".>")
+}
+
+// bucketKeys are the keys in kv that match filter.
+func bucketKeys(ctx context.Context, kv jetstream.KeyValue, filter string) ([]string, error) {
+	keys, err := kv.ListKeysFiltered(ctx, filter)
 	if err != nil {
-		return nil, fmt.Errorf("topology: list the floors of %s: %w", sink, err)
+		return nil, fmt.Errorf("topology: list %s in %s: %w", filter, kv.Bucket(), err)
 	}
 	var out []string
 	for k := range keys.Keys() {
@@ -130,7 +135,7 @@ func floorKeys(ctx context.Context, kv jetstream.KeyValue, sink string) ([]strin
 	// The listing ends quietly, cut short, when ctx does (nats.go 1.55):
 	// a partial list read as whole would drop records or vouch wrongly.
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("topology: list keys: %w", err)
+		return nil, fmt.Errorf("topology: list %s in %s: %w", filter, kv.Bucket(), err)
 	}
 	return out, nil
 }

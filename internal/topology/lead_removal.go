@@ -64,7 +64,7 @@ func (t Topology) WriteTakeover(ctx context.Context, kv jetstream.KeyValue, old 
 
 // Takeovers reads the leads recorded as made in place of old.
 func (t Topology) Takeovers(ctx context.Context, kv jetstream.KeyValue, old string) ([]Takeover, error) {
-	keys, err := takeoverKeys(ctx, kv, takeoverKey(old, "*"))
+	keys, err := bucketKeys(ctx, kv, takeoverKey(old, "*"))
 	if err != nil {
 		return nil, err
 	}
@@ -92,7 +92,7 @@ func (t Topology) Takeovers(ctx context.Context, kv jetstream.KeyValue, old stri
 // A compare-and-set, again on a conflict: binds of other configs that
 // resume it at the same time each take theirs out.
 func (t Topology) NarrowTakeovers(ctx context.Context, kv jetstream.KeyValue, by string, names []string) error {
-	keys, err := takeoverKeys(ctx, kv, takeoverKey("*", by))
+	keys, err := bucketKeys(ctx, kv, takeoverKey("*", by))
 	if err != nil {
 		return err
 	}
@@ -135,7 +135,7 @@ func (t Topology) NarrowTakeovers(ctx context.Context, kv jetstream.KeyValue, by
 // vouches for a sweep.
 func deleteTakeovers(ctx context.Context, kv jetstream.KeyValue, sink string) error {
 	for _, filter := range []string{takeoverKey(sink, "*"), takeoverKey("*", sink)} {
-		keys, err := takeoverKeys(ctx, kv, filter)
+		keys, err := bucketKeys(ctx, kv, filter)
 		if err != nil {
 			return err
 		}
@@ -146,23 +146,6 @@ func deleteTakeovers(ctx context.Context, kv jetstream.KeyValue, sink string) er
 		}
 	}
 	return nil
-}
-
-func takeoverKeys(ctx context.Context, kv jetstream.KeyValue, filter string) ([]string, error) {
-	keys, err := kv.ListKeysFiltered(ctx, filter)
-	if err != nil {
-		return nil, fmt.Errorf("topology: list %s: %w", filter, err)
-	}
-	var out []string
-	for k := range keys.Keys() {
-		out = append(out, k)
-	}
-	// The listing ends quietly, cut short, when ctx does (nats.go 1.55):
-	// a partial list read as whole would drop records or vouch wrongly.
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("topology: list keys: %w", err)
-	}
-	return out, nil
 }
 
 // LeadRemoval is what decides whether removing a sink can lose a lead's
