@@ -197,6 +197,11 @@ func (c *keyCollector) admit(it batchItem, now time.Time) {
 		// the item keeps anyway: a group holds the message alone, and
 		// the event is parsed again when its batch leaves (reparse).
 		it.ev = nil
+		// So does the client's message, less its header map: a held
+		// message keeps what its batch, settlement and dead letter read.
+		if k, ok := it.d.msg.(*kept); ok {
+			k.hold(c.b.w.js.Conn())
+		}
 		g := c.groups[key]
 		if g == nil {
 			g = &keyGroup{key: key}
