@@ -121,8 +121,8 @@ func scenarios(names []string, quick bool, events int) ([]scenario, error) {
 		case "bulk-metrix-1":
 			sc = scenario{title: "Metrix gateway, one event per request, 16 workers", sinks: 1, workers: 16, users: 1000, vendor: emulator.MetrixGateway}
 		case "bulk-metrix":
-			sc = scenario{title: "Metrix gateway batched per user, max_items 1,000, max_ack_pending 7,000, concurrency 16",
-				sinks: 1, workers: 16, batch: 1000, maxAckPending: 7000, users: 1000, vendor: emulator.MetrixGateway}
+			sc = scenario{title: "Metrix gateway batched per user, max_items 1,000, max_ack_pending 10,000, concurrency 16",
+				sinks: 1, workers: 16, batch: 1000, maxAckPending: 10000, users: 1000, vendor: emulator.MetrixGateway}
 		case "ksinks1", "ksinks4", "ksinks16", "knames16":
 			var k int
 			by := "type"
