@@ -210,6 +210,17 @@ type harness struct {
 	log      func(format string, args ...any)
 }
 
+// measureDir is a measurement's directory under work, empty: a
+// measurement taken again (waitIdle) must not start nats-server on the
+// store the attempt before left, with its events and consumers.
+func measureDir(work, name string) (string, error) {
+	dir := filepath.Join(work, name)
+	if err := os.RemoveAll(dir); err != nil {
+		return "", err
+	}
+	return dir, os.MkdirAll(dir, 0o755)
+}
+
 // measure runs one system in one scenario. Any error, above all an
 // exactly-once violation, is the result's err.
 func (h *harness) measure(ctx context.Context, sys system, sc scenario) (res result) {
@@ -221,8 +232,8 @@ func (h *harness) measure(ctx context.Context, sys system, sc scenario) (res res
 	if sc.split {
 		res.deliveries, want.split = sc.events, sc.sinks
 	}
-	dir := filepath.Join(h.work, sc.name+"-"+sys.name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	dir, err := measureDir(h.work, sc.name+"-"+sys.name)
+	if err != nil {
 		res.err = err
 		return res
 	}
