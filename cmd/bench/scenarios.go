@@ -121,8 +121,8 @@ func scenarios(names []string, quick bool, events int) ([]scenario, error) {
 		case "bulk-metrix-1":
 			sc = scenario{title: "Metrix gateway, one event per request, 16 workers", sinks: 1, workers: 16, users: 1000, vendor: emulator.MetrixGateway}
 		case "bulk-metrix":
-			sc = scenario{title: "Metrix gateway batched per user, max_items 1,000, max_ack_pending 7,000, concurrency 16",
-				sinks: 1, workers: 16, batch: 1000, maxAckPending: 7000, users: 1000, vendor: emulator.MetrixGateway}
+			sc = scenario{title: "Metrix gateway batched per user, max_items 1,000, max_ack_pending 10,000, concurrency 16",
+				sinks: 1, workers: 16, batch: 1000, maxAckPending: 10000, users: 1000, vendor: emulator.MetrixGateway}
 		case "ksinks1", "ksinks4", "ksinks16", "knames16":
 			var k int
 			by := "type"
@@ -210,6 +210,17 @@ type harness struct {
 	log      func(format string, args ...any)
 }
 
+// measureDir is a measurement's directory under work, empty: a
+// measurement taken again (waitIdle) must not start nats-server on the
+// store the attempt before left, with its events and consumers.
+func measureDir(work, name string) (string, error) {
+	dir := filepath.Join(work, name)
+	if err := os.RemoveAll(dir); err != nil {
+		return "", err
+	}
+	return dir, os.MkdirAll(dir, 0o755)
+}
+
 // measure runs one system in one scenario. Any error, above all an
 // exactly-once violation, is the result's err.
 func (h *harness) measure(ctx context.Context, sys system, sc scenario) (res result) {
@@ -221,8 +232,8 @@ func (h *harness) measure(ctx context.Context, sys system, sc scenario) (res res
 	if sc.split {
 		res.deliveries, want.split = sc.events, sc.sinks
 	}
-	dir := filepath.Join(h.work, sc.name+"-"+sys.name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	dir, err := measureDir(h.work, sc.name+"-"+sys.name)
+	if err != nil {
 		res.err = err
 		return res
 	}

@@ -43,7 +43,7 @@ import (
 // keyGroup is one key's events waiting in the collector.
 type keyGroup struct {
 	key   string
-	items []batchItem
+	items []heldItem
 	since time.Time // when its window began: it became idle with events
 	busy  bool      // a batch of it is with a sender
 	gen   uint64    // bumped on each emission; stale queue entries differ
@@ -57,7 +57,7 @@ type queuedGroup struct {
 // keyedBatch is one key's batch, for a sender.
 type keyedBatch struct {
 	g     *keyGroup
-	items []batchItem
+	items []heldItem
 	// retry is what of it is to be sent again in place (parsed): a
 	// batch waits for its retry out of its sender (parked), which takes
 	// other keys' batches meanwhile.
@@ -161,7 +161,7 @@ func (b *batcher) collectKeyed(out chan<- keyedBatch, done, again <-chan keyedBa
 				continue
 			}
 			g := kb.g
-			g.items = append([]batchItem(nil), g.items[len(kb.items):]...)
+			g.items = append([]heldItem(nil), g.items[len(kb.items):]...)
 			g.busy = true
 			g.gen++
 			c.out++
@@ -193,16 +193,21 @@ func (c *keyCollector) admit(it batchItem, now time.Time) {
 			continue // the ticket's message was settled without a batch
 		}
 		key := c.b.key(it.ev)
-		// The parsed event weighs about three times its message, which
-		// the item keeps anyway: a group holds the message alone, and
-		// the event is parsed again when its batch leaves (reparse).
-		it.ev = nil
+		// A group holds the message alone, reduced to what its batch,
+		// settlement and dead letter read (held.go): the parsed event
+		// weighs about three times the message, the delivery and the
+		// client's message with its header map about as much again, and
+		// both are made again from it when its batch leaves (reparse).
+		if k, ok := it.d.msg.(*kept); ok {
+			k.hold(c.b.w.js.Conn())
+		}
+		h := heldItem{msg: it.d.msg, retry: it.d.retry}
 		g := c.groups[key]
 		if g == nil {
 			g = &keyGroup{key: key}
 			c.groups[key] = g
 		}
-		g.items = append(g.items, it)
+		g.items = append(g.items, h)
 		c.held++
 		if !g.busy {
 			if len(g.items) == 1 {
@@ -255,19 +260,35 @@ func (c *keyCollector) pick(now time.Time) (*keyGroup, time.Duration) {
 	return nil, due.Sub(now)
 }
 
-// reparse parses again the events a group held as messages alone (admit),
-// into a copy of items: the collector counts kb.items when it is settled.
-// It was parsed once already, so it fails only if memory did.
-func (b *batcher) reparse(ctx context.Context, items []batchItem) []batchItem {
+// heldItem is an event in a key's group: its message, held (held.go),
+// and whether it came from the retry consumer. Its delivery is made again
+// from them when its batch leaves (reparse), as the worker made it
+// (newDelivery): nothing changes a delivery between the two.
+type heldItem struct {
+	msg   jetstream.Msg
+	retry bool
+}
+
+// reparse makes again the deliveries and events of what a group held as
+// messages alone (admit), for a sender: the collector counts kb.items when
+// it is settled. Each was parsed once already, so this fails only if
+// memory did.
+func (b *batcher) reparse(ctx context.Context, items []heldItem) []batchItem {
 	out := make([]batchItem, 0, len(items))
-	for _, it := range items {
-		ev, err := envelope.ParseMessage(it.d.msg.Headers(), it.d.msg.Data(), b.w.maxBytes)
+	for _, h := range items {
+		meta, err := h.msg.Metadata()
 		if err != nil {
-			b.w.deadLetter(ctx, it.d, b.w.record(it.d, nil, dlq.NoSink, outcome.InvalidEnvelope, err))
+			b.w.log.Error("held message without JetStream metadata; terminating it", zap.String("sink", b.w.name), zap.Error(err))
+			_ = h.msg.Term()
 			continue
 		}
-		it.ev = ev
-		out = append(out, it)
+		d := newDelivery(h.msg, meta, h.retry)
+		ev, err := envelope.ParseMessage(h.msg.Headers(), h.msg.Data(), b.w.maxBytes)
+		if err != nil {
+			b.w.deadLetter(ctx, d, b.w.record(d, nil, dlq.NoSink, outcome.InvalidEnvelope, err))
+			continue
+		}
+		out = append(out, batchItem{d: d, ev: ev})
 	}
 	return out
 }

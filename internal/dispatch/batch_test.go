@@ -5,12 +5,14 @@ package dispatch_test
 // the dead letters, a user's order kept, a failed batch retried per event.
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/chapar-dev/chapar/internal/config"
@@ -326,4 +328,49 @@ func TestMetrixGatewayBatchGroupsByUserAndKeepsOrder(t *testing.T) {
 				users*perUser, users, accepted, perRequest, vendor.Count(0))
 		})
 	}
+}
+
+// A keyed batcher holds a message reduced to its body, subject, headers
+// and ack handle (held.go), and makes its delivery again when its batch
+// leaves: a dead letter of a held event is the original message all the
+// same: the producer's headers, every value (the dead-letter store keeps
+// no Nats-* header, held or not), the body byte for byte, its subject,
+// origin and receipt time; the next event, held behind it, is delivered.
+func TestKeyedBatchDeadLetterOfAHeldEventIsTheOriginalMessage(t *testing.T) {
+	e := testenv.New(t)
+	vendor := e.Emu.Vendor(emulator.MetrixGateway)
+	vendor.SetFault(emulator.Fault{Status: 400, Code: "BAD_REQUEST", Count: 1})
+	sink := batched(e.Sink("gateway", emulator.MetrixGateway, slugs, nil), 10, 300*time.Millisecond)
+	sink.Concurrency = 1
+	e.Start([]config.Sink{sink}, gatewayRoute)
+
+	bad := testenv.Track(t, "order_paid", "held-user")
+	raw, err := bad.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := &nats.Msg{Subject: e.Topo.EventSubjectFor(bad.Type, bad.PartitionKey()), Data: raw,
+		Header: nats.Header{"X-Note": {"keep", "me"}, "Nats-Msg-Id": {bad.ID}}}
+	ack, err := e.JS.PublishMsg(context.Background(), msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := testenv.Track(t, "order_paid", "other-user")
+	e.Publish(next)
+
+	testenv.Eventually(t, 15*time.Second, "the rejected event dead-lettered", func() bool { return len(deadLetters(t, e, dlq.Filter{})) == 1 })
+	rec := deadLetters(t, e, dlq.Filter{})[0]
+	if rec.EventID != bad.ID || rec.Reason != outcome.VendorRejected {
+		t.Errorf("dead letter of %s (%s), want %s rejected", rec.EventID, rec.Reason, bad.ID)
+	}
+	if string(rec.Data) != string(raw) {
+		t.Errorf("dead letter's body %q, want the message's %q", rec.Data, raw)
+	}
+	if got := rec.Header.Values("X-Note"); fmt.Sprint(got) != "[keep me]" {
+		t.Errorf("dead letter's headers %v, want X-Note [keep me]", rec.Header)
+	}
+	if rec.Subject != msg.Subject || rec.Origin != ack.Sequence || rec.Received.IsZero() {
+		t.Errorf("dead letter's subject %q, origin %d, received %v; want %q, %d, the receipt", rec.Subject, rec.Origin, rec.Received, msg.Subject, ack.Sequence)
+	}
+	testenv.Eventually(t, 15*time.Second, "the other user's event delivered", allDelivered(t, e, []string{next.ID}))
 }

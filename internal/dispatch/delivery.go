@@ -38,8 +38,11 @@ type delivery struct {
 	history History
 	// log is the attempts' own record (time, status, code, error), for
 	// the dead letter; Decide reads only history.
-	log  dlq.AttemptLog
-	span trace.SpanContext // the attempt's span, linked from the next
+	log dlq.AttemptLog
+	// span is the last attempt's span, linked from the next: nil unless
+	// it is valid (tracing on), as a delivery a keyed batcher holds
+	// weighs on how much it may hold (issue 20).
+	span *trace.SpanContext
 	// out is what an attempt hands the sink (attempt): kept here, not
 	// made per attempt, as the delivery outlives each of them.
 	out sinks.Delivery
@@ -76,6 +79,23 @@ func newDelivery(msg jetstream.Msg, meta *jetstream.MsgMetadata, retry bool) *de
 	// goes on.
 	d.log, _ = dlq.DecodeAttemptLog(h.Get(topology.HeaderAttemptLog))
 	return d
+}
+
+// setSpan keeps sc as the delivery's last span, if it is valid.
+func (d *delivery) setSpan(sc trace.SpanContext) {
+	if !sc.IsValid() {
+		d.span = nil
+		return
+	}
+	d.span = &sc
+}
+
+// lastSpan is the last attempt's span, if any (else invalid).
+func (d *delivery) lastSpan() trace.SpanContext {
+	if d.span == nil {
+		return trace.SpanContext{}
+	}
+	return *d.span
 }
 
 // logAttempt records one vendor request that started at start and ended
@@ -154,7 +174,7 @@ func (d *delivery) retryMsg(subject string, v Verdict, last error) *nats.Msg {
 	if job := d.redelivery(); job != "" {
 		out.Header.Set(topology.HeaderRedelivery, job)
 	}
-	if link := traceLink(d.span); link != "" {
+	if link := traceLink(d.lastSpan()); link != "" {
 		out.Header.Set(topology.HeaderTraceLink, link)
 	}
 	if log := d.log.Encode(); log != "" {

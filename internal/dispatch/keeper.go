@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -70,18 +71,29 @@ func (k *keeper) release(m *kept) {
 // touch sends an in-progress ack for every held message due one. The acks
 // are sent outside the lock: a publish may wait on a slow connection.
 func (k *keeper) touch(now time.Time) {
-	var due []*kept
+	var due []jetstream.Msg
 	k.mu.Lock()
 	for m := range k.held {
 		if now.Sub(m.touched) >= k.every {
 			m.touched = now
-			due = append(due, m)
+			due = append(due, m.Msg)
 		}
 	}
 	k.mu.Unlock()
 	for _, m := range due {
-		_ = m.Msg.InProgress()
+		_ = m.InProgress()
 	}
+}
+
+// hold puts a heldMsg (held.go) in place of the client's message in m,
+// releasing the client's, for a message a keyed batcher holds. Only the
+// keeper reads m.Msg concurrently (touch, under k.mu); whoever else has m
+// hands it on through a channel.
+func (m *kept) hold(nc *nats.Conn) {
+	h := holdMsg(nc, m.Msg)
+	m.k.mu.Lock()
+	m.Msg = h
+	m.k.mu.Unlock()
 }
 
 // close stops the ticker. Messages still held then are either settled

@@ -264,7 +264,7 @@ func (w *sinkWorker) record(d *delivery, ev *envelope.Event, sink string, reason
 		Header: d.msg.Headers(), Data: d.msg.Data(), Subject: d.msg.Subject(),
 		Origin: d.origin, Replays: d.replays, Log: d.log.Clone(),
 	}
-	if link := traceLink(d.span); link != "" {
+	if link := traceLink(d.lastSpan()); link != "" {
 		// A replay's first attempt links to the attempt that failed.
 		rec.Header = maps.Clone(rec.Header)
 		rec.Header[topology.HeaderTraceLink] = []string{link}

@@ -38,7 +38,7 @@ func (b *batcher) startBatchAttempts(ctx context.Context, items []batchItem, sta
 	for i, it := range items {
 		_, spans[i] = b.w.startSpan(ctx, it.d, it.ev, it.d.history.Attempts,
 			trace.WithTimestamp(start), trace.WithAttributes(attribute.Int("messaging.batch.message_count", len(items))))
-		it.d.span = spans[i].SpanContext()
+		it.d.setSpan(spans[i].SpanContext())
 	}
 	return spans
 }
@@ -70,10 +70,10 @@ func (w *sinkWorker) startSpan(ctx context.Context, d *delivery, ev *envelope.Ev
 			attribute.Int("chapar.replays", d.replays),
 		),
 	}
-	if d.span.IsValid() {
+	if d.span != nil {
 		// An attempt before this one in this process: a batch's half sent
 		// again (bisection), or an ordered head retried in place.
-		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: d.span}))
+		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: *d.span}))
 	} else if prev := d.msg.Headers().Get(topology.HeaderTraceLink); prev != "" {
 		linked := trace.SpanContextFromContext(prop.Extract(ctx, propagation.MapCarrier{"traceparent": prev}))
 		if linked.IsValid() {

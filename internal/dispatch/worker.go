@@ -258,7 +258,7 @@ func (w *sinkWorker) attempt(ctx context.Context, d *delivery, ev *envelope.Even
 		return v, nil, err
 	}
 	ctx, span := w.startAttempt(ctx, d, ev)
-	d.span = span.SpanContext()
+	d.setSpan(span.SpanContext())
 	now := time.Now()
 	d.history.Attempts++
 	if d.history.First.IsZero() {
