@@ -10,8 +10,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/chapar-dev/chapar/internal/embedded"
 )
 
 // A held message (a keyed batcher's, held.go) reads as the client's
@@ -21,38 +19,11 @@ import (
 // an in-progress ack keeps it past ack_wait, a term ends it, and after a
 // settlement a second one is refused.
 func TestHeldMsgReadsAndSettlesAsTheClientsMessage(t *testing.T) {
-	s, err := embedded.Start(embedded.Options{Listen: "127.0.0.1:0", DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "HM", Subjects: []string{"hm.>"}, Storage: jetstream.MemoryStorage}); err != nil {
-		t.Fatal(err)
-	}
 	const ackWait = 400 * time.Millisecond
-	c, err := js.CreateConsumer(ctx, "HM", jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy, AckWait: ackWait})
-	if err != nil {
-		t.Fatal(err)
-	}
-	fetch := func(wait time.Duration) jetstream.Msg {
-		t.Helper()
-		b, err := c.Fetch(1, jetstream.FetchMaxWait(wait))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for m := range b.Messages() {
-			return m
-		}
-		return nil
-	}
+	a := newAckWaitConsumer(ctx, t, "HM", "hm.>", ackWait)
+	nc, js, c, fetch := a.nc, a.js, a.c, a.fetch
 	publish := func(subject string, h nats.Header, data string) jetstream.Msg {
 		t.Helper()
 		if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: subject, Header: h, Data: []byte(data)}); err != nil {

@@ -15,39 +15,11 @@ import (
 // keepOne holds is not handed out again past ack_wait, one released is, and
 // the reuse makes nothing per message. Against a real JetStream.
 func TestKeepOneKeepsEachMessageAndReleaseStops(t *testing.T) {
-	s, err := embedded.Start(embedded.Options{Listen: "127.0.0.1:0", DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "KA", Subjects: []string{"ka"}, Storage: jetstream.MemoryStorage}); err != nil {
-		t.Fatal(err)
-	}
 	const ackWait = 300 * time.Millisecond
-	c, err := js.CreateConsumer(ctx, "KA", jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy, AckWait: ackWait})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// fetch is the next message, if one comes within wait.
-	fetch := func(wait time.Duration) jetstream.Msg {
-		t.Helper()
-		b, err := c.Fetch(1, jetstream.FetchMaxWait(wait))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for m := range b.Messages() {
-			return m
-		}
-		return nil
-	}
+	a := newAckWaitConsumer(ctx, t, "KA", "ka", ackWait)
+	js, fetch := a.js, a.fetch
 	publish := func() jetstream.Msg {
 		t.Helper()
 		if _, err := js.Publish(ctx, "ka", []byte("x")); err != nil {
@@ -95,4 +67,53 @@ func TestKeepOneAllocatesNothingOnceWarm(t *testing.T) {
 	if got := testing.AllocsPerRun(100, func() { pool.release(pool.keep(time.Hour, nil)) }); got != 0 {
 		t.Errorf("a delivery's keep-alive allocates %.0f times, want 0", got)
 	}
+}
+
+// ackWaitConsumer is a plain stream with one durable consumer of a short
+// ack_wait on a fresh embedded server: what a keep-alive or a held
+// message is settled against, without Chapar's layout.
+type ackWaitConsumer struct {
+	nc *nats.Conn
+	js jetstream.JetStream
+	c  jetstream.Consumer
+	t  *testing.T
+}
+
+func newAckWaitConsumer(ctx context.Context, t *testing.T, stream, subjects string, ackWait time.Duration) *ackWaitConsumer {
+	t.Helper()
+	s, err := embedded.Start(embedded.Options{Listen: "127.0.0.1:0", DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: stream, Subjects: []string{subjects}, Storage: jetstream.MemoryStorage}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := js.CreateConsumer(ctx, stream, jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy, AckWait: ackWait})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &ackWaitConsumer{nc: nc, js: js, c: c, t: t}
+}
+
+// fetch is the next message, if one comes within wait.
+func (a *ackWaitConsumer) fetch(wait time.Duration) jetstream.Msg {
+	a.t.Helper()
+	b, err := a.c.Fetch(1, jetstream.FetchMaxWait(wait))
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	for m := range b.Messages() {
+		return m
+	}
+	return nil
 }
