@@ -349,6 +349,26 @@ func checkExactlyOnce(recs []receipt, sinks int, want expected) error {
 	return fmt.Errorf("exactly-once check failed at the vendor:\n  %s", strings.Join(problems, "\n  "))
 }
 
+// awaitFirst waits until a vendor has received something, and fails if the
+// system under test exits or nothing arrives for stall.
+func (vs vendors) awaitFirst(ctx context.Context, sys interface{ exitedEarly() error }, stall time.Duration) error {
+	deadline := time.Now().Add(stall)
+	for vs.received() == 0 {
+		if err := sys.exitedEarly(); err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no vendor request in %s", stall)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
+	return nil
+}
+
 // await waits until every sink has received every expected event, and
 // fails if the system under test exits or no request arrives for stall.
 func (vs vendors) await(ctx context.Context, want expected, sys interface{ exitedEarly() error }, stall time.Duration) error {
