@@ -299,3 +299,45 @@ func TestHeldMsgMetadataAndSettlementOnEveryReplyForm(t *testing.T) {
 		})
 	}
 }
+
+// A held message's reply subject parsed as the client parses it
+// (nats.go's jetstream/internal/parser): 9 tokens (v1) or at least 11
+// (v2, whose 12th and later tokens are an extension the client ignores);
+// any other count, or another prefix, is not a JetStream message; a
+// number that is not one reads 0; the domain "_" is none.
+func TestHeldMsgMetadataParsesAsTheClient(t *testing.T) {
+	type want struct {
+		domain, stream, consumer       string
+		delivered, sseq, cseq, pending uint64
+		ts                             int64
+	}
+	for _, tc := range []struct {
+		reply string
+		want  *want // nil: not a JetStream message
+	}{
+		{"$JS.ACK.S.C.1.2.3.4.5", &want{"", "S", "C", 1, 2, 3, 5, 4}},
+		{"$JS.ACK._.hash.S.C.1.2.3.4.5", &want{"", "S", "C", 1, 2, 3, 5, 4}},
+		{"$JS.ACK.hub.hash.S.C.1.2.3.4.5", &want{"hub", "S", "C", 1, 2, 3, 5, 4}},
+		{"$JS.ACK.hub.hash.S.C.1.2.3.4.5.rand", &want{"hub", "S", "C", 1, 2, 3, 5, 4}},
+		{"$JS.ACK.hub.hash.S.C.1.2.3.4.5.rand.more", &want{"hub", "S", "C", 1, 2, 3, 5, 4}},
+		{"$JS.ACK.EV-1.sink_a.7.x.3.4.-1", &want{"", "EV-1", "sink_a", 7, 0, 3, 0, 4}},
+		{"$JS.ACK.S.C.1.2.3.4", nil},
+		{"$JS.ACK.hub.hash.S.C.1.2.3.4", nil},
+		{"$JS.NAK.S.C.1.2.3.4.5", nil},
+		{"JS.ACK.S.C.1.2.3.4.5", nil},
+	} {
+		meta, err := (&heldMsg{reply: tc.reply}).Metadata()
+		if tc.want == nil {
+			if !errors.Is(err, jetstream.ErrNotJSMessage) {
+				t.Errorf("%q: %+v, %v; want ErrNotJSMessage", tc.reply, meta, err)
+			}
+			continue
+		}
+		w := tc.want
+		if err != nil || meta.Domain != w.domain || meta.Stream != w.stream || meta.Consumer != w.consumer ||
+			meta.NumDelivered != w.delivered || meta.Sequence.Stream != w.sseq || meta.Sequence.Consumer != w.cseq ||
+			meta.NumPending != w.pending || meta.Timestamp.UnixNano() != w.ts {
+			t.Errorf("%q: %+v, %v; want %+v", tc.reply, meta, err, *w)
+		}
+	}
+}
