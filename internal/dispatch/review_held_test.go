@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/chapar-dev/chapar/internal/config"
 	"github.com/chapar-dev/chapar/internal/dlq"
 	"github.com/chapar-dev/chapar/internal/emulator"
@@ -223,4 +225,73 @@ func TestKeyedBatchHeldEventsSurviveTheirConsumerRecreated(t *testing.T) {
 		t.Errorf("consumer losses counted %d, down %d; want the loss seen and healed", lost, down)
 	}
 	t.Logf("%d events, %d delivered again after the consumer was recreated", len(ids), dups)
+}
+
+// Review (Chapar's history headers on a held event): a dead letter
+// replayed to a keyed sink comes back through its retry consumer with its
+// history in headers (origin, receipt, replays, the attempt log), is held
+// as body and header strings, and its delivery is made again from them
+// when its batch leaves. Rejected again, its dead letter is the same
+// record carried on: replays 1, both attempts logged, the first receipt
+// and origin, the producer's multi-valued header; replayed once more, it
+// is delivered.
+func TestKeyedBatchReplayOfAHeldEventKeepsItsHistory(t *testing.T) {
+	e := testenv.New(t)
+	vendor := e.Emu.Vendor(emulator.MetrixGateway)
+	vendor.SetFault(emulator.Fault{Status: 400, Code: "BAD_REQUEST", Count: 1})
+	sink := batched(e.Sink("gateway", emulator.MetrixGateway, slugs, nil), 10, 50*time.Millisecond)
+	e.Start([]config.Sink{sink}, gatewayRoute)
+
+	env := testenv.Track(t, "order_paid", "replayed-user")
+	raw, err := env.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := &nats.Msg{Subject: e.Topo.EventSubjectFor(env.Type, env.PartitionKey()), Data: raw,
+		Header: nats.Header{"X-Note": {"keep", "me"}, "Nats-Msg-Id": {env.ID}}}
+	ack, err := e.JS.PublishMsg(context.Background(), msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first *dlq.Record
+	testenv.Eventually(t, 15*time.Second, "the first dead letter", func() bool {
+		recs := deadLetters(t, e, dlq.Filter{})
+		if len(recs) == 1 {
+			first = recs[0]
+		}
+		return first != nil
+	})
+
+	replay := func() {
+		t.Helper()
+		if _, err := dlq.NewStore(e.JS, e.Topo).Replay(context.Background(), dlq.Filter{}, dlq.ReplayOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	vendor.SetFault(emulator.Fault{Status: 400, Code: "BAD_REQUEST", Count: 1})
+	replay()
+	var again *dlq.Record
+	testenv.Eventually(t, 15*time.Second, "the replay's dead letter", func() bool {
+		recs := deadLetters(t, e, dlq.Filter{})
+		if len(recs) == 1 && recs[0].Replays == 1 {
+			again = recs[0]
+		}
+		return again != nil
+	})
+	if again.EventID != env.ID || again.Origin != first.Origin || first.Origin != ack.Sequence || !again.Received.Equal(first.Received) {
+		t.Errorf("replay's dead letter: event %s, origin %d, received %v; want %s, %d, %v (the first's)",
+			again.EventID, again.Origin, again.Received, env.ID, ack.Sequence, first.Received)
+	}
+	if again.Log.Total != 2 || len(again.Log.Attempts) != 2 || again.Log.Attempts[1].Replay != 1 || again.Attempts != 1 {
+		t.Errorf("replay's dead letter: %d attempts this run, log %+v; want 1, and both attempts logged", again.Attempts, again.Log)
+	}
+	if got := again.Header.Values("X-Note"); fmt.Sprint(got) != "[keep me]" {
+		t.Errorf("replay's dead letter's headers %v, want X-Note [keep me]", again.Header)
+	}
+	if string(again.Data) != string(raw) {
+		t.Errorf("replay's dead letter's body %q, want %q", again.Data, raw)
+	}
+
+	replay()
+	testenv.Eventually(t, 15*time.Second, "the second replay delivered", allDelivered(t, e, []string{env.ID}))
 }
