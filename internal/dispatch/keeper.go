@@ -117,8 +117,10 @@ func (ks *keepers) add(c jetstream.Consumer) *keeper {
 	return k
 }
 
-func (ks keepers) closeAll() {
-	for _, k := range ks {
+// closeAll closes them; by pointer, so that a closeAll deferred before
+// the keepers are added closes them all.
+func (ks *keepers) closeAll() {
+	for _, k := range *ks {
 		k.close()
 	}
 }
