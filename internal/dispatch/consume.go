@@ -36,10 +36,11 @@ type job struct {
 // its healer (heal.go); consume pulls again once it is back.
 //
 // It returns when ctx is done, after handing back what it had prefetched.
-func consume(ctx context.Context, c jetstream.Consumer, retry bool, prefetch int, g *gate, jobs chan<- job, log *zap.Logger) {
+// k, the consumer's keeper, is the caller's to close: what the workers
+// hold then (a keyed batcher's groups, delivered within shutdown_grace)
+// is still this process's until it is settled (keepers).
+func consume(ctx context.Context, c jetstream.Consumer, k *keeper, retry bool, prefetch int, g *gate, jobs chan<- job, log *zap.Logger) {
 	h := healerOf(c)
-	k := newKeeper(ackWaitOf(c))
-	defer k.close()
 	for ctx.Err() == nil {
 		if err := g.waitOpen(ctx); err != nil {
 			return

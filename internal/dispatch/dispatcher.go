@@ -306,10 +306,17 @@ func (b boundSink) run(ctx, workCtx context.Context) {
 			}
 		})
 	}
+	// The keepers outlive the pulls: what the workers and the batcher
+	// hold when the pulls stop is delivered within shutdown_grace, and
+	// stays this process's until then (keeper.close).
+	var ks keepers
+	defer ks.closeAll()
 	for _, c := range b.cons.Events {
-		feeders.Go(func() { consume(ctx, c, false, pull, b.w.gate, pulled, b.w.log) })
+		k := ks.add(c)
+		feeders.Go(func() { consume(ctx, c, k, false, pull, b.w.gate, pulled, b.w.log) })
 	}
-	feeders.Go(func() { consume(ctx, b.cons.Retries, true, max(b.concurrency/4, 1), b.w.gate, pulled, b.w.log) })
+	rk := ks.add(b.cons.Retries)
+	feeders.Go(func() { consume(ctx, b.cons.Retries, rk, true, max(b.concurrency/4, 1), b.w.gate, pulled, b.w.log) })
 	for range b.concurrency {
 		workers.Go(func() {
 			for j := range jobs {

@@ -117,3 +117,24 @@ func (a *ackWaitConsumer) fetch(wait time.Duration) jetstream.Msg {
 	}
 	return nil
 }
+
+// A sink's keepers are closed by a closeAll deferred before they are added
+// (run defers it, then adds one per consumer): each keeper's ticker stops.
+func TestKeepersDeferredCloseStopsThoseAddedAfter(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a := newAckWaitConsumer(ctx, t, "KS", "ks.>", time.Second)
+	var added []*keeper
+	func() {
+		var ks keepers
+		defer ks.closeAll()
+		added = append(added, ks.add(a.c), ks.add(a.c))
+	}()
+	for i, k := range added {
+		select {
+		case <-k.stop:
+		default:
+			t.Errorf("keeper %d not closed: its ticker runs on", i)
+		}
+	}
+}

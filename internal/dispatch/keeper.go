@@ -96,12 +96,33 @@ func (m *kept) hold(nc *nats.Conn) {
 	m.k.mu.Unlock()
 }
 
-// close stops the ticker. Messages still held then are either settled
-// shortly (shutdown hands them back) or kept by their own keep-alive (a
-// delivery in progress, a held dead letter).
+// close stops the ticker, once nothing it keeps can still be worked on:
+// a sink's keepers close when the sink's work is over (keepers), not when
+// its pulls stop, as what the workers hold is delivered during
+// shutdown_grace; a keyed batcher holds its groups for seconds then,
+// each waiting for a sender, and one left untouched past ack_wait went
+// to another replica while this one still sent it.
 func (k *keeper) close() {
 	close(k.stop)
 	k.done.Wait()
+}
+
+// keepers makes a sink's keepers, one per consumer it pulls; close them
+// (closeAll) once its workers, batcher and held messages are done.
+type keepers []*keeper
+
+func (ks *keepers) add(c jetstream.Consumer) *keeper {
+	k := newKeeper(ackWaitOf(c))
+	*ks = append(*ks, k)
+	return k
+}
+
+// closeAll closes them; by pointer, so that a closeAll deferred before
+// the keepers are added closes them all.
+func (ks *keepers) closeAll() {
+	for _, k := range *ks {
+		k.close()
+	}
 }
 
 // kept is a message in a keeper's care: settling it releases it.

@@ -238,7 +238,10 @@ func (b boundSink) runOrdered(ctx, workCtx context.Context) {
 	jobs := make(chan job)
 	var feeders, workers sync.WaitGroup
 	n := max(b.concurrency/4, 1)
-	feeders.Go(func() { consume(ctx, b.cons.Retries, true, n, b.w.gate, jobs, b.w.log) })
+	var ks keepers // closed after the workers and held messages (run's)
+	defer ks.closeAll()
+	rk := ks.add(b.cons.Retries)
+	feeders.Go(func() { consume(ctx, b.cons.Retries, rk, true, n, b.w.gate, jobs, b.w.log) })
 	for range n {
 		workers.Go(func() {
 			for j := range jobs {

@@ -54,12 +54,16 @@ type Env struct {
 // New starts the embedded server and the emulator; both stop with the test.
 func New(t testing.TB) *Env {
 	t.Helper()
-	s, err := embedded.Start(embedded.Options{Listen: "127.0.0.1:0", DataDir: t.TempDir()})
+	o := embedded.Options{Listen: "127.0.0.1:0", DataDir: t.TempDir()}
+	s, err := embedded.Start(o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	return newEnv(t, []*server.Server{s}, 1, true)
+	e := newEnv(t, []*server.Server{s}, 1, true)
+	o.Listen = s.Addr().String() // restarted on the same address
+	e.nodes = []embedded.Options{o}
+	return e
 }
 
 // NewPartitioned is New with the events spread over n partition streams
@@ -131,14 +135,15 @@ func newCluster(t testing.TB, n int, ready bool) *Env {
 	return e
 }
 
-// RestartServer stops a cluster's server i and starts it again on the
-// same storage and addresses, as a rolling restart of the cluster does.
+// RestartServer stops server i (New's one server, or a cluster's node)
+// and starts it again on the same storage and addresses, as a restart of
+// nats-server, or a rolling restart of the cluster, does.
 // It returns once the server accepts clients again; JetStream's groups
 // on it catch up after.
 func (e *Env) RestartServer(i int) {
 	e.T.Helper()
 	if i >= len(e.nodes) {
-		e.T.Fatalf("server %d is not a cluster node", i)
+		e.T.Fatalf("server %d cannot be restarted (New and NewCluster's servers can)", i)
 	}
 	old := e.Servers[i]
 	old.Shutdown()
