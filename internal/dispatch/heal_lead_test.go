@@ -1,0 +1,178 @@
+package dispatch_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/internal/emulator"
+	"github.com/chapar-dev/chapar/internal/testenv"
+	"github.com/chapar-dev/chapar/internal/topology"
+	"github.com/chapar-dev/chapar/pkg/envelope"
+)
+
+// healLeadConfigs are two configs sharing the sink gateway (track by
+// type): a, whose lead is first, and b, which runs gateway alone and so
+// makes it the lead (marked, reading every subject) when it binds after
+// a. a's replica, bound before the mark, is then fenced off gateway.
+func healLeadConfigs(e *testenv.Env) (aSinks []config.Sink, aRoutes []config.Route, bSinks []config.Sink, bRoutes []config.Route) {
+	first := e.Sink("first", emulator.Chabok, nil, nil)
+	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	track := config.Route{Types: []string{envelope.TypeTrack}, Sinks: []string{"gateway"}}
+	return []config.Sink{first, gateway}, []config.Route{{Types: []string{envelope.TypePurchase}, Sinks: []string{"first"}}, track},
+		[]config.Sink{gateway}, []config.Route{track}
+}
+
+// readsAll says a consumer in state s reads every subject: filtered on
+// the whole stream (a bind's), or not filtered (a healer's recreation
+// for another config's fence: topology.FiltersOf says none).
+func readsAll(e *testenv.Env, s consumerState) bool {
+	return s.readsEverything(e) || s.filters == fmt.Sprint([]string{})
+}
+
+// Issue 20's open item. The healer of a replica that bound gateway
+// before another config marked it the lead recreated a lost consumer
+// from what it saw at its bind: whole-stream (another config's fence),
+// but with no lead mark. The lead then runs in no config: the next bind
+// of a's config (a restart, a rollback) narrowed gateway to its types,
+// and a stray it had not read yet (a track event on another type's
+// subject, which first, a's lead, left to gateway because gateway's
+// consumer read every subject when first saw it) was neither delivered
+// nor dead-lettered.
+func TestHealerKeepsTheLeadMarkAnotherConfigAdded(t *testing.T) {
+	t.Parallel() // mostly waits out the healer's settle time and the stray's deadline
+	e := testenv.New(t)
+	aSinks, aRoutes, bSinks, bRoutes := healLeadConfigs(e)
+	a := e.Start(aSinks, aRoutes)
+	b := e.Start(bSinks, bRoutes)
+	if s := stateOf(t, e, "gateway"); !s.lead || !s.readsEverything(e) {
+		t.Fatalf("gateway after b bound: %+v, want marked the lead, reading every subject", s)
+	}
+	testenv.Eventually(t, 10*time.Second, "a's replica fenced off gateway", func() bool { return a.Tally.Fenced("gateway") })
+	// b's replica is down (a restart in its rollout) when gateway's
+	// consumer is lost: a's healer recreates it.
+	if err := b.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	stream, name := e.Topo.EventsStream(), topology.SinkConsumer("gateway")
+	if err := e.JS.DeleteConsumer(ctx, stream, name); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 20*time.Second, "gateway's consumer recreated", func() bool {
+		_, err := e.JS.Consumer(ctx, stream, name)
+		return err == nil
+	})
+	if s := stateOf(t, e, "gateway"); !s.lead || !readsAll(e, s) {
+		t.Errorf("gateway recreated by a's healer: %+v, want still marked the lead, reading every subject", s)
+	}
+
+	// A stray in gateway's backlog, which first passes over (gateway
+	// reads its subject), then a's config binds again.
+	stray := publishStray(t, e)
+	testenv.Eventually(t, 20*time.Second, "first read past the stray", func() bool { return e.Idle("first") })
+	if err := a.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	e.Start(aSinks, aRoutes)
+	testenv.Eventually(t, 30*time.Second, "the stray delivered to gateway or dead-lettered for it", func() bool {
+		return gatewayIDs(t, e)[stray.ID]+unknownFor(t, e, "gateway")[stray.ID] > 0
+	})
+	if s := stateOf(t, e, "gateway"); !s.lead || !readsAll(e, s) {
+		t.Errorf("gateway after a's config bound again: %+v, want still the lead, reading every subject", s)
+	}
+}
+
+// The same replica's healer writes gateway's floor to the floors bucket
+// as it moves, with the lead mark it saw at its bind: none. The record
+// said gateway led until a's healer wrote it; after, a loss of gateway's
+// consumer while no dispatcher runs made it a sink like any other at the
+// next bind (topology.Leads reads the floors for a sink without
+// consumers), the loss TestReviewALeadConsumerLostWhileStoppedStaysTheLead
+// shows.
+func TestHealerFloorRecordKeepsTheLeadMarkAnotherConfigAdded(t *testing.T) {
+	e := testenv.New(t)
+	aSinks, aRoutes, bSinks, bRoutes := healLeadConfigs(e)
+	a := e.Start(aSinks, aRoutes)
+	b := e.Start(bSinks, bRoutes)
+	testenv.Eventually(t, 10*time.Second, "a's replica fenced off gateway", func() bool { return a.Tally.Fenced("gateway") })
+	if err := b.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	floors, err := e.JS.KeyValue(ctx, e.Topo.FloorsBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := e.Topo.EventsStream()
+	readFloor := func() topology.Floor {
+		t.Helper()
+		entry, err := floors.Get(ctx, topology.FloorKey("gateway", stream))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var f topology.Floor
+		if err := json.Unmarshal(entry.Value(), &f); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	if f := readFloor(); !f.Lead {
+		t.Fatalf("gateway's floor record after b bound: %+v, want it marked the lead", f)
+	}
+	// gateway's floor moves with no replica of b running (acked here: a
+	// pulls nothing for a sink it is fenced off), so only a's healer
+	// writes it.
+	publishTracks(t, e, 3, "order_paid")
+	c, err := e.JS.Consumer(ctx, stream, topology.SinkConsumer("gateway"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last uint64
+	for acked := 0; acked < 3; {
+		batch, err := c.Fetch(3-acked, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for msg := range batch.Messages() {
+			meta, err := msg.Metadata()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := msg.DoubleAck(ctx); err != nil {
+				t.Fatal(err)
+			}
+			last = max(last, meta.Sequence.Stream)
+			acked++
+		}
+		if err := batch.Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.Eventually(t, 20*time.Second, "a's healer recorded gateway's new floor", func() bool { return readFloor().AckFloor >= last })
+	if f := readFloor(); !f.Lead {
+		t.Errorf("gateway's floor record written by a's healer: %+v, want it still marked the lead", f)
+	}
+	// What the next bind reads if gateway's consumer is lost while no
+	// dispatcher runs.
+	if err := a.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.JS.DeleteConsumer(ctx, stream, topology.SinkConsumer("gateway")); err != nil {
+		t.Fatal(err)
+	}
+	leads, err := e.Topo.Leads(ctx, e.JS, floors, []string{"first", "gateway"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !leads["gateway"] {
+		t.Errorf("gateway's consumer lost while no dispatcher runs: marked leads %v, want gateway among them", leads)
+	}
+}
