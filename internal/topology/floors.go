@@ -100,8 +100,13 @@ func WriteFloor(ctx context.Context, kv jetstream.KeyValue, sink string, f Floor
 	return nil
 }
 
-// readFloor reads a sink's floor on stream; found is false if none is
+// ReadFloor reads a sink's floor on stream; found is false if none is
 // recorded.
+func ReadFloor(ctx context.Context, kv jetstream.KeyValue, sink, stream string) (f Floor, found bool, err error) {
+	return readFloor(ctx, kv, sink, stream)
+}
+
+// readFloor is ReadFloor.
 func readFloor(ctx context.Context, kv jetstream.KeyValue, sink, stream string) (f Floor, found bool, err error) {
 	e, err := kv.Get(ctx, FloorKey(sink, stream))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
