@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"testing"
 	"time"
 
@@ -174,5 +175,73 @@ func TestHealerFloorRecordKeepsTheLeadMarkAnotherConfigAdded(t *testing.T) {
 	}
 	if !leads["gateway"] {
 		t.Errorf("gateway's consumer lost while no dispatcher runs: marked leads %v, want gateway among them", leads)
+	}
+}
+
+// Two replicas heal a lost consumer at once: the first to create it
+// wins (topology.RecreateConsumer creates, never updates), and the
+// other keeps what it finds. A winner that had not seen the lead mark
+// (its last look was before the bind that marked the sink, or it runs a
+// version that recreated from its bind) recreates it unmarked: the
+// replica that knows the mark puts it back, reading every subject, as a
+// marked lead's consumer does. Here the winner is the test, creating
+// the consumer the moment it is deleted, as each kind of stale healer
+// did; a's healer finds it there (after its settle time, or at its next
+// look).
+func TestHealerPutsBackALeadMarkAnotherHealerDropped(t *testing.T) {
+	t.Parallel() // mostly waits out the healer's look
+	for _, tt := range []struct {
+		name  string
+		stale func(bound, marked jetstream.ConsumerConfig) jetstream.ConsumerConfig
+	}{
+		{"the owner's fence, the whole stream, no mark (a healer from before this fix)", func(_, marked jetstream.ConsumerConfig) jetstream.ConsumerConfig {
+			cfg := marked
+			cfg.Metadata = maps.Clone(cfg.Metadata)
+			delete(cfg.Metadata, topology.LeadMetadata)
+			cfg.FilterSubject, cfg.FilterSubjects = "", nil
+			return cfg
+		}},
+		{"its own bind's config: its fence, its types, no mark (a healer from before fences were kept)", func(bound, _ jetstream.ConsumerConfig) jetstream.ConsumerConfig {
+			return bound
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			e := testenv.New(t)
+			aSinks, aRoutes, bSinks, bRoutes := healLeadConfigs(e)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			stream, name := e.Topo.EventsStream(), topology.SinkConsumer("gateway")
+			config := func() jetstream.ConsumerConfig {
+				t.Helper()
+				c, err := e.JS.Consumer(ctx, stream, name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return c.CachedInfo().Config
+			}
+			a := e.Start(aSinks, aRoutes)
+			bound := config()
+			b := e.Start(bSinks, bRoutes)
+			testenv.Eventually(t, 10*time.Second, "a's replica fenced off gateway", func() bool { return a.Tally.Fenced("gateway") })
+			if err := b.Stop(); err != nil {
+				t.Fatal(err)
+			}
+			c, err := e.JS.Consumer(ctx, stream, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			info := c.CachedInfo()
+			if err := e.JS.DeleteConsumer(ctx, stream, name); err != nil {
+				t.Fatal(err)
+			}
+			if _, created, err := topology.RecreateConsumer(ctx, e.JS, stream, tt.stale(bound, info.Config), info.AckFloor.Stream+1); err != nil || !created {
+				t.Fatalf("the stale healer's recreation: created %v, %v", created, err)
+			}
+			testenv.Eventually(t, 20*time.Second, "gateway marked the lead again, reading every subject", func() bool {
+				s := stateOf(t, e, "gateway")
+				return s.lead && readsAll(e, s)
+			})
+		})
 	}
 }
