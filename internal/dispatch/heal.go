@@ -58,6 +58,10 @@ type healer struct {
 	// mark once seen stands, whatever a later read or a recreation by a
 	// replica that had not seen it says.
 	lead bool
+	// instance is when the consumer last read was created: a new one
+	// (recreated by any replica) is checked once against the floor
+	// record for a mark it lacks.
+	instance time.Time
 	// fromFloor: an events consumer restarts above its ack floor; a
 	// retries consumer's work-queue stream holds only what it has not
 	// acked, so it restarts with its own policy (all of it).
@@ -79,7 +83,7 @@ type healer struct {
 
 func newHealer(e *engine, sink string, c jetstream.Consumer, fromFloor bool) *healer {
 	info := c.CachedInfo()
-	h := &healer{e: e, sink: sink, stream: info.Stream, cfg: info.Config, lead: topology.IsLead(info), fromFloor: fromFloor,
+	h := &healer{e: e, sink: sink, stream: info.Stream, cfg: info.Config, lead: topology.IsLead(info), instance: info.Created, fromFloor: fromFloor,
 		nudge: make(chan struct{}, 1), up: make(chan struct{})}
 	close(h.up)
 	h.floor.Store(info.AckFloor.Stream)
@@ -189,7 +193,7 @@ func (h *healer) check(ctx context.Context) {
 	case err == nil:
 		info := c.CachedInfo()
 		h.floor.Store(info.AckFloor.Stream)
-		h.seen(info)
+		h.seen(ctx, info)
 		h.markUp()
 		h.rec.write(ctx, h.floor.Load(), false)
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
@@ -203,10 +207,36 @@ func (h *healer) check(ctx context.Context) {
 // seen remembers the consumer as the server has it now: the config to
 // recreate it with, and its lead mark, which the floor record carries
 // too (a lead lost while no dispatcher runs stays the lead:
-// topology.Leads).
-func (h *healer) seen(info *jetstream.ConsumerInfo) {
+// topology.Leads). A consumer without the mark this healer knows was
+// recreated by a replica that had not seen it (the first healer to
+// create it wins, topology.RecreateConsumer): the mark goes back on,
+// reading every subject (topology.RestoreLead). Not put back now (the
+// broker unreachable), it is at the next look.
+func (h *healer) seen(ctx context.Context, info *jetstream.ConsumerInfo) {
 	h.cfg = info.Config
-	h.learnLead(topology.IsLead(info))
+	lead := topology.IsLead(info)
+	if !lead && h.fromFloor && !h.lead && !info.Created.Equal(h.instance) {
+		// A consumer this healer did not see made: its maker may have
+		// missed a mark the bind that made the sink the lead recorded.
+		// One read per consumer made, not one per look.
+		h.learnLead(h.floorSaysLead(ctx))
+	}
+	h.instance = info.Created
+	h.learnLead(lead)
+	if lead || !h.lead || !h.fromFloor {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, brokerTimeout)
+	c, err := topology.RestoreLead(rctx, h.e.js, h.stream, h.cfg.Durable)
+	cancel()
+	log := h.e.log.With(zap.String("sink", h.sink), zap.String("stream", h.stream), zap.String("consumer", h.cfg.Durable))
+	if err != nil {
+		log.Warn("the sink's consumer lacks the lead mark it had (recreated by a replica that had not seen it); not put back yet, trying again at the next look",
+			zap.Error(err))
+		return
+	}
+	log.Warn("the sink's consumer lacked the lead mark it had (recreated by a replica that had not seen it); put back, reading every subject")
+	h.cfg = c.CachedInfo().Config
 }
 
 // learnLead keeps a lead mark once known (see lead).
@@ -310,17 +340,11 @@ func (h *healer) heal(ctx context.Context) {
 		cctx, cancel := context.WithTimeout(ctx, brokerTimeout)
 		c, created, err := topology.RecreateConsumer(cctx, h.e.js, h.stream, cfg, at)
 		cancel()
-		if err == nil && !created && h.lead && !topology.IsLead(c.CachedInfo()) {
-			// Another replica recreated it first, from a config read
-			// before the sink was made the lead (or a version without
-			// marks): the mark goes back on, as a bind's would.
-			cctx, cancel := context.WithTimeout(ctx, brokerTimeout)
-			c, err = topology.MarkLead(cctx, h.e.js, h.stream, h.cfg.Durable)
-			cancel()
-		}
 		if err == nil {
 			h.floor.Store(c.CachedInfo().AckFloor.Stream)
-			h.seen(c.CachedInfo())
+			// Found made by another replica (created false): with the
+			// mark this healer knows, or given it back (seen).
+			h.seen(ctx, c.CachedInfo())
 			h.e.obs.ConsumerBack(h.sink)
 			h.markUp()
 			if created {

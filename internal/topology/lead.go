@@ -27,12 +27,15 @@ func IsLead(info *jetstream.ConsumerInfo) bool {
 	return ok
 }
 
-// MarkLead puts the lead mark back on a sink's events consumer that
-// lacks it, changing nothing else: a healer that knew the mark found the
-// consumer recreated by another replica that had not seen it yet. A mark
-// is never taken off a sink's consumers (RemoveSink deletes them), so a
-// mark once seen is still right.
-func MarkLead(ctx context.Context, js jetstream.JetStream, stream, durable string) (jetstream.Consumer, error) {
+// RestoreLead puts the lead mark back on a sink's events consumer that
+// lacks it, reading every subject as a marked lead does, and changes
+// nothing else (fence, position, settings): a healer that knew the mark
+// found the consumer recreated by another replica that had not seen it
+// yet. A mark is never taken off a sink's consumers (RemoveSink deletes
+// them), so a mark once seen is still right; the whole stream is a
+// superset of any filter, so the owner's routes, which decide exactly,
+// miss nothing.
+func RestoreLead(ctx context.Context, js jetstream.JetStream, stream, durable string) (jetstream.Consumer, error) {
 	c, err := js.Consumer(ctx, stream, durable)
 	if err != nil {
 		return nil, fmt.Errorf("topology: consumer %s on %s: %w", durable, stream, err)
@@ -43,6 +46,7 @@ func MarkLead(ctx context.Context, js jetstream.JetStream, stream, durable strin
 	}
 	cfg := info.Config
 	cfg.Metadata = mergeMetadata(cfg.Metadata, map[string]string{LeadMetadata: "true"})
+	cfg.FilterSubject, cfg.FilterSubjects = "", nil
 	if c, err = js.UpdateConsumer(ctx, stream, cfg); err != nil {
 		return nil, fmt.Errorf("topology: mark consumer %s on %s the lead again: %w", durable, stream, err)
 	}
