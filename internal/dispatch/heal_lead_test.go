@@ -97,11 +97,17 @@ func TestHealerKeepsTheLeadMarkAnotherConfigAdded(t *testing.T) {
 // next bind (topology.Leads reads the floors for a sink without
 // consumers), the loss TestReviewALeadConsumerLostWhileStoppedStaysTheLead
 // shows.
+//
+// Once a's healer has looked at the consumer b bound, it recreates it as
+// b left it: marked, and with b's ack_wait, not a's (b's replicas keep
+// what they hold alive every third of their own ack_wait: a shorter one
+// had it delivered again while held).
 func TestHealerFloorRecordKeepsTheLeadMarkAnotherConfigAdded(t *testing.T) {
 	e := testenv.New(t)
 	aSinks, aRoutes, bSinks, bRoutes := healLeadConfigs(e)
 	a := e.Start(aSinks, aRoutes)
-	b := e.Start(bSinks, bRoutes)
+	const bAckWait = 9 * time.Second
+	b := e.Start(bSinks, bRoutes, func(d *config.Dispatcher) { d.AckWait = bAckWait })
 	testenv.Eventually(t, 10*time.Second, "a's replica fenced off gateway", func() bool { return a.Tally.Fenced("gateway") })
 	if err := b.Stop(); err != nil {
 		t.Fatal(err)
@@ -160,6 +166,22 @@ func TestHealerFloorRecordKeepsTheLeadMarkAnotherConfigAdded(t *testing.T) {
 	testenv.Eventually(t, 20*time.Second, "a's healer recorded gateway's new floor", func() bool { return readFloor().AckFloor >= last })
 	if f := readFloor(); !f.Lead {
 		t.Errorf("gateway's floor record written by a's healer: %+v, want it still marked the lead", f)
+	}
+	// a's healer has looked since b bound (it wrote the floor it read).
+	name := topology.SinkConsumer("gateway")
+	if err := e.JS.DeleteConsumer(ctx, stream, name); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 20*time.Second, "gateway's consumer recreated", func() bool {
+		_, err := e.JS.Consumer(ctx, stream, name)
+		return err == nil
+	})
+	if c, err = e.JS.Consumer(ctx, stream, name); err != nil {
+		t.Fatal(err)
+	}
+	if info := c.CachedInfo(); !topology.IsLead(info) || info.Config.AckWait != bAckWait {
+		t.Errorf("gateway recreated by a's healer: marked the lead %v, ack_wait %s; want marked, and its owner's ack_wait %s",
+			topology.IsLead(info), info.Config.AckWait, bAckWait)
 	}
 	// What the next bind reads if gateway's consumer is lost while no
 	// dispatcher runs.
