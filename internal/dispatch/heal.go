@@ -214,6 +214,13 @@ func (h *healer) check(ctx context.Context) {
 // broker unreachable), it is at the next look.
 func (h *healer) seen(ctx context.Context, info *jetstream.ConsumerInfo) {
 	h.cfg = info.Config
+	if _, marked := topology.Removing(info); marked {
+		// Not recreated marked for removal: this replica runs the sink,
+		// and clears such a mark itself (its fence's read, Reclaim), as
+		// its bind did.
+		h.cfg.Metadata = maps.Clone(h.cfg.Metadata)
+		delete(h.cfg.Metadata, topology.RemovingMetadata)
+	}
 	lead := topology.IsLead(info)
 	if !lead && h.fromFloor && !h.lead && !info.Created.Equal(h.instance) {
 		// A consumer this healer did not see made: its maker may have
