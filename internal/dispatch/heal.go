@@ -62,6 +62,9 @@ type healer struct {
 	// (recreated by any replica) is checked once against the floor
 	// record for a mark it lacks.
 	instance time.Time
+	// restoring says putting the mark back failed at the last look
+	// (logged once).
+	restoring bool
 	// fromFloor: an events consumer restarts above its ack floor; a
 	// retries consumer's work-queue stream holds only what it has not
 	// acked, so it restarts with its own policy (all of it).
@@ -238,12 +241,15 @@ func (h *healer) seen(ctx context.Context, info *jetstream.ConsumerInfo) {
 	cancel()
 	log := h.e.log.With(zap.String("sink", h.sink), zap.String("stream", h.stream), zap.String("consumer", h.cfg.Durable))
 	if err != nil {
-		log.Warn("the sink's consumer lacks the lead mark it had (recreated by a replica that had not seen it); not put back yet, trying again at the next look",
-			zap.Error(err))
+		if !h.restoring {
+			log.Warn("the sink's consumer lacks the lead mark it had (recreated by a replica that had not seen it); not put back yet, trying again at each look",
+				zap.Error(err))
+		}
+		h.restoring = true
 		return
 	}
 	log.Warn("the sink's consumer lacked the lead mark it had (recreated by a replica that had not seen it); put back, reading every subject")
-	h.cfg = c.CachedInfo().Config
+	h.cfg, h.restoring = c.CachedInfo().Config, false
 }
 
 // learnLead keeps a lead mark once known (see lead).
