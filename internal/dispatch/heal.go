@@ -38,7 +38,33 @@ type healer struct {
 	e      *engine
 	sink   string
 	stream string
-	cfg    jetstream.ConsumerConfig // as the server had it at bind
+	// cfg is the consumer's config as the server had it when last read
+	// (at bind, then at each look): what it is recreated with. Not the
+	// config this replica bound with: another config's bind since (one
+	// that made the sink the lead, or owns it with another filter, fence
+	// or ack_wait) changed it, and a recreation from the bind's copy
+	// undid that (issue 20: the lead mark dropped, and a stray the lead
+	// left to the sink judged by no one). Nor derived again from this
+	// replica's config, as a bind would: the owner may be another config,
+	// whose routes this replica does not have, and what its bind wrote is
+	// known only from the server. At most healEvery stale: a fence
+	// changed since is the fence's to tell (the filter is then the whole
+	// stream), a mark the lead's.
+	cfg jetstream.ConsumerConfig
+	// lead says the consumer was marked the lead (topology.LeadMetadata)
+	// when this healer saw it, at bind or at a look since, or its floor
+	// record says so: it is recreated marked. A mark is never taken off
+	// a sink's consumers (only removing the sink deletes them), so a
+	// mark once seen stands, whatever a later read or a recreation by a
+	// replica that had not seen it says.
+	lead bool
+	// instance is when the consumer last read was created: a new one
+	// (recreated by any replica) is checked once against the floor
+	// record for a mark it lacks.
+	instance time.Time
+	// restoring says putting the mark back failed at the last look
+	// (logged once).
+	restoring bool
 	// fromFloor: an events consumer restarts above its ack floor; a
 	// retries consumer's work-queue stream holds only what it has not
 	// acked, so it restarts with its own policy (all of it).
@@ -60,7 +86,7 @@ type healer struct {
 
 func newHealer(e *engine, sink string, c jetstream.Consumer, fromFloor bool) *healer {
 	info := c.CachedInfo()
-	h := &healer{e: e, sink: sink, stream: info.Stream, cfg: info.Config, fromFloor: fromFloor,
+	h := &healer{e: e, sink: sink, stream: info.Stream, cfg: info.Config, lead: topology.IsLead(info), instance: info.Created, fromFloor: fromFloor,
 		nudge: make(chan struct{}, 1), up: make(chan struct{})}
 	close(h.up)
 	h.floor.Store(info.AckFloor.Stream)
@@ -168,7 +194,9 @@ func (h *healer) check(ctx context.Context) {
 	cancel()
 	switch {
 	case err == nil:
-		h.floor.Store(c.CachedInfo().AckFloor.Stream)
+		info := c.CachedInfo()
+		h.floor.Store(info.AckFloor.Stream)
+		h.seen(ctx, info)
 		h.markUp()
 		h.rec.write(ctx, h.floor.Load(), false)
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
@@ -177,6 +205,76 @@ func (h *healer) check(ctx context.Context) {
 		// Unknown: the pull's own retries go on meanwhile.
 		h.markUp()
 	}
+}
+
+// seen remembers the consumer as the server has it now: the config to
+// recreate it with, and its lead mark, which the floor record carries
+// too (a lead lost while no dispatcher runs stays the lead:
+// topology.Leads). A consumer without the mark this healer knows was
+// recreated by a replica that had not seen it (the first healer to
+// create it wins, topology.RecreateConsumer): the mark goes back on,
+// reading every subject (topology.RestoreLead). Not put back now (the
+// broker unreachable), it is at the next look.
+func (h *healer) seen(ctx context.Context, info *jetstream.ConsumerInfo) {
+	h.cfg = info.Config
+	if _, marked := topology.Removing(info); marked {
+		// Not recreated marked for removal: this replica runs the sink,
+		// and clears such a mark itself (its fence's read, Reclaim), as
+		// its bind did.
+		h.cfg.Metadata = maps.Clone(h.cfg.Metadata)
+		delete(h.cfg.Metadata, topology.RemovingMetadata)
+	}
+	lead := topology.IsLead(info)
+	if !lead && h.fromFloor && !h.lead && !info.Created.Equal(h.instance) {
+		// A consumer this healer did not see made: its maker may have
+		// missed a mark the bind that made the sink the lead recorded.
+		// One read per consumer made, not one per look.
+		h.learnLead(h.floorSaysLead(ctx))
+	}
+	h.instance = info.Created
+	h.learnLead(lead)
+	if lead || !h.lead || !h.fromFloor {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, brokerTimeout)
+	c, err := topology.RestoreLead(rctx, h.e.js, h.stream, h.cfg.Durable)
+	cancel()
+	log := h.e.log.With(zap.String("sink", h.sink), zap.String("stream", h.stream), zap.String("consumer", h.cfg.Durable))
+	if err != nil {
+		if !h.restoring {
+			log.Warn("the sink's consumer lacks the lead mark it had (recreated by a replica that had not seen it); not put back yet, trying again at each look",
+				zap.Error(err))
+		}
+		h.restoring = true
+		return
+	}
+	log.Warn("the sink's consumer lacked the lead mark it had (recreated by a replica that had not seen it); put back, reading every subject")
+	h.cfg, h.restoring = c.CachedInfo().Config, false
+}
+
+// learnLead keeps a lead mark once known (see lead).
+func (h *healer) learnLead(lead bool) {
+	if !lead {
+		return
+	}
+	h.lead = true
+	if h.rec != nil {
+		h.rec.floor.Lead = true
+	}
+}
+
+// floorSaysLead reads whether the sink's floor record on this stream
+// says it leads: written by the bind that marked it, so it knows a mark
+// this healer's looks (healEvery apart) may not have seen yet. Not
+// found, or unreadable: no.
+func (h *healer) floorSaysLead(ctx context.Context) bool {
+	if h.rec == nil || h.rec.kv == nil {
+		return false
+	}
+	rctx, cancel := context.WithTimeout(ctx, brokerTimeout)
+	defer cancel()
+	f, found, err := topology.ReadFloor(rctx, h.rec.kv, h.sink, h.stream)
+	return err == nil && found && f.Lead
 }
 
 // heal recreates the lost consumer, trying with backoff until it is back
@@ -200,6 +298,16 @@ func (h *healer) heal(ctx context.Context) {
 	wait := 250 * time.Millisecond
 	for first := true; ; first = false {
 		cfg := h.cfg
+		if h.fromFloor && !h.lead {
+			h.learnLead(h.floorSaysLead(ctx))
+		}
+		if h.lead {
+			cfg.Metadata = maps.Clone(cfg.Metadata)
+			if cfg.Metadata == nil {
+				cfg.Metadata = map[string]string{}
+			}
+			cfg.Metadata[topology.LeadMetadata] = "true"
+		}
 		if h.fence != nil {
 			if owner := h.fence(); owner != "" {
 				cfg.Metadata = maps.Clone(cfg.Metadata)
@@ -247,6 +355,9 @@ func (h *healer) heal(ctx context.Context) {
 		cancel()
 		if err == nil {
 			h.floor.Store(c.CachedInfo().AckFloor.Stream)
+			// Found made by another replica (created false): with the
+			// mark this healer knows, or given it back (seen).
+			h.seen(ctx, c.CachedInfo())
 			h.e.obs.ConsumerBack(h.sink)
 			h.markUp()
 			if created {
@@ -287,9 +398,13 @@ type floorRecord struct {
 	sink    string
 	floor   topology.Floor // its stream, stream instance and start
 	written uint64         // the floor last written
-	at      time.Time      // when
-	failing bool           // the last write failed (logged once)
-	log     *zap.Logger
+	// writtenLead is the lead mark last written: a mark learnt since
+	// (floor.Lead, see healer.lead) is written even if the floor has
+	// not moved.
+	writtenLead bool
+	at          time.Time // when
+	failing     bool      // the last write failed (logged once)
+	log         *zap.Logger
 }
 
 // write stores floor if it moved since the last write, at most once per
@@ -297,7 +412,7 @@ type floorRecord struct {
 // read is a lower bound of the consumer's position, so an older one only
 // means more events delivered again. Safe on a nil record.
 func (r *floorRecord) write(ctx context.Context, floor uint64, now bool) {
-	if r == nil || floor == r.written || (!now && time.Since(r.at) < floorEvery) {
+	if r == nil || (floor == r.written && r.floor.Lead == r.writtenLead) || (!now && time.Since(r.at) < floorEvery) {
 		return
 	}
 	f := r.floor
@@ -327,7 +442,7 @@ func (r *floorRecord) write(ctx context.Context, floor uint64, now bool) {
 	if r.failing {
 		r.log.Info("the consumer's ack floor is recorded again", zap.Uint64("floor", floor))
 	}
-	r.written, r.at, r.failing = floor, time.Now(), false
+	r.written, r.writtenLead, r.at, r.failing = floor, f.Lead, time.Now(), false
 }
 
 // finalFloor reads the consumer's floor once more and writes it, as the

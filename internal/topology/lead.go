@@ -27,6 +27,32 @@ func IsLead(info *jetstream.ConsumerInfo) bool {
 	return ok
 }
 
+// RestoreLead puts the lead mark back on a sink's events consumer that
+// lacks it, reading every subject as a marked lead does, and changes
+// nothing else (fence, position, settings): a healer that knew the mark
+// found the consumer recreated by another replica that had not seen it
+// yet. A mark is never taken off a sink's consumers (RemoveSink deletes
+// them), so a mark once seen is still right; the whole stream is a
+// superset of any filter, so the owner's routes, which decide exactly,
+// miss nothing.
+func RestoreLead(ctx context.Context, js jetstream.JetStream, stream, durable string) (jetstream.Consumer, error) {
+	c, err := js.Consumer(ctx, stream, durable)
+	if err != nil {
+		return nil, fmt.Errorf("topology: consumer %s on %s: %w", durable, stream, err)
+	}
+	info := c.CachedInfo()
+	if IsLead(info) {
+		return c, nil
+	}
+	cfg := info.Config
+	cfg.Metadata = mergeMetadata(cfg.Metadata, map[string]string{LeadMetadata: "true"})
+	cfg.FilterSubject, cfg.FilterSubjects = "", nil
+	if c, err = js.UpdateConsumer(ctx, stream, cfg); err != nil {
+		return nil, fmt.Errorf("topology: mark consumer %s on %s the lead again: %w", durable, stream, err)
+	}
+	return c, nil
+}
+
 // Leads reads which of sinks are marked leads on the server: a sink is
 // marked if any of its events consumers is (a partition's consumer lost
 // and recreated from its floor is marked again at the bind). A sink
