@@ -123,9 +123,10 @@ func TestClusterOperatorPauseSurvivesLeaderChanges(t *testing.T) {
 // Issue 20: JetStream's consumer pause, which holds a new lead's
 // consumers still while it is widened (topology.HoldForWidening), on a
 // three-node cluster. A replica of the old config pulls the sink's R3
-// consumer when it is held; the consumer's leader steps down, its server
-// restarts, and the consumer is updated as the widening does (an update
-// that does not carry the pause). Throughout, the server reports the
+// consumer when it is held; once what it had in hand is settled, the
+// consumer's leader steps down, its server restarts, and the consumer is
+// updated as the widening does (an update that does not carry the
+// pause). Throughout, the server reports the
 // consumer paused until the same time and its position does not move,
 // and the vendor gets no event above that position (what the replica had
 // pulled before the hold it delivers meanwhile: the pause stops the
@@ -219,6 +220,14 @@ func TestClusterConsumerHoldSurvivesLeaderChanges(t *testing.T) {
 		}
 	}
 	held("held")
+	// What the replica had in hand at the hold is delivered and acked
+	// before the leaders move: an ack sent as a leader steps down or its
+	// server stops may be lost, and that event delivered again
+	// (at-least-once), which is not what this test is about.
+	testenv.Eventually(t, 30*time.Second, "the events in hand at the hold settled", func() bool {
+		return consumer().NumAckPending == 0
+	})
+	held("held, nothing in hand")
 
 	stepDown(t, e, "$JS.API.CONSUMER.LEADER.STEPDOWN."+e.Topo.EventsStream()+"."+topology.SinkConsumer("gateway"))
 	held("after the consumer's leader stepped down")

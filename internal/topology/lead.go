@@ -141,14 +141,15 @@ func (t Topology) HoldForWidening(ctx context.Context, js jetstream.JetStream, s
 const holdApplyTimeout = 5 * time.Second
 
 // waitPaused polls the consumer's info (its leader's answer) until it is
-// paused until until, within holdApplyTimeout.
+// paused until until or later (another bind making the same lead may have
+// paused it longer), within holdApplyTimeout.
 func waitPaused(ctx context.Context, js jetstream.JetStream, stream, consumer string, until time.Time) error {
 	ctx, cancel := context.WithTimeout(ctx, holdApplyTimeout)
 	defer cancel()
 	for {
 		c, err := js.Consumer(ctx, stream, consumer)
 		if err == nil {
-			if info := c.CachedInfo(); info.Paused && info.Config.PauseUntil != nil && info.Config.PauseUntil.Equal(until) {
+			if info := c.CachedInfo(); info.Paused && info.Config.PauseUntil != nil && !info.Config.PauseUntil.Before(until) {
 				return nil
 			}
 		}
