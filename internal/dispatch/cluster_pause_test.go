@@ -21,11 +21,13 @@ import (
 // consumers and pauses bucket) survives leader changes. An ordered sink,
 // two replicas, a slow vendor, events flowing when the pause comes; while
 // paused, the server leading the sink's consumer restarts, the pauses
-// bucket's stream leader steps down and then its server restarts (the
-// replicas' watches of the pauses are cut), and more events are
+// bucket's stream leader steps down and then its server restarts (which
+// may cut the replicas' watches of the pauses), and more events are
 // published. No request reaches the vendor from the pause to the
 // resumption, both replicas stay paused throughout, and after the
-// resumption every event arrives exactly once, each key's in order.
+// resumption every event arrives, each key's in order, those published
+// while paused exactly once (one delivered before the pause may come
+// again if its ack was lost with a leader: at-least-once; logged).
 func TestClusterOperatorPauseSurvivesLeaderChanges(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a three-node cluster")
@@ -50,6 +52,16 @@ func TestClusterOperatorPauseSurvivesLeaderChanges(t *testing.T) {
 	pausedAt := time.Now()
 	if n := len(vendor.Requests()); n >= before {
 		t.Fatalf("all %d events were delivered before the pause: the test paused nothing", n)
+	}
+	// The acks of what was delivered reach the server before the
+	// leaders move. (One sent as a leader steps down may still be lost
+	// with it, and its event delivered again: at-least-once. Checked
+	// below apart from the events published while paused, which nothing
+	// had in hand then.)
+	for _, d := range []*testenv.Dispatcher{a, b} {
+		if err := d.NC.FlushTimeout(5 * time.Second); err != nil {
+			t.Fatal(err)
+		}
 	}
 	quiet := func(what string) {
 		t.Helper()
@@ -113,7 +125,16 @@ func TestClusterOperatorPauseSurvivesLeaderChanges(t *testing.T) {
 	setPaused(t, e, "gateway", false)
 	testenv.Eventually(t, 30*time.Second, "both replicas resumed", allPaused(false, a, b))
 	testenv.Eventually(t, 90*time.Second, "every event delivered", k.delivered(t, e))
-	k.checkOrder(t, e, false) // no resends: each event exactly once
+	resent := k.checkOrder(t, e, true)
+	got := gatewayIDs(t, e)
+	for _, env := range k.envs[before:] {
+		if got[env.ID] != 1 {
+			t.Errorf("event %s, published while paused, delivered %d times", env.ID, got[env.ID])
+		}
+	}
+	if resent > 0 {
+		t.Logf("%d events delivered before the pause were delivered again (an ack lost with a leader: at-least-once)", resent)
+	}
 	if dl := deadLetters(t, e, dlq.Filter{}); len(dl) > 0 {
 		t.Errorf("%d dead letters, want none", len(dl))
 	}
