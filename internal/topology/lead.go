@@ -138,6 +138,14 @@ func (t Topology) PriorReads(ctx context.Context, js jetstream.JetStream, sink s
 // update never changes a consumer's pause), and ReleaseWidened then
 // resumes it: nothing is passed over between the read and the widening.
 // until bounds the pause of a bind that stops in between.
+//
+// It returns once each consumer's leader reports the pause, not when the
+// pause request is answered: on a cluster the answer comes as soon as the
+// meta leader has proposed the new config, before the consumer's leader
+// applies it, and meanwhile its replicas' pulls still move it (a
+// three-node cluster reported the consumer unpaused right after the
+// answer: TestClusterConsumerHoldSurvivesLeaderChanges). A read of where
+// it stands taken then would not be where it stays.
 func (t Topology) HoldForWidening(ctx context.Context, js jetstream.JetStream, sink string, prior []PriorRead, until time.Time) error {
 	for i, stream := range t.EventsStreams() {
 		if i >= len(prior) || !prior[i].Exists || prior[i].ReadsEverything() {
@@ -146,8 +154,40 @@ func (t Topology) HoldForWidening(ctx context.Context, js jetstream.JetStream, s
 		if _, err := js.PauseConsumer(ctx, stream, SinkConsumer(sink), until); err != nil {
 			return fmt.Errorf("topology: pause consumer %s on %s before it is widened: %w", SinkConsumer(sink), stream, err)
 		}
+		if err := waitPaused(ctx, js, stream, SinkConsumer(sink), until); err != nil {
+			return fmt.Errorf("topology: pause consumer %s on %s before it is widened: %w", SinkConsumer(sink), stream, err)
+		}
 	}
 	return nil
+}
+
+// holdApplyTimeout bounds the wait for a consumer's leader to apply a
+// pause: a meta proposal and its application, milliseconds on a healthy
+// cluster.
+const holdApplyTimeout = 5 * time.Second
+
+// waitPaused polls the consumer's info (its leader's answer) until it is
+// paused until until or later (another bind making the same lead may have
+// paused it longer), within holdApplyTimeout.
+func waitPaused(ctx context.Context, js jetstream.JetStream, stream, consumer string, until time.Time) error {
+	ctx, cancel := context.WithTimeout(ctx, holdApplyTimeout)
+	defer cancel()
+	for {
+		c, err := js.Consumer(ctx, stream, consumer)
+		if err == nil {
+			if info := c.CachedInfo(); info.Paused && info.Config.PauseUntil != nil && !info.Config.PauseUntil.Before(until) {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = errors.New("its leader does not report the pause")
+			}
+			return fmt.Errorf("%w (%w)", err, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // ReleaseWidened resumes the events consumers HoldForWidening paused,
