@@ -355,28 +355,22 @@ func (b boundSink) run(ctx, workCtx context.Context) {
 // per worker queued, and at 256 workers (cmd/bench slow) the 512 more of
 // four per worker were 0.4 MiB of live heap and about 1 MiB of peak RSS.
 //
-// What a replica prefetched is its own until it settles it: no other
-// replica can take it. With several replicas over a finite backlog and a
-// slow vendor, one that drew the last full pull works through it alone
-// while the others, their pulls empty, sit idle (measured, 3 replicas of
-// 4 workers at 20 ms, 2,000 events, the default max_ack_pending of 1,000,
-// a prefetch of 500: the deliveries split 1000/500/500, two replicas
-// idle for the last 2.0-2.4 s of 5.4 s; max_ack_pending 200, a prefetch of
-// 100: 759/633/608, idle 0.1-0.4 s of 4.1 s; TestPrefetchSharedByThreeReplicas),
-// and a replica that crashes leaves its prefetch to ack_wait. A replica
-// joining while the others hold all of max_ack_pending does not starve:
-// nats-server serves waiting pulls round robin, a message at a time, as
-// acks free room. Not capped further here, by choice: a cap at
-// max_ack_pending / replicas (333) would leave, by arithmetic, two thirds
-// of today's tail, and needs the count of replicas; a cap in workers (four each) ends the tail but gives back what
-// the floor of 512 was measured to give a fast vendor (1.16x the rate at
-// 16 workers, above). The tail is a prefetch's worth of a replica's
-// vendor time, so what would end it is a prefetch sized by the workers'
-// rate (what they finish in a fraction of a second), not by a count;
-// until then, max_ack_pending is the knob for a slow vendor shared by
-// several replicas: below 1,024 the prefetch is half of it, down to four
-// per worker
-// (docs/scaling.md, "Replicas and the pull-ahead").
+// What a replica prefetched is its own until it settles it. With several
+// replicas over a finite backlog and a slow vendor, the one that drew the
+// last full pull works through it alone while the others idle (3
+// replicas of 4 workers at 20 ms, 2,000 events: at the default
+// max_ack_pending, a prefetch of 500, two replicas idle for the last
+// 2.0-2.4 s of 5.4 s; at 200, 0.1-0.4 s of 4.1 s:
+// TestPrefetchSharedByThreeReplicas), and a replica that crashes leaves
+// its prefetch to ack_wait. A replica joining while the others hold all of
+// max_ack_pending does not starve: nats-server serves waiting pulls round
+// robin as acks free room. Not capped further, by choice: a cap at
+// max_ack_pending / replicas leaves two thirds of that tail and needs the
+// count of replicas; a cap of four per worker ends it but gives back what
+// the floor of 512 gives a fast vendor (1.16x, above). What would end it
+// is a prefetch sized by the workers' rate, not by a count; until then
+// max_ack_pending is the knob for a slow vendor shared by several
+// replicas (docs/scaling.md, "Replicas and the pull-ahead").
 func prefetch(concurrency, maxAckPending int) int {
 	perWorker := max(min(concurrency*4, 512), concurrency*2)
 	return min(max(perWorker, min(512, maxAckPending/2), 32), 4096)
