@@ -167,15 +167,24 @@ func (t Topology) HoldForWidening(ctx context.Context, js jetstream.JetStream, s
 const holdApplyTimeout = 5 * time.Second
 
 // waitPaused polls the consumer's info (its leader's answer) until it is
-// paused until until or later (another bind making the same lead may have
-// paused it longer), within holdApplyTimeout.
+// paused until until or about then, within holdApplyTimeout. Another bind
+// making the same lead at the same moment pauses it too, until its own
+// now+leadHold: later than until, or milliseconds sooner if it computed
+// its end first and its request landed last. Either holds the consumer
+// for this bind's read and update, seconds; only a pause ending more than
+// holdApplyTimeout sooner (left by a bind that stopped a while ago) is not
+// taken for this one, which then has not been applied yet. Waiting for
+// until exactly, a hold raced by another ending sooner gave up after
+// holdApplyTimeout, the consumer held all along
+// (TestReviewHoldForWideningAcceptsAConcurrentHoldEndingSooner: 11 of 40).
 func waitPaused(ctx context.Context, js jetstream.JetStream, stream, consumer string, until time.Time) error {
 	ctx, cancel := context.WithTimeout(ctx, holdApplyTimeout)
 	defer cancel()
+	atLeast := until.Add(-holdApplyTimeout)
 	for {
 		c, err := js.Consumer(ctx, stream, consumer)
 		if err == nil {
-			if info := c.CachedInfo(); info.Paused && info.Config.PauseUntil != nil && !info.Config.PauseUntil.Before(until) {
+			if info := c.CachedInfo(); info.Paused && info.Config.PauseUntil != nil && !info.Config.PauseUntil.Before(atLeast) {
 				return nil
 			}
 		}
