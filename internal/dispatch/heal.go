@@ -277,6 +277,8 @@ func (h *healer) seen(ctx context.Context, info *jetstream.ConsumerInfo, before 
 	if start, err := topology.StartOf(info); err == nil && start > 0 && start < from {
 		from = start
 	}
+	log.Warn("checking what the sink's consumer passed over off its filter while it lacked the mark",
+		zap.Uint64("from_stream_sequence", from), zap.Uint64("widened_at_stream_sequence", prior.Delivered))
 	s := leadSweep{partition: h.partition, from: from, prior: prior}
 	h.sweeps.Go(func() { h.sweep(ctx, s) })
 }
