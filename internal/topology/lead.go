@@ -97,9 +97,11 @@ func RestoreLead(ctx context.Context, js jetstream.JetStream, stream, durable st
 	return c, prior, nil
 }
 
-// resume ends a hold RestoreLead began; not resumed, it ends at its
-// until.
+// resume ends a hold RestoreLead began, even once ctx has ended (the
+// hold's wait may have used it up); not resumed, it ends at its until.
 func resume(ctx context.Context, js jetstream.JetStream, stream, durable string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
 	_, _ = js.ResumeConsumer(ctx, stream, durable)
 }
 
