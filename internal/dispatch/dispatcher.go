@@ -552,6 +552,13 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 				return mine, nil
 			}
 			w.fence = newFence(sc.Name, settings.Fence, readFence, d.ackWait, sc.MaxAckPending, w.gate, d.log, d.obs.SinkFenced)
+			for i, c := range cons.Events {
+				// A lead mark a healer puts back on a consumer recreated
+				// narrow: what it passed over is swept (healer.seen).
+				h := healerOf(c)
+				h.partition = i
+				h.sweep = func(ctx context.Context, s leadSweep) { w.sweep(ctx, d.js.Conn(), s) }
+			}
 			d.starts.fencedBy(sc.Name, w.fence.fenced)
 			d.obs.SinkFenced(sc.Name, false)
 			for _, c := range cons.Events {

@@ -65,6 +65,13 @@ type healer struct {
 	// restoring says putting the mark back failed at the last look
 	// (logged once).
 	restoring bool
+	// sweep, for an events consumer, checks what a consumer found
+	// recreated unmarked passed over off its filter before the mark was
+	// put back (the sink's leadSweep, on partition); nil: not checked.
+	// sweeps are those running, waited for as the healer stops.
+	sweep     func(context.Context, leadSweep)
+	partition int
+	sweeps    sync.WaitGroup
 	// fromFloor: an events consumer restarts above its ack floor; a
 	// retries consumer's work-queue stream holds only what it has not
 	// acked, so it restarts with its own policy (all of it).
@@ -172,6 +179,7 @@ func (h *healer) markUp() {
 // run looks at the consumer every healEvery, or when nudged, until ctx
 // ends, and heals it when it is gone.
 func (h *healer) run(ctx context.Context) {
+	defer h.sweeps.Wait()
 	t := time.NewTicker(healEvery)
 	defer t.Stop()
 	for {
@@ -195,8 +203,8 @@ func (h *healer) check(ctx context.Context) {
 	switch {
 	case err == nil:
 		info := c.CachedInfo()
-		h.floor.Store(info.AckFloor.Stream)
-		h.seen(ctx, info)
+		before := h.floor.Swap(info.AckFloor.Stream)
+		h.seen(ctx, info, before)
 		h.markUp()
 		h.rec.write(ctx, h.floor.Load(), false)
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
@@ -214,8 +222,10 @@ func (h *healer) check(ctx context.Context) {
 // recreated by a replica that had not seen it (the first healer to
 // create it wins, topology.RecreateConsumer): the mark goes back on,
 // reading every subject (topology.RestoreLead). Not put back now (the
-// broker unreachable), it is at the next look.
-func (h *healer) seen(ctx context.Context, info *jetstream.ConsumerInfo) {
+// broker unreachable), it is at the next look. before is the ack floor
+// this healer knew before this read: with where the consumer started, a
+// lower bound of what it may have passed over.
+func (h *healer) seen(ctx context.Context, info *jetstream.ConsumerInfo, before uint64) {
 	h.cfg = info.Config
 	if _, marked := topology.Removing(info); marked {
 		// Not recreated marked for removal: this replica runs the sink,
@@ -236,8 +246,9 @@ func (h *healer) seen(ctx context.Context, info *jetstream.ConsumerInfo) {
 	if lead || !h.lead || !h.fromFloor {
 		return
 	}
-	rctx, cancel := context.WithTimeout(ctx, brokerTimeout)
-	c, err := topology.RestoreLead(rctx, h.e.js, h.stream, h.cfg.Durable)
+	// The hold's wait (up to 5 s) and its requests.
+	rctx, cancel := context.WithTimeout(ctx, 2*brokerTimeout)
+	c, prior, err := topology.RestoreLead(rctx, h.e.js, h.stream, h.cfg.Durable, time.Now().Add(leadHold))
 	cancel()
 	log := h.e.log.With(zap.String("sink", h.sink), zap.String("stream", h.stream), zap.String("consumer", h.cfg.Durable))
 	if err != nil {
@@ -250,6 +261,26 @@ func (h *healer) seen(ctx context.Context, info *jetstream.ConsumerInfo) {
 	}
 	log.Warn("the sink's consumer lacked the lead mark it had (recreated by a replica that had not seen it); put back, reading every subject")
 	h.cfg, h.restoring = c.CachedInfo().Config, false
+	if !prior.Exists || h.sweep == nil {
+		return
+	}
+	// Until now it read only its filter: what it passed over off it since
+	// it was made (a stray the old lead left to this sink, when its
+	// consumer read every subject) is below where it was widened, and
+	// read by no one. Checked from where it started, or the floor this
+	// healer knew, whichever is lower, as a bind that makes a sink the
+	// lead checks its sink's backlog (sweep.go): verdicts a sink reaches
+	// for an event once, so an overlap costs reads only. Not resumed by
+	// a restart (no record): stopped before its end, what is left is
+	// unchecked, as before this sweep.
+	from := before + 1
+	if start, err := topology.StartOf(info); err == nil && start > 0 && start < from {
+		from = start
+	}
+	log.Warn("checking what the sink's consumer passed over off its filter while it lacked the mark",
+		zap.Uint64("from_stream_sequence", from), zap.Uint64("widened_at_stream_sequence", prior.Delivered))
+	s := leadSweep{partition: h.partition, from: from, prior: prior}
+	h.sweeps.Go(func() { h.sweep(ctx, s) })
 }
 
 // learnLead keeps a lead mark once known (see lead).
@@ -354,10 +385,10 @@ func (h *healer) heal(ctx context.Context) {
 		c, created, err := topology.RecreateConsumer(cctx, h.e.js, h.stream, cfg, at)
 		cancel()
 		if err == nil {
-			h.floor.Store(c.CachedInfo().AckFloor.Stream)
+			before := h.floor.Swap(c.CachedInfo().AckFloor.Stream)
 			// Found made by another replica (created false): with the
 			// mark this healer knows, or given it back (seen).
-			h.seen(ctx, c.CachedInfo())
+			h.seen(ctx, c.CachedInfo(), before)
 			h.e.obs.ConsumerBack(h.sink)
 			h.markUp()
 			if created {

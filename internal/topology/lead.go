@@ -34,23 +34,75 @@ func IsLead(info *jetstream.ConsumerInfo) bool {
 // yet. A mark is never taken off a sink's consumers (RemoveSink deletes
 // them), so a mark once seen is still right; the whole stream is a
 // superset of any filter, so the owner's routes, which decide exactly,
-// miss nothing.
-func RestoreLead(ctx context.Context, js jetstream.JetStream, stream, durable string) (jetstream.Consumer, error) {
+// miss nothing from the widening on.
+//
+// What the consumer passed over before, off its filter, is prior: the
+// consumer is widened where it stands, as a bind widens a sink it makes
+// the lead, and held still the same way (paused until until, resumed
+// once widened) so that prior.Delivered is where it was widened. The
+// caller sweeps it (a healer: dispatch's leadSweep from where the
+// consumer started). prior does not exist when there was nothing to
+// widen (marked already, or reading every subject).
+//
+// The update is a read-modify-write of the consumer's config: a bind of
+// another config landing between its read and its write is overwritten
+// (TestReviewRestoreLeadDoesNotRestoreAStaleFence).
+func RestoreLead(ctx context.Context, js jetstream.JetStream, stream, durable string, until time.Time) (jetstream.Consumer, PriorRead, error) {
 	c, err := js.Consumer(ctx, stream, durable)
 	if err != nil {
-		return nil, fmt.Errorf("topology: consumer %s on %s: %w", durable, stream, err)
+		return nil, PriorRead{}, fmt.Errorf("topology: consumer %s on %s: %w", durable, stream, err)
 	}
 	info := c.CachedInfo()
 	if IsLead(info) {
-		return c, nil
+		return c, PriorRead{}, nil
+	}
+	paused := false
+	if len(FiltersOf(info.Config)) > 0 && !info.Paused {
+		// Held still by this call, unless held already (a bind's hold,
+		// which that bind resumes).
+		if _, err := js.PauseConsumer(ctx, stream, durable, until); err != nil {
+			return nil, PriorRead{}, fmt.Errorf("topology: pause consumer %s on %s before it is widened: %w", durable, stream, err)
+		}
+		paused = true
+		err := waitPaused(ctx, js, stream, durable, until)
+		if err == nil {
+			c, err = js.Consumer(ctx, stream, durable)
+		}
+		if err != nil {
+			resume(ctx, js, stream, durable)
+			return nil, PriorRead{}, fmt.Errorf("topology: hold consumer %s on %s before it is widened: %w", durable, stream, err)
+		}
+		if info = c.CachedInfo(); IsLead(info) {
+			resume(ctx, js, stream, durable)
+			return c, PriorRead{}, nil
+		}
+	}
+	var prior PriorRead
+	if filters := FiltersOf(info.Config); len(filters) > 0 {
+		prior = PriorRead{Exists: true, Filters: filters, Delivered: info.Delivered.Stream}
 	}
 	cfg := info.Config
 	cfg.Metadata = mergeMetadata(cfg.Metadata, map[string]string{LeadMetadata: "true"})
 	cfg.FilterSubject, cfg.FilterSubjects = "", nil
 	if c, err = js.UpdateConsumer(ctx, stream, cfg); err != nil {
-		return nil, fmt.Errorf("topology: mark consumer %s on %s the lead again: %w", durable, stream, err)
+		if paused {
+			resume(ctx, js, stream, durable)
+		}
+		return nil, PriorRead{}, fmt.Errorf("topology: mark consumer %s on %s the lead again: %w", durable, stream, err)
 	}
-	return c, nil
+	if paused {
+		// Not resumed (the broker unreachable): the pause ends at until.
+		resume(ctx, js, stream, durable)
+	}
+	return c, prior, nil
+}
+
+// resume ends a hold RestoreLead began, even once ctx has ended (the
+// hold's wait may have used it up); not resumed, it ends at its until.
+func resume(ctx context.Context, js jetstream.JetStream, stream, durable string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	_, _ = js.ResumeConsumer(ctx, stream, durable)
 }
 
 // Leads reads which of sinks are marked leads on the server: a sink is
@@ -167,15 +219,24 @@ func (t Topology) HoldForWidening(ctx context.Context, js jetstream.JetStream, s
 const holdApplyTimeout = 5 * time.Second
 
 // waitPaused polls the consumer's info (its leader's answer) until it is
-// paused until until or later (another bind making the same lead may have
-// paused it longer), within holdApplyTimeout.
+// paused until until or about then, within holdApplyTimeout. Another bind
+// making the same lead at the same moment pauses it too, until its own
+// now+leadHold: later than until, or milliseconds sooner if it computed
+// its end first and its request landed last. Either holds the consumer
+// for this bind's read and update, seconds; only a pause ending more than
+// holdApplyTimeout sooner (left by a bind that stopped a while ago) is not
+// taken for this one, which then has not been applied yet. Waiting for
+// until exactly, a hold raced by another ending sooner gave up after
+// holdApplyTimeout, the consumer held all along
+// (TestReviewHoldForWideningAcceptsAConcurrentHoldEndingSooner: 11 of 40).
 func waitPaused(ctx context.Context, js jetstream.JetStream, stream, consumer string, until time.Time) error {
 	ctx, cancel := context.WithTimeout(ctx, holdApplyTimeout)
 	defer cancel()
+	atLeast := until.Add(-holdApplyTimeout)
 	for {
 		c, err := js.Consumer(ctx, stream, consumer)
 		if err == nil {
-			if info := c.CachedInfo(); info.Paused && info.Config.PauseUntil != nil && !info.Config.PauseUntil.Before(until) {
+			if info := c.CachedInfo(); info.Paused && info.Config.PauseUntil != nil && !info.Config.PauseUntil.Before(atLeast) {
 				return nil
 			}
 		}

@@ -1,0 +1,85 @@
+package topology
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/internal/embedded"
+)
+
+// RestoreLead widens a narrow consumer held still, says where (prior, for
+// the caller's sweep), and leaves it running: resumed if it held it, still
+// paused if another's hold (a bind making the lead) had paused it, which
+// that bind resumes. A consumer marked already is not touched.
+func TestRestoreLeadHoldsWidensAndReportsWhereItStood(t *testing.T) {
+	s, err := embedded.Start(embedded.Options{Listen: "127.0.0.1:0", DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	topo := New(config.Default().Streams)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := topo.Ensure(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	narrow := EventFilter{ByType: true, Types: []string{"track"}}
+	stream := topo.EventsStream()
+	for _, tt := range []struct {
+		name        string
+		pausedFirst bool
+	}{{"not paused", false}, {"paused by a bind's hold", true}} {
+		t.Run(tt.name, func(t *testing.T) {
+			sink := "gw"
+			if tt.pausedFirst {
+				sink = "gw2"
+			}
+			if _, err := topo.EnsureSink(ctx, js, sink, ConsumerSettings{AckWait: 30 * time.Second, MaxAckPending: 100, Fence: "f", Filter: narrow}); err != nil {
+				t.Fatal(err)
+			}
+			c, err := js.Consumer(ctx, stream, SinkConsumer(sink))
+			if err != nil {
+				t.Fatal(err)
+			}
+			filters := FiltersOf(c.CachedInfo().Config)
+			if tt.pausedFirst {
+				if _, err := js.PauseConsumer(ctx, stream, SinkConsumer(sink), time.Now().Add(time.Minute)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, prior, err := RestoreLead(ctx, js, stream, SinkConsumer(sink), time.Now().Add(30*time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !prior.Exists || len(prior.Filters) != len(filters) {
+				t.Errorf("prior %+v, want the narrow filters %v", prior, filters)
+			}
+			c, err = js.Consumer(ctx, stream, SinkConsumer(sink))
+			if err != nil {
+				t.Fatal(err)
+			}
+			info := c.CachedInfo()
+			if !IsLead(info) || len(FiltersOf(info.Config)) != 0 || info.Config.Metadata[FenceMetadata] != "f" {
+				t.Errorf("after RestoreLead: lead %v, filters %v, fence %q; want marked, every subject, fence kept",
+					IsLead(info), FiltersOf(info.Config), info.Config.Metadata[FenceMetadata])
+			}
+			if info.Paused != tt.pausedFirst {
+				t.Errorf("after RestoreLead: paused %v, want %v", info.Paused, tt.pausedFirst)
+			}
+			if _, again, err := RestoreLead(ctx, js, stream, SinkConsumer(sink), time.Now().Add(30*time.Second)); err != nil || again.Exists {
+				t.Errorf("RestoreLead on a marked consumer: prior %+v, %v; want none", again, err)
+			}
+		})
+	}
+}
