@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 )
@@ -112,7 +113,7 @@ func feed(ctx context.Context, it jetstream.MessagesContext, retry bool, g *gate
 	budget := k.every * 3 / 4 // a quarter of ack_wait
 	var stalled time.Duration // how long this pull has waited for workers
 	for {
-		msg, err := it.Next()
+		msg, err := next(it)
 		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 			return false
 		}
@@ -168,6 +169,34 @@ func feed(ctx context.Context, it jetstream.MessagesContext, retry bool, g *gate
 			return false
 		}
 	}
+}
+
+// pullRecheck is how long a pull waits for a message before it checks
+// again whether it has asked the server for more (next).
+const pullRecheck = 100 * time.Millisecond
+
+// next is it.Next, which asks the server for more again after waiting
+// pullRecheck for a message. nats.go v1.55's iterator (jetstream/pull.go)
+// asks for more only at the top of Next's loop (checkPending), and not
+// while its last request is still being published (fetchInProgress, set
+// and cleared by pullMessages around pull). On a busy machine the server
+// answers that request, and Next hands out everything the pull asked for,
+// before the publishing goroutine clears the flag: every check meanwhile
+// is skipped, and the Next that finds the buffer empty then waits with no
+// request open at the server (no message, no heartbeat) until its
+// missed-heartbeat timer (twice the heartbeat, 4 s here) resets the count
+// (issue 20: 1 to 4 such 4 s stalls per cmd/bench bulk-metrix run, its
+// pulls of 64 drained at once; TestPullDoesNotGoSilentWhileMessagesWait).
+// The Next that times out is called again, and its first check asks for
+// more. A pull that waits for a good reason (max_ack_pending reached, no
+// events) costs one more wake-up per wait; a dead pull is still reported,
+// pullRecheck later: the second Next waits with the heartbeat check.
+func next(it jetstream.MessagesContext) (jetstream.Msg, error) {
+	msg, err := it.Next(jetstream.NextMaxWait(pullRecheck))
+	if errors.Is(err, nats.ErrTimeout) {
+		return it.Next()
+	}
+	return msg, err
 }
 
 // handOver gives kept messages to the workers, one by one as they free

@@ -75,11 +75,13 @@ func (o *orderer) feed(ctx, workCtx context.Context, prefetch int) (leftover []j
 			admitted()
 		}
 		for {
-			var opts []jetstream.NextOpt
+			var msg jetstream.Msg
+			var err error
 			if len(redelivered) > 0 {
-				opts = append(opts, jetstream.NextMaxWait(redeliveryQuiet))
+				msg, err = it.Next(jetstream.NextMaxWait(redeliveryQuiet))
+			} else {
+				msg, err = next(it) // not left silent (issue 20, consume.go)
 			}
-			msg, err := it.Next(opts...)
 			if errors.Is(err, nats.ErrTimeout) {
 				flush()
 				continue
