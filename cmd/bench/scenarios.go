@@ -345,6 +345,16 @@ func (h *harness) measure(ctx context.Context, sys system, sc scenario) (res res
 			_ = p.stop(30 * time.Second)
 		}
 	}()
+	// countFromHere starts the system's and nats-server's CPU counts again.
+	countFromHere := func() error {
+		var err error
+		nodeUse = startNodeUsage(ns)
+		if natsUse, err = startUsage(ns.pids()...); err != nil {
+			return err
+		}
+		sysUse, err = startUsage(p.pids()...)
+		return err
+	}
 	if sc.rate == 0 {
 		// CPU per event is counted from the first delivery: what a system
 		// spends starting (the runtime, connecting, binding its consumers;
@@ -361,12 +371,7 @@ func (h *harness) measure(ctx context.Context, sys system, sc scenario) (res res
 			res.err = err
 			return res
 		}
-		nodeUse = startNodeUsage(ns)
-		if natsUse, err = startUsage(ns.pids()...); err != nil {
-			res.err = err
-			return res
-		}
-		if sysUse, err = startUsage(p.pids()...); err != nil {
+		if err := countFromHere(); err != nil {
 			res.err = err
 			return res
 		}
@@ -376,12 +381,7 @@ func (h *harness) measure(ctx context.Context, sys system, sc scenario) (res res
 			res.err = err
 			return res
 		}
-		nodeUse = startNodeUsage(ns)
-		if natsUse, err = startUsage(ns.pids()...); err != nil {
-			res.err = err
-			return res
-		}
-		if sysUse, err = startUsage(p.pids()...); err != nil {
+		if err := countFromHere(); err != nil {
 			res.err = err
 			return res
 		}
