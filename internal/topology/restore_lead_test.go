@@ -4,12 +4,6 @@ import (
 	"context"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/chapar-dev/chapar/internal/config"
-	"github.com/chapar-dev/chapar/internal/embedded"
 )
 
 // RestoreLead widens a narrow consumer held still, says where (prior, for
@@ -17,23 +11,9 @@ import (
 // paused if another's hold (a bind making the lead) had paused it, which
 // that bind resumes. A consumer marked already is not touched.
 func TestRestoreLeadHoldsWidensAndReportsWhereItStood(t *testing.T) {
-	s, err := embedded.Start(embedded.Options{Listen: "127.0.0.1:0", DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
-	topo := New(config.Default().Streams)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := topo.Ensure(ctx, js); err != nil {
-		t.Fatal(err)
-	}
+	js, topo := ensuredJetStream(ctx, t)
 	narrow := EventFilter{ByType: true, Types: []string{"track"}}
 	stream := topo.EventsStream()
 	for _, tt := range []struct {

@@ -7,12 +7,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/chapar-dev/chapar/internal/config"
-	"github.com/chapar-dev/chapar/internal/embedded"
 )
 
 // Review (h-cluster): two replicas of a new config start at once and
@@ -23,23 +17,9 @@ import (
 // that bind goes on unheld (its sweep from the read before the hold, no
 // takeover recorded) five seconds late. The consumer was held all along.
 func TestReviewHoldForWideningAcceptsAConcurrentHoldEndingSooner(t *testing.T) {
-	s, err := embedded.Start(embedded.Options{Listen: "127.0.0.1:0", DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
-	topo := New(config.Default().Streams)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := topo.Ensure(ctx, js); err != nil {
-		t.Fatal(err)
-	}
+	js, topo := ensuredJetStream(ctx, t)
 	narrow := EventFilter{ByType: true, Types: []string{"order.created"}}
 	const trials = 20
 	var failed atomic.Int32

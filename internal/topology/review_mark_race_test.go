@@ -6,12 +6,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/chapar-dev/chapar/internal/config"
-	"github.com/chapar-dev/chapar/internal/embedded"
 )
 
 // Review (issue 19): markRemoving reads a consumer's config and writes it
@@ -25,23 +19,9 @@ func TestReviewMarkRemovingDoesNotRestoreAStaleFence(t *testing.T) {
 	t.Skip("known: markRemoving's read-modify-write of the consumer config restores the fence it read before a racing bind " +
 		"(46 of 100 racing binds lost their fence); a running replica now reclaims a marked sink within its fence check " +
 		"(Topology.Reclaim, TestReviewReplicaRunningAMarkedSinkIsNotFencedByTheMarksStaleFence), so this no longer wedges the sink")
-	s, err := embedded.Start(embedded.Options{Listen: "127.0.0.1:0", DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
-	topo := New(config.Default().Streams)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := topo.Ensure(ctx, js); err != nil {
-		t.Fatal(err)
-	}
+	js, topo := ensuredJetStream(ctx, t)
 	settings := func(fence string) ConsumerSettings {
 		return ConsumerSettings{AckWait: 30 * time.Second, MaxAckPending: 100, Fence: fence}
 	}
