@@ -103,6 +103,7 @@ func TestHealerKeepsTheLeadMarkAnotherConfigAdded(t *testing.T) {
 // what they hold alive every third of their own ack_wait: a shorter one
 // had it delivered again while held).
 func TestHealerFloorRecordKeepsTheLeadMarkAnotherConfigAdded(t *testing.T) {
+	t.Parallel() // mostly waits out the healer's looks
 	e := testenv.New(t)
 	aSinks, aRoutes, bSinks, bRoutes := healLeadConfigs(e)
 	a := e.Start(aSinks, aRoutes)

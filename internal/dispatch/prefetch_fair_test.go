@@ -29,6 +29,7 @@ import (
 // idle at the end while another still worked through what it had pulled
 // are logged: docs/scaling.md, "Replicas and the pull-ahead".
 func TestPrefetchSharedByThreeReplicas(t *testing.T) {
+	t.Parallel() // its bound is structural (what each replica holds), not a rate
 	for _, c := range []struct {
 		name          string
 		maxAckPending int
