@@ -125,6 +125,18 @@ func natsOptions(n config.NATS, log *zap.Logger) ([]nats.Option, error) {
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			log.Info("NATS reconnected", zap.String("url", c.ConnectedUrlRedacted()))
 		}),
+		// Errors the client meets away from any call (a subscription
+		// that fell behind and dropped messages: a pull's delivery then
+		// comes again after ack_wait; a permission refused): nats.go
+		// prints them to stderr as plain text when no handler is set,
+		// outside the dispatcher's log and its level.
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			fields := []zap.Field{zap.Error(err)}
+			if sub != nil {
+				fields = append(fields, zap.String("subject", sub.Subject))
+			}
+			log.Warn("NATS asynchronous error", fields...)
+		}),
 	}
 	if n.User != "" {
 		opts = append(opts, nats.UserInfo(n.User, n.Password.Value()))
