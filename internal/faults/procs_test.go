@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -151,17 +152,48 @@ func (p *proc) stop(grace time.Duration) {
 	}
 }
 
-// freePort asks the kernel for a free loopback port. The port is closed
-// again before use, which leaves a small window; restarts must reuse the
-// same port, so it cannot be :0.
+// freePort returns a free loopback port that a process keeps across its
+// restarts (a replica's admin port, a node's client and cluster ports).
+// It is taken below the kernel's ephemeral range: a port from :0 is in
+// that range, and while its process was down an outgoing connection (any
+// test's HTTP or NATS client) could be given it, so the restart found it
+// in use ("admin.listen: cannot listen on ...: address already in use",
+// once in CI). Checked free when chosen; :0 if the range leaves no room.
 func freePort(t testing.TB) int {
 	t.Helper()
+	if lo := ephemeralLow(); lo > 10000 {
+		for range 100 {
+			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", 10000+rand.IntN(lo-10000)))
+			if err == nil {
+				defer l.Close()
+				return l.Addr().(*net.TCPAddr).Port
+			}
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (Linux's
+// ip_local_port_range), 32768 where it cannot be read.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 32768
+	}
+	lo, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 32768
+	}
+	return lo
 }
 
 // natsNode is one nats-server with JetStream on a file store.
