@@ -138,7 +138,14 @@ func TestFencedOrderedReplicaGivesUpThePin(t *testing.T) {
 	// Exactly once in all. Which replica delivered each is logged, not
 	// asserted: in 1 of 5 runs under load the old replica delivered one
 	// event published after it was fenced off (order and once held);
-	// not explained yet, noted as open.
+	// not explained yet, noted as open. Counted once both have stopped:
+	// the vendor has the last event before its replica has counted it
+	// (17 of 18 counted once in CI, all 18 at the vendor).
+	for _, d := range []*testenv.Dispatcher{old, nu} {
+		if err := d.Stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	o, n := old.Tally.DeliveredTo("gateway"), nu.Tally.DeliveredTo("gateway")
 	if o+n != len(k.envs) {
 		t.Errorf("delivered %d (old %d, new %d), want %d once each", o+n, o, n, len(k.envs))
