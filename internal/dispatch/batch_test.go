@@ -345,16 +345,7 @@ func TestKeyedBatchDeadLetterOfAHeldEventIsTheOriginalMessage(t *testing.T) {
 	e.Start([]config.Sink{sink}, gatewayRoute)
 
 	bad := testenv.Track(t, "order_paid", "held-user")
-	raw, err := bad.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg := &nats.Msg{Subject: e.Topo.EventSubjectFor(bad.Type, bad.PartitionKey()), Data: raw,
-		Header: nats.Header{"X-Note": {"keep", "me"}, "Nats-Msg-Id": {bad.ID}}}
-	ack, err := e.JS.PublishMsg(context.Background(), msg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	msg, ack := publishNoted(t, e, bad)
 	next := testenv.Track(t, "order_paid", "other-user")
 	e.Publish(next)
 
@@ -363,8 +354,8 @@ func TestKeyedBatchDeadLetterOfAHeldEventIsTheOriginalMessage(t *testing.T) {
 	if rec.EventID != bad.ID || rec.Reason != outcome.VendorRejected {
 		t.Errorf("dead letter of %s (%s), want %s rejected", rec.EventID, rec.Reason, bad.ID)
 	}
-	if string(rec.Data) != string(raw) {
-		t.Errorf("dead letter's body %q, want the message's %q", rec.Data, raw)
+	if string(rec.Data) != string(msg.Data) {
+		t.Errorf("dead letter's body %q, want the message's %q", rec.Data, msg.Data)
 	}
 	if got := rec.Header.Values("X-Note"); fmt.Sprint(got) != "[keep me]" {
 		t.Errorf("dead letter's headers %v, want X-Note [keep me]", rec.Header)
@@ -373,4 +364,23 @@ func TestKeyedBatchDeadLetterOfAHeldEventIsTheOriginalMessage(t *testing.T) {
 		t.Errorf("dead letter's subject %q, origin %d, received %v; want %q, %d, the receipt", rec.Subject, rec.Origin, rec.Received, msg.Subject, ack.Sequence)
 	}
 	testenv.Eventually(t, 15*time.Second, "the other user's event delivered", allDelivered(t, e, []string{next.ID}))
+}
+
+// publishNoted publishes env as a producer adding its own multi-valued
+// header (X-Note: keep, me) would, with its id as Nats-Msg-Id, and returns
+// the message and the stream's ack: what a dead letter and its replay must
+// carry on.
+func publishNoted(t *testing.T, e *testenv.Env, env *envelope.Envelope) (*nats.Msg, *jetstream.PubAck) {
+	t.Helper()
+	raw, err := env.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := &nats.Msg{Subject: e.Topo.EventSubjectFor(env.Type, env.PartitionKey()), Data: raw,
+		Header: nats.Header{"X-Note": {"keep", "me"}, "Nats-Msg-Id": {env.ID}}}
+	ack, err := e.JS.PublishMsg(context.Background(), msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msg, ack
 }

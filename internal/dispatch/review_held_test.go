@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/chapar-dev/chapar/internal/config"
 	"github.com/chapar-dev/chapar/internal/dlq"
 	"github.com/chapar-dev/chapar/internal/emulator"
@@ -248,16 +246,7 @@ func TestKeyedBatchReplayOfAHeldEventKeepsItsHistory(t *testing.T) {
 	e.Start([]config.Sink{sink}, gatewayRoute)
 
 	env := testenv.Track(t, "order_paid", "replayed-user")
-	raw, err := env.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg := &nats.Msg{Subject: e.Topo.EventSubjectFor(env.Type, env.PartitionKey()), Data: raw,
-		Header: nats.Header{"X-Note": {"keep", "me"}, "Nats-Msg-Id": {env.ID}}}
-	ack, err := e.JS.PublishMsg(context.Background(), msg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	msg, ack := publishNoted(t, e, env)
 	var first *dlq.Record
 	testenv.Eventually(t, 15*time.Second, "the first dead letter", func() bool {
 		recs := deadLetters(t, e, dlq.Filter{})
@@ -293,8 +282,8 @@ func TestKeyedBatchReplayOfAHeldEventKeepsItsHistory(t *testing.T) {
 	if got := again.Header.Values("X-Note"); fmt.Sprint(got) != "[keep me]" {
 		t.Errorf("replay's dead letter's headers %v, want X-Note [keep me]", again.Header)
 	}
-	if string(again.Data) != string(raw) {
-		t.Errorf("replay's dead letter's body %q, want %q", again.Data, raw)
+	if string(again.Data) != string(msg.Data) {
+		t.Errorf("replay's dead letter's body %q, want %q", again.Data, msg.Data)
 	}
 
 	replay()
