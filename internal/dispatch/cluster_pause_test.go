@@ -48,7 +48,7 @@ func TestClusterOperatorPauseSurvivesLeaderChanges(t *testing.T) {
 	testenv.Eventually(t, 10*time.Second, "both replicas paused", allPaused(true, a, b))
 	// Requests that passed the gate before the pause are answered
 	// meanwhile: what counts is one that arrives after they are done.
-	testenv.Eventually(t, 10*time.Second, "requests in flight at the pause answered", func() bool { return vendor.InFlight() == 0 })
+	testenv.Eventually(t, 10*time.Second, "requests in flight at the pause answered", nothingSending(vendor, a, b))
 	pausedAt := time.Now()
 	if n := len(vendor.Requests()); n >= before {
 		t.Fatalf("all %d events were delivered before the pause: the test paused nothing", n)

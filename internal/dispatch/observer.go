@@ -214,6 +214,7 @@ type Tally struct {
 	unrouted     int
 	filterFailed map[string]int // route → events its filter failed on
 	delivered    map[string]int
+	inFlight     map[string]int // sink → deliveries under way (InFlight)
 	retried      map[string]int
 	deadLettered map[string]map[string]int // sink → reason → count
 	breakers     map[string]retry.State
@@ -228,6 +229,7 @@ type Tally struct {
 func NewTally() *Tally {
 	return &Tally{
 		delivered:    map[string]int{},
+		inFlight:     map[string]int{},
 		filterFailed: map[string]int{},
 		retried:      map[string]int{},
 		deadLettered: map[string]map[string]int{},
@@ -277,7 +279,17 @@ func (t *Tally) BreakerChanged(sink string, to retry.State) {
 
 func (t *Tally) VendorRequest(string, time.Duration, error) {}
 
-func (t *Tally) InFlight(string, int) {}
+func (t *Tally) InFlight(sink string, delta int) {
+	t.mu.Lock()
+	t.inFlight[sink] += delta
+	t.mu.Unlock()
+}
+
+// Sending is how many of a sink's deliveries are under way now: past the
+// gate, not yet answered. A test that pauses a sink waits for 0 before it
+// counts anything the vendor receives against the pause: a request that
+// passed the gate before the pause may still be on its way to the vendor.
+func (t *Tally) Sending(sink string) int { t.mu.Lock(); defer t.mu.Unlock(); return t.inFlight[sink] }
 
 func (t *Tally) Unsettled(string, int) {}
 

@@ -257,6 +257,9 @@ func (w *sinkWorker) attempt(ctx context.Context, d *delivery, ev *envelope.Even
 	if err != nil {
 		return v, nil, err
 	}
+	// In flight from the slot on: a pause that shuts the gate after this
+	// still has this request to wait for (Tally.Sending).
+	w.obs.InFlight(w.name, 1)
 	ctx, span := w.startAttempt(ctx, d, ev)
 	d.setSpan(span.SpanContext())
 	now := time.Now()
@@ -264,7 +267,6 @@ func (w *sinkWorker) attempt(ctx context.Context, d *delivery, ev *envelope.Even
 	if d.history.First.IsZero() {
 		d.history.First = now
 	}
-	w.obs.InFlight(w.name, 1)
 	// A slow vendor may take longer than ack_wait: keep the message ours,
 	// so JetStream does not hand it to another replica, while a crashed
 	// process still loses it after one ack_wait.
