@@ -18,6 +18,7 @@ import (
 	"github.com/chapar-dev/chapar/internal/config"
 	"github.com/chapar-dev/chapar/internal/console"
 	"github.com/chapar-dev/chapar/internal/dlq"
+	"github.com/chapar-dev/chapar/internal/heapfloor"
 	"github.com/chapar-dev/chapar/internal/inbound"
 	"github.com/chapar-dev/chapar/internal/lookup"
 	"github.com/chapar-dev/chapar/internal/metrics"
@@ -148,6 +149,16 @@ func runCmd(ctx context.Context, file string, nf natsFlags, stderr io.Writer) er
 	}
 	defer p.Close()
 	log, conn := p.Log, p.Conn
+	budget := uint64(cfg.Dispatcher.GCBudgetMiB) << 20
+	for _, v := range []string{"GOGC", "GOMEMLIMIT"} {
+		if set := os.Getenv(v); set != "" && budget > 0 {
+			log.Info(v+" is set in the environment: it paces the collector, not dispatcher.gc_budget_mib", zap.String(v, set))
+			budget = 0
+		}
+	}
+	gcCtx, stopPacing := context.WithCancel(ctx)
+	defer stopPacing()
+	go heapfloor.Run(gcCtx, budget, log)
 
 	if cfg.Webhook.Listen != "" {
 		pub := envelope.NewPublisher(conn.JS, envelope.WithSubjectPrefix(cfg.Streams.SubjectPrefix),

@@ -137,6 +137,11 @@ type Dispatcher struct {
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
 	LogFormat     string        `yaml:"log_format"` // json | console
 	LogLevel      string        `yaml:"log_level"`
+	// GCBudgetMiB is the memory the Go runtime may fill before its garbage
+	// collector runs, while the live heap is small (internal/heapfloor):
+	// CPU for a bounded amount of memory. 0 leaves it to Go (GOGC); so
+	// does GOGC set in the environment.
+	GCBudgetMiB int `yaml:"gc_budget_mib"`
 }
 
 // Admin serves /metrics, /healthz and /readyz, and the web console.
@@ -329,6 +334,7 @@ func Default() *Config {
 		Dispatcher: Dispatcher{
 			AckWait:       30 * time.Second,
 			ShutdownGrace: 20 * time.Second,
+			GCBudgetMiB:   24,
 			LogFormat:     "json",
 			LogLevel:      "info",
 		},

@@ -89,6 +89,7 @@ routes:
 		{"unknown type in route", base + "  - sinks: [chabok]\n    types: [chapar.click]\n", nil, []string{"routes[1].types[0]"}},
 		{"bad duration", "dispatcher:\n  ack_wait: soon\n", nil, []string{"ack_wait"}},
 		{"duration without a unit", "dispatcher:\n  ack_wait: 30\n", nil, []string{"dispatcher.ack_wait", "e.g. 0s, 500ms"}},
+		{"a collector budget too small to do anything", "dispatcher:\n  gc_budget_mib: 4\n", nil, []string{"dispatcher.gc_budget_mib", "is 4; use 0", "8 to 65536"}},
 		{"negative timeout", strings.Replace(base, "vendor: chabok", "vendor: chabok\n    timeout: -1s", 1), nil,
 			[]string{"sinks[0].timeout", "must be positive"}},
 		{"retry multiplier", strings.Replace(base, "vendor: chabok", "vendor: chabok\n    retry: {multiplier: 0.5}", 1), nil,
