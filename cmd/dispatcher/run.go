@@ -156,9 +156,11 @@ func runCmd(ctx context.Context, file string, nf natsFlags, stderr io.Writer) er
 			budget = 0
 		}
 	}
+	// Waited for: the process's GOGC is given back before run returns.
 	gcCtx, stopPacing := context.WithCancel(ctx)
-	defer stopPacing()
-	go heapfloor.Run(gcCtx, budget, log)
+	paced := make(chan struct{})
+	go func() { heapfloor.Run(gcCtx, budget, log); close(paced) }()
+	defer func() { stopPacing(); <-paced }()
 
 	if cfg.Webhook.Listen != "" {
 		pub := envelope.NewPublisher(conn.JS, envelope.WithSubjectPrefix(cfg.Streams.SubjectPrefix),

@@ -121,7 +121,7 @@ func (c *Config) validateDispatcher(p *problems) {
 		p.add("dispatcher.ack_wait", "must be at least 1s, e.g. 30s")
 	}
 	if b := d.GCBudgetMiB; b != 0 && (b < 8 || b > 65536) {
-		p.add("dispatcher.gc_budget_mib", "is %d; use 0 (Go's own pacing, GOGC) or 8 to 65536, e.g. 20", b)
+		p.add("dispatcher.gc_budget_mib", "is %d; use 0 (Go's own pacing, GOGC) or 8 to 65536, e.g. 24", b)
 	}
 	if f := d.LogFormat; f != "json" && f != "console" {
 		p.add("dispatcher.log_format", "is %q; use json or console", f)

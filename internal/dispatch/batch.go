@@ -212,11 +212,9 @@ func (b *batcher) send(ctx context.Context, items []batchItem, inPlace bool) (ag
 		ds[i] = &sinks.Delivery{Event: it.ev, ReceivedAt: it.d.received}
 		msgs[i] = it.d.msg
 	}
-	w.obs.InFlight(w.name, len(items))
 	stop := keepAlive(w.ackWait/3, msgs...)
 	errs, ok := b.deliver(ctx, ds)
 	stop()
-	w.obs.InFlight(w.name, -len(items))
 	if !ok {
 		// The sink panicked or broke its contract: not an attempt. Each
 		// event goes the per-event way, whose guard dead-letters the one

@@ -519,6 +519,7 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 				gate: newGate(sc.Name, sc.Breaker, sc.Concurrency, d.log, d.obs.BreakerChanged),
 			}
 			w.gate.pace = newPacer(sc.RateLimit, func(perSecond float64) { d.obs.RateLimit(sc.Name, perSecond) })
+			w.gate.sending = func(delta int) { d.obs.InFlight(sc.Name, delta) }
 			// The probe's lease: its request ends within the sink's
 			// timeout; a second more for its answer to be shared.
 			sp := newSharedPause(sc.Name, me, sc.Timeout+time.Second, d.log)

@@ -56,7 +56,11 @@ type gate struct {
 
 	pace   *pacer       // nil: no rate limit
 	shared *sharedPause // nil: pauses are this replica's own
-	log    *zap.Logger
+	// sending observes the requests in flight (Observer.InFlight), moved
+	// under mu with inFlight: a pause that shuts the gate finds every
+	// request that took a slot before it counted (nil: none).
+	sending func(delta int)
+	log     *zap.Logger
 }
 
 func newGate(sink string, s retry.BreakerSettings, concurrency int, log *zap.Logger, onChange func(string, retry.State)) *gate {
@@ -121,6 +125,19 @@ func (g *gate) shutFor(now time.Time) (time.Duration, <-chan struct{}) {
 		wait = max(wait, g.openUntil.Sub(now), time.Millisecond)
 	}
 	return max(wait, 0), g.changed
+}
+
+// shutLocked is shutFor's own part (g.mu held): an operator's pause, a
+// fence, a vendor's pause or another replica's probe.
+func (g *gate) shutLocked(now time.Time) bool {
+	return g.held || g.fenced || now.Before(g.pausedUntil) || now.Before(g.heldUntil)
+}
+
+// sent moves the observed count of requests in flight (g.mu held).
+func (g *gate) sent(delta int) {
+	if g.sending != nil {
+		g.sending(delta)
+	}
 }
 
 // handBackAfter is when a message the gate kept shut for wait should come
@@ -311,8 +328,14 @@ func (g *gate) acquire(ctx context.Context) (done func(error), vendorDown bool, 
 				if err == nil {
 					probe := g.cb.State() == gobreaker.StateHalfOpen
 					g.mu.Lock()
-					if g.inFlight < g.limit && !g.probing {
+					// Shut again since shutFor looked (the pace's wait,
+					// up to holdAtMost): an operator's pause, a fence or a
+					// vendor's pause that took hold meanwhile stops this
+					// request; the loop finds it shut and waits or hands
+					// the message back.
+					if g.inFlight < g.limit && !g.probing && !g.shutLocked(time.Now()) {
 						g.inFlight++
+						g.sent(1)
 						claim := g.needProbe && g.shared != nil
 						g.probing = claim
 						g.mu.Unlock()
@@ -324,6 +347,7 @@ func (g *gate) acquire(ctx context.Context) (done func(error), vendorDown bool, 
 						}
 						g.mu.Lock()
 						g.inFlight--
+						g.sent(-1)
 						g.notifyLocked()
 					}
 					g.mu.Unlock()
@@ -423,6 +447,7 @@ func (g *gate) release(report func(error), err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.inFlight--
+	g.sent(-1)
 	if err == nil && g.limit < g.max {
 		g.limit = min(g.limit*2, g.max)
 	}

@@ -165,7 +165,6 @@ func TestPrefetch(t *testing.T) {
 // then reaches the vendor after the pause (the window the pause tests'
 // Tally.Sending wait does not close: it counts from the slot on).
 func TestGatePauseDuringThePaceWaitStopsTheRequest(t *testing.T) {
-	t.Skip("red on main: a defect found in review (branch h-rev4); remove this skip with the fix")
 	g := newGate("s", retry.BreakerSettings{FailureThreshold: 100, OpenTimeout: time.Second}, 8, zap.NewNop(), nil)
 	g.pace = newPacer(&config.RateLimit{PerSecond: 4, Burst: 1}, nil)
 	done, _, err := g.acquire(context.Background()) // the burst's one token

@@ -26,7 +26,9 @@ type Observer interface {
 	// VendorRequest is one request to a vendor: how long it took and how
 	// it ended (nil: 2xx).
 	VendorRequest(sink string, took time.Duration, err error)
-	// InFlight moves the count of deliveries in progress by delta.
+	// InFlight moves the count of vendor requests in progress by delta (a
+	// batch is one): from the gate's slot to its release, called with the
+	// gate's lock held (gate.sending), so it must not block.
 	InFlight(sink string, delta int)
 	// Unsettled moves the count of events whose fate is decided but not
 	// yet stored (a dead-letter or retries stream that cannot be written)
@@ -214,7 +216,7 @@ type Tally struct {
 	unrouted     int
 	filterFailed map[string]int // route → events its filter failed on
 	delivered    map[string]int
-	inFlight     map[string]int // sink → deliveries under way (InFlight)
+	inFlight     map[string]int // sink → requests under way (InFlight)
 	retried      map[string]int
 	deadLettered map[string]map[string]int // sink → reason → count
 	breakers     map[string]retry.State
@@ -285,8 +287,8 @@ func (t *Tally) InFlight(sink string, delta int) {
 	t.mu.Unlock()
 }
 
-// Sending is how many of a sink's deliveries are under way now: past the
-// gate, not yet answered. A test that pauses a sink waits for 0 before it
+// Sending is how many of a sink's requests are under way now: given a
+// slot by the gate, not yet released. A test that pauses a sink waits for 0 before it
 // counts anything the vendor receives against the pause: a request that
 // passed the gate before the pause may still be on its way to the vendor.
 func (t *Tally) Sending(sink string) int { t.mu.Lock(); defer t.mu.Unlock(); return t.inFlight[sink] }

@@ -257,9 +257,6 @@ func (w *sinkWorker) attempt(ctx context.Context, d *delivery, ev *envelope.Even
 	if err != nil {
 		return v, nil, err
 	}
-	// In flight from the slot on: a pause that shuts the gate after this
-	// still has this request to wait for (Tally.Sending).
-	w.obs.InFlight(w.name, 1)
 	ctx, span := w.startAttempt(ctx, d, ev)
 	d.setSpan(span.SpanContext())
 	now := time.Now()
@@ -284,7 +281,6 @@ func (w *sinkWorker) attempt(ctx context.Context, d *delivery, ev *envelope.Even
 			if alive != nil {
 				w.alive.release(alive)
 			}
-			w.obs.InFlight(w.name, -1)
 			done(errNotARequest)
 		}
 	}()
@@ -298,7 +294,6 @@ func (w *sinkWorker) attempt(ctx context.Context, d *delivery, ev *envelope.Even
 	// timeout is one (Decide).
 	cut := derr != nil && ctx.Err() != nil
 	d.logAttempt(now, derr)
-	w.obs.InFlight(w.name, -1)
 	w.obs.VendorRequest(w.name, time.Since(now), derr)
 	// The pause before the release: the release frees the gate for the
 	// next request, which must find the sink paused.

@@ -26,21 +26,27 @@ import (
 	"go.uber.org/zap"
 )
 
+// pacer is held by the Run pacing the process. GOGC and the memory limit
+// are the process's, not a Run's: a second Run at once (cmd/dispatcher's
+// tests run the command in-process) would take the first one's pacing for
+// the operator's and give it back last.
+var pacer atomic.Bool
+
 // minHeap is the runtime's smallest heap goal at GOGC 100; it scales with
 // GOGC (runtime.gcControllerState.commit: heapMinimum).
 const minHeap = 4 << 20
 
 // Percent is the GOGC that puts the next collection at floor bytes of heap
-// for a live heap of live bytes, and 100 (Go's default) when that is
-// already further: a heap over half the floor is collected as Go would.
-// The goal Go computes is the larger of live·(1+GOGC/100) and
-// minHeap·GOGC/100, so the percent is bounded by both.
-func Percent(live, floor uint64) int {
+// for a live heap of live bytes and scan bytes of stacks and globals to
+// scan, and 100 (Go's default) when that is already further: a heap over
+// half the floor is collected as Go would. The goal Go computes is the
+// larger of live + (live+scan)·GOGC/100 and minHeap·GOGC/100
+// (runtime.gcControllerState.commit), so the percent is bounded by both.
+func Percent(live, scan, floor uint64) int {
 	if floor <= minHeap || live >= floor/2 {
 		return 100
 	}
-	live = max(live, 1)
-	byLive := (floor - live) * 100 / live
+	byLive := (floor - live) * 100 / max(live+scan, 1)
 	byMinimum := floor * 100 / minHeap
 	return int(max(min(byLive, byMinimum), 100))
 }
@@ -59,9 +65,15 @@ func Floor(budget, total, heap uint64) uint64 {
 
 // Limit is the soft memory limit that backs the floor: the budget, or
 // what GOGC 100 would let the runtime hold, with a quarter to spare, when
-// that is more. GOGC 100's heap goal is twice the live heap plus the
-// goroutine stacks and globals it scans (scan); the rest of the runtime's
-// memory (beside) comes on top.
+// that is more. GOGC 100's heap goal (need) is twice the live heap plus
+// the stacks and globals it scans; what the runtime counts against a
+// limit beside the heap goal (nonHeap) is all it holds but free and
+// released pages and the objects themselves: stacks, metadata, and the
+// empty slots of the blocks in use (runtime.memoryLimitHeapGoal, whose
+// nonHeapMemory is mappedReady − heapFree − heapAlloc; a heap whose few
+// survivors are scattered holds many). Left out, a fragmented heap had its
+// goal put at the live heap: 20 times GOGC 100's collections
+// (TestRunDoesNotPutAFragmentedHeapsGoalAtTheLiveHeap).
 //
 // Why a limit: the percent for a collection is set from what the one
 // before left live, so when load arrives on an idle dispatcher (little
@@ -70,11 +82,10 @@ func Floor(budget, total, heap uint64) uint64 {
 // at 49.5 MiB RSS without the limit, 47.2 with it (46.0 at GOGC 100). Why
 // never below Go's own pacing: a limit that left out the stacks GOGC 100
 // counts had the collector run more often than it would at 256 workers,
-// for a quarter more CPU (cmd/bench, docs/benchmarks.md "The collector paced to
-// a memory budget").
-func Limit(budget, live, scan, beside uint64) uint64 {
-	need := 2*live + scan
-	return max(budget, beside+need+need/4)
+// for a quarter more CPU (cmd/bench, docs/benchmarks.md "The collector
+// paced to a memory budget").
+func Limit(budget, need, nonHeap uint64) uint64 {
+	return max(budget, (nonHeap+need)/4*5)
 }
 
 // pacing is what Run reads after each collection.
@@ -107,9 +118,10 @@ func (p *pacing) next() (percent int, limit uint64, ok bool) {
 		}
 		v[i] = s.Value.Uint64()
 	}
-	live, total, heap := v[0], v[1], v[2]+v[3]+v[4]+v[5]
-	beside := total - min(heap, total)
-	return Percent(live, Floor(p.budget, total, heap)), Limit(p.budget, live, v[6]+v[7], beside), true
+	live, total, released, free, objects, unused, scan := v[0], v[1], v[2], v[3], v[4], v[5], v[6]+v[7]
+	nonHeap := total - min(released+free+objects, total)
+	return Percent(live, scan, Floor(p.budget, total, released+free+objects+unused)),
+		Limit(p.budget, 2*live+scan, nonHeap), true
 }
 
 // Run paces the garbage collector to budget bytes of the runtime's memory
@@ -123,6 +135,11 @@ func Run(ctx context.Context, budget uint64, log *zap.Logger) {
 	if budget == 0 {
 		return
 	}
+	if !pacer.CompareAndSwap(false, true) {
+		log.Info("the garbage collector is paced already in this process: dispatcher.gc_budget_mib applies once")
+		return
+	}
+	defer pacer.Store(false)
 	p := newPacing(budget)
 	foundPercent := debug.SetGCPercent(100)
 	foundLimit := debug.SetMemoryLimit(-1)

@@ -50,7 +50,6 @@ func churn(n int) uint64 {
 // (beside leaves it out). The limit then puts the heap goal at the live
 // heap: collections back to back, where GOGC 100 gives the heap room.
 func TestRunDoesNotPutAFragmentedHeapsGoalAtTheLiveHeap(t *testing.T) {
-	t.Skip("red on main: a defect found in review (branch h-rev4); remove this skip with the fix")
 	defer debug.SetGCPercent(debug.SetGCPercent(100))
 	defer debug.SetMemoryLimit(debug.SetMemoryLimit(math.MaxInt64))
 	all := make([]*node, 32*mib/64) // 32 MiB of 64-byte objects
@@ -163,7 +162,6 @@ func startRun(t *testing.T, budget uint64) (stop func()) {
 // still be pacing when the next starts. The last to return must leave the
 // operator's GOGC and limit, not the first Run's pacing.
 func TestOverlappingRunsGiveBackWhatTheProcessHad(t *testing.T) {
-	t.Skip("red on main: a defect found in review (branch h-rev4); remove this skip with the fix")
 	defer debug.SetGCPercent(debug.SetGCPercent(150))
 	defer debug.SetMemoryLimit(debug.SetMemoryLimit(math.MaxInt64))
 	runtime.GC()

@@ -15,21 +15,22 @@ const mib = 1 << 20
 
 func TestPercent(t *testing.T) {
 	for _, tc := range []struct {
-		name        string
-		live, floor uint64
-		want        int
+		name              string
+		live, scan, floor uint64
+		want              int
 	}{
-		{"no floor", 1 * mib, 0, 100},
-		{"a floor at Go's own minimum", 1 * mib, 4 * mib, 100},
-		{"a tiny live heap: the minimum heap bounds it", 1 * mib, 16 * mib, 400},
-		{"nothing live yet", 0, 16 * mib, 400},
-		{"the live heap bounds it", 6 * mib, 16 * mib, 166},
-		{"at half the floor: Go's own", 8 * mib, 16 * mib, 100},
-		{"past the floor: Go's own", 40 * mib, 16 * mib, 100},
+		{"no floor", 1 * mib, 0, 0, 100},
+		{"a floor at Go's own minimum", 1 * mib, 0, 4 * mib, 100},
+		{"a tiny live heap: the minimum heap bounds it", 1 * mib, 0, 16 * mib, 400},
+		{"nothing live yet", 0, 0, 16 * mib, 400},
+		{"the live heap bounds it", 6 * mib, 0, 16 * mib, 166},
+		{"stacks to scan count with it", 3 * mib, 2 * mib, 20 * mib, 340},
+		{"at half the floor: Go's own", 8 * mib, 0, 16 * mib, 100},
+		{"past the floor: Go's own", 40 * mib, 0, 16 * mib, 100},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := Percent(tc.live, tc.floor); got != tc.want {
-				t.Errorf("Percent(%d MiB, %d MiB) = %d, want %d", tc.live/mib, tc.floor/mib, got, tc.want)
+			if got := Percent(tc.live, tc.scan, tc.floor); got != tc.want {
+				t.Errorf("Percent(%d, %d, %d MiB) = %d, want %d", tc.live/mib, tc.scan/mib, tc.floor/mib, got, tc.want)
 			}
 		})
 	}
@@ -56,17 +57,17 @@ func TestFloor(t *testing.T) {
 
 func TestLimit(t *testing.T) {
 	for _, tc := range []struct {
-		name                       string
-		budget, live, scan, beside uint64
-		want                       uint64
+		name                  string
+		budget, need, nonHeap uint64
+		want                  uint64
 	}{
-		{"a small live heap: the budget", 24 * mib, 2 * mib, 1 * mib, 8 * mib, 24 * mib},
-		{"a live heap GOGC 100 needs more for", 24 * mib, 10 * mib, 0, 8 * mib, 33 * mib},
-		{"stacks GOGC 100 counts too", 24 * mib, 4 * mib, 8 * mib, 12 * mib, 32 * mib},
+		{"a small live heap: the budget", 24 * mib, 5 * mib, 8 * mib, 24 * mib},
+		{"a live heap GOGC 100 needs more for", 24 * mib, 20 * mib, 8 * mib, 35 * mib},
+		{"empty slots of a fragmented heap count", 24 * mib, 12 * mib, 36 * mib, 60 * mib},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := Limit(tc.budget, tc.live, tc.scan, tc.beside); got != tc.want {
-				t.Errorf("Limit(%d, %d, %d, %d MiB) = %.1f MiB, want %.1f", tc.budget/mib, tc.live/mib, tc.scan/mib, tc.beside/mib, float64(got)/mib, float64(tc.want)/mib)
+			if got := Limit(tc.budget, tc.need, tc.nonHeap); got != tc.want {
+				t.Errorf("Limit(%d, %d, %d MiB) = %.1f MiB, want %.1f", tc.budget/mib, tc.need/mib, tc.nonHeap/mib, float64(got)/mib, float64(tc.want)/mib)
 			}
 		})
 	}
