@@ -68,18 +68,7 @@ func TestRunDoesNotPutAFragmentedHeapsGoalAtTheLiveHeap(t *testing.T) {
 	goGoal := v[1]
 	goCycles := churn(256 * mib)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { Run(ctx, 24*mib, zap.NewNop()); close(done) }()
-	defer func() { cancel(); <-done }()
-	deadline := time.Now().Add(10 * time.Second)
-	for debug.SetMemoryLimit(-1) == math.MaxInt64 {
-		if time.Now().After(deadline) {
-			t.Fatal("Run set no memory limit in 10 s")
-		}
-		runtime.GC()
-		time.Sleep(10 * time.Millisecond) // a poll: Run sets it on its own goroutine
-	}
+	defer startRun(t, 24*mib)() // set the percent and the limit before it logs
 	runtime.GC()
 	v = values("/gc/heap/live:bytes", "/gc/heap/goal:bytes", "/memory/classes/heap/unused:bytes", "/gc/gogc:percent", "/gc/gomemlimit:bytes")
 	cycles := churn(256 * mib)
@@ -117,18 +106,7 @@ func TestRunLetsALiveHeapGrowAsGoWould(t *testing.T) {
 	runtime.GC()
 	runtime.GC()
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { Run(ctx, 24*mib, zap.NewNop()); close(done) }()
-	defer func() { cancel(); <-done }()
-	deadline := time.Now().Add(10 * time.Second)
-	for debug.SetMemoryLimit(-1) == math.MaxInt64 {
-		if time.Now().After(deadline) {
-			t.Fatal("Run set no memory limit in 10 s")
-		}
-		runtime.GC()
-		time.Sleep(10 * time.Millisecond) // a poll: Run sets it on its own goroutine
-	}
+	defer startRun(t, 24*mib)() // set the percent and the limit before it logs
 	runtime.GC()
 
 	kept, cycles := grow(96 * mib)
@@ -152,13 +130,12 @@ func startRun(t *testing.T, budget uint64) (stop func()) {
 		if time.Now().After(deadline) {
 			t.Fatal("Run did not start in 10 s")
 		}
-		runtime.Gosched()
+		time.Sleep(time.Millisecond) // a poll: Run logs on its own goroutine
 	}
 	return func() { cancel(); <-done }
 }
 
-// cmd/dispatcher starts Run on a goroutine it does not wait for, so in one
-// process (its tests run `run` in-process, one after another) a Run can
+// In one process (cmd/dispatcher's tests run `run` in-process) a Run can
 // still be pacing when the next starts. The last to return must leave the
 // operator's GOGC and limit, not the first Run's pacing.
 func TestOverlappingRunsGiveBackWhatTheProcessHad(t *testing.T) {
