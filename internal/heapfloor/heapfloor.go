@@ -1,18 +1,22 @@
 // Package heapfloor keeps the garbage collector from collecting a small
-// heap over and over, within a memory budget. Go starts a collection when the heap has grown by
-// GOGC percent of what the last one left live, and never below 4 MiB. A
-// dispatcher's live heap under load is 1–4 MiB, so at GOGC 100 it collects
-// every few MiB allocated: about a quarter of its CPU in a backlog drain,
-// most of what it costs over a lean consumer (docs/benchmarks.md, "Why
-// Chapar's tail is longer"). A floor lets the heap grow to a fixed size
-// before a collection while the live heap is small, and is Go's own
-// GOGC 100 once the live heap is large (many sinks, batches of thousands):
-// the memory it costs is bounded by the budget, unlike a higher GOGC, and
-// it never makes the collector run harder, unlike a memory limit, which
-// under a live heap larger than itself collects back to back. The floor
-// is the budget less what the runtime holds beside the heap, so a process
-// with many goroutines (256 workers) gets less of it (a fixed floor of 16
-// MiB took cmd/bench's slow scenario from 46 to 63 MiB peak RSS).
+// heap over and over, within a memory budget. Go starts a collection when
+// the heap has grown by GOGC percent of what the last one left live, and
+// never below 4 MiB. A dispatcher's live heap under load is 1–4 MiB, so at
+// GOGC 100 it collects every few MiB allocated: in a backlog drain the
+// collector's own work was an eighth of the process's CPU and allocation
+// another sixth, most of what it cost over a lean consumer
+// (docs/benchmarks.md, "The collector paced to a memory budget").
+//
+// Run lets the heap grow, while little is live, until the runtime's
+// memory reaches the budget (the floor: the budget less what the runtime
+// holds beside the heap, so 256 workers' stacks leave less of it), and is
+// Go's own GOGC 100 once the live heap needs more (many sinks, batches of
+// thousands). The memory it costs is bounded by the budget, unlike a
+// higher GOGC (a fixed floor of 16 MiB took cmd/bench's slow scenario from
+// 46 to 63 MiB peak RSS). It never makes the collector run harder than
+// GOGC 100: the soft memory limit it sets while load arrives stays above
+// what GOGC 100 needs, where a limit under the live heap would have the
+// collector run back to back.
 package heapfloor
 
 import (
