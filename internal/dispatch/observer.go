@@ -288,9 +288,10 @@ func (t *Tally) InFlight(sink string, delta int) {
 }
 
 // Sending is how many of a sink's requests are under way now: given a
-// slot by the gate, not yet released. A test that pauses a sink waits for 0 before it
-// counts anything the vendor receives against the pause: a request that
-// passed the gate before the pause may still be on its way to the vendor.
+// slot by the gate, not yet released. A test that pauses a sink waits for
+// 0 before it counts anything the vendor receives against the pause: a
+// request that passed the gate before the pause may still be on its way
+// to the vendor.
 func (t *Tally) Sending(sink string) int { t.mu.Lock(); defer t.mu.Unlock(); return t.inFlight[sink] }
 
 func (t *Tally) Unsettled(string, int) {}
