@@ -194,3 +194,62 @@ func TestGatePauseDuringThePaceWaitStopsTheRequest(t *testing.T) {
 		t.Error("the gate gave a slot to a request after the operator's pause took hold")
 	}
 }
+
+// A half-open breaker's probe that the gate's second look refuses (an
+// operator's pause during the pace's wait) is not a request: after the
+// resumption the breaker gives out its probe again, and the count of
+// requests in flight is back at 0 (found by review: no wedge).
+func TestGateProbeRefusedByAPauseDuringItsPaceWaitIsGivenOutAgain(t *testing.T) {
+	var inflight int
+	g := newGate("s", retry.BreakerSettings{FailureThreshold: 1, OpenTimeout: 200 * time.Millisecond}, 8, zap.NewNop(), nil)
+	g.sending = func(d int) { inflight += d }
+	done, _, err := g.acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	done(&sinks.Error{Status: 503, Transient: true}) // opens
+	if g.cb.State().String() != "open" {
+		t.Fatalf("state %s", g.cb.State())
+	}
+	for deadline := time.Now().Add(5 * time.Second); g.cb.State().String() != "half-open"; { // the open timeout passing
+		if time.Now().After(deadline) {
+			t.Fatalf("state %s 5 s after opening with a 200 ms timeout", g.cb.State())
+		}
+		time.Sleep(5 * time.Millisecond) // a poll on the condition
+	}
+	g.pace = newPacer(&config.RateLimit{PerSecond: 4, Burst: 1}, nil)
+	g.pace.reserve() // take the burst token so the probe waits ~250ms
+	res := make(chan error, 1)
+	go func() {
+		d, _, err := g.acquire(context.Background())
+		if err == nil {
+			d(nil)
+		}
+		res <- err
+	}()
+	for deadline := time.Now().Add(5 * time.Second); g.pace.limiter.Tokens() > -0.5; {
+		if time.Now().After(deadline) {
+			t.Fatal("the probe never reserved its token")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	g.setHeld(true, time.Now())
+	err = <-res
+	var shut errShut
+	if !errors.As(err, &shut) {
+		t.Fatalf("want errShut, got %v", err)
+	}
+	t.Logf("refused: %v; breaker %s, inflight %d", err, g.cb.State(), inflight)
+	g.setHeld(false, time.Now())
+	d, probe, err := g.acquire(context.Background())
+	if err != nil {
+		t.Fatalf("after resume: %v (breaker %s) — wedged", err, g.cb.State())
+	}
+	if !probe {
+		t.Error("not the probe")
+	}
+	d(nil)
+	if g.cb.State().String() != "closed" || inflight != 0 {
+		t.Errorf("state %s inflight %d", g.cb.State(), inflight)
+	}
+}
