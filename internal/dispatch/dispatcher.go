@@ -586,6 +586,24 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 			return fmt.Errorf("dispatch: the sinks marked leads changed during this bind (another dispatcher bound them at the same time): "+
 				"binding again; bound as leads %v, now marked %v", slices.Sorted(maps.Keys(leads)), slices.Sorted(maps.Keys(after)))
 		}
+		// The sinks added since a lead this config runs took over from
+		// an old one join its takeover record, now that their consumers
+		// exist: this config judges for them, and the sweep had nothing
+		// of theirs. Not fatal: `sinks remove` of the old lead refuses
+		// while it has a backlog (`--force` is the way out).
+		if floors != nil {
+			for name := range leads {
+				widened, err := d.topo.WidenTakeovers(actx, d.js, floors, name, names)
+				if err != nil {
+					d.log.Warn("could not add the sinks added since to the lead's takeover records: dispatcher sinks remove "+
+						"refuses the old lead while it has a backlog", zap.String("sink", name), zap.Error(err))
+				}
+				if len(widened) > 0 {
+					d.log.Info("added this config's sinks added since to the lead's takeover records", zap.String("sink", name),
+						zap.Strings("records", widened))
+				}
+			}
+		}
 		// Not fatal: the partitions work with their leaders anywhere.
 		if err := d.topo.SpreadLeaders(actx, d.js, names); err != nil {
 			d.log.Warn("could not spread the partitions' leaders over the servers", zap.Error(err))
@@ -673,10 +691,22 @@ func (d *Dispatcher) leadsAtBind(ctx context.Context, floors jetstream.KeyValue,
 		// (topology.LeadRemoval), and a lead made after it is gone would
 		// sweep from another lead's floor. Not fatal either: the removal
 		// is refused until the old lead has read its backlog.
+		// Where the streams stand: read after the prior reads, so at or
+		// above where the widened consumers read from; a sink whose
+		// consumers start above it joins the record later
+		// (topology.WidenTakeovers). Without it the record is kept as
+		// it is, and a sink added later is not.
+		var through map[string]uint64
+		if recorded && len(dropped) > 0 {
+			if through, err = d.topo.Positions(ctx, d.js); err != nil {
+				d.log.Warn("could not read where the events streams stand for the takeover record: a sink added later "+
+					"is not added to it (dispatcher sinks remove refuses the old lead while it has a backlog)", zap.String("sink", name), zap.Error(err))
+			}
+		}
 		for _, old := range dropped {
 			err := errors.New("its sweep is not recorded")
 			if recorded {
-				err = d.topo.WriteTakeover(ctx, floors, old, topology.Takeover{By: name, Sinks: names, At: time.Now().UTC()})
+				err = d.topo.WriteTakeover(ctx, floors, old, topology.Takeover{By: name, Sinks: names, At: time.Now().UTC(), Through: through})
 			}
 			if err != nil {
 				d.log.Warn("not recorded as the lead in place of the old one: dispatcher sinks remove refuses the old lead "+

@@ -43,6 +43,13 @@ type Takeover struct {
 	// Sinks are the config's: the sinks whose checks By's sweep made.
 	Sinks []string  `json:"sinks"`
 	At    time.Time `json:"at"`
+	// Through is each events stream's last sequence when the takeover
+	// was recorded (Positions): By's sweep checked the old lead's
+	// backlog at most up to it, and By reads every subject above it
+	// itself. A sink whose consumers start above it was added after the
+	// takeover: the sweep had nothing of its to check (WidenTakeovers).
+	// Empty in records written before it was kept.
+	Through map[string]uint64 `json:"through,omitempty"`
 }
 
 // takeoverKey is a takeover's key in the floors bucket. Sink names are
@@ -128,6 +135,112 @@ func (t Topology) NarrowTakeovers(ctx context.Context, kv jetstream.KeyValue, by
 		}
 	}
 	return nil
+}
+
+// WidenTakeovers is for a bind that runs by, a lead already: the sinks
+// of names its takeovers lack that were added after the takeover (their
+// events consumers start above Through on every stream it names) join
+// their Sinks. The sweep had none of their events to check (their
+// consumers did not exist yet), and this config, by's, judges for them
+// what by reads from their start. Without it a sink added in a rollout
+// after the old lead was dropped kept `sinks remove` of the old lead
+// refused for as long as that lead had a backlog (for ever, on a
+// deployment taking events), though nothing of the added sink's was in
+// what the sweep checked. A sink that could have had an event in the
+// swept range (a start at or below Through: made before, or by a
+// sinks[].start in the past) is not added: the sweep did not check for
+// it. A compare-and-set, as NarrowTakeovers. It returns the keys it
+// widened.
+func (t Topology) WidenTakeovers(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, by string, names []string) ([]string, error) {
+	keys, err := bucketKeys(ctx, kv, takeoverKey("*", by))
+	if err != nil {
+		return nil, err
+	}
+	var widened []string
+	for _, k := range keys {
+		for attempt := 1; ; attempt++ {
+			e, err := kv.Get(ctx, k)
+			if errors.Is(err, jetstream.ErrKeyNotFound) {
+				break // deleted meanwhile
+			}
+			if err != nil {
+				return widened, fmt.Errorf("topology: read %s: %w", k, err)
+			}
+			var tk Takeover
+			if err := json.Unmarshal(e.Value(), &tk); err != nil {
+				return widened, fmt.Errorf("topology: %s is not a lead's takeover record: %w", k, err)
+			}
+			var added []string
+			for _, s := range names {
+				if s == by || slices.Contains(tk.Sinks, s) {
+					continue
+				}
+				after, err := t.startsAbove(ctx, js, s, tk.Through)
+				if err != nil {
+					return widened, err
+				}
+				if after {
+					added = append(added, s)
+				}
+			}
+			if len(added) == 0 {
+				break
+			}
+			tk.Sinks = append(slices.Clone(tk.Sinks), added...)
+			slices.Sort(tk.Sinks)
+			raw, err := json.Marshal(tk)
+			if err != nil {
+				return widened, err
+			}
+			_, err = kv.Update(ctx, k, raw, e.Revision())
+			if err == nil {
+				widened = append(widened, k)
+				break
+			}
+			if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) || attempt == 5 {
+				return widened, fmt.Errorf("topology: add the sinks added since to %s: %w", k, err)
+			}
+		}
+	}
+	return widened, nil
+}
+
+// startsAbove says whether sink's events consumer on every stream of
+// through starts above its sequence there. Anything unknown (no record,
+// a consumer missing, a start not recorded) is a no.
+func (t Topology) startsAbove(ctx context.Context, js jetstream.JetStream, sink string, through map[string]uint64) (bool, error) {
+	if len(through) == 0 {
+		return false, nil
+	}
+	for stream, seq := range through {
+		c, err := js.Consumer(ctx, stream, SinkConsumer(sink))
+		if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("topology: read where %s starts on %s: %w", sink, stream, err)
+		}
+		// A start not known (StartOf's error: not recorded yet, or not
+		// a sequence) is a no, not a failure of the bind.
+		if start, err := StartOf(c.CachedInfo()); err != nil || start <= seq {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// Positions reads each events stream's last sequence: a takeover's
+// Through.
+func (t Topology) Positions(ctx context.Context, js jetstream.JetStream) (map[string]uint64, error) {
+	out := make(map[string]uint64, t.Partitions())
+	for _, stream := range t.EventsStreams() {
+		st, err := js.Stream(ctx, stream)
+		if err != nil {
+			return nil, fmt.Errorf("topology: %s: %w", stream, err)
+		}
+		out[stream] = st.CachedInfo().State.LastSeq
+	}
+	return out, nil
 }
 
 // deleteTakeovers deletes the records of leads made in place of sink and
