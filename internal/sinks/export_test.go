@@ -16,7 +16,7 @@ func ReserveMetrixTime(ctx context.Context, js jetstream.JetStream, prefix strin
 	}
 	return func(ctx context.Context, user, id string, want int64) (int64, error) {
 		var at int64
-		err := kv.reserve(ctx, []string{user}, func(r *metrixSlots) {
+		err := kv.reserve(ctx, []string{user}, func(r *metrixBook) {
 			at = r.take(metrixSlot{Want: want, ID: metrixIDHash(id), Kind: metrixKindMessage})
 		})
 		return at, err

@@ -163,7 +163,7 @@ func (m *metrixGateway) stamp(ctx context.Context, body metrixGatewayBody, msgs 
 	if m.register && msgs[0].Type != "user" {
 		reg = &metrixMessage{Type: "user", ID: msgs[0].ID + ":user"}
 	}
-	err := m.times.reserve(ctx, metrixUserKeys(m.settings.AppID, body), func(r *metrixSlots) {
+	err := m.times.reserve(ctx, metrixUserKeys(m.settings.AppID, body), func(r *metrixBook) {
 		first := int64(maxInt64)
 		for i := range msgs {
 			msgs[i].Time = r.take(metrixSlot{Want: msgs[i].want, Recv: msgs[i].recv, ID: metrixIDHash(msgs[i].ID), Kind: metrixKindMessage})

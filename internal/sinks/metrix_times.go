@@ -64,8 +64,6 @@ func (a metrixSlot) before(b metrixSlot) bool {
 	return a.Kind < b.Kind
 }
 
-func (a metrixSlot) same(b metrixSlot) bool { return a.ID == b.ID && a.Kind == b.Kind }
-
 // metrixSlots is one user's record.
 type metrixSlots []metrixSlot
 
@@ -85,15 +83,63 @@ func metrixIDHash(id string) uint64 {
 	return h.Sum64()
 }
 
+// metrixBook is a user's record being written by one reservation: its
+// messages, and the milliseconds they use, indexed once for all the
+// request's messages (a map made per message was most of a reservation's
+// CPU with a full record).
+type metrixBook struct {
+	slots metrixSlots
+	// used and taken index slots: the milliseconds used, and the
+	// millisecond of each message by name. Nil until the first message.
+	used  map[int64]bool
+	taken map[metrixName]int64
+}
+
+// metrixName is what names a message in a record.
+type metrixName struct {
+	id   uint64
+	kind uint8
+}
+
+func (s metrixSlot) name() metrixName { return metrixName{s.ID, s.Kind} }
+
+func (b *metrixBook) index() {
+	if b.used != nil {
+		return
+	}
+	b.used = make(map[int64]bool, len(b.slots)+16)
+	b.taken = make(map[metrixName]int64, len(b.slots)+16)
+	for _, x := range b.slots {
+		b.used[x.At] = true
+		b.taken[x.name()] = x.At
+	}
+}
+
+// find is the millisecond a message seen before took.
+func (b *metrixBook) find(s metrixSlot) (int64, bool) {
+	b.index()
+	at, ok := b.taken[s.name()]
+	return at, ok
+}
+
+// record adds s, given its millisecond at.
+func (b *metrixBook) record(s metrixSlot, at int64) int64 {
+	s.At = at
+	b.slots = append(b.slots, s)
+	b.used[at] = true
+	b.taken[s.name()] = at
+	return at
+}
+
 // take gives message s its millisecond (see the file comment) and records
 // it. Only the users' own messages bound it, not registrations: those may
 // sit anywhere below their own message (registerBelow).
-func (r *metrixSlots) take(s metrixSlot) int64 {
-	if at, ok := r.find(s); ok {
+func (b *metrixBook) take(s metrixSlot) int64 {
+	if at, ok := b.find(s); ok {
 		return at
 	}
 	lo, hi := int64(minInt64), int64(maxInt64) // from the neighbours in order
-	for _, x := range *r {
+	for _, x := range b.slots {
 		if x.Kind != metrixKindMessage {
 			continue
 		}
@@ -103,68 +149,38 @@ func (r *metrixSlots) take(s metrixSlot) int64 {
 			hi = min(hi, x.At-1)
 		}
 	}
-	used := r.used()
-	at, ok := int64(0), false
+	used := b.used
 	// The nearest free millisecond at or above the wanted one, within
 	// bounds; else the nearest below it, within bounds.
 	for t := max(s.Want, lo); t <= hi; t++ {
 		if !used[t] {
-			at, ok = t, true
-			break
+			return b.record(s, t)
 		}
 	}
-	for t := min(s.Want, hi); !ok && t >= lo && t > s.Want-metrixSlotsHorizon; t-- {
+	for t := min(s.Want, hi); t >= lo && t > s.Want-metrixSlotsHorizon; t-- {
 		if !used[t] {
-			at, ok = t, true
+			return b.record(s, t)
 		}
 	}
-	if !ok { // no room in order: distinct, out of order
-		at = firstFree(used, s.Want)
-	}
-	s.At = at
-	*r = append(*r, s)
-	return at
+	// No room in order: distinct, out of order.
+	return b.record(s, firstFree(used, s.Want))
 }
 
 // registerBelow gives the auto-registration message s the latest free
 // millisecond before below (its event's message), and records it. A user
 // registered earlier than need be is registered all the same, so it does
 // not push the event's own message later.
-func (r *metrixSlots) registerBelow(s metrixSlot, below int64) int64 {
-	if at, ok := r.find(s); ok {
+func (b *metrixBook) registerBelow(s metrixSlot, below int64) int64 {
+	if at, ok := b.find(s); ok {
 		return at
 	}
-	used := r.used()
-	at, ok := int64(0), false
+	used := b.used
 	for t := below - 1; t > below-metrixSlotsHorizon; t-- {
 		if !used[t] {
-			at, ok = t, true
-			break
+			return b.record(s, t)
 		}
 	}
-	if !ok {
-		at = firstFree(used, below)
-	}
-	s.At = at
-	*r = append(*r, s)
-	return at
-}
-
-func (r metrixSlots) find(s metrixSlot) (int64, bool) {
-	for _, x := range r {
-		if x.same(s) {
-			return x.At, true
-		}
-	}
-	return 0, false
-}
-
-func (r metrixSlots) used() map[int64]bool {
-	used := make(map[int64]bool, len(r))
-	for _, x := range r {
-		used[x.At] = true
-	}
-	return used
+	return b.record(s, firstFree(used, below))
 }
 
 func firstFree(used map[int64]bool, from int64) int64 {
@@ -175,11 +191,23 @@ func firstFree(used map[int64]bool, from int64) int64 {
 	}
 }
 
-// merge adds o's messages that r lacks.
+// merge adds o's messages that r lacks. A request names one user in
+// most cases, so r is empty: a copy. Else what r has is indexed once (a
+// search of r per message of o was quadratic: most of a reservation's CPU
+// with two full records).
 func (r *metrixSlots) merge(o metrixSlots) {
+	if len(*r) == 0 {
+		*r = append(metrixSlots(nil), o...)
+		return
+	}
+	have := make(map[metrixName]bool, len(*r))
+	for _, x := range *r {
+		have[x.name()] = true
+	}
 	for _, x := range o {
-		if !slices.ContainsFunc(*r, x.same) {
+		if !have[x.name()] {
 			*r = append(*r, x)
+			have[x.name()] = true
 		}
 	}
 }

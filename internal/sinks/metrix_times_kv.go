@@ -20,7 +20,7 @@ import (
 // and stores the result under each of them, atomically per record. fn may
 // run more than once (a lost race); only its last run's result counts.
 type metrixTimeStore interface {
-	reserve(ctx context.Context, users []string, fn func(r *metrixSlots)) error
+	reserve(ctx context.Context, users []string, fn func(b *metrixBook)) error
 }
 
 // metrixUserKeys are the record names of a request's user: one per id it
@@ -55,7 +55,7 @@ type memTimes struct {
 // memTimesUsers bounds memTimes: past it, one user (any) is forgotten.
 const memTimesUsers = 10_000
 
-func (m *memTimes) reserve(_ context.Context, users []string, fn func(r *metrixSlots)) error {
+func (m *memTimes) reserve(_ context.Context, users []string, fn func(b *metrixBook)) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.users == nil {
@@ -65,7 +65,9 @@ func (m *memTimes) reserve(_ context.Context, users []string, fn func(r *metrixS
 	for _, u := range users {
 		r.merge(m.users[u])
 	}
-	fn(&r)
+	b := metrixBook{slots: r}
+	fn(&b)
+	r = b.slots
 	r.trim()
 	for _, u := range users {
 		if _, ok := m.users[u]; !ok && len(m.users) >= memTimesUsers {
@@ -134,7 +136,7 @@ func openKVTimes(ctx context.Context, st State) (*kvTimes, error) {
 	return &kvTimes{kv: kv}, nil
 }
 
-func (k *kvTimes) reserve(ctx context.Context, users []string, fn func(r *metrixSlots)) error {
+func (k *kvTimes) reserve(ctx context.Context, users []string, fn func(b *metrixBook)) error {
 	if len(users) == 0 {
 		return nil
 	}
@@ -162,7 +164,7 @@ func (k *kvTimes) reserve(ctx context.Context, users []string, fn func(r *metrix
 
 var errLostRace = errors.New("metrix times: record changed meanwhile")
 
-func (k *kvTimes) try(ctx context.Context, users []string, fn func(r *metrixSlots)) error {
+func (k *kvTimes) try(ctx context.Context, users []string, fn func(b *metrixBook)) error {
 	revs := make([]uint64, len(users))
 	var r metrixSlots
 	for i, u := range users {
@@ -187,7 +189,9 @@ func (k *kvTimes) try(ctx context.Context, users []string, fn func(r *metrixSlot
 		revs[i] = e.Revision()
 		r.merge(got)
 	}
-	fn(&r)
+	b := metrixBook{slots: r}
+	fn(&b)
+	r = b.slots
 	r.trim()
 	value := r.encode()
 	for i, u := range users {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http/httptest"
+	"slices"
 	"testing"
 	"time"
 
@@ -84,18 +85,19 @@ func TestMetrixSlots(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var r metrixSlots
+			var b metrixBook
 			for i, o := range tt.ops {
 				var at int64
 				if o.register > 0 {
-					at = r.registerBelow(metrixSlot{ID: o.id, Kind: metrixKindRegister}, o.register)
+					at = b.registerBelow(metrixSlot{ID: o.id, Kind: metrixKindRegister}, o.register)
 				} else {
-					at = r.take(metrixSlot{Want: o.want, Recv: o.recv, ID: o.id, Kind: metrixKindMessage})
+					at = b.take(metrixSlot{Want: o.want, Recv: o.recv, ID: o.id, Kind: metrixKindMessage})
 				}
 				if at != o.at {
 					t.Errorf("op %d got T%+d, want T%+d", i, at-T, o.at-T)
 				}
 			}
+			r := b.slots
 			back, err := decodeMetrixSlots(r.encode())
 			if err != nil || len(back) != len(r) {
 				t.Fatalf("round trip: %v, %d of %d", err, len(back), len(r))
@@ -112,11 +114,12 @@ func TestMetrixSlots(t *testing.T) {
 // A record forgets what is past its bounds, oldest first.
 func TestMetrixSlotsTrim(t *testing.T) {
 	const T = int64(1_795_428_900_000)
-	var r metrixSlots
+	var b metrixBook
 	for i := range metrixSlotsMax + 10 {
-		r.take(metrixSlot{Want: T, Recv: int64(i), ID: uint64(i), Kind: metrixKindMessage})
+		b.take(metrixSlot{Want: T, Recv: int64(i), ID: uint64(i), Kind: metrixKindMessage})
 	}
-	r.take(metrixSlot{Want: T + metrixSlotsHorizon + 100, ID: 1 << 40, Kind: metrixKindMessage})
+	b.take(metrixSlot{Want: T + metrixSlotsHorizon + 100, ID: 1 << 40, Kind: metrixKindMessage})
+	r := b.slots
 	r.trim()
 	if len(r) > metrixSlotsMax {
 		t.Errorf("%d kept, at most %d", len(r), metrixSlotsMax)
@@ -125,5 +128,65 @@ func TestMetrixSlotsTrim(t *testing.T) {
 		if x.At < T+100 {
 			t.Errorf("kept %+v, older than the horizon", x)
 		}
+	}
+}
+
+// A request naming a user by both ids works on the union of the two
+// records: each message once, whichever record had it.
+func TestMetrixSlotsMerge(t *testing.T) {
+	msg := func(id uint64, at int64) metrixSlot { return metrixSlot{At: at, ID: id, Kind: metrixKindMessage} }
+	reg := func(id uint64, at int64) metrixSlot { return metrixSlot{At: at, ID: id, Kind: metrixKindRegister} }
+	tests := []struct {
+		name string
+		r, o metrixSlots
+		want metrixSlots
+	}{
+		{name: "into nothing: a copy", o: metrixSlots{msg(1, 10), msg(2, 11)}, want: metrixSlots{msg(1, 10), msg(2, 11)}},
+		{name: "nothing into a record", r: metrixSlots{msg(1, 10)}, want: metrixSlots{msg(1, 10)}},
+		{name: "the union, each message once", r: metrixSlots{msg(1, 10), msg(2, 11)}, o: metrixSlots{msg(2, 11), msg(3, 12)},
+			want: metrixSlots{msg(1, 10), msg(2, 11), msg(3, 12)}},
+		{name: "a message and its registration are two", r: metrixSlots{msg(1, 10)}, o: metrixSlots{reg(1, 9)},
+			want: metrixSlots{msg(1, 10), reg(1, 9)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := slices.Clone(tt.o)
+			r := slices.Clone(tt.r)
+			r.merge(o)
+			if !slices.Equal(r, tt.want) {
+				t.Errorf("got %+v, want %+v", r, tt.want)
+			}
+			// The record merged from is the store's: what is added to the
+			// merge must not reach it.
+			r = append(r[:0], msg(99, 99))
+			if !slices.Equal(o, tt.o) {
+				t.Errorf("the record merged from changed: %+v, was %+v", o, tt.o)
+			}
+		})
+	}
+}
+
+// BenchmarkMetrixReservation is what a batched request does to its user's
+// record (kvTimes.try): the record as remembered, full (256 messages),
+// merged, 16 new messages each given a millisecond, trimmed and encoded to
+// be written.
+func BenchmarkMetrixReservation(b *testing.B) {
+	const T = int64(1_795_428_900_000)
+	var full metrixBook
+	for i := range metrixSlotsMax {
+		full.take(metrixSlot{Want: T + int64(i/4), Recv: int64(i), ID: uint64(i), Kind: metrixKindMessage})
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		var r metrixSlots
+		r.merge(full.slots)
+		book := metrixBook{slots: r}
+		for j := range 16 {
+			n := metrixSlotsMax + i*16 + j
+			book.take(metrixSlot{Want: T + int64(n/4), Recv: int64(n), ID: uint64(n), Kind: metrixKindMessage})
+		}
+		r = book.slots
+		r.trim()
+		_ = r.encode()
 	}
 }
