@@ -362,9 +362,6 @@ func TestATakeoverDoesNotVouchForASinkItsSweepMayHaveMissed(t *testing.T) {
 // bind that creates a sink, running the new lead, vouches that the new
 // lead judged for it from its start (topology.WidenTakeovers).
 func TestReviewASinkAddedByTheOldLeadsSetDoesNotJoinTheTakeover(t *testing.T) {
-	t.Skip("DEFECT (review of 6235979): a sink created above the takeover's Through by a config that runs the old lead, not the new one, " +
-		"joins the takeover record at the next bind of the new lead with it, and `sinks remove` lets the old lead go with that sink's strays " +
-		"in its backlog, judged by the new lead's set without it")
 	e := testenv.New(t)
 	first := e.Sink("first", emulator.Chabok, nil, nil)
 	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
