@@ -7,6 +7,7 @@ package dispatch_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -427,5 +428,73 @@ func TestReviewASinkAddedByTheOldLeadsSetDoesNotJoinTheTakeover(t *testing.T) {
 			"and gateway's set did not have crm): it would be lost")
 	} else if !strings.Contains(err.Error(), "gateway, whose config lacked crm") {
 		t.Errorf("removal of first: %v, want a refusal naming crm", err)
+	}
+}
+
+// A takeover narrowed by the config that finished its sweep
+// (NarrowTakeovers: s out, the rest of the backlog checked without it)
+// is not widened back with s by a later config with s running the new
+// lead: s's consumers were made before the takeover (at or below its
+// Through, and by a config whose lead was first), so its strays in the
+// old lead's backlog were judged for gateway alone, and the removal still
+// names s. From the review of 6235979; green there (either guard of
+// topology.WidenTakeovers holds it), red with both taken out.
+func TestReviewANarrowedTakeoverIsNotWidenedBackWithASinkOfTheOldLead(t *testing.T) {
+	e := testenv.New(t)
+	first := e.Sink("first", emulator.Chabok, nil, nil)
+	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	s := e.Sink("s", emulator.Webhook, nil, nil)
+	purchase := config.Route{Types: []string{envelope.TypePurchase}, Sinks: []string{"first"}}
+	track := config.Route{Types: []string{envelope.TypeTrack}, Sinks: []string{"gateway", "s"}}
+	old := e.Start([]config.Sink{first, gateway, s}, []config.Route{purchase, track})
+	setPaused(t, e, "first", true)
+	testenv.Eventually(t, 10*time.Second, "the lead paused", func() bool { return old.Tally.Paused("first") })
+	// Many strays, so that the new lead's sweep is cut short by a stop.
+	for i := range 2000 {
+		publishStrayOf(t, e, fmt.Sprintf("u%d", i))
+	}
+	ids := publishTracks(t, e, 3, "order_paid")
+	testenv.Eventually(t, 30*time.Second, "gateway past the backlog", allDelivered(t, e, ids))
+	testenv.Eventually(t, 30*time.Second, "gateway and s settled", func() bool { return e.Idle("gateway", "s") })
+	if err := old.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	setPaused(t, e, "first", false)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := e.Start([]config.Sink{gateway, s}, []config.Route{track}).Stop(); err != nil {
+		t.Fatal(err)
+	}
+	floors, err := e.JS.KeyValue(ctx, e.Topo.FloorsBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := e.Topo.PendingSweeps(ctx, floors, "gateway"); err != nil || len(p) == 0 {
+		t.Fatalf("gateway's sweep: %v %v, want it cut short by the stop", p, err)
+	}
+	// gateway alone resumes the sweep: the takeover narrowed to gateway.
+	alone := e.Start([]config.Sink{gateway}, []config.Route{{Types: []string{envelope.TypeTrack}, Sinks: []string{"gateway"}}})
+	testenv.Eventually(t, 60*time.Second, "gateway's sweep done", func() bool {
+		p, err := e.Topo.PendingSweeps(ctx, floors, "gateway")
+		return err == nil && len(p) == 0
+	})
+	if err := alone.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// s back with gateway: the new lead's bind with s.
+	e.Start([]config.Sink{gateway, s}, []config.Route{track})
+	more := publishTracks(t, e, 3, "order_paid")
+	testenv.Eventually(t, 30*time.Second, "delivered", allDelivered(t, e, more))
+	tks, err := e.Topo.Takeovers(ctx, floors, "first")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tk := range tks {
+		if slices.Contains(tk.Sinks, "s") {
+			t.Errorf("takeover %+v vouches for s, whose checks the rest of the sweep did not make", tk)
+		}
+	}
+	if err := leadRemovable(t, e, "first"); err == nil || !strings.Contains(err.Error(), "gateway, whose config lacked s") {
+		t.Errorf("removal of the old lead: %v, want a refusal naming s", err)
 	}
 }
