@@ -44,11 +44,13 @@ type Takeover struct {
 	Sinks []string  `json:"sinks"`
 	At    time.Time `json:"at"`
 	// Through is each events stream's last sequence when the takeover
-	// was recorded (Positions): By's sweep checked the old lead's
-	// backlog at most up to it, and By reads every subject above it
-	// itself. A sink whose consumers start above it was added after the
-	// takeover: the sweep had nothing of its to check (WidenTakeovers).
-	// Empty in records written before it was kept.
+	// was recorded (Positions), read after By's consumers were held and
+	// read (PriorReads): By's widened consumers read every subject above
+	// it themselves. (By's sweep reads on to the stream's end when it
+	// runs, at or above it.) A sink whose consumers start above it has
+	// no event at or below it: the sweep had nothing of its to check
+	// there (WidenTakeovers). Empty in records written before it was
+	// kept.
 	Through map[string]uint64 `json:"through,omitempty"`
 }
 
