@@ -454,7 +454,8 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 			lead := leads[sc.Name]
 			filter := SinkFilter(sc.Name, d.cfg.Routes, d.cfg.Streams.FilterByRoute, lead)
 			settings := topology.ConsumerSettings{AckWait: d.ackWait, MaxAckPending: sc.MaxAckPending,
-				Fence: Fingerprint(sc.Name, d.cfg.Routes, sc.Order, filter), Filter: filter, Lead: lead}
+				Fence: Fingerprint(sc.Name, d.cfg.Routes, sc.Order, filter), Filter: filter, Lead: lead,
+				Leads: slices.Collect(maps.Keys(leads))}
 			var key func(*envelope.Event) string
 			if sc.Order != nil {
 				settings.PinnedTTL = orderPinnedTTL(d.ackWait)
@@ -587,9 +588,9 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 				"binding again; bound as leads %v, now marked %v", slices.Sorted(maps.Keys(leads)), slices.Sorted(maps.Keys(after)))
 		}
 		// The sinks added since a lead this config runs took over from
-		// an old one join its takeover record, now that their consumers
-		// exist: this config judges for them, and the sweep had nothing
-		// of theirs. Not fatal: `sinks remove` of the old lead refuses
+		// an old one, by a config running that lead, join its takeover
+		// record, now that their consumers exist: that config judged for
+		// them, and the sweep had nothing of theirs. Not fatal: `sinks remove` of the old lead refuses
 		// while it has a backlog (`--force` is the way out).
 		if floors != nil {
 			for name := range leads {

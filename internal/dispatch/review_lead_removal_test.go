@@ -7,6 +7,7 @@ package dispatch_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -345,5 +346,155 @@ func TestATakeoverDoesNotVouchForASinkItsSweepMayHaveMissed(t *testing.T) {
 				t.Errorf("removal of the old lead, with crm not checked by the sweep of its backlog: %v, want a refusal naming crm", err)
 			}
 		})
+	}
+}
+
+// Two sets of sinks, each with its lead (docs/operations.md, "Removing
+// the lead"): first's set, and gateway's, whose first bind made gateway
+// the lead in place of first (its takeover recorded with gateway alone).
+// first's set then adds crm, created above the takeover's Through, and
+// its lead judges crm's strays; gateway's set, without crm, judges them
+// for gateway only. A stray for crm stored while first's set was down is
+// in first's backlog, and gateway judged it without crm. Then crm moves
+// to gateway's set (the sets merging): a bind of gateway with crm, and
+// crm starts above Through, so the takeover was widened with crm and
+// `sinks remove first` let first go, its backlog with it: the stray was
+// never judged for crm (red before the fix: removal allowed). Only the
+// bind that creates a sink, running the new lead, vouches that the new
+// lead judged for it from its start (topology.WidenTakeovers).
+func TestReviewASinkAddedByTheOldLeadsSetDoesNotJoinTheTakeover(t *testing.T) {
+	e := testenv.New(t)
+	first := e.Sink("first", emulator.Chabok, nil, nil)
+	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	crm := e.Sink("crm", emulator.Webhook, nil, nil)
+	purchase := config.Route{Types: []string{envelope.TypePurchase}, Sinks: []string{"first"}}
+	track := config.Route{Types: []string{envelope.TypeTrack}, Sinks: []string{"gateway"}}
+	trackCRM := config.Route{Types: []string{envelope.TypeTrack}, Sinks: []string{"crm"}}
+	both := config.Route{Types: []string{envelope.TypeTrack}, Sinks: []string{"gateway", "crm"}}
+	// first's set, then gateway's set's first bind: gateway made the lead
+	// in place of first.
+	if err := e.Start([]config.Sink{first}, []config.Route{purchase}).Stop(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	floors, err := e.JS.KeyValue(ctx, e.Topo.FloorsBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start([]config.Sink{gateway}, []config.Route{track}).Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// first's set adds crm: made above the takeover's Through, by a
+	// config that runs first, not gateway.
+	if err := e.Start([]config.Sink{first, crm}, []config.Route{purchase, trackCRM}).Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// While first's set is down: a stray for crm (and for gateway), which
+	// gateway's set judges for gateway alone.
+	g := e.Start([]config.Sink{gateway}, []config.Route{track})
+	stray := publishStray(t, e)
+	testenv.Eventually(t, 30*time.Second, "the stray judged for gateway", func() bool {
+		return gatewayIDs(t, e)[stray.ID]+unknownFor(t, e, "gateway")[stray.ID] > 0
+	})
+	if err := g.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// crm moves to gateway's set.
+	e.Start([]config.Sink{gateway, crm}, []config.Route{both})
+	ids := publishTracks(t, e, 3, "order_paid")
+	testenv.Eventually(t, 30*time.Second, "the events delivered", allDelivered(t, e, ids))
+	testenv.Eventually(t, 30*time.Second, "settled", func() bool { return e.Idle("gateway", "crm") })
+	if p, err := e.Topo.PendingSweeps(ctx, floors, "gateway"); err != nil || len(p) > 0 {
+		t.Fatalf("gateway's sweep: %v %v, want it done", p, err)
+	}
+	tks, err := e.Topo.Takeovers(ctx, floors, "first")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("takeovers of first: %+v", tks)
+	if judged := unknownFor(t, e, "crm")[stray.ID]; judged > 0 {
+		t.Fatalf("the stray was judged for crm (%d): the scenario does not hold", judged)
+	}
+	lr, err := e.Topo.ReadLeadRemoval(ctx, e.JS, "first")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lr.Pending == 0 {
+		t.Fatalf("first's backlog: %d pending, want the stray", lr.Pending)
+	}
+	if err := lr.Check(); err == nil {
+		t.Errorf("removal of first allowed, with a stray for crm in its backlog judged for gateway alone (its set judged crm's, " +
+			"and gateway's set did not have crm): it would be lost")
+	} else if !strings.Contains(err.Error(), "gateway, whose config lacked crm") {
+		t.Errorf("removal of first: %v, want a refusal naming crm", err)
+	}
+}
+
+// A takeover narrowed by the config that finished its sweep
+// (NarrowTakeovers: s out, the rest of the backlog checked without it)
+// is not widened back with s by a later config with s running the new
+// lead: s's consumers were made before the takeover (at or below its
+// Through, and by a config whose lead was first), so its strays in the
+// old lead's backlog were judged for gateway alone, and the removal still
+// names s. From the review of 6235979; green there (either guard of
+// topology.WidenTakeovers holds it), red with both taken out.
+func TestReviewANarrowedTakeoverIsNotWidenedBackWithASinkOfTheOldLead(t *testing.T) {
+	e := testenv.New(t)
+	first := e.Sink("first", emulator.Chabok, nil, nil)
+	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	s := e.Sink("s", emulator.Webhook, nil, nil)
+	purchase := config.Route{Types: []string{envelope.TypePurchase}, Sinks: []string{"first"}}
+	track := config.Route{Types: []string{envelope.TypeTrack}, Sinks: []string{"gateway", "s"}}
+	old := e.Start([]config.Sink{first, gateway, s}, []config.Route{purchase, track})
+	setPaused(t, e, "first", true)
+	testenv.Eventually(t, 10*time.Second, "the lead paused", func() bool { return old.Tally.Paused("first") })
+	// Many strays, so that the new lead's sweep is cut short by a stop.
+	for i := range 2000 {
+		publishStrayOf(t, e, fmt.Sprintf("u%d", i))
+	}
+	ids := publishTracks(t, e, 3, "order_paid")
+	testenv.Eventually(t, 30*time.Second, "gateway past the backlog", allDelivered(t, e, ids))
+	testenv.Eventually(t, 30*time.Second, "gateway and s settled", func() bool { return e.Idle("gateway", "s") })
+	if err := old.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	setPaused(t, e, "first", false)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := e.Start([]config.Sink{gateway, s}, []config.Route{track}).Stop(); err != nil {
+		t.Fatal(err)
+	}
+	floors, err := e.JS.KeyValue(ctx, e.Topo.FloorsBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := e.Topo.PendingSweeps(ctx, floors, "gateway"); err != nil || len(p) == 0 {
+		t.Fatalf("gateway's sweep: %v %v, want it cut short by the stop", p, err)
+	}
+	// gateway alone resumes the sweep: the takeover narrowed to gateway.
+	alone := e.Start([]config.Sink{gateway}, []config.Route{{Types: []string{envelope.TypeTrack}, Sinks: []string{"gateway"}}})
+	testenv.Eventually(t, 60*time.Second, "gateway's sweep done", func() bool {
+		p, err := e.Topo.PendingSweeps(ctx, floors, "gateway")
+		return err == nil && len(p) == 0
+	})
+	if err := alone.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// s back with gateway: the new lead's bind with s.
+	e.Start([]config.Sink{gateway, s}, []config.Route{track})
+	more := publishTracks(t, e, 3, "order_paid")
+	testenv.Eventually(t, 30*time.Second, "delivered", allDelivered(t, e, more))
+	tks, err := e.Topo.Takeovers(ctx, floors, "first")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tk := range tks {
+		if slices.Contains(tk.Sinks, "s") {
+			t.Errorf("takeover %+v vouches for s, whose checks the rest of the sweep did not make", tk)
+		}
+	}
+	if err := leadRemovable(t, e, "first"); err == nil || !strings.Contains(err.Error(), "gateway, whose config lacked s") {
+		t.Errorf("removal of the old lead: %v, want a refusal naming s", err)
 	}
 }

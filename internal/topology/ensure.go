@@ -230,7 +230,14 @@ func (t Topology) EnsureSink(ctx context.Context, js jetstream.JetStream, sink s
 				return out, fmt.Errorf("topology: consumer %s on %s: %w", ev.Durable, stream, err)
 			}
 		}
-		c, mark, err := ensureEvents(ctx, js, stream, ev, s.Start)
+		// Who made the sink is recorded only for a new one: one recreated
+		// after a loss (by sinks[].start here) may have been made by
+		// another config, before.
+		createdWith := ""
+		if restored == nil {
+			createdWith = strings.Join(slices.Sorted(slices.Values(s.Leads)), ",")
+		}
+		c, mark, err := ensureEvents(ctx, js, stream, ev, s.Start, createdWith)
 		if err != nil {
 			return out, fmt.Errorf("topology: consumer %s on %s: %w", ev.Durable, stream, err)
 		}
@@ -318,14 +325,31 @@ func StartOf(info *jetstream.ConsumerInfo) (uint64, error) {
 	return 0, nil
 }
 
+// CreatedWithMetadata is a sink's events consumer's metadata key holding
+// the leads of the config whose bind created it, comma-separated: fixed
+// at creation, absent on one recreated after a loss (from its floor, or
+// by sinks[].start) or made before it was kept.
+const CreatedWithMetadata = "chapar.created_with"
+
+// CreatedWith are the leads recorded on a sink's events consumer at its
+// creation (CreatedWithMetadata).
+func CreatedWith(info *jetstream.ConsumerInfo) []string {
+	v := info.Config.Metadata[CreatedWithMetadata]
+	if v == "" {
+		return nil
+	}
+	return strings.Split(v, ",")
+}
+
 // ensureEvents creates a sink's events consumer on one partition's stream,
 // or keeps the one that exists. A new consumer's start is chosen by the
 // server at creation (new events, or the first at or after start), so it
 // is exact whatever is published meanwhile: a checker that found no
 // consumer after reading the stream's last sequence L knows every event
 // up to L is below it. The start is then recorded in the consumer's
-// metadata (StartOf), for every dispatcher to read.
-func ensureEvents(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig, start time.Time) (c jetstream.Consumer, unmarked string, err error) {
+// metadata (StartOf), for every dispatcher to read, with createdWith, the
+// creating config's leads (CreatedWithMetadata).
+func ensureEvents(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig, start time.Time, createdWith string) (c jetstream.Consumer, unmarked string, err error) {
 	if c, err := js.Consumer(ctx, stream, cfg.Durable); err == nil {
 		return keep(ctx, js, stream, cfg, c)
 	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
@@ -357,6 +381,9 @@ func ensureEvents(ctx context.Context, js jetstream.JetStream, stream string, cf
 	seq := max(info.Delivered.Stream+1, floor)
 	cfg.Metadata = mergeMetadata(info.Config.Metadata, cfg.Metadata)
 	cfg.Metadata[StartMetadata] = strconv.FormatUint(seq, 10)
+	if createdWith != "" {
+		cfg.Metadata[CreatedWithMetadata] = createdWith
+	}
 	c, err = js.UpdateConsumer(ctx, stream, cfg)
 	return c, "", err
 }

@@ -44,11 +44,13 @@ type Takeover struct {
 	Sinks []string  `json:"sinks"`
 	At    time.Time `json:"at"`
 	// Through is each events stream's last sequence when the takeover
-	// was recorded (Positions): By's sweep checked the old lead's
-	// backlog at most up to it, and By reads every subject above it
-	// itself. A sink whose consumers start above it was added after the
-	// takeover: the sweep had nothing of its to check (WidenTakeovers).
-	// Empty in records written before it was kept.
+	// was recorded (Positions), read after By's consumers were held and
+	// read (PriorReads): By's widened consumers read every subject above
+	// it themselves. (By's sweep reads on to the stream's end when it
+	// runs, at or above it.) A sink whose consumers start above it has
+	// no event at or below it: the sweep had nothing of its to check
+	// there (WidenTakeovers). Empty in records written before it was
+	// kept.
 	Through map[string]uint64 `json:"through,omitempty"`
 }
 
@@ -138,19 +140,24 @@ func (t Topology) NarrowTakeovers(ctx context.Context, kv jetstream.KeyValue, by
 }
 
 // WidenTakeovers is for a bind that runs by, a lead already: the sinks
-// of names its takeovers lack that were added after the takeover (their
-// events consumers start above Through on every stream it names) join
-// their Sinks. The sweep had none of their events to check (their
-// consumers did not exist yet), and this config, by's, judges for them
-// what by reads from their start. Without it a sink added in a rollout
-// after the old lead was dropped kept `sinks remove` of the old lead
-// refused for as long as that lead had a backlog (for ever, on a
-// deployment taking events), though nothing of the added sink's was in
-// what the sweep checked. A sink that could have had an event in the
-// swept range (a start at or below Through: made before, or by a
-// sinks[].start in the past) is not added: the sweep did not check for
-// it. A compare-and-set, as NarrowTakeovers. It returns the keys it
-// widened.
+// of names its takeovers lack that were added after the takeover by a
+// config running by (their events consumers start above Through on every
+// stream it names, and were created by a bind whose leads included by:
+// CreatedWithMetadata) join their Sinks. The sweep had none of their
+// events to check (their consumers did not exist yet), and by judged for
+// them what it read from their start, by the config that added them.
+// Without it a sink added in a rollout after the old lead was dropped
+// kept `sinks remove` of the old lead refused for as long as that lead
+// had a backlog (for ever, on a deployment taking events), though nothing
+// of the added sink's was in what the sweep checked. A sink that could
+// have had an event in the swept range (a start at or below Through: made
+// before, or by a sinks[].start in the past) is not added: the sweep did
+// not check for it. Nor is one created by a config without by (the old
+// lead's set, say): by judged its strays by a config without it, and only
+// the old lead, in its backlog, judged them for it
+// (TestReviewASinkAddedByTheOldLeadsSetDoesNotJoinTheTakeover); nor one
+// recreated after a loss, which does not say who made it. A
+// compare-and-set, as NarrowTakeovers. It returns the keys it widened.
 func (t Topology) WidenTakeovers(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, by string, names []string) ([]string, error) {
 	keys, err := bucketKeys(ctx, kv, takeoverKey("*", by))
 	if err != nil {
@@ -175,7 +182,7 @@ func (t Topology) WidenTakeovers(ctx context.Context, js jetstream.JetStream, kv
 				if s == by || slices.Contains(tk.Sinks, s) {
 					continue
 				}
-				after, err := t.startsAbove(ctx, js, s, tk.Through)
+				after, err := t.addedSince(ctx, js, s, by, tk.Through)
 				if err != nil {
 					return widened, err
 				}
@@ -205,10 +212,11 @@ func (t Topology) WidenTakeovers(ctx context.Context, js jetstream.JetStream, kv
 	return widened, nil
 }
 
-// startsAbove says whether sink's events consumer on every stream of
-// through starts above its sequence there. Anything unknown (no record,
-// a consumer missing, a start not recorded) is a no.
-func (t Topology) startsAbove(ctx context.Context, js jetstream.JetStream, sink string, through map[string]uint64) (bool, error) {
+// addedSince says whether sink's events consumer on every stream of
+// through starts above its sequence there and was created by a config
+// whose leads included by. Anything unknown (no record, a consumer
+// missing, a start or creator not recorded) is a no.
+func (t Topology) addedSince(ctx context.Context, js jetstream.JetStream, sink, by string, through map[string]uint64) (bool, error) {
 	if len(through) == 0 {
 		return false, nil
 	}
@@ -223,6 +231,9 @@ func (t Topology) startsAbove(ctx context.Context, js jetstream.JetStream, sink 
 		// A start not known (StartOf's error: not recorded yet, or not
 		// a sequence) is a no, not a failure of the bind.
 		if start, err := StartOf(c.CachedInfo()); err != nil || start <= seq {
+			return false, nil
+		}
+		if !slices.Contains(CreatedWith(c.CachedInfo()), by) {
 			return false, nil
 		}
 	}

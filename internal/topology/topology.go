@@ -302,6 +302,11 @@ type ConsumerSettings struct {
 	// same update as Fence and Filter. Never unmarked here: a bind
 	// without Lead leaves a mark it finds (Leads decides who leads).
 	Lead bool
+	// Leads are the binding config's leads, recorded on an events
+	// consumer this call creates (CreatedWithMetadata): a lead that took
+	// over from an old one vouches for a sink added later only if it ran
+	// in the config that created the sink (WidenTakeovers).
+	Leads []string
 	// Floors, if set, is the floors bucket (EnsureFloors): an events
 	// consumer found missing is recreated from its recorded floor
 	// (restoreLost), and each one bound has its floor recorded.
