@@ -162,6 +162,11 @@ func (d *Dispatcher) Run(ctx context.Context, js jetstream.JetStream) error {
 	if err != nil {
 		return err
 	}
+	fences := make(map[string]string, len(workers))
+	for _, b := range workers {
+		fences[b.w.name] = b.w.fence.mine
+	}
+	pres.bound(ctx, fences)
 
 	// workCtx outlives ctx by the grace period, for in-flight work.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
@@ -554,6 +559,12 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 				return mine, nil
 			}
 			w.fence = newFence(sc.Name, settings.Fence, readFence, d.ackWait, sc.MaxAckPending, w.gate, d.log, d.obs.SinkFenced)
+			w.fence.orphaned = func(ctx context.Context, theirs string) (bool, error) {
+				return d.topo.OrphanedFence(ctx, d.js, name, theirs)
+			}
+			w.fence.take = func(ctx context.Context, theirs string) (int, error) {
+				return d.topo.TakeFence(ctx, d.js, name, theirs, mine, filter, lead)
+			}
 			for i, c := range cons.Events {
 				// A lead mark a healer puts back on a consumer recreated
 				// narrow: what it passed over is swept (healer.seen).

@@ -16,7 +16,8 @@ package dispatch
 // config judges it. A replica whose fence is not the consumer's pulls
 // nothing for the sink (its gate is shut), says so once in the log and in
 // chapar_sink_fenced, and goes on checking, so a rollback hands the sink
-// back. Deliveries are not held: an event this replica's routes send to
+// back; and once no running replica holds the owner's fence (its config's
+// replicas stopped), it takes the sink back itself. Deliveries are not held: an event this replica's routes send to
 // the sink was delivered under the config that owned it when it arrived.
 
 import (
@@ -98,6 +99,14 @@ type fence struct {
 	gate    *gate
 	log     *zap.Logger
 	changed func(sink string, fenced bool)
+	// orphaned says whether no running replica holds the fence the
+	// consumer carries, and take writes this replica's in its place
+	// (topology.OrphanedFence, TakeFence): nil, never taken back.
+	orphaned func(ctx context.Context, theirs string) (bool, error)
+	take     func(ctx context.Context, theirs string) (int, error)
+	// lookedAt is when it last asked whether the owner's fence is
+	// orphaned (or was fenced off), run's alone.
+	lookedAt time.Time
 
 	mu    sync.Mutex
 	owned bool
@@ -184,9 +193,58 @@ func (f *fence) run(ctx context.Context) {
 		}
 		f.settle(batch, theirs == f.mine)
 		f.setOwned(theirs)
+		f.takeBackOrphaned(ctx, theirs)
 		if sleep(ctx, fenceCheckSpacing, nil) != nil {
 			return
 		}
+	}
+}
+
+// orphanCheckEvery is how often a fenced-off replica asks whether the
+// owner's fence is held by a running replica: a read of the presence
+// records and of the sink's consumers.
+const orphanCheckEvery = 5 * time.Second
+
+// takeBackOrphaned takes the sink back, fenced off by theirs, once no
+// running replica holds theirs (topology.OrphanedFence): the owner's
+// config is gone, or the fence was put back by a read-modify-write that
+// raced a bind. Otherwise the sink would wait for a replica to restart.
+func (f *fence) takeBackOrphaned(ctx context.Context, theirs string) {
+	now := time.Now()
+	if theirs == f.mine {
+		f.lookedAt = time.Time{}
+		return
+	}
+	if f.orphaned == nil {
+		return
+	}
+	if f.lookedAt.IsZero() {
+		f.lookedAt = now // fenced off just now: its owner has just bound
+		return
+	}
+	if now.Sub(f.lookedAt) < orphanCheckEvery {
+		return
+	}
+	f.lookedAt = now
+	rctx, cancel := context.WithTimeout(ctx, brokerTimeout)
+	defer cancel()
+	orphaned, err := f.orphaned(rctx, theirs)
+	if err != nil || !orphaned {
+		if err != nil {
+			f.log.Debug("could not tell whether the sink's owner runs; staying off it", zap.String("sink", f.sink), zap.Error(err))
+		}
+		return
+	}
+	n, err := f.take(rctx, theirs)
+	if err != nil {
+		f.log.Warn("could not take back the sink whose owner's config no replica runs; trying again", zap.String("sink", f.sink),
+			zap.String("owner_fence", theirs), zap.Error(err))
+		return
+	}
+	if n > 0 {
+		f.log.Warn("no running replica holds the fence that owns this sink (its config's replicas stopped, or a change of the "+
+			"consumer raced a bind); this replica's config takes the sink back", zap.String("sink", f.sink),
+			zap.String("fence", f.mine), zap.String("owner_fence", theirs))
 	}
 }
 

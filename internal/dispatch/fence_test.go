@@ -4,6 +4,7 @@ package dispatch_test
 // that run different routes for one sink never skip each other's events.
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -73,6 +74,60 @@ func TestFenceFollowsTheLastReplicaToStart(t *testing.T) {
 	testenv.Eventually(t, 20*time.Second, "delivered", allDelivered(t, e, ids))
 	if n := b.Tally.DeliveredTo("gateway"); n != 0 {
 		t.Errorf("the fenced-off replica delivered %d", n)
+	}
+}
+
+// A fence no running replica holds: the sink's owner is gone and no
+// replica of its config restarts (a canary stopped, the others left
+// running), or a change of the consumer's config put back a fence read
+// before a bind (RestoreLead's or a removal mark's read-modify-write; no
+// config runs it). The fenced-off replica takes the sink back and
+// delivers, where before it pulled nothing until it restarted (red
+// before: timed out, still fenced off). Only once the owner's replicas are
+// gone: that a running owner keeps the sink is TestOrphanedFence's.
+func TestAFenceNoRunningReplicaHoldsIsTakenBack(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// fenceOff fences a off the sink, and returns once no replica
+		// holding the owner's fence runs.
+		fenceOff func(t *testing.T, e *testenv.Env, sink config.Sink, a *testenv.Dispatcher)
+	}{
+		{"the owner's replicas stopped", func(t *testing.T, e *testenv.Env, sink config.Sink, a *testenv.Dispatcher) {
+			b := e.Start([]config.Sink{sink}, []config.Route{{Types: []string{envelope.TypeTrack}, Sinks: []string{"gateway"}}})
+			testenv.Eventually(t, 10*time.Second, "a fenced off", func() bool { return a.Tally.Fenced("gateway") })
+			ids := publishTracks(t, e, 5, "order_paid")
+			testenv.Eventually(t, 20*time.Second, "b delivering", allDelivered(t, e, ids))
+			if a.Tally.DeliveredTo("gateway") != 0 || !a.Tally.Fenced("gateway") {
+				t.Fatalf("a took the sink back while b ran")
+			}
+			if err := b.Stop(); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"a fence put back that no config runs", func(t *testing.T, e *testenv.Env, sink config.Sink, a *testenv.Dispatcher) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			c, err := e.JS.Consumer(ctx, e.Topo.EventsStream(), topology.SinkConsumer("gateway"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := c.CachedInfo().Config
+			cfg.Metadata[topology.FenceMetadata] = "read-before-a-bind"
+			if _, err := e.JS.UpdateConsumer(ctx, e.Topo.EventsStream(), cfg); err != nil {
+				t.Fatal(err)
+			}
+			testenv.Eventually(t, 10*time.Second, "a fenced off", func() bool { return a.Tally.Fenced("gateway") })
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := testenv.New(t)
+			sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+			a := e.Start([]config.Sink{sink}, []config.Route{{Sinks: []string{"gateway"}}})
+			tc.fenceOff(t, e, sink, a)
+			testenv.Eventually(t, 60*time.Second, "a owns the sink again", func() bool { return !a.Tally.Fenced("gateway") })
+			ids := publishTracks(t, e, 20, "order_paid")
+			testenv.Eventually(t, 20*time.Second, "delivered by a", allDelivered(t, e, ids))
+		})
 	}
 }
 

@@ -82,6 +82,16 @@ func (p *presence) write(ctx context.Context) bool {
 	return true
 }
 
+// bound records the fences the sinks were bound with, and writes the
+// record at once: until then a fenced-off replica cannot tell this one
+// from one that holds any fence (topology.OrphanedFence).
+func (p *presence) bound(ctx context.Context, fences map[string]string) {
+	p.mu.Lock()
+	p.rec.Fences = fences
+	p.mu.Unlock()
+	p.write(ctx)
+}
+
 // run rewrites the record every topology.ReplicaEvery until ctx ends.
 func (p *presence) run(ctx context.Context) {
 	t := time.NewTicker(topology.ReplicaEvery)

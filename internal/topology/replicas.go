@@ -40,6 +40,10 @@ type Replica struct {
 	Started time.Time `json:"started"`
 	// Sinks are the sinks the dispatcher runs: bound, or binding.
 	Sinks []string `json:"sinks"`
+	// Fences are the fences it bound its sinks with, by sink: absent
+	// until it has bound them, and in records of versions before it
+	// (OrphanedFence counts either as possibly holding any).
+	Fences map[string]string `json:"fences,omitempty"`
 	// Written is when the record was written, on the dispatcher's clock.
 	Written time.Time `json:"written"`
 }
