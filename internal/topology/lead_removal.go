@@ -101,10 +101,28 @@ func (t Topology) Takeovers(ctx context.Context, kv jetstream.KeyValue, old stri
 // A compare-and-set, again on a conflict: binds of other configs that
 // resume it at the same time each take theirs out.
 func (t Topology) NarrowTakeovers(ctx context.Context, kv jetstream.KeyValue, by string, names []string) error {
+	_, err := changeTakeovers(ctx, kv, by, "narrow %s to the sinks of the config resuming its sweep", func(tk *Takeover) (bool, error) {
+		kept := slices.DeleteFunc(slices.Clone(tk.Sinks), func(s string) bool { return !slices.Contains(names, s) })
+		if len(kept) == len(tk.Sinks) {
+			return false, nil
+		}
+		tk.Sinks = kept
+		return true, nil
+	})
+	return err
+}
+
+// changeTakeovers applies change to each takeover by by, and writes what it
+// changed by compare-and-set: on a conflict (another bind changed it
+// meanwhile) it reads it again and applies change again, up to five times.
+// It returns the keys it wrote; what names the failure (a format with the
+// key) is for its error.
+func changeTakeovers(ctx context.Context, kv jetstream.KeyValue, by, what string, change func(tk *Takeover) (bool, error)) ([]string, error) {
 	keys, err := bucketKeys(ctx, kv, takeoverKey("*", by))
 	if err != nil {
-		return err
+		return nil, err
 	}
+	var changed []string
 	for _, k := range keys {
 		for attempt := 1; ; attempt++ {
 			e, err := kv.Get(ctx, k)
@@ -112,31 +130,34 @@ func (t Topology) NarrowTakeovers(ctx context.Context, kv jetstream.KeyValue, by
 				break // deleted meanwhile
 			}
 			if err != nil {
-				return fmt.Errorf("topology: read %s: %w", k, err)
+				return changed, fmt.Errorf("topology: read %s: %w", k, err)
 			}
 			var tk Takeover
 			if err := json.Unmarshal(e.Value(), &tk); err != nil {
-				return fmt.Errorf("topology: %s is not a lead's takeover record: %w", k, err)
+				return changed, fmt.Errorf("topology: %s is not a lead's takeover record: %w", k, err)
 			}
-			kept := slices.DeleteFunc(slices.Clone(tk.Sinks), func(s string) bool { return !slices.Contains(names, s) })
-			if len(kept) == len(tk.Sinks) {
+			ok, err := change(&tk)
+			if err != nil {
+				return changed, err
+			}
+			if !ok {
 				break
 			}
-			tk.Sinks = kept
 			raw, err := json.Marshal(tk)
 			if err != nil {
-				return err
+				return changed, fmt.Errorf("topology: %s: %w", k, err)
 			}
 			_, err = kv.Update(ctx, k, raw, e.Revision())
 			if err == nil {
+				changed = append(changed, k)
 				break
 			}
 			if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) || attempt == 5 {
-				return fmt.Errorf("topology: narrow %s to the sinks of the config resuming its sweep: %w", k, err)
+				return changed, fmt.Errorf("topology: "+what+": %w", k, err)
 			}
 		}
 	}
-	return nil
+	return changed, nil
 }
 
 // WidenTakeovers is for a bind that runs by, a lead already: the sinks
@@ -159,57 +180,27 @@ func (t Topology) NarrowTakeovers(ctx context.Context, kv jetstream.KeyValue, by
 // recreated after a loss, which does not say who made it. A
 // compare-and-set, as NarrowTakeovers. It returns the keys it widened.
 func (t Topology) WidenTakeovers(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, by string, names []string) ([]string, error) {
-	keys, err := bucketKeys(ctx, kv, takeoverKey("*", by))
-	if err != nil {
-		return nil, err
-	}
-	var widened []string
-	for _, k := range keys {
-		for attempt := 1; ; attempt++ {
-			e, err := kv.Get(ctx, k)
-			if errors.Is(err, jetstream.ErrKeyNotFound) {
-				break // deleted meanwhile
+	return changeTakeovers(ctx, kv, by, "add the sinks added since to %s", func(tk *Takeover) (bool, error) {
+		var added []string
+		for _, s := range names {
+			if s == by || slices.Contains(tk.Sinks, s) {
+				continue
 			}
+			after, err := t.addedSince(ctx, js, s, by, tk.Through)
 			if err != nil {
-				return widened, fmt.Errorf("topology: read %s: %w", k, err)
+				return false, err
 			}
-			var tk Takeover
-			if err := json.Unmarshal(e.Value(), &tk); err != nil {
-				return widened, fmt.Errorf("topology: %s is not a lead's takeover record: %w", k, err)
-			}
-			var added []string
-			for _, s := range names {
-				if s == by || slices.Contains(tk.Sinks, s) {
-					continue
-				}
-				after, err := t.addedSince(ctx, js, s, by, tk.Through)
-				if err != nil {
-					return widened, err
-				}
-				if after {
-					added = append(added, s)
-				}
-			}
-			if len(added) == 0 {
-				break
-			}
-			tk.Sinks = append(slices.Clone(tk.Sinks), added...)
-			slices.Sort(tk.Sinks)
-			raw, err := json.Marshal(tk)
-			if err != nil {
-				return widened, err
-			}
-			_, err = kv.Update(ctx, k, raw, e.Revision())
-			if err == nil {
-				widened = append(widened, k)
-				break
-			}
-			if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) || attempt == 5 {
-				return widened, fmt.Errorf("topology: add the sinks added since to %s: %w", k, err)
+			if after {
+				added = append(added, s)
 			}
 		}
-	}
-	return widened, nil
+		if len(added) == 0 {
+			return false, nil
+		}
+		tk.Sinks = append(slices.Clone(tk.Sinks), added...)
+		slices.Sort(tk.Sinks)
+		return true, nil
+	})
 }
 
 // addedSince says whether sink's events consumer on every stream of
