@@ -560,10 +560,7 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 			}
 			w.fence = newFence(sc.Name, settings.Fence, readFence, d.ackWait, sc.MaxAckPending, w.gate, d.log, d.obs.SinkFenced)
 			w.fence.orphaned = func(ctx context.Context, theirs string) (bool, error) {
-				return d.topo.OrphanedFence(ctx, d.js, name, theirs)
-			}
-			w.fence.take = func(ctx context.Context, theirs string) (int, error) {
-				return d.topo.TakeFence(ctx, d.js, name, theirs, mine, filter, lead)
+				return d.topo.OrphanedFence(ctx, d.js, name, theirs, me)
 			}
 			for i, c := range cons.Events {
 				// A lead mark a healer puts back on a consumer recreated

@@ -17,8 +17,9 @@ package dispatch
 // nothing for the sink (its gate is shut), says so once in the log and in
 // chapar_sink_fenced, and goes on checking, so a rollback hands the sink
 // back; and once no running replica holds the owner's fence (its config's
-// replicas stopped), it takes the sink back itself. Deliveries are not held: an event this replica's routes send to
-// the sink was delivered under the config that owned it when it arrived.
+// replicas stopped), it says so, naming the remedy. Deliveries are not
+// held: an event this replica's routes send to the sink was delivered
+// under the config that owned it when it arrived.
 
 import (
 	"context"
@@ -100,13 +101,12 @@ type fence struct {
 	log     *zap.Logger
 	changed func(sink string, fenced bool)
 	// orphaned says whether no running replica holds the fence the
-	// consumer carries, and take writes this replica's in its place
-	// (topology.OrphanedFence, TakeFence): nil, never taken back.
+	// consumer carries (topology.OrphanedFence): nil, never asked.
 	orphaned func(ctx context.Context, theirs string) (bool, error)
-	take     func(ctx context.Context, theirs string) (int, error)
-	// lookedAt is when it last asked whether the owner's fence is
-	// orphaned (or was fenced off), run's alone.
+	// lookedAt is when it last asked (or was fenced off), and reported
+	// the owner's fence it said was orphaned; run's alone.
 	lookedAt time.Time
+	reported string
 
 	mu    sync.Mutex
 	owned bool
@@ -193,7 +193,7 @@ func (f *fence) run(ctx context.Context) {
 		}
 		f.settle(batch, theirs == f.mine)
 		f.setOwned(theirs)
-		f.takeBackOrphaned(ctx, theirs)
+		f.reportOrphaned(ctx, theirs)
 		if sleep(ctx, fenceCheckSpacing, nil) != nil {
 			return
 		}
@@ -205,17 +205,24 @@ func (f *fence) run(ctx context.Context) {
 // records and of the sink's consumers.
 const orphanCheckEvery = 5 * time.Second
 
-// takeBackOrphaned takes the sink back, fenced off by theirs, once no
-// running replica holds theirs (topology.OrphanedFence): the owner's
-// config is gone, or the fence was put back by a read-modify-write that
-// raced a bind. Otherwise the sink would wait for a replica to restart.
-func (f *fence) takeBackOrphaned(ctx context.Context, theirs string) {
+// reportOrphaned says, once per owner's fence, that no running replica
+// holds the fence that keeps this replica off the sink
+// (topology.OrphanedFence): its config's replicas stopped (a canary
+// stopped, the others left running), or a change of the consumer's
+// config put back a fence read before a bind. Nobody consumes the sink
+// then, until a replica binds it. The replica does not take the sink
+// back itself: an owner cut off from NATS looks the same from here, and
+// this config would ack as skips what the owner's routes deliver (a
+// review proved it, with the owner's presence record unwritable and its
+// breaker open). Restarting this replica takes it, once an operator
+// knows the owner is gone.
+func (f *fence) reportOrphaned(ctx context.Context, theirs string) {
 	now := time.Now()
-	if theirs == f.mine {
-		f.lookedAt = time.Time{}
+	if theirs == f.mine || f.orphaned == nil {
+		f.lookedAt, f.reported = time.Time{}, ""
 		return
 	}
-	if f.orphaned == nil {
+	if f.reported == theirs {
 		return
 	}
 	if f.lookedAt.IsZero() {
@@ -229,23 +236,18 @@ func (f *fence) takeBackOrphaned(ctx context.Context, theirs string) {
 	rctx, cancel := context.WithTimeout(ctx, brokerTimeout)
 	defer cancel()
 	orphaned, err := f.orphaned(rctx, theirs)
-	if err != nil || !orphaned {
-		if err != nil {
-			f.log.Debug("could not tell whether the sink's owner runs; staying off it", zap.String("sink", f.sink), zap.Error(err))
-		}
-		return
-	}
-	n, err := f.take(rctx, theirs)
 	if err != nil {
-		f.log.Warn("could not take back the sink whose owner's config no replica runs; trying again", zap.String("sink", f.sink),
-			zap.String("owner_fence", theirs), zap.Error(err))
+		f.log.Debug("could not tell whether the sink's owner runs", zap.String("sink", f.sink), zap.Error(err))
 		return
 	}
-	if n > 0 {
-		f.log.Warn("no running replica holds the fence that owns this sink (its config's replicas stopped, or a change of the "+
-			"consumer raced a bind); this replica's config takes the sink back", zap.String("sink", f.sink),
-			zap.String("fence", f.mine), zap.String("owner_fence", theirs))
+	if !orphaned {
+		return
 	}
+	f.reported = theirs
+	f.log.Warn("no running replica holds the fence that owns this sink, so nobody consumes it: the replicas of the config "+
+		"that bound it last stopped (or are cut off from NATS), or a change of the consumer raced a bind. If that config is gone "+
+		"for good, restart this replica (its config then owns the sink); if it is coming back, wait for it",
+		zap.String("sink", f.sink), zap.String("fence", f.mine), zap.String("owner_fence", theirs))
 }
 
 // settle acks the batch if the sink is ours, else hands it back.

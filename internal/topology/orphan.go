@@ -8,36 +8,44 @@ package topology
 // read-modify-write of the consumer's config, RestoreLead's or a removal
 // mark's, that put back a fence read before a bind: JetStream has no
 // compare-and-set on a consumer's config), nobody consumes the sink until
-// a replica restarts. So a fenced-off replica asks whether the fence is
-// orphaned (OrphanedFence) and, if it is, takes the sink back
-// (TakeFence).
+// a replica binds it. A fenced-off replica asks OrphanedFence and says so
+// in its log; it does not take the sink back itself, since an owner cut
+// off from NATS (its presence record expired, not pulling) looks the
+// same, and taking the sink from it would ack as skips what its routes
+// deliver.
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
+	"slices"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // OrphanedFence says whether no running replica can hold fence on sink's
-// events consumers, as the presence records and the consumers say:
+// events consumers, as the presence records and the consumers say, asked
+// by replica self:
 //
-//   - every live replica that runs the sink recorded the fences it bound
-//     with (Replica.Fences), and none is fence: one that has not (binding
-//     still, or a version before fences were recorded) may hold it;
+//   - self's own record, with its fences, is in the bucket: else the
+//     bucket is not being written, and shows no owner either;
+//   - every other live replica that runs the sink recorded the fences it
+//     bound with (Replica.Fences), and none is fence: one that has not
+//     (binding still, or a version before fences were recorded) may hold
+//     it;
 //   - no events consumer of the sink has a pull request waiting: a
-//     replica pulling it owns it (a fenced-off one pulls nothing), even
-//     with its presence record gone (the replicas bucket unwritable);
+//     replica pulling it owns it (a fenced-off one pulls nothing);
 //   - the consumers still carry fence.
 //
 // A replica killed without deleting its record counts until the record
 // expires (ReplicaTTL).
-func (t Topology) OrphanedFence(ctx context.Context, js jetstream.JetStream, sink, fence string) (bool, error) {
+func (t Topology) OrphanedFence(ctx context.Context, js jetstream.JetStream, sink, fence, self string) (bool, error) {
 	running, err := t.ReplicasRunning(ctx, js, sink)
 	if err != nil {
 		return false, err
+	}
+	if !slices.ContainsFunc(running, func(r Replica) bool { return r.ID == self && r.Fences != nil }) {
+		return false, nil
 	}
 	for _, r := range running {
 		held, known := r.Fences[sink]
@@ -59,40 +67,4 @@ func (t Topology) OrphanedFence(ctx context.Context, js jetstream.JetStream, sin
 		}
 	}
 	return true, nil
-}
-
-// TakeFence writes fence, with filter (the replica's own, bound with it),
-// on each of sink's events consumers that still carries orphan, and
-// returns how many it changed. A consumer marked for removal is left to
-// Reclaim, and one whose lead mark is not lead (what the replica bound
-// it as) is left as it is: the replica would judge a lead's reads as a
-// sink's, or the other way round. A read-modify-write, as every change
-// of a consumer's config: a bind landing between the read and the write
-// is overwritten, and that replica finds its fence gone and, its config
-// running (its presence record), stays off the sink; the window is one
-// round trip, and only a fence already orphaned opens it.
-func (t Topology) TakeFence(ctx context.Context, js jetstream.JetStream, sink, orphan, fence string, filter EventFilter, lead bool) (int, error) {
-	n := 0
-	for i, stream := range t.EventsStreams() {
-		c, err := js.Consumer(ctx, stream, SinkConsumer(sink))
-		if errors.Is(err, jetstream.ErrConsumerNotFound) {
-			continue
-		}
-		if err != nil {
-			return n, fmt.Errorf("topology: consumer %s on %s: %w", SinkConsumer(sink), stream, err)
-		}
-		info := c.CachedInfo()
-		if _, marked := Removing(info); marked || IsLead(info) != lead || info.Config.Metadata[FenceMetadata] != orphan {
-			continue
-		}
-		cfg := info.Config
-		cfg.Metadata = maps.Clone(cfg.Metadata)
-		cfg.Metadata[FenceMetadata] = fence
-		setFilter(&cfg, t.FilterSubjects(i, filter))
-		if _, err := js.UpdateConsumer(ctx, stream, cfg); err != nil {
-			return n, fmt.Errorf("topology: take back consumer %s on %s: %w", SinkConsumer(sink), stream, err)
-		}
-		n++
-	}
-	return n, nil
 }

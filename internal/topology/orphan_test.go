@@ -12,10 +12,9 @@ import (
 )
 
 // A fence is orphaned only when nothing says a running replica may hold
-// it: each live replica running the sink recorded its fences and none is
-// it, no pull waits on the sink's consumers, and they still carry it.
-// Taking it back changes only consumers that still carry it, unmarked,
-// with the lead mark the replica bound with.
+// it: the asking replica's own record is there (the bucket is written),
+// each other live replica running the sink recorded its fences and none
+// is it, no pull waits on the sink's consumers, and they still carry it.
 func TestOrphanedFence(t *testing.T) {
 	const owner, mine = "owner-fence", "my-fence"
 	me := topology.Replica{ID: "me", Sinks: []string{"crm"}, Fences: map[string]string{"crm": mine}}
@@ -27,7 +26,8 @@ func TestOrphanedFence(t *testing.T) {
 		want     bool
 	}{
 		{name: "its replicas are gone", replicas: []topology.Replica{me}, ask: owner, want: true},
-		{name: "no replica at all", ask: owner, want: true},
+		{name: "no record, not even its own (the bucket not written)", ask: owner},
+		{name: "its own record without fences (binding)", ask: owner, replicas: []topology.Replica{{ID: "me", Sinks: []string{"crm"}}}},
 		{name: "a replica of its config runs", ask: owner,
 			replicas: []topology.Replica{me, {ID: "o", Sinks: []string{"crm"}, Fences: map[string]string{"crm": owner}}}},
 		{name: "a replica binding (or of a version before fences were recorded)", ask: owner,
@@ -66,32 +66,12 @@ func TestOrphanedFence(t *testing.T) {
 					return err == nil && info.NumWaiting > 0
 				})
 			}
-			got, err := topo.OrphanedFence(ctx, js, "crm", tt.ask)
+			got, err := topo.OrphanedFence(ctx, js, "crm", tt.ask, "me")
 			if err != nil {
 				t.Fatal(err)
 			}
 			if got != tt.want {
 				t.Fatalf("orphaned %v, want %v", got, tt.want)
-			}
-			if !got {
-				return
-			}
-			// Taken back: only as the lead mark it was bound with.
-			if n, err := topo.TakeFence(ctx, js, "crm", owner, mine, topology.EventFilter{}, true); err != nil || n != 0 {
-				t.Errorf("taken back by a replica that bound it as the lead, it is not: %d, %v; want 0", n, err)
-			}
-			if n, err := topo.TakeFence(ctx, js, "crm", owner, mine, topology.EventFilter{}, false); err != nil || n != 1 {
-				t.Fatalf("taken back: %d, %v; want 1", n, err)
-			}
-			info, err := cons.Events[0].Info(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if f := info.Config.Metadata[topology.FenceMetadata]; f != mine {
-				t.Errorf("fence after taking it back %q, want %q", f, mine)
-			}
-			if n, err := topo.TakeFence(ctx, js, "crm", owner, "late-taker", topology.EventFilter{}, false); err != nil || n != 0 {
-				t.Errorf("taken again from a fence it no longer carries: %d, %v; want 0", n, err)
 			}
 		})
 	}

@@ -19,7 +19,7 @@ func TestReviewMarkRemovingDoesNotRestoreAStaleFence(t *testing.T) {
 	t.Skip("known: markRemoving's read-modify-write of the consumer config restores the fence it read before a racing bind " +
 		"(46 of 100 racing binds lost their fence); a running replica now reclaims a marked sink within its fence check " +
 		"(Topology.Reclaim, TestReviewReplicaRunningAMarkedSinkIsNotFencedByTheMarksStaleFence), so this no longer wedges the sink; " +
-		"nor does a stale fence left unmarked (TestAFenceNoRunningReplicaHoldsIsTakenBack)")
+		"a stale fence left unmarked is reported (TestAFenceNoRunningReplicaHoldsIsReported)")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	js, topo := ensuredJetStream(ctx, t)

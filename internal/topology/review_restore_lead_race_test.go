@@ -25,8 +25,8 @@ import (
 func TestReviewRestoreLeadDoesNotRestoreAStaleFence(t *testing.T) {
 	t.Skip("DEFECT: RestoreLead's read-modify-write UpdateConsumer restores the fence and ack_wait it read before a racing bind of " +
 		"another config (33 of 60 racing binds lost their fence, -race, loaded machine; 1 of 60 since its hold reads the config again after the pause); that config's replicas are then fenced out " +
-		"of the sink until one binds again, or (since) until no running replica holds the fence put back, when they take it back " +
-		"(TestAFenceNoRunningReplicaHoldsIsTakenBack). JetStream has no compare-and-set on a consumer's config; see the review report")
+		"of the sink until one binds again (once no running replica holds the fence put back, they say so: " +
+		"TestAFenceNoRunningReplicaHoldsIsReported). JetStream has no compare-and-set on a consumer's config; see the review report")
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	js, topo := ensuredJetStream(ctx, t)
