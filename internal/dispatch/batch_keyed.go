@@ -67,7 +67,9 @@ type keyedBatch struct {
 // startKeyed is start for a keyed sink.
 func (b *batcher) startKeyed(ctx context.Context, senders int) (stop func()) {
 	batches := make(chan keyedBatch)
-	done := make(chan keyedBatch)
+	// A sender that settled its batch goes back for the next one without
+	// waiting for the collector to take the news.
+	done := make(chan keyedBatch, senders)
 	again := make(chan keyedBatch)
 	collected := make(chan struct{})
 	go func() {
