@@ -90,11 +90,54 @@ func RestoreLead(ctx context.Context, js jetstream.JetStream, stream, durable st
 		}
 		return nil, PriorRead{}, fmt.Errorf("topology: mark consumer %s on %s the lead again: %w", durable, stream, err)
 	}
+	if prior.Exists {
+		// Widened and still held: where it goes on from.
+		prior.Delivered = passedTo(ctx, js, stream, durable, prior.Delivered)
+	}
 	if paused {
 		// Not resumed (the broker unreachable): the pause ends at until.
 		resume(ctx, js, stream, durable)
 	}
 	return c, prior, nil
+}
+
+// passedTo is where a consumer held still (paused) and just widened to
+// every subject goes on from, less one. Its pulls, narrow, may have scanned
+// past events its filter did not take without delivering any, which its
+// Delivered does not show (a pull that found nothing leaves the server's
+// position past what it scanned): widened, it does not go back for them.
+// Read as the stream's last sequence less what the consumer has pending
+// (every event above its position: an events stream deletes from its head
+// only), between two reads of the stream's last sequence that agree (a
+// publish between them would skew it); if they never agree, or a read
+// fails, the stream's last sequence, or delivered: never below delivered,
+// and never below where it goes on from, so the caller's sweep judges
+// all it passed over (some of it then read twice, never none).
+func passedTo(ctx context.Context, js jetstream.JetStream, stream, durable string, delivered uint64) uint64 {
+	last := func() (uint64, bool) {
+		st, err := js.Stream(ctx, stream)
+		if err != nil {
+			return 0, false
+		}
+		return st.CachedInfo().State.LastSeq, true
+	}
+	var seen uint64
+	for range 5 {
+		before, ok := last()
+		if !ok {
+			break
+		}
+		seen = before
+		c, err := js.Consumer(ctx, stream, durable)
+		if err != nil {
+			break
+		}
+		pending := c.CachedInfo().NumPending
+		if after, ok := last(); ok && after == before && pending <= before {
+			return max(delivered, before-pending)
+		}
+	}
+	return max(delivered, seen)
 }
 
 // resume ends a hold RestoreLead began, even once ctx has ended (the

@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // RestoreLead widens a narrow consumer held still, says where (prior, for
@@ -61,5 +63,63 @@ func TestRestoreLeadHoldsWidensAndReportsWhereItStood(t *testing.T) {
 				t.Errorf("RestoreLead on a marked consumer: prior %+v, %v; want none", again, err)
 			}
 		})
+	}
+}
+
+// A narrow consumer's position is past what its pulls scanned and its
+// filter did not take, though it delivered none of it: Delivered says 0
+// where the server will go on from 2. Widened there, it never delivers
+// the event it passed over, so what RestoreLead reports as where it
+// stood must cover it, for the caller's sweep to judge it (red before:
+// reported 0, and a CI run lost a stray so:
+// TestReviewRestoredLeadJudgesWhatItsNarrowRecreationPassedOver).
+func TestRestoreLeadReportsWhatThePullsPassedOverUndelivered(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js, topo := ensuredJetStream(ctx, t)
+	stream := topo.EventsStream()
+	narrow := EventFilter{ByType: true, Types: []string{"com.shop.order.paid"}}
+	if _, err := topo.EnsureSink(ctx, js, "gw", ConsumerSettings{AckWait: 30 * time.Second, MaxAckPending: 100, Fence: "f", Filter: narrow}); err != nil {
+		t.Fatal(err)
+	}
+	stray, err := js.Publish(ctx, topo.EventSubjectFor("com.shop.order.shipped", "u1"), []byte("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := js.Consumer(ctx, stream, SinkConsumer("gw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A pull that finds nothing on the filter: the server scans past the
+	// stray.
+	batch, err := c.Fetch(1, jetstream.FetchMaxWait(300*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range batch.Messages() {
+		t.Fatal("the narrow consumer delivered the stray")
+	}
+	_, prior, err := RestoreLead(ctx, js, stream, SinkConsumer("gw"), time.Now().Add(30*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Widened, it goes on past the stray: the next event is the first it
+	// delivers.
+	next, err := js.Publish(ctx, topo.EventSubjectFor("com.shop.order.paid", "u1"), []byte("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err = c.Fetch(1, jetstream.FetchMaxWait(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range batch.Messages() {
+		meta, _ := m.Metadata()
+		if meta.Sequence.Stream != next.Sequence {
+			t.Logf("the widened consumer delivered %d first (the stray is %d): the server had not passed it", meta.Sequence.Stream, stray.Sequence)
+		}
+	}
+	if prior.Delivered < stray.Sequence {
+		t.Errorf("reported as where it stood: %d; the pull had passed the stray at %d, which the widened consumer does not deliver", prior.Delivered, stray.Sequence)
 	}
 }
