@@ -480,7 +480,28 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 			if err != nil {
 				return retryable(err)
 			}
-			if _, made := sweeps[sc.Name]; made {
+			if made, ok := sweeps[sc.Name]; ok {
+				// Widened and still held: its sweeps judge up to where it
+				// goes on from, which its pulls may have moved past what
+				// its prior read says it delivered (topology.PassedTo), and
+				// are recorded so for a bind that resumes them.
+				for i := range made {
+					sw := &made[i]
+					if !sw.prior.Exists {
+						continue
+					}
+					at := topology.PassedTo(actx, d.js, d.topo.EventsStreamOf(sw.partition), topology.SinkConsumer(sc.Name), sw.prior.Delivered)
+					if at == sw.prior.Delivered {
+						continue
+					}
+					sw.prior.Delivered = at
+					if floors != nil {
+						if err := d.topo.WriteSweep(actx, floors, sc.Name, sw.partition, topology.PendingSweep{From: sw.from, Prior: sw.prior}); err != nil {
+							d.log.Warn("the new lead's sweep is recorded up to its last delivery, not where it goes on from; a bind that resumes it "+
+								"may not judge what its pulls passed over", zap.String("sink", sc.Name), zap.Error(err))
+						}
+					}
+				}
 				// Widened: let its readers go on (HoldForWidening).
 				if err := topology.ReleaseWidened(actx, d.js, cons.Events); err != nil {
 					return retryable(err)

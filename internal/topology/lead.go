@@ -92,7 +92,7 @@ func RestoreLead(ctx context.Context, js jetstream.JetStream, stream, durable st
 	}
 	if prior.Exists {
 		// Widened and still held: where it goes on from.
-		prior.Delivered = passedTo(ctx, js, stream, durable, prior.Delivered)
+		prior.Delivered = PassedTo(ctx, js, stream, durable, prior.Delivered)
 	}
 	if paused {
 		// Not resumed (the broker unreachable): the pause ends at until.
@@ -101,7 +101,7 @@ func RestoreLead(ctx context.Context, js jetstream.JetStream, stream, durable st
 	return c, prior, nil
 }
 
-// passedTo is where a consumer held still (paused) and just widened to
+// PassedTo is where a consumer held still (paused) and just widened to
 // every subject goes on from, less one. Its pulls, narrow, may have scanned
 // past events its filter did not take without delivering any, which its
 // Delivered does not show (a pull that found nothing leaves the server's
@@ -113,7 +113,7 @@ func RestoreLead(ctx context.Context, js jetstream.JetStream, stream, durable st
 // fails, the stream's last sequence, or delivered: never below delivered,
 // and never below where it goes on from, so the caller's sweep judges
 // all it passed over (some of it then read twice, never none).
-func passedTo(ctx context.Context, js jetstream.JetStream, stream, durable string, delivered uint64) uint64 {
+func PassedTo(ctx context.Context, js jetstream.JetStream, stream, durable string, delivered uint64) uint64 {
 	last := func() (uint64, bool) {
 		st, err := js.Stream(ctx, stream)
 		if err != nil {

@@ -123,3 +123,54 @@ func TestRestoreLeadReportsWhatThePullsPassedOverUndelivered(t *testing.T) {
 		t.Errorf("reported as where it stood: %d; the pull had passed the stray at %d, which the widened consumer does not deliver", prior.Delivered, stray.Sequence)
 	}
 }
+
+// The same for a bind making the sink the lead (HoldForWidening, then
+// PriorReads, then EnsureSink widening it): what the prior read says it
+// delivered is below what its pulls passed over, and PassedTo, read once
+// it is widened and still held, is not.
+func TestABindsWideningReportsWhatThePullsPassedOverUndelivered(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js, topo := ensuredJetStream(ctx, t)
+	stream := topo.EventsStream()
+	narrow := EventFilter{ByType: true, Types: []string{"com.shop.order.paid"}}
+	settings := ConsumerSettings{AckWait: 30 * time.Second, MaxAckPending: 100, Fence: "f", Filter: narrow}
+	if _, err := topo.EnsureSink(ctx, js, "gw", settings); err != nil {
+		t.Fatal(err)
+	}
+	stray, err := js.Publish(ctx, topo.EventSubjectFor("com.shop.order.shipped", "u1"), []byte("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := js.Consumer(ctx, stream, SinkConsumer("gw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := c.Fetch(1, jetstream.FetchMaxWait(300*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range batch.Messages() {
+		t.Fatal("the narrow consumer delivered the stray")
+	}
+	prior, err := topo.PriorReads(ctx, js, "gw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := topo.HoldForWidening(ctx, js, "gw", prior, time.Now().Add(30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if prior, err = topo.PriorReads(ctx, js, "gw"); err != nil {
+		t.Fatal(err)
+	}
+	settings.Lead, settings.Filter = true, EventFilter{}
+	if _, err := topo.EnsureSink(ctx, js, "gw", settings); err != nil {
+		t.Fatal(err)
+	}
+	if prior[0].Delivered >= stray.Sequence {
+		t.Logf("the prior read says %d already", prior[0].Delivered)
+	}
+	if got := PassedTo(ctx, js, stream, SinkConsumer("gw"), prior[0].Delivered); got < stray.Sequence {
+		t.Errorf("widened and held, it goes on from %d; the pull had passed the stray at %d", got+1, stray.Sequence)
+	}
+}
