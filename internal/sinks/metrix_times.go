@@ -212,6 +212,16 @@ func (r *metrixSlots) merge(o metrixSlots) {
 	}
 }
 
+// written is r as one reservation leaves it: fn gives the request's
+// messages their milliseconds (metrixBook), then what is past the bounds
+// is forgotten. Both stores write this.
+func (r metrixSlots) written(fn func(b *metrixBook)) metrixSlots {
+	b := metrixBook{slots: r}
+	fn(&b)
+	b.slots.trim()
+	return b.slots
+}
+
 // trim forgets what is past the bounds, the oldest first.
 func (r *metrixSlots) trim() {
 	s := *r

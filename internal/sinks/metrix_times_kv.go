@@ -65,10 +65,7 @@ func (m *memTimes) reserve(_ context.Context, users []string, fn func(b *metrixB
 	for _, u := range users {
 		r.merge(m.users[u])
 	}
-	b := metrixBook{slots: r}
-	fn(&b)
-	r = b.slots
-	r.trim()
+	r = r.written(fn)
 	for _, u := range users {
 		if _, ok := m.users[u]; !ok && len(m.users) >= memTimesUsers {
 			for x := range m.users {
@@ -189,10 +186,7 @@ func (k *kvTimes) try(ctx context.Context, users []string, fn func(b *metrixBook
 		revs[i] = e.Revision()
 		r.merge(got)
 	}
-	b := metrixBook{slots: r}
-	fn(&b)
-	r = b.slots
-	r.trim()
+	r = r.written(fn)
 	value := r.encode()
 	for i, u := range users {
 		var rev uint64
