@@ -482,23 +482,30 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 			}
 			if made, ok := sweeps[sc.Name]; ok {
 				// Widened and still held: its sweeps judge up to where it
-				// goes on from, which its pulls may have moved past what
-				// its prior read says it delivered (topology.PassedTo), and
-				// are recorded so for a bind that resumes them.
+				// goes on from (topology.PassedTo), not the bound recorded
+				// before it was widened, and are recorded so for a bind
+				// that resumes them. Unread, the bound stands.
 				for i := range made {
 					sw := &made[i]
-					if !sw.prior.Exists {
+					if !sw.held {
 						continue
 					}
-					at := topology.PassedTo(actx, d.js, d.topo.EventsStreamOf(sw.partition), topology.SinkConsumer(sc.Name), sw.prior.Delivered)
+					at, err := topology.PassedTo(actx, d.js, d.topo.EventsStreamOf(sw.partition), topology.SinkConsumer(sc.Name))
+					if err != nil {
+						d.log.Warn("could not read where the new lead's widened consumer goes on from: its sweep judges the events "+
+							"stored before the widening as passed over, some of which it delivers (dead-lettered too)",
+							zap.String("sink", sc.Name), zap.Error(err))
+						continue
+					}
 					if at == sw.prior.Delivered {
 						continue
 					}
 					sw.prior.Delivered = at
 					if floors != nil {
 						if err := d.topo.WriteSweep(actx, floors, sc.Name, sw.partition, topology.PendingSweep{From: sw.from, Prior: sw.prior}); err != nil {
-							d.log.Warn("the new lead's sweep is recorded up to its last delivery, not where it goes on from; a bind that resumes it "+
-								"may not judge what its pulls passed over", zap.String("sink", sc.Name), zap.Error(err))
+							d.log.Warn("the new lead's sweep is recorded up to the stream's end at its hold, not where its consumer goes on from; "+
+								"a bind that resumes it judges some events the consumer delivers as passed over (dead-lettered too)",
+								zap.String("sink", sc.Name), zap.Error(err))
 						}
 					}
 				}
@@ -765,12 +772,14 @@ func (d *Dispatcher) leadSweeps(ctx context.Context, sink string, names []string
 	// widening would be judged by neither the sweep (above the position
 	// read) nor the widened consumer (below its position). Held still,
 	// read again.
+	// Read so, a held consumer's prior read is the stream's end: at or
+	// above where it stands, lowered to it once it is widened (bind).
 	held := true
 	if err := d.topo.HoldForWidening(ctx, d.js, sink, prior, time.Now().Add(leadHold)); err != nil {
 		held = false
 		d.log.Warn("could not hold the new lead's consumers still while it is made the lead; what other replicas pass over meanwhile "+
 			"off its former subjects is not checked", zap.String("sink", sink), zap.Error(err))
-	} else if prior, err = d.topo.PriorReads(ctx, d.js, sink); err != nil {
+	} else if prior, err = d.topo.HeldPriorReads(ctx, d.js, sink); err != nil {
 		return nil, nil, err
 	}
 	floors, found, dropped, err := d.topo.LeadFloors(ctx, d.js, names)
@@ -783,7 +792,11 @@ func (d *Dispatcher) leadSweeps(ctx context.Context, sink string, names []string
 		// `sinks remove` refuses each until it has drained.
 		dropped = nil
 	}
-	return leadSweeps(prior, floors, found), dropped, nil
+	out := leadSweeps(prior, floors, found)
+	for i := range out {
+		out[i].held = held
+	}
+	return out, dropped, nil
 }
 
 // reportRestored logs, once, an events consumer bind found missing and

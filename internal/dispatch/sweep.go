@@ -40,6 +40,13 @@ type leadSweep struct {
 	// prior is what the sink's consumer read before it was made the lead:
 	// what it read, it checked itself.
 	prior topology.PriorRead
+	// held says its consumer was held still from the read of prior to
+	// the widening (topology.HoldForWidening), so that where it goes on
+	// from, read then (topology.PassedTo), is where it passed over to.
+	// Not held, its readers moved it meanwhile, delivering, and the read
+	// of prior stands (what they passed over meanwhile goes unjudged: the
+	// bind warns).
+	held bool
 }
 
 // leadSweeps are the sweeps a sink made the lead needs, per partition:

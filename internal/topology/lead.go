@@ -79,7 +79,18 @@ func RestoreLead(ctx context.Context, js jetstream.JetStream, stream, durable st
 	}
 	var prior PriorRead
 	if filters := FiltersOf(info.Config); len(filters) > 0 {
-		prior = PriorRead{Exists: true, Filters: filters, Delivered: info.Delivered.Stream}
+		// Held still, it stands at or below the stream's last event: the
+		// bound reported if where it goes on from cannot be read once it
+		// is widened (a bound too high judges some events it delivers as
+		// passed over; one too low loses what it passed over).
+		bound, err := lastSeq(ctx, js, stream)
+		if err != nil {
+			if paused {
+				resume(ctx, js, stream, durable)
+			}
+			return nil, PriorRead{}, fmt.Errorf("topology: where %s stands before consumer %s is widened: %w", stream, durable, err)
+		}
+		prior = PriorRead{Exists: true, Filters: filters, Delivered: max(info.Delivered.Stream, bound)}
 	}
 	cfg := info.Config
 	cfg.Metadata = mergeMetadata(cfg.Metadata, map[string]string{LeadMetadata: "true"})
@@ -91,8 +102,11 @@ func RestoreLead(ctx context.Context, js jetstream.JetStream, stream, durable st
 		return nil, PriorRead{}, fmt.Errorf("topology: mark consumer %s on %s the lead again: %w", durable, stream, err)
 	}
 	if prior.Exists {
-		// Widened and still held: where it goes on from.
-		prior.Delivered = PassedTo(ctx, js, stream, durable, prior.Delivered)
+		// Widened and still held: where it goes on from. Unread, the
+		// bound stands.
+		if at, err := PassedTo(ctx, js, stream, durable); err == nil {
+			prior.Delivered = at
+		}
 	}
 	if paused {
 		// Not resumed (the broker unreachable): the pause ends at until.
@@ -102,42 +116,110 @@ func RestoreLead(ctx context.Context, js jetstream.JetStream, stream, durable st
 }
 
 // PassedTo is where a consumer held still (paused) and just widened to
-// every subject goes on from, less one. Its pulls, narrow, may have scanned
-// past events its filter did not take without delivering any, which its
-// Delivered does not show (a pull that found nothing leaves the server's
-// position past what it scanned): widened, it does not go back for them.
-// Read as the stream's last sequence less what the consumer has pending
-// (every event above its position: an events stream deletes from its head
-// only), between two reads of the stream's last sequence that agree (a
-// publish between them would skew it); if they never agree, or a read
-// fails, the stream's last sequence, or delivered: never below delivered,
-// and never below where it goes on from, so the caller's sweep judges
-// all it passed over (some of it then read twice, never none).
-func PassedTo(ctx context.Context, js jetstream.JetStream, stream, durable string, delivered uint64) uint64 {
-	last := func() (uint64, bool) {
-		st, err := js.Stream(ctx, stream)
-		if err != nil {
-			return 0, false
-		}
-		return st.CachedInfo().State.LastSeq, true
+// every subject goes on from, less one: the last stream sequence it has
+// passed. Its pulls, narrow, may have scanned past events its filter did
+// not take without delivering any, which its Delivered does not show (a
+// pull that found nothing leaves the server's position past what it
+// scanned): widened, it does not go back for them.
+//
+// Read as the highest position below which the stream holds exactly what
+// the consumer has pending (positionOf: every stored event above it,
+// counting the interior deletes), between two reads of the stream that
+// agree on its last sequence. A publish between them makes the reading an
+// upper bound (the count read against the later end); if no two reads
+// agree in passedToReads tries, that bound is returned: a caller's sweep
+// then judges a few events the consumer delivers as passed over, never
+// the reverse. A read that fails is an error: the caller keeps the bound
+// it read before the widening.
+func PassedTo(ctx context.Context, js jetstream.JetStream, stream, durable string) (uint64, error) {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return 0, fmt.Errorf("topology: where consumer %s goes on from: %w", durable, err)
 	}
-	var seen uint64
-	for range 5 {
-		before, ok := last()
-		if !ok {
-			break
+	c, err := js.Consumer(ctx, stream, durable)
+	if err != nil {
+		return 0, fmt.Errorf("topology: where consumer %s goes on from: %w", durable, err)
+	}
+	state := func() (jetstream.StreamState, error) {
+		info, err := s.Info(ctx)
+		if err == nil && info.State.NumDeleted > 0 && info.State.NumDeleted <= maxDeletedRead {
+			info, err = s.Info(ctx, jetstream.WithDeletedDetails(true))
 		}
-		seen = before
-		c, err := js.Consumer(ctx, stream, durable)
 		if err != nil {
-			break
+			return jetstream.StreamState{}, fmt.Errorf("topology: where consumer %s goes on from: %w", durable, err)
 		}
-		pending := c.CachedInfo().NumPending
-		if after, ok := last(); ok && after == before && pending <= before {
-			return max(delivered, before-pending)
+		return info.State, nil
+	}
+	var at uint64
+	for range passedToReads {
+		before, err := state()
+		if err != nil {
+			return 0, err
+		}
+		ci, err := c.Info(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("topology: where consumer %s goes on from: %w", durable, err)
+		}
+		after, err := s.Info(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("topology: where consumer %s goes on from: %w", durable, err)
+		}
+		// Deletes after the first read only lower the true position: the
+		// first read's list gives an upper bound against either end.
+		at = max(ci.Delivered.Stream, positionOf(after.State.LastSeq, ci.NumPending, before.Deleted))
+		if after.State.LastSeq == before.LastSeq {
+			return at, nil
 		}
 	}
-	return max(delivered, seen)
+	return at, nil
+}
+
+// passedToReads bounds PassedTo's tries for two reads of the stream that
+// agree; maxDeletedRead bounds the interior deletes it reads (an events
+// stream has none unless an operator deleted some: with more, the
+// position read is an upper bound).
+const (
+	passedToReads  = 10
+	maxDeletedRead = 100_000
+)
+
+// positionOf is the highest x at or below last such that (x, last] holds
+// pending stored events, deleted being the stream's interior deletes
+// (any order, some outside the range): where a consumer stands that has
+// pending events left of a stream whose last sequence is last. A deleted
+// sequence counts for nothing, so x moves down past every one above it
+// until the count holds.
+func positionOf(last, pending uint64, deleted []uint64) uint64 {
+	below := make([]uint64, 0, len(deleted))
+	for _, d := range deleted {
+		if d <= last {
+			below = append(below, d)
+		}
+	}
+	slices.Sort(below)
+	x, gone, j := last-min(pending, last), uint64(0), len(below)-1
+	for {
+		for j >= 0 && below[j] > x {
+			gone, j = gone+1, j-1
+		}
+		if pending+gone >= last {
+			return 0
+		}
+		if next := last - pending - gone; next != x {
+			x = next
+			continue
+		}
+		return x
+	}
+}
+
+// lastSeq is a stream's last sequence.
+func lastSeq(ctx context.Context, js jetstream.JetStream, stream string) (uint64, error) {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return 0, fmt.Errorf("topology: %s: %w", stream, err)
+	}
+	return s.CachedInfo().State.LastSeq, nil
 }
 
 // resume ends a hold RestoreLead began, even once ctx has ended (the
@@ -194,8 +276,10 @@ func (t Topology) Leads(ctx context.Context, js jetstream.JetStream, floors jets
 
 // PriorRead is what a sink's events consumer on one partition read
 // before a bind: whether it existed, its filters (FiltersOf: none is
-// every subject) and the last stream sequence it was delivered, below
-// which it has certainly passed over what its filters do not take.
+// every subject) and a stream sequence at or below which it has passed
+// over what its filters do not take: its last delivery (PriorReads), or,
+// held still, where it goes on from or a bound above it (HeldPriorReads,
+// PassedTo).
 type PriorRead struct {
 	Exists    bool     `json:"exists"`
 	Filters   []string `json:"filters,omitempty"`
@@ -222,6 +306,32 @@ func (t Topology) PriorReads(ctx context.Context, js jetstream.JetStream, sink s
 		out[i] = PriorRead{Exists: true, Filters: FiltersOf(info.Config), Delivered: info.Delivered.Stream}
 	}
 	return out, nil
+}
+
+// HeldPriorReads is PriorReads of consumers HoldForWidening holds still,
+// each Delivered raised to its stream's last sequence, read after them:
+// a held consumer stands at or below it, and may stand above its last
+// delivery (PassedTo), so what it passed over is all at or below it. A
+// bind records its new lead's sweeps with it before it widens the
+// consumers, then lowers it to where each goes on from (PassedTo): a bind
+// stopped in between leaves a sweep that judges a few events the
+// consumer delivers as passed over, never one it passed over as its own.
+func (t Topology) HeldPriorReads(ctx context.Context, js jetstream.JetStream, sink string) ([]PriorRead, error) {
+	prior, err := t.PriorReads(ctx, js, sink)
+	if err != nil {
+		return nil, err
+	}
+	for i, stream := range t.EventsStreams() {
+		if !prior[i].Exists || prior[i].ReadsEverything() {
+			continue
+		}
+		last, err := lastSeq(ctx, js, stream)
+		if err != nil {
+			return nil, fmt.Errorf("topology: where %s stands, %s's consumer held: %w", stream, sink, err)
+		}
+		prior[i].Delivered = max(prior[i].Delivered, last)
+	}
+	return prior, nil
 }
 
 // HoldForWidening pauses (JetStream's consumer pause, until until) a

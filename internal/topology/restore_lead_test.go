@@ -78,81 +78,37 @@ func TestRestoreLeadReportsWhatThePullsPassedOverUndelivered(t *testing.T) {
 	defer cancel()
 	js, topo := ensuredJetStream(ctx, t)
 	stream := topo.EventsStream()
-	narrow := EventFilter{ByType: true, Types: []string{"com.shop.order.paid"}}
-	if _, err := topo.EnsureSink(ctx, js, "gw", ConsumerSettings{AckWait: 30 * time.Second, MaxAckPending: 100, Fence: "f", Filter: narrow}); err != nil {
-		t.Fatal(err)
-	}
-	stray, err := js.Publish(ctx, topo.EventSubjectFor("com.shop.order.shipped", "u1"), []byte("{}"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := js.Consumer(ctx, stream, SinkConsumer("gw"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A pull that finds nothing on the filter: the server scans past the
-	// stray.
-	batch, err := c.Fetch(1, jetstream.FetchMaxWait(300*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for range batch.Messages() {
-		t.Fatal("the narrow consumer delivered the stray")
-	}
+	c, stray := narrowPastAStray(ctx, t, js, topo)
 	_, prior, err := RestoreLead(ctx, js, stream, SinkConsumer("gw"), time.Now().Add(30*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Widened, it goes on past the stray: the next event is the first it
-	// delivers.
-	next, err := js.Publish(ctx, topo.EventSubjectFor("com.shop.order.paid", "u1"), []byte("{}"))
-	if err != nil {
-		t.Fatal(err)
+	if prior.Delivered < stray {
+		t.Errorf("reported as where it stood: %d; the pull had passed the stray at %d, which the widened consumer does not deliver", prior.Delivered, stray)
 	}
-	batch, err = c.Fetch(1, jetstream.FetchMaxWait(2*time.Second))
-	if err != nil {
-		t.Fatal(err)
+	// And no higher: the next event is the first the widened consumer
+	// delivers, and is not reported passed over.
+	next := publishOn(ctx, t, js, topo, "com.shop.order.shipped")
+	if got := firstDelivered(t, c); got != next {
+		t.Errorf("the widened consumer delivered %d first; want %d, the event after the stray", got, next)
 	}
-	for m := range batch.Messages() {
-		meta, _ := m.Metadata()
-		if meta.Sequence.Stream != next.Sequence {
-			t.Logf("the widened consumer delivered %d first (the stray is %d): the server had not passed it", meta.Sequence.Stream, stray.Sequence)
-		}
-	}
-	if prior.Delivered < stray.Sequence {
-		t.Errorf("reported as where it stood: %d; the pull had passed the stray at %d, which the widened consumer does not deliver", prior.Delivered, stray.Sequence)
+	if prior.Delivered >= next {
+		t.Errorf("reported as where it stood: %d, at or above %d, which the widened consumer delivers", prior.Delivered, next)
 	}
 }
 
-// The same for a bind making the sink the lead (HoldForWidening, then
-// PriorReads, then EnsureSink widening it): what the prior read says it
-// delivered is below what its pulls passed over, and PassedTo, read once
-// it is widened and still held, is not.
+// The same for a bind making the sink the lead: HoldForWidening, then
+// HeldPriorReads, recorded before EnsureSink widens the consumer, then
+// PassedTo once it is widened and still held. Both cover the stray its
+// pulls passed over (a bind stopped between the widening and the record
+// rewritten with PassedTo leaves the first: red before, it said 0), and
+// PassedTo is exactly where the widened consumer goes on from.
 func TestABindsWideningReportsWhatThePullsPassedOverUndelivered(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	js, topo := ensuredJetStream(ctx, t)
 	stream := topo.EventsStream()
-	narrow := EventFilter{ByType: true, Types: []string{"com.shop.order.paid"}}
-	settings := ConsumerSettings{AckWait: 30 * time.Second, MaxAckPending: 100, Fence: "f", Filter: narrow}
-	if _, err := topo.EnsureSink(ctx, js, "gw", settings); err != nil {
-		t.Fatal(err)
-	}
-	stray, err := js.Publish(ctx, topo.EventSubjectFor("com.shop.order.shipped", "u1"), []byte("{}"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := js.Consumer(ctx, stream, SinkConsumer("gw"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	batch, err := c.Fetch(1, jetstream.FetchMaxWait(300*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for range batch.Messages() {
-		t.Fatal("the narrow consumer delivered the stray")
-	}
+	c, stray := narrowPastAStray(ctx, t, js, topo)
 	prior, err := topo.PriorReads(ctx, js, "gw")
 	if err != nil {
 		t.Fatal(err)
@@ -160,17 +116,168 @@ func TestABindsWideningReportsWhatThePullsPassedOverUndelivered(t *testing.T) {
 	if err := topo.HoldForWidening(ctx, js, "gw", prior, time.Now().Add(30*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if prior, err = topo.PriorReads(ctx, js, "gw"); err != nil {
+	// Stored while it is held: not passed over, delivered once widened.
+	held := publishOn(ctx, t, js, topo, "com.shop.order.shipped")
+	if prior, err = topo.HeldPriorReads(ctx, js, "gw"); err != nil {
 		t.Fatal(err)
 	}
-	settings.Lead, settings.Filter = true, EventFilter{}
+	if prior[0].Delivered < stray {
+		t.Errorf("the held read, recorded before the widening: %d; the pull had passed the stray at %d", prior[0].Delivered, stray)
+	}
+	settings := ConsumerSettings{AckWait: 30 * time.Second, MaxAckPending: 100, Fence: "f", Lead: true}
 	if _, err := topo.EnsureSink(ctx, js, "gw", settings); err != nil {
 		t.Fatal(err)
 	}
-	if prior[0].Delivered >= stray.Sequence {
-		t.Logf("the prior read says %d already", prior[0].Delivered)
+	at, err := PassedTo(ctx, js, stream, SinkConsumer("gw"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if got := PassedTo(ctx, js, stream, SinkConsumer("gw"), prior[0].Delivered); got < stray.Sequence {
-		t.Errorf("widened and held, it goes on from %d; the pull had passed the stray at %d", got+1, stray.Sequence)
+	if at != stray {
+		t.Errorf("widened and held, PassedTo says it passed %d; it passed the stray at %d and no further (%d was stored while it was held)", at, stray, held)
 	}
+	if _, err := js.ResumeConsumer(ctx, stream, SinkConsumer("gw")); err != nil {
+		t.Fatal(err)
+	}
+	if got := firstDelivered(t, c); got != held {
+		t.Errorf("the widened consumer delivered %d first; want %d, stored while it was held", got, held)
+	}
+}
+
+// Interior deletes above a consumer's position hold nothing it has
+// pending: PassedTo counts them, and is still where it goes on from, not
+// above it (the stream's last sequence less what is pending would claim
+// the event after the position passed over, and a sweep would
+// dead-letter what the consumer delivers).
+func TestPassedToCountsTheStreamsInteriorDeletes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js, topo := ensuredJetStream(ctx, t)
+	stream := topo.EventsStream()
+	c, stray := narrowPastAStray(ctx, t, js, topo)
+	if _, err := js.PauseConsumer(ctx, stream, SinkConsumer("gw"), time.Now().Add(30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	var after []uint64
+	for range 4 {
+		after = append(after, publishOn(ctx, t, js, topo, "com.shop.order.shipped"))
+	}
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, seq := range []uint64{after[1], after[2]} {
+		if err := s.DeleteMsg(ctx, seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := c.CachedInfo().Config
+	cfg.FilterSubject, cfg.FilterSubjects = "", nil
+	if _, err := js.UpdateConsumer(ctx, stream, cfg); err != nil {
+		t.Fatal(err)
+	}
+	at, err := PassedTo(ctx, js, stream, SinkConsumer("gw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if at != stray {
+		t.Errorf("PassedTo: %d, want %d (the stray; %d and %d above it deleted, %d and %d pending)", at, stray, after[1], after[2], after[0], after[3])
+	}
+	if _, err := js.ResumeConsumer(ctx, stream, SinkConsumer("gw")); err != nil {
+		t.Fatal(err)
+	}
+	if got := firstDelivered(t, c); got != after[0] {
+		t.Errorf("the widened consumer delivered %d first; want %d", got, after[0])
+	}
+}
+
+// A read PassedTo cannot make is an error, not a guess: its callers keep
+// the bound they read before the widening.
+func TestPassedToReportsAReadItCannotMake(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js, topo := ensuredJetStream(ctx, t)
+	if _, err := PassedTo(ctx, js, topo.EventsStream(), SinkConsumer("none")); err == nil {
+		t.Error("PassedTo of a consumer that does not exist: no error")
+	}
+	if _, err := PassedTo(ctx, js, "NO_SUCH_STREAM", SinkConsumer("none")); err == nil {
+		t.Error("PassedTo on a stream that does not exist: no error")
+	}
+}
+
+func TestPositionOf(t *testing.T) {
+	for _, tt := range []struct {
+		name          string
+		last, pending uint64
+		deleted       []uint64
+		want          uint64
+	}{
+		{"nothing pending", 10, 0, nil, 10},
+		{"all pending", 10, 10, nil, 0},
+		{"some pending", 10, 3, nil, 7},
+		{"deletes below the position count for nothing", 10, 3, []uint64{2, 5}, 7},
+		{"a delete among the pending", 10, 3, []uint64{9}, 6},
+		{"deletes among the pending, unsorted", 10, 3, []uint64{9, 7}, 5},
+		{"deletes just below the one pending: the highest it could be", 10, 1, []uint64{8, 9}, 9},
+		{"deletes on both sides of the position", 10, 3, []uint64{4, 8}, 6},
+		{"the last event deleted: the highest position it could be", 10, 0, []uint64{10}, 10},
+		{"deletes above last are not the stream's", 10, 3, []uint64{11, 12}, 7},
+		{"more pending than stored: none passed", 5, 9, nil, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := positionOf(tt.last, tt.pending, tt.deleted); got != tt.want {
+				t.Errorf("positionOf(%d, %d, %v) = %d, want %d", tt.last, tt.pending, tt.deleted, got, tt.want)
+			}
+		})
+	}
+}
+
+// narrowPastAStray makes gw's consumer read only one type and has a pull
+// scan past an event of another (the stray), delivering nothing: its
+// position is at the stray, its Delivered below it.
+func narrowPastAStray(ctx context.Context, t *testing.T, js jetstream.JetStream, topo Topology) (jetstream.Consumer, uint64) {
+	t.Helper()
+	narrow := EventFilter{ByType: true, Types: []string{"com.shop.order.paid"}}
+	if _, err := topo.EnsureSink(ctx, js, "gw", ConsumerSettings{AckWait: 30 * time.Second, MaxAckPending: 100, Fence: "f", Filter: narrow}); err != nil {
+		t.Fatal(err)
+	}
+	stray := publishOn(ctx, t, js, topo, "com.shop.order.shipped")
+	c, err := js.Consumer(ctx, topo.EventsStream(), SinkConsumer("gw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := c.Fetch(1, jetstream.FetchMaxWait(300*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range batch.Messages() {
+		t.Fatal("the narrow consumer delivered the stray")
+	}
+	return c, stray
+}
+
+func publishOn(ctx context.Context, t *testing.T, js jetstream.JetStream, topo Topology, typ string) uint64 {
+	t.Helper()
+	ack, err := js.Publish(ctx, topo.EventSubjectFor(typ, "u1"), []byte("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ack.Sequence
+}
+
+// firstDelivered is the stream sequence of the first event c delivers.
+func firstDelivered(t *testing.T, c jetstream.Consumer) uint64 {
+	t.Helper()
+	batch, err := c.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range batch.Messages() {
+		meta, err := m.Metadata()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return meta.Sequence.Stream
+	}
+	t.Fatalf("nothing delivered in 5 s: %v", batch.Error())
+	return 0
 }
