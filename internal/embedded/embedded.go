@@ -82,12 +82,20 @@ func Start(o Options) (*server.Server, error) {
 		return nil, fmt.Errorf("embedded nats: %w", err)
 	}
 	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
+	if !s.ReadyForConnections(readyWait) {
 		s.Shutdown()
-		return nil, fmt.Errorf("embedded nats: not ready on %s after 10s (is the port taken?)", o.Listen)
+		return nil, fmt.Errorf("embedded nats: not ready on %s after %s: JetStream still recovering its store in %s (a large one, or a slow disk), "+
+			"or the port taken", o.Listen, readyWait, o.DataDir)
 	}
 	return s, nil
 }
+
+// readyWait bounds the wait for the server to take clients. It includes
+// JetStream recovering its streams from disk, which on a restart with a
+// large store, or a machine under load, takes more than a few seconds
+// (a restarted node of a test cluster was not ready after 10 s on a CI
+// machine running other tests).
+const readyWait = time.Minute
 
 func joinRoutes(r []string) string {
 	out := ""
