@@ -485,19 +485,28 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 				// goes on from (topology.PassedTo), not the bound recorded
 				// before it was widened, and are recorded so for a bind
 				// that resumes them. Unread, the bound stands.
+				//
+				// Held, the bound is at or above where it was widened, and
+				// only lowered: a bind tried again after it released the
+				// consumer reads it further on, past what it has delivered
+				// since (dead-lettered too, were the bound raised). Not
+				// held, the bound is its last delivery, below what its
+				// pulls passed over, and only raised: read once widened,
+				// PassedTo is at or above where it was widened.
 				for i := range made {
 					sw := &made[i]
-					if !sw.held {
-						continue
-					}
 					at, err := topology.PassedTo(actx, d.js, d.topo.EventsStreamOf(sw.partition), topology.SinkConsumer(sc.Name))
 					if err != nil {
-						d.log.Warn("could not read where the new lead's widened consumer goes on from: its sweep judges the events "+
-							"stored before the widening as passed over, some of which it delivers (dead-lettered too)",
-							zap.String("sink", sc.Name), zap.Error(err))
+						msg := "could not read where the new lead's widened consumer goes on from: its sweep judges the events " +
+							"stored before the widening as passed over, some of which it delivers (dead-lettered too)"
+						if !sw.held {
+							msg = "could not read where the new lead's widened consumer goes on from: its sweep judges by its last delivery, " +
+								"and what its pulls passed over beyond it is not checked"
+						}
+						d.log.Warn(msg, zap.String("sink", sc.Name), zap.Error(err))
 						continue
 					}
-					if at == sw.prior.Delivered {
+					if (sw.held && at >= sw.prior.Delivered) || (!sw.held && at <= sw.prior.Delivered) {
 						continue
 					}
 					sw.prior.Delivered = at
