@@ -77,24 +77,30 @@ func RestoreLead(ctx context.Context, js jetstream.JetStream, stream, durable st
 			return c, PriorRead{}, nil
 		}
 	}
+	// The stream's subjects are what it is widened to, as a bind widens
+	// a lead (FilterSubjects): an update that clears the filter instead
+	// leaves the consumer registered for no stream signal on nats-server
+	// 2.15.2, so what is stored after it is neither counted in its
+	// NumPending nor wakes a waiting pull
+	// (TestReviewRev10RestoreLeadsWideningCountsWhatIsStoredAfterIt).
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		if paused {
+			resume(ctx, js, stream, durable)
+		}
+		return nil, PriorRead{}, fmt.Errorf("topology: where %s stands before consumer %s is widened: %w", stream, durable, err)
+	}
 	var prior PriorRead
 	if filters := FiltersOf(info.Config); len(filters) > 0 {
 		// Held still, it stands at or below the stream's last event: the
 		// bound reported if where it goes on from cannot be read once it
 		// is widened (a bound too high judges some events it delivers as
 		// passed over; one too low loses what it passed over).
-		bound, err := lastSeq(ctx, js, stream)
-		if err != nil {
-			if paused {
-				resume(ctx, js, stream, durable)
-			}
-			return nil, PriorRead{}, fmt.Errorf("topology: where %s stands before consumer %s is widened: %w", stream, durable, err)
-		}
-		prior = PriorRead{Exists: true, Filters: filters, Delivered: max(info.Delivered.Stream, bound)}
+		prior = PriorRead{Exists: true, Filters: filters, Delivered: max(info.Delivered.Stream, st.CachedInfo().State.LastSeq)}
 	}
 	cfg := info.Config
 	cfg.Metadata = mergeMetadata(cfg.Metadata, map[string]string{LeadMetadata: "true"})
-	cfg.FilterSubject, cfg.FilterSubjects = "", nil
+	setFilter(&cfg, st.CachedInfo().Config.Subjects)
 	if c, err = js.UpdateConsumer(ctx, stream, cfg); err != nil {
 		if paused {
 			resume(ctx, js, stream, durable)
@@ -102,10 +108,21 @@ func RestoreLead(ctx context.Context, js jetstream.JetStream, stream, durable st
 		return nil, PriorRead{}, fmt.Errorf("topology: mark consumer %s on %s the lead again: %w", durable, stream, err)
 	}
 	if prior.Exists {
-		// Widened and still held: where it goes on from. Unread, the
-		// bound stands.
-		if at, err := PassedTo(ctx, js, stream, durable); err == nil {
-			prior.Delivered = at
+		// Widened and still held: where it goes on from, tried while ctx
+		// lasts. Unread, the bound stands: the stream's end under this
+		// call's hold, or under another's, which holds unless its owner
+		// resumes the consumer between the read and the widening (the
+		// bound is then low: a known limit, with the broker unreadable
+		// right after the widening as well).
+		for wait := 50 * time.Millisecond; ; wait *= 2 {
+			at, err := PassedTo(ctx, js, stream, durable)
+			if err == nil {
+				prior.Delivered = at
+				break
+			}
+			if wait > time.Second || sleepCtx(ctx, wait) != nil {
+				break
+			}
 		}
 	}
 	if paused {
@@ -210,6 +227,18 @@ func positionOf(last, pending uint64, deleted []uint64) uint64 {
 			continue
 		}
 		return x
+	}
+}
+
+// sleepCtx waits d, or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

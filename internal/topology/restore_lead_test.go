@@ -52,9 +52,10 @@ func TestRestoreLeadHoldsWidensAndReportsWhereItStood(t *testing.T) {
 				t.Fatal(err)
 			}
 			info := c.CachedInfo()
-			if !IsLead(info) || len(FiltersOf(info.Config)) != 0 || info.Config.Metadata[FenceMetadata] != "f" {
-				t.Errorf("after RestoreLead: lead %v, filters %v, fence %q; want marked, every subject, fence kept",
-					IsLead(info), FiltersOf(info.Config), info.Config.Metadata[FenceMetadata])
+			// Every subject, as a bind's lead reads it: its stream's.
+			if f := FiltersOf(info.Config); !IsLead(info) || len(f) != 1 || f[0] != topo.PartitionSubjects(0) || info.Config.Metadata[FenceMetadata] != "f" {
+				t.Errorf("after RestoreLead: lead %v, filters %v, fence %q; want marked, %s, fence kept",
+					IsLead(info), f, info.Config.Metadata[FenceMetadata], topo.PartitionSubjects(0))
 			}
 			if info.Paused != tt.pausedFirst {
 				t.Errorf("after RestoreLead: paused %v, want %v", info.Paused, tt.pausedFirst)
