@@ -56,8 +56,20 @@ func RestoreLead(ctx context.Context, js jetstream.JetStream, stream, durable st
 	if IsLead(info) {
 		return c, PriorRead{}, nil
 	}
+	// The stream's subjects are what it is widened to, as a bind widens
+	// a lead (FilterSubjects): an update that clears the filter instead
+	// leaves the consumer registered for no stream signal on nats-server
+	// 2.15.2, so what is stored after it is neither counted in its
+	// NumPending nor wakes a waiting pull
+	// (TestReviewRev10RestoreLeadsWideningCountsWhatIsStoredAfterIt).
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil, PriorRead{}, fmt.Errorf("topology: the subjects of %s, to widen consumer %s to: %w", stream, durable, err)
+	}
+	subjects := st.CachedInfo().Config.Subjects
+	narrow := len(filtersOn(info.Config, subjects)) > 0
 	paused := false
-	if len(FiltersOf(info.Config)) > 0 && !info.Paused {
+	if narrow && !info.Paused {
 		// Held still by this call, unless held already (a bind's hold,
 		// which that bind resumes).
 		if _, err := js.PauseConsumer(ctx, stream, durable, until); err != nil {
@@ -77,30 +89,24 @@ func RestoreLead(ctx context.Context, js jetstream.JetStream, stream, durable st
 			return c, PriorRead{}, nil
 		}
 	}
-	// The stream's subjects are what it is widened to, as a bind widens
-	// a lead (FilterSubjects): an update that clears the filter instead
-	// leaves the consumer registered for no stream signal on nats-server
-	// 2.15.2, so what is stored after it is neither counted in its
-	// NumPending nor wakes a waiting pull
-	// (TestReviewRev10RestoreLeadsWideningCountsWhatIsStoredAfterIt).
-	st, err := js.Stream(ctx, stream)
-	if err != nil {
-		if paused {
-			resume(ctx, js, stream, durable)
-		}
-		return nil, PriorRead{}, fmt.Errorf("topology: where %s stands before consumer %s is widened: %w", stream, durable, err)
-	}
 	var prior PriorRead
-	if filters := FiltersOf(info.Config); len(filters) > 0 {
+	if filters := filtersOn(info.Config, subjects); len(filters) > 0 {
 		// Held still, it stands at or below the stream's last event: the
 		// bound reported if where it goes on from cannot be read once it
 		// is widened (a bound too high judges some events it delivers as
 		// passed over; one too low loses what it passed over).
-		prior = PriorRead{Exists: true, Filters: filters, Delivered: max(info.Delivered.Stream, st.CachedInfo().State.LastSeq)}
+		bound, err := lastSeq(ctx, js, stream)
+		if err != nil {
+			if paused {
+				resume(ctx, js, stream, durable)
+			}
+			return nil, PriorRead{}, fmt.Errorf("topology: where %s stands before consumer %s is widened: %w", stream, durable, err)
+		}
+		prior = PriorRead{Exists: true, Filters: filters, Delivered: max(info.Delivered.Stream, bound)}
 	}
 	cfg := info.Config
 	cfg.Metadata = mergeMetadata(cfg.Metadata, map[string]string{LeadMetadata: "true"})
-	setFilter(&cfg, st.CachedInfo().Config.Subjects)
+	setFilter(&cfg, subjects)
 	if c, err = js.UpdateConsumer(ctx, stream, cfg); err != nil {
 		if paused {
 			resume(ctx, js, stream, durable)
@@ -332,7 +338,7 @@ func (t Topology) PriorReads(ctx context.Context, js jetstream.JetStream, sink s
 			return nil, fmt.Errorf("topology: consumer %s on %s: %w", SinkConsumer(sink), stream, err)
 		}
 		info := c.CachedInfo()
-		out[i] = PriorRead{Exists: true, Filters: FiltersOf(info.Config), Delivered: info.Delivered.Stream}
+		out[i] = PriorRead{Exists: true, Filters: filtersOn(info.Config, []string{t.PartitionSubjects(i)}), Delivered: info.Delivered.Stream}
 	}
 	return out, nil
 }

@@ -2,6 +2,7 @@ package topology
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -281,4 +282,70 @@ func firstDelivered(t *testing.T, c jetstream.Consumer) uint64 {
 	}
 	t.Fatalf("nothing delivered in 5 s: %v", batch.Error())
 	return 0
+}
+
+func TestFiltersOn(t *testing.T) {
+	stream := []string{"chapar.events.>"}
+	for _, tt := range []struct {
+		name    string
+		cfg     jetstream.ConsumerConfig
+		subject []string
+		want    []string
+	}{
+		{"no filter", jetstream.ConsumerConfig{}, stream, nil},
+		{"the stream's subject: every subject", jetstream.ConsumerConfig{FilterSubject: "chapar.events.>"}, stream, nil},
+		{"the stream's subject among others", jetstream.ConsumerConfig{FilterSubjects: []string{"chapar.events.a.>", "chapar.events.>"}}, stream, nil},
+		{"by type", jetstream.ConsumerConfig{FilterSubjects: []string{"chapar.events.a.>", "chapar.events.direct.>"}}, stream,
+			[]string{"chapar.events.a.>", "chapar.events.direct.>"}},
+		{"one of two stream subjects", jetstream.ConsumerConfig{FilterSubject: "a.>"}, []string{"a.>", "b.>"}, []string{"a.>"}},
+		{"stream subjects unknown", jetstream.ConsumerConfig{FilterSubject: "chapar.events.>"}, nil, []string{"chapar.events.>"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := filtersOn(tt.cfg, tt.subject); !slices.Equal(got, tt.want) {
+				t.Errorf("filtersOn = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// A sink's consumer filtered on its stream's subjects (a lead's, as a
+// bind sets it, or a sink whose routes name no types) reads every
+// subject: made the lead, it is neither held nor swept (a sweep would
+// read the old lead's whole backlog to judge nothing), and RestoreLead
+// marks it without a hold or a prior read.
+func TestAConsumerOnItsStreamsSubjectsReadsEverything(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js, topo := ensuredJetStream(ctx, t)
+	stream := topo.EventsStream()
+	if _, err := topo.EnsureSink(ctx, js, "gw", ConsumerSettings{AckWait: 30 * time.Second, MaxAckPending: 100, Fence: "f"}); err != nil {
+		t.Fatal(err)
+	}
+	info := consumerInfo(ctx, t, js, stream, "gw")
+	if f := FiltersOf(info.Config); !slices.Equal(f, []string{topo.PartitionSubjects(0)}) {
+		t.Fatalf("the consumer's filter: %v, want its stream's subjects", f)
+	}
+	prior, err := topo.PriorReads(ctx, js, "gw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !prior[0].ReadsEverything() {
+		t.Errorf("PriorReads: %+v, want it read every subject", prior[0])
+	}
+	if err := topo.HoldForWidening(ctx, js, "gw", prior, time.Now().Add(30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if consumerInfo(ctx, t, js, stream, "gw").Paused {
+		t.Error("held for a widening it does not need")
+	}
+	_, restored, err := RestoreLead(ctx, js, stream, SinkConsumer("gw"), time.Now().Add(30*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if restored.Exists {
+		t.Errorf("RestoreLead reported a prior read %+v: its sweep would read the stream to judge nothing", restored)
+	}
+	if info := consumerInfo(ctx, t, js, stream, "gw"); !IsLead(info) || info.Paused {
+		t.Errorf("after RestoreLead: lead %v, paused %v; want marked, not held", IsLead(info), info.Paused)
+	}
 }

@@ -74,6 +74,25 @@ func FiltersOf(cfg jetstream.ConsumerConfig) []string {
 	return cfg.FilterSubjects
 }
 
+// filtersOn are the subjects a consumer's config reads of a stream whose
+// subjects are streamSubjects: none (every subject, as FiltersOf says of
+// an empty filter) where they include all of the stream's. A bind sets a
+// lead's filter to its stream's subjects, and a sink's whose routes name
+// no types (SinkFilter): read as narrow, such a consumer would be held
+// and its sink's sweep would read the whole backlog, to judge nothing.
+func filtersOn(cfg jetstream.ConsumerConfig, streamSubjects []string) []string {
+	f := FiltersOf(cfg)
+	if len(streamSubjects) == 0 {
+		return f
+	}
+	for _, s := range streamSubjects {
+		if !slices.Contains(f, s) {
+			return f
+		}
+	}
+	return nil
+}
+
 // Reads reports whether a consumer filtering on filters (FiltersOf: none
 // is every subject) is delivered a message stored on subject.
 func Reads(filters []string, subject string) bool {
