@@ -50,13 +50,15 @@ type leadSweep struct {
 }
 
 // leadSweeps are the sweeps a sink made the lead needs, per partition:
-// none where its consumer read every subject already, or where no lead
+// none where its consumer read every subject already from at or below
+// the old leads' lowest ack floor (one that starts above it never read
+// what is below its start: that is swept, every subject), or where no lead
 // the config dropped is on the server (then nothing says what is
 // unchecked: docs/operations.md, "Removing the lead").
 func leadSweeps(prior []topology.PriorRead, floors []uint64, found []bool) []leadSweep {
 	var out []leadSweep
 	for i, p := range prior {
-		if p.ReadsEverything() || i >= len(found) || !found[i] {
+		if (p.ReadsEverything() && p.Start <= floors[i]+1) || i >= len(found) || !found[i] {
 			continue
 		}
 		out = append(out, leadSweep{partition: i, from: floors[i] + 1, prior: p})
@@ -86,6 +88,9 @@ func (w *sinkWorker) sweep(ctx context.Context, nc *nats.Conn, s leadSweep) (don
 			return false
 		}
 	}
+	if s.prior.ReadsEverything() && s.prior.Start > 0 {
+		upTo = min(upTo, s.prior.Start-1) // from its start, its consumer read everything
+	}
 	if upTo < s.from {
 		return true
 	}
@@ -94,8 +99,8 @@ func (w *sinkWorker) sweep(ctx context.Context, nc *nats.Conn, s leadSweep) (don
 	checked, next := 0, s.from
 	each := func(m jsread.Msg) bool {
 		next = m.Seq + 1
-		if s.prior.Exists && topology.Reads(s.prior.Filters, m.Subject) {
-			return true // its consumer read it, and checked it
+		if s.prior.Exists && m.Seq >= s.prior.Start && topology.Reads(s.prior.Filters, m.Subject) {
+			return true // its consumer read it, and checked it (not below its start: it never read that)
 		}
 		for wait := 200 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
 			err := w.checkStored(ctx, stream, m, s.prior)

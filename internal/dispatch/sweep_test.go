@@ -11,6 +11,7 @@ func TestLeadSweeps(t *testing.T) {
 	narrow := topology.PriorRead{Exists: true, Filters: []string{"chapar.events.track"}, Delivered: 40}
 	whole := topology.PriorRead{Exists: true, Delivered: 40}
 	missing := topology.PriorRead{}
+	late := topology.PriorRead{Exists: true, Delivered: 40, Start: 30} // read everything, from above the old lead's floor
 	tests := []struct {
 		name   string
 		prior  []topology.PriorRead
@@ -22,6 +23,9 @@ func TestLeadSweeps(t *testing.T) {
 			[]leadSweep{{partition: 0, from: 10, prior: narrow}}},
 		{"read everything already (the old first sink of a deployment before the mark): nothing",
 			[]topology.PriorRead{whole}, []uint64{9}, []bool{true}, nil},
+		{"read everything from at or below the old lead's floor: nothing", []topology.PriorRead{late}, []uint64{29}, []bool{true}, nil},
+		{"read everything from above the old lead's floor: what is below its start", []topology.PriorRead{late}, []uint64{9}, []bool{true},
+			[]leadSweep{{partition: 0, from: 10, prior: late}}},
 		{"no old lead on the server (a fresh deployment): nothing", []topology.PriorRead{missing}, []uint64{0}, []bool{false}, nil},
 		{"a new sink made the lead: all the old lead had not acked", []topology.PriorRead{missing}, []uint64{0}, []bool{true},
 			[]leadSweep{{partition: 0, from: 1, prior: missing}}},

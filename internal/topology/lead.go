@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -319,6 +320,12 @@ type PriorRead struct {
 	Exists    bool     `json:"exists"`
 	Filters   []string `json:"filters,omitempty"`
 	Delivered uint64   `json:"delivered"`
+	// Start is the first stream sequence the consumer covers (StartOf):
+	// below it, it read nothing, whatever its filters, so what is there
+	// on them is not its own to have checked. 0: from the stream's first
+	// (and in records written before it was kept); unknown (StartOf's
+	// error): the highest, so that a sweep checks everything.
+	Start uint64 `json:"start,omitempty"`
 }
 
 // ReadsEverything says the consumer read every subject already.
@@ -338,7 +345,11 @@ func (t Topology) PriorReads(ctx context.Context, js jetstream.JetStream, sink s
 			return nil, fmt.Errorf("topology: consumer %s on %s: %w", SinkConsumer(sink), stream, err)
 		}
 		info := c.CachedInfo()
-		out[i] = PriorRead{Exists: true, Filters: filtersOn(info.Config, []string{t.PartitionSubjects(i)}), Delivered: info.Delivered.Stream}
+		start, err := StartOf(info)
+		if err != nil {
+			start = math.MaxUint64
+		}
+		out[i] = PriorRead{Exists: true, Filters: filtersOn(info.Config, []string{t.PartitionSubjects(i)}), Delivered: info.Delivered.Stream, Start: start}
 	}
 	return out, nil
 }
