@@ -115,8 +115,8 @@ func RestoreLead(ctx context.Context, js jetstream.JetStream, stream, durable st
 		return nil, PriorRead{}, fmt.Errorf("topology: mark consumer %s on %s the lead again: %w", durable, stream, err)
 	}
 	if prior.Exists {
-		// Widened and still held: where it goes on from, tried while ctx
-		// lasts. Unread, the bound stands: the stream's end under this
+		// Widened and still held: where it goes on from, tried for about
+		// 1.5 s (six tries) while ctx lasts. Unread, the bound stands: the stream's end under this
 		// call's hold, or under another's, which holds unless its owner
 		// resumes the consumer between the read and the widening (the
 		// bound is then low: a known limit, with the broker unreadable

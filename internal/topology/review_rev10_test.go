@@ -262,8 +262,8 @@ func TestReviewRev10RestoreLeadOnAnothersHoldEndedMidway(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if tt.passedToFail {
 				t.Skip("KNOWN LIMIT (docs/design.md, \"Removing the lead\"): RestoreLead on a consumer another holds, that holder resuming it " +
-					"between RestoreLead's read and its widening, and the stream unreadable right after the widening (PassedTo tried while " +
-					"the call's context lasts): the bound read under the other's hold is low, and a stray passed over meanwhile is judged by no one")
+					"between RestoreLead's read and its widening, and the stream unreadable right after the widening (PassedTo tried for " +
+					"about 1.5 s): the bound read under the other's hold is low, and a stray passed over meanwhile is judged by no one")
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
