@@ -200,7 +200,10 @@ func (p *producer) publish(ctx context.Context, id string, seq int) {
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		msg := nats.NewMsg(envelope.Subject(envelope.DefaultSubjectPrefix, env.Type))
+		// Where envelope.Publisher puts it: an event with destinations on
+		// its type's direct subject, which every sink's consumer reads
+		// (the fault world has one partition).
+		msg := nats.NewMsg(envelope.SubjectOf(envelope.DefaultSubjectPrefix, env, 1))
 		msg.Header.Set("Content-Type", envelope.ContentTypeCloudEvents)
 		msg.Data = raw
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
