@@ -116,11 +116,11 @@ func RestoreLead(ctx context.Context, js jetstream.JetStream, stream, durable st
 	}
 	if prior.Exists {
 		// Widened and still held: where it goes on from, tried for about
-		// 1.5 s (six tries) while ctx lasts. Unread, the bound stands: the stream's end under this
-		// call's hold, or under another's, which holds unless its owner
-		// resumes the consumer between the read and the widening (the
-		// bound is then low: a known limit, with the broker unreadable
-		// right after the widening as well).
+		// 1.5 s (six tries) while ctx lasts. Unread, the bound stands: the
+		// stream's end under this call's hold, or under another's, which
+		// holds unless its owner resumes the consumer between the read and
+		// the widening (the bound is then low: a known limit, with the
+		// broker unreadable right after the widening as well).
 		for wait := 50 * time.Millisecond; ; wait *= 2 {
 			at, err := PassedTo(ctx, js, stream, durable)
 			if err == nil {

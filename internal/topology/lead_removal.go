@@ -236,11 +236,11 @@ func (t Topology) addedSince(ctx context.Context, js jetstream.JetStream, sink, 
 func (t Topology) Positions(ctx context.Context, js jetstream.JetStream) (map[string]uint64, error) {
 	out := make(map[string]uint64, t.Partitions())
 	for _, stream := range t.EventsStreams() {
-		st, err := js.Stream(ctx, stream)
+		last, err := lastSeq(ctx, js, stream)
 		if err != nil {
-			return nil, fmt.Errorf("topology: %s: %w", stream, err)
+			return nil, err
 		}
-		out[stream] = st.CachedInfo().State.LastSeq
+		out[stream] = last
 	}
 	return out, nil
 }
