@@ -1,0 +1,131 @@
+package dispatch_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/internal/emulator"
+	"github.com/chapar-dev/chapar/internal/testenv"
+)
+
+// gatewayBodies is what the Metrix gateway accepted, request by request:
+// the user and the event ids of each (the user's own record left out).
+func gatewayBodies(t *testing.T, vendor *emulator.Vendor) (users []string, ids [][]string) {
+	t.Helper()
+	for _, r := range vendor.Requests() {
+		if r.Status != 200 {
+			continue
+		}
+		var body struct {
+			CustomUserID string
+			Messages     []struct{ ID string }
+		}
+		if err := json.Unmarshal(r.Body, &body); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, m := range body.Messages {
+			if !strings.HasSuffix(m.ID, ":user") {
+				got = append(got, m.ID)
+			}
+		}
+		users, ids = append(users, body.CustomUserID), append(ids, got)
+	}
+	return users, ids
+}
+
+// publishBacklog publishes users × perUser tracks without waiting for each
+// ack, as a backlog comes, and returns each user's ids in publish order.
+func publishBacklog(t *testing.T, e *testenv.Env, users, perUser int) map[string][]string {
+	t.Helper()
+	order := map[string][]string{}
+	for i := range users * perUser {
+		u := fmt.Sprintf("u%d", i%users)
+		env := testenv.Track(t, "order_paid", u)
+		order[u] = append(order[u], env.ID)
+		raw, err := env.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.JS.PublishAsync(e.Topo.EventSubjectFor(env.Type, env.PartitionKey()), raw, jetstream.WithMsgID(env.ID)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-e.JS.PublishAsyncComplete():
+	case <-time.After(10 * time.Second):
+		t.Fatal("publishes not acknowledged")
+	}
+	return order
+}
+
+// The end of a backlog does not wait out max_wait: once the window has been
+// full, what it holds when the consumer has nothing more pending leaves as
+// if the window were full. Before, the last window of every backlog waited
+// max_wait (here a minute) for events that were never coming. Order and
+// batching are what they were.
+func TestKeyedBatchABacklogsEndDoesNotWaitOutMaxWait(t *testing.T) {
+	e := testenv.New(t)
+	sink := batched(e.Sink("gateway", emulator.MetrixGateway, slugs, nil), 200, time.Minute)
+	sink.Concurrency = 4
+	sink.MaxAckPending = 300 // a window of 264 events: the backlog fills it
+	vendor := e.Emu.Vendor(emulator.MetrixGateway)
+	d := e.Start([]config.Sink{sink}, []config.Route{{Sinks: []string{"gateway"}}},
+		func(c *config.Dispatcher) { c.AckWait = 5 * time.Minute })
+	const users, perUser = 40, 25
+	order := publishBacklog(t, e, users, perUser)
+	// Well inside max_wait: the last window would have waited a minute.
+	testenv.Eventually(t, 30*time.Second, "every event delivered before max_wait", func() bool {
+		return d.Tally.DeliveredTo("gateway") == users*perUser
+	})
+	reqUsers, reqIDs := gatewayBodies(t, vendor)
+	seen := map[string][]string{}
+	for i, u := range reqUsers {
+		seen[u] = append(seen[u], reqIDs[i]...)
+	}
+	for u, want := range order {
+		if strings.Join(seen[u], " ") != strings.Join(want, " ") {
+			t.Errorf("user %s: delivered\n %v\nwant (publish order, each once)\n %v", u, seen[u], want)
+		}
+	}
+	if per := float64(users*perUser) / float64(max(len(reqUsers), 1)); per < 2 {
+		t.Errorf("%.1f events per request (%d requests for %d events), want at least 2: the window still batches", per, len(reqUsers), users*perUser)
+	}
+}
+
+// After a backlog's end has left, live traffic waits for max_wait as
+// before: two events of one user published one after the other go in one
+// request, not one each.
+func TestKeyedBatchLiveTrafficAfterABacklogStillWaits(t *testing.T) {
+	e := testenv.New(t)
+	sink := batched(e.Sink("gateway", emulator.MetrixGateway, slugs, nil), 200, 5*time.Second)
+	sink.Concurrency = 4
+	sink.MaxAckPending = 300
+	vendor := e.Emu.Vendor(emulator.MetrixGateway)
+	d := e.Start([]config.Sink{sink}, []config.Route{{Sinks: []string{"gateway"}}})
+	const users, perUser = 40, 25
+	publishBacklog(t, e, users, perUser)
+	testenv.Eventually(t, 30*time.Second, "the backlog delivered", func() bool {
+		return d.Tally.DeliveredTo("gateway") == users*perUser
+	})
+	testenv.Eventually(t, 10*time.Second, "consumer idle", func() bool { return e.Idle("gateway") })
+	before, _ := gatewayBodies(t, vendor)
+
+	first, second := testenv.Track(t, "order_paid", "live"), testenv.Track(t, "order_paid", "live")
+	e.Publish(first)
+	e.Publish(second)
+	testenv.Eventually(t, 30*time.Second, "the live events delivered", func() bool {
+		return d.Tally.DeliveredTo("gateway") == users*perUser+2
+	})
+	reqUsers, reqIDs := gatewayBodies(t, vendor)
+	reqUsers, reqIDs = reqUsers[len(before):], reqIDs[len(before):]
+	if len(reqUsers) != 1 || strings.Join(reqIDs[0], " ") != first.ID+" "+second.ID {
+		t.Errorf("live events after the backlog went as %d requests %v, want one request [%s %s]: max_wait no longer waited", len(reqUsers), reqIDs, first.ID, second.ID)
+	}
+}
