@@ -267,58 +267,12 @@ func TestMetrixGatewayBatchGroupsByUserAndKeepsOrder(t *testing.T) {
 			}
 			d := e.Start([]config.Sink{sink}, []config.Route{{Sinks: []string{"gateway"}}})
 			const users, perUser = 200, 15
-			order := map[string][]string{} // user → ids in publish order
-			// Published without waiting for each ack, as a backlog comes.
-			for i := range users * perUser {
-				u := fmt.Sprintf("u%d", i%users)
-				env := testenv.Track(t, "order_paid", u)
-				order[u] = append(order[u], env.ID)
-				raw, err := env.Marshal()
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, err := e.JS.PublishAsync(e.Topo.EventSubjectFor(env.Type, env.PartitionKey()), raw, jetstream.WithMsgID(env.ID)); err != nil {
-					t.Fatal(err)
-				}
-			}
-			select {
-			case <-e.JS.PublishAsyncComplete():
-			case <-time.After(10 * time.Second):
-				t.Fatal("publishes not acknowledged")
-			}
+			order := publishBacklog(t, e, users, perUser)
 			testenv.Eventually(t, 30*time.Second, "every event delivered", func() bool { return d.Tally.DeliveredTo("gateway") == users*perUser })
 			testenv.Eventually(t, 5*time.Second, "consumer idle", func() bool { return e.Idle("gateway") })
-			seen := map[string][]string{}
-			accepted := 0
-			for _, r := range vendor.Requests() {
-				if r.Status != 200 {
-					continue
-				}
-				accepted++
-				var body struct {
-					CustomUserID string
-					Messages     []struct{ Type, ID string }
-				}
-				if err := json.Unmarshal(r.Body, &body); err != nil {
-					t.Fatal(err)
-				}
-				for _, msg := range body.Messages {
-					if !strings.HasSuffix(msg.ID, ":user") {
-						seen[body.CustomUserID] = append(seen[body.CustomUserID], msg.ID)
-					}
-				}
-			}
-			broken := 0
-			for u, want := range order {
-				if strings.Join(seen[u], " ") != strings.Join(want, " ") {
-					if broken++; broken <= 3 {
-						t.Errorf("user %s: delivered\n %v\nwant (publish order, each once)\n %v", u, seen[u], want)
-					}
-				}
-			}
-			if broken > 0 {
-				t.Errorf("%d of %d users' events delivered out of order or not once", broken, users)
-			}
+			reqUsers, reqIDs := gatewayBodies(t, vendor)
+			accepted := len(reqUsers)
+			checkUsersOrder(t, order, reqUsers, reqIDs)
 			perRequest := float64(users*perUser) / float64(max(accepted, 1))
 			if perRequest < 4 {
 				t.Errorf("%.1f events per accepted request (%d requests for %d events of %d users), want at least 4",
