@@ -12,6 +12,7 @@ import (
 	"github.com/chapar-dev/chapar/internal/config"
 	"github.com/chapar-dev/chapar/internal/emulator"
 	"github.com/chapar-dev/chapar/internal/testenv"
+	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
 // gatewayBodies is what the Metrix gateway accepted, request by request:
@@ -68,7 +69,9 @@ func publishBacklog(t *testing.T, e *testenv.Env, users, perUser int) map[string
 	order := map[string][]string{}
 	for i := range users * perUser {
 		u := fmt.Sprintf("u%d", i%users)
-		env := testenv.Track(t, "order_paid", u)
+		// The user as the subject: the partition key, so a user's events
+		// share a partition and their order holds across partitions.
+		env := testenv.Track(t, "order_paid", u, envelope.WithSubject(u))
 		order[u] = append(order[u], env.ID)
 		raw, err := env.Marshal()
 		if err != nil {
@@ -92,23 +95,27 @@ func publishBacklog(t *testing.T, e *testenv.Env, users, perUser int) map[string
 // max_wait (here a minute) for events that were never coming. Order and
 // batching are what they were.
 func TestKeyedBatchABacklogsEndDoesNotWaitOutMaxWait(t *testing.T) {
-	e := testenv.New(t)
-	sink := batched(e.Sink("gateway", emulator.MetrixGateway, slugs, nil), 200, time.Minute)
-	sink.Concurrency = 4
-	sink.MaxAckPending = 300 // a window of 264 events: the backlog fills it
-	vendor := e.Emu.Vendor(emulator.MetrixGateway)
-	d := e.Start([]config.Sink{sink}, []config.Route{{Sinks: []string{"gateway"}}},
-		func(c *config.Dispatcher) { c.AckWait = 5 * time.Minute })
-	const users, perUser = 40, 25
-	order := publishBacklog(t, e, users, perUser)
-	// Well inside max_wait: the last window would have waited a minute.
-	testenv.Eventually(t, 30*time.Second, "every event delivered before max_wait", func() bool {
-		return d.Tally.DeliveredTo("gateway") == users*perUser
-	})
-	reqUsers, reqIDs := gatewayBodies(t, vendor)
-	checkUsersOrder(t, order, reqUsers, reqIDs)
-	if per := float64(users*perUser) / float64(max(len(reqUsers), 1)); per < 2 {
-		t.Errorf("%.1f events per request (%d requests for %d events), want at least 2: the window still batches", per, len(reqUsers), users*perUser)
+	for _, partitions := range []int{1, 3} {
+		t.Run(fmt.Sprintf("%d partitions", partitions), func(t *testing.T) {
+			e := testenv.NewPartitioned(t, partitions)
+			sink := batched(e.Sink("gateway", emulator.MetrixGateway, slugs, nil), 200, time.Minute)
+			sink.Concurrency = 4
+			sink.MaxAckPending = 300 // a window of 264 events: the backlog fills it
+			vendor := e.Emu.Vendor(emulator.MetrixGateway)
+			d := e.Start([]config.Sink{sink}, []config.Route{{Sinks: []string{"gateway"}}},
+				func(c *config.Dispatcher) { c.AckWait = 5 * time.Minute })
+			const users, perUser = 40, 25
+			order := publishBacklog(t, e, users, perUser)
+			// Well inside max_wait: the last window would have waited a minute.
+			testenv.Eventually(t, 30*time.Second, "every event delivered before max_wait", func() bool {
+				return d.Tally.DeliveredTo("gateway") == users*perUser
+			})
+			reqUsers, reqIDs := gatewayBodies(t, vendor)
+			checkUsersOrder(t, order, reqUsers, reqIDs)
+			if per := float64(users*perUser) / float64(max(len(reqUsers), 1)); per < 2 {
+				t.Errorf("%.1f events per request (%d requests for %d events), want at least 2: the window still batches", per, len(reqUsers), users*perUser)
+			}
+		})
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/chapar-dev/chapar/internal/dlq"
 	"github.com/chapar-dev/chapar/internal/outcome"
+	"github.com/chapar-dev/chapar/internal/topology"
 	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
@@ -25,9 +26,10 @@ import (
 //     all it may (hold, within the consumer's max_ack_pending): then the
 //     group that has waited longest leaves, however full. In a backlog a
 //     request therefore carries about hold ÷ keys events.
-//   - A backlog's end: once the window has been full, the first event the
-//     consumer hands over with nothing pending behind it (NumPending 0)
-//     says the backlog is drained. What the window holds then would grow
+//   - A backlog's end: once the window has been full, the first event
+//     handed over with nothing pending behind it (NumPending 0), when the
+//     last taken from every other partition had nothing either, says the
+//     backlog is drained. What the window holds then would grow
 //     only by what is published from now on, so it leaves as if the
 //     window were full, for max_wait at most or until nothing is held;
 //     groups that live traffic starts after that wait as before. (Without
@@ -137,9 +139,13 @@ type keyCollector struct {
 	out     int    // batches with senders
 	closing bool
 	// pressed says the window has been full since a backlog last ended;
-	// drainUntil is when that end's drain stops (admit).
+	// drainUntil is when that end's drain stops (admit). behind marks the
+	// partitions whose last admitted event had more pending behind it,
+	// nBehind counts them: a backlog ends when none has.
 	pressed    bool
 	drainUntil time.Time
+	behind     [1 << 8]bool // topology.SplitOrigin's partitions
+	nBehind    int
 }
 
 // collectKeyed runs until in is closed and everything held is settled.
@@ -231,7 +237,7 @@ func (c *keyCollector) admit(it batchItem, now time.Time) {
 		g.items = append(g.items, h)
 		c.held++
 		c.pressed = c.pressed || c.held >= c.b.hold
-		if it.d.caughtUp && !it.d.retry && c.pressed {
+		if !it.d.retry && c.caughtUp(it.d) && c.pressed {
 			// A backlog has ended (the window, above): for max_wait at
 			// most, as the events after this one may begin another.
 			c.pressed = false
@@ -247,6 +253,22 @@ func (c *keyCollector) admit(it batchItem, now time.Time) {
 			}
 		}
 	}
+}
+
+// caughtUp notes whether d's partition has more pending behind it, and
+// reports whether no partition has: every events consumer of the sink has
+// handed over all it had (a partition not heard from holds nothing back).
+func (c *keyCollector) caughtUp(d *delivery) bool {
+	p, _ := topology.SplitOrigin(d.origin)
+	if was := c.behind[p]; was == d.caughtUp {
+		c.behind[p] = !d.caughtUp
+		if d.caughtUp {
+			c.nBehind--
+		} else {
+			c.nBehind++
+		}
+	}
+	return c.nBehind == 0
 }
 
 // queue puts a group whose batch was settled back in line, or forgets it.
