@@ -44,6 +44,10 @@ type batchItem struct {
 	d      *delivery
 	ev     *envelope.Event
 	ticket uint64
+	// passed is a passed ticket's delivery, when its message was read that
+	// far: what its consumer had pending behind it still counts (a keyed
+	// batcher's backlog end).
+	passed *delivery
 }
 
 // newBatcher makes a sink's batcher. maxAckPending is the sink's: what a
@@ -107,9 +111,9 @@ func (b *batcher) add(ctx context.Context, ticket uint64, d *delivery, ev *envel
 // pass tells a keyed collector that ticket's message was settled without
 // a batch (not this sink's, invalid, dead-lettered), so the next ticket's
 // turn comes.
-func (b *batcher) pass(ticket uint64) {
+func (b *batcher) pass(ticket uint64, d *delivery) {
 	if b.key != nil {
-		b.in <- batchItem{ticket: ticket}
+		b.in <- batchItem{ticket: ticket, passed: d}
 	}
 }
 

@@ -26,15 +26,25 @@ import (
 //     all it may (hold, within the consumer's max_ack_pending): then the
 //     group that has waited longest leaves, however full. In a backlog a
 //     request therefore carries about hold ÷ keys events.
-//   - A backlog's end: once the window has been full, the first event
-//     handed over with nothing pending behind it (NumPending 0), when the
-//     last taken from every other partition had nothing either, says the
-//     backlog is drained. What the window holds then would grow
-//     only by what is published from now on, so it leaves as if the
-//     window were full, for max_wait at most or until nothing is held;
-//     groups that live traffic starts after that wait as before. (Without
-//     it the last window of every backlog waited out max_wait: a second of
-//     a 2.9 s drain of 50,000 events in cmd/bench's batched Metrix run.)
+//   - A window shared: replicas on one sink share its consumer's
+//     max_ack_pending, so none may reach its own hold. When events are
+//     pending behind the last the consumer handed over (NumPending > 0)
+//     yet none has come for starveAfter, the server is withholding them
+//     (max_ack_pending reached, by this replica or others): the window is
+//     as full as it gets, and groups leave as if it were full. (Before,
+//     two replicas on a backlog sent nothing until max_wait.)
+//   - A backlog's end: once an event came with at least a window's worth
+//     pending behind it (NumPending ≥ hold: a backlog, not live traffic
+//     the consumer keeps up with), the first event after it with nothing
+//     pending behind it, when the last from every other partition had
+//     nothing either, says the backlog is drained. What the window holds
+//     would then grow only by what is published from now on, so it
+//     leaves as if the window were full, for max_wait at most or until
+//     nothing is held: events arriving meanwhile leave as they come.
+//     (Without it the last window of every backlog waited out max_wait: a
+//     second of a 2.9 s drain of 50,000 events in cmd/bench's batched
+//     Metrix run.) A passed ticket's event counts too: a backlog may end
+//     in an event that is not the sink's.
 //   - Order within a key: the workers parse in parallel, so events are
 //     admitted by ticket, in the order the pull handed them over (stream
 //     order), whatever order their parsing ends in.
@@ -138,12 +148,13 @@ type keyCollector struct {
 	held    int    // events in groups and in batches out
 	out     int    // batches with senders
 	closing bool
-	// pressed says the window has been full since a backlog last ended;
-	// drainUntil is when that end's drain stops (admit). behind marks the
-	// partitions whose last admitted event had more pending behind it,
+	// lagged says an event came with a backlog behind it since one last
+	// ended; drainUntil is when that end's drain stops (note). behind
+	// marks the partitions whose last event had more pending behind it,
 	// nBehind counts them: a backlog ends when none has.
-	pressed    bool
+	lagged     bool
 	drainUntil time.Time
+	lastIn     time.Time    // when the workers last handed over an event
 	behind     [1 << 8]bool // topology.SplitOrigin's partitions
 	nBehind    int
 }
@@ -178,6 +189,7 @@ func (b *batcher) collectKeyed(out chan<- keyedBatch, done, again <-chan keyedBa
 				c.closing = true
 				continue
 			}
+			c.lastIn = now
 			c.admit(it, now)
 		case send <- kb:
 			if kb.retry != nil { // still counted out (c.out)
@@ -216,8 +228,11 @@ func (c *keyCollector) admit(it batchItem, now time.Time) {
 		}
 		delete(c.early, c.next)
 		c.next++
-		if it.d == nil {
-			continue // the ticket's message was settled without a batch
+		if it.d == nil { // the ticket's message was settled without a batch
+			if it.passed != nil {
+				c.note(it.passed, now)
+			}
+			continue
 		}
 		key := c.b.key(it.ev)
 		// A group holds the message alone, reduced to what its batch,
@@ -236,13 +251,7 @@ func (c *keyCollector) admit(it batchItem, now time.Time) {
 		}
 		g.items = append(g.items, h)
 		c.held++
-		c.pressed = c.pressed || c.held >= c.b.hold
-		if !it.d.retry && c.caughtUp(it.d) && c.pressed {
-			// A backlog has ended (the window, above): for max_wait at
-			// most, as the events after this one may begin another.
-			c.pressed = false
-			c.drainUntil = now.Add(c.b.maxWait)
-		}
+		c.note(it.d, now)
 		if !g.busy {
 			if len(g.items) == 1 {
 				g.since = now
@@ -255,20 +264,30 @@ func (c *keyCollector) admit(it batchItem, now time.Time) {
 	}
 }
 
-// caughtUp notes whether d's partition has more pending behind it, and
-// reports whether no partition has: every events consumer of the sink has
-// handed over all it had (a partition not heard from holds nothing back).
-func (c *keyCollector) caughtUp(d *delivery) bool {
+// note takes what d's consumer had pending behind it, and starts a
+// drain when a backlog has ended (the window, above): for max_wait at
+// most, as the events after it may begin another. A retry says nothing
+// of the events consumers.
+func (c *keyCollector) note(d *delivery, now time.Time) {
+	if d.retry {
+		return
+	}
+	if d.pending >= uint64(c.b.hold) {
+		c.lagged = true
+	}
 	p, _ := topology.SplitOrigin(d.origin)
-	if was := c.behind[p]; was == d.caughtUp {
-		c.behind[p] = !d.caughtUp
-		if d.caughtUp {
-			c.nBehind--
-		} else {
+	if behind := d.pending > 0; c.behind[p] != behind {
+		c.behind[p] = behind
+		if behind {
 			c.nBehind++
+		} else {
+			c.nBehind--
 		}
 	}
-	return c.nBehind == 0
+	if c.lagged && c.nBehind == 0 {
+		c.lagged = false
+		c.drainUntil = now.Add(c.b.maxWait)
+	}
 }
 
 // queue puts a group whose batch was settled back in line, or forgets it.
@@ -307,7 +326,24 @@ func (c *keyCollector) pick(now time.Time) (*keyGroup, time.Duration) {
 	if c.closing || c.held >= c.b.hold || now.Before(c.drainUntil) || !now.Before(due) {
 		return g, 0
 	}
+	if c.nBehind > 0 { // more pending on the server (the window, above)
+		starved := c.lastIn.Add(c.b.starveAfter())
+		if !now.Before(starved) {
+			return g, 0
+		}
+		if starved.Before(due) {
+			due = starved
+		}
+	}
 	return nil, due.Sub(now)
+}
+
+// starveAfter is how long a keyed collector waits for events it knows are
+// pending before it takes the window for full (shared with other
+// replicas): well above a pull's round trip on a loaded machine, well
+// below max_wait, which is what it would wait otherwise.
+func (b *batcher) starveAfter() time.Duration {
+	return min(b.maxWait/4, 20*time.Millisecond)
 }
 
 // heldItem is an event in a key's group: its message, held (held.go),

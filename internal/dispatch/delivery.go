@@ -34,12 +34,12 @@ type delivery struct {
 	// JetStream: delivery latency counts from it, so a replay of a
 	// week-old dead letter is not a week of latency.
 	queued time.Time
-	// caughtUp says the consumer had nothing more pending when it handed
-	// this message over (its NumPending was 0): a keyed batcher's cue that
-	// a backlog has ended (batch_keyed.go).
-	caughtUp bool
-	replays  int
-	history  History
+	// pending is how many messages the consumer had pending behind this
+	// one when it handed it over (NumPending): a keyed batcher's cue that
+	// a backlog began or ended (batch_keyed.go).
+	pending uint64
+	replays int
+	history History
 	// log is the attempts' own record (time, status, code, error), for
 	// the dead letter; Decide reads only history.
 	log dlq.AttemptLog
@@ -58,7 +58,7 @@ type delivery struct {
 
 func newDelivery(msg jetstream.Msg, meta *jetstream.MsgMetadata, retry bool) *delivery {
 	h := msg.Headers()
-	d := &delivery{msg: msg, retry: retry, received: meta.Timestamp, queued: meta.Timestamp, seq: meta.Sequence.Stream, caughtUp: meta.NumPending == 0}
+	d := &delivery{msg: msg, retry: retry, received: meta.Timestamp, queued: meta.Timestamp, seq: meta.Sequence.Stream, pending: meta.NumPending}
 	if !retry {
 		// First sight of the event: it has no history yet.
 		d.origin = topology.Origin(meta.Stream, meta.Sequence.Stream)

@@ -62,13 +62,16 @@ type sinkWorker struct {
 func (w *sinkWorker) handle(ctx context.Context, j job) {
 	if w.batch != nil {
 		batched := false
+		var d *delivery
 		defer func() { // after guard
 			if !batched {
-				w.batch.pass(j.ticket)
+				w.batch.pass(j.ticket, d)
 			}
 		}()
 		defer w.guard(ctx, j.msg)
-		d, ev, ok := w.admit(ctx, j)
+		var ev *envelope.Event
+		var ok bool
+		d, ev, ok = w.admit(ctx, j)
 		if ok {
 			batched = w.batch.add(ctx, j.ticket, d, ev)
 		}
