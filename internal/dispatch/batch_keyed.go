@@ -170,6 +170,13 @@ func (b *batcher) collectKeyed(out chan<- keyedBatch, done, again <-chan keyedBa
 		if c.closing && c.held == 0 && c.out == 0 {
 			return
 		}
+		in := b.in
+		if c.closing || c.held >= b.hold {
+			in = nil
+			// Not waiting for events: none is late (pick's starveAfter
+			// counts from when the collector takes them again).
+			c.lastIn = now
+		}
 		var send chan<- keyedBatch
 		var kb keyedBatch
 		if len(due) > 0 {
@@ -178,10 +185,6 @@ func (b *batcher) collectKeyed(out chan<- keyedBatch, done, again <-chan keyedBa
 			send, kb = out, keyedBatch{g: g, items: g.items[:min(len(g.items), b.maxItems)]}
 		} else if wait > 0 {
 			timer.Reset(wait)
-		}
-		in := b.in
-		if c.closing || c.held >= b.hold {
-			in = nil
 		}
 		select {
 		case it, ok := <-in:
