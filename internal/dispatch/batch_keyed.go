@@ -32,7 +32,13 @@ import (
 //     yet none has come for starveAfter, the server is withholding them
 //     (max_ack_pending reached, by this replica or others): the window is
 //     as full as it gets, and groups leave as if it were full. (Before,
-//     two replicas on a backlog sent nothing until max_wait.)
+//     two replicas on a backlog sent nothing until max_wait.) What a
+//     consumer said it had pending is believed for max_wait after it said
+//     so: events removed from under it (a purge, max_age) never come, and
+//     the rule would send each event as it arrives until that partition
+//     hands over another. Not less: a replica whose freed room the server
+//     gives to another hears nothing meanwhile, yet holds its share of
+//     the window, and past max_wait its groups leave anyway.
 //   - A backlog's end: once an event came with at least a window's worth
 //     pending behind it (NumPending ≥ hold: a backlog, not live traffic
 //     the consumer keeps up with), the first event after it with nothing
@@ -154,9 +160,12 @@ type keyCollector struct {
 	// nBehind counts them: a backlog ends when none has.
 	lagged     bool
 	drainUntil time.Time
-	lastIn     time.Time    // when the workers last handed over an event
-	behind     [1 << 8]bool // topology.SplitOrigin's partitions
-	nBehind    int
+	lastIn     time.Time // when it last took an event, or last did not want one
+	// behindUntil is when the last word that a consumer had more pending
+	// goes stale (pick's starvation).
+	behindUntil time.Time
+	behind      [1 << 8]bool // topology.SplitOrigin's partitions
+	nBehind     int
 }
 
 // collectKeyed runs until in is closed and everything held is settled.
@@ -279,7 +288,11 @@ func (c *keyCollector) note(d *delivery, now time.Time) {
 		c.lagged = true
 	}
 	p, _ := topology.SplitOrigin(d.origin)
-	if behind := d.pending > 0; c.behind[p] != behind {
+	behind := d.pending > 0
+	if behind {
+		c.behindUntil = now.Add(c.b.maxWait)
+	}
+	if c.behind[p] != behind {
 		c.behind[p] = behind
 		if behind {
 			c.nBehind++
@@ -329,7 +342,7 @@ func (c *keyCollector) pick(now time.Time) (*keyGroup, time.Duration) {
 	if c.closing || c.held >= c.b.hold || now.Before(c.drainUntil) || !now.Before(due) {
 		return g, 0
 	}
-	if c.nBehind > 0 { // more pending on the server (the window, above)
+	if c.nBehind > 0 && now.Before(c.behindUntil) { // more pending on the server (the window, above)
 		starved := c.lastIn.Add(c.b.starveAfter())
 		if !now.Before(starved) {
 			return g, 0

@@ -118,7 +118,7 @@ func (w *sinkWorker) parseRoute(ctx context.Context, j job) (d *delivery, ev *en
 	}
 	if err != nil {
 		w.deadLetter(ctx, d, w.record(d, nil, dlq.NoSink, outcome.InvalidEnvelope, err))
-		return nil, nil, nil, false
+		return d, nil, nil, false // settled; d says what was pending behind it (pass)
 	}
 	if !d.retry {
 		var failed []FilterFailure
