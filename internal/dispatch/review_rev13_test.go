@@ -212,11 +212,14 @@ func (r rev13Recorder) DeliverBatch(ctx context.Context, ds []*sinks.Delivery) [
 func TestRev13ThreeReplicasPartitionsSlowerThanAckWait(t *testing.T) {
 	e := testenv.NewPartitioned(t, 3)
 	sink := batched(e.Sink("gateway", emulator.MetrixGateway, slugs, nil), 200, 10*time.Second)
-	sink.Concurrency = 2
+	// Eight senders a replica keep the run short; an ack_wait of 1.5 s
+	// leaves the keeper (a tick each ack_wait ÷ 3) a second of lateness on
+	// a loaded machine before a held event is redelivered.
+	sink.Concurrency = 8
 	sink.MaxAckPending = 120
 	sink.Timeout = 10 * time.Second
 	vendor := e.Emu.Vendor(emulator.MetrixGateway)
-	vendor.SetFault(emulator.Fault{Status: 200, Latency: 1200 * time.Millisecond}) // past ack_wait
+	vendor.SetFault(emulator.Fault{Status: 200, Latency: 1800 * time.Millisecond}) // past ack_wait
 	var mu sync.Mutex
 	sent := make([]map[string][]string, 3)
 	for i := range sent {
@@ -225,7 +228,7 @@ func TestRev13ThreeReplicasPartitionsSlowerThanAckWait(t *testing.T) {
 			func(_ string, s sinks.Sink) sinks.Sink {
 				return rev13Recorder{KeyedBatchSink: s.(sinks.KeyedBatchSink), mu: &mu, sent: sent[i]}
 			},
-			func(c *config.Dispatcher) { c.AckWait = time.Second })
+			func(c *config.Dispatcher) { c.AckWait = 1500 * time.Millisecond })
 	}
 	var users []string
 	for p := range 3 {
