@@ -155,17 +155,19 @@ type keyCollector struct {
 	out     int    // batches with senders
 	closing bool
 	// lagged says an event came with a backlog behind it since one last
-	// ended; drainUntil is when that end's drain stops (note). behind
-	// marks the partitions whose last event had more pending behind it,
-	// nBehind counts them: a backlog ends when none has.
+	// ended; drainUntil is when that end's drain stops (note).
 	lagged     bool
 	drainUntil time.Time
 	lastIn     time.Time // when it last took an event, or last did not want one
-	// behindUntil is when the last word that a consumer had more pending
-	// goes stale (pick's starvation).
-	behindUntil time.Time
-	behind      [1 << 8]bool // topology.SplitOrigin's partitions
+	// behind marks the partitions (topology.SplitOrigin's) whose last
+	// event had more pending behind it, said at behindAt; nBehind counts
+	// them, parts bounds the partitions heard from. behindUntil is when
+	// the newest such word goes stale (believedBehind).
+	behind      [1 << 8]bool
+	behindAt    [1 << 8]time.Time
 	nBehind     int
+	parts       int
+	behindUntil time.Time
 }
 
 // collectKeyed runs until in is closed and everything held is settled.
@@ -288,22 +290,43 @@ func (c *keyCollector) note(d *delivery, now time.Time) {
 		c.lagged = true
 	}
 	p, _ := topology.SplitOrigin(d.origin)
+	c.parts = max(c.parts, p+1)
 	behind := d.pending > 0
-	if behind {
-		c.behindUntil = now.Add(c.b.maxWait)
-	}
-	if c.behind[p] != behind {
-		c.behind[p] = behind
-		if behind {
+	was := c.behind[p]
+	c.behind[p] = behind
+	switch {
+	case behind:
+		c.behindAt[p] = now
+		c.behindUntil = now.Add(c.b.maxWait) // the newest word
+		if !was {
 			c.nBehind++
-		} else {
-			c.nBehind--
+		}
+	case was:
+		c.nBehind--
+		// The newest word of those still behind: another partition's
+		// word, stale or not, is its own (a purged partition stays
+		// behind until it speaks again).
+		c.behindUntil = time.Time{}
+		for q := range c.parts {
+			if c.behind[q] && c.behindAt[q].After(c.behindUntil) {
+				c.behindUntil = c.behindAt[q]
+			}
+		}
+		if !c.behindUntil.IsZero() {
+			c.behindUntil = c.behindUntil.Add(c.b.maxWait)
 		}
 	}
-	if c.lagged && c.nBehind == 0 {
+	if c.lagged && !c.believedBehind(now) {
 		c.lagged = false
 		c.drainUntil = now.Add(c.b.maxWait)
 	}
+}
+
+// believedBehind says whether a partition's consumer said, within
+// max_wait, that it had more pending than it has handed over: a word
+// older than that is stale (events purged from under it never come).
+func (c *keyCollector) believedBehind(now time.Time) bool {
+	return c.nBehind > 0 && now.Before(c.behindUntil)
 }
 
 // queue puts a group whose batch was settled back in line, or forgets it.
@@ -342,7 +365,7 @@ func (c *keyCollector) pick(now time.Time) (*keyGroup, time.Duration) {
 	if c.closing || c.held >= c.b.hold || now.Before(c.drainUntil) || !now.Before(due) {
 		return g, 0
 	}
-	if c.nBehind > 0 && now.Before(c.behindUntil) { // more pending on the server (the window, above)
+	if c.believedBehind(now) { // more pending on the server (the window, above)
 		starved := c.lastIn.Add(c.b.starveAfter())
 		if !now.Before(starved) {
 			return g, 0

@@ -132,7 +132,6 @@ func TestRev14BehindWordNeverHoldsPastMaxWaitNorSendsOnAStaleTimer(t *testing.T)
 // caught up at t0 + 1.501 s), pick sends the group at once on the starve
 // rule instead of waiting to since + max_wait (t0 + 2.55 s).
 func TestRev14AStaleWordIsRevivedByAnotherPartitionsWord(t *testing.T) {
-	t.Skip("DEFECT: behindUntil is collector-wide: partition 0's purged word (said at t0, max_wait 1 s) still turns the starve rule on at t0+1.53 s because partition 1 said pending 3 at t0+1.5 s, though partition 1 caught up (pending 0) at t0+1.501 s; pick sends at once instead of waiting 1.02 s (to since+max_wait)")
 	const maxWait = time.Second
 	c := &keyCollector{b: &batcher{hold: 100, maxItems: 10, maxWait: maxWait}, groups: map[string]*keyGroup{}, early: map[uint64]batchItem{}}
 	t0 := time.Unix(1e9, 0)
