@@ -84,7 +84,11 @@ func TestRev13ThrottledBacklogStillBatches(t *testing.T) {
 // dispatcher is part way through it (as max_age or an operator's purge
 // removes what a lagging consumer had pending). It returns the live
 // events per request.
-func rev13LiveAfter(t *testing.T, purge bool) float64 {
+//
+// With bursts, a fifth partition-0 user also publishes 30 events every
+// 400 ms (less than max_wait apart), so that partition's consumer now and
+// then says it has more pending (rev14).
+func rev13LiveAfter(t *testing.T, purge, bursts bool) float64 {
 	e := testenv.NewPartitioned(t, 2)
 	sink := batched(e.Sink("gateway", emulator.MetrixGateway, slugs, nil), 200, time.Second)
 	sink.Concurrency = 4
@@ -143,12 +147,17 @@ func rev13LiveAfter(t *testing.T, purge bool) float64 {
 		})
 	}
 	_, bev, _ := requestStats(t, vendor, backlog)
-	live := usersOn("live", 0, 2, 4)
+	all := usersOn("live", 0, 2, 5)
+	live, burst := all[:4], all[4:]
 	order := map[string][]string{}
 	tk := time.NewTicker(40 * time.Millisecond)
-	n := 0
+	n, burstN := 0, 0
 	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); n++ {
 		<-tk.C
+		if bursts && n%10 == 0 {
+			publishUsers(t, e, burst, 30, "order_paid")
+			burstN += 30
+		}
 		u := live[n%len(live)]
 		env := testenv.Track(t, "order_paid", u, envelope.WithSubject(u))
 		order[u] = append(order[u], env.ID)
@@ -157,7 +166,8 @@ func rev13LiveAfter(t *testing.T, purge bool) float64 {
 	tk.Stop()
 	testenv.Eventually(t, 20*time.Second, "the live traffic delivered", func() bool {
 		_, ev, _ := requestStats(t, vendor, live)
-		return ev == n
+		_, bev, _ := requestStats(t, vendor, burst)
+		return ev == n && bev == burstN
 	})
 	checkOnceInOrder(t, vendor, order)
 	r, ev, singles := requestStats(t, vendor, live)
@@ -177,8 +187,8 @@ func rev13LiveAfter(t *testing.T, purge bool) float64 {
 // (6.25 both ways). Now the word is believed for max_wait at most, and
 // live traffic past that batches as before.
 func TestRev13PurgedPartitionLeavesTheStarveRuleOn(t *testing.T) {
-	base := rev13LiveAfter(t, false)
-	stuck := rev13LiveAfter(t, true)
+	base := rev13LiveAfter(t, false, false)
+	stuck := rev13LiveAfter(t, true, false)
 	if stuck < base/2 {
 		t.Errorf("live traffic went %.2f events per request after a partition's backlog was purged, %.2f after one drained: the purged partition stays behind (nBehind > 0) and the starve rule sends every group 20 ms after the last input", stuck, base)
 	}
