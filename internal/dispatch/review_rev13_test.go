@@ -108,21 +108,8 @@ func rev13LiveAfter(t *testing.T, purge, bursts bool) float64 {
 		vendor.SetFault(emulator.Fault{Status: 200, Latency: 300 * time.Millisecond})
 	}
 	start()
-	ctx := context.Background()
 	if purge {
-		testenv.Eventually(t, 30*time.Second, "the backlog's first requests", func() bool {
-			_, ev, _ := requestStats(t, vendor, backlog)
-			return ev > 0
-		})
-		s, err := e.JS.Stream(ctx, e.Topo.EventsStreamOf(1))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Purge(ctx); err != nil {
-			t.Fatal(err)
-		}
-		vendor.ClearFault()
-		testenv.Eventually(t, 30*time.Second, "what was held of the backlog settled", func() bool { return e.Idle("gateway") })
+		purgeBacklogPartway(t, e, vendor, backlog)
 		// The purged partition's word that it had more pending is believed
 		// for max_wait after it said so (batch_keyed.go, "A window
 		// shared"): meanwhile live events leave as they come. What is
@@ -173,6 +160,29 @@ func rev13LiveAfter(t *testing.T, purge, bursts bool) float64 {
 	r, ev, singles := requestStats(t, vendor, live)
 	t.Logf("purge=%v (%d of the backlog delivered): live %d events in %d requests (%.2f per request, %d of one event)", purge, bev, ev, r, float64(ev)/float64(r), singles)
 	return float64(ev) / float64(r)
+}
+
+// purgeBacklogPartway purges partition 1's events stream once the
+// backlog's first requests have reached the vendor (slowed by the
+// caller), as max_age or an operator's purge removes what a lagging
+// consumer had pending, lets the vendor answer at once again and waits
+// for what the dispatcher held of it to settle.
+func purgeBacklogPartway(t *testing.T, e *testenv.Env, vendor *emulator.Vendor, backlog []string) {
+	t.Helper()
+	ctx := context.Background()
+	testenv.Eventually(t, 30*time.Second, "the backlog's first requests", func() bool {
+		_, ev, _ := requestStats(t, vendor, backlog)
+		return ev > 0
+	})
+	s, err := e.JS.Stream(ctx, e.Topo.EventsStreamOf(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Purge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	vendor.ClearFault()
+	testenv.Eventually(t, 30*time.Second, "what was held of the backlog settled", func() bool { return e.Idle("gateway") })
 }
 
 // (d) A partition whose pending events vanish without being delivered
@@ -379,20 +389,7 @@ func TestRev13StarvedCollectorDoesNotSpin(t *testing.T) {
 	publishUsers(t, e, backlog, 50, "order_paid")
 	vendor.SetFault(emulator.Fault{Status: 200, Latency: 300 * time.Millisecond})
 	start()
-	ctx := context.Background()
-	testenv.Eventually(t, 30*time.Second, "the backlog's first requests", func() bool {
-		_, ev, _ := requestStats(t, vendor, backlog)
-		return ev > 0
-	})
-	s, err := e.JS.Stream(ctx, e.Topo.EventsStreamOf(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Purge(ctx); err != nil {
-		t.Fatal(err)
-	}
-	vendor.ClearFault()
-	testenv.Eventually(t, 30*time.Second, "what was held settled", func() bool { return e.Idle("gateway") })
+	purgeBacklogPartway(t, e, vendor, backlog)
 	idle := cpuOver(t, 2*time.Second)
 	vendor.SetFault(emulator.Fault{Status: 200, Latency: 3 * time.Second})
 	live := usersOn("live", 0, 2, 12)
