@@ -3,6 +3,7 @@ package topology
 import (
 	"context"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -348,4 +349,84 @@ func TestAConsumerOnItsStreamsSubjectsReadsEverything(t *testing.T) {
 	if info := consumerInfo(ctx, t, js, stream, "gw"); !IsLead(info) || info.Paused {
 		t.Errorf("after RestoreLead: lead %v, paused %v; want marked, not held", IsLead(info), info.Paused)
 	}
+}
+
+// nats-server records a delete in the stream (its deleted list) before it
+// takes the event off a consumer's pending count: a consumer read in
+// between counts as pending an event the stream already lists as deleted.
+// Replayed here with the consumer's read from just before a real delete:
+// PassedTo must not answer one below the position (the stray), which
+// would have a sweep take the stray for delivered (red before: the
+// reading with the stale count was returned, one below).
+func TestPassedToWaitsForADeleteToReachTheConsumersCount(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js, topo := ensuredJetStream(ctx, t)
+	stream := topo.EventsStream()
+	c, stray := narrowPastAStray(ctx, t, js, topo)
+	if _, err := js.PauseConsumer(ctx, stream, SinkConsumer("gw"), time.Now().Add(30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	var after []uint64
+	for range 3 {
+		after = append(after, publishOn(ctx, t, js, topo, "com.shop.order.shipped"))
+	}
+	cfg := c.CachedInfo().Config
+	cfg.FilterSubject, cfg.FilterSubjects = topo.EventsSubjects(), nil
+	if _, err := js.UpdateConsumer(ctx, stream, cfg); err != nil {
+		t.Fatal(err)
+	}
+	stale, err := c.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteMsg(ctx, after[1]); err != nil {
+		t.Fatal(err)
+	}
+	lagging := &staleCountJS{JetStream: js, stale: stale}
+	at, err := PassedTo(ctx, lagging, stream, SinkConsumer("gw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !lagging.served.Load() {
+		t.Fatal("the consumer's read from before the delete was never served: the test replayed nothing")
+	}
+	if at < stray {
+		t.Errorf("PassedTo %d, below the position %d: a consumer read counting the deleted %d as pending was taken", at, stray, after[1])
+	}
+	if at != stray {
+		t.Errorf("PassedTo %d, want %d (the stray; %d deleted above it, %d and %d pending)", at, stray, after[1], after[0], after[2])
+	}
+}
+
+// staleCountJS serves one consumer read taken earlier, before a delete the
+// server had not yet taken off the consumer's pending count.
+type staleCountJS struct {
+	jetstream.JetStream
+	stale  *jetstream.ConsumerInfo
+	served atomic.Bool
+}
+
+func (j *staleCountJS) Consumer(ctx context.Context, stream, name string) (jetstream.Consumer, error) {
+	c, err := j.JetStream.Consumer(ctx, stream, name)
+	if err != nil {
+		return nil, err
+	}
+	return staleCountConsumer{Consumer: c, js: j}, nil
+}
+
+type staleCountConsumer struct {
+	jetstream.Consumer
+	js *staleCountJS
+}
+
+func (c staleCountConsumer) Info(ctx context.Context) (*jetstream.ConsumerInfo, error) {
+	if c.js.served.CompareAndSwap(false, true) {
+		return c.js.stale, nil
+	}
+	return c.Consumer.Info(ctx)
 }
