@@ -156,14 +156,7 @@ func TestPassedToCountsTheStreamsInteriorDeletes(t *testing.T) {
 	defer cancel()
 	js, topo := ensuredJetStream(ctx, t)
 	stream := topo.EventsStream()
-	c, stray := narrowPastAStray(ctx, t, js, topo)
-	if _, err := js.PauseConsumer(ctx, stream, SinkConsumer("gw"), time.Now().Add(30*time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	var after []uint64
-	for range 4 {
-		after = append(after, publishOn(ctx, t, js, topo, "com.shop.order.shipped"))
-	}
+	c, stray, after := heldPastAStray(ctx, t, js, topo, 4)
 	s, err := js.Stream(ctx, stream)
 	if err != nil {
 		t.Fatal(err)
@@ -256,6 +249,21 @@ func narrowPastAStray(ctx context.Context, t *testing.T, js jetstream.JetStream,
 		t.Fatal("the narrow consumer delivered the stray")
 	}
 	return c, stray
+}
+
+// heldPastAStray is narrowPastAStray, the consumer then paused and n
+// events off its filter published above the stray (their sequences).
+func heldPastAStray(ctx context.Context, t *testing.T, js jetstream.JetStream, topo Topology, n int) (jetstream.Consumer, uint64, []uint64) {
+	t.Helper()
+	c, stray := narrowPastAStray(ctx, t, js, topo)
+	if _, err := js.PauseConsumer(ctx, topo.EventsStream(), SinkConsumer("gw"), time.Now().Add(30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	var after []uint64
+	for range n {
+		after = append(after, publishOn(ctx, t, js, topo, "com.shop.order.shipped"))
+	}
+	return c, stray, after
 }
 
 func publishOn(ctx context.Context, t *testing.T, js jetstream.JetStream, topo Topology, typ string) uint64 {
@@ -363,14 +371,7 @@ func TestPassedToWaitsForADeleteToReachTheConsumersCount(t *testing.T) {
 	defer cancel()
 	js, topo := ensuredJetStream(ctx, t)
 	stream := topo.EventsStream()
-	c, stray := narrowPastAStray(ctx, t, js, topo)
-	if _, err := js.PauseConsumer(ctx, stream, SinkConsumer("gw"), time.Now().Add(30*time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	var after []uint64
-	for range 3 {
-		after = append(after, publishOn(ctx, t, js, topo, "com.shop.order.shipped"))
-	}
+	c, stray, after := heldPastAStray(ctx, t, js, topo, 3)
 	cfg := c.CachedInfo().Config
 	cfg.FilterSubject, cfg.FilterSubjects = topo.EventsSubjects(), nil
 	if _, err := js.UpdateConsumer(ctx, stream, cfg); err != nil {
