@@ -93,6 +93,7 @@ func TestRetriesDoNotHoldTheQueue(t *testing.T) {
 // Issue 9.5: a vendor throttling for longer than max_attempts retries
 // would last does not exhaust the event: throttling is not charged.
 func TestThrottlingDoesNotExhaustAttempts(t *testing.T) {
+	t.Parallel() // waits on replicas and the vendor, not on the CPU
 	e := testenv.New(t)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	sink.Retry.MaxAttempts = 2

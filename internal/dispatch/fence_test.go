@@ -90,6 +90,7 @@ func TestFenceFollowsTheLastReplicaToStart(t *testing.T) {
 // replica of its config starting, delivers everything published
 // meanwhile.
 func TestAFenceNoRunningReplicaHoldsIsReported(t *testing.T) {
+	t.Parallel() // waits on replicas and the vendor, not on the CPU
 	for _, tc := range []struct {
 		name string
 		// fenceOff fences a off the sink, and returns once no replica
@@ -187,6 +188,7 @@ func TestFingerprintIsWhatDecidesASkip(t *testing.T) {
 // when a replica with other routes starts; it gives up the pin, and the
 // new one delivers every later event in each key's order.
 func TestFencedOrderedReplicaGivesUpThePin(t *testing.T) {
+	t.Parallel() // waits on replicas and the vendor, not on the CPU
 	e := testenv.New(t)
 	k := newKeyed(t, []string{"u0", "u1", "u2"}, 6)
 	sink := orderedSink(e)

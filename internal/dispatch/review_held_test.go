@@ -173,6 +173,7 @@ func firstOrder(delivered map[string][]string) map[string][]string {
 // the dispatcher has stopped: a copy handed out again would be in its
 // groups, and delivered as it stops).
 func TestKeyedBatchHeldEventsSettleAcrossAReconnect(t *testing.T) {
+	t.Parallel() // waits on replicas and the vendor, not on the CPU
 	e := testenv.New(t)
 	ids, order, d := heldScenario(t, e, func(d *config.Dispatcher) { d.ShutdownGrace = 10 * time.Second })
 	e.RestartServer(0)
@@ -201,6 +202,7 @@ func TestKeyedBatchHeldEventsSettleAcrossAReconnect(t *testing.T) {
 // hold: every event delivered, each user's first deliveries in order,
 // none dead-lettered, and nothing held for ever (the consumer idle).
 func TestKeyedBatchHeldEventsSurviveTheirConsumerRecreated(t *testing.T) {
+	t.Parallel() // waits on replicas and the vendor, not on the CPU
 	e := testenv.New(t)
 	ids, order, d := heldScenario(t, e)
 	if err := e.JS.DeleteConsumer(context.Background(), e.Topo.EventsStream(), topology.SinkConsumer("gateway")); err != nil {

@@ -19,6 +19,7 @@ import (
 // retrying record (written after the retry copy is stored) must not land
 // after the delivered one. Every event's latest record ends delivered.
 func TestReviewRecordsAfterRetriesAcrossReplicasEndDelivered(t *testing.T) {
+	t.Parallel() // waits on replicas and the vendor, not on the CPU
 	e := testenv.New(t)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	e.Emu.Vendor(emulator.MetrixGateway).SetFault(emulator.Fault{Status: 503, Count: 40})
