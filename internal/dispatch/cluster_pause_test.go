@@ -170,7 +170,7 @@ func TestClusterConsumerHoldSurvivesLeaderChanges(t *testing.T) {
 		{Types: []string{envelope.TypeTrack}, Sinks: []string{"gateway"}},
 	}
 	withAckWait := func(c *config.Dispatcher) { c.AckWait = 3 * time.Second }
-	e.Start([]config.Sink{first, gateway}, routes, withAckWait)
+	replica := e.Start([]config.Sink{first, gateway}, routes, withAckWait)
 	const n = 200
 	ids := make([]string, n)
 	seq := map[string]uint64{} // id → its stream sequence
@@ -245,9 +245,7 @@ func TestClusterConsumerHoldSurvivesLeaderChanges(t *testing.T) {
 	// before the leaders move: an ack sent as a leader steps down or its
 	// server stops may be lost, and that event delivered again
 	// (at-least-once), which is not what this test is about.
-	testenv.Eventually(t, 30*time.Second, "the events in hand at the hold settled", func() bool {
-		return consumer().NumAckPending == 0
-	})
+	lost := settledAtHold(t, e, replica, ids, seq, at, consumer)
 	held("held, nothing in hand")
 
 	stepDown(t, e, "$JS.API.CONSUMER.LEADER.STEPDOWN."+e.Topo.EventsStream()+"."+topology.SinkConsumer("gateway"))
@@ -283,6 +281,74 @@ func TestClusterConsumerHoldSurvivesLeaderChanges(t *testing.T) {
 	}
 	if info := consumer(); info.Paused {
 		t.Errorf("the consumer is still paused after its release")
+	}
+	if lost > 0 {
+		t.Logf("%d events the server sent into a pull the replica had ended were pending through the hold, delivered after the release", lost)
+	}
+}
+
+// settledAtHold waits until what the replica had in hand when the
+// consumer was held is delivered and its acks are at the server, and
+// returns how many events the server still counts pending then.
+//
+// Not NumAckPending == 0: the server may count pending an event the
+// replica never got. A saturated sink ends its pull every quarter of
+// ack_wait (consume.go, feed) and pulls anew; on a cluster the consumer's
+// leader, often on another server than the replica's, may send a message
+// into the old pull after the replica unsubscribed its inbox (it chose the
+// pull request while the interest was there, then waits for the delivery's
+// replication before sending, and the interest's removal travels to it
+// over a route). That message is dropped, or queued for redelivery if the
+// leader sees the interest gone; either way it stays pending, and a paused
+// consumer redelivers nothing, so it stays pending until the release and
+// is delivered then, once (checked at the end). Diagnostic runs on a
+// loaded machine saw it after up to 4 in 10 of the pulls ended that way:
+// the old pull's last message stream sequence N, the new pull's first
+// N+2, and N+1 reaching the replica only as a redelivery, at once (the
+// leader saw no interest) or ack_wait later (dropped on the way).
+//
+// So: nothing sending, every event at or below the hold that the server
+// counts pending is one the vendor has not had (every event the vendor
+// got is acked at the server), and that lasts for ack_wait with no new
+// request: the replica's workers are free, and what it still held would
+// reach the vendor within that.
+func settledAtHold(t *testing.T, e *testenv.Env, replica *testenv.Dispatcher, ids []string, seq map[string]uint64, at uint64, consumer func() *jetstream.ConsumerInfo) (pending int) {
+	t.Helper()
+	const quiet = 3 * time.Second // the sink's ack_wait
+	vendor := e.Emu.Vendor(emulator.MetrixGateway)
+	settled := func() (int, bool) {
+		if !nothingSending(vendor, replica)() {
+			return 0, false
+		}
+		info := consumer()
+		got := gatewayIDs(t, e)
+		unsent := 0
+		for _, id := range ids {
+			if s := seq[id]; s > info.AckFloor.Stream && s <= at && got[id] == 0 {
+				unsent++
+			}
+		}
+		return info.NumAckPending, info.NumAckPending == unsent
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	var since time.Time // since when it has been settled, the same
+	var requests int
+	for {
+		n, ok := settled()
+		r := len(vendor.Requests())
+		if !ok {
+			since = time.Time{}
+		} else if since.IsZero() || r != requests || n != pending {
+			since = time.Now()
+		}
+		requests, pending = r, n
+		if ok && time.Since(since) >= quiet {
+			return pending
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after 30s waiting for the events in hand at the hold settled (%d pending, settled %v)", n, ok)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
