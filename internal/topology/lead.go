@@ -159,12 +159,19 @@ func RestoreLead(ctx context.Context, js jetstream.JetStream, stream, durable st
 // lists as deleted, and the reading is one low per such delete: a
 // caller's sweep would take an event passed over for delivered (a CI run
 // read it so, once in 30 reads under publishes and deletes). The second
-// consumer read sees such a delete land; one still on its way after four
-// round trips is not ruled out. If the reads do not agree in
-// passedToReads tries, the highest reading is returned: a caller's sweep
-// then judges a few events the consumer delivers as passed over, never
-// the reverse. A read that fails is an error: the caller keeps the bound
-// it read before the widening.
+// consumer read sees such a delete land. On a cluster the window is wider:
+// the stream's leader answers the stream's reads and the consumer's leader
+// the consumer's, counting against its own server's copy of the stream,
+// which may apply a delete (or a publish) later than the stream's leader
+// (TestReviewRev15PassedToOnAReplicatedStreamUnderDeletesIsNeverBelowThePosition:
+// a consumer read one round trip after a delete's reply still counted it
+// in 1 to 3 of 20). So a quiet reading is taken only when the next try,
+// passedToSettle later, is quiet and reads the same; a copy lagging past
+// that is not ruled out. If no two quiet tries agree in passedToReads, the
+// highest reading is returned: a caller's sweep then judges a few events
+// the consumer delivers as passed over, never the reverse. A read that
+// fails is an error: the caller keeps the bound it read before the
+// widening.
 func PassedTo(ctx context.Context, js jetstream.JetStream, stream, durable string) (uint64, error) {
 	s, err := js.Stream(ctx, stream)
 	if err != nil {
@@ -191,7 +198,8 @@ func PassedTo(ctx context.Context, js jetstream.JetStream, stream, durable strin
 		}
 		return ci, nil
 	}
-	var highest uint64
+	var highest, candidate uint64
+	quietBefore := false // the last try was quiet, and read candidate
 	for range passedToReads {
 		before, err := state()
 		if err != nil {
@@ -214,20 +222,30 @@ func PassedTo(ctx context.Context, js jetstream.JetStream, stream, durable strin
 		at := max(ci.Delivered.Stream, positionOf(after.State.LastSeq, ci.NumPending, before.Deleted))
 		quiet := after.State.LastSeq == before.LastSeq && after.State.Msgs == before.Msgs &&
 			again.NumPending == ci.NumPending && again.Delivered.Stream == ci.Delivered.Stream
-		if quiet {
+		highest = max(highest, at)
+		if !quiet {
+			quietBefore = false
+			continue
+		}
+		if quietBefore && at == candidate {
 			return at, nil
 		}
-		highest = max(highest, at)
+		quietBefore, candidate = true, at
+		if err := sleepCtx(ctx, passedToSettle); err != nil {
+			return 0, fmt.Errorf("topology: where consumer %s goes on from: %w", durable, err)
+		}
 	}
 	return highest, nil
 }
 
-// passedToReads bounds PassedTo's tries for two reads of the stream that
-// agree; maxDeletedRead bounds the interior deletes it reads (an events
-// stream has none unless an operator deleted some: with more, the
-// position read is an upper bound).
+// passedToReads bounds PassedTo's tries for two quiet ones that agree,
+// passedToSettle is the time between them (a replica's copy of the stream
+// applies what its leader did within milliseconds); maxDeletedRead bounds
+// the interior deletes it reads (an events stream has none unless an
+// operator deleted some: with more, the position read is an upper bound).
 const (
 	passedToReads  = 10
+	passedToSettle = 50 * time.Millisecond
 	maxDeletedRead = 100_000
 )
 
