@@ -82,6 +82,7 @@ func publishWithRetry(t *testing.T, js jetstream.JetStream, subject, id string, 
 // cluster wait for it (not ready meanwhile) instead of exiting, and then
 // deliver.
 func TestStartsOnAFormingCluster(t *testing.T) {
+	t.Parallel() // waits out a forming cluster's timeouts, not on the CPU
 	if testing.Short() {
 		t.Skip("starts a three-node cluster")
 	}

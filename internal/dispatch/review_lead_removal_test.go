@@ -145,6 +145,7 @@ func TestReviewASinkAddedAfterTheTakeoverDoesNotWedgeTheRemoval(t *testing.T) {
 // With partitions, the strays spread over them, each partition's sweep
 // recorded and resumed on its own.
 func TestReviewATakeoverVouchesOnlyForASweepDoneByItsConfig(t *testing.T) {
+	t.Parallel() // waits on replicas and sweeps, not on the CPU
 	for _, n := range []int{1, 2} {
 		t.Run(fmt.Sprintf("partitions=%d", n), func(t *testing.T) { takeoverVouches(t, n) })
 	}
