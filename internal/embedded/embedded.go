@@ -75,6 +75,15 @@ func Start(o Options) (*server.Server, error) {
 		opts.Cluster.Name = o.ClusterName
 		opts.Cluster.Host = ch
 		opts.Cluster.Port, _ = strconv.Atoi(cp)
+		if opts.Cluster.Port != 0 {
+			// As the client port: the server only records a taken
+			// route port, and ReadyForConnections then waits readyWait.
+			l, err := net.Listen("tcp", o.ClusterListen)
+			if err != nil {
+				return nil, fmt.Errorf("embedded nats: cannot listen for routes on %s: %w", o.ClusterListen, err)
+			}
+			_ = l.Close()
+		}
 		opts.Routes = server.RoutesFromStr(joinRoutes(o.Routes))
 	}
 	s, err := server.NewServer(opts)

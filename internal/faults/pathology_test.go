@@ -40,6 +40,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/chapar-dev/chapar/internal/freeport"
 	"github.com/chapar-dev/chapar/pkg/envelope"
 )
 
@@ -163,7 +164,7 @@ func newMatrix(t *testing.T, rows []pathology, n int) *matrix {
 			m.fronts[p.name] = newFront(t, ca, mxTimeout, elsewhere.URL)
 		}
 	}
-	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	admin := fmt.Sprintf("127.0.0.1:%d", freeport.Port(t))
 	m.disp = startDispatcherYAML(t, m.dir, "dispatcher", m.yaml(admin), admin, nodes[0].url(),
 		[]string{"SSL_CERT_FILE=" + ca.file})
 	nc, err := nats.Connect(nodes[0].url())

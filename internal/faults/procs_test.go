@@ -11,7 +11,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -26,6 +25,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/chapar-dev/chapar/internal/freeport"
 )
 
 var (
@@ -152,50 +153,6 @@ func (p *proc) stop(grace time.Duration) {
 	}
 }
 
-// freePort returns a free loopback port that a process keeps across its
-// restarts (a replica's admin port, a node's client and cluster ports).
-// It is taken below the kernel's ephemeral range: a port from :0 is in
-// that range, and while its process was down an outgoing connection (any
-// test's HTTP or NATS client) could be given it, so the restart found it
-// in use ("admin.listen: cannot listen on ...: address already in use",
-// once in CI). Checked free when chosen; :0 if the range leaves no room.
-func freePort(t testing.TB) int {
-	t.Helper()
-	if lo := ephemeralLow(); lo > 10000 {
-		for range 100 {
-			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", 10000+rand.IntN(lo-10000)))
-			if err == nil {
-				defer l.Close()
-				return l.Addr().(*net.TCPAddr).Port
-			}
-		}
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// ephemeralLow is the first port of the kernel's ephemeral range (Linux's
-// ip_local_port_range), 32768 where it cannot be read.
-func ephemeralLow() int {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err != nil {
-		return 32768
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return 32768
-	}
-	lo, err := strconv.Atoi(f[0])
-	if err != nil {
-		return 32768
-	}
-	return lo
-}
-
 // natsNode is one nats-server with JetStream on a file store.
 type natsNode struct {
 	*proc
@@ -213,7 +170,7 @@ func startNATS(t testing.TB, dir string, n int) []*natsNode {
 	ports := make([]int, n)
 	cports := make([]int, n)
 	for i := range n {
-		ports[i], cports[i] = freePort(t), freePort(t)
+		ports[i], cports[i] = freeport.Port(t), freeport.Port(t)
 	}
 	nodes := make([]*natsNode, n)
 	for i := range n {
@@ -331,7 +288,7 @@ type dispatcherProc struct {
 
 func startDispatcher(t testing.TB, dir, name string, cfg dispatcherConfig, natsURL string) *dispatcherProc {
 	t.Helper()
-	cfg.AdminListen = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg.AdminListen = fmt.Sprintf("127.0.0.1:%d", freeport.Port(t))
 	return startDispatcherYAML(t, dir, name, cfg.yaml(), cfg.AdminListen, natsURL, nil)
 }
 

@@ -6,7 +6,6 @@ package testenv
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -24,6 +23,7 @@ import (
 	"github.com/chapar-dev/chapar/internal/dispatch"
 	"github.com/chapar-dev/chapar/internal/embedded"
 	"github.com/chapar-dev/chapar/internal/emulator"
+	"github.com/chapar-dev/chapar/internal/freeport"
 	"github.com/chapar-dev/chapar/internal/retry"
 	"github.com/chapar-dev/chapar/internal/sinks"
 	"github.com/chapar-dev/chapar/internal/topology"
@@ -159,15 +159,12 @@ func (e *Env) RestartServer(i int) {
 	e.T.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
 }
 
-// FreeAddr is a loopback host:port nobody listens on (yet).
+// FreeAddr is a loopback host:port nobody listens on (yet), below the
+// kernel's ephemeral range, so no other listener or connection is given it
+// before its server listens, or while that server restarts (freeport).
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return freeport.Addr(t)
 }
 
 func newEnv(t testing.TB, servers []*server.Server, replicas int, ensure bool) *Env {
