@@ -54,7 +54,9 @@ type Env struct {
 // New starts the embedded server and the emulator; both stop with the test.
 func New(t testing.TB) *Env {
 	t.Helper()
-	o := embedded.Options{Listen: "127.0.0.1:0", DataDir: t.TempDir()}
+	// Below the ephemeral range (FreeAddr): RestartServer listens on it
+	// again, and a port from :0 could meanwhile be another connection's.
+	o := embedded.Options{Listen: FreeAddr(t), DataDir: t.TempDir()}
 	s, err := embedded.Start(o)
 	if err != nil {
 		t.Fatal(err)
@@ -117,7 +119,7 @@ func newCluster(t testing.TB, n int, ready bool) *Env {
 			}
 		}
 		nodes[i] = embedded.Options{
-			Listen: "127.0.0.1:0", DataDir: t.TempDir(), ServerName: fmt.Sprintf("n%d", i+1),
+			Listen: FreeAddr(t), DataDir: t.TempDir(), ServerName: fmt.Sprintf("n%d", i+1),
 			ClusterName: "chapar-test", ClusterListen: ports[i], Routes: routes,
 		}
 		s, err := embedded.Start(nodes[i])
