@@ -165,13 +165,13 @@ func RestoreLead(ctx context.Context, js jetstream.JetStream, stream, durable st
 // which may apply a delete (or a publish) later than the stream's leader
 // (TestReviewRev15PassedToOnAReplicatedStreamUnderDeletesIsNeverBelowThePosition:
 // a consumer read one round trip after a delete's reply still counted it
-// in 1 to 3 of 20). So a quiet reading is taken only when the next try,
-// passedToSettle later, is quiet and reads the same; a copy lagging past
-// that is not ruled out. If no two quiet tries agree in passedToReads, the
-// highest reading is returned: a caller's sweep then judges a few events
-// the consumer delivers as passed over, never the reverse. A read that
-// fails is an error: the caller keeps the bound it read before the
-// widening.
+// in 1 to 6 of 20 in the reviews' runs). So a quiet reading is taken
+// only when the next try, passedToSettle later, is quiet and reads the
+// same; a copy lagging past that is not ruled out. If no two quiet tries
+// agree in passedToReads, the highest reading is returned: a caller's
+// sweep then judges a few events the consumer delivers as passed over,
+// never the reverse. A read that fails is an error: the caller keeps the
+// bound it read before the widening.
 func PassedTo(ctx context.Context, js jetstream.JetStream, stream, durable string) (uint64, error) {
 	s, err := js.Stream(ctx, stream)
 	if err != nil {

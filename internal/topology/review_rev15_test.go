@@ -20,7 +20,7 @@ import (
 // the stream leader has applied (and lists) may not have reached the
 // consumer leader's copy yet: its count still holds the deleted event.
 // Measured here (raw: a consumer read one round trip after a delete's
-// reply still counts it in about 1 to 4 of 20), and PassedTo checked under
+// reply still counts it in about 1 to 6 of 20), and PassedTo checked under
 // single and back-to-back interior deletes: it takes a quiet reading only
 // when the next quiet try, passedToSettle later, reads the same. A
 // consumer leader whose copy lags longer than that (a loaded or
