@@ -44,12 +44,9 @@ func Start(o Options) (*server.Server, error) {
 	if port == 0 {
 		port = server.RANDOM_PORT
 	} else {
-		// The server only logs a taken port; say so at once instead.
-		l, err := net.Listen("tcp", o.Listen)
-		if err != nil {
+		if err := listenable(o.Listen); err != nil {
 			return nil, fmt.Errorf("embedded nats: cannot listen on %s (another dispatcher or nats-server? set nats.embedded.listen, or nats.url to join it): %w", o.Listen, err)
 		}
-		_ = l.Close()
 	}
 	if o.MaxPayload == 0 {
 		o.MaxPayload = 8 << 20
@@ -76,13 +73,9 @@ func Start(o Options) (*server.Server, error) {
 		opts.Cluster.Host = ch
 		opts.Cluster.Port, _ = strconv.Atoi(cp)
 		if opts.Cluster.Port != 0 {
-			// As the client port: the server only records a taken
-			// route port, and ReadyForConnections then waits readyWait.
-			l, err := net.Listen("tcp", o.ClusterListen)
-			if err != nil {
+			if err := listenable(o.ClusterListen); err != nil {
 				return nil, fmt.Errorf("embedded nats: cannot listen for routes on %s: %w", o.ClusterListen, err)
 			}
-			_ = l.Close()
 		}
 		opts.Routes = server.RoutesFromStr(joinRoutes(o.Routes))
 	}
@@ -97,6 +90,17 @@ func Start(o Options) (*server.Server, error) {
 			"or the port taken", o.Listen, readyWait, o.DataDir)
 	}
 	return s, nil
+}
+
+// listenable says whether addr can be listened on now. The server only
+// logs a taken client port and only records a taken route port (then
+// ReadyForConnections waits out readyWait): Start says so at once instead.
+func listenable(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return l.Close()
 }
 
 // readyWait bounds the wait for the server to take clients. It includes

@@ -54,8 +54,9 @@ type Env struct {
 // New starts the embedded server and the emulator; both stop with the test.
 func New(t testing.TB) *Env {
 	t.Helper()
-	// Below the ephemeral range (FreeAddr): RestartServer listens on it
-	// again, and a port from :0 could meanwhile be another connection's.
+	// A fixed address below the ephemeral range (FreeAddr): RestartServer
+	// listens on it again, so clients reconnect to it, and a port from :0
+	// could meanwhile be another connection's.
 	o := embedded.Options{Listen: FreeAddr(t), DataDir: t.TempDir()}
 	s, err := embedded.Start(o)
 	if err != nil {
@@ -63,7 +64,6 @@ func New(t testing.TB) *Env {
 	}
 	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
 	e := newEnv(t, []*server.Server{s}, 1, true)
-	o.Listen = s.Addr().String() // restarted on the same address
 	e.nodes = []embedded.Options{o}
 	return e
 }
@@ -119,6 +119,8 @@ func newCluster(t testing.TB, n int, ready bool) *Env {
 			}
 		}
 		nodes[i] = embedded.Options{
+			// Fixed client and route addresses: a restarted node comes
+			// back on both (New's comment).
 			Listen: FreeAddr(t), DataDir: t.TempDir(), ServerName: fmt.Sprintf("n%d", i+1),
 			ClusterName: "chapar-test", ClusterListen: ports[i], Routes: routes,
 		}
@@ -127,9 +129,6 @@ func newCluster(t testing.TB, n int, ready bool) *Env {
 			t.Fatal(err)
 		}
 		servers[i] = s
-		// Restarted on the same client address, so every client's list
-		// of servers stays right.
-		nodes[i].Listen = s.Addr().String()
 		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
 	}
 	e := newEnv(t, servers, n, ready)
