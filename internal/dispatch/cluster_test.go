@@ -20,6 +20,7 @@ import (
 // Two dispatchers on a three-node cluster with R3 streams; mid-load one
 // NATS node and one dispatcher die. Every event is delivered.
 func TestClusterLosesNothingWhenANodeAndADispatcherDie(t *testing.T) {
+	t.Parallel() // waits on elections after the node's death, not the CPU; asserts nothing lost, not a time
 	if testing.Short() {
 		t.Skip("starts a three-node cluster")
 	}
@@ -123,19 +124,28 @@ func TestStartsOnAFormingCluster(t *testing.T) {
 // once the newer events are out of the stream and the head has failed
 // twice more.
 func TestOrderHoldsWhenThePinMovesDuringAHeadsRetries(t *testing.T) {
+	t.Parallel() // mostly waiting: on retries' backoffs, elections, hand-overs
 	if testing.Short() {
 		t.Skip("starts a three-node cluster")
 	}
 	for _, tc := range []struct {
 		name string
 		move func(t *testing.T, e *testenv.Env)
+		// inParent runs the case in its parent's turn (after the
+		// parallel cases are queued), not as a parallel subtest: those
+		// start only once every other parallel test of the package has
+		// had its turn, and this case, about 50 s, would run alone at the
+		// end of the package's run.
+		inParent bool
 	}{
-		{"consumer leader steps down", stepDownOrderedConsumer},
-		{"operator unpins", unpinOrderedConsumer},
-		{"consumer leader's server restarts", restartOrderedConsumerLeader},
+		{"consumer leader steps down", stepDownOrderedConsumer, false},
+		{"operator unpins", unpinOrderedConsumer, false},
+		{"consumer leader's server restarts", restartOrderedConsumerLeader, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel() // mostly waiting: on retries' backoffs, elections, hand-overs
+			if !tc.inParent {
+				t.Parallel() // mostly waiting: on retries' backoffs, elections, hand-overs
+			}
 			e := testenv.NewCluster(t, 3)
 			const rounds, held, newer = 3, 3, 3
 			var keys []string
