@@ -60,8 +60,10 @@ func TestEventForJustAddedSinkIsDeliveredNotAlsoDeadLettered(t *testing.T) {
 // unknown_destination (replayable), not skipped by everyone.
 // With partitions, each partition's consumer has a start of its own.
 func TestEventsForSinkAddedWhileAnotherLagsAreDeadLettered(t *testing.T) {
+	t.Parallel() // waits on replicas and the vendor, not on the CPU
 	for _, partitions := range []int{1, 3} {
 		t.Run(fmt.Sprintf("%d partitions", partitions), func(t *testing.T) {
+			t.Parallel() // independent cases, each its own server
 			e := testenv.New(t)
 			if partitions > 1 {
 				e = testenv.NewPartitioned(t, partitions)
@@ -114,6 +116,7 @@ func sinkAddedWhileAnotherLags(t *testing.T, e *testenv.Env) {
 // Issue 19: a sink added with start: <time> delivers the events stored
 // since then that its routes match, not those before.
 func TestSinkAddedFromATimeTakesTheEventsSince(t *testing.T) {
+	t.Parallel() // waits on replicas and the vendor, not on the CPU
 	e := testenv.New(t)
 	// With interest retention the stream keeps an event only while some
 	// sink has not acked it: a sink nothing runs keeps them here, as

@@ -238,6 +238,7 @@ func TestProducerRetryIsDeduplicated(t *testing.T) {
 }
 
 func TestKilledDispatcherLosesNothing(t *testing.T) {
+	t.Parallel() // waits out ack_wait for the killed replica's redeliveries; asserts nothing lost
 	e := testenv.New(t)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	routes := []config.Route{{Sinks: []string{"gateway"}}}

@@ -64,6 +64,7 @@ func TestRollingRouteNarrowingSkipsOnlyUnderTheNewRoutes(t *testing.T) {
 // A replica whose config owns the sink again (the rollback: a replica of
 // its config starts) consumes again; one fenced off says so.
 func TestFenceFollowsTheLastReplicaToStart(t *testing.T) {
+	t.Parallel() // waits on replicas and the vendor, not on the CPU
 	e := testenv.New(t)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	a := e.Start([]config.Sink{sink}, []config.Route{{Sinks: []string{"gateway"}}})

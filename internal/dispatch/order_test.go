@@ -285,6 +285,7 @@ func TestOrderSurvivesTheBreakerOpeningAndClosing(t *testing.T) {
 // new replica is pinned, and JetStream redelivers them first, in order.
 // Only re-sends of events the vendor had (at-least-once) are allowed.
 func TestOrderSurvivesAReplicaCrash(t *testing.T) {
+	t.Parallel() // mostly waits out the dead replica's pin TTL; asserts order and nothing lost (re-sends allowed)
 	e := testenv.New(t)
 	keys := make([]string, 12)
 	for i := range keys {

@@ -77,6 +77,7 @@ func TestOutageDeadLettersNothingAndBreakerBoundsRequests(t *testing.T) {
 }
 
 func TestRetryAfterIsHonoured(t *testing.T) {
+	t.Parallel() // waits out Retry-After; a loaded machine only sends later, which the lower bound allows
 	e := testenv.New(t)
 	vendor := e.Emu.Vendor(emulator.MetrixGateway)
 	vendor.SetFault(emulator.Fault{Status: 429, RetryAfter: "2", Count: 1})

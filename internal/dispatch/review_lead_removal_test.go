@@ -441,6 +441,7 @@ func TestReviewASinkAddedByTheOldLeadsSetDoesNotJoinTheTakeover(t *testing.T) {
 // names s. From the review of 6235979; green there (either guard of
 // topology.WidenTakeovers holds it), red with both taken out.
 func TestReviewANarrowedTakeoverIsNotWidenedBackWithASinkOfTheOldLead(t *testing.T) {
+	t.Parallel() // waits on binds and sweeps; a slower sweep is only more surely cut short
 	e := testenv.New(t)
 	first := e.Sink("first", emulator.Chabok, nil, nil)
 	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
