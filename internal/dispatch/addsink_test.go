@@ -33,6 +33,7 @@ func unknownFor(t *testing.T, e *testenv.Env, sink string) map[string]int {
 // event published after late's consumer exists. It is late's to deliver:
 // delivered, and not dead-lettered as well.
 func TestEventForJustAddedSinkIsDeliveredNotAlsoDeadLettered(t *testing.T) {
+	t.Parallel() // waits on replicas and the vendor, not on the CPU
 	e := testenv.New(t)
 	e.Start([]config.Sink{e.Sink("chabok", emulator.Chabok, nil, nil)}, []config.Route{{Sinks: []string{"chabok"}}})
 	before := testenv.Track(t, "order_paid", "u1", envelope.WithDestinations("late"))

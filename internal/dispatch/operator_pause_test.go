@@ -280,6 +280,7 @@ func TestOperatorPauseAfterThePausesBucketWasDeleted(t *testing.T) {
 // sinks remove deletes its pause records with its consumers (before, the
 // old operator pause held the new sink).
 func TestSinkRemovedWhilePausedStartsUnpausedWhenAddedAgain(t *testing.T) {
+	t.Parallel() // waits on the pause and the vendor, not on the CPU
 	e := testenv.New(t)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	a := e.Start([]config.Sink{sink}, gatewayRoute)

@@ -212,6 +212,7 @@ func TestOrderHoldsAcrossRetries(t *testing.T) {
 // A key's head that is dead-lettered releases the barrier: the key's later
 // events are delivered, in order, and the dead letter says it released it.
 func TestOrderDeadLetterReleasesTheBarrier(t *testing.T) {
+	t.Parallel() // waits on retries' backoffs; asserts order and the dead letter
 	tests := []struct {
 		name   string
 		fault  emulator.Fault

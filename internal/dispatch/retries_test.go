@@ -140,6 +140,7 @@ func chabokTimes(t *testing.T, e *testenv.Env, status int) []int64 {
 // before, the replay entered the retries stream as a new message and took
 // its receipt time from there.
 func TestReplayKeepsTheFirstReceiptTime(t *testing.T) {
+	t.Parallel() // waits on a replay; compares the times it sends, not how long it took
 	e := testenv.New(t)
 	vendor := e.Emu.Vendor(emulator.Chabok)
 	vendor.SetFault(emulator.Fault{Status: 400, Code: "INVALID_EVENT", Count: 1})

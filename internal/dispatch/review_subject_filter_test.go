@@ -23,6 +23,7 @@ import (
 // event is dead-lettered for it, not lost. Without filters it is
 // delivered.
 func TestEventOnASubjectNotItsTypesIsDeliveredOrDeadLettered(t *testing.T) {
+	t.Parallel() // waits on replicas and the vendor, not on the CPU
 	for _, byRoute := range []bool{false, true} {
 		t.Run(fmt.Sprintf("filter_by_route=%v", byRoute), func(t *testing.T) {
 			e := testenv.New(t)
@@ -133,6 +134,7 @@ func TestDestinationsSafetyNetWithAStaleLocalFilter(t *testing.T) {
 // checks it. Fixed: the lead is marked on the server and stays the lead
 // whatever the order (ChooseLeads).
 func TestReviewANewFirstSinkLeavesNoBacklogUnchecked(t *testing.T) {
+	t.Parallel() // waits on binds and sweeps, not on the CPU
 	e := testenv.New(t)
 	first := e.Sink("first", emulator.Chabok, nil, nil)
 	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)

@@ -73,6 +73,7 @@ func delivered(t *testing.T, e *testenv.Env, sink string) uint64 {
 // the rest. The first sink still reads everything (it counts what is
 // received and unrouted).
 func TestSinkReadsOnlyTheTypesItsRoutesName(t *testing.T) {
+	t.Parallel() // waits on the server and the vendor, not on the CPU
 	e := testenv.New(t)
 	first := e.Sink("first", emulator.Chabok, nil, nil)
 	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
@@ -104,6 +105,7 @@ func TestSinkReadsOnlyTheTypesItsRoutesName(t *testing.T) {
 // by it, and none by the old replica (TestRollingRouteChangeLosesNothing
 // with filters).
 func TestRollingRouteWideningWithFiltersLosesNothing(t *testing.T) {
+	t.Parallel() // waits on replicas and the vendor, not on the CPU
 	e := testenv.New(t)
 	first := e.Sink("first", emulator.Chabok, nil, nil)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
