@@ -131,21 +131,13 @@ func TestOrderHoldsWhenThePinMovesDuringAHeadsRetries(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		move func(t *testing.T, e *testenv.Env)
-		// inParent runs the case in its parent's turn (after the
-		// parallel cases are queued), not as a parallel subtest: those
-		// start only once every other parallel test of the package has
-		// had its turn, and this case, about 50 s, would run alone at the
-		// end of the package's run.
-		inParent bool
 	}{
-		{"consumer leader steps down", stepDownOrderedConsumer, false},
-		{"operator unpins", unpinOrderedConsumer, false},
-		{"consumer leader's server restarts", restartOrderedConsumerLeader, true},
+		{"consumer leader steps down", stepDownOrderedConsumer},
+		{"operator unpins", unpinOrderedConsumer},
+		{"consumer leader's server restarts", restartOrderedConsumerLeader},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if !tc.inParent {
-				t.Parallel() // mostly waiting: on retries' backoffs, elections, hand-overs
-			}
+			t.Parallel() // mostly waiting: on retries' backoffs, elections, hand-overs
 			e := testenv.NewCluster(t, 3)
 			const rounds, held, newer = 3, 3, 3
 			var keys []string
