@@ -33,6 +33,7 @@ func unknownFor(t *testing.T, e *testenv.Env, sink string) map[string]int {
 // event published after late's consumer exists. It is late's to deliver:
 // delivered, and not dead-lettered as well.
 func TestEventForJustAddedSinkIsDeliveredNotAlsoDeadLettered(t *testing.T) {
+	t.Parallel() // waits on replicas and the vendor, not on the CPU
 	e := testenv.New(t)
 	e.Start([]config.Sink{e.Sink("chabok", emulator.Chabok, nil, nil)}, []config.Route{{Sinks: []string{"chabok"}}})
 	before := testenv.Track(t, "order_paid", "u1", envelope.WithDestinations("late"))
@@ -60,8 +61,10 @@ func TestEventForJustAddedSinkIsDeliveredNotAlsoDeadLettered(t *testing.T) {
 // unknown_destination (replayable), not skipped by everyone.
 // With partitions, each partition's consumer has a start of its own.
 func TestEventsForSinkAddedWhileAnotherLagsAreDeadLettered(t *testing.T) {
+	t.Parallel() // waits on replicas and the vendor, not on the CPU
 	for _, partitions := range []int{1, 3} {
 		t.Run(fmt.Sprintf("%d partitions", partitions), func(t *testing.T) {
+			t.Parallel() // independent cases, each its own server
 			e := testenv.New(t)
 			if partitions > 1 {
 				e = testenv.NewPartitioned(t, partitions)
@@ -114,6 +117,7 @@ func sinkAddedWhileAnotherLags(t *testing.T, e *testenv.Env) {
 // Issue 19: a sink added with start: <time> delivers the events stored
 // since then that its routes match, not those before.
 func TestSinkAddedFromATimeTakesTheEventsSince(t *testing.T) {
+	t.Parallel() // waits on replicas and the vendor, not on the CPU
 	e := testenv.New(t)
 	// With interest retention the stream keeps an event only while some
 	// sink has not acked it: a sink nothing runs keeps them here, as

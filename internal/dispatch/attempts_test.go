@@ -68,6 +68,7 @@ func attemptRows(r *dlq.Record) []logged {
 // in place). A replay that fails again continues the log, each entry
 // naming its replay.
 func TestDeadLetterListsEveryAttempt(t *testing.T) {
+	t.Parallel() // waits on retries' backoffs; counts attempts, not time
 	for _, c := range []struct {
 		name  string
 		setup func(config.Sink) config.Sink
@@ -77,6 +78,7 @@ func TestDeadLetterListsEveryAttempt(t *testing.T) {
 		{"ordered", func(s config.Sink) config.Sink { s.Order = &config.Order{Key: config.OrderByUser}; return s }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel() // independent cases, each its own server
 			e := testenv.New(t)
 			vendor := &scripted{answers: []answer{{503, "UNAVAILABLE"}, {503, "MAINTENANCE"}, {400, "BAD_FIELD"}}}
 			srv := httptest.NewServer(vendor)
@@ -134,6 +136,7 @@ func TestDeadLetterListsEveryAttempt(t *testing.T) {
 // The log keeps the last dlq.MaxLoggedAttempts attempts and the total,
 // however many retries an event takes.
 func TestAttemptLogIsBounded(t *testing.T) {
+	t.Parallel() // waits on retries' backoffs; counts attempts, not time
 	e := testenv.New(t)
 	const failures = dlq.MaxLoggedAttempts + 2
 	vendor := &scripted{}

@@ -29,6 +29,7 @@ import (
 // while paused exactly once (one delivered before the pause may come
 // again if its ack was lost with a leader: at-least-once; logged).
 func TestClusterOperatorPauseSurvivesLeaderChanges(t *testing.T) {
+	t.Parallel() // waits on restarts and elections, not the CPU (ack_wait 3 s: a keep-alive may come 2 s late)
 	if testing.Short() {
 		t.Skip("starts a three-node cluster")
 	}
@@ -154,6 +155,7 @@ func TestClusterOperatorPauseSurvivesLeaderChanges(t *testing.T) {
 // server's deliveries, not a replica's work in hand). Once released
 // (topology.ReleaseWidened), every event is delivered exactly once.
 func TestClusterConsumerHoldSurvivesLeaderChanges(t *testing.T) {
+	t.Parallel() // waits on restarts and elections, not the CPU (ack_wait 3 s: a keep-alive may come 2 s late)
 	if testing.Short() {
 		t.Skip("starts a three-node cluster")
 	}

@@ -20,6 +20,7 @@ import (
 // Two dispatchers on a three-node cluster with R3 streams; mid-load one
 // NATS node and one dispatcher die. Every event is delivered.
 func TestClusterLosesNothingWhenANodeAndADispatcherDie(t *testing.T) {
+	t.Parallel() // waits on elections after the node's death, not the CPU; asserts nothing lost, not a time
 	if testing.Short() {
 		t.Skip("starts a three-node cluster")
 	}
@@ -123,6 +124,7 @@ func TestStartsOnAFormingCluster(t *testing.T) {
 // once the newer events are out of the stream and the head has failed
 // twice more.
 func TestOrderHoldsWhenThePinMovesDuringAHeadsRetries(t *testing.T) {
+	t.Parallel() // mostly waiting: on retries' backoffs, elections, hand-overs
 	if testing.Short() {
 		t.Skip("starts a three-node cluster")
 	}

@@ -47,6 +47,7 @@ func consumerIdle(t *testing.T, e *testenv.Env, sink string) bool {
 }
 
 func TestDeliversAndAcks(t *testing.T) {
+	t.Parallel() // waits on the server and the vendor, not on the CPU
 	e := testenv.New(t)
 	sink := e.Sink("chabok", emulator.Chabok, nil, nil)
 	d := e.Start([]config.Sink{sink}, []config.Route{{Types: []string{envelope.TypeTrack}, Sinks: []string{"chabok"}}})
@@ -77,6 +78,7 @@ func TestDeliversAndAcks(t *testing.T) {
 }
 
 func TestThreeSinksOneFailsDeliversOthersExactlyOnce(t *testing.T) {
+	t.Parallel() // waits on retries' backoffs, not on the CPU
 	e := testenv.New(t)
 	sinks := []config.Sink{
 		e.Sink("chabok", emulator.Chabok, nil, nil),
@@ -117,6 +119,7 @@ func TestThreeSinksOneFailsDeliversOthersExactlyOnce(t *testing.T) {
 }
 
 func TestDeadLetterCarriesEnvelopeAndWhy(t *testing.T) {
+	t.Parallel() // waits on the server and the vendor, not on the CPU
 	e := testenv.New(t)
 	d := e.Start([]config.Sink{e.Sink("gateway", emulator.MetrixGateway, slugs, nil)},
 		[]config.Route{{Sinks: []string{"gateway"}}})
@@ -151,6 +154,7 @@ func TestDeadLetterCarriesEnvelopeAndWhy(t *testing.T) {
 }
 
 func TestMalformedEnvelopesAreDeadLetteredAndStreamFlows(t *testing.T) {
+	t.Parallel() // waits on the server and the vendor, not on the CPU
 	e := testenv.New(t)
 	d := e.Start([]config.Sink{e.Sink("chabok", emulator.Chabok, nil, nil)}, []config.Route{{Sinks: []string{"chabok"}}})
 	subject := e.Topo.EventSubject(envelope.TypeTrack)
@@ -200,6 +204,7 @@ func TestMalformedEnvelopesAreDeadLetteredAndStreamFlows(t *testing.T) {
 }
 
 func TestUnroutedIsCountedNotDeadLettered(t *testing.T) {
+	t.Parallel() // waits on the server and the vendor, not on the CPU
 	e := testenv.New(t)
 	d := e.Start([]config.Sink{e.Sink("chabok", emulator.Chabok, nil, nil)},
 		[]config.Route{{Names: []string{"order_*"}, Sinks: []string{"chabok"}}})
@@ -210,6 +215,7 @@ func TestUnroutedIsCountedNotDeadLettered(t *testing.T) {
 }
 
 func TestDestinationsOverrideRoutes(t *testing.T) {
+	t.Parallel() // waits on the server and the vendor, not on the CPU
 	e := testenv.New(t)
 	d := e.Start([]config.Sink{e.Sink("chabok", emulator.Chabok, nil, nil), e.Sink("gateway", emulator.MetrixGateway, slugs, nil)},
 		[]config.Route{{Sinks: []string{"chabok"}}})
@@ -221,6 +227,7 @@ func TestDestinationsOverrideRoutes(t *testing.T) {
 }
 
 func TestProducerRetryIsDeduplicated(t *testing.T) {
+	t.Parallel() // waits on the server and the vendor, not on the CPU
 	e := testenv.New(t)
 	d := e.Start([]config.Sink{e.Sink("gateway", emulator.MetrixGateway, slugs, nil)}, []config.Route{{Sinks: []string{"gateway"}}})
 	env := testenv.Track(t, "order_paid", "u1")
@@ -238,6 +245,7 @@ func TestProducerRetryIsDeduplicated(t *testing.T) {
 }
 
 func TestKilledDispatcherLosesNothing(t *testing.T) {
+	t.Parallel() // waits out ack_wait for the killed replica's redeliveries; asserts nothing lost
 	e := testenv.New(t)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	routes := []config.Route{{Sinks: []string{"gateway"}}}

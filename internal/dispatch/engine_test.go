@@ -62,6 +62,7 @@ func startMisbehaving(t *testing.T, e *testenv.Env, cfg config.Sink, opts ...fun
 // Issue 9.2: events waiting for a retry must not fill the sink's
 // max_ack_pending window and stall the healthy ones.
 func TestRetriesDoNotHoldTheQueue(t *testing.T) {
+	t.Parallel() // waits on the server and the vendor; the poison events' retries are 30 s away
 	e := testenv.New(t)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	sink.Concurrency, sink.MaxAckPending = 4, 4
@@ -143,6 +144,7 @@ func TestAttemptsAreVendorRequests(t *testing.T) {
 // Issue 9.7: a producer's JetStream headers (Nats-Expected-*) must not
 // make every retry of the event fail.
 func TestProducerJetStreamHeadersDoNotBreakRetries(t *testing.T) {
+	t.Parallel() // waits on a retry's backoff, not on the CPU
 	e := testenv.New(t)
 	vendor := e.Emu.Vendor(emulator.MetrixGateway)
 	vendor.SetFault(emulator.Fault{Status: 503, Count: 1})
@@ -162,6 +164,7 @@ func TestProducerJetStreamHeadersDoNotBreakRetries(t *testing.T) {
 // Issue 9.9: an event naming a sink no dispatcher runs is dead-lettered as
 // unknown_destination, and once the sink is configured, replay delivers it.
 func TestUnknownDestinationReplaysOnceConfigured(t *testing.T) {
+	t.Parallel() // waits on the server and the vendor, not on the CPU
 	e := testenv.New(t)
 	first := e.Start([]config.Sink{e.Sink("chabok", emulator.Chabok, nil, nil)}, []config.Route{{Sinks: []string{"chabok"}}})
 	env := testenv.Track(t, "order_paid", "u1", envelope.WithDestinations("gateway"))
@@ -192,6 +195,7 @@ func TestUnknownDestinationReplaysOnceConfigured(t *testing.T) {
 // Issue 9.11: a panic in a sink dead-letters that message and the process
 // and the stream go on.
 func TestPanicDeadLettersTheMessageAndFlowContinues(t *testing.T) {
+	t.Parallel() // waits on the server and the vendor, not on the CPU
 	e := testenv.New(t)
 	d, m := startMisbehaving(t, e, e.Sink("gateway", emulator.MetrixGateway, slugs, nil))
 	bad := testenv.Track(t, "order_paid", "boom")
@@ -215,6 +219,7 @@ func TestPanicDeadLettersTheMessageAndFlowContinues(t *testing.T) {
 // a NUL in the id) are dead-lettered as invalid, never delivered, and the
 // stream flows.
 func TestHostileEnvelopesAreDeadLetteredNotDelivered(t *testing.T) {
+	t.Parallel() // waits on the server and the vendor, not on the CPU
 	e := testenv.New(t)
 	d := e.Start([]config.Sink{e.Sink("gateway", emulator.MetrixGateway, slugs, nil)}, []config.Route{{Sinks: []string{"gateway"}}})
 	hostile := []nats.Header{
@@ -244,6 +249,7 @@ func TestHostileEnvelopesAreDeadLetteredNotDelivered(t *testing.T) {
 // Issue 9.12: an id re-used with another body, without Nats-Msg-Id, is not
 // silently dropped: each message is delivered.
 func TestReusedIDWithAnotherBodyIsNotDropped(t *testing.T) {
+	t.Parallel() // waits on the server and the vendor, not on the CPU
 	e := testenv.New(t)
 	e.Start([]config.Sink{e.Sink("gateway", emulator.MetrixGateway, slugs, nil)}, []config.Route{{Sinks: []string{"gateway"}}})
 	a := testenv.Track(t, "order_paid", "u1")
@@ -259,6 +265,7 @@ func TestReusedIDWithAnotherBodyIsNotDropped(t *testing.T) {
 // SIGTERM while the breaker is open: held events go back at once, and
 // another dispatcher delivers them without waiting for ack_wait.
 func TestShutdownWithOpenBreakerHandsBack(t *testing.T) {
+	t.Parallel() // waits on the breaker and the next dispatcher (ack_wait 1 min), not on the CPU
 	e := testenv.New(t)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	sink.Breaker = retry.BreakerSettings{FailureThreshold: 1, OpenTimeout: time.Minute}
@@ -284,6 +291,7 @@ func TestShutdownWithOpenBreakerHandsBack(t *testing.T) {
 // copy's added headers fit (the streams leave room, and start-up checks
 // the server's max_payload).
 func TestLargestEnvelopeIsRetried(t *testing.T) {
+	t.Parallel() // waits on a retry's backoff, not on the CPU
 	e := testenv.New(t)
 	vendor := e.Emu.Vendor(emulator.Chabok)
 	vendor.SetFault(emulator.Fault{Status: 503, Count: 1})
@@ -316,6 +324,7 @@ func TestLargestEnvelopeIsRetried(t *testing.T) {
 // a panic inside Deliver kept its slot (and its keep-alive ticking) for
 // the life of the process: a sink of concurrency N wedged after N panics.
 func TestPanicsBeyondTheSinksConcurrencyDoNotWedgeIt(t *testing.T) {
+	t.Parallel() // waits on the server and the vendor, not on the CPU
 	e := testenv.New(t)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	sink.Concurrency = 2

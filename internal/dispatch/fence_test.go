@@ -27,6 +27,7 @@ import (
 // events, 100 delivered, 100 acked as skips by the old replica and lost,
 // 0 dead letters.) Published before and after the old replica noticed.
 func TestRollingRouteChangeLosesNothing(t *testing.T) {
+	t.Parallel() // waits on replicas and the vendor, not on the CPU
 	e := testenv.New(t)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	oldRoutes := []config.Route{{Types: []string{envelope.TypeIdentify}, Sinks: []string{"gateway"}}}
@@ -49,6 +50,7 @@ func TestRollingRouteChangeLosesNothing(t *testing.T) {
 // one (everything) is fenced off and delivers no track event once it
 // knows, and the new one skips them. Nothing is delivered twice.
 func TestRollingRouteNarrowingSkipsOnlyUnderTheNewRoutes(t *testing.T) {
+	t.Parallel() // waits on replicas and the vendor, not on the CPU
 	e := testenv.New(t)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	old := e.Start([]config.Sink{sink}, []config.Route{{Sinks: []string{"gateway"}}})
@@ -64,6 +66,7 @@ func TestRollingRouteNarrowingSkipsOnlyUnderTheNewRoutes(t *testing.T) {
 // A replica whose config owns the sink again (the rollback: a replica of
 // its config starts) consumes again; one fenced off says so.
 func TestFenceFollowsTheLastReplicaToStart(t *testing.T) {
+	t.Parallel() // waits on replicas and the vendor, not on the CPU
 	e := testenv.New(t)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	a := e.Start([]config.Sink{sink}, []config.Route{{Sinks: []string{"gateway"}}})

@@ -19,6 +19,7 @@ import (
 // delivered by that route, is counted and logged at a bounded rate, and
 // stops nothing: the other sinks get their events.
 func TestRouteFilterDeliversOnlyMatchingEvents(t *testing.T) {
+	t.Parallel() // waits on the server and the vendor, not on the CPU
 	e := testenv.New(t)
 	logs := observeLogs(e)
 	d := e.Start([]config.Sink{e.Sink("chabok", emulator.Chabok, nil, nil), e.Sink("hook", emulator.Webhook, nil, nil)},

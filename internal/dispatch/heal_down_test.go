@@ -27,6 +27,7 @@ import (
 // none was dead-lettered. Its ack floor is now kept where it survives the
 // consumer (<PREFIX>_FLOORS), and the next start recreates it above it.
 func TestConsumerLostWhileNoDispatcherRunsKeepsItsBacklog(t *testing.T) {
+	t.Parallel() // waits on the healer and the vendor, not on the CPU
 	e := testenv.New(t)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	routes := []config.Route{{Sinks: []string{"gateway"}}}
@@ -52,6 +53,7 @@ func TestConsumerLostWhileNoDispatcherRunsKeepsItsBacklog(t *testing.T) {
 // the rest delivered), no floor recorded (a deployment from before the
 // floors) with sinks[].start set by the operator.
 func TestConsumerLostWhileDown(t *testing.T) {
+	t.Parallel() // waits on the healer and the vendor, not on the CPU
 	tests := []struct {
 		name string
 		// down happens while no dispatcher runs, after the backlog is
@@ -149,6 +151,7 @@ func TestConsumerLostWhileDown(t *testing.T) {
 // first events. The sink is not new, so its consumer on the new stream
 // takes everything the stream holds.
 func TestFloorOfAnOlderStreamOfTheSameNameIsNotApplied(t *testing.T) {
+	t.Parallel() // waits on the healer and the vendor, not on the CPU
 	e := testenv.New(t)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	routes := []config.Route{{Sinks: []string{"gateway"}}}
@@ -182,6 +185,7 @@ func TestFloorOfAnOlderStreamOfTheSameNameIsNotApplied(t *testing.T) {
 // silently, from the stream's first event would deliver up to max_age of
 // events again; the start is refused, naming the key that says where.
 func TestConsumerLostWithNoFloorRecordedRefusesTheStart(t *testing.T) {
+	t.Parallel() // waits on the server, not on the CPU
 	e := testenv.New(t)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	routes := []config.Route{{Sinks: []string{"gateway"}}}
@@ -201,6 +205,7 @@ func TestConsumerLostWithNoFloorRecordedRefusesTheStart(t *testing.T) {
 // added again later, it is a new sink (from new events, no loss), not one
 // resuming a floor of long ago.
 func TestSinksRemoveDeletesItsFloors(t *testing.T) {
+	t.Parallel() // waits on the server and the vendor, not on the CPU
 	e := testenv.New(t)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	routes := []config.Route{{Sinks: []string{"gateway"}}}
@@ -307,6 +312,7 @@ func messages(logs *observer.ObservedLogs) []string {
 // again later, would resume from a floor of long ago instead of starting
 // as a new sink.
 func TestSinksRemoveSeesFloorsWithNoConsumersLeft(t *testing.T) {
+	t.Parallel() // waits on the server, not on the CPU
 	e := testenv.New(t)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	d := e.Start([]config.Sink{sink}, []config.Route{{Sinks: []string{"gateway"}}})

@@ -64,6 +64,7 @@ func TestHealerRecreatingAConsumerKeepsTheOwnersFence(t *testing.T) {
 // recreate the consumer with its own, narrower one under the owner's
 // fence: it reads the whole stream until the owner binds again.
 func TestHealerRecreatingAConsumerForAnotherOwnerReadsTheWholeStream(t *testing.T) {
+	t.Parallel() // mostly waits out the healer's looks
 	e := testenv.New(t)
 	first := e.Sink("first", emulator.Chabok, nil, nil)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)

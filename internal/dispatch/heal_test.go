@@ -199,6 +199,7 @@ func TestDeletedEventsConsumerIsRecreatedWhereItWas(t *testing.T) {
 // A retry waiting in the retries stream when the sink's retries consumer
 // is deleted is delivered when it falls due, without a restart.
 func TestDeletedRetriesConsumerIsRecreatedAndTheRetryDelivered(t *testing.T) {
+	t.Parallel() // waits on a 2 s backoff and the healer, not the CPU
 	e := testenv.New(t)
 	hook := e.Sink("hook", emulator.Webhook, nil, nil)
 	hook.Retry.InitialInterval, hook.Retry.MaxInterval = 2*time.Second, 2*time.Second

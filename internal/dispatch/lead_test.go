@@ -101,6 +101,7 @@ func publishStray(t *testing.T, e *testenv.Env) *envelope.Envelope {
 // first sink is the lead, marked on the server, reads every subject and
 // counts what is received; the others read their routes' types.
 func TestAFreshDeploymentMarksItsFirstSinkTheLead(t *testing.T) {
+	t.Parallel() // waits on binds and the vendor, not on the CPU
 	e := testenv.New(t)
 	first := e.Sink("first", emulator.Chabok, nil, nil)
 	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
@@ -136,6 +137,7 @@ func TestAFreshDeploymentMarksItsFirstSinkTheLead(t *testing.T) {
 // invalid envelope, an event on a subject its sink does not read) is
 // checked, the two replicas agree on every fence and both deliver.
 func TestRollingDeployOfANewFirstSinkWithABacklogLeavesNothingUnchecked(t *testing.T) {
+	t.Parallel() // waits on binds and sweeps, not on the CPU
 	for _, partitions := range []int{1, 2} {
 		t.Run(fmt.Sprintf("partitions=%d", partitions), func(t *testing.T) { rollingDeployOfANewFirstSink(t, partitions) })
 	}
@@ -221,6 +223,7 @@ func rollingDeployOfANewFirstSink(t *testing.T, partitions int) {
 // reads every subject, and an invalid envelope on a subject no route
 // names is dead-lettered.
 func TestTwoConfigsBindingAFreshDeploymentAtOnceKeepEveryLeadReadingEverything(t *testing.T) {
+	t.Parallel() // waits on binds; any order of the racing binds must pass
 	e := testenv.New(t)
 	a := e.Sink("a", emulator.Chabok, nil, nil)
 	b := e.Sink("b", emulator.MetrixGateway, slugs, nil)
@@ -266,6 +269,7 @@ func TestTwoConfigsBindingAFreshDeploymentAtOnceKeepEveryLeadReadingEverything(t
 // invalid envelope one dead letter, a stray event for the new lead
 // delivered or dead-lettered once, each track event delivered once.
 func TestDroppingTheLeadWhileItRunsGivesEachEventOneOutcome(t *testing.T) {
+	t.Parallel() // waits on binds and sweeps, not on the CPU
 	e := testenv.New(t)
 	first := e.Sink("first", emulator.Chabok, nil, nil)
 	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)

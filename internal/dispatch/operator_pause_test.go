@@ -68,6 +68,7 @@ func allPaused(paused bool, ds ...*testenv.Dispatcher) func() bool {
 // sink paused, 50 events published: none reaches the vendor and none is
 // dead-lettered while it is paused; resumed, all 50 are delivered, once.
 func TestOperatorPauseHoldsEveryReplica(t *testing.T) {
+	t.Parallel() // waits on the pause's watch and a quiet window; a late timer only delays, it sends nothing
 	e := testenv.New(t)
 	vendor := e.Emu.Vendor(emulator.MetrixGateway)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
@@ -174,6 +175,7 @@ func pauseHoldsScheduledRetries(t *testing.T, batch *config.Batch) {
 // resumption, with two replicas and events held in its lanes (a slow
 // vendor) when the pause comes.
 func TestOperatorPauseKeepsOrder(t *testing.T) {
+	t.Parallel() // waits on the pause's watch and the vendor; judges requests by arrival, asserts order
 	e := testenv.New(t)
 	k := newKeyed(t, []string{"u0", "u1", "u2", "u3"}, 10)
 	vendor := e.Emu.Vendor(emulator.MetrixGateway)
@@ -218,6 +220,7 @@ func TestOperatorPauseKeepsOrder(t *testing.T) {
 // (the pause was recorded while no dispatcher ran), and delivers what
 // waited once resumed.
 func TestAReplicaStartedWhilePausedStaysPaused(t *testing.T) {
+	t.Parallel() // waits on the pause and a quiet window, not the CPU
 	e := testenv.New(t)
 	vendor := e.Emu.Vendor(emulator.MetrixGateway)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
@@ -277,6 +280,7 @@ func TestOperatorPauseAfterThePausesBucketWasDeleted(t *testing.T) {
 // sinks remove deletes its pause records with its consumers (before, the
 // old operator pause held the new sink).
 func TestSinkRemovedWhilePausedStartsUnpausedWhenAddedAgain(t *testing.T) {
+	t.Parallel() // waits on the pause and the vendor, not on the CPU
 	e := testenv.New(t)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	a := e.Start([]config.Sink{sink}, gatewayRoute)

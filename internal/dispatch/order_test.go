@@ -212,6 +212,7 @@ func TestOrderHoldsAcrossRetries(t *testing.T) {
 // A key's head that is dead-lettered releases the barrier: the key's later
 // events are delivered, in order, and the dead letter says it released it.
 func TestOrderDeadLetterReleasesTheBarrier(t *testing.T) {
+	t.Parallel() // waits on retries' backoffs; asserts order and the dead letter
 	tests := []struct {
 		name   string
 		fault  emulator.Fault
@@ -285,6 +286,7 @@ func TestOrderSurvivesTheBreakerOpeningAndClosing(t *testing.T) {
 // new replica is pinned, and JetStream redelivers them first, in order.
 // Only re-sends of events the vendor had (at-least-once) are allowed.
 func TestOrderSurvivesAReplicaCrash(t *testing.T) {
+	t.Parallel() // mostly waits out the dead replica's pin TTL; asserts order and nothing lost (re-sends allowed)
 	e := testenv.New(t)
 	keys := make([]string, 12)
 	for i := range keys {

@@ -41,6 +41,7 @@ func partitionedTrack(t *testing.T, u, n int) *envelope.Envelope {
 // routed to it exactly once, every partition carries some, and every
 // partition's consumer ends idle.
 func TestPartitionsDeliverEveryEventOnceToEverySink(t *testing.T) {
+	t.Parallel() // waits on the server and the vendor, not on the CPU
 	e := testenv.NewPartitioned(t, 3)
 	sinks := []config.Sink{e.Sink("chabok", emulator.Chabok, nil, nil), e.Sink("hook", emulator.Webhook, nil, nil)}
 	routes := []config.Route{{Types: []string{envelope.TypeTrack}, Sinks: []string{"chabok", "hook"}}}
@@ -105,6 +106,7 @@ func TestPartitionsDeliverEveryEventOnceToEverySink(t *testing.T) {
 // its partition, and each partition is consumed in order. (Order with
 // more workers or replicas is the per-user order feature's.)
 func TestPartitionsKeepEachKeyInOrder(t *testing.T) {
+	t.Parallel() // waits on the server and the vendor, not on the CPU
 	e := testenv.NewPartitioned(t, 3)
 	hook := e.Sink("hook", emulator.Webhook, nil, nil)
 	hook.Concurrency = 1
@@ -139,6 +141,7 @@ func TestPartitionsKeepEachKeyInOrder(t *testing.T) {
 // partition consumer, each pinned on its own, and every key reaches the
 // vendor in publish order, across a retry.
 func TestOrderedSinkOverPartitionsKeepsEachKeyInOrder(t *testing.T) {
+	t.Parallel() // waits on the server and the vendor, not on the CPU
 	e := testenv.NewPartitioned(t, 3)
 	k := newKeyed(t, []string{"u0", "u1", "u2", "u3", "u4", "u5"}, 8)
 	e.Emu.Vendor(emulator.MetrixGateway).SetFault(emulator.Fault{Status: 503, Count: 2, Match: k.ids["u0"][0]})
@@ -170,6 +173,7 @@ func TestOrderedSinkOverPartitionsKeepsEachKeyInOrder(t *testing.T) {
 // schedule subject and two would be lost: the origin carries the
 // partition, and each event arrives once.
 func TestRetriesOfEqualSequencesInDifferentPartitionsAreKeptApart(t *testing.T) {
+	t.Parallel() // waits on retries' backoffs, not on the CPU
 	e := testenv.NewPartitioned(t, 3)
 	var users []string
 	for u := 0; len(users) < 3; u++ {

@@ -31,6 +31,7 @@ func lookup(t *testing.T, e *testenv.Env, id string) map[string]deliveries.Recor
 // "Did event X reach Metrix, and when?": each delivery's state is
 // recorded where it is settled, and read back by the event's id.
 func TestDeliveriesAreRecordedForLookup(t *testing.T) {
+	t.Parallel() // waits on the server and the vendor, not on the CPU
 	e := testenv.New(t)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	sink.Retry.InitialInterval, sink.Retry.MaxInterval, sink.Retry.MaxElapsed = time.Hour, time.Hour, 0

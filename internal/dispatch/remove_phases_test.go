@@ -19,6 +19,7 @@ import (
 // removal at the same time also completes. The mark keeps the consumer's
 // other metadata (its fence and recorded start).
 func TestRemovalBetweenItsPhases(t *testing.T) {
+	t.Parallel() // its cases already run side by side: each mostly waits out RemovalSettle
 	for _, tc := range []struct {
 		name string
 		// between runs while the consumers are marked; it returns the

@@ -77,6 +77,7 @@ func TestOutageDeadLettersNothingAndBreakerBoundsRequests(t *testing.T) {
 }
 
 func TestRetryAfterIsHonoured(t *testing.T) {
+	t.Parallel() // waits out Retry-After; a loaded machine only sends later, which the lower bound allows
 	e := testenv.New(t)
 	vendor := e.Emu.Vendor(emulator.MetrixGateway)
 	vendor.SetFault(emulator.Fault{Status: 429, RetryAfter: "2", Count: 1})
@@ -105,6 +106,7 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 }
 
 func TestRetriesExhaustedAfterTheLimit(t *testing.T) {
+	t.Parallel() // waits on retries' backoffs; counts attempts, not time
 	e := testenv.New(t)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	sink.Retry.MaxAttempts = 3
@@ -156,6 +158,7 @@ func TestRetrySurvivesRestartMidBackoff(t *testing.T) {
 // code; once the cause is fixed, replay delivers each once, to the failed
 // sink only.
 func TestPermanentErrorsThenReplayDeliversOnce(t *testing.T) {
+	t.Parallel() // waits on replays and the vendor, not on the CPU
 	e := testenv.New(t)
 	d := e.Start([]config.Sink{e.Sink("chabok", emulator.Chabok, nil, nil), e.Sink("gateway", emulator.MetrixGateway, slugs, nil)},
 		[]config.Route{{Sinks: []string{"chabok", "gateway"}}})
@@ -203,6 +206,7 @@ func TestPermanentErrorsThenReplayDeliversOnce(t *testing.T) {
 // A replay interrupted after it published some entries but before it
 // removed them, then run again: every entry delivered once, the stream empty.
 func TestInterruptedReplayRunAgainDeliversOnce(t *testing.T) {
+	t.Parallel() // waits on replays and the vendor, not on the CPU
 	e := testenv.New(t)
 	vendor := e.Emu.Vendor(emulator.MetrixGateway)
 	vendor.SetFault(emulator.Fault{Status: 404, Code: "EVENT_TYPE_DOES_NOT_EXIST", Count: 10})
@@ -360,6 +364,7 @@ func TestSlowVendorBeyondAckWaitIsSentOnce(t *testing.T) {
 
 // A replay that fails again is recorded again, with its replay count.
 func TestReplayThatFailsAgainRecordsTheCount(t *testing.T) {
+	t.Parallel() // waits on replays and the vendor, not on the CPU
 	e := testenv.New(t)
 	vendor := e.Emu.Vendor(emulator.MetrixGateway)
 	vendor.SetFault(emulator.Fault{Status: 403, Code: "INVALID_PARAMETERS", Count: 2})

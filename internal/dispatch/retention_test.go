@@ -38,6 +38,7 @@ func eventsStreamsState(t *testing.T, e *testenv.Env) (retention map[string]jets
 // JetStream acknowledged to the producer. With interest retention (before
 // v3) the last ack deleted it: this test found 0 of 10 left.
 func TestAckedEventsStayInTheStream(t *testing.T) {
+	t.Parallel() // waits on the server and the vendor, not on the CPU
 	e := testenv.New(t)
 	sinks := []config.Sink{e.Sink("chabok", emulator.Chabok, nil, nil), e.Sink("hook", emulator.Webhook, nil, nil)}
 	d := e.Start(sinks, []config.Route{{Types: []string{envelope.TypeTrack}, Sinks: []string{"chabok"}}})

@@ -44,6 +44,7 @@ func writeOriginless(t *testing.T, e *testenv.Env, sink string, env *envelope.En
 // retry subject before, and the server keeps one schedule per subject, so
 // the second retry replaced the first and one event was lost.
 func TestRetriesOfOriginlessReplaysAreKeptApart(t *testing.T) {
+	t.Parallel() // waits on retries' backoffs, not the CPU
 	e := testenv.New(t)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	// Both retries wait long enough to be scheduled side by side.
@@ -79,6 +80,7 @@ func TestRetriesOfOriginlessReplaysAreKeptApart(t *testing.T) {
 // handed back uncounted (its count travels in the retry copy that could
 // not be stored), so it was tried again and again and never dead-lettered.
 func TestRetriesStreamDownAttemptsStillEndPerPolicy(t *testing.T) {
+	t.Parallel() // waits on retries' backoffs; counts attempts, not time
 	e := testenv.New(t)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	sink.Retry.MaxAttempts = 2
@@ -138,6 +140,7 @@ func chabokTimes(t *testing.T, e *testenv.Env, status int) []int64 {
 // before, the replay entered the retries stream as a new message and took
 // its receipt time from there.
 func TestReplayKeepsTheFirstReceiptTime(t *testing.T) {
+	t.Parallel() // waits on a replay; compares the times it sends, not how long it took
 	e := testenv.New(t)
 	vendor := e.Emu.Vendor(emulator.Chabok)
 	vendor.SetFault(emulator.Fault{Status: 400, Code: "INVALID_EVENT", Count: 1})
@@ -197,6 +200,7 @@ func refuseRetries(t *testing.T, e *testenv.Env) (restore func()) {
 // moves to the stream as soon as it takes them again (the next failure's
 // copy is stored), and is delivered once from there.
 func TestRetriesStreamBackTakesTheRetryInPlace(t *testing.T) {
+	t.Parallel() // waits on retries' backoffs and the retries stream, not the CPU
 	e := testenv.New(t)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	sink.Retry.MaxAttempts = 1000

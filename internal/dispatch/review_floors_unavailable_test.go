@@ -18,6 +18,7 @@ import (
 // though every consumer exists and nothing is missing: the deployment
 // delivers nothing until the bucket is back.
 func TestReviewFloorsBucketRefusingWritesBlocksEveryStart(t *testing.T) {
+	t.Parallel() // waits on the server, not on the CPU
 	e := testenv.New(t)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	routes := []config.Route{{Sinks: []string{"gateway"}}}

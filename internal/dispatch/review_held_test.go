@@ -241,6 +241,7 @@ func TestKeyedBatchHeldEventsSurviveTheirConsumerRecreated(t *testing.T) {
 // and origin, the producer's multi-valued header; replayed once more, it
 // is delivered.
 func TestKeyedBatchReplayOfAHeldEventKeepsItsHistory(t *testing.T) {
+	t.Parallel() // waits on replays and the vendor, not on the CPU
 	e := testenv.New(t)
 	vendor := e.Emu.Vendor(emulator.MetrixGateway)
 	vendor.SetFault(emulator.Fault{Status: 400, Code: "BAD_REQUEST", Count: 1})

@@ -53,6 +53,7 @@ func TestKeyedRetryInPlaceDoesNotStarveOtherUsers(t *testing.T) {
 // hands them all back: the next dispatcher delivers every one, in order,
 // none dead-lettered.
 func TestKeyedParkedRetryIsHandedBackOnShutdown(t *testing.T) {
+	t.Parallel() // waits on a 2 s retry backoff; asserts order and nothing lost
 	e := testenv.New(t)
 	vendor := e.Emu.Vendor(emulator.MetrixGateway)
 	vendor.SetFault(emulator.Fault{Status: 503, Match: "sick-"})

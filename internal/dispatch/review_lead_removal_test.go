@@ -42,6 +42,7 @@ func leadRemovable(t *testing.T, e *testenv.Env, sink string) error {
 // before). Fixed: the bucket's values may be 64 KiB (topology
 // floorsValueMax).
 func TestReviewATakeoverByAConfigOfManySinksIsRecorded(t *testing.T) {
+	t.Parallel() // waits on binds and sweeps, not on the CPU
 	e := testenv.New(t)
 	first := e.Sink("first", emulator.Chabok, nil, nil)
 	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
@@ -90,6 +91,7 @@ func TestReviewATakeoverByAConfigOfManySinksIsRecorded(t *testing.T) {
 // record (topology.WidenTakeovers). Still wedged, and left: two sets
 // merged into one config, both leads kept, then one dropped.
 func TestReviewASinkAddedAfterTheTakeoverDoesNotWedgeTheRemoval(t *testing.T) {
+	t.Parallel() // waits on binds and sweeps, not on the CPU
 	e := testenv.New(t)
 	first := e.Sink("first", emulator.Chabok, nil, nil)
 	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
@@ -256,6 +258,7 @@ func takeoverVouches(t *testing.T, partitions int) {
 // while another set leads, as with no record; one that has read
 // everything goes.
 func TestReviewALeadRemovalWithoutTheFloorsBucketRefusesABacklog(t *testing.T) {
+	t.Parallel() // waits on binds and sweeps, not on the CPU
 	e := testenv.New(t)
 	first := e.Sink("first", emulator.Chabok, nil, nil)
 	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
@@ -304,6 +307,7 @@ func publishStrayOf(t *testing.T, e *testenv.Env, user string) *envelope.Envelop
 // stray in the old lead's backlog was judged for gateway alone, so the
 // removal stays refused, naming it.
 func TestATakeoverDoesNotVouchForASinkItsSweepMayHaveMissed(t *testing.T) {
+	t.Parallel() // waits on binds and sweeps, not on the CPU
 	for _, tc := range []struct {
 		name string
 		// before says the sink ran with the old lead.
@@ -364,6 +368,7 @@ func TestATakeoverDoesNotVouchForASinkItsSweepMayHaveMissed(t *testing.T) {
 // bind that creates a sink, running the new lead, vouches that the new
 // lead judged for it from its start (topology.WidenTakeovers).
 func TestReviewASinkAddedByTheOldLeadsSetDoesNotJoinTheTakeover(t *testing.T) {
+	t.Parallel() // waits on binds and sweeps, not on the CPU
 	e := testenv.New(t)
 	first := e.Sink("first", emulator.Chabok, nil, nil)
 	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
@@ -441,6 +446,7 @@ func TestReviewASinkAddedByTheOldLeadsSetDoesNotJoinTheTakeover(t *testing.T) {
 // names s. From the review of 6235979; green there (either guard of
 // topology.WidenTakeovers holds it), red with both taken out.
 func TestReviewANarrowedTakeoverIsNotWidenedBackWithASinkOfTheOldLead(t *testing.T) {
+	t.Parallel() // waits on binds and sweeps; a slower sweep is only more surely cut short
 	e := testenv.New(t)
 	first := e.Sink("first", emulator.Chabok, nil, nil)
 	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)

@@ -31,6 +31,7 @@ import (
 // not read, off those types (an invalid envelope, an event on a subject
 // its sink does not read), is then checked by no one.
 func TestReviewALeadConsumerLostWhileStoppedStaysTheLead(t *testing.T) {
+	t.Parallel() // waits on binds and sweeps, not on the CPU
 	e := testenv.New(t)
 	first := e.Sink("first", emulator.Chabok, nil, nil)
 	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
@@ -238,6 +239,7 @@ func TestReviewACutShortSweepIsResumed(t *testing.T) {
 // sweep (topology.LeadRemoval); once the set's next config has made its
 // lead, the removal goes and the stray is judged.
 func TestReviewRemovingASetsLeadWhileAnotherSetLeads(t *testing.T) {
+	t.Parallel() // waits on binds and sweeps, not on the CPU
 	e := testenv.New(t)
 	first := e.Sink("first", emulator.Chabok, nil, nil)
 	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
@@ -290,6 +292,7 @@ func TestReviewRemovingASetsLeadWhileAnotherSetLeads(t *testing.T) {
 // lead would have stopped the removal), reads what came after. A stray
 // stored after the removal is judged.
 func TestRemovingADrainedSetsLeadWhileAnotherSetLeadsLosesNothing(t *testing.T) {
+	t.Parallel() // waits on binds and sweeps, not on the CPU
 	e := testenv.New(t)
 	first := e.Sink("first", emulator.Chabok, nil, nil)
 	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
@@ -343,6 +346,7 @@ func TestRemovingADrainedSetsLeadWhileAnotherSetLeadsLosesNothing(t *testing.T) 
 // first sink, started at once on a fresh deployment all bind, and every
 // marked sink reads every subject.
 func TestThreeConfigsBindingAFreshDeploymentAtOnceAllStart(t *testing.T) {
+	t.Parallel() // waits on binds; any order of the racing binds must pass
 	e := testenv.New(t)
 	a := e.Sink("a", emulator.Chabok, nil, nil)
 	b := e.Sink("b", emulator.Chabok, nil, nil)

@@ -21,6 +21,7 @@ import (
 // replica runs, pulls nothing: the sink is wedged until a restart. Here
 // the race's outcome is written directly.
 func TestReviewReplicaRunningAMarkedSinkIsNotFencedByTheMarksStaleFence(t *testing.T) {
+	t.Parallel() // waits on the fence's reads, not the CPU
 	e := testenv.New(t)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
 	routes := []config.Route{{Sinks: []string{"gateway"}}}

@@ -186,6 +186,7 @@ func TestOperatorPausePastMaxAgeKeepsAnOrderedSinkInOrder(t *testing.T) {
 // max_age of 20 s), and after the resumption every event is delivered, in
 // order.
 func TestOperatorPauseWithinReachDeadLettersNothing(t *testing.T) {
+	t.Parallel() // waits on the pause and a quiet window; max_age (20 s) is far from anything a loaded machine adds
 	e := testenv.New(t)
 	withMaxAge(t, e, 20*time.Second)
 	vendor := e.Emu.Vendor(emulator.MetrixGateway)

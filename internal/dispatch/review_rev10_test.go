@@ -137,8 +137,12 @@ func sweepDone(t *testing.T, e *testenv.Env) {
 // it for delivered. Before dd0558c PassedTo, read once widened, raised
 // the bound over it (an upper bound, held or not).
 func TestReviewRev10AnUnheldBindJudgesWhatItsPullsPassedOver(t *testing.T) {
+	t.Parallel() // waits on binds and sweeps, not on the CPU
 	for _, refuse := range []bool{false, true} {
-		t.Run(fmt.Sprintf("hold refused=%v", refuse), func(t *testing.T) { unheldBind(t, refuse) })
+		t.Run(fmt.Sprintf("hold refused=%v", refuse), func(t *testing.T) {
+			t.Parallel() // independent cases, each its own server
+			unheldBind(t, refuse)
+		})
 	}
 }
 

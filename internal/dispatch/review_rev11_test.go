@@ -28,6 +28,7 @@ import (
 // the old lead go on the takeover, and an invalid envelope in its
 // backlog, below the new lead's start, is dead-lettered by no one.
 func TestReviewRev11ANewLeadStartedAboveTheOldLeadsBacklogChecksIt(t *testing.T) {
+	t.Parallel() // waits on binds and sweeps, not on the CPU
 	for _, tt := range []struct {
 		name  string
 		types []string // late's route's types (none: late reads every subject)
@@ -37,6 +38,7 @@ func TestReviewRev11ANewLeadStartedAboveTheOldLeadsBacklogChecksIt(t *testing.T)
 		{"the new lead read its types", []string{envelope.TypeIdentify}, envelope.TypeIdentify},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel() // independent cases, each its own server
 			e := testenv.New(t)
 			first := e.Sink("first", emulator.Chabok, nil, nil)
 			gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)

@@ -215,6 +215,7 @@ func TestRev12LiveTrafficFillingTheHoldStillBatches(t *testing.T) {
 // never seen by the collector, and the last window waits out max_wait as
 // before the change.
 func TestRev12BacklogEndingInAnotherRoutesEventStillDrains(t *testing.T) {
+	t.Parallel() // asserts order and once (ack_wait 5 min); its 20 s deadline is many times what it takes, max_wait (1 min) far beyond
 	for _, tc := range []struct {
 		name string
 		last func(t *testing.T, e *testenv.Env, user string)
@@ -260,6 +261,7 @@ func TestRev12BacklogEndingInAnotherRoutesEventStillDrains(t *testing.T) {
 // may (its hold), yet neither waits out max_wait to send (before, 0 of
 // 1,000 events in 20 s with max_wait a minute).
 func TestRev12BacklogOverTwoReplicasEndsBeforeMaxWait(t *testing.T) {
+	t.Parallel() // asserts delivery (ack_wait 5 min); its 20 s deadline is many times what it takes, max_wait (1 min) far beyond
 	e := testenv.New(t)
 	sink := batched(e.Sink("gateway", emulator.MetrixGateway, slugs, nil), 200, time.Minute)
 	sink.Concurrency = 4
@@ -351,6 +353,7 @@ func TestRev12ShutdownWithBatchesInTheHandOff(t *testing.T) {
 // waiting in the buffered hand-off meanwhile; each event accepted once,
 // in order.
 func TestRev12RetriesInPlaceDuringABacklogsEndKeepOrder(t *testing.T) {
+	t.Parallel() // waits on retries' backoffs; asserts order and once (ack_wait 5 min), its 40 s deadline five times what it takes
 	e := testenv.New(t)
 	sink := batched(e.Sink("gateway", emulator.MetrixGateway, slugs, nil), 200, time.Minute)
 	sink.Concurrency = 4

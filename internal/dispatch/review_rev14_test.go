@@ -115,6 +115,7 @@ func (s *settleFrames) twice(stream string) []string {
 // `!ok || d.retry` short-circuits, rescue and orderer.admit return), and
 // the keyed pass's note reads only d.retry, d.pending and d.origin.
 func TestRev14InvalidEnvelopeSettledOnceOnEverySinkPath(t *testing.T) {
+	t.Parallel() // waits on the server and the vendor; counts settlements, not time
 	for _, tc := range []struct {
 		name   string
 		sink   func(e *testenv.Env) config.Sink

@@ -23,6 +23,7 @@ import (
 // event is dead-lettered for it, not lost. Without filters it is
 // delivered.
 func TestEventOnASubjectNotItsTypesIsDeliveredOrDeadLettered(t *testing.T) {
+	t.Parallel() // waits on replicas and the vendor, not on the CPU
 	for _, byRoute := range []bool{false, true} {
 		t.Run(fmt.Sprintf("filter_by_route=%v", byRoute), func(t *testing.T) {
 			e := testenv.New(t)
@@ -85,6 +86,7 @@ func TestEventOnASubjectNotItsTypesIsDeliveredOrDeadLettered(t *testing.T) {
 // never reads them: lost. Deterministic here: the new replica restarts (as in a
 // rolling deploy) while the old one alone runs the first sink.
 func TestDestinationsSafetyNetWithAStaleLocalFilter(t *testing.T) {
+	t.Parallel() // waits on replicas and the vendor, not on the CPU
 	e := testenv.New(t)
 	first := e.Sink("first", emulator.Chabok, nil, nil)
 	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
@@ -132,6 +134,7 @@ func TestDestinationsSafetyNetWithAStaleLocalFilter(t *testing.T) {
 // checks it. Fixed: the lead is marked on the server and stays the lead
 // whatever the order (ChooseLeads).
 func TestReviewANewFirstSinkLeavesNoBacklogUnchecked(t *testing.T) {
+	t.Parallel() // waits on binds and sweeps, not on the CPU
 	e := testenv.New(t)
 	first := e.Sink("first", emulator.Chabok, nil, nil)
 	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
@@ -174,8 +177,12 @@ func TestReviewANewFirstSinkLeavesNoBacklogUnchecked(t *testing.T) {
 // dead-lettered, an event on a subject its sink does not read neither
 // delivered nor dead-lettered. The new lead sweeps it (sweep.go).
 func TestRemovingTheLeadLeavesItsBacklogChecked(t *testing.T) {
+	t.Parallel() // waits on replicas and sweeps, not on the CPU
 	for _, partitions := range []int{1, 2} {
-		t.Run(fmt.Sprintf("partitions=%d", partitions), func(t *testing.T) { removingTheLead(t, partitions) })
+		t.Run(fmt.Sprintf("partitions=%d", partitions), func(t *testing.T) {
+			t.Parallel() // independent cases, each its own server
+			removingTheLead(t, partitions)
+		})
 	}
 }
 

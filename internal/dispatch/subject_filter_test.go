@@ -73,6 +73,7 @@ func delivered(t *testing.T, e *testenv.Env, sink string) uint64 {
 // the rest. The first sink still reads everything (it counts what is
 // received and unrouted).
 func TestSinkReadsOnlyTheTypesItsRoutesName(t *testing.T) {
+	t.Parallel() // waits on the server and the vendor, not on the CPU
 	e := testenv.New(t)
 	first := e.Sink("first", emulator.Chabok, nil, nil)
 	gateway := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
@@ -104,6 +105,7 @@ func TestSinkReadsOnlyTheTypesItsRoutesName(t *testing.T) {
 // by it, and none by the old replica (TestRollingRouteChangeLosesNothing
 // with filters).
 func TestRollingRouteWideningWithFiltersLosesNothing(t *testing.T) {
+	t.Parallel() // waits on replicas and the vendor, not on the CPU
 	e := testenv.New(t)
 	first := e.Sink("first", emulator.Chabok, nil, nil)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
@@ -133,6 +135,7 @@ func TestRollingRouteWideningWithFiltersLosesNothing(t *testing.T) {
 // replica's filter drops track, so no track event is delivered to the
 // sink at all, by either replica.
 func TestRollingRouteNarrowingWithFiltersDeliversOnlyUnderTheNewRoutes(t *testing.T) {
+	t.Parallel() // waits on replicas and the vendor, not on the CPU
 	e := testenv.New(t)
 	first := e.Sink("first", emulator.Chabok, nil, nil)
 	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
@@ -162,8 +165,10 @@ func TestRollingRouteNarrowingWithFiltersDeliversOnlyUnderTheNewRoutes(t *testin
 // With partitions, each partition's consumers filter on that partition's
 // subjects.
 func TestDestinationsOnATypeSubjectTheSinkDoesNotReadAreDeadLettered(t *testing.T) {
+	t.Parallel() // waits on replicas and the vendor, not on the CPU
 	for _, partitions := range []int{1, 3} {
 		t.Run(fmt.Sprintf("%d partitions", partitions), func(t *testing.T) {
+			t.Parallel() // independent cases, each its own server
 			e := testenv.New(t)
 			if partitions > 1 {
 				e = testenv.NewPartitioned(t, partitions)

@@ -29,6 +29,7 @@ func attr(s sdktrace.ReadOnlySpan, key attribute.Key) attribute.Value {
 // the envelope's traceparent extension), with the sink, the attempt, the
 // vendor's status and the outcome; a retry's span links the attempt before.
 func TestAttemptsAreSpansInTheProducersTrace(t *testing.T) {
+	t.Parallel() // waits on the server and the vendor, not on the CPU
 	e := testenv.New(t)
 	rec := tracetest.NewSpanRecorder()
 	e.Tracer = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
@@ -68,6 +69,7 @@ func TestAttemptsAreSpansInTheProducersTrace(t *testing.T) {
 // of a batch may be rejected while the others are accepted), and a failed
 // batch's retries link the attempt before, as unbatched attempts do.
 func TestBatchedAttemptsAreSpansInEachProducersTrace(t *testing.T) {
+	t.Parallel() // waits on the server and the vendor, not on the CPU
 	e := testenv.New(t)
 	rec := tracetest.NewSpanRecorder()
 	e.Tracer = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))

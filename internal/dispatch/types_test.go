@@ -36,6 +36,7 @@ func shipped(id string) *envelope.Envelope {
 }
 
 func TestCustomTypeRoutedByTypeReachesTheWebhookIntact(t *testing.T) {
+	t.Parallel() // waits on the server and the vendor, not on the CPU
 	e := testenv.New(t)
 	hook := e.Sink("hook", emulator.Webhook, nil, nil)
 	d := e.Start([]config.Sink{hook}, []config.Route{{Types: []string{shippedType}, Sinks: []string{"hook"}}})
@@ -67,6 +68,7 @@ func TestCustomTypeRoutedByTypeReachesTheWebhookIntact(t *testing.T) {
 // request is made for it, and the tracks before and after it are
 // delivered.
 func TestCustomTypeToAVendorSinkIsUnsupportedAndTheStreamFlows(t *testing.T) {
+	t.Parallel() // waits on the server and the vendor, not on the CPU
 	e := testenv.New(t)
 	hook := e.Sink("hook", emulator.Webhook, nil, nil)
 	chabok := e.Sink("chabok", emulator.Chabok, nil, nil)
@@ -108,6 +110,7 @@ func TestCustomTypeToAVendorSinkIsUnsupportedAndTheStreamFlows(t *testing.T) {
 // whose data does not match is dead-lettered invalid_envelope, naming
 // where; one that matches is delivered.
 func TestCustomTypeDataSchema(t *testing.T) {
+	t.Parallel() // waits on the server and the vendor, not on the CPU
 	e := testenv.New(t)
 	hook := e.Sink("hook", emulator.Webhook, nil, nil)
 	var schemas map[string]yaml.Node

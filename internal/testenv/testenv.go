@@ -47,9 +47,19 @@ type Env struct {
 	Servers []*server.Server
 	// Tracer, if set, traces the dispatchers started after it is set.
 	Tracer trace.TracerProvider
-	// nodes are a cluster's servers' options, to restart them by.
-	nodes []embedded.Options
+	// nodes are New's server or a cluster's, to restart them by.
+	nodes []*node
 }
+
+// node is a server's options and the server now running on them. Its
+// shutdown, registered when the node first starts, stops whichever server
+// RestartServer has left on it by then.
+type node struct {
+	opts   embedded.Options
+	server *server.Server
+}
+
+func (n *node) shutdown() { n.server.Shutdown(); n.server.WaitForShutdown() }
 
 // New starts the embedded server and the emulator; both stop with the test.
 func New(t testing.TB) *Env {
@@ -62,9 +72,10 @@ func New(t testing.TB) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	nd := &node{opts: o, server: s}
+	t.Cleanup(nd.shutdown)
 	e := newEnv(t, []*server.Server{s}, 1, true)
-	e.nodes = []embedded.Options{o}
+	e.nodes = []*node{nd}
 	return e
 }
 
@@ -110,7 +121,7 @@ func newCluster(t testing.TB, n int, ready bool) *Env {
 		ports[i] = FreeAddr(t)
 	}
 	servers := make([]*server.Server, n)
-	nodes := make([]embedded.Options, n)
+	nodes := make([]*node, n)
 	for i := range n {
 		var routes []string
 		for j, p := range ports {
@@ -118,18 +129,19 @@ func newCluster(t testing.TB, n int, ready bool) *Env {
 				routes = append(routes, "nats://"+p)
 			}
 		}
-		nodes[i] = embedded.Options{
+		o := embedded.Options{
 			// Fixed client and route addresses: a restarted node comes
 			// back on both (New's comment).
 			Listen: FreeAddr(t), DataDir: t.TempDir(), ServerName: fmt.Sprintf("n%d", i+1),
 			ClusterName: "chapar-test", ClusterListen: ports[i], Routes: routes,
 		}
-		s, err := embedded.Start(nodes[i])
+		s, err := embedded.Start(o)
 		if err != nil {
 			t.Fatal(err)
 		}
 		servers[i] = s
-		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+		nodes[i] = &node{opts: o, server: s}
+		t.Cleanup(nodes[i].shutdown)
 	}
 	e := newEnv(t, servers, n, ready)
 	e.nodes = nodes
@@ -141,23 +153,29 @@ func newCluster(t testing.TB, n int, ready bool) *Env {
 // nats-server, or a rolling restart of the cluster, does.
 // It returns once the server accepts clients again; JetStream's groups
 // on it catch up after.
+//
+// The server started again stops with the test where the node's first
+// server would have: after the dispatchers and connections started since.
+// (With a shutdown of its own, registered here, it stopped first: a test
+// that restarted two of a cluster's three nodes left its dispatchers'
+// drains without a quorum, waiting out their timeouts, 12 to 37 s.)
 func (e *Env) RestartServer(i int) {
 	e.T.Helper()
 	if i >= len(e.nodes) {
 		e.T.Fatalf("server %d cannot be restarted (New and NewCluster's servers can)", i)
 	}
-	old := e.Servers[i]
-	old.Shutdown()
-	old.WaitForShutdown()
-	s, err := embedded.Start(e.nodes[i])
+	nd := e.nodes[i]
+	nd.server.Shutdown()
+	nd.server.WaitForShutdown()
+	s, err := embedded.Start(nd.opts)
 	if err != nil {
 		e.T.Fatal(err)
 	}
+	nd.server = s
 	e.Servers[i] = s
 	if i == 0 {
 		e.Server = s
 	}
-	e.T.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
 }
 
 // FreeAddr is a loopback host:port nobody listens on (yet), below the
