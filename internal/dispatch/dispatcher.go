@@ -473,6 +473,12 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 			}
 			settings.Start, settings.Floors, settings.FloorsUnavailable = sc.StartTime(), floors, floorsErr
 			cons, err := d.topo.EnsureSink(actx, d.js, sc.Name, settings)
+			// A consumer recreated before an error (a try cut short) is
+			// found in place by the next try, which has nothing to say
+			// of it: its loss is reported now.
+			for _, r := range cons.Restored {
+				d.reportRestored(sc.Name, r)
+			}
 			if errors.Is(err, topology.ErrFloorUnknown) {
 				return backoff.Permanent(fmt.Errorf("dispatch: sinks[%d] (%s): %w; starting it from new events would skip its backlog without a word, "+
 					"from the stream's first event would deliver up to streams.max_age of events again: set sinks[%d].start to the time to deliver from "+
@@ -508,12 +514,20 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 						d.log.Warn(msg, zap.String("sink", sc.Name), zap.Error(err))
 						continue
 					}
-					if (sw.held && at >= sw.prior.Delivered) || (!sw.held && at <= sw.prior.Delivered) {
+					moved := (sw.held && at < sw.prior.Delivered) || (!sw.held && at > sw.prior.Delivered)
+					if !moved && !sw.unrecorded {
 						continue
 					}
-					sw.prior.Delivered = at
+					if moved {
+						sw.prior.Delivered = at
+					}
 					if floors != nil {
-						if err := d.topo.WriteSweep(actx, floors, sc.Name, sw.partition, topology.PendingSweep{From: sw.from, Prior: sw.prior}); err != nil {
+						err := d.topo.WriteSweep(actx, floors, sc.Name, sw.partition, topology.PendingSweep{From: sw.from, Prior: sw.prior})
+						// A try cut short here has moved the bound in
+						// memory only: the next writes it, or a bind that
+						// resumes the record judges by the old bound.
+						sw.unrecorded = err != nil
+						if err != nil {
 							d.log.Warn("the new lead's sweep is recorded up to the stream's end at its hold, not where its consumer goes on from; "+
 								"a bind that resumes it judges some events the consumer delivers as passed over (dead-lettered too)",
 								zap.String("sink", sc.Name), zap.Error(err))
@@ -524,9 +538,6 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 				if err := topology.ReleaseWidened(actx, d.js, cons.Events); err != nil {
 					return retryable(err)
 				}
-			}
-			for _, r := range cons.Restored {
-				d.reportRestored(sc.Name, r)
 			}
 			if cons.FloorsNotWritten != nil {
 				d.log.Warn("could not record the sink's ack floors at bind; the healer tries again as they move",
@@ -639,9 +650,13 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 		// record, now that their consumers exist: that config judged for
 		// them, and the sweep had nothing of theirs. Not fatal: `sinks remove` of the old lead refuses
 		// while it has a backlog (`--force` is the way out).
+		// These two are not fatal, so a try whose time is spent would
+		// skip them and succeed: they get time of their own.
+		lctx, lcancel := context.WithTimeout(ctx, 10*time.Second)
+		defer lcancel()
 		if floors != nil {
 			for name := range leads {
-				widened, err := d.topo.WidenTakeovers(actx, d.js, floors, name, names)
+				widened, err := d.topo.WidenTakeovers(lctx, d.js, floors, name, names)
 				if err != nil {
 					d.log.Warn("could not add the sinks added since to the lead's takeover records: dispatcher sinks remove "+
 						"refuses the old lead while it has a backlog", zap.String("sink", name), zap.Error(err))
@@ -653,7 +668,7 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 			}
 		}
 		// Not fatal: the partitions work with their leaders anywhere.
-		if err := d.topo.SpreadLeaders(actx, d.js, names); err != nil {
+		if err := d.topo.SpreadLeaders(lctx, d.js, names); err != nil {
 			d.log.Warn("could not spread the partitions' leaders over the servers", zap.Error(err))
 		}
 		return nil

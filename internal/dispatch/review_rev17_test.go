@@ -192,7 +192,6 @@ func startOn(t *testing.T, e *testenv.Env, js jetstream.JetStream, sinks []confi
 // a 2 s one. (Cut by a stall past 10 s it is red at 10 s too: the
 // defect is older than 9d35fff, which makes it likely.)
 func TestReviewRev17ATryCutAfterARecreationStillReportsTheLoss(t *testing.T) {
-	t.Skip("defect (red on dcc1729, green with bind's tries at 10 s): a bind try cut after topology.restoreLost recreated a lost consumer drops its Restored report; the loss, and the events gone with it, are never logged or counted")
 	t.Parallel() // waits on the server and the vendor, not on the CPU
 	e := testenv.New(t)
 	logs := observeLogs(e)
@@ -260,7 +259,6 @@ func TestReviewRev17ATryCutAfterARecreationStillReportsTheLoss(t *testing.T) {
 // (green with bind's tries at 10 s flat), past a 2 s one. (A stall past
 // 10 s is red at 10 s too: older than 9d35fff, which makes it likely.)
 func TestReviewRev17ASweepLoweredInACutTryIsRecordedLowered(t *testing.T) {
-	t.Skip("defect (red on dcc1729, green with bind's tries at 10 s): a try that lowers a new lead's sweep in memory and runs out of time on the record's write never writes it; a resumed sweep dead-letters events the widened consumer delivered")
 	t.Parallel() // waits on binds and sweeps, not on the CPU
 	e, gateway, track := oldLeadBacklog(t)
 	// Strays above where gateway's narrow consumer stands: its widened
@@ -354,7 +352,6 @@ func (k *slowKV) ListKeysFiltered(ctx context.Context, filters ...string) (jetst
 // backlog (TestReviewASinkAddedAfterTheTakeoverDoesNotWedgeTheRemoval's
 // case), until some dispatcher starts again.
 func TestReviewRev17ABindCutAfterItsMarksWidensTheTakeovers(t *testing.T) {
-	t.Skip("defect (red on dcc1729, green with bind's tries at 10 s): WidenTakeovers and SpreadLeaders run on what is left of the try's 2 s and are skipped, the bind succeeding, when it is spent")
 	t.Parallel() // waits on binds and sweeps, not on the CPU
 	e := testenv.New(t)
 	first := e.Sink("first", emulator.Chabok, nil, nil)

@@ -47,6 +47,10 @@ type leadSweep struct {
 	// of prior stands (what they passed over meanwhile goes unjudged: the
 	// bind warns).
 	held bool
+	// unrecorded says prior.Delivered was moved at a bind whose write of
+	// it to the floors bucket failed (a try cut short): a try after it
+	// writes it again, though it finds nothing more to move.
+	unrecorded bool
 }
 
 // leadSweeps are the sweeps a sink made the lead needs, per partition:

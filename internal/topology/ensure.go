@@ -162,7 +162,8 @@ type SinkConsumers struct {
 	Retries jetstream.Consumer
 	// Restored are the events consumers found missing and recreated
 	// from their floors (or created by sinks[].start though the sink was
-	// not new): each is a loss to count and log.
+	// not new): each is a loss to count and log, also when EnsureSink
+	// returns an error (a call made again finds them in place).
 	Restored []Restored
 	// StreamsCreated are the events streams' creation times, in
 	// partition order: a floor record names its stream instance by it.
@@ -229,6 +230,12 @@ func (t Topology) EnsureSink(ctx context.Context, js jetstream.JetStream, sink s
 			if restored, err = restoreLost(ctx, js, t, s.Floors, sink, stream, ev, s.Start); err != nil {
 				return out, fmt.Errorf("topology: consumer %s on %s: %w", ev.Durable, stream, err)
 			}
+			if restored != nil && restored.Plan != LostFromStart {
+				// Recreated: reported whatever fails next, since a
+				// call made again finds it in place (the caller reports
+				// Restored on error too).
+				out.Restored = append(out.Restored, *restored)
+			}
 		}
 		// Who made the sink is recorded only for a new one: one recreated
 		// after a loss (by sinks[].start here) may have been made by
@@ -249,7 +256,7 @@ func (t Topology) EnsureSink(ctx context.Context, js jetstream.JetStream, sink s
 			}
 			restored.From = restored.StartSeq
 		}
-		if restored != nil {
+		if restored != nil && restored.Plan == LostFromStart {
 			out.Restored = append(out.Restored, *restored)
 		}
 		out.Events = append(out.Events, c)
