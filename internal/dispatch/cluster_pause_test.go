@@ -36,7 +36,11 @@ func TestClusterOperatorPauseSurvivesLeaderChanges(t *testing.T) {
 	e := testenv.NewCluster(t, 3)
 	k := newKeyed(t, []string{"u0", "u1", "u2", "u3"}, 15)
 	vendor := e.Emu.Vendor(emulator.MetrixGateway)
-	vendor.SetFault(emulator.Fault{Status: 200, Latency: 50 * time.Millisecond})
+	// 250 ms a request, not 50: the pause must reach both replicas
+	// through the cluster before the 40 events are all out, and at 50 ms
+	// a loaded machine let all 40 through first (review rev17: 9 to 40 at
+	// the pause over five runs beside other tests; 8 of 40 at 250 ms).
+	vendor.SetFault(emulator.Fault{Status: 200, Latency: 250 * time.Millisecond})
 	sink := orderedSink(e)
 	withAckWait := func(c *config.Dispatcher) { c.AckWait = 3 * time.Second }
 	a := e.Start([]config.Sink{sink}, gatewayRoute, withAckWait)

@@ -261,7 +261,7 @@ func TestRev12BacklogEndingInAnotherRoutesEventStillDrains(t *testing.T) {
 // may (its hold), yet neither waits out max_wait to send (before, 0 of
 // 1,000 events in 20 s with max_wait a minute).
 func TestRev12BacklogOverTwoReplicasEndsBeforeMaxWait(t *testing.T) {
-	t.Parallel() // asserts delivery (ack_wait 5 min); its 20 s deadline is many times what it takes, max_wait (1 min) far beyond
+	t.Parallel() // asserts delivery (ack_wait 5 min); its 45 s deadline is several times what it takes (7-9 s under load), and below max_wait (1 min)
 	e := testenv.New(t)
 	sink := batched(e.Sink("gateway", emulator.MetrixGateway, slugs, nil), 200, time.Minute)
 	sink.Concurrency = 4
@@ -274,7 +274,7 @@ func TestRev12BacklogOverTwoReplicasEndsBeforeMaxWait(t *testing.T) {
 	users := usersOn("u", 0, 1, 40)
 	publishUsers(t, e, users, 25, "order_paid")
 	const total = 40 * 25
-	testenv.Eventually(t, 20*time.Second, "every event accepted well before max_wait (1 min)", func() bool {
+	testenv.Eventually(t, 45*time.Second, "every event accepted before max_wait (1 min)", func() bool {
 		_, ev, _ := requestStats(t, vendor, users)
 		return ev == total
 	})
