@@ -412,11 +412,9 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 	me := d.id
 	began := time.Now()
 	retryable := func(err error) error { return retryableSince(err, time.Since(began)) }
-	tries := 0
 	op := func() error {
 		out = out[:0]
-		tries++
-		actx, cancel := context.WithTimeout(ctx, bindTryTimeout(tries))
+		actx, cancel := context.WithTimeout(ctx, bindTryTimeout)
 		defer cancel()
 		if err := d.topo.Ensure(actx, d.js); err != nil {
 			return retryable(err)
@@ -520,6 +518,7 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 					}
 					if moved {
 						sw.prior.Delivered = at
+						sw.unrecorded = true // until written (none may be, floors unread)
 					}
 					if floors != nil {
 						err := d.topo.WriteSweep(actx, floors, sc.Name, sw.partition, topology.PendingSweep{From: sw.from, Prior: sw.prior})
@@ -651,8 +650,10 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 		// them, and the sweep had nothing of theirs. Not fatal: `sinks remove` of the old lead refuses
 		// while it has a backlog (`--force` is the way out).
 		// These two are not fatal, so a try whose time is spent would
-		// skip them and succeed: they get time of their own.
-		lctx, lcancel := context.WithTimeout(ctx, 10*time.Second)
+		// skip them and succeed: they get time of their own, more than
+		// a whole try's (a server that answers a try's first requests
+		// slowly may answer these as slowly).
+		lctx, lcancel := context.WithTimeout(ctx, 2*bindTryTimeout)
 		defer lcancel()
 		if floors != nil {
 			for name := range leads {
@@ -856,17 +857,12 @@ func (d *Dispatcher) reportRestored(sink string, r topology.Restored) {
 	d.obs.ConsumerBack(sink)
 }
 
-// bindTryTimeout is how long bind's try number try (from 1) may take: 2 s,
-// 4 s, 8 s, then 10 s. On a cluster still forming, requests go unanswered
-// until it has a JetStream leader and each new stream's group has elected
-// one; a try cut short sooner starts again sooner, and each finds more
-// in place (TestStartsOnAFormingCluster bound in 15.7 s, against 42.8 s at
-// a flat 10 s: four tries of 10 s, each cut off one stream further on). A
-// bind that is slow for its size, not for the cluster, is given 10 s from
-// the fourth try on, as before.
-func bindTryTimeout(try int) time.Duration {
-	return min(time.Second<<min(try, 4), 10*time.Second)
-}
+// bindTryTimeout is how long each of bind's tries may take. Tries of 2,
+// 4 and 8 s first bound a forming cluster sooner (16-28 s against 43 s),
+// but cut short binds that are only slow, where every step a cut try
+// leaves half done is a defect to guard against (reviews rev17, rev18):
+// a cut is kept for the cluster that does not answer.
+const bindTryTimeout = 10 * time.Second
 
 // formingGrace is how long after a dispatcher starts binding a refused
 // placement is taken for a cluster still forming.

@@ -138,20 +138,6 @@ func TestRetryableStartupErrors(t *testing.T) {
 	}
 }
 
-// bind's tries on a forming cluster: short first, so a try cut off by an
-// unanswered request starts again soon, then 10 s each, what any bind had
-// before (its size may need it).
-func TestBindTryTimeout(t *testing.T) {
-	for _, c := range []struct {
-		try  int
-		want time.Duration
-	}{{1, 2 * time.Second}, {2, 4 * time.Second}, {3, 8 * time.Second}, {4, 10 * time.Second}, {5, 10 * time.Second}, {64, 10 * time.Second}} {
-		if got := bindTryTimeout(c.try); got != c.want {
-			t.Errorf("bindTryTimeout(%d) = %s; want %s", c.try, got, c.want)
-		}
-	}
-}
-
 // A sink's prefetch: four messages per worker up to 512, then two per
 // worker, at most 4,096; and at least 512, or half the sink's
 // max_ack_pending if that is less. Past 128 workers four per worker held

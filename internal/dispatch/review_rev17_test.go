@@ -28,6 +28,10 @@ import (
 	"go.uber.org/zap"
 )
 
+// cutATry is a stall past bind's try deadline (10 s): the call fails at
+// the deadline, unsent, as one to a server that does not answer.
+const cutATry = 11 * time.Second
+
 // slowJS is a dispatcher's JetStream whose answers a test makes slow:
 // before each call it asks slow (under mu), which may return a wait; the
 // call then waits that long or until its context ends, and if the
@@ -187,10 +191,9 @@ func startOn(t *testing.T, e *testenv.Env, js jetstream.JetStream, sinks []confi
 // recreation drops it: EnsureSink returns an error, the next try finds
 // the consumer there, and nothing is logged or counted, not even the
 // events that cannot be delivered. Here the lookup of the retries
-// consumer, after the events consumer was recreated, answers in 2.5 s,
-// once: within a 10 s try (green with bind's tries at 10 s flat), past
-// a 2 s one. (Cut by a stall past 10 s it is red at 10 s too: the
-// defect is older than 9d35fff, which makes it likely.)
+// consumer, after the events consumer was recreated, stalls past the
+// try's deadline (cutATry), once. (Found when tries of 2 s made cuts
+// likely; red at 10 s as well.)
 func TestReviewRev17ATryCutAfterARecreationStillReportsTheLoss(t *testing.T) {
 	t.Parallel() // waits on the server and the vendor, not on the CPU
 	e := testenv.New(t)
@@ -227,7 +230,7 @@ func TestReviewRev17ATryCutAfterARecreationStillReportsTheLoss(t *testing.T) {
 	sj.slow = func(op, stream, name string) time.Duration {
 		if op == "consumer" && name == topology.RetryConsumer("gateway") && recreated && !cut {
 			cut = true
-			return 2500 * time.Millisecond // within a 10 s try, past a 2 s one
+			return cutATry // past the try's deadline
 		}
 		return 0
 	}
@@ -255,9 +258,8 @@ func TestReviewRev17ATryCutAfterARecreationStillReportsTheLoss(t *testing.T) {
 // does not write it. The sweep this process runs is right, but one a
 // later bind resumes (this one stopped first) judges by the record: the
 // strays the widened consumer delivered are dead-lettered for it too.
-// Here the lowering's write answers in 2.5 s, once: within a 10 s try
-// (green with bind's tries at 10 s flat), past a 2 s one. (A stall past
-// 10 s is red at 10 s too: older than 9d35fff, which makes it likely.)
+// Here the lowering's write stalls past the try's deadline (cutATry),
+// once.
 func TestReviewRev17ASweepLoweredInACutTryIsRecordedLowered(t *testing.T) {
 	t.Parallel() // waits on binds and sweeps, not on the CPU
 	e, gateway, track := oldLeadBacklog(t)
@@ -276,7 +278,7 @@ func TestReviewRev17ASweepLoweredInACutTryIsRecordedLowered(t *testing.T) {
 		// The first put records the sweep; the second lowers it.
 		if puts++; puts == 2 {
 			cut = true
-			return 2500 * time.Millisecond // within a 10 s try, past a 2 s one
+			return cutATry // past the try's deadline
 		}
 		return 0
 	}
@@ -343,11 +345,9 @@ func (k *slowKV) ListKeysFiltered(ctx context.Context, filters ...string) (jetst
 // What bind does after the marks' second read (WidenTakeovers, then
 // SpreadLeaders) is not fatal: it warns and the bind succeeds. It runs
 // on what is left of the try's time, and a try whose time is up there
-// succeeds without it: nothing tries it again until the next start. A
-// 10 s try had seconds left there; a first try of 2 s, on a server that
-// answers slowly, may have none. Here the listing of the lead's takeover
-// records answers in 2.5 s, once: within a 10 s try, after a 2 s one
-// ended. The sink added after the takeover is not added to it, and
+// succeeds without it: nothing tries it again until the next start.
+// Here the listing of the lead's takeover records stalls past the try's
+// deadline (cutATry), once. The sink added after the takeover is not added to it, and
 // `dispatcher sinks remove` of the old lead is refused while it has a
 // backlog (TestReviewASinkAddedAfterTheTakeoverDoesNotWedgeTheRemoval's
 // case), until some dispatcher starts again.
@@ -382,7 +382,7 @@ func TestReviewRev17ABindCutAfterItsMarksWidensTheTakeovers(t *testing.T) {
 	sj.slow = func(op, _, filter string) time.Duration {
 		if op == "keys" && strings.HasPrefix(filter, "Lead.") && !slowed {
 			slowed = true
-			return 2500 * time.Millisecond
+			return cutATry // past the try's deadline
 		}
 		return 0
 	}

@@ -29,10 +29,9 @@ import (
 // no request on a context already done): the consumer recreated from
 // its floor stays, restoreLost returns only the error, and the next try
 // finds the consumer in place. The loss (here two events gone past
-// max_age) is never logged or counted. Here the update answers in
-// 2.5 s, once: past a 2 s try.
+// max_age) is never logged or counted. Here the update stalls past the
+// try's deadline (cutATry), once.
 func TestReviewRev18ATryCutInTheRecreationsCheckStillReportsTheLoss(t *testing.T) {
-	t.Skip("defect (red on 5868d74): a try cut on RecreateConsumer's check leaves the recreated consumer (its delete is sent on the spent context, so never), and the loss is never reported; green with the delete on a context of its own")
 	t.Parallel() // waits on the server and the vendor, not on the CPU
 	e := testenv.New(t)
 	logs := observeLogs(e)
@@ -68,7 +67,7 @@ func TestReviewRev18ATryCutInTheRecreationsCheckStillReportsTheLoss(t *testing.T
 	sj.slow = func(op, stream, name string) time.Duration {
 		if op == "update" && name == topology.SinkConsumer("gateway") && recreated && !cut {
 			cut = true
-			return 2500 * time.Millisecond // within a 10 s try, past a 2 s one
+			return cutATry // past the try's deadline
 		}
 		return 0
 	}
@@ -95,7 +94,7 @@ func TestReviewRev18ATryCutInTheRecreationsCheckStillReportsTheLoss(t *testing.T
 // place and unreported; the next try finds it (restoreLost: nil, keep
 // records the start) and the loss is never logged or counted.
 func TestReviewRev18ATryCutAfterACreationFromStartStillReportsTheLoss(t *testing.T) {
-	t.Skip("defect (red on 5868d74): a try cut on ensureEvents' start update after it created the consumer by sinks[].start leaves it unreported; the next try finds it in place")
+	t.Skip("KNOWN LIMIT (red on 5868d74 and since): a try cut on ensureEvents' start update after it created the consumer by sinks[].start leaves it unreported; the next try finds it in place")
 	t.Parallel() // waits on the server and the vendor, not on the CPU
 	e := testenv.New(t)
 	logs := observeLogs(e)
@@ -124,7 +123,7 @@ func TestReviewRev18ATryCutAfterACreationFromStartStillReportsTheLoss(t *testing
 	sj.slow = func(op, stream, name string) time.Duration {
 		if op == "update" && name == topology.SinkConsumer("gateway") && created && !cut {
 			cut = true
-			return 2500 * time.Millisecond // within a 10 s try, past a 2 s one
+			return cutATry // past the try's deadline
 		}
 		return 0
 	}

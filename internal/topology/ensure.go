@@ -503,7 +503,15 @@ func RecreateConsumer(ctx context.Context, js jetstream.JetStream, stream string
 	}
 	cfg.Metadata[RecreatedFromMetadata] = strconv.FormatUint(from, 10)
 	if c, err = js.UpdateConsumer(ctx, stream, cfg); err != nil {
-		_ = js.DeleteConsumer(ctx, stream, cfg.Durable)
+		// Removed on a deadline of its own: ctx may be what ran out (a
+		// bind's try cut short), and a consumer left in place is found
+		// by the next try with nothing said of its loss (review rev18).
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if derr := js.DeleteConsumer(dctx, stream, cfg.Durable); derr != nil && !errors.Is(derr, jetstream.ErrConsumerNotFound) {
+			return nil, false, fmt.Errorf("topology: recreated consumer %s on %s is not stored (%w), and removing it to try again failed: %v",
+				cfg.Durable, stream, err, derr)
+		}
 		return nil, false, fmt.Errorf("topology: recreated consumer %s on %s is not stored; removed it to try again: %w", cfg.Durable, stream, err)
 	}
 	return c, true, nil
