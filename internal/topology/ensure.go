@@ -503,6 +503,13 @@ func RecreateConsumer(ctx context.Context, js jetstream.JetStream, stream string
 	}
 	cfg.Metadata[RecreatedFromMetadata] = strconv.FormatUint(from, 10)
 	if c, err = js.UpdateConsumer(ctx, stream, cfg); err != nil {
+		if errors.Is(ctx.Err(), context.Canceled) {
+			// The caller is stopping (a healer as its dispatcher stops):
+			// what it made stays, unchecked, for the next start to find,
+			// as before this delete had a deadline of its own (removed
+			// then, heal_lead_test's stop found the consumer gone).
+			return nil, false, fmt.Errorf("topology: recreated consumer %s on %s, not checked (stopping): %w", cfg.Durable, stream, err)
+		}
 		// Removed on a deadline of its own: ctx may be what ran out (a
 		// bind's try cut short), and a consumer left in place is found
 		// by the next try with nothing said of its loss (review rev18).
