@@ -26,6 +26,7 @@ import (
 	"github.com/chapar-dev/chapar/internal/topology"
 	"github.com/chapar-dev/chapar/pkg/envelope"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // cutATry is a stall past bind's try deadline (10 s): the call fails at
@@ -183,6 +184,45 @@ func startOn(t *testing.T, e *testenv.Env, js jetstream.JetStream, sinks []confi
 	return tally, stop
 }
 
+// gatewayStoppedAtThree runs one sink, gateway, until three events are
+// delivered and acked, and stops it: its floor is recorded at 3.
+func gatewayStoppedAtThree(t *testing.T) (*testenv.Env, *observer.ObservedLogs, config.Sink, []config.Route) {
+	t.Helper()
+	e := testenv.New(t)
+	logs := observeLogs(e)
+	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
+	routes := []config.Route{{Sinks: []string{"gateway"}}}
+	d := e.Start([]config.Sink{sink}, routes)
+	first := publishTracks(t, e, 3, "order_paid")
+	testenv.Eventually(t, 10*time.Second, "the first events delivered", allDelivered(t, e, first))
+	// Acked at the server too, so the floor written at the stop is 3 and
+	// the events gone past it are those the caller removes, not more.
+	testenv.Eventually(t, 10*time.Second, "the first events acked", func() bool { return e.Idle("gateway") })
+	if err := d.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	return e, logs, sink, routes
+}
+
+// lostWithTwoGone publishes a backlog of five while gateway is stopped,
+// deletes its consumer, and purges the backlog's two oldest, as max_age
+// would: two events past the floor cannot be delivered.
+func lostWithTwoGone(t *testing.T, e *testenv.Env) (backlog []string) {
+	t.Helper()
+	backlog = publishTracks(t, e, 5, "order_paid")
+	deleteConsumers(t, e, topology.SinkConsumer("gateway"))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := e.JS.Stream(ctx, e.Topo.EventsStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Purge(ctx, jetstream.WithPurgeSequence(6)); err != nil {
+		t.Fatal(err)
+	}
+	return backlog
+}
+
 // A consumer lost while no dispatcher ran is recreated from its floor by
 // the bind (topology.restoreLost), which reports it to the bind
 // (SinkConsumers.Restored): logged, with the events that left the stream
@@ -196,31 +236,8 @@ func startOn(t *testing.T, e *testenv.Env, js jetstream.JetStream, sinks []confi
 // likely; red at 10 s as well.)
 func TestReviewRev17ATryCutAfterARecreationStillReportsTheLoss(t *testing.T) {
 	t.Parallel() // waits on the server and the vendor, not on the CPU
-	e := testenv.New(t)
-	logs := observeLogs(e)
-	sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
-	routes := []config.Route{{Sinks: []string{"gateway"}}}
-	d := e.Start([]config.Sink{sink}, routes)
-	first := publishTracks(t, e, 3, "order_paid")
-	testenv.Eventually(t, 10*time.Second, "the first events delivered", allDelivered(t, e, first))
-	// Acked at the server too, so the floor written at the stop is 3 and
-	// the events gone past it are the two purged below, not more.
-	testenv.Eventually(t, 10*time.Second, "the first events acked", func() bool { return e.Idle("gateway") })
-	if err := d.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	backlog := publishTracks(t, e, 5, "order_paid")
-	deleteConsumers(t, e, topology.SinkConsumer("gateway"))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := e.JS.Stream(ctx, e.Topo.EventsStream())
-	if err != nil {
-		t.Fatal(err)
-	}
-	// As max_age would: the two oldest of the backlog leave the stream.
-	if err := st.Purge(ctx, jetstream.WithPurgeSequence(6)); err != nil {
-		t.Fatal(err)
-	}
+	e, logs, sink, routes := gatewayStoppedAtThree(t)
+	backlog := lostWithTwoGone(t, e)
 
 	_, js := e.Connect()
 	var recreated, cut bool
