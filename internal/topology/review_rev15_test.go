@@ -71,26 +71,52 @@ func TestReviewRev15PassedToOnAReplicatedStreamUnderDeletesIsNeverBelowThePositi
 		pub("com.shop.order.shipped")
 	}
 	// The consumer led from a server that does not lead the stream.
-	leaders := func() (string, string) {
+	consumerCluster := func() (string, *jetstream.ClusterInfo) {
 		s, err := js.Stream(ctx, stream)
 		if err != nil || s.CachedInfo().Cluster == nil {
-			return "", ""
+			return "", nil
 		}
 		c, err := js.Consumer(ctx, stream, durable)
 		if err != nil || c.CachedInfo().Cluster == nil {
+			return "", nil
+		}
+		return s.CachedInfo().Cluster.Leader, c.CachedInfo().Cluster
+	}
+	leaders := func() (string, string) {
+		sl, cc := consumerCluster()
+		if cc == nil {
 			return "", ""
 		}
-		return s.CachedInfo().Cluster.Leader, c.CachedInfo().Cluster.Leader
+		return sl, cc.Leader
 	}
+	// A step-down without a preferred server hands over to the first
+	// healthy peer in map order, which can be the stream leader again and
+	// again (CI once saw 60 s of that): name a current replica that is not
+	// the stream leader.
 	testenv.Eventually(t, 60*time.Second, "the consumer led off the stream leader's server", func() bool {
-		sl, cl := leaders()
-		if sl == "" || cl == "" {
+		sl, cc := consumerCluster()
+		if sl == "" || cc == nil || cc.Leader == "" {
 			return false // a leader still being elected
 		}
-		if sl != cl {
+		if sl != cc.Leader {
 			return true
 		}
-		_, _ = e.NC.Request(fmt.Sprintf("$JS.API.CONSUMER.LEADER.STEPDOWN.%s.%s", stream, durable), nil, 2*time.Second)
+		to := "" // no replica current yet: any other server
+		for _, r := range cc.Replicas {
+			if r.Name != sl && r.Current && !r.Offline {
+				to = r.Name
+				break
+			}
+		}
+		var body []byte
+		if to != "" {
+			body = fmt.Appendf(nil, `{"placement":{"preferred":%q}}`, to)
+		}
+		if m, err := e.NC.Request(fmt.Sprintf("$JS.API.CONSUMER.LEADER.STEPDOWN.%s.%s", stream, durable), body, 2*time.Second); err != nil {
+			t.Logf("step down to %q: %v", to, err)
+		} else {
+			t.Logf("step down to %q: %s", to, m.Data)
+		}
 		return false
 	})
 	sl, cl := leaders()
