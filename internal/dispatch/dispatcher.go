@@ -564,7 +564,7 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 				h.rec = &floorRecord{topo: d.topo, js: d.js, kv: floors, sink: sc.Name,
 					floor: topology.Floor{Stream: h.stream, StreamCreated: cons.StreamsCreated[i], StartSeq: start,
 						Lead: topology.IsLead(c.CachedInfo())},
-					written: h.floor.Load(), writtenLead: topology.IsLead(c.CachedInfo()), at: time.Now(),
+					instance: c.CachedInfo().Created, written: h.floor.Load(), writtenLead: topology.IsLead(c.CachedInfo()), at: time.Now(),
 					log: d.log.With(zap.String("sink", sc.Name), zap.String("stream", h.stream), zap.String("consumer", h.cfg.Durable))}
 				cons.Events[i] = &healing{Consumer: c, h: h}
 			}

@@ -206,7 +206,7 @@ func (h *healer) check(ctx context.Context) {
 		before := h.floor.Swap(info.AckFloor.Stream)
 		h.seen(ctx, info, before)
 		h.markUp()
-		h.rec.write(ctx, h.floor.Load(), false)
+		h.recordFloor(ctx, info, false)
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
 		h.heal(ctx)
 	default:
@@ -408,6 +408,55 @@ func (h *healer) heal(ctx context.Context) {
 	}
 }
 
+// recordFloor writes the consumer's ack floor (info, just read) to its
+// record, once the record names the stream instance this consumer is in.
+// A consumer instance the record was not checked for (recreated by any
+// replica since) is checked first (rebase). Safe without a record.
+func (h *healer) recordFloor(ctx context.Context, info *jetstream.ConsumerInfo, now bool) {
+	if h.rec == nil || (!info.Created.Equal(h.rec.instance) && !h.rebase(ctx, info)) {
+		return
+	}
+	h.rec.write(ctx, info.AckFloor.Stream, now)
+}
+
+// rebase points the floor record at the stream instance the consumer
+// instance in info is in, and says whether it could. Another replica may
+// have recreated the consumer in the events stream made again (its
+// healer saw the loss first, heal): a floor of that consumer written
+// against the instance this record names is a position in a stream gone,
+// which the next start would take for one in the new stream. Not known
+// (the broker unreachable, or the stream made again between the reads):
+// nothing is written, and the next look checks again.
+func (h *healer) rebase(ctx context.Context, info *jetstream.ConsumerInfo) bool {
+	rctx, cancel := context.WithTimeout(ctx, brokerTimeout)
+	defer cancel()
+	st, err := h.e.js.Stream(rctx, h.stream)
+	if err != nil {
+		return false
+	}
+	// The consumer still there after the stream's read lives in the
+	// stream read: a deleted stream takes its consumers with it, and a
+	// consumer made again under the name is a new instance. No clocks
+	// compared (a stream's and a consumer's creation can be stamped by
+	// different servers).
+	c, err := h.e.js.Consumer(rctx, h.stream, h.cfg.Durable)
+	if err != nil || !c.CachedInfo().Created.Equal(info.Created) {
+		return false
+	}
+	if created := st.CachedInfo().Created; !created.Equal(h.rec.floor.StreamCreated) {
+		start, err := topology.StartOf(info)
+		if err != nil {
+			return false // its start not recorded yet: the next look
+		}
+		h.e.log.Warn("the sink's consumer was recreated in the events stream made again by another dispatcher; its floor is recorded in the new stream",
+			zap.String("sink", h.sink), zap.String("stream", h.stream), zap.Time("bound_stream_created", h.rec.floor.StreamCreated),
+			zap.Time("stream_created", created), zap.Uint64("start_stream_sequence", start))
+		h.rec.floor.StreamCreated, h.rec.floor.StartSeq, h.rec.written = created, start, 0
+	}
+	h.rec.instance = info.Created
+	return true
+}
+
 // floorEvery is how often at most a consumer's floor is written to the
 // floors bucket, while it moves. A stale floor costs only events
 // delivered again after a loss while no dispatcher runs (and a dispatcher
@@ -423,12 +472,16 @@ const floorEvery = healEvery / 2
 // cannot tell the next start. Used by one goroutine at a time: its
 // healer's, then the sink's as it stops (finalFloor).
 type floorRecord struct {
-	topo    topology.Topology
-	js      jetstream.JetStream
-	kv      jetstream.KeyValue
-	sink    string
-	floor   topology.Floor // its stream, stream instance and start
-	written uint64         // the floor last written
+	topo  topology.Topology
+	js    jetstream.JetStream
+	kv    jetstream.KeyValue
+	sink  string
+	floor topology.Floor // its stream, stream instance and start
+	// instance is the consumer instance (its creation) floor's stream
+	// instance was checked for: a floor is written only of that one
+	// (healer.recordFloor).
+	instance time.Time
+	written  uint64 // the floor last written
 	// writtenLead is the lead mark last written: a mark learnt since
 	// (floor.Lead, see healer.lead) is written even if the floor has
 	// not moved.
@@ -490,5 +543,5 @@ func (h *healer) finalFloor(ctx context.Context) {
 	if err != nil {
 		return // gone or unreachable: the floor written last stands
 	}
-	h.rec.write(ctx, c.CachedInfo().AckFloor.Stream, true)
+	h.recordFloor(ctx, c.CachedInfo(), true)
 }
