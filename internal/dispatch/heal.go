@@ -234,6 +234,12 @@ func (h *healer) seen(ctx context.Context, info *jetstream.ConsumerInfo, before 
 		h.cfg.Metadata = maps.Clone(h.cfg.Metadata)
 		delete(h.cfg.Metadata, topology.RemovingMetadata)
 	}
+	if _, marked := h.cfg.Metadata[topology.LostUnreportedMetadata]; marked {
+		// A loss a cut bind left for the next to report: a recreation
+		// here is a loss of its own, reported here.
+		h.cfg.Metadata = maps.Clone(h.cfg.Metadata)
+		delete(h.cfg.Metadata, topology.LostUnreportedMetadata)
+	}
 	lead := topology.IsLead(info)
 	if !lead && h.fromFloor && !h.lead && !info.Created.Equal(h.instance) {
 		// A consumer this healer did not see made: its maker may have

@@ -244,7 +244,19 @@ func (t Topology) EnsureSink(ctx context.Context, js jetstream.JetStream, sink s
 		if restored == nil {
 			createdWith = strings.Join(slices.Sorted(slices.Values(s.Leads)), ",")
 		}
-		c, mark, err := ensureEvents(ctx, js, stream, ev, s.Start, createdWith)
+		create := ev
+		if restored != nil && restored.Plan == LostFromStart {
+			// Created, then its start recorded by an update: a call cut
+			// between the two finds it in place next time, and only
+			// this mark says it was lost (restoreLost reads it, keep
+			// clears it).
+			create.Metadata = maps.Clone(ev.Metadata)
+			if create.Metadata == nil {
+				create.Metadata = map[string]string{}
+			}
+			create.Metadata[LostUnreportedMetadata] = "from_start"
+		}
+		c, mark, err := ensureEvents(ctx, js, stream, create, s.Start, createdWith, restored != nil)
 		if err != nil {
 			return out, fmt.Errorf("topology: consumer %s on %s: %w", ev.Durable, stream, err)
 		}
@@ -332,6 +344,13 @@ func StartOf(info *jetstream.ConsumerInfo) (uint64, error) {
 	return 0, nil
 }
 
+// LostUnreportedMetadata is a sink's events consumer's metadata key
+// saying it was created after a loss (by sinks[].start, "from_start")
+// and the loss is not reported yet: set in its creation, cleared by the
+// bind that reports it. A bind cut between the two finds it in place;
+// the mark makes the next one report the loss (restoreLost).
+const LostUnreportedMetadata = "chapar.lost_unreported"
+
 // CreatedWithMetadata is a sink's events consumer's metadata key holding
 // the leads of the config whose bind created it, comma-separated: fixed
 // at creation, absent on one recreated after a loss (from its floor, or
@@ -356,9 +375,9 @@ func CreatedWith(info *jetstream.ConsumerInfo) []string {
 // up to L is below it. The start is then recorded in the consumer's
 // metadata (StartOf), for every dispatcher to read, with createdWith, the
 // creating config's leads (CreatedWithMetadata).
-func ensureEvents(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig, start time.Time, createdWith string) (c jetstream.Consumer, unmarked string, err error) {
+func ensureEvents(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig, start time.Time, createdWith string, reported bool) (c jetstream.Consumer, unmarked string, err error) {
 	if c, err := js.Consumer(ctx, stream, cfg.Durable); err == nil {
-		return keep(ctx, js, stream, cfg, c)
+		return keep(ctx, js, stream, cfg, c, reported)
 	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return nil, "", err
 	}
@@ -377,7 +396,7 @@ func ensureEvents(ctx context.Context, js jetstream.JetStream, stream string, cf
 		if c, err = js.Consumer(ctx, stream, cfg.Durable); err != nil {
 			return nil, "", err
 		}
-		return keep(ctx, js, stream, cfg, c)
+		return keep(ctx, js, stream, cfg, c, reported)
 	}
 	if err != nil {
 		return nil, "", err
@@ -388,6 +407,7 @@ func ensureEvents(ctx context.Context, js jetstream.JetStream, stream string, cf
 	seq := max(info.Delivered.Stream+1, floor)
 	cfg.Metadata = mergeMetadata(info.Config.Metadata, cfg.Metadata)
 	cfg.Metadata[StartMetadata] = strconv.FormatUint(seq, 10)
+	delete(cfg.Metadata, LostUnreportedMetadata) // this call reports it
 	if createdWith != "" {
 		cfg.Metadata[CreatedWithMetadata] = createdWith
 	}
@@ -414,10 +434,15 @@ func mergeMetadata(have, want map[string]string) map[string]string {
 // never recorded (made before starts were, or its creator stopped between
 // the two steps) has it recorded now if nothing was delivered from it yet.
 // A removal's mark is cleared (this dispatcher runs the sink) and returned.
-func keep(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig, c jetstream.Consumer) (jetstream.Consumer, string, error) {
+// A loss not yet reported (LostUnreportedMetadata) is cleared only by a
+// call that reports it (reported).
+func keep(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig, c jetstream.Consumer, reported bool) (jetstream.Consumer, string, error) {
 	info := c.CachedInfo()
 	cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = info.Config.DeliverPolicy, info.Config.OptStartSeq, info.Config.OptStartTime
 	cfg.Metadata = mergeMetadata(info.Config.Metadata, cfg.Metadata)
+	if reported {
+		delete(cfg.Metadata, LostUnreportedMetadata)
+	}
 	if v, ok := info.Config.Metadata[StartMetadata]; ok {
 		cfg.Metadata[StartMetadata] = v // fixed at creation
 	} else if info.Delivered.Consumer == 0 {

@@ -277,11 +277,17 @@ type Restored struct {
 
 // restoreLost recreates a sink's events consumer on stream if it is
 // missing and the sink is not new (DecideLost), and says what it did; nil
-// if the consumer exists, or the sink is new, or sinks[].start is to
-// create it (LostFromStart: ensureEvents does, as for a new sink, and
-// the caller fills in where it began).
+// if the consumer exists, or the sink is new. sinks[].start is to create
+// it (LostFromStart: ensureEvents does, as for a new sink, and the caller
+// fills in where it began), or did in a call that did not report it
+// (LostUnreportedMetadata).
 func restoreLost(ctx context.Context, js jetstream.JetStream, t Topology, kv jetstream.KeyValue, sink, stream string, cfg jetstream.ConsumerConfig, start time.Time) (*Restored, error) {
-	if _, err := js.Consumer(ctx, stream, cfg.Durable); err == nil {
+	if c, err := js.Consumer(ctx, stream, cfg.Durable); err == nil {
+		if c.CachedInfo().Config.Metadata[LostUnreportedMetadata] == "from_start" {
+			// Created by sinks[].start by a call cut before it
+			// reported the loss: this one does.
+			return &Restored{Stream: stream, Plan: LostFromStart}, nil
+		}
 		return nil, nil
 	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return nil, err
