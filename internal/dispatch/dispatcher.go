@@ -728,11 +728,22 @@ func (d *Dispatcher) leadsAtBind(ctx context.Context, floors jetstream.KeyValue,
 			}
 			continue
 		}
+		// Read again, unmarked: an earlier attempt's widening may have
+		// been cut short before the server applied it, or only landed
+		// after the marks were read (then this read finds a consumer
+		// that reads every subject, and owes no sweep): what the earlier
+		// attempt found owed stands (withEarlier).
+		earlier, triedBefore := sweeps[name]
 		var dropped []string
 		if sweeps[name], dropped, err = d.leadSweeps(ctx, name, names); err != nil {
-			delete(sweeps, name)
+			if triedBefore {
+				sweeps[name] = earlier
+			} else {
+				delete(sweeps, name)
+			}
 			return nil, nil, err
 		}
+		sweeps[name] = withEarlier(sweeps[name], earlier)
 		// Recorded before the widening, so that a stop at any point
 		// after it leaves the sweep to the next bind.
 		// Not fatal (the bucket down, a record past its value size):

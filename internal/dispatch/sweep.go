@@ -17,6 +17,7 @@ package dispatch
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -68,6 +69,22 @@ func leadSweeps(prior []topology.PriorRead, floors []uint64, found []bool) []lea
 		out = append(out, leadSweep{partition: i, from: floors[i] + 1, prior: p})
 	}
 	return out
+}
+
+// withEarlier adds to the sweeps a bind's attempt read those an earlier
+// attempt of the same bind read on partitions this one owes none: the
+// earlier attempt's widening, cut short, may have landed on the server
+// after this attempt read the marks and before it read the consumers,
+// which then read every subject though their narrow pulls passed over
+// what the earlier attempt found owed. An overlap costs reads only: a
+// sink reaches its verdict on an event once.
+func withEarlier(now, earlier []leadSweep) []leadSweep {
+	for _, e := range earlier {
+		if !slices.ContainsFunc(now, func(n leadSweep) bool { return n.partition == e.partition }) {
+			now = append(now, e)
+		}
+	}
+	return now
 }
 
 // sweep checks what s covers, up to the partition's last event now (the

@@ -40,3 +40,27 @@ func TestLeadSweeps(t *testing.T) {
 		})
 	}
 }
+
+func TestWithEarlier(t *testing.T) {
+	narrow := topology.PriorRead{Exists: true, Filters: []string{"chapar.events.track"}, Delivered: 40}
+	later := topology.PriorRead{Exists: true, Filters: []string{"chapar.events.track"}, Delivered: 45}
+	tests := []struct {
+		name         string
+		now, earlier []leadSweep
+		want         []leadSweep
+	}{
+		{"first attempt", []leadSweep{{partition: 0, from: 11, prior: narrow}}, nil, []leadSweep{{partition: 0, from: 11, prior: narrow}}},
+		{"read again narrow: this attempt's read", []leadSweep{{partition: 0, from: 11, prior: later}}, []leadSweep{{partition: 0, from: 11, prior: narrow}},
+			[]leadSweep{{partition: 0, from: 11, prior: later}}},
+		{"widened late: the earlier read stands", nil, []leadSweep{{partition: 0, from: 11, prior: narrow}}, []leadSweep{{partition: 0, from: 11, prior: narrow}}},
+		{"one partition each", []leadSweep{{partition: 1, from: 3, prior: later}}, []leadSweep{{partition: 0, from: 11, prior: narrow}},
+			[]leadSweep{{partition: 1, from: 3, prior: later}, {partition: 0, from: 11, prior: narrow}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := withEarlier(tt.now, tt.earlier); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("withEarlier = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
