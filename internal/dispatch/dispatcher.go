@@ -644,17 +644,18 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 			return fmt.Errorf("dispatch: the sinks marked leads changed during this bind (another dispatcher bound them at the same time): "+
 				"binding again; bound as leads %v, now marked %v", slices.Sorted(maps.Keys(leads)), slices.Sorted(maps.Keys(after)))
 		}
+		// The two steps below are not fatal, so a try whose time is
+		// spent would skip them and succeed: they get time of their own,
+		// more than a whole try's (a server that answers a try's first
+		// requests slowly may answer these as slowly).
+		lctx, lcancel := context.WithTimeout(ctx, 2*bindTryTimeout)
+		defer lcancel()
 		// The sinks added since a lead this config runs took over from
 		// an old one, by a config running that lead, join its takeover
 		// record, now that their consumers exist: that config judged for
-		// them, and the sweep had nothing of theirs. Not fatal: `sinks remove` of the old lead refuses
-		// while it has a backlog (`--force` is the way out).
-		// These two are not fatal, so a try whose time is spent would
-		// skip them and succeed: they get time of their own, more than
-		// a whole try's (a server that answers a try's first requests
-		// slowly may answer these as slowly).
-		lctx, lcancel := context.WithTimeout(ctx, 2*bindTryTimeout)
-		defer lcancel()
+		// them, and the sweep had nothing of theirs. Not fatal: `sinks
+		// remove` of the old lead refuses while it has a backlog
+		// (`--force` is the way out).
 		if floors != nil {
 			for name := range leads {
 				widened, err := d.topo.WidenTakeovers(lctx, d.js, floors, name, names)
