@@ -71,17 +71,26 @@ func leadSweeps(prior []topology.PriorRead, floors []uint64, found []bool) []lea
 	return out
 }
 
-// withEarlier adds to the sweeps a bind's attempt read those an earlier
-// attempt of the same bind read on partitions this one owes none: the
-// earlier attempt's widening, cut short, may have landed on the server
-// after this attempt read the marks and before it read the consumers,
-// which then read every subject though their narrow pulls passed over
-// what the earlier attempt found owed. An overlap costs reads only: a
-// sink reaches its verdict on an event once.
+// withEarlier adds to the sweeps a bind's attempt read what an earlier
+// attempt of the same bind found owed: the earlier attempt's widening,
+// cut short, may have landed on the server after this attempt read the
+// marks and before it read the consumers, which then read every subject
+// though their narrow pulls passed over what the earlier attempt found
+// owed. So on a partition this attempt owes nothing, the earlier sweep
+// stands; and where this attempt's read is of a consumer reading every
+// subject (it owes only what lies below its start) and the earlier one's
+// was narrow, the earlier sweep, which checks all this one does and what
+// the narrow pulls passed over, stands, from the lower of the two. An
+// overlap costs reads only: a sink reaches its verdict on an event once.
 func withEarlier(now, earlier []leadSweep) []leadSweep {
 	for _, e := range earlier {
-		if !slices.ContainsFunc(now, func(n leadSweep) bool { return n.partition == e.partition }) {
+		i := slices.IndexFunc(now, func(n leadSweep) bool { return n.partition == e.partition })
+		switch {
+		case i < 0:
 			now = append(now, e)
+		case now[i].prior.ReadsEverything() && !e.prior.ReadsEverything():
+			e.from = min(e.from, now[i].from)
+			now[i] = e
 		}
 	}
 	return now

@@ -43,6 +43,7 @@ func TestLeadSweeps(t *testing.T) {
 
 func TestWithEarlier(t *testing.T) {
 	narrow := topology.PriorRead{Exists: true, Filters: []string{"chapar.events.track"}, Delivered: 40}
+	whole := topology.PriorRead{Exists: true, Delivered: 40, Start: 30}
 	later := topology.PriorRead{Exists: true, Filters: []string{"chapar.events.track"}, Delivered: 45}
 	tests := []struct {
 		name         string
@@ -53,6 +54,11 @@ func TestWithEarlier(t *testing.T) {
 		{"read again narrow: this attempt's read", []leadSweep{{partition: 0, from: 11, prior: later}}, []leadSweep{{partition: 0, from: 11, prior: narrow}},
 			[]leadSweep{{partition: 0, from: 11, prior: later}}},
 		{"widened late: the earlier read stands", nil, []leadSweep{{partition: 0, from: 11, prior: narrow}}, []leadSweep{{partition: 0, from: 11, prior: narrow}}},
+		{"widened late, started above the old floor: the earlier narrow read stands, from the lower",
+			[]leadSweep{{partition: 0, from: 5, prior: whole}}, []leadSweep{{partition: 0, from: 11, prior: narrow, held: true}},
+			[]leadSweep{{partition: 0, from: 5, prior: narrow, held: true}}},
+		{"both read every subject: this attempt's read", []leadSweep{{partition: 0, from: 5, prior: whole}}, []leadSweep{{partition: 0, from: 11, prior: whole}},
+			[]leadSweep{{partition: 0, from: 5, prior: whole}}},
 		{"one partition each", []leadSweep{{partition: 1, from: 3, prior: later}}, []leadSweep{{partition: 0, from: 11, prior: narrow}},
 			[]leadSweep{{partition: 1, from: 3, prior: later}, {partition: 0, from: 11, prior: narrow}}},
 	}
