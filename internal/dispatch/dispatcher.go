@@ -409,6 +409,10 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 	// was) passed over: read before its consumer is widened, once, since
 	// a bind tried again finds it marked.
 	sweeps := map[string][]leadSweep{}
+	// The losses reported, by consumer instance: a try cut after it
+	// reported one and before it cleared the consumer's mark leaves it
+	// for the next to report again (topology.LostUnreportedMetadata).
+	reported := map[string]bool{}
 	me := d.id
 	began := time.Now()
 	retryable := func(err error) error { return retryableSince(err, time.Since(began)) }
@@ -470,13 +474,16 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 				}
 			}
 			settings.Start, settings.Floors, settings.FloorsUnavailable = sc.StartTime(), floors, floorsErr
-			cons, err := d.topo.EnsureSink(actx, d.js, sc.Name, settings)
-			// A consumer recreated before an error (a try cut short) is
-			// found in place by the next try, which has nothing to say
-			// of it: its loss is reported now.
-			for _, r := range cons.Restored {
-				d.reportRestored(sc.Name, r)
+			// A consumer recreated is found in place by the next try, and
+			// a try may be cut at any request after: its loss is reported
+			// as soon as EnsureSink establishes it.
+			settings.Lost = func(r topology.Restored) {
+				if key := sc.Name + "\x00" + r.Stream + "\x00" + r.Instance.String(); !reported[key] {
+					reported[key] = true
+					d.reportRestored(sc.Name, r)
+				}
 			}
+			cons, err := d.topo.EnsureSink(actx, d.js, sc.Name, settings)
 			if errors.Is(err, topology.ErrFloorUnknown) {
 				return backoff.Permanent(fmt.Errorf("dispatch: sinks[%d] (%s): %w; starting it from new events would skip its backlog without a word, "+
 					"from the stream's first event would deliver up to streams.max_age of events again: set sinks[%d].start to the time to deliver from "+
@@ -557,15 +564,23 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 			}
 			for i, c := range cons.Events {
 				h := newHealer(d.engine, sc.Name, c, true)
-				start, err := topology.StartOf(c.CachedInfo())
-				if err != nil {
-					return retryable(err)
-				}
+				lead := topology.IsLead(c.CachedInfo())
 				h.rec = &floorRecord{topo: d.topo, js: d.js, kv: floors, sink: sc.Name,
-					floor: topology.Floor{Stream: h.stream, StreamCreated: cons.StreamsCreated[i], StartSeq: start,
-						Lead: topology.IsLead(c.CachedInfo())},
-					instance: c.CachedInfo().Created, written: h.floor.Load(), writtenLead: topology.IsLead(c.CachedInfo()), at: time.Now(),
-					log: d.log.With(zap.String("sink", sc.Name), zap.String("stream", h.stream), zap.String("consumer", h.cfg.Durable))}
+					floor: topology.Floor{Stream: h.stream, Lead: lead},
+					log:   d.log.With(zap.String("sink", sc.Name), zap.String("stream", h.stream), zap.String("consumer", h.cfg.Durable))}
+				if floors != nil {
+					// EnsureSink read the stream and recorded the floor.
+					start, err := topology.StartOf(c.CachedInfo())
+					if err != nil {
+						return retryable(err)
+					}
+					h.rec.floor.StreamCreated, h.rec.floor.StartSeq = cons.StreamsCreated[i], start
+					h.rec.instance, h.rec.written, h.rec.writtenLead, h.rec.at = c.CachedInfo().Created, h.floor.Load(), lead, time.Now()
+				}
+				// Else bound without the bucket (it could be neither made
+				// nor read): the record's stream instance is read at the
+				// healer's first look (rebase), and the bucket made again
+				// as it writes (floorRecord.write).
 				cons.Events[i] = &healing{Consumer: c, h: h}
 			}
 			cons.Retries = &healing{Consumer: cons.Retries, h: newHealer(d.engine, sc.Name, cons.Retries, false)}

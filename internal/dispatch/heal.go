@@ -368,23 +368,35 @@ func (h *healer) heal(ctx context.Context) {
 			// under its name meanwhile restarts its sequences at 1: the
 			// floor would skip that many of its events. Every event of the
 			// new instance was stored while the sink existed: all of it.
+			// Unread (a slow or leaderless stream), it is not known
+			// which: not recreated until it is (a recreation at the old
+			// floor in a new stream skipped its events: TestHealerThat-
+			// CannotReadTheStreamDoesNotRecreateAtTheOldFloor).
 			sctx, cancel := context.WithTimeout(ctx, brokerTimeout)
 			st, err := h.e.js.Stream(sctx, h.stream)
 			cancel()
-			if err == nil {
-				if created := st.CachedInfo().Created; !created.IsZero() && !h.rec.floor.StreamCreated.IsZero() && !created.Equal(h.rec.floor.StreamCreated) {
-					if first {
-						log.Warn("the events stream was deleted and made again since the sink bound; recreating its consumer from the new stream's first event",
-							zap.Time("bound_stream_created", h.rec.floor.StreamCreated), zap.Time("stream_created", created))
-					}
-					at = 1
-					cfg.Metadata = maps.Clone(cfg.Metadata)
-					if cfg.Metadata == nil {
-						cfg.Metadata = map[string]string{}
-					}
-					cfg.Metadata[topology.StartMetadata] = "1"
-					h.rec.floor.StreamCreated, h.rec.floor.StartSeq, h.rec.written = created, 1, 0
+			if err != nil {
+				if first {
+					log.Warn("consumer not recreated yet: its stream cannot be read; trying again", zap.Error(err))
 				}
+				if sleep(ctx, wait, nil) != nil {
+					return
+				}
+				wait = min(wait*2, 5*time.Second)
+				continue
+			}
+			if created := st.CachedInfo().Created; !created.IsZero() && !h.rec.floor.StreamCreated.IsZero() && !created.Equal(h.rec.floor.StreamCreated) {
+				if first {
+					log.Warn("the events stream was deleted and made again since the sink bound; recreating its consumer from the new stream's first event",
+						zap.Time("bound_stream_created", h.rec.floor.StreamCreated), zap.Time("stream_created", created))
+				}
+				at = 1
+				cfg.Metadata = maps.Clone(cfg.Metadata)
+				if cfg.Metadata == nil {
+					cfg.Metadata = map[string]string{}
+				}
+				cfg.Metadata[topology.StartMetadata] = "1"
+				h.rec.floor.StreamCreated, h.rec.floor.StartSeq, h.rec.written = created, 1, 0
 			}
 		}
 		cctx, cancel := context.WithTimeout(ctx, brokerTimeout)
@@ -454,6 +466,11 @@ func (h *healer) rebase(ctx context.Context, info *jetstream.ConsumerInfo) bool 
 		if err != nil {
 			return false // its start not recorded yet: the next look
 		}
+		if h.rec.floor.StreamCreated.IsZero() {
+			// Bound without the floors bucket: first read now.
+			h.rec.floor.StreamCreated, h.rec.floor.StartSeq, h.rec.written, h.rec.instance = created, start, 0, info.Created
+			return true
+		}
 		h.e.log.Warn("the sink's consumer was recreated in the events stream made again by another dispatcher; its floor is recorded in the new stream",
 			zap.String("sink", h.sink), zap.String("stream", h.stream), zap.Time("bound_stream_created", h.rec.floor.StreamCreated),
 			zap.Time("stream_created", created), zap.Uint64("start_stream_sequence", start))
@@ -509,9 +526,13 @@ func (r *floorRecord) write(ctx context.Context, floor uint64, now bool) {
 	f.AckFloor, f.Updated = floor, time.Now().UTC()
 	wctx, cancel := context.WithTimeout(ctx, brokerTimeout)
 	defer cancel()
-	err := topology.WriteFloor(wctx, r.kv, r.sink, f)
+	var err error = jetstream.ErrBucketNotFound // not read at bind
+	if r.kv != nil {
+		err = topology.WriteFloor(wctx, r.kv, r.sink, f)
+	}
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		// Deleted by hand: made again, as the next start would.
+		// Deleted by hand, or unavailable at bind: made again, as the
+		// next start would.
 		var kv jetstream.KeyValue
 		if kv, err = r.topo.EnsureFloors(wctx, r.js); err == nil {
 			r.kv = kv

@@ -160,11 +160,6 @@ func (t Topology) deliveriesPersistMode(ctx context.Context, js jetstream.JetStr
 type SinkConsumers struct {
 	Events  []jetstream.Consumer // in partition order
 	Retries jetstream.Consumer
-	// Restored are the events consumers found missing and recreated
-	// from their floors (or created by sinks[].start though the sink was
-	// not new): each is a loss to count and log, also when EnsureSink
-	// returns an error (a call made again finds them in place).
-	Restored []Restored
 	// StreamsCreated are the events streams' creation times, in
 	// partition order: a floor record names its stream instance by it.
 	StreamsCreated []time.Time
@@ -230,11 +225,10 @@ func (t Topology) EnsureSink(ctx context.Context, js jetstream.JetStream, sink s
 			if restored, err = restoreLost(ctx, js, t, s.Floors, sink, stream, ev, s.Start); err != nil {
 				return out, fmt.Errorf("topology: consumer %s on %s: %w", ev.Durable, stream, err)
 			}
-			if restored != nil && restored.Plan != LostFromStart {
-				// Recreated: reported whatever fails next, since a
-				// call made again finds it in place (the caller reports
-				// Restored on error too).
-				out.Restored = append(out.Restored, *restored)
+			if restored != nil && restored.Plan != LostFromStart && s.Lost != nil {
+				// Recreated: reported now, whatever fails next, since
+				// a call made again finds it in place.
+				s.Lost(*restored)
 			}
 		}
 		// Who made the sink is recorded only for a new one: one recreated
@@ -245,31 +239,28 @@ func (t Topology) EnsureSink(ctx context.Context, js jetstream.JetStream, sink s
 			createdWith = strings.Join(slices.Sorted(slices.Values(s.Leads)), ",")
 		}
 		create := ev
+		var report func(c *jetstream.ConsumerInfo, start uint64)
 		if restored != nil && restored.Plan == LostFromStart {
 			// Created, then its start recorded by an update: a call cut
 			// between the two finds it in place next time, and only
-			// this mark says it was lost (restoreLost reads it, keep
-			// clears it).
+			// this mark says it was lost (restoreLost reads it). It is
+			// reported before the update that clears it (report).
 			create.Metadata = maps.Clone(ev.Metadata)
 			if create.Metadata == nil {
 				create.Metadata = map[string]string{}
 			}
 			create.Metadata[LostUnreportedMetadata] = "from_start"
+			r := *restored
+			report = func(c *jetstream.ConsumerInfo, start uint64) {
+				r.StartSeq, r.From, r.Instance = start, start, c.Created // where it delivers from
+				if s.Lost != nil {
+					s.Lost(r)
+				}
+			}
 		}
-		c, mark, err := ensureEvents(ctx, js, stream, create, s.Start, createdWith, restored != nil)
+		c, mark, err := ensureEvents(ctx, js, stream, create, s.Start, createdWith, report)
 		if err != nil {
 			return out, fmt.Errorf("topology: consumer %s on %s: %w", ev.Durable, stream, err)
-		}
-		if restored != nil && restored.Plan == LostFromStart {
-			// ensureEvents created it by sinks[].start: its start is
-			// where it delivers from.
-			if restored.StartSeq, err = StartOf(c.CachedInfo()); err != nil {
-				return out, err
-			}
-			restored.From = restored.StartSeq
-		}
-		if restored != nil && restored.Plan == LostFromStart {
-			out.Restored = append(out.Restored, *restored)
 		}
 		out.Events = append(out.Events, c)
 		if mark != "" {
@@ -375,9 +366,13 @@ func CreatedWith(info *jetstream.ConsumerInfo) []string {
 // up to L is below it. The start is then recorded in the consumer's
 // metadata (StartOf), for every dispatcher to read, with createdWith, the
 // creating config's leads (CreatedWithMetadata).
-func ensureEvents(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig, start time.Time, createdWith string, reported bool) (c jetstream.Consumer, unmarked string, err error) {
+//
+// report, if set (the caller reports a loss of this consumer), is told
+// of the consumer's start before the request that clears its unreported
+// loss (LostUnreportedMetadata) is sent. Unset, the mark stays.
+func ensureEvents(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig, start time.Time, createdWith string, report func(*jetstream.ConsumerInfo, uint64)) (c jetstream.Consumer, unmarked string, err error) {
 	if c, err := js.Consumer(ctx, stream, cfg.Durable); err == nil {
-		return keep(ctx, js, stream, cfg, c, reported)
+		return keep(ctx, js, stream, cfg, c, report)
 	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return nil, "", err
 	}
@@ -396,7 +391,7 @@ func ensureEvents(ctx context.Context, js jetstream.JetStream, stream string, cf
 		if c, err = js.Consumer(ctx, stream, cfg.Durable); err != nil {
 			return nil, "", err
 		}
-		return keep(ctx, js, stream, cfg, c, reported)
+		return keep(ctx, js, stream, cfg, c, report)
 	}
 	if err != nil {
 		return nil, "", err
@@ -407,7 +402,10 @@ func ensureEvents(ctx context.Context, js jetstream.JetStream, stream string, cf
 	seq := max(info.Delivered.Stream+1, floor)
 	cfg.Metadata = mergeMetadata(info.Config.Metadata, cfg.Metadata)
 	cfg.Metadata[StartMetadata] = strconv.FormatUint(seq, 10)
-	delete(cfg.Metadata, LostUnreportedMetadata) // this call reports it
+	if report != nil {
+		report(info, seq)
+		delete(cfg.Metadata, LostUnreportedMetadata)
+	}
 	if createdWith != "" {
 		cfg.Metadata[CreatedWithMetadata] = createdWith
 	}
@@ -434,19 +432,22 @@ func mergeMetadata(have, want map[string]string) map[string]string {
 // never recorded (made before starts were, or its creator stopped between
 // the two steps) has it recorded now if nothing was delivered from it yet.
 // A removal's mark is cleared (this dispatcher runs the sink) and returned.
-// A loss not yet reported (LostUnreportedMetadata) is cleared only by a
-// call that reports it (reported).
-func keep(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig, c jetstream.Consumer, reported bool) (jetstream.Consumer, string, error) {
+// A loss not yet reported (LostUnreportedMetadata) is reported (report,
+// with the start) before the update that clears it is sent; without
+// report, the mark stays for a call that reports it.
+func keep(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig, c jetstream.Consumer, report func(*jetstream.ConsumerInfo, uint64)) (jetstream.Consumer, string, error) {
 	info := c.CachedInfo()
 	cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = info.Config.DeliverPolicy, info.Config.OptStartSeq, info.Config.OptStartTime
 	cfg.Metadata = mergeMetadata(info.Config.Metadata, cfg.Metadata)
-	if reported {
-		delete(cfg.Metadata, LostUnreportedMetadata)
-	}
 	if v, ok := info.Config.Metadata[StartMetadata]; ok {
 		cfg.Metadata[StartMetadata] = v // fixed at creation
 	} else if info.Delivered.Consumer == 0 {
 		cfg.Metadata[StartMetadata] = strconv.FormatUint(info.Delivered.Stream+1, 10)
+	}
+	if _, marked := cfg.Metadata[LostUnreportedMetadata]; marked && report != nil {
+		start, _ := strconv.ParseUint(cfg.Metadata[StartMetadata], 10, 64) // 0: not known, "from sinks[].start"
+		report(info, start)
+		delete(cfg.Metadata, LostUnreportedMetadata)
 	}
 	var mark string
 	cfg.Metadata, mark = unmarked(cfg.Metadata)

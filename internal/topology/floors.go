@@ -273,6 +273,10 @@ type Restored struct {
 	// from From to the stream's last sequence that the lost consumer had
 	// acked since its floor was recorded.
 	AgainAtMost uint64
+	// Instance is the recreated consumer's creation: one loss, however
+	// many calls report it (a call cut after it reported the loss and
+	// before it cleared LostUnreportedMetadata leaves it to the next).
+	Instance time.Time
 }
 
 // restoreLost recreates a sink's events consumer on stream if it is
@@ -285,8 +289,8 @@ func restoreLost(ctx context.Context, js jetstream.JetStream, t Topology, kv jet
 	if c, err := js.Consumer(ctx, stream, cfg.Durable); err == nil {
 		if c.CachedInfo().Config.Metadata[LostUnreportedMetadata] == "from_start" {
 			// Created by sinks[].start by a call cut before it
-			// reported the loss: this one does.
-			return &Restored{Stream: stream, Plan: LostFromStart}, nil
+			// cleared the mark (reported or not): this one reports it.
+			return &Restored{Stream: stream, Plan: LostFromStart, Instance: c.CachedInfo().Created}, nil
 		}
 		return nil, nil
 	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
@@ -356,10 +360,12 @@ func restoreLost(ctx context.Context, js jetstream.JetStream, t Topology, kv jet
 		cfg.Metadata = map[string]string{}
 	}
 	cfg.Metadata[StartMetadata] = strconv.FormatUint(r.StartSeq, 10)
-	if _, created, err := RecreateConsumer(ctx, js, stream, cfg, r.From); err != nil || !created {
+	c, created, err := RecreateConsumer(ctx, js, stream, cfg, r.From)
+	if err != nil || !created {
 		// Not created: another dispatcher made it first (from the same
 		// facts, or as a new sink's); it stands, and is no loss of ours.
 		return nil, err
 	}
+	r.Instance = c.CachedInfo().Created
 	return r, nil
 }

@@ -316,6 +316,12 @@ type ConsumerSettings struct {
 	// missing is not created (its floor cannot be read), and EnsureSink
 	// returns this error wrapped, for the caller to try again.
 	FloorsUnavailable error
+	// Lost, if set, is told of each events consumer found missing and
+	// recreated (Restored), for the caller to log and count: as soon as
+	// the loss is established, before any request that would hide it
+	// from a call made again (a call cut short after that request, even
+	// one whose answer comes too late, leaves nothing to find).
+	Lost func(Restored)
 }
 
 // FenceMetadata is the events consumers' metadata key holding the fence
