@@ -565,22 +565,21 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 			for i, c := range cons.Events {
 				h := newHealer(d.engine, sc.Name, c, true)
 				lead := topology.IsLead(c.CachedInfo())
-				h.rec = &floorRecord{topo: d.topo, js: d.js, kv: floors, sink: sc.Name,
-					floor: topology.Floor{Stream: h.stream, Lead: lead},
-					log:   d.log.With(zap.String("sink", sc.Name), zap.String("stream", h.stream), zap.String("consumer", h.cfg.Durable))}
-				if floors != nil {
-					// EnsureSink read the stream and recorded the floor.
-					start, err := topology.StartOf(c.CachedInfo())
-					if err != nil {
-						return retryable(err)
-					}
-					h.rec.floor.StreamCreated, h.rec.floor.StartSeq = cons.StreamsCreated[i], start
-					h.rec.instance, h.rec.written, h.rec.writtenLead, h.rec.at = c.CachedInfo().Created, h.floor.Load(), lead, time.Now()
+				start, err := topology.StartOf(c.CachedInfo())
+				if err != nil {
+					return retryable(err)
 				}
-				// Else bound without the bucket (it could be neither made
-				// nor read): the record's stream instance is read at the
-				// healer's first look (rebase), and the bucket made again
-				// as it writes (floorRecord.write).
+				h.rec = &floorRecord{topo: d.topo, js: d.js, kv: floors, sink: sc.Name,
+					floor:    topology.Floor{Stream: h.stream, StreamCreated: cons.StreamsCreated[i], StartSeq: start, Lead: lead},
+					instance: c.CachedInfo().Created,
+					log:      d.log.With(zap.String("sink", sc.Name), zap.String("stream", h.stream), zap.String("consumer", h.cfg.Durable))}
+				if floors != nil {
+					// EnsureSink recorded the floor. Else (bound without
+					// the bucket: it could be neither made nor read) the
+					// bucket is made again as the healer writes
+					// (floorRecord.write).
+					h.rec.written, h.rec.writtenLead, h.rec.at = h.floor.Load(), lead, time.Now()
+				}
 				cons.Events[i] = &healing{Consumer: c, h: h}
 			}
 			cons.Retries = &healing{Consumer: cons.Retries, h: newHealer(d.engine, sc.Name, cons.Retries, false)}

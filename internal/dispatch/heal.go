@@ -333,7 +333,9 @@ func (h *healer) heal(ctx context.Context) {
 		return
 	}
 	wait := 250 * time.Millisecond
-	for first := true; ; first = false {
+	unread := false // the stream's read failed (logged once)
+	// first: no recreation tried yet (what it logs, it logs once).
+	for first := true; ; {
 		cfg := h.cfg
 		if h.fromFloor && !h.lead {
 			h.learnLead(h.floorSaysLead(ctx))
@@ -376,9 +378,10 @@ func (h *healer) heal(ctx context.Context) {
 			st, err := h.e.js.Stream(sctx, h.stream)
 			cancel()
 			if err != nil {
-				if first {
+				if !unread {
 					log.Warn("consumer not recreated yet: its stream cannot be read; trying again", zap.Error(err))
 				}
+				unread = true
 				if sleep(ctx, wait, nil) != nil {
 					return
 				}
@@ -402,6 +405,8 @@ func (h *healer) heal(ctx context.Context) {
 		cctx, cancel := context.WithTimeout(ctx, brokerTimeout)
 		c, created, err := topology.RecreateConsumer(cctx, h.e.js, h.stream, cfg, at)
 		cancel()
+		wasFirst := first
+		first = false
 		if err == nil {
 			before := h.floor.Swap(c.CachedInfo().AckFloor.Stream)
 			// Found made by another replica (created false): with the
@@ -416,7 +421,7 @@ func (h *healer) heal(ctx context.Context) {
 			}
 			return
 		}
-		if first {
+		if wasFirst {
 			log.Warn("consumer not recreated yet; trying again", zap.Error(err))
 		}
 		if sleep(ctx, wait, nil) != nil {
@@ -465,11 +470,6 @@ func (h *healer) rebase(ctx context.Context, info *jetstream.ConsumerInfo) bool 
 		start, err := topology.StartOf(info)
 		if err != nil {
 			return false // its start not recorded yet: the next look
-		}
-		if h.rec.floor.StreamCreated.IsZero() {
-			// Bound without the floors bucket: first read now.
-			h.rec.floor.StreamCreated, h.rec.floor.StartSeq, h.rec.written, h.rec.instance = created, start, 0, info.Created
-			return true
 		}
 		h.e.log.Warn("the sink's consumer was recreated in the events stream made again by another dispatcher; its floor is recorded in the new stream",
 			zap.String("sink", h.sink), zap.String("stream", h.stream), zap.Time("bound_stream_created", h.rec.floor.StreamCreated),

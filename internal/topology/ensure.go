@@ -240,6 +240,11 @@ func (t Topology) EnsureSink(ctx context.Context, js jetstream.JetStream, sink s
 		}
 		create := ev
 		var report func(c *jetstream.ConsumerInfo, start uint64)
+		if restored != nil {
+			// Reported above: the mark its recreation carries is
+			// cleared (keep).
+			report = func(*jetstream.ConsumerInfo, uint64) {}
+		}
 		if restored != nil && restored.Plan == LostFromStart {
 			// Created, then its start recorded by an update: a call cut
 			// between the two finds it in place next time, and only
@@ -266,15 +271,18 @@ func (t Topology) EnsureSink(ctx context.Context, js jetstream.JetStream, sink s
 		if mark != "" {
 			out.Unmarked = mark
 		}
+		// The stream instance the consumer is in, read after it: what
+		// its floors are positions in (read without the floors bucket
+		// too: a healer's recreation checks it).
+		st, err := js.Stream(ctx, stream)
+		if err != nil {
+			return out, err
+		}
+		created := st.CachedInfo().Created
+		out.StreamsCreated = append(out.StreamsCreated, created)
 		if s.Floors != nil {
 			// The floor is recorded before the first pull: a consumer a
 			// dispatcher has bound has a floor, whatever happens next.
-			st, err := js.Stream(ctx, stream)
-			if err != nil {
-				return out, err
-			}
-			created := st.CachedInfo().Created
-			out.StreamsCreated = append(out.StreamsCreated, created)
 			start, err := StartOf(c.CachedInfo())
 			if err != nil {
 				return out, err
@@ -336,10 +344,12 @@ func StartOf(info *jetstream.ConsumerInfo) (uint64, error) {
 }
 
 // LostUnreportedMetadata is a sink's events consumer's metadata key
-// saying it was created after a loss (by sinks[].start, "from_start")
-// and the loss is not reported yet: set in its creation, cleared by the
-// bind that reports it. A bind cut between the two finds it in place;
-// the mark makes the next one report the loss (restoreLost).
+// saying it was created after a loss and the loss may not be reported
+// yet: "from_start" (created by sinks[].start), or the loss as JSON
+// (Restored, recreated from its floor). Set in its creation, cleared
+// after the bind reported it. A bind cut between the two, even by a
+// request the server applied after the bind gave up on it, leaves it in
+// place; the mark makes the next one report the loss (restoreLost).
 const LostUnreportedMetadata = "chapar.lost_unreported"
 
 // CreatedWithMetadata is a sink's events consumer's metadata key holding
@@ -444,7 +454,10 @@ func keep(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstr
 	} else if info.Delivered.Consumer == 0 {
 		cfg.Metadata[StartMetadata] = strconv.FormatUint(info.Delivered.Stream+1, 10)
 	}
-	if _, marked := cfg.Metadata[LostUnreportedMetadata]; marked && report != nil {
+	if _, marked := info.Config.Metadata[LostUnreportedMetadata]; marked && report != nil {
+		// Marked on the server (the caller's create config carries the
+		// mark too, but a consumer another made meanwhile is not this
+		// call's loss unless it is marked).
 		start, _ := strconv.ParseUint(cfg.Metadata[StartMetadata], 10, 64) // 0: not known, "from sinks[].start"
 		report(info, start)
 		delete(cfg.Metadata, LostUnreportedMetadata)

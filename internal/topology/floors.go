@@ -279,6 +279,23 @@ type Restored struct {
 	Instance time.Time
 }
 
+// unreported is the loss an events consumer's LostUnreportedMetadata
+// says is not reported yet, nil if it carries none.
+func unreported(stream string, info *jetstream.ConsumerInfo) *Restored {
+	v, ok := info.Config.Metadata[LostUnreportedMetadata]
+	if !ok {
+		return nil
+	}
+	r := Restored{Plan: LostFromStart}
+	if v != "from_start" {
+		// Unreadable (edited by hand): still a loss, its details lost.
+		r = Restored{Plan: LostFromFloor}
+		_ = json.Unmarshal([]byte(v), &r)
+	}
+	r.Stream, r.Instance = stream, info.Created
+	return &r
+}
+
 // restoreLost recreates a sink's events consumer on stream if it is
 // missing and the sink is not new (DecideLost), and says what it did; nil
 // if the consumer exists, or the sink is new. sinks[].start is to create
@@ -287,12 +304,9 @@ type Restored struct {
 // (LostUnreportedMetadata).
 func restoreLost(ctx context.Context, js jetstream.JetStream, t Topology, kv jetstream.KeyValue, sink, stream string, cfg jetstream.ConsumerConfig, start time.Time) (*Restored, error) {
 	if c, err := js.Consumer(ctx, stream, cfg.Durable); err == nil {
-		if c.CachedInfo().Config.Metadata[LostUnreportedMetadata] == "from_start" {
-			// Created by sinks[].start by a call cut before it
-			// cleared the mark (reported or not): this one reports it.
-			return &Restored{Stream: stream, Plan: LostFromStart, Instance: c.CachedInfo().Created}, nil
-		}
-		return nil, nil
+		// Created after a loss by a call cut before it cleared the mark
+		// (reported or not): this one reports it.
+		return unreported(stream, c.CachedInfo()), nil
 	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return nil, err
 	}
@@ -360,6 +374,13 @@ func restoreLost(ctx context.Context, js jetstream.JetStream, t Topology, kv jet
 		cfg.Metadata = map[string]string{}
 	}
 	cfg.Metadata[StartMetadata] = strconv.FormatUint(r.StartSeq, 10)
+	// Marked with its loss until the caller has reported it: a create
+	// applied after this call gave up on it leaves the mark to report.
+	mark, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("topology: encode the loss of %s on %s: %w", cfg.Durable, stream, err)
+	}
+	cfg.Metadata[LostUnreportedMetadata] = string(mark)
 	c, created, err := RecreateConsumer(ctx, js, stream, cfg, r.From)
 	if err != nil || !created {
 		// Not created: another dispatcher made it first (from the same
