@@ -920,6 +920,9 @@ func retryable(err error) error {
 		// created: on a forming cluster a stream another dispatcher is
 		// creating is listed before it can be looked up.
 		return err
+	case errors.Is(err, topology.ErrConsumerGone):
+		// Lost during the bind: the next try recreates it from its floor.
+		return err
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout),
 		errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoHeartbeat),
 		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrDisconnected):

@@ -18,6 +18,7 @@ import (
 	"github.com/chapar-dev/chapar/internal/outcome"
 	"github.com/chapar-dev/chapar/internal/retry"
 	"github.com/chapar-dev/chapar/internal/sinks"
+	"github.com/chapar-dev/chapar/internal/topology"
 )
 
 // Issue 9.14: when a Retry-After pause ends, the sink resumes with one
@@ -118,6 +119,7 @@ func TestRetryableStartupErrors(t *testing.T) {
 		{&jetstream.APIError{Code: 400, ErrorCode: 10005, Description: "no suitable peers for placement, peer offline"}, true},
 		{&jetstream.APIError{Code: 400, ErrorCode: 10005, Description: "insufficient resources"}, false},
 		{fmt.Errorf("topology: look up events stream CHAPAR_EVENTS: %w", jetstream.ErrStreamNotFound), true},
+		{fmt.Errorf("topology: consumer sink-gw on CHAPAR_EVENTS: %w", topology.ErrConsumerGone), true},
 		{errors.New("config: bad"), false},
 	}
 	for _, c := range cases {

@@ -210,7 +210,13 @@ func (t Topology) EnsureSink(ctx context.Context, js jetstream.JetStream, sink s
 		// position: events past it are read under the new filter).
 		setFilter(&ev, t.FilterSubjects(i, s.Filter))
 		var restored *Restored
+		// Whether ensureEvents may create the consumer if it finds it
+		// missing: not once a look here found it (or recreated it), for
+		// one gone since was lost since, and made from new events its
+		// backlog would be skipped without a word.
+		mayCreate := true
 		if s.Floors == nil && s.FloorsUnavailable != nil {
+			mayCreate = false
 			// Which floor to recreate it from cannot be read: a missing
 			// consumer waits for the bucket; an existing one needs none.
 			if _, err := js.Consumer(ctx, stream, ev.Durable); errors.Is(err, jetstream.ErrConsumerNotFound) {
@@ -222,7 +228,7 @@ func (t Topology) EnsureSink(ctx context.Context, js jetstream.JetStream, sink s
 		}
 		if s.Floors != nil {
 			var err error
-			if restored, err = restoreLost(ctx, js, t, s.Floors, sink, stream, ev, s.Start); err != nil {
+			if restored, mayCreate, err = restoreLost(ctx, js, t, s.Floors, sink, stream, ev, s.Start); err != nil {
 				return out, fmt.Errorf("topology: consumer %s on %s: %w", ev.Durable, stream, err)
 			}
 			if restored != nil && restored.Plan != LostFromStart && s.Lost != nil {
@@ -263,7 +269,7 @@ func (t Topology) EnsureSink(ctx context.Context, js jetstream.JetStream, sink s
 				}
 			}
 		}
-		c, mark, err := ensureEvents(ctx, js, stream, create, s.Start, createdWith, report)
+		c, mark, err := ensureEvents(ctx, js, stream, create, s.Start, createdWith, mayCreate, report)
 		if err != nil {
 			return out, fmt.Errorf("topology: consumer %s on %s: %w", ev.Durable, stream, err)
 		}
@@ -380,11 +386,14 @@ func CreatedWith(info *jetstream.ConsumerInfo) []string {
 // report, if set (the caller reports a loss of this consumer), is told
 // of the consumer's start before the request that clears its unreported
 // loss (LostUnreportedMetadata) is sent. Unset, the mark stays.
-func ensureEvents(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig, start time.Time, createdWith string, report func(*jetstream.ConsumerInfo, uint64)) (c jetstream.Consumer, unmarked string, err error) {
+func ensureEvents(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig, start time.Time, createdWith string, mayCreate bool, report func(*jetstream.ConsumerInfo, uint64)) (c jetstream.Consumer, unmarked string, err error) {
 	if c, err := js.Consumer(ctx, stream, cfg.Durable); err == nil {
 		return keep(ctx, js, stream, cfg, c, report)
 	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return nil, "", err
+	}
+	if !mayCreate {
+		return nil, "", fmt.Errorf("%w: %s on %s", ErrConsumerGone, cfg.Durable, stream)
 	}
 	st, err := js.Stream(ctx, stream)
 	if err != nil {
@@ -422,6 +431,14 @@ func ensureEvents(ctx context.Context, js jetstream.JetStream, stream string, cf
 	c, err = js.UpdateConsumer(ctx, stream, cfg)
 	return c, "", err
 }
+
+// ErrConsumerGone says a sink's events consumer found in place (or
+// recreated) a moment before was gone when it was bound: lost since (an
+// operator's delete, an R1 consumer lost with its server). It is not
+// made afresh from new events, which would skip its backlog without a
+// word: a call made again finds it missing, and recreates it from where
+// it stood.
+var ErrConsumerGone = errors.New("topology: the sink's events consumer was lost during the bind")
 
 // mergeMetadata is the consumer's metadata as it stands (the server's own
 // keys and the recorded start among them) with cfg's keys over it: an

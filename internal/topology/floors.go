@@ -301,14 +301,16 @@ func unreported(stream string, info *jetstream.ConsumerInfo) *Restored {
 // if the consumer exists, or the sink is new. sinks[].start is to create
 // it (LostFromStart: ensureEvents does, as for a new sink, and the caller
 // fills in where it began), or did in a call that did not report it
-// (LostUnreportedMetadata).
-func restoreLost(ctx context.Context, js jetstream.JetStream, t Topology, kv jetstream.KeyValue, sink, stream string, cfg jetstream.ConsumerConfig, start time.Time) (*Restored, error) {
+// (LostUnreportedMetadata). create says the consumer was found missing
+// and ensureEvents is to create it (a new sink, or LostFromStart):
+// otherwise one gone by then was lost since, and is not made afresh.
+func restoreLost(ctx context.Context, js jetstream.JetStream, t Topology, kv jetstream.KeyValue, sink, stream string, cfg jetstream.ConsumerConfig, start time.Time) (r *Restored, create bool, err error) {
 	if c, err := js.Consumer(ctx, stream, cfg.Durable); err == nil {
 		// Created after a loss by a call cut before it cleared the mark
 		// (reported or not): this one reports it.
-		return unreported(stream, c.CachedInfo()), nil
+		return unreported(stream, c.CachedInfo()), false, nil
 	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return nil, err
+		return nil, false, err
 	}
 	// The retries consumer is read before the floors: EnsureSink writes a
 	// floor before it creates the retries consumer, so a retries consumer
@@ -321,17 +323,16 @@ func restoreLost(ctx context.Context, js jetstream.JetStream, t Topology, kv jet
 	// failed its start with ErrFloorUnknown in 1 run of 3 under -race
 	// -parallel 4).
 	var facts LostFacts
-	var err error
 	if facts.HasRetries, err = t.HasSink(ctx, js, sink); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	st, err := js.Stream(ctx, stream)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	info := st.CachedInfo()
 	if facts.Floor, facts.FloorFound, err = readFloor(ctx, kv, sink, stream); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	// A floor of another stream by that name, or past this one's end, is
 	// not a position in this one.
@@ -340,18 +341,18 @@ func restoreLost(ctx context.Context, js jetstream.JetStream, t Topology, kv jet
 	}
 	keys, err := floorKeys(ctx, kv, sink)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	facts.Tracked = len(keys) > 0
 	facts.HasStart = !start.IsZero()
-	r := &Restored{Stream: stream, Plan: DecideLost(facts), Floor: facts.Floor}
+	r = &Restored{Stream: stream, Plan: DecideLost(facts), Floor: facts.Floor}
 	switch r.Plan {
 	case LostNew:
-		return nil, nil
+		return nil, true, nil
 	case LostFromStart:
-		return r, nil
+		return r, true, nil
 	case LostUnknown:
-		return nil, fmt.Errorf("%w: consumer %s on %s is missing while the sink's retries consumer exists, and no ack floor is recorded for it in %s "+
+		return nil, false, fmt.Errorf("%w: consumer %s on %s is missing while the sink's retries consumer exists, and no ack floor is recorded for it in %s "+
 			"(a deployment that last ran a Chapar without floor records, or the bucket lost too)", ErrFloorUnknown, cfg.Durable, stream, t.FloorsBucket())
 	case LostFromFloor:
 		r.From, r.StartSeq = facts.Floor.AckFloor+1, facts.Floor.StartSeq
@@ -378,15 +379,20 @@ func restoreLost(ctx context.Context, js jetstream.JetStream, t Topology, kv jet
 	// applied after this call gave up on it leaves the mark to report.
 	mark, err := json.Marshal(r)
 	if err != nil {
-		return nil, fmt.Errorf("topology: encode the loss of %s on %s: %w", cfg.Durable, stream, err)
+		return nil, false, fmt.Errorf("topology: encode the loss of %s on %s: %w", cfg.Durable, stream, err)
 	}
 	cfg.Metadata[LostUnreportedMetadata] = string(mark)
 	c, created, err := RecreateConsumer(ctx, js, stream, cfg, r.From)
-	if err != nil || !created {
-		// Not created: another dispatcher made it first (from the same
-		// facts, or as a new sink's); it stands, and is no loss of ours.
-		return nil, err
+	if err != nil {
+		return nil, false, err
+	}
+	if !created {
+		// Found made: by another dispatcher (from the same facts, or as
+		// a new sink's), it stands, and is no loss of ours unless it
+		// is marked with one not reported yet (an earlier try's create
+		// that landed late).
+		return unreported(stream, c.CachedInfo()), false, nil
 	}
 	r.Instance = c.CachedInfo().Created
-	return r, nil
+	return r, false, nil
 }
