@@ -473,7 +473,7 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 					return backoff.Permanent(fmt.Errorf("dispatch: sinks[%d].order.key: %w", i, err))
 				}
 			}
-			settings.Start, settings.Floors, settings.FloorsUnavailable, settings.Binder = sc.StartTime(), floors, floorsErr, me
+			settings.Start, settings.Floors, settings.FloorsUnavailable = sc.StartTime(), floors, floorsErr
 			// A consumer recreated is found in place by the next try, and
 			// a try may be cut at any request after: its loss is reported
 			// as soon as EnsureSink establishes it.

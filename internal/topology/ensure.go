@@ -5,7 +5,6 @@ package topology
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -229,7 +228,7 @@ func (t Topology) EnsureSink(ctx context.Context, js jetstream.JetStream, sink s
 		}
 		if s.Floors != nil {
 			var err error
-			if restored, mayCreate, err = restoreLost(ctx, js, t, s.Floors, sink, stream, ev, s.Start, s.Binder); err != nil {
+			if restored, mayCreate, err = restoreLost(ctx, js, t, s.Floors, sink, stream, ev, s.Start); err != nil {
 				return out, fmt.Errorf("topology: consumer %s on %s: %w", ev.Durable, stream, err)
 			}
 			if restored != nil && restored.Plan != LostFromStart && s.Lost != nil {
@@ -261,11 +260,7 @@ func (t Topology) EnsureSink(ctx context.Context, js jetstream.JetStream, sink s
 			if create.Metadata == nil {
 				create.Metadata = map[string]string{}
 			}
-			mark, err := json.Marshal(Restored{Stream: stream, Plan: LostFromStart, By: s.Binder})
-			if err != nil {
-				return out, fmt.Errorf("topology: encode the loss of %s on %s: %w", ev.Durable, stream, err)
-			}
-			create.Metadata[LostUnreportedMetadata] = string(mark)
+			create.Metadata[LostUnreportedMetadata] = "from_start"
 			r := *restored
 			report = func(c *jetstream.ConsumerInfo, start uint64) {
 				r.StartSeq, r.From, r.Instance = start, start, c.Created // where it delivers from
@@ -356,9 +351,8 @@ func StartOf(info *jetstream.ConsumerInfo) (uint64, error) {
 
 // LostUnreportedMetadata is a sink's events consumer's metadata key
 // saying it was created after a loss and the loss may not be reported
-// yet: the loss as JSON (Restored: created by sinks[].start, or
-// recreated from its floor, and by which dispatcher), or "from_start"
-// (written so before the maker was named). Set in its creation, cleared
+// yet: "from_start" (created by sinks[].start), or the loss as JSON
+// (Restored, recreated from its floor). Set in its creation, cleared
 // after the bind reported it. A bind cut between the two, even by a
 // request the server applied after the bind gave up on it, leaves it in
 // place; the mark makes the next one report the loss (restoreLost).

@@ -273,9 +273,6 @@ type Restored struct {
 	// from From to the stream's last sequence that the lost consumer had
 	// acked since its floor was recorded.
 	AgainAtMost uint64
-	// By is the dispatcher whose bind made the consumer (ConsumerSettings.
-	// Binder): the one to report the loss (unreported).
-	By string
 	// Instance is the recreated consumer's creation: one loss, however
 	// many calls report it (a call cut after it reported the loss and
 	// before it cleared LostUnreportedMetadata leaves it to the next).
@@ -284,14 +281,7 @@ type Restored struct {
 
 // unreported is the loss an events consumer's LostUnreportedMetadata
 // says is not reported yet, nil if it carries none.
-//
-// The loss is by's to report if by made the consumer (Restored.By): an
-// earlier try of its bind cut before it cleared the mark. Made by another
-// dispatcher, it is that one's, which is binding now (it reports before
-// it clears): a second report would count one loss twice. Unless the
-// mark is older than lostReportPatience: its maker was cut for good (it
-// stopped), and whoever binds next reports it.
-func unreported(stream string, info *jetstream.ConsumerInfo, by string) *Restored {
+func unreported(stream string, info *jetstream.ConsumerInfo) *Restored {
 	v, ok := info.Config.Metadata[LostUnreportedMetadata]
 	if !ok {
 		return nil
@@ -302,18 +292,9 @@ func unreported(stream string, info *jetstream.ConsumerInfo, by string) *Restore
 		r = Restored{Plan: LostFromFloor}
 		_ = json.Unmarshal([]byte(v), &r)
 	}
-	if r.By != "" && r.By != by && info.TimeStamp.Sub(info.Created) < lostReportPatience {
-		return nil
-	}
 	r.Stream, r.Instance = stream, info.Created
 	return &r
 }
-
-// lostReportPatience is how long a loss marked on a consumer
-// (LostUnreportedMetadata) is left to the dispatcher that made it: more
-// than a bind's try, so a maker still binding clears it first. Measured
-// on the server's clock (the consumer's creation, and its info's time).
-const lostReportPatience = 30 * time.Second
 
 // restoreLost recreates a sink's events consumer on stream if it is
 // missing and the sink is not new (DecideLost), and says what it did; nil
@@ -323,11 +304,11 @@ const lostReportPatience = 30 * time.Second
 // (LostUnreportedMetadata). create says the consumer was found missing
 // and ensureEvents is to create it (a new sink, or LostFromStart):
 // otherwise one gone by then was lost since, and is not made afresh.
-func restoreLost(ctx context.Context, js jetstream.JetStream, t Topology, kv jetstream.KeyValue, sink, stream string, cfg jetstream.ConsumerConfig, start time.Time, by string) (r *Restored, create bool, err error) {
+func restoreLost(ctx context.Context, js jetstream.JetStream, t Topology, kv jetstream.KeyValue, sink, stream string, cfg jetstream.ConsumerConfig, start time.Time) (r *Restored, create bool, err error) {
 	if c, err := js.Consumer(ctx, stream, cfg.Durable); err == nil {
 		// Created after a loss by a call cut before it cleared the mark
 		// (reported or not): this one reports it.
-		return unreported(stream, c.CachedInfo(), by), false, nil
+		return unreported(stream, c.CachedInfo()), false, nil
 	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return nil, false, err
 	}
@@ -396,7 +377,6 @@ func restoreLost(ctx context.Context, js jetstream.JetStream, t Topology, kv jet
 	cfg.Metadata[StartMetadata] = strconv.FormatUint(r.StartSeq, 10)
 	// Marked with its loss until the caller has reported it: a create
 	// applied after this call gave up on it leaves the mark to report.
-	r.By = by
 	mark, err := json.Marshal(r)
 	if err != nil {
 		return nil, false, fmt.Errorf("topology: encode the loss of %s on %s: %w", cfg.Durable, stream, err)
@@ -411,7 +391,7 @@ func restoreLost(ctx context.Context, js jetstream.JetStream, t Topology, kv jet
 		// a new sink's), it stands, and is no loss of ours unless it
 		// is marked with one not reported yet (an earlier try's create
 		// that landed late).
-		return unreported(stream, c.CachedInfo(), by), false, nil
+		return unreported(stream, c.CachedInfo()), false, nil
 	}
 	r.Instance = c.CachedInfo().Created
 	return r, false, nil

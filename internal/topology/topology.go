@@ -316,10 +316,6 @@ type ConsumerSettings struct {
 	// missing is not created (its floor cannot be read), and EnsureSink
 	// returns this error wrapped, for the caller to try again.
 	FloorsUnavailable error
-	// Binder is the binding dispatcher's id, written with a loss into
-	// the consumer it recreates (LostUnreportedMetadata): a bind of
-	// another replica at the same moment leaves that loss to it.
-	Binder string
 	// Lost, if set, is told of each events consumer found missing and
 	// recreated (Restored), for the caller to log and count: as soon as
 	// the loss is established, before any request that would hide it
