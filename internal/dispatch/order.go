@@ -128,12 +128,14 @@ type orderer struct {
 	kick     chan struct{} // ask the lease for a proof now
 	// A new pin's catch-up (order_lease.go). firstNew is the first
 	// message delivered here for the first time under pinID (0: none yet):
-	// every one delivered before the pin moved is older. catchTo is, while
-	// anything was pending at the pin's first proof (asked at catchFrom),
-	// the origin of the last message the consumer had delivered then; 0
-	// for none. Until the ack floor reaches the older of the two, lanes
-	// whose head is newer wait (catchUpToLocked).
+	// every one delivered before the pin moved is older; pinSeen is when
+	// the first message under pinID came, after the pin moved. catchTo
+	// is, while anything was pending at the pin's first proof, the origin
+	// of the last message the consumer had delivered then; 0 for none.
+	// Until the ack floor reaches the older of the two, lanes whose head
+	// is newer wait (catchUpToLocked); catchFrom is pinSeen then.
 	firstNew  uint64
+	pinSeen   time.Time
 	catchTo   uint64
 	catchFrom time.Time
 	catchAsks int         // answers in this catch-up, for the next one's delay

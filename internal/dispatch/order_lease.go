@@ -42,10 +42,11 @@ package dispatch
 //     message delivered then (Delivered.Stream: whatever the old holder
 //     had is at or below it), and until the ack floor reaches it (every
 //     message up to it settled, by anyone), or ack_wait has passed since
-//     and the counts still agree (whatever was delivered before has
-//     fallen due and come here), only lanes whose head is at or below it
-//     are worked: the old holder's messages, which come here, settle and
-//     move the floor; newer messages wait (startsInCatchUp, caughtUp).
+//     it first saw the pin and the counts still agree (whatever was
+//     delivered before has fallen due and come here), only lanes whose
+//     head is at or below it are worked: the old holder's messages, which
+//     come here, settle and move the floor; newer messages wait
+//     (startsInCatchUp, caughtUp).
 //
 // So two replicas can never both deliver a key: the new holder starts
 // once the old one holds nothing. What the old holder had under way when
@@ -142,7 +143,7 @@ func startsInCatchUp(catchTo uint64, key string, head uint64) bool {
 }
 
 // caughtUp says whether a new pin's catch-up to catchTo is over, from an
-// answer asked since (elapsed after the first proof): the ack floor has
+// answer asked elapsed after the pin was first seen here: the ack floor has
 // reached catchTo, or nothing is pending (everything delivered before the
 // pin moved is settled, by anyone); or ack_wait has passed and the counts
 // agree (counted: num_ack_pending no more than what is held, nothing
@@ -169,7 +170,7 @@ func (o *orderer) sawPin(pin string) (moved bool) {
 	moved = pin != o.pinID
 	o.pinID = pin
 	if moved {
-		o.fenced, o.firstNew = 0, 0
+		o.fenced, o.firstNew, o.pinSeen = 0, 0, time.Now()
 	}
 	return moved
 }
@@ -351,7 +352,13 @@ func (o *orderer) prove(ctx context.Context, timeout time.Duration) (answered bo
 			// alone do not say who has it.
 			o.catchTo, o.catchFrom, o.catchAsks = 0, time.Time{}, 0
 			if info.NumAckPending > 0 && info.AckFloor.Stream < info.Delivered.Stream {
-				o.catchTo, o.catchFrom = topology.Origin(info.Stream, info.Delivered.Stream), asked
+				// ack_wait counts from when this replica saw the pin
+				// first: it had moved by then, so whatever went before
+				// and is not kept alive falls due by then plus ack_wait.
+				o.catchTo, o.catchFrom = topology.Origin(info.Stream, info.Delivered.Stream), o.pinSeen
+				if o.catchFrom.IsZero() {
+					o.catchFrom = asked
+				}
 			}
 		}
 		if o.catchTo != 0 {
