@@ -41,9 +41,11 @@ import (
 //     replica tries the head at once; its backoff starts over.
 //   - The pin is proven, not assumed: a replica starts an attempt only
 //     while the server lately named its pin; a new holder starts only once
-//     nothing delivered before is held elsewhere, and puts what comes back
-//     to it ahead of newer messages of the same keys; one that finds the
-//     pin gone hands back what it held (order_lease.go).
+//     nothing delivered before is held elsewhere, puts what comes back to
+//     it ahead of newer messages of the same keys, and works only those
+//     until the ack floor says everything delivered before the pin moved
+//     is settled (or ack_wait has passed); one that finds the pin gone
+//     hands back what it held (order_lease.go).
 //
 // Events without a key (empty, or a template that fails on them) take the
 // unordered path, with scheduled retries, as do replays and the sink's
@@ -124,6 +126,20 @@ type orderer struct {
 	pops     uint64
 	fenced   int           // answers that found messages pending elsewhere since the last proof
 	kick     chan struct{} // ask the lease for a proof now
+	// A new pin's catch-up (order_lease.go). firstNew is the first
+	// message delivered here for the first time under pinID (0: none yet):
+	// every one delivered before the pin moved is older; pinSeen is when
+	// the first message under pinID came, after the pin moved. catchTo
+	// is, while anything was pending at the pin's first proof, the origin
+	// of the last message the consumer had delivered then; 0 for none.
+	// Until the ack floor reaches the older of the two, lanes whose head
+	// is newer wait (catchUpToLocked); catchFrom is pinSeen then.
+	firstNew  uint64
+	pinSeen   time.Time
+	catchTo   uint64
+	catchFrom time.Time
+	catchAsks int         // answers in this catch-up, for the next one's delay
+	catchKick *time.Timer // asks again during a catch-up
 
 	// epoch is the context of the lanes made since the lease was last
 	// lost, cancelled (with their attempts) when it is lost; flight counts

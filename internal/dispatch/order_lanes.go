@@ -96,16 +96,22 @@ func (o *orderer) next(ctx context.Context) *lane {
 			return nil
 		}
 		if len(o.ready) > 0 && o.mayLocked(time.Now()) {
-			l := o.ready[0]
-			o.ready = o.ready[1:]
-			if len(o.ready) > 0 {
-				select { // more for another worker
-				case o.signal <- struct{}{}:
-				default:
+			// In a new pin's catch-up, a lane whose head is newer than
+			// what was delivered before the pin moved waits (it stays
+			// ready; the lease signals when the catch-up is over).
+			i := slices.IndexFunc(o.ready, func(l *lane) bool { return len(l.q) > 0 && startsInCatchUp(o.catchUpToLocked(), l.key, l.q[0].origin) })
+			if i >= 0 {
+				l := o.ready[i]
+				o.ready = slices.Delete(o.ready, i, i+1)
+				if len(o.ready) > 0 {
+					select { // more for another worker
+					case o.signal <- struct{}{}:
+					default:
+					}
 				}
+				o.mu.Unlock()
+				return l
 			}
-			o.mu.Unlock()
-			return l
 		}
 		o.mu.Unlock()
 		select {
@@ -232,6 +238,9 @@ func (o *orderer) pop(l *lane, d *delivery) {
 	}
 	o.pops++
 	delete(o.origins, d.origin)
+	if to := o.catchUpToLocked(); to != 0 && d.origin <= to {
+		o.kickLease() // one delivered before the pin moved: the ack floor may have reached the catch-up's end
+	}
 	l.q, l.evs, l.tgs = slices.Delete(l.q, i, i+1), slices.Delete(l.evs, i, i+1), slices.Delete(l.tgs, i, i+1)
 	if len(l.q) > 0 {
 		o.readyLocked(l)

@@ -29,6 +29,24 @@ package dispatch
 //     holder's messages come to it (handed back, or due), are put into
 //     their lanes in stream order, ahead of the newer ones, and only then
 //     does it deliver.
+//   - Caught up: counts are not sets. JetStream takes an ack by stream
+//     sequence, whoever holds the message now, so the old holder's late
+//     ack of a message it let go (and the new holder holds again) counts
+//     it out of num_ack_pending while the new holder still counts it
+//     held: the counts agree with a message still pending elsewhere. One
+//     delivered to the old holder and never received (an R3 consumer's
+//     delivery queued at a leader step-down is dropped, while its entry
+//     still commits) is pending for ack_wait and comes back to no one
+//     but the new holder after it; meanwhile the new holder would deliver
+//     the key's later events. So the first proof also notes the last
+//     message delivered then (Delivered.Stream: whatever the old holder
+//     had is at or below it), and until the ack floor reaches it (every
+//     message up to it settled, by anyone), or ack_wait has passed since
+//     it first saw the pin and the counts still agree (whatever was
+//     delivered before has fallen due and come here), only lanes whose
+//     head is at or below it are worked: the old holder's messages, which
+//     come here, settle and move the floor; newer messages wait
+//     (startsInCatchUp, caughtUp).
 //
 // So two replicas can never both deliver a key: the new holder starts
 // once the old one holds nothing. What the old holder had under way when
@@ -115,6 +133,28 @@ const handOverGap = time.Second
 // messages take ack_wait to fall due).
 const fenceRetry = 25 * time.Millisecond
 
+// startsInCatchUp says whether a lane whose head is head may be worked in
+// a new pin's catch-up up to catchTo (0: none). The old holder's messages
+// (at or below it) may: they come here, and their settling moves the ack
+// floor. A newer one waits: a message of its key delivered before the pin
+// moved may still be pending elsewhere. An unkeyed lane is not ordered.
+func startsInCatchUp(catchTo uint64, key string, head uint64) bool {
+	return catchTo == 0 || key == "" || head <= catchTo
+}
+
+// caughtUp says whether a new pin's catch-up to catchTo is over, from an
+// answer asked elapsed after the pin was first seen here: the ack floor has
+// reached catchTo, or nothing is pending (everything delivered before the
+// pin moved is settled, by anyone); or ack_wait has passed and the counts
+// agree (counted: num_ack_pending no more than what is held, nothing
+// settled while asked), so whatever was delivered before and not kept
+// alive has fallen due, and what is pending is here. A count alone is not
+// enough before then: a late ack of a message held here makes up for one
+// still out.
+func caughtUp(catchTo, floor uint64, pending int, counted bool, elapsed, ackWait time.Duration) bool {
+	return floor >= catchTo || pending == 0 || (elapsed >= ackWait && counted)
+}
+
 // mayLocked says whether the lanes may start attempts now.
 func (o *orderer) mayLocked(now time.Time) bool {
 	bound := orderLease(o.w.ackWait)
@@ -130,9 +170,37 @@ func (o *orderer) sawPin(pin string) (moved bool) {
 	moved = pin != o.pinID
 	o.pinID = pin
 	if moved {
-		o.fenced = 0
+		o.fenced, o.firstNew, o.pinSeen = 0, 0, time.Now()
 	}
 	return moved
+}
+
+// sawNew notes a message delivered for the first time, under the pin
+// sawPin noted last: JetStream delivers a message the first time in
+// stream order, so the first one under a pin bounds what went to any
+// holder before it.
+func (o *orderer) sawNew(origin uint64) {
+	o.mu.Lock()
+	if o.firstNew == 0 || origin < o.firstNew {
+		o.firstNew = origin
+	}
+	o.mu.Unlock()
+}
+
+// catchUpToLocked is the newest message a lane's head may be in the
+// current catch-up (0: none, any may): the older of the last delivered at
+// the first proof and the one before the first delivered here under the
+// pin, which may have come before the proof, or be on its way after it.
+func (o *orderer) catchUpToLocked() uint64 {
+	return catchUpTo(o.catchTo, o.firstNew)
+}
+
+// catchUpTo is catchUpToLocked's choice: 0 while no catch-up runs.
+func catchUpTo(catchTo, firstNew uint64) uint64 {
+	if catchTo == 0 || firstNew == 0 || firstNew-1 >= catchTo {
+		return catchTo
+	}
+	return firstNew - 1 // 0 for the stream's first message: nothing was before it
 }
 
 // doubt stops the lanes until the server names this replica's pin again
@@ -278,7 +346,43 @@ func (o *orderer) prove(ctx context.Context, timeout time.Duration) (answered bo
 				zap.Int("pending", info.NumAckPending), zap.Int("held", held))
 			return true
 		}
+		if first {
+			// Everything delivered before the pin moved is at or below
+			// Delivered.Stream; while any of it is unsettled, the counts
+			// alone do not say who has it.
+			o.catchTo, o.catchFrom, o.catchAsks = 0, time.Time{}, 0
+			if info.NumAckPending > 0 && info.AckFloor.Stream < info.Delivered.Stream {
+				// ack_wait counts from when this replica saw the pin
+				// first: it had moved by then, so whatever went before
+				// and is not kept alive falls due by then plus ack_wait.
+				o.catchTo, o.catchFrom = topology.Origin(info.Stream, info.Delivered.Stream), o.pinSeen
+				if o.catchFrom.IsZero() {
+					o.catchFrom = asked
+				}
+			}
+		}
+		if o.catchTo != 0 {
+			floor := topology.Origin(info.Stream, info.AckFloor.Stream)
+			counted := info.NumAckPending <= held && o.pops == pops
+			if caughtUp(o.catchUpToLocked(), floor, info.NumAckPending, counted, asked.Sub(o.catchFrom), o.w.ackWait) {
+				o.catchTo, o.catchFrom = 0, time.Time{}
+				o.w.log.Debug("caught up with what was delivered before the pin moved", zap.String("sink", o.w.name))
+			}
+		}
 		o.proved, o.provedAt, o.fenced = pin, asked, 0
+		if o.catchTo != 0 {
+			// Soon again, as for the count: the floor moves as the old
+			// holder's messages settle here (pop kicks the lease too,
+			// but its ack may not be in by the answer). One timer, or
+			// every answer would start another round of asking.
+			wait := min(fenceRetry<<min(o.catchAsks, 10), proofEvery(o.w.ackWait))
+			o.catchAsks++
+			if o.catchKick == nil {
+				o.catchKick = time.AfterFunc(wait, o.kickLease)
+			} else {
+				o.catchKick.Reset(wait)
+			}
+		}
 		if len(o.ready) > 0 {
 			select {
 			case o.signal <- struct{}{}:
@@ -311,6 +415,7 @@ func (o *orderer) prove(ctx context.Context, timeout time.Duration) (answered bo
 func (o *orderer) loseLease(ctx context.Context, why string, handBack bool) bool {
 	o.mu.Lock()
 	o.proved, o.provedAt = "", time.Time{}
+	o.catchTo, o.catchFrom = 0, time.Time{}
 	if len(o.all) == 0 {
 		o.mu.Unlock()
 		return false

@@ -145,7 +145,9 @@ func (o *orderer) feed(ctx, workCtx context.Context, prefetch int) (leftover []j
 				continue
 			}
 			flush()
-			o.admit(workCtx, msg, topology.Origin(meta.Stream, meta.Sequence.Stream))
+			origin := topology.Origin(meta.Stream, meta.Sequence.Stream)
+			o.sawNew(origin)
+			o.admit(workCtx, msg, origin)
 			admitted()
 		}
 		stop()
