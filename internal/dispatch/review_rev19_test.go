@@ -54,12 +54,22 @@ func (j *landedUpdateJS) UpdateConsumer(ctx context.Context, stream string, cfg 
 	if !hold {
 		return j.JetStream.UpdateConsumer(ctx, stream, cfg)
 	}
-	uctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	return answeredLate(ctx, func(actx context.Context) error {
+		_, err := j.JetStream.UpdateConsumer(actx, stream, cfg)
+		return err
+	})
+}
+
+// answeredLate applies a request on a deadline of its own, then answers
+// as a call whose answer came after the caller's deadline (ctx): a
+// proposal the cluster applied after the client gave up on it.
+func answeredLate(ctx context.Context, apply func(context.Context) error) (jetstream.Consumer, error) {
+	actx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := j.JetStream.UpdateConsumer(uctx, stream, cfg); err != nil {
+	if err := apply(actx); err != nil {
 		return nil, err
 	}
-	<-ctx.Done() // its answer comes after the try's deadline
+	<-ctx.Done()
 	return nil, ctx.Err()
 }
 

@@ -43,13 +43,10 @@ func (j *landedCreateJS) CreateConsumer(ctx context.Context, stream string, cfg 
 	if !hold {
 		return j.JetStream.CreateConsumer(ctx, stream, cfg)
 	}
-	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := j.JetStream.CreateConsumer(cctx, stream, cfg); err != nil {
-		return nil, err
-	}
-	<-ctx.Done() // its answer comes after the try's deadline
-	return nil, ctx.Err()
+	return answeredLate(ctx, func(actx context.Context) error {
+		_, err := j.JetStream.CreateConsumer(actx, stream, cfg)
+		return err
+	})
 }
 
 // Lost is called for a consumer recreated from its floor only once
