@@ -54,8 +54,9 @@ func TestOrderPinCatchUpDecisions(t *testing.T) {
 		{"floor short, counts agree, early", 4, 1, true, time.Second, false},
 		{"floor reached", 5, 3, false, 0, true},
 		{"nothing pending", 0, 0, true, 0, true},
-		{"ack_wait passed, counts agree", 4, 1, true, ackWait, true},
-		{"ack_wait passed, one pending elsewhere", 4, 2, false, ackWait, false},
+		{"ack_wait passed, counts agree: an old holder may still keep one alive", 4, 1, true, ackWait, false},
+		{"patience passed, counts agree", 4, 1, true, catchUpPatience(ackWait), true},
+		{"patience passed, one pending elsewhere", 4, 2, false, catchUpPatience(ackWait), false},
 	} {
 		if got := caughtUp(5, c.floor, c.pending, c.counted, c.elapsed, ackWait); got != c.want {
 			t.Errorf("%s: caughtUp = %v, want %v", c.name, got, c.want)

@@ -145,14 +145,28 @@ func startsInCatchUp(catchTo uint64, key string, head uint64) bool {
 // caughtUp says whether a new pin's catch-up to catchTo is over, from an
 // answer asked elapsed after the pin was first seen here: the ack floor has
 // reached catchTo, or nothing is pending (everything delivered before the
-// pin moved is settled, by anyone); or ack_wait has passed and the counts
-// agree (counted: num_ack_pending no more than what is held, nothing
-// settled while asked), so whatever was delivered before and not kept
-// alive has fallen due, and what is pending is here. A count alone is not
-// enough before then: a late ack of a message held here makes up for one
-// still out.
+// pin moved is settled, by anyone); or catchUpPatience has passed and the
+// counts agree (counted: num_ack_pending no more than what is held,
+// nothing settled while asked), so whatever an old holder had has fallen
+// due, and what is pending is here. A count alone is not enough before
+// then: a late ack of a message held here makes up for one still out.
 func caughtUp(catchTo, floor uint64, pending int, counted bool, elapsed, ackWait time.Duration) bool {
-	return floor >= catchTo || pending == 0 || (elapsed >= ackWait && counted)
+	return floor >= catchTo || pending == 0 || (elapsed >= catchUpPatience(ackWait) && counted)
+}
+
+// catchUpPatience is how long after a new holder first saw the pin a
+// message an old Chapar holder had may still be out: that holder keeps
+// what it holds alive (in-progress acks, keepAlive's tick about a quarter
+// of ack_wait apart) for up to orderLease after its last answered pin
+// check, which came before the move; the message then falls due ack_wait
+// after its last in-progress ack, or handOverGap after a hand-back. About
+// 2 × ack_wait + 1 s. Ending the catch-up on ack_wait alone let a key's
+// later event overtake a message kept alive that long
+// (TestReviewRev24KeptAliveOnlyAsLongAsAChaparOldHolderCanStillOvertaken).
+// A holder that is not Chapar and keeps a message alive longer is not
+// bounded so.
+func catchUpPatience(ackWait time.Duration) time.Duration {
+	return ackWait + orderLease(ackWait) + ackWait/4 + handOverGap
 }
 
 // mayLocked says whether the lanes may start attempts now.
