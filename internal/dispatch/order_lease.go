@@ -159,14 +159,16 @@ func caughtUp(catchTo, floor uint64, pending int, counted bool, elapsed, ackWait
 // what it holds alive (in-progress acks, keepAlive's tick about a quarter
 // of ack_wait apart) for up to orderLease after its last answered pin
 // check, which came before the move; the message then falls due ack_wait
-// after its last in-progress ack, or handOverGap after a hand-back. About
-// 2 × ack_wait + 1 s. Ending the catch-up on ack_wait alone let a key's
+// after its last in-progress ack, or handOverGap after a hand-back; one
+// proofEvery more for replies that come late (review rev25: stacked worst
+// cases overran the sum by up to ack_wait/12). About 2.25 × ack_wait +
+// 1 s. Ending the catch-up on ack_wait alone let a key's
 // later event overtake a message kept alive that long
 // (TestReviewRev24KeptAliveOnlyAsLongAsAChaparOldHolderCanStillOvertaken).
 // A holder that is not Chapar and keeps a message alive longer is not
 // bounded so.
 func catchUpPatience(ackWait time.Duration) time.Duration {
-	return ackWait + orderLease(ackWait) + ackWait/4 + handOverGap
+	return ackWait + orderLease(ackWait) + ackWait/4 + proofEvery(ackWait) + handOverGap
 }
 
 // mayLocked says whether the lanes may start attempts now.
