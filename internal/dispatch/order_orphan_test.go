@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/chapar-dev/chapar/internal/config"
@@ -35,37 +36,8 @@ func TestOrderNewPinWaitsForAMessageALateAckCountedOut(t *testing.T) {
 	sink := orderedSink(e)
 	const ackWait = 3 * time.Second
 	withAckWait := func(c *config.Dispatcher) { c.AckWait = ackWait }
-	// A first replica makes the consumer, then stops and lets the pin go.
-	if err := e.Start([]config.Sink{sink}, gatewayRoute, withAckWait).Stop(); err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
-	rawNC, js := e.Connect()
-	c, err := js.Consumer(ctx, e.Topo.EventsStream(), topology.SinkConsumer("gateway"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	testenv.Eventually(t, 10*time.Second, "the pin released", func() bool { return pinnedClient(t, e) == "" })
-	k.publish(e, 0, 2)
-	var held []jetstream.Msg // the raw client's, under its pin
-	testenv.Eventually(t, 10*time.Second, "the raw client pinned with E1 and X", func() bool {
-		b, err := c.Fetch(2-len(held), jetstream.FetchPriorityGroup(topology.OrderGroup), jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			return false
-		}
-		for m := range b.Messages() {
-			held = append(held, m)
-		}
-		return len(held) == 2
-	})
-	e1, x := held[0], held[1]
-	if meta, _ := x.Metadata(); meta == nil || meta.Sequence.Stream != 2 {
-		t.Fatalf("X is not stream sequence 2: %+v", meta)
-	}
-	rawPin := pinnedClient(t, e)
-	if rawPin == "" || x.Headers().Get("Nats-Pin-Id") != rawPin {
-		t.Fatalf("the raw client is not pinned (server %q, message %q)", rawPin, x.Headers().Get("Nats-Pin-Id"))
-	}
+	rawNC, c, e1, x, rawPin := rawHolderOfE1AndX(t, e, k, sink, withAckWait)
 
 	r := e.Start([]config.Sink{sink}, gatewayRoute, withAckWait)
 	if p := pinnedClient(t, e); p != rawPin {
@@ -99,4 +71,46 @@ func TestOrderNewPinWaitsForAMessageALateAckCountedOut(t *testing.T) {
 	if n := r.Tally.DeliveredTo("gateway"); n != len(k.envs) {
 		t.Errorf("the replica delivered %d, want %d (once each)", n, len(k.envs))
 	}
+}
+
+// rawHolderOfE1AndX makes the ordered sink's consumer with a first
+// replica that stops and lets the pin go, publishes k's first round (u's
+// E1, v's X), and has a raw client pull both under its pin and hold them
+// unacked: the old holder of the late-ack tests. It returns the raw
+// client's connection, the consumer, E1, X and the raw client's pin.
+func rawHolderOfE1AndX(t *testing.T, e *testenv.Env, k *keyed, sink config.Sink, withAckWait func(*config.Dispatcher)) (
+	*nats.Conn, jetstream.Consumer, jetstream.Msg, jetstream.Msg, string) {
+	t.Helper()
+	// A first replica makes the consumer, then stops and lets the pin go.
+	if err := e.Start([]config.Sink{sink}, gatewayRoute, withAckWait).Stop(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	rawNC, js := e.Connect()
+	c, err := js.Consumer(ctx, e.Topo.EventsStream(), topology.SinkConsumer("gateway"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "the pin released", func() bool { return pinnedClient(t, e) == "" })
+	k.publish(e, 0, 2)
+	var held []jetstream.Msg // the raw client's, under its pin
+	testenv.Eventually(t, 10*time.Second, "the raw client pinned with E1 and X", func() bool {
+		b, err := c.Fetch(2-len(held), jetstream.FetchPriorityGroup(topology.OrderGroup), jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return false
+		}
+		for m := range b.Messages() {
+			held = append(held, m)
+		}
+		return len(held) == 2
+	})
+	e1, x := held[0], held[1]
+	if meta, _ := x.Metadata(); meta == nil || meta.Sequence.Stream != 2 {
+		t.Fatalf("X is not stream sequence 2: %+v", meta)
+	}
+	rawPin := pinnedClient(t, e)
+	if rawPin == "" || x.Headers().Get("Nats-Pin-Id") != rawPin {
+		t.Fatalf("the raw client is not pinned (server %q, message %q)", rawPin, x.Headers().Get("Nats-Pin-Id"))
+	}
+	return rawNC, c, e1, x, rawPin
 }

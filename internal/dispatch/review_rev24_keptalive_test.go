@@ -5,12 +5,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/chapar-dev/chapar/internal/config"
 	"github.com/chapar-dev/chapar/internal/emulator"
 	"github.com/chapar-dev/chapar/internal/testenv"
-	"github.com/chapar-dev/chapar/internal/topology"
 )
 
 // Review rev24: the catch-up ends once ack_wait has passed since the new
@@ -26,37 +23,8 @@ func TestReviewRev24KeptAliveOldHolderPlusLateAckOvertakenAfterAckWait(t *testin
 	sink.Timeout = 30 * time.Second
 	const ackWait = 3 * time.Second
 	withAckWait := func(c *config.Dispatcher) { c.AckWait = ackWait }
-	// A first replica makes the consumer, then stops and lets the pin go.
-	if err := e.Start([]config.Sink{sink}, gatewayRoute, withAckWait).Stop(); err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
-	rawNC, js := e.Connect()
-	c, err := js.Consumer(ctx, e.Topo.EventsStream(), topology.SinkConsumer("gateway"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	testenv.Eventually(t, 10*time.Second, "the pin released", func() bool { return pinnedClient(t, e) == "" })
-	k.publish(e, 0, 2)
-	var held []jetstream.Msg // the raw client's, under its pin
-	testenv.Eventually(t, 10*time.Second, "the raw client pinned with E1 and X", func() bool {
-		b, err := c.Fetch(2-len(held), jetstream.FetchPriorityGroup(topology.OrderGroup), jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			return false
-		}
-		for m := range b.Messages() {
-			held = append(held, m)
-		}
-		return len(held) == 2
-	})
-	e1, x := held[0], held[1]
-	if meta, _ := x.Metadata(); meta == nil || meta.Sequence.Stream != 2 {
-		t.Fatalf("X is not stream sequence 2: %+v", meta)
-	}
-	rawPin := pinnedClient(t, e)
-	if rawPin == "" || x.Headers().Get("Nats-Pin-Id") != rawPin {
-		t.Fatalf("the raw client is not pinned (server %q, message %q)", rawPin, x.Headers().Get("Nats-Pin-Id"))
-	}
+	rawNC, c, e1, x, rawPin := rawHolderOfE1AndX(t, e, k, sink, withAckWait)
 
 	// X (v's first event) keeps failing at the vendor: it stays held
 	// here, so the late ack that counted it out keeps the counts equal.
@@ -132,37 +100,8 @@ func TestReviewRev24KeptAliveOnlyAsLongAsAChaparOldHolderCanStillOvertaken(t *te
 	sink.Timeout = 30 * time.Second
 	const ackWait = 3 * time.Second
 	withAckWait := func(c *config.Dispatcher) { c.AckWait = ackWait }
-	// A first replica makes the consumer, then stops and lets the pin go.
-	if err := e.Start([]config.Sink{sink}, gatewayRoute, withAckWait).Stop(); err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
-	rawNC, js := e.Connect()
-	c, err := js.Consumer(ctx, e.Topo.EventsStream(), topology.SinkConsumer("gateway"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	testenv.Eventually(t, 10*time.Second, "the pin released", func() bool { return pinnedClient(t, e) == "" })
-	k.publish(e, 0, 2)
-	var held []jetstream.Msg // the raw client's, under its pin
-	testenv.Eventually(t, 10*time.Second, "the raw client pinned with E1 and X", func() bool {
-		b, err := c.Fetch(2-len(held), jetstream.FetchPriorityGroup(topology.OrderGroup), jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			return false
-		}
-		for m := range b.Messages() {
-			held = append(held, m)
-		}
-		return len(held) == 2
-	})
-	e1, x := held[0], held[1]
-	if meta, _ := x.Metadata(); meta == nil || meta.Sequence.Stream != 2 {
-		t.Fatalf("X is not stream sequence 2: %+v", meta)
-	}
-	rawPin := pinnedClient(t, e)
-	if rawPin == "" || x.Headers().Get("Nats-Pin-Id") != rawPin {
-		t.Fatalf("the raw client is not pinned (server %q, message %q)", rawPin, x.Headers().Get("Nats-Pin-Id"))
-	}
+	rawNC, c, e1, x, rawPin := rawHolderOfE1AndX(t, e, k, sink, withAckWait)
 
 	// X (v's first event) keeps failing at the vendor: it stays held
 	// here, so the late ack that counted it out keeps the counts equal.
