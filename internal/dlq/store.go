@@ -297,9 +297,17 @@ func (s *Store) Replay(ctx context.Context, f Filter, o ReplayOptions) (ReplayRe
 			stop = err
 			return false
 		}
-		if _, err := s.remove(ctx, stream, r, "replayed"); err != nil {
+		removed, err := s.remove(ctx, stream, r, "replayed")
+		if err != nil {
 			stop = err
 			return false
+		}
+		if !removed {
+			// Replayed or purged meanwhile by another command or the
+			// console: its replay was that one's (the message id made
+			// this requeue a duplicate of it), or it was purged after
+			// being read here (then it is queued, once, all the same).
+			return o.Limit == 0 || res.Matched < o.Limit
 		}
 		res.Replayed++
 		if o.Replayed != nil {
