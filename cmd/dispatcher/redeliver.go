@@ -139,7 +139,7 @@ func progressLine(w io.Writer, terminal bool) func(redeliver.Result) {
 	}
 }
 
-// resumeArgs are the command's flags again, but --since and --limit, and
+// resumeArgs are the command's flags again (--rate too), but --since and --limit, and
 // with the window's end as used: a job resumed later re-sends the window
 // it began, not one grown since (and not from a duration ago again).
 func resumeArgs(c *cliSinksRedeliver, until time.Time) string {
@@ -151,6 +151,9 @@ func resumeArgs(c *cliSinksRedeliver, until time.Time) string {
 	}
 	if c.All {
 		args = append(args, "--all")
+	}
+	if c.Rate > 0 {
+		args = append(args, fmt.Sprintf("--rate %g", c.Rate)) // the pace the job was given
 	}
 	return strings.Join(args, " ")
 }

@@ -164,7 +164,7 @@ func runCmd(ctx context.Context, file string, nf natsFlags, stderr io.Writer) er
 
 	if cfg.Webhook.Listen != "" {
 		pub := envelope.NewPublisher(conn.JS, envelope.WithSubjectPrefix(cfg.Streams.SubjectPrefix),
-			envelope.WithPartitions(cfg.Streams.Partitions))
+			envelope.WithPartitions(cfg.Streams.Partitions), envelope.WithMaxBytes(cfg.Streams.MaxEnvelopeBytes))
 		mux := http.NewServeMux()
 		mux.Handle(cfg.Webhook.Path, inbound.NewKenarWebhook(pub, cfg.Webhook.IdentificationKey, cfg.Webhook.Source, log))
 		// Bind before going on: a taken port fails the start with its key,

@@ -180,11 +180,37 @@ func (s *Store) remove(ctx context.Context, stream jetstream.Stream, r *Record, 
 	if isTaken(err) {
 		return false, nil
 	}
+	if isFull(err) {
+		// The server's storage is spent, and refuses the tombstone like
+		// any write: delete the record instead, which frees storage (a
+		// purge is how it is freed). Its subject is left empty, so a
+		// late second write of it is refused only within the duplicate
+		// window; while the storage is full, it is refused anyway.
+		err := stream.DeleteMsg(ctx, r.Seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("dlq: remove entry %d (the storage is full): %w", r.Seq, err)
+		}
+		return true, nil
+	}
 	if err != nil {
 		return false, fmt.Errorf("dlq: remove entry %d: %w", r.Seq, err)
 	}
 	return true, nil
 }
+
+// isFull says the server refused a write because its JetStream storage
+// is spent (insufficient resources).
+func isFull(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeInsufficientResources
+}
+
+// errCodeInsufficientResources is the server's JSInsufficientResourcesErr
+// (nats.go names no constant for it).
+const errCodeInsufficientResources jetstream.ErrorCode = 10023
 
 // Stats counts dead letters by a key function.
 func (s *Store) Stats(ctx context.Context, f Filter, key func(*Record) string) (map[string]int, int, error) {
@@ -271,9 +297,17 @@ func (s *Store) Replay(ctx context.Context, f Filter, o ReplayOptions) (ReplayRe
 			stop = err
 			return false
 		}
-		if _, err := s.remove(ctx, stream, r, "replayed"); err != nil {
+		removed, err := s.remove(ctx, stream, r, "replayed")
+		if err != nil {
 			stop = err
 			return false
+		}
+		if !removed {
+			// Replayed or purged meanwhile by another command or the
+			// console: its replay was that one's (the message id made
+			// this requeue a duplicate of it), or it was purged after
+			// being read here (then it is queued, once, all the same).
+			return o.Limit == 0 || res.Matched < o.Limit
 		}
 		res.Replayed++
 		if o.Replayed != nil {

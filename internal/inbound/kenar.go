@@ -12,6 +12,7 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
@@ -95,6 +97,13 @@ func (h *KenarWebhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ack, err := h.pub.Publish(r.Context(), env)
+	if tooLarge(err) {
+		// For good: the envelope of this notification is over the
+		// events stream's limit, and would be on every retry.
+		h.log.Warn("kenar webhook: notification too large to store", zap.String("event_id", env.ID), zap.Error(err))
+		http.Error(w, "notification too large to store: its event is over streams.max_envelope_bytes", http.StatusRequestEntityTooLarge)
+		return
+	}
 	if err != nil {
 		// Kenar retries a failed call; nothing is lost by refusing it.
 		h.log.Error("kenar webhook: publish failed", zap.Error(err))
@@ -103,6 +112,17 @@ func (h *KenarWebhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h.log.Info("kenar webhook accepted", zap.String("event_id", env.ID), zap.Bool("duplicate", ack.Duplicate))
 	w.WriteHeader(http.StatusOK)
+}
+
+// tooLarge says a publish was refused because of the envelope's size,
+// which a retry cannot change: the publisher's own check (the envelope was
+// otherwise valid: KenarNotificationEnvelope checked it), the stream's
+// max_msg_size, or the server's max_payload.
+func tooLarge(err error) bool {
+	var verr *envelope.ValidationError
+	var apiErr *jetstream.APIError
+	return errors.As(err, &verr) || errors.Is(err, nats.ErrMaxPayload) ||
+		errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum
 }
 
 // KenarNotificationEnvelope turns a webhook body into a chapar.track
