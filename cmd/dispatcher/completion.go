@@ -44,8 +44,11 @@ func (c *cliCompletion) Run(s *streams) error {
 	return err
 }
 
+// shellQuote is s as one shell word: as it is when every byte is one no
+// shell gives a meaning to (globs, separators, expansions, spaces), else
+// in single quotes.
 func shellQuote(s string) string {
-	if !strings.ContainsAny(s, " '\"\\$`") {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@%+=:,./-") == "" {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -139,23 +140,55 @@ func progressLine(w io.Writer, terminal bool) func(redeliver.Result) {
 	}
 }
 
-// resumeArgs are the command's flags again (--rate too), but --since and --limit, and
-// with the window's end as used: a job resumed later re-sends the window
-// it began, not one grown since (and not from a duration ago again).
+// resumeArgs are the command's flags again (--rate and the NATS flags
+// too: run without --nats-url, the job would go on against the config's
+// server, or the embedded one), but --since and --limit, and with the
+// window's end as used: a job resumed later re-sends the window it began,
+// not one grown since (and not from a duration ago again). Values are
+// quoted for a shell; a password in a server URL is not printed.
 func resumeArgs(c *cliSinksRedeliver, until time.Time) string {
-	args := []string{"--sink " + c.Sink, "--config " + c.Config, "--until " + until.UTC().Format(time.RFC3339Nano)}
-	for _, f := range [][2]string{{"--type", c.Type}, {"--name", c.Name}, {"--subject", c.Subject}} {
-		if f[1] != "" {
-			args = append(args, f[0]+" "+f[1])
+	var args []string
+	add := func(flag, v string) {
+		if v != "" {
+			args = append(args, flag+" "+shellQuote(v))
 		}
 	}
+	add("--sink", c.Sink)
+	add("--config", c.Config)
+	add("--until", until.UTC().Format(time.RFC3339Nano))
+	add("--type", c.Type)
+	add("--name", c.Name)
+	add("--subject", c.Subject)
 	if c.All {
 		args = append(args, "--all")
 	}
 	if c.Rate > 0 {
-		args = append(args, fmt.Sprintf("--rate %g", c.Rate)) // the pace the job was given
+		add("--rate", fmt.Sprintf("%g", c.Rate)) // the pace the job was given
 	}
+	add("--context", c.Context)
+	add("--nats-url", redactedServers(c.Server))
+	add("--creds", c.Creds)
+	add("--nkey", c.NKey)
+	add("--tlscert", c.TLSCert)
+	add("--tlskey", c.TLSKey)
+	add("--tlsca", c.TLSCA)
 	return strings.Join(args, " ")
+}
+
+// redactedServers is a comma-separated list of server URLs with any
+// password replaced (url.URL.Redacted): printed for the operator to run
+// again, it must not put a secret in a terminal's scroll-back or a log.
+func redactedServers(list string) string {
+	if list == "" {
+		return ""
+	}
+	parts := strings.Split(list, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			parts[i] = u.Redacted()
+		}
+	}
+	return strings.Join(parts, ",")
 }
 
 func printRedelivery(w io.Writer, c *cliSinksRedeliver, r redeliver.Result) {

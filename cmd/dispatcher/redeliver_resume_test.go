@@ -52,3 +52,39 @@ func TestRedeliverResumeKeepsTheRate(t *testing.T) {
 		t.Errorf("the job was paced by --rate 50; the command to go on drops it, and runs unpaced:\n%s", resume)
 	}
 }
+
+// The command to go on is the job's own, whatever flags it was given: the
+// NATS flags (without them it goes on against the config's server, or the
+// embedded one), values a shell would split quoted, and no password.
+func TestRedeliverResumeArgs(t *testing.T) {
+	until := time.Date(2026, 12, 7, 10, 0, 0, 5, time.UTC)
+	base := "--sink hook --config chapar.yaml --until 2026-12-07T10:00:00.000000005Z"
+	for _, tc := range []struct {
+		name string
+		c    cliSinksRedeliver
+		want string
+	}{
+		{"the sink and config alone", cliSinksRedeliver{}, base},
+		{"filters, all and rate", cliSinksRedeliver{Type: "chapar.track", Name: "order_*", All: true, Rate: 12.5},
+			base + " --type chapar.track --name 'order_*' --all --rate 12.5"},
+		{"a subject with a space and a quote", cliSinksRedeliver{Subject: "user 'x'"},
+			base + ` --subject 'user '\''x'\'''`},
+		{"the server and credentials", cliSinksRedeliver{natsFlags: natsFlags{Server: "nats://a:4222,nats://b:4222", Creds: "/etc/chapar/ops.creds"}},
+			base + " --nats-url nats://a:4222,nats://b:4222 --creds /etc/chapar/ops.creds"},
+		{"a password in the URL is not printed", cliSinksRedeliver{natsFlags: natsFlags{Server: "nats://ops:s3cret@a:4222"}},
+			base + " --nats-url nats://ops:xxxxx@a:4222"},
+		{"a context and TLS files", cliSinksRedeliver{natsFlags: natsFlags{Context: "prod", NKey: "k.nk", TLSCert: "c.pem", TLSKey: "k.pem", TLSCA: "ca.pem"}},
+			base + " --context prod --nkey k.nk --tlscert c.pem --tlskey k.pem --tlsca ca.pem"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := tc.c
+			c.Sink, c.Config = "hook", "chapar.yaml"
+			if got := resumeArgs(&c, until); got != tc.want {
+				t.Errorf("resumeArgs:\n got %s\nwant %s", got, tc.want)
+			}
+			if strings.Contains(resumeArgs(&c, until), "s3cret") {
+				t.Error("the password is printed")
+			}
+		})
+	}
+}
