@@ -236,8 +236,6 @@ func (j *twoReplicasJS) UpdateConsumer(ctx context.Context, stream string, cfg j
 // lost twice). bind's dedupe is per process. (The same double count
 // happens before 9b49881 when B's first look falls after A's create.)
 func TestReviewRev22OneLossTwoReplicasBindingAtOnceIsReportedOnce(t *testing.T) {
-	t.Skip("KNOWN LIMIT (docs/design.md): one loss, two replicas binding at once, may be counted by both " +
-		"(a mark naming its maker was tried, 40d7ca5, and reverted: it made losses silent, review rev23); over-counted, never missed")
 	t.Parallel() // waits on the server and the vendor, not on the CPU
 	oneLossTwoReplicas(t, false)
 }
@@ -248,8 +246,6 @@ func TestReviewRev22OneLossTwoReplicasBindingAtOnceIsReportedOnce(t *testing.T) 
 // at b0fead3 too: the double count across replicas is not new; 9b49881
 // adds a second window (the test above, green at b0fead3).
 func TestReviewRev22OneLossTwoReplicasFirstLookAfterTheCreateIsReportedOnce(t *testing.T) {
-	t.Skip("KNOWN LIMIT (docs/design.md): one loss, two replicas binding at once, may be counted by both " +
-		"(a mark naming its maker was tried, 40d7ca5, and reverted: it made losses silent, review rev23); over-counted, never missed")
 	t.Parallel() // waits on the server and the vendor, not on the CPU
 	oneLossTwoReplicas(t, true)
 }

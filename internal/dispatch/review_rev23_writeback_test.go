@@ -75,7 +75,6 @@ func (j *writeBackJS) UpdateConsumer(ctx context.Context, stream string, cfg jet
 // one loss, delayed to a later start. (Before 40d7ca5 B counted it at
 // once; the double count is moved, not removed, on this path.) Red.
 func TestReviewRev23AMarkWrittenBackByAnotherReplicasKeepIsCountedAgainLater(t *testing.T) {
-	t.Skip("KNOWN LIMIT (docs/design.md): another replica's keep, racing the maker's clear, writes the mark back, and a later start counts the loss again; over-counted, never missed")
 	t.Parallel() // waits on the server and the vendor, not on the CPU
 	e, logs, sink, routes := gatewayStoppedAtThree(t)
 	backlog := lostWithTwoGone(t, e)

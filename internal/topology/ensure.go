@@ -234,7 +234,9 @@ func (t Topology) EnsureSink(ctx context.Context, js jetstream.JetStream, sink s
 			if restored != nil && restored.Plan != LostFromStart && s.Lost != nil {
 				// Recreated: reported now, whatever fails next, since
 				// a call made again finds it in place.
-				s.Lost(*restored)
+				if claimLoss(ctx, s.Floors, sink, *restored) {
+					s.Lost(*restored)
+				}
 			}
 		}
 		// Who made the sink is recorded only for a new one: one recreated
@@ -264,7 +266,7 @@ func (t Topology) EnsureSink(ctx context.Context, js jetstream.JetStream, sink s
 			r := *restored
 			report = func(c *jetstream.ConsumerInfo, start uint64) {
 				r.StartSeq, r.From, r.Instance = start, start, c.Created // where it delivers from
-				if s.Lost != nil {
+				if s.Lost != nil && claimLoss(ctx, s.Floors, sink, r) {
 					s.Lost(r)
 				}
 			}
