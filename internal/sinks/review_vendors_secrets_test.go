@@ -40,13 +40,13 @@ func TestReviewCredentialWithAControlCharacterIsRefusedAtStart(t *testing.T) {
 		settings map[string]any
 		d        *Delivery
 	}{
-		{"chabok", "access_token", map[string]any{"app_id": "a", "access_token": "tok\n"}, track},
-		{"chabok", "access_token", map[string]any{"app_id": "a", "access_token": "tok\r\n"}, track},
-		{"metrix-s2s", "dev_key", map[string]any{"app_id": "a", "dev_key": "key\n"}, track},
-		{"metrix-gateway", "api_key", map[string]any{"app_id": "a", "api_key": "key\n"}, track},
-		{"metrix-gateway", "app_id", map[string]any{"app_id": "a\n", "api_key": "key"}, track},
-		{"kenar", "api_key", map[string]any{"api_key": "key\n", "access_token": "tok"}, notify},
-		{"kenar", "access_token", map[string]any{"api_key": "key", "access_token": "tok\n"}, notify},
+		{"chabok", "access_token", map[string]any{"app_id": "a", "access_token": "S3cr3tTok\n"}, track},
+		{"chabok", "access_token", map[string]any{"app_id": "a", "access_token": "S3cr3tTok\r\n"}, track},
+		{"metrix-s2s", "dev_key", map[string]any{"app_id": "a", "dev_key": "S3cr3tKey\n"}, track},
+		{"metrix-gateway", "api_key", map[string]any{"app_id": "a", "api_key": "S3cr3tKey\n"}, track},
+		{"metrix-gateway", "app_id", map[string]any{"app_id": "App1d\n", "api_key": "key"}, track},
+		{"kenar", "api_key", map[string]any{"api_key": "S3cr3tKey\n", "access_token": "tok"}, notify},
+		{"kenar", "access_token", map[string]any{"api_key": "key", "access_token": "S3cr3tTok\n"}, notify},
 	} {
 		t.Run(tc.vendor+" "+tc.key+" "+strings.NewReplacer("\r", `\r`, "\n", `\n`).Replace(tc.settings[tc.key].(string)), func(t *testing.T) {
 			var node yaml.Node
