@@ -2,6 +2,7 @@ package sinks
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -68,13 +69,25 @@ func checkBatch(i int, cfg config.Sink, s Sink, batching []string) error {
 // request they refuse is taken to have stored nothing (both re-sent halves
 // are also harmless at a vendor that de-duplicates, as Metrix does on
 // message ids). The halves go in order, so an order among items is kept.
+// A part that fails transiently (a 429 or 5xx, a timeout, a reset) ends
+// the sending: the parts after it get its error unsent, so a Retry-After
+// is honoured and no later item is accepted ahead of an earlier one that
+// is to be retried.
 // set records the result of items[lo:hi].
 func bisect[T any](ctx context.Context, items []T, send func(context.Context, []T) error, set func(lo, hi int, err error)) {
+	var stop error
 	var run func(lo, hi int)
 	run = func(lo, hi int) {
+		if stop != nil {
+			set(lo, hi, stop)
+			return
+		}
 		err := send(ctx, items[lo:hi])
 		if err == nil || hi-lo == 1 || !itemsMayDiffer(err) || ctx.Err() != nil {
 			set(lo, hi, err)
+			if stopsBatch(err) {
+				stop = err
+			}
 			return
 		}
 		mid := lo + (hi-lo)/2
@@ -84,6 +97,15 @@ func bisect[T any](ctx context.Context, items []T, send func(context.Context, []
 	if len(items) > 0 {
 		run(0, len(items))
 	}
+}
+
+// stopsBatch says whether err, one request's of a batch, ends the batch's
+// sending: any failure but a permanent answer (which is the request's
+// items' own) is the vendor's or the connection's, and would meet the
+// requests after it too.
+func stopsBatch(err error) bool {
+	var se *Error
+	return err != nil && !(errors.As(err, &se) && !se.Transient)
 }
 
 // itemsMayDiffer says whether a refused request may be one item's fault:

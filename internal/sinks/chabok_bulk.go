@@ -38,13 +38,28 @@ func (c *chabok) DeliverBatch(ctx context.Context, ds []*Delivery) []error {
 			at = append(at, i)
 		}
 	}
+	// A transient failure (a 429 or 5xx, a timeout, a reset) ends the
+	// batch's sending: the purchases after it get its error unsent, so a
+	// Retry-After is honoured and a hung vendor costs one timeout, not one
+	// per purchase.
+	var stop error
 	bisect(ctx, items, c.bulk, func(lo, hi int, err error) {
 		for k := lo; k < hi; k++ {
 			errs[at[k]] = err
 		}
+		if stop == nil && stopsBatch(err) {
+			stop = err
+		}
 	})
 	for _, i := range purchases {
+		if stop != nil {
+			errs[i] = stop
+			continue
+		}
 		errs[i] = c.Deliver(ctx, ds[i])
+		if stopsBatch(errs[i]) {
+			stop = errs[i]
+		}
 	}
 	return errs
 }

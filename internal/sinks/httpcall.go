@@ -285,6 +285,12 @@ func findCode(body []byte) (code, message string) {
 		}
 		return "", line
 	}
+	// kind is an HTTP status's name (FORBIDDEN) found where a code may
+	// be: reported only when the body has no code of its own. Metrix
+	// documents its errors as such a pair ("FORBIDDEN: 403" with
+	// S2S_FEATURE_NOT_AVAILABLE or INVALID_PARAMETERS), and the kind
+	// alone cannot tell its two 403s apart.
+	var kind string
 	var walk func(v any, depth int)
 	walk = func(v any, depth int) {
 		if depth > 6 || (code != "" && message != "") {
@@ -292,8 +298,14 @@ func findCode(body []byte) (code, message string) {
 		}
 		switch x := v.(type) {
 		case map[string]any:
-			for _, k := range []string{"code", "error_code", "errorCode", "error", "status", "reason", "type", "name"} {
+			for _, k := range []string{"code", "error_code", "errorCode", "error", "status", "reason", "type", "errorType", "error_type", "name"} {
 				if s, ok := x[k].(string); ok && code == "" && looksLikeCode(s) {
+					if httpKinds[s] {
+						if kind == "" {
+							kind = s
+						}
+						continue
+					}
 					code = s
 				}
 			}
@@ -314,7 +326,23 @@ func findCode(body []byte) (code, message string) {
 		}
 	}
 	walk(v, 0)
+	if code == "" {
+		code = kind
+	}
+	if code == "" && looksLikeCode(message) {
+		code = message // {"message": "S2S_FEATURE_NOT_AVAILABLE", "error": "Forbidden"}
+	}
 	return code, message
+}
+
+// httpKinds are HTTP statuses' names, which a body may carry beside its
+// own code.
+var httpKinds = map[string]bool{
+	"BAD_REQUEST": true, "UNAUTHORIZED": true, "FORBIDDEN": true, "NOT_FOUND": true,
+	"METHOD_NOT_ALLOWED": true, "NOT_ACCEPTABLE": true, "REQUEST_TIMEOUT": true, "CONFLICT": true,
+	"GONE": true, "PAYLOAD_TOO_LARGE": true, "UNSUPPORTED_MEDIA_TYPE": true, "UNPROCESSABLE_ENTITY": true,
+	"TOO_MANY_REQUESTS": true, "INTERNAL_SERVER_ERROR": true, "BAD_GATEWAY": true,
+	"SERVICE_UNAVAILABLE": true, "GATEWAY_TIMEOUT": true,
 }
 
 // looksLikeCode accepts UPPER_SNAKE identifiers such as

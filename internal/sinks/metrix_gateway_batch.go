@@ -2,7 +2,6 @@ package sinks
 
 import (
 	"context"
-	"errors"
 	"sync"
 
 	"github.com/chapar-dev/chapar/internal/config"
@@ -88,7 +87,7 @@ func (m *metrixGateway) DeliverBatch(ctx context.Context, ds []*Delivery) []erro
 					for k := lo + i; k < lo+j; k++ {
 						errs[u.at[k]] = err // each index is one goroutine's
 					}
-					if se := (*Error)(nil); err != nil && stop == nil && !(errors.As(err, &se) && !se.Transient) {
+					if stop == nil && stopsBatch(err) {
 						stop = err
 					}
 				})

@@ -277,8 +277,14 @@ func decodeSettings(n yaml.Node, at string, into any) error {
 func required(at string, kv ...string) error {
 	var errs []error
 	for i := 0; i+1 < len(kv); i += 2 {
-		if strings.TrimSpace(kv[i+1]) == "" {
+		switch v := kv[i+1]; {
+		case strings.TrimSpace(v) == "":
 			errs = append(errs, fmt.Errorf("%s.%s: is required", at, kv[i]))
+		case strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 && r != '\t' || r == 0x7f }):
+			// Sent in a header (or the URL), where net/http refuses it
+			// before the request leaves: every delivery would fail as
+			// transient. The value is not echoed: it may be a secret.
+			errs = append(errs, fmt.Errorf("%s.%s: contains a control character (a line break?); it is sent in a header and must be one line: check the variable or file it comes from", at, kv[i]))
 		}
 	}
 	return errors.Join(errs...)
