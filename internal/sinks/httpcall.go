@@ -300,7 +300,7 @@ func findCode(body []byte) (code, message string) {
 		case map[string]any:
 			for _, k := range []string{"code", "error_code", "errorCode", "error", "status", "reason", "type", "errorType", "error_type", "name"} {
 				if s, ok := x[k].(string); ok && code == "" && looksLikeCode(s) {
-					if httpKinds[s] {
+					if httpKind(s) {
 						if kind == "" {
 							kind = s
 						}
@@ -335,14 +335,16 @@ func findCode(body []byte) (code, message string) {
 	return code, message
 }
 
-// httpKinds are HTTP statuses' names, which a body may carry beside its
-// own code.
-var httpKinds = map[string]bool{
-	"BAD_REQUEST": true, "UNAUTHORIZED": true, "FORBIDDEN": true, "NOT_FOUND": true,
-	"METHOD_NOT_ALLOWED": true, "NOT_ACCEPTABLE": true, "REQUEST_TIMEOUT": true, "CONFLICT": true,
-	"GONE": true, "PAYLOAD_TOO_LARGE": true, "UNSUPPORTED_MEDIA_TYPE": true, "UNPROCESSABLE_ENTITY": true,
-	"TOO_MANY_REQUESTS": true, "INTERNAL_SERVER_ERROR": true, "BAD_GATEWAY": true,
-	"SERVICE_UNAVAILABLE": true, "GATEWAY_TIMEOUT": true,
+// httpKind says s is an HTTP status's name, which a body may carry beside
+// its own code.
+func httpKind(s string) bool {
+	switch s {
+	case "BAD_REQUEST", "UNAUTHORIZED", "FORBIDDEN", "NOT_FOUND", "METHOD_NOT_ALLOWED", "NOT_ACCEPTABLE",
+		"REQUEST_TIMEOUT", "CONFLICT", "GONE", "PAYLOAD_TOO_LARGE", "UNSUPPORTED_MEDIA_TYPE", "UNPROCESSABLE_ENTITY",
+		"TOO_MANY_REQUESTS", "INTERNAL_SERVER_ERROR", "BAD_GATEWAY", "SERVICE_UNAVAILABLE", "GATEWAY_TIMEOUT":
+		return true
+	}
+	return false
 }
 
 // looksLikeCode accepts UPPER_SNAKE identifiers such as
