@@ -692,6 +692,14 @@ func (d *Dispatcher) bind(ctx context.Context, pres *presence) ([]boundSink, *pa
 	b := backoff.NewExponentialBackOff(backoff.WithInitialInterval(250*time.Millisecond),
 		backoff.WithMaxInterval(5*time.Second), backoff.WithMaxElapsedTime(0))
 	err := backoff.RetryNotify(op, backoff.WithContext(b, ctx), func(err error, wait time.Duration) {
+		if errors.Is(err, topology.ErrConsumerGone) {
+			// Not the broker's state: a consumer deleted between two of
+			// this bind's looks, which the next try recreates from its
+			// floor (and reports).
+			d.log.Warn("a sink's consumer was deleted while binding; binding again, which recreates it from its floor",
+				zap.Duration("next_try", wait), zap.Error(err))
+			return
+		}
 		d.log.Warn("JetStream not ready; waiting", zap.Duration("next_try", wait), zap.Error(err))
 	})
 	if err != nil {

@@ -83,6 +83,10 @@ func TestReviewRev22AConsumerDeletedAtEveryTryIsBoundOnceTheDeletesStop(t *testi
 	if lost != 4 || down != 0 {
 		t.Errorf("losses counted %d, not back %d; want 4 (one per recreation), 0 (all: %v)", lost, down, messages(logs))
 	}
+	// Said for what it is, not as the broker not being ready.
+	if n := logs.FilterMessageSnippet("consumer was deleted while binding").Len(); n != deleted {
+		t.Errorf("%d tries logged as a consumer deleted while binding; want %d (all: %v)", n, deleted, messages(logs))
+	}
 }
 
 // A consumer deleted between EnsureSink's own look (floors bucket
