@@ -109,6 +109,20 @@ func (c *Config) validateStreams(p *problems) {
 			"would be published again after the window and not de-duplicated; set streams.duplicate_window above "+
 			"dispatcher.ack_wait (several times it, e.g. 10m) or lower dispatcher.ack_wait", w, a)
 	}
+	// JetStream refuses a stream whose max_age is negative, or shorter
+	// than its duplicate window (both of these streams have one).
+	for _, a := range []struct {
+		key, eg string
+		age     time.Duration
+	}{{"streams.max_age", "168h", s.MaxAge}, {"streams.dead_letter_max_age", "720h", s.DeadLetterMaxAge}} {
+		switch {
+		case a.age < 0:
+			p.add(a.key, "is %s; use 0 (no limit) or a positive duration, e.g. %s", a.age, a.eg)
+		case a.age > 0 && s.DuplicateWindow > 0 && a.age < s.DuplicateWindow:
+			p.add(a.key, "is %s, shorter than streams.duplicate_window (%s), which JetStream refuses; "+
+				"set it to at least streams.duplicate_window, e.g. %s, or 0 (no limit), or lower streams.duplicate_window", a.age, s.DuplicateWindow, a.eg)
+		}
+	}
 	if s.RecordDeliveries && s.DeliveriesMaxAge < time.Minute {
 		p.add("streams.deliveries_max_age", "is %s; use at least 1m, e.g. 168h (as streams.max_age), or set streams.record_deliveries: false "+
 			"to keep no delivery records", s.DeliveriesMaxAge)
