@@ -1,11 +1,15 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chapar-dev/chapar/internal/emulator"
 	"github.com/chapar-dev/chapar/internal/testenv"
@@ -50,4 +54,53 @@ routes:
 			}
 		})
 	}
+}
+
+// A huge ops_events.buffer (a typo's extra zeros) passed config check, and
+// dispatcher run with ops_events.enabled died at start, "fatal error:
+// runtime: out of memory" with no key named: the queue is allocated whole
+// (opsevents.New). It must be refused by config check and by run, naming
+// the key. Run in a child process: the crash cannot be recovered.
+func TestHugeOpsEventsBufferIsRefusedAtStart(t *testing.T) {
+	if args := os.Getenv("CHAPAR_OPS_REVIEW_CHILD"); args != "" {
+		os.Exit(mainCode(context.Background(), strings.Split(args, "\n"), nil, os.Stdout, os.Stderr))
+	}
+	e := testenv.New(t)
+	file := filepath.Join(t.TempDir(), "chapar.yaml")
+	cfg := fmt.Sprintf(`
+admin: {listen: ""}
+ops_events: {enabled: true, buffer: 2000000000000}
+sinks:
+  - {name: chabok, vendor: chabok, base_url: %s, settings: {app_id: demoapp, access_token: tok}}
+routes:
+  - sinks: [chabok]
+`, e.URL[emulator.Chabok])
+	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const key = "ops_events.buffer: "
+	code, out, _ := runNoPanic(t, []string{"config", "check", file})
+	if code != 2 || !strings.Contains(out, key) {
+		t.Errorf("config check: exit %d, want 2 naming ops_events.buffer:\n%s", code, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestHugeOpsEventsBufferIsRefusedAtStart$")
+	cmd.Env = append(os.Environ(), "CHAPAR_OPS_REVIEW_CHILD="+strings.Join([]string{"run", "--config", file, "--server", e.Server.ClientURL()}, "\n"))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	switch {
+	case ctx.Err() != nil:
+		t.Errorf("run started serving (stopped at the test's deadline)")
+	case strings.Contains(stderr.String(), "fatal error") || strings.Contains(stderr.String(), "panic"):
+		t.Errorf("run crashed (%v): %s", err, firstLines(stderr.String(), 3))
+	case err == nil || !strings.Contains(lastLine(stderr.String()), key):
+		t.Errorf("run: %v; its last line does not name ops_events.buffer: %s", err, lastLine(stderr.String()))
+	}
+}
+
+func firstLines(s string, n int) string {
+	lines := strings.SplitN(s, "\n", n+1)
+	return strings.Join(lines[:min(n, len(lines))], "\n")
 }
