@@ -159,6 +159,10 @@ func (c *Config) validateAdmin(p *problems) {
 	}
 }
 
+// MaxOpsEventsBuffer bounds ops_events.buffer, the operational events
+// queue allocated at start.
+const MaxOpsEventsBuffer = 100_000
+
 func (c *Config) validateOpsEvents(p *problems) {
 	o := c.OpsEvents
 	if !(o.PerMinute > 0) {
@@ -167,8 +171,10 @@ func (c *Config) validateOpsEvents(p *problems) {
 	if o.Burst < 1 {
 		p.add("ops_events.burst", "is %d; it must be at least 1 (the default is 10)", o.Burst)
 	}
-	if o.Buffer < 1 {
-		p.add("ops_events.buffer", "is %d; it must be at least 1 (the default is 1024)", o.Buffer)
+	// The queue is allocated whole at start: a value past any need (a
+	// typo's extra zeros) must not exhaust memory there.
+	if o.Buffer < 1 || o.Buffer > MaxOpsEventsBuffer {
+		p.add("ops_events.buffer", "is %d; use 1 to %d (the default is 1024)", o.Buffer, MaxOpsEventsBuffer)
 	}
 }
 
