@@ -104,3 +104,53 @@ func firstLines(s string, n int) string {
 	lines := strings.SplitN(s, "\n", n+1)
 	return strings.Join(lines[:min(n, len(lines))], "\n")
 }
+
+// retry.multiplier or retry.jitter written .nan (YAML's NaN) passed
+// config check ("must be at least 1" and "in [0, 1)" are false for
+// NaN), and the backoff became -292 years: after its first retry a
+// failing event was retried at once, every attempt back to back, and
+// dead-lettered in a few seconds instead of backing off. Each must be
+// refused at start, naming the key.
+func TestNaNRetryPolicyIsRefusedAtStart(t *testing.T) {
+	e := testenv.New(t)
+	vendor := e.Emu.Vendor(emulator.Chabok)
+	vendor.SetFault(emulator.Fault{Status: 503})
+	for _, tc := range []struct{ retry, key string }{
+		{"multiplier: .nan", "sinks[0].retry.multiplier: "},
+		{"jitter: .nan", "sinks[0].retry.jitter: "},
+	} {
+		t.Run(tc.retry, func(t *testing.T) {
+			vendor.Reset()
+			vendor.SetFault(emulator.Fault{Status: 503})
+			admin := testenv.FreeAddr(t)
+			cfg := fmt.Sprintf(`
+admin: {listen: %q}
+sinks:
+  - name: chabok
+    vendor: chabok
+    base_url: %s
+    settings: {app_id: demoapp, access_token: tok}
+    retry: {initial_interval: 1s, max_interval: 1m, max_attempts: 8, %s}
+    breaker: {failure_threshold: 1000}
+routes:
+  - sinks: [chabok]
+`, admin, e.URL[emulator.Chabok], tc.retry)
+			file := filepath.Join(t.TempDir(), "chapar.yaml")
+			if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			code, out, _ := runNoPanic(t, []string{"config", "check", file})
+			if code == 2 && strings.Contains(out, tc.key) {
+				return // refused, naming the key
+			}
+			t.Errorf("config check: exit %d, want 2 naming %s:\n%s", code, tc.key, out)
+			// What run does with it: 8 attempts, which a backoff from 1s
+			// doubling spreads over two minutes.
+			startRun(t, e, admin, cfg)
+			published := time.Now()
+			e.Publish(testenv.Track(t, "order_paid", "u-nan"))
+			testenv.Eventually(t, 30*time.Second, "the event dead-lettered", func() bool { return vendor.Count(503) >= 8 && e.Idle("chabok") })
+			t.Errorf("8 attempts of a failing event took %s (backoff from 1s: over a minute)", time.Since(published).Round(time.Millisecond))
+		})
+	}
+}
