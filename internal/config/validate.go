@@ -257,7 +257,7 @@ func (c *Config) validateSinkOptions(p *problems, at string, s Sink) {
 		p.addErr(batchErrors(at, *b, s.MaxAckPending, c.Dispatcher.AckWait)...)
 	}
 	if rl := s.RateLimit; rl != nil {
-		if rl.PerSecond <= 0 {
+		if !(rl.PerSecond > 0) { // NaN too
 			p.add(at+".rate_limit.per_second", "is %g; it must be positive, e.g. 50 (requests a second, per replica)", rl.PerSecond)
 		}
 		if rl.Burst < 1 {
