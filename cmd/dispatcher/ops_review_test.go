@@ -154,3 +154,27 @@ routes:
 		})
 	}
 }
+
+// dispatcher events show and events list against a NATS whose Chapar
+// streams do not exist (no dispatcher has run with this config's
+// subject_prefix yet, or the prefix is mistyped) answered at once with
+// "no answer to a read of the delivery records within 5s": a timeout that
+// did not happen, which sends the operator after a slow server. The dlq
+// commands say the stream is missing and ask whether a dispatcher has run.
+func TestEventsCommandsSayTheStreamIsMissing(t *testing.T) {
+	e := testenv.New(t)
+	file := filepath.Join(t.TempDir(), "chapar.yaml")
+	if err := os.WriteFile(file, []byte("streams: {subject_prefix: nodeploy}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"events", "show", "01a24c1c-f2e4-762f-8de4-6de0f1d52088"}, {"events", "list"}} {
+		start := time.Now()
+		code, _, errOut := runNoPanic(t, append(args, "--config", file, "--server", e.Server.ClientURL()))
+		took := time.Since(start)
+		last := lastLine(errOut)
+		if code != 1 || strings.Contains(last, "within 5s") || !strings.Contains(last, "NODEPLOY_DELIVERIES") {
+			t.Errorf("%v: exit %d after %s: %s\n(want exit 1 naming the missing stream NODEPLOY_DELIVERIES, no timeout that did not happen)",
+				args, code, took.Round(time.Millisecond), last)
+		}
+	}
+}
