@@ -109,6 +109,20 @@ func (c *Config) validateStreams(p *problems) {
 			"would be published again after the window and not de-duplicated; set streams.duplicate_window above "+
 			"dispatcher.ack_wait (several times it, e.g. 10m) or lower dispatcher.ack_wait", w, a)
 	}
+	// JetStream refuses a stream whose max_age is negative, or shorter
+	// than its duplicate window (both of these streams have one).
+	for _, a := range []struct {
+		key, eg string
+		age     time.Duration
+	}{{"streams.max_age", "168h", s.MaxAge}, {"streams.dead_letter_max_age", "720h", s.DeadLetterMaxAge}} {
+		switch {
+		case a.age < 0:
+			p.add(a.key, "is %s; use 0 (no limit) or a positive duration, e.g. %s", a.age, a.eg)
+		case a.age > 0 && s.DuplicateWindow > 0 && a.age < s.DuplicateWindow:
+			p.add(a.key, "is %s, shorter than streams.duplicate_window (%s), which JetStream refuses; "+
+				"set it to at least streams.duplicate_window, e.g. %s, or 0 (no limit), or lower streams.duplicate_window", a.age, s.DuplicateWindow, a.eg)
+		}
+	}
 	if s.RecordDeliveries && s.DeliveriesMaxAge < time.Minute {
 		p.add("streams.deliveries_max_age", "is %s; use at least 1m, e.g. 168h (as streams.max_age), or set streams.record_deliveries: false "+
 			"to keep no delivery records", s.DeliveriesMaxAge)
@@ -145,6 +159,10 @@ func (c *Config) validateAdmin(p *problems) {
 	}
 }
 
+// MaxOpsEventsBuffer bounds ops_events.buffer, the operational events
+// queue allocated at start.
+const MaxOpsEventsBuffer = 100_000
+
 func (c *Config) validateOpsEvents(p *problems) {
 	o := c.OpsEvents
 	if !(o.PerMinute > 0) {
@@ -153,8 +171,10 @@ func (c *Config) validateOpsEvents(p *problems) {
 	if o.Burst < 1 {
 		p.add("ops_events.burst", "is %d; it must be at least 1 (the default is 10)", o.Burst)
 	}
-	if o.Buffer < 1 {
-		p.add("ops_events.buffer", "is %d; it must be at least 1 (the default is 1024)", o.Buffer)
+	// The queue is allocated whole at start: a value past any need (a
+	// typo's extra zeros) must not exhaust memory there.
+	if o.Buffer < 1 || o.Buffer > MaxOpsEventsBuffer {
+		p.add("ops_events.buffer", "is %d; use 1 to %d (the default is 1024)", o.Buffer, MaxOpsEventsBuffer)
 	}
 }
 
@@ -237,7 +257,7 @@ func (c *Config) validateSinkOptions(p *problems, at string, s Sink) {
 		p.addErr(batchErrors(at, *b, s.MaxAckPending, c.Dispatcher.AckWait)...)
 	}
 	if rl := s.RateLimit; rl != nil {
-		if rl.PerSecond <= 0 {
+		if !(rl.PerSecond > 0) { // NaN too
 			p.add(at+".rate_limit.per_second", "is %g; it must be positive, e.g. 50 (requests a second, per replica)", rl.PerSecond)
 		}
 		if rl.Burst < 1 {

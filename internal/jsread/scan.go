@@ -14,6 +14,7 @@ package jsread
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -99,6 +100,11 @@ func Scan(ctx context.Context, nc *nats.Conn, stream, filter string, from From, 
 			return fmt.Errorf("reading %s from entry %d: %w", what, req.Seq, err)
 		}
 		more, next, err := readBatch(ctx, sub, upTo, what, each)
+		if errors.Is(err, nats.ErrNoResponders) {
+			// Answered at once, by no server: not a timeout.
+			return fmt.Errorf("reading the %s: no server serves stream %s: it does not exist (has a dispatcher run against "+
+				"this NATS with this config's streams?), or its servers are down: %w", what, stream, err)
+		}
 		if err != nil || !more {
 			return err
 		}
@@ -118,6 +124,9 @@ func readBatch(ctx context.Context, sub *nats.Subscription, upTo uint64, what st
 		if err != nil {
 			if ctx.Err() != nil {
 				return false, 0, fmt.Errorf("reading %s stopped: %w", what, ctx.Err())
+			}
+			if errors.Is(err, nats.ErrNoResponders) {
+				return false, 0, err // Scan names the stream
 			}
 			return false, 0, fmt.Errorf("no answer to a read of the %s within %v: %w", what, Wait, err)
 		}

@@ -10,6 +10,7 @@ package retry
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -58,10 +59,11 @@ func (p Policy) Validate(at string) []error {
 	if p.InitialInterval <= 0 {
 		errs = append(errs, fmt.Errorf("%s.initial_interval: must be positive, e.g. 2s", at))
 	}
-	if p.Multiplier < 1 {
+	// Written so that NaN (YAML's .nan) fails too: its backoff is -292 years.
+	if !(p.Multiplier >= 1) || math.IsInf(p.Multiplier, 0) {
 		errs = append(errs, fmt.Errorf("%s.multiplier: must be at least 1, e.g. 2", at))
 	}
-	if p.Jitter < 0 || p.Jitter >= 1 {
+	if !(p.Jitter >= 0 && p.Jitter < 1) {
 		errs = append(errs, fmt.Errorf("%s.jitter: must be in [0, 1), e.g. 0.3", at))
 	}
 	if p.MaxInterval < p.InitialInterval {
