@@ -935,6 +935,11 @@ func retryable(err error) error {
 		errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoHeartbeat),
 		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrDisconnected):
 		return err
+	case errors.As(err, &apiErr) && apiErr.ErrorCode == errStreamInvalidConfig:
+		// A 500 too, but the config's: the server's check of a stream's
+		// settings (a max_age under the duplicate window, say) answers
+		// the same however long one waits.
+		return backoff.Permanent(err)
 	case errors.As(err, &apiErr) && apiErr.Code >= 500:
 		return err
 	case errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.ErrorCode(errClusterNoPeers) &&
@@ -950,3 +955,6 @@ func retryable(err error) error {
 
 // errClusterNoPeers is nats-server's JSClusterNoPeersErrF.
 const errClusterNoPeers = 10005
+
+// errStreamInvalidConfig is nats-server's JSStreamInvalidConfigF.
+const errStreamInvalidConfig jetstream.ErrorCode = 10052

@@ -115,6 +115,9 @@ func TestRetryableStartupErrors(t *testing.T) {
 		{nats.ErrTimeout, true},
 		{&jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"}, true},
 		{&jetstream.APIError{Code: 500, Description: "insufficient resources"}, true},
+		// A stream config the server refuses (JSStreamInvalidConfigF, a
+		// 500): waiting does not fix it; before, the start waited for ever.
+		{fmt.Errorf("topology: stream CHAPAR_EVENTS: %w", &jetstream.APIError{Code: 500, ErrorCode: 10052, Description: "duplicates window can not be larger then max age"}), false},
 		{&jetstream.APIError{Code: 400, ErrorCode: 10058, Description: "stream name already in use with a different configuration"}, false},
 		{&jetstream.APIError{Code: 400, ErrorCode: 10005, Description: "no suitable peers for placement, peer offline"}, true},
 		{&jetstream.APIError{Code: 400, ErrorCode: 10005, Description: "insufficient resources"}, false},
