@@ -80,6 +80,11 @@ func (c *Config) validateNATS(p *problems) {
 	if n.Creds != "" && n.NKeyFile != "" {
 		p.add("nats.creds_file", "use either creds_file or nkey_file, not both")
 	}
+	if n.Timeout <= 0 {
+		// Negative, nats.go refuses it at connect with "nats: timeout
+		// invalid", naming no key; 0 would dial without a deadline.
+		p.add("nats.connect_timeout", "is %s; use a positive duration, e.g. 5s (the default)", n.Timeout)
+	}
 }
 
 var subjectPrefix = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`)

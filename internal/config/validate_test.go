@@ -42,6 +42,8 @@ func TestValidateRefusesWhatRunCannotServe(t *testing.T) {
 		{"webhook.path empty", webhook(""), []string{"kenar_webhook.path: ", "start with /"}},
 		{"webhook.path dot segment", webhook("/hooks/../kenar"), []string{"kenar_webhook.path: "}},
 		{"webhook.path a secret", webhook("/${SECRET} x"), []string{"kenar_webhook.path: ", "${SECRET}"}},
+		{"nats.connect_timeout negative", "nats: {connect_timeout: -1s}\n", []string{"nats.connect_timeout: ", "-1s", "positive"}},
+		{"nats.connect_timeout zero: a dial without a deadline", "nats: {connect_timeout: 0s}\n", []string{"nats.connect_timeout: ", "positive"}},
 		{"streams.filter_by_route not a bool", "streams: {filter_by_route: maybe}\n", []string{"streams.filter_by_route: ", "bool"}},
 		{"base_url with a fragment", "sinks:\n  - {name: s, vendor: chabok, base_url: \"https://example.com/api#part\"}\n",
 			[]string{"sinks[0].base_url: ", "fragment"}},
