@@ -100,9 +100,9 @@ func (s *Store) Each(ctx context.Context, f Filter, fn func(*Record) bool) error
 	if err := f.Validate(); err != nil {
 		return err
 	}
-	stream, err := s.js.Stream(ctx, s.topo.DeadLetterStream())
+	stream, err := s.stream(ctx)
 	if err != nil {
-		return fmt.Errorf("dlq: open %s (has a dispatcher run against this NATS yet?): %w", s.topo.DeadLetterStream(), err)
+		return err
 	}
 	filter := "" // the whole stream: it holds dead letters alone
 	info := stream.CachedInfo()
@@ -132,11 +132,21 @@ func (s *Store) Each(ctx context.Context, f Filter, fn func(*Record) bool) error
 	})
 }
 
-// Get returns the dead letter at a stream sequence.
-func (s *Store) Get(ctx context.Context, seq uint64) (*Record, error) {
+// stream opens the dead-letter stream; a missing one is most often a
+// NATS (or a config) no dispatcher has run against, and the error says so.
+func (s *Store) stream(ctx context.Context) (jetstream.Stream, error) {
 	stream, err := s.js.Stream(ctx, s.topo.DeadLetterStream())
 	if err != nil {
-		return nil, fmt.Errorf("dlq: %w", err)
+		return nil, fmt.Errorf("dlq: open %s (has a dispatcher run against this NATS yet?): %w", s.topo.DeadLetterStream(), err)
+	}
+	return stream, nil
+}
+
+// Get returns the dead letter at a stream sequence.
+func (s *Store) Get(ctx context.Context, seq uint64) (*Record, error) {
+	stream, err := s.stream(ctx)
+	if err != nil {
+		return nil, err
 	}
 	m, err := stream.GetMsg(ctx, seq)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -263,9 +273,9 @@ func (s *Store) Replay(ctx context.Context, f Filter, o ReplayOptions) (ReplayRe
 	if o.Rate > 0 {
 		limiter = rate.NewLimiter(rate.Limit(o.Rate), 1)
 	}
-	stream, err := s.js.Stream(ctx, s.topo.DeadLetterStream())
+	stream, err := s.stream(ctx)
 	if err != nil {
-		return res, fmt.Errorf("dlq: %w", err)
+		return res, err
 	}
 	known := map[string]bool{}
 	var stop error
@@ -392,9 +402,9 @@ func (s *Store) Purge(ctx context.Context, f Filter) (int, error) {
 // PurgeProgress is Purge that reports the count so far to progress (if not
 // nil) after each deletion, for a terminal's progress line.
 func (s *Store) PurgeProgress(ctx context.Context, f Filter, progress func(int)) (int, error) {
-	stream, err := s.js.Stream(ctx, s.topo.DeadLetterStream())
+	stream, err := s.stream(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("dlq: %w", err)
+		return 0, err
 	}
 	n := 0
 	var stop error
