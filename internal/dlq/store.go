@@ -215,12 +215,26 @@ func (s *Store) remove(ctx context.Context, stream jetstream.Stream, r *Record, 
 // is spent (insufficient resources).
 func isFull(err error) bool {
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeInsufficientResources
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	switch apiErr.ErrorCode {
+	case errCodeInsufficientResources, errCodeAccountResourcesExceeded, errCodeStorageResourcesExceeded:
+		return true
+	}
+	return false
 }
 
-// errCodeInsufficientResources is the server's JSInsufficientResourcesErr
-// (nats.go names no constant for it).
-const errCodeInsufficientResources jetstream.ErrorCode = 10023
+// The server's refusals of a write for want of storage (nats.go names no
+// constant for them): its own storage spent (JSInsufficientResourcesErr),
+// the account's JetStream quota reached (JSAccountResourcesExceededErr: an
+// account with limits of its own, operator mode, a hosted NATS), its
+// storage limit for streams (JSStorageResourcesExceededErr).
+const (
+	errCodeInsufficientResources    jetstream.ErrorCode = 10023
+	errCodeAccountResourcesExceeded jetstream.ErrorCode = 10002
+	errCodeStorageResourcesExceeded jetstream.ErrorCode = 10047
+)
 
 // Stats counts dead letters by a key function.
 func (s *Store) Stats(ctx context.Context, f Filter, key func(*Record) string) (map[string]int, int, error) {
@@ -303,7 +317,8 @@ func (s *Store) Replay(ctx context.Context, f Filter, o ReplayOptions) (ReplayRe
 				return false
 			}
 		}
-		if err := s.Requeue(ctx, r); err != nil {
+		queued, err := s.requeue(ctx, r)
+		if err != nil {
 			stop = err
 			return false
 		}
@@ -312,11 +327,11 @@ func (s *Store) Replay(ctx context.Context, f Filter, o ReplayOptions) (ReplayRe
 			stop = err
 			return false
 		}
-		if !removed {
-			// Replayed or purged meanwhile by another command or the
-			// console: its replay was that one's (the message id made
-			// this requeue a duplicate of it), or it was purged after
-			// being read here (then it is queued, once, all the same).
+		if !removed && !queued {
+			// Replayed meanwhile by another command or the console: the
+			// message id made this requeue a duplicate of that one's,
+			// which counts it. (Purged meanwhile instead, after this
+			// requeue was stored: queued here, and counted here.)
 			return o.Limit == 0 || res.Matched < o.Limit
 		}
 		res.Replayed++
@@ -357,6 +372,14 @@ func (s *Store) replayable(ctx context.Context, r *Record, known map[string]bool
 // message id names the entry, so requeueing the same entry twice within the
 // duplicate window queues it once.
 func (s *Store) Requeue(ctx context.Context, r *Record) error {
+	_, err := s.requeue(ctx, r)
+	return err
+}
+
+// requeue is Requeue, and says whether this call queued the replay: not
+// when the server took it for a duplicate of one another command (or the
+// console) queued first.
+func (s *Store) requeue(ctx context.Context, r *Record) (queued bool, err error) {
 	msg := nats.NewMsg(s.topo.RetryDueSubject(r.Sink))
 	for k, v := range r.Header {
 		if keepHeader(k) {
@@ -387,10 +410,11 @@ func (s *Store) Requeue(ctx context.Context, r *Record) error {
 	}
 	msg.Data = r.Data
 	id := fmt.Sprintf("replay/%s/%s/%d", r.EventID, r.Sink, r.Seq)
-	if _, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id)); err != nil {
-		return fmt.Errorf("dlq: replay of %s to %s: %w", r.EventID, r.Sink, err)
+	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id))
+	if err != nil {
+		return false, fmt.Errorf("dlq: replay of %s to %s: %w", r.EventID, r.Sink, err)
 	}
-	return nil
+	return !ack.Duplicate, nil
 }
 
 // Purge deletes matching dead letters and returns how many it removed

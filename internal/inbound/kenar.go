@@ -115,14 +115,18 @@ func (h *KenarWebhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // tooLarge says a publish was refused because of the envelope's size,
-// which a retry cannot change: the publisher's own check (the envelope was
-// otherwise valid: KenarNotificationEnvelope checked it), the stream's
-// max_msg_size, or the server's max_payload.
+// which a retry cannot change: the publisher's own check of this config's
+// streams.max_envelope_bytes (the envelope was otherwise valid:
+// KenarNotificationEnvelope checked it), or the server's max_payload. Not
+// the stream's max_msg_size: that is whatever the last bind wrote, and
+// during a rollout raising the limit, or with two configs on one
+// deployment, a bind of another config may have set it lower for now; a
+// notification within this config's limit is answered 503, for Kenar to
+// retry, not dropped (TestReviewRev26ANotificationWithinTheWebhooksLimit-
+// IsNotDroppedForTheStreamsOlderLimit).
 func tooLarge(err error) bool {
 	var verr *envelope.ValidationError
-	var apiErr *jetstream.APIError
-	return errors.As(err, &verr) || errors.Is(err, nats.ErrMaxPayload) ||
-		errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum
+	return errors.As(err, &verr) || errors.Is(err, nats.ErrMaxPayload)
 }
 
 // KenarNotificationEnvelope turns a webhook body into a chapar.track

@@ -22,7 +22,10 @@ import (
 // notification is never stored either way.
 func TestKenarWebhookPermanentRefusalIsNotRetry(t *testing.T) {
 	e := testenv.New(t)
-	hook := inbound.NewKenarWebhook(envelope.NewPublisher(e.JS), config.Secret("id-key-1"), "divar-kenar", e.Log)
+	// The publisher as `dispatcher run` makes it: checking the config's
+	// streams.max_envelope_bytes before the broker does.
+	pub := envelope.NewPublisher(e.JS, envelope.WithMaxBytes(e.Streams.MaxEnvelopeBytes))
+	hook := inbound.NewKenarWebhook(pub, config.Secret("id-key-1"), "divar-kenar", e.Log)
 	srv := httptest.NewServer(hook)
 	defer srv.Close()
 	// 1,000,000 bytes: under the receiver's 1 MiB, over the stream's limit.
