@@ -211,7 +211,8 @@ func (rep *Report) read(ctx context.Context, js jetstream.JetStream, topo topolo
 		return nil
 	}
 	rep.Stored = m.Time
-	ev, err := envelope.Parse(m.Data, topo.MaxEnvelopeBytes())
+	// Structured or binary mode (ce-* headers), as the dispatcher reads it.
+	ev, err := envelope.ParseMessage(m.Header, m.Data, topo.MaxEnvelopeBytes())
 	if err != nil {
 		return nil
 	}
