@@ -209,10 +209,30 @@ func (h *healer) check(ctx context.Context) {
 		h.recordFloor(ctx, info, false)
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
 		h.heal(ctx)
+	case errors.Is(err, jetstream.ErrStreamNotFound) && h.streamGone(ctx):
+		// Deleted (`nats stream rm`), and the consumer with it: a loss
+		// like any, counted and answered 503 on /readyz until the
+		// stream is made again (by an operator, or a dispatcher's
+		// start: not here, where a partition change's procedure deletes
+		// the old streams under running replicas). heal waits for it,
+		// then recreates the consumer from the new stream's first event.
+		h.e.log.Warn("the stream is gone (deleted?), and the sink's consumer with it; recreating the consumer once the stream is made again",
+			zap.String("sink", h.sink), zap.String("stream", h.stream))
+		h.heal(ctx)
 	default:
 		// Unknown: the pull's own retries go on meanwhile.
 		h.markUp()
 	}
+}
+
+// streamGone says the server answers that the healer's stream does not
+// exist: read again on its own, so that one odd answer to the consumer's
+// look (a cluster changing leaders) is not taken for a deletion.
+func (h *healer) streamGone(ctx context.Context) bool {
+	sctx, cancel := context.WithTimeout(ctx, brokerTimeout)
+	defer cancel()
+	_, err := h.e.js.Stream(sctx, h.stream)
+	return errors.Is(err, jetstream.ErrStreamNotFound)
 }
 
 // seen remembers the consumer as the server has it now: the config to
