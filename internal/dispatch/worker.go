@@ -191,6 +191,10 @@ func (w *sinkWorker) deliver(ctx context.Context, d *delivery, ev *envelope.Even
 	w.settle(ctx, d, ev, v, derr)
 }
 
+// errSinkPanicked is the error of an attempt's span when the sink
+// panicked (guard dead-letters the message).
+var errSinkPanicked = errors.New("the sink panicked during the attempt")
+
 // errExpired says an event's max_elapsed passed before its next attempt:
 // no request is made, it is dead-lettered.
 var errExpired = errors.New("max_elapsed passed before the next attempt")
@@ -285,6 +289,9 @@ func (w *sinkWorker) attempt(ctx context.Context, d *delivery, ev *envelope.Even
 				w.alive.release(alive)
 			}
 			done(errNotARequest)
+			// And its span: unended, it is never exported, and the
+			// attempt that panicked is missing from the producer's trace.
+			endAttempt(span, Verdict{Action: DeadLetter, Reason: outcome.HandlerPanic}, errSinkPanicked)
 		}
 	}()
 	d.out = sinks.Delivery{Event: ev, ReceivedAt: d.received}
