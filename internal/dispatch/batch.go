@@ -253,13 +253,12 @@ func (b *batcher) send(ctx context.Context, items []batchItem, inPlace bool) (ag
 	w.obs.VendorRequest(w.name, time.Since(now), result)
 	var pause time.Duration
 	for _, err := range errs {
-		var se *sinks.Error
-		if errors.As(err, &se) && se.Transient {
-			pause = max(pause, se.RetryAfter)
+		if err != nil {
+			pause = max(pause, w.throttlePause(err))
 		}
 	}
 	if pause > 0 { // before the release, as in attempt
-		w.gate.pause(min(pause, w.policy.MaxRetryAfter))
+		w.gate.pause(pause)
 	}
 	if cut {
 		done(errNotARequest)

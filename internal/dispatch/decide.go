@@ -81,8 +81,9 @@ type Verdict struct {
 //     vendor): dead-letter with the sink's reason, at once.
 //   - Transient (timeouts, 408, 429, 5xx, network): retry after backoff, or
 //     after the vendor's Retry-After when it gave one, until the policy's
-//     max_attempts or max_elapsed. Throttling (429 or a Retry-After) and
-//     failures while the vendor is down are not charged to the event: they
+//     max_attempts or max_elapsed. Throttling (429 or a Retry-After),
+//     failures while the vendor is down, and a batch's deliveries left
+//     unsent after an earlier request failed are not charged to the event: they
 //     count only against max_elapsed, so an outage or a rate limit never
 //     exhausts an event the retry window can still save.
 func Decide(p retry.Policy, h History, a Attempt, now time.Time) Verdict {
@@ -103,7 +104,9 @@ func Decide(p retry.Policy, h History, a Attempt, now time.Time) Verdict {
 	throttled := false
 	if serr != nil {
 		retryAfter = serr.RetryAfter
-		throttled = serr.Status == 429 || retryAfter > 0
+		// Unsent: a batch's delivery no request carried, after an
+		// earlier request's failure; not the event's attempt either.
+		throttled = serr.Status == 429 || retryAfter > 0 || serr.Unsent
 	}
 	first := h.First
 	if first.IsZero() {

@@ -64,6 +64,8 @@ func TestDecide(t *testing.T) {
 			Verdict{Action: Retry, Delay: time.Second, Counted: 2}},
 		{"outage failures are not charged", History{Attempts: 10, Counted: 2, First: first}, transient(503, 0), true,
 			Verdict{Action: Retry, Delay: time.Minute, Counted: 2}},
+		{"a batch's delivery left unsent after an earlier request's 500 is not charged", History{Attempts: 3, Counted: 2, First: first},
+			&sinks.Error{Transient: true, Status: 500, Unsent: true}, false, Verdict{Action: Retry, Delay: 4 * time.Second, Counted: 2}},
 		{"max_elapsed bounds even an outage", History{Attempts: 10, Counted: 0, First: now.Add(-time.Hour)}, transient(503, 0), true,
 			Verdict{Action: DeadLetter, Reason: outcome.RetriesExhausted}},
 		{"max_elapsed bounds throttling", History{Attempts: 2, First: now.Add(-59 * time.Minute)}, transient(429, 2*time.Minute), false,

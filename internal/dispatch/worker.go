@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"runtime/debug"
 	"slices"
 	"sync"
@@ -210,6 +211,27 @@ var errExpired = errors.New("max_elapsed passed before the next attempt")
 // An operator's pause is not the vendor's doing: while the sink is paused
 // nothing expires (a paused sink dead-letters nothing), and the time it
 // was paused is not counted against max_elapsed.
+// throttlePause is how long a failed request pauses the whole sink: the
+// vendor's Retry-After (clamped to max_retry_after), or for a 429 without
+// one, the retry policy's first wait (initial_interval), unless the sink
+// has a rate_limit, whose pace a 429 halves instead. The vendor says it is
+// overloaded, not that this event is bad: without a pause every worker
+// goes on sending at full concurrency (a 429 is no breaker failure and
+// charges no attempt), for as long as max_elapsed
+// (TestThrottledVendorIsNotHammered).
+func (w *sinkWorker) throttlePause(err error) time.Duration {
+	var se *sinks.Error
+	switch {
+	case !errors.As(err, &se) || !se.Transient:
+		return 0
+	case se.RetryAfter > 0:
+		return min(se.RetryAfter, w.policy.MaxRetryAfter)
+	case se.Status == http.StatusTooManyRequests && w.gate.pace == nil:
+		return min(w.policy.InitialInterval, w.policy.MaxRetryAfter)
+	}
+	return 0
+}
+
 func (w *sinkWorker) expired(d *delivery, now time.Time) bool {
 	if w.policy.MaxElapsed <= 0 || d.history.First.IsZero() || w.gate.heldByOperator() {
 		return false
@@ -308,9 +330,8 @@ func (w *sinkWorker) attempt(ctx context.Context, d *delivery, ev *envelope.Even
 	// The pause before the release: the release frees the gate for the
 	// next request, which must find the sink paused.
 	if derr != nil { // se escapes (errors.As): not allocated for a success
-		var se *sinks.Error
-		if errors.As(derr, &se) && se.Transient && se.RetryAfter > 0 {
-			w.gate.pause(min(se.RetryAfter, w.policy.MaxRetryAfter))
+		if p := w.throttlePause(derr); p > 0 {
+			w.gate.pause(p)
 		}
 	}
 	if cut {

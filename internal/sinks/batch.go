@@ -79,7 +79,7 @@ func bisect[T any](ctx context.Context, items []T, send func(context.Context, []
 	var run func(lo, hi int)
 	run = func(lo, hi int) {
 		if stop != nil {
-			set(lo, hi, stop)
+			set(lo, hi, unsentAfter(stop))
 			return
 		}
 		err := send(ctx, items[lo:hi])
@@ -106,6 +106,12 @@ func bisect[T any](ctx context.Context, items []T, send func(context.Context, []
 func stopsBatch(err error) bool {
 	var se *Error
 	return err != nil && !(errors.As(err, &se) && !se.Transient)
+}
+
+// isUnsent says err is a delivery's left unsent (unsentAfter).
+func isUnsent(err error) bool {
+	var se *Error
+	return errors.As(err, &se) && se.Unsent
 }
 
 // itemsMayDiffer says whether a refused request may be one item's fault:

@@ -47,13 +47,13 @@ func (c *chabok) DeliverBatch(ctx context.Context, ds []*Delivery) []error {
 		for k := lo; k < hi; k++ {
 			errs[at[k]] = err
 		}
-		if stop == nil && stopsBatch(err) {
+		if stop == nil && stopsBatch(err) && !isUnsent(err) {
 			stop = err
 		}
 	})
 	for _, i := range purchases {
 		if stop != nil {
-			errs[i] = stop
+			errs[i] = unsentAfter(stop)
 			continue
 		}
 		errs[i] = c.Deliver(ctx, ds[i])

@@ -77,7 +77,7 @@ func (m *metrixGateway) DeliverBatch(ctx context.Context, ds []*Delivery) []erro
 				hi := min(lo+metrixGatewayMaxMessages, len(u.msgs))
 				if stop != nil {
 					for k := lo; k < hi; k++ {
-						errs[u.at[k]] = stop
+						errs[u.at[k]] = unsentAfter(stop)
 					}
 					continue
 				}
@@ -87,7 +87,7 @@ func (m *metrixGateway) DeliverBatch(ctx context.Context, ds []*Delivery) []erro
 					for k := lo + i; k < lo+j; k++ {
 						errs[u.at[k]] = err // each index is one goroutine's
 					}
-					if stop == nil && stopsBatch(err) {
+					if stop == nil && stopsBatch(err) && !isUnsent(err) {
 						stop = err
 					}
 				})

@@ -8,6 +8,7 @@ package sinks
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -53,10 +54,30 @@ type Error struct {
 	Message    string
 	RetryAfter time.Duration
 	Err        error
+	// Unsent says no request carried this delivery: an earlier request
+	// of its batch failed transiently (this is that request's error,
+	// Retry-After and all), which ended the batch's sending. It is no
+	// attempt of the event's: retried, never charged to max_attempts.
+	Unsent bool
+}
+
+// unsentAfter is the error of a batch's delivery left unsent because the
+// request before it failed with err (stopsBatch).
+func unsentAfter(err error) error {
+	var se *Error
+	if errors.As(err, &se) {
+		c := *se
+		c.Unsent = true
+		return &c
+	}
+	return &Error{Transient: true, Err: err, Unsent: true}
 }
 
 func (e *Error) Error() string {
 	var b strings.Builder
+	if e.Unsent {
+		b.WriteString("not sent, an earlier request of its batch failed: ")
+	}
 	// A transient failure is not yet a reason: only the policy decides
 	// that retries are exhausted, so its text must not claim it.
 	if e.Transient {
