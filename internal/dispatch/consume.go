@@ -42,6 +42,7 @@ type job struct {
 // is still this process's until it is settled (keepers).
 func consume(ctx context.Context, c jetstream.Consumer, k *keeper, retry bool, prefetch int, g *gate, jobs chan<- job, log *zap.Logger) {
 	h := healerOf(c)
+	h.attach(k)
 	for ctx.Err() == nil {
 		if err := g.waitOpen(ctx); err != nil {
 			return

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -89,6 +90,33 @@ type healer struct {
 
 	mu sync.Mutex
 	up chan struct{} // closed while the consumer is believed to exist
+	// keepers hold the messages pulled from this consumer (consume):
+	// orphaned when its stream is gone (orphanHeld).
+	keepers []*keeper
+}
+
+// attach has the healer orphan k's messages when the consumer's stream
+// is gone. Safe on a nil healer.
+func (h *healer) attach(k *keeper) {
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	h.keepers = append(h.keepers, k)
+	h.mu.Unlock()
+}
+
+// orphanHeld lets go, unsettled, of every message pulled from the
+// consumer in a stream that is gone (keeper.orphanAll): called before the
+// consumer is recreated in the stream made again, whose events reuse the
+// old ones' sequences, and so their ack subjects.
+func (h *healer) orphanHeld() {
+	h.mu.Lock()
+	ks := slices.Clone(h.keepers)
+	h.mu.Unlock()
+	for _, k := range ks {
+		k.orphanAll()
+	}
 }
 
 func newHealer(e *engine, sink string, c jetstream.Consumer, fromFloor bool) *healer {
@@ -210,6 +238,7 @@ func (h *healer) check(ctx context.Context) {
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
 		h.heal(ctx)
 	case errors.Is(err, jetstream.ErrStreamNotFound) && h.streamGone(ctx):
+		h.orphanHeld()
 		// Deleted (`nats stream rm`), and the consumer with it: a loss
 		// like any, counted and answered 503 on /readyz until the
 		// stream is made again (by an operator, or a dispatcher's
@@ -414,6 +443,9 @@ func (h *healer) heal(ctx context.Context) {
 						zap.Time("bound_stream_created", h.rec.floor.StreamCreated), zap.Time("stream_created", created))
 				}
 				at = 1
+				// Held since before: the deleted stream's (a loss seen
+				// only after the stream was made again).
+				h.orphanHeld()
 				cfg.Metadata = maps.Clone(cfg.Metadata)
 				if cfg.Metadata == nil {
 					cfg.Metadata = map[string]string{}

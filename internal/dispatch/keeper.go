@@ -3,6 +3,7 @@ package dispatch
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -125,27 +126,86 @@ func (ks *keepers) closeAll() {
 	}
 }
 
+// orphanAll lets go of every message in the keeper's care: they came
+// from a stream that is gone (deleted, made again), with the consumer that
+// delivered them. Their settlement must not be sent: a consumer recreated
+// under the same name in the stream made again listens on the same ack
+// subjects ($JS.ACK.<stream>.<consumer>.….<stream seq>.…), and the
+// server would take an old message's ack or term for the new stream's
+// event at that sequence, which would then never be delivered
+// (TestReviewRev27AnAckFromTheDeletedStreamSettlesTheNewStreamsEvent).
+// What is in flight still goes to the vendor: it was stored once.
+func (k *keeper) orphanAll() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for m := range k.held {
+		m.orphaned.Store(true)
+		delete(k.held, m)
+	}
+}
+
 // kept is a message in a keeper's care: settling it releases it.
 type kept struct {
 	jetstream.Msg
 	k       *keeper
 	touched time.Time // under k.mu
+	// orphaned: its stream is gone (orphanAll); settling it sends nothing.
+	orphaned atomic.Bool
 }
 
-func (m *kept) Ack() error { m.k.release(m); return m.Msg.Ack() }
+// done releases m and says whether its settlement is to be sent (it is
+// not orphaned). No closure per settlement: an ack is per event.
+func (m *kept) done() bool {
+	m.k.release(m)
+	return !m.orphaned.Load()
+}
+
+func (m *kept) Ack() error {
+	if !m.done() {
+		return nil
+	}
+	return m.Msg.Ack()
+}
 
 func (m *kept) DoubleAck(ctx context.Context) error {
-	m.k.release(m)
+	if !m.done() {
+		return nil
+	}
 	return m.Msg.DoubleAck(ctx)
 }
 
-func (m *kept) Nak() error { m.k.release(m); return m.Msg.Nak() }
+func (m *kept) Nak() error {
+	if !m.done() {
+		return nil
+	}
+	return m.Msg.Nak()
+}
 
-func (m *kept) NakWithDelay(d time.Duration) error { m.k.release(m); return m.Msg.NakWithDelay(d) }
+func (m *kept) NakWithDelay(d time.Duration) error {
+	if !m.done() {
+		return nil
+	}
+	return m.Msg.NakWithDelay(d)
+}
 
-func (m *kept) Term() error { m.k.release(m); return m.Msg.Term() }
+func (m *kept) Term() error {
+	if !m.done() {
+		return nil
+	}
+	return m.Msg.Term()
+}
 
 func (m *kept) TermWithReason(reason string) error {
-	m.k.release(m)
+	if !m.done() {
+		return nil
+	}
 	return m.Msg.TermWithReason(reason)
+}
+
+// InProgress is not a settlement: m stays in the keeper's care.
+func (m *kept) InProgress() error {
+	if m.orphaned.Load() {
+		return nil
+	}
+	return m.Msg.InProgress()
 }
