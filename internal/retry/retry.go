@@ -73,7 +73,7 @@ func (p Policy) Validate(at string) []error {
 		errs = append(errs, fmt.Errorf("%s.max_attempts: must be 0 (unbounded) or more", at))
 	}
 	if p.MaxAttempts == 0 && p.MaxElapsed == 0 {
-		errs = append(errs, fmt.Errorf("%s: set max_attempts or max_elapsed, or an event could retry forever", at))
+		errs = append(errs, fmt.Errorf("%s: set max_attempts or max_elapsed (24h, say), or an event could retry forever", at))
 	}
 	return errs
 }
