@@ -50,6 +50,7 @@ func consume(ctx context.Context, c jetstream.Consumer, k *keeper, retry bool, p
 		if err := h.waitUp(ctx); err != nil {
 			return
 		}
+		epoch := k.pullEpoch() // before the pull: its messages are of the instance now, or orphaned
 		it, err := c.Messages(
 			jetstream.PullMaxMessages(prefetch),
 			jetstream.PullHeartbeat(2*time.Second),
@@ -62,7 +63,7 @@ func consume(ctx context.Context, c jetstream.Consumer, k *keeper, retry bool, p
 			}
 			continue
 		}
-		if gone := feed(ctx, it, retry, g, jobs, k, h, log); gone {
+		if gone := feed(ctx, it, epoch, retry, g, jobs, k, h, log); gone {
 			if h == nil {
 				_ = sleep(ctx, time.Second, nil)
 			}
@@ -89,7 +90,7 @@ func ackWaitOf(c jetstream.Consumer) time.Duration {
 // about every quarter of ack_wait.
 //
 // gone reports that the pull said the consumer no longer exists.
-func feed(ctx context.Context, it jetstream.MessagesContext, retry bool, g *gate, jobs chan<- job, k *keeper, h *healer, log *zap.Logger) (gone bool) {
+func feed(ctx context.Context, it jetstream.MessagesContext, epoch uint64, retry bool, g *gate, jobs chan<- job, k *keeper, h *healer, log *zap.Logger) (gone bool) {
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	go func() {
@@ -133,7 +134,7 @@ func feed(ctx context.Context, it jetstream.MessagesContext, retry bool, g *gate
 			}
 			continue
 		}
-		m := k.add(msg, stalled)
+		m := k.add(msg, stalled, epoch)
 		if handingBack {
 			_ = m.Nak()
 			continue
@@ -178,7 +179,7 @@ func feed(ctx context.Context, it jetstream.MessagesContext, retry bool, g *gate
 					break
 				}
 				if err == nil {
-					rest = append(rest, k.add(msg, budget))
+					rest = append(rest, k.add(msg, budget, epoch))
 				}
 			}
 			handOver(ctx, rest, retry, g, jobs)

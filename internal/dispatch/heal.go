@@ -107,9 +107,10 @@ func (h *healer) attach(k *keeper) {
 }
 
 // orphanHeld lets go, unsettled, of every message pulled from the
-// consumer in a stream that is gone (keeper.orphanAll): called before the
-// consumer is recreated in the stream made again, whose events reuse the
-// old ones' sequences, and so their ack subjects.
+// consumer instance that is gone (keeper.orphanAll): called as the loss
+// is seen (heal), and when a look finds an instance it did not know,
+// made by another replica. A stream made again reuses the old events'
+// sequences, and so their ack subjects.
 func (h *healer) orphanHeld() {
 	h.mu.Lock()
 	ks := slices.Clone(h.keepers)
@@ -231,6 +232,12 @@ func (h *healer) check(ctx context.Context) {
 	switch {
 	case err == nil:
 		info := c.CachedInfo()
+		if !info.Created.Equal(h.instance) {
+			// Made again by another replica (or an operator) since this
+			// healer last looked, maybe in the stream made again: what
+			// this replica holds is the old instance's (orphanHeld).
+			h.orphanHeld()
+		}
 		before := h.floor.Swap(info.AckFloor.Stream)
 		h.seen(ctx, info, before)
 		h.markUp()
@@ -238,7 +245,6 @@ func (h *healer) check(ctx context.Context) {
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
 		h.heal(ctx)
 	case errors.Is(err, jetstream.ErrStreamNotFound) && h.streamGone(ctx):
-		h.orphanHeld()
 		// Deleted (`nats stream rm`), and the consumer with it: a loss
 		// like any, counted and answered 503 on /readyz until the
 		// stream is made again (by an operator, or a dispatcher's
@@ -374,6 +380,9 @@ func (h *healer) heal(ctx context.Context) {
 	log.Warn("consumer lost; recreating it where it was (chapar_consumer_losses_total counts this)",
 		zap.Uint64("from_stream_sequence", from))
 	h.e.obs.ConsumerLost(h.sink)
+	// What this replica holds was delivered by the instance gone: its
+	// settlement would reach whatever is made under the name next.
+	h.orphanHeld()
 	// A pull hears "consumer deleted" before nats-server has removed the
 	// consumer's directory; one recreated under the same name meanwhile
 	// can lose its own to that removal (RecreateConsumer checks, and this
@@ -443,9 +452,6 @@ func (h *healer) heal(ctx context.Context) {
 						zap.Time("bound_stream_created", h.rec.floor.StreamCreated), zap.Time("stream_created", created))
 				}
 				at = 1
-				// Held since before: the deleted stream's (a loss seen
-				// only after the stream was made again).
-				h.orphanHeld()
 				cfg.Metadata = maps.Clone(cfg.Metadata)
 				if cfg.Metadata == nil {
 					cfg.Metadata = map[string]string{}

@@ -25,6 +25,11 @@ import (
 type keeper struct {
 	every time.Duration // a message untouched this long gets an in-progress ack
 
+	// epoch counts the consumer instances this keeper has outlived
+	// (orphanAll): a message pulled in an earlier one is settled with
+	// nothing sent.
+	epoch atomic.Uint64
+
 	mu   sync.Mutex
 	held map[*kept]struct{}
 
@@ -54,9 +59,11 @@ func newKeeper(ackWait time.Duration) *keeper {
 
 // add takes msg into the keeper's care. waited is how long it may already
 // have waited since JetStream delivered it (in the pull's buffer): it is
-// touched that much sooner.
-func (k *keeper) add(msg jetstream.Msg, waited time.Duration) *kept {
-	m := &kept{Msg: msg, k: k, touched: time.Now().Add(-waited)}
+// touched that much sooner. epoch is the keeper's when the pull that
+// delivered msg began (pullEpoch): a message of an earlier consumer
+// instance taken from a pull's buffer after orphanAll is one of it.
+func (k *keeper) add(msg jetstream.Msg, waited time.Duration, epoch uint64) *kept {
+	m := &kept{Msg: msg, k: k, touched: time.Now().Add(-waited), epoch: epoch}
 	k.mu.Lock()
 	k.held[m] = struct{}{}
 	k.mu.Unlock()
@@ -73,8 +80,13 @@ func (k *keeper) release(m *kept) {
 // are sent outside the lock: a publish may wait on a slow connection.
 func (k *keeper) touch(now time.Time) {
 	var due []jetstream.Msg
+	epoch := k.epoch.Load()
 	k.mu.Lock()
 	for m := range k.held {
+		if m.epoch != epoch {
+			delete(k.held, m) // an earlier consumer instance's: not kept alive
+			continue
+		}
 		if now.Sub(m.touched) >= k.every {
 			m.touched = now
 			due = append(due, m.Msg)
@@ -126,22 +138,28 @@ func (ks *keepers) closeAll() {
 	}
 }
 
-// orphanAll lets go of every message in the keeper's care: they came
-// from a stream that is gone (deleted, made again), with the consumer that
-// delivered them. Their settlement must not be sent: a consumer recreated
-// under the same name in the stream made again listens on the same ack
-// subjects ($JS.ACK.<stream>.<consumer>.….<stream seq>.…), and the
-// server would take an old message's ack or term for the new stream's
-// event at that sequence, which would then never be delivered
-// (TestReviewRev27AnAckFromTheDeletedStreamSettlesTheNewStreamsEvent).
-// What is in flight still goes to the vendor: it was stored once.
+// pullEpoch is the epoch to give add for the messages of a pull that
+// begins now.
+func (k *keeper) pullEpoch() uint64 { return k.epoch.Load() }
+
+// orphanAll lets go of every message pulled before now: the consumer
+// instance that delivered them is gone (deleted, its stream deleted or
+// made again, recreated by any replica). Their settlement must not be
+// sent: a consumer recreated under the same name listens on the same ack
+// subjects ($JS.ACK.<stream>.<consumer>.….<stream seq>.…), and in a
+// stream made again the server would take an old message's ack or term
+// for the new stream's event at that sequence, which would then never be
+// delivered (TestReviewRev27AnAckFromTheDeletedStreamSettlesTheNewStreams-
+// Event). That holds for messages still in a pull's buffer too, taken
+// into the keeper later (their pull's epoch is the old one:
+// TestReviewRev28AMessageStillInThePullsBufferIsNotOrphaned). What is in
+// flight still goes to the vendor, and the recreated consumer delivers
+// what it had not acked again: duplicates, never a loss.
 func (k *keeper) orphanAll() {
+	k.epoch.Add(1)
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	for m := range k.held {
-		m.orphaned.Store(true)
-		delete(k.held, m)
-	}
+	clear(k.held)
 }
 
 // kept is a message in a keeper's care: settling it releases it.
@@ -149,15 +167,20 @@ type kept struct {
 	jetstream.Msg
 	k       *keeper
 	touched time.Time // under k.mu
-	// orphaned: its stream is gone (orphanAll); settling it sends nothing.
-	orphaned atomic.Bool
+	// epoch is the keeper's when the pull that delivered it began: not
+	// the keeper's now, the message is orphaned (orphanAll), and settling
+	// it sends nothing.
+	epoch uint64
 }
+
+// orphaned says m was delivered by a consumer instance that is gone.
+func (m *kept) orphaned() bool { return m.epoch != m.k.epoch.Load() }
 
 // done releases m and says whether its settlement is to be sent (it is
 // not orphaned). No closure per settlement: an ack is per event.
 func (m *kept) done() bool {
 	m.k.release(m)
-	return !m.orphaned.Load()
+	return !m.orphaned()
 }
 
 func (m *kept) Ack() error {
@@ -204,7 +227,7 @@ func (m *kept) TermWithReason(reason string) error {
 
 // InProgress is not a settlement: m stays in the keeper's care.
 func (m *kept) InProgress() error {
-	if m.orphaned.Load() {
+	if m.orphaned() {
 		return nil
 	}
 	return m.Msg.InProgress()
