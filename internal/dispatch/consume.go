@@ -134,6 +134,20 @@ func feed(ctx context.Context, it jetstream.MessagesContext, epoch uint64, retry
 			}
 			continue
 		}
+		if !handingBack && k.epoch.Load() != epoch {
+			// The consumer instance this pull began with is gone
+			// (keeper.orphanAll), and a pull outlives it when no request
+			// of it was waiting to hear so (the server tells only those):
+			// what it hands over now may be the old instance's or the new
+			// one's. It is all handed back (a nak is safe either way:
+			// kept), and a pull of the new instance begins, whose
+			// messages are settled again. Kept on, every message of the
+			// new instance it delivered went unsettled and came back for
+			// ever (TestReviewRev29APullOpenAcrossTheNewInstance-
+			// OrphansEverythingItDeliversAfter).
+			handingBack = true
+			it.Drain()
+		}
 		m := k.add(msg, stalled, epoch)
 		if handingBack {
 			_ = m.Nak()

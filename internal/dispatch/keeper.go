@@ -144,17 +144,18 @@ func (k *keeper) pullEpoch() uint64 { return k.epoch.Load() }
 
 // orphanAll lets go of every message pulled before now: the consumer
 // instance that delivered them is gone (deleted, its stream deleted or
-// made again, recreated by any replica). Their settlement must not be
+// made again, recreated by any replica). Their acks and terms must not be
 // sent: a consumer recreated under the same name listens on the same ack
 // subjects ($JS.ACK.<stream>.<consumer>.….<stream seq>.…), and in a
 // stream made again the server would take an old message's ack or term
 // for the new stream's event at that sequence, which would then never be
 // delivered (TestReviewRev27AnAckFromTheDeletedStreamSettlesTheNewStreams-
-// Event). That holds for messages still in a pull's buffer too, taken
-// into the keeper later (their pull's epoch is the old one:
-// TestReviewRev28AMessageStillInThePullsBufferIsNotOrphaned). What is in
-// flight still goes to the vendor, and the recreated consumer delivers
-// what it had not acked again: duplicates, never a loss.
+// Event). They are naked instead (kept.done). That holds for messages
+// still in a pull's buffer too, taken into the keeper later (their pull's
+// epoch is the old one: TestReviewRev28AMessageStillInThePullsBufferIs-
+// NotOrphaned), and the pull itself is handed back and begun again
+// (feed). What is in flight still goes to the vendor: duplicates, never a
+// loss.
 func (k *keeper) orphanAll() {
 	k.epoch.Add(1)
 	k.mu.Lock()
@@ -176,51 +177,52 @@ type kept struct {
 // orphaned says m was delivered by a consumer instance that is gone.
 func (m *kept) orphaned() bool { return m.epoch != m.k.epoch.Load() }
 
-// done releases m and says whether its settlement is to be sent (it is
-// not orphaned). No closure per settlement: an ack is per event.
-func (m *kept) done() bool {
+// done releases m and says whether it is orphaned: delivered by a
+// consumer instance that is gone. An orphaned message is handed back
+// whatever its settlement: its ack or term could settle another event
+// (the stream made again), a nak cannot lose one, only have it delivered
+// again, and a message of the new instance wrongly taken for an old one's
+// (pulled before its healer's look) comes again now, not after ack_wait.
+// No closure per settlement: an ack is per event.
+func (m *kept) done() (orphaned bool) {
 	m.k.release(m)
-	return !m.orphaned()
+	return m.orphaned()
 }
 
 func (m *kept) Ack() error {
-	if !m.done() {
-		return nil
+	if m.done() {
+		return m.Msg.Nak()
 	}
 	return m.Msg.Ack()
 }
 
 func (m *kept) DoubleAck(ctx context.Context) error {
-	if !m.done() {
-		return nil
+	if m.done() {
+		return m.Msg.Nak()
 	}
 	return m.Msg.DoubleAck(ctx)
 }
 
 func (m *kept) Nak() error {
-	if !m.done() {
-		return nil
-	}
+	m.k.release(m)
 	return m.Msg.Nak()
 }
 
 func (m *kept) NakWithDelay(d time.Duration) error {
-	if !m.done() {
-		return nil
-	}
+	m.k.release(m)
 	return m.Msg.NakWithDelay(d)
 }
 
 func (m *kept) Term() error {
-	if !m.done() {
-		return nil
+	if m.done() {
+		return m.Msg.Nak()
 	}
 	return m.Msg.Term()
 }
 
 func (m *kept) TermWithReason(reason string) error {
-	if !m.done() {
-		return nil
+	if m.done() {
+		return m.Msg.Nak()
 	}
 	return m.Msg.TermWithReason(reason)
 }
