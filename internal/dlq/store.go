@@ -172,14 +172,7 @@ func (s *Store) Get(ctx context.Context, seq uint64) (*Record, error) {
 // not an error, and not removed again.
 func (s *Store) remove(ctx context.Context, stream jetstream.Stream, r *Record, why string) (bool, error) {
 	if r.stored == "" || r.stored == s.topo.DeadLetterSubject(r.Sink) {
-		err := stream.DeleteMsg(ctx, r.Seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return false, nil
-		}
-		if err != nil {
-			return false, fmt.Errorf("dlq: remove entry %d: %w", r.Seq, err)
-		}
-		return true, nil
+		return deleteEntry(ctx, stream, r.Seq, "")
 	}
 	msg := nats.NewMsg(r.stored)
 	msg.Header.Set(hdrTombstone, why)
@@ -196,17 +189,24 @@ func (s *Store) remove(ctx context.Context, stream jetstream.Stream, r *Record, 
 		// purge is how it is freed). Its subject is left empty, so a
 		// late second write of it is refused only within the duplicate
 		// window; while the storage is full, it is refused anyway.
-		err := stream.DeleteMsg(ctx, r.Seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return false, nil
-		}
-		if err != nil {
-			return false, fmt.Errorf("dlq: remove entry %d (the storage is full): %w", r.Seq, err)
-		}
-		return true, nil
+		return deleteEntry(ctx, stream, r.Seq, " (the storage is full)")
 	}
 	if err != nil {
 		return false, fmt.Errorf("dlq: remove entry %d: %w", r.Seq, err)
+	}
+	return true, nil
+}
+
+// deleteEntry deletes the record at seq and says whether this call did:
+// one gone already (removed meanwhile) is not an error. why, if set, is
+// said in an error.
+func deleteEntry(ctx context.Context, stream jetstream.Stream, seq uint64, why string) (bool, error) {
+	err := stream.DeleteMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("dlq: remove entry %d%s: %w", seq, why, err)
 	}
 	return true, nil
 }
