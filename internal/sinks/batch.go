@@ -102,16 +102,14 @@ func bisect[T any](ctx context.Context, items []T, send func(context.Context, []
 // stopsBatch says whether err, one request's of a batch, ends the batch's
 // sending: any failure but a permanent answer (which is the request's
 // items' own) is the vendor's or the connection's, and would meet the
-// requests after it too.
+// requests after it too. A delivery left unsent (unsentAfter) carries the
+// error of a request that already stopped it.
 func stopsBatch(err error) bool {
 	var se *Error
-	return err != nil && !(errors.As(err, &se) && !se.Transient)
-}
-
-// isUnsent says err is a delivery's left unsent (unsentAfter).
-func isUnsent(err error) bool {
-	var se *Error
-	return errors.As(err, &se) && se.Unsent
+	if errors.As(err, &se) {
+		return se.Transient && !se.Unsent
+	}
+	return err != nil
 }
 
 // itemsMayDiffer says whether a refused request may be one item's fault:

@@ -47,7 +47,7 @@ func (c *chabok) DeliverBatch(ctx context.Context, ds []*Delivery) []error {
 		for k := lo; k < hi; k++ {
 			errs[at[k]] = err
 		}
-		if stop == nil && stopsBatch(err) && !isUnsent(err) {
+		if stop == nil && stopsBatch(err) {
 			stop = err
 		}
 	})

@@ -87,7 +87,7 @@ func (m *metrixGateway) DeliverBatch(ctx context.Context, ds []*Delivery) []erro
 					for k := lo + i; k < lo+j; k++ {
 						errs[u.at[k]] = err // each index is one goroutine's
 					}
-					if stop == nil && stopsBatch(err) && !isUnsent(err) {
+					if stop == nil && stopsBatch(err) {
 						stop = err
 					}
 				})
