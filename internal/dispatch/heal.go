@@ -91,12 +91,12 @@ type healer struct {
 	mu sync.Mutex
 	up chan struct{} // closed while the consumer is believed to exist
 	// keepers hold the messages pulled from this consumer (consume):
-	// orphaned when its stream is gone (orphanHeld).
+	// orphaned when its instance is gone (orphanHeld).
 	keepers []*keeper
 }
 
-// attach has the healer orphan k's messages when the consumer's stream
-// is gone. Safe on a nil healer.
+// attach has the healer orphan k's messages when the consumer instance
+// that delivered them is gone (orphanHeld). Safe on a nil healer.
 func (h *healer) attach(k *keeper) {
 	if h == nil {
 		return
