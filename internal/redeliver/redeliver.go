@@ -300,7 +300,10 @@ func send(ctx context.Context, js jetstream.JetStream, topo topology.Topology, o
 	msg.Header.Set(topology.HeaderReceived, s.at.UTC().Format(time.RFC3339Nano))
 	msg.Header.Set(topology.HeaderRedelivery, job)
 	msg.Data = s.data
-	pctx, cancel := context.WithTimeout(ctx, publishWait)
+	// Not cut by ctx: a re-send the server stored is counted as sent (a
+	// stop while its confirmation is on its way said "re-sent 0" of one
+	// the vendor had), and the command to go on begins after it.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishWait)
 	defer cancel()
 	// The message id names (job, event): a publish retried after a lost
 	// confirmation is stored once.
