@@ -93,11 +93,22 @@ func TestReviewRev15PassedToOnAReplicatedStreamUnderDeletesIsNeverBelowThePositi
 	// healthy peer in map order, which can be the stream leader again and
 	// again (CI once saw 60 s of that): name a current replica that is not
 	// the stream leader.
-	testenv.Eventually(t, 60*time.Second, "the consumer led off the stream leader's server", func() bool {
+	// Two minutes: under a loaded CI run a step-down once left the
+	// consumer without a leader for the whole of one minute (logged below).
+	leaderless := time.Time{}
+	testenv.Eventually(t, 2*time.Minute, "the consumer led off the stream leader's server", func() bool {
 		sl, cc := consumerCluster()
 		if sl == "" || cc == nil || cc.Leader == "" {
-			return false // a leader still being elected
+			// A leader still being elected.
+			if leaderless.IsZero() {
+				leaderless = time.Now()
+			} else if time.Since(leaderless) > 10*time.Second {
+				t.Logf("no stream or consumer leader seen for %s (stream leader %q, consumer cluster %+v)", time.Since(leaderless).Round(time.Second), sl, cc)
+				leaderless = time.Now()
+			}
+			return false
 		}
+		leaderless = time.Time{}
 		if sl != cc.Leader {
 			return true
 		}
