@@ -108,7 +108,7 @@ type orderer struct {
 	mu      sync.Mutex
 	lanes   map[string]*lane // keyed lanes holding messages
 	all     map[*lane]bool   // every lane holding messages, keyed or not
-	origins map[uint64]bool  // the messages held, by topology.Origin (partition and sequence)
+	origins map[heldKey]bool // the messages held (order_remade.go)
 	ready   []*lane
 	signal  chan struct{} // a lane became ready
 
@@ -126,6 +126,12 @@ type orderer struct {
 	pops     uint64
 	fenced   int           // answers that found messages pending elsewhere since the last proof
 	kick     chan struct{} // ask the lease for a proof now
+	// born is when the events stream was made, as read at the first
+	// proof of pin bornOf: a message stored before it is a deleted
+	// stream's (order_remade.go). Zero: not read yet.
+	born   time.Time
+	bornOf string
+	events jetstream.Stream // the stream read then
 	// A new pin's catch-up (order_lease.go). firstNew is the first
 	// message delivered here for the first time under pinID (0: none yet):
 	// every one delivered before the pin moved is older; pinSeen is when
@@ -151,7 +157,7 @@ type orderer struct {
 }
 
 func newOrderer(w *sinkWorker, key func(*envelope.Event) string, cons jetstream.Consumer) *orderer {
-	return &orderer{w: w, key: key, cons: cons, lanes: map[string]*lane{}, all: map[*lane]bool{}, origins: map[uint64]bool{},
+	return &orderer{w: w, key: key, cons: cons, lanes: map[string]*lane{}, all: map[*lane]bool{}, origins: map[heldKey]bool{},
 		signal: make(chan struct{}, 1), kick: make(chan struct{}, 1), flight: &sync.WaitGroup{}}
 }
 

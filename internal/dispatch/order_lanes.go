@@ -38,16 +38,31 @@ type lane struct {
 // lane, to be checked and acked (or handed back) there.
 // A message this replica holds already (its ack deadline passed while it
 // waited, and JetStream sent it again) is dropped: the one held keeps its
-// place, and settling it settles both.
-func (o *orderer) admit(ctx context.Context, msg jetstream.Msg, origin uint64) {
+// place, and settling it settles both. So is one of a stream deleted since
+// (order_remade.go), unsettled. stored is when its stream stored it.
+func (o *orderer) admit(ctx context.Context, msg jetstream.Msg, origin uint64, stored time.Time) {
 	o.mu.Lock()
-	dup := origin != 0 && o.origins[origin]
+	dup := origin != 0 && o.origins[heldKey{origin, stored.UnixNano()}]
+	suspect, events := origin != 0 && o.suspectLocked(stored), o.events
 	epoch := o.epoch
 	o.mu.Unlock()
 	if dup {
 		return
 	}
-	d, ev, targets, ok := o.w.parseRouteGuarded(ctx, job{msg: msg})
+	if suspect {
+		rctx, cancel := context.WithTimeout(ctx, brokerTimeout)
+		stale, err := staleIn(rctx, events, origin, stored)
+		cancel()
+		switch {
+		case err != nil:
+			_ = msg.NakWithDelay(handOverGap) // cannot tell: again shortly
+			return
+		case stale:
+			o.w.log.Debug("dropped a message of the deleted events stream", zap.String("sink", o.w.name), zap.Uint64("origin", origin))
+			return
+		}
+	}
+	d, ev, targets, ok := o.w.parseRouteGuarded(ctx, job{msg: &laneMsg{Msg: msg}})
 	if !ok {
 		return // settled: invalid
 	}
@@ -58,7 +73,12 @@ func (o *orderer) admit(ctx context.Context, msg jetstream.Msg, origin uint64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.epoch != epoch {
-		return // the lease was lost meanwhile: dropped with the lanes
+		// The lease was lost meanwhile: handed back as the lanes were
+		// (loseLease), not dropped unsettled, which held a pin kept
+		// (only a deleted stream's messages dropped) waiting ack_wait for
+		// it with everything pulled after it.
+		_ = msg.NakWithDelay(handOverGap)
+		return
 	}
 	l := o.lanes[key]
 	if key == "" || l == nil {
@@ -74,7 +94,7 @@ func (o *orderer) admit(ctx context.Context, msg jetstream.Msg, origin uint64) {
 	// ahead of them before it delivers anything (order_lease.go).
 	i, _ := slices.BinarySearchFunc(l.q, d.origin, func(e *delivery, origin uint64) int { return cmp.Compare(e.origin, origin) })
 	l.q, l.evs, l.tgs = slices.Insert(l.q, i, d), slices.Insert(l.evs, i, ev), slices.Insert(l.tgs, i, targets)
-	o.origins[d.origin] = true
+	o.origins[heldKeyOf(d)] = true
 }
 
 func (o *orderer) readyLocked(l *lane) {
@@ -218,7 +238,7 @@ func (o *orderer) after(ctx context.Context, l *lane, wait time.Duration) {
 	time.AfterFunc(wait, func() {
 		o.mu.Lock()
 		defer o.mu.Unlock()
-		if ctx.Err() == nil && !l.gone {
+		if ctx.Err() == nil && !l.gone && len(l.q) > 0 { // emptied by dropStaleLocked meanwhile
 			o.readyLocked(l)
 		}
 	})
@@ -234,10 +254,15 @@ func (o *orderer) pop(l *lane, d *delivery) {
 	}
 	i := slices.Index(l.q, d)
 	if i < 0 {
+		// Dropped during its step as a deleted stream's
+		// (dropStaleLocked): the lane goes on with its new head.
+		if len(l.q) > 0 {
+			o.readyLocked(l)
+		}
 		return
 	}
 	o.pops++
-	delete(o.origins, d.origin)
+	delete(o.origins, heldKeyOf(d))
 	if to := o.catchUpToLocked(); to != 0 && d.origin <= to {
 		o.kickLease() // one delivered before the pin moved: the ack floor may have reached the catch-up's end
 	}

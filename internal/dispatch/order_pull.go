@@ -69,7 +69,7 @@ func (o *orderer) feed(ctx, workCtx context.Context, prefetch int) (leftover []j
 		flush := func() {
 			slices.SortFunc(redelivered, func(a, b originMsg) int { return cmp.Compare(a.origin, b.origin) })
 			for _, r := range redelivered {
-				o.admit(workCtx, r.msg, r.origin)
+				o.admit(workCtx, r.msg, r.origin, r.stored)
 			}
 			redelivered = redelivered[:0]
 			admitted()
@@ -133,7 +133,7 @@ func (o *orderer) feed(ctx, workCtx context.Context, prefetch int) (leftover []j
 			}
 			meta, err := msg.Metadata()
 			if err != nil {
-				o.admit(workCtx, msg, 0) // admit terminates it
+				o.admit(workCtx, msg, 0, time.Time{}) // admit terminates it
 				continue
 			}
 			if meta.NumDelivered > 1 {
@@ -141,13 +141,13 @@ func (o *orderer) feed(ctx, workCtx context.Context, prefetch int) (leftover []j
 				// message, but in the order they fell due, which a crash or
 				// hand-back can leave out of stream order: gather the run
 				// and sort it before it enters the lanes.
-				redelivered = append(redelivered, originMsg{msg, topology.Origin(meta.Stream, meta.Sequence.Stream)})
+				redelivered = append(redelivered, originMsg{msg, topology.Origin(meta.Stream, meta.Sequence.Stream), meta.Timestamp})
 				continue
 			}
 			flush()
 			origin := topology.Origin(meta.Stream, meta.Sequence.Stream)
 			o.sawNew(origin)
-			o.admit(workCtx, msg, origin)
+			o.admit(workCtx, msg, origin, meta.Timestamp)
 			admitted()
 		}
 		stop()
@@ -160,6 +160,7 @@ func (o *orderer) feed(ctx, workCtx context.Context, prefetch int) (leftover []j
 type originMsg struct {
 	msg    jetstream.Msg
 	origin uint64
+	stored time.Time // when its stream stored it
 }
 
 // redeliveryQuiet is how long a run of redeliveries may pause before it is
