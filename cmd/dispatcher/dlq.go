@@ -282,6 +282,9 @@ func (c *cliDLQReplay) Run(ctx context.Context, s *streams) error {
 		if opts.Progress != nil && res.Replayed > 0 {
 			fmt.Fprintln(stderr)
 		}
+		if err != nil && res.Matched == 0 {
+			return err // nothing was read (no stream, no JetStream): no count to print
+		}
 		if err == nil && res.Matched == 0 {
 			c.hintNoMatch(ctx, stderr, st)
 		}
@@ -341,6 +344,9 @@ func (c *cliDLQPurge) Run(ctx context.Context, s *streams) error {
 		n, err := st.PurgeProgress(ctx, filter, progress)
 		if progress != nil && n >= 100 {
 			fmt.Fprintln(s.stderr)
+		}
+		if err != nil && n == 0 {
+			return err // nothing purged; the error says why (no stream, no JetStream)
 		}
 		fmt.Fprintf(stdout, "purged %d dead letters", n)
 		if asked > n && err == nil {

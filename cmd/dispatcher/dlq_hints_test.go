@@ -186,3 +186,37 @@ func TestPurgeDoesWhatItAsked(t *testing.T) {
 		t.Errorf("left after the purge: %d records (%v), want late-0 alone", len(left), err)
 	}
 }
+
+// Against a NATS without the dead-letter stream (or the events stream),
+// replay, purge and redeliver fail with the stream named, and print no
+// count: "replayed 0 of 0" before the error read as if the stream had been
+// searched.
+func TestDLQReplayAndPurgeOfAMissingStreamPrintNoCount(t *testing.T) {
+	e := testenv.New(t)
+	for _, s := range []string{e.Topo.DeadLetterStream(), e.Topo.EventsStream()} {
+		if err := e.JS.DeleteStream(context.Background(), s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	url := e.Server.ClientURL()
+	for _, c := range []struct {
+		args []string
+		want string // in the error
+	}{
+		{[]string{"dlq", "replay"}, e.Topo.DeadLetterStream()},
+		{[]string{"dlq", "replay", "--dry-run"}, e.Topo.DeadLetterStream()},
+		{[]string{"dlq", "purge", "--yes"}, e.Topo.DeadLetterStream()},
+		{[]string{"sinks", "redeliver", "--sink", "chabok", "--since", "1h"}, "no dispatcher has run sink chabok"},
+		{[]string{"sinks", "redeliver", "--sink", "chabok", "--since", "1h", "--dry-run"}, e.Topo.EventsStream()},
+	} {
+		args := c.args
+		var out, errOut bytes.Buffer
+		err := runCommand(context.Background(), append(args, "--config", "../../configs/local.yaml", "--nats-url", url), &out, &errOut)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: error %v, want one saying %q", args, err, c.want)
+		}
+		if out.Len() > 0 {
+			t.Errorf("%v printed %q before failing, want nothing on stdout", args, out.String())
+		}
+	}
+}
