@@ -247,6 +247,11 @@ func (b *batcher) send(ctx context.Context, items []batchItem, inPlace bool) (ag
 		}
 		return nil, 0, nil
 	}
+	for i, it := range items {
+		if unsent(errs[i]) {
+			it.d.history = before[i] // no request carried it: not an attempt
+		}
+	}
 	spans := b.startBatchAttempts(ctx, items, now)
 	result := batchResult(errs)
 	cut := result != nil && ctx.Err() != nil // our own shutdown, not the vendor
@@ -268,7 +273,9 @@ func (b *batcher) send(ctx context.Context, items []batchItem, inPlace bool) (ag
 	// Logged before any settles: a settlement's broker write is not the
 	// vendor's latency.
 	for i, it := range items {
-		it.d.logAttempt(now, errs[i])
+		if !unsent(errs[i]) {
+			it.d.logAttempt(now, errs[i])
+		}
 	}
 	if !cut && !vendorDown && len(items) > 1 && failedAsWhole(errs) {
 		// The request failed as a whole (a timeout, a 5xx) and one item
@@ -370,4 +377,12 @@ func failedAsWhole(errs []error) bool {
 		}
 	}
 	return len(errs) > 0
+}
+
+// unsent says no request carried a batch's delivery (sinks.Error.Unsent):
+// an earlier request of its batch failed, which ended the sending. It is
+// retried as the failure says, and is no attempt: not counted, not logged.
+func unsent(err error) bool {
+	var se *sinks.Error
+	return errors.As(err, &se) && se.Unsent
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/chapar-dev/chapar/internal/config"
+	"github.com/chapar-dev/chapar/internal/deliveries"
 	"github.com/chapar-dev/chapar/internal/dlq"
 	"github.com/chapar-dev/chapar/internal/emulator"
 	"github.com/chapar-dev/chapar/internal/sinks"
@@ -225,6 +226,22 @@ func TestReviewRev27AnItemABatchNeverSentIsNotChargedAnAttempt(t *testing.T) {
 				t.Errorf("%s dead-lettered (%s, %d attempt(s), status %d) though no request ever carried it: "+
 					"the batch's sending ended at the poison purchase, and its unsent error was charged as an attempt", n, r.Reason, r.Attempts, r.Status)
 			}
+		}
+	}
+	// Nor counted as one: a delivered purchase's record says as many
+	// attempts as requests carried it (an unsent turn showed as an attempt
+	// "not sent, an earlier request of its batch failed").
+	testenv.Eventually(t, 10*time.Second, "the delivered purchases' records", func() bool {
+		for _, n := range names[1:] {
+			if r, ok := lookup(t, e, ids[n])["chabok"]; !ok || r.State != deliveries.Delivered {
+				return false
+			}
+		}
+		return true
+	})
+	for _, n := range names[1:] {
+		if r := lookup(t, e, ids[n])["chabok"]; r.Attempts != sent[n] {
+			t.Errorf("%s: its record counts %d attempts, yet %d requests carried it", n, r.Attempts, sent[n])
 		}
 	}
 }
