@@ -55,8 +55,11 @@ func (o *orderer) admit(ctx context.Context, msg jetstream.Msg, origin uint64, s
 		cancel()
 		switch {
 		case err != nil:
-			_ = msg.NakWithDelay(handOverGap) // cannot tell: again shortly
-			return
+			// Taken for the stream's own: a hand-back would let its key's
+			// later events overtake it, and a deleted stream's message is
+			// met only in the seconds after a stream was made again.
+			o.w.log.Warn("could not look a message up to tell whether its stream was deleted since; taking it as the stream's",
+				zap.String("sink", o.w.name), zap.Uint64("origin", origin), zap.Error(err))
 		case stale:
 			o.w.log.Debug("dropped a message of the deleted events stream", zap.String("sink", o.w.name), zap.Uint64("origin", origin))
 			return
@@ -73,12 +76,7 @@ func (o *orderer) admit(ctx context.Context, msg jetstream.Msg, origin uint64, s
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.epoch != epoch {
-		// The lease was lost meanwhile: handed back as the lanes were
-		// (loseLease), not dropped unsettled, which held a pin kept
-		// (only a deleted stream's messages dropped) waiting ack_wait for
-		// it with everything pulled after it.
-		_ = msg.NakWithDelay(handOverGap)
-		return
+		return // the lease was lost meanwhile: dropped with the lanes
 	}
 	l := o.lanes[key]
 	if key == "" || l == nil {
