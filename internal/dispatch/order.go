@@ -126,12 +126,6 @@ type orderer struct {
 	pops     uint64
 	fenced   int           // answers that found messages pending elsewhere since the last proof
 	kick     chan struct{} // ask the lease for a proof now
-	// born is when the events stream was made, as read at the first
-	// proof of pin bornOf: a message stored before it is a deleted
-	// stream's (order_remade.go). Zero: not read yet.
-	born   time.Time
-	bornOf string
-	events jetstream.Stream // the stream read then
 	// A new pin's catch-up (order_lease.go). firstNew is the first
 	// message delivered here for the first time under pinID (0: none yet):
 	// every one delivered before the pin moved is older; pinSeen is when

@@ -38,34 +38,17 @@ type lane struct {
 // lane, to be checked and acked (or handed back) there.
 // A message this replica holds already (its ack deadline passed while it
 // waited, and JetStream sent it again) is dropped: the one held keeps its
-// place, and settling it settles both. So is one of a stream deleted since
-// (order_remade.go), unsettled. stored is when its stream stored it.
+// place, and settling it settles both. A message is told from another at
+// the same sequence by when its stream stored it, stored (order_remade.go).
 func (o *orderer) admit(ctx context.Context, msg jetstream.Msg, origin uint64, stored time.Time) {
 	o.mu.Lock()
 	dup := origin != 0 && o.origins[heldKey{origin, stored.UnixNano()}]
-	suspect, events := origin != 0 && o.suspectLocked(stored), o.events
 	epoch := o.epoch
 	o.mu.Unlock()
 	if dup {
 		return
 	}
-	if suspect {
-		rctx, cancel := context.WithTimeout(ctx, brokerTimeout)
-		stale, err := staleIn(rctx, events, origin, stored)
-		cancel()
-		switch {
-		case err != nil:
-			// Taken for the stream's own: a hand-back would let its key's
-			// later events overtake it, and a deleted stream's message is
-			// met only in the seconds after a stream was made again.
-			o.w.log.Warn("could not look a message up to tell whether its stream was deleted since; taking it as the stream's",
-				zap.String("sink", o.w.name), zap.Uint64("origin", origin), zap.Error(err))
-		case stale:
-			o.w.log.Debug("dropped a message of the deleted events stream", zap.String("sink", o.w.name), zap.Uint64("origin", origin))
-			return
-		}
-	}
-	d, ev, targets, ok := o.w.parseRouteGuarded(ctx, job{msg: &laneMsg{Msg: msg}})
+	d, ev, targets, ok := o.w.parseRouteGuarded(ctx, job{msg: msg})
 	if !ok {
 		return // settled: invalid
 	}
@@ -236,7 +219,7 @@ func (o *orderer) after(ctx context.Context, l *lane, wait time.Duration) {
 	time.AfterFunc(wait, func() {
 		o.mu.Lock()
 		defer o.mu.Unlock()
-		if ctx.Err() == nil && !l.gone && len(l.q) > 0 { // emptied by dropStaleLocked meanwhile
+		if ctx.Err() == nil && !l.gone {
 			o.readyLocked(l)
 		}
 	})
@@ -252,11 +235,6 @@ func (o *orderer) pop(l *lane, d *delivery) {
 	}
 	i := slices.Index(l.q, d)
 	if i < 0 {
-		// Dropped during its step as a deleted stream's
-		// (dropStaleLocked): the lane goes on with its new head.
-		if len(l.q) > 0 {
-			o.readyLocked(l)
-		}
 		return
 	}
 	o.pops++

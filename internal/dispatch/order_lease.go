@@ -328,51 +328,19 @@ func (o *orderer) keepAlive(ctx context.Context, timeout time.Duration) {
 // It reports whether the server answered (or nothing was to be asked).
 func (o *orderer) prove(ctx context.Context, timeout time.Duration) (answered bool) {
 	o.mu.Lock()
-	pin, held, pops, proved, born, events := o.pinID, len(o.origins), o.pops, o.proved, o.born, o.events
-	if o.bornOf != pin {
-		born = time.Time{}
-	}
+	pin, held, pops := o.pinID, len(o.origins), o.pops
 	o.mu.Unlock()
 	if pin == "" {
 		return true // never given a message: nothing held, nothing to prove
 	}
 	asked := time.Now()
 	rctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
 	info, err := o.cons.Info(rctx)
+	cancel()
 	if err != nil {
 		return false
 	}
 	got := pinnedID(info)
-	var stale map[heldKey]bool
-	if got == pin && proved != pin {
-		// A pin's first proof: a stream made again comes with a new pin
-		// (its consumer is new), so this is where the deleted stream's
-		// messages are told from the new one's (order_remade.go).
-		if born.IsZero() {
-			s, err := o.w.js.Stream(rctx, info.Stream)
-			if err != nil {
-				return false
-			}
-			born, events = s.CachedInfo().Created, s
-		}
-		o.mu.Lock()
-		o.born, o.bornOf, o.events = born, pin, events
-		suspects := o.suspectsLocked()
-		o.mu.Unlock()
-		for _, k := range suspects {
-			gone, err := staleIn(rctx, events, k.origin, time.Unix(0, k.stored))
-			if err != nil {
-				return false
-			}
-			if gone {
-				if stale == nil {
-					stale = map[heldKey]bool{}
-				}
-				stale[k] = true
-			}
-		}
-	}
 	o.mu.Lock()
 	if o.pinID != pin {
 		o.mu.Unlock()
@@ -380,19 +348,6 @@ func (o *orderer) prove(ctx context.Context, timeout time.Duration) (answered bo
 	}
 	if got == pin {
 		first := o.proved != pin
-		if first && o.bornOf != pin {
-			o.mu.Unlock()
-			o.kickLease() // the proof was lost while asked: ask again, with the stream
-			return true
-		}
-		if first && len(stale) > 0 {
-			n := o.dropStaleLocked(stale)
-			o.mu.Unlock()
-			o.w.log.Warn("the events stream was deleted and made again; dropped the deleted stream's events this replica held, unsettled",
-				zap.String("sink", o.w.name), zap.Int("dropped", n))
-			o.kickLease() // counted again without them
-			return true
-		}
 		// Counted before the question, so a message given to this
 		// replica since is not taken for one held elsewhere; a message
 		// settled meanwhile would be, so then the count is taken again.
