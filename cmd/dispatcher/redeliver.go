@@ -90,10 +90,9 @@ func (c *cliSinksRedeliver) Run(ctx context.Context, s *streams) error {
 	if c.JSON {
 		return errors.Join(writeJSON(s.stdout, res), err)
 	}
-	if err != nil && res.Scanned == 0 && res.Sent == 0 {
-		return err // nothing was read (no stream, no JetStream): no count to print
+	if err == nil || res.Scanned > 0 || res.Sent > 0 {
+		printRedelivery(s.stdout, c, res) // else nothing was read (no stream, no JetStream): no count to print
 	}
-	printRedelivery(s.stdout, c, res)
 	if res.Resume.IsZero() || c.DryRun && err == nil {
 		return err
 	}
